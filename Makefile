@@ -1,0 +1,29 @@
+# Two commands for a newcomer (see README.md): `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test lint format lab-up lab-down clean
+
+setup:  ## system packages (root) + Python virtualenv with the pinned requirements
+	bash scripts/setup.sh
+
+demo: setup  ## two lab hosts, a running VM, workers and the portal on http://127.0.0.1:8000
+	bash scripts/demo.sh
+
+test: setup  ## the whole test suite, on both settings profiles, against real lab hosts
+	bash scripts/run-tests.sh
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format:
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+lab-up: setup
+	$(PY) manage.py lab up --hosts 2
+
+lab-down:
+	$(PY) manage.py lab down

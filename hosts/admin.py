@@ -1,0 +1,37 @@
+from django.contrib import admin
+
+from hosts.models import Host
+
+
+@admin.register(Host)
+class HostAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "address",
+        "transport",
+        "status",
+        "arch",
+        "libvirt_version",
+        "last_seen_at",
+    ]
+    list_filter = ["status", "transport", "arch"]
+    search_fields = ["name", "address", "hostname"]
+    readonly_fields = [
+        "status",
+        "last_error",
+        "last_error_at",
+        "last_seen_at",
+        "hostname",
+        "arch",
+        "cpu_model",
+        "cpu_vendor",
+        "cpu_count",
+        "hypervisor_type",
+        "hypervisor_version",
+        "libvirt_version",
+        "host_uuid",
+        "memory_total_bytes",
+        "memory_free_bytes",
+        "migration_features",
+        "capabilities_updated_at",
+    ]

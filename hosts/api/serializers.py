@@ -1,0 +1,64 @@
+from rest_framework import serializers
+
+from hosts.models import Host
+
+
+class HostSerializer(serializers.ModelSerializer):
+    libvirt_uri = serializers.CharField(read_only=True)
+    port = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=65535)
+    shared_storage_paths = serializers.ListField(
+        child=serializers.CharField(max_length=1024), required=False
+    )
+    vm_count = serializers.SerializerMethodField()
+    running_vm_count = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Host
+        fields = [
+            "id",
+            "name",
+            "address",
+            "transport",
+            "port",
+            "ssh_user",
+            "libvirt_uri",
+            "shared_storage_paths",
+            "status",
+            "last_error",
+            "last_error_at",
+            "last_seen_at",
+            "hostname",
+            "arch",
+            "cpu_model",
+            "cpu_vendor",
+            "cpu_count",
+            "hypervisor_type",
+            "hypervisor_version",
+            "libvirt_version",
+            "host_uuid",
+            "memory_total_bytes",
+            "memory_free_bytes",
+            "migration_features",
+            "capabilities_updated_at",
+            "vm_count",
+            "running_vm_count",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = [
+            f
+            for f in fields
+            if f not in {"name", "address", "transport", "port", "ssh_user", "shared_storage_paths"}
+        ]
+
+    def validate_shared_storage_paths(self, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/"):
+                raise serializers.ValidationError(f"'{path}' is not an absolute path.")
+        return value
+
+    def get_vm_count(self, host: Host) -> int:
+        return getattr(host, "vm_count", None) or host.vms.present().count()
+
+    def get_running_vm_count(self, host: Host) -> int:
+        return getattr(host, "running_vm_count", None) or host.vms.filter(state="running").count()

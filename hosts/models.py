@@ -1,0 +1,101 @@
+from django.conf import settings
+from django.db import models
+
+from hosts.validators import validate_host_address, validate_uri_safe
+
+
+class Transport(models.TextChoices):
+    TCP = "tcp", "TCP (no encryption; lab and trusted networks)"
+    SSH = "ssh", "SSH"
+    TLS = "tls", "TLS"
+
+
+class HostStatus(models.TextChoices):
+    UNKNOWN = "unknown", "Not contacted yet"
+    REACHABLE = "reachable", "Reachable"
+    UNREACHABLE = "unreachable", "Unreachable"
+
+
+DEFAULT_PORTS = {Transport.TCP: 16509, Transport.TLS: 16514, Transport.SSH: 22}
+
+
+def _default_shared_paths() -> list[str]:
+    return list(settings.SHARED_STORAGE_PATHS)
+
+
+class Host(models.Model):
+    """A libvirt hypervisor host the portal manages."""
+
+    name = models.CharField(
+        max_length=64,
+        unique=True,
+        validators=[validate_uri_safe],
+        error_messages={"unique": "A host with this name already exists."},
+    )
+    address = models.CharField(
+        max_length=253,
+        unique=True,
+        validators=[validate_host_address],
+        help_text="Hostname or IP address the portal and other hosts reach it at.",
+        error_messages={"unique": "A host with this address already exists."},
+    )
+    transport = models.CharField(max_length=8, choices=Transport.choices, default=Transport.TCP)
+    port = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Empty: the transport's default port."
+    )
+    ssh_user = models.CharField(
+        max_length=32, blank=True, default="root", validators=[validate_uri_safe]
+    )
+    shared_storage_paths = models.JSONField(
+        default=_default_shared_paths,
+        blank=True,
+        help_text="Path prefixes on storage that every host sees (NFS and the like).",
+    )
+
+    status = models.CharField(max_length=16, choices=HostStatus.choices, default=HostStatus.UNKNOWN)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+
+    # Capabilities snapshot, re-read on every refresh.
+    hostname = models.CharField(max_length=255, blank=True)
+    arch = models.CharField(max_length=32, blank=True)
+    cpu_model = models.CharField(max_length=128, blank=True)
+    cpu_vendor = models.CharField(max_length=64, blank=True)
+    cpu_count = models.PositiveIntegerField(null=True, blank=True)
+    hypervisor_type = models.CharField(max_length=32, blank=True)
+    hypervisor_version = models.CharField(max_length=32, blank=True)
+    libvirt_version = models.CharField(max_length=32, blank=True)
+    host_uuid = models.CharField(max_length=36, blank=True)
+    memory_total_bytes = models.BigIntegerField(null=True, blank=True)
+    memory_free_bytes = models.BigIntegerField(null=True, blank=True)
+    migration_features = models.JSONField(default=dict, blank=True)
+    capabilities_updated_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or DEFAULT_PORTS[Transport(self.transport)]
+
+    @property
+    def libvirt_uri(self) -> str:
+        """The URI the portal (and a source host, for peer-to-peer migration) connects to."""
+        address = f"[{self.address}]" if ":" in self.address else self.address
+        port = f":{self.port}" if self.port else ""
+        if self.transport == Transport.SSH:
+            return f"qemu+ssh://{self.ssh_user}@{address}{port}/system"
+        return f"qemu+{self.transport}://{address}{port}/system"
+
+    def is_on_shared_storage(self, path: str) -> bool:
+        return any(
+            path == prefix or path.startswith(prefix.rstrip("/") + "/")
+            for prefix in self.shared_storage_paths
+        )

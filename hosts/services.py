@@ -1,0 +1,127 @@
+"""Host use cases: register, change, remove, refresh. Views and tasks call these."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+
+from django.conf import settings
+from django.db import transaction
+from django.forms.models import model_to_dict
+from django.utils import timezone
+
+from audit.services import Actor, audit_event_record
+from hosts import gateway
+from hosts.models import Host, HostStatus
+from vms.services import vms_sync_host
+
+logger = logging.getLogger(__name__)
+
+EDITABLE_FIELDS = ["name", "address", "transport", "port", "ssh_user", "shared_storage_paths"]
+
+
+def _editable_snapshot(host: Host) -> dict:
+    return model_to_dict(host, fields=EDITABLE_FIELDS)
+
+
+@transaction.atomic
+def host_create(*, actor: Actor, **fields) -> Host:
+    host = Host(**{k: v for k, v in fields.items() if k in EDITABLE_FIELDS})
+    host.full_clean()
+    host.save()
+    audit_event_record(
+        actor=actor, event_type="host.created", target=host, after=_editable_snapshot(host)
+    )
+    return host
+
+
+@transaction.atomic
+def host_update(*, host: Host, actor: Actor, **fields) -> Host:
+    host = Host.objects.select_for_update().get(pk=host.pk)
+    before = _editable_snapshot(host)
+    for key, value in fields.items():
+        if key in EDITABLE_FIELDS:
+            setattr(host, key, value)
+    host.full_clean()
+    host.save()
+    after = _editable_snapshot(host)
+    changed = {k for k in after if after[k] != before[k]}
+    if changed:
+        audit_event_record(
+            actor=actor,
+            event_type="host.updated",
+            target=host,
+            before={k: before[k] for k in changed},
+            after={k: after[k] for k in changed},
+        )
+    return host
+
+
+@transaction.atomic
+def host_delete(*, host: Host, actor: Actor) -> None:
+    audit_event_record(
+        actor=actor, event_type="host.deleted", target=host, before=_editable_snapshot(host)
+    )
+    host.delete()
+
+
+def host_refresh(*, host: Host, actor: Actor) -> Host:
+    """Reconnect, re-read capabilities and sync the host's VMs.
+
+    An unreachable host is recorded as such (with the error), not raised: a refresh
+    of a dead host is a successful observation.
+    """
+    try:
+        # The connection is opened outside any transaction: it can take seconds.
+        with gateway.connect(host.libvirt_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S) as conn:
+            capabilities = conn.capabilities()
+            domains = conn.list_domains()
+    except gateway.GatewayError as exc:
+        logger.warning("host %s unreachable: %s", host.name, exc)
+        return _host_mark_unreachable(host=host, actor=actor, error=str(exc))
+
+    now = timezone.now()
+    with transaction.atomic():
+        host = Host.objects.select_for_update().get(pk=host.pk)
+        previous_status = host.status
+        for key, value in asdict(capabilities).items():
+            setattr(host, key, value)
+        host.capabilities_updated_at = now
+        host.status = HostStatus.REACHABLE
+        host.last_seen_at = now
+        host.save()
+        vms_sync_host(host=host, domains=domains, synced_at=now, actor=actor)
+        if previous_status != HostStatus.REACHABLE:
+            audit_event_record(
+                actor=actor,
+                event_type="host.reachable",
+                target=host,
+                before={"status": previous_status},
+                after={"status": host.status},
+            )
+    return host
+
+
+def _host_mark_unreachable(*, host: Host, actor: Actor, error: str) -> Host:
+    with transaction.atomic():
+        host = Host.objects.select_for_update().get(pk=host.pk)
+        previous_status = host.status
+        host.status = HostStatus.UNREACHABLE
+        host.last_error = error
+        host.last_error_at = timezone.now()
+        host.save()
+        if previous_status != HostStatus.UNREACHABLE:
+            audit_event_record(
+                actor=actor,
+                event_type="host.unreachable",
+                target=host,
+                before={"status": previous_status},
+                after={"status": host.status},
+                detail={"error": error},
+            )
+    return host
+
+
+def hosts_refresh_all(*, actor: Actor) -> dict[str, str]:
+    """Refresh every host; returns host name -> resulting status."""
+    return {host.name: host_refresh(host=host, actor=actor).status for host in Host.objects.all()}

@@ -1,0 +1,1 @@
+# Migration records arrive with the live-migration issue.

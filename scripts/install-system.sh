@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages the portal and its lab hosts need. Idempotent; needs root.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-system.sh: must run as root (apt-get, users for libvirtd)" >&2
+  exit 1
+fi
+
+PACKAGES=(
+  # lab hypervisors: libvirtd + QEMU (see shared/LAB.md)
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
+  # building libvirt-python against the system libvirt
+  libvirt-dev pkg-config gcc python3-dev
+  # per-host sshd, guest initramfs
+  openssh-server openssh-client cpio busybox-static
+  # private redis for the default profile
+  redis-server
+  # util-linux provides unshare; procps for pgrep
+  util-linux procps make
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# libvirtd 9.0 resolves the default QEMU user before reading qemu.conf: it must exist.
+getent group kvm >/dev/null || groupadd --system kvm
+getent group libvirt-qemu >/dev/null || groupadd --system libvirt-qemu
+getent group libvirt >/dev/null || groupadd --system libvirt
+id libvirt-qemu >/dev/null 2>&1 || useradd --system --no-create-home -g libvirt-qemu -G kvm -s /usr/sbin/nologin libvirt-qemu
+echo "system packages ready"

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Everything the portal needs on a fresh Debian 12 machine: system packages and a venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-system.sh
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+# Reinstall only when requirements.txt changed since the last successful install.
+stamp=.venv/.requirements.sha256
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+  echo "$want" > "$stamp"
+fi
+echo "python environment ready: .venv"

@@ -1,0 +1,31 @@
+import django_filters
+from django.db.models import Q
+
+from vms.models import VM, VMState
+
+
+class VMFilterSet(django_filters.FilterSet):
+    host = django_filters.CharFilter(method="filter_host", help_text="Host name or id.")
+    state = django_filters.ChoiceFilter(choices=VMState.choices)
+    search = django_filters.CharFilter(
+        method="filter_search", help_text="Part of the VM name, or the start of its UUID."
+    )
+
+    class Meta:
+        model = VM
+        fields = ["host", "state", "search", "persistent", "arch"]
+
+    def filter_host(self, queryset, _name, value: str):
+        condition = Q(host__name=value)
+        if value.isdigit():
+            condition |= Q(host_id=int(value))
+        return queryset.filter(condition)
+
+    def filter_search(self, queryset, _name, value: str):
+        value = value.strip()
+        condition = Q(name__icontains=value)
+        if value and all(c in "0123456789abcdefABCDEF-" for c in value):
+            # UUIDs are stored without dashes on SQLite and as uuid on PostgreSQL:
+            # compare the canonical text form.
+            condition |= Q(uuid__istartswith=value)
+        return queryset.filter(condition)

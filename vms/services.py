@@ -1,0 +1,94 @@
+"""Keeping the VM inventory equal to what libvirt reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import transaction
+
+from audit.services import Actor, audit_event_record
+from hosts.gateway import DomainInfo
+from hosts.models import Host
+from vms.models import VM, VMDisk, VMState
+
+
+@dataclass
+class SyncResult:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+
+
+@transaction.atomic
+def vms_sync_host(
+    *, host: Host, domains: list[DomainInfo], synced_at: datetime, actor: Actor
+) -> SyncResult:
+    """Make the host's VM rows match `domains`, the host's full domain list.
+
+    A domain no longer listed is marked gone, not deleted: its history stays.
+    """
+    result = SyncResult()
+    existing = {str(vm.uuid): vm for vm in VM.objects.select_for_update().filter(host=host)}
+    for info in domains:
+        vm = existing.pop(info.uuid, None)
+        is_new = vm is None
+        if is_new:
+            vm = VM(uuid=info.uuid, host=host)
+        vm.name = info.name
+        vm.state = info.state
+        vm.persistent = info.persistent
+        vm.vcpus = info.vcpus
+        vm.memory_kib = info.memory_kib
+        vm.max_memory_kib = info.max_memory_kib
+        vm.arch = info.arch
+        vm.machine_type = info.machine_type
+        vm.domain_type = info.domain_type
+        vm.has_hostdev = info.has_hostdev
+        vm.last_synced_at = synced_at
+        vm.gone_at = None
+        vm.save()
+        _vm_disks_replace(vm=vm, host=host, info=info)
+        if is_new:
+            result.added.append(info.name)
+            audit_event_record(
+                actor=actor,
+                event_type="vm.discovered",
+                target=vm,
+                after={"host": host.name, "state": vm.state},
+            )
+        else:
+            result.updated.append(info.name)
+    for vm in existing.values():
+        if vm.state == VMState.GONE:
+            continue
+        previous = vm.state
+        vm.state = VMState.GONE
+        vm.gone_at = synced_at
+        vm.last_synced_at = synced_at
+        vm.save(update_fields=["state", "gone_at", "last_synced_at"])
+        result.gone.append(vm.name)
+        audit_event_record(
+            actor=actor,
+            event_type="vm.gone",
+            target=vm,
+            before={"host": host.name, "state": previous},
+            after={"state": VMState.GONE},
+        )
+    return result
+
+
+def _vm_disks_replace(*, vm: VM, host: Host, info: DomainInfo) -> None:
+    vm.disks.all().delete()
+    VMDisk.objects.bulk_create(
+        VMDisk(
+            vm=vm,
+            target=disk.target,
+            device=disk.device,
+            path=disk.path,
+            format=disk.format,
+            size_bytes=disk.size_bytes,
+            on_shared_storage=bool(disk.path) and host.is_on_shared_storage(disk.path),
+        )
+        for disk in info.disks
+    )
