@@ -17,7 +17,7 @@ PACKAGES=(
   # private redis for the default profile
   redis-server
   # util-linux provides unshare; procps for pgrep
-  util-linux procps make
+  util-linux procps make curl
 )
 
 missing=()

@@ -1,0 +1,68 @@
+"""The settings profile in use really works: database, channel layer, task broker."""
+
+import os
+import uuid
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import connection
+from django_q.brokers import get_broker
+from django_q.models import Schedule
+
+
+@pytest.mark.django_db
+def test_database_matches_profile():
+    if os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        assert connection.vendor == "postgresql"
+    else:
+        assert connection.vendor == "sqlite"
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA journal_mode")
+            assert cursor.fetchone()[0].lower() == "wal"
+            cursor.execute("PRAGMA busy_timeout")
+            assert cursor.fetchone()[0] >= 20000
+
+
+def test_redis_matches_profile():
+    if os.environ.get("REDIS_URL"):
+        assert settings.REDIS_URL == os.environ["REDIS_URL"]
+    else:
+        # Default profile: the private redis-server on a socket in the data folder.
+        assert settings.REDIS_URL == f"unix://{settings.DATA_DIR}/run/redis.sock"
+
+
+def test_channel_layer_round_trip_through_redis():
+    layer = get_channel_layer()
+    assert type(layer).__name__ == "RedisChannelLayer"
+    group = f"profile-test-{uuid.uuid4().hex}"
+
+    async def round_trip():
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+        await layer.group_send(group, {"type": "probe", "value": 42})
+        message = await layer.receive(channel)
+        await layer.group_discard(group, channel)
+        return message
+
+    assert async_to_sync(round_trip)() == {"type": "probe", "value": 42}
+
+
+def test_task_broker_reaches_redis():
+    broker = get_broker(f"profile-test-{uuid.uuid4().hex}")
+    assert broker.ping() is True
+    task_id = broker.enqueue("payload")
+    assert broker.queue_size() == 1
+    assert broker.dequeue()[0][1] == b"payload"
+    broker.delete_queue()
+    assert task_id
+
+
+@pytest.mark.django_db
+def test_inventory_sync_is_scheduled():
+    schedule = Schedule.objects.get(name="inventory-sync")
+    assert schedule.func == "vms.tasks.sync_all_hosts"
+    assert schedule.schedule_type == Schedule.MINUTES
+    assert schedule.minutes == settings.INVENTORY_SYNC_MINUTES
+    assert schedule.repeats == -1
