@@ -137,12 +137,6 @@ class HostConnection:
         self.uri = uri
         self._conn = conn
 
-    def close(self) -> None:
-        try:
-            self._conn.close()
-        except libvirt.libvirtError:
-            pass
-
     def capabilities(self) -> HostCapabilities:
         try:
             caps = ET.fromstring(self._conn.getCapabilities())
@@ -197,13 +191,190 @@ class HostConnection:
                 raise GatewayError(f"reading domain on {self.uri}: {_message(exc)}") from exc
         return infos
 
-    def domain_info(self, uuid: str) -> DomainInfo:
+    # --- one domain, by UUID ------------------------------------------------------
+
+    def _lookup(self, uuid: str) -> libvirt.virDomain:
         try:
-            return _domain_info(self._conn.lookupByUUIDString(uuid))
+            return self._conn.lookupByUUIDString(uuid)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 raise DomainNotFound(f"no domain with UUID {uuid} on {self.uri}") from exc
-            raise GatewayError(f"reading domain {uuid} on {self.uri}: {_message(exc)}") from exc
+            raise _translate(exc, f"looking up {uuid} on {self.uri}") from exc
+
+    def _call(self, uuid: str, what: str, fn, *args):
+        dom = self._lookup(uuid)
+        try:
+            return fn(dom, *args)
+        except libvirt.libvirtError as exc:
+            raise _translate(exc, f"{what} {dom.name()} on {self.uri}") from exc
+
+    def find_domain(self, *, uuid: str | None = None, name: str | None = None) -> DomainInfo | None:
+        """The domain with this UUID or name, or None if the host has none."""
+        try:
+            dom = self._conn.lookupByUUIDString(uuid) if uuid else self._conn.lookupByName(name)
+            return _domain_info(dom)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise _translate(exc, f"looking up a domain on {self.uri}") from exc
+
+    def domain_xml(self, uuid: str, *, inactive: bool = False) -> str:
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        return self._call(uuid, "reading the XML of", lambda d: d.XMLDesc(flags))
+
+    def job_stats(self, uuid: str) -> dict:
+        """The running job's statistics exactly as libvirt reports them ({} if none)."""
+        stats = self._call(uuid, "reading the job of", lambda d: d.jobStats(0))
+        return stats if stats.get("type", 0) != libvirt.VIR_DOMAIN_JOB_NONE else {}
+
+    def completed_job_stats(self, uuid: str) -> dict:
+        """Statistics of the last completed job (on a migration's destination)."""
+        return self._call(
+            uuid,
+            "reading the completed job of",
+            lambda d: d.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED),
+        )
+
+    def abort_job(self, uuid: str) -> None:
+        self._call(uuid, "aborting the job of", lambda d: d.abortJob())
+
+    def set_max_downtime(self, uuid: str, milliseconds: int) -> None:
+        self._call(uuid, "setting max downtime of", lambda d: d.migrateSetMaxDowntime(milliseconds))
+
+    def set_max_speed(self, uuid: str, mib_per_s: int) -> None:
+        self._call(uuid, "setting bandwidth of", lambda d: d.migrateSetMaxSpeed(mib_per_s))
+
+    def start_postcopy(self, uuid: str) -> None:
+        self._call(uuid, "switching to post-copy", lambda d: d.migrateStartPostCopy(0))
+
+    def destroy(self, uuid: str) -> None:
+        self._call(uuid, "stopping", lambda d: d.destroy())
+
+    def undefine(self, uuid: str) -> None:
+        flags = libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
+        self._call(uuid, "undefining", lambda d: d.undefineFlags(flags))
+
+    def resume(self, uuid: str) -> None:
+        self._call(uuid, "resuming", lambda d: d.resume())
+
+    def start(self, uuid: str) -> None:
+        self._call(uuid, "starting", lambda d: d.create())
+
+    def migrate(self, uuid: str, *, destination_uri: str, spec: MigrationSpec) -> None:
+        """Peer-to-peer migration to `destination_uri`; blocks until libvirt is done."""
+        flags, params = spec.flags_and_params()
+        self._call(
+            uuid,
+            "migrating",
+            lambda d: d.migrateToURI3(destination_uri, params, flags),
+        )
+
+    # --- host-level checks ----------------------------------------------------------
+
+    def compare_cpu(self, *, domain_xml: str) -> tuple[bool, str]:
+        """Would this host accept the domain's CPU definition? (ok, reason)"""
+        tree = ET.fromstring(domain_xml)
+        cpu = tree.find("cpu")
+        if cpu is None or cpu.get("mode") in ("host-passthrough", "maximum"):
+            if cpu is not None:
+                return False, f"the VM uses CPU mode '{cpu.get('mode')}', tied to its host's CPU"
+            return True, "the VM uses the hypervisor's default CPU model"
+        os_type = tree.find("os/type")
+        try:
+            result = self._conn.compareHypervisorCPU(
+                None,
+                os_type.get("arch") if os_type is not None else None,
+                os_type.get("machine") if os_type is not None else None,
+                tree.get("type"),
+                ET.tostring(cpu, encoding="unicode"),
+                0,
+            )
+        except libvirt.libvirtError as exc:
+            return False, _message(exc)
+        if result == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
+            return False, "the destination's CPU cannot run the VM's CPU model"
+        return True, "the destination's CPU accepts the VM's CPU model"
+
+    def volume_exists(self, path: str) -> bool:
+        """Is `path` a storage volume of one of this host's storage pools?"""
+        try:
+            for pool in self._conn.listAllStoragePools(
+                libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE
+            ):
+                try:
+                    pool.refresh(0)
+                except libvirt.libvirtError:
+                    pass  # a pool busy with another refresh is still listable
+            self._conn.storageVolLookupByPath(path)
+            return True
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return False
+            raise _translate(exc, f"looking up {path} on {self.uri}") from exc
+
+
+@dataclass(frozen=True)
+class MigrationSpec:
+    """What the portal asks libvirt for; turned into virDomainMigrateToURI3 arguments here."""
+
+    live: bool = True
+    undefine_source: bool = False
+    copy_storage: bool = False
+    tunnelled: bool = False
+    auto_converge: bool = False
+    allow_postcopy: bool = False
+    compressed: bool = False
+    parallel_connections: int = 0
+    bandwidth_mib_s: int = 0
+    destination_name: str = ""
+
+    def flags_and_params(self) -> tuple[int, dict]:
+        flags = (
+            libvirt.VIR_MIGRATE_PEER2PEER
+            | libvirt.VIR_MIGRATE_PERSIST_DEST
+            | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
+        )
+        if self.live:
+            flags |= libvirt.VIR_MIGRATE_LIVE
+        else:
+            flags |= libvirt.VIR_MIGRATE_OFFLINE
+        if self.undefine_source:
+            flags |= libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+        if self.copy_storage:
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+        if self.tunnelled:
+            flags |= libvirt.VIR_MIGRATE_TUNNELLED
+        if self.auto_converge:
+            flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+        if self.allow_postcopy:
+            flags |= libvirt.VIR_MIGRATE_POSTCOPY
+        if self.compressed:
+            flags |= libvirt.VIR_MIGRATE_COMPRESSED
+        params: dict = {}
+        if self.parallel_connections:
+            flags |= libvirt.VIR_MIGRATE_PARALLEL
+            params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = self.parallel_connections
+        if self.bandwidth_mib_s:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = self.bandwidth_mib_s
+        if self.destination_name:
+            params[libvirt.VIR_MIGRATE_PARAM_DEST_NAME] = self.destination_name
+        return flags, params
+
+
+_UNREACHABLE_CODES = {
+    libvirt.VIR_ERR_SYSTEM_ERROR,
+    libvirt.VIR_ERR_RPC,
+    libvirt.VIR_ERR_NO_CONNECT,
+    libvirt.VIR_ERR_INVALID_CONN,
+    libvirt.VIR_ERR_AUTH_FAILED,
+}
+
+
+def _translate(exc: libvirt.libvirtError, doing: str) -> GatewayError:
+    message = f"{doing}: {_message(exc)}"
+    if exc.get_error_code() in _UNREACHABLE_CODES:
+        return HostUnreachable(message)
+    return GatewayError(message)
 
 
 def _domain_info(dom: libvirt.virDomain) -> DomainInfo:

@@ -6,7 +6,9 @@ import logging
 from dataclasses import asdict
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
@@ -125,3 +127,21 @@ def _host_mark_unreachable(*, host: Host, actor: Actor, error: str) -> Host:
 def hosts_refresh_all(*, actor: Actor) -> dict[str, str]:
     """Refresh every host; returns host name -> resulting status."""
     return {host.name: host_refresh(host=host, actor=actor).status for host in Host.objects.all()}
+
+
+def host_resolve_or_register(*, remote_host: str, actor: Actor) -> Host:
+    """The registered host named or addressed `remote_host`, else a new host registered
+    on the fly (transport tcp) and refreshed once so its capabilities are known.
+
+    Raises django ValidationError (on `remote_host`) for a value that is not a
+    hostname or IP address.
+    """
+    host = Host.objects.filter(Q(name=remote_host) | Q(address=remote_host)).first()
+    if host is not None:
+        return host
+    try:
+        host = host_create(actor=actor, name=remote_host, address=remote_host)
+    except ValidationError as exc:
+        messages = [m for ms in exc.message_dict.values() for m in ms]
+        raise ValidationError({"remote_host": messages}) from exc
+    return host_refresh(host=host, actor=actor)

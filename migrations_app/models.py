@@ -1,1 +1,151 @@
-# Migration records arrive with the live-migration issue.
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from hosts.models import Host
+
+
+class MigrationStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    CHECKING = "checking", "Checking"
+    MIGRATING = "migrating", "Migrating"
+    COMPLETING = "completing", "Completing"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_STATUSES = [
+    MigrationStatus.QUEUED,
+    MigrationStatus.CHECKING,
+    MigrationStatus.MIGRATING,
+    MigrationStatus.COMPLETING,
+]
+# States in which a worker owns the migration (it counts against host limits).
+RUNNING_STATUSES = [MigrationStatus.CHECKING, MigrationStatus.MIGRATING, MigrationStatus.COMPLETING]
+FINAL_STATUSES = [MigrationStatus.SUCCEEDED, MigrationStatus.FAILED, MigrationStatus.CANCELLED]
+
+
+class StorageMode(models.TextChoices):
+    SHARED = "shared", "Shared storage (disks stay where they are)"
+    COPY = "copy", "Copy local disks to the destination"
+
+
+class TransportMode(models.TextChoices):
+    DIRECT = "direct", "Direct (QEMU to QEMU)"
+    TUNNELLED = "tunnelled", "Tunnelled through the libvirt connection"
+
+
+class Migration(models.Model):
+    """One request to move one VM; its lifecycle, progress and outcome."""
+
+    # The VM is kept by UUID and name: inventory rows come and go, history stays.
+    vm_uuid = models.UUIDField(db_index=True)
+    vm_name = models.CharField(max_length=255)
+    source = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="outgoing_migrations")
+    destination = models.ForeignKey(
+        Host, on_delete=models.PROTECT, related_name="incoming_migrations"
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_by_name = models.CharField(max_length=150)
+    status = models.CharField(
+        max_length=16, choices=MigrationStatus.choices, default=MigrationStatus.QUEUED
+    )
+
+    # Options as requested.
+    live = models.BooleanField(default=True)
+    storage = models.CharField(
+        max_length=8, choices=StorageMode.choices, default=StorageMode.SHARED
+    )
+    transport = models.CharField(
+        max_length=16, choices=TransportMode.choices, default=TransportMode.DIRECT
+    )
+    delete_source = models.BooleanField(default=False)
+    bandwidth_mib_s = models.PositiveIntegerField(default=0)
+    max_downtime_ms = models.PositiveIntegerField()
+    auto_converge = models.BooleanField(default=False)
+    allow_postcopy = models.BooleanField(default=False)
+    compressed = models.BooleanField(default=False)
+    parallel_connections = models.PositiveIntegerField(default=0)
+    new_name = models.CharField(max_length=255, blank=True)
+    timeout_s = models.PositiveIntegerField()
+
+    # Lifecycle.
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=128, blank=True)  # worker that owns it
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    postcopy_started_at = models.DateTimeField(null=True, blank=True)
+    checks = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    # A failure left something on a host the portal could not reach to clean up yet;
+    # the reconciler retries.
+    needs_cleanup = models.BooleanField(default=False)
+
+    # Latest progress sample (the samples table keeps them all).
+    phase = models.CharField(max_length=32, blank=True)
+    percent = models.FloatField(default=0)
+    data_total_bytes = models.BigIntegerField(null=True, blank=True)
+    data_processed_bytes = models.BigIntegerField(null=True, blank=True)
+    data_remaining_bytes = models.BigIntegerField(null=True, blank=True)
+    memory_dirty_rate_bytes_s = models.BigIntegerField(null=True, blank=True)
+    memory_iteration = models.PositiveIntegerField(null=True, blank=True)
+    throughput_bytes_s = models.BigIntegerField(null=True, blank=True)
+    eta_s = models.FloatField(null=True, blank=True)
+    progress_updated_at = models.DateTimeField(null=True, blank=True)
+
+    # libvirt's completed job statistics, exactly as reported, and the key figures.
+    completed_stats = models.JSONField(null=True, blank=True)
+    total_time_ms = models.BigIntegerField(null=True, blank=True)
+    downtime_ms = models.BigIntegerField(null=True, blank=True)
+    setup_time_ms = models.BigIntegerField(null=True, blank=True)
+    transferred_bytes = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # Two simultaneous requests for one VM: the database lets exactly one in.
+            models.UniqueConstraint(
+                fields=["vm_uuid"],
+                condition=Q(status__in=ACTIVE_STATUSES),
+                name="one_active_migration_per_vm",
+            )
+        ]
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"migration {self.pk}: {self.vm_name} {self.source} -> {self.destination}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def channel_group(self) -> str:
+        return f"migration-{self.pk}"
+
+
+class MigrationSample(models.Model):
+    """One progress sample of a running migration (for charts and for the record)."""
+
+    migration = models.ForeignKey(Migration, on_delete=models.CASCADE, related_name="samples")
+    taken_at = models.DateTimeField()
+    elapsed_ms = models.BigIntegerField()
+    phase = models.CharField(max_length=32)
+    percent = models.FloatField()
+    data_total_bytes = models.BigIntegerField(null=True)
+    data_processed_bytes = models.BigIntegerField(null=True)
+    data_remaining_bytes = models.BigIntegerField(null=True)
+    memory_dirty_rate_bytes_s = models.BigIntegerField(null=True)
+    memory_iteration = models.PositiveIntegerField(null=True)
+    throughput_bytes_s = models.BigIntegerField(null=True)
+
+    class Meta:
+        ordering = ["migration", "taken_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.migration_id} @{self.elapsed_ms} ms: {self.percent}%"

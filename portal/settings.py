@@ -201,3 +201,16 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("PORTAL_LOG_LEVEL", "INFO")},
 }
+
+# --- Migrations -----------------------------------------------------------
+MIGRATION_MAX_DOWNTIME_MS = int(os.environ.get("PORTAL_MIGRATION_MAX_DOWNTIME_MS", "500"))
+MIGRATION_MIN_DOWNTIME_MS = 100
+MIGRATION_TIMEOUT_S = int(os.environ.get("PORTAL_MIGRATION_TIMEOUT_S", "21600"))
+MIGRATION_MAX_OUTGOING_PER_HOST = int(os.environ.get("PORTAL_MIGRATION_MAX_OUTGOING", "2"))
+MIGRATION_MAX_INCOMING_PER_HOST = int(os.environ.get("PORTAL_MIGRATION_MAX_INCOMING", "2"))
+# Progress samples per second while a migration runs.
+MIGRATION_SAMPLE_INTERVAL_S = float(os.environ.get("PORTAL_MIGRATION_SAMPLE_INTERVAL_S", "0.2"))
+# A running migration whose worker has not written a heartbeat for this long is stale.
+MIGRATION_STALE_AFTER_S = int(os.environ.get("PORTAL_MIGRATION_STALE_AFTER_S", "30"))
+# Pre-check: seconds to wait for the destination to answer.
+MIGRATION_PRECHECK_TIMEOUT_S = 5.0

@@ -14,6 +14,8 @@ PACKAGES=(
   libvirt-dev pkg-config gcc python3-dev
   # per-host sshd, guest initramfs
   openssh-server openssh-client cpio busybox-static
+  # FUSE view of the lab's shared folder that libvirt accepts as shared storage
+  bindfs
   # private redis for the default profile
   redis-server
   # util-linux provides unshare; procps for pgrep

@@ -1,0 +1,211 @@
+"""Pre-checks: can this migration work? Each is named and says why it passed or failed.
+
+They run for `POST /api/vms/{uuid}/migrate/check/` and again in the worker right
+before libvirt is asked to migrate (things change while a migration waits in the queue).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from django.conf import settings
+
+from hosts import gateway
+from hosts.models import Host
+from migrations_app.models import ACTIVE_STATUSES, Migration, StorageMode
+from vms.models import VMState
+
+PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: str
+    message: str
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAIL
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MigrationPlan:
+    """What is to be checked: enough to run the checks without a Migration row."""
+
+    vm_uuid: str
+    vm_name: str
+    source: Host
+    destination: Host
+    live: bool
+    storage: str
+    new_name: str = ""
+    migration_id: int | None = None  # the migration being checked, not "another" one
+
+
+CHECK_NAMES = [
+    "destination_is_not_source",
+    "no_other_migration",
+    "source_reachable",
+    "destination_reachable",
+    "same_hypervisor_and_arch",
+    "vm_state_fits_mode",
+    "cpu_compatible",
+    "no_host_devices",
+    "disks_available",
+    "enough_memory",
+    "no_name_or_uuid_clash",
+]
+
+
+def run_prechecks(plan: MigrationPlan) -> list[CheckResult]:
+    results: dict[str, CheckResult] = {}
+
+    def record(name: str, ok: bool, message: str) -> None:
+        results[name] = CheckResult(name, PASS if ok else FAIL, message)
+
+    src, dst = plan.source, plan.destination
+    same = src.pk == dst.pk or (src.host_uuid and src.host_uuid == dst.host_uuid)
+    record(
+        "destination_is_not_source",
+        not same,
+        f"{dst.name} is the host the VM runs on now" if same else f"{src.name} -> {dst.name}",
+    )
+    others = Migration.objects.filter(vm_uuid=plan.vm_uuid, status__in=ACTIVE_STATUSES)
+    if plan.migration_id:
+        others = others.exclude(pk=plan.migration_id)
+    other = others.first()
+    record(
+        "no_other_migration",
+        other is None,
+        f"migration {other.pk} of this VM is already {other.status}"
+        if other
+        else "no other migration of this VM is queued or running",
+    )
+
+    timeout = settings.MIGRATION_PRECHECK_TIMEOUT_S
+    vm: gateway.DomainInfo | None = None
+    vm_xml = ""
+    try:
+        with gateway.connect(src.libvirt_uri, timeout=timeout) as conn:
+            vm = conn.find_domain(uuid=plan.vm_uuid)
+            if vm is not None:
+                vm_xml = conn.domain_xml(plan.vm_uuid, inactive=not plan.live)
+        if vm is None:
+            record("source_reachable", False, f"the VM is not on {src.name} any more")
+        else:
+            record("source_reachable", True, f"{src.name} answered and has the VM")
+    except gateway.GatewayError as exc:
+        record("source_reachable", False, f"{src.name} is not reachable: {exc}")
+
+    try:
+        with gateway.connect(dst.libvirt_uri, timeout=timeout) as conn:
+            record("destination_reachable", True, f"{dst.name} answered within {timeout:g} s")
+            _destination_checks(plan, conn, vm, vm_xml, record)
+    except gateway.GatewayError as exc:
+        if "destination_reachable" not in results:
+            record(
+                "destination_reachable",
+                False,
+                f"{dst.name} is not reachable within {timeout:g} s: {exc}",
+            )
+        else:  # the connection broke half-way
+            record("destination_reachable", False, f"{dst.name} stopped answering: {exc}")
+
+    return [
+        results.get(name) or CheckResult(name, SKIPPED, _skip_reason(results))
+        for name in CHECK_NAMES
+    ]
+
+
+def _skip_reason(results: dict[str, CheckResult]) -> str:
+    for prerequisite in ("source_reachable", "destination_reachable"):
+        if prerequisite in results and results[prerequisite].failed:
+            return f"not checked: {prerequisite.replace('_', ' ')} failed"
+    return "not checked"
+
+
+def _destination_checks(
+    plan: MigrationPlan,
+    conn: gateway.HostConnection,
+    vm: gateway.DomainInfo | None,
+    vm_xml: str,
+    record: Callable[[str, bool, str], None],
+) -> None:
+    src, dst = plan.source, plan.destination
+    caps = conn.capabilities()
+    src_type, src_arch = src.hypervisor_type, src.arch
+    same_kind = (src_type, src_arch) == (caps.hypervisor_type, caps.arch)
+    record(
+        "same_hypervisor_and_arch",
+        same_kind,
+        f"both are {caps.hypervisor_type} on {caps.arch}"
+        if same_kind
+        else f"{src.name} is {src_type or '?'} on {src_arch or '?'}, "
+        f"{dst.name} is {caps.hypervisor_type} on {caps.arch}",
+    )
+    if vm is None:
+        return
+    if plan.live:
+        fits = vm.state in {VMState.RUNNING, VMState.PAUSED}
+        reason = "a live migration needs a running or paused VM"
+    else:
+        fits = vm.state == VMState.SHUT_OFF and vm.persistent
+        reason = "an offline migration needs a shut-off, persistent (defined) VM"
+    record(
+        "vm_state_fits_mode",
+        fits,
+        f"the VM is {vm.state.replace('_', ' ')}" + ("" if fits else f": {reason}"),
+    )
+    cpu_ok, cpu_reason = conn.compare_cpu(domain_xml=vm_xml)
+    record("cpu_compatible", cpu_ok, cpu_reason)
+    record(
+        "no_host_devices",
+        not vm.has_hostdev,
+        "the VM has PCI/USB host devices passed through, which cannot be migrated"
+        if vm.has_hostdev
+        else "no host devices passed through",
+    )
+    disk_paths = [d.path for d in vm.disks if d.path and d.device == "disk"]
+    if plan.storage == StorageMode.COPY:
+        record(
+            "disks_available",
+            True,
+            f"{len(disk_paths)} disk(s) will be copied to {dst.name}",
+        )
+    else:
+        missing = [path for path in disk_paths if not conn.volume_exists(path)]
+        record(
+            "disks_available",
+            not missing,
+            f"not present on {dst.name}: {', '.join(missing)}; "
+            "use storage 'copy' to copy local disks during the migration"
+            if missing
+            else f"all {len(disk_paths)} disk(s) are present on {dst.name}",
+        )
+    needed = vm.memory_kib * 1024
+    enough = not plan.live or caps.memory_free_bytes >= needed
+    record(
+        "enough_memory",
+        enough,
+        f"{dst.name} has {caps.memory_free_bytes // 2**20} MiB free, the VM needs "
+        f"{needed // 2**20} MiB",
+    )
+    target_name = plan.new_name or plan.vm_name
+    by_uuid = conn.find_domain(uuid=plan.vm_uuid)
+    by_name = conn.find_domain(name=target_name)
+    if by_uuid is not None:
+        clash = f"{dst.name} already has a domain with this UUID ({by_uuid.name}, {by_uuid.state})"
+    elif by_name is not None:
+        clash = f"{dst.name} already has a domain named '{target_name}'"
+    else:
+        clash = ""
+    record(
+        "no_name_or_uuid_clash",
+        not clash,
+        clash or f"no domain named '{target_name}' or with this UUID on {dst.name}",
+    )

@@ -1,0 +1,67 @@
+"""Turning libvirt job statistics into progress samples (pure functions, like Nova's
+migration monitor), so they can be tested on recorded samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PAGE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class ProgressSample:
+    phase: str
+    percent: float
+    elapsed_ms: int
+    data_total_bytes: int | None
+    data_processed_bytes: int | None
+    data_remaining_bytes: int | None
+    memory_dirty_rate_bytes_s: int | None
+    memory_iteration: int | None
+    throughput_bytes_s: int | None
+    eta_s: float | None
+
+
+def phase_of(stats: dict, *, postcopy: bool = False) -> str:
+    if postcopy:
+        return "postcopy"
+    disk_remaining = stats.get("disk_remaining") or 0
+    if stats.get("disk_total") and disk_remaining > 0 and not stats.get("memory_processed"):
+        return "copying_disks"
+    iteration = stats.get("memory_iteration") or 0
+    if iteration <= 1:
+        return "transferring_memory" if stats.get("data_processed") else "setup"
+    return "converging"
+
+
+def sample_from_job_stats(
+    stats: dict, *, previous_percent: float = 0.0, postcopy: bool = False
+) -> ProgressSample:
+    """One sample from `virDomainGetJobStats` output.
+
+    Percent is the share of the current total already sent. Dirty memory makes the
+    total grow between iterations, so the raw figure can fall: the sample never goes
+    below the previous one, and stays under 100 until libvirt says the job completed.
+    """
+    total = stats.get("data_total")
+    remaining = stats.get("data_remaining")
+    raw = 100.0 * (total - remaining) / total if total and remaining is not None else 0.0
+    percent = min(99.9, max(previous_percent, raw))
+    page_size = stats.get("memory_page_size") or DEFAULT_PAGE_SIZE
+    dirty_pages = stats.get("memory_dirty_rate")
+    throughput = None
+    if "memory_bps" in stats or "disk_bps" in stats:
+        throughput = (stats.get("memory_bps") or 0) + (stats.get("disk_bps") or 0)
+    eta = remaining / throughput if throughput and remaining is not None else None
+    return ProgressSample(
+        phase=phase_of(stats, postcopy=postcopy),
+        percent=round(percent, 2),
+        elapsed_ms=int(stats.get("time_elapsed") or 0),
+        data_total_bytes=total,
+        data_processed_bytes=stats.get("data_processed"),
+        data_remaining_bytes=remaining,
+        memory_dirty_rate_bytes_s=dirty_pages * page_size if dirty_pages is not None else None,
+        memory_iteration=stats.get("memory_iteration"),
+        throughput_bytes_s=throughput,
+        eta_s=round(eta, 1) if eta is not None else None,
+    )

@@ -1,0 +1,255 @@
+"""Migration use cases called by the API: request, check, cancel, tune, post-copy."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from audit.services import Actor, audit_event_record
+from hosts import gateway
+from hosts.models import Host
+from migrations_app.checks import CheckResult, MigrationPlan, run_prechecks
+from migrations_app.events import migration_publish
+from migrations_app.models import ACTIVE_STATUSES, Migration, MigrationStatus
+from vms.models import VM
+
+logger = logging.getLogger(__name__)
+
+
+class MigrationConflict(Exception):
+    """Another migration of the VM is queued or running, or the action does not fit
+    the migration's state (HTTP 409)."""
+
+
+@dataclass(frozen=True)
+class MigrationOptions:
+    live: bool = True
+    storage: str = "shared"
+    transport: str = "direct"
+    delete_source: bool = False
+    bandwidth_mib_s: int = 0
+    max_downtime_ms: int | None = None
+    auto_converge: bool = False
+    allow_postcopy: bool = False
+    compressed: bool = False
+    parallel_connections: int = 0
+    new_name: str = ""
+    timeout_s: int | None = None
+
+
+OPTION_FIELDS = list(MigrationOptions.__dataclass_fields__)
+
+
+def _options_of(migration: Migration) -> dict:
+    return {name: getattr(migration, name) for name in OPTION_FIELDS}
+
+
+def migration_plan(*, vm: VM, destination: Host, options: MigrationOptions) -> MigrationPlan:
+    return MigrationPlan(
+        vm_uuid=str(vm.uuid),
+        vm_name=vm.name,
+        source=vm.host,
+        destination=destination,
+        live=options.live,
+        storage=options.storage,
+        new_name=options.new_name,
+    )
+
+
+def migration_check(*, vm: VM, destination: Host, options: MigrationOptions) -> list[CheckResult]:
+    return run_prechecks(migration_plan(vm=vm, destination=destination, options=options))
+
+
+def migration_request(
+    *, vm: VM, destination: Host, options: MigrationOptions, actor: Actor
+) -> Migration:
+    """Record the request and queue it for a worker (after commit).
+
+    Raises MigrationConflict if the VM already has a queued or running migration;
+    the database's partial unique index decides races between simultaneous requests.
+    """
+    values = {
+        name: getattr(options, name)
+        for name in OPTION_FIELDS
+        if name not in ("max_downtime_ms", "timeout_s")
+    }
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                migration = Migration.objects.create(
+                    vm_uuid=vm.uuid,
+                    vm_name=vm.name,
+                    source=vm.host,
+                    destination=destination,
+                    requested_by=actor.user,
+                    requested_by_name=actor.name,
+                    max_downtime_ms=options.max_downtime_ms or settings.MIGRATION_MAX_DOWNTIME_MS,
+                    timeout_s=options.timeout_s or settings.MIGRATION_TIMEOUT_S,
+                    **values,
+                )
+        except IntegrityError as exc:
+            other = Migration.objects.filter(vm_uuid=vm.uuid, status__in=ACTIVE_STATUSES).first()
+            detail = f"migration {other.pk} is {other.status}" if other else "another migration"
+            raise MigrationConflict(f"VM {vm.name} is already being migrated ({detail}).") from exc
+        audit_event_record(
+            actor=actor,
+            event_type="migration.requested",
+            target=migration,
+            after={"status": migration.status},
+            detail=_audit_detail(migration),
+        )
+        migration_publish(migration=migration, event="requested")
+        transaction.on_commit(lambda: migration_enqueue(migration_id=migration.pk))
+    return migration
+
+
+def migration_enqueue(*, migration_id: int) -> None:
+    async_task(
+        "migrations_app.tasks.migration_run",
+        migration_id,
+        task_name=f"migration-{migration_id}",
+        # Never retried: a redelivered migration is refused by the claim in the engine.
+        q_options={"max_attempts": 1},
+    )
+
+
+def _audit_detail(migration: Migration, **extra) -> dict:
+    return {
+        "vm_uuid": str(migration.vm_uuid),
+        "vm_name": migration.vm_name,
+        "source": migration.source.name,
+        "destination": migration.destination.name,
+        "options": _options_of(migration),
+        **extra,
+    }
+
+
+def migration_cancel(*, migration: Migration, actor: Actor) -> Migration:
+    """Take a queued migration out of the queue, or abort a running one."""
+    with transaction.atomic():
+        migration = Migration.objects.select_for_update().get(pk=migration.pk)
+        if not migration.is_active:
+            raise MigrationConflict(f"Migration {migration.pk} is already {migration.status}.")
+        if migration.status == MigrationStatus.QUEUED:
+            before = migration.status
+            migration.status = MigrationStatus.CANCELLED
+            migration.finished_at = timezone.now()
+            migration.error = f"Cancelled by {actor.name} before it started."
+            migration.cancel_requested_at = migration.finished_at
+            migration.save()
+            audit_event_record(
+                actor=actor,
+                event_type="migration.cancelled",
+                target=migration,
+                before={"status": before},
+                after={"status": migration.status},
+                detail=_audit_detail(migration),
+            )
+            migration_publish(migration=migration, event="cancelled")
+            return migration
+        if migration.cancel_requested_at is None:
+            migration.cancel_requested_at = timezone.now()
+            migration.save(update_fields=["cancel_requested_at"])
+            audit_event_record(
+                actor=actor,
+                event_type="migration.cancel_requested",
+                target=migration,
+                detail=_audit_detail(migration, status=migration.status),
+            )
+    if migration.status == MigrationStatus.MIGRATING:
+        # Abort at once; the worker also aborts when it sees the request (e.g. if the
+        # libvirt job had not started yet) and records the outcome.
+        try:
+            with gateway.connect(
+                migration.source.libvirt_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
+            ) as conn:
+                conn.abort_job(str(migration.vm_uuid))
+        except gateway.GatewayError as exc:
+            logger.info("abort of migration %s from the API: %s", migration.pk, exc)
+    return migration
+
+
+def _running_migration_call(migration: Migration, what: str, call) -> None:
+    if migration.status != MigrationStatus.MIGRATING:
+        raise MigrationConflict(
+            f"Migration {migration.pk} is {migration.status}: {what} needs a running migration."
+        )
+    try:
+        with gateway.connect(
+            migration.source.libvirt_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
+        ) as conn:
+            call(conn, str(migration.vm_uuid))
+    except gateway.GatewayError as exc:
+        raise MigrationConflict(f"{what} failed: {exc}") from exc
+
+
+def migration_tune(
+    *,
+    migration: Migration,
+    actor: Actor,
+    max_downtime_ms: int | None = None,
+    bandwidth_mib_s: int | None = None,
+) -> Migration:
+    """Change max downtime and/or bandwidth of a running migration."""
+
+    def apply(conn: gateway.HostConnection, uuid: str) -> None:
+        if max_downtime_ms is not None:
+            conn.set_max_downtime(uuid, max_downtime_ms)
+        if bandwidth_mib_s is not None:
+            # libvirt reads 0 as "unlimited" only for new jobs; a huge cap is the same.
+            conn.set_max_speed(uuid, bandwidth_mib_s or 8_388_607)
+
+    _running_migration_call(migration, "tuning", apply)
+    with transaction.atomic():
+        migration = Migration.objects.select_for_update().get(pk=migration.pk)
+        before = {
+            "max_downtime_ms": migration.max_downtime_ms,
+            "bandwidth_mib_s": migration.bandwidth_mib_s,
+        }
+        if max_downtime_ms is not None:
+            migration.max_downtime_ms = max_downtime_ms
+        if bandwidth_mib_s is not None:
+            migration.bandwidth_mib_s = bandwidth_mib_s
+        migration.save(update_fields=["max_downtime_ms", "bandwidth_mib_s"])
+        after = {
+            "max_downtime_ms": migration.max_downtime_ms,
+            "bandwidth_mib_s": migration.bandwidth_mib_s,
+        }
+        audit_event_record(
+            actor=actor,
+            event_type="migration.tuned",
+            target=migration,
+            before=before,
+            after=after,
+            detail=_audit_detail(migration),
+        )
+        migration_publish(migration=migration, event="tuned")
+    return migration
+
+
+def migration_start_postcopy(*, migration: Migration, actor: Actor) -> Migration:
+    if not migration.allow_postcopy:
+        raise MigrationConflict(
+            f"Migration {migration.pk} was not started with allow_postcopy: "
+            "post-copy cannot be switched on now."
+        )
+    if migration.postcopy_started_at:
+        raise MigrationConflict(f"Migration {migration.pk} is already in post-copy.")
+    _running_migration_call(migration, "switching to post-copy", lambda c, u: c.start_postcopy(u))
+    with transaction.atomic():
+        migration = Migration.objects.select_for_update().get(pk=migration.pk)
+        migration.postcopy_started_at = timezone.now()
+        migration.save(update_fields=["postcopy_started_at"])
+        audit_event_record(
+            actor=actor,
+            event_type="migration.postcopy",
+            target=migration,
+            detail=_audit_detail(migration),
+        )
+        migration_publish(migration=migration, event="postcopy")
+    return migration

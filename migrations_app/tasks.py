@@ -1,0 +1,12 @@
+"""django-q2 entry points: take ids, call the engine."""
+
+from migrations_app.engine import migration_execute, migrations_reconcile
+
+
+def migration_run(migration_id: int) -> str:
+    return migration_execute(migration_id=migration_id)
+
+
+def reconcile_migrations() -> list[int]:
+    """Scheduled every minute (migration migrations_app/0002) and run at worker start."""
+    return migrations_reconcile()
