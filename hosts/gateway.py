@@ -232,7 +232,10 @@ class HostConnection:
         return self._call(
             uuid,
             "reading the completed job of",
-            lambda d: d.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED),
+            # KEEP_COMPLETED: reading must not erase them for other readers (virsh).
+            lambda d: d.jobStats(
+                libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
+            ),
         )
 
     def abort_job(self, uuid: str) -> None:

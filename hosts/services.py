@@ -142,6 +142,7 @@ def host_resolve_or_register(*, remote_host: str, actor: Actor) -> Host:
     try:
         host = host_create(actor=actor, name=remote_host, address=remote_host)
     except ValidationError as exc:
-        messages = [m for ms in exc.message_dict.values() for m in ms]
+        # name and address are the same text here: report each reason once.
+        messages = list(dict.fromkeys(m for ms in exc.message_dict.values() for m in ms))
         raise ValidationError({"remote_host": messages}) from exc
     return host_refresh(host=host, actor=actor)

@@ -325,6 +325,7 @@ def _complete(migration: Migration) -> Migration:
     except gateway.GatewayError as exc:
         logger.warning("migration %s: no completed statistics: %s", migration.pk, exc)
     _refresh_inventory(migration)
+    _record_final_sample(migration, stats)
     return _transition(
         migration,
         MigrationStatus.SUCCEEDED,
@@ -334,6 +335,23 @@ def _complete(migration: Migration) -> Migration:
         eta_s=0,
         data_remaining_bytes=0 if migration.data_remaining_bytes is not None else None,
         **_completed_fields(stats),
+    )
+
+
+def _record_final_sample(migration: Migration, stats: dict) -> None:
+    """The last sample: everything sent, as libvirt's completed statistics say."""
+    MigrationSample.objects.create(
+        migration_id=migration.pk,
+        taken_at=timezone.now(),
+        elapsed_ms=int(stats.get("time_elapsed") or 0),
+        phase="done",
+        percent=100.0,
+        data_total_bytes=stats.get("data_total"),
+        data_processed_bytes=stats.get("data_processed"),
+        data_remaining_bytes=stats.get("data_remaining", 0),
+        memory_dirty_rate_bytes_s=None,
+        memory_iteration=stats.get("memory_iteration"),
+        throughput_bytes_s=stats.get("memory_bps"),
     )
 
 

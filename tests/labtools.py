@@ -1,0 +1,61 @@
+"""Helpers for tests that look at the lab hosts directly with virsh (the ground truth)."""
+
+from __future__ import annotations
+
+import time
+
+from lab import core
+
+ACTIVE = {"running", "paused", "in shutdown", "blocked"}
+
+
+def domstate(host: core.LabHost, domain: str) -> str | None:
+    """virsh's state of `domain` (name or UUID) on `host`, or None if not defined there."""
+    result = core.virsh(host, "domstate", domain, check=False)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def where(hosts: list[core.LabHost], uuid: str) -> dict[str, str]:
+    """host name -> state, for every host that has the domain."""
+    states = {h.name: domstate(h, uuid) for h in hosts}
+    return {name: state for name, state in states.items() if state is not None}
+
+
+def running_on(hosts: list[core.LabHost], uuid: str) -> list[str]:
+    return [name for name, state in where(hosts, uuid).items() if state == "running"]
+
+
+def domain_name(host: core.LabHost, uuid: str) -> str:
+    return core.virsh(host, "domname", uuid).stdout.strip()
+
+
+def normalize(hosts: list[core.LabHost], uuid: str, *, home: core.LabHost | None = None) -> None:
+    """Leave the domain defined and running on exactly one host, nothing elsewhere.
+
+    Keeps it where it runs (or on `home` if it runs nowhere); removes every other
+    definition, so the next test's pre-checks see a clean destination.
+    """
+    by_name = {h.name: h for h in hosts}
+    states = where(hosts, uuid)
+    keep = next((n for n, s in states.items() if s == "running"), None)
+    if keep is None:
+        keep = home.name if home and home.name in states else next(iter(states))
+        core.virsh(by_name[keep], "start", uuid)
+    for name, state in states.items():
+        if name == keep:
+            continue
+        if state in ACTIVE:
+            core.virsh(by_name[name], "destroy", uuid, check=False)
+        core.virsh(by_name[name], "undefine", uuid, check=False)
+    if domstate(by_name[keep], uuid) != "running":
+        raise AssertionError(f"{uuid} is not running on {keep} after normalize")
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")

@@ -1,0 +1,174 @@
+"""The migrate request and control API, without hypervisors: validation, conflicts,
+queue-side cancel. (Real migrations: test_migrations_lab.py.)"""
+
+import threading
+import uuid
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from audit.models import AuditEvent
+from hosts.models import Host
+from migrations_app.models import Migration
+from vms.models import VM
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def vm():
+    source = Host.objects.create(name="src", address="192.0.2.10")
+    Host.objects.create(name="dst", address="192.0.2.11")
+    return VM.objects.create(
+        uuid=uuid.uuid4(),
+        name="web-1",
+        host=source,
+        state="running",
+        persistent=True,
+        vcpus=1,
+        memory_kib=262144,
+        max_memory_kib=262144,
+        last_synced_at=timezone.now(),
+    )
+
+
+def _migrate(client, vm, **payload):
+    return client.post(f"/api/vms/{vm.uuid}/migrate/", payload, format="json")
+
+
+@pytest.mark.parametrize("payload", [{}, {"remote_host": ""}, {"remote_host": "   "}])
+def test_blank_remote_host(api, vm, payload):
+    response = _migrate(api, vm, **payload)
+    assert response.status_code == 400
+    assert response.json() == {"remote_host": ["Remote host field cannot be blank"]}
+    assert not Migration.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "payload,field", [({"user": "root"}, "password"), ({"password": "secret"}, "user")]
+)
+def test_user_and_password_go_together(api, vm, payload, field):
+    response = _migrate(api, vm, remote_host="dst", **payload)
+    assert response.status_code == 400
+    assert response.json() == {field: ["Both user and password fields must be filled"]}
+
+
+@pytest.mark.parametrize(
+    "payload,field,fragment",
+    [
+        ({"max_downtime_ms": 50}, "max_downtime_ms", "at least 100 ms"),
+        ({"storage": "nfs"}, "storage", '"nfs" is not a valid choice'),
+        ({"transport": "carrier-pigeon"}, "transport", "not a valid choice"),
+        ({"bandwidth_mib_s": -1}, "bandwidth_mib_s", "greater than or equal to 0"),
+        ({"timeout_s": 0}, "timeout_s", "greater than or equal to 1"),
+        ({"new_name": "a/b"}, "new_name", "libvirt connection URI"),
+        ({"live": False, "storage": "copy"}, "storage", "live migration"),
+        ({"parallel_connections": 4, "transport": "tunnelled"}, "parallel_connections", ""),
+        ({"remote_host": "bad_host!"}, "remote_host", "not a valid hostname or IP"),
+        ({"remote_host": "bad host"}, "remote_host", "Must not contain space"),
+    ],
+)
+def test_bad_fields_are_named(api, vm, payload, field, fragment):
+    response = _migrate(api, vm, **{"remote_host": "dst", **payload})
+    assert response.status_code == 400, response.json()
+    errors = response.json()
+    assert field in errors
+    assert fragment in " ".join(errors[field])
+    assert not Migration.objects.exists()
+
+
+def test_unknown_vm_is_404(api, vm):
+    response = api.post(f"/api/vms/{uuid.uuid4()}/migrate/", {"remote_host": "dst"}, format="json")
+    assert response.status_code == 404
+
+
+def test_viewer_cannot_migrate(viewer_api, vm):
+    assert _migrate(viewer_api, vm, remote_host="dst").status_code == 403
+
+
+def test_accepted_request_is_queued_with_location_and_audit(
+    api, vm, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = _migrate(api, vm, remote_host="192.0.2.11", bandwidth_mib_s=30)
+    assert response.status_code == 202
+    body = response.json()
+    assert response["Location"] == f"/api/migrations/{body['id']}/"
+    assert body["status"] == "queued"
+    assert body["destination"] == "dst"  # found by address
+    assert body["max_downtime_ms"] == 500
+    assert body["timeout_s"] == 21600
+    assert len(callbacks) == 2  # publish to the browser, enqueue for the worker
+    event = AuditEvent.objects.get(event_type="migration.requested")
+    assert event.detail["options"]["bandwidth_mib_s"] == 30
+    assert event.detail["source"] == "src"
+    assert event.auth_method == "token"
+
+
+def test_second_request_while_one_is_queued_is_409(api, vm):
+    assert _migrate(api, vm, remote_host="dst").status_code == 202
+    second = _migrate(api, vm, remote_host="dst")
+    assert second.status_code == 409
+    assert "already being migrated" in second.json()["detail"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_simultaneous_requests_give_one_202_and_one_409(admin_user, vm):
+    barrier = threading.Barrier(2)
+    statuses = []
+
+    def request():
+        client = APIClient()
+        client.force_authenticate(admin_user)
+        barrier.wait()
+        statuses.append(_migrate(client, vm, remote_host="dst").status_code)
+        connection.close()
+
+    threads = [threading.Thread(target=request) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [202, 409]
+    assert Migration.objects.filter(vm_uuid=vm.uuid).count() == 1
+
+
+def test_cancel_a_queued_migration(api, vm):
+    migration_id = _migrate(api, vm, remote_host="dst").json()["id"]
+    response = api.post(f"/api/migrations/{migration_id}/cancel/")
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    assert "before it started" in response.json()["error"]
+    again = api.post(f"/api/migrations/{migration_id}/cancel/")
+    assert again.status_code == 409
+    assert AuditEvent.objects.filter(event_type="migration.cancelled").count() == 1
+    # The VM can be migrated again once nothing is active.
+    assert _migrate(api, vm, remote_host="dst").status_code == 202
+
+
+def test_tune_and_postcopy_need_a_running_migration(api, vm):
+    migration_id = _migrate(api, vm, remote_host="dst").json()["id"]
+    tune = api.post(f"/api/migrations/{migration_id}/tune/", {"max_downtime_ms": 300})
+    assert tune.status_code == 409
+    assert "needs a running migration" in tune.json()["detail"]
+    low = api.post(f"/api/migrations/{migration_id}/tune/", {"max_downtime_ms": 10})
+    assert low.status_code == 400
+    assert "max_downtime_ms" in low.json()
+    postcopy = api.post(f"/api/migrations/{migration_id}/postcopy/")
+    assert postcopy.status_code == 409
+    assert "allow_postcopy" in postcopy.json()["detail"]
+
+
+def test_migration_list_filters(api, vm):
+    _migrate(api, vm, remote_host="dst")
+    assert api.get("/api/migrations/", {"vm": "web-1"}).json()["count"] == 1
+    assert api.get("/api/migrations/", {"vm": str(vm.uuid)}).json()["count"] == 1
+    assert api.get("/api/migrations/", {"host": "dst"}).json()["count"] == 1
+    assert api.get("/api/migrations/", {"status": "succeeded"}).json()["count"] == 0
+    assert api.get("/api/migrations/", {"user": "admin"}).json()["count"] == 1
+    assert (
+        api.get("/api/migrations/", {"created_after": "2999-01-01T00:00:00Z"}).json()["count"] == 0
+    )
+    assert api.get("/api/migrations/", {"status": "flying"}).status_code == 400
