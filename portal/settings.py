@@ -66,7 +66,7 @@ INSTALLED_APPS = [
     "hosts",
     "vms",
     "migrations_app",
-    *(["lab"] if (BASE_DIR / "lab" / "apps.py").exists() else []),
+    "lab",
 ]
 
 MIDDLEWARE = [

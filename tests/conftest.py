@@ -58,3 +58,61 @@ def viewer_api(viewer_user) -> APIClient:
     client = APIClient()
     client.force_authenticate(viewer_user)
     return client
+
+
+@pytest.fixture(scope="session")
+def vm_uuids(lab_hosts) -> dict[str, str]:
+    """UUIDs of the lab's two VMs, wherever earlier tests moved them."""
+    from lab import core
+
+    uuids = {}
+    for name in (core.LINUX_VM_NAME, core.TINY_VM_NAME):
+        for host in lab_hosts:
+            result = core.virsh(host, "domuuid", name, check=False)
+            if result.returncode == 0:
+                uuids[name] = result.stdout.strip()
+                break
+    assert set(uuids) == {core.LINUX_VM_NAME, core.TINY_VM_NAME}, uuids
+    return uuids
+
+
+@pytest.fixture
+def lab_registered(api, lab_hosts, lab_config):
+    """The lab hosts registered through the API and refreshed: name -> Host."""
+    from hosts.models import Host
+    from lab import core
+
+    shared = str(core.shared_storage_dir(lab_config))
+    for lab_host in lab_hosts:
+        response = api.post(
+            "/api/hosts/",
+            {"name": lab_host.name, "address": lab_host.address, "shared_storage_paths": [shared]},
+            format="json",
+        )
+        assert response.status_code == 201, response.json()
+        refreshed = api.post(f"/api/hosts/{response.json()['id']}/refresh/").json()
+        assert refreshed["status"] == "reachable", refreshed["last_error"]
+    return {h.name: h for h in Host.objects.all()}
+
+
+def _placed_vm(lab_hosts, uuid):
+    from tests import labtools
+
+    labtools.normalize(lab_hosts, uuid)
+    yield labtools.VMPlacement(lab_hosts, uuid)
+    labtools.normalize(lab_hosts, uuid)
+
+
+@pytest.fixture
+def linux_vm(lab_hosts, vm_uuids, lab_registered):
+    """The filled Linux guest, running on exactly one host, put back that way after."""
+    from lab import core
+
+    yield from _placed_vm(lab_hosts, vm_uuids[core.LINUX_VM_NAME])
+
+
+@pytest.fixture
+def tiny_vm(lab_hosts, vm_uuids, lab_registered):
+    from lab import core
+
+    yield from _placed_vm(lab_hosts, vm_uuids[core.TINY_VM_NAME])

@@ -59,3 +59,28 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+class VMPlacement:
+    """The lab hosts seen from one VM: where it runs, where it would go."""
+
+    def __init__(self, hosts: list[core.LabHost], uuid: str) -> None:
+        self.hosts = hosts
+        self.uuid = uuid
+        self.by_name = {h.name: h for h in hosts}
+
+    @property
+    def source(self) -> core.LabHost:
+        (running,) = running_on(self.hosts, self.uuid)
+        return self.by_name[running]
+
+    def other(self, host: core.LabHost) -> core.LabHost:
+        return next(h for h in self.hosts if h.name != host.name)
+
+
+def request_migration(api, uuid: str, **payload) -> int:
+    """POST the migrate action; asserts 202 + Location and returns the migration id."""
+    response = api.post(f"/api/vms/{uuid}/migrate/", payload, format="json")
+    assert response.status_code == 202, response.json()
+    assert response["Location"] == f"/api/migrations/{response.json()['id']}/"
+    return response.json()["id"]

@@ -1,0 +1,403 @@
+"""Real live migrations between the lab hosts (libvirtd + QEMU), checked with virsh.
+
+The engine runs in the test process here (`migration_execute`), exactly as a worker
+runs it; test_worker_lab.py drives it through real django-q2 worker processes.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+
+import pytest
+from django.db import connection
+
+from audit.models import AuditEvent
+from hosts.models import Host
+from lab import core
+from migrations_app.engine import migration_execute, migrations_reconcile
+from migrations_app.models import Migration, MigrationSample
+from tests import labtools
+from tests.labtools import request_migration
+
+pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
+
+MiB = 2**20
+
+
+def sync(api) -> None:
+    for host in Host.objects.all():
+        api.post(f"/api/hosts/{host.pk}/refresh/")
+
+
+def run_in_thread(migration_id: int) -> threading.Thread:
+    def target() -> None:
+        try:
+            migration_execute(migration_id=migration_id)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_until_migrating(migration_id: int, min_percent: float = 3.0) -> Migration:
+    return labtools.wait_for(
+        lambda: Migration.objects.filter(
+            pk=migration_id, status="migrating", percent__gte=min_percent
+        ).first(),
+        timeout=90,
+        what=f"migration {migration_id} to pass {min_percent}%",
+    )
+
+
+def events_of(migration_id: int) -> list[str]:
+    return list(
+        AuditEvent.objects.filter(
+            target_type="migrations_app.migration", target_id=str(migration_id)
+        )
+        .order_by("occurred_at", "id")
+        .values_list("event_type", flat=True)
+    )
+
+
+def domjobinfo_completed(host: core.LabHost, uuid: str) -> dict[str, str]:
+    output = core.virsh(host, "domjobinfo", uuid, "--completed", "--keep-completed").stdout
+    return {
+        k.strip(): v.strip()
+        for k, _, v in (line.partition(":") for line in output.splitlines())
+        if v
+    }
+
+
+def test_live_migration_with_shared_storage(api, linux_vm):
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    migration_id = request_migration(api, linux_vm.uuid, remote_host=destination.name)
+
+    assert migration_execute(migration_id=migration_id) == "succeeded"
+
+    assert labtools.domstate(destination, linux_vm.uuid) == "running"
+    # delete_source is false: the source keeps an inactive definition.
+    assert labtools.domstate(source, linux_vm.uuid) == "shut off"
+    record = api.get(f"/api/migrations/{migration_id}/").json()
+    assert record["status"] == "succeeded"
+    assert record["percent"] == 100
+    assert all(c["status"] == "pass" for c in record["checks"]), record["checks"]
+    # libvirt's completed statistics, exactly as virsh reads them on the destination.
+    stats = record["completed_stats"]
+    virsh_stats = domjobinfo_completed(destination, linux_vm.uuid)
+    assert (
+        record["downtime_ms"] == stats["downtime"] == int(virsh_stats["Total downtime"].split()[0])
+    )
+    assert (
+        record["total_time_ms"]
+        == stats["time_elapsed"]
+        == int(virsh_stats["Time elapsed"].split()[0])
+    )
+    assert record["setup_time_ms"] == stats["setup_time"]
+    assert record["transferred_bytes"] == stats["data_processed"]
+    # The guest filled its RAM with random data: at least that much crossed.
+    assert record["transferred_bytes"] > 100 * MiB
+
+    samples = api.get(f"/api/migrations/{migration_id}/samples/").json()
+    percents = [s["percent"] for s in samples]
+    assert len(percents) >= 3, percents
+    assert percents == sorted(percents), "progress went backwards"
+    assert percents[-1] == 100 and percents[0] < 100
+    taken = [
+        s["taken_at"]
+        for s in MigrationSample.objects.filter(migration_id=migration_id).order_by("id").values()
+    ]
+    gaps = [(b - a).total_seconds() for a, b in zip(taken[:-2], taken[1:-1], strict=False)]
+    assert not gaps or statistics.median(gaps) <= 0.26, gaps  # >= 4 samples a second
+
+    vm = api.get(f"/api/vms/{linux_vm.uuid}/").json()
+    assert vm["host"] == destination.name
+    assert vm["state"] == "running"
+    assert {"host": source.name, "state": "shut_off", "persistent": True} in vm["other_definitions"]
+    assert events_of(migration_id) == [
+        "migration.requested",
+        "migration.checking",
+        "migration.started",
+        "migration.completing",
+        "migration.succeeded",
+    ]
+
+
+def test_delete_source_removes_the_source_definition(api, linux_vm):
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    migration_id = request_migration(
+        api, linux_vm.uuid, remote_host=destination.address, delete_source=True
+    )
+    assert migration_execute(migration_id=migration_id) == "succeeded"
+    assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {destination.name: "running"}
+    assert api.get(f"/api/vms/{linux_vm.uuid}/").json()["other_definitions"] == [
+        {"host": source.name, "state": "gone", "persistent": True}
+    ]
+
+
+def test_tunnelled_migration(api, linux_vm):
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    migration_id = request_migration(
+        api, linux_vm.uuid, remote_host=destination.name, transport="tunnelled", delete_source=True
+    )
+    assert migration_execute(migration_id=migration_id) == "succeeded"
+    assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {destination.name: "running"}
+    assert Migration.objects.get(pk=migration_id).completed_stats["data_processed"] > 100 * MiB
+
+
+def test_new_name_renames_at_the_destination_and_back(api, linux_vm):
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    renamed = "lab-vm-renamed"
+    first = request_migration(
+        api, linux_vm.uuid, remote_host=destination.name, new_name=renamed, delete_source=True
+    )
+    assert migration_execute(migration_id=first) == "succeeded"
+    assert labtools.domain_name(destination, linux_vm.uuid) == renamed
+    assert api.get(f"/api/vms/{linux_vm.uuid}/").json()["name"] == renamed
+    back = request_migration(
+        api, linux_vm.uuid, remote_host=source.name, new_name=core.LINUX_VM_NAME, delete_source=True
+    )
+    assert migration_execute(migration_id=back) == "succeeded"
+    assert labtools.domain_name(source, linux_vm.uuid) == core.LINUX_VM_NAME
+    assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {source.name: "running"}
+
+
+def test_bandwidth_limit_caps_throughput(api, linux_vm):
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    limit = 40
+    migration_id = request_migration(
+        api, linux_vm.uuid, remote_host=destination.name, bandwidth_mib_s=limit, delete_source=True
+    )
+    assert migration_execute(migration_id=migration_id) == "succeeded"
+    record = Migration.objects.get(pk=migration_id)
+    rates = [
+        s.throughput_bytes_s for s in record.samples.exclude(phase="done") if s.throughput_bytes_s
+    ]
+    assert rates, "no throughput samples"
+    assert max(rates) <= limit * MiB * 1.25, [r / MiB for r in rates]
+    # Sending what it sent at that cap takes at least this long.
+    assert record.total_time_ms >= 0.8 * 1000 * record.transferred_bytes / (limit * MiB)
+    assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {destination.name: "running"}
+
+
+def test_copy_storage_migrates_local_disks(api, tiny_vm, lab_config):
+    source = tiny_vm.source
+    destination = tiny_vm.other(source)
+    # On shared storage mode the local disk is missing at the destination: refused.
+    check = api.post(
+        f"/api/vms/{tiny_vm.uuid}/migrate/check/", {"remote_host": destination.name}, format="json"
+    ).json()
+    disks = next(c for c in check["checks"] if c["name"] == "disks_available")
+    assert check["ok"] is False
+    assert disks["status"] == "fail"
+    assert "use storage 'copy'" in disks["message"]
+
+    migration_id = request_migration(
+        api, tiny_vm.uuid, remote_host=destination.name, storage="copy", delete_source=True
+    )
+    assert migration_execute(migration_id=migration_id) == "succeeded"
+    assert labtools.where(tiny_vm.hosts, tiny_vm.uuid) == {destination.name: "running"}
+    copied = core.private_images_dir(lab_config, destination) / core.TINY_VM_DISK
+    assert copied.exists()
+    stats = Migration.objects.get(pk=migration_id).completed_stats
+    assert stats.get("disk_total", 0) > 0
+
+
+def test_cancel_during_a_bandwidth_limited_migration(api, linux_vm):
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    migration_id = request_migration(
+        api, linux_vm.uuid, remote_host=destination.name, bandwidth_mib_s=8
+    )
+    worker = run_in_thread(migration_id)
+    wait_until_migrating(migration_id)
+    response = api.post(f"/api/migrations/{migration_id}/cancel/")
+    assert response.status_code == 200
+    worker.join(60)
+    assert not worker.is_alive()
+    record = Migration.objects.get(pk=migration_id)
+    assert record.status == "cancelled", record.error
+    assert "cancel" in record.error.lower()
+    assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {source.name: "running"}
+    assert events_of(migration_id)[-2:] == ["migration.cancel_requested", "migration.cancelled"]
+
+
+def test_tune_a_running_migration(api, linux_vm):
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    migration_id = request_migration(
+        api, linux_vm.uuid, remote_host=destination.name, bandwidth_mib_s=8, delete_source=True
+    )
+    worker = run_in_thread(migration_id)
+    wait_until_migrating(migration_id)
+    response = api.post(
+        f"/api/migrations/{migration_id}/tune/",
+        {"bandwidth_mib_s": 0, "max_downtime_ms": 800},
+        format="json",
+    )
+    assert response.status_code == 200, response.json()
+    assert response.json()["max_downtime_ms"] == 800
+    worker.join(120)
+    record = Migration.objects.get(pk=migration_id)
+    assert record.status == "succeeded", record.error
+    tuned = AuditEvent.objects.get(event_type="migration.tuned", target_id=str(migration_id))
+    assert tuned.before == {"max_downtime_ms": 500, "bandwidth_mib_s": 8}
+    assert tuned.after == {"max_downtime_ms": 800, "bandwidth_mib_s": 0}
+
+
+def test_destination_libvirtd_killed_mid_migration(api, linux_vm, lab_config):
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    migration_id = request_migration(
+        api, linux_vm.uuid, remote_host=destination.name, bandwidth_mib_s=8
+    )
+    worker = run_in_thread(migration_id)
+    wait_until_migrating(migration_id)
+    core.kill_libvirtd(destination)
+    try:
+        worker.join(120)
+        assert not worker.is_alive()
+        record = Migration.objects.get(pk=migration_id)
+        assert record.status == "failed"
+        assert record.error
+        assert labtools.domstate(source, linux_vm.uuid) == "running"
+    finally:
+        core.start_libvirtd(destination, lab_config)
+    # Once the destination answers again nothing of the VM is left there.
+    migrations_reconcile()
+    labtools.wait_for(
+        lambda: labtools.domstate(destination, linux_vm.uuid) is None,
+        timeout=30,
+        what="no leftover on the destination",
+    )
+    assert Migration.objects.get(pk=migration_id).needs_cleanup is False
+    assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {source.name: "running"}
+
+
+PROBE_XML = """<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='GiB'>4096</memory>
+  <vcpu>1</vcpu>
+  <cpu mode='host-passthrough'/>
+  <os><type arch='x86_64'>hvm</type></os>
+  <devices>
+    <disk type='file' device='disk'>
+      <source file='/nonexistent/{name}.qcow2'/><target dev='vda' bus='virtio'/>
+    </disk>
+    <hostdev mode='subsystem' type='pci' managed='yes'>
+      <source><address domain='0x0000' bus='0x00' slot='0x1f' function='0x0'/></source>
+    </hostdev>
+  </devices>
+</domain>"""
+
+
+def test_every_precheck_fails_with_its_message(api, linux_vm, lab_registered, tmp_path):
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+
+    def check(uuid: str, **payload) -> dict[str, dict]:
+        response = api.post(f"/api/vms/{uuid}/migrate/check/", payload, format="json")
+        assert response.status_code == 200, response.json()
+        assert response.json()["ok"] is False
+        return {c["name"]: c for c in response.json()["checks"]}
+
+    def failed(checks: dict, name: str, fragment: str) -> None:
+        assert checks[name]["status"] == "fail", checks[name]
+        assert fragment in checks[name]["message"], checks[name]
+
+    # A probe domain with everything a migration cannot take, defined on the source.
+    xml = tmp_path / "probe.xml"
+    xml.write_text(PROBE_XML.format(name="probe-vm"))
+    core.virsh(source, "define", str(xml))
+    same_name = tmp_path / "same.xml"
+    same_name.write_text(
+        "<domain type='qemu'><name>probe-vm</name><memory unit='MiB'>32</memory>"
+        "<os><type arch='x86_64'>hvm</type></os></domain>"
+    )
+    core.virsh(destination, "define", str(same_name))
+    try:
+        sync(api)
+        probe_uuid = core.virsh(source, "domuuid", "probe-vm").stdout.strip()
+        checks = check(probe_uuid, remote_host=destination.name)
+        failed(checks, "vm_state_fits_mode", "a live migration needs a running or paused VM")
+        failed(checks, "cpu_compatible", "host-passthrough")
+        failed(checks, "no_host_devices", "PCI/USB host devices")
+        failed(checks, "disks_available", "/nonexistent/probe-vm.qcow2")
+        failed(checks, "enough_memory", "the VM needs 4194304 MiB")
+        failed(checks, "no_name_or_uuid_clash", "already has a domain named 'probe-vm'")
+    finally:
+        core.virsh(source, "undefine", "probe-vm", check=False)
+        core.virsh(destination, "undefine", "probe-vm", check=False)
+
+    checks = check(linux_vm.uuid, remote_host=source.name)
+    failed(checks, "destination_is_not_source", "is the host the VM runs on now")
+
+    checks = check(linux_vm.uuid, remote_host="127.0.0.99")
+    failed(checks, "destination_reachable", "127.0.0.99 is not reachable within 5 s")
+    assert checks["cpu_compatible"]["status"] == "skipped"
+
+    Host.objects.filter(name=source.name).update(arch="aarch64")
+    checks = check(linux_vm.uuid, remote_host=destination.name)
+    failed(checks, "same_hypervisor_and_arch", f"{source.name} is QEMU on aarch64")
+    Host.objects.filter(name=source.name).update(arch="x86_64")
+
+    queued = request_migration(api, linux_vm.uuid, remote_host=destination.name)
+    checks = check(linux_vm.uuid, remote_host=destination.name)
+    failed(checks, "no_other_migration", f"migration {queued} of this VM is already queued")
+    conflict = api.post(
+        f"/api/vms/{linux_vm.uuid}/migrate/", {"remote_host": destination.name}, format="json"
+    )
+    assert conflict.status_code == 409
+    api.post(f"/api/migrations/{queued}/cancel/")
+
+    # The source host stops answering (its address moved): the VM cannot be read.
+    Host.objects.filter(name=source.name).update(address="127.0.0.98")
+    checks = check(linux_vm.uuid, remote_host=destination.name)
+    failed(checks, "source_reachable", "is not reachable")
+    Host.objects.filter(name=source.name).update(address=source.address)
+
+
+def test_a_failing_precheck_fails_the_queued_migration(api, linux_vm):
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    migration_id = request_migration(api, linux_vm.uuid, remote_host=destination.name, live=False)
+    assert migration_execute(migration_id=migration_id) == "failed"
+    record = Migration.objects.get(pk=migration_id)
+    assert record.error.startswith("Pre-checks failed: vm_state_fits_mode: the VM is running")
+    assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {source.name: "running"}
+    assert events_of(migration_id)[-1] == "migration.failed"
+
+
+def test_redelivered_task_does_not_start_twice(api, linux_vm):
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    migration_id = request_migration(
+        api, linux_vm.uuid, remote_host=destination.name, delete_source=True
+    )
+    assert migration_execute(migration_id=migration_id) == "succeeded"
+    # The same task delivered again finds the migration claimed and finished.
+    assert migration_execute(migration_id=migration_id) == "succeeded"
+    assert events_of(migration_id).count("migration.started") == 1
+
+
+def test_offline_migration_moves_the_definition(api, linux_vm):
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    core.virsh(source, "destroy", linux_vm.uuid)
+    sync(api)
+    migration_id = request_migration(
+        api, linux_vm.uuid, remote_host=destination.name, live=False, delete_source=True
+    )
+    assert migration_execute(migration_id=migration_id) == "succeeded", Migration.objects.get(
+        pk=migration_id
+    ).error
+    assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {destination.name: "shut off"}
+    vm = api.get(f"/api/vms/{linux_vm.uuid}/").json()
+    assert (vm["host"], vm["state"]) == (destination.name, "shut_off")
