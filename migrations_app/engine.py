@@ -247,8 +247,11 @@ def _monitor(
     percent = 0.0
     downtime_applied = aborted = False
     last_heartbeat = 0.0
+    next_tick = time.monotonic()
     while True:
-        runner.join(interval)
+        # A fixed cadence: the time a sample takes is not added to the interval.
+        next_tick += interval
+        runner.join(max(0.0, next_tick - time.monotonic()))
         if not runner.is_alive():
             return
         control = Migration.objects.values("cancel_requested_at", "postcopy_started_at").get(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from lab import core
@@ -84,3 +85,8 @@ def request_migration(api, uuid: str, **payload) -> int:
     assert response.status_code == 202, response.json()
     assert response["Location"] == f"/api/migrations/{response.json()['id']}/"
     return response.json()["id"]
+
+
+def disk_capacity(host: core.LabHost, uuid: str, target: str) -> int:
+    output = core.virsh(host, "domblkinfo", uuid, target).stdout
+    return int(re.search(r"Capacity:\s+(\d+)", output)[1])

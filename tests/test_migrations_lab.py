@@ -16,7 +16,7 @@ from audit.models import AuditEvent
 from hosts.models import Host
 from lab import core
 from migrations_app.engine import migration_execute, migrations_reconcile
-from migrations_app.models import Migration, MigrationSample
+from migrations_app.models import Migration
 from tests import labtools
 from tests.labtools import request_migration
 
@@ -106,13 +106,6 @@ def test_live_migration_with_shared_storage(api, linux_vm):
     assert len(percents) >= 3, percents
     assert percents == sorted(percents), "progress went backwards"
     assert percents[-1] == 100 and percents[0] < 100
-    taken = [
-        s["taken_at"]
-        for s in MigrationSample.objects.filter(migration_id=migration_id).order_by("id").values()
-    ]
-    gaps = [(b - a).total_seconds() for a, b in zip(taken[:-2], taken[1:-1], strict=False)]
-    assert not gaps or statistics.median(gaps) <= 0.26, gaps  # >= 4 samples a second
-
     vm = api.get(f"/api/vms/{linux_vm.uuid}/").json()
     assert vm["host"] == destination.name
     assert vm["state"] == "running"
@@ -181,6 +174,9 @@ def test_bandwidth_limit_caps_throughput(api, linux_vm):
         s.throughput_bytes_s for s in record.samples.exclude(phase="done") if s.throughput_bytes_s
     ]
     assert rates, "no throughput samples"
+    taken = [s.taken_at for s in record.samples.exclude(phase="done").order_by("id")]
+    gaps = [(b - a).total_seconds() for a, b in zip(taken, taken[1:], strict=False)]
+    assert len(gaps) > 10 and statistics.median(gaps) <= 0.25, gaps  # >= 4 samples/s
     assert max(rates) <= limit * MiB * 1.25, [r / MiB for r in rates]
     # Sending what it sent at that cap takes at least this long.
     assert record.total_time_ms >= 0.8 * 1000 * record.transferred_bytes / (limit * MiB)
@@ -190,6 +186,11 @@ def test_bandwidth_limit_caps_throughput(api, linux_vm):
 def test_copy_storage_migrates_local_disks(api, tiny_vm, lab_config):
     source = tiny_vm.source
     destination = tiny_vm.other(source)
+    # The destination's local storage has no copy before (an earlier run may have
+    # left one; no domain there uses it).
+    copied = core.private_images_dir(lab_config, destination) / core.TINY_VM_DISK
+    copied.unlink(missing_ok=True)
+    core.virsh(destination, "pool-refresh", core.PRIVATE_POOL)
     # On shared storage mode the local disk is missing at the destination: refused.
     check = api.post(
         f"/api/vms/{tiny_vm.uuid}/migrate/check/", {"remote_host": destination.name}, format="json"
@@ -199,15 +200,15 @@ def test_copy_storage_migrates_local_disks(api, tiny_vm, lab_config):
     assert disks["status"] == "fail"
     assert "use storage 'copy'" in disks["message"]
 
+    source_capacity = labtools.disk_capacity(source, tiny_vm.uuid, "vda")
+
     migration_id = request_migration(
         api, tiny_vm.uuid, remote_host=destination.name, storage="copy", delete_source=True
     )
     assert migration_execute(migration_id=migration_id) == "succeeded"
     assert labtools.where(tiny_vm.hosts, tiny_vm.uuid) == {destination.name: "running"}
-    copied = core.private_images_dir(lab_config, destination) / core.TINY_VM_DISK
     assert copied.exists()
-    stats = Migration.objects.get(pk=migration_id).completed_stats
-    assert stats.get("disk_total", 0) > 0
+    assert labtools.disk_capacity(destination, tiny_vm.uuid, "vda") == source_capacity
 
 
 def test_cancel_during_a_bandwidth_limited_migration(api, linux_vm):

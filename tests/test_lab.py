@@ -1,0 +1,137 @@
+"""Self-test of the lab itself (lab.core): one real host, apart from the suite's lab.
+
+It runs on 127.0.0.20 with its own root and name prefix, so neither the suite's lab
+(tests/lab_session.py) nor a running demo lab is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from lab import core, guest_images
+
+pytestmark = pytest.mark.lab
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _data_dir() -> Path:
+    try:
+        from django.conf import settings
+
+        return Path(settings.DATA_DIR)
+    except Exception:  # Django not configured: same default as the settings
+        return Path(os.environ.get("PORTAL_DATA_DIR", BASE_DIR / "var")).resolve()
+
+
+@pytest.fixture(scope="module")
+def self_lab() -> Iterator[core.LabConfig]:
+    if os.geteuid() != 0:
+        pytest.fail(
+            "LAB SELF-TEST NEEDS ROOT: the lab uses unshare, bind mounts, useradd and a "
+            "system-mode libvirtd per host. Run the suite as root (CI does).",
+            pytrace=False,
+        )
+    data = _data_dir()
+    config = core.LabConfig(
+        root=data / "test-lab-self",
+        image_cache=data / "guest-images",
+        first_address="127.0.0.20",
+        name_prefix="selftest",
+        guest_memory_mib=192,
+        guest_fill_mib=48,
+        guest_dirty_mib_s=4,
+        start_vms=True,
+    )
+    core.down(config)  # leftovers of an interrupted run
+    shutil.rmtree(config.root, ignore_errors=True)
+    yield config
+    core.down(config)
+    shutil.rmtree(config.root, ignore_errors=True)
+
+
+def _processes_mentioning(root: Path) -> list[str]:
+    """Independent of lab.core: any process whose command line or cwd names root."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue  # gone, or a zombie
+        if str(root) in cmdline or cwd.startswith(str(root)):
+            found.append(f"{entry}: {cmdline} (cwd {cwd})")
+    return found
+
+
+def test_lab_up_is_idempotent_and_down_leaves_nothing(self_lab: core.LabConfig) -> None:
+    config = self_lab
+    hosts = core.up(config, hosts=1)
+
+    assert [(h.name, h.address, h.running) for h in hosts] == [("selftest-1", "127.0.0.20", True)]
+    host = hosts[0]
+    assert host.libvirt_uri == "qemu+tcp://127.0.0.20/system"
+    assert "libvirt" in core.virsh(host, "version").stdout.lower()
+    for vm in (core.LINUX_VM_NAME, core.TINY_VM_NAME):
+        assert core.virsh(host, "domstate", vm).stdout.strip() == "running", vm
+    pools = core.virsh(host, "pool-list", "--name").stdout.split()
+    assert {core.SHARED_POOL, core.PRIVATE_POOL} <= set(pools)
+
+    # The Linux guest reached userspace and filled its memory.
+    core.wait_for_console(config, guest_images.MARKER_FILLED, timeout=90)
+    assert "LAB-GUEST filled 48 MiB" in core.console_log_path(config).read_text()
+
+    # The ssh user logs in with its password and reaches this host's libvirt.
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.connect(
+        host.address,
+        port=host.ssh_port,
+        username=host.ssh_user,
+        password=host.ssh_password,
+        look_for_keys=False,
+        allow_agent=False,
+        timeout=10,
+    )
+    try:
+        _, out, _ = client.exec_command("virsh -c qemu:///system list --name", timeout=30)
+        assert core.LINUX_VM_NAME in out.read().decode()
+    finally:
+        client.close()
+
+    # A second up changes nothing: same libvirtd, same (not restarted) domains.
+    pid = core.libvirtd_pid(host)
+    domid = core.virsh(host, "domid", core.LINUX_VM_NAME).stdout.strip()
+    started = time.monotonic()
+    again = core.up(config, hosts=1)
+    assert time.monotonic() - started < 10
+    assert again == hosts
+    assert core.libvirtd_pid(host) == pid
+    assert core.virsh(host, "domid", core.LINUX_VM_NAME).stdout.strip() == domid
+
+    # A killed libvirtd comes back in the same namespace and finds its QEMUs again.
+    core.kill_libvirtd(host)
+    assert not core.status(config)[0].running
+    core.start_libvirtd(host, config)
+    assert core.libvirtd_pid(host) not in (None, pid)
+    assert core.virsh(host, "domid", core.LINUX_VM_NAME).stdout.strip() == domid
+    assert core.virsh(host, "domstate", core.TINY_VM_NAME).stdout.strip() == "running"
+
+    core.down(config)
+
+    assert _processes_mentioning(config.root) == []
+    assert core.lab_processes(config) == []
+    with open("/proc/self/mountinfo") as handle:
+        assert [line for line in handle if str(config.root) in line] == []
+    assert core.virsh(host, "version", check=False, timeout=30).returncode != 0
+    assert [h.running for h in core.status(config)] == [False]
