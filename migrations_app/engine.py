@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import asdict
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -476,12 +477,11 @@ def _owner_is_dead_here(claimed_by: str) -> bool:
     if host != socket.gethostname() or not pid.isdigit():
         return False
     try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return True
-    except PermissionError:
-        return False
-    return False
+    # A killed process not yet reaped by its parent is a zombie: dead all the same.
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
 
 
 def migrations_reconcile(*, wait_for_abort_s: float = 60.0) -> list[int]:

@@ -1,0 +1,282 @@
+"""Guest boot images for the lab, built at run time from Debian packages.
+
+* kernel: the Debian cloud kernel, found through the ``linux-image-cloud-amd64``
+  metapackage (its Depends names the real, versioned package, which changes with
+  Debian updates, so it is resolved every time the cache is empty).
+* initramfs: the static busybox plus an ``/init`` that fills guest RAM with random
+  data and keeps dirtying it, so live migration has real work to do.  Sizes come from
+  the kernel command line, so one initramfs serves every guest size.
+
+Both are cached in an image cache folder shared between lab roots.  Plain Python, no
+Django, no libvirt.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import hashlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+KERNEL_METAPACKAGE = "linux-image-cloud-amd64"
+BUSYBOX = Path("/bin/busybox")
+# Printed by the guest's /init on its serial console; tests and humans grep for them.
+MARKER_USERSPACE = "LAB-GUEST userspace"
+MARKER_FILLED = "LAB-GUEST filled"
+
+INIT_SCRIPT = r"""#!/bin/busybox sh
+# Lab guest /init: fill RAM with random data, then keep dirtying it.
+/bin/busybox mkdir -p /bin /proc /sys /dev /fill /tmp
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+fill=64
+dirty=4
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        labfill=*) fill="${arg#labfill=}" ;;
+        labdirty=*) dirty="${arg#labdirty=}" ;;
+    esac
+done
+[ "$dirty" -gt "$fill" ] && dirty="$fill"
+up() { cut -d' ' -f1 /proc/uptime; }
+echo "LAB-GUEST userspace uptime=$(up)s"
+mount -t tmpfs -o size=$((fill + 1))m tmpfs /fill
+if [ "$fill" -gt 0 ]; then
+    dd if=/dev/urandom of=/fill/data bs=1M count="$fill" 2>/dev/null
+fi
+echo "LAB-GUEST filled $fill MiB uptime=$(up)s dirty=${dirty}MiB/s"
+off=0
+n=0
+while true; do
+    t=$(date +%s)
+    if [ "$dirty" -gt 0 ]; then
+        [ $((off + dirty)) -gt "$fill" ] && off=0
+        dd if=/dev/urandom of=/fill/data bs=1M count="$dirty" seek="$off" conv=notrunc 2>/dev/null
+        off=$((off + dirty))
+    fi
+    n=$((n + 1))
+    [ $((n % 60)) -eq 0 ] && echo "LAB-GUEST alive uptime=$(up)s"
+    while [ "$(date +%s)" = "$t" ]; do usleep 100000; done
+done
+"""
+
+
+class GuestImageError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class GuestImages:
+    kernel: Path
+    initrd: Path
+
+
+def kernel_cmdline(fill_mib: int, dirty_mib_s: int) -> str:
+    # quiet + mitigations=off: the guest runs under TCG, every saved cycle counts.
+    return (
+        f"console=ttyS0 quiet panic=-1 mitigations=off "
+        f"labfill={int(fill_mib)} labdirty={int(dirty_mib_s)}"
+    )
+
+
+def ensure_guest_images(cache: Path) -> GuestImages:
+    cache.mkdir(parents=True, exist_ok=True)
+    with _locked(cache / ".lock"):
+        return GuestImages(kernel=_ensure_kernel(cache), initrd=_ensure_initramfs(cache))
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    # Two processes (a test run and the demo) may build the cache at the same time.
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --- kernel ----------------------------------------------------------------------
+
+
+def _ensure_kernel(cache: Path) -> Path:
+    existing = sorted(cache.glob("vmlinuz-*"))
+    if existing:
+        # Any cached kernel will do: no apt round trip on a warm cache.
+        return existing[-1]
+    with tempfile.TemporaryDirectory(dir=cache, prefix="kernel-build-") as tmp:
+        work = Path(tmp)
+        # apt's _apt sandbox user must be able to write here, else apt warns.
+        work.chmod(0o755)
+        meta_deb = _apt_download(KERNEL_METAPACKAGE, work)
+        real_package = _real_kernel_package(meta_deb)
+        real_deb = _apt_download(real_package, work)
+        kernel = _extract_vmlinuz(real_deb, work / "root")
+        target = cache / kernel.name
+        shutil.copyfile(kernel, target.with_suffix(".part"))
+        os.replace(target.with_suffix(".part"), target)
+        return target
+
+
+def _apt_download(package: str, directory: Path) -> Path:
+    def attempt() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["apt-get", "download", "-q", package],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    result = attempt()
+    if result.returncode != 0:
+        # Package lists may be missing or stale (fresh machine): refresh once.
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600)
+        result = attempt()
+    if result.returncode != 0:
+        raise GuestImageError(
+            f"apt-get download {package} failed: {result.stderr.strip() or result.stdout}"
+        )
+    debs = sorted(directory.glob(f"{package}_*.deb"))
+    if not debs:
+        raise GuestImageError(f"apt-get download {package} produced no .deb in {directory}")
+    return debs[-1]
+
+
+def _real_kernel_package(meta_deb: Path) -> str:
+    depends = subprocess.run(
+        ["dpkg-deb", "-f", str(meta_deb), "Depends"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"\b(linux-image-\d[\w.+-]*-cloud-amd64)\b", depends)
+    if not match:
+        raise GuestImageError(
+            f"{KERNEL_METAPACKAGE} does not depend on a versioned kernel: {depends!r}"
+        )
+    return match.group(1)
+
+
+def _extract_vmlinuz(deb: Path, into: Path) -> Path:
+    into.mkdir(parents=True, exist_ok=True)
+    # Equivalent of `dpkg -x`, but only ./boot: the modules are ~100 MB we don't need.
+    fsys = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+    tar = subprocess.run(
+        ["tar", "-x", "-C", str(into), "--wildcards", "./boot/vmlinuz-*"],
+        stdin=fsys.stdout,
+        capture_output=True,
+        text=True,
+    )
+    assert fsys.stdout is not None
+    fsys.stdout.close()
+    fsys.wait()
+    if fsys.returncode != 0 or tar.returncode != 0:
+        raise GuestImageError(f"extracting the kernel from {deb.name} failed: {tar.stderr}")
+    kernels = sorted((into / "boot").glob("vmlinuz-*"))
+    if not kernels:
+        raise GuestImageError(f"{deb.name} has no boot/vmlinuz-*")
+    return kernels[-1]
+
+
+# --- initramfs -------------------------------------------------------------------
+
+
+def _ensure_initramfs(cache: Path) -> Path:
+    if not BUSYBOX.exists():
+        raise GuestImageError(f"{BUSYBOX} missing: install the Debian package busybox-static")
+    busybox = BUSYBOX.read_bytes()
+    if _has_elf_interpreter(busybox):
+        # The dynamic busybox would need libc inside the initramfs.
+        raise GuestImageError(f"{BUSYBOX} is not static: install busybox-static")
+    digest = hashlib.sha256(busybox + INIT_SCRIPT.encode()).hexdigest()[:16]
+    target = cache / f"initrd-lab-{digest}.cpio.gz"
+    if target.exists():
+        return target
+    data = build_initramfs(busybox, INIT_SCRIPT)
+    part = target.with_suffix(".part")
+    part.write_bytes(data)
+    os.replace(part, target)
+    return target
+
+
+def _has_elf_interpreter(elf: bytes) -> bool:
+    """True for a dynamically linked ELF64 little-endian binary (has PT_INTERP)."""
+    if elf[:4] != b"\x7fELF" or elf[4] != 2:
+        raise GuestImageError(f"{BUSYBOX} is not a 64-bit ELF binary")
+    phoff = int.from_bytes(elf[0x20:0x28], "little")
+    phentsize = int.from_bytes(elf[0x36:0x38], "little")
+    phnum = int.from_bytes(elf[0x38:0x3A], "little")
+    for index in range(phnum):
+        start = phoff + index * phentsize
+        if int.from_bytes(elf[start : start + 4], "little") == 3:  # PT_INTERP
+            return True
+    return False
+
+
+def build_initramfs(busybox: bytes, init_script: str) -> bytes:
+    """A gzip'ed newc cpio archive, written directly (no root needed for /dev/console)."""
+    archive = _Cpio()
+    for directory in ("bin", "dev", "proc", "sys", "tmp", "fill"):
+        archive.add(directory, 0o040755)
+    # The kernel opens /dev/console for init's stdio before /init runs.
+    archive.add("dev/console", 0o020600, rdev=(5, 1))
+    archive.add("bin/busybox", 0o100755, busybox)
+    archive.add("init", 0o100755, init_script.encode())
+    raw = archive.finish()
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
+        gz.write(raw)
+    return out.getvalue()
+
+
+class _Cpio:
+    """Minimal writer of the 'newc' cpio format the kernel unpacks."""
+
+    def __init__(self) -> None:
+        self._buf = io.BytesIO()
+        self._ino = 1
+
+    def add(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
+        encoded = name.encode() + b"\0"
+        fields = [
+            self._ino,
+            mode,
+            0,  # uid
+            0,  # gid
+            2 if mode & 0o040000 else 1,  # nlink
+            0,  # mtime
+            len(data),
+            0,  # devmajor
+            0,  # devminor
+            rdev[0],
+            rdev[1],
+            len(encoded),
+            0,  # check
+        ]
+        self._ino += 1
+        self._buf.write(b"070701" + b"".join(b"%08X" % f for f in fields))
+        self._buf.write(encoded)
+        self._pad()
+        self._buf.write(data)
+        self._pad()
+
+    def _pad(self) -> None:
+        self._buf.write(b"\0" * (-self._buf.tell() % 4))
+
+    def finish(self) -> bytes:
+        self.add("TRAILER!!!", 0)
+        self._pad()
+        return self._buf.getvalue()

@@ -1,0 +1,127 @@
+"""The per-host "holder": first process of a lab host's private mount namespace.
+
+Started by lab.core as ``unshare --mount --propagation private -- python -I holder.py
+<spec.json>``.  It
+
+* bind-mounts the host's private folders over /run/libvirt, /var/lib/libvirt, ...
+  (only inside its own namespace; the root namespace never sees them),
+* keeps the namespace alive for as long as it runs,
+* is a child subreaper and reaps: this machine's PID 1 does not reap orphans, so
+  without it every killed libvirtd/QEMU would stay behind as a zombie,
+* starts the host's daemons (libvirtd, sshd) on request, as its own children, so a
+  restarted libvirtd lands in the same namespace as the QEMUs it re-attaches to.
+
+Requests arrive as lines on a FIFO (root-only, 0600): a line is a command name from
+the spec ("libvirtd", "sshd"); nothing else is accepted.  Standard library only:
+it runs with ``python -I`` and must not import the project.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+
+PR_SET_CHILD_SUBREAPER = 36
+CHILD_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+    "HOME": "/root",
+}
+
+
+def main(spec_path: str) -> int:
+    with open(spec_path) as handle:
+        spec = json.load(handle)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        print("holder: cannot become a subreaper", file=sys.stderr)
+    for source, target in spec["mounts"]:
+        subprocess.run(["mount", "--bind", source, target], check=True)
+    for argv in spec.get("setup", []):
+        # e.g. the FUSE view of the shared folder; its daemon forks and, being an
+        # orphan, becomes our child.
+        subprocess.run(argv, check=True)
+
+    fifo = spec["fifo"]
+    if os.path.exists(fifo):
+        os.unlink(fifo)
+    os.mkfifo(fifo, 0o600)
+    # O_RDWR: we are our own writer, so the FIFO never reports EOF between clients.
+    control = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+
+    # The pid file is the readiness signal: mounts are in place once it exists.
+    tmp = spec["pid_file"] + ".tmp"
+    with open(tmp, "w") as handle:
+        handle.write(f"{os.getpid()}\n")
+    os.replace(tmp, spec["pid_file"])
+
+    pending = b""
+    while True:
+        ready, _, _ = select.select([control, wake_r], [], [], 5.0)
+        if wake_r in ready:
+            os.read(wake_r, 4096)
+        if control in ready:
+            try:
+                pending += os.read(control, 4096)
+            except BlockingIOError:
+                pass
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                _start(spec_path, line.decode(errors="replace").strip())
+        _reap()
+
+
+def _start(spec_path: str, name: str) -> None:
+    with open(spec_path) as handle:
+        # Re-read: lab.core rewrites the spec (e.g. new arguments) between requests.
+        commands = json.load(handle)["commands"]
+    command = commands.get(name)
+    if command is None:
+        print(f"holder: unknown command {name!r}", file=sys.stderr, flush=True)
+        return
+    log = os.open(command["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    try:
+        pid = os.fork()
+        if pid == 0:  # child: own session, stdio to its log, then exec
+            try:
+                os.setsid()
+                os.dup2(devnull, 0)
+                os.dup2(log, 1)
+                os.dup2(log, 2)
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, signal.SIG_DFL)
+                os.execve(command["argv"][0], command["argv"], CHILD_ENV)
+            finally:
+                os._exit(127)
+        print(f"holder: started {name} pid {pid}", file=sys.stderr, flush=True)
+    finally:
+        os.close(log)
+        os.close(devnull)
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
