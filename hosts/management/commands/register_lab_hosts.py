@@ -1,0 +1,36 @@
+"""Register the running lab hosts in the portal and sync their VMs (used by `make demo`)."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from audit.services import Actor
+from hosts import services
+from hosts.models import Host
+from lab import core
+from lab.management.commands.lab import config_from_settings
+
+
+class Command(BaseCommand):
+    help = "Register every running lab host (manage.py lab up) and refresh it."
+
+    def handle(self, *args, **options):
+        config = config_from_settings()
+        lab_hosts = [h for h in core.status(config) if h.running]
+        if not lab_hosts:
+            raise CommandError("no running lab hosts: run `manage.py lab up` first")
+        actor = Actor.system("make demo")
+        shared = [str(core.shared_storage_dir(config))]
+        for lab_host in lab_hosts:
+            host = Host.objects.filter(address=lab_host.address).first()
+            if host is None:
+                host = services.host_create(
+                    actor=actor,
+                    name=lab_host.name,
+                    address=lab_host.address,
+                    transport="tcp",
+                    shared_storage_paths=shared,
+                )
+            host = services.host_refresh(host=host, actor=actor)
+            running = host.vms.filter(state="running").count()
+            self.stdout.write(
+                f"{host.name:8} {host.libvirt_uri:32} {host.status:12} {running} running VM(s)"
+            )
