@@ -225,15 +225,18 @@ def _migrate_and_monitor(migration: Migration) -> str | None:
     runner = threading.Thread(target=run, name=f"migration-{migration.pk}", daemon=True)
     started = time.monotonic()
     runner.start()
+    abort_reason = None
     try:
         with gateway.connect(source_uri, timeout=timeout) as monitor:
-            _monitor(migration, runner, monitor, started)
+            abort_reason = _monitor(migration, runner, monitor, started)
     except gateway.GatewayError as exc:
         # Without a monitor connection the migration still runs; wait for its end.
         logger.warning("migration %s: monitoring connection failed: %s", migration.pk, exc)
     while runner.is_alive():
         runner.join(1.0)
         _heartbeat(migration)
+    if "error" in outcome and abort_reason:
+        return f"{abort_reason}: {outcome['error']}"
     return outcome.get("error")
 
 
@@ -242,11 +245,13 @@ def _monitor(
     runner: threading.Thread,
     monitor: gateway.HostConnection,
     started: float,
-) -> None:
+) -> str | None:
+    """Sample the job until the runner ends; returns why the portal aborted it, if it did."""
     uuid = str(migration.vm_uuid)
     interval = settings.MIGRATION_SAMPLE_INTERVAL_S
     percent = 0.0
-    downtime_applied = aborted = False
+    downtime_applied = False
+    abort_reason: str | None = None
     last_heartbeat = 0.0
     next_tick = time.monotonic()
     while True:
@@ -254,16 +259,19 @@ def _monitor(
         next_tick += interval
         runner.join(max(0.0, next_tick - time.monotonic()))
         if not runner.is_alive():
-            return
+            return abort_reason
         control = Migration.objects.values("cancel_requested_at", "postcopy_started_at").get(
             pk=migration.pk
         )
-        if not aborted and (
-            control["cancel_requested_at"] or time.monotonic() - started > migration.timeout_s
-        ):
+        reason = None
+        if control["cancel_requested_at"]:
+            reason = "cancelled on request"
+        elif time.monotonic() - started > migration.timeout_s:
+            reason = f"timed out after {migration.timeout_s} s"
+        if reason and abort_reason is None:
             try:
                 monitor.abort_job(uuid)
-                aborted = True
+                abort_reason = reason
             except gateway.GatewayError as exc:
                 logger.info("migration %s: abort not possible yet: %s", migration.pk, exc)
         try:

@@ -7,6 +7,7 @@ import pytest
 from django.test import Client
 
 from audit.models import AuditEvent
+from hosts.models import Host
 from lab import core
 from vms.models import VM
 from vms.tasks import sync_all_hosts
@@ -23,36 +24,15 @@ def _dominfo(host: core.LabHost, name: str) -> dict[str, str]:
     }
 
 
-def _register(api, lab_host, shared_dir):
-    response = api.post(
-        "/api/hosts/",
-        {
-            "name": lab_host.name,
-            "address": lab_host.address,
-            "transport": "tcp",
-            "shared_storage_paths": [str(shared_dir)],
-        },
-        format="json",
-    )
-    assert response.status_code == 201, response.json()
-    return response.json()
-
-
 def _refresh(api, host_id: int) -> dict:
     response = api.post(f"/api/hosts/{host_id}/refresh/")
     assert response.status_code == 200, response.json()
     return response.json()
 
 
-@pytest.fixture
-def registered(api, lab_hosts, lab_config):
-    shared = core.shared_storage_dir(lab_config)
-    return [_register(api, h, shared) for h in lab_hosts]
-
-
-def test_lab_hosts_register_refresh_and_report_capabilities(api, lab_hosts, registered):
-    for lab_host, host in zip(lab_hosts, registered, strict=True):
-        body = _refresh(api, host["id"])
+def test_lab_hosts_register_refresh_and_report_capabilities(api, lab_hosts, lab_registered):
+    for lab_host in lab_hosts:
+        body = _refresh(api, lab_registered[lab_host.name].pk)
         assert body["status"] == "reachable", body["last_error"]
         assert body["libvirt_uri"] == f"qemu+tcp://{lab_host.address}/system"
         assert body["hypervisor_type"] == "QEMU"
@@ -67,14 +47,14 @@ def test_lab_hosts_register_refresh_and_report_capabilities(api, lab_hosts, regi
         assert body["migration_features"]["live"] is True
         assert "tcp" in body["migration_features"]["uri_transports"]
     # Two hosts of one machine must still look like two hypervisors to libvirt.
-    assert registered[0]["id"] != registered[1]["id"]
-    uuids = {api.get(f"/api/hosts/{h['id']}/").json()["host_uuid"] for h in registered}
+    uuids = {api.get(f"/api/hosts/{h.pk}/").json()["host_uuid"] for h in lab_registered.values()}
     assert len(uuids) == 2
 
 
-def test_lab_vm_is_listed_as_virsh_reports_it(api, lab_hosts, registered):
-    first = lab_hosts[0]
-    _refresh(api, registered[0]["id"])
+def test_lab_vm_is_listed_as_virsh_reports_it(api, linux_vm, tiny_vm):
+    first = linux_vm.source
+    _refresh(api, Host.objects.get(name=first.name).pk)
+    _refresh(api, Host.objects.get(name=tiny_vm.source.name).pk)
     listing = api.get("/api/vms/", {"host": first.name, "search": core.LINUX_VM_NAME}).json()
     assert listing["count"] == 1
     vm = listing["results"][0]
@@ -91,7 +71,7 @@ def test_lab_vm_is_listed_as_virsh_reports_it(api, lab_hosts, registered):
     # The Linux guest's data disk is on the shared folder; the tiny guest's is local.
     assert [d["on_shared_storage"] for d in vm["disks"]] == [True]
     assert vm["disks"][0]["size_bytes"] > 0
-    tiny = api.get("/api/vms/", {"host": first.name, "search": core.TINY_VM_NAME}).json()
+    tiny = api.get("/api/vms/", {"host": tiny_vm.source.name, "search": core.TINY_VM_NAME}).json()
     assert tiny["count"] == 1
     assert [d["on_shared_storage"] for d in tiny["results"][0]["disks"]] == [False]
 
@@ -107,13 +87,12 @@ def test_lab_vm_is_listed_as_virsh_reports_it(api, lab_hosts, registered):
     assert "state" in bad_state.json()
 
 
-def test_stopping_with_virsh_then_periodic_sync_shows_shut_off(api, lab_hosts, registered):
-    first = lab_hosts[0]
-    _refresh(api, registered[0]["id"])
+def test_stopping_with_virsh_then_periodic_sync_shows_shut_off(api, lab_hosts, tiny_vm):
+    first = tiny_vm.source
     core.virsh(first, "destroy", core.TINY_VM_NAME)
     try:
         statuses = sync_all_hosts()  # the function the django-q2 schedule runs
-        assert statuses == {first.name: "reachable", lab_hosts[1].name: "reachable"}
+        assert statuses == {h.name: "reachable" for h in lab_hosts}
         vm = VM.objects.get(host__name=first.name, name=core.TINY_VM_NAME)
         assert vm.state == "shut_off"
         assert _dominfo(first, core.TINY_VM_NAME)["State"] == "shut off"
@@ -125,8 +104,9 @@ def test_stopping_with_virsh_then_periodic_sync_shows_shut_off(api, lab_hosts, r
     assert VM.objects.get(host__name=first.name, name=core.TINY_VM_NAME).state == "running"
 
 
-def test_vanished_domain_is_marked_gone_not_deleted(api, lab_hosts, registered, tmp_path):
+def test_vanished_domain_is_marked_gone_not_deleted(api, lab_hosts, lab_registered, tmp_path):
     second = lab_hosts[1]
+    second_id = lab_registered[second.name].pk
     name = f"ephemeral-{uuid.uuid4().hex[:8]}"
     xml = tmp_path / "domain.xml"
     xml.write_text(
@@ -135,13 +115,13 @@ def test_vanished_domain_is_marked_gone_not_deleted(api, lab_hosts, registered, 
     )
     core.virsh(second, "define", str(xml))
     try:
-        _refresh(api, registered[1]["id"])
+        _refresh(api, second_id)
         vm = VM.objects.get(host__name=second.name, name=name)
         assert vm.state == "shut_off"
         assert vm.persistent is True
     finally:
         core.virsh(second, "undefine", name)
-    _refresh(api, registered[1]["id"])
+    _refresh(api, second_id)
     vm.refresh_from_db()
     assert vm.state == "gone"
     assert vm.gone_at is not None
@@ -166,15 +146,13 @@ def test_unreachable_host_shows_the_error(api):
     assert AuditEvent.objects.filter(event_type="host.unreachable").count() == 1
 
 
-def test_dashboard_shows_hosts_and_running_vm(api, admin_user, lab_hosts, registered):
-    for host in registered:
-        _refresh(api, host["id"])
+def test_dashboard_shows_hosts_and_running_vm(api, admin_user, lab_hosts, linux_vm):
     browser = Client()
     assert browser.get("/").status_code == 302  # login first
     assert browser.login(username="admin", password="admin-pass-123")
     page = browser.get("/").content.decode()
     for lab_host in lab_hosts:
         assert f'data-host="{lab_host.name}"' in page
-    vm = VM.objects.get(host__name=lab_hosts[0].name, name=core.LINUX_VM_NAME)
+    vm = VM.objects.get(host__name=linux_vm.source.name, name=core.LINUX_VM_NAME)
     row = re.search(rf'<tr data-vm="{vm.uuid}">(.*?)</tr>', page, re.S)[1]
-    assert "Running" in row and lab_hosts[0].name in row
+    assert "Running" in row and linux_vm.source.name in row

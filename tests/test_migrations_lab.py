@@ -402,3 +402,67 @@ def test_offline_migration_moves_the_definition(api, linux_vm):
     assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {destination.name: "shut off"}
     vm = api.get(f"/api/vms/{linux_vm.uuid}/").json()
     assert (vm["host"], vm["state"]) == (destination.name, "shut_off")
+
+
+def test_timeout_aborts_and_leaves_the_vm_on_the_source(api, linux_vm):
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    migration_id = request_migration(
+        api, linux_vm.uuid, remote_host=destination.name, bandwidth_mib_s=8, timeout_s=2
+    )
+    assert migration_execute(migration_id=migration_id) == "failed"
+    record = Migration.objects.get(pk=migration_id)
+    assert record.error.startswith("timed out after 2 s")
+    assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {source.name: "running"}
+
+
+def test_over_the_host_limit_a_migration_waits_in_the_queue(api, linux_vm, settings):
+    settings.MIGRATION_MAX_OUTGOING_PER_HOST = 1
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    # Another migration from the same source holds the only outgoing slot.
+    busy = Migration.objects.create(
+        vm_uuid="00000000-0000-0000-0000-000000000001",
+        vm_name="other-vm",
+        source=Host.objects.get(name=source.name),
+        destination=Host.objects.get(name=destination.name),
+        requested_by_name="test",
+        status="migrating",
+        max_downtime_ms=500,
+        timeout_s=600,
+    )
+    migration_id = request_migration(
+        api, linux_vm.uuid, remote_host=destination.name, delete_source=True
+    )
+    worker = run_in_thread(migration_id)
+    worker.join(3)
+    assert worker.is_alive()
+    assert Migration.objects.get(pk=migration_id).status == "queued"
+    Migration.objects.filter(pk=busy.pk).update(status="succeeded")
+    worker.join(60)
+    assert Migration.objects.get(pk=migration_id).status == "succeeded"
+    assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {destination.name: "running"}
+
+
+def test_switch_to_postcopy(api, linux_vm):
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    migration_id = request_migration(
+        api,
+        linux_vm.uuid,
+        remote_host=destination.name,
+        bandwidth_mib_s=8,
+        allow_postcopy=True,
+        delete_source=True,
+    )
+    worker = run_in_thread(migration_id)
+    wait_until_migrating(migration_id)
+    response = api.post(f"/api/migrations/{migration_id}/postcopy/")
+    assert response.status_code == 200, response.json()
+    assert response.json()["postcopy_started_at"]
+    worker.join(120)
+    record = Migration.objects.get(pk=migration_id)
+    assert record.status == "succeeded", record.error
+    assert record.samples.filter(phase="postcopy").exists()
+    assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {destination.name: "running"}
+    assert "migration.postcopy" in events_of(migration_id)
