@@ -1,3 +1,9 @@
-"""Websocket routes of every app (the migration progress socket joins here)."""
+"""Websocket routes of every app."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from migrations_app.consumers import MigrationProgressConsumer
+
+websocket_urlpatterns = [
+    path("ws/migrations/<int:migration_id>/", MigrationProgressConsumer.as_asgi()),
+]

@@ -18,7 +18,8 @@ DATA_DIR = Path(os.environ.get("PORTAL_DATA_DIR", BASE_DIR / "var")).resolve()
 CONFIG = core.LabConfig(
     root=DATA_DIR / "test-lab",
     image_cache=DATA_DIR / "guest-images",
-    first_address="127.0.0.12",
+    # Another checkout testing on this machine at the same time sets its own.
+    first_address=os.environ.get("TEST_LAB_FIRST_ADDRESS", "127.0.0.12"),
     name_prefix="tlab",
     guest_memory_mib=int(os.environ.get("TEST_LAB_GUEST_MEMORY_MIB", "256")),
     guest_fill_mib=int(os.environ.get("TEST_LAB_GUEST_FILL_MIB", "128")),

@@ -20,6 +20,7 @@ from lab import core, guest_images
 pytestmark = pytest.mark.lab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+SELF_ADDRESS = os.environ.get("TEST_LAB_SELF_ADDRESS", "127.0.0.20")
 
 
 def _data_dir() -> Path:
@@ -43,7 +44,7 @@ def self_lab() -> Iterator[core.LabConfig]:
     config = core.LabConfig(
         root=data / "test-lab-self",
         image_cache=data / "guest-images",
-        first_address="127.0.0.20",
+        first_address=SELF_ADDRESS,
         name_prefix="selftest",
         guest_memory_mib=192,
         guest_fill_mib=48,
@@ -78,9 +79,9 @@ def test_lab_up_is_idempotent_and_down_leaves_nothing(self_lab: core.LabConfig) 
     config = self_lab
     hosts = core.up(config, hosts=1)
 
-    assert [(h.name, h.address, h.running) for h in hosts] == [("selftest-1", "127.0.0.20", True)]
+    assert [(h.name, h.address, h.running) for h in hosts] == [("selftest-1", SELF_ADDRESS, True)]
     host = hosts[0]
-    assert host.libvirt_uri == "qemu+tcp://127.0.0.20/system"
+    assert host.libvirt_uri == f"qemu+tcp://{SELF_ADDRESS}/system"
     assert "libvirt" in core.virsh(host, "version").stdout.lower()
     for vm in (core.LINUX_VM_NAME, core.TINY_VM_NAME):
         assert core.virsh(host, "domstate", vm).stdout.strip() == "running", vm

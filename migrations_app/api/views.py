@@ -14,7 +14,7 @@ from migrations_app.api.serializers import (
     TuneSerializer,
 )
 from migrations_app.filters import MigrationFilterSet
-from migrations_app.models import Migration
+from migrations_app.selectors import migrations_visible_to
 
 
 class Conflict(APIException):
@@ -25,9 +25,11 @@ class Conflict(APIException):
 class MigrationViewSet(viewsets.ReadOnlyModelViewSet):
     """Migrations: history, live state, and control of the running ones."""
 
-    queryset = Migration.objects.select_related("source", "destination")
     serializer_class = MigrationSerializer
     filterset_class = MigrationFilterSet
+
+    def get_queryset(self):
+        return migrations_visible_to(self.request.user)
 
     def get_permissions(self):
         if self.action in ("cancel", "tune", "postcopy"):
