@@ -3,67 +3,16 @@ killed mid-migration whose record the restarted workers settle from libvirt."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-from django.conf import settings
-from django.db import connection
 from django_q.brokers import get_broker
 
 from audit.models import AuditEvent
 from migrations_app.models import Migration
 from tests import labtools
 from tests.labtools import request_migration
+from tests.processes import Workers
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _test_database_url() -> str:
-    """The URL of the database this test session uses, for the worker processes."""
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    user = db["USER"] or "postgres"
-    return f"postgres://{user}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-class Workers:
-    """`manage.py run_workers` in its own process group, like the demo runs it."""
-
-    def __init__(self, log: Path) -> None:
-        self.log = log
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "DATABASE_URL": _test_database_url(),
-            "REDIS_URL": settings.REDIS_URL,
-            "PORTAL_Q_WORKERS": "2",
-        }
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "run_workers"],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            self.process.wait(30)
-
-    def stop(self) -> None:
-        self.kill(signal.SIGTERM)
 
 
 @pytest.fixture
