@@ -18,6 +18,8 @@ PACKAGES=(
   bindfs
   # private redis for the default profile
   redis-server
+  # headless browser for the end-to-end UI test (driven by Playwright), and a font
+  chromium fonts-dejavu-core
   # util-linux provides unshare; procps for pgrep
   util-linux procps make curl
 )
