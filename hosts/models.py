@@ -1,3 +1,5 @@
+from urllib.parse import urlencode
+
 from django.conf import settings
 from django.db import models
 
@@ -52,6 +54,18 @@ class Host(models.Model):
         help_text="Path prefixes on storage that every host sees (NFS and the like).",
     )
 
+    # SSH: the host key pinned on first contact (trust on first use), a different key
+    # seen since (refused until an administrator accepts it), and the user for whom the
+    # portal's key was installed.
+    ssh_host_key = models.TextField(blank=True, help_text="Pinned key: '<type> <base64>'.")
+    ssh_host_key_fingerprint = models.CharField(max_length=64, blank=True)
+    ssh_host_key_recorded_at = models.DateTimeField(null=True, blank=True)
+    ssh_host_key_pending = models.TextField(blank=True)
+    ssh_host_key_pending_fingerprint = models.CharField(max_length=64, blank=True)
+    ssh_host_key_pending_seen_at = models.DateTimeField(null=True, blank=True)
+    ssh_access_user = models.CharField(max_length=32, blank=True)
+    ssh_access_set_up_at = models.DateTimeField(null=True, blank=True)
+
     status = models.CharField(max_length=16, choices=HostStatus.choices, default=HostStatus.UNKNOWN)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
@@ -93,6 +107,27 @@ class Host(models.Model):
         if self.transport == Transport.SSH:
             return f"qemu+ssh://{self.ssh_user}@{address}{port}/system"
         return f"qemu+{self.transport}://{address}{port}/system"
+
+    @property
+    def ssh_port(self) -> int:
+        return self.port if self.transport == Transport.SSH and self.port else 22
+
+    @property
+    def connection_uri(self) -> str:
+        """The URI libvirt is actually opened with (by the portal, and by a source host
+        for peer-to-peer migration). For ssh: libvirt's libssh transport with the
+        portal's key and the known_hosts file of pinned keys, verified strictly."""
+        if self.transport != Transport.SSH:
+            return self.libvirt_uri
+        query = urlencode(
+            {
+                "keyfile": str(settings.SSH_KEY_PATH),
+                "known_hosts": str(settings.SSH_KNOWN_HOSTS_PATH),
+                "known_hosts_verify": "normal",
+                "sshauth": "privkey",
+            }
+        )
+        return self.libvirt_uri.replace("qemu+ssh://", "qemu+libssh://", 1) + "?" + query
 
     def is_on_shared_storage(self, path: str) -> bool:
         return any(

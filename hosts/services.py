@@ -13,8 +13,8 @@ from django.forms.models import model_to_dict
 from django.utils import timezone
 
 from audit.services import Actor, audit_event_record
-from hosts import gateway
-from hosts.models import Host, HostStatus
+from hosts import gateway, ssh, ssh_services
+from hosts.models import Host, HostStatus, Transport
 from vms.services import vms_sync_host
 
 logger = logging.getLogger(__name__)
@@ -73,14 +73,22 @@ def host_refresh(*, host: Host, actor: Actor) -> Host:
     An unreachable host is recorded as such (with the error), not raised: a refresh
     of a dead host is a successful observation.
     """
+    if host.transport == Transport.SSH and not host.ssh_host_key:
+        host = _host_key_first_contact(host=host, actor=actor)
     try:
         # The connection is opened outside any transaction: it can take seconds.
-        with gateway.connect(host.libvirt_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S) as conn:
+        with gateway.connect(
+            host.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
+        ) as conn:
             capabilities = conn.capabilities()
             domains = conn.list_domains()
     except gateway.GatewayError as exc:
-        logger.warning("host %s unreachable: %s", host.name, exc)
-        return _host_mark_unreachable(host=host, actor=actor, error=str(exc))
+        error = str(exc)
+        if host.transport == Transport.SSH:
+            # libssh only says verification failed: name the old and new keys.
+            error = ssh_services.host_key_check(host=host, actor=actor) or error
+        logger.warning("host %s unreachable: %s", host.name, error)
+        return _host_mark_unreachable(host=host, actor=actor, error=error)
 
     now = timezone.now()
     with transaction.atomic():
@@ -102,6 +110,14 @@ def host_refresh(*, host: Host, actor: Actor) -> Host:
                 after={"status": host.status},
             )
     return host
+
+
+def _host_key_first_contact(*, host: Host, actor: Actor) -> Host:
+    try:
+        offered = ssh.host_key_scan(host.address, host.ssh_port)
+    except ssh.SshError:
+        return host  # the connection attempt that follows reports the reason
+    return ssh_services.host_key_pin_first_contact(host=host, offered=offered, actor=actor)
 
 
 def _host_mark_unreachable(*, host: Host, actor: Actor, error: str) -> Host:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from django.conf import settings
 
 from hosts import gateway
-from hosts.models import Host
+from hosts.models import Host, Transport
 from migrations_app.models import ACTIVE_STATUSES, Migration, StorageMode
 from vms.models import VMState
 
@@ -91,7 +91,7 @@ def run_prechecks(plan: MigrationPlan) -> list[CheckResult]:
     vm: gateway.DomainInfo | None = None
     vm_xml = ""
     try:
-        with gateway.connect(src.libvirt_uri, timeout=timeout) as conn:
+        with gateway.connect(src.connection_uri, timeout=timeout) as conn:
             vm = conn.find_domain(uuid=plan.vm_uuid)
             if vm is not None:
                 vm_xml = conn.domain_xml(plan.vm_uuid, inactive=not plan.live)
@@ -103,15 +103,21 @@ def run_prechecks(plan: MigrationPlan) -> list[CheckResult]:
         record("source_reachable", False, f"{src.name} is not reachable: {exc}")
 
     try:
-        with gateway.connect(dst.libvirt_uri, timeout=timeout) as conn:
+        with gateway.connect(dst.connection_uri, timeout=timeout) as conn:
             record("destination_reachable", True, f"{dst.name} answered within {timeout:g} s")
             _destination_checks(plan, conn, vm, vm_xml, record)
     except gateway.GatewayError as exc:
         if "destination_reachable" not in results:
+            hint = ""
+            if dst.transport == Transport.SSH:
+                hint = (
+                    f" (over ssh as {dst.ssh_user}: the remote user needs root or full sudo "
+                    "rights, and the portal's key installed)"
+                )
             record(
                 "destination_reachable",
                 False,
-                f"{dst.name} is not reachable within {timeout:g} s: {exc}",
+                f"{dst.name} is not reachable within {timeout:g} s: {exc}{hint}",
             )
         else:  # the connection broke half-way
             record("destination_reachable", False, f"{dst.name} stopped answering: {exc}")

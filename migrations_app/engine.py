@@ -204,7 +204,7 @@ def migration_execute(*, migration_id: int, worker: str | None = None) -> str:
 def _migrate_and_monitor(migration: Migration) -> str | None:
     """Run libvirt's migration in a thread and sample it; returns libvirt's error or None."""
     uuid = str(migration.vm_uuid)
-    source_uri = migration.source.libvirt_uri
+    source_uri = migration.source.connection_uri
     timeout = settings.LIBVIRT_CONNECT_TIMEOUT_S
     outcome: dict[str, str] = {}
 
@@ -213,7 +213,7 @@ def _migrate_and_monitor(migration: Migration) -> str | None:
             with gateway.connect(source_uri, timeout=timeout) as conn:
                 conn.migrate(
                     uuid,
-                    destination_uri=migration.destination.libvirt_uri,
+                    destination_uri=migration.destination.connection_uri,
                     spec=migration_spec(migration),
                 )
         except gateway.GatewayError as exc:
@@ -331,7 +331,7 @@ def _complete(migration: Migration) -> Migration:
     stats: dict = {}
     try:
         with gateway.connect(
-            migration.destination.libvirt_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
+            migration.destination.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
         ) as conn:
             stats = conn.completed_job_stats(uuid)
     except gateway.GatewayError as exc:
@@ -410,7 +410,7 @@ def _settle_failure(migration: Migration, error: str, *, why: str = "") -> Migra
     """libvirt reported an error (or the worker died): find out where the VM is and
     make it run on exactly one host, then record the outcome."""
     uuid = str(migration.vm_uuid)
-    src_uri, dst_uri = migration.source.libvirt_uri, migration.destination.libvirt_uri
+    src_uri, dst_uri = migration.source.connection_uri, migration.destination.connection_uri
     src, src_error = _find(src_uri, uuid)
     dst, dst_error = _find(dst_uri, uuid)
     src_active = src is not None and src.state in ACTIVE
@@ -529,7 +529,7 @@ def migrations_reconcile(*, wait_for_abort_s: float = 60.0) -> list[int]:
 
 def _settle_stale(migration: Migration, previous_owner: str, wait_for_abort_s: float) -> None:
     uuid = str(migration.vm_uuid)
-    src_uri = migration.source.libvirt_uri
+    src_uri = migration.source.connection_uri
     why = f"the worker running this migration ({previous_owner}) stopped; "
 
     def abort_and_wait(conn: gateway.HostConnection) -> None:
@@ -549,7 +549,7 @@ def _settle_stale(migration: Migration, previous_owner: str, wait_for_abort_s: f
     if abort_error:
         logger.warning("reconcile %s: source not reachable: %s", migration.pk, abort_error)
     src, _ = _find(src_uri, uuid)
-    dst, _ = _find(migration.destination.libvirt_uri, uuid)
+    dst, _ = _find(migration.destination.connection_uri, uuid)
     if dst is not None and dst.state == "running" and (src is None or src.state not in ACTIVE):
         migration = _transition(
             migration,
@@ -565,7 +565,7 @@ def _settle_stale(migration: Migration, previous_owner: str, wait_for_abort_s: f
 
 def _retry_cleanup(migration: Migration) -> None:
     uuid = str(migration.vm_uuid)
-    src, src_error = _find(migration.source.libvirt_uri, uuid)
+    src, src_error = _find(migration.source.connection_uri, uuid)
     if src_error or src is None or src.state not in ACTIVE:
         return  # only clean the destination while the VM is known to run on the source
 
@@ -578,7 +578,7 @@ def _retry_cleanup(migration: Migration) -> None:
         if conn.find_domain(uuid=uuid) is not None:
             conn.undefine(uuid)
 
-    if _with_host(migration.destination.libvirt_uri, remove) is None:
+    if _with_host(migration.destination.connection_uri, remove) is None:
         with transaction.atomic():
             Migration.objects.filter(pk=migration.pk).update(needs_cleanup=False)
             audit_event_record(

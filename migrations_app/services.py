@@ -166,7 +166,7 @@ def migration_cancel(*, migration: Migration, actor: Actor) -> Migration:
         # libvirt job had not started yet) and records the outcome.
         try:
             with gateway.connect(
-                migration.source.libvirt_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
+                migration.source.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
             ) as conn:
                 conn.abort_job(str(migration.vm_uuid))
         except gateway.GatewayError as exc:
@@ -181,7 +181,7 @@ def _running_migration_call(migration: Migration, what: str, call) -> None:
         )
     try:
         with gateway.connect(
-            migration.source.libvirt_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
+            migration.source.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
         ) as conn:
             call(conn, str(migration.vm_uuid))
     except gateway.GatewayError as exc:

@@ -214,3 +214,9 @@ MIGRATION_SAMPLE_INTERVAL_S = float(os.environ.get("PORTAL_MIGRATION_SAMPLE_INTE
 MIGRATION_STALE_AFTER_S = int(os.environ.get("PORTAL_MIGRATION_STALE_AFTER_S", "30"))
 # Pre-check: seconds to wait for the destination to answer.
 MIGRATION_PRECHECK_TIMEOUT_S = 5.0
+
+# --- SSH ------------------------------------------------------------------
+# The portal's own key pair (private key 0600) and the known_hosts file it writes
+# from the host keys pinned in the database (libvirt's libssh transport reads it).
+SSH_KEY_PATH = Path(os.environ.get("PORTAL_SSH_KEY_PATH", DATA_DIR / "ssh" / "id_ed25519"))
+SSH_KNOWN_HOSTS_PATH = DATA_DIR / "ssh" / "known_hosts"

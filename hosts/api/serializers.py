@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from hosts.models import Host
+from hosts.validators import validate_uri_safe
 
 
 class HostSerializer(serializers.ModelSerializer):
@@ -23,6 +24,12 @@ class HostSerializer(serializers.ModelSerializer):
             "ssh_user",
             "libvirt_uri",
             "shared_storage_paths",
+            "ssh_host_key_fingerprint",
+            "ssh_host_key_recorded_at",
+            "ssh_host_key_pending_fingerprint",
+            "ssh_host_key_pending_seen_at",
+            "ssh_access_user",
+            "ssh_access_set_up_at",
             "status",
             "last_error",
             "last_error_at",
@@ -62,3 +69,15 @@ class HostSerializer(serializers.ModelSerializer):
 
     def get_running_vm_count(self, host: Host) -> int:
         return getattr(host, "running_vm_count", None) or host.vms.filter(state="running").count()
+
+
+class SshAccessSerializer(serializers.Serializer):
+    """User and password for one login that installs the portal's key."""
+
+    user = serializers.CharField(max_length=32, validators=[validate_uri_safe])
+    password = serializers.CharField(write_only=True, trim_whitespace=False)
+
+
+class PortalKeySerializer(serializers.Serializer):
+    public_key = serializers.CharField()
+    fingerprint = serializers.CharField()

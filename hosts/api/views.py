@@ -1,15 +1,15 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count, Q
 from drf_spectacular.utils import extend_schema
-from rest_framework import status, viewsets
+from rest_framework import views, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from audit.services import Actor
-from hosts import services
-from hosts.api.serializers import HostSerializer
+from hosts import services, ssh_services
+from hosts.api.serializers import HostSerializer, PortalKeySerializer, SshAccessSerializer
 from hosts.models import Host
 from portal.permissions import IsStaffOrReadOnly
 from vms.models import VMState
@@ -58,6 +58,47 @@ class HostViewSet(viewsets.ModelViewSet):
     def refresh(self, request: Request, pk: str | None = None) -> Response:
         """Reconnect, re-read capabilities and sync the host's VMs (waits for the host)."""
         host = services.host_refresh(host=self.get_object(), actor=Actor.from_request(request))
-        return Response(
-            self.get_serializer(self.get_queryset().get(pk=host.pk)).data, status=status.HTTP_200_OK
-        )
+        return self._host_response(host)
+
+    def _host_response(self, host: Host) -> Response:
+        return Response(self.get_serializer(self.get_queryset().get(pk=host.pk)).data)
+
+    @extend_schema(request=SshAccessSerializer, responses=HostSerializer)
+    @action(detail=True, methods=["post"], url_path="ssh-access")
+    def ssh_access(self, request: Request, pk: str | None = None) -> Response:
+        """Install the portal's ssh key for a remote user, logging in once with the
+        password (never stored); afterwards the host is reached over qemu+ssh."""
+        serializer = SshAccessSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            host = ssh_services.host_ssh_access_set_up(
+                host=self.get_object(),
+                user=serializer.validated_data["user"],
+                password=serializer.validated_data["password"],
+                actor=Actor.from_request(request),
+            )
+        except ssh_services.SshAccessError as exc:
+            field = "non_field_errors" if exc.field == "remote_host" else exc.field
+            raise ValidationError({field: [str(exc)]}) from None
+        return self._host_response(host)
+
+    @extend_schema(request=None, responses=HostSerializer)
+    @action(detail=True, methods=["post"], url_path="accept-host-key")
+    def accept_host_key(self, request: Request, pk: str | None = None) -> Response:
+        """Accept the host's changed ssh host key (after checking it out of band)."""
+        try:
+            host = ssh_services.host_key_accept(
+                host=self.get_object(), actor=Actor.from_request(request)
+            )
+        except ssh_services.SshAccessError as exc:
+            raise ValidationError({"non_field_errors": [str(exc)]}) from None
+        return self._host_response(host)
+
+
+class PortalKeyView(views.APIView):
+    """The portal's public ssh key, to install on hosts by hand if preferred."""
+
+    @extend_schema(responses=PortalKeySerializer)
+    def get(self, request: Request) -> Response:
+        key = ssh_services.portal_public_key()
+        return Response({"public_key": key.public_line, "fingerprint": key.fingerprint})

@@ -57,16 +57,6 @@ class MigrateRequestSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 {missing: ["Both user and password fields must be filled"]}
             )
-        if user:
-            raise serializers.ValidationError(
-                {
-                    "user": [
-                        "Setting up password-less ssh with a user and password is not "
-                        "available in this version; register the destination with a "
-                        "reachable libvirt transport instead."
-                    ]
-                }
-            )
         if attrs["parallel_connections"] and attrs["transport"] == TransportMode.TUNNELLED:
             raise serializers.ValidationError(
                 {"parallel_connections": ["Parallel connections cannot be tunnelled."]}

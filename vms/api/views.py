@@ -10,6 +10,7 @@ from rest_framework.response import Response
 
 from audit.services import Actor
 from hosts.services import host_resolve_or_register
+from hosts.ssh_services import SshAccessError, host_ssh_access_set_up
 from migrations_app import services as migration_services
 from migrations_app.api.serializers import MigrateRequestSerializer, MigrationSerializer
 from migrations_app.api.views import Conflict
@@ -60,8 +61,15 @@ class VMViewSet(viewsets.ReadOnlyModelViewSet):
             destination = host_resolve_or_register(remote_host=data.pop("remote_host"), actor=actor)
         except DjangoValidationError as exc:
             raise ValidationError(exc.message_dict) from exc
-        data.pop("user", None)
-        data.pop("password", None)
+        user, password = data.pop("user", ""), data.pop("password", "")
+        if user:
+            # Used once, here, to set up password-less ssh; never queued or stored.
+            try:
+                destination = host_ssh_access_set_up(
+                    host=destination, user=user, password=password, actor=actor
+                )
+            except SshAccessError as exc:
+                raise ValidationError({exc.field: [str(exc)]}) from None
         return vm, destination, migration_services.MigrationOptions(**data), actor
 
     @extend_schema(request=MigrateRequestSerializer, responses={202: MigrationSerializer})

@@ -1,0 +1,223 @@
+"""SSH to hypervisor hosts with paramiko: the portal's key pair, host keys, key push.
+
+The only module that imports paramiko. Host keys are never trusted blindly: the
+caller passes the pinned key (or None on first contact) and a different key is
+refused with both fingerprints. Passwords are used for one login and never kept,
+logged or put in an exception message.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shlex
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+class SshError(Exception):
+    """An ssh operation failed; the message is safe to show (it holds no secret)."""
+
+
+class SshUnreachable(SshError):
+    pass
+
+
+class SshAuthenticationFailed(SshError):
+    pass
+
+
+class SshPasswordLoginRefused(SshError):
+    pass
+
+
+class HostKeyMismatch(SshError):
+    def __init__(self, address: str, pinned: HostKey, offered: HostKey) -> None:
+        self.pinned = pinned
+        self.offered = offered
+        super().__init__(
+            f"the ssh host key of {address} changed: it was {pinned.fingerprint}, "
+            f"it is now {offered.fingerprint}. Connection refused until an administrator "
+            "accepts the new key."
+        )
+
+
+@dataclass(frozen=True)
+class HostKey:
+    key_type: str
+    base64: str
+
+    @property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(base64.b64decode(self.base64)).digest()
+        return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+    @property
+    def line(self) -> str:
+        return f"{self.key_type} {self.base64}"
+
+    @classmethod
+    def from_line(cls, line: str) -> HostKey:
+        key_type, b64 = line.split()[:2]
+        return cls(key_type, b64)
+
+    @classmethod
+    def from_paramiko(cls, key: paramiko.PKey) -> HostKey:
+        return cls(key.get_name(), key.get_base64())
+
+
+@dataclass(frozen=True)
+class PortalKey:
+    private_path: Path
+    public_line: str
+
+    @property
+    def fingerprint(self) -> str:
+        return HostKey.from_line(self.public_line).fingerprint
+
+
+def portal_key_ensure(private_path: Path, comment: str = "live-migration-portal") -> PortalKey:
+    """The portal's ed25519 key pair, created once; the private key file is 0600."""
+    public_path = private_path.with_suffix(".pub")
+    if not private_path.exists():
+        private_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        # O_EXCL + mode: the file never exists with wider permissions, not even briefly.
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(pem)
+        public = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        public_path.write_text(f"{public.decode()} {comment}\n")
+    os.chmod(private_path, 0o600)
+    return PortalKey(private_path=private_path, public_line=public_path.read_text().strip())
+
+
+def known_hosts_write(path: Path, entries: list[tuple[str, int, str]]) -> None:
+    """Write an OpenSSH known_hosts file of (address, port, key line) for libvirt."""
+    lines = []
+    for address, port, key_line in entries:
+        host = address if port == 22 else f"[{address}]:{port}"
+        lines.append(f"{host} {key_line}\n")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(lines))
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+def _transport(address: str, port: int) -> paramiko.Transport:
+    try:
+        sock = socket.create_connection((address, port), timeout=CONNECT_TIMEOUT_S)
+    except OSError as exc:
+        raise SshUnreachable(
+            f"cannot reach ssh on {address}:{port}: {exc.strerror or exc}"
+        ) from exc
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=CONNECT_TIMEOUT_S)
+    except (paramiko.SSHException, OSError) as exc:
+        transport.close()
+        raise SshUnreachable(f"ssh handshake with {address}:{port} failed: {exc}") from exc
+    return transport
+
+
+def host_key_scan(address: str, port: int = 22) -> HostKey:
+    transport = _transport(address, port)
+    try:
+        return HostKey.from_paramiko(transport.get_remote_server_key())
+    finally:
+        transport.close()
+
+
+class Session:
+    """One authenticated ssh session whose host key matched the pinned one."""
+
+    def __init__(self, transport: paramiko.Transport, where: str) -> None:
+        self._transport = transport
+        self.where = where
+
+    def run(self, command: str, timeout: float = 30.0) -> tuple[int, str, str]:
+        channel = self._transport.open_session(timeout=CONNECT_TIMEOUT_S)
+        channel.settimeout(timeout)
+        channel.exec_command(command)
+        out = channel.makefile("rb").read().decode(errors="replace")
+        err = channel.makefile_stderr("rb").read().decode(errors="replace")
+        return channel.recv_exit_status(), out, err
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def session_open(
+    *,
+    address: str,
+    port: int,
+    user: str,
+    pinned: HostKey | None,
+    password: str | None = None,
+    key_path: Path | None = None,
+) -> tuple[Session, HostKey]:
+    """Log in with a password or the portal key. Returns the session and the host key
+    the server offered (the caller pins it on first contact).
+
+    Raises HostKeyMismatch before any credential is sent if the key is not the pinned one.
+    """
+    transport = _transport(address, port)
+    where = f"{user}@{address}:{port}"
+    try:
+        offered = HostKey.from_paramiko(transport.get_remote_server_key())
+        if pinned is not None and offered != pinned:
+            raise HostKeyMismatch(address, pinned, offered)
+        if password is not None:
+            try:
+                transport.auth_password(user, password)
+            except paramiko.BadAuthenticationType as exc:
+                raise SshPasswordLoginRefused(
+                    f"the ssh server of {address} refuses password logins "
+                    f"(it allows: {', '.join(exc.allowed_types) or 'nothing'})"
+                ) from None
+            except paramiko.AuthenticationException:
+                raise SshAuthenticationFailed(f"wrong user name or password for {where}") from None
+        else:
+            try:
+                key = paramiko.Ed25519Key.from_private_key_file(str(key_path))
+                transport.auth_publickey(user, key)
+            except paramiko.AuthenticationException:
+                raise SshAuthenticationFailed(
+                    f"the portal's key is not accepted by {where}"
+                ) from None
+        return Session(transport, where), offered
+    except BaseException:
+        transport.close()
+        raise
+
+
+def authorized_key_command(public_line: str) -> str:
+    """Shell command that adds `public_line` to ~/.ssh/authorized_keys exactly once."""
+    quoted = shlex.quote(public_line)
+    return (
+        "umask 077 && mkdir -p ~/.ssh && chmod 700 ~/.ssh && touch ~/.ssh/authorized_keys "
+        f"&& chmod 600 ~/.ssh/authorized_keys && (grep -qxF {quoted} ~/.ssh/authorized_keys "
+        f"|| printf '%s\\n' {quoted} >> ~/.ssh/authorized_keys)"
+    )

@@ -1,0 +1,208 @@
+"""SSH use cases: password-less access set-up, host key pinning and acceptance.
+
+The password given to `host_ssh_access_set_up` is used for one login and then
+dropped: it is not stored, logged, audited, queued, or echoed in any error.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import Actor, audit_event_record
+from hosts import ssh
+from hosts.models import Host, Transport
+
+logger = logging.getLogger(__name__)
+
+LIBVIRT_ACCESS_PROBE = "virsh -c qemu:///system uri"
+
+
+class SshAccessError(Exception):
+    """Setting up ssh access failed; `field` says which input it is about."""
+
+    def __init__(self, message: str, *, field: str = "remote_host") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def portal_public_key() -> ssh.PortalKey:
+    return ssh.portal_key_ensure(settings.SSH_KEY_PATH)
+
+
+def known_hosts_refresh() -> None:
+    """Rewrite the known_hosts file libvirt uses from the pinned keys in the database."""
+    entries = [
+        (host.address, host.ssh_port, host.ssh_host_key)
+        for host in Host.objects.exclude(ssh_host_key="").order_by("name")
+    ]
+    ssh.known_hosts_write(settings.SSH_KNOWN_HOSTS_PATH, entries)
+
+
+def _pinned(host: Host) -> ssh.HostKey | None:
+    return ssh.HostKey.from_line(host.ssh_host_key) if host.ssh_host_key else None
+
+
+def host_key_pin_first_contact(*, host: Host, offered: ssh.HostKey, actor: Actor) -> Host:
+    """Record the host key seen on first contact (trust on first use)."""
+    with transaction.atomic():
+        host = Host.objects.select_for_update().get(pk=host.pk)
+        if host.ssh_host_key:
+            return host
+        host.ssh_host_key = offered.line
+        host.ssh_host_key_fingerprint = offered.fingerprint
+        host.ssh_host_key_recorded_at = timezone.now()
+        host.save()
+        audit_event_record(
+            actor=actor,
+            event_type="host.host_key_recorded",
+            target=host,
+            after={"ssh_host_key_fingerprint": offered.fingerprint},
+            detail={"trust": "first use"},
+        )
+        transaction.on_commit(known_hosts_refresh)
+    return host
+
+
+def host_key_mismatch_record(*, host: Host, mismatch: ssh.HostKeyMismatch, actor: Actor) -> Host:
+    """Keep the changed key as pending, for an administrator to accept or not."""
+    with transaction.atomic():
+        host = Host.objects.select_for_update().get(pk=host.pk)
+        if host.ssh_host_key_pending != mismatch.offered.line:
+            host.ssh_host_key_pending = mismatch.offered.line
+            host.ssh_host_key_pending_fingerprint = mismatch.offered.fingerprint
+            host.ssh_host_key_pending_seen_at = timezone.now()
+            host.save()
+            audit_event_record(
+                actor=actor,
+                event_type="host.host_key_changed",
+                target=host,
+                before={"ssh_host_key_fingerprint": mismatch.pinned.fingerprint},
+                after={"ssh_host_key_pending_fingerprint": mismatch.offered.fingerprint},
+            )
+    return host
+
+
+def host_key_accept(*, host: Host, actor: Actor) -> Host:
+    """An administrator accepts the pending (changed) host key."""
+    with transaction.atomic():
+        host = Host.objects.select_for_update().get(pk=host.pk)
+        if not host.ssh_host_key_pending:
+            raise SshAccessError(f"{host.name} has no changed host key waiting to be accepted.")
+        before = host.ssh_host_key_fingerprint
+        host.ssh_host_key = host.ssh_host_key_pending
+        host.ssh_host_key_fingerprint = host.ssh_host_key_pending_fingerprint
+        host.ssh_host_key_recorded_at = timezone.now()
+        host.ssh_host_key_pending = host.ssh_host_key_pending_fingerprint = ""
+        host.ssh_host_key_pending_seen_at = None
+        host.save()
+        audit_event_record(
+            actor=actor,
+            event_type="host.host_key_accepted",
+            target=host,
+            before={"ssh_host_key_fingerprint": before},
+            after={"ssh_host_key_fingerprint": host.ssh_host_key_fingerprint},
+        )
+        transaction.on_commit(known_hosts_refresh)
+    return host
+
+
+def _open(host: Host, *, user: str, actor: Actor, password: str | None = None) -> ssh.Session:
+    key = portal_public_key()
+    try:
+        session, offered = ssh.session_open(
+            address=host.address,
+            port=host.ssh_port,
+            user=user,
+            pinned=_pinned(host),
+            password=password,
+            key_path=key.private_path,
+        )
+    except ssh.HostKeyMismatch as exc:
+        host_key_mismatch_record(host=host, mismatch=exc, actor=actor)
+        raise SshAccessError(str(exc)) from None
+    except ssh.SshAuthenticationFailed as exc:
+        raise SshAccessError(str(exc), field="password" if password else "user") from None
+    except ssh.SshPasswordLoginRefused as exc:
+        raise SshAccessError(str(exc), field="password") from None
+    except ssh.SshError as exc:
+        raise SshAccessError(str(exc)) from None
+    if _pinned(host) is None:
+        host_key_pin_first_contact(host=host, offered=offered, actor=actor)
+    return session
+
+
+def host_ssh_access_set_up(*, host: Host, user: str, password: str, actor: Actor) -> Host:
+    """Install the portal's public key for `user` on `host`, using `password` once.
+
+    Order matters: the host key is checked before the password is sent, and the
+    user's libvirt access before anything is written, so a refusal changes nothing
+    on the remote. Afterwards the host is reached over qemu+ssh as `user`.
+    """
+    key = portal_public_key()
+    with _open(host, user=user, password=password, actor=actor) as session:
+        status, _out, err = session.run(LIBVIRT_ACCESS_PROBE)
+        if status != 0:
+            raise SshAccessError(
+                f"{user} on {host.name} cannot use libvirt ({err.strip() or 'virsh failed'}): "
+                "the remote user needs root or full sudo rights",
+                field="user",
+            )
+        status, _out, err = session.run(ssh.authorized_key_command(key.public_line))
+        if status != 0:
+            raise SshAccessError(
+                f"could not add the portal's key for {user} on {host.name}: {err.strip()}",
+                field="user",
+            )
+    # The key works on its own, without the password.
+    host.refresh_from_db()
+    with _open(host, user=user, actor=actor) as session:
+        status, _out, err = session.run(LIBVIRT_ACCESS_PROBE)
+        if status != 0:
+            raise SshAccessError(f"key login to {user}@{host.name} failed: {err.strip()}")
+
+    with transaction.atomic():
+        host = Host.objects.select_for_update().get(pk=host.pk)
+        before = {"transport": host.transport, "ssh_user": host.ssh_user}
+        if host.transport != Transport.SSH:
+            host.port = None  # the old port belonged to the old transport
+        host.transport = Transport.SSH
+        host.ssh_user = user
+        host.ssh_access_user = user
+        host.ssh_access_set_up_at = timezone.now()
+        host.save()
+        audit_event_record(
+            actor=actor,
+            event_type="host.ssh_key_installed",
+            target=host,
+            before=before,
+            after={"transport": host.transport, "ssh_user": user},
+            detail={
+                "user": user,
+                "portal_key_fingerprint": key.fingerprint,
+                "ssh_host_key_fingerprint": host.ssh_host_key_fingerprint,
+            },
+        )
+        transaction.on_commit(known_hosts_refresh)
+    logger.info("ssh access set up for %s@%s", user, host.name)
+    return host
+
+
+def host_key_check(*, host: Host, actor: Actor) -> str | None:
+    """For an ssh host libvirt could not reach: was it the host key? Returns the
+    message naming old and new fingerprints, or None if the key is unchanged."""
+    pinned = _pinned(host)
+    if pinned is None:
+        return None
+    try:
+        offered = ssh.host_key_scan(host.address, host.ssh_port)
+    except ssh.SshError:
+        return None
+    if offered == pinned:
+        return None
+    mismatch = ssh.HostKeyMismatch(host.address, pinned, offered)
+    host_key_mismatch_record(host=host, mismatch=mismatch, actor=actor)
+    return str(mismatch)
