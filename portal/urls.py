@@ -7,6 +7,9 @@ from portal import views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("vms/<uuid:uuid>/", views.vm_detail, name="vm-detail"),
+    path("migrations/", views.migration_list, name="migration-list"),
+    path("migrations/<int:migration_id>/", views.migration_detail, name="migration-detail"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -1,19 +1,106 @@
+"""Server-rendered pages. Thin: read through portal.pages and the apps' selectors and
+filters; every action is sent by the browser to the API (static/portal/*.js)."""
+
+from uuid import UUID
+
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from hosts.models import Host
-from vms.models import VM, VMState
+from migrations_app.filters import MigrationFilterSet
+from migrations_app.models import MigrationStatus
+from migrations_app.selectors import migrations_visible_to
+from portal import pages
+from vms.filters import VMFilterSet
+from vms.models import ACTIVE_STATES, VMState
+from vms.selectors import vm_get_preferred
+
+MIGRATIONS_PER_PAGE = 50
 
 
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    hosts = Host.objects.annotate(
-        running_vms=Count("vms", filter=Q(vms__state=VMState.RUNNING))
-    ).order_by("name")
-    vms = VM.objects.present().select_related("host").order_by("name", "host__name")
-    return render(request, "portal/dashboard.html", {"hosts": hosts, "vms": vms})
+    vm_filter = VMFilterSet(
+        request.GET, queryset=pages.vms_for_listing(state=request.GET.get("state", ""))
+    )
+    return render(
+        request,
+        "portal/dashboard.html",
+        {
+            "hosts": pages.hosts_overview(),
+            "vms": vm_filter.qs,
+            "vm_filter": vm_filter,
+            "filtering": any(request.GET.get(k) for k in ("search", "host", "state")),
+            "host_names": Host.objects.order_by("name").values_list("name", flat=True),
+            "states": VMState.choices,
+            "active_migrations": pages.active_migrations_for(request.user),
+        },
+    )
+
+
+@login_required
+def vm_detail(request: HttpRequest, uuid: UUID) -> HttpResponse:
+    vm = vm_get_preferred(uuid=str(uuid))
+    if vm is None or vm.state == VMState.GONE:
+        raise Http404("No VM with this UUID.")
+    active = pages.vm_active_migration(user=request.user, vm=vm)
+    return render(
+        request,
+        "portal/vm_detail.html",
+        {
+            "vm": vm,
+            "live": vm.state in ACTIVE_STATES,
+            "other_definitions": pages.vm_other_definitions(vm),
+            "destinations": pages.migration_destinations(vm),
+            "migrations": pages.vm_migrations(user=request.user, vm=vm),
+            "active_migration": active,
+            "active_migration_json": pages.migration_json(active) if active else None,
+            "can_migrate": request.user.is_staff,
+        },
+    )
+
+
+@login_required
+def migration_list(request: HttpRequest) -> HttpResponse:
+    migration_filter = MigrationFilterSet(request.GET, queryset=migrations_visible_to(request.user))
+    page = Paginator(migration_filter.qs, MIGRATIONS_PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "portal/migration_list.html",
+        {
+            "page": page,
+            "migration_filter": migration_filter,
+            "query": query.urlencode(),
+            "statuses": MigrationStatus.choices,
+            "chosen_statuses": request.GET.getlist("status"),
+            "host_names": Host.objects.order_by("name").values_list("name", flat=True),
+        },
+    )
+
+
+@login_required
+def migration_detail(request: HttpRequest, migration_id: int) -> HttpResponse:
+    migration = migrations_visible_to(request.user).filter(pk=migration_id).first()
+    if migration is None:
+        raise Http404("No such migration, or not yours to see.")
+    events = pages.migration_audit_events(migration)
+    return render(
+        request,
+        "portal/migration_detail.html",
+        {
+            "migration": migration,
+            "migration_json": pages.migration_json(migration),
+            "samples_json": pages.migration_chart_samples(migration),
+            "timeline": pages.migration_timeline(migration, events),
+            "events": events,
+            "completed_stats": sorted((migration.completed_stats or {}).items()),
+            "can_control": request.user.is_staff,
+        },
+    )
 
 
 def healthz(_request: HttpRequest) -> JsonResponse:

@@ -1,0 +1,141 @@
+"""Reads behind the server-rendered pages (selectors for templates; nothing writes here).
+
+Pages never talk to hosts: they show what the inventory and the migration records say.
+Actions (migrate, cancel, refresh, ...) are sent by the browser to the API.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Count, Q, QuerySet
+
+from audit.models import AuditEvent
+from hosts.models import Host
+from migrations_app.api.serializers import MigrationSampleSerializer, MigrationSerializer
+from migrations_app.models import ACTIVE_STATUSES, Migration
+from migrations_app.selectors import migrations_visible_to
+from vms.models import VM, VMState
+
+MIGRATION_TARGET_TYPE = Migration._meta.label_lower  # "migrations_app.migration"
+CHART_MAX_POINTS = 600
+
+# What the engine's progress phases and audit events mean, in words.
+PHASE_LABELS = {
+    "setup": "Setting up the migration",
+    "copying_disks": "Copying disks",
+    "transferring_memory": "Transferring memory",
+    "converging": "Converging (re-sending dirtied memory)",
+    "postcopy": "Post-copy",
+}
+EVENT_LABELS = {
+    "migration.requested": "Requested",
+    "migration.checking": "Pre-checks running",
+    "migration.started": "Migration started",
+    "migration.cancel_requested": "Cancel requested",
+    "migration.tuned": "Tuned",
+    "migration.postcopy": "Switched to post-copy",
+    "migration.completing": "Completing",
+    "migration.succeeded": "Succeeded",
+    "migration.failed": "Failed",
+    "migration.cancelled": "Cancelled",
+    "migration.cleaned_up": "Cleaned up",
+}
+
+
+def hosts_overview() -> list[Host]:
+    """Every host with its running VM count and its number of active migrations."""
+    hosts = list(
+        Host.objects.annotate(running_vms=Count("vms", filter=Q(vms__state=VMState.RUNNING)))
+    )
+    active = Migration.objects.filter(status__in=ACTIVE_STATUSES)
+    counts = Counter(active.values_list("source_id", flat=True))
+    counts.update(active.values_list("destination_id", flat=True))
+    for host in hosts:
+        host.active_migrations = counts.get(host.pk, 0)
+    return hosts
+
+
+def vms_for_listing(*, state: str = "") -> QuerySet[VM]:
+    """VM rows for the dashboard: gone definitions only when asked for."""
+    queryset = VM.objects.select_related("host").order_by("name", "host__name")
+    return queryset if state == VMState.GONE else queryset.present()
+
+
+def active_migrations_for(user: AbstractBaseUser) -> QuerySet[Migration]:
+    return migrations_visible_to(user).filter(status__in=ACTIVE_STATUSES)
+
+
+def vm_migrations(*, user: AbstractBaseUser, vm: VM, limit: int = 10) -> list[Migration]:
+    return list(migrations_visible_to(user).filter(vm_uuid=vm.uuid)[:limit])
+
+
+def vm_active_migration(*, user: AbstractBaseUser, vm: VM) -> Migration | None:
+    return active_migrations_for(user).filter(vm_uuid=vm.uuid).first()
+
+
+def vm_other_definitions(vm: VM) -> list[VM]:
+    return list(VM.objects.filter(uuid=vm.uuid).exclude(pk=vm.pk).select_related("host"))
+
+
+def migration_destinations(vm: VM) -> list[Host]:
+    """Registered hosts offered in the migrate dialog: every host but the VM's own."""
+    return list(Host.objects.exclude(pk=vm.host_id).order_by("name"))
+
+
+def migration_audit_events(migration: Migration) -> list[AuditEvent]:
+    return list(
+        AuditEvent.objects.filter(
+            target_type=MIGRATION_TARGET_TYPE, target_id=str(migration.pk)
+        ).order_by("occurred_at", "id")
+    )
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: datetime
+    label: str
+    kind: str  # "event" (an audit event) or "phase" (from the progress samples)
+    detail: str = ""
+    duration_s: float | None = None  # until the next entry (or the end)
+
+
+def migration_timeline(migration: Migration, events: list[AuditEvent]) -> list[TimelineEntry]:
+    """Status changes from the audit trail, and the progress phases the samples went
+    through, in time order; each with how long it lasted until the next one."""
+    raw: list[tuple[datetime, str, str, str]] = [
+        (e.occurred_at, EVENT_LABELS.get(e.event_type, e.event_type), "event", e.actor_name)
+        for e in events
+    ]
+    previous_phase = None
+    for taken_at, phase in migration.samples.order_by("taken_at", "id").values_list(
+        "taken_at", "phase"
+    ):
+        if phase != previous_phase and phase in PHASE_LABELS:
+            raw.append((taken_at, PHASE_LABELS[phase], "phase", phase))
+        previous_phase = phase
+    raw.sort(key=lambda item: item[0])
+    end = migration.finished_at
+    entries = []
+    for index, (at, label, kind, detail) in enumerate(raw):
+        following = raw[index + 1][0] if index + 1 < len(raw) else end
+        duration = (following - at).total_seconds() if following and following >= at else None
+        entries.append(TimelineEntry(at, label, kind, detail, duration))
+    return entries
+
+
+def migration_chart_samples(migration: Migration) -> list[dict]:
+    """Samples for the progress chart, thinned evenly to at most CHART_MAX_POINTS."""
+    samples = list(migration.samples.order_by("taken_at", "id"))
+    if len(samples) > CHART_MAX_POINTS:
+        step = len(samples) / CHART_MAX_POINTS
+        thinned = [samples[int(i * step)] for i in range(CHART_MAX_POINTS)]
+        samples = thinned[:-1] + [samples[-1]]
+    return MigrationSampleSerializer(samples, many=True).data
+
+
+def migration_json(migration: Migration) -> dict:
+    return MigrationSerializer(migration).data

@@ -1,0 +1,193 @@
+/* The VM page: actions menu and the migrate dialog (form -> pre-checks -> start ->
+ * live progress). Validation messages are the API's; the two simple ones are also
+ * checked here first so they show at once, together. */
+(function () {
+  "use strict";
+  const { api, ProgressView, FINAL, readJson } = window.Portal;
+
+  const BLANK_HOST = "Remote host field cannot be blank";
+  const BOTH_CREDENTIALS = "Both user and password fields must be filled";
+  const CHECK_ICONS = { pass: "✔", fail: "✘", skipped: "–" };
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const menu = document.getElementById("vm-actions");
+    const actionError = document.getElementById("action-error");
+    const dialog = document.getElementById("migrate-dialog");
+
+    const refresh = document.querySelector("[data-action=refresh-host]");
+    if (refresh) {
+      refresh.addEventListener("click", async () => {
+        refresh.disabled = true;
+        const result = await api("POST", "/api/hosts/" + refresh.dataset.hostId + "/refresh/");
+        if (result.status === 200) { location.reload(); return; }
+        actionError.textContent = result.body.detail || JSON.stringify(result.body);
+        actionError.hidden = false;
+        refresh.disabled = false;
+      });
+    }
+    if (!dialog) return;
+
+    const form = document.getElementById("migrate-form");
+    const progressSection = document.getElementById("migrate-progress");
+    const startButton = document.getElementById("mig-start");
+    const checksList = document.getElementById("mig-checks");
+    const deleteBox = document.getElementById("mig-delete-source");
+    const deleteWarning = document.getElementById("mig-delete-warning");
+    const uuid = dialog.dataset.vmUuid;
+    const live = dialog.dataset.live === "true";
+    let view = null;
+    let socket = null;
+
+    const input = (name) => form.elements.namedItem(name);
+
+    function clearErrors() {
+      form.querySelectorAll("[data-error-for]").forEach((el) => { el.hidden = true; el.textContent = ""; });
+      form.querySelectorAll(".invalid").forEach((el) => el.classList.remove("invalid"));
+    }
+
+    function showErrors(errors) {
+      for (const [field, messages] of Object.entries(errors)) {
+        const text = Array.isArray(messages) ? messages.join(" ") : String(messages);
+        let target = form.querySelector("[data-error-for='" + field + "']");
+        if (!target) target = form.querySelector("[data-error-for='__all__']");
+        target.textContent = target.textContent ? target.textContent + " " + text : text;
+        target.hidden = false;
+        const control = input(field);
+        if (control && control.classList) control.classList.add("invalid");
+        if (target.closest("details")) target.closest("details").open = true;
+      }
+    }
+
+    function payload() {
+      const body = {
+        remote_host: input("remote_host").value.trim(),
+        delete_source: deleteBox.checked,
+        live,
+        storage: input("storage").value,
+        transport: input("transport").value,
+        bandwidth_mib_s: Number(input("bandwidth_mib_s").value || 0),
+        auto_converge: input("auto_converge").checked,
+        allow_postcopy: input("allow_postcopy").checked,
+        compressed: input("compressed").checked,
+      };
+      const user = input("user").value.trim(), password = input("password").value;
+      if (user || password) { body.user = user; body.password = password; }
+      const downtime = input("max_downtime_ms").value;
+      if (downtime !== "") body.max_downtime_ms = Number(downtime);
+      return body;
+    }
+
+    function localErrors(body) {
+      const errors = {};
+      if (!body.remote_host) errors.remote_host = [BLANK_HOST];
+      if (Boolean(body.user) !== Boolean(body.password)) {
+        errors[body.user ? "password" : "user"] = [BOTH_CREDENTIALS];
+      }
+      return errors;
+    }
+
+    function showChecks(checks) {
+      checksList.innerHTML = "";
+      for (const check of checks) {
+        const item = document.createElement("li");
+        item.className = "check-" + check.status;
+        item.dataset.check = check.name;
+        const icon = document.createElement("span");
+        icon.className = "icon";
+        icon.textContent = CHECK_ICONS[check.status] || "?";
+        const name = document.createElement("strong");
+        name.textContent = check.name.replace(/_/g, " ");
+        const message = document.createElement("span");
+        message.textContent = " " + check.message;
+        item.append(icon, name, message);
+        checksList.append(item);
+      }
+      checksList.hidden = checks.length === 0;
+    }
+
+    function otherErrors(result) {
+      if (result.status === 400) return result.body;
+      return { __all__: [result.body.detail || "The portal answered " + result.status + "."] };
+    }
+
+    async function start(event) {
+      event.preventDefault();
+      clearErrors();
+      showChecks([]);
+      const body = payload();
+      const errors = localErrors(body);
+      if (Object.keys(errors).length) { showErrors(errors); return; }
+      startButton.disabled = true;
+      startButton.textContent = "Checking…";
+      try {
+        const check = await api("POST", "/api/vms/" + uuid + "/migrate/check/", body);
+        if (check.status !== 200) { showErrors(otherErrors(check)); return; }
+        showChecks(check.body.checks);
+        if (!check.body.ok) {
+          showErrors({ __all__: ["The pre-checks failed: nothing was started."] });
+          return;
+        }
+        startButton.textContent = "Starting…";
+        const started = await api("POST", "/api/vms/" + uuid + "/migrate/", body);
+        if (started.status !== 202) { showErrors(otherErrors(started)); return; }
+        showProgress(started.body);
+      } finally {
+        startButton.disabled = false;
+        startButton.textContent = "Start";
+      }
+    }
+
+    function showProgress(migration) {
+      form.hidden = true;
+      progressSection.hidden = false;
+      progressSection.querySelector("[data-field=route]").textContent = migration.source + " → " + migration.destination;
+      progressSection.querySelector("[data-field=detail-link]").href = "/migrations/" + migration.id + "/";
+      if (!view) view = new ProgressView(progressSection.querySelector("[data-progress-view]"));
+      view.snapshot(migration, []);
+      if (socket) socket.close();
+      if (!FINAL.includes(migration.status)) socket = view.follow(migration.id);
+      if (!dialog.open) dialog.showModal();
+    }
+
+    function openForm() {
+      if (menu) menu.open = false;
+      clearErrors();
+      showChecks([]);
+      form.hidden = false;
+      progressSection.hidden = true;
+      dialog.showModal();
+      input("remote_host").focus();
+    }
+
+    function close() {
+      dialog.close();
+    }
+
+    dialog.addEventListener("close", () => {
+      if (socket) { socket.close(); socket = null; }
+      // The VM may have moved or a migration may be running: show the page as it is now.
+      if (!progressSection.hidden) location.reload();
+    });
+
+    form.addEventListener("submit", start);
+    dialog.querySelectorAll("[data-action=close]").forEach((b) => b.addEventListener("click", close));
+    document.querySelectorAll("[data-action=migrate]").forEach((b) => b.addEventListener("click", openForm));
+    dialog.querySelectorAll("#mig-host-choices [data-host]").forEach((chip) => {
+      chip.addEventListener("click", () => {
+        input("remote_host").value = chip.dataset.host;
+        input("remote_host").dispatchEvent(new Event("input"));
+      });
+    });
+    const syncWarning = () => { deleteWarning.hidden = deleteBox.checked; };
+    deleteBox.addEventListener("change", syncWarning);
+    syncWarning();
+
+    const active = readJson("active-migration-data");
+    const show = document.querySelector("[data-action=show-progress]");
+    if (active && show) show.addEventListener("click", () => showProgress(active));
+    // Reopening the page while a migration of this VM runs resumes its progress view.
+    if (active && new URLSearchParams(location.search).get("progress") === String(active.id)) {
+      showProgress(active);
+    }
+  });
+})();

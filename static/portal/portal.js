@@ -1,0 +1,330 @@
+/* Shared browser code of the portal: API calls with the CSRF token, formatting, the
+ * live migration progress view (figures, bar, chart) and its websocket that re-opens
+ * itself. No framework, no build step. */
+(function () {
+  "use strict";
+
+  const FINAL = ["succeeded", "failed", "cancelled"];
+  const STATUS_LABELS = {
+    queued: "Queued", checking: "Checking", migrating: "Migrating", completing: "Completing",
+    succeeded: "Succeeded", failed: "Failed", cancelled: "Cancelled",
+  };
+  const PHASE_LABELS = {
+    checking: "running pre-checks", setup: "setting up", copying_disks: "copying disks",
+    transferring_memory: "transferring memory", converging: "converging (re-sending dirtied memory)",
+    postcopy: "post-copy", completing: "completing", done: "done",
+    checks_failed: "pre-checks failed", failed: "failed", cancelled: "cancelled",
+  };
+  const MIB = 1024 * 1024;
+
+  function cookie(name) {
+    const found = document.cookie.split(";").map((c) => c.trim()).find((c) => c.startsWith(name + "="));
+    return found ? decodeURIComponent(found.slice(name.length + 1)) : "";
+  }
+
+  /* POST/GET JSON to the API; resolves to {status, body} whatever the status. */
+  async function api(method, url, body) {
+    const headers = { Accept: "application/json" };
+    if (method !== "GET") {
+      headers["X-CSRFToken"] = cookie("csrftoken");
+      headers["Content-Type"] = "application/json";
+    }
+    let response;
+    try {
+      response = await fetch(url, {
+        method, headers, credentials: "same-origin",
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (err) {
+      return { status: 0, body: { detail: "The portal did not answer: " + err.message } };
+    }
+    let data = {};
+    const text = await response.text();
+    if (text) {
+      try { data = JSON.parse(text); } catch (_err) { data = { detail: text.slice(0, 300) }; }
+    }
+    return { status: response.status, body: data };
+  }
+
+  function bytes(value) {
+    if (value === null || value === undefined) return "–";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let v = Number(value), i = 0;
+    while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+    return (i === 0 ? v.toFixed(0) : v.toFixed(1)) + " " + units[i];
+  }
+
+  function rate(value) { return value === null || value === undefined ? "–" : bytes(value) + "/s"; }
+
+  function seconds(value) {
+    if (value === null || value === undefined) return "–";
+    const s = Number(value);
+    if (s < 60) return s.toFixed(s < 10 ? 1 : 0) + " s";
+    const m = Math.floor(s / 60), rest = Math.round(s % 60);
+    if (m < 60) return m + " min " + rest + " s";
+    return Math.floor(m / 60) + " h " + (m % 60) + " min";
+  }
+
+  function millis(value) {
+    if (value === null || value === undefined) return "–";
+    return Number(value) < 1000 ? Number(value).toFixed(0) + " ms" : seconds(Number(value) / 1000);
+  }
+
+  function wsUrl(path) {
+    return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
+  }
+
+  /* The websocket of one migration: the server sends a snapshot first, then updates, and
+   * closes after the final one. A dropped socket is re-opened with backoff; each
+   * (re)connect starts with a fresh snapshot. */
+  class MigrationSocket {
+    constructor(migrationId, handlers) {
+      this.path = "/ws/migrations/" + migrationId + "/";
+      this.handlers = handlers;
+      this.attempt = 0;
+      this.finished = false;
+      this.stopped = false;
+      this.socket = null;
+      this.timer = null;
+    }
+
+    open() {
+      if (this.stopped || this.finished) return;
+      this.handlers.connection("connecting");
+      const socket = new WebSocket(wsUrl(this.path));
+      this.socket = socket;
+      socket.onopen = () => { this.attempt = 0; this.handlers.connection("live"); };
+      socket.onmessage = (event) => {
+        const message = JSON.parse(event.data);
+        if (FINAL.includes(message.migration.status)) this.finished = true;
+        this.handlers.message(message);
+      };
+      socket.onclose = (event) => {
+        if (this.socket !== socket) return;
+        this.socket = null;
+        if (this.finished || this.stopped) { this.handlers.connection("closed"); return; }
+        if (event.code === 4401 || event.code === 4403) {
+          this.stopped = true;
+          this.handlers.connection(event.code === 4401 ? "refused: log in again" : "refused: not yours to see");
+          return;
+        }
+        const delay = Math.min(10000, 500 * 2 ** this.attempt);
+        this.attempt += 1;
+        this.handlers.connection("reconnecting in " + (delay / 1000).toFixed(1) + " s");
+        this.timer = setTimeout(() => this.open(), delay);
+      };
+    }
+
+    close() {
+      this.stopped = true;
+      clearTimeout(this.timer);
+      if (this.socket) this.socket.close();
+    }
+  }
+
+  /* Throughput and remaining data over elapsed time, drawn on a <canvas>. */
+  class ProgressChart {
+    constructor(canvas) {
+      this.canvas = canvas;
+      this.samples = [];
+      this.pending = false;
+      window.addEventListener("resize", () => this.draw());
+    }
+
+    set(samples) { this.samples = samples.slice(); this.schedule(); }
+
+    add(sample) {
+      const last = this.samples[this.samples.length - 1];
+      if (last && sample.elapsed_ms < last.elapsed_ms) return;  // out of order
+      this.samples.push(sample);
+      if (this.samples.length > 2000) this.samples.splice(0, this.samples.length - 2000);
+      this.schedule();
+    }
+
+    schedule() {
+      if (this.pending) return;
+      this.pending = true;
+      requestAnimationFrame(() => { this.pending = false; this.draw(); });
+    }
+
+    draw() {
+      const canvas = this.canvas;
+      const width = canvas.clientWidth || 600, height = canvas.clientHeight || 180;
+      const ratio = window.devicePixelRatio || 1;
+      canvas.width = width * ratio; canvas.height = height * ratio;
+      const ctx = canvas.getContext("2d");
+      ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+      ctx.clearRect(0, 0, width, height);
+      const pad = { left: 44, right: 50, top: 10, bottom: 22 };
+      const w = width - pad.left - pad.right, h = height - pad.top - pad.bottom;
+      ctx.strokeStyle = "#e2e6ee"; ctx.fillStyle = "#6b7280"; ctx.font = "11px sans-serif";
+      ctx.strokeRect(pad.left, pad.top, w, h);
+      const points = this.samples.filter((s) => s.elapsed_ms !== null && s.elapsed_ms !== undefined);
+      if (points.length === 0) {
+        ctx.fillText("waiting for progress samples…", pad.left + 8, pad.top + 18);
+        return;
+      }
+      const t0 = points[0].elapsed_ms, t1 = Math.max(points[points.length - 1].elapsed_ms, t0 + 1000);
+      const throughput = points.map((s) => (s.throughput_bytes_s || 0) / MIB);
+      const remaining = points.map((s) => (s.data_remaining_bytes || 0) / MIB);
+      const maxT = Math.max(1, ...throughput) * 1.1, maxR = Math.max(1, ...remaining) * 1.1;
+      const x = (ms) => pad.left + (w * (ms - t0)) / (t1 - t0);
+      const line = (values, max, color) => {
+        ctx.strokeStyle = color; ctx.lineWidth = 2; ctx.beginPath();
+        points.forEach((s, i) => {
+          const y = pad.top + h - (h * values[i]) / max;
+          if (i === 0) ctx.moveTo(x(s.elapsed_ms), y); else ctx.lineTo(x(s.elapsed_ms), y);
+        });
+        ctx.stroke();
+      };
+      line(remaining, maxR, "#d97706");
+      line(throughput, maxT, "#1f6feb");
+      ctx.fillStyle = "#1f6feb"; ctx.textAlign = "right";
+      ctx.fillText(maxT.toFixed(0), pad.left - 4, pad.top + 10); ctx.fillText("0", pad.left - 4, pad.top + h);
+      ctx.fillStyle = "#d97706"; ctx.textAlign = "left";
+      ctx.fillText(maxR.toFixed(0), pad.left + w + 4, pad.top + 10); ctx.fillText("0", pad.left + w + 4, pad.top + h);
+      ctx.fillStyle = "#6b7280"; ctx.textAlign = "center";
+      ctx.fillText(((t1 - t0) / 1000).toFixed(0) + " s", pad.left + w - 10, height - 6);
+      ctx.fillText("0 s", pad.left + 8, height - 6);
+    }
+  }
+
+  /* Fills a portal/_progress.html block from migration JSON and samples. */
+  class ProgressView {
+    constructor(root) {
+      this.root = root;
+      this.migration = null;
+      this.shownPercent = 0;
+      this.chart = new ProgressChart(this.field("chart"));
+      this.onFinal = null;
+      const cancel = root.querySelector("[data-action=cancel-migration]");
+      const postcopy = root.querySelector("[data-action=postcopy]");
+      if (cancel) cancel.addEventListener("click", () => this.control("cancel", cancel, "Cancelling…"));
+      if (postcopy) postcopy.addEventListener("click", () => this.control("postcopy", postcopy, "Switching…"));
+    }
+
+    field(name) { return this.root.querySelector("[data-field='" + name + "']"); }
+
+    setText(name, text) { const el = this.field(name); if (el) el.textContent = text; }
+
+    async control(action, button, busyText) {
+      if (!this.migration) return;
+      const label = button.textContent;
+      button.disabled = true; button.textContent = busyText;
+      const result = await api("POST", "/api/migrations/" + this.migration.id + "/" + action + "/");
+      const error = this.field("control-error");
+      if (result.status >= 200 && result.status < 300) {
+        error.hidden = true;
+        this.render(result.body);
+      } else {
+        error.textContent = result.body.detail || JSON.stringify(result.body);
+        error.hidden = false;
+        button.disabled = false; button.textContent = label;
+      }
+    }
+
+    connection(state) { this.setText("connection", state === "closed" ? "" : "● " + state); }
+
+    snapshot(migration, samples) {
+      this.chart.set(samples || []);
+      this.render(migration);
+    }
+
+    update(message) {
+      if (message.sample) this.chart.add(message.sample);
+      this.render(message.migration);
+    }
+
+    render(m) {
+      if (this.migration && this.migration.id === m.id && FINAL.includes(this.migration.status) && !FINAL.includes(m.status)) {
+        return;  // a late update after the outcome
+      }
+      this.migration = m;
+      const final = FINAL.includes(m.status);
+      let percent = Number(m.percent || 0);
+      if (m.status === "succeeded") percent = 100;
+      // The server never lowers percent; neither does the page (e.g. across reconnects).
+      percent = Math.max(this.shownPercent, percent);
+      this.shownPercent = percent;
+      this.root.dataset.percent = percent.toFixed(1);
+      this.root.dataset.status = m.status;
+      const badge = this.field("status");
+      badge.textContent = STATUS_LABELS[m.status] || m.status;
+      badge.className = "badge badge-" + m.status;
+      this.setText("phase", m.phase ? PHASE_LABELS[m.phase] || m.phase : "");
+      this.setText("percent", percent.toFixed(1));
+      this.field("fill").style.width = percent + "%";
+      this.field("bar").setAttribute("aria-valuenow", percent.toFixed(1));
+      this.setText("processed", bytes(m.data_processed_bytes));
+      this.setText("remaining", bytes(m.data_remaining_bytes));
+      this.setText("total", bytes(m.data_total_bytes));
+      this.setText("throughput", rate(m.throughput_bytes_s));
+      this.setText("dirty", rate(m.memory_dirty_rate_bytes_s));
+      this.setText("iteration", m.memory_iteration === null || m.memory_iteration === undefined ? "–" : String(m.memory_iteration));
+      this.setText("eta", final ? "–" : seconds(m.eta_s));
+
+      const controls = this.field("controls");
+      if (controls) {
+        controls.hidden = final;
+        const cancel = controls.querySelector("[data-action=cancel-migration]");
+        if (m.cancel_requested_at) { cancel.disabled = true; cancel.textContent = "Cancel requested…"; }
+        const postcopy = controls.querySelector("[data-action=postcopy]");
+        postcopy.hidden = !(m.allow_postcopy && m.status === "migrating");
+        if (m.postcopy_started_at) { postcopy.disabled = true; postcopy.textContent = "In post-copy"; }
+      }
+
+      const box = this.field("outcome-box");
+      box.hidden = !final;
+      if (final) {
+        const titles = { succeeded: "Migration succeeded", failed: "Migration failed", cancelled: "Migration cancelled" };
+        const outcome = this.field("outcome");
+        outcome.textContent = titles[m.status] + " · " + m.source + " → " + m.destination;
+        outcome.className = "outcome-title outcome-" + m.status;
+        let total = m.total_time_ms;
+        if ((total === null || total === undefined) && m.started_at && m.finished_at) {
+          total = new Date(m.finished_at) - new Date(m.started_at);
+        }
+        this.setText("total-time", millis(total));
+        this.setText("downtime", millis(m.downtime_ms));
+        this.setText("moved", bytes(m.transferred_bytes !== null && m.transferred_bytes !== undefined ? m.transferred_bytes : m.data_processed_bytes));
+        const error = this.field("error");
+        error.textContent = m.error ? "Reason: " + m.error : "";
+        error.hidden = !m.error;
+        if (this.onFinal) this.onFinal(m);
+      }
+    }
+
+    /* Follow the migration live; returns the socket (close() it to stop). */
+    follow(migrationId) {
+      const socket = new MigrationSocket(migrationId, {
+        connection: (state) => this.connection(state),
+        message: (message) => {
+          if (message.event === "snapshot") this.snapshot(message.migration, message.samples);
+          else this.update(message);
+        },
+      });
+      socket.open();
+      return socket;
+    }
+  }
+
+  function readJson(id) {
+    const el = document.getElementById(id);
+    return el ? JSON.parse(el.textContent) : null;
+  }
+
+  window.Portal = { api, bytes, rate, seconds, millis, FINAL, MigrationSocket, ProgressView, readJson };
+
+  /* Migration detail page: draw what is recorded; follow it live while it runs. */
+  document.addEventListener("DOMContentLoaded", () => {
+    const root = document.querySelector("#migration-page [data-progress-view]");
+    if (!root) return;
+    const view = new ProgressView(root);
+    const migration = readJson("migration-data");
+    view.snapshot(migration, readJson("samples-data") || []);
+    if (!FINAL.includes(migration.status)) {
+      view.follow(migration.id);
+      view.onFinal = () => setTimeout(() => location.reload(), 1500);
+    }
+  });
+})();
