@@ -5,9 +5,22 @@ from audit.models import AuditEvent
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ["occurred_at", "event_type", "actor_name", "target_repr", "source_ip"]
-    list_filter = ["event_type", "auth_method"]
-    search_fields = ["actor_name", "target_repr", "request_id"]
+    """Read-only: events are looked at, never added, changed or deleted here."""
+
+    list_display = [
+        "occurred_at",
+        "event_type",
+        "actor_name",
+        "source_ip",
+        "target_repr",
+        "host_name",
+        "vm_name",
+    ]
+    list_filter = ["event_type", "auth_method", "target_type"]
+    search_fields = ["actor_name", "target_repr", "request_id", "host_name", "vm_name"]
+    date_hierarchy = "occurred_at"
+    show_full_result_count = False  # no COUNT(*) over the whole log on every page
+    actions = None  # not even "delete selected"
 
     def has_add_permission(self, request):
         return False

@@ -1,15 +1,42 @@
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
+
+
+class AppendOnlyError(PermissionError):
+    """An attempt to change or delete audit events."""
+
+
+class AuditEventQuerySet(models.QuerySet):
+    """Reads only: every bulk change is refused (the database refuses them too, see
+    migration 0003)."""
+
+    def update(self, **kwargs):
+        raise AppendOnlyError("audit events are append-only: they cannot be changed")
+
+    def delete(self):
+        raise AppendOnlyError("audit events are append-only: they cannot be deleted")
+
+    def bulk_update(self, objs, fields, batch_size=None):
+        raise AppendOnlyError("audit events are append-only: they cannot be changed")
+
+    def _raw_delete(self, using):
+        raise AppendOnlyError("audit events are append-only: they cannot be deleted")
+
+    delete.queryset_only = True
 
 
 class AuditEvent(models.Model):
     """One append-only record of something that changed, and who did it.
 
     Rows are written by services in the same transaction as the change they describe.
+    `host_name`, `peer_host_name`, `vm_uuid` and `vm_name` are derived from the target and
+    the detail when the event is written, so that the log can be filtered by host and VM
+    with an index, and still reads right after the host or VM row is gone.
     """
 
-    occurred_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    event_type = models.CharField(max_length=64, db_index=True)  # e.g. "host.created"
+    occurred_at = models.DateTimeField(default=timezone.now)
+    event_type = models.CharField(max_length=64)  # e.g. "host.created"
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -21,13 +48,33 @@ class AuditEvent(models.Model):
     target_type = models.CharField(max_length=32)
     target_id = models.CharField(max_length=64)
     target_repr = models.CharField(max_length=255)
+    # The host the event is about (a migration's source), and a migration's destination.
+    host_name = models.CharField(max_length=64, blank=True)
+    peer_host_name = models.CharField(max_length=64, blank=True)
+    vm_uuid = models.UUIDField(null=True, blank=True)
+    vm_name = models.CharField(max_length=255, blank=True)
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
     detail = models.JSONField(default=dict, blank=True)
 
+    objects = AuditEventQuerySet.as_manager()
+
     class Meta:
         ordering = ["-occurred_at", "-id"]
-        indexes = [models.Index(fields=["target_type", "target_id"])]
+        indexes = [
+            models.Index(fields=["target_type", "target_id"]),
+            # Newest first, then the same with each filter of the audit page in front:
+            # a page is an index range read, whatever the filter.
+            models.Index(fields=["occurred_at", "id"], name="audit_time_idx"),
+            models.Index(fields=["event_type", "occurred_at", "id"], name="audit_type_time_idx"),
+            models.Index(fields=["actor_name", "occurred_at", "id"], name="audit_actor_time_idx"),
+            models.Index(fields=["host_name", "occurred_at", "id"], name="audit_host_time_idx"),
+            models.Index(
+                fields=["peer_host_name", "occurred_at", "id"], name="audit_peer_time_idx"
+            ),
+            models.Index(fields=["vm_uuid", "occurred_at", "id"], name="audit_vm_time_idx"),
+            models.Index(fields=["vm_name", "occurred_at", "id"], name="audit_vmname_time_idx"),
+        ]
 
     def __str__(self) -> str:
         when = f"{self.occurred_at:%Y-%m-%d %H:%M:%S}"
@@ -35,8 +82,8 @@ class AuditEvent(models.Model):
 
     def save(self, *args, **kwargs):
         if self.pk is not None:
-            raise PermissionError("audit events are append-only: they cannot be changed")
+            raise AppendOnlyError("audit events are append-only: they cannot be changed")
         super().save(*args, **kwargs)
 
     def delete(self, *args, **kwargs):
-        raise PermissionError("audit events are append-only: they cannot be deleted")
+        raise AppendOnlyError("audit events are append-only: they cannot be deleted")

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import models
 
 from audit.models import AuditEvent
+
+# A client-supplied X-Request-ID is kept only if it looks like an id.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,64}$")
+# Where the request id of the current request is kept, so that every event of one
+# request carries the same id (request.META is shared by Django and DRF requests).
+REQUEST_ID_META_KEY = "portal.request_id"
+
+
+def request_id_of(request) -> str:
+    """The request's id: the X-Request-ID header if it is a sane id, else a new one,
+    the same for every call during one request."""
+    meta = request.META
+    if not meta.get(REQUEST_ID_META_KEY):
+        given = meta.get("HTTP_X_REQUEST_ID", "")
+        meta[REQUEST_ID_META_KEY] = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    return meta[REQUEST_ID_META_KEY]
 
 
 @dataclass(frozen=True)
@@ -26,17 +44,47 @@ class Actor:
         return cls(user=None, name=name, request_id=uuid.uuid4().hex)
 
     @classmethod
-    def from_request(cls, request) -> Actor:
+    def from_request(cls, request, *, auth_method: str | None = None) -> Actor:
         user = request.user if request.user.is_authenticated else None
-        auth = getattr(request, "auth", None)
-        method = "token" if auth is not None and hasattr(auth, "key") else "session"
+        if auth_method is None:
+            auth = getattr(request, "auth", None)
+            auth_method = "token" if auth is not None and hasattr(auth, "key") else "session"
         return cls(
             user=user,
             name=user.get_username() if user else "anonymous",
-            source_ip=request.META.get("REMOTE_ADDR"),
-            auth_method=method,
-            request_id=request.META.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex,
+            source_ip=request.META.get("REMOTE_ADDR") or None,
+            auth_method=auth_method,
+            request_id=request_id_of(request),
         )
+
+
+def _subject_columns(target: models.Model | None, detail: dict) -> dict:
+    """Host and VM columns of an event, from its target and its detail.
+
+    Host events target a hosts.Host; VM events a vms.VM; migration events carry
+    vm_uuid, vm_name, source and destination in their detail.
+    """
+    columns: dict = {"host_name": "", "peer_host_name": "", "vm_uuid": None, "vm_name": ""}
+    label = target._meta.label_lower if target is not None else ""
+    if label == "hosts.host":
+        columns["host_name"] = target.name
+    elif label == "vms.vm":
+        columns.update(vm_uuid=target.uuid, vm_name=target.name, host_name=target.host.name)
+    if detail.get("source"):
+        columns["host_name"] = str(detail["source"])
+    if detail.get("destination"):
+        columns["peer_host_name"] = str(detail["destination"])
+    if detail.get("vm_name"):
+        columns["vm_name"] = str(detail["vm_name"])
+    if detail.get("vm_uuid"):
+        try:
+            columns["vm_uuid"] = uuid.UUID(str(detail["vm_uuid"]))
+        except ValueError:
+            pass
+    columns["host_name"] = columns["host_name"][:64]
+    columns["peer_host_name"] = columns["peer_host_name"][:64]
+    columns["vm_name"] = columns["vm_name"][:255]
+    return columns
 
 
 def audit_event_record(
@@ -48,6 +96,7 @@ def audit_event_record(
     after: dict | None = None,
     detail: dict | None = None,
 ) -> AuditEvent:
+    detail = detail or {}
     return AuditEvent.objects.create(
         event_type=event_type,
         actor=actor.user,
@@ -60,5 +109,34 @@ def audit_event_record(
         target_repr=str(target)[:255],
         before=before,
         after=after,
+        detail=detail,
+        **_subject_columns(target, detail),
+    )
+
+
+def audit_auth_event_record(
+    *,
+    request,
+    event_type: str,
+    username: str,
+    account: AbstractBaseUser | None = None,
+    succeeded: bool = True,
+    detail: dict | None = None,
+) -> AuditEvent:
+    """A login, a logout or a failed login. The target is the account (which may not
+    exist for a failed login). The actor is the account when it logged in or out; for a
+    failed login nobody is known: actor_name is the name that was tried. Never records
+    the password."""
+    ip = request.META.get("REMOTE_ADDR") if request is not None else None
+    return AuditEvent.objects.create(
+        event_type=event_type,
+        actor=account if succeeded else None,
+        actor_name=username[:150],
+        source_ip=ip or None,
+        auth_method="session" if event_type == "auth.logout" else "password",
+        request_id=request_id_of(request) if request is not None else uuid.uuid4().hex,
+        target_type=settings.AUTH_USER_MODEL.lower(),
+        target_id=str(account.pk) if account is not None else "",
+        target_repr=username[:255],
         detail=detail or {},
     )
