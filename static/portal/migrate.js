@@ -170,6 +170,14 @@
     });
 
     form.addEventListener("submit", start);
+    // Editing a field takes its message away.
+    form.addEventListener("input", (event) => {
+      const name = event.target.name;
+      if (!name) return;
+      event.target.classList.remove("invalid");
+      const message = form.querySelector("[data-error-for='" + name + "']");
+      if (message) { message.hidden = true; message.textContent = ""; }
+    });
     dialog.querySelectorAll("[data-action=close]").forEach((b) => b.addEventListener("click", close));
     document.querySelectorAll("[data-action=migrate]").forEach((b) => b.addEventListener("click", openForm));
     dialog.querySelectorAll("#mig-host-choices [data-host]").forEach((chip) => {

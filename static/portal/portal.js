@@ -194,7 +194,6 @@
     constructor(root) {
       this.root = root;
       this.migration = null;
-      this.shownPercent = 0;
       this.chart = new ProgressChart(this.field("chart"));
       this.onFinal = null;
       const cancel = root.querySelector("[data-action=cancel-migration]");
@@ -241,11 +240,9 @@
       }
       this.migration = m;
       const final = FINAL.includes(m.status);
-      let percent = Number(m.percent || 0);
-      if (m.status === "succeeded") percent = 100;
-      // The server never lowers percent; neither does the page (e.g. across reconnects).
-      percent = Math.max(this.shownPercent, percent);
-      this.shownPercent = percent;
+      // Shown as the server has it: it never lowers percent (dirtied memory makes the
+      // total grow, not the share sent), so neither does the page.
+      const percent = m.status === "succeeded" ? 100 : Number(m.percent || 0);
       this.root.dataset.percent = percent.toFixed(1);
       this.root.dataset.status = m.status;
       const badge = this.field("status");
