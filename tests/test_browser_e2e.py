@@ -17,7 +17,7 @@ from django_q.brokers import get_broker
 
 from lab import core
 from migrations_app.models import Migration
-from tests import labtools
+from tests import labtools, processes
 from tests.processes import ROOT, PortalServer, Workers
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
@@ -58,8 +58,20 @@ def _wait_until_serving(server: PortalServer, timeout: float = 30) -> None:
 
 
 @pytest.fixture
-def portal(tmp_path):
+def portal(tmp_path, monkeypatch):
     """daphne (HTTP + websockets) and the task workers, on the test database."""
+    shared_url = processes.subprocess_database_url
+
+    def url_with_sqlite_locking() -> str:
+        # The portal's SQLite settings wait for the write lock (busy timeout, IMMEDIATE
+        # transactions); a bare sqlite:/// URL has neither, and a cancel from the browser
+        # racing the worker's progress writes fails at once with "database is locked".
+        url = shared_url()
+        if url.startswith("sqlite") and "?" not in url:
+            url += "?timeout=20&transaction_mode=IMMEDIATE"
+        return url
+
+    monkeypatch.setattr(processes, "subprocess_database_url", url_with_sqlite_locking)
     get_broker().purge_queue()  # tasks of earlier in-process tests must not run here
     workers = Workers(tmp_path / "workers.log")
     server = PortalServer(tmp_path / "daphne.log", _free_port())
@@ -291,4 +303,37 @@ def test_cancel_from_the_dialog(portal, page, linux_vm):
     record = Migration.objects.get(pk=migration_id)
     assert record.status == "cancelled", (record.status, record.error)
     assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {source.name: "running"}
+    assert page.js_errors == []
+
+
+def test_switch_to_postcopy_from_the_dialog(portal, page, linux_vm):
+    from playwright.sync_api import expect
+
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    _log_in(page, portal)
+    dialog = _open_migrate_dialog(page, portal, linux_vm.uuid)
+    postcopy = dialog.get_by_role("button", name="Switch to post-copy")
+    dialog.locator("#mig-remote-host").fill(destination.name)
+    dialog.locator("#mig-advanced summary").click()
+    dialog.locator("#mig-bandwidth").fill("8")  # would not converge by itself
+    dialog.get_by_label("Allow switching to post-copy").check()
+    dialog.get_by_label("Delete this VM when the migration is completed").check()
+    dialog.get_by_role("button", name="Start").click()
+    progress = dialog.locator("#migrate-progress [data-progress-view]")
+    expect(progress).to_have_attribute("data-status", "migrating", timeout=60_000)
+    expect(postcopy).to_be_visible()  # offered only when allowed, while it migrates
+    page.wait_for_function(
+        "() => parseFloat(document.querySelector("
+        "'#migrate-progress [data-progress-view]').dataset.percent) > 1",
+        timeout=60_000,
+    )
+    postcopy.click()
+    expect(dialog.locator("[data-field=outcome]")).to_contain_text(
+        "Migration succeeded", timeout=90_000
+    )
+    record = Migration.objects.get(pk=_migration_id(page))
+    assert record.postcopy_started_at is not None
+    assert record.samples.filter(phase="postcopy").exists()
+    assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {destination.name: "running"}
     assert page.js_errors == []

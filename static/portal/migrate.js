@@ -25,6 +25,12 @@
         refresh.disabled = false;
       });
     }
+    if (menu) {
+      // The actions menu closes when clicking anywhere else.
+      document.addEventListener("click", (event) => {
+        if (menu.open && !menu.contains(event.target)) menu.open = false;
+      });
+    }
     if (!dialog) return;
 
     const form = document.getElementById("migrate-form");
