@@ -243,6 +243,7 @@ def test_migrate_from_the_dialog_and_watch_it_to_the_end(portal, page, linux_vm)
     row = page.locator(f"#vms tr[data-vm='{linux_vm.uuid}']")
     expect(row).to_contain_text(destination.name)
     expect(row).to_contain_text("Running")
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     page.goto(f"{portal.url}/?host={source.name}")
     expect(page.locator(f"#vms tr[data-vm='{linux_vm.uuid}']")).to_have_count(0)
 
