@@ -91,7 +91,11 @@ class MigrationReportFilterSet(django_filters.FilterSet):
     outcome = django_filters.MultipleChoiceFilter(
         method="filter_outcome", choices=OUTCOME_CHOICES, help_text="Repeat for several."
     )
-    live = django_filters.BooleanFilter(help_text="true: live migrations; false: offline.")
+    live = django_filters.TypedChoiceFilter(
+        choices=[("true", "Live"), ("false", "Offline")],
+        coerce=lambda value: value == "true",
+        help_text="true: live migrations; false: offline ones.",
+    )
 
     class Meta:
         model = Migration
