@@ -45,7 +45,7 @@ DOMAIN_STATES = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
 }
 
-DEFAULT_PORTS = {"tcp": 16509, "tls": 16514, "ssh": 22, "libssh": 22}
+DEFAULT_PORTS = {"tcp": 16509, "tls": 16514, "ssh": 22}
 
 
 @dataclass(frozen=True)

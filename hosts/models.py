@@ -115,19 +115,14 @@ class Host(models.Model):
     @property
     def connection_uri(self) -> str:
         """The URI libvirt is actually opened with (by the portal, and by a source host
-        for peer-to-peer migration). For ssh: libvirt's libssh transport with the
-        portal's key and the known_hosts file of pinned keys, verified strictly."""
+        for peer-to-peer migration). For ssh: the portal's key, and the portal's ssh
+        wrapper that checks the host key against the keys pinned in the database."""
         if self.transport != Transport.SSH:
             return self.libvirt_uri
         query = urlencode(
-            {
-                "keyfile": str(settings.SSH_KEY_PATH),
-                "known_hosts": str(settings.SSH_KNOWN_HOSTS_PATH),
-                "known_hosts_verify": "normal",
-                "sshauth": "privkey",
-            }
+            {"keyfile": str(settings.SSH_KEY_PATH), "command": str(settings.SSH_COMMAND_PATH)}
         )
-        return self.libvirt_uri.replace("qemu+ssh://", "qemu+libssh://", 1) + "?" + query
+        return f"{self.libvirt_uri}?{query}"
 
     def is_on_shared_storage(self, path: str) -> bool:
         return any(

@@ -75,6 +75,7 @@ def host_refresh(*, host: Host, actor: Actor) -> Host:
     """
     if host.transport == Transport.SSH and not host.ssh_host_key:
         host = _host_key_first_contact(host=host, actor=actor)
+    ssh_services.ssh_files_ensure(host)
     try:
         # The connection is opened outside any transaction: it can take seconds.
         with gateway.connect(

@@ -120,6 +120,24 @@ def known_hosts_write(path: Path, entries: list[tuple[str, int, str]]) -> None:
     tmp.replace(path)
 
 
+def ssh_command_write(path: Path, known_hosts: Path) -> None:
+    """The ssh libvirt runs for qemu+ssh:// (URI parameter `command`): OpenSSH that
+    trusts only the pinned keys and never asks anything."""
+    script = (
+        "#!/bin/sh\n"
+        "# Written by the portal: ssh for libvirt, host keys checked against the keys\n"
+        "# pinned in the portal's database only.\n"
+        "exec ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null"
+        f' -o UserKnownHostsFile={shlex.quote(str(known_hosts))} "$@"\n'
+    )
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists() or path.read_text() != script:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(script)
+        os.chmod(tmp, 0o700)
+        tmp.replace(path)
+
+
 def _transport(address: str, port: int) -> paramiko.Transport:
     try:
         sock = socket.create_connection((address, port), timeout=CONNECT_TIMEOUT_S)

@@ -34,12 +34,24 @@ def portal_public_key() -> ssh.PortalKey:
 
 
 def known_hosts_refresh() -> None:
-    """Rewrite the known_hosts file libvirt uses from the pinned keys in the database."""
+    """Rewrite the known_hosts file (and the ssh wrapper reading it) that libvirt's
+    qemu+ssh connections use, from the pinned keys in the database."""
     entries = [
         (host.address, host.ssh_port, host.ssh_host_key)
         for host in Host.objects.exclude(ssh_host_key="").order_by("name")
     ]
     ssh.known_hosts_write(settings.SSH_KNOWN_HOSTS_PATH, entries)
+    ssh.ssh_command_write(settings.SSH_COMMAND_PATH, settings.SSH_KNOWN_HOSTS_PATH)
+
+
+def ssh_files_ensure(*hosts: Host) -> None:
+    """Before libvirt connects to an ssh host: the wrapper and known_hosts exist
+    (a new data folder, or a restored database, may lack them)."""
+    if any(h.transport == Transport.SSH for h in hosts) and not (
+        settings.SSH_COMMAND_PATH.exists() and settings.SSH_KNOWN_HOSTS_PATH.exists()
+    ):
+        portal_public_key()
+        known_hosts_refresh()
 
 
 def _pinned(host: Host) -> ssh.HostKey | None:

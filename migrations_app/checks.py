@@ -13,6 +13,7 @@ from django.conf import settings
 
 from hosts import gateway
 from hosts.models import Host, Transport
+from hosts.ssh_services import ssh_files_ensure
 from migrations_app.models import ACTIVE_STATUSES, Migration, StorageMode
 from vms.models import VMState
 
@@ -88,6 +89,7 @@ def run_prechecks(plan: MigrationPlan) -> list[CheckResult]:
     )
 
     timeout = settings.MIGRATION_PRECHECK_TIMEOUT_S
+    ssh_files_ensure(src, dst)
     vm: gateway.DomainInfo | None = None
     vm_xml = ""
     try:

@@ -101,20 +101,24 @@ WSGI_APPLICATION = "portal.wsgi.application"
 # --- Database -------------------------------------------------------------
 SQLITE_PATH = DATA_DIR / "portal.sqlite3"
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
+SQLITE_OPTIONS = {
+    # Web process and task workers write concurrently: WAL lets readers go on while
+    # one writer commits, the busy timeout makes writers wait, not fail.
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "timeout": 20,
+    "transaction_mode": "IMMEDIATE",
+}
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"]["OPTIONS"]}
 else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": SQLITE_PATH,
-            "OPTIONS": {
-                # Web process and task workers write concurrently: WAL lets readers go on
-                # while one writer commits, the busy timeout makes writers wait, not fail.
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                "timeout": 20,
-                "transaction_mode": "IMMEDIATE",
-            },
+            "OPTIONS": SQLITE_OPTIONS,
             "TEST": {"NAME": DATA_DIR / "test-portal.sqlite3"},
         }
     }
@@ -220,3 +224,6 @@ MIGRATION_PRECHECK_TIMEOUT_S = 5.0
 # from the host keys pinned in the database (libvirt's libssh transport reads it).
 SSH_KEY_PATH = Path(os.environ.get("PORTAL_SSH_KEY_PATH", DATA_DIR / "ssh" / "id_ed25519"))
 SSH_KNOWN_HOSTS_PATH = DATA_DIR / "ssh" / "known_hosts"
+# libvirt runs this instead of plain `ssh` (URI parameter `command`): it is ssh with
+# strict checking against SSH_KNOWN_HOSTS_PATH only.
+SSH_COMMAND_PATH = DATA_DIR / "ssh" / "portal-ssh"
