@@ -28,7 +28,7 @@ $PY manage.py lab up --hosts "$HOSTS"
 $PY manage.py register_lab_hosts
 $PY manage.py ensure_admin
 
-$PY manage.py qcluster &
+$PY manage.py run_workers &
 pids+=($!)
 .venv/bin/daphne -b 127.0.0.1 -p "$PORT" portal.asgi:application &
 pids+=($!)

@@ -17,7 +17,7 @@ from django_q.brokers import get_broker
 
 from lab import core
 from migrations_app.models import Migration
-from tests import labtools, processes
+from tests import labtools
 from tests.processes import ROOT, PortalServer, Workers
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
@@ -58,20 +58,8 @@ def _wait_until_serving(server: PortalServer, timeout: float = 30) -> None:
 
 
 @pytest.fixture
-def portal(tmp_path, monkeypatch):
+def portal(tmp_path):
     """daphne (HTTP + websockets) and the task workers, on the test database."""
-    shared_url = processes.subprocess_database_url
-
-    def url_with_sqlite_locking() -> str:
-        # The portal's SQLite settings wait for the write lock (busy timeout, IMMEDIATE
-        # transactions); a bare sqlite:/// URL has neither, and a cancel from the browser
-        # racing the worker's progress writes fails at once with "database is locked".
-        url = shared_url()
-        if url.startswith("sqlite") and "?" not in url:
-            url += "?timeout=20&transaction_mode=IMMEDIATE"
-        return url
-
-    monkeypatch.setattr(processes, "subprocess_database_url", url_with_sqlite_locking)
     get_broker().purge_queue()  # tasks of earlier in-process tests must not run here
     workers = Workers(tmp_path / "workers.log")
     server = PortalServer(tmp_path / "daphne.log", _free_port())
