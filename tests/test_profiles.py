@@ -66,3 +66,27 @@ def test_inventory_sync_is_scheduled():
     assert schedule.schedule_type == Schedule.MINUTES
     assert schedule.minutes == settings.INVENTORY_SYNC_MINUTES
     assert schedule.repeats == -1
+
+
+def test_a_sqlite_url_gets_the_same_locking_options(tmp_path):
+    """Worker and server processes get the test database as a sqlite:/// URL: they must
+    wait for the write lock like the default profile does, not fail at once."""
+    import subprocess
+    import sys
+
+    code = (
+        "import django; django.setup(); from django.conf import settings; "
+        "o = settings.DATABASES['default']['OPTIONS']; print(o['timeout'], o['transaction_mode'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "portal.settings",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}",
+        },
+        capture_output=True,
+        text=True,
+        cwd=settings.BASE_DIR,
+    )
+    assert result.stdout.split() == ["20", "IMMEDIATE"], result.stderr
