@@ -193,6 +193,8 @@ class Command(BaseCommand):
         with transaction.atomic():
             _insert(AuditEvent, rows, batch)
         written = len(rows)
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")  # fresh planner statistics for the new rows
         self.stdout.write(
             f"{written} audit events; {len(hosts)} hosts, {len(vms)} VMs, {len(users)} users "
             f"in {time.monotonic() - started:.1f} s"
