@@ -12,7 +12,7 @@ from django.urls import reverse
 from audit import reports
 from audit.filters import OUTCOME_CHOICES
 from audit.permissions import can_read_audit
-from audit.selectors import audit_events_filtered, audit_events_page, migrations_for_report
+from audit.selectors import audit_events_page, migrations_for_report
 
 AUDIT_FILTERS = ["since", "until", "actor", "event_type", "host", "vm"]
 REPORT_FILTERS = ["since", "until", "source", "destination", "vm", "user", "live"]
@@ -38,8 +38,7 @@ def audit_list(request: HttpRequest) -> HttpResponse:
     values = {name: request.GET.get(name, "") for name in AUDIT_FILTERS}
     context = {"filters": values, "events": [], "errors": [], "next_url": None}
     try:
-        events = audit_events_filtered(params=request.GET)
-        page = audit_events_page(queryset=events, cursor=request.GET.get("cursor"))
+        page = audit_events_page(params=request.GET)
     except ValidationError as exc:
         context["errors"] = _errors(exc)
         return render(request, "audit/list.html", context, status=400)

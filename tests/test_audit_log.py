@@ -314,6 +314,35 @@ def test_api_pages_follow_a_cursor_without_gaps_or_repeats(api):
     assert seen == [int(e.target_id) for e in expected]
 
 
+def test_host_filter_pages_merge_both_columns_in_order(api):
+    """A host's events come from two indexes (its own events, and migrations where it
+    is the destination): pages must interleave them in time order across cursors."""
+    for i in range(30):
+        own = i % 3 != 0
+        _event(
+            target_id=str(i),
+            host_name="hv-x" if own else "hv-y",
+            peer_host_name="" if own else "hv-x",
+            occurred_at=T0 + timedelta(seconds=i // 4),
+        )
+    _event(target_id="other", host_name="hv-z", occurred_at=T0 + timedelta(seconds=3))
+    seen, url = [], "/api/audit/?host=hv-x&page_size=4"
+    while url:
+        body = api.get(url).json()
+        seen += [e["target_id"] for e in body["results"]]
+        url = body["next"]
+    expected = AuditEvent.objects.filter(target_id__in=[str(i) for i in range(30)])
+    expected = sorted(expected, key=lambda e: (e.occurred_at, e.id), reverse=True)
+    assert seen == [e.target_id for e in expected]
+
+
+@pytest.mark.parametrize("page_size", ["0", "501", "many"])
+def test_api_page_size_is_bounded(api, page_size):
+    response = api.get("/api/audit/", {"page_size": page_size})
+    assert response.status_code == 400
+    assert "page_size" in response.json()
+
+
 # --- page ----------------------------------------------------------------------------------------
 
 

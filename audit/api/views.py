@@ -1,8 +1,7 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import viewsets
+from rest_framework import serializers, viewsets
 from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import CursorPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,29 +12,49 @@ from audit.api.serializers import AuditEventSerializer, MigrationReportSerialize
 from audit.filters import AuditEventFilterSet, MigrationReportFilterSet
 from audit.models import AuditEvent
 from audit.permissions import CanReadAudit
-from audit.selectors import migrations_for_report
+from audit.selectors import AUDIT_MAX_PAGE_SIZE, audit_events_page, migrations_for_report
 from audit.streaming import download_response
 
 
-class AuditCursorPagination(CursorPagination):
-    """Newest first, by keyset: every page is an index range read (no COUNT, no OFFSET
-    over the whole log)."""
-
-    ordering = ("-occurred_at", "-id")
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 500
+class AuditPageSerializer(serializers.Serializer):
+    next = serializers.URLField(allow_null=True, help_text="The next (older) page.")
+    results = AuditEventSerializer(many=True)
 
 
 class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
     """The audit log: read-only, newest first, filtered by time range, actor, event
-    type, host and VM. Follow `next` for older events."""
+    type, host and VM. Pages are read by keyset: follow `next` for older events (no
+    total count, no page numbers: the log is large and keeps growing)."""
 
     queryset = AuditEvent.objects.all()
     serializer_class = AuditEventSerializer
     permission_classes = [CanReadAudit]
-    filterset_class = AuditEventFilterSet
-    pagination_class = AuditCursorPagination
+    filterset_class = AuditEventFilterSet  # for the schema; list() applies it by selector
+    pagination_class = None
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("cursor", str, description="From the `next` link of a page."),
+            OpenApiParameter(
+                "page_size",
+                int,
+                description=f"Events per page (default 50, at most {AUDIT_MAX_PAGE_SIZE}).",
+            ),
+        ],
+        responses=AuditPageSerializer,
+    )
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        try:
+            page = audit_events_page(params=request.query_params)
+        except DjangoValidationError as exc:
+            raise ValidationError(exc.message_dict) from exc
+        next_url = None
+        if page.next_cursor:
+            query = request.query_params.copy()
+            query["cursor"] = page.next_cursor
+            next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+        results = self.get_serializer(page.events, many=True).data
+        return Response({"next": next_url, "results": results})
 
 
 def _report_scope(request: Request):
