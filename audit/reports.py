@@ -23,10 +23,11 @@ the two values are interpolated here. Both give the same numbers.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections
@@ -49,7 +50,8 @@ from django.db.models import (
     When,
     Window,
 )
-from django.db.models.functions import Cast, RowNumber
+from django.db.models.fields.json import KT
+from django.db.models.functions import RowNumber
 
 from hosts.models import Host
 from migrations_app.models import ACTIVE_STATUSES, Migration, MigrationStatus
@@ -392,95 +394,121 @@ def _rows(migrations: QuerySet[Migration]) -> Iterator[tuple]:
     )
 
 
-def _raw_rows(migrations: QuerySet[Migration]) -> Iterator[tuple]:
-    """The export's rows as the database driver returns them, without Django's per-value
-    converters (they cost more than the rest of the export together): a server-side
-    cursor on PostgreSQL, fetchmany on SQLite; EXPORT_CHUNK_ROWS rows in memory at most."""
-    queryset = migrations.order_by("created_at", "id")
-    lookups = [lookup for _, lookup in RECORD_COLUMNS]
-    if connections[queryset.db].vendor == "sqlite":
-        # The stored text, not a datetime parsed by sqlite3 and formatted back.
-        texts = {
-            f"{f.attname}__text": Cast(f.attname, TextField())
-            for f in Migration._meta.concrete_fields
-            if f.get_internal_type() == "DateTimeField"
-        }
-        queryset = queryset.annotate(**texts)
-        lookups = [f"{name}__text" if f"{name}__text" in texts else name for name in lookups]
-    queryset = queryset.values_list(*lookups)
+class IsoTimestamp(Func):
+    """A timestamp as ISO 8601 text in UTC, made by the database:
+    YYYY-MM-DDTHH:MM:SS.ffffff+00:00 (always six fraction digits)."""
+
+    output_field = TextField()
+
+    def as_sqlite(self, compiler, connection, **extra):
+        # Django keeps UTC as "YYYY-MM-DD HH:MM:SS[.ffffff]" (no fraction when it is 0).
+        template = (
+            "(replace(%(expressions)s, ' ', 'T') || "
+            "CASE WHEN length(%(expressions)s) = 19 THEN '.000000' ELSE '' END || '+00:00')"
+        )
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        template = (
+            "to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
+        )
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+
+UUID_SPANS = [(1, 8), (9, 4), (13, 4), (17, 4), (21, 12)]
+
+
+class UUIDText(Func):
+    """A UUID as its canonical text (SQLite keeps 32 hex digits)."""
+
+    output_field = TextField()
+
+    def as_sqlite(self, compiler, connection, **extra):
+        parts = ["substr(%(expressions)s, {}, {})".format(*span) for span in UUID_SPANS]
+        template = " || '-' || ".join(parts)
+        return self.as_sql(compiler, connection, template=f"({template})", **extra)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        return self.as_sql(compiler, connection, template="(%(expressions)s)::text", **extra)
+
+
+def _export_queryset(migrations: QuerySet[Migration], *, stats_in_sql: bool) -> QuerySet:
+    """values_list of the export's columns, with the text conversions done by the
+    database: Python-side conversion of 100,000 rows (Django's converters, or psycopg's
+    timestamp loader) costs more than the rest of the export together. On PostgreSQL
+    the `stats.*` columns come from jsonb (->>) too; SQLite would re-parse the JSON for
+    every key, so there the statistics are decoded once per row in Python."""
+    fields = {f.attname: f for f in Migration._meta.concrete_fields}
+    expressions = {}
+    lookups = []
+    for name, lookup in RECORD_COLUMNS:
+        kind = fields[name].get_internal_type() if name in fields else ""
+        if kind == "DateTimeField":
+            expressions[f"x_{name}"] = IsoTimestamp(name)
+        elif kind == "UUIDField":
+            expressions[f"x_{name}"] = UUIDText(name)
+        lookups.append(f"x_{name}" if f"x_{name}" in expressions else lookup)
+    if stats_in_sql:
+        for key in JOB_STAT_KEYS:
+            expressions[f"x_stats_{key}"] = KT(f"completed_stats__{key}")
+            lookups.append(f"x_stats_{key}")
+    queryset = migrations.order_by("created_at", "id").annotate(**expressions)
+    return queryset.values_list(*lookups)
+
+
+def _raw_chunks(queryset: QuerySet) -> Iterator[list[tuple]]:
+    """Rows as the database driver returns them, without Django's per-value converters,
+    EXPORT_CHUNK_ROWS at a time: a server-side cursor on PostgreSQL, fetchmany on
+    SQLite; one chunk in memory at most."""
     sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
     with connections[queryset.db].chunked_cursor() as cursor:
         cursor.execute(sql, params)
         while rows := cursor.fetchmany(EXPORT_CHUNK_ROWS):
-            yield from rows
-
-
-def _sqlite_datetime(value: str | None) -> str | None:
-    # Django keeps UTC as "YYYY-MM-DD HH:MM:SS[.ffffff]": this is what isoformat() gives.
-    return value.replace(" ", "T") + "+00:00" if value is not None else None
-
-
-def _sqlite_uuid(value: str) -> str:
-    return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
-
-
-def _raw_formatter(field, vendor: str) -> Callable | None:
-    """How one raw column is written; None: as it is (csv writes None as empty)."""
-    kind = field.get_internal_type() if field is not None else ""
-    if kind == "BooleanField":
-        return lambda v: "true" if v else "false"
-    if kind == "DateTimeField":
-        if vendor == "sqlite":
-            return _sqlite_datetime
-        return lambda v: v.isoformat() if v is not None else None
-    if kind == "UUIDField":
-        return _sqlite_uuid if vendor == "sqlite" else str
-    return None  # numbers, text, and JSON (the driver hands JSON over as text)
-
-
-class _Line:
-    """A file-like object whose write() hands back what it was given (for csv.writer)."""
-
-    def write(self, value: str) -> str:
-        return value
+            yield rows
 
 
 def migrations_csv_stream(*, migrations: QuerySet[Migration]) -> Iterator[str]:
     """The CSV export: a header, then one line per migration (oldest first), every field
-    of the record (JSON fields as JSON text) and each of libvirt's completed statistics
-    in its own `stats.*` column. Yields blocks of lines."""
-    vendor = connections[migrations.db].vendor
-    writer = csv.writer(_Line())
-    fields = {f.attname: f for f in Migration._meta.concrete_fields}
-    formatters = [
-        (i, f)
-        for i, (name, _) in enumerate(RECORD_COLUMNS)
-        if (f := _raw_formatter(fields.get(name), vendor)) is not None
+    of the record (times in ISO 8601 UTC, JSON fields as JSON text) and each of
+    libvirt's completed statistics in its own `stats.*` column. Yields one block of
+    lines per EXPORT_CHUNK_ROWS rows."""
+    stats_in_sql = connections[migrations.db].vendor == "postgresql"
+    queryset = _export_queryset(migrations, stats_in_sql=stats_in_sql)
+    names = [name for name, _ in RECORD_COLUMNS]
+    booleans = [
+        names.index(f.attname)
+        for f in Migration._meta.concrete_fields
+        if f.get_internal_type() == "BooleanField"
     ]
-    stats_index = [name for name, _ in RECORD_COLUMNS].index("completed_stats")
+    stats_index = names.index("completed_stats")
     no_stats = [None] * len(JOB_STAT_KEYS)
     decode = json.JSONDecoder().decode
-    yield writer.writerow(CSV_HEADER)
-    block: list[str] = []
-    for row in _raw_rows(migrations):
-        values = list(row)
-        for i, format_value in formatters:
-            values[i] = format_value(values[i])
-        raw_stats = row[stats_index]
-        stats = decode(raw_stats) if raw_stats and raw_stats != "null" else None
-        if stats:
-            flat = list(map(stats.get, JOB_STAT_KEYS))
-            if isinstance(flat[JOB_STAT_SUCCESS], bool):
-                flat[JOB_STAT_SUCCESS] = "true" if flat[JOB_STAT_SUCCESS] else "false"
-            values += flat
-        else:
-            values += no_stats
-        block.append(writer.writerow(values))
-        if len(block) >= 500:
-            yield "".join(block)
-            block = []
-    if block:
-        yield "".join(block)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_HEADER)
+    for rows in _raw_chunks(queryset):
+        lines = []
+        for row in rows:
+            values = list(row)
+            for i in booleans:
+                values[i] = "true" if values[i] else "false"
+            if not stats_in_sql:
+                raw = row[stats_index]
+                stats = decode(raw) if raw and raw != "null" else None
+                if stats:
+                    flat = list(map(stats.get, JOB_STAT_KEYS))
+                    if isinstance(flat[JOB_STAT_SUCCESS], bool):
+                        flat[JOB_STAT_SUCCESS] = "true" if flat[JOB_STAT_SUCCESS] else "false"
+                    values += flat
+                else:
+                    values += no_stats
+            lines.append(values)
+        writer.writerows(lines)
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue()  # the header of an empty export
 
 
 def migrations_json_stream(*, migrations: QuerySet[Migration], scope: dict) -> Iterator[str]:

@@ -86,6 +86,7 @@ def _make_history(n: int, seed: int, *, start=START, end=END) -> list[Migration]
                     "downtime": migration.downtime_ms,
                     "data_processed": migration.transferred_bytes,
                     "memory_iteration": rng.randrange(1, 9),
+                    "success": True,
                     "not_a_libvirt_key": "kept in the raw column",
                 }
         elif status == "failed":

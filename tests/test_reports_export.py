@@ -12,6 +12,7 @@ from django.http import StreamingHttpResponse
 from django.test import AsyncClient
 from rest_framework.test import APIClient
 
+from audit import reports
 from audit.reports import CSV_HEADER, JOB_STAT_KEYS
 from migrations_app.models import Migration
 from tests.test_reports import END, START, _make_history
@@ -36,7 +37,7 @@ def _csv(response) -> list[dict]:
 
 
 def _iso(value) -> str:
-    return value.isoformat() if value is not None else ""
+    return value.isoformat(timespec="microseconds") if value is not None else ""
 
 
 def test_csv_has_one_row_per_migration_with_every_field(api, history):
@@ -80,6 +81,8 @@ def test_csv_has_one_row_per_migration_with_every_field(api, history):
             assert json.loads(row["completed_stats"]) == stats  # every key, even unknown ones
             assert row["stats.time_elapsed"] == str(stats["time_elapsed"])
             assert row["stats.memory_iteration"] == str(stats["memory_iteration"])
+            assert row["stats.success"] == "true"
+            assert row["stats.disk_total"] == ""  # a key this record does not have
             downtime = stats["downtime"]
             assert row["stats.downtime"] == ("" if downtime is None else str(downtime))
         assert json.loads(row["checks"]) == m.checks
@@ -93,11 +96,14 @@ def test_csv_applies_the_report_filters(api, history):
     assert _csv(api.get(CSV_URL, {"since": "2000-01-01", "until": "2000-01-02"})) == []
 
 
-def test_csv_is_streamed_in_blocks(api, history):
+def test_csv_is_streamed_in_blocks(api, history, monkeypatch):
+    monkeypatch.setattr(reports, "EXPORT_CHUNK_ROWS", 500)
     response = api.get(CSV_URL, RANGE)
     blocks = list(response.streaming_content)
-    assert len(blocks) >= 3  # header, then blocks of 500 rows: never the whole file at once
+    # One block per 500 rows read from the cursor: never the whole file at once.
+    assert len(blocks) == 3
     assert blocks[0].decode().startswith("id,vm_uuid,")
+    assert [b.count(b"\r\n") for b in blocks] == [501, 500, 200]
 
 
 def test_csv_under_asgi_is_an_async_stream_with_the_same_rows(admin_user, api, history):
