@@ -367,7 +367,7 @@ JOB_STAT_KEYS = [
     "auto_converge_throttle",
 ]
 JOB_STAT_SUCCESS = JOB_STAT_KEYS.index("success")
-EXPORT_CHUNK_ROWS = 2000
+EXPORT_CHUNK_ROWS = 1000
 
 
 def _record_columns() -> list[tuple[str, str]]:
