@@ -8,6 +8,7 @@ app_name = "audit-api"
 router = SimpleRouter()
 router.register("audit", views.AuditEventViewSet, basename="audit-event")
 urlpatterns = [
+    path("audit/", views.AuditEventListView.as_view(), name="audit-event-list"),
     path("reports/migrations/", views.MigrationReportView.as_view(), name="report-migrations"),
     path(
         "reports/migrations/export.csv",

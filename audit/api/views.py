@@ -1,6 +1,6 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers, viewsets
+from rest_framework import mixins, serializers, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -21,19 +21,24 @@ class AuditPageSerializer(serializers.Serializer):
     results = AuditEventSerializer(many=True)
 
 
-class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
-    """The audit log: read-only, newest first, filtered by time range, actor, event
-    type, host and VM. Pages are read by keyset: follow `next` for older events (no
-    total count, no page numbers: the log is large and keeps growing)."""
+def _filter_parameters(filterset_class) -> list[OpenApiParameter]:
+    return [
+        OpenApiParameter(name, str, description=str(f.extra.get("help_text", "")))
+        for name, f in filterset_class.base_filters.items()
+    ]
 
-    queryset = AuditEvent.objects.all()
-    serializer_class = AuditEventSerializer
+
+class AuditEventListView(APIView):
+    """The audit log, newest first, filtered by time range, actor, event type, host and
+    VM. Pages are read by keyset: follow `next` for older events (no total count, no
+    page numbers: the log is large and keeps growing). Read-only."""
+
     permission_classes = [CanReadAudit]
-    filterset_class = AuditEventFilterSet  # for the schema; list() applies it by selector
-    pagination_class = None
 
     @extend_schema(
+        operation_id="audit_list",
         parameters=[
+            *_filter_parameters(AuditEventFilterSet),
             OpenApiParameter("cursor", str, description="From the `next` link of a page."),
             OpenApiParameter(
                 "page_size",
@@ -43,7 +48,7 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
         ],
         responses=AuditPageSerializer,
     )
-    def list(self, request: Request, *args, **kwargs) -> Response:
+    def get(self, request: Request) -> Response:
         try:
             page = audit_events_page(params=request.query_params)
         except DjangoValidationError as exc:
@@ -53,8 +58,17 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
             query = request.query_params.copy()
             query["cursor"] = page.next_cursor
             next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
-        results = self.get_serializer(page.events, many=True).data
+        results = AuditEventSerializer(page.events, many=True).data
         return Response({"next": next_url, "results": results})
+
+
+class AuditEventViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """One audit event. Read-only."""
+
+    queryset = AuditEvent.objects.all()
+    serializer_class = AuditEventSerializer
+    permission_classes = [CanReadAudit]
+    filter_backends: list = []
 
 
 def _report_scope(request: Request):
@@ -64,10 +78,7 @@ def _report_scope(request: Request):
         raise ValidationError(exc.message_dict) from exc
 
 
-_REPORT_PARAMETERS = [
-    OpenApiParameter(name, description=str(f.extra.get("help_text", "")), required=False)
-    for name, f in MigrationReportFilterSet.base_filters.items()
-]
+_REPORT_PARAMETERS = _filter_parameters(MigrationReportFilterSet)
 
 
 class MigrationReportView(APIView):
