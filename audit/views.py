@@ -1,6 +1,7 @@
 """The audit log and migration report pages (HTML; the figures come from the same
 selectors and report module as the API)."""
 
+from datetime import UTC, datetime
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
@@ -8,6 +9,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from audit import reports
 from audit.filters import OUTCOME_CHOICES
@@ -29,6 +32,18 @@ def audit_reader_required(view):
     return wrapper
 
 
+def _local_input(value: str | datetime) -> str:
+    """A time as a datetime-local input shows it (UTC), or the text as it was typed."""
+    if isinstance(value, str):
+        parsed = parse_datetime(value.strip()) if value else None
+        if parsed is None:
+            return value
+        value = parsed
+    if timezone.is_aware(value):
+        value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M")
+
+
 def _errors(exc: ValidationError) -> list[str]:
     return [f"{field}: {m}" for field, ms in exc.message_dict.items() for m in ms]
 
@@ -36,6 +51,7 @@ def _errors(exc: ValidationError) -> list[str]:
 @audit_reader_required
 def audit_list(request: HttpRequest) -> HttpResponse:
     values = {name: request.GET.get(name, "") for name in AUDIT_FILTERS}
+    values["since"], values["until"] = _local_input(values["since"]), _local_input(values["until"])
     context = {"filters": values, "events": [], "errors": [], "next_url": None}
     try:
         page = audit_events_page(params=request.GET)
@@ -70,6 +86,7 @@ def migration_report(request: HttpRequest) -> HttpResponse:
         context["errors"] = _errors(exc)
         return render(request, "audit/report.html", context, status=400)
     report = reports.migration_report_build(migrations=migrations)
+    values["since"], values["until"] = _local_input(scope.since), _local_input(scope.until)
     query = request.GET.urlencode()
     context.update(
         scope=scope,
