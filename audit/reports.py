@@ -1,9 +1,9 @@
 """Migration reports: figures aggregated in SQL over the Migration table, and exports.
 
 Every figure is computed by the database; Python only reads a handful of result rows
-(one aggregate row, one row per failure reason, per host, per day; a few rank rows for
-percentiles on SQLite). Nothing here loops over migrations, except the exports, which
-stream them.
+(one row per route source -> destination, per failure reason, per day; one aggregate
+row; a few rank rows for percentiles on SQLite). Nothing here loops over migrations,
+except the exports, which stream them.
 
 Populations:
 - `count` and the outcome counts: every migration requested in the range (and filters);
@@ -385,15 +385,6 @@ RECORD_COLUMNS = _record_columns()
 CSV_HEADER = [name for name, _ in RECORD_COLUMNS] + [f"stats.{k}" for k in JOB_STAT_KEYS]
 
 
-def _rows(migrations: QuerySet[Migration]) -> Iterator[tuple]:
-    lookups = [lookup for _, lookup in RECORD_COLUMNS]
-    return (
-        migrations.order_by("created_at", "id")
-        .values_list(*lookups)
-        .iterator(chunk_size=EXPORT_CHUNK_ROWS)
-    )
-
-
 class IsoTimestamp(Func):
     """A timestamp as ISO 8601 text in UTC, made by the database:
     YYYY-MM-DDTHH:MM:SS.ffffff+00:00 (always six fraction digits)."""
@@ -511,19 +502,45 @@ def migrations_csv_stream(*, migrations: QuerySet[Migration]) -> Iterator[str]:
         yield buffer.getvalue()  # the header of an empty export
 
 
+def _json_value_encoder(kind: str):
+    """How a raw column value becomes JSON text (the database already made times and
+    UUIDs text, and hands JSON fields over as JSON text)."""
+    if kind == "JSONField":
+        return lambda v: "null" if v is None else v
+    if kind == "BooleanField":
+        return lambda v: "true" if v else "false"
+    if kind in ("CharField", "TextField", "DateTimeField", "UUIDField", ""):
+        return lambda v: "null" if v is None else _json_string(v)
+    return lambda v: "null" if v is None else str(v)  # numbers
+
+
+_json_string = json.encoder.encode_basestring  # the C version: quotes and escapes
+
+
 def migrations_json_stream(*, migrations: QuerySet[Migration], scope: dict) -> Iterator[str]:
-    """The JSON export: {"scope": ..., "migrations": [record, ...]}, streamed."""
-    encoder = DjangoJSONEncoder(separators=(",", ":"))
-    names = [name for name, _ in RECORD_COLUMNS]
-    yield '{"scope":' + encoder.encode(scope) + ',"migrations":['
-    block: list[str] = []
-    first = True
-    for row in _rows(migrations):
-        text = encoder.encode(dict(zip(names, row, strict=True)))
-        block.append(text if first else "," + text)
-        first = False
-        if len(block) >= 500:
-            yield "".join(block)
-            block = []
-    block.append("]}")
-    yield "".join(block)
+    """The JSON export: {"scope": ..., "migrations": [record, ...]}, streamed; a record
+    has every field of the Migration (hosts as id and name, times in ISO 8601 UTC).
+    Built from the same raw rows as the CSV, one block per chunk of rows."""
+    fields = {f.attname: f for f in Migration._meta.concrete_fields}
+    columns = [
+        (
+            _json_string(name) + ":",
+            _json_value_encoder(fields[name].get_internal_type() if name in fields else ""),
+        )
+        for name, _ in RECORD_COLUMNS
+    ]
+    queryset = _export_queryset(migrations, stats_in_sql=False)
+    yield '{"scope":' + DjangoJSONEncoder(separators=(",", ":")).encode(scope) + ',"migrations":['
+    separator = ""
+    for rows in _raw_chunks(queryset):
+        records = [
+            "{"
+            + ",".join(
+                key + encode(value) for (key, encode), value in zip(columns, row, strict=True)
+            )
+            + "}"
+            for row in rows
+        ]
+        yield separator + ",".join(records)
+        separator = ","
+    yield "]}"

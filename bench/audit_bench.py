@@ -307,6 +307,22 @@ def _bench_csv(results: dict, client, user) -> None:
     with Peak() as asgi_peak:
         async_to_sync(through_asgi)()
 
+    json_url = f"/api/reports/migrations/export.json?{query}"
+
+    def streamed_json() -> int:
+        response = client.get(json_url)
+        assert response.status_code == 200
+        return sum(len(block) for block in response.streaming_content)
+
+    (json_elapsed,) = _timed(streamed_json, 1)
+    with Peak() as json_peak:
+        json_size = streamed_json()
+
+    results["json"] = {
+        "bytes": json_size,
+        "streamed_s": json_elapsed,
+        "streamed_peak_py_mb": json_peak.py_peak_mb,
+    }
     results["csv"] = {
         "rows": lines - 1,
         "bytes": size,
@@ -329,7 +345,9 @@ def _bench_csv(results: dict, client, user) -> None:
         f" Python / {asgi_peak.rss_peak_mb:.1f} MiB RSS\n"
         f"  naive list      : {naive_elapsed:.2f} s, peak growth {naive_peak.py_peak_mb:.1f} MiB"
         f" Python / {naive_peak.rss_peak_mb:.1f} MiB RSS ({naive_size / 2**20:.1f} MiB file)"
-        f"  -> {naive_peak.py_peak_mb / max(peak.py_peak_mb, 0.01):.0f}x the streamed peak"
+        f"  -> {naive_peak.py_peak_mb / max(peak.py_peak_mb, 0.01):.0f}x the streamed peak\n"
+        f"  JSON export     : {json_elapsed:.2f} s, peak growth {json_peak.py_peak_mb:.1f} MiB"
+        f" Python ({json_size / 2**20:.1f} MiB)"
     )
 
 

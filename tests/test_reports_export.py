@@ -137,6 +137,12 @@ def test_json_export_has_the_scope_and_every_record(api, history):
     assert record["source"] == migration.source.name
     assert record["total_time_ms"] == migration.total_time_ms
     assert record["vm_uuid"] == str(migration.vm_uuid)
+    assert record["live"] is False
+    assert record["created_at"] == migration.created_at.isoformat(timespec="microseconds")
+    assert record["finished_at"] == (_iso(migration.finished_at) or None)
+    assert record["checks"] == migration.checks
+    assert record["error"] == migration.error
+    assert set(record) == {name for name, _ in reports.RECORD_COLUMNS}
 
 
 def test_empty_json_export_is_valid_json(api):
