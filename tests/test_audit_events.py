@@ -5,7 +5,8 @@ nothing listens on records the host as unreachable.)"""
 import uuid
 
 import pytest
-from django.test import Client
+from django.conf import settings
+from django.test import Client, override_settings
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -168,3 +169,14 @@ def test_login_and_logout_are_recorded(admin_user):
         "session",
     )
     assert logout.request_id != login.request_id
+
+
+@override_settings(MIDDLEWARE=[*settings.MIDDLEWARE, "audit.middleware.RequestIdMiddleware"])
+def test_request_id_middleware_echoes_the_id_that_the_events_carry(api):
+    response = api.post("/api/hosts/", {"name": "hv-r", "address": "192.0.2.60"}, format="json")
+    assert response.status_code == 201
+    request_id = response["X-Request-ID"]
+    assert len(request_id) == 32
+    assert _only("host.created").request_id == request_id
+    given = api.get("/api/hosts/", HTTP_X_REQUEST_ID="trace-42")
+    assert given["X-Request-ID"] == "trace-42"
