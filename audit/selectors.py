@@ -133,16 +133,13 @@ def migrations_for_report(
     """
     data = params.copy()
     probe = MigrationReportFilterSet(params, queryset=Migration.objects.none())
-    if not probe.is_valid():
-        _valid(probe)
+    _valid(probe)  # bad values raise here, before the defaults are worked out
     until = probe.form.cleaned_data.get("until") or (now or timezone.now())
     since = probe.form.cleaned_data.get("since") or until - timedelta(days=REPORT_DEFAULT_DAYS)
     if since >= until:
         raise ValidationError({"since": ["The start of the range must be before its end."]})
     data["since"], data["until"] = since.isoformat(), until.isoformat()
-    queryset = _valid(
-        MigrationReportFilterSet(data, queryset=Migration.objects.select_related(None))
-    )
+    queryset = _valid(MigrationReportFilterSet(data, queryset=Migration.objects.all()))
     filters = {
         key: (params.getlist(key) if key == "outcome" else params.get(key))
         for key in MigrationReportFilterSet.base_filters
