@@ -368,6 +368,7 @@ JOB_STAT_KEYS = [
 ]
 JOB_STAT_SUCCESS = JOB_STAT_KEYS.index("success")
 EXPORT_CHUNK_ROWS = 1000
+EXPORT_BLOCK_BYTES = 512 * 1024
 
 
 def _record_columns() -> list[tuple[str, str]]:
@@ -425,10 +426,11 @@ class UUIDText(Func):
 
 def _export_queryset(migrations: QuerySet[Migration], *, stats_in_sql: bool) -> QuerySet:
     """values_list of the export's columns, with the text conversions done by the
-    database: Python-side conversion of 100,000 rows (Django's converters, or psycopg's
-    timestamp loader) costs more than the rest of the export together. On PostgreSQL
-    the `stats.*` columns come from jsonb (->>) too; SQLite would re-parse the JSON for
-    every key, so there the statistics are decoded once per row in Python."""
+    database (times, UUIDs, booleans as true/false): Python-side conversion of 100,000
+    rows (Django's converters, or psycopg's timestamp loader) costs more than the rest
+    of the export together. On PostgreSQL the `stats.*` columns come from jsonb (->>)
+    too; SQLite would re-parse the JSON for every key, so there the statistics are
+    decoded once per row in Python."""
     fields = {f.attname: f for f in Migration._meta.concrete_fields}
     expressions = {}
     lookups = []
@@ -438,6 +440,12 @@ def _export_queryset(migrations: QuerySet[Migration], *, stats_in_sql: bool) -> 
             expressions[f"x_{name}"] = IsoTimestamp(name)
         elif kind == "UUIDField":
             expressions[f"x_{name}"] = UUIDText(name)
+        elif kind == "BooleanField":
+            expressions[f"x_{name}"] = Case(
+                When(**{name: True}, then=Value("true")),
+                default=Value("false"),
+                output_field=CharField(),
+            )
         lookups.append(f"x_{name}" if f"x_{name}" in expressions else lookup)
     if stats_in_sql:
         for key in JOB_STAT_KEYS:
@@ -458,48 +466,67 @@ def _raw_chunks(queryset: QuerySet) -> Iterator[list[tuple]]:
             yield rows
 
 
-def migrations_csv_stream(*, migrations: QuerySet[Migration]) -> Iterator[str]:
+def _csv_line(values: list) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(values)
+    return buffer.getvalue()
+
+
+def migrations_csv_stream(*, migrations: QuerySet[Migration]) -> Iterator[str | bytes]:
     """The CSV export: a header, then one line per migration (oldest first), every field
     of the record (times in ISO 8601 UTC, JSON fields as JSON text) and each of
-    libvirt's completed statistics in its own `stats.*` column. Yields one block of
-    lines per EXPORT_CHUNK_ROWS rows."""
-    stats_in_sql = connections[migrations.db].vendor == "postgresql"
-    queryset = _export_queryset(migrations, stats_in_sql=stats_in_sql)
-    names = [name for name, _ in RECORD_COLUMNS]
-    booleans = [
-        names.index(f.attname)
-        for f in Migration._meta.concrete_fields
-        if f.get_internal_type() == "BooleanField"
-    ]
-    stats_index = names.index("completed_stats")
+    libvirt's completed statistics in its own `stats.*` column. Yields blocks of lines.
+
+    PostgreSQL writes the lines itself (COPY (SELECT ...) TO STDOUT, streamed in blocks
+    of EXPORT_BLOCK_BYTES); on SQLite Python's csv module writes them, one block per
+    EXPORT_CHUNK_ROWS rows. Both parse to the same values; PostgreSQL quotes empty
+    strings ("") where Python leaves them bare.
+    """
+    yield _csv_line(CSV_HEADER)
+    if connections[migrations.db].vendor == "postgresql":
+        yield from _postgresql_copy_csv(_export_queryset(migrations, stats_in_sql=True))
+        return
+    queryset = _export_queryset(migrations, stats_in_sql=False)
+    stats_index = [name for name, _ in RECORD_COLUMNS].index("completed_stats")
     no_stats = [None] * len(JOB_STAT_KEYS)
     decode = json.JSONDecoder().decode
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_HEADER)
+    writer = csv.writer(buffer, lineterminator="\n")
     for rows in _raw_chunks(queryset):
         lines = []
         for row in rows:
-            values = list(row)
-            for i in booleans:
-                values[i] = "true" if values[i] else "false"
-            if not stats_in_sql:
-                raw = row[stats_index]
-                stats = decode(raw) if raw and raw != "null" else None
-                if stats:
-                    flat = list(map(stats.get, JOB_STAT_KEYS))
-                    if isinstance(flat[JOB_STAT_SUCCESS], bool):
-                        flat[JOB_STAT_SUCCESS] = "true" if flat[JOB_STAT_SUCCESS] else "false"
-                    values += flat
-                else:
-                    values += no_stats
-            lines.append(values)
+            raw = row[stats_index]
+            stats = decode(raw) if raw and raw != "null" else None
+            if stats:
+                flat = list(map(stats.get, JOB_STAT_KEYS))
+                if isinstance(flat[JOB_STAT_SUCCESS], bool):
+                    flat[JOB_STAT_SUCCESS] = "true" if flat[JOB_STAT_SUCCESS] else "false"
+                lines.append([*row, *flat])
+            else:
+                lines.append([*row, *no_stats])
         writer.writerows(lines)
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
-    if buffer.tell():
-        yield buffer.getvalue()  # the header of an empty export
+
+
+def _postgresql_copy_csv(queryset: QuerySet) -> Iterator[bytes]:
+    """The rows of `queryset` as CSV written by PostgreSQL (COPY cannot take bind
+    parameters: the values are quoted into the statement by psycopg)."""
+    connection = connections[queryset.db]
+    sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
+    statement = f"COPY ({connection.ops.compose_sql(sql, params)}) TO STDOUT (FORMAT csv)"
+    block: list[bytes] = []
+    size = 0
+    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        for data in copy:
+            block.append(bytes(data))
+            size += len(data)
+            if size >= EXPORT_BLOCK_BYTES:
+                yield b"".join(block)
+                block, size = [], 0
+    if block:
+        yield b"".join(block)
 
 
 def _json_value_encoder(kind: str):
@@ -508,7 +535,7 @@ def _json_value_encoder(kind: str):
     if kind == "JSONField":
         return lambda v: "null" if v is None else v
     if kind == "BooleanField":
-        return lambda v: "true" if v else "false"
+        return lambda v: v  # the database made it true or false
     if kind in ("CharField", "TextField", "DateTimeField", "UUIDField", ""):
         return lambda v: "null" if v is None else _json_string(v)
     return lambda v: "null" if v is None else str(v)  # numbers
