@@ -78,6 +78,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Echo the request id the audit events of this request carry (X-Request-ID).
+    "audit.middleware.RequestIdMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"

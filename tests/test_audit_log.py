@@ -99,15 +99,18 @@ def test_the_database_refuses_pointing_an_event_at_another_user(admin_user):
     assert AuditEvent.objects.get().actor_id == admin_user.pk
 
 
-def test_the_database_refuses_deletes_on_postgresql():
-    if connection.vendor != "postgresql":
-        pytest.skip(
-            "SQLite has no DELETE trigger: Django's flush on SQLite is DELETE FROM every "
-            "table (see audit/triggers.py); the model and QuerySet refuse deletes there."
-        )
+def test_deletes_are_refused_at_the_deepest_level_each_database_allows():
     event = _event()
-    with pytest.raises(DatabaseError, match="append-only"):
-        _raw("DELETE FROM audit_auditevent WHERE id = %s", [event.pk])
+    if connection.vendor == "postgresql":
+        with pytest.raises(DatabaseError, match="append-only"):
+            _raw("DELETE FROM audit_auditevent WHERE id = %s", [event.pk])
+    else:
+        # SQLite has no DELETE trigger: Django's flush there is DELETE FROM every table
+        # (see audit/triggers.py). Every delete path of the ORM refuses instead.
+        with pytest.raises(AppendOnlyError):
+            AuditEvent.objects.filter(pk=event.pk).delete()
+        with pytest.raises(AppendOnlyError):
+            AuditEvent.objects.all()._raw_delete(connection.alias)
     assert AuditEvent.objects.filter(pk=event.pk).exists()
 
 
