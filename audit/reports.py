@@ -140,23 +140,37 @@ def _interpolate(values_by_rank: dict[int, float], n: int, p: float) -> float:
     return float(low + (high - low) * (position - lower))
 
 
-def _percentiles_by_rank(queryset: QuerySet, field: str, n: int) -> dict[float, float | None]:
-    """SQLite: the rows at the ranks around (n - 1) * p, by a ROW_NUMBER() window."""
-    if n == 0:
-        return {p: None for p in PERCENTILES}
+def _ranks(n: int) -> set[int]:
+    """The 1-based ranks whose values the percentiles of n values interpolate."""
     ranks = set()
     for p in PERCENTILES:
-        position = (n - 1) * p
-        ranks.update({math.floor(position) + 1, min(math.floor(position) + 1, n - 1) + 1})
-    rows = (
-        queryset.order_by()
-        .filter(**{f"{field}__isnull": False})
-        .annotate(_rank=Window(RowNumber(), order_by=F(field).asc()))
-        .filter(_rank__in=sorted(ranks))
-        .values_list("_rank", field)
-    )
-    values_by_rank = dict(rows)
-    return {p: _interpolate(values_by_rank, n, p) for p in PERCENTILES}
+        lower = math.floor((n - 1) * p)
+        ranks.update({lower + 1, min(lower + 1, n - 1) + 1})
+    return ranks
+
+
+def _percentiles_by_rank(queryset: QuerySet, counts: dict[str, int]) -> dict[str, dict]:
+    """SQLite: for each field, the values at the ranks around (n - 1) * p, by a
+    ROW_NUMBER() window per field (NULLs last) in one query over `queryset`; the
+    percentiles are interpolated from them."""
+    windows, wanted, condition = {}, {}, Q()
+    for field, n in counts.items():
+        if n:
+            windows[f"_rank_{field}"] = Window(RowNumber(), order_by=F(field).asc(nulls_last=True))
+            wanted[field] = _ranks(n)
+            condition |= Q(**{f"_rank_{field}__in": sorted(wanted[field])})
+    found: dict[str, dict[int, float]] = {field: {} for field in counts}
+    if windows:
+        columns = [name for field in windows for name in (field, field.removeprefix("_rank_"))]
+        for row in queryset.order_by().annotate(**windows).filter(condition).values_list(*columns):
+            for i in range(0, len(row), 2):
+                field = columns[i + 1]
+                if row[i] in wanted[field]:
+                    found[field][row[i]] = row[i + 1]
+    return {
+        field: {p: _interpolate(found[field], n, p) if n else None for p in PERCENTILES}
+        for field, n in counts.items()
+    }
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -166,10 +180,10 @@ def _share(part: int, whole: int) -> float | None:
 def migration_report_build(*, migrations: QuerySet[Migration]) -> dict:
     """The summary of `migrations` (already filtered): see the module docstring.
 
-    Six queries whatever the number of rows (four on PostgreSQL): counts per route
+    Five queries whatever the number of rows (six on SQLite): counts per route
     (source, destination), summed into the outcomes and the per-host table; figures of
     the succeeded migrations (with the percentiles on PostgreSQL); failures by reason;
-    per day; host names; on SQLite the ranks of the two percentile populations.
+    per day; host names; on SQLite one query with a ROW_NUMBER() window per metric.
     """
     migrations = migrations.order_by()
     vendor = connections[migrations.db].vendor
@@ -180,7 +194,9 @@ def migration_report_build(*, migrations: QuerySet[Migration]) -> dict:
     }
     row["transferred_bytes"] = sum(r["transferred_bytes"] or 0 for r in routes)
     # Durations and downtimes: succeeded migrations; COUNT/AVG/MAX of a column skip NULLs.
-    succeeded = migrations.filter(status=SUCCEEDED)
+    # Written as "not any other status" (the same rows): SQLite then reads the time range
+    # instead of 90,000 rows one by one through the (status, created_at) index.
+    succeeded = migrations.exclude(status__in=[s for s in MigrationStatus if s != SUCCEEDED])
     figures = {
         "duration_count": Count("total_time_ms"),
         "duration_mean": Avg("total_time_ms"),
@@ -203,8 +219,11 @@ def migration_report_build(*, migrations: QuerySet[Migration]) -> dict:
         downtime_p = {p: row[f"downtime_p{p}"] for p in PERCENTILES}
         method = "percentile_cont (PostgreSQL ordered-set aggregate)"
     else:
-        duration_p = _percentiles_by_rank(succeeded, "total_time_ms", row["duration_count"])
-        downtime_p = _percentiles_by_rank(succeeded, "downtime_ms", row["downtime_count"])
+        ranked = _percentiles_by_rank(
+            succeeded,
+            {"total_time_ms": row["duration_count"], "downtime_ms": row["downtime_count"]},
+        )
+        duration_p, downtime_p = ranked["total_time_ms"], ranked["downtime_ms"]
         method = "ROW_NUMBER() window, linear interpolation (same as percentile_cont)"
 
     return {
