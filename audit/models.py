@@ -74,6 +74,15 @@ class AuditEvent(models.Model):
             ),
             models.Index(fields=["vm_uuid", "occurred_at", "id"], name="audit_vm_time_idx"),
             models.Index(fields=["vm_name", "occurred_at", "id"], name="audit_vmname_time_idx"),
+            # "What happened to host X of this kind": host and type together.
+            models.Index(
+                fields=["host_name", "event_type", "occurred_at", "id"],
+                name="audit_host_type_time_idx",
+            ),
+            models.Index(
+                fields=["peer_host_name", "event_type", "occurred_at", "id"],
+                name="audit_peer_type_time_idx",
+            ),
         ]
 
     def __str__(self) -> str:

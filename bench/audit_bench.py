@@ -130,6 +130,8 @@ def main() -> None:
         )
         results["seed_s"] = time.perf_counter() - started
         print(f"seeded in {results['seed_s']:.1f} s")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")  # planner statistics, also for indexes added since seeding
     results["migrations"] = Migration.objects.count()
     results["audit_events"] = AuditEvent.objects.count()
     print(f"{results['migrations']} migrations, {results['audit_events']} audit events")

@@ -5,8 +5,7 @@ nothing listens on records the host as unreachable.)"""
 import uuid
 
 import pytest
-from django.conf import settings
-from django.test import Client, override_settings
+from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -171,7 +170,6 @@ def test_login_and_logout_are_recorded(admin_user):
     assert logout.request_id != login.request_id
 
 
-@override_settings(MIDDLEWARE=[*settings.MIDDLEWARE, "audit.middleware.RequestIdMiddleware"])
 def test_request_id_middleware_echoes_the_id_that_the_events_carry(api):
     response = api.post("/api/hosts/", {"name": "hv-r", "address": "192.0.2.60"}, format="json")
     assert response.status_code == 201
