@@ -1,8 +1,8 @@
 """Request ids: one per request, the client's X-Request-ID if it sent a sane one, echoed
 in the response so that a client can find its request in the audit log.
 
-Optional: audit events get a request id with or without this middleware (see
-audit.services.request_id_of); with it, clients also see the id.
+Audit events get a request id with or without this middleware (see
+audit.services.request_id_of); with it (portal/settings.py), clients also see the id.
 """
 
 from __future__ import annotations
