@@ -406,6 +406,17 @@ def _with_host(uri: str, action) -> str | None:
 ACTIVE = {"running", "paused", "blocked", "shutting_down"}
 
 
+def _remove_domain(conn: gateway.HostConnection, uuid: str) -> None:
+    """Stop and undefine what a failed migration left on a destination, if anything."""
+    domain = conn.find_domain(uuid=uuid)
+    if domain is None:
+        return
+    if domain.state in ACTIVE:
+        conn.destroy(uuid)
+    if conn.find_domain(uuid=uuid) is not None:
+        conn.undefine(uuid)
+
+
 def _settle_failure(migration: Migration, error: str, *, why: str = "") -> Migration:
     """libvirt reported an error (or the worker died): find out where the VM is and
     make it run on exactly one host, then record the outcome."""
@@ -433,13 +444,7 @@ def _settle_failure(migration: Migration, error: str, *, why: str = "") -> Migra
     if dst is not None:
         # Anything of this UUID on the destination is ours: the pre-check refused
         # destinations that already had it.
-        def remove(conn: gateway.HostConnection) -> None:
-            if dst.state in ACTIVE:
-                conn.destroy(uuid)
-            if conn.find_domain(uuid=uuid) is not None:
-                conn.undefine(uuid)
-
-        cleanup_error = _with_host(dst_uri, remove)
+        cleanup_error = _with_host(dst_uri, lambda conn: _remove_domain(conn, uuid))
         if cleanup_error:
             needs_cleanup = True
             notes.append(f"the leftover on {migration.destination} could not be removed yet")
@@ -569,16 +574,10 @@ def _retry_cleanup(migration: Migration) -> None:
     if src_error or src is None or src.state not in ACTIVE:
         return  # only clean the destination while the VM is known to run on the source
 
-    def remove(conn: gateway.HostConnection) -> None:
-        dst = conn.find_domain(uuid=uuid)
-        if dst is None:
-            return
-        if dst.state in ACTIVE:
-            conn.destroy(uuid)
-        if conn.find_domain(uuid=uuid) is not None:
-            conn.undefine(uuid)
-
-    if _with_host(migration.destination.connection_uri, remove) is None:
+    removal = _with_host(
+        migration.destination.connection_uri, lambda conn: _remove_domain(conn, uuid)
+    )
+    if removal is None:
         with transaction.atomic():
             Migration.objects.filter(pk=migration.pk).update(needs_cleanup=False)
             audit_event_record(
