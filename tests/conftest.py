@@ -60,6 +60,32 @@ def viewer_api(viewer_user) -> APIClient:
     return client
 
 
+@pytest.fixture
+def vm(db):
+    """A running VM row on host `src`, with a second host `dst`: no hypervisor behind
+    them (for API tests that stop before libvirt)."""
+    import uuid
+
+    from django.utils import timezone
+
+    from hosts.models import Host
+    from vms.models import VM
+
+    source = Host.objects.create(name="src", address="192.0.2.10")
+    Host.objects.create(name="dst", address="192.0.2.11")
+    return VM.objects.create(
+        uuid=uuid.uuid4(),
+        name="web-1",
+        host=source,
+        state="running",
+        persistent=True,
+        vcpus=1,
+        memory_kib=262144,
+        max_memory_kib=262144,
+        last_synced_at=timezone.now(),
+    )
+
+
 @pytest.fixture(scope="session")
 def vm_uuids(lab_hosts) -> dict[str, str]:
     """UUIDs of the lab's two VMs, wherever earlier tests moved them."""

@@ -2,15 +2,11 @@
 request and how they authenticated. (No hypervisor needed: a refresh of an address
 nothing listens on records the host as unreachable.)"""
 
-import uuid
-
 import pytest
 from django.test import Client
-from django.utils import timezone
 
 from audit.models import AuditEvent
 from hosts.models import Host
-from vms.models import VM
 
 pytestmark = pytest.mark.django_db
 
@@ -69,23 +65,6 @@ def test_host_create_update_refresh_delete_each_leave_their_event(api, admin_use
     assert event.before["name"] == "hv-9"
     assert event.host_name == "hv-9"  # still findable by host after the host is gone
     assert not Host.objects.filter(pk=host_id).exists()
-
-
-@pytest.fixture
-def vm():
-    source = Host.objects.create(name="src", address="192.0.2.10")
-    Host.objects.create(name="dst", address="192.0.2.11")
-    return VM.objects.create(
-        uuid=uuid.uuid4(),
-        name="web-1",
-        host=source,
-        state="running",
-        persistent=True,
-        vcpus=1,
-        memory_kib=262144,
-        max_memory_kib=262144,
-        last_synced_at=timezone.now(),
-    )
 
 
 def test_migration_request_and_cancel_leave_their_events(api, admin_user, vm):

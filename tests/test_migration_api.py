@@ -6,32 +6,12 @@ import uuid
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
-from hosts.models import Host
 from migrations_app.models import Migration
-from vms.models import VM
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def vm():
-    source = Host.objects.create(name="src", address="192.0.2.10")
-    Host.objects.create(name="dst", address="192.0.2.11")
-    return VM.objects.create(
-        uuid=uuid.uuid4(),
-        name="web-1",
-        host=source,
-        state="running",
-        persistent=True,
-        vcpus=1,
-        memory_kib=262144,
-        max_memory_kib=262144,
-        last_synced_at=timezone.now(),
-    )
 
 
 def _migrate(client, vm, **payload):
