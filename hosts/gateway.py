@@ -7,6 +7,8 @@ with readable messages, and return plain dataclasses, never libvirt objects.
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 import threading
 import xml.etree.ElementTree as ET
@@ -19,6 +21,41 @@ import libvirt
 
 # libvirt prints every error to stderr by default; we raise them as exceptions instead.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+logger = logging.getLogger(__name__)
+
+# Client keepalive (what bounds every call on an open connection): a host that stops
+# answering is given up after about interval x (count + 1) seconds.
+KEEPALIVE_INTERVAL_S = int(os.environ.get("PORTAL_LIBVIRT_KEEPALIVE_INTERVAL_S", "5"))
+KEEPALIVE_COUNT = int(os.environ.get("PORTAL_LIBVIRT_KEEPALIVE_COUNT", "3"))
+
+_event_loop_lock = threading.Lock()
+_event_loop_pid: int | None = None
+
+
+def _run_event_loop() -> None:
+    while True:
+        try:
+            libvirt.virEventRunDefaultImpl()
+        except libvirt.libvirtError:  # never let the loop die: keepalive depends on it
+            logger.exception("libvirt event loop")
+
+
+def _ensure_event_loop() -> None:
+    """libvirt sends keepalive probes only from a client event loop: one thread per
+    process (a forked worker does not inherit its parent's thread, so it starts its own)."""
+    global _event_loop_pid
+    with _event_loop_lock:
+        if _event_loop_pid == os.getpid():
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True).start()
+        _event_loop_pid = os.getpid()
+
+
+def keepalive_bound_s() -> float:
+    """The longest a call on an open connection to a silent host can block."""
+    return float(KEEPALIVE_INTERVAL_S * (KEEPALIVE_COUNT + 1))
 
 
 class GatewayError(Exception):
@@ -436,7 +473,12 @@ def connect(uri: str, *, timeout: float) -> Iterator[HostConnection]:
     transport = parts.scheme.partition("+")[2] or "unix"
     if parts.hostname and transport in DEFAULT_PORTS:
         _probe_tcp(parts.hostname, parts.port or DEFAULT_PORTS[transport], timeout)
+    _ensure_event_loop()
     conn = _open_with_timeout(uri, timeout)
+    try:
+        conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+    except libvirt.libvirtError as exc:  # e.g. a driver without keepalive (test://)
+        logger.debug("no keepalive on %s: %s", uri, _message(exc))
     try:
         yield HostConnection(uri, conn)
     finally:

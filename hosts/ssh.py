@@ -120,6 +120,11 @@ def known_hosts_write(path: Path, entries: list[tuple[str, int, str]]) -> None:
     tmp.replace(path)
 
 
+SSH_CONNECT_TIMEOUT_S = 5
+SSH_ALIVE_INTERVAL_S = 5
+SSH_ALIVE_COUNT = 3
+
+
 def ssh_command_write(path: Path, known_hosts: Path) -> None:
     """The ssh libvirt runs for qemu+ssh:// (URI parameter `command`): OpenSSH that
     trusts only the pinned keys and never asks anything."""
@@ -127,7 +132,11 @@ def ssh_command_write(path: Path, known_hosts: Path) -> None:
         "#!/bin/sh\n"
         "# Written by the portal: ssh for libvirt, host keys checked against the keys\n"
         "# pinned in the portal's database only.\n"
+        "# Bounded: a silent host is given up after ConnectTimeout, a connection that\n"
+        "# stops answering after ServerAliveInterval x ServerAliveCountMax seconds.\n"
         "exec ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null"
+        f" -o ConnectTimeout={SSH_CONNECT_TIMEOUT_S} -o ServerAliveInterval={SSH_ALIVE_INTERVAL_S}"
+        f" -o ServerAliveCountMax={SSH_ALIVE_COUNT}"
         f' -o UserKnownHostsFile={shlex.quote(str(known_hosts))} "$@"\n'
     )
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -7,7 +7,7 @@ before libvirt is asked to migrate (things change while a migration waits in the
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
@@ -18,6 +18,7 @@ from migrations_app.models import ACTIVE_STATUSES, Migration, StorageMode
 from vms.models import VMState
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
+INACTIVE_DOMAIN_STATES = frozenset({"shut_off", "crashed"})
 
 
 @dataclass(frozen=True)
@@ -25,13 +26,16 @@ class CheckResult:
     name: str
     status: str
     message: str
+    # What the check learned that the engine needs later (e.g. that the destination
+    # already has this VM's definition); not shown to users.
+    facts: dict = field(default_factory=dict, compare=False)
 
     @property
     def failed(self) -> bool:
         return self.status == FAIL
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {"name": self.name, "status": self.status, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,8 @@ CHECK_NAMES = [
 def run_prechecks(plan: MigrationPlan) -> list[CheckResult]:
     results: dict[str, CheckResult] = {}
 
-    def record(name: str, ok: bool, message: str) -> None:
-        results[name] = CheckResult(name, PASS if ok else FAIL, message)
+    def record(name: str, ok: bool, message: str, **facts) -> None:
+        results[name] = CheckResult(name, PASS if ok else FAIL, message, facts)
 
     src, dst = plan.source, plan.destination
     same = src.pk == dst.pk or (src.host_uuid and src.host_uuid == dst.host_uuid)
@@ -142,7 +146,7 @@ def _destination_checks(
     conn: gateway.HostConnection,
     vm: gateway.DomainInfo | None,
     vm_xml: str,
-    record: Callable[[str, bool, str], None],
+    record: Callable[..., None],
 ) -> None:
     src, dst = plan.source, plan.destination
     caps = conn.capabilities()
@@ -168,6 +172,7 @@ def _destination_checks(
         "vm_state_fits_mode",
         fits,
         f"the VM is {vm.state.replace('_', ' ')}" + ("" if fits else f": {reason}"),
+        source_state=vm.state,
     )
     cpu_ok, cpu_reason = conn.compare_cpu(domain_xml=vm_xml)
     record("cpu_compatible", cpu_ok, cpu_reason)
@@ -206,14 +211,62 @@ def _destination_checks(
     target_name = plan.new_name or plan.vm_name
     by_uuid = conn.find_domain(uuid=plan.vm_uuid)
     by_name = conn.find_domain(name=target_name)
-    if by_uuid is not None:
-        clash = f"{dst.name} already has a domain with this UUID ({by_uuid.name}, {by_uuid.state})"
-    elif by_name is not None:
-        clash = f"{dst.name} already has a domain named '{target_name}'"
-    else:
-        clash = ""
+    verdict = name_or_uuid_clash(
+        destination=dst.name,
+        target_name=target_name,
+        by_uuid=(by_uuid.name, by_uuid.state) if by_uuid else None,
+        by_name_uuid=by_name.uuid if by_name else None,
+        vm_uuid=plan.vm_uuid,
+    )
     record(
         "no_name_or_uuid_clash",
-        not clash,
-        clash or f"no domain named '{target_name}' or with this UUID on {dst.name}",
+        not verdict.clash,
+        verdict.message,
+        destination_had_definition=verdict.coming_home,
+    )
+
+
+@dataclass(frozen=True)
+class ClashVerdict:
+    clash: bool
+    coming_home: bool
+    message: str
+
+
+def name_or_uuid_clash(
+    *,
+    destination: str,
+    target_name: str,
+    by_uuid: tuple[str, str] | None,
+    by_name_uuid: str | None,
+    vm_uuid: str,
+) -> ClashVerdict:
+    """Would the VM clash with a domain on the destination? Pure.
+
+    A shut-off definition with the same UUID and the same name is the same VM coming
+    home (a round trip without "delete source"): libvirt reuses it, so it is no clash.
+    A running or paused copy, or a different domain with that name or UUID, is.
+    """
+    if by_uuid is not None:
+        name, state = by_uuid
+        if name == target_name and state in INACTIVE_DOMAIN_STATES:
+            return ClashVerdict(
+                False,
+                True,
+                f"{destination} keeps a {state.replace('_', ' ')} definition of this VM "
+                "from an earlier migration: it comes home and that definition is reused",
+            )
+        if name != target_name:
+            why = f"named '{name}', not '{target_name}'"
+        else:
+            why = f"{state.replace('_', ' ')}: a second active copy"
+        return ClashVerdict(
+            True, False, f"{destination} already has a domain with this UUID ({why})"
+        )
+    if by_name_uuid is not None and by_name_uuid != vm_uuid:
+        return ClashVerdict(
+            True, False, f"{destination} already has another domain named '{target_name}'"
+        )
+    return ClashVerdict(
+        False, False, f"no domain named '{target_name}' or with this UUID on {destination}"
     )

@@ -1,32 +1,42 @@
 """The migration engine: runs one migration in a worker, from claim to outcome.
 
-claim (when the hosts have a free slot) -> pre-checks -> libvirt migrateToURI3 in a
-thread while this thread samples the job -> record the outcome. Any failure is
-settled from what libvirt says: the VM must end up running on exactly one host.
+claim (a fenced lease, when the hosts have a free slot) -> pre-checks -> libvirt
+migrateToURI3 in a thread while this thread samples the job -> record the outcome.
+Any failure is settled from what the hosts report, by the pure rules of
+`decisions.py`; this module only gathers the facts and carries the decisions out.
+
+Fencing: every claim or takeover raises the migration's `claim_epoch`. Every write of
+the worker (transitions, samples, heartbeats) is a compare-and-set on that epoch, and
+a heartbeat thread renews it for the whole task. A worker that lost its claim gets
+`ClaimLost` at its next step and writes nothing more.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
-from dataclasses import asdict
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from audit.services import Actor, audit_event_record
 from hosts import gateway
 from hosts.models import Host
 from hosts.services import host_refresh
+from migrations_app import decisions
 from migrations_app.checks import MigrationPlan, run_prechecks
 from migrations_app.events import migration_publish
 from migrations_app.models import (
+    ALLOWED_TRANSITIONS,
     RUNNING_STATUSES,
     Migration,
     MigrationSample,
@@ -38,20 +48,108 @@ from migrations_app.progress import ProgressSample, sample_from_job_stats
 
 logger = logging.getLogger(__name__)
 
-SLOT_POLL_S = 1.0
+WAITING_FOR_SLOT = "waiting_for_slot"
+# How long a database write is retried (reconnecting) before the task gives up and
+# leaves the migration to the reconciler.
+DB_RETRY_S = 30.0
 
 
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _actor() -> Actor:
-    return Actor.system(f"worker {worker_identity()}")
+def _actor(owner: str | None = None) -> Actor:
+    return Actor.system(owner or f"worker {worker_identity()}")
 
 
-def _audit(migration: Migration, event: str, *, before: str | None = None, **detail) -> None:
+# --- fencing -------------------------------------------------------------------------
+
+
+class ClaimLost(Exception):
+    """This worker no longer owns the migration: it must stop and write nothing."""
+
+
+class InvalidTransition(RuntimeError):
+    """A status change the lifecycle does not allow (a bug, or a race lost)."""
+
+
+@dataclass
+class Lease:
+    """The claim a worker (or reconciler) holds on one migration."""
+
+    migration_id: int
+    epoch: int
+    owner: str
+    lost: threading.Event = field(default_factory=threading.Event)
+
+    def check(self) -> None:
+        if self.lost.is_set():
+            raise ClaimLost(f"migration {self.migration_id}: claim {self.epoch} lost")
+
+    def renew(self) -> None:
+        """Heartbeat as a compare-and-set on the epoch; raises ClaimLost if taken over."""
+        self.check()
+        renewed = Migration.objects.filter(pk=self.migration_id, claim_epoch=self.epoch).update(
+            heartbeat_at=timezone.now()
+        )
+        if not renewed:
+            self.lost.set()
+            self.check()
+
+
+@contextlib.contextmanager
+def _heartbeat(lease: Lease) -> Iterator[None]:
+    """Renew the lease from a thread of its own for as long as the block runs, so that
+    slow pre-checks, completion or settlement never look like a dead worker."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(settings.MIGRATION_HEARTBEAT_S):
+                try:
+                    lease.renew()
+                except ClaimLost:
+                    logger.warning(
+                        "migration %s: claim taken over; this worker stops",
+                        lease.migration_id,
+                    )
+                    return
+                except DatabaseError as exc:  # a blip: the next beat reconnects
+                    logger.warning("migration %s: heartbeat: %s", lease.migration_id, exc)
+                    connection.close()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{lease.migration_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def _db_retry(what: str, write: Callable[[], Migration]) -> Migration:
+    """Run a database write, reconnecting on connection errors for up to DB_RETRY_S."""
+    deadline = time.monotonic() + DB_RETRY_S
+    while True:
+        try:
+            return write()
+        except (ClaimLost, InvalidTransition):
+            raise
+        except DatabaseError as exc:
+            if time.monotonic() > deadline:
+                raise
+            logger.warning("%s: database error, retrying: %s", what, exc)
+            connection.close()
+            time.sleep(1.0)
+
+
+def _audit(
+    migration: Migration, event: str, *, actor: Actor, before: str | None = None, **detail
+) -> None:
     audit_event_record(
-        actor=_actor(),
+        actor=actor,
         event_type=f"migration.{event}",
         target=migration,
         before={"status": before} if before else None,
@@ -66,36 +164,60 @@ def _audit(migration: Migration, event: str, *, before: str | None = None, **det
     )
 
 
-def _transition(migration: Migration, status: str, event: str, **fields) -> Migration:
-    """Change status (and fields) with its audit row in one transaction; publish after."""
-    with transaction.atomic():
-        current = Migration.objects.select_for_update().get(pk=migration.pk)
-        before = current.status
-        current.status = status
-        current.heartbeat_at = timezone.now()
-        for key, value in fields.items():
-            setattr(current, key, value)
-        if status in (
-            MigrationStatus.SUCCEEDED,
-            MigrationStatus.FAILED,
-            MigrationStatus.CANCELLED,
-        ):
-            current.finished_at = timezone.now()
-        current.save()
-        _audit(current, event, before=before, error=current.error or None)
-        migration_publish(migration=current, event=event)
-    return current
+def _transition(migration: Migration, lease: Lease, status: str, event: str, **fields) -> Migration:
+    """Change status (and fields) with its audit row in one transaction, as a
+    compare-and-set on the lease's epoch and the lifecycle; publish after commit."""
+
+    def write() -> Migration:
+        with transaction.atomic():
+            current = (
+                Migration.objects.select_for_update()
+                .select_related("source", "destination")
+                .get(pk=migration.pk)
+            )
+            if current.claim_epoch != lease.epoch:
+                lease.lost.set()
+                lease.check()
+            before = current.status
+            if status != before and status not in ALLOWED_TRANSITIONS.get(before, ()):
+                raise InvalidTransition(f"migration {migration.pk}: {before} -> {status}")
+            current.status = status
+            current.heartbeat_at = timezone.now()
+            for key, value in fields.items():
+                setattr(current, key, value)
+            if status in (
+                MigrationStatus.SUCCEEDED,
+                MigrationStatus.FAILED,
+                MigrationStatus.CANCELLED,
+            ):
+                current.finished_at = timezone.now()
+            current.save()
+            _audit(
+                current,
+                event,
+                actor=_actor(lease.owner),
+                before=before,
+                error=current.error or None,
+            )
+            migration_publish(migration=current, event=event)
+        return current
+
+    return _db_retry(f"migration {migration.pk} -> {status}", write)
 
 
 # --- claim ---------------------------------------------------------------------------
 
 
-def _try_claim(migration_id: int, worker: str) -> tuple[str, Migration | None]:
-    """('claimed', m) | ('wait', None) | ('not-mine', None)."""
+def _try_claim(migration_id: int, worker: str) -> tuple[str, Migration | None, Lease | None]:
+    """('claimed', m, lease) | ('wait', None, None) | ('not-mine', None, None)."""
     with transaction.atomic():
-        migration = Migration.objects.select_for_update().get(pk=migration_id)
+        migration = (
+            Migration.objects.select_for_update()
+            .select_related("source", "destination")
+            .get(pk=migration_id)
+        )
         if migration.status != MigrationStatus.QUEUED or migration.claimed_by:
-            return "not-mine", None  # cancelled, or a redelivery of a claimed task
+            return "not-mine", None, None  # cancelled, or a redelivery of a claimed task
         # Lock both hosts so that concurrent claims count each other's slots.
         list(
             Host.objects.select_for_update()
@@ -103,36 +225,32 @@ def _try_claim(migration_id: int, worker: str) -> tuple[str, Migration | None]:
             .order_by("pk")
         )
         running = Migration.objects.filter(status__in=RUNNING_STATUSES)
-        outgoing = running.filter(source_id=migration.source_id).count()
-        incoming = running.filter(destination_id=migration.destination_id).count()
-        if (
-            outgoing >= settings.MIGRATION_MAX_OUTGOING_PER_HOST
-            or incoming >= settings.MIGRATION_MAX_INCOMING_PER_HOST
+        if not decisions.slot_free(
+            outgoing=running.filter(source_id=migration.source_id).count(),
+            incoming=running.filter(destination_id=migration.destination_id).count(),
+            max_outgoing=settings.MIGRATION_MAX_OUTGOING_PER_HOST,
+            max_incoming=settings.MIGRATION_MAX_INCOMING_PER_HOST,
         ):
-            return "wait", None
+            if migration.phase != WAITING_FOR_SLOT:
+                migration.phase = WAITING_FOR_SLOT
+                migration.save(update_fields=["phase"])
+                migration_publish(migration=migration, event="waiting")
+            return "wait", None, None
         migration.status = MigrationStatus.CHECKING
         migration.claimed_by = worker
+        migration.claim_epoch += 1
         migration.started_at = migration.heartbeat_at = timezone.now()
         migration.phase = "checking"
         migration.save()
-        _audit(migration, "checking", before=MigrationStatus.QUEUED, worker=worker)
+        _audit(
+            migration,
+            "checking",
+            actor=_actor(),
+            before=MigrationStatus.QUEUED,
+            worker=worker,
+        )
         migration_publish(migration=migration, event="checking")
-    return "claimed", migration
-
-
-def _claim_when_slot_free(migration_id: int, worker: str) -> Migration | None:
-    waited = False
-    while True:
-        outcome, migration = _try_claim(migration_id, worker)
-        if outcome == "claimed":
-            return migration
-        if outcome == "not-mine":
-            logger.info("migration %s: not claimable (already claimed or finished)", migration_id)
-            return None
-        if not waited:
-            logger.info("migration %s waits for a free slot on its hosts", migration_id)
-            waited = True
-        time.sleep(SLOT_POLL_S)
+    return "claimed", migration, Lease(migration.pk, migration.claim_epoch, f"worker {worker}")
 
 
 # --- run -----------------------------------------------------------------------------
@@ -154,12 +272,31 @@ def migration_spec(migration: Migration) -> gateway.MigrationSpec:
 
 
 def migration_execute(*, migration_id: int, worker: str | None = None) -> str:
-    """Run migration `migration_id` to its end; returns the final status."""
-    worker = worker or worker_identity()
-    migration = _claim_when_slot_free(migration_id, worker)
-    if migration is None:
-        return Migration.objects.get(pk=migration_id).status
+    """Run migration `migration_id` to its end; returns the status it is left in.
 
+    A migration whose hosts have no free slot is not waited for here: it stays queued
+    (phase `waiting_for_slot`) and is enqueued again when a slot frees up, so that
+    waiting never holds a worker.
+    """
+    from migrations_app.services import migrations_dispatch_waiting
+
+    worker = worker or worker_identity()
+    outcome, migration, lease = _try_claim(migration_id, worker)
+    if outcome != "claimed":
+        if outcome == "wait":
+            logger.info("migration %s waits for a free slot on its hosts", migration_id)
+        return Migration.objects.get(pk=migration_id).status
+    try:
+        with _heartbeat(lease):
+            return _run_claimed(migration, lease).status
+    except ClaimLost:
+        logger.warning("migration %s: this worker lost its claim and stopped", migration_id)
+        return Migration.objects.get(pk=migration_id).status
+    finally:
+        migrations_dispatch_waiting()
+
+
+def _run_claimed(migration: Migration, lease: Lease) -> Migration:
     plan = MigrationPlan(
         vm_uuid=str(migration.vm_uuid),
         vm_name=migration.vm_name,
@@ -171,46 +308,94 @@ def migration_execute(*, migration_id: int, worker: str | None = None) -> str:
         migration_id=migration.pk,
     )
     checks = run_prechecks(plan)
+    lease.check()
     failed = [c for c in checks if c.failed]
     check_rows = [c.as_dict() for c in checks]
+    facts = {key: value for c in checks for key, value in c.facts.items()}
     if failed:
         reasons = "; ".join(f"{c.name}: {c.message}" for c in failed)
         return _transition(
             migration,
+            lease,
             MigrationStatus.FAILED,
             "failed",
             checks=check_rows,
             phase="checks_failed",
             error=f"Pre-checks failed: {reasons}",
-        ).status
+        )
     if Migration.objects.filter(pk=migration.pk, cancel_requested_at__isnull=False).exists():
         return _transition(
             migration,
+            lease,
             MigrationStatus.CANCELLED,
             "cancelled",
             checks=check_rows,
+            phase="cancelled",
             error="Cancelled before libvirt started the migration.",
-        ).status
+        )
 
     migration = _transition(
-        migration, MigrationStatus.MIGRATING, "started", checks=check_rows, phase="setup"
+        migration,
+        lease,
+        MigrationStatus.MIGRATING,
+        "started",
+        checks=check_rows,
+        phase="setup",
+        destination_had_definition=bool(facts.get("destination_had_definition")),
+        source_was_paused=facts.get("source_state") == "paused",
     )
-    error = _migrate_and_monitor(migration)
+    error = _migrate_and_monitor(migration, lease)
     if error is None:
-        return _complete(migration).status
-    return _settle_failure(migration, error).status
+        return _complete(migration, lease)
+    return _settle(migration, lease, error)
 
 
-def _migrate_and_monitor(migration: Migration) -> str | None:
-    """Run libvirt's migration in a thread and sample it; returns libvirt's error or None."""
+class _MonitorConnection:
+    """The monitor's connection to the source, reopened (bounded) when it breaks."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._stack: contextlib.ExitStack | None = None
+        self._conn: gateway.HostConnection | None = None
+        self._next_try = 0.0
+
+    def get(self) -> gateway.HostConnection | None:
+        if self._conn is None and time.monotonic() >= self._next_try:
+            stack = contextlib.ExitStack()
+            try:
+                self._conn = stack.enter_context(
+                    gateway.connect(self.uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S)
+                )
+                self._stack = stack
+            except gateway.GatewayError as exc:
+                logger.warning("monitor: %s not reachable: %s", self.uri, exc)
+                self._next_try = time.monotonic() + 2.0
+        return self._conn
+
+    def broken(self) -> None:
+        self.close()
+        self._next_try = time.monotonic() + 1.0
+
+    def close(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack = self._conn = None
+
+
+def _migrate_and_monitor(migration: Migration, lease: Lease) -> str | None:
+    """Run libvirt's migration in a thread and sample it; returns libvirt's error or None.
+
+    Cancel and `timeout_s` are enforced here even when the monitor's connection breaks
+    (it is reopened), and the wait is bounded: libvirt's keepalive ends the runner's
+    call when the source stops answering.
+    """
     uuid = str(migration.vm_uuid)
     source_uri = migration.source.connection_uri
-    timeout = settings.LIBVIRT_CONNECT_TIMEOUT_S
     outcome: dict[str, str] = {}
 
     def run() -> None:
         try:
-            with gateway.connect(source_uri, timeout=timeout) as conn:
+            with gateway.connect(source_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S) as conn:
                 conn.migrate(
                     uuid,
                     destination_uri=migration.destination.connection_uri,
@@ -225,16 +410,15 @@ def _migrate_and_monitor(migration: Migration) -> str | None:
     runner = threading.Thread(target=run, name=f"migration-{migration.pk}", daemon=True)
     started = time.monotonic()
     runner.start()
-    abort_reason = None
+    monitor = _MonitorConnection(source_uri)
     try:
-        with gateway.connect(source_uri, timeout=timeout) as monitor:
-            abort_reason = _monitor(migration, runner, monitor, started)
-    except gateway.GatewayError as exc:
-        # Without a monitor connection the migration still runs; wait for its end.
-        logger.warning("migration %s: monitoring connection failed: %s", migration.pk, exc)
-    while runner.is_alive():
-        runner.join(1.0)
-        _heartbeat(migration)
+        abort_reason = _monitor(migration, lease, runner, monitor, started)
+    finally:
+        monitor.close()
+    if runner.is_alive():
+        outcome.setdefault(
+            "error", "libvirt did not return from the migration call within its bound"
+        )
     if "error" in outcome and abort_reason:
         return f"{abort_reason}: {outcome['error']}"
     return outcome.get("error")
@@ -242,17 +426,21 @@ def _migrate_and_monitor(migration: Migration) -> str | None:
 
 def _monitor(
     migration: Migration,
+    lease: Lease,
     runner: threading.Thread,
-    monitor: gateway.HostConnection,
+    monitor: _MonitorConnection,
     started: float,
 ) -> str | None:
     """Sample the job until the runner ends; returns why the portal aborted it, if it did."""
     uuid = str(migration.vm_uuid)
     interval = settings.MIGRATION_SAMPLE_INTERVAL_S
+    # Past this the runner is given up on (it is a daemon thread) and the outcome is
+    # settled from what the hosts report.
+    hard_limit = migration.timeout_s + 2 * gateway.keepalive_bound_s() + 60
     percent = 0.0
     downtime_applied = False
     abort_reason: str | None = None
-    last_heartbeat = 0.0
+    control = {"cancel_requested_at": None, "postcopy_started_at": None}
     next_tick = time.monotonic()
     while True:
         # A fixed cadence: the time a sample takes is not added to the interval.
@@ -260,27 +448,46 @@ def _monitor(
         runner.join(max(0.0, next_tick - time.monotonic()))
         if not runner.is_alive():
             return abort_reason
-        control = Migration.objects.values("cancel_requested_at", "postcopy_started_at").get(
-            pk=migration.pk
-        )
-        reason = None
-        if control["cancel_requested_at"]:
-            reason = "cancelled on request"
-        elif time.monotonic() - started > migration.timeout_s:
-            reason = f"timed out after {migration.timeout_s} s"
-        if reason and abort_reason is None:
-            try:
-                monitor.abort_job(uuid)
-                abort_reason = reason
-            except gateway.GatewayError as exc:
-                logger.info("migration %s: abort not possible yet: %s", migration.pk, exc)
+        lease.check()
+        elapsed = time.monotonic() - started
+        if elapsed > hard_limit:
+            logger.error("migration %s: libvirt's call outlived its bound", migration.pk)
+            return abort_reason or f"timed out after {migration.timeout_s} s"
         try:
-            stats = monitor.job_stats(uuid)
+            control = Migration.objects.values("cancel_requested_at", "postcopy_started_at").get(
+                pk=migration.pk
+            )
+        except DatabaseError as exc:  # keep the last known controls; libvirt goes on
+            logger.warning("migration %s: reading controls: %s", migration.pk, exc)
+            connection.close()
+        reason = decisions.abort_reason(
+            cancel_requested=bool(control["cancel_requested_at"]),
+            elapsed_s=elapsed,
+            timeout_s=migration.timeout_s,
+            postcopy_started=bool(control["postcopy_started_at"]),
+        )
+        conn = monitor.get()
+        if conn is None:
+            continue
+        try:
+            if reason and abort_reason is None:
+                try:
+                    conn.abort_job(uuid)
+                    abort_reason = reason
+                except gateway.HostUnreachable:
+                    raise
+                except gateway.GatewayError as exc:
+                    logger.info("migration %s: abort not possible yet: %s", migration.pk, exc)
+            stats = conn.job_stats(uuid)
+        except gateway.HostUnreachable as exc:
+            logger.warning("migration %s: monitor connection broke: %s", migration.pk, exc)
+            monitor.broken()
+            continue
         except gateway.GatewayError:
-            stats = {}  # the domain left the source at the very end, or a blip
+            stats = {}  # the domain left the source at the very end
         if stats and not downtime_applied and migration.live:
             try:
-                monitor.set_max_downtime(uuid, migration.max_downtime_ms)
+                conn.set_max_downtime(uuid, migration.max_downtime_ms)
                 downtime_applied = True
             except gateway.GatewayError as exc:
                 logger.info("migration %s: max downtime not set yet: %s", migration.pk, exc)
@@ -291,42 +498,52 @@ def _monitor(
                 postcopy=bool(control["postcopy_started_at"]),
             )
             percent = sample.percent
-            _record_sample(migration, sample)
-            last_heartbeat = time.monotonic()
-        elif time.monotonic() - last_heartbeat > 1.0:
-            _heartbeat(migration)
-            last_heartbeat = time.monotonic()
+            _record_sample(migration, lease, sample)
 
 
-def _heartbeat(migration: Migration) -> None:
-    Migration.objects.filter(pk=migration.pk).update(heartbeat_at=timezone.now())
-
-
-def _record_sample(migration: Migration, sample: ProgressSample) -> None:
+def _record_sample(migration: Migration, lease: Lease, sample: ProgressSample) -> None:
+    """Store and publish one sample. A database error loses this sample only: the
+    migration goes on (it is libvirt's job, not the database's)."""
     now = timezone.now()
     values = asdict(sample)
     elapsed_ms = values.pop("elapsed_ms")
     eta_s = values.pop("eta_s")
-    with transaction.atomic():
-        MigrationSample.objects.create(
-            migration_id=migration.pk, taken_at=now, elapsed_ms=elapsed_ms, **values
-        )
-        Migration.objects.filter(pk=migration.pk).update(
-            progress_updated_at=now, heartbeat_at=now, eta_s=eta_s, **values
-        )
-        current = Migration.objects.select_related("source", "destination").get(pk=migration.pk)
-        migration_publish(
-            migration=current,
-            event="progress",
-            sample={"taken_at": now.isoformat(), "elapsed_ms": elapsed_ms, **asdict(sample)},
-        )
+    try:
+        with transaction.atomic():
+            updated = Migration.objects.filter(
+                pk=migration.pk, claim_epoch=lease.epoch, status=MigrationStatus.MIGRATING
+            ).update(progress_updated_at=now, heartbeat_at=now, eta_s=eta_s, **values)
+            if not updated:
+                lease.lost.set()
+                lease.check()
+            MigrationSample.objects.create(
+                migration_id=migration.pk, taken_at=now, elapsed_ms=elapsed_ms, **values
+            )
+            current = Migration.objects.select_related("source", "destination").get(pk=migration.pk)
+            migration_publish(
+                migration=current,
+                event="progress",
+                sample={"taken_at": now.isoformat(), "elapsed_ms": elapsed_ms, **asdict(sample)},
+            )
+    except DatabaseError as exc:
+        logger.warning("migration %s: sample not stored: %s", migration.pk, exc)
+        connection.close()
 
 
 # --- outcomes ------------------------------------------------------------------------
 
 
-def _complete(migration: Migration) -> Migration:
-    migration = _transition(migration, MigrationStatus.COMPLETING, "completing", phase="completing")
+def _complete(migration: Migration, lease: Lease, *, note: str = "") -> Migration:
+    """libvirt finished (or the VM was found running on the destination): record it."""
+    if migration.status != MigrationStatus.COMPLETING:
+        migration = _transition(
+            migration,
+            lease,
+            MigrationStatus.COMPLETING,
+            "completing",
+            phase="completing",
+            **({"error": note} if note else {}),
+        )
     uuid = str(migration.vm_uuid)
     stats: dict = {}
     try:
@@ -336,21 +553,24 @@ def _complete(migration: Migration) -> Migration:
             stats = conn.completed_job_stats(uuid)
     except gateway.GatewayError as exc:
         logger.warning("migration %s: no completed statistics: %s", migration.pk, exc)
-    _refresh_inventory(migration)
-    _record_final_sample(migration, stats)
+    lease.check()
+    _refresh_inventory(migration, lease)
+    _db_retry("final sample", lambda: _record_final_sample(migration, stats))
     return _transition(
         migration,
+        lease,
         MigrationStatus.SUCCEEDED,
         "succeeded",
         phase="done",
         percent=100.0,
         eta_s=0,
         data_remaining_bytes=0 if migration.data_remaining_bytes is not None else None,
+        needs_cleanup=False,
         **_completed_fields(stats),
     )
 
 
-def _record_final_sample(migration: Migration, stats: dict) -> None:
+def _record_final_sample(migration: Migration, stats: dict) -> Migration:
     """The last sample: everything sent, as libvirt's completed statistics say."""
     MigrationSample.objects.create(
         migration_id=migration.pk,
@@ -365,6 +585,7 @@ def _record_final_sample(migration: Migration, stats: dict) -> None:
         memory_iteration=stats.get("memory_iteration"),
         throughput_bytes_s=stats.get("memory_bps"),
     )
+    return migration
 
 
 def _completed_fields(stats: dict) -> dict:
@@ -379,106 +600,118 @@ def _completed_fields(stats: dict) -> dict:
     }
 
 
-def _refresh_inventory(migration: Migration) -> None:
-    actor = _actor()
+def _refresh_inventory(migration: Migration, lease: Lease) -> None:
+    actor = _actor(lease.owner)
     for host in (migration.source, migration.destination):
-        host_refresh(host=host, actor=actor)
+        try:
+            host_refresh(host=host, actor=actor)
+        except DatabaseError as exc:  # the record matters more than the inventory
+            logger.warning("migration %s: inventory refresh: %s", migration.pk, exc)
+            connection.close()
 
 
-def _find(uri: str, uuid: str) -> tuple[gateway.DomainInfo | None, str | None]:
-    """(domain or None, error if the host could not be asked)."""
+def _observe(uri: str, uuid: str) -> tuple[decisions.HostView, str]:
+    """What one host says about the VM (bounded by the connect timeout and keepalive)."""
     try:
         with gateway.connect(uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S) as conn:
-            return conn.find_domain(uuid=uuid), None
+            domain = conn.find_domain(uuid=uuid)
     except gateway.GatewayError as exc:
-        return None, str(exc)
+        return decisions.UNREACHABLE, str(exc)
+    return decisions.HostView(reachable=True, state=domain.state if domain else None), ""
 
 
-def _with_host(uri: str, action) -> str | None:
-    try:
-        with gateway.connect(uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S) as conn:
-            action(conn)
-        return None
-    except gateway.GatewayError as exc:
-        return str(exc)
-
-
-ACTIVE = {"running", "paused", "blocked", "shutting_down"}
-
-
-def _remove_domain(conn: gateway.HostConnection, uuid: str) -> None:
-    """Stop and undefine what a failed migration left on a destination, if anything."""
-    domain = conn.find_domain(uuid=uuid)
-    if domain is None:
-        return
-    if domain.state in ACTIVE:
-        conn.destroy(uuid)
-    if conn.find_domain(uuid=uuid) is not None:
-        conn.undefine(uuid)
-
-
-def _settle_failure(migration: Migration, error: str, *, why: str = "") -> Migration:
-    """libvirt reported an error (or the worker died): find out where the VM is and
-    make it run on exactly one host, then record the outcome."""
+def _settle_input(migration: Migration) -> tuple[decisions.SettleInput, list[str]]:
     uuid = str(migration.vm_uuid)
-    src_uri, dst_uri = migration.source.connection_uri, migration.destination.connection_uri
-    src, src_error = _find(src_uri, uuid)
-    dst, dst_error = _find(dst_uri, uuid)
-    src_active = src is not None and src.state in ACTIVE
-    dst_active = dst is not None and dst.state in ACTIVE
-    notes: list[str] = []
-    needs_cleanup = False
+    src, src_error = _observe(migration.source.connection_uri, uuid)
+    dst, dst_error = _observe(migration.destination.connection_uri, uuid)
+    postcopy = Migration.objects.filter(pk=migration.pk, postcopy_started_at__isnull=False).exists()
+    errors = [
+        f"{host}: {error}"
+        for host, error in ((migration.source, src_error), (migration.destination, dst_error))
+        if error
+    ]
+    given = decisions.SettleInput(
+        source=src,
+        destination=dst,
+        live=migration.live,
+        postcopy_started=postcopy,
+        destination_had_definition=migration.destination_had_definition,
+        source_was_paused=migration.source_was_paused,
+        source_name=migration.source.name,
+        destination_name=migration.destination.name,
+    )
+    return given, errors
 
-    if dst_active and dst.state == "running" and not src_active and src_error is None:
-        # libvirt failed after the VM had switched over: it runs on the destination.
-        notes.append(f"libvirt reported an error, but the VM runs on {migration.destination}")
+
+_OPS = {
+    decisions.Op.DESTROY: lambda conn, uuid: conn.destroy(uuid),
+    decisions.Op.UNDEFINE: lambda conn, uuid: conn.undefine(uuid),
+    decisions.Op.RESUME: lambda conn, uuid: conn.resume(uuid),
+    decisions.Op.START: lambda conn, uuid: conn.start(uuid),
+}
+
+
+def _carry_out(
+    migration: Migration, lease: Lease, actions: tuple[decisions.Action, ...]
+) -> str | None:
+    """Apply the actions in order; returns the error of the first that failed, if any.
+
+    The lease is renewed right before each action: a worker that lost its claim
+    changes nothing on a host.
+    """
+    uuid = str(migration.vm_uuid)
+    for action in actions:
+        host = migration.source if action.side == decisions.Side.SOURCE else migration.destination
+        lease.renew()
+        try:
+            with gateway.connect(
+                host.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
+            ) as conn:
+                _OPS[action.op](conn, uuid)
+        except gateway.GatewayError as exc:
+            return f"could not {action.op} the VM on {host.name}: {exc}"
+    return None
+
+
+def _settle(migration: Migration, lease: Lease, error: str, *, why: str = "") -> Migration:
+    """libvirt reported an error (or the worker died): find out where the VM is, make
+    it run on exactly one host if that is safe, and record what really happened."""
+    given, unreachable = _settle_input(migration)
+    settlement = decisions.settle(given)
+    notes = list(settlement.notes)
+    outcome = settlement.outcome
+    failed_action = _carry_out(migration, lease, settlement.actions)
+    if failed_action:
+        notes.append(failed_action)
+        outcome = decisions.Outcome.NEEDS_ATTENTION
+    notes.extend(unreachable)
+    message = f"{why}{error}" + (f" ({'; '.join(notes)})" if notes else "")
+
+    if outcome == decisions.Outcome.SUCCEEDED:
+        return _complete(migration, lease, note=message)
+    if outcome == decisions.Outcome.NEEDS_ATTENTION:
         migration = _transition(
             migration,
-            MigrationStatus.COMPLETING,
-            "completing",
-            error=f"{why}{error}; {notes[0]}",
+            lease,
+            MigrationStatus.NEEDS_ATTENTION,
+            "needs_attention",
+            error=message,
+            phase="needs_attention",
         )
-        _refresh_inventory(migration)
-        return _transition(migration, MigrationStatus.SUCCEEDED, "succeeded", percent=100.0)
-
-    if dst is not None:
-        # Anything of this UUID on the destination is ours: the pre-check refused
-        # destinations that already had it.
-        cleanup_error = _with_host(dst_uri, lambda conn: _remove_domain(conn, uuid))
-        if cleanup_error:
-            needs_cleanup = True
-            notes.append(f"the leftover on {migration.destination} could not be removed yet")
-        else:
-            notes.append(f"removed the incomplete copy on {migration.destination}")
-    elif dst_error is not None:
-        needs_cleanup = True
-        notes.append(f"{migration.destination} could not be checked for a leftover copy")
-
-    if src is not None and src.state == "paused" and migration.live:
-        if _with_host(src_uri, lambda c: c.resume(uuid)) is None:
-            notes.append(f"resumed the VM on {migration.source}")
-    elif src is not None and not src_active and migration.live:
-        if _with_host(src_uri, lambda c: c.start(uuid)) is None:
-            notes.append(f"restarted the VM on {migration.source}")
-        else:
-            notes.append(f"THE VM IS NOT RUNNING on {migration.source}")
-    elif src is None and src_error is not None:
-        notes.append(f"{migration.source} could not be checked: {src_error}")
-
+        return migration
     cancelled = Migration.objects.filter(
         pk=migration.pk, cancel_requested_at__isnull=False
     ).exists()
-    status = MigrationStatus.CANCELLED if cancelled else MigrationStatus.FAILED
-    message = f"{why}{error}" + (f" ({'; '.join(notes)})" if notes else "")
     migration = _transition(
         migration,
-        status,
+        lease,
+        MigrationStatus.CANCELLED if cancelled else MigrationStatus.FAILED,
         "cancelled" if cancelled else "failed",
         error=message,
         phase="cancelled" if cancelled else "failed",
-        needs_cleanup=needs_cleanup,
+        needs_cleanup=settlement.needs_cleanup,
     )
-    _refresh_inventory(migration)
+    _refresh_inventory(migration, lease)
     return migration
 
 
@@ -497,92 +730,191 @@ def _owner_is_dead_here(claimed_by: str) -> bool:
     return stat.rpartition(")")[2].split()[0] in ("Z", "X")
 
 
-def migrations_reconcile(*, wait_for_abort_s: float = 60.0) -> list[int]:
-    """Settle migrations whose worker died; retry cleanups. Returns the settled ids.
+def _take_over(migration: Migration, owner: str) -> Lease | None:
+    """Compare-and-set: raise the epoch only if nobody wrote a heartbeat or changed the
+    migration since we read it. Another reconciler, or the revived worker, wins
+    otherwise."""
+    taken = Migration.objects.filter(
+        pk=migration.pk,
+        claim_epoch=migration.claim_epoch,
+        status=migration.status,
+        heartbeat_at=migration.heartbeat_at,
+    ).update(claimed_by=owner, claim_epoch=F("claim_epoch") + 1, heartbeat_at=timezone.now())
+    if not taken:
+        return None
+    return Lease(migration.pk, migration.claim_epoch + 1, owner)
 
-    A migration is stale when its worker stopped writing heartbeats, or when it was
-    claimed by a worker process of this machine that no longer exists.
+
+def migrations_reconcile(*, wait_for_abort_s: float = 60.0) -> list[int]:
+    """One pass of the reconciler; returns the ids of the migrations it settled.
+
+    - running migrations whose worker stopped (no heartbeat for
+      MIGRATION_STALE_AFTER_S, or a dead worker process on this machine) are taken
+      over and settled from what libvirt reports;
+    - migrations that need attention are settled once both hosts answer;
+    - leftovers of failed migrations are removed once it is safe;
+    - queued migrations whose task was lost are enqueued again.
     """
-    stale_before = timezone.now() - timedelta(seconds=settings.MIGRATION_STALE_AFTER_S)
-    candidates = Migration.objects.filter(status__in=RUNNING_STATUSES).select_related(
+    from migrations_app.services import migrations_dispatch_waiting
+
+    me = f"reconciler {worker_identity()}"
+    settled = []
+    running = Migration.objects.filter(status__in=RUNNING_STATUSES).select_related(
         "source", "destination"
     )
-    settled = []
-    me = f"reconciler {worker_identity()}"
-    for migration in candidates:
-        stale = (migration.heartbeat_at and migration.heartbeat_at < stale_before) or (
-            _owner_is_dead_here(migration.claimed_by)
+    for migration in running:
+        heartbeat_age = (
+            (timezone.now() - migration.heartbeat_at).total_seconds()
+            if migration.heartbeat_at
+            else None
         )
-        if not stale:
+        stale = decisions.is_stale(
+            heartbeat_age_s=heartbeat_age, stale_after_s=settings.MIGRATION_STALE_AFTER_S
+        )
+        if not stale and not _owner_is_dead_here(migration.claimed_by):
             continue
-        # Take it over atomically: another reconciler may be looking at it too.
-        taken = Migration.objects.filter(
-            pk=migration.pk, claimed_by=migration.claimed_by, status=migration.status
-        ).update(claimed_by=me, heartbeat_at=timezone.now())
-        if not taken:
+        lease = _take_over(migration, me)
+        if lease is None:
             continue
         previous_owner = migration.claimed_by
         migration.refresh_from_db()
-        _settle_stale(migration, previous_owner, wait_for_abort_s)
-        settled.append(migration.pk)
+        try:
+            with _heartbeat(lease):
+                _settle_stale(migration, lease, previous_owner, wait_for_abort_s)
+            settled.append(migration.pk)
+        except ClaimLost:
+            logger.warning("reconcile %s: taken over by another reconciler", migration.pk)
+
+    attention = Migration.objects.filter(status=MigrationStatus.NEEDS_ATTENTION).select_related(
+        "source", "destination"
+    )
+    for migration in attention:
+        if _settle_attention(migration, me):
+            settled.append(migration.pk)
+
     for migration in Migration.objects.filter(needs_cleanup=True).select_related(
         "source", "destination"
     ):
-        _retry_cleanup(migration)
+        _retry_cleanup(migration, me)
+
+    migrations_dispatch_waiting(include_lost=True)
     return settled
 
 
-def _settle_stale(migration: Migration, previous_owner: str, wait_for_abort_s: float) -> None:
-    uuid = str(migration.vm_uuid)
-    src_uri = migration.source.connection_uri
+def _settle_stale(
+    migration: Migration, lease: Lease, previous_owner: str, wait_for_abort_s: float
+) -> None:
     why = f"the worker running this migration ({previous_owner}) stopped; "
-
-    def abort_and_wait(conn: gateway.HostConnection) -> None:
-        if conn.find_domain(uuid=uuid) is None or not conn.job_stats(uuid):
+    if migration.status == MigrationStatus.CHECKING:
+        # The worker sets `migrating` before it asks libvirt: nothing was started.
+        _transition(
+            migration,
+            lease,
+            MigrationStatus.FAILED,
+            "failed",
+            phase="failed",
+            error=f"{why}it died during the pre-checks; nothing was started",
+        )
+        return
+    if migration.status == MigrationStatus.MIGRATING:
+        _stop_job(migration, lease, wait_for_abort_s)
+        given, _ = _settle_input(migration)
+        if (
+            given.destination.executing
+            and not given.source.executing
+            and given.source.reachable
+            and not given.source.active
+        ):
+            _complete(migration, lease, note=f"{why}libvirt finished the migration without it")
             return
-        try:
-            conn.abort_job(uuid)
-        except gateway.GatewayError as exc:
-            logger.info("reconcile %s: abort: %s", migration.pk, exc)
-        deadline = time.monotonic() + wait_for_abort_s
-        while time.monotonic() < deadline:
+    _settle(migration, lease, "settled by the reconciler from libvirt's state", why=why)
+
+
+def _stop_job(migration: Migration, lease: Lease, wait_for_abort_s: float) -> None:
+    """Abort the orphaned libvirt job on the source (never once post-copy started:
+    then only wait for it to end), bounded by `wait_for_abort_s`."""
+    uuid = str(migration.vm_uuid)
+    postcopy = Migration.objects.filter(pk=migration.pk, postcopy_started_at__isnull=False).exists()
+    try:
+        with gateway.connect(
+            migration.source.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
+        ) as conn:
             if conn.find_domain(uuid=uuid) is None or not conn.job_stats(uuid):
                 return
-            time.sleep(0.5)
-
-    abort_error = _with_host(src_uri, abort_and_wait)
-    if abort_error:
-        logger.warning("reconcile %s: source not reachable: %s", migration.pk, abort_error)
-    src, _ = _find(src_uri, uuid)
-    dst, _ = _find(migration.destination.connection_uri, uuid)
-    if dst is not None and dst.state == "running" and (src is None or src.state not in ACTIVE):
-        migration = _transition(
-            migration,
-            MigrationStatus.COMPLETING,
-            "completing",
-            error=f"{why}libvirt finished the migration without it",
-        )
-        _refresh_inventory(migration)
-        _transition(migration, MigrationStatus.SUCCEEDED, "succeeded", percent=100.0)
-        return
-    _settle_failure(migration, "settled by the reconciler from libvirt's state", why=why)
+            if not postcopy:
+                lease.renew()
+                try:
+                    conn.abort_job(uuid)
+                except gateway.GatewayError as exc:
+                    logger.info("reconcile %s: abort: %s", migration.pk, exc)
+            deadline = time.monotonic() + wait_for_abort_s
+            while time.monotonic() < deadline:
+                if conn.find_domain(uuid=uuid) is None or not conn.job_stats(uuid):
+                    return
+                lease.check()
+                time.sleep(0.5)
+    except gateway.GatewayError as exc:
+        logger.warning("reconcile %s: source not reachable: %s", migration.pk, exc)
 
 
-def _retry_cleanup(migration: Migration) -> None:
+def _settle_attention(migration: Migration, owner: str) -> bool:
+    """Try again to settle a migration that needs attention; True if it was settled."""
+    given, _ = _settle_input(migration)
+    if not (given.source.reachable and given.destination.reachable):
+        return False
+    if decisions.settle(given).outcome == decisions.Outcome.NEEDS_ATTENTION:
+        return False  # still not safe to decide (e.g. running on both): left to an operator
+    lease = _take_over(migration, owner)
+    if lease is None:
+        return False
+    migration.refresh_from_db()
+    try:
+        with _heartbeat(lease):
+            _settle(
+                migration,
+                lease,
+                "settled once both hosts answered",
+                why=f"{migration.error}; " if migration.error else "",
+            )
+    except ClaimLost:
+        return False
+    return True
+
+
+def _retry_cleanup(migration: Migration, owner: str) -> None:
     uuid = str(migration.vm_uuid)
-    src, src_error = _find(migration.source.connection_uri, uuid)
-    if src_error or src is None or src.state not in ACTIVE:
-        return  # only clean the destination while the VM is known to run on the source
-
-    removal = _with_host(
-        migration.destination.connection_uri, lambda conn: _remove_domain(conn, uuid)
+    later = Migration.objects.filter(vm_uuid=migration.vm_uuid, created_at__gt=migration.created_at)
+    src, _ = _observe(migration.source.connection_uri, uuid)
+    dst, _ = _observe(migration.destination.connection_uri, uuid)
+    actions = decisions.cleanup_actions(
+        source=src,
+        destination=dst,
+        destination_had_definition=migration.destination_had_definition,
+        later_migration_of_vm=later.exists(),
     )
-    if removal is None:
-        with transaction.atomic():
-            Migration.objects.filter(pk=migration.pk).update(needs_cleanup=False)
+    if actions is None:
+        return
+    for action in actions:
+        try:
+            with gateway.connect(
+                migration.destination.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
+            ) as conn:
+                _OPS[action.op](conn, uuid)
+        except gateway.GatewayError as exc:
+            logger.info("cleanup of migration %s: %s", migration.pk, exc)
+            return
+    with transaction.atomic():
+        cleared = Migration.objects.filter(pk=migration.pk, needs_cleanup=True).update(
+            needs_cleanup=False
+        )
+        if cleared:
             audit_event_record(
-                actor=_actor(),
+                actor=_actor(owner),
                 event_type="migration.cleaned_up",
                 target=migration,
-                detail={"destination": migration.destination.name, "vm_uuid": uuid},
+                detail={
+                    "destination": migration.destination.name,
+                    "vm_uuid": uuid,
+                    "removed": [a.op.value for a in actions],
+                },
             )

@@ -13,6 +13,10 @@ class MigrationStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
+    # A host could not be reached while the migration was settled: it is not known
+    # which host runs the VM, so nothing was changed; the reconciler settles it when
+    # both hosts answer. An operator sees it in the list (filter status=needs_attention).
+    NEEDS_ATTENTION = "needs_attention", "Needs attention"
 
 
 ACTIVE_STATUSES = [
@@ -20,10 +24,38 @@ ACTIVE_STATUSES = [
     MigrationStatus.CHECKING,
     MigrationStatus.MIGRATING,
     MigrationStatus.COMPLETING,
+    MigrationStatus.NEEDS_ATTENTION,
 ]
 # States in which a worker owns the migration (it counts against host limits).
 RUNNING_STATUSES = [MigrationStatus.CHECKING, MigrationStatus.MIGRATING, MigrationStatus.COMPLETING]
 FINAL_STATUSES = [MigrationStatus.SUCCEEDED, MigrationStatus.FAILED, MigrationStatus.CANCELLED]
+
+# Every status change the portal may make; anything else is refused (a worker that
+# lost its claim must not move a final record back).
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    MigrationStatus.QUEUED: frozenset({MigrationStatus.CHECKING, MigrationStatus.CANCELLED}),
+    MigrationStatus.CHECKING: frozenset(
+        {MigrationStatus.MIGRATING, MigrationStatus.FAILED, MigrationStatus.CANCELLED}
+    ),
+    MigrationStatus.MIGRATING: frozenset(
+        {
+            MigrationStatus.COMPLETING,
+            MigrationStatus.FAILED,
+            MigrationStatus.CANCELLED,
+            MigrationStatus.NEEDS_ATTENTION,
+        }
+    ),
+    MigrationStatus.COMPLETING: frozenset(
+        {MigrationStatus.SUCCEEDED, MigrationStatus.NEEDS_ATTENTION}
+    ),
+    MigrationStatus.NEEDS_ATTENTION: frozenset(
+        {
+            MigrationStatus.COMPLETING,
+            MigrationStatus.FAILED,
+            MigrationStatus.CANCELLED,
+        }
+    ),
+}
 
 
 class StorageMode(models.TextChoices):
@@ -77,6 +109,17 @@ class Migration(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     claimed_by = models.CharField(max_length=128, blank=True)  # worker that owns it
+    # Fencing token: raised by every claim and takeover. A write is accepted only from
+    # the holder of the current epoch, so a worker that lost its claim writes nothing.
+    claim_epoch = models.PositiveIntegerField(default=0)
+    # When a task for this migration was last handed to the broker (None: never, e.g.
+    # the broker was down); the reconciler enqueues again when the task seems lost.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    # Seen by the pre-checks: the destination had a shut-off definition of this VM
+    # (it comes home); a failed migration leaves that definition where it was.
+    destination_had_definition = models.BooleanField(default=False)
+    # The VM was paused before the migration: recovery does not resume it.
+    source_was_paused = models.BooleanField(default=False)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     postcopy_started_at = models.DateTimeField(null=True, blank=True)

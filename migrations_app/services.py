@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -13,9 +14,10 @@ from django_q.tasks import async_task
 from audit.services import Actor, audit_event_record
 from hosts import gateway
 from hosts.models import Host
+from migrations_app import decisions
 from migrations_app.checks import CheckResult, MigrationPlan, run_prechecks
 from migrations_app.events import migration_publish
-from migrations_app.models import ACTIVE_STATUSES, Migration, MigrationStatus
+from migrations_app.models import ACTIVE_STATUSES, RUNNING_STATUSES, Migration, MigrationStatus
 from vms.models import VM
 
 logger = logging.getLogger(__name__)
@@ -108,14 +110,69 @@ def migration_request(
     return migration
 
 
-def migration_enqueue(*, migration_id: int) -> None:
-    async_task(
-        "migrations_app.tasks.migration_run",
-        migration_id,
-        task_name=f"migration-{migration_id}",
-        # Never retried: a redelivered migration is refused by the claim in the engine.
-        q_options={"max_attempts": 1},
+def migration_enqueue(*, migration_id: int) -> bool:
+    """Hand the migration's task to the broker; True if it took it.
+
+    A broker that is down loses nothing: the migration stays queued with no
+    `enqueued_at`, and the reconciler enqueues it again once the broker is back.
+    """
+    try:
+        async_task(
+            "migrations_app.tasks.migration_run",
+            migration_id,
+            task_name=f"migration-{migration_id}",
+            # Never retried: a redelivered migration is refused by the claim in the engine.
+            q_options={"max_attempts": 1},
+        )
+    except Exception as exc:  # redis down: the reconciler enqueues it later
+        logger.warning("migration %s: could not be enqueued now: %s", migration_id, exc)
+        return False
+    Migration.objects.filter(pk=migration_id).update(enqueued_at=timezone.now())
+    return True
+
+
+def migrations_dispatch_waiting(*, include_lost: bool = False) -> list[int]:
+    """Enqueue queued migrations that may start now; returns their ids.
+
+    Called when a migration ends (its slots free up) and by the reconciler, which also
+    enqueues migrations whose task was lost (`include_lost`). Enqueuing twice is safe:
+    a second task finds the migration claimed (or still without a slot) and returns.
+    """
+    now = timezone.now()
+    queued = list(
+        Migration.objects.filter(status=MigrationStatus.QUEUED).order_by("created_at", "pk")
     )
+    if not queued:
+        return []
+    running = Migration.objects.filter(status__in=RUNNING_STATUSES)
+    outgoing = Counter(running.values_list("source_id", flat=True))
+    incoming = Counter(running.values_list("destination_id", flat=True))
+    dispatched = []
+    for migration in queued:
+        age = (now - migration.enqueued_at).total_seconds() if migration.enqueued_at else None
+        lost = include_lost and decisions.task_lost(
+            enqueued_age_s=age, lost_after_s=settings.MIGRATION_TASK_LOST_AFTER_S
+        )
+        # A request's own enqueue runs right after its commit: not lost yet.
+        if age is None and (now - migration.created_at).total_seconds() < 5:
+            lost = False
+        waiting = migration.phase == "waiting_for_slot"
+        if not (lost or waiting):
+            continue
+        free = decisions.slot_free(
+            outgoing=outgoing[migration.source_id],
+            incoming=incoming[migration.destination_id],
+            max_outgoing=settings.MIGRATION_MAX_OUTGOING_PER_HOST,
+            max_incoming=settings.MIGRATION_MAX_INCOMING_PER_HOST,
+        )
+        if waiting and not free and not lost:
+            continue
+        if migration_enqueue(migration_id=migration.pk):
+            dispatched.append(migration.pk)
+            if free:  # it will probably take the slot: count it for the next ones
+                outgoing[migration.source_id] += 1
+                incoming[migration.destination_id] += 1
+    return dispatched
 
 
 def _audit_detail(migration: Migration, **extra) -> dict:

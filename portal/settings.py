@@ -223,6 +223,19 @@ MIGRATION_SAMPLE_INTERVAL_S = float(os.environ.get("PORTAL_MIGRATION_SAMPLE_INTE
 MIGRATION_STALE_AFTER_S = int(os.environ.get("PORTAL_MIGRATION_STALE_AFTER_S", "30"))
 # Pre-check: seconds to wait for the destination to answer.
 MIGRATION_PRECHECK_TIMEOUT_S = 5.0
+# A worker renews its claim (heartbeat) this often, from its own thread, for the
+# whole task; well under MIGRATION_STALE_AFTER_S so that only a dead or frozen
+# worker is ever taken over.
+MIGRATION_HEARTBEAT_S = float(
+    os.environ.get("PORTAL_MIGRATION_HEARTBEAT_S", str(max(0.5, MIGRATION_STALE_AFTER_S / 6)))
+)
+# A queued migration whose task was enqueued longer ago than this (or never) is
+# enqueued again by the reconciler: its task was lost (broker restarted or down).
+MIGRATION_TASK_LOST_AFTER_S = int(os.environ.get("PORTAL_MIGRATION_TASK_LOST_AFTER_S", "60"))
+# How often `run_workers` runs the reconciler (besides the 1-minute schedule).
+MIGRATION_RECONCILE_EVERY_S = float(os.environ.get("PORTAL_MIGRATION_RECONCILE_EVERY_S", "15"))
+# A migration may not run longer than the task runner lets a task run.
+MIGRATION_TIMEOUT_MAX_S = int(Q_CLUSTER["timeout"]) - 600
 
 # --- SSH ------------------------------------------------------------------
 # The portal's own key pair (private key 0600) and the known_hosts file it writes

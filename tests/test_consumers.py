@@ -11,7 +11,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
 from hosts.models import Host
-from migrations_app.engine import _record_sample, _transition
+from migrations_app.engine import Lease, _record_sample, _transition
 from migrations_app.models import Migration
 from migrations_app.progress import sample_from_job_stats
 from portal.routing import websocket_urlpatterns
@@ -31,6 +31,7 @@ def migration(admin_user):
         requested_by=admin_user,
         requested_by_name=admin_user.username,
         status="migrating",
+        claim_epoch=1,
         max_downtime_ms=500,
         timeout_s=600,
         started_at=timezone.now(),
@@ -58,15 +59,17 @@ def _stats(remaining: int) -> dict:
 
 
 def test_snapshot_first_then_samples_in_order_then_final(migration, admin_user):
+    lease = Lease(migration.pk, migration.claim_epoch, "test")
+
     def run_migration_steps() -> None:
         # What the engine does while a migration runs, committed and published.
         previous = 0.0
         for remaining in (900, 600, 300):
             sample = sample_from_job_stats(_stats(remaining), previous_percent=previous)
             previous = sample.percent
-            _record_sample(migration, sample)
-        _transition(migration, "completing", "completing")
-        _transition(migration, "succeeded", "succeeded", percent=100.0)
+            _record_sample(migration, lease, sample)
+        _transition(migration, lease, "completing", "completing")
+        _transition(migration, lease, "succeeded", "succeeded", percent=100.0)
 
     async def scenario():
         socket = _communicator(migration.pk, admin_user)
@@ -100,7 +103,8 @@ def test_snapshot_first_then_samples_in_order_then_final(migration, admin_user):
 
 
 def test_reconnect_resumes_with_current_state_and_samples(migration, admin_user):
-    _record_sample(migration, sample_from_job_stats(_stats(500)))
+    lease = Lease(migration.pk, migration.claim_epoch, "test")
+    _record_sample(migration, lease, sample_from_job_stats(_stats(500)))
 
     async def scenario():
         socket = _communicator(migration.pk, admin_user)

@@ -35,7 +35,9 @@ class MigrateRequestSerializer(serializers.Serializer):
         max_length=255,
         validators=[validate_uri_safe],
     )
-    timeout_s = serializers.IntegerField(required=False, min_value=1, max_value=7 * 86400)
+    timeout_s = serializers.IntegerField(
+        required=False, min_value=1, max_value=settings.MIGRATION_TIMEOUT_MAX_S
+    )
 
     def validate_remote_host(self, value: str) -> str:
         if not value.strip():

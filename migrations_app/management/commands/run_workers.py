@@ -1,16 +1,31 @@
 """Start the django-q2 workers, after settling migrations a dead worker left behind."""
 
+import subprocess
+import sys
+
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from migrations_app.engine import migrations_reconcile
+from portal.settings import BASE_DIR
 
 
 class Command(BaseCommand):
-    help = "Reconcile stale migrations with libvirt, then run the task workers (qcluster)."
+    help = (
+        "Reconcile stale migrations with libvirt, then run the task workers (qcluster) "
+        "with the reconciler looping beside them."
+    )
 
     def handle(self, *args, **options):
-        settled = migrations_reconcile()
-        if settled:
-            self.stdout.write(f"settled stale migrations: {settled}")
-        call_command("qcluster")
+        manage = [sys.executable, str(BASE_DIR / "manage.py"), "reconcile_migrations"]
+        # The reconciler runs in processes of its own: this process forks the workers,
+        # and must not hold libvirt's event-loop thread (or its locks) when it does.
+        subprocess.run(manage, check=False)
+        loop = subprocess.Popen([*manage, "--loop"])
+        try:
+            call_command("qcluster")
+        finally:
+            loop.terminate()
+            try:
+                loop.wait(10)
+            except subprocess.TimeoutExpired:
+                loop.kill()

@@ -1,0 +1,337 @@
+"""The engine's decisions as pure functions: no database, no libvirt, no clock.
+
+The engine asks the hosts what they see, calls one of these functions, and carries
+out what it returns. Keeping the rules here (as Nova keeps its monitor decisions in
+`nova/virt/libvirt/migration.py`) lets every case be table-tested without a host.
+
+The rules that keep a VM from being lost:
+- never stop or undefine a copy that is, or may be, the live one;
+- a host that cannot be reached is not touched, and neither is the other host while
+  it is unknown which copy is live: the migration then needs attention and is
+  settled later, when both hosts answer;
+- the source is resumed or restarted only once the destination is known not to run
+  the VM;
+- a definition that was on the destination before the migration (the VM coming home)
+  is left defined.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+# libvirt states (the portal's names) in which a QEMU process exists.
+ACTIVE_STATES = frozenset({"running", "paused", "blocked", "shutting_down", "suspended"})
+# States in which the guest executes.
+EXECUTING_STATES = frozenset({"running", "blocked"})
+
+
+class Outcome(enum.StrEnum):
+    SUCCEEDED = "succeeded"  # the VM is on the destination
+    FAILED = "failed"  # the VM is on the source
+    NEEDS_ATTENTION = "needs_attention"  # not known, or not safe to decide: change nothing
+
+
+class Side(enum.StrEnum):
+    SOURCE = "source"
+    DESTINATION = "destination"
+
+
+class Op(enum.StrEnum):
+    DESTROY = "destroy"  # stop the QEMU process, keep the definition
+    UNDEFINE = "undefine"  # remove the (inactive) definition
+    RESUME = "resume"  # un-pause
+    START = "start"  # boot from the definition
+
+
+@dataclass(frozen=True)
+class HostView:
+    """What one host reported about the VM's UUID."""
+
+    reachable: bool
+    state: str | None = None  # None: no domain with this UUID there (if reachable)
+
+    @property
+    def defined(self) -> bool:
+        return self.reachable and self.state is not None
+
+    @property
+    def active(self) -> bool:
+        return self.reachable and self.state in ACTIVE_STATES
+
+    @property
+    def executing(self) -> bool:
+        return self.reachable and self.state in EXECUTING_STATES
+
+    @property
+    def paused(self) -> bool:
+        return self.reachable and self.state == "paused"
+
+
+UNREACHABLE = HostView(reachable=False)
+
+
+@dataclass(frozen=True)
+class Action:
+    side: Side
+    op: Op
+
+
+@dataclass(frozen=True)
+class Settlement:
+    outcome: Outcome
+    actions: tuple[Action, ...] = ()
+    notes: tuple[str, ...] = ()
+    # A leftover may sit on an unreachable destination: clean it when it answers.
+    needs_cleanup: bool = False
+
+
+@dataclass(frozen=True)
+class SettleInput:
+    source: HostView
+    destination: HostView
+    live: bool
+    postcopy_started: bool = False
+    # The destination had a shut-off definition of this VM before (a round trip).
+    destination_had_definition: bool = False
+    # The VM was paused by its owner before the migration: do not resume it.
+    source_was_paused: bool = False
+    source_name: str = "the source"
+    destination_name: str = "the destination"
+
+
+def _destination_cleanup(given: SettleInput) -> tuple[Action, ...]:
+    """Remove the incomplete copy on the destination, keeping a definition it had before."""
+    dst = given.destination
+    actions: list[Action] = []
+    if dst.active:
+        actions.append(Action(Side.DESTINATION, Op.DESTROY))
+    if dst.defined and not given.destination_had_definition:
+        actions.append(Action(Side.DESTINATION, Op.UNDEFINE))
+    return tuple(actions)
+
+
+def _cleanup_note(given: SettleInput, actions: tuple[Action, ...]) -> tuple[str, ...]:
+    if not actions:
+        return ()
+    if any(a.op == Op.UNDEFINE for a in actions):
+        return (f"removed the incomplete copy on {given.destination_name}",)
+    return (f"stopped the incomplete copy on {given.destination_name}, kept its definition",)
+
+
+def settle(given: SettleInput) -> Settlement:
+    """Where does the VM live after a failed or interrupted migration, and what must be
+    done so that it runs (or, offline, is defined) on exactly one host?"""
+    if given.live:
+        return _settle_live(given)
+    return _settle_offline(given)
+
+
+def _settle_live(given: SettleInput) -> Settlement:
+    src, dst = given.source, given.destination
+    s_name, d_name = given.source_name, given.destination_name
+
+    if not (src.reachable and dst.reachable):
+        if src.executing and not given.postcopy_started:
+            # The guest executes on the source: it never switched over (libvirt pauses
+            # the source before the switchover and only resumes it on failure).
+            return Settlement(
+                Outcome.FAILED,
+                notes=(
+                    f"the VM runs on {s_name}",
+                    f"{d_name} could not be checked for a leftover copy",
+                ),
+                needs_cleanup=True,
+            )
+        down = s_name if not src.reachable else d_name
+        return Settlement(
+            Outcome.NEEDS_ATTENTION,
+            notes=(
+                f"{down} cannot be reached: it is not known which host runs the VM, "
+                "so nothing was changed on either host; it is settled when both answer",
+            ),
+        )
+
+    if src.executing and dst.executing:
+        return Settlement(
+            Outcome.NEEDS_ATTENTION,
+            notes=(f"the VM executes on both {s_name} and {d_name}: an operator must choose",),
+        )
+
+    if dst.executing:
+        # Switched over. The copy on the destination is complete, unless post-copy is
+        # still pulling pages from a paused source: then the source must stay.
+        if src.active and given.postcopy_started:
+            return Settlement(
+                Outcome.NEEDS_ATTENTION,
+                notes=(
+                    f"post-copy: the VM runs on {d_name} but still needs pages from "
+                    f"{s_name}; nothing is stopped until the source copy is gone",
+                ),
+            )
+        if src.active:
+            return Settlement(
+                Outcome.SUCCEEDED,
+                actions=(Action(Side.SOURCE, Op.DESTROY),),
+                notes=(f"the VM runs on {d_name}", f"stopped the stale copy on {s_name}"),
+            )
+        return Settlement(Outcome.SUCCEEDED, notes=(f"the VM runs on {d_name}",))
+
+    if src.executing:
+        cleanup = _destination_cleanup(given)
+        return Settlement(
+            Outcome.FAILED,
+            actions=cleanup,
+            notes=(f"the VM runs on {s_name}", *_cleanup_note(given, cleanup)),
+        )
+
+    # The guest executes nowhere.
+    if given.postcopy_started and (src.active or dst.active):
+        return Settlement(
+            Outcome.NEEDS_ATTENTION,
+            notes=(
+                "post-copy failed: the VM's memory is split between "
+                f"{s_name} and {d_name}; neither copy can be resumed safely "
+                "(recover the post-copy migration or decide by hand)",
+            ),
+        )
+    if src.paused:
+        cleanup = _destination_cleanup(given)
+        if given.source_was_paused:
+            resume: tuple[Action, ...] = ()
+            note = (f"the VM stays paused on {s_name}, as it was before",)
+        else:
+            resume = (Action(Side.SOURCE, Op.RESUME),)
+            note = (f"resumed the VM on {s_name}",)
+        return Settlement(
+            Outcome.FAILED,
+            actions=cleanup + resume,
+            notes=_cleanup_note(given, cleanup) + note,
+        )
+    if given.source_was_paused and dst.paused:
+        # A paused VM stays paused on the destination when it arrives: a complete copy
+        # and an incomplete one look the same.
+        return Settlement(
+            Outcome.NEEDS_ATTENTION,
+            notes=(
+                f"the VM was paused; it is paused on {d_name} and not active on "
+                f"{s_name}: check that the copy on {d_name} is complete before resuming it",
+            ),
+        )
+    if src.defined:
+        # The source's QEMU is gone (crashed or killed) and the destination's copy is
+        # incomplete: booting from the source's definition is the way back.
+        cleanup = _destination_cleanup(given)
+        return Settlement(
+            Outcome.FAILED,
+            actions=cleanup + (Action(Side.SOURCE, Op.START),),
+            notes=(
+                *_cleanup_note(given, cleanup),
+                f"the VM was not running anywhere: restarted it on {s_name} "
+                "(its memory state was lost)",
+            ),
+        )
+    return Settlement(
+        Outcome.NEEDS_ATTENTION,
+        notes=(
+            f"the VM runs on neither host and {s_name} has no definition of it"
+            + (f"; {d_name} has one ({dst.state})" if dst.defined else ""),
+        ),
+    )
+
+
+def _settle_offline(given: SettleInput) -> Settlement:
+    src, dst = given.source, given.destination
+    s_name, d_name = given.source_name, given.destination_name
+    if not (src.reachable and dst.reachable):
+        down = s_name if not src.reachable else d_name
+        return Settlement(
+            Outcome.NEEDS_ATTENTION,
+            notes=(f"{down} cannot be reached: nothing was changed on either host",),
+        )
+    if src.active or dst.active:
+        where = s_name if src.active else d_name
+        return Settlement(
+            Outcome.NEEDS_ATTENTION,
+            notes=(f"the VM was started on {where} during an offline migration",),
+        )
+    if src.defined:
+        cleanup = _destination_cleanup(given)
+        return Settlement(
+            Outcome.FAILED,
+            actions=cleanup,
+            notes=(f"the definition stays on {s_name}", *_cleanup_note(given, cleanup)),
+        )
+    if dst.defined:
+        return Settlement(Outcome.SUCCEEDED, notes=(f"the VM is defined on {d_name}",))
+    return Settlement(Outcome.NEEDS_ATTENTION, notes=("the VM is defined on neither host",))
+
+
+def abort_reason(
+    *,
+    cancel_requested: bool,
+    elapsed_s: float,
+    timeout_s: float,
+    postcopy_started: bool,
+) -> str | None:
+    """Why the running libvirt job must be aborted now, or None.
+
+    Once post-copy has started the destination holds the current memory: aborting
+    would lose the VM (and QEMU refuses), so it is never asked for.
+    """
+    if postcopy_started:
+        return None
+    if cancel_requested:
+        return "cancelled on request"
+    if elapsed_s > timeout_s:
+        return f"timed out after {timeout_s:g} s"
+    return None
+
+
+def cleanup_actions(
+    *,
+    source: HostView,
+    destination: HostView,
+    destination_had_definition: bool,
+    later_migration_of_vm: bool,
+) -> tuple[Action, ...] | None:
+    """What a later retry may remove of a failed migration's leftover on the
+    destination. None: not now (try again later); () nothing left to do.
+    """
+    if later_migration_of_vm:
+        return ()  # what is on the destination now belongs to a later migration
+    if not (source.reachable and destination.reachable):
+        return None
+    if not source.active:
+        return None  # only clean while the VM is known to run on the source
+    if destination.executing:
+        return None  # never stop a copy that executes: an operator must look
+    return _destination_cleanup(
+        SettleInput(
+            source=source,
+            destination=destination,
+            live=True,
+            destination_had_definition=destination_had_definition,
+        )
+    )
+
+
+# --- claims and slots ------------------------------------------------------------------
+
+
+def slot_free(*, outgoing: int, incoming: int, max_outgoing: int, max_incoming: int) -> bool:
+    """May one more migration start from a source with `outgoing` and to a destination
+    with `incoming` migrations running?"""
+    return outgoing < max_outgoing and incoming < max_incoming
+
+
+def is_stale(*, heartbeat_age_s: float | None, stale_after_s: float) -> bool:
+    """Has the owner of a running migration stopped writing heartbeats?"""
+    return heartbeat_age_s is None or heartbeat_age_s > stale_after_s
+
+
+def task_lost(*, enqueued_age_s: float | None, lost_after_s: float) -> bool:
+    """Has a queued migration waited so long since it was last enqueued that its task
+    must be presumed lost (broker restarted, enqueue failed)? Enqueuing again is safe:
+    a duplicate task finds the migration claimed and does nothing."""
+    return enqueued_age_s is None or enqueued_age_s > lost_after_s

@@ -1,0 +1,377 @@
+"""The engine's decisions, table-tested without any host (migrations_app/decisions.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from migrations_app.checks import name_or_uuid_clash
+from migrations_app.decisions import (
+    UNREACHABLE,
+    Action,
+    HostView,
+    Op,
+    Outcome,
+    SettleInput,
+    Side,
+    abort_reason,
+    cleanup_actions,
+    is_stale,
+    settle,
+    slot_free,
+    task_lost,
+)
+
+RUNNING = HostView(True, "running")
+PAUSED = HostView(True, "paused")
+SHUT_OFF = HostView(True, "shut_off")
+ABSENT = HostView(True, None)
+
+SRC_DESTROY = Action(Side.SOURCE, Op.DESTROY)
+SRC_RESUME = Action(Side.SOURCE, Op.RESUME)
+SRC_START = Action(Side.SOURCE, Op.START)
+DST_DESTROY = Action(Side.DESTINATION, Op.DESTROY)
+DST_UNDEFINE = Action(Side.DESTINATION, Op.UNDEFINE)
+
+# (case, source, destination, options, outcome, actions, needs_cleanup)
+LIVE_CASES = [
+    ("never left the source", RUNNING, ABSENT, {}, Outcome.FAILED, (), False),
+    (
+        "incoming copy left paused",
+        RUNNING,
+        PAUSED,
+        {},
+        Outcome.FAILED,
+        (DST_DESTROY, DST_UNDEFINE),
+        False,
+    ),
+    (
+        "incoming copy, destination had the VM's definition (round trip)",
+        RUNNING,
+        PAUSED,
+        {"destination_had_definition": True},
+        Outcome.FAILED,
+        (DST_DESTROY,),
+        False,
+    ),
+    (
+        "shut-off definition of a round trip is left alone",
+        RUNNING,
+        SHUT_OFF,
+        {"destination_had_definition": True},
+        Outcome.FAILED,
+        (),
+        False,
+    ),
+    (
+        "a new shut-off definition on the destination is removed",
+        RUNNING,
+        SHUT_OFF,
+        {},
+        Outcome.FAILED,
+        (DST_UNDEFINE,),
+        False,
+    ),
+    (
+        "source runs, destination unreachable: leftover cleaned later",
+        RUNNING,
+        UNREACHABLE,
+        {},
+        Outcome.FAILED,
+        (),
+        True,
+    ),
+    (
+        "source runs but post-copy started, destination unreachable",
+        RUNNING,
+        UNREACHABLE,
+        {"postcopy_started": True},
+        Outcome.NEEDS_ATTENTION,
+        (),
+        False,
+    ),
+    (
+        "source unreachable after switchover",
+        UNREACHABLE,
+        RUNNING,
+        {},
+        Outcome.NEEDS_ATTENTION,
+        (),
+        False,
+    ),
+    (
+        "source unreachable, nothing on destination",
+        UNREACHABLE,
+        ABSENT,
+        {},
+        Outcome.NEEDS_ATTENTION,
+        (),
+        False,
+    ),
+    (
+        "source paused, destination unreachable",
+        PAUSED,
+        UNREACHABLE,
+        {},
+        Outcome.NEEDS_ATTENTION,
+        (),
+        False,
+    ),
+    ("both unreachable", UNREACHABLE, UNREACHABLE, {}, Outcome.NEEDS_ATTENTION, (), False),
+    ("switched over, source gone", ABSENT, RUNNING, {}, Outcome.SUCCEEDED, (), False),
+    ("switched over, source definition kept", SHUT_OFF, RUNNING, {}, Outcome.SUCCEEDED, (), False),
+    (
+        "switched over, stale paused source copy stopped",
+        PAUSED,
+        RUNNING,
+        {},
+        Outcome.SUCCEEDED,
+        (SRC_DESTROY,),
+        False,
+    ),
+    (
+        "post-copy running on destination, source still holds pages",
+        PAUSED,
+        RUNNING,
+        {"postcopy_started": True},
+        Outcome.NEEDS_ATTENTION,
+        (),
+        False,
+    ),
+    (
+        "post-copy finished: source copy gone",
+        SHUT_OFF,
+        RUNNING,
+        {"postcopy_started": True},
+        Outcome.SUCCEEDED,
+        (),
+        False,
+    ),
+    (
+        "post-copy failed: both paused",
+        PAUSED,
+        PAUSED,
+        {"postcopy_started": True},
+        Outcome.NEEDS_ATTENTION,
+        (),
+        False,
+    ),
+    ("executes on both hosts", RUNNING, RUNNING, {}, Outcome.NEEDS_ATTENTION, (), False),
+    (
+        "pre-copy aborted, source paused: clean destination, then resume",
+        PAUSED,
+        PAUSED,
+        {},
+        Outcome.FAILED,
+        (DST_DESTROY, DST_UNDEFINE, SRC_RESUME),
+        False,
+    ),
+    (
+        "VM paused by its owner stays paused",
+        PAUSED,
+        ABSENT,
+        {"source_was_paused": True},
+        Outcome.FAILED,
+        (),
+        False,
+    ),
+    (
+        "paused VM paused on destination: complete or not is unknown",
+        SHUT_OFF,
+        PAUSED,
+        {"source_was_paused": True},
+        Outcome.NEEDS_ATTENTION,
+        (),
+        False,
+    ),
+    (
+        "source QEMU died, destination incomplete: restart on source",
+        SHUT_OFF,
+        PAUSED,
+        {},
+        Outcome.FAILED,
+        (DST_DESTROY, DST_UNDEFINE, SRC_START),
+        False,
+    ),
+    (
+        "running nowhere, source has no definition",
+        ABSENT,
+        SHUT_OFF,
+        {},
+        Outcome.NEEDS_ATTENTION,
+        (),
+        False,
+    ),
+    ("defined nowhere", ABSENT, ABSENT, {}, Outcome.NEEDS_ATTENTION, (), False),
+]
+
+
+@pytest.mark.parametrize(
+    "source,destination,options,outcome,actions,needs_cleanup",
+    [case[1:] for case in LIVE_CASES],
+    ids=[case[0] for case in LIVE_CASES],
+)
+def test_settle_live(source, destination, options, outcome, actions, needs_cleanup):
+    result = settle(SettleInput(source=source, destination=destination, live=True, **options))
+    assert result.outcome == outcome, result.notes
+    assert result.actions == actions
+    assert result.needs_cleanup == needs_cleanup
+    assert result.notes, "every settlement says why"
+
+
+def test_settle_never_touches_an_unreachable_host_or_the_live_copy():
+    """The two invariants, over every combination of reported states."""
+    states = [UNREACHABLE, ABSENT, SHUT_OFF, PAUSED, RUNNING]
+    for source in states:
+        for destination in states:
+            for postcopy in (False, True):
+                for had_definition in (False, True):
+                    given = SettleInput(
+                        source=source,
+                        destination=destination,
+                        live=True,
+                        postcopy_started=postcopy,
+                        destination_had_definition=had_definition,
+                    )
+                    result = settle(given)
+                    sides = {a.side for a in result.actions}
+                    if not source.reachable or not destination.reachable:
+                        assert not result.actions, given
+                    if destination.executing:
+                        assert Side.DESTINATION not in sides, given
+                    if source.executing:
+                        assert Side.SOURCE not in sides, given
+                    if had_definition:
+                        assert DST_UNDEFINE not in result.actions, given
+                    if postcopy:
+                        # Post-copy: both copies may hold memory; nothing is stopped
+                        # on the side that may still be needed.
+                        assert SRC_DESTROY not in result.actions, given
+                        assert SRC_RESUME not in result.actions, given
+                    if any(a.op in (Op.RESUME, Op.START) for a in result.actions):
+                        assert not destination.executing, given
+                    if result.outcome == Outcome.SUCCEEDED:
+                        assert destination.executing, given
+                    if result.outcome == Outcome.FAILED and not source.executing:
+                        assert any(a.side == Side.SOURCE for a in result.actions) or (
+                            source.paused
+                        ), given
+
+
+OFFLINE_CASES = [
+    ("definition stays on source", SHUT_OFF, ABSENT, {}, Outcome.FAILED, ()),
+    ("half-defined destination removed", SHUT_OFF, SHUT_OFF, {}, Outcome.FAILED, (DST_UNDEFINE,)),
+    (
+        "round-trip definition kept",
+        SHUT_OFF,
+        SHUT_OFF,
+        {"destination_had_definition": True},
+        Outcome.FAILED,
+        (),
+    ),
+    ("moved", ABSENT, SHUT_OFF, {}, Outcome.SUCCEEDED, ()),
+    ("started meanwhile", RUNNING, SHUT_OFF, {}, Outcome.NEEDS_ATTENTION, ()),
+    ("destination unreachable", SHUT_OFF, UNREACHABLE, {}, Outcome.NEEDS_ATTENTION, ()),
+    ("nowhere", ABSENT, ABSENT, {}, Outcome.NEEDS_ATTENTION, ()),
+]
+
+
+@pytest.mark.parametrize(
+    "source,destination,options,outcome,actions",
+    [case[1:] for case in OFFLINE_CASES],
+    ids=[case[0] for case in OFFLINE_CASES],
+)
+def test_settle_offline(source, destination, options, outcome, actions):
+    result = settle(SettleInput(source=source, destination=destination, live=False, **options))
+    assert (result.outcome, result.actions) == (outcome, actions), result.notes
+
+
+@pytest.mark.parametrize(
+    "cancel,elapsed,timeout,postcopy,expected",
+    [
+        (False, 10, 60, False, None),
+        (True, 10, 60, False, "cancelled on request"),
+        (False, 61, 60, False, "timed out after 60 s"),
+        (True, 61, 60, False, "cancelled on request"),
+        (True, 61, 60, True, None),  # never abort post-copy: the VM would be lost
+        (False, 60, 60, False, None),
+    ],
+)
+def test_abort_reason(cancel, elapsed, timeout, postcopy, expected):
+    assert (
+        abort_reason(
+            cancel_requested=cancel,
+            elapsed_s=elapsed,
+            timeout_s=timeout,
+            postcopy_started=postcopy,
+        )
+        == expected
+    )
+
+
+@pytest.mark.parametrize(
+    "source,destination,had_definition,later,expected",
+    [
+        (RUNNING, PAUSED, False, False, (DST_DESTROY, DST_UNDEFINE)),
+        (RUNNING, SHUT_OFF, True, False, ()),
+        (RUNNING, ABSENT, False, False, ()),
+        (RUNNING, UNREACHABLE, False, False, None),
+        (UNREACHABLE, PAUSED, False, False, None),
+        (SHUT_OFF, PAUSED, False, False, None),  # the VM may not be on the source
+        (RUNNING, RUNNING, False, False, None),  # never stop an executing copy
+        # A later migration put the VM there: the leftover is not ours any more.
+        (SHUT_OFF, RUNNING, False, True, ()),
+    ],
+)
+def test_cleanup_actions(source, destination, had_definition, later, expected):
+    assert (
+        cleanup_actions(
+            source=source,
+            destination=destination,
+            destination_had_definition=had_definition,
+            later_migration_of_vm=later,
+        )
+        == expected
+    )
+
+
+@pytest.mark.parametrize(
+    "outgoing,incoming,expected",
+    [(0, 0, True), (1, 1, True), (2, 0, False), (0, 2, False), (2, 2, False)],
+)
+def test_slot_free(outgoing, incoming, expected):
+    assert slot_free(outgoing=outgoing, incoming=incoming, max_outgoing=2, max_incoming=2) is (
+        expected
+    )
+
+
+@pytest.mark.parametrize("age,expected", [(None, True), (5.0, False), (30.0, False), (31, True)])
+def test_is_stale(age, expected):
+    assert is_stale(heartbeat_age_s=age, stale_after_s=30) is expected
+
+
+@pytest.mark.parametrize("age,expected", [(None, True), (10, False), (61, True)])
+def test_task_lost(age, expected):
+    assert task_lost(enqueued_age_s=age, lost_after_s=60) is expected
+
+
+@pytest.mark.parametrize(
+    "by_uuid,by_name_uuid,clash,coming_home",
+    [
+        (None, None, False, False),
+        (("web-1", "shut_off"), "U", False, True),  # the same VM coming home
+        (("web-1", "running"), "U", True, False),  # a second active copy
+        (("web-1", "paused"), "U", True, False),
+        (("other", "shut_off"), None, True, False),  # same UUID, another name
+        (None, "OTHER-UUID", True, False),  # another domain with the name
+    ],
+)
+def test_name_or_uuid_clash(by_uuid, by_name_uuid, clash, coming_home):
+    verdict = name_or_uuid_clash(
+        destination="dst",
+        target_name="web-1",
+        by_uuid=by_uuid,
+        by_name_uuid=by_name_uuid,
+        vm_uuid="U",
+    )
+    assert (verdict.clash, verdict.coming_home) == (clash, coming_home), verdict.message
+    assert "dst" in verdict.message

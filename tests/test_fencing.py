@@ -1,0 +1,105 @@
+"""Fencing of migration records against the real database (no hypervisor needed):
+a worker that lost its claim writes nothing, and final records stay final."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from hosts.models import Host
+from migrations_app import engine
+from migrations_app.engine import ClaimLost, InvalidTransition, Lease, _take_over, _transition
+from migrations_app.models import Migration
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def running(admin_user) -> Migration:
+    source = Host.objects.create(name="src", address="192.0.2.30")
+    destination = Host.objects.create(name="dst", address="192.0.2.31")
+    return Migration.objects.create(
+        vm_uuid=uuid.uuid4(),
+        vm_name="web-1",
+        source=source,
+        destination=destination,
+        requested_by=admin_user,
+        requested_by_name=admin_user.username,
+        status="migrating",
+        claimed_by="w:1",
+        claim_epoch=1,
+        heartbeat_at=timezone.now(),
+        max_downtime_ms=500,
+        timeout_s=600,
+    )
+
+
+def _events(migration: Migration) -> list[str]:
+    return list(
+        AuditEvent.objects.filter(target_id=str(migration.pk)).values_list("event_type", flat=True)
+    )
+
+
+def test_a_worker_that_lost_its_claim_writes_nothing(running):
+    worker = Lease(running.pk, 1, "worker w:1")
+    reconciler = _take_over(running, "reconciler r:1")
+    assert reconciler is not None and reconciler.epoch == 2
+    _transition(running, reconciler, "failed", "failed", error="settled by the reconciler")
+    before = Migration.objects.values().get(pk=running.pk)
+    events = _events(running)
+
+    with pytest.raises(ClaimLost):
+        _transition(running, worker, "completing", "completing")
+    with pytest.raises(ClaimLost):
+        worker.renew()
+    assert worker.lost.is_set()
+    assert Migration.objects.values().get(pk=running.pk) == before
+    assert _events(running) == events == ["migration.failed"]
+
+
+def test_a_final_record_never_moves_back(running):
+    lease = Lease(running.pk, 1, "worker w:1")
+    _transition(running, lease, "failed", "failed", error="x")
+    with pytest.raises(InvalidTransition):
+        _transition(running, lease, "migrating", "started")
+    assert Migration.objects.get(pk=running.pk).status == "failed"
+
+
+def test_only_one_of_two_reconcilers_takes_over(running):
+    stale = Migration.objects.get(pk=running.pk)
+    first = _take_over(stale, "reconciler a")
+    second = _take_over(stale, "reconciler b")  # read the same row, lost the race
+    assert first is not None and second is None
+    assert Migration.objects.get(pk=running.pk).claimed_by == "reconciler a"
+
+
+def test_take_over_refused_after_a_fresh_heartbeat(running):
+    read = Migration.objects.get(pk=running.pk)
+    time.sleep(0.01)
+    Lease(running.pk, 1, "worker w:1").renew()  # the worker was alive after all
+    assert _take_over(read, "reconciler") is None
+
+
+def test_heartbeat_thread_renews_until_taken_over(running, settings):
+    settings.MIGRATION_HEARTBEAT_S = 0.1
+    Migration.objects.filter(pk=running.pk).update(heartbeat_at=None)
+    lease = Lease(running.pk, 1, "worker w:1")
+    with engine._heartbeat(lease):
+        time.sleep(0.5)
+        first = Migration.objects.get(pk=running.pk).heartbeat_at
+        assert first is not None
+        time.sleep(0.3)
+        assert Migration.objects.get(pk=running.pk).heartbeat_at > first
+        assert _take_over(Migration.objects.get(pk=running.pk), "reconciler") is not None
+        # The reconciler's own heartbeat must not be overwritten by the old worker.
+        deadline = time.monotonic() + 2
+        while not lease.lost.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lease.lost.is_set()
+        taken_at = Migration.objects.get(pk=running.pk).heartbeat_at
+        time.sleep(0.4)
+        assert Migration.objects.get(pk=running.pk).heartbeat_at == taken_at
