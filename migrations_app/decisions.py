@@ -50,6 +50,8 @@ class HostView:
 
     reachable: bool
     state: str | None = None  # None: no domain with this UUID there (if reachable)
+    # The host reports a migration job of this VM still running (None: not asked).
+    job_active: bool | None = None
 
     @property
     def defined(self) -> bool:
@@ -161,7 +163,7 @@ def _settle_live(given: SettleInput) -> Settlement:
     if dst.executing:
         # Switched over. The copy on the destination is complete, unless post-copy is
         # still pulling pages from a paused source: then the source must stay.
-        if src.active and given.postcopy_started:
+        if src.active and given.postcopy_started and src.job_active is not False:
             return Settlement(
                 Outcome.NEEDS_ATTENTION,
                 notes=(
@@ -170,6 +172,8 @@ def _settle_live(given: SettleInput) -> Settlement:
                 ),
             )
         if src.active:
+            # Pre-copy switched over, or post-copy is done (no job left on the source):
+            # the paused source copy is stale.
             return Settlement(
                 Outcome.SUCCEEDED,
                 actions=(Action(Side.SOURCE, Op.DESTROY),),

@@ -612,12 +612,23 @@ def _refresh_inventory(migration: Migration, lease: Lease) -> None:
 
 def _observe(uri: str, uuid: str) -> tuple[decisions.HostView, str]:
     """What one host says about the VM (bounded by the connect timeout and keepalive)."""
+    job_active = None
     try:
         with gateway.connect(uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S) as conn:
             domain = conn.find_domain(uuid=uuid)
+            if domain is not None and domain.state in decisions.ACTIVE_STATES:
+                try:
+                    job_active = bool(conn.job_stats(uuid))
+                except gateway.DomainNotFound:
+                    domain = None  # it left between the two calls
     except gateway.GatewayError as exc:
         return decisions.UNREACHABLE, str(exc)
-    return decisions.HostView(reachable=True, state=domain.state if domain else None), ""
+    return (
+        decisions.HostView(
+            reachable=True, state=domain.state if domain else None, job_active=job_active
+        ),
+        "",
+    )
 
 
 def _settle_input(migration: Migration) -> tuple[decisions.SettleInput, list[str]]:

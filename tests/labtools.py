@@ -26,6 +26,12 @@ def running_on(hosts: list[core.LabHost], uuid: str) -> list[str]:
     return [name for name, state in where(hosts, uuid).items() if state == "running"]
 
 
+def persistent(host: core.LabHost, uuid: str) -> bool:
+    """Is the domain's definition kept by libvirt (not only a running transient copy)?"""
+    info = core.virsh(host, "dominfo", uuid).stdout
+    return re.search(r"^Persistent:\s+yes", info, re.MULTILINE) is not None
+
+
 def domain_name(host: core.LabHost, uuid: str) -> str:
     return core.virsh(host, "domname", uuid).stdout.strip()
 
@@ -90,3 +96,46 @@ def request_migration(api, uuid: str, **payload) -> int:
 def disk_capacity(host: core.LabHost, uuid: str, target: str) -> int:
     output = core.virsh(host, "domblkinfo", uuid, target).stdout
     return int(re.search(r"Capacity:\s+(\d+)", output)[1])
+
+
+def run_in_thread(migration_id: int):
+    """Run the engine for `migration_id` in a thread of this process, as a worker would."""
+    import threading
+
+    from django.db import connection
+
+    from migrations_app.engine import migration_execute
+
+    def target() -> None:
+        try:
+            migration_execute(migration_id=migration_id)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_until_migrating(migration_id: int, min_percent: float = 3.0):
+    from migrations_app.models import Migration
+
+    return wait_for(
+        lambda: Migration.objects.filter(
+            pk=migration_id, status="migrating", percent__gte=min_percent
+        ).first(),
+        timeout=90,
+        what=f"migration {migration_id} to pass {min_percent}%",
+    )
+
+
+def events_of(migration_id: int) -> list[str]:
+    from audit.models import AuditEvent
+
+    return list(
+        AuditEvent.objects.filter(
+            target_type="migrations_app.migration", target_id=str(migration_id)
+        )
+        .order_by("occurred_at", "id")
+        .values_list("event_type", flat=True)
+    )

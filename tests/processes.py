@@ -27,8 +27,9 @@ def subprocess_database_url() -> str:
 class Workers:
     """`manage.py run_workers` in its own process group, like the demo runs it."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
+        self.env = env or {}
         self.process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
@@ -40,6 +41,7 @@ class Workers:
             "DATABASE_URL": subprocess_database_url(),
             "REDIS_URL": settings.REDIS_URL,
             "PORTAL_Q_WORKERS": "2",
+            **self.env,
         }
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -59,12 +61,19 @@ class Workers:
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
 
+    def freeze(self) -> None:
+        """SIGSTOP the whole group: alive, but not running (a stalled worker)."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.killpg(self.process.pid, signal.SIGCONT)
+
 
 class PortalServer(Workers):
     """daphne serving portal.asgi on 127.0.0.1:<port> (HTTP and websockets)."""
 
-    def __init__(self, log: Path, port: int) -> None:
-        super().__init__(log)
+    def __init__(self, log: Path, port: int, env: dict[str, str] | None = None) -> None:
+        super().__init__(log, env)
         self.port = port
 
     def command(self) -> list[str]:

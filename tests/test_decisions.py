@@ -138,6 +138,15 @@ LIVE_CASES = [
         False,
     ),
     (
+        "post-copy done (no job on the source): stale source copy stopped",
+        HostView(True, "paused", job_active=False),
+        RUNNING,
+        {"postcopy_started": True},
+        Outcome.SUCCEEDED,
+        (SRC_DESTROY,),
+        False,
+    ),
+    (
         "post-copy finished: source copy gone",
         SHUT_OFF,
         RUNNING,
@@ -245,7 +254,8 @@ def test_settle_never_touches_an_unreachable_host_or_the_live_copy():
                     if postcopy:
                         # Post-copy: both copies may hold memory; nothing is stopped
                         # on the side that may still be needed.
-                        assert SRC_DESTROY not in result.actions, given
+                        if source.job_active is not False:
+                            assert SRC_DESTROY not in result.actions, given
                         assert SRC_RESUME not in result.actions, given
                     if any(a.op in (Op.RESUME, Op.START) for a in result.actions):
                         assert not destination.executing, given

@@ -7,18 +7,18 @@ runs it; test_worker_lab.py drives it through real django-q2 worker processes.
 from __future__ import annotations
 
 import statistics
-import threading
+import time
 
 import pytest
-from django.db import connection
 
 from audit.models import AuditEvent
 from hosts.models import Host
 from lab import core
 from migrations_app.engine import migration_execute, migrations_reconcile
 from migrations_app.models import Migration
+from migrations_app.services import migrations_dispatch_waiting
 from tests import labtools
-from tests.labtools import request_migration
+from tests.labtools import events_of, request_migration, run_in_thread, wait_until_migrating
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 
@@ -28,38 +28,6 @@ MiB = 2**20
 def sync(api) -> None:
     for host in Host.objects.all():
         api.post(f"/api/hosts/{host.pk}/refresh/")
-
-
-def run_in_thread(migration_id: int) -> threading.Thread:
-    def target() -> None:
-        try:
-            migration_execute(migration_id=migration_id)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread
-
-
-def wait_until_migrating(migration_id: int, min_percent: float = 3.0) -> Migration:
-    return labtools.wait_for(
-        lambda: Migration.objects.filter(
-            pk=migration_id, status="migrating", percent__gte=min_percent
-        ).first(),
-        timeout=90,
-        what=f"migration {migration_id} to pass {min_percent}%",
-    )
-
-
-def events_of(migration_id: int) -> list[str]:
-    return list(
-        AuditEvent.objects.filter(
-            target_type="migrations_app.migration", target_id=str(migration_id)
-        )
-        .order_by("occurred_at", "id")
-        .values_list("event_type", flat=True)
-    )
 
 
 def domjobinfo_completed(host: core.LabHost, uuid: str) -> dict[str, str]:
@@ -332,7 +300,7 @@ def test_every_precheck_fails_with_its_message(api, linux_vm, lab_registered, tm
         failed(checks, "no_host_devices", "PCI/USB host devices")
         failed(checks, "disks_available", "/nonexistent/probe-vm.qcow2")
         failed(checks, "enough_memory", "the VM needs 4194304 MiB")
-        failed(checks, "no_name_or_uuid_clash", "already has a domain named 'probe-vm'")
+        failed(checks, "no_name_or_uuid_clash", "already has another domain named 'probe-vm'")
     finally:
         core.virsh(source, "undefine", "probe-vm", check=False)
         core.virsh(destination, "undefine", "probe-vm", check=False)
@@ -417,6 +385,8 @@ def test_timeout_aborts_and_leaves_the_vm_on_the_source(api, linux_vm):
 
 
 def test_over_the_host_limit_a_migration_waits_in_the_queue(api, linux_vm, settings):
+    """Waiting for a slot does not hold a worker: the task returns at once, the
+    migration stays queued, and it is enqueued again when the slot frees up."""
     settings.MIGRATION_MAX_OUTGOING_PER_HOST = 1
     source = linux_vm.source
     destination = linux_vm.other(source)
@@ -434,13 +404,17 @@ def test_over_the_host_limit_a_migration_waits_in_the_queue(api, linux_vm, setti
     migration_id = request_migration(
         api, linux_vm.uuid, remote_host=destination.name, delete_source=True
     )
-    worker = run_in_thread(migration_id)
-    worker.join(3)
-    assert worker.is_alive()
-    assert Migration.objects.get(pk=migration_id).status == "queued"
+    started = time.monotonic()
+    assert migration_execute(migration_id=migration_id) == "queued"
+    assert time.monotonic() - started < 2, "the task must not wait for the slot"
+    waiting = Migration.objects.get(pk=migration_id)
+    assert (waiting.status, waiting.phase, waiting.claimed_by) == ("queued", "waiting_for_slot", "")
+    # Still no slot: nothing is dispatched.
+    assert migrations_dispatch_waiting() == []
     Migration.objects.filter(pk=busy.pk).update(status="succeeded")
-    worker.join(60)
-    assert Migration.objects.get(pk=migration_id).status == "succeeded"
+    assert migrations_dispatch_waiting() == [migration_id]
+    # The re-enqueued task runs it (executed here as the worker would).
+    assert migration_execute(migration_id=migration_id) == "succeeded"
     assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {destination.name: "running"}
 
 
