@@ -267,10 +267,16 @@ def status(config: LabConfig) -> list[LabHost]:
 
 
 def down(config: LabConfig) -> None:
-    """Destroy the domains and stop every process of the lab; leaves no mount behind."""
+    """Destroy the domains and stop every process of the lab; leaves no mount and no
+    fault (nft table, frozen libvirtd) behind."""
     _require_root()
     if not config.root.exists():
         return
+    # First: a cut-off or frozen libvirtd would not answer the virsh calls below.
+    from lab import faults  # lab.faults imports this module
+
+    faults.heal_all(config)
+    faults.thaw_all(config)
     with _lab_lock(config):
         host_dirs = sorted(p for p in (config.root / "hosts").glob("*") if p.is_dir())
         for hdir in host_dirs:
@@ -284,6 +290,9 @@ def down(config: LabConfig) -> None:
     mounts = lab_mounts(config)
     if mounts:
         raise LabError(f"lab mounts survived down: {mounts}")
+    tables = faults.lab_tables(config)
+    if tables:
+        raise LabError(f"lab nft tables survived down: {tables}")
 
 
 def virsh(
