@@ -57,6 +57,10 @@ PRIVATE_POOL = "default"
 HOST_IMAGES_DIR = "/var/lib/libvirt/images"
 LIBVIRT_TCP_PORT = 16509
 SSH_PORT = 22
+# QEMU listens for an incoming migration on one of these (libvirt's defaults, set
+# explicitly in qemu.conf so that lab.faults and the hosts agree).
+MIGRATION_PORT_MIN = 49152
+MIGRATION_PORT_MAX = 49215
 LINUX_VM_DISK = "lab-vm-data.qcow2"
 LINUX_VM_DISK_MIB = 64
 TINY_VM_DISK = "lab-tiny.qcow2"
@@ -263,10 +267,16 @@ def status(config: LabConfig) -> list[LabHost]:
 
 
 def down(config: LabConfig) -> None:
-    """Destroy the domains and stop every process of the lab; leaves no mount behind."""
+    """Destroy the domains and stop every process of the lab; leaves no mount and no
+    fault (nft table, frozen libvirtd) behind."""
     _require_root()
     if not config.root.exists():
         return
+    # First: a cut-off or frozen libvirtd would not answer the virsh calls below.
+    from lab import faults  # lab.faults imports this module
+
+    faults.heal_all(config)
+    faults.thaw_all(config)
     with _lab_lock(config):
         host_dirs = sorted(p for p in (config.root / "hosts").glob("*") if p.is_dir())
         for hdir in host_dirs:
@@ -280,6 +290,9 @@ def down(config: LabConfig) -> None:
     mounts = lab_mounts(config)
     if mounts:
         raise LabError(f"lab mounts survived down: {mounts}")
+    tables = faults.lab_tables(config)
+    if tables:
+        raise LabError(f"lab nft tables survived down: {tables}")
 
 
 def virsh(
@@ -467,8 +480,10 @@ host_uuid = "{host_uuid}"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 max_clients = 200
 max_anonymous_clients = 100
-keepalive_interval = 5
-keepalive_count = 5
+# Lab: a client that stops answering (frozen, cut off) is dropped after ~2 * 2 s of
+# silence instead of libvirt's default 5 * 5 s.
+keepalive_interval = 2
+keepalive_count = 2
 """
 
 
@@ -485,6 +500,13 @@ dynamic_ownership = 0
 remember_owner = 0
 cgroup_controllers = [ ]
 namespaces = [ ]
+# QEMU's incoming migration (and NBD disk copy) ports; lab.faults cuts exactly these.
+migration_port_min = {MIGRATION_PORT_MIN}
+migration_port_max = {MIGRATION_PORT_MAX}
+# Keepalive of this host's p2p connection to a destination libvirtd: a frozen or
+# cut-off destination is noticed after ~2 * 2 s (libvirt's default is 5 * 5 s).
+keepalive_interval = 2
+keepalive_count = 2
 """
 
 

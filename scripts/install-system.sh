@@ -16,6 +16,8 @@ PACKAGES=(
   openssh-server openssh-client cpio busybox-static
   # FUSE view of the lab's shared folder that libvirt accepts as shared storage
   bindfs
+  # lab fault injection: cut links between lab hosts (lab/faults.py)
+  nftables
   # private redis for the default profile
   redis-server
   # headless browser for the end-to-end UI test (driven by Playwright), and a font

@@ -10,7 +10,9 @@ from rest_framework.test import APIClient
 
 @pytest.fixture(scope="session")
 def lab_hosts():
-    """Two real lab hypervisors (libvirtd + QEMU + sshd), started once per session."""
+    """The real lab hypervisors (libvirtd + QEMU + sshd; 3 unless TEST_LAB_HOSTS says
+    otherwise), started once per session. Faults are always undone at the end, even
+    when the lab is kept (PORTAL_KEEP_TEST_LAB)."""
     if os.geteuid() != 0:
         pytest.fail(
             "LAB TESTS NEED ROOT: the lab hosts use unshare, bind mounts and a system "
@@ -20,9 +22,12 @@ def lab_hosts():
     from tests import lab_session
 
     hosts = lab_session.up()
-    yield hosts
-    if not os.environ.get("PORTAL_KEEP_TEST_LAB"):
-        lab_session.down()
+    try:
+        yield hosts
+    finally:
+        lab_session.heal()
+        if not os.environ.get("PORTAL_KEEP_TEST_LAB"):
+            lab_session.down()
 
 
 @pytest.fixture

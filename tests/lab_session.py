@@ -1,7 +1,7 @@
-"""The test suite's lab: two real hypervisor hosts, apart from the demo's lab.
+"""The test suite's lab: real hypervisor hosts (three by default), apart from the demo's lab.
 
 They sit on 127.0.0.12 and up, in var/test-lab, so a running `make demo` is not
-disturbed. `python -m tests.lab_session up|down|status` drives them by hand.
+disturbed. `python -m tests.lab_session up|down|status|heal` drives them by hand.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from lab import core
+from lab import core, faults
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("PORTAL_DATA_DIR", BASE_DIR / "var")).resolve()
@@ -26,15 +26,23 @@ CONFIG = core.LabConfig(
     guest_dirty_mib_s=int(os.environ.get("TEST_LAB_GUEST_DIRTY_MIB_S", "8")),
     start_vms=True,
 )
-HOST_COUNT = 2
+# The VMs start on the first host only; the third host is a spare destination (e.g. for
+# fault tests that need a bystander). TEST_LAB_HOSTS=2 saves its memory and start time.
+HOST_COUNT = int(os.environ.get("TEST_LAB_HOSTS", "3"))
 
 
 def up() -> list[core.LabHost]:
     return core.up(CONFIG, hosts=HOST_COUNT)
 
 
+def heal() -> None:
+    """Undo every fault a test may have left: nft cuts removed, libvirtds continued."""
+    faults.heal_all(CONFIG)
+    faults.thaw_all(CONFIG)
+
+
 def down() -> None:
-    core.down(CONFIG)
+    core.down(CONFIG)  # heals first, see core.down
 
 
 if __name__ == "__main__":
@@ -44,6 +52,8 @@ if __name__ == "__main__":
             print(host)
     elif command == "down":
         down()
+    elif command == "heal":
+        heal()
     else:
         for host in core.status(CONFIG):
             print(host)

@@ -1,0 +1,294 @@
+"""Datacenter faults for the lab hosts: a frozen libvirtd and cut network links.
+
+Two kinds of fault, each with explicit start/stop functions and a context manager
+that always undoes it:
+
+* **Frozen libvirtd** (``freeze_libvirtd`` / ``thaw_libvirtd`` / ``frozen_libvirtd``):
+  SIGSTOP to the host's libvirtd.  The kernel still completes TCP handshakes into its
+  listen backlog, but nothing answers: every libvirt client of that host hangs.  The
+  host's QEMU processes are not touched and keep running their guests (and an
+  ongoing migration stream), like a hung management daemon on a real host.
+
+* **Cut links** (nftables on loopback): a table of its own per (lab host, plane) with
+  one chain on the ``output`` hook that drops TCP packets *to* the host's address:
+
+  - data plane (``cut_data_plane`` / ``heal_data_plane`` / ``data_plane_cut``):
+    dports 49152-49215, QEMU's incoming migration (and NBD disk copy) ports.  A
+    running native migration into that host stalls; libvirt connections still work.
+    (A tunnelled migration travels over libvirtd's connection instead: unaffected.)
+  - control plane (``cut_control_plane`` / ``heal_control_plane`` /
+    ``control_plane_cut``): dports 16509 (libvirt tcp) and 22 (ssh).  On loopback
+    every client's source address is 127.0.0.1, so this cuts *every* client off from
+    that host's libvirtd and sshd: the portal, virsh, and the p2p connection another
+    host's libvirtd keeps to it during a migration.  The host itself keeps running.
+
+  Dropping on ``output`` (not ``input`` of a listener) affects packets of
+  connections that are already established too: they stall, then resume through TCP
+  retransmission once healed (unless a keepalive gave up on them meanwhile).  Rules
+  name only the given lab host's loopback address.
+
+Table names carry the lab's name prefix and the host's address
+(``<prefix>_cut_<plane>_127_0_0_N``), so two labs never share a table even when they
+use the same prefix.  ``heal_all(config)`` removes every table of one lab;
+``lab.core.down`` calls it (and ``thaw_all``) before it stops anything.
+
+Plain Python, no libvirt bindings: processes are signalled, ``nft`` is run.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from lab import core
+
+NFT = "nft"
+NFT_FAMILY = "inet"
+DATA_PLANE = "data"
+CONTROL_PLANE = "ctrl"
+# Destination ports each plane's cut drops (to the host's address only).
+PLANE_PORTS = {
+    DATA_PLANE: f"{core.MIGRATION_PORT_MIN}-{core.MIGRATION_PORT_MAX}",
+    CONTROL_PLANE: f"{{ {core.LIBVIRT_TCP_PORT}, {core.SSH_PORT} }}",
+}
+_TABLE_RE = re.compile(r"^table\s+(\S+)\s+(\S+)\s*$")
+
+
+# --- frozen libvirtd -------------------------------------------------------------
+
+
+def freeze_libvirtd(host: core.LabHost) -> int:
+    """SIGSTOP the host's libvirtd (its QEMUs keep running); returns its pid.
+
+    Waits until the kernel reports the process stopped, so that on return every new
+    request to the host really hangs.  Undo with ``thaw_libvirtd`` (or use
+    ``frozen_libvirtd``, which always thaws).
+    """
+    pid = _libvirtd_pid(host)
+    os.kill(pid, signal.SIGSTOP)
+    _wait(lambda: process_state(pid) in ("T", "t"), 5, f"libvirtd {pid} to stop")
+    return pid
+
+
+def thaw_libvirtd(host: core.LabHost) -> int:
+    """SIGCONT the host's libvirtd; harmless if it is not frozen. Returns its pid."""
+    pid = _libvirtd_pid(host)
+    os.kill(pid, signal.SIGCONT)
+    _wait(lambda: process_state(pid) not in ("T", "t"), 5, f"libvirtd {pid} to continue")
+    return pid
+
+
+@contextmanager
+def frozen_libvirtd(host: core.LabHost) -> Iterator[int]:
+    """``with frozen_libvirtd(host) as pid:`` the host's libvirtd is stopped inside the
+    block and continued when it is left, however it is left."""
+    pid = _libvirtd_pid(host)
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        _wait(lambda: process_state(pid) in ("T", "t"), 5, f"libvirtd {pid} to stop")
+        yield pid
+    finally:
+        # The pid, not a fresh lookup: it names the process we stopped.
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+def thaw_all(config: core.LabConfig) -> list[int]:
+    """Continue every stopped libvirtd of the lab; returns the pids that were thawed."""
+    thawed = []
+    for host in core.status(config):
+        pid = core.libvirtd_pid(host)
+        if pid is not None and process_state(pid) in ("T", "t"):
+            os.kill(pid, signal.SIGCONT)
+            thawed.append(pid)
+    return thawed
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of /proc/<pid>/stat ('R', 'S', 'T' = stopped, ...), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            raw = handle.read()
+    except OSError:
+        return None
+    return raw[raw.rfind(")") + 2 :].split()[0]
+
+
+# --- cut links ---------------------------------------------------------------------
+
+
+def cut_data_plane(host: core.LabHost) -> str:
+    """Drop TCP to the host's QEMU migration ports (49152-49215); returns the table name.
+
+    Idempotent. Undo with ``heal_data_plane`` (or use ``data_plane_cut``).
+    """
+    return _cut(host, DATA_PLANE)
+
+
+def heal_data_plane(host: core.LabHost) -> bool:
+    """Remove the data-plane cut into ``host``; True if there was one."""
+    return _heal(host, DATA_PLANE)
+
+
+@contextmanager
+def data_plane_cut(host: core.LabHost) -> Iterator[str]:
+    """``with data_plane_cut(host):`` migration streams into ``host`` are dropped."""
+    try:
+        yield cut_data_plane(host)
+    finally:
+        heal_data_plane(host)
+
+
+def cut_control_plane(host: core.LabHost) -> str:
+    """Drop TCP to the host's libvirtd (16509) and sshd (22); returns the table name.
+
+    Every client loses the host (on loopback a rule cannot tell the portal from
+    another host's libvirtd); the host and its guests keep running. Idempotent.
+    Undo with ``heal_control_plane`` (or use ``control_plane_cut``).
+    """
+    return _cut(host, CONTROL_PLANE)
+
+
+def heal_control_plane(host: core.LabHost) -> bool:
+    """Remove the control-plane cut of ``host``; True if there was one."""
+    return _heal(host, CONTROL_PLANE)
+
+
+@contextmanager
+def control_plane_cut(host: core.LabHost) -> Iterator[str]:
+    """``with control_plane_cut(host):`` nobody reaches the host's libvirtd or sshd."""
+    try:
+        yield cut_control_plane(host)
+    finally:
+        heal_control_plane(host)
+
+
+def cut_table_name(host: core.LabHost, plane: str) -> str:
+    """The nft table (family inet) that holds ``plane``'s cut of ``host``."""
+    if plane not in PLANE_PORTS:
+        raise core.LabError(f"unknown plane {plane!r}: one of {sorted(PLANE_PORTS)}")
+    prefix = _prefix_of(host)
+    return f"{prefix}_cut_{plane}_{_lab_address(host.address).replace('.', '_')}"
+
+
+def lab_tables(config: core.LabConfig) -> list[str]:
+    """Names of the nft tables of this lab that exist now (its hosts' cuts)."""
+    if shutil.which(NFT) is None:
+        return []  # without nft no table can exist
+    wanted = {cut_table_name(host, plane) for host in core.status(config) for plane in PLANE_PORTS}
+    return [name for family, name in list_tables() if family == NFT_FAMILY and name in wanted]
+
+
+def heal_all(config: core.LabConfig) -> list[str]:
+    """Remove every cut of this lab (every host it ever had); returns the removed tables.
+
+    Tables of other labs, even with the same name prefix, are left alone: they name
+    other addresses.
+    """
+    removed = []
+    for name in lab_tables(config):
+        if _delete_table(name):
+            removed.append(name)
+    return removed
+
+
+def list_tables() -> list[tuple[str, str]]:
+    """Every nft table of the machine as (family, name): ``nft list tables``."""
+    result = _nft("list", "tables")
+    tables = []
+    for line in result.stdout.splitlines():
+        match = _TABLE_RE.match(line.strip())
+        if match:
+            tables.append((match.group(1), match.group(2)))
+    return tables
+
+
+def table_ruleset(name: str) -> str:
+    """``nft list table inet <name>`` (for checks and error messages)."""
+    return _nft("list", "table", NFT_FAMILY, name).stdout
+
+
+# --- internals ---------------------------------------------------------------------
+
+
+def _cut(host: core.LabHost, plane: str) -> str:
+    name = cut_table_name(host, plane)
+    address = _lab_address(host.address)
+    # One transaction: create-if-missing, delete, re-create. Atomic and idempotent.
+    script = (
+        f"table {NFT_FAMILY} {name} {{}}\n"
+        f"delete table {NFT_FAMILY} {name}\n"
+        f"table {NFT_FAMILY} {name} {{\n"
+        f"  chain output {{\n"
+        f"    type filter hook output priority filter; policy accept;\n"
+        f"    ip daddr {address} tcp dport {PLANE_PORTS[plane]} counter drop\n"
+        f"  }}\n"
+        f"}}\n"
+    )
+    _nft("-f", "-", input=script)
+    return name
+
+
+def _heal(host: core.LabHost, plane: str) -> bool:
+    if shutil.which(NFT) is None:
+        return False
+    return _delete_table(cut_table_name(host, plane))
+
+
+def _delete_table(name: str) -> bool:
+    if (NFT_FAMILY, name) not in list_tables():
+        return False
+    result = _nft("delete", "table", NFT_FAMILY, name, check=False)
+    if result.returncode != 0 and (NFT_FAMILY, name) in list_tables():
+        raise core.LabError(f"cannot delete nft table {name}: {result.stderr.strip()}")
+    return True
+
+
+def _nft(*args: str, input: str | None = None, check: bool = True):
+    if shutil.which(NFT) is None:
+        raise core.LabError("nft missing: run scripts/install-system.sh (package nftables)")
+    result = subprocess.run([NFT, *args], input=input, capture_output=True, text=True, timeout=30)
+    if check and result.returncode != 0:
+        raise core.LabError(f"nft {' '.join(args)} failed: {result.stderr.strip()}\n{input or ''}")
+    return result
+
+
+def _lab_address(address: str) -> str:
+    """The host's address, checked to be a loopback one: no rule names anything else."""
+    parsed = ipaddress.IPv4Address(address)
+    if not parsed.is_loopback:
+        raise core.LabError(f"{address} is not a loopback lab address: refusing to cut it")
+    return str(parsed)
+
+
+def _prefix_of(host: core.LabHost) -> str:
+    prefix, sep, index = host.name.rpartition("-")
+    if not sep or not index.isdigit() or not prefix:
+        raise core.LabError(f"{host.name!r} is not a lab host name (<prefix>-<n>)")
+    # nft identifiers: letters, digits, '_' (others would need quoting).
+    name = re.sub(r"[^A-Za-z0-9_]", "_", prefix)
+    return name if name[0].isalpha() else f"lab_{name}"
+
+
+def _libvirtd_pid(host: core.LabHost) -> int:
+    pid = core.libvirtd_pid(host)
+    if pid is None:
+        raise core.LabError(f"no libvirtd listens on {host.address}:{core.LIBVIRT_TCP_PORT}")
+    return pid
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise core.LabError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
