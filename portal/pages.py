@@ -30,6 +30,8 @@ PHASE_LABELS = {
     "transferring_memory": "Transferring memory",
     "converging": "Converging (re-sending dirtied memory)",
     "postcopy": "Post-copy",
+    "waiting_for_slot": "Waiting for a free slot on its hosts",
+    "needs_attention": "Needs attention: a host cannot be reached",
 }
 EVENT_LABELS = {
     "migration.requested": "Requested",
@@ -43,6 +45,7 @@ EVENT_LABELS = {
     "migration.failed": "Failed",
     "migration.cancelled": "Cancelled",
     "migration.cleaned_up": "Cleaned up",
+    "migration.needs_attention": "Needs attention",
 }
 
 

@@ -8,12 +8,15 @@
   const STATUS_LABELS = {
     queued: "Queued", checking: "Checking", migrating: "Migrating", completing: "Completing",
     succeeded: "Succeeded", failed: "Failed", cancelled: "Cancelled",
+    needs_attention: "Needs attention",
   };
   const PHASE_LABELS = {
     checking: "running pre-checks", setup: "setting up", copying_disks: "copying disks",
     transferring_memory: "transferring memory", converging: "converging (re-sending dirtied memory)",
     postcopy: "post-copy", completing: "completing", done: "done",
     checks_failed: "pre-checks failed", failed: "failed", cancelled: "cancelled",
+    waiting_for_slot: "waiting for a free slot on its hosts",
+    needs_attention: "needs attention: a host cannot be reached",
   };
   const MIB = 1024 * 1024;
 

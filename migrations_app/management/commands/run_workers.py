@@ -1,5 +1,6 @@
 """Start the django-q2 workers, after settling migrations a dead worker left behind."""
 
+import multiprocessing
 import subprocess
 import sys
 
@@ -22,7 +23,11 @@ class Command(BaseCommand):
         subprocess.run(manage, check=False)
         loop = subprocess.Popen([*manage, "--loop"])
         try:
+            # qcluster returns once its sentinel process runs; wait for the cluster to
+            # end (SIGTERM/SIGINT: its own handler stops it) before ending the loop.
             call_command("qcluster")
+            for child in multiprocessing.active_children():
+                child.join()
         finally:
             loop.terminate()
             try:
