@@ -46,9 +46,9 @@ def test_lab_hosts_register_refresh_and_report_capabilities(api, lab_hosts, lab_
         assert body["memory_total_bytes"] > body["memory_free_bytes"] > 0
         assert body["migration_features"]["live"] is True
         assert "tcp" in body["migration_features"]["uri_transports"]
-    # Two hosts of one machine must still look like two hypervisors to libvirt.
+    # Hosts of one machine must still look like distinct hypervisors to libvirt.
     uuids = {api.get(f"/api/hosts/{h.pk}/").json()["host_uuid"] for h in lab_registered.values()}
-    assert len(uuids) == 2
+    assert len(uuids) == len(lab_hosts) >= 2
 
 
 def test_lab_vm_is_listed_as_virsh_reports_it(api, linux_vm, tiny_vm):
