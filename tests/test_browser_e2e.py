@@ -326,3 +326,43 @@ def test_switch_to_postcopy_from_the_dialog(portal, page, linux_vm):
     assert record.samples.filter(phase="postcopy").exists()
     assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {destination.name: "running"}
     assert page.js_errors == []
+
+
+def _migrate_from_dialog(page, portal: PortalServer, uuid: str, destination: str) -> int:
+    from playwright.sync_api import expect
+
+    dialog = _open_migrate_dialog(page, portal, uuid)
+    dialog.locator(f"#mig-host-choices [data-host='{destination}']").click()
+    # The dialog's default: the source keeps its (shut-off) definition.
+    expect(
+        dialog.get_by_label("Delete this VM when the migration is completed")
+    ).not_to_be_checked()
+    dialog.get_by_role("button", name="Start").click()
+    expect(dialog.locator("[data-field=outcome]")).to_contain_text(
+        "Migration succeeded", timeout=120_000
+    )
+    return _migration_id(page)
+
+
+def test_round_trip_from_the_dialog(portal, page, linux_vm):
+    """There and back with the dialog's defaults: the definition left at home is the
+    VM coming home, not a clash."""
+    home = linux_vm.source
+    away = linux_vm.other(home)
+    _log_in(page, portal)
+    there = _migrate_from_dialog(page, portal, linux_vm.uuid, away.name)
+    assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {
+        home.name: "shut off",
+        away.name: "running",
+    }
+    back = _migrate_from_dialog(page, portal, linux_vm.uuid, home.name)
+    page.screenshot(path=str(ARTIFACTS / "round-trip-home.png"))
+    assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {
+        home.name: "running",
+        away.name: "shut off",
+    }
+    record = Migration.objects.get(pk=back)
+    clash = next(c for c in record.checks if c["name"] == "no_name_or_uuid_clash")
+    assert "comes home" in clash["message"], clash
+    assert Migration.objects.get(pk=there).status == record.status == "succeeded"
+    assert page.js_errors == []

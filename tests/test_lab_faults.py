@@ -379,7 +379,7 @@ def test_heal_all_removes_every_table_of_the_lab_and_only_those(lab_hosts, lab_c
         running=False,
     )
     if any(core._listening(stranger.address, port) for port in (16509, 22)):
-        pytest.skip(f"{stranger.address} is in use: no room for a stranger lab host")
+        pytest.fail(f"{stranger.address} is in use: no room for a stranger lab host")
     ours = set()
     try:
         for host in lab_hosts:
@@ -412,7 +412,7 @@ def test_lab_down_removes_the_labs_tables(lab_hosts, lab_config, tmp_path: Path)
         name_prefix="tfaultdown",
     )
     if any(core._listening(config.first_address, port) for port in (16509, 22)):
-        pytest.skip(f"{config.first_address} is in use")
+        pytest.fail(f"{config.first_address} is in use: this test needs it free")
     (core.host_dir(config, "tfaultdown-1") / "state").mkdir(parents=True)
     (host,) = core.status(config)
     tables = {faults.cut_data_plane(host), faults.cut_control_plane(host)}

@@ -1,13 +1,22 @@
 """Start the django-q2 workers, after settling migrations a dead worker left behind."""
 
+import logging
 import multiprocessing
+import signal
 import subprocess
 import sys
+import time
 
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from portal.settings import BASE_DIR
+
+logger = logging.getLogger(__name__)
+
+# A cluster that ends by itself (its broker was down when it started) is started again
+# after this many seconds.
+RESTART_AFTER_S = 5.0
 
 
 class Command(BaseCommand):
@@ -22,12 +31,31 @@ class Command(BaseCommand):
         # and must not hold libvirt's event-loop thread (or its locks) when it does.
         subprocess.run(manage, check=False)
         loop = subprocess.Popen([*manage, "--loop"])
+        stopping = False
+
+        def on_signal(signum, frame, cluster_handler):
+            nonlocal stopping
+            stopping = True
+            if callable(cluster_handler):
+                cluster_handler(signum, frame)
+
         try:
-            # qcluster returns once its sentinel process runs; wait for the cluster to
-            # end (SIGTERM/SIGINT: its own handler stops it) before ending the loop.
-            call_command("qcluster")
-            for child in multiprocessing.active_children():
-                child.join()
+            while not stopping:
+                # qcluster returns once its sentinel process runs; wait for the cluster
+                # to end. SIGTERM/SIGINT: its own handler stops it (and so do we).
+                call_command("qcluster")
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    handler = signal.getsignal(signum)
+                    signal.signal(signum, lambda s, f, h=handler: on_signal(s, f, h))
+                for child in multiprocessing.active_children():
+                    child.join()
+                if not stopping:
+                    logger.warning(
+                        "the task cluster ended by itself (broker down?); "
+                        "starting it again in %g s",
+                        RESTART_AFTER_S,
+                    )
+                    time.sleep(RESTART_AFTER_S)
         finally:
             loop.terminate()
             try:
