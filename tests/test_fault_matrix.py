@@ -418,7 +418,12 @@ def test_broker_down_when_the_request_arrives(api, admin_user, linux_vm, tmp_pat
     server.start()
     workers.start()
     try:
-        labtools.wait_for(lambda: _answers(server.url), timeout=30, what="the portal to listen")
+        labtools.wait_for(lambda: _answers(server.url), timeout=60, what="the portal to listen")
+        labtools.wait_for(
+            lambda: "running." in workers.log.read_text(),
+            timeout=60,
+            what="the task cluster to run",
+        )
         redis.stop()
         token = Token.objects.get_or_create(user=admin_user)[0].key
         request = urllib.request.Request(
@@ -435,7 +440,9 @@ def test_broker_down_when_the_request_arrives(api, admin_user, linux_vm, tmp_pat
         time.sleep(3)
         assert Migration.objects.get(pk=migration_id).status == "queued"
         redis.start()
+        # The reconciler (every 2 s here) enqueues it again once the broker is back.
         record = wait_final(migration_id, timeout=120)
+        assert Migration.objects.get(pk=migration_id).enqueued_at is not None
     finally:
         workers.kill()
         server.kill()
