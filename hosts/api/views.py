@@ -11,7 +11,7 @@ from audit.services import Actor
 from hosts import services, ssh_services
 from hosts.api.serializers import HostSerializer, PortalKeySerializer, SshAccessSerializer
 from hosts.models import Host
-from portal.permissions import IsStaffOrReadOnly
+from hosts.permissions import IsStaffOrReadOnly
 from vms.models import VMState
 
 
