@@ -1,5 +1,4 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Count, Q
 from drf_spectacular.utils import extend_schema
 from rest_framework import views, viewsets
 from rest_framework.decorators import action
@@ -12,7 +11,6 @@ from hosts import services, ssh_services
 from hosts.api.serializers import HostSerializer, PortalKeySerializer, SshAccessSerializer
 from hosts.models import Host
 from hosts.permissions import IsStaffOrReadOnly
-from vms.models import VMState
 
 
 def _as_drf_error(exc: DjangoValidationError) -> ValidationError:
@@ -22,15 +20,14 @@ def _as_drf_error(exc: DjangoValidationError) -> ValidationError:
 class HostViewSet(viewsets.ModelViewSet):
     """Hypervisor hosts. Reading needs a login; changes need an administrator."""
 
+    # /api/hosts/ is served by the subclass vms.api.views.HostViewSet, which adds what
+    # needs the VM inventory: VM counts and `refresh` (it syncs the host's VMs).
     serializer_class = HostSerializer
     permission_classes = [IsStaffOrReadOnly]
     filterset_fields = ["status", "transport", "arch"]
 
     def get_queryset(self):
-        return Host.objects.annotate(
-            vm_count=Count("vms", filter=~Q(vms__state=VMState.GONE)),
-            running_vm_count=Count("vms", filter=Q(vms__state=VMState.RUNNING)),
-        ).order_by("name")
+        return Host.objects.order_by("name")
 
     def perform_create(self, serializer: HostSerializer) -> None:
         try:
@@ -53,17 +50,11 @@ class HostViewSet(viewsets.ModelViewSet):
     def perform_destroy(self, instance: Host) -> None:
         services.host_delete(host=instance, actor=Actor.from_request(self.request))
 
-    @extend_schema(request=None, responses=HostSerializer)
-    @action(detail=True, methods=["post"])
-    def refresh(self, request: Request, pk: str | None = None) -> Response:
-        """Reconnect, re-read capabilities and sync the host's VMs (waits for the host)."""
-        host = services.host_refresh(host=self.get_object(), actor=Actor.from_request(request))
-        return self._host_response(host)
-
     def _host_response(self, host: Host) -> Response:
         return Response(self.get_serializer(self.get_queryset().get(pk=host.pk)).data)
 
-    @extend_schema(request=SshAccessSerializer, responses=HostSerializer)
+    # The responses are the view's serializer (the subclass's, with the VM counts).
+    @extend_schema(request=SshAccessSerializer)
     @action(detail=True, methods=["post"], url_path="ssh-access")
     def ssh_access(self, request: Request, pk: str | None = None) -> Response:
         """Install the portal's ssh key for a remote user, logging in once with the
@@ -82,7 +73,7 @@ class HostViewSet(viewsets.ModelViewSet):
             raise ValidationError({field: [str(exc)]}) from None
         return self._host_response(host)
 
-    @extend_schema(request=None, responses=HostSerializer)
+    @extend_schema(request=None)
     @action(detail=True, methods=["post"], url_path="accept-host-key")
     def accept_host_key(self, request: Request, pk: str | None = None) -> Response:
         """Accept the host's changed ssh host key (after checking it out of band)."""

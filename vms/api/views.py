@@ -9,15 +9,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from audit.services import Actor
+from hosts.api import views as host_views
 from hosts.services import host_resolve_or_register
 from hosts.ssh_services import SshAccessError, host_ssh_access_set_up
 from migrations_app import services as migration_services
 from migrations_app.api.serializers import MigrateRequestSerializer, MigrationSerializer
 from migrations_app.api.views import Conflict
-from vms.api.serializers import VMDetailSerializer, VMSerializer
+from vms.api.serializers import HostSerializer, VMDetailSerializer, VMSerializer
 from vms.filters import VMFilterSet
 from vms.models import VM, VMState
-from vms.selectors import vm_get_preferred
+from vms.selectors import hosts_with_vm_counts, vm_get_preferred
+from vms.services import host_refresh_with_vms
 
 CHECKS_RESPONSE = inline_serializer(
     "MigrationChecks",
@@ -26,6 +28,23 @@ CHECKS_RESPONSE = inline_serializer(
         "checks": serializers.ListField(child=serializers.DictField()),
     },
 )
+
+
+class HostViewSet(host_views.HostViewSet):
+    """Hypervisor hosts. Reading needs a login; changes need an administrator."""
+
+    # hosts.api.views.HostViewSet with what needs the VM inventory: VM counts, refresh.
+    serializer_class = HostSerializer
+
+    def get_queryset(self):
+        return hosts_with_vm_counts()
+
+    @extend_schema(request=None)
+    @action(detail=True, methods=["post"])
+    def refresh(self, request: Request, pk: str | None = None) -> Response:
+        """Reconnect, re-read capabilities and sync the host's VMs (waits for the host)."""
+        host = host_refresh_with_vms(host=self.get_object(), actor=Actor.from_request(request))
+        return self._host_response(host)
 
 
 class VMViewSet(viewsets.ReadOnlyModelViewSet):
