@@ -21,3 +21,10 @@ def vm_get_preferred(*, uuid: str) -> VM | None:
         .preferred_first()
         .first()
     )
+
+
+def vm_get_present(*, uuid: str) -> VM | None:
+    """As vm_get_preferred, but None when the preferred definition is gone: what the
+    API and the pages answer 404 for."""
+    vm = vm_get_preferred(uuid=uuid)
+    return None if vm is None or vm.state == VMState.GONE else vm

@@ -1,20 +1,36 @@
-from drf_spectacular.utils import extend_schema
-from rest_framework import status, viewsets
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from audit.services import Actor
+from hosts.services import host_resolve_or_register
+from hosts.ssh_services import SshAccessError, host_ssh_access_set_up
 from migrations_app import services
 from migrations_app.api.serializers import (
+    MigrateRequestSerializer,
     MigrationSampleSerializer,
     MigrationSerializer,
     TuneSerializer,
 )
 from migrations_app.filters import MigrationFilterSet
 from migrations_app.selectors import migrations_visible_to
+from vms.models import VM
+from vms.selectors import vm_get_present
+from vms.services import vms_sync_host
+
+CHECKS_RESPONSE = inline_serializer(
+    "MigrationChecks",
+    {
+        "ok": serializers.BooleanField(),
+        "checks": serializers.ListField(child=serializers.DictField()),
+    },
+)
 
 
 class Conflict(APIException):
@@ -72,3 +88,71 @@ class MigrationViewSet(viewsets.ReadOnlyModelViewSet):
         """Every progress sample, oldest first."""
         samples = self.get_object().samples.order_by("taken_at", "id")
         return Response(MigrationSampleSerializer(samples, many=True).data)
+
+
+class VMMigrateViewSet(viewsets.GenericViewSet):
+    """Migrating one VM: POST /api/vms/{uuid}/migrate/ and /api/vms/{uuid}/migrate/check/
+    (the rest of /api/vms/ is vms.api.views.VMViewSet). Administrators only."""
+
+    queryset = VM.objects.all()
+    permission_classes = [IsAuthenticated, IsAdminUser]
+    lookup_field = "uuid"
+    lookup_value_regex = "[0-9a-fA-F-]{32,36}"
+
+    def get_object(self) -> VM:
+        vm = vm_get_present(uuid=self.kwargs["uuid"])
+        if vm is None:
+            raise Http404("No VM with this UUID.")
+        self.check_object_permissions(self.request, vm)
+        return vm
+
+    def _migration_input(self, request: Request):
+        vm = self.get_object()
+        serializer = MigrateRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        actor = Actor.from_request(request)
+        try:
+            destination = host_resolve_or_register(
+                remote_host=data.pop("remote_host"), actor=actor, domains_sync=vms_sync_host
+            )
+        except DjangoValidationError as exc:
+            raise ValidationError(exc.message_dict) from exc
+        user, password = data.pop("user", ""), data.pop("password", "")
+        if user:
+            # Used once, here, to set up password-less ssh; never queued or stored.
+            try:
+                destination = host_ssh_access_set_up(
+                    host=destination, user=user, password=password, actor=actor
+                )
+            except SshAccessError as exc:
+                raise ValidationError({exc.field: [str(exc)]}) from None
+        return vm, destination, services.MigrationOptions(**data), actor
+
+    @extend_schema(request=MigrateRequestSerializer, responses={202: MigrationSerializer})
+    @action(detail=True, methods=["post"])
+    def migrate(self, request: Request, uuid: str | None = None) -> Response:
+        """Queue a migration of this VM; answers 202 at once with the record."""
+        vm, destination, options, actor = self._migration_input(request)
+        try:
+            migration = services.migration_request(
+                vm=vm, destination=destination, options=options, actor=actor
+            )
+        except services.MigrationConflict as exc:
+            raise Conflict(str(exc)) from exc
+        location = f"/api/migrations/{migration.pk}/"
+        return Response(
+            MigrationSerializer(migration).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": location},
+        )
+
+    @extend_schema(request=MigrateRequestSerializer, responses=CHECKS_RESPONSE)
+    @action(detail=True, methods=["post"], url_path="migrate/check")
+    def migrate_check(self, request: Request, uuid: str | None = None) -> Response:
+        """Run the pre-checks of a migration without migrating."""
+        vm, destination, options, _actor = self._migration_input(request)
+        checks = services.migration_check(vm=vm, destination=destination, options=options)
+        return Response(
+            {"ok": not any(c.failed for c in checks), "checks": [c.as_dict() for c in checks]}
+        )
