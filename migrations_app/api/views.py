@@ -1,25 +1,30 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
+from audit.permissions import CanReadAudit
 from audit.services import Actor
 from hosts.services import host_resolve_or_register
 from hosts.ssh_services import SshAccessError, host_ssh_access_set_up
-from migrations_app import services
+from migrations_app import reports, services
 from migrations_app.api.serializers import (
     MigrateRequestSerializer,
+    MigrationReportSerializer,
     MigrationSampleSerializer,
     MigrationSerializer,
     TuneSerializer,
 )
-from migrations_app.filters import MigrationFilterSet
-from migrations_app.selectors import migrations_visible_to
+from migrations_app.filters import MigrationFilterSet, MigrationReportFilterSet
+from migrations_app.selectors import migrations_for_report, migrations_visible_to
+from migrations_app.streaming import download_response
 from vms.models import VM
 from vms.selectors import vm_get_present
 from vms.services import vms_sync_host
@@ -155,4 +160,85 @@ class VMMigrateViewSet(viewsets.GenericViewSet):
         checks = services.migration_check(vm=vm, destination=destination, options=options)
         return Response(
             {"ok": not any(c.failed for c in checks), "checks": [c.as_dict() for c in checks]}
+        )
+
+
+# --- Reports (read by administrators and auditors: audit.permissions) -------------
+
+
+def _filter_parameters(filterset_class) -> list[OpenApiParameter]:
+    return [
+        OpenApiParameter(name, str, description=str(f.extra.get("help_text", "")))
+        for name, f in filterset_class.base_filters.items()
+    ]
+
+
+def _report_scope(request: Request):
+    try:
+        return migrations_for_report(params=request.query_params)
+    except DjangoValidationError as exc:
+        raise ValidationError(exc.message_dict) from exc
+
+
+_REPORT_PARAMETERS = _filter_parameters(MigrationReportFilterSet)
+
+
+class MigrationReportView(APIView):
+    """Migration figures for a time range (default: the last 30 days) and filters."""
+
+    permission_classes = [CanReadAudit]
+
+    @extend_schema(parameters=_REPORT_PARAMETERS, responses=MigrationReportSerializer)
+    def get(self, request: Request) -> Response:
+        migrations, scope = _report_scope(request)
+        report = reports.migration_report_build(migrations=migrations)
+        return Response({"scope": scope.as_dict(), **report})
+
+
+class CSVRenderer(BaseRenderer):
+    """Lets clients ask for text/csv; the export itself is a streamed response."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return JSONRenderer().render(data)  # only errors get here
+
+
+def _filename(scope, extension: str) -> str:
+    return f"migrations_{scope.since:%Y%m%d}-{scope.until:%Y%m%d}.{extension}"
+
+
+class MigrationExportCSVView(APIView):
+    """Every migration of the report's scope as CSV: one row per migration, every field
+    of the record and libvirt's completed statistics (columns `stats.*`). Streamed."""
+
+    permission_classes = [CanReadAudit]
+    renderer_classes = [JSONRenderer, CSVRenderer]
+
+    @extend_schema(parameters=_REPORT_PARAMETERS, responses={(200, "text/csv"): str})
+    def get(self, request: Request):
+        migrations, scope = _report_scope(request)
+        return download_response(
+            request,
+            reports.migrations_csv_stream(migrations=migrations),
+            content_type="text/csv; charset=utf-8",
+            filename=_filename(scope, "csv"),
+        )
+
+
+class MigrationExportJSONView(APIView):
+    """The same as the CSV export, as JSON: {"scope": ..., "migrations": [...]}. Streamed."""
+
+    permission_classes = [CanReadAudit]
+
+    @extend_schema(parameters=_REPORT_PARAMETERS, responses={(200, "application/json"): dict})
+    def get(self, request: Request):
+        migrations, scope = _report_scope(request)
+        return download_response(
+            request,
+            reports.migrations_json_stream(migrations=migrations, scope=scope.as_dict()),
+            content_type="application/json",
+            filename=_filename(scope, "json"),
         )
