@@ -1,7 +1,5 @@
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, viewsets
-from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -46,10 +44,7 @@ class AuditEventListView(APIView):
         responses=AuditPageSerializer,
     )
     def get(self, request: Request) -> Response:
-        try:
-            page = audit_events_page(params=request.query_params)
-        except DjangoValidationError as exc:
-            raise ValidationError(exc.message_dict) from exc
+        page = audit_events_page(params=request.query_params)
         next_url = None
         if page.next_cursor:
             query = request.query_params.copy()

@@ -1,8 +1,6 @@
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import views, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -11,10 +9,6 @@ from hosts import services, ssh_services
 from hosts.api.serializers import HostSerializer, PortalKeySerializer, SshAccessSerializer
 from hosts.models import Host
 from hosts.permissions import IsStaffOrReadOnly
-
-
-def _as_drf_error(exc: DjangoValidationError) -> ValidationError:
-    return ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
 
 
 class HostViewSet(viewsets.ModelViewSet):
@@ -30,22 +24,16 @@ class HostViewSet(viewsets.ModelViewSet):
         return Host.objects.order_by("name")
 
     def perform_create(self, serializer: HostSerializer) -> None:
-        try:
-            serializer.instance = services.host_create(
-                actor=Actor.from_request(self.request), **serializer.validated_data
-            )
-        except DjangoValidationError as exc:
-            raise _as_drf_error(exc) from exc
+        serializer.instance = services.host_create(
+            actor=Actor.from_request(self.request), **serializer.validated_data
+        )
 
     def perform_update(self, serializer: HostSerializer) -> None:
-        try:
-            serializer.instance = services.host_update(
-                host=serializer.instance,
-                actor=Actor.from_request(self.request),
-                **serializer.validated_data,
-            )
-        except DjangoValidationError as exc:
-            raise _as_drf_error(exc) from exc
+        serializer.instance = services.host_update(
+            host=serializer.instance,
+            actor=Actor.from_request(self.request),
+            **serializer.validated_data,
+        )
 
     def perform_destroy(self, instance: Host) -> None:
         services.host_delete(host=instance, actor=Actor.from_request(self.request))
@@ -61,28 +49,21 @@ class HostViewSet(viewsets.ModelViewSet):
         password (never stored); afterwards the host is reached over qemu+ssh."""
         serializer = SshAccessSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            host = ssh_services.host_ssh_access_set_up(
-                host=self.get_object(),
-                user=serializer.validated_data["user"],
-                password=serializer.validated_data["password"],
-                actor=Actor.from_request(request),
-            )
-        except ssh_services.SshAccessError as exc:
-            field = "non_field_errors" if exc.field == "remote_host" else exc.field
-            raise ValidationError({field: [str(exc)]}) from None
+        host = ssh_services.host_ssh_access_set_up(
+            host=self.get_object(),
+            user=serializer.validated_data["user"],
+            password=serializer.validated_data["password"],
+            actor=Actor.from_request(request),
+        )
         return self._host_response(host)
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"], url_path="accept-host-key")
     def accept_host_key(self, request: Request, pk: str | None = None) -> Response:
         """Accept the host's changed ssh host key (after checking it out of band)."""
-        try:
-            host = ssh_services.host_key_accept(
-                host=self.get_object(), actor=Actor.from_request(request)
-            )
-        except ssh_services.SshAccessError as exc:
-            raise ValidationError({"non_field_errors": [str(exc)]}) from None
+        host = ssh_services.host_key_accept(
+            host=self.get_object(), actor=Actor.from_request(request)
+        )
         return self._host_response(host)
 
 

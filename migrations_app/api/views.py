@@ -1,9 +1,7 @@
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -13,7 +11,7 @@ from rest_framework.views import APIView
 from audit.permissions import CanReadAudit
 from audit.services import Actor
 from hosts.services import host_resolve_or_register
-from hosts.ssh_services import SshAccessError, host_ssh_access_set_up
+from hosts.ssh_services import host_ssh_access_set_up
 from migrations_app import reports, services
 from migrations_app.api.serializers import (
     MigrateRequestSerializer,
@@ -38,11 +36,6 @@ CHECKS_RESPONSE = inline_serializer(
 )
 
 
-class Conflict(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conflict"
-
-
 class MigrationViewSet(viewsets.ReadOnlyModelViewSet):
     """Migrations: history, live state, and control of the running ones."""
 
@@ -58,12 +51,7 @@ class MigrationViewSet(viewsets.ReadOnlyModelViewSet):
         return super().get_permissions()
 
     def _control(self, request: Request, call, **kwargs) -> Response:
-        try:
-            migration = call(
-                migration=self.get_object(), actor=Actor.from_request(request), **kwargs
-            )
-        except services.MigrationConflict as exc:
-            raise Conflict(str(exc)) from exc
+        migration = call(migration=self.get_object(), actor=Actor.from_request(request), **kwargs)
         migration = self.get_queryset().get(pk=migration.pk)
         return Response(self.get_serializer(migration).data)
 
@@ -117,21 +105,15 @@ class VMMigrateViewSet(viewsets.GenericViewSet):
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         actor = Actor.from_request(request)
-        try:
-            destination = host_resolve_or_register(
-                remote_host=data.pop("remote_host"), actor=actor, domains_sync=vms_sync_host
-            )
-        except DjangoValidationError as exc:
-            raise ValidationError(exc.message_dict) from exc
+        destination = host_resolve_or_register(
+            remote_host=data.pop("remote_host"), actor=actor, domains_sync=vms_sync_host
+        )
         user, password = data.pop("user", ""), data.pop("password", "")
         if user:
             # Used once, here, to set up password-less ssh; never queued or stored.
-            try:
-                destination = host_ssh_access_set_up(
-                    host=destination, user=user, password=password, actor=actor
-                )
-            except SshAccessError as exc:
-                raise ValidationError({exc.field: [str(exc)]}) from None
+            destination = host_ssh_access_set_up(
+                host=destination, user=user, password=password, actor=actor
+            )
         return vm, destination, services.MigrationOptions(**data), actor
 
     @extend_schema(request=MigrateRequestSerializer, responses={202: MigrationSerializer})
@@ -139,12 +121,9 @@ class VMMigrateViewSet(viewsets.GenericViewSet):
     def migrate(self, request: Request, uuid: str | None = None) -> Response:
         """Queue a migration of this VM; answers 202 at once with the record."""
         vm, destination, options, actor = self._migration_input(request)
-        try:
-            migration = services.migration_request(
-                vm=vm, destination=destination, options=options, actor=actor
-            )
-        except services.MigrationConflict as exc:
-            raise Conflict(str(exc)) from exc
+        migration = services.migration_request(
+            vm=vm, destination=destination, options=options, actor=actor
+        )
         location = f"/api/migrations/{migration.pk}/"
         return Response(
             MigrationSerializer(migration).data,
@@ -173,13 +152,6 @@ def _filter_parameters(filterset_class) -> list[OpenApiParameter]:
     ]
 
 
-def _report_scope(request: Request):
-    try:
-        return migrations_for_report(params=request.query_params)
-    except DjangoValidationError as exc:
-        raise ValidationError(exc.message_dict) from exc
-
-
 _REPORT_PARAMETERS = _filter_parameters(MigrationReportFilterSet)
 
 
@@ -190,7 +162,7 @@ class MigrationReportView(APIView):
 
     @extend_schema(parameters=_REPORT_PARAMETERS, responses=MigrationReportSerializer)
     def get(self, request: Request) -> Response:
-        migrations, scope = _report_scope(request)
+        migrations, scope = migrations_for_report(params=request.query_params)
         report = reports.migration_report_build(migrations=migrations)
         return Response({"scope": scope.as_dict(), **report})
 
@@ -219,7 +191,7 @@ class MigrationExportCSVView(APIView):
 
     @extend_schema(parameters=_REPORT_PARAMETERS, responses={(200, "text/csv"): str})
     def get(self, request: Request):
-        migrations, scope = _report_scope(request)
+        migrations, scope = migrations_for_report(params=request.query_params)
         return download_response(
             request,
             reports.migrations_csv_stream(migrations=migrations),
@@ -235,7 +207,7 @@ class MigrationExportJSONView(APIView):
 
     @extend_schema(parameters=_REPORT_PARAMETERS, responses={(200, "application/json"): dict})
     def get(self, request: Request):
-        migrations, scope = _report_scope(request)
+        migrations, scope = migrations_for_report(params=request.query_params)
         return download_response(
             request,
             reports.migrations_json_stream(migrations=migrations, scope=scope.as_dict()),
