@@ -8,6 +8,12 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 
+def pytest_configure(config):
+    from portal.datadir import data_dir_ensure
+
+    data_dir_ensure()  # the test database goes there; settings do not make it
+
+
 @pytest.fixture(scope="session")
 def lab_hosts():
     """Two real lab hypervisors (libvirtd + QEMU + sshd), started once per session."""
