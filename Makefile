@@ -1,9 +1,10 @@
 # Two commands for a newcomer (see README.md): `make demo` and `make test`.
+# While changing code: `make test-fast` (no root, no lab, no browser, no Redis).
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint format lab-up lab-down clean
+.PHONY: setup demo test test-fast lint format lab-up lab-down clean
 
 setup:  ## system packages (root) + Python virtualenv with the pinned requirements
 	bash scripts/setup.sh
@@ -13,6 +14,9 @@ demo: setup  ## two lab hosts, a running VM, workers and the portal on http://12
 
 test: setup  ## the whole test suite, on both settings profiles, against real lab hosts
 	bash scripts/run-tests.sh
+
+test-fast:  ## the tests without lab hosts, browser or Redis; any user, under a minute
+	bash scripts/test-fast.sh
 
 lint:
 	$(VENV)/bin/ruff check .

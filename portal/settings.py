@@ -5,7 +5,8 @@ Everything comes from environment variables with working defaults:
   redis-server on a unix socket in the data folder (started by `make demo` / `make test`);
 - `DATABASE_URL` (e.g. postgres://postgres@127.0.0.1:5432/test) switches to PostgreSQL;
 - `REDIS_URL` (e.g. redis://127.0.0.1:6379/0) points the task broker and the channel
-  layer at a given Redis.
+  layer at a given Redis;
+- `PORTAL_NO_REDIS=1` (`make test-fast`): no Redis at all, see CHANNEL_LAYERS below.
 
 Importing this module writes nothing: the data folder is made by the processes that use
 it (portal/datadir.py) and the secret key file on first use.
@@ -146,18 +147,25 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Redis: task broker and channel layer ---------------------------------
 REDIS_SOCKET = DATA_DIR / "run" / "redis.sock"
 REDIS_URL = os.environ.get("REDIS_URL", f"unix://{REDIS_SOCKET}")
+# Without Redis the channel layer is in memory (it reaches only its own process: no
+# progress from a worker to the web process) and the task queue is a database table.
+NO_REDIS = _env_bool("PORTAL_NO_REDIS", False)
 
 CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [{"address": REDIS_URL}]},
-    }
+    "default": (
+        {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+        if NO_REDIS
+        else {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": REDIS_URL}]},
+        }
+    )
 }
 
 Q_CLUSTER = {
     "name": os.environ.get("PORTAL_Q_NAME", "portal"),
     "workers": int(os.environ.get("PORTAL_Q_WORKERS", "2")),
-    "redis": REDIS_URL,
+    **({"orm": "default"} if NO_REDIS else {"redis": REDIS_URL}),
     # A migration may run for hours; django-q2's defaults (retry after 60 s, retry
     # forever) would deliver it again while it runs. Migration tasks also guard
     # redelivery in the database.

@@ -25,6 +25,7 @@ def test_database_matches_profile():
             assert cursor.fetchone()[0] >= 20000
 
 
+@pytest.mark.redis
 def test_redis_matches_profile():
     if os.environ.get("REDIS_URL"):
         assert settings.REDIS_URL == os.environ["REDIS_URL"]
@@ -33,6 +34,7 @@ def test_redis_matches_profile():
         assert settings.REDIS_URL == f"unix://{settings.DATA_DIR}/run/redis.sock"
 
 
+@pytest.mark.redis
 def test_channel_layer_round_trip_through_redis():
     layer = get_channel_layer()
     assert type(layer).__name__ == "RedisChannelLayer"
@@ -49,6 +51,7 @@ def test_channel_layer_round_trip_through_redis():
     assert async_to_sync(round_trip)() == {"type": "probe", "value": 42}
 
 
+@pytest.mark.redis
 def test_task_broker_reaches_redis():
     broker = get_broker(f"profile-test-{uuid.uuid4().hex}")
     assert broker.ping() is True
