@@ -3,6 +3,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
+DATA_DIR := $(or $(PORTAL_DATA_DIR),var)
 
 .PHONY: setup demo test test-fast lint format lab-up lab-down clean
 
@@ -31,3 +32,11 @@ lab-up: setup
 
 lab-down:
 	$(PY) manage.py lab down
+
+# Stops the test lab first (its bind mounts must be gone before anything is deleted;
+# `down` fails loudly if one survives), then removes its state, the test database and
+# the caches. The demo's data (database, keys, lab, guest images) stays.
+clean:
+	if [ -d "$(DATA_DIR)/test-lab" ]; then $(PY) -m tests.lab_session down; fi
+	rm -rf "$(DATA_DIR)/test-lab" "$(DATA_DIR)"/test-portal.sqlite3* test-artifacts .pytest_cache .ruff_cache
+	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
