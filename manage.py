@@ -6,4 +6,7 @@ if __name__ == "__main__":
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     from django.core.management import execute_from_command_line
 
+    from portal.datadir import data_dir_ensure
+
+    data_dir_ensure()
     execute_from_command_line(sys.argv)

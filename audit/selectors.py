@@ -1,4 +1,4 @@
-"""Reading the audit log and choosing the migrations a report covers."""
+"""Reading the audit log."""
 
 from __future__ import annotations
 
@@ -6,19 +6,15 @@ import base64
 import binascii
 import heapq
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import QueryDict
-from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from audit.filters import AuditEventFilterSet, MigrationReportFilterSet
+from audit.filters import AuditEventFilterSet
 from audit.models import AuditEvent
-from migrations_app.models import Migration
-
-REPORT_DEFAULT_DAYS = 30
 
 
 def _valid(filterset) -> QuerySet:
@@ -107,42 +103,3 @@ def audit_events_page(*, params: QueryDict) -> AuditPage:
     more = len(page) > size
     page = page[:size]
     return AuditPage(events=page, next_cursor=_cursor_encode(page[-1]) if more else None)
-
-
-@dataclass(frozen=True)
-class ReportScope:
-    since: datetime
-    until: datetime
-    filters: dict
-
-    def as_dict(self) -> dict:
-        return {
-            "since": self.since.isoformat(),
-            "until": self.until.isoformat(),
-            "filters": self.filters,
-        }
-
-
-def migrations_for_report(
-    *, params: QueryDict, now: datetime | None = None
-) -> tuple[QuerySet[Migration], ReportScope]:
-    """The migrations a report or export covers, and the scope it was given.
-
-    Without `until` the range ends now; without `since` it starts REPORT_DEFAULT_DAYS
-    before `until`. Raises ValidationError for bad filter values.
-    """
-    data = params.copy()
-    probe = MigrationReportFilterSet(params, queryset=Migration.objects.none())
-    _valid(probe)  # bad values raise here, before the defaults are worked out
-    until = probe.form.cleaned_data.get("until") or (now or timezone.now())
-    since = probe.form.cleaned_data.get("since") or until - timedelta(days=REPORT_DEFAULT_DAYS)
-    if since >= until:
-        raise ValidationError({"since": ["The start of the range must be before its end."]})
-    data["since"], data["until"] = since.isoformat(), until.isoformat()
-    queryset = _valid(MigrationReportFilterSet(data, queryset=Migration.objects.all()))
-    filters = {
-        key: (params.getlist(key) if key == "outcome" else params.get(key))
-        for key in MigrationReportFilterSet.base_filters
-        if key not in ("since", "until") and params.get(key) not in (None, "")
-    }
-    return queryset, ReportScope(since=since, until=until, filters=filters)

@@ -1,4 +1,4 @@
-"""Audit and report pages (filled by the audit-reports issue)."""
+"""The audit log page."""
 
 from django.urls import path
 
@@ -6,5 +6,4 @@ from audit import views
 
 urlpatterns = [
     path("audit/", views.audit_list, name="audit-list"),
-    path("reports/migrations/", views.migration_report, name="reports-migrations"),
 ]

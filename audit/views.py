@@ -1,5 +1,5 @@
-"""The audit log and migration report pages (HTML; the figures come from the same
-selectors and report module as the API)."""
+"""The audit log page (HTML; the events come from the same selector as the API), and
+what other apps' audit-reader pages share (migrations_app.views: the report page)."""
 
 from datetime import UTC, datetime
 from functools import wraps
@@ -8,17 +8,13 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from audit import reports
-from audit.filters import OUTCOME_CHOICES
 from audit.permissions import can_read_audit
-from audit.selectors import audit_events_page, migrations_for_report
+from audit.selectors import audit_events_page
 
 AUDIT_FILTERS = ["since", "until", "actor", "event_type", "host", "vm"]
-REPORT_FILTERS = ["since", "until", "source", "destination", "vm", "user", "live"]
 
 
 def audit_reader_required(view):
@@ -32,7 +28,7 @@ def audit_reader_required(view):
     return wrapper
 
 
-def _local_input(value: str | datetime) -> str:
+def local_input(value: str | datetime) -> str:
     """A time as a datetime-local input shows it (UTC), or the text as it was typed."""
     if isinstance(value, str):
         parsed = parse_datetime(value.strip()) if value else None
@@ -44,19 +40,19 @@ def _local_input(value: str | datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M")
 
 
-def _errors(exc: ValidationError) -> list[str]:
+def error_lines(exc: ValidationError) -> list[str]:
     return [f"{field}: {m}" for field, ms in exc.message_dict.items() for m in ms]
 
 
 @audit_reader_required
 def audit_list(request: HttpRequest) -> HttpResponse:
     values = {name: request.GET.get(name, "") for name in AUDIT_FILTERS}
-    values["since"], values["until"] = _local_input(values["since"]), _local_input(values["until"])
+    values["since"], values["until"] = local_input(values["since"]), local_input(values["until"])
     context = {"filters": values, "events": [], "errors": [], "next_url": None}
     try:
         page = audit_events_page(params=request.GET)
     except ValidationError as exc:
-        context["errors"] = _errors(exc)
+        context["errors"] = error_lines(exc)
         return render(request, "audit/list.html", context, status=400)
     context["events"] = page.events
     if page.next_cursor:
@@ -68,36 +64,3 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         first.pop("cursor")
         context["first_url"] = f"?{first.urlencode()}"
     return render(request, "audit/list.html", context)
-
-
-@audit_reader_required
-def migration_report(request: HttpRequest) -> HttpResponse:
-    values = {name: request.GET.get(name, "") for name in REPORT_FILTERS}
-    outcomes = request.GET.getlist("outcome")
-    context = {
-        "filters": values,
-        "outcomes": outcomes,
-        "outcome_choices": OUTCOME_CHOICES,
-        "errors": [],
-    }
-    try:
-        migrations, scope = migrations_for_report(params=request.GET)
-    except ValidationError as exc:
-        context["errors"] = _errors(exc)
-        return render(request, "audit/report.html", context, status=400)
-    report = reports.migration_report_build(migrations=migrations)
-    values["since"], values["until"] = _local_input(scope.since), _local_input(scope.until)
-    query = request.GET.urlencode()
-    context.update(
-        scope=scope,
-        report=report,
-        csv_url=f"{reverse('audit-api:report-migrations-csv')}?{query}",
-        json_url=f"{reverse('audit-api:report-migrations-json')}?{query}",
-        api_url=f"{reverse('audit-api:report-migrations')}?{query}",
-        chart_data={
-            "per_day": report["per_day"],
-            "duration": report["distributions"]["duration_ms"],
-            "downtime": report["distributions"]["downtime_ms"],
-        },
-    )
-    return render(request, "audit/report.html", context)

@@ -206,8 +206,8 @@ def _naive_report(queryset) -> dict:
 
 
 def _bench_report(results: dict, runs: int) -> None:
-    from audit.reports import migration_report_build
-    from audit.selectors import migrations_for_report
+    from migrations_app.reports import migration_report_build
+    from migrations_app.selectors import migrations_for_report
 
     def build() -> dict:
         migrations, _ = migrations_for_report(params=_year_params())
@@ -251,7 +251,7 @@ def _bench_report(results: dict, runs: int) -> None:
 
 def _naive_csv(queryset) -> bytes:
     """The baseline: every row in a list, the whole file in memory, then sent."""
-    from audit.reports import CSV_HEADER, JOB_STAT_KEYS, RECORD_COLUMNS
+    from migrations_app.reports import CSV_HEADER, JOB_STAT_KEYS, RECORD_COLUMNS
 
     rows = list(queryset.order_by("created_at", "id").values_list(*[c for _, c in RECORD_COLUMNS]))
     buffer = io.StringIO()
@@ -268,7 +268,7 @@ def _bench_csv(results: dict, client, user) -> None:
     from asgiref.sync import async_to_sync
     from django.test import AsyncClient
 
-    from audit.selectors import migrations_for_report
+    from migrations_app.selectors import migrations_for_report
 
     query = _year_params().urlencode()
     url = f"/api/reports/migrations/export.csv?{query}"

@@ -48,6 +48,7 @@ from migrations_app.engine import migration_execute  # noqa: E402
 from migrations_app.models import Migration  # noqa: E402
 from migrations_app.services import MigrationOptions, migration_request  # noqa: E402
 from vms.models import VM  # noqa: E402
+from vms.services import host_refresh_with_vms  # noqa: E402
 
 MiB = 2**20
 
@@ -128,12 +129,12 @@ def main() -> None:
                 address=lab_host.address,
                 shared_storage_paths=[str(core.shared_storage_dir(config))],
             )
-            host_services.host_refresh(host=host, actor=actor)
+            host_refresh_with_vms(host=host, actor=actor)
         uuid = core.virsh(where_any(hosts), "domuuid", core.LINUX_VM_NAME).stdout.strip()
 
         baseline = [virsh_round(hosts, uuid) for _ in range(args.rounds)]
         for host in Host.objects.all():
-            host_services.host_refresh(host=host, actor=actor)
+            host_refresh_with_vms(host=host, actor=actor)
         portal = [portal_round(hosts, uuid, actor) for _ in range(args.rounds)]
     finally:
         get_broker().purge_queue()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
+from datetime import datetime
+from typing import Protocol
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -15,7 +17,6 @@ from django.utils import timezone
 from audit.services import Actor, audit_event_record
 from hosts import gateway, ssh, ssh_services
 from hosts.models import Host, HostStatus, Transport
-from vms.services import vms_sync_host
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +68,27 @@ def host_delete(*, host: Host, actor: Actor) -> None:
     host.delete()
 
 
-def host_refresh(*, host: Host, actor: Actor) -> Host:
-    """Reconnect, re-read capabilities and sync the host's VMs.
+class DomainsSync(Protocol):
+    """Takes a host's full domain list from `host_refresh`, inside the transaction that
+    records the host as reachable: `vms.services.vms_sync_host` (hosts knows no VMs)."""
 
-    An unreachable host is recorded as such (with the error), not raised: a refresh
-    of a dead host is a successful observation.
+    def __call__(
+        self,
+        *,
+        host: Host,
+        domains: list[gateway.DomainInfo],
+        synced_at: datetime,
+        actor: Actor,
+    ) -> object: ...
+
+
+def host_refresh(*, host: Host, actor: Actor, domains_sync: DomainsSync | None = None) -> Host:
+    """Reconnect and re-read the host's capabilities.
+
+    With `domains_sync` the host's domains are listed on the same connection and handed
+    to it in the same transaction: `vms.services.host_refresh_with_vms` is the refresh
+    that also syncs the VM inventory. An unreachable host is recorded as such (with the
+    error), not raised: a refresh of a dead host is a successful observation.
     """
     if host.transport == Transport.SSH and not host.ssh_host_key:
         host = _host_key_first_contact(host=host, actor=actor)
@@ -82,7 +99,7 @@ def host_refresh(*, host: Host, actor: Actor) -> Host:
             host.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
         ) as conn:
             capabilities = conn.capabilities()
-            domains = conn.list_domains()
+            domains = conn.list_domains() if domains_sync is not None else []
     except gateway.GatewayError as exc:
         error = str(exc)
         if host.transport == Transport.SSH:
@@ -101,7 +118,8 @@ def host_refresh(*, host: Host, actor: Actor) -> Host:
         host.status = HostStatus.REACHABLE
         host.last_seen_at = now
         host.save()
-        vms_sync_host(host=host, domains=domains, synced_at=now, actor=actor)
+        if domains_sync is not None:
+            domains_sync(host=host, domains=domains, synced_at=now, actor=actor)
         if previous_status != HostStatus.REACHABLE:
             audit_event_record(
                 actor=actor,
@@ -141,14 +159,12 @@ def _host_mark_unreachable(*, host: Host, actor: Actor, error: str) -> Host:
     return host
 
 
-def hosts_refresh_all(*, actor: Actor) -> dict[str, str]:
-    """Refresh every host; returns host name -> resulting status."""
-    return {host.name: host_refresh(host=host, actor=actor).status for host in Host.objects.all()}
-
-
-def host_resolve_or_register(*, remote_host: str, actor: Actor) -> Host:
+def host_resolve_or_register(
+    *, remote_host: str, actor: Actor, domains_sync: DomainsSync | None = None
+) -> Host:
     """The registered host named or addressed `remote_host`, else a new host registered
-    on the fly (transport tcp) and refreshed once so its capabilities are known.
+    on the fly (transport tcp) and refreshed once so its capabilities are known (and,
+    given `domains_sync`, its VMs: see `host_refresh`).
 
     Raises django ValidationError (on `remote_host`) for a value that is not a
     hostname or IP address.
@@ -162,4 +178,4 @@ def host_resolve_or_register(*, remote_host: str, actor: Actor) -> Host:
         # name and address are the same text here: report each reason once.
         messages = list(dict.fromkeys(m for ms in exc.message_dict.values() for m in ms))
         raise ValidationError({"remote_host": messages}) from exc
-    return host_refresh(host=host, actor=actor)
+    return host_refresh(host=host, actor=actor, domains_sync=domains_sync)

@@ -31,7 +31,6 @@ from django.utils import timezone
 from audit.services import Actor, audit_event_record
 from hosts import gateway
 from hosts.models import Host
-from hosts.services import host_refresh
 from migrations_app import decisions
 from migrations_app.checks import MigrationPlan, run_prechecks
 from migrations_app.events import migration_publish
@@ -45,6 +44,7 @@ from migrations_app.models import (
     TransportMode,
 )
 from migrations_app.progress import ProgressSample, sample_from_job_stats
+from vms.services import host_refresh_with_vms as host_refresh
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,10 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from portal.datadir import data_dir_ensure
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+data_dir_ensure()
 # Django must be set up before anything imports models (consumers, routing).
 django_asgi_app = get_asgi_application()
 

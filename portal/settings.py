@@ -5,18 +5,23 @@ Everything comes from environment variables with working defaults:
   redis-server on a unix socket in the data folder (started by `make demo` / `make test`);
 - `DATABASE_URL` (e.g. postgres://postgres@127.0.0.1:5432/test) switches to PostgreSQL;
 - `REDIS_URL` (e.g. redis://127.0.0.1:6379/0) points the task broker and the channel
-  layer at a given Redis.
+  layer at a given Redis;
+- `PORTAL_NO_REDIS=1` (`make test-fast`): no Redis at all, see CHANNEL_LAYERS below.
+
+Importing this module writes nothing: the data folder is made by the processes that use
+it (portal/datadir.py) and the secret key file on first use.
 """
 
+import functools
 import os
 import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.utils.functional import lazy
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("PORTAL_DATA_DIR", BASE_DIR / "var")).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -26,18 +31,28 @@ def _env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _secret_key() -> str:
-    if key := os.environ.get("PORTAL_SECRET_KEY"):
-        return key
-    # Generated once per data folder so sessions survive restarts; never committed.
+@functools.cache
+def _secret_key_of_data_dir() -> str:
+    """The key generated once per data folder, so that sessions survive restarts and the
+    web and worker processes sign task payloads alike; never committed. Written on first
+    use (atomically: of two processes starting together, one key wins)."""
     key_file = DATA_DIR / "secret_key"
     if not key_file.exists():
-        key_file.touch(mode=0o600)
-        key_file.write_text(secrets.token_urlsafe(50))
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        draft = key_file.with_name(f".secret_key.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(50))
+        try:
+            os.link(draft, key_file)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
     return key_file.read_text().strip()
 
 
-SECRET_KEY = _secret_key()
+SECRET_KEY = os.environ.get("PORTAL_SECRET_KEY") or lazy(_secret_key_of_data_dir, str)()
 DEBUG = _env_bool("PORTAL_DEBUG", False)
 ALLOWED_HOSTS = os.environ.get("PORTAL_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
 CSRF_TRUSTED_ORIGINS = [
@@ -132,18 +147,25 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Redis: task broker and channel layer ---------------------------------
 REDIS_SOCKET = DATA_DIR / "run" / "redis.sock"
 REDIS_URL = os.environ.get("REDIS_URL", f"unix://{REDIS_SOCKET}")
+# Without Redis the channel layer is in memory (it reaches only its own process: no
+# progress from a worker to the web process) and the task queue is a database table.
+NO_REDIS = _env_bool("PORTAL_NO_REDIS", False)
 
 CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [{"address": REDIS_URL}]},
-    }
+    "default": (
+        {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+        if NO_REDIS
+        else {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": REDIS_URL}]},
+        }
+    )
 }
 
 Q_CLUSTER = {
     "name": os.environ.get("PORTAL_Q_NAME", "portal"),
     "workers": int(os.environ.get("PORTAL_Q_WORKERS", "2")),
-    "redis": REDIS_URL,
+    **({"orm": "default"} if NO_REDIS else {"redis": REDIS_URL}),
     # A migration may run for hours; django-q2's defaults (retry after 60 s, retry
     # forever) would deliver it again while it runs. Migration tasks also guard
     # redelivery in the database.
@@ -174,6 +196,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Domain exceptions (conflict, validation, unreachable host, ...) -> HTTP, in one place.
+    "EXCEPTION_HANDLER": "portal.api_errors.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Live-migration portal API",
@@ -199,8 +223,7 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = DATA_DIR / "staticfiles"
-STATIC_ROOT.mkdir(exist_ok=True)
+STATIC_ROOT = DATA_DIR / "staticfiles"  # made with the data folder (WhiteNoise wants it)
 WHITENOISE_USE_FINDERS = True
 
 LOGGING = {
@@ -217,7 +240,7 @@ MIGRATION_MIN_DOWNTIME_MS = 100
 MIGRATION_TIMEOUT_S = int(os.environ.get("PORTAL_MIGRATION_TIMEOUT_S", "21600"))
 MIGRATION_MAX_OUTGOING_PER_HOST = int(os.environ.get("PORTAL_MIGRATION_MAX_OUTGOING", "2"))
 MIGRATION_MAX_INCOMING_PER_HOST = int(os.environ.get("PORTAL_MIGRATION_MAX_INCOMING", "2"))
-# Progress samples per second while a migration runs.
+# Seconds between two progress samples while a migration runs (0.2: 5 a second).
 MIGRATION_SAMPLE_INTERVAL_S = float(os.environ.get("PORTAL_MIGRATION_SAMPLE_INTERVAL_S", "0.2"))
 # A running migration whose worker has not written a heartbeat for this long is stale.
 MIGRATION_STALE_AFTER_S = int(os.environ.get("PORTAL_MIGRATION_STALE_AFTER_S", "30"))

@@ -18,6 +18,7 @@ urlpatterns = [
     path("api/", include("migrations_app.api.urls")),
     path("api/", include("audit.api.urls")),
     path("", include("audit.urls")),
+    path("", include("migrations_app.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("healthz", views.healthz, name="healthz"),

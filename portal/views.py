@@ -15,7 +15,7 @@ from migrations_app.selectors import migrations_visible_to
 from portal import pages
 from vms.filters import VMFilterSet
 from vms.models import ACTIVE_STATES, VMState
-from vms.selectors import vm_get_preferred
+from vms.selectors import vm_get_present
 
 MIGRATIONS_PER_PAGE = 50
 
@@ -42,8 +42,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def vm_detail(request: HttpRequest, uuid: UUID) -> HttpResponse:
-    vm = vm_get_preferred(uuid=str(uuid))
-    if vm is None or vm.state == VMState.GONE:
+    vm = vm_get_present(uuid=str(uuid))
+    if vm is None:
         raise Http404("No VM with this UUID.")
     active = pages.vm_active_migration(user=request.user, vm=vm)
     return render(

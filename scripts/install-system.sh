@@ -8,7 +8,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 PACKAGES=(
-  # lab hypervisors: libvirtd + QEMU (see shared/LAB.md)
+  # lab hypervisors: libvirtd + QEMU (see "The lab" in README.md)
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
   # building libvirt-python against the system libvirt
   libvirt-dev pkg-config gcc python3-dev

@@ -8,6 +8,25 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 
+def pytest_configure(config):
+    from portal.datadir import data_dir_ensure
+
+    data_dir_ensure()  # the test database goes there; settings do not make it
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(request):
+    """Users made in-process hash their password with MD5: PBKDF2 costs about 0.3 s per
+    user and most tests make two. Lab tests keep the real hashers: their portal may run
+    in another process, which must check the passwords."""
+    if request.node.get_closest_marker("lab") is not None:
+        yield
+        return
+    settings = request.getfixturevalue("settings")
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    yield
+
+
 @pytest.fixture(scope="session")
 def lab_hosts():
     """The real lab hypervisors (libvirtd + QEMU + sshd; 3 unless TEST_LAB_HOSTS says

@@ -20,7 +20,7 @@ from migrations_app.models import Migration
 from tests import labtools
 from tests.processes import ROOT, PortalServer, Workers
 
-pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.lab, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"

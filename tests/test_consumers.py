@@ -1,4 +1,5 @@
-"""The migration progress socket, through the real Redis channel layer."""
+"""The migration progress socket, through the profile's channel layer: Redis, or the
+in-memory layer under `make test-fast` (all in this one process, so it reaches)."""
 
 import uuid
 

@@ -25,6 +25,7 @@ def test_database_matches_profile():
             assert cursor.fetchone()[0] >= 20000
 
 
+@pytest.mark.redis
 def test_redis_matches_profile():
     if os.environ.get("REDIS_URL"):
         assert settings.REDIS_URL == os.environ["REDIS_URL"]
@@ -33,6 +34,7 @@ def test_redis_matches_profile():
         assert settings.REDIS_URL == f"unix://{settings.DATA_DIR}/run/redis.sock"
 
 
+@pytest.mark.redis
 def test_channel_layer_round_trip_through_redis():
     layer = get_channel_layer()
     assert type(layer).__name__ == "RedisChannelLayer"
@@ -49,6 +51,7 @@ def test_channel_layer_round_trip_through_redis():
     assert async_to_sync(round_trip)() == {"type": "probe", "value": 42}
 
 
+@pytest.mark.redis
 def test_task_broker_reaches_redis():
     broker = get_broker(f"profile-test-{uuid.uuid4().hex}")
     assert broker.ping() is True
@@ -90,3 +93,37 @@ def test_a_sqlite_url_gets_the_same_locking_options(tmp_path):
         cwd=settings.BASE_DIR,
     )
     assert result.stdout.split() == ["20", "IMMEDIATE"], result.stderr
+
+
+def test_settings_write_nothing_at_import_and_the_secret_key_is_made_once(tmp_path):
+    """Importing the settings (a test run as another user, a read-only checkout) writes
+    nothing; the data folder's secret key is made on first use, 0600, then reused."""
+    import subprocess
+    import sys
+
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if k != "PORTAL_SECRET_KEY"}
+    env.update(DJANGO_SETTINGS_MODULE="portal.settings", PORTAL_DATA_DIR=str(data_dir))
+    import_only = (
+        f"import pathlib, portal.settings; print(pathlib.Path({str(data_dir)!r}).exists())"
+    )
+    use_key = (
+        "import django; django.setup(); from django.conf import settings as s; print(s.SECRET_KEY)"
+    )
+
+    def run(code: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=settings.BASE_DIR,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert run(import_only) == "False"
+    first = run(use_key)
+    assert len(first) > 40
+    assert (data_dir / "secret_key").stat().st_mode & 0o777 == 0o600
+    assert run(use_key) == first

@@ -19,10 +19,10 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
-from audit.reports import DOWNTIME_EDGES_MS, DURATION_EDGES_MS, migration_report_build
-from audit.selectors import migrations_for_report
 from hosts.models import Host
 from migrations_app.models import Migration
+from migrations_app.reports import DOWNTIME_EDGES_MS, DURATION_EDGES_MS, migration_report_build
+from migrations_app.selectors import migrations_for_report
 
 pytestmark = pytest.mark.django_db
 

@@ -12,9 +12,9 @@ from django.http import StreamingHttpResponse
 from django.test import AsyncClient
 from rest_framework.test import APIClient
 
-from audit import reports
-from audit.reports import CSV_HEADER, JOB_STAT_KEYS
+from migrations_app import reports
 from migrations_app.models import Migration
+from migrations_app.reports import CSV_HEADER, JOB_STAT_KEYS
 from tests.test_reports import END, START, _make_history
 
 pytestmark = pytest.mark.django_db

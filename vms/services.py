@@ -1,4 +1,5 @@
-"""Keeping the VM inventory equal to what libvirt reports."""
+"""Keeping the VM inventory equal to what libvirt reports, and the host refresh that
+does it (hosts.services.host_refresh re-reads a host; it knows nothing of VMs)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from django.db import transaction
 from audit.services import Actor, audit_event_record
 from hosts.gateway import DomainInfo
 from hosts.models import Host
+from hosts.services import host_refresh
 from vms.models import VM, VMDisk, VMState
 
 
@@ -92,3 +94,17 @@ def _vm_disks_replace(*, vm: VM, host: Host, info: DomainInfo) -> None:
         )
         for disk in info.disks
     )
+
+
+def host_refresh_with_vms(*, host: Host, actor: Actor) -> Host:
+    """Reconnect, re-read capabilities and sync the host's VMs (one connection, one
+    transaction). An unreachable host is recorded as such, not raised."""
+    return host_refresh(host=host, actor=actor, domains_sync=vms_sync_host)
+
+
+def hosts_refresh_all_with_vms(*, actor: Actor) -> dict[str, str]:
+    """Refresh every host and sync its VMs; returns host name -> resulting status."""
+    return {
+        host.name: host_refresh_with_vms(host=host, actor=actor).status
+        for host in Host.objects.all()
+    }

@@ -4,14 +4,13 @@ from hosts.models import Host
 from hosts.validators import validate_uri_safe
 
 
+# A host's own fields; the API serves it with its VM counts (vms.api.serializers).
 class HostSerializer(serializers.ModelSerializer):
     libvirt_uri = serializers.CharField(read_only=True)
     port = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=65535)
     shared_storage_paths = serializers.ListField(
         child=serializers.CharField(max_length=1024), required=False
     )
-    vm_count = serializers.SerializerMethodField()
-    running_vm_count = serializers.SerializerMethodField()
 
     class Meta:
         model = Host
@@ -47,8 +46,6 @@ class HostSerializer(serializers.ModelSerializer):
             "memory_free_bytes",
             "migration_features",
             "capabilities_updated_at",
-            "vm_count",
-            "running_vm_count",
             "created_at",
             "updated_at",
         ]
@@ -63,12 +60,6 @@ class HostSerializer(serializers.ModelSerializer):
             if not path.startswith("/"):
                 raise serializers.ValidationError(f"'{path}' is not an absolute path.")
         return value
-
-    def get_vm_count(self, host: Host) -> int:
-        return getattr(host, "vm_count", None) or host.vms.present().count()
-
-    def get_running_vm_count(self, host: Host) -> int:
-        return getattr(host, "running_vm_count", None) or host.vms.filter(state="running").count()
 
 
 class SshAccessSerializer(serializers.Serializer):

@@ -1,13 +1,11 @@
 from django.urls import path
-from rest_framework.routers import DefaultRouter
 
-from hosts.api.views import HostViewSet, PortalKeyView
+from hosts.api.views import PortalKeyView
 
 app_name = "hosts-api"
 
-router = DefaultRouter()
-router.register("hosts", HostViewSet, basename="host")
+# /api/hosts/ is routed by vms.api.urls: its viewset (a subclass of
+# hosts.api.views.HostViewSet) adds the VM counts and the refresh that syncs VMs.
 urlpatterns = [
     path("ssh-key/", PortalKeyView.as_view(), name="ssh-key"),
-    *router.urls,
 ]

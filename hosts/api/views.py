@@ -1,9 +1,6 @@
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Count, Q
 from drf_spectacular.utils import extend_schema
 from rest_framework import views, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -11,87 +8,62 @@ from audit.services import Actor
 from hosts import services, ssh_services
 from hosts.api.serializers import HostSerializer, PortalKeySerializer, SshAccessSerializer
 from hosts.models import Host
-from portal.permissions import IsStaffOrReadOnly
-from vms.models import VMState
-
-
-def _as_drf_error(exc: DjangoValidationError) -> ValidationError:
-    return ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+from hosts.permissions import IsStaffOrReadOnly
 
 
 class HostViewSet(viewsets.ModelViewSet):
     """Hypervisor hosts. Reading needs a login; changes need an administrator."""
 
+    # /api/hosts/ is served by the subclass vms.api.views.HostViewSet, which adds what
+    # needs the VM inventory: VM counts and `refresh` (it syncs the host's VMs).
     serializer_class = HostSerializer
     permission_classes = [IsStaffOrReadOnly]
     filterset_fields = ["status", "transport", "arch"]
 
     def get_queryset(self):
-        return Host.objects.annotate(
-            vm_count=Count("vms", filter=~Q(vms__state=VMState.GONE)),
-            running_vm_count=Count("vms", filter=Q(vms__state=VMState.RUNNING)),
-        ).order_by("name")
+        return Host.objects.order_by("name")
 
     def perform_create(self, serializer: HostSerializer) -> None:
-        try:
-            serializer.instance = services.host_create(
-                actor=Actor.from_request(self.request), **serializer.validated_data
-            )
-        except DjangoValidationError as exc:
-            raise _as_drf_error(exc) from exc
+        serializer.instance = services.host_create(
+            actor=Actor.from_request(self.request), **serializer.validated_data
+        )
 
     def perform_update(self, serializer: HostSerializer) -> None:
-        try:
-            serializer.instance = services.host_update(
-                host=serializer.instance,
-                actor=Actor.from_request(self.request),
-                **serializer.validated_data,
-            )
-        except DjangoValidationError as exc:
-            raise _as_drf_error(exc) from exc
+        serializer.instance = services.host_update(
+            host=serializer.instance,
+            actor=Actor.from_request(self.request),
+            **serializer.validated_data,
+        )
 
     def perform_destroy(self, instance: Host) -> None:
         services.host_delete(host=instance, actor=Actor.from_request(self.request))
 
-    @extend_schema(request=None, responses=HostSerializer)
-    @action(detail=True, methods=["post"])
-    def refresh(self, request: Request, pk: str | None = None) -> Response:
-        """Reconnect, re-read capabilities and sync the host's VMs (waits for the host)."""
-        host = services.host_refresh(host=self.get_object(), actor=Actor.from_request(request))
-        return self._host_response(host)
-
     def _host_response(self, host: Host) -> Response:
         return Response(self.get_serializer(self.get_queryset().get(pk=host.pk)).data)
 
-    @extend_schema(request=SshAccessSerializer, responses=HostSerializer)
+    # The responses are the view's serializer (the subclass's, with the VM counts).
+    @extend_schema(request=SshAccessSerializer)
     @action(detail=True, methods=["post"], url_path="ssh-access")
     def ssh_access(self, request: Request, pk: str | None = None) -> Response:
         """Install the portal's ssh key for a remote user, logging in once with the
         password (never stored); afterwards the host is reached over qemu+ssh."""
         serializer = SshAccessSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            host = ssh_services.host_ssh_access_set_up(
-                host=self.get_object(),
-                user=serializer.validated_data["user"],
-                password=serializer.validated_data["password"],
-                actor=Actor.from_request(request),
-            )
-        except ssh_services.SshAccessError as exc:
-            field = "non_field_errors" if exc.field == "remote_host" else exc.field
-            raise ValidationError({field: [str(exc)]}) from None
+        host = ssh_services.host_ssh_access_set_up(
+            host=self.get_object(),
+            user=serializer.validated_data["user"],
+            password=serializer.validated_data["password"],
+            actor=Actor.from_request(request),
+        )
         return self._host_response(host)
 
-    @extend_schema(request=None, responses=HostSerializer)
+    @extend_schema(request=None)
     @action(detail=True, methods=["post"], url_path="accept-host-key")
     def accept_host_key(self, request: Request, pk: str | None = None) -> Response:
         """Accept the host's changed ssh host key (after checking it out of band)."""
-        try:
-            host = ssh_services.host_key_accept(
-                host=self.get_object(), actor=Actor.from_request(request)
-            )
-        except ssh_services.SshAccessError as exc:
-            raise ValidationError({"non_field_errors": [str(exc)]}) from None
+        host = ssh_services.host_key_accept(
+            host=self.get_object(), actor=Actor.from_request(request)
+        )
         return self._host_response(host)
 
 

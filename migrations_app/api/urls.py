@@ -1,9 +1,25 @@
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from migrations_app.api.views import MigrationViewSet
+from migrations_app.api import views
 
 app_name = "migrations-api"
 
 router = DefaultRouter()
-router.register("migrations", MigrationViewSet, basename="migration")
-urlpatterns = router.urls
+router.register("migrations", views.MigrationViewSet, basename="migration")
+# Only the actions POST vms/{uuid}/migrate/ and vms/{uuid}/migrate/check/ (vms.api has the rest).
+router.register("vms", views.VMMigrateViewSet, basename="vm")
+urlpatterns = [
+    *router.urls,
+    path("reports/migrations/", views.MigrationReportView.as_view(), name="report-migrations"),
+    path(
+        "reports/migrations/export.csv",
+        views.MigrationExportCSVView.as_view(),
+        name="report-migrations-csv",
+    ),
+    path(
+        "reports/migrations/export.json",
+        views.MigrationExportJSONView.as_view(),
+        name="report-migrations-json",
+    ),
+]

@@ -1,25 +1,39 @@
-from drf_spectacular.utils import extend_schema
-from rest_framework import status, viewsets
+from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
+from audit.permissions import CanReadAudit
 from audit.services import Actor
-from migrations_app import services
+from hosts.services import host_resolve_or_register
+from hosts.ssh_services import host_ssh_access_set_up
+from migrations_app import reports, services
 from migrations_app.api.serializers import (
+    MigrateRequestSerializer,
+    MigrationReportSerializer,
     MigrationSampleSerializer,
     MigrationSerializer,
     TuneSerializer,
 )
-from migrations_app.filters import MigrationFilterSet
-from migrations_app.selectors import migrations_visible_to
+from migrations_app.filters import MigrationFilterSet, MigrationReportFilterSet
+from migrations_app.selectors import migrations_for_report, migrations_visible_to
+from migrations_app.streaming import download_response
+from vms.models import VM
+from vms.selectors import vm_get_present
+from vms.services import vms_sync_host
 
-
-class Conflict(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conflict"
+CHECKS_RESPONSE = inline_serializer(
+    "MigrationChecks",
+    {
+        "ok": serializers.BooleanField(),
+        "checks": serializers.ListField(child=serializers.DictField()),
+    },
+)
 
 
 class MigrationViewSet(viewsets.ReadOnlyModelViewSet):
@@ -37,12 +51,7 @@ class MigrationViewSet(viewsets.ReadOnlyModelViewSet):
         return super().get_permissions()
 
     def _control(self, request: Request, call, **kwargs) -> Response:
-        try:
-            migration = call(
-                migration=self.get_object(), actor=Actor.from_request(request), **kwargs
-            )
-        except services.MigrationConflict as exc:
-            raise Conflict(str(exc)) from exc
+        migration = call(migration=self.get_object(), actor=Actor.from_request(request), **kwargs)
         migration = self.get_queryset().get(pk=migration.pk)
         return Response(self.get_serializer(migration).data)
 
@@ -72,3 +81,136 @@ class MigrationViewSet(viewsets.ReadOnlyModelViewSet):
         """Every progress sample, oldest first."""
         samples = self.get_object().samples.order_by("taken_at", "id")
         return Response(MigrationSampleSerializer(samples, many=True).data)
+
+
+class VMMigrateViewSet(viewsets.GenericViewSet):
+    """Migrating one VM: POST /api/vms/{uuid}/migrate/ and /api/vms/{uuid}/migrate/check/
+    (the rest of /api/vms/ is vms.api.views.VMViewSet). Administrators only."""
+
+    queryset = VM.objects.all()
+    permission_classes = [IsAuthenticated, IsAdminUser]
+    lookup_field = "uuid"
+    lookup_value_regex = "[0-9a-fA-F-]{32,36}"
+
+    def get_object(self) -> VM:
+        vm = vm_get_present(uuid=self.kwargs["uuid"])
+        if vm is None:
+            raise Http404("No VM with this UUID.")
+        self.check_object_permissions(self.request, vm)
+        return vm
+
+    def _migration_input(self, request: Request):
+        vm = self.get_object()
+        serializer = MigrateRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        actor = Actor.from_request(request)
+        destination = host_resolve_or_register(
+            remote_host=data.pop("remote_host"), actor=actor, domains_sync=vms_sync_host
+        )
+        user, password = data.pop("user", ""), data.pop("password", "")
+        if user:
+            # Used once, here, to set up password-less ssh; never queued or stored.
+            destination = host_ssh_access_set_up(
+                host=destination, user=user, password=password, actor=actor
+            )
+        return vm, destination, services.MigrationOptions(**data), actor
+
+    @extend_schema(request=MigrateRequestSerializer, responses={202: MigrationSerializer})
+    @action(detail=True, methods=["post"])
+    def migrate(self, request: Request, uuid: str | None = None) -> Response:
+        """Queue a migration of this VM; answers 202 at once with the record."""
+        vm, destination, options, actor = self._migration_input(request)
+        migration = services.migration_request(
+            vm=vm, destination=destination, options=options, actor=actor
+        )
+        location = f"/api/migrations/{migration.pk}/"
+        return Response(
+            MigrationSerializer(migration).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": location},
+        )
+
+    @extend_schema(request=MigrateRequestSerializer, responses=CHECKS_RESPONSE)
+    @action(detail=True, methods=["post"], url_path="migrate/check")
+    def migrate_check(self, request: Request, uuid: str | None = None) -> Response:
+        """Run the pre-checks of a migration without migrating."""
+        vm, destination, options, _actor = self._migration_input(request)
+        checks = services.migration_check(vm=vm, destination=destination, options=options)
+        return Response(
+            {"ok": not any(c.failed for c in checks), "checks": [c.as_dict() for c in checks]}
+        )
+
+
+# --- Reports (read by administrators and auditors: audit.permissions) -------------
+
+
+def _filter_parameters(filterset_class) -> list[OpenApiParameter]:
+    return [
+        OpenApiParameter(name, str, description=str(f.extra.get("help_text", "")))
+        for name, f in filterset_class.base_filters.items()
+    ]
+
+
+_REPORT_PARAMETERS = _filter_parameters(MigrationReportFilterSet)
+
+
+class MigrationReportView(APIView):
+    """Migration figures for a time range (default: the last 30 days) and filters."""
+
+    permission_classes = [CanReadAudit]
+
+    @extend_schema(parameters=_REPORT_PARAMETERS, responses=MigrationReportSerializer)
+    def get(self, request: Request) -> Response:
+        migrations, scope = migrations_for_report(params=request.query_params)
+        report = reports.migration_report_build(migrations=migrations)
+        return Response({"scope": scope.as_dict(), **report})
+
+
+class CSVRenderer(BaseRenderer):
+    """Lets clients ask for text/csv; the export itself is a streamed response."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return JSONRenderer().render(data)  # only errors get here
+
+
+def _filename(scope, extension: str) -> str:
+    return f"migrations_{scope.since:%Y%m%d}-{scope.until:%Y%m%d}.{extension}"
+
+
+class MigrationExportCSVView(APIView):
+    """Every migration of the report's scope as CSV: one row per migration, every field
+    of the record and libvirt's completed statistics (columns `stats.*`). Streamed."""
+
+    permission_classes = [CanReadAudit]
+    renderer_classes = [JSONRenderer, CSVRenderer]
+
+    @extend_schema(parameters=_REPORT_PARAMETERS, responses={(200, "text/csv"): str})
+    def get(self, request: Request):
+        migrations, scope = migrations_for_report(params=request.query_params)
+        return download_response(
+            request,
+            reports.migrations_csv_stream(migrations=migrations),
+            content_type="text/csv; charset=utf-8",
+            filename=_filename(scope, "csv"),
+        )
+
+
+class MigrationExportJSONView(APIView):
+    """The same as the CSV export, as JSON: {"scope": ..., "migrations": [...]}. Streamed."""
+
+    permission_classes = [CanReadAudit]
+
+    @extend_schema(parameters=_REPORT_PARAMETERS, responses={(200, "application/json"): dict})
+    def get(self, request: Request):
+        migrations, scope = migrations_for_report(params=request.query_params)
+        return download_response(
+            request,
+            reports.migrations_json_stream(migrations=migrations, scope=scope.as_dict()),
+            content_type="application/json",
+            filename=_filename(scope, "json"),
+        )

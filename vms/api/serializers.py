@@ -1,6 +1,35 @@
 from rest_framework import serializers
 
-from vms.models import VM, VMDisk
+from hosts.api import serializers as host_serializers
+from hosts.models import Host
+from vms.models import VM, VMDisk, VMState
+
+_TIMES = ("created_at", "updated_at")
+
+
+# hosts' serializer plus the counts of the host's VMs (vms.selectors.hosts_with_vm_counts
+# annotates them; a host read otherwise is counted here).
+class HostSerializer(host_serializers.HostSerializer):
+    vm_count = serializers.SerializerMethodField()
+    running_vm_count = serializers.SerializerMethodField()
+
+    class Meta(host_serializers.HostSerializer.Meta):
+        fields = [
+            *(f for f in host_serializers.HostSerializer.Meta.fields if f not in _TIMES),
+            "vm_count",
+            "running_vm_count",
+            *_TIMES,
+        ]
+
+    def get_vm_count(self, host: Host) -> int:
+        if hasattr(host, "vm_count"):
+            return host.vm_count
+        return host.vms.present().count()
+
+    def get_running_vm_count(self, host: Host) -> int:
+        if hasattr(host, "running_vm_count"):
+            return host.running_vm_count
+        return host.vms.filter(state=VMState.RUNNING).count()
 
 
 class VMDiskSerializer(serializers.ModelSerializer):

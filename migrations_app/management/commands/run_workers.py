@@ -7,10 +7,9 @@ import subprocess
 import sys
 import time
 
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
-
-from portal.settings import BASE_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +25,7 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options):
-        manage = [sys.executable, str(BASE_DIR / "manage.py"), "reconcile_migrations"]
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py"), "reconcile_migrations"]
         # The reconciler runs in processes of its own: this process forks the workers,
         # and must not hold libvirt's event-loop thread (or its locks) when it does.
         subprocess.run(manage, check=False)

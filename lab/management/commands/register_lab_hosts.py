@@ -7,6 +7,7 @@ from hosts import services
 from hosts.models import Host
 from lab import core
 from lab.management.commands.lab import config_from_settings
+from vms.services import host_refresh_with_vms
 
 
 class Command(BaseCommand):
@@ -29,7 +30,7 @@ class Command(BaseCommand):
                     transport="tcp",
                     shared_storage_paths=shared,
                 )
-            host = services.host_refresh(host=host, actor=actor)
+            host = host_refresh_with_vms(host=host, actor=actor)
             running = host.vms.filter(state="running").count()
             self.stdout.write(
                 f"{host.name:8} {host.libvirt_uri:32} {host.status:12} {running} running VM(s)"

@@ -1,0 +1,72 @@
+"""The API's one exception handler (REST_FRAMEWORK["EXCEPTION_HANDLER"]): the domain's
+exceptions become HTTP answers here, so views call services and let them propagate.
+
+| raised by a service                      | answer                                       |
+|------------------------------------------|----------------------------------------------|
+| migrations_app.services.MigrationConflict | 409 {"detail": ...}                         |
+| django ValidationError                   | 400 {field: [messages]} (its message_dict)   |
+| hosts.ssh_services.SshAccessError        | 400 {field: [message]}: the input it names,  |
+|                                          | or non_field_errors if the request lacks it  |
+| hosts.gateway.DomainNotFound             | 404 {"detail": ...}                          |
+| other hosts.gateway.GatewayError (e.g.   | 502 {"detail": ...}: the host failed us      |
+| HostUnreachable), hosts.ssh.SshError     |                                              |
+
+Anything else goes to DRF's own handler (its APIExceptions, Http404, PermissionDenied);
+an unexpected exception stays a 500.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from hosts import gateway, ssh
+from hosts.ssh_services import SshAccessError
+from migrations_app.services import MigrationConflict
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state."
+    default_code = "conflict"
+
+
+class BadGateway(exceptions.APIException):
+    status_code = status.HTTP_502_BAD_GATEWAY
+    default_detail = "A hypervisor host did not answer as expected."
+    default_code = "bad_gateway"
+
+
+def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    return drf_exception_handler(as_api_exception(exc, context), context)
+
+
+def as_api_exception(exc: Exception, context: dict) -> Exception:
+    """The APIException that stands for a domain exception (others unchanged)."""
+    if isinstance(exc, MigrationConflict):
+        return Conflict(str(exc))
+    if isinstance(exc, DjangoValidationError):
+        if hasattr(exc, "error_dict"):
+            return exceptions.ValidationError(exc.message_dict)
+        return exceptions.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: exc.messages})
+    if isinstance(exc, SshAccessError):
+        return exceptions.ValidationError({_input_named(exc.field, context): [str(exc)]})
+    if isinstance(exc, gateway.DomainNotFound):
+        return exceptions.NotFound(str(exc))
+    if isinstance(exc, gateway.GatewayError | ssh.SshError):
+        return BadGateway(str(exc))
+    return exc
+
+
+def _input_named(field: str, context: dict) -> str:
+    """`field` if the request sent it (e.g. remote_host of a migrate request), else
+    non_field_errors (e.g. remote_host, meaning the host, of an ssh-access request)."""
+    request = context.get("request")
+    try:
+        sent = request.data if request is not None else {}
+    except exceptions.ParseError:
+        sent = {}
+    return field if field in sent else api_settings.NON_FIELD_ERRORS_KEY

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `make test-fast`: the tests that need no root, no lab hosts, no browser and no Redis
+# (pytest -m "not lab and not browser and not redis"), on SQLite with the in-memory
+# channel layer and the task queue in the database, in a throw-away data folder.
+# Runs as any user who can read the checkout (the venv must exist: `make setup`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+data_dir=$(mktemp -d "${TMPDIR:-/tmp}/portal-test-fast.XXXXXX")
+trap 'rm -rf "$data_dir"' EXIT
+
+env -u DATABASE_URL -u REDIS_URL -u PORTAL_SECRET_KEY \
+  PORTAL_DATA_DIR="$data_dir" PORTAL_NO_REDIS=1 \
+  .venv/bin/pytest -m "not lab and not browser and not redis" -p no:cacheprovider -q "$@"
