@@ -84,22 +84,30 @@ def test_take_over_refused_after_a_fresh_heartbeat(running):
     assert _take_over(read, "reconciler") is None
 
 
+def _eventually(predicate, what: str, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
 def test_heartbeat_thread_renews_until_taken_over(running, settings):
     settings.MIGRATION_HEARTBEAT_S = 0.1
     Migration.objects.filter(pk=running.pk).update(heartbeat_at=None)
     lease = Lease(running.pk, 1, "worker w:1")
+
+    def heartbeat():
+        return Migration.objects.get(pk=running.pk).heartbeat_at
+
     with engine._heartbeat(lease):
-        time.sleep(0.5)
-        first = Migration.objects.get(pk=running.pk).heartbeat_at
-        assert first is not None
-        time.sleep(0.3)
-        assert Migration.objects.get(pk=running.pk).heartbeat_at > first
+        first = _eventually(heartbeat, "a first heartbeat")
+        _eventually(lambda: heartbeat() > first, "a second heartbeat")
         assert _take_over(Migration.objects.get(pk=running.pk), "reconciler") is not None
-        # The reconciler's own heartbeat must not be overwritten by the old worker.
-        deadline = time.monotonic() + 2
-        while not lease.lost.is_set() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert lease.lost.is_set()
-        taken_at = Migration.objects.get(pk=running.pk).heartbeat_at
-        time.sleep(0.4)
-        assert Migration.objects.get(pk=running.pk).heartbeat_at == taken_at
+        _eventually(lease.lost.is_set, "the worker to notice the takeover")
+        # The reconciler's own heartbeat is never overwritten by the old worker.
+        taken_at = heartbeat()
+        time.sleep(0.5)  # five beat intervals
+        assert heartbeat() == taken_at
