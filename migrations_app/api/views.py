@@ -1,4 +1,3 @@
-from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
@@ -23,8 +22,8 @@ from migrations_app.api.serializers import (
 from migrations_app.filters import MigrationFilterSet, MigrationReportFilterSet
 from migrations_app.selectors import migrations_for_report, migrations_visible_to
 from migrations_app.streaming import download_response
+from vms.api.views import VMByUUIDMixin
 from vms.models import VM
-from vms.selectors import vm_get_present
 from vms.services import vms_sync_host
 
 CHECKS_RESPONSE = inline_serializer(
@@ -83,21 +82,12 @@ class MigrationViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(MigrationSampleSerializer(samples, many=True).data)
 
 
-class VMMigrateViewSet(viewsets.GenericViewSet):
+class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
     """Migrating one VM: POST /api/vms/{uuid}/migrate/ and /api/vms/{uuid}/migrate/check/
     (the rest of /api/vms/ is vms.api.views.VMViewSet). Administrators only."""
 
     queryset = VM.objects.all()
     permission_classes = [IsAuthenticated, IsAdminUser]
-    lookup_field = "uuid"
-    lookup_value_regex = "[0-9a-fA-F-]{32,36}"
-
-    def get_object(self) -> VM:
-        vm = vm_get_present(uuid=self.kwargs["uuid"])
-        if vm is None:
-            raise Http404("No VM with this UUID.")
-        self.check_object_permissions(self.request, vm)
-        return vm
 
     def _migration_input(self, request: Request):
         vm = self.get_object()

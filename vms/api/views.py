@@ -31,18 +31,12 @@ class HostViewSet(host_views.HostViewSet):
         return self._host_response(host)
 
 
-class VMViewSet(viewsets.ReadOnlyModelViewSet):
-    """VM inventory, synced from libvirt. Addressed by libvirt UUID."""
+class VMByUUIDMixin:
+    """A view of one VM, addressed by libvirt UUID: the definition vm_get_present picks
+    (the running one first), 404 if there is none or it is gone."""
 
-    # POST .../migrate/ and .../migrate/check/ are migrations_app.api.views.VMMigrateViewSet.
-
-    queryset = VM.objects.select_related("host").prefetch_related("disks")
-    filterset_class = VMFilterSet
     lookup_field = "uuid"
     lookup_value_regex = "[0-9a-fA-F-]{32,36}"
-
-    def get_serializer_class(self):
-        return VMDetailSerializer if self.action == "retrieve" else VMSerializer
 
     def get_object(self) -> VM:
         vm = vm_get_present(uuid=self.kwargs["uuid"])
@@ -50,3 +44,14 @@ class VMViewSet(viewsets.ReadOnlyModelViewSet):
             raise Http404("No VM with this UUID.")
         self.check_object_permissions(self.request, vm)
         return vm
+
+
+class VMViewSet(VMByUUIDMixin, viewsets.ReadOnlyModelViewSet):
+    """VM inventory, synced from libvirt. Addressed by libvirt UUID."""
+
+    # POST .../migrate/ and .../migrate/check/: migrations_app.api.views.VMMigrateViewSet.
+    queryset = VM.objects.select_related("host").prefetch_related("disks")
+    filterset_class = VMFilterSet
+
+    def get_serializer_class(self):
+        return VMDetailSerializer if self.action == "retrieve" else VMSerializer
