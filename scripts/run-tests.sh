@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, run twice: once on the default profile (SQLite + private
-# redis-server) and once on the PostgreSQL + shared Redis profile. The test lab
-# hosts stay up between the two runs and are stopped at the end.
+# The whole test suite on both settings profiles, side by side: the default profile
+# (SQLite + private redis-server) and the PostgreSQL + shared Redis profile. Each has
+# its own lab hosts (127.0.0.12-14 and 127.0.0.22-24) and data folder; the guest
+# images are built once and shared. The labs are stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,10 +13,22 @@ fi
 
 PG_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 PG_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/0}
+ROOT=$PWD
+PG_DATA_DIR=$ROOT/var/pg-profile
+LOGS=$ROOT/var/test-logs
 export PORTAL_KEEP_TEST_LAB=1
+export TEST_LAB_IMAGE_CACHE=$ROOT/var/guest-images
+mkdir -p "$PG_DATA_DIR" "$LOGS"
+chmod 700 "$ROOT/var" "$PG_DATA_DIR"
+
+pg_profile() {
+  env DATABASE_URL="$PG_URL" REDIS_URL="$PG_REDIS_URL" PORTAL_DATA_DIR="$PG_DATA_DIR" \
+    TEST_LAB_FIRST_ADDRESS=127.0.0.22 TEST_LAB_SELF_ADDRESS=127.0.0.30 "$@"
+}
 
 cleanup() {
   .venv/bin/python -m tests.lab_session down || true
+  pg_profile .venv/bin/python -m tests.lab_session down || true
   bash scripts/redis.sh stop || true
 }
 trap cleanup EXIT
@@ -23,9 +36,25 @@ trap cleanup EXIT
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 
-echo "== profile 1/2: SQLite + private redis-server =="
+# The first lab builds the guest images (kernel + initramfs) that both labs share.
+.venv/bin/python -m tests.lab_session up >/dev/null
 bash scripts/redis.sh start
-env -u DATABASE_URL -u REDIS_URL .venv/bin/pytest "$@"
 
-echo "== profile 2/2: PostgreSQL ($PG_URL) + Redis ($PG_REDIS_URL) =="
-DATABASE_URL=$PG_URL REDIS_URL=$PG_REDIS_URL .venv/bin/pytest "$@"
+started=$(date +%s)
+echo "== both profiles start: 1/2 SQLite + private redis-server, 2/2 PostgreSQL ($PG_URL) + Redis ($PG_REDIS_URL) =="
+env -u DATABASE_URL -u REDIS_URL .venv/bin/pytest "$@" >"$LOGS/profile-1.log" 2>&1 &
+first=$!
+pg_profile .venv/bin/pytest "$@" >"$LOGS/profile-2.log" 2>&1 &
+second=$!
+status_1=0
+status_2=0
+wait "$first" || status_1=$?
+took_1=$(($(date +%s) - started))
+wait "$second" || status_2=$?
+took_2=$(($(date +%s) - started))
+echo "== both profiles: exit $status_1 ($took_1 s) and $status_2 ($took_2 s) =="
+echo "== profile 1/2: SQLite + private redis-server (exit $status_1, $took_1 s) =="
+cat "$LOGS/profile-1.log"
+echo "== profile 2/2: PostgreSQL + Redis (exit $status_2, $took_2 s) =="
+cat "$LOGS/profile-2.log"
+[ "$status_1" -eq 0 ] && [ "$status_2" -eq 0 ]

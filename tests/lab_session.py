@@ -17,7 +17,8 @@ DATA_DIR = Path(os.environ.get("PORTAL_DATA_DIR", BASE_DIR / "var")).resolve()
 
 CONFIG = core.LabConfig(
     root=DATA_DIR / "test-lab",
-    image_cache=DATA_DIR / "guest-images",
+    # Shared by the two profiles' labs when `make test` runs them side by side.
+    image_cache=Path(os.environ.get("TEST_LAB_IMAGE_CACHE", DATA_DIR / "guest-images")),
     # Another checkout testing on this machine at the same time sets its own.
     first_address=os.environ.get("TEST_LAB_FIRST_ADDRESS", "127.0.0.12"),
     name_prefix="tlab",

@@ -43,7 +43,7 @@ def self_lab() -> Iterator[core.LabConfig]:
     data = _data_dir()
     config = core.LabConfig(
         root=data / "test-lab-self",
-        image_cache=data / "guest-images",
+        image_cache=Path(os.environ.get("TEST_LAB_IMAGE_CACHE", data / "guest-images")),
         first_address=SELF_ADDRESS,
         name_prefix="selftest",
         guest_memory_mib=192,
