@@ -117,7 +117,11 @@ class _Counts(serializers.Serializer):
 
 
 class _Reason(serializers.Serializer):
-    reason = serializers.CharField()
+    reason = serializers.ChoiceField(  # lifecycle.FailureReason, as on the record
+        choices=Migration._meta.get_field("failure_reason").choices,
+        allow_blank=True,
+        help_text="Blank: none recorded.",
+    )
     label = serializers.CharField()
     count = serializers.IntegerField()
     example = serializers.CharField()
