@@ -117,10 +117,8 @@ class _Counts(serializers.Serializer):
 
 
 class _Reason(serializers.Serializer):
-    reason = serializers.ChoiceField(  # lifecycle.FailureReason, as on the record
-        choices=Migration._meta.get_field("failure_reason").choices,
-        allow_blank=True,
-        help_text="Blank: none recorded.",
+    reason = serializers.CharField(
+        help_text="A failure_reason of the migrations (FailureReasonEnum); blank: none recorded."
     )
     label = serializers.CharField()
     count = serializers.IntegerField()
