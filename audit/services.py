@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import models
 
+from audit.events import EventType
 from audit.models import AuditEvent
 
 # A client-supplied X-Request-ID is kept only if it looks like an id.
@@ -90,7 +91,7 @@ def _subject_columns(target: models.Model | None, detail: dict) -> dict:
 def audit_event_record(
     *,
     actor: Actor,
-    event_type: str,
+    event_type: EventType,
     target: models.Model,
     before: dict | None = None,
     after: dict | None = None,
@@ -117,7 +118,7 @@ def audit_event_record(
 def audit_auth_event_record(
     *,
     request,
-    event_type: str,
+    event_type: EventType,
     username: str,
     account: AbstractBaseUser | None = None,
     succeeded: bool = True,
@@ -133,7 +134,7 @@ def audit_auth_event_record(
         actor=account if succeeded else None,
         actor_name=username[:150],
         source_ip=ip or None,
-        auth_method="session" if event_type == "auth.logout" else "password",
+        auth_method="session" if event_type == EventType.AUTH_LOGOUT else "password",
         request_id=request_id_of(request) if request is not None else uuid.uuid4().hex,
         target_type=settings.AUTH_USER_MODEL.lower(),
         target_id=str(account.pk) if account is not None else "",

@@ -11,13 +11,14 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.dispatch import receiver
 
+from audit.events import EventType
 from audit.services import audit_auth_event_record
 
 
 @receiver(user_logged_in, dispatch_uid="audit.auth_login")
 def _on_login(sender, request, user, **kwargs) -> None:
     audit_auth_event_record(
-        request=request, event_type="auth.login", username=user.get_username(), account=user
+        request=request, event_type=EventType.AUTH_LOGIN, username=user.get_username(), account=user
     )
 
 
@@ -26,7 +27,10 @@ def _on_logout(sender, request, user, **kwargs) -> None:
     if user is None:  # logging out without being logged in changes nothing
         return
     audit_auth_event_record(
-        request=request, event_type="auth.logout", username=user.get_username(), account=user
+        request=request,
+        event_type=EventType.AUTH_LOGOUT,
+        username=user.get_username(),
+        account=user,
     )
 
 
@@ -37,7 +41,7 @@ def _on_login_failed(sender, credentials, request=None, **kwargs) -> None:
     account = User._default_manager.filter(**{User.USERNAME_FIELD: username}).first()
     audit_auth_event_record(
         request=request,
-        event_type="auth.login_failed",
+        event_type=EventType.AUTH_LOGIN_FAILED,
         username=username or "(empty)",
         account=account,
         succeeded=False,

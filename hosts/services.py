@@ -14,6 +14,7 @@ from django.db.models import Q
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
+from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts import gateway, ssh, ssh_services
 from hosts.models import Host, HostStatus, Transport
@@ -33,7 +34,7 @@ def host_create(*, actor: Actor, **fields) -> Host:
     host.full_clean()
     host.save()
     audit_event_record(
-        actor=actor, event_type="host.created", target=host, after=_editable_snapshot(host)
+        actor=actor, event_type=EventType.HOST_CREATED, target=host, after=_editable_snapshot(host)
     )
     return host
 
@@ -52,7 +53,7 @@ def host_update(*, host: Host, actor: Actor, **fields) -> Host:
     if changed:
         audit_event_record(
             actor=actor,
-            event_type="host.updated",
+            event_type=EventType.HOST_UPDATED,
             target=host,
             before={k: before[k] for k in changed},
             after={k: after[k] for k in changed},
@@ -63,7 +64,7 @@ def host_update(*, host: Host, actor: Actor, **fields) -> Host:
 @transaction.atomic
 def host_delete(*, host: Host, actor: Actor) -> None:
     audit_event_record(
-        actor=actor, event_type="host.deleted", target=host, before=_editable_snapshot(host)
+        actor=actor, event_type=EventType.HOST_DELETED, target=host, before=_editable_snapshot(host)
     )
     host.delete()
 
@@ -123,7 +124,7 @@ def host_refresh(*, host: Host, actor: Actor, domains_sync: DomainsSync | None =
         if previous_status != HostStatus.REACHABLE:
             audit_event_record(
                 actor=actor,
-                event_type="host.reachable",
+                event_type=EventType.HOST_REACHABLE,
                 target=host,
                 before={"status": previous_status},
                 after={"status": host.status},
@@ -150,7 +151,7 @@ def _host_mark_unreachable(*, host: Host, actor: Actor, error: str) -> Host:
         if previous_status != HostStatus.UNREACHABLE:
             audit_event_record(
                 actor=actor,
-                event_type="host.unreachable",
+                event_type=EventType.HOST_UNREACHABLE,
                 target=host,
                 before={"status": previous_status},
                 after={"status": host.status},

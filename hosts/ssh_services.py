@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts import ssh
 from hosts.models import Host, Transport
@@ -70,7 +71,7 @@ def host_key_pin_first_contact(*, host: Host, offered: ssh.HostKey, actor: Actor
         host.save()
         audit_event_record(
             actor=actor,
-            event_type="host.host_key_recorded",
+            event_type=EventType.HOST_HOST_KEY_RECORDED,
             target=host,
             after={"ssh_host_key_fingerprint": offered.fingerprint},
             detail={"trust": "first use"},
@@ -90,7 +91,7 @@ def host_key_mismatch_record(*, host: Host, mismatch: ssh.HostKeyMismatch, actor
             host.save()
             audit_event_record(
                 actor=actor,
-                event_type="host.host_key_changed",
+                event_type=EventType.HOST_HOST_KEY_CHANGED,
                 target=host,
                 before={"ssh_host_key_fingerprint": mismatch.pinned.fingerprint},
                 after={"ssh_host_key_pending_fingerprint": mismatch.offered.fingerprint},
@@ -113,7 +114,7 @@ def host_key_accept(*, host: Host, actor: Actor) -> Host:
         host.save()
         audit_event_record(
             actor=actor,
-            event_type="host.host_key_accepted",
+            event_type=EventType.HOST_HOST_KEY_ACCEPTED,
             target=host,
             before={"ssh_host_key_fingerprint": before},
             after={"ssh_host_key_fingerprint": host.ssh_host_key_fingerprint},
@@ -188,7 +189,7 @@ def host_ssh_access_set_up(*, host: Host, user: str, password: str, actor: Actor
         host.save()
         audit_event_record(
             actor=actor,
-            event_type="host.ssh_key_installed",
+            event_type=EventType.HOST_SSH_KEY_INSTALLED,
             target=host,
             before=before,
             after={"transport": host.transport, "ssh_user": user},

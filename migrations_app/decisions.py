@@ -13,12 +13,17 @@ The rules that keep a VM from being lost:
   the VM;
 - a definition that was on the destination before the migration (the VM coming home)
   is left defined.
+
+Why a migration failed (`failure_reason`) is decided here too, from what the engine
+knows: the abort it made, a worker it took over, a host that did not answer.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+
+from migrations_app.lifecycle import FailureReason
 
 # libvirt states (the portal's names) in which a QEMU process exists.
 ACTIVE_STATES = frozenset({"running", "paused", "blocked", "shutting_down", "suspended"})
@@ -271,13 +276,29 @@ def _settle_offline(given: SettleInput) -> Settlement:
     return Settlement(Outcome.NEEDS_ATTENTION, notes=("the VM is defined on neither host",))
 
 
+@dataclass(frozen=True)
+class Abort:
+    """Why the portal aborts a running libvirt job: the text for the record and the
+    failure reason (None for a cancel: a cancelled migration has not failed)."""
+
+    text: str
+    reason: FailureReason | None = None
+
+
+CANCEL = Abort("cancelled on request")
+
+
+def timed_out(timeout_s: float) -> Abort:
+    return Abort(f"timed out after {timeout_s:g} s", FailureReason.TIMEOUT)
+
+
 def abort_reason(
     *,
     cancel_requested: bool,
     elapsed_s: float,
     timeout_s: float,
     postcopy_started: bool,
-) -> str | None:
+) -> Abort | None:
     """Why the running libvirt job must be aborted now, or None.
 
     Once post-copy has started the destination holds the current memory: aborting
@@ -286,10 +307,30 @@ def abort_reason(
     if postcopy_started:
         return None
     if cancel_requested:
-        return "cancelled on request"
+        return CANCEL
     if elapsed_s > timeout_s:
-        return f"timed out after {timeout_s:g} s"
+        return timed_out(timeout_s)
     return None
+
+
+def failure_reason(
+    *, cause: FailureReason, cancel_requested: bool, hosts_unreachable: bool
+) -> FailureReason | None:
+    """Why a migration that did not succeed failed, from what the engine knows (never
+    from the error text); None: it was cancelled (a status, not a failure).
+
+    `cause` is what ended it: `timeout` (the portal aborted it), `worker_lost` (the
+    reconciler took it over), `unreachable` (libvirt could not reach a host),
+    `internal`, or `libvirt` for any other error libvirt reported.
+    `hosts_unreachable`: a host did not answer when the outcome was settled.
+    """
+    if cause == FailureReason.TIMEOUT:
+        return cause  # the portal had aborted it: a cancel asked for later changes nothing
+    if cancel_requested:
+        return None
+    if cause == FailureReason.LIBVIRT and hosts_unreachable:
+        return FailureReason.UNREACHABLE  # libvirt's error was the host going away
+    return cause
 
 
 def cleanup_actions(

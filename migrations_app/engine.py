@@ -28,12 +28,14 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts import gateway
 from hosts.models import Host
 from migrations_app import decisions
 from migrations_app.checks import MigrationPlan, run_prechecks
 from migrations_app.events import migration_publish
+from migrations_app.lifecycle import FailureReason, Phase
 from migrations_app.models import (
     ALLOWED_TRANSITIONS,
     RUNNING_STATUSES,
@@ -48,7 +50,6 @@ from vms.services import host_refresh_with_vms as host_refresh
 
 logger = logging.getLogger(__name__)
 
-WAITING_FOR_SLOT = "waiting_for_slot"
 # How long a database write is retried (reconnecting) before the task gives up and
 # leaves the migration to the reconciler.
 DB_RETRY_S = 30.0
@@ -146,11 +147,11 @@ def _db_retry(what: str, write: Callable[[], Migration]) -> Migration:
 
 
 def _audit(
-    migration: Migration, event: str, *, actor: Actor, before: str | None = None, **detail
+    migration: Migration, event: EventType, *, actor: Actor, before: str | None = None, **detail
 ) -> None:
     audit_event_record(
         actor=actor,
-        event_type=f"migration.{event}",
+        event_type=event,
         target=migration,
         before={"status": before} if before else None,
         after={"status": migration.status},
@@ -164,7 +165,9 @@ def _audit(
     )
 
 
-def _transition(migration: Migration, lease: Lease, status: str, event: str, **fields) -> Migration:
+def _transition(
+    migration: Migration, lease: Lease, status: str, event: EventType, **fields
+) -> Migration:
     """Change status (and fields) with its audit row in one transaction, as a
     compare-and-set on the lease's epoch and the lifecycle; publish after commit."""
 
@@ -199,7 +202,7 @@ def _transition(migration: Migration, lease: Lease, status: str, event: str, **f
                 before=before,
                 error=current.error or None,
             )
-            migration_publish(migration=current, event=event)
+            migration_publish(migration=current, event=event.action)
         return current
 
     return _db_retry(f"migration {migration.pk} -> {status}", write)
@@ -231,8 +234,8 @@ def _try_claim(migration_id: int, worker: str) -> tuple[str, Migration | None, L
             max_outgoing=settings.MIGRATION_MAX_OUTGOING_PER_HOST,
             max_incoming=settings.MIGRATION_MAX_INCOMING_PER_HOST,
         ):
-            if migration.phase != WAITING_FOR_SLOT:
-                migration.phase = WAITING_FOR_SLOT
+            if migration.phase != Phase.WAITING_FOR_SLOT:
+                migration.phase = Phase.WAITING_FOR_SLOT
                 migration.save(update_fields=["phase"])
                 migration_publish(migration=migration, event="waiting")
             return "wait", None, None
@@ -240,11 +243,11 @@ def _try_claim(migration_id: int, worker: str) -> tuple[str, Migration | None, L
         migration.claimed_by = worker
         migration.claim_epoch += 1
         migration.started_at = migration.heartbeat_at = timezone.now()
-        migration.phase = "checking"
+        migration.phase = Phase.CHECKING
         migration.save()
         _audit(
             migration,
-            "checking",
+            EventType.MIGRATION_CHECKING,
             actor=_actor(),
             before=MigrationStatus.QUEUED,
             worker=worker,
@@ -318,19 +321,20 @@ def _run_claimed(migration: Migration, lease: Lease) -> Migration:
             migration,
             lease,
             MigrationStatus.FAILED,
-            "failed",
+            EventType.MIGRATION_FAILED,
             checks=check_rows,
-            phase="checks_failed",
+            phase=Phase.CHECKS_FAILED,
             error=f"Pre-checks failed: {reasons}",
+            failure_reason=FailureReason.PRECHECK,
         )
     if Migration.objects.filter(pk=migration.pk, cancel_requested_at__isnull=False).exists():
         return _transition(
             migration,
             lease,
             MigrationStatus.CANCELLED,
-            "cancelled",
+            EventType.MIGRATION_CANCELLED,
             checks=check_rows,
-            phase="cancelled",
+            phase=Phase.CANCELLED,
             error="Cancelled before libvirt started the migration.",
         )
 
@@ -338,16 +342,16 @@ def _run_claimed(migration: Migration, lease: Lease) -> Migration:
         migration,
         lease,
         MigrationStatus.MIGRATING,
-        "started",
+        EventType.MIGRATION_STARTED,
         checks=check_rows,
-        phase="setup",
+        phase=Phase.SETUP,
         destination_had_definition=bool(facts.get("destination_had_definition")),
         source_was_paused=facts.get("source_state") == "paused",
     )
-    error = _migrate_and_monitor(migration, lease)
+    cause, error = _migrate_and_monitor(migration, lease)
     if error is None:
         return _complete(migration, lease)
-    return _settle(migration, lease, error)
+    return _settle(migration, lease, error, cause=cause)
 
 
 class _MonitorConnection:
@@ -382,8 +386,9 @@ class _MonitorConnection:
         self._stack = self._conn = None
 
 
-def _migrate_and_monitor(migration: Migration, lease: Lease) -> str | None:
-    """Run libvirt's migration in a thread and sample it; returns libvirt's error or None.
+def _migrate_and_monitor(migration: Migration, lease: Lease) -> tuple[FailureReason, str | None]:
+    """Run libvirt's migration in a thread and sample it; returns what ended it (a
+    failure reason) and libvirt's error, or None if it succeeded.
 
     Cancel and `timeout_s` are enforced here even when the monitor's connection breaks
     (it is reopened), and the wait is bounded: libvirt's keepalive ends the runner's
@@ -403,9 +408,12 @@ def _migrate_and_monitor(migration: Migration, lease: Lease) -> str | None:
                 )
         except gateway.GatewayError as exc:
             outcome["error"] = str(exc)
+            if isinstance(exc, gateway.HostUnreachable):
+                outcome["cause"] = FailureReason.UNREACHABLE
         except Exception as exc:  # never leave the monitor waiting on a dead thread
             logger.exception("migration %s: unexpected error", migration.pk)
             outcome["error"] = f"unexpected error: {exc}"
+            outcome["cause"] = FailureReason.INTERNAL
 
     runner = threading.Thread(target=run, name=f"migration-{migration.pk}", daemon=True)
     started = time.monotonic()
@@ -419,9 +427,10 @@ def _migrate_and_monitor(migration: Migration, lease: Lease) -> str | None:
         outcome.setdefault(
             "error", "libvirt did not return from the migration call within its bound"
         )
+    cause = outcome.get("cause", FailureReason.LIBVIRT)
     if "error" in outcome and abort_reason:
-        return f"{abort_reason}: {outcome['error']}"
-    return outcome.get("error")
+        return abort_reason.reason or cause, f"{abort_reason.text}: {outcome['error']}"
+    return cause, outcome.get("error")
 
 
 def _monitor(
@@ -430,7 +439,7 @@ def _monitor(
     runner: threading.Thread,
     monitor: _MonitorConnection,
     started: float,
-) -> str | None:
+) -> decisions.Abort | None:
     """Sample the job until the runner ends; returns why the portal aborted it, if it did."""
     uuid = str(migration.vm_uuid)
     interval = settings.MIGRATION_SAMPLE_INTERVAL_S
@@ -439,7 +448,7 @@ def _monitor(
     hard_limit = migration.timeout_s + 2 * gateway.keepalive_bound_s() + 60
     percent = 0.0
     downtime_applied = False
-    abort_reason: str | None = None
+    abort_reason: decisions.Abort | None = None
     control = {"cancel_requested_at": None, "postcopy_started_at": None}
     next_tick = time.monotonic()
     while True:
@@ -452,7 +461,7 @@ def _monitor(
         elapsed = time.monotonic() - started
         if elapsed > hard_limit:
             logger.error("migration %s: libvirt's call outlived its bound", migration.pk)
-            return abort_reason or f"timed out after {migration.timeout_s} s"
+            return abort_reason or decisions.timed_out(migration.timeout_s)
         try:
             control = Migration.objects.values("cancel_requested_at", "postcopy_started_at").get(
                 pk=migration.pk
@@ -540,8 +549,9 @@ def _complete(migration: Migration, lease: Lease, *, note: str = "") -> Migratio
             migration,
             lease,
             MigrationStatus.COMPLETING,
-            "completing",
-            phase="completing",
+            EventType.MIGRATION_COMPLETING,
+            phase=Phase.COMPLETING,
+            failure_reason="",
             **({"error": note} if note else {}),
         )
     uuid = str(migration.vm_uuid)
@@ -560,8 +570,8 @@ def _complete(migration: Migration, lease: Lease, *, note: str = "") -> Migratio
         migration,
         lease,
         MigrationStatus.SUCCEEDED,
-        "succeeded",
-        phase="done",
+        EventType.MIGRATION_SUCCEEDED,
+        phase=Phase.DONE,
         percent=100.0,
         eta_s=0,
         data_remaining_bytes=0 if migration.data_remaining_bytes is not None else None,
@@ -576,7 +586,7 @@ def _record_final_sample(migration: Migration, stats: dict) -> Migration:
         migration_id=migration.pk,
         taken_at=timezone.now(),
         elapsed_ms=int(stats.get("time_elapsed") or 0),
-        phase="done",
+        phase=Phase.DONE,
         percent=100.0,
         data_total_bytes=stats.get("data_total"),
         data_processed_bytes=stats.get("data_processed"),
@@ -684,9 +694,17 @@ def _carry_out(
     return None
 
 
-def _settle(migration: Migration, lease: Lease, error: str, *, why: str = "") -> Migration:
+def _settle(
+    migration: Migration,
+    lease: Lease,
+    error: str,
+    *,
+    why: str = "",
+    cause: FailureReason = FailureReason.LIBVIRT,
+) -> Migration:
     """libvirt reported an error (or the worker died): find out where the VM is, make
-    it run on exactly one host if that is safe, and record what really happened."""
+    it run on exactly one host if that is safe, and record what really happened
+    (`cause`, what ended the migration, gives its failure reason)."""
     given, unreachable = _settle_input(migration)
     settlement = decisions.settle(given)
     notes = list(settlement.notes)
@@ -697,6 +715,12 @@ def _settle(migration: Migration, lease: Lease, error: str, *, why: str = "") ->
         outcome = decisions.Outcome.NEEDS_ATTENTION
     notes.extend(unreachable)
     message = f"{why}{error}" + (f" ({'; '.join(notes)})" if notes else "")
+    cancel_requested = Migration.objects.filter(
+        pk=migration.pk, cancel_requested_at__isnull=False
+    ).exists()
+    reason = decisions.failure_reason(
+        cause=cause, cancel_requested=cancel_requested, hosts_unreachable=bool(unreachable)
+    )
 
     if outcome == decisions.Outcome.SUCCEEDED:
         return _complete(migration, lease, note=message)
@@ -705,21 +729,21 @@ def _settle(migration: Migration, lease: Lease, error: str, *, why: str = "") ->
             migration,
             lease,
             MigrationStatus.NEEDS_ATTENTION,
-            "needs_attention",
+            EventType.MIGRATION_NEEDS_ATTENTION,
             error=message,
-            phase="needs_attention",
+            phase=Phase.NEEDS_ATTENTION,
+            failure_reason=reason or "",
         )
         return migration
-    cancelled = Migration.objects.filter(
-        pk=migration.pk, cancel_requested_at__isnull=False
-    ).exists()
+    cancelled = reason is None
     migration = _transition(
         migration,
         lease,
         MigrationStatus.CANCELLED if cancelled else MigrationStatus.FAILED,
-        "cancelled" if cancelled else "failed",
+        EventType.MIGRATION_CANCELLED if cancelled else EventType.MIGRATION_FAILED,
         error=message,
-        phase="cancelled" if cancelled else "failed",
+        phase=Phase.CANCELLED if cancelled else Phase.FAILED,
+        failure_reason=reason or "",
         needs_cleanup=settlement.needs_cleanup,
     )
     _refresh_inventory(migration, lease)
@@ -822,9 +846,10 @@ def _settle_stale(
             migration,
             lease,
             MigrationStatus.FAILED,
-            "failed",
-            phase="failed",
+            EventType.MIGRATION_FAILED,
+            phase=Phase.FAILED,
             error=f"{why}it died during the pre-checks; nothing was started",
+            failure_reason=FailureReason.WORKER_LOST,
         )
         return
     if migration.status == MigrationStatus.MIGRATING:
@@ -838,7 +863,13 @@ def _settle_stale(
         ):
             _complete(migration, lease, note=f"{why}libvirt finished the migration without it")
             return
-    _settle(migration, lease, "settled by the reconciler from libvirt's state", why=why)
+    _settle(
+        migration,
+        lease,
+        "settled by the reconciler from libvirt's state",
+        why=why,
+        cause=FailureReason.WORKER_LOST,
+    )
 
 
 def _stop_job(migration: Migration, lease: Lease, wait_for_abort_s: float) -> None:
@@ -886,6 +917,7 @@ def _settle_attention(migration: Migration, owner: str) -> bool:
                 lease,
                 "settled once both hosts answered",
                 why=f"{migration.error}; " if migration.error else "",
+                cause=migration.failure_reason or FailureReason.UNREACHABLE,
             )
     except ClaimLost:
         return False
@@ -921,7 +953,7 @@ def _retry_cleanup(migration: Migration, owner: str) -> None:
         if cleared:
             audit_event_record(
                 actor=_actor(owner),
-                event_type="migration.cleaned_up",
+                event_type=EventType.MIGRATION_CLEANED_UP,
                 target=migration,
                 detail={
                     "destination": migration.destination.name,

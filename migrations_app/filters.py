@@ -7,7 +7,8 @@ import uuid
 import django_filters
 from django.db.models import Q, QuerySet
 
-from migrations_app.models import ACTIVE_STATUSES, Migration, MigrationStatus
+from migrations_app.lifecycle import ACTIVE_STATUSES, FailureReason, MigrationStatus
+from migrations_app.models import Migration
 
 
 class MigrationFilterSet(django_filters.FilterSet):
@@ -18,13 +19,16 @@ class MigrationFilterSet(django_filters.FilterSet):
     source = django_filters.CharFilter(field_name="source__name")
     destination = django_filters.CharFilter(field_name="destination__name")
     status = django_filters.MultipleChoiceFilter(choices=MigrationStatus.choices)
+    failure_reason = django_filters.MultipleChoiceFilter(
+        choices=FailureReason.choices, help_text="Why it failed; repeat for several."
+    )
     user = django_filters.CharFilter(field_name="requested_by_name")
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Migration
-        fields = ["vm", "host", "source", "destination", "status", "user", "live"]
+        fields = ["vm", "host", "source", "destination", "status", "failure_reason", "user", "live"]
 
     def filter_vm(self, queryset, _name, value: str):
         condition = Q(vm_name=value)

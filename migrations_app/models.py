@@ -4,58 +4,17 @@ from django.db.models import Q
 
 from hosts.models import Host
 
-
-class MigrationStatus(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    CHECKING = "checking", "Checking"
-    MIGRATING = "migrating", "Migrating"
-    COMPLETING = "completing", "Completing"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
-    CANCELLED = "cancelled", "Cancelled"
-    # A host could not be reached while the migration was settled: it is not known
-    # which host runs the VM, so nothing was changed; the reconciler settles it when
-    # both hosts answer. An operator sees it in the list (filter status=needs_attention).
-    NEEDS_ATTENTION = "needs_attention", "Needs attention"
-
-
-ACTIVE_STATUSES = [
-    MigrationStatus.QUEUED,
-    MigrationStatus.CHECKING,
-    MigrationStatus.MIGRATING,
-    MigrationStatus.COMPLETING,
-    MigrationStatus.NEEDS_ATTENTION,
-]
-# States in which a worker owns the migration (it counts against host limits).
-RUNNING_STATUSES = [MigrationStatus.CHECKING, MigrationStatus.MIGRATING, MigrationStatus.COMPLETING]
-FINAL_STATUSES = [MigrationStatus.SUCCEEDED, MigrationStatus.FAILED, MigrationStatus.CANCELLED]
-
-# Every status change the portal may make; anything else is refused (a worker that
-# lost its claim must not move a final record back).
-ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
-    MigrationStatus.QUEUED: frozenset({MigrationStatus.CHECKING, MigrationStatus.CANCELLED}),
-    MigrationStatus.CHECKING: frozenset(
-        {MigrationStatus.MIGRATING, MigrationStatus.FAILED, MigrationStatus.CANCELLED}
-    ),
-    MigrationStatus.MIGRATING: frozenset(
-        {
-            MigrationStatus.COMPLETING,
-            MigrationStatus.FAILED,
-            MigrationStatus.CANCELLED,
-            MigrationStatus.NEEDS_ATTENTION,
-        }
-    ),
-    MigrationStatus.COMPLETING: frozenset(
-        {MigrationStatus.SUCCEEDED, MigrationStatus.NEEDS_ATTENTION}
-    ),
-    MigrationStatus.NEEDS_ATTENTION: frozenset(
-        {
-            MigrationStatus.COMPLETING,
-            MigrationStatus.FAILED,
-            MigrationStatus.CANCELLED,
-        }
-    ),
-}
+# The lifecycle's words live in migrations_app.lifecycle; re-exported here so that
+# `from migrations_app.models import MigrationStatus` (and the rest) keeps working.
+from migrations_app.lifecycle import (  # noqa: F401
+    ACTIVE_STATUSES,
+    ALLOWED_TRANSITIONS,
+    FINAL_STATUSES,
+    RUNNING_STATUSES,
+    FailureReason,
+    MigrationStatus,
+    Phase,
+)
 
 
 class StorageMode(models.TextChoices):
@@ -125,12 +84,15 @@ class Migration(models.Model):
     postcopy_started_at = models.DateTimeField(null=True, blank=True)
     checks = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
+    # Why it failed, decided by the engine (lifecycle.FailureReason); blank unless it
+    # failed or needs attention. The reports group failures by it.
+    failure_reason = models.CharField(max_length=16, choices=FailureReason.choices, blank=True)
     # A failure left something on a host the portal could not reach to clean up yet;
     # the reconciler retries.
     needs_cleanup = models.BooleanField(default=False)
 
     # Latest progress sample (the samples table keeps them all).
-    phase = models.CharField(max_length=32, blank=True)
+    phase = models.CharField(max_length=32, choices=Phase.choices, blank=True)
     percent = models.FloatField(default=0)
     data_total_bytes = models.BigIntegerField(null=True, blank=True)
     data_processed_bytes = models.BigIntegerField(null=True, blank=True)
@@ -178,7 +140,7 @@ class MigrationSample(models.Model):
     migration = models.ForeignKey(Migration, on_delete=models.CASCADE, related_name="samples")
     taken_at = models.DateTimeField()
     elapsed_ms = models.BigIntegerField()
-    phase = models.CharField(max_length=32)
+    phase = models.CharField(max_length=32, choices=Phase.choices)
     percent = models.FloatField()
     data_total_bytes = models.BigIntegerField(null=True)
     data_processed_bytes = models.BigIntegerField(null=True)

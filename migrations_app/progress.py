@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from migrations_app.lifecycle import Phase
+
 DEFAULT_PAGE_SIZE = 4096
 
 
 @dataclass(frozen=True)
 class ProgressSample:
-    phase: str
+    phase: Phase
     percent: float
     elapsed_ms: int
     data_total_bytes: int | None
@@ -22,16 +24,16 @@ class ProgressSample:
     eta_s: float | None
 
 
-def phase_of(stats: dict, *, postcopy: bool = False) -> str:
+def phase_of(stats: dict, *, postcopy: bool = False) -> Phase:
     if postcopy:
-        return "postcopy"
+        return Phase.POSTCOPY
     disk_remaining = stats.get("disk_remaining") or 0
     if stats.get("disk_total") and disk_remaining > 0 and not stats.get("memory_processed"):
-        return "copying_disks"
+        return Phase.COPYING_DISKS
     iteration = stats.get("memory_iteration") or 0
     if iteration <= 1:
-        return "transferring_memory" if stats.get("data_processed") else "setup"
-    return "converging"
+        return Phase.TRANSFERRING_MEMORY if stats.get("data_processed") else Phase.SETUP
+    return Phase.CONVERGING
 
 
 def sample_from_job_stats(

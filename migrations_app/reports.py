@@ -54,28 +54,17 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import RowNumber
 
 from hosts.models import Host
-from migrations_app.models import ACTIVE_STATUSES, Migration, MigrationStatus
+from migrations_app.lifecycle import ACTIVE_STATUSES, FailureReason, MigrationStatus
+from migrations_app.models import Migration
 
 PERCENTILES = (0.5, 0.95)
 SUCCEEDED = MigrationStatus.SUCCEEDED
 FAILED = MigrationStatus.FAILED
 CANCELLED = MigrationStatus.CANCELLED
 
-# Failure reasons, from the error text the engine writes (first match wins).
-FAILURE_REASONS: list[tuple[str, str, Q]] = [
-    ("precheck", "A pre-check refused the migration", Q(error__startswith="Pre-checks failed")),
-    ("timeout", "Timed out", Q(error__contains="timed out after")),
-    ("worker_lost", "The worker running it stopped", Q(error__contains="stopped; ")),
-    (
-        "unreachable",
-        "A host could not be reached",
-        Q(error__contains="did not answer within")
-        | Q(error__contains="cannot connect to")
-        | Q(error__contains="cannot open ")
-        | Q(error__contains="handshake"),
-    ),
-]
-OTHER_REASON = ("libvirt", "Error reported by libvirt")
+# A failed migration without a reason (none should exist: the engine records one with
+# every failure, and migration 0005 classified the older rows).
+UNRECORDED_REASON_LABEL = "No reason recorded"
 
 # Histogram edges (ms) of the charts; the last bucket is open-ended.
 DURATION_EDGES_MS = [0, 1_000, 2_000, 5_000, 10_000, 20_000, 30_000, 60_000, 120_000, 300_000]
@@ -269,24 +258,18 @@ def _float(value) -> float | None:
 
 
 def _failures_by_reason(migrations: QuerySet[Migration]) -> list[dict]:
-    labels = {code: label for code, label, _ in FAILURE_REASONS}
-    labels[OTHER_REASON[0]] = OTHER_REASON[1]
-    reason = Case(
-        *[When(condition, then=Value(code)) for code, _, condition in FAILURE_REASONS],
-        default=Value(OTHER_REASON[0]),
-        output_field=CharField(),
-    )
+    """Failed migrations per `failure_reason` (lifecycle.FailureReason), most first."""
+    labels = dict(FailureReason.choices)
     rows = (
         migrations.filter(status=FAILED)
-        .annotate(reason=reason)
-        .values("reason")
+        .values("failure_reason")
         .annotate(count=Count("id"), example=Max("error"))
-        .order_by("-count", "reason")
+        .order_by("-count", "failure_reason")
     )
     return [
         {
-            "reason": r["reason"],
-            "label": labels[r["reason"]],
+            "reason": r["failure_reason"],
+            "label": labels.get(r["failure_reason"], UNRECORDED_REASON_LABEL),
             "count": r["count"],
             "example": r["example"],
         }

@@ -11,12 +11,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts import gateway
 from hosts.models import Host
 from migrations_app import decisions
 from migrations_app.checks import CheckResult, MigrationPlan, run_prechecks
 from migrations_app.events import migration_publish
+from migrations_app.lifecycle import Phase
 from migrations_app.models import ACTIVE_STATUSES, RUNNING_STATUSES, Migration, MigrationStatus
 from vms.models import VM
 
@@ -100,7 +102,7 @@ def migration_request(
             raise MigrationConflict(f"VM {vm.name} is already being migrated ({detail}).") from exc
         audit_event_record(
             actor=actor,
-            event_type="migration.requested",
+            event_type=EventType.MIGRATION_REQUESTED,
             target=migration,
             after={"status": migration.status},
             detail=_audit_detail(migration),
@@ -156,7 +158,7 @@ def migrations_dispatch_waiting(*, include_lost: bool = False) -> list[int]:
         # A request's own enqueue runs right after its commit: not lost yet.
         if age is None and (now - migration.created_at).total_seconds() < 5:
             lost = False
-        waiting = migration.phase == "waiting_for_slot"
+        waiting = migration.phase == Phase.WAITING_FOR_SLOT
         if not (lost or waiting):
             continue
         free = decisions.slot_free(
@@ -201,7 +203,7 @@ def migration_cancel(*, migration: Migration, actor: Actor) -> Migration:
             migration.save()
             audit_event_record(
                 actor=actor,
-                event_type="migration.cancelled",
+                event_type=EventType.MIGRATION_CANCELLED,
                 target=migration,
                 before={"status": before},
                 after={"status": migration.status},
@@ -214,7 +216,7 @@ def migration_cancel(*, migration: Migration, actor: Actor) -> Migration:
             migration.save(update_fields=["cancel_requested_at"])
             audit_event_record(
                 actor=actor,
-                event_type="migration.cancel_requested",
+                event_type=EventType.MIGRATION_CANCEL_REQUESTED,
                 target=migration,
                 detail=_audit_detail(migration, status=migration.status),
             )
@@ -279,7 +281,7 @@ def migration_tune(
         }
         audit_event_record(
             actor=actor,
-            event_type="migration.tuned",
+            event_type=EventType.MIGRATION_TUNED,
             target=migration,
             before=before,
             after=after,
@@ -304,7 +306,7 @@ def migration_start_postcopy(*, migration: Migration, actor: Actor) -> Migration
         migration.save(update_fields=["postcopy_started_at"])
         audit_event_record(
             actor=actor,
-            event_type="migration.postcopy",
+            event_type=EventType.MIGRATION_POSTCOPY,
             target=migration,
             detail=_audit_detail(migration),
         )

@@ -13,40 +13,17 @@ from datetime import datetime
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, QuerySet
 
+from audit.events import EventType
 from audit.models import AuditEvent
 from hosts.models import Host
 from migrations_app.api.serializers import MigrationSampleSerializer, MigrationSerializer
-from migrations_app.models import ACTIVE_STATUSES, Migration
+from migrations_app.lifecycle import ACTIVE_STATUSES, JOB_PHASES, Phase
+from migrations_app.models import Migration
 from migrations_app.selectors import migrations_visible_to
 from vms.models import VM, VMState
 
 MIGRATION_TARGET_TYPE = Migration._meta.label_lower  # "migrations_app.migration"
 CHART_MAX_POINTS = 600
-
-# What the engine's progress phases and audit events mean, in words.
-PHASE_LABELS = {
-    "setup": "Setting up the migration",
-    "copying_disks": "Copying disks",
-    "transferring_memory": "Transferring memory",
-    "converging": "Converging (re-sending dirtied memory)",
-    "postcopy": "Post-copy",
-    "waiting_for_slot": "Waiting for a free slot on its hosts",
-    "needs_attention": "Needs attention: a host cannot be reached",
-}
-EVENT_LABELS = {
-    "migration.requested": "Requested",
-    "migration.checking": "Pre-checks running",
-    "migration.started": "Migration started",
-    "migration.cancel_requested": "Cancel requested",
-    "migration.tuned": "Tuned",
-    "migration.postcopy": "Switched to post-copy",
-    "migration.completing": "Completing",
-    "migration.succeeded": "Succeeded",
-    "migration.failed": "Failed",
-    "migration.cancelled": "Cancelled",
-    "migration.cleaned_up": "Cleaned up",
-    "migration.needs_attention": "Needs attention",
-}
 
 
 def hosts_overview() -> list[Host]:
@@ -107,18 +84,17 @@ class TimelineEntry:
 
 
 def migration_timeline(migration: Migration, events: list[AuditEvent]) -> list[TimelineEntry]:
-    """Status changes from the audit trail, and the progress phases the samples went
-    through, in time order; each with how long it lasted until the next one."""
+    """Status changes from the audit trail, and the phases of libvirt's job the samples
+    went through, in time order; each with how long it lasted until the next one."""
     raw: list[tuple[datetime, str, str, str]] = [
-        (e.occurred_at, EVENT_LABELS.get(e.event_type, e.event_type), "event", e.actor_name)
-        for e in events
+        (e.occurred_at, _event_label(e.event_type), "event", e.actor_name) for e in events
     ]
     previous_phase = None
     for taken_at, phase in migration.samples.order_by("taken_at", "id").values_list(
         "taken_at", "phase"
     ):
-        if phase != previous_phase and phase in PHASE_LABELS:
-            raw.append((taken_at, PHASE_LABELS[phase], "phase", phase))
+        if phase != previous_phase and phase in JOB_PHASES:
+            raw.append((taken_at, Phase(phase).label, "phase", phase))
         previous_phase = phase
     raw.sort(key=lambda item: item[0])
     end = migration.finished_at
@@ -128,6 +104,10 @@ def migration_timeline(migration: Migration, events: list[AuditEvent]) -> list[T
         duration = (following - at).total_seconds() if following and following >= at else None
         entries.append(TimelineEntry(at, label, kind, detail, duration))
     return entries
+
+
+def _event_label(event_type: str) -> str:
+    return EventType(event_type).label if event_type in EventType.values else event_type
 
 
 def migration_chart_samples(migration: Migration) -> list[dict]:

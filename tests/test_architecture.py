@@ -1,8 +1,13 @@
 """Rules of the code base that a test can hold us to."""
 
 import ast
+import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+from django.core.management import call_command
 
 ROOT = Path(__file__).resolve().parent.parent
 SKIP = {".venv", "var", "node_modules", ".git"}
@@ -78,3 +83,64 @@ def test_the_rule_sees_a_violation(tmp_path):
     module = tmp_path / "module.py"
     module.write_text("def f():\n    from vms.models import VM\n    import lab.core\n")
     assert list(_imports(module)) == [("vms.models", 2), ("lab.core", 3)]
+
+
+# --- the vocabulary (migrations_app/lifecycle.py, audit/events.py) ----------------------
+
+# The one place where a failure may still be classified by its error text: the data
+# migration that gave the rows recorded before `failure_reason` existed their reason.
+CLASSIFYING_MIGRATION = ROOT / "migrations_app/migrations/0005_classify_failure_reasons.py"
+TEXT_LOOKUP = re.compile(r"\berror__i?(contains|startswith|endswith|regex|exact)\b")
+
+
+def _production_files() -> Iterator[Path]:
+    for app in [*LAYERS, "lab"]:
+        yield from _project_python_files(ROOT / app)
+
+
+def test_failures_are_not_classified_by_their_text():
+    """Why a migration failed is `Migration.failure_reason`, recorded by the engine:
+    nothing reads it back out of the error text."""
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in _production_files()
+        if path != CLASSIFYING_MIGRATION
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if TEXT_LOOKUP.search(line)
+    ]
+    assert found == [], "failures classified by their text:\n" + "\n".join(found)
+    assert TEXT_LOOKUP.search(CLASSIFYING_MIGRATION.read_text())  # the rule still sees them
+
+
+def test_audit_event_types_are_written_from_the_enum():
+    """A string that is an event type appears only in audit/events.py (and in the
+    frozen database migrations): writers pass EventType members."""
+    from audit.events import EventType
+
+    found = [
+        f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}"
+        for path in _production_files()
+        if path != ROOT / "audit/events.py" and path.parent.name != "migrations"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and node.value in EventType.values
+    ]
+    assert found == [], "event types written as strings:\n" + "\n".join(found)
+
+
+def test_every_event_type_is_documented():
+    from audit.events import EventType
+
+    documented = (ROOT / "docs/audit.md").read_text()
+    missing = [value for value in EventType.values if f"`{value}`" not in documented]
+    assert missing == [], f"docs/audit.md does not list {missing}"
+
+
+@pytest.mark.django_db
+def test_the_models_and_their_migrations_agree():
+    """A change of the vocabulary's choices (a new failure reason, a phase) comes with
+    its database migration."""
+    out = io.StringIO()
+    try:
+        call_command("makemigrations", "--check", "--dry-run", stdout=out)
+    except SystemExit:
+        pytest.fail("models changed without a migration:\n" + out.getvalue())

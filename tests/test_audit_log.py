@@ -12,6 +12,7 @@ from django.test import RequestFactory
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from audit.events import EventType
 from audit.models import AppendOnlyError, AuditEvent
 from audit.services import Actor, audit_event_record
 from hosts.models import Host
@@ -157,12 +158,12 @@ def test_host_vm_and_migration_events_get_their_host_and_vm_columns():
         last_synced_at=timezone.now(),
     )
     actor = Actor.system("test")
-    on_host = audit_event_record(actor=actor, event_type="host.updated", target=host)
-    on_vm = audit_event_record(actor=actor, event_type="vm.discovered", target=vm)
+    on_host = audit_event_record(actor=actor, event_type=EventType.HOST_UPDATED, target=host)
+    on_vm = audit_event_record(actor=actor, event_type=EventType.VM_DISCOVERED, target=vm)
     vm_uuid = str(uuid.uuid4())
     on_migration = audit_event_record(
         actor=actor,
-        event_type="migration.requested",
+        event_type=EventType.MIGRATION_REQUESTED,
         target=host,  # any model: the detail carries the migration's subjects
         detail={"vm_uuid": vm_uuid, "vm_name": "db-1", "source": "hv-1", "destination": "hv-2"},
     )

@@ -11,9 +11,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
+from audit.events import EventType
 from hosts.models import Host
 from migrations_app.engine import Lease, _record_sample, _transition
-from migrations_app.models import Migration
+from migrations_app.models import Migration, MigrationStatus
 from migrations_app.progress import sample_from_job_stats
 from portal.routing import websocket_urlpatterns
 
@@ -69,8 +70,14 @@ def test_snapshot_first_then_samples_in_order_then_final(migration, admin_user):
             sample = sample_from_job_stats(_stats(remaining), previous_percent=previous)
             previous = sample.percent
             _record_sample(migration, lease, sample)
-        _transition(migration, lease, "completing", "completing")
-        _transition(migration, lease, "succeeded", "succeeded", percent=100.0)
+        _transition(migration, lease, MigrationStatus.COMPLETING, EventType.MIGRATION_COMPLETING)
+        _transition(
+            migration,
+            lease,
+            MigrationStatus.SUCCEEDED,
+            EventType.MIGRATION_SUCCEEDED,
+            percent=100.0,
+        )
 
     async def scenario():
         socket = _communicator(migration.pk, admin_user)

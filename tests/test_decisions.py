@@ -7,6 +7,7 @@ import pytest
 from migrations_app.checks import name_or_uuid_clash
 from migrations_app.decisions import (
     UNREACHABLE,
+    Abort,
     Action,
     HostView,
     Op,
@@ -15,11 +16,13 @@ from migrations_app.decisions import (
     Side,
     abort_reason,
     cleanup_actions,
+    failure_reason,
     is_stale,
     settle,
     slot_free,
     task_lost,
 )
+from migrations_app.lifecycle import FailureReason
 
 RUNNING = HostView(True, "running")
 PAUSED = HostView(True, "paused")
@@ -299,9 +302,9 @@ def test_settle_offline(source, destination, options, outcome, actions):
     "cancel,elapsed,timeout,postcopy,expected",
     [
         (False, 10, 60, False, None),
-        (True, 10, 60, False, "cancelled on request"),
-        (False, 61, 60, False, "timed out after 60 s"),
-        (True, 61, 60, False, "cancelled on request"),
+        (True, 10, 60, False, Abort("cancelled on request")),  # a cancel is no failure
+        (False, 61, 60, False, Abort("timed out after 60 s", FailureReason.TIMEOUT)),
+        (True, 61, 60, False, Abort("cancelled on request")),
         (True, 61, 60, True, None),  # never abort post-copy: the VM would be lost
         (False, 60, 60, False, None),
     ],
@@ -314,6 +317,39 @@ def test_abort_reason(cancel, elapsed, timeout, postcopy, expected):
             timeout_s=timeout,
             postcopy_started=postcopy,
         )
+        == expected
+    )
+
+
+R = FailureReason
+
+
+@pytest.mark.parametrize(
+    "cause,cancel,unreachable,expected",
+    [
+        # What ended the migration is its reason.
+        (R.LIBVIRT, False, False, R.LIBVIRT),
+        (R.WORKER_LOST, False, False, R.WORKER_LOST),
+        (R.UNREACHABLE, False, False, R.UNREACHABLE),
+        (R.INTERNAL, False, False, R.INTERNAL),
+        (R.TIMEOUT, False, False, R.TIMEOUT),
+        # libvirt's error while a host did not answer the settlement: the host is why.
+        (R.LIBVIRT, False, True, R.UNREACHABLE),
+        # A known cause stays, whatever the hosts answered.
+        (R.WORKER_LOST, False, True, R.WORKER_LOST),
+        (R.TIMEOUT, False, True, R.TIMEOUT),
+        (R.INTERNAL, False, True, R.INTERNAL),
+        # A cancel: cancelled, no failure reason...
+        (R.LIBVIRT, True, False, None),
+        (R.WORKER_LOST, True, False, None),
+        (R.LIBVIRT, True, True, None),
+        # ...unless the portal had already aborted it for its timeout.
+        (R.TIMEOUT, True, False, R.TIMEOUT),
+    ],
+)
+def test_failure_reason(cause, cancel, unreachable, expected):
+    assert (
+        failure_reason(cause=cause, cancel_requested=cancel, hosts_unreachable=unreachable)
         == expected
     )
 

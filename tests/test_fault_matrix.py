@@ -26,7 +26,8 @@ from rest_framework.authtoken.models import Token
 from hosts import gateway
 from lab import core, faults
 from migrations_app.engine import migration_execute, migrations_reconcile
-from migrations_app.models import FINAL_STATUSES, Migration
+from migrations_app.lifecycle import FINAL_STATUSES, FailureReason
+from migrations_app.models import Migration
 from tests import labtools
 from tests.labtools import events_of, request_migration, run_in_thread, wait_until_migrating
 from tests.processes import PortalServer, Workers
@@ -101,6 +102,7 @@ def test_round_trip_without_delete_source_reuses_the_definition(api, linux_vm):
         api, linux_vm.uuid, remote_host=a.name, bandwidth_mib_s=8, timeout_s=3
     )
     assert migration_execute(migration_id=failing) == "failed"
+    assert Migration.objects.get(pk=failing).failure_reason == FailureReason.TIMEOUT
     assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {a.name: "shut off", b.name: "running"}
     assert_settled(linux_vm, failing, b, a)
 
@@ -157,6 +159,7 @@ def test_destination_libvirtd_frozen_mid_migration(api, linux_vm):
         record = Migration.objects.get(pk=migration_id)
         # The VM runs on the source; the destination could not be checked.
         assert record.status == "failed", record.error
+        assert record.failure_reason == FailureReason.UNREACHABLE, record.error
         assert record.needs_cleanup
         assert labtools.domstate(source, linux_vm.uuid) == "running"
     print(f"frozen destination: the worker settled {bounded_s:.1f} s after the freeze")
@@ -205,6 +208,7 @@ def test_link_between_the_hosts_cut_mid_migration(api, linux_vm):
     record = Migration.objects.get(pk=migration_id)
     assert record.status == "failed", record.error
     assert record.error.startswith("timed out after 12 s"), record.error
+    assert record.failure_reason == FailureReason.TIMEOUT
     assert_settled(linux_vm, migration_id, source, destination)
 
 
@@ -311,6 +315,7 @@ def test_worker_killed_during_prechecks(api, linux_vm, workers):
     record = wait_final(migration_id, timeout=60)
     assert record.status == "failed"
     assert "during the pre-checks" in record.error and "nothing was started" in record.error
+    assert record.failure_reason == FailureReason.WORKER_LOST
     assert_settled(linux_vm, migration_id, source, destination)
 
 

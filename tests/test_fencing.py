@@ -9,11 +9,12 @@ import uuid
 import pytest
 from django.utils import timezone
 
+from audit.events import EventType
 from audit.models import AuditEvent
 from hosts.models import Host
 from migrations_app import engine
 from migrations_app.engine import ClaimLost, InvalidTransition, Lease, _take_over, _transition
-from migrations_app.models import Migration
+from migrations_app.models import Migration, MigrationStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,12 +49,18 @@ def test_a_worker_that_lost_its_claim_writes_nothing(running):
     worker = Lease(running.pk, 1, "worker w:1")
     reconciler = _take_over(running, "reconciler r:1")
     assert reconciler is not None and reconciler.epoch == 2
-    _transition(running, reconciler, "failed", "failed", error="settled by the reconciler")
+    _transition(
+        running,
+        reconciler,
+        MigrationStatus.FAILED,
+        EventType.MIGRATION_FAILED,
+        error="settled by the reconciler",
+    )
     before = Migration.objects.values().get(pk=running.pk)
     events = _events(running)
 
     with pytest.raises(ClaimLost):
-        _transition(running, worker, "completing", "completing")
+        _transition(running, worker, MigrationStatus.COMPLETING, EventType.MIGRATION_COMPLETING)
     with pytest.raises(ClaimLost):
         worker.renew()
     assert worker.lost.is_set()
@@ -63,9 +70,9 @@ def test_a_worker_that_lost_its_claim_writes_nothing(running):
 
 def test_a_final_record_never_moves_back(running):
     lease = Lease(running.pk, 1, "worker w:1")
-    _transition(running, lease, "failed", "failed", error="x")
+    _transition(running, lease, MigrationStatus.FAILED, EventType.MIGRATION_FAILED, error="x")
     with pytest.raises(InvalidTransition):
-        _transition(running, lease, "migrating", "started")
+        _transition(running, lease, MigrationStatus.MIGRATING, EventType.MIGRATION_STARTED)
     assert Migration.objects.get(pk=running.pk).status == "failed"
 
 

@@ -12,8 +12,10 @@ from django.contrib.staticfiles import finders
 from django.test import Client
 from django.utils import timezone
 
+from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts.models import Host
+from migrations_app.lifecycle import FailureReason, MigrationStatus, Phase
 from migrations_app.models import Migration, MigrationSample
 from vms.models import VM
 
@@ -131,6 +133,32 @@ def test_static_scripts_exist_and_send_the_csrf_token():
     source = open(portal_js).read()
     assert 'headers["X-CSRFToken"] = cookie("csrftoken")' in source
     assert "/ws/migrations/" in source and "ws://" in source
+
+
+def test_the_browser_gets_the_labels_from_the_vocabulary(browser):
+    """Statuses, phases and failure reasons reach the JS through json_script in every
+    page; the scripts keep no copy of their own."""
+    for url in ("/", "/migrations/", "/audit/"):
+        page = browser.get(url).content.decode()
+        vocabulary = json.loads(
+            re.search(r'id="portal-vocabulary"[^>]*>(.*?)</script>', page, re.S)[1]
+        )
+        assert vocabulary == {
+            "status_labels": dict(MigrationStatus.choices),
+            "final_statuses": ["succeeded", "failed", "cancelled"],
+            "phase_labels": dict(Phase.choices),
+            "failure_reason_labels": dict(FailureReason.choices),
+        }
+    scripts = "".join(
+        open(finders.find(f"portal/{name}")).read() for name in ("portal.js", "migrate.js")
+    )
+    copies = [
+        label
+        for choices in (MigrationStatus, Phase, FailureReason)
+        for label in choices.labels
+        if f'"{label}"' in scripts
+    ]
+    assert copies == []
 
 
 # --- dashboard ------------------------------------------------------------------------
@@ -266,7 +294,12 @@ def history(admin_user, viewer_user, hosts):
     db = _vm(hosts["beta"], "db-1", state="shut_off")
     done = _migration(web, hosts["beta"], admin_user, status="succeeded", percent=100)
     failed = _migration(
-        web, hosts["gamma"], admin_user, status="failed", error="Pre-checks failed: x"
+        web,
+        hosts["gamma"],
+        admin_user,
+        status="failed",
+        error="Pre-checks failed: x",
+        failure_reason=FailureReason.PRECHECK,
     )
     offline = _migration(db, hosts["alpha"], viewer_user, status="cancelled", live=False)
     return {"done": done, "failed": failed, "offline": offline}
@@ -295,6 +328,9 @@ def test_migration_list_filters(browser, history):
     assert 'id="filter-errors"' in bad
     page = browser.get("/migrations/?status=failed").content.decode()
     assert "Pre-checks failed: x" in page
+    assert '<div class="small" data-reason="precheck">A pre-check refused' in page
+    assert _listed(browser, "?failure_reason=precheck") == [failed.pk]
+    assert _listed(browser, "?failure_reason=timeout") == []
     assert '<option value="failed" selected>' in page
 
 
@@ -340,17 +376,22 @@ def finished_migration(admin_user, hosts):
     actor = Actor(user=admin_user, name="admin", source_ip="127.0.0.1", auth_method="session")
     system = Actor.system("worker w:1")
 
-    def record(event: str, who: Actor) -> None:
+    def record(event: EventType, who: Actor) -> None:
         audit_event_record(
-            actor=who, event_type=f"migration.{event}", target=migration, after={"status": event}
+            actor=who, event_type=event, target=migration, after={"status": event.action}
         )
 
-    record("requested", actor)
-    record("checking", system)
-    record("started", system)
+    record(EventType.MIGRATION_REQUESTED, actor)
+    record(EventType.MIGRATION_CHECKING, system)
+    record(EventType.MIGRATION_STARTED, system)
     # Samples are taken while it migrates: after "started", before "completing".
     for index, (phase, percent) in enumerate(
-        [("setup", 0), ("transferring_memory", 30), ("transferring_memory", 60), ("converging", 90)]
+        [
+            (Phase.SETUP, 0),
+            (Phase.TRANSFERRING_MEMORY, 30),
+            (Phase.TRANSFERRING_MEMORY, 60),
+            (Phase.CONVERGING, 90),
+        ]
     ):
         MigrationSample.objects.create(
             migration=migration,
@@ -362,8 +403,8 @@ def finished_migration(admin_user, hosts):
             data_remaining_bytes=(100 - percent) * 3 * 2**20,
             throughput_bytes_s=30 * 2**20,
         )
-    record("completing", system)
-    record("succeeded", system)
+    record(EventType.MIGRATION_COMPLETING, system)
+    record(EventType.MIGRATION_SUCCEEDED, system)
     return migration
 
 
@@ -408,6 +449,8 @@ def test_migration_detail_shows_options_timeline_chart_stats_and_audit(browser, 
 def test_migration_detail_shows_the_error(browser, history):
     page = browser.get(f"/migrations/{history['failed'].pk}/").content.decode()
     assert re.search(r'id="migration-error">.*Pre-checks failed: x', page, re.S)
+    reason = re.search(r'id="failure-reason" data-reason="(\w+)">([^<]+)<', page)
+    assert reason.groups() == ("precheck", "A pre-check refused the migration")
     assert "None: the migration did not complete." in page
 
 

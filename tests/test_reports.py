@@ -18,8 +18,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from audit.events import EventType
 from audit.models import AuditEvent
 from hosts.models import Host
+from migrations_app.lifecycle import FailureReason, MigrationStatus
 from migrations_app.models import Migration
 from migrations_app.reports import DOWNTIME_EDGES_MS, DURATION_EDGES_MS, migration_report_build
 from migrations_app.selectors import migrations_for_report
@@ -28,12 +30,15 @@ pytestmark = pytest.mark.django_db
 
 END = timezone.now().replace(microsecond=0)
 START = END - timedelta(days=20)
+# A failure of every reason, with an error text like the engine's.
+R = FailureReason
 ERRORS = {
-    "precheck": "Pre-checks failed: enough_memory: dst has 1.0 GiB free, the VM needs 4.0 GiB",
-    "timeout": "timed out after 600 s: operation aborted: migration out job: canceled",
-    "worker_lost": "the worker running this migration (w:1) stopped; settled by the reconciler",
-    "unreachable": "cannot open qemu+tcp://10.0.0.9/system: unable to connect to server",
-    "libvirt": "internal error: qemu unexpectedly closed the monitor",
+    R.PRECHECK: "Pre-checks failed: enough_memory: dst has 1.0 GiB free, the VM needs 4.0 GiB",
+    R.TIMEOUT: "timed out after 600 s: operation aborted: migration out job: canceled",
+    R.WORKER_LOST: "the worker running this migration (w:1) stopped; settled by the reconciler",
+    R.UNREACHABLE: "cannot open qemu+tcp://10.0.0.9/system: unable to connect to server",
+    R.LIBVIRT: "internal error: qemu unexpectedly closed the monitor",
+    R.INTERNAL: "unexpected error: division by zero",
 }
 
 
@@ -91,7 +96,8 @@ def _make_history(n: int, seed: int, *, start=START, end=END) -> list[Migration]
                     "not_a_libvirt_key": "kept in the raw column",
                 }
         elif status == "failed":
-            migration.error = ERRORS[rng.choice(list(ERRORS))] + f" (#{i})"
+            migration.failure_reason = rng.choice(list(ERRORS))
+            migration.error = ERRORS[migration.failure_reason] + f" (#{i})"
         elif status == "cancelled":
             migration.error = "Cancelled by ann before it started."
         rows.append(migration)
@@ -109,20 +115,6 @@ def history():
 
 
 # --- the reference: plain Python over the raw rows ----------------------------------------
-
-
-def _reason(error: str) -> str:
-    if error.startswith("Pre-checks failed"):
-        return "precheck"
-    if "timed out after" in error:
-        return "timeout"
-    if "stopped; " in error:
-        return "worker_lost"
-    if any(s in error for s in ("did not answer within", "cannot connect to", "cannot open ")):
-        return "unreachable"
-    if "handshake" in error:
-        return "unreachable"
-    return "libvirt"
 
 
 def _spread(values: list[int]) -> dict:
@@ -174,7 +166,7 @@ def _reference(rows: list[dict]) -> dict:
         },
         "live": sum(1 for r in rows if r["live"]),
         "success_rate": outcomes["succeeded"] / decided if decided else None,
-        "failures": Counter(_reason(r["error"]) for r in rows if r["status"] == "failed"),
+        "failures": Counter(r["failure_reason"] for r in rows if r["status"] == "failed"),
         "duration": _spread(durations),
         "downtime": _spread(downtimes),
         "transferred": sum(r["transferred_bytes"] or 0 for r in rows),
@@ -194,6 +186,7 @@ FIELDS = [
     "status",
     "live",
     "error",
+    "failure_reason",
     "created_at",
     "total_time_ms",
     "downtime_ms",
@@ -269,8 +262,10 @@ def test_whole_range_matches_python_over_the_raw_rows(history):
 def test_failure_reasons_have_a_label_and_an_example(history):
     report = _report()
     by_reason = {r["reason"]: r for r in report["failures_by_reason"]}
-    assert by_reason["timeout"]["label"] == "Timed out"
-    assert "timed out after" in by_reason["timeout"]["example"]
+    assert set(by_reason) == set(FailureReason)
+    for reason in FailureReason:
+        assert by_reason[reason]["label"] == reason.label
+        assert by_reason[reason]["example"].startswith(ERRORS[reason])
     counts = [r["count"] for r in report["failures_by_reason"]]
     assert counts == sorted(counts, reverse=True)
 
@@ -451,17 +446,31 @@ def test_seed_history_writes_a_consistent_history():
     times = list(AuditEvent.objects.order_by("id").values_list("occurred_at", flat=True))
     assert times == sorted(times)
     # Every migration has its lifecycle, ending in its outcome.
-    requested = AuditEvent.objects.filter(event_type="migration.requested")
+    requested = AuditEvent.objects.filter(event_type=EventType.MIGRATION_REQUESTED)
     assert requested.count() == 600
     assert set(requested.values_list("target_id", flat=True)) == {
         str(pk) for pk in Migration.objects.values_list("pk", flat=True)
     }
-    for status in ("succeeded", "failed", "cancelled"):
+    for status, event_type in [
+        (MigrationStatus.SUCCEEDED, EventType.MIGRATION_SUCCEEDED),
+        (MigrationStatus.FAILED, EventType.MIGRATION_FAILED),
+        (MigrationStatus.CANCELLED, EventType.MIGRATION_CANCELLED),
+    ]:
         assert (
-            AuditEvent.objects.filter(event_type=f"migration.{status}").count()
+            AuditEvent.objects.filter(event_type=event_type).count()
             == (Migration.objects.filter(status=status).count())
             > 0
         )
+    # Every failed migration has its reason, and only failed ones.
+    failed = Migration.objects.filter(status=MigrationStatus.FAILED)
+    assert set(failed.values_list("failure_reason", flat=True)) == {
+        R.PRECHECK,
+        R.TIMEOUT,
+        R.WORKER_LOST,
+        R.UNREACHABLE,
+        R.LIBVIRT,
+    }
+    assert not Migration.objects.exclude(status=MigrationStatus.FAILED).exclude(failure_reason="")
     ok = Migration.objects.filter(status="succeeded", live=True).first()
     assert ok.completed_stats["downtime"] == ok.downtime_ms
     assert ok.finished_at > ok.started_at > ok.created_at

@@ -13,6 +13,7 @@ from django.test import AsyncClient
 from rest_framework.test import APIClient
 
 from migrations_app import reports
+from migrations_app.lifecycle import FailureReason
 from migrations_app.models import Migration
 from migrations_app.reports import CSV_HEADER, JOB_STAT_KEYS
 from tests.test_reports import END, START, _make_history
@@ -69,6 +70,7 @@ def test_csv_has_one_row_per_migration_with_every_field(api, history):
         assert row["created_at"] == _iso(m.created_at)
         assert row["finished_at"] == _iso(m.finished_at)
         assert row["error"] == m.error
+        assert row["failure_reason"] == m.failure_reason
         assert row["max_downtime_ms"] == str(m.max_downtime_ms)
         for name in ("total_time_ms", "downtime_ms", "setup_time_ms", "transferred_bytes"):
             value = getattr(m, name)
@@ -93,6 +95,8 @@ def test_csv_applies_the_report_filters(api, history):
     expected = Migration.objects.filter(source__name="h-a", status="failed")
     assert sorted(int(r["id"]) for r in rows) == sorted(expected.values_list("pk", flat=True))
     assert rows and {(r["source"], r["status"]) for r in rows} == {("h-a", "failed")}
+    # Every failure says why, in the vocabulary's words.
+    assert {r["failure_reason"] for r in rows} <= set(FailureReason.values)
     assert _csv(api.get(CSV_URL, {"since": "2000-01-01", "until": "2000-01-02"})) == []
 
 
@@ -144,6 +148,7 @@ def test_json_export_has_the_scope_and_every_record(api, history):
     assert record["finished_at"] == (_iso(migration.finished_at) or None)
     assert record["checks"] == migration.checks
     assert record["error"] == migration.error
+    assert record["failure_reason"] == migration.failure_reason
     assert set(record) == {name for name, _ in reports.RECORD_COLUMNS}
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from django.db import transaction
 
+from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts.gateway import DomainInfo
 from hosts.models import Host
@@ -55,7 +56,7 @@ def vms_sync_host(
             result.added.append(info.name)
             audit_event_record(
                 actor=actor,
-                event_type="vm.discovered",
+                event_type=EventType.VM_DISCOVERED,
                 target=vm,
                 after={"host": host.name, "state": vm.state},
             )
@@ -72,7 +73,7 @@ def vms_sync_host(
         result.gone.append(vm.name)
         audit_event_record(
             actor=actor,
-            event_type="vm.gone",
+            event_type=EventType.VM_GONE,
             target=vm,
             before={"host": host.name, "state": previous},
             after={"state": VMState.GONE},

@@ -117,7 +117,9 @@ class _Counts(serializers.Serializer):
 
 
 class _Reason(serializers.Serializer):
-    reason = serializers.CharField()
+    reason = serializers.CharField(
+        help_text="A failure_reason of the migrations (FailureReasonEnum); blank: none recorded."
+    )
     label = serializers.CharField()
     count = serializers.IntegerField()
     example = serializers.CharField()

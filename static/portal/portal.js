@@ -4,20 +4,13 @@
 (function () {
   "use strict";
 
-  const FINAL = ["succeeded", "failed", "cancelled"];
-  const STATUS_LABELS = {
-    queued: "Queued", checking: "Checking", migrating: "Migrating", completing: "Completing",
-    succeeded: "Succeeded", failed: "Failed", cancelled: "Cancelled",
-    needs_attention: "Needs attention",
-  };
-  const PHASE_LABELS = {
-    checking: "running pre-checks", setup: "setting up", copying_disks: "copying disks",
-    transferring_memory: "transferring memory", converging: "converging (re-sending dirtied memory)",
-    postcopy: "post-copy", completing: "completing", done: "done",
-    checks_failed: "pre-checks failed", failed: "failed", cancelled: "cancelled",
-    waiting_for_slot: "waiting for a free slot on its hosts",
-    needs_attention: "needs attention: a host cannot be reached",
-  };
+  /* Statuses, phases and failure reasons with their labels, as Django has them
+   * (migrations_app/lifecycle.py), written into every page by base.html. */
+  const VOCABULARY = JSON.parse(document.getElementById("portal-vocabulary").textContent);
+  const FINAL = VOCABULARY.final_statuses;
+  const STATUS_LABELS = VOCABULARY.status_labels;
+  const PHASE_LABELS = VOCABULARY.phase_labels;
+  const REASON_LABELS = VOCABULARY.failure_reason_labels;
   const MIB = 1024 * 1024;
 
   function cookie(name) {
@@ -288,7 +281,8 @@
         this.setText("downtime", millis(m.downtime_ms));
         this.setText("moved", bytes(m.transferred_bytes !== null && m.transferred_bytes !== undefined ? m.transferred_bytes : m.data_processed_bytes));
         const error = this.field("error");
-        error.textContent = m.error ? "Reason: " + m.error : "";
+        const reason = m.failure_reason ? REASON_LABELS[m.failure_reason] || m.failure_reason : "Reason";
+        error.textContent = m.error ? reason + ": " + m.error : "";
         error.hidden = !m.error;
         if (this.onFinal) this.onFinal(m);
       }

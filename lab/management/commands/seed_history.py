@@ -30,9 +30,11 @@ from django.core.management.color import no_style
 from django.db import connection, models, transaction
 from django.utils import timezone
 
+from audit.events import EventType
 from audit.models import AuditEvent
 from hosts.models import Host, HostStatus
-from migrations_app.models import Migration, MigrationStatus
+from migrations_app.lifecycle import FailureReason, MigrationStatus, Phase
+from migrations_app.models import Migration
 from vms.models import VM, VMState
 
 SITES = ["ams", "fra", "par", "lon"]
@@ -50,12 +52,24 @@ PRECHECK_FAILURES = [
     "disks_available: /var/lib/libvirt/images/{vm}.qcow2 is not on storage {dst} sees",
 ]
 RUN_FAILURES = [
-    ("libvirt", "operation failed: migration out job: unexpectedly failed"),
-    ("libvirt", "internal error: qemu unexpectedly closed the monitor"),
-    ("libvirt", "operation failed: job 'migration out' failed: Unable to write to socket"),
-    ("timeout", "timed out after {timeout} s: operation aborted: migration out job: canceled"),
-    ("unreachable", "cannot open qemu+tcp://{dst_addr}/system: unable to connect to server"),
-    ("worker", "the worker running this migration ({worker}) stopped; settled by the reconciler"),
+    (FailureReason.LIBVIRT, "operation failed: migration out job: unexpectedly failed"),
+    (FailureReason.LIBVIRT, "internal error: qemu unexpectedly closed the monitor"),
+    (
+        FailureReason.LIBVIRT,
+        "operation failed: job 'migration out' failed: Unable to write to socket",
+    ),
+    (
+        FailureReason.TIMEOUT,
+        "timed out after {timeout} s: operation aborted: migration out job: canceled",
+    ),
+    (
+        FailureReason.UNREACHABLE,
+        "cannot open qemu+tcp://{dst_addr}/system: unable to connect to server",
+    ),
+    (
+        FailureReason.WORKER_LOST,
+        "the worker running this migration ({worker}) stopped; settled by the reconciler",
+    ),
 ]
 
 
@@ -365,7 +379,7 @@ class Command(BaseCommand):
         events = [
             (
                 created_at,
-                "migration.requested",
+                EventType.MIGRATION_REQUESTED,
                 by_user,
                 None,
                 {"status": "queued"},
@@ -383,7 +397,7 @@ class Command(BaseCommand):
             events.append(
                 (
                     finished,
-                    "migration.cancelled",
+                    EventType.MIGRATION_CANCELLED,
                     self._user_actor(rng, user),
                     {"status": "queued"},
                     {"status": "cancelled"},
@@ -397,7 +411,7 @@ class Command(BaseCommand):
         events.append(
             (
                 started,
-                "migration.checking",
+                EventType.MIGRATION_CHECKING,
                 worker,
                 {"status": "queued"},
                 {"status": "checking"},
@@ -416,11 +430,12 @@ class Command(BaseCommand):
             finished = started + timedelta(seconds=checks_s)
             migration.finished_at = finished
             migration.error = f"Pre-checks failed: {message}"
-            migration.phase = "checks_failed"
+            migration.failure_reason = FailureReason.PRECHECK
+            migration.phase = Phase.CHECKS_FAILED
             events.append(
                 (
                     finished,
-                    "migration.failed",
+                    EventType.MIGRATION_FAILED,
                     worker,
                     {"status": "checking"},
                     {"status": "failed"},
@@ -433,7 +448,7 @@ class Command(BaseCommand):
         events.append(
             (
                 running,
-                "migration.started",
+                EventType.MIGRATION_STARTED,
                 worker,
                 {"status": "checking"},
                 {"status": "migrating"},
@@ -446,7 +461,7 @@ class Command(BaseCommand):
             completing = running + elapsed
             finished = completing + timedelta(seconds=rng.uniform(0.5, 3))
             migration.finished_at = finished
-            migration.phase = "done"
+            migration.phase = Phase.DONE
             migration.percent = 100.0
             migration.completed_stats = stats
             migration.total_time_ms = stats["time_elapsed"]
@@ -459,7 +474,7 @@ class Command(BaseCommand):
             events.append(
                 (
                     completing,
-                    "migration.completing",
+                    EventType.MIGRATION_COMPLETING,
                     worker,
                     {"status": "migrating"},
                     {"status": "completing"},
@@ -469,7 +484,7 @@ class Command(BaseCommand):
             events.append(
                 (
                     finished,
-                    "migration.succeeded",
+                    EventType.MIGRATION_SUCCEEDED,
                     worker,
                     {"status": "completing"},
                     {"status": "succeeded"},
@@ -488,11 +503,11 @@ class Command(BaseCommand):
                 f"cancelled on request: operation aborted: migration out job: canceled by client "
                 f"(resumed the VM on {source.name})"
             )
-            migration.phase = "cancelled"
+            migration.phase = Phase.CANCELLED
             events.append(
                 (
                     migration.cancel_requested_at,
-                    "migration.cancel_requested",
+                    EventType.MIGRATION_CANCEL_REQUESTED,
                     self._user_actor(rng, user),
                     None,
                     None,
@@ -502,7 +517,7 @@ class Command(BaseCommand):
             events.append(
                 (
                     finished,
-                    "migration.cancelled",
+                    EventType.MIGRATION_CANCELLED,
                     worker,
                     {"status": "migrating"},
                     {"status": "cancelled"},
@@ -510,18 +525,19 @@ class Command(BaseCommand):
                 )
             )
             return migration, events
-        _kind, template = rng.choice(RUN_FAILURES)
+        reason, template = rng.choice(RUN_FAILURES)
+        migration.failure_reason = reason
         migration.error = (
             template.format(
                 timeout=timeout_s, dst_addr=destination.address, worker=migration.claimed_by
             )
             + f" (removed the incomplete copy on {destination.name})"
         )
-        migration.phase = "failed"
+        migration.phase = Phase.FAILED
         events.append(
             (
                 finished,
-                "migration.failed",
+                EventType.MIGRATION_FAILED,
                 worker,
                 {"status": "migrating"},
                 {"status": "failed"},
@@ -593,7 +609,7 @@ class Command(BaseCommand):
                 plan,
                 when,
                 None,
-                event_type="host.created",
+                event_type=EventType.HOST_CREATED,
                 target_type="hosts.host",
                 target_id=str(host.pk),
                 target_repr=host.name,
@@ -608,7 +624,7 @@ class Command(BaseCommand):
                 plan,
                 when,
                 ("vm", vm.uuid),
-                event_type="vm.discovered",
+                event_type=EventType.VM_DISCOVERED,
                 target_type="vms.vm",
                 target_repr=f"{vm.name} on {plan.hosts[vm.first_host].name}",
                 host_name=plan.hosts[vm.first_host].name,
@@ -627,11 +643,11 @@ class Command(BaseCommand):
             roll = rng.random()
             user = rng.choice(plan.users)
             if roll < 0.55:
-                self._auth_event(rng, plan, when, "auth.login", user)
+                self._auth_event(rng, plan, when, EventType.AUTH_LOGIN, user)
             elif roll < 0.85:
-                self._auth_event(rng, plan, when, "auth.logout", user)
+                self._auth_event(rng, plan, when, EventType.AUTH_LOGOUT, user)
             elif roll < 0.92:
-                self._auth_event(rng, plan, when, "auth.login_failed", user)
+                self._auth_event(rng, plan, when, EventType.AUTH_LOGIN_FAILED, user)
             else:
                 host = rng.choice(plan.hosts)
                 down = rng.random() < 0.5
@@ -639,7 +655,7 @@ class Command(BaseCommand):
                     plan,
                     when,
                     None,
-                    event_type="host.unreachable" if down else "host.reachable",
+                    event_type=EventType.HOST_UNREACHABLE if down else EventType.HOST_REACHABLE,
                     target_type="hosts.host",
                     target_id=str(host.pk),
                     target_repr=host.name,
@@ -653,7 +669,7 @@ class Command(BaseCommand):
                 )
 
     def _auth_event(self, rng, plan: _Plan, when: datetime, event_type: str, user) -> None:
-        failed = event_type == "auth.login_failed"
+        failed = event_type == EventType.AUTH_LOGIN_FAILED
         self._event(
             plan,
             when,
@@ -664,7 +680,7 @@ class Command(BaseCommand):
             source_ip=f"192.0.2.{user.pk % 250 + 1}"
             if not failed
             else f"203.0.113.{rng.randrange(1, 255)}",
-            auth_method="session" if event_type == "auth.logout" else "password",
+            auth_method="session" if event_type == EventType.AUTH_LOGOUT else "password",
             request_id=uuid.UUID(int=rng.getrandbits(128), version=4).hex,
             target_type="auth.user",
             target_id=str(user.pk),

@@ -1,0 +1,56 @@
+"""Every type of audit event, of every app, in one enum (as Zulip's AuditLogEventType).
+
+audit is the lowest layer, so every app may import it, and the whole vocabulary of
+the log is read in one place: the audit page and its API filter on these values, the
+migration timeline shows their labels, docs/audit.md lists them. A writer passes a
+member (`audit_event_record(event_type=EventType.HOST_CREATED, ...)`), never a string
+(tests/test_architecture.py holds that). The values are stored: never change one; add
+a member for a new kind of event.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class EventType(models.TextChoices):
+    # Accounts (audit.signals).
+    AUTH_LOGIN = "auth.login", "Logged in"
+    AUTH_LOGOUT = "auth.logout", "Logged out"
+    AUTH_LOGIN_FAILED = "auth.login_failed", "Login failed"
+
+    # Hosts (hosts.services, hosts.ssh_services).
+    HOST_CREATED = "host.created", "Host added"
+    HOST_UPDATED = "host.updated", "Host changed"
+    HOST_DELETED = "host.deleted", "Host removed"
+    HOST_REACHABLE = "host.reachable", "Host reachable"
+    HOST_UNREACHABLE = "host.unreachable", "Host unreachable"
+    HOST_HOST_KEY_RECORDED = "host.host_key_recorded", "Host key pinned"
+    HOST_HOST_KEY_CHANGED = "host.host_key_changed", "Host key changed"
+    HOST_HOST_KEY_ACCEPTED = "host.host_key_accepted", "Changed host key accepted"
+    HOST_SSH_KEY_INSTALLED = "host.ssh_key_installed", "Portal's ssh key installed"
+
+    # VMs (vms.services).
+    VM_DISCOVERED = "vm.discovered", "VM discovered"
+    VM_GONE = "vm.gone", "VM gone"
+
+    # Migrations (migrations_app.services, migrations_app.engine). The labels are the
+    # steps of a migration's timeline.
+    MIGRATION_REQUESTED = "migration.requested", "Requested"
+    MIGRATION_CHECKING = "migration.checking", "Pre-checks running"
+    MIGRATION_STARTED = "migration.started", "Migration started"
+    MIGRATION_CANCEL_REQUESTED = "migration.cancel_requested", "Cancel requested"
+    MIGRATION_TUNED = "migration.tuned", "Tuned"
+    MIGRATION_POSTCOPY = "migration.postcopy", "Switched to post-copy"
+    MIGRATION_COMPLETING = "migration.completing", "Completing"
+    MIGRATION_SUCCEEDED = "migration.succeeded", "Succeeded"
+    MIGRATION_FAILED = "migration.failed", "Failed"
+    MIGRATION_CANCELLED = "migration.cancelled", "Cancelled"
+    MIGRATION_NEEDS_ATTENTION = "migration.needs_attention", "Needs attention"
+    MIGRATION_CLEANED_UP = "migration.cleaned_up", "Cleaned up"
+
+    @property
+    def action(self) -> str:
+        """The part after the app's prefix ("failed" of "migration.failed"): the name
+        of the same change on a migration's websocket."""
+        return self.value.partition(".")[2]

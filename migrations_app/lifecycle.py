@@ -1,0 +1,113 @@
+"""The words of a migration's life, in one place: statuses and the changes allowed
+between them, the phases written into `phase`, and why a migration failed.
+
+Every value here is stored in the database, sent over the API and the websocket, and
+shown on the pages (the labels reach the browser through `json_script`, see
+`portal.context_processors`): change a value only with a data migration; a label
+may change freely. No imports of the portal's own apps: the models, the engine, the
+pure decisions and the pages all build on this module.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class MigrationStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    CHECKING = "checking", "Checking"
+    MIGRATING = "migrating", "Migrating"
+    COMPLETING = "completing", "Completing"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    # A host could not be reached while the migration was settled: it is not known
+    # which host runs the VM, so nothing was changed; the reconciler settles it when
+    # both hosts answer. An operator sees it in the list (filter status=needs_attention).
+    NEEDS_ATTENTION = "needs_attention", "Needs attention"
+
+
+ACTIVE_STATUSES = [
+    MigrationStatus.QUEUED,
+    MigrationStatus.CHECKING,
+    MigrationStatus.MIGRATING,
+    MigrationStatus.COMPLETING,
+    MigrationStatus.NEEDS_ATTENTION,
+]
+# States in which a worker owns the migration (it counts against host limits).
+RUNNING_STATUSES = [MigrationStatus.CHECKING, MigrationStatus.MIGRATING, MigrationStatus.COMPLETING]
+FINAL_STATUSES = [MigrationStatus.SUCCEEDED, MigrationStatus.FAILED, MigrationStatus.CANCELLED]
+
+# Every status change the portal may make; anything else is refused (a worker that
+# lost its claim must not move a final record back).
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    MigrationStatus.QUEUED: frozenset({MigrationStatus.CHECKING, MigrationStatus.CANCELLED}),
+    MigrationStatus.CHECKING: frozenset(
+        {MigrationStatus.MIGRATING, MigrationStatus.FAILED, MigrationStatus.CANCELLED}
+    ),
+    MigrationStatus.MIGRATING: frozenset(
+        {
+            MigrationStatus.COMPLETING,
+            MigrationStatus.FAILED,
+            MigrationStatus.CANCELLED,
+            MigrationStatus.NEEDS_ATTENTION,
+        }
+    ),
+    MigrationStatus.COMPLETING: frozenset(
+        {MigrationStatus.SUCCEEDED, MigrationStatus.NEEDS_ATTENTION}
+    ),
+    MigrationStatus.NEEDS_ATTENTION: frozenset(
+        {
+            MigrationStatus.COMPLETING,
+            MigrationStatus.FAILED,
+            MigrationStatus.CANCELLED,
+        }
+    ),
+}
+
+
+class Phase(models.TextChoices):
+    """What a migration is doing (`Migration.phase`, `MigrationSample.phase`): finer
+    than its status. The engine writes the lifecycle phases; `progress.phase_of` the
+    phases of a running libvirt job."""
+
+    WAITING_FOR_SLOT = "waiting_for_slot", "Waiting for a free slot on its hosts"
+    CHECKING = "checking", "Running pre-checks"
+    CHECKS_FAILED = "checks_failed", "Pre-checks failed"
+    # A running libvirt job (progress.phase_of), in the order they usually come.
+    SETUP = "setup", "Setting up the migration"
+    COPYING_DISKS = "copying_disks", "Copying disks"
+    TRANSFERRING_MEMORY = "transferring_memory", "Transferring memory"
+    CONVERGING = "converging", "Converging (re-sending dirtied memory)"
+    POSTCOPY = "postcopy", "Post-copy"
+    # After the job.
+    COMPLETING = "completing", "Completing"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    NEEDS_ATTENTION = "needs_attention", "Needs attention: not settled yet"
+
+
+# The phases of a running libvirt job: the ones a migration's timeline shows.
+JOB_PHASES = [
+    Phase.SETUP,
+    Phase.COPYING_DISKS,
+    Phase.TRANSFERRING_MEMORY,
+    Phase.CONVERGING,
+    Phase.POSTCOPY,
+]
+
+
+class FailureReason(models.TextChoices):
+    """Why a migration failed (`Migration.failure_reason`), decided by the engine from
+    what it knows when it records the failure; never parsed from the error text.
+    Blank while a migration has not failed, and for a cancel (a status, not a failure).
+    A migration that needs attention keeps why it got there, for when the reconciler
+    records it as failed."""
+
+    PRECHECK = "precheck", "A pre-check refused the migration"
+    TIMEOUT = "timeout", "Timed out"
+    WORKER_LOST = "worker_lost", "The worker running it stopped"
+    UNREACHABLE = "unreachable", "A host could not be reached"
+    LIBVIRT = "libvirt", "Error reported by libvirt"
+    INTERNAL = "internal", "Unexpected error in the portal"
