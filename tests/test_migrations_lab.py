@@ -236,6 +236,9 @@ def test_destination_libvirtd_killed_mid_migration(api, linux_vm, lab_config):
         record = Migration.objects.get(pk=migration_id)
         assert record.status == "failed"
         assert record.error
+        # Killed, not frozen: libvirt says why at once, and the settlement could not
+        # reach the destination.
+        assert record.failure_reason in ("unreachable", "libvirt"), record.error
         assert labtools.domstate(source, linux_vm.uuid) == "running"
     finally:
         core.start_libvirtd(destination, lab_config)
@@ -340,6 +343,7 @@ def test_a_failing_precheck_fails_the_queued_migration(api, linux_vm):
     assert migration_execute(migration_id=migration_id) == "failed"
     record = Migration.objects.get(pk=migration_id)
     assert record.error.startswith("Pre-checks failed: vm_state_fits_mode: the VM is running")
+    assert record.failure_reason == "precheck"
     assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {source.name: "running"}
     assert events_of(migration_id)[-1] == "migration.failed"
 
