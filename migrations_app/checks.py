@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from hosts import gateway
+from hosts.connections import host_connect
 from hosts.models import Host, Transport
-from hosts.ssh_services import ssh_files_ensure
 from migrations_app.models import ACTIVE_STATUSES, Migration, StorageMode
 from vms.models import VMState
 
@@ -93,11 +93,10 @@ def run_prechecks(plan: MigrationPlan) -> list[CheckResult]:
     )
 
     timeout = settings.MIGRATION_PRECHECK_TIMEOUT_S
-    ssh_files_ensure(src, dst)
     vm: gateway.DomainInfo | None = None
     vm_xml = ""
     try:
-        with gateway.connect(src.connection_uri, timeout=timeout) as conn:
+        with host_connect(src, timeout=timeout) as conn:
             vm = conn.find_domain(uuid=plan.vm_uuid)
             if vm is not None:
                 vm_xml = conn.domain_xml(plan.vm_uuid, inactive=not plan.live)
@@ -109,7 +108,7 @@ def run_prechecks(plan: MigrationPlan) -> list[CheckResult]:
         record("source_reachable", False, f"{src.name} is not reachable: {exc}")
 
     try:
-        with gateway.connect(dst.connection_uri, timeout=timeout) as conn:
+        with host_connect(dst, timeout=timeout) as conn:
             record("destination_reachable", True, f"{dst.name} answered within {timeout:g} s")
             _destination_checks(plan, conn, vm, vm_xml, record)
     except gateway.GatewayError as exc:

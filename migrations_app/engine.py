@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from audit.services import Actor, audit_event_record
 from hosts import gateway
+from hosts.connections import host_connect
 from hosts.models import Host
 from migrations_app import decisions
 from migrations_app.checks import MigrationPlan, run_prechecks
@@ -353,8 +354,8 @@ def _run_claimed(migration: Migration, lease: Lease) -> Migration:
 class _MonitorConnection:
     """The monitor's connection to the source, reopened (bounded) when it breaks."""
 
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
+    def __init__(self, host: Host) -> None:
+        self.host = host
         self._stack: contextlib.ExitStack | None = None
         self._conn: gateway.HostConnection | None = None
         self._next_try = 0.0
@@ -363,12 +364,10 @@ class _MonitorConnection:
         if self._conn is None and time.monotonic() >= self._next_try:
             stack = contextlib.ExitStack()
             try:
-                self._conn = stack.enter_context(
-                    gateway.connect(self.uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S)
-                )
+                self._conn = stack.enter_context(host_connect(self.host))
                 self._stack = stack
             except gateway.GatewayError as exc:
-                logger.warning("monitor: %s not reachable: %s", self.uri, exc)
+                logger.warning("monitor: %s not reachable: %s", self.host.name, exc)
                 self._next_try = time.monotonic() + 2.0
         return self._conn
 
@@ -390,12 +389,11 @@ def _migrate_and_monitor(migration: Migration, lease: Lease) -> str | None:
     call when the source stops answering.
     """
     uuid = str(migration.vm_uuid)
-    source_uri = migration.source.connection_uri
     outcome: dict[str, str] = {}
 
     def run() -> None:
         try:
-            with gateway.connect(source_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S) as conn:
+            with host_connect(migration.source) as conn:
                 conn.migrate(
                     uuid,
                     destination_uri=migration.destination.connection_uri,
@@ -410,7 +408,7 @@ def _migrate_and_monitor(migration: Migration, lease: Lease) -> str | None:
     runner = threading.Thread(target=run, name=f"migration-{migration.pk}", daemon=True)
     started = time.monotonic()
     runner.start()
-    monitor = _MonitorConnection(source_uri)
+    monitor = _MonitorConnection(migration.source)
     try:
         abort_reason = _monitor(migration, lease, runner, monitor, started)
     finally:
@@ -547,9 +545,7 @@ def _complete(migration: Migration, lease: Lease, *, note: str = "") -> Migratio
     uuid = str(migration.vm_uuid)
     stats: dict = {}
     try:
-        with gateway.connect(
-            migration.destination.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
-        ) as conn:
+        with host_connect(migration.destination) as conn:
             stats = conn.completed_job_stats(uuid)
     except gateway.GatewayError as exc:
         logger.warning("migration %s: no completed statistics: %s", migration.pk, exc)
@@ -610,11 +606,11 @@ def _refresh_inventory(migration: Migration, lease: Lease) -> None:
             connection.close()
 
 
-def _observe(uri: str, uuid: str) -> tuple[decisions.HostView, str]:
+def _observe(host: Host, uuid: str) -> tuple[decisions.HostView, str]:
     """What one host says about the VM (bounded by the connect timeout and keepalive)."""
     job_active = None
     try:
-        with gateway.connect(uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S) as conn:
+        with host_connect(host) as conn:
             domain = conn.find_domain(uuid=uuid)
             if domain is not None and domain.state in decisions.ACTIVE_STATES:
                 try:
@@ -633,8 +629,8 @@ def _observe(uri: str, uuid: str) -> tuple[decisions.HostView, str]:
 
 def _settle_input(migration: Migration) -> tuple[decisions.SettleInput, list[str]]:
     uuid = str(migration.vm_uuid)
-    src, src_error = _observe(migration.source.connection_uri, uuid)
-    dst, dst_error = _observe(migration.destination.connection_uri, uuid)
+    src, src_error = _observe(migration.source, uuid)
+    dst, dst_error = _observe(migration.destination, uuid)
     postcopy = Migration.objects.filter(pk=migration.pk, postcopy_started_at__isnull=False).exists()
     errors = [
         f"{host}: {error}"
@@ -675,9 +671,7 @@ def _carry_out(
         host = migration.source if action.side == decisions.Side.SOURCE else migration.destination
         lease.renew()
         try:
-            with gateway.connect(
-                host.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
-            ) as conn:
+            with host_connect(host) as conn:
                 _OPS[action.op](conn, uuid)
         except gateway.GatewayError as exc:
             return f"could not {action.op} the VM on {host.name}: {exc}"
@@ -847,9 +841,7 @@ def _stop_job(migration: Migration, lease: Lease, wait_for_abort_s: float) -> No
     uuid = str(migration.vm_uuid)
     postcopy = Migration.objects.filter(pk=migration.pk, postcopy_started_at__isnull=False).exists()
     try:
-        with gateway.connect(
-            migration.source.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
-        ) as conn:
+        with host_connect(migration.source) as conn:
             if conn.find_domain(uuid=uuid) is None or not conn.job_stats(uuid):
                 return
             if not postcopy:
@@ -895,8 +887,8 @@ def _settle_attention(migration: Migration, owner: str) -> bool:
 def _retry_cleanup(migration: Migration, owner: str) -> None:
     uuid = str(migration.vm_uuid)
     later = Migration.objects.filter(vm_uuid=migration.vm_uuid, created_at__gt=migration.created_at)
-    src, _ = _observe(migration.source.connection_uri, uuid)
-    dst, _ = _observe(migration.destination.connection_uri, uuid)
+    src, _ = _observe(migration.source, uuid)
+    dst, _ = _observe(migration.destination, uuid)
     actions = decisions.cleanup_actions(
         source=src,
         destination=dst,
@@ -907,9 +899,7 @@ def _retry_cleanup(migration: Migration, owner: str) -> None:
         return
     for action in actions:
         try:
-            with gateway.connect(
-                migration.destination.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
-            ) as conn:
+            with host_connect(migration.destination) as conn:
                 _OPS[action.op](conn, uuid)
         except gateway.GatewayError as exc:
             logger.info("cleanup of migration %s: %s", migration.pk, exc)

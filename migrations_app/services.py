@@ -13,6 +13,7 @@ from django_q.tasks import async_task
 
 from audit.services import Actor, audit_event_record
 from hosts import gateway
+from hosts.connections import host_connect
 from hosts.models import Host
 from migrations_app import decisions
 from migrations_app.checks import CheckResult, MigrationPlan, run_prechecks
@@ -222,9 +223,7 @@ def migration_cancel(*, migration: Migration, actor: Actor) -> Migration:
         # Abort at once; the worker also aborts when it sees the request (e.g. if the
         # libvirt job had not started yet) and records the outcome.
         try:
-            with gateway.connect(
-                migration.source.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
-            ) as conn:
+            with host_connect(migration.source) as conn:
                 conn.abort_job(str(migration.vm_uuid))
         except gateway.GatewayError as exc:
             logger.info("abort of migration %s from the API: %s", migration.pk, exc)
@@ -237,9 +236,7 @@ def _running_migration_call(migration: Migration, what: str, call) -> None:
             f"Migration {migration.pk} is {migration.status}: {what} needs a running migration."
         )
     try:
-        with gateway.connect(
-            migration.source.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
-        ) as conn:
+        with host_connect(migration.source) as conn:
             call(conn, str(migration.vm_uuid))
     except gateway.GatewayError as exc:
         raise MigrationConflict(f"{what} failed: {exc}") from exc
