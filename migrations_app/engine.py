@@ -41,9 +41,8 @@ from migrations_app.models import (
     Migration,
     MigrationSample,
     MigrationStatus,
-    StorageMode,
-    TransportMode,
 )
+from migrations_app.options import MigrationOptions
 from migrations_app.progress import ProgressSample, sample_from_job_stats
 from vms.services import host_refresh_with_vms as host_refresh
 
@@ -257,21 +256,6 @@ def _try_claim(migration_id: int, worker: str) -> tuple[str, Migration | None, L
 # --- run -----------------------------------------------------------------------------
 
 
-def migration_spec(migration: Migration) -> gateway.MigrationSpec:
-    return gateway.MigrationSpec(
-        live=migration.live,
-        undefine_source=migration.delete_source,
-        copy_storage=migration.storage == StorageMode.COPY,
-        tunnelled=migration.transport == TransportMode.TUNNELLED,
-        auto_converge=migration.auto_converge,
-        allow_postcopy=migration.allow_postcopy,
-        compressed=migration.compressed,
-        parallel_connections=migration.parallel_connections,
-        bandwidth_mib_s=migration.bandwidth_mib_s,
-        destination_name=migration.new_name,
-    )
-
-
 def migration_execute(*, migration_id: int, worker: str | None = None) -> str:
     """Run migration `migration_id` to its end; returns the status it is left in.
 
@@ -298,16 +282,7 @@ def migration_execute(*, migration_id: int, worker: str | None = None) -> str:
 
 
 def _run_claimed(migration: Migration, lease: Lease) -> Migration:
-    plan = MigrationPlan(
-        vm_uuid=str(migration.vm_uuid),
-        vm_name=migration.vm_name,
-        source=migration.source,
-        destination=migration.destination,
-        live=migration.live,
-        storage=migration.storage,
-        new_name=migration.new_name,
-        migration_id=migration.pk,
-    )
+    plan = MigrationPlan.of_migration(migration)
     checks = run_prechecks(plan)
     lease.check()
     failed = [c for c in checks if c.failed]
@@ -397,7 +372,7 @@ def _migrate_and_monitor(migration: Migration, lease: Lease) -> str | None:
                 conn.migrate(
                     uuid,
                     destination_uri=migration.destination.connection_uri,
-                    spec=migration_spec(migration),
+                    spec=MigrationOptions.from_migration(migration).to_spec(),
                 )
         except gateway.GatewayError as exc:
             outcome["error"] = str(exc)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -19,6 +18,7 @@ from migrations_app import decisions
 from migrations_app.checks import CheckResult, MigrationPlan, run_prechecks
 from migrations_app.events import migration_publish
 from migrations_app.models import ACTIVE_STATUSES, RUNNING_STATUSES, Migration, MigrationStatus
+from migrations_app.options import MigrationOptions
 from vms.models import VM
 
 logger = logging.getLogger(__name__)
@@ -29,43 +29,8 @@ class MigrationConflict(Exception):
     the migration's state (HTTP 409)."""
 
 
-@dataclass(frozen=True)
-class MigrationOptions:
-    live: bool = True
-    storage: str = "shared"
-    transport: str = "direct"
-    delete_source: bool = False
-    bandwidth_mib_s: int = 0
-    max_downtime_ms: int | None = None
-    auto_converge: bool = False
-    allow_postcopy: bool = False
-    compressed: bool = False
-    parallel_connections: int = 0
-    new_name: str = ""
-    timeout_s: int | None = None
-
-
-OPTION_FIELDS = list(MigrationOptions.__dataclass_fields__)
-
-
-def _options_of(migration: Migration) -> dict:
-    return {name: getattr(migration, name) for name in OPTION_FIELDS}
-
-
-def migration_plan(*, vm: VM, destination: Host, options: MigrationOptions) -> MigrationPlan:
-    return MigrationPlan(
-        vm_uuid=str(vm.uuid),
-        vm_name=vm.name,
-        source=vm.host,
-        destination=destination,
-        live=options.live,
-        storage=options.storage,
-        new_name=options.new_name,
-    )
-
-
 def migration_check(*, vm: VM, destination: Host, options: MigrationOptions) -> list[CheckResult]:
-    return run_prechecks(migration_plan(vm=vm, destination=destination, options=options))
+    return run_prechecks(MigrationPlan.of_request(vm=vm, destination=destination, options=options))
 
 
 def migration_request(
@@ -76,11 +41,6 @@ def migration_request(
     Raises MigrationConflict if the VM already has a queued or running migration;
     the database's partial unique index decides races between simultaneous requests.
     """
-    values = {
-        name: getattr(options, name)
-        for name in OPTION_FIELDS
-        if name not in ("max_downtime_ms", "timeout_s")
-    }
     with transaction.atomic():
         try:
             with transaction.atomic():
@@ -91,9 +51,7 @@ def migration_request(
                     destination=destination,
                     requested_by=actor.user,
                     requested_by_name=actor.name,
-                    max_downtime_ms=options.max_downtime_ms or settings.MIGRATION_MAX_DOWNTIME_MS,
-                    timeout_s=options.timeout_s or settings.MIGRATION_TIMEOUT_S,
-                    **values,
+                    **options.as_model_fields(),
                 )
         except IntegrityError as exc:
             other = Migration.objects.filter(vm_uuid=vm.uuid, status__in=ACTIVE_STATUSES).first()
@@ -182,7 +140,7 @@ def _audit_detail(migration: Migration, **extra) -> dict:
         "vm_name": migration.vm_name,
         "source": migration.source.name,
         "destination": migration.destination.name,
-        "options": _options_of(migration),
+        "options": MigrationOptions.from_migration(migration).as_model_fields(),
         **extra,
     }
 
@@ -249,7 +207,12 @@ def migration_tune(
     max_downtime_ms: int | None = None,
     bandwidth_mib_s: int | None = None,
 ) -> Migration:
-    """Change max downtime and/or bandwidth of a running migration."""
+    """Change max downtime and/or bandwidth of a running migration.
+
+    Raises ValidationError (before the host is asked) if a new value breaks its rule."""
+    MigrationOptions.from_migration(migration).tuned(
+        max_downtime_ms=max_downtime_ms, bandwidth_mib_s=bandwidth_mib_s
+    )
 
     def apply(conn: gateway.HostConnection, uuid: str) -> None:
         if max_downtime_ms is not None:
