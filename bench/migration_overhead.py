@@ -46,7 +46,8 @@ from hosts.models import Host  # noqa: E402
 from lab import core  # noqa: E402
 from migrations_app.engine import migration_execute  # noqa: E402
 from migrations_app.models import Migration  # noqa: E402
-from migrations_app.services import MigrationOptions, migration_request  # noqa: E402
+from migrations_app.options import MigrationOptions  # noqa: E402
+from migrations_app.services import migration_request  # noqa: E402
 from vms.models import VM  # noqa: E402
 from vms.services import host_refresh_with_vms  # noqa: E402
 

@@ -7,7 +7,6 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Protocol
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
@@ -17,6 +16,7 @@ from django.utils import timezone
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts import gateway, ssh, ssh_services
+from hosts.connections import host_connect
 from hosts.models import Host, HostStatus, Transport
 
 logger = logging.getLogger(__name__)
@@ -93,12 +93,9 @@ def host_refresh(*, host: Host, actor: Actor, domains_sync: DomainsSync | None =
     """
     if host.transport == Transport.SSH and not host.ssh_host_key:
         host = _host_key_first_contact(host=host, actor=actor)
-    ssh_services.ssh_files_ensure(host)
     try:
         # The connection is opened outside any transaction: it can take seconds.
-        with gateway.connect(
-            host.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
-        ) as conn:
+        with host_connect(host) as conn:
             capabilities = conn.capabilities()
             domains = conn.list_domains() if domains_sync is not None else []
     except gateway.GatewayError as exc:

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from hosts import gateway
+from hosts.connections import host_connect
 from hosts.models import Host, Transport
-from hosts.ssh_services import ssh_files_ensure
-from migrations_app.models import ACTIVE_STATUSES, Migration, StorageMode
-from vms.models import VMState
+from migrations_app.models import ACTIVE_STATUSES, Migration
+from migrations_app.options import MigrationOptions
+from vms.models import VM, VMState
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
 INACTIVE_DOMAIN_STATES = frozenset({"shut_off", "crashed"})
@@ -46,10 +47,31 @@ class MigrationPlan:
     vm_name: str
     source: Host
     destination: Host
-    live: bool
-    storage: str
-    new_name: str = ""
+    options: MigrationOptions
     migration_id: int | None = None  # the migration being checked, not "another" one
+
+    @classmethod
+    def of_request(cls, *, vm: VM, destination: Host, options: MigrationOptions) -> MigrationPlan:
+        """A migration as requested, before it is recorded (`migrate/check`)."""
+        return cls(
+            vm_uuid=str(vm.uuid),
+            vm_name=vm.name,
+            source=vm.host,
+            destination=destination,
+            options=options,
+        )
+
+    @classmethod
+    def of_migration(cls, migration: Migration) -> MigrationPlan:
+        """A recorded migration, checked again by its worker right before libvirt."""
+        return cls(
+            vm_uuid=str(migration.vm_uuid),
+            vm_name=migration.vm_name,
+            source=migration.source,
+            destination=migration.destination,
+            options=MigrationOptions.from_migration(migration),
+            migration_id=migration.pk,
+        )
 
 
 CHECK_NAMES = [
@@ -93,14 +115,13 @@ def run_prechecks(plan: MigrationPlan) -> list[CheckResult]:
     )
 
     timeout = settings.MIGRATION_PRECHECK_TIMEOUT_S
-    ssh_files_ensure(src, dst)
     vm: gateway.DomainInfo | None = None
     vm_xml = ""
     try:
-        with gateway.connect(src.connection_uri, timeout=timeout) as conn:
+        with host_connect(src, timeout=timeout) as conn:
             vm = conn.find_domain(uuid=plan.vm_uuid)
             if vm is not None:
-                vm_xml = conn.domain_xml(plan.vm_uuid, inactive=not plan.live)
+                vm_xml = conn.domain_xml(plan.vm_uuid, inactive=not plan.options.live)
         if vm is None:
             record("source_reachable", False, f"the VM is not on {src.name} any more")
         else:
@@ -109,7 +130,7 @@ def run_prechecks(plan: MigrationPlan) -> list[CheckResult]:
         record("source_reachable", False, f"{src.name} is not reachable: {exc}")
 
     try:
-        with gateway.connect(dst.connection_uri, timeout=timeout) as conn:
+        with host_connect(dst, timeout=timeout) as conn:
             record("destination_reachable", True, f"{dst.name} answered within {timeout:g} s")
             _destination_checks(plan, conn, vm, vm_xml, record)
     except gateway.GatewayError as exc:
@@ -162,7 +183,7 @@ def _destination_checks(
     )
     if vm is None:
         return
-    if plan.live:
+    if plan.options.live:
         fits = vm.state in {VMState.RUNNING, VMState.PAUSED}
         reason = "a live migration needs a running or paused VM"
     else:
@@ -184,7 +205,7 @@ def _destination_checks(
         else "no host devices passed through",
     )
     disk_paths = [d.path for d in vm.disks if d.path and d.device == "disk"]
-    if plan.storage == StorageMode.COPY:
+    if plan.options.copies_storage:
         record(
             "disks_available",
             True,
@@ -201,14 +222,14 @@ def _destination_checks(
             else f"all {len(disk_paths)} disk(s) are present on {dst.name}",
         )
     needed = vm.memory_kib * 1024
-    enough = not plan.live or caps.memory_free_bytes >= needed
+    enough = not plan.options.live or caps.memory_free_bytes >= needed
     record(
         "enough_memory",
         enough,
         f"{dst.name} has {caps.memory_free_bytes // 2**20} MiB free, the VM needs "
         f"{needed // 2**20} MiB",
     )
-    target_name = plan.new_name or plan.vm_name
+    target_name = plan.options.new_name or plan.vm_name
     by_uuid = conn.find_domain(uuid=plan.vm_uuid)
     by_name = conn.find_domain(name=target_name)
     verdict = name_or_uuid_clash(

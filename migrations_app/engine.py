@@ -31,6 +31,7 @@ from django.utils import timezone
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts import gateway
+from hosts.connections import host_connect
 from hosts.models import Host
 from migrations_app import decisions
 from migrations_app.checks import MigrationPlan, run_prechecks
@@ -42,9 +43,8 @@ from migrations_app.models import (
     Migration,
     MigrationSample,
     MigrationStatus,
-    StorageMode,
-    TransportMode,
 )
+from migrations_app.options import MigrationOptions
 from migrations_app.progress import ProgressSample, sample_from_job_stats
 from vms.services import host_refresh_with_vms as host_refresh
 
@@ -259,21 +259,6 @@ def _try_claim(migration_id: int, worker: str) -> tuple[str, Migration | None, L
 # --- run -----------------------------------------------------------------------------
 
 
-def migration_spec(migration: Migration) -> gateway.MigrationSpec:
-    return gateway.MigrationSpec(
-        live=migration.live,
-        undefine_source=migration.delete_source,
-        copy_storage=migration.storage == StorageMode.COPY,
-        tunnelled=migration.transport == TransportMode.TUNNELLED,
-        auto_converge=migration.auto_converge,
-        allow_postcopy=migration.allow_postcopy,
-        compressed=migration.compressed,
-        parallel_connections=migration.parallel_connections,
-        bandwidth_mib_s=migration.bandwidth_mib_s,
-        destination_name=migration.new_name,
-    )
-
-
 def migration_execute(*, migration_id: int, worker: str | None = None) -> str:
     """Run migration `migration_id` to its end; returns the status it is left in.
 
@@ -300,16 +285,7 @@ def migration_execute(*, migration_id: int, worker: str | None = None) -> str:
 
 
 def _run_claimed(migration: Migration, lease: Lease) -> Migration:
-    plan = MigrationPlan(
-        vm_uuid=str(migration.vm_uuid),
-        vm_name=migration.vm_name,
-        source=migration.source,
-        destination=migration.destination,
-        live=migration.live,
-        storage=migration.storage,
-        new_name=migration.new_name,
-        migration_id=migration.pk,
-    )
+    plan = MigrationPlan.of_migration(migration)
     checks = run_prechecks(plan)
     lease.check()
     failed = [c for c in checks if c.failed]
@@ -357,8 +333,8 @@ def _run_claimed(migration: Migration, lease: Lease) -> Migration:
 class _MonitorConnection:
     """The monitor's connection to the source, reopened (bounded) when it breaks."""
 
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
+    def __init__(self, host: Host) -> None:
+        self.host = host
         self._stack: contextlib.ExitStack | None = None
         self._conn: gateway.HostConnection | None = None
         self._next_try = 0.0
@@ -367,12 +343,10 @@ class _MonitorConnection:
         if self._conn is None and time.monotonic() >= self._next_try:
             stack = contextlib.ExitStack()
             try:
-                self._conn = stack.enter_context(
-                    gateway.connect(self.uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S)
-                )
+                self._conn = stack.enter_context(host_connect(self.host))
                 self._stack = stack
             except gateway.GatewayError as exc:
-                logger.warning("monitor: %s not reachable: %s", self.uri, exc)
+                logger.warning("monitor: %s not reachable: %s", self.host.name, exc)
                 self._next_try = time.monotonic() + 2.0
         return self._conn
 
@@ -395,16 +369,15 @@ def _migrate_and_monitor(migration: Migration, lease: Lease) -> tuple[FailureRea
     call when the source stops answering.
     """
     uuid = str(migration.vm_uuid)
-    source_uri = migration.source.connection_uri
     outcome: dict[str, str] = {}
 
     def run() -> None:
         try:
-            with gateway.connect(source_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S) as conn:
+            with host_connect(migration.source) as conn:
                 conn.migrate(
                     uuid,
                     destination_uri=migration.destination.connection_uri,
-                    spec=migration_spec(migration),
+                    spec=MigrationOptions.from_migration(migration).to_spec(),
                 )
         except gateway.GatewayError as exc:
             outcome["error"] = str(exc)
@@ -418,7 +391,7 @@ def _migrate_and_monitor(migration: Migration, lease: Lease) -> tuple[FailureRea
     runner = threading.Thread(target=run, name=f"migration-{migration.pk}", daemon=True)
     started = time.monotonic()
     runner.start()
-    monitor = _MonitorConnection(source_uri)
+    monitor = _MonitorConnection(migration.source)
     try:
         abort_reason = _monitor(migration, lease, runner, monitor, started)
     finally:
@@ -557,9 +530,7 @@ def _complete(migration: Migration, lease: Lease, *, note: str = "") -> Migratio
     uuid = str(migration.vm_uuid)
     stats: dict = {}
     try:
-        with gateway.connect(
-            migration.destination.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
-        ) as conn:
+        with host_connect(migration.destination) as conn:
             stats = conn.completed_job_stats(uuid)
     except gateway.GatewayError as exc:
         logger.warning("migration %s: no completed statistics: %s", migration.pk, exc)
@@ -620,11 +591,11 @@ def _refresh_inventory(migration: Migration, lease: Lease) -> None:
             connection.close()
 
 
-def _observe(uri: str, uuid: str) -> tuple[decisions.HostView, str]:
+def _observe(host: Host, uuid: str) -> tuple[decisions.HostView, str]:
     """What one host says about the VM (bounded by the connect timeout and keepalive)."""
     job_active = None
     try:
-        with gateway.connect(uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S) as conn:
+        with host_connect(host) as conn:
             domain = conn.find_domain(uuid=uuid)
             if domain is not None and domain.state in decisions.ACTIVE_STATES:
                 try:
@@ -643,8 +614,8 @@ def _observe(uri: str, uuid: str) -> tuple[decisions.HostView, str]:
 
 def _settle_input(migration: Migration) -> tuple[decisions.SettleInput, list[str]]:
     uuid = str(migration.vm_uuid)
-    src, src_error = _observe(migration.source.connection_uri, uuid)
-    dst, dst_error = _observe(migration.destination.connection_uri, uuid)
+    src, src_error = _observe(migration.source, uuid)
+    dst, dst_error = _observe(migration.destination, uuid)
     postcopy = Migration.objects.filter(pk=migration.pk, postcopy_started_at__isnull=False).exists()
     errors = [
         f"{host}: {error}"
@@ -685,9 +656,7 @@ def _carry_out(
         host = migration.source if action.side == decisions.Side.SOURCE else migration.destination
         lease.renew()
         try:
-            with gateway.connect(
-                host.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
-            ) as conn:
+            with host_connect(host) as conn:
                 _OPS[action.op](conn, uuid)
         except gateway.GatewayError as exc:
             return f"could not {action.op} the VM on {host.name}: {exc}"
@@ -878,9 +847,7 @@ def _stop_job(migration: Migration, lease: Lease, wait_for_abort_s: float) -> No
     uuid = str(migration.vm_uuid)
     postcopy = Migration.objects.filter(pk=migration.pk, postcopy_started_at__isnull=False).exists()
     try:
-        with gateway.connect(
-            migration.source.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
-        ) as conn:
+        with host_connect(migration.source) as conn:
             if conn.find_domain(uuid=uuid) is None or not conn.job_stats(uuid):
                 return
             if not postcopy:
@@ -927,8 +894,8 @@ def _settle_attention(migration: Migration, owner: str) -> bool:
 def _retry_cleanup(migration: Migration, owner: str) -> None:
     uuid = str(migration.vm_uuid)
     later = Migration.objects.filter(vm_uuid=migration.vm_uuid, created_at__gt=migration.created_at)
-    src, _ = _observe(migration.source.connection_uri, uuid)
-    dst, _ = _observe(migration.destination.connection_uri, uuid)
+    src, _ = _observe(migration.source, uuid)
+    dst, _ = _observe(migration.destination, uuid)
     actions = decisions.cleanup_actions(
         source=src,
         destination=dst,
@@ -939,9 +906,7 @@ def _retry_cleanup(migration: Migration, owner: str) -> None:
         return
     for action in actions:
         try:
-            with gateway.connect(
-                migration.destination.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
-            ) as conn:
+            with host_connect(migration.destination) as conn:
                 _OPS[action.op](conn, uuid)
         except gateway.GatewayError as exc:
             logger.info("cleanup of migration %s: %s", migration.pk, exc)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -14,12 +13,14 @@ from django_q.tasks import async_task
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts import gateway
+from hosts.connections import host_connect
 from hosts.models import Host
 from migrations_app import decisions
 from migrations_app.checks import CheckResult, MigrationPlan, run_prechecks
 from migrations_app.events import migration_publish
 from migrations_app.lifecycle import Phase
 from migrations_app.models import ACTIVE_STATUSES, RUNNING_STATUSES, Migration, MigrationStatus
+from migrations_app.options import MigrationOptions
 from vms.models import VM
 
 logger = logging.getLogger(__name__)
@@ -30,43 +31,8 @@ class MigrationConflict(Exception):
     the migration's state (HTTP 409)."""
 
 
-@dataclass(frozen=True)
-class MigrationOptions:
-    live: bool = True
-    storage: str = "shared"
-    transport: str = "direct"
-    delete_source: bool = False
-    bandwidth_mib_s: int = 0
-    max_downtime_ms: int | None = None
-    auto_converge: bool = False
-    allow_postcopy: bool = False
-    compressed: bool = False
-    parallel_connections: int = 0
-    new_name: str = ""
-    timeout_s: int | None = None
-
-
-OPTION_FIELDS = list(MigrationOptions.__dataclass_fields__)
-
-
-def _options_of(migration: Migration) -> dict:
-    return {name: getattr(migration, name) for name in OPTION_FIELDS}
-
-
-def migration_plan(*, vm: VM, destination: Host, options: MigrationOptions) -> MigrationPlan:
-    return MigrationPlan(
-        vm_uuid=str(vm.uuid),
-        vm_name=vm.name,
-        source=vm.host,
-        destination=destination,
-        live=options.live,
-        storage=options.storage,
-        new_name=options.new_name,
-    )
-
-
 def migration_check(*, vm: VM, destination: Host, options: MigrationOptions) -> list[CheckResult]:
-    return run_prechecks(migration_plan(vm=vm, destination=destination, options=options))
+    return run_prechecks(MigrationPlan.of_request(vm=vm, destination=destination, options=options))
 
 
 def migration_request(
@@ -77,11 +43,6 @@ def migration_request(
     Raises MigrationConflict if the VM already has a queued or running migration;
     the database's partial unique index decides races between simultaneous requests.
     """
-    values = {
-        name: getattr(options, name)
-        for name in OPTION_FIELDS
-        if name not in ("max_downtime_ms", "timeout_s")
-    }
     with transaction.atomic():
         try:
             with transaction.atomic():
@@ -92,9 +53,7 @@ def migration_request(
                     destination=destination,
                     requested_by=actor.user,
                     requested_by_name=actor.name,
-                    max_downtime_ms=options.max_downtime_ms or settings.MIGRATION_MAX_DOWNTIME_MS,
-                    timeout_s=options.timeout_s or settings.MIGRATION_TIMEOUT_S,
-                    **values,
+                    **options.as_model_fields(),
                 )
         except IntegrityError as exc:
             other = Migration.objects.filter(vm_uuid=vm.uuid, status__in=ACTIVE_STATUSES).first()
@@ -183,7 +142,7 @@ def _audit_detail(migration: Migration, **extra) -> dict:
         "vm_name": migration.vm_name,
         "source": migration.source.name,
         "destination": migration.destination.name,
-        "options": _options_of(migration),
+        "options": MigrationOptions.from_migration(migration).as_model_fields(),
         **extra,
     }
 
@@ -224,9 +183,7 @@ def migration_cancel(*, migration: Migration, actor: Actor) -> Migration:
         # Abort at once; the worker also aborts when it sees the request (e.g. if the
         # libvirt job had not started yet) and records the outcome.
         try:
-            with gateway.connect(
-                migration.source.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
-            ) as conn:
+            with host_connect(migration.source) as conn:
                 conn.abort_job(str(migration.vm_uuid))
         except gateway.GatewayError as exc:
             logger.info("abort of migration %s from the API: %s", migration.pk, exc)
@@ -239,9 +196,7 @@ def _running_migration_call(migration: Migration, what: str, call) -> None:
             f"Migration {migration.pk} is {migration.status}: {what} needs a running migration."
         )
     try:
-        with gateway.connect(
-            migration.source.connection_uri, timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S
-        ) as conn:
+        with host_connect(migration.source) as conn:
             call(conn, str(migration.vm_uuid))
     except gateway.GatewayError as exc:
         raise MigrationConflict(f"{what} failed: {exc}") from exc
@@ -254,7 +209,12 @@ def migration_tune(
     max_downtime_ms: int | None = None,
     bandwidth_mib_s: int | None = None,
 ) -> Migration:
-    """Change max downtime and/or bandwidth of a running migration."""
+    """Change max downtime and/or bandwidth of a running migration.
+
+    Raises ValidationError (before the host is asked) if a new value breaks its rule."""
+    MigrationOptions.from_migration(migration).tuned(
+        max_downtime_ms=max_downtime_ms, bandwidth_mib_s=bandwidth_mib_s
+    )
 
     def apply(conn: gateway.HostConnection, uuid: str) -> None:
         if max_downtime_ms is not None:

@@ -56,6 +56,32 @@ def test_only_the_gateway_imports_libvirt():
     assert importers == ["hosts/gateway.py"]
 
 
+def _calls_of(path: Path, module: str, function: str) -> Iterator[int]:
+    """Lines of the file that call `module.function(...)`."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == function
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == module
+        ):
+            yield node.lineno
+
+
+def test_hosts_are_connected_to_through_host_connect():
+    """`hosts.connections.host_connect` opens every connection to a registered host
+    (ssh files first, the portal's timeout); only it calls `gateway.connect`."""
+    callers = sorted(
+        f"{path.relative_to(ROOT)}:{line}"
+        for app in LAYERS
+        for path in _project_python_files(ROOT / app)
+        for line in _calls_of(path, "gateway", "connect")
+    )
+    assert [caller.partition(":")[0] for caller in callers] == ["hosts/connections.py"], callers
+
+
 def test_apps_import_only_their_own_layer_and_those_below():
     violations = [
         violation

@@ -9,7 +9,9 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
+from hosts.models import Host
 from migrations_app.models import Migration
+from migrations_app.options import RULES, limits
 
 pytestmark = pytest.mark.django_db
 
@@ -46,6 +48,14 @@ def test_user_and_password_go_together(api, vm, payload, field):
         ({"new_name": "a/b"}, "new_name", "libvirt connection URI"),
         ({"live": False, "storage": "copy"}, "storage", "live migration"),
         ({"parallel_connections": 4, "transport": "tunnelled"}, "parallel_connections", ""),
+        ({"compressed": True, "parallel_connections": 2}, "compressed", "exclude each other"),
+        ({"live": False, "allow_postcopy": True}, "live", "live migrations only"),
+        ({"live": False, "transport": "tunnelled"}, "transport", "cannot be tunnelled"),
+        ({"allow_postcopy": True, "transport": "tunnelled"}, "allow_postcopy", "tunnelled"),
+        ({"storage": "copy", "transport": "tunnelled"}, "storage", "tunnelled"),
+        ({"parallel_connections": 65}, "parallel_connections", "less than or equal to 64"),
+        ({"timeout_s": 10**6}, "timeout_s", "less than or equal to"),
+        ({"timeout_s": "soon"}, "timeout_s", "valid integer"),
         ({"remote_host": "bad_host!"}, "remote_host", "not a valid hostname or IP"),
         ({"remote_host": "bad host"}, "remote_host", "Must not contain space"),
     ],
@@ -57,6 +67,30 @@ def test_bad_fields_are_named(api, vm, payload, field, fragment):
     assert field in errors
     assert fragment in " ".join(errors[field])
     assert not Migration.objects.exists()
+
+
+def test_bad_options_register_no_host(api, vm):
+    """The options are judged before the destination is resolved: a new address with a
+    refused combination leaves no host behind (and sets up no ssh access)."""
+    response = _migrate(api, vm, remote_host="192.0.2.99", live=False, transport="tunnelled")
+    assert response.status_code == 400
+    assert response.json() == {
+        "transport": ["An offline migration cannot be tunnelled: only the VM's definition moves."]
+    }
+    assert not Host.objects.filter(address="192.0.2.99").exists()
+
+
+def test_the_schema_shows_the_options_limits_and_rules(api):
+    schemas = api.get("/api/schema/?format=json").json()["components"]["schemas"]
+    request = schemas["MigrateRequest"]
+    for name, (low, high) in limits().items():
+        assert (request["properties"][name]["minimum"], request["properties"][name]["maximum"]) == (
+            low,
+            high,
+        )
+    assert schemas["Tune"]["properties"]["max_downtime_ms"]["minimum"] == 100
+    for rule in RULES:
+        assert f"- {rule.field}: {rule.message}" in request["description"]
 
 
 def test_unknown_vm_is_404(api, vm):
@@ -135,7 +169,16 @@ def test_tune_and_postcopy_need_a_running_migration(api, vm):
     assert "needs a running migration" in tune.json()["detail"]
     low = api.post(f"/api/migrations/{migration_id}/tune/", {"max_downtime_ms": 10})
     assert low.status_code == 400
-    assert "max_downtime_ms" in low.json()
+    assert low.json() == {
+        "max_downtime_ms": [
+            "Max downtime must be at least 100 ms: below that the VM may never converge."
+        ]
+    }
+    negative = api.post(f"/api/migrations/{migration_id}/tune/", {"bandwidth_mib_s": -1})
+    assert negative.json() == {
+        "bandwidth_mib_s": ["Ensure this value is greater than or equal to 0."]
+    }
+    assert api.post(f"/api/migrations/{migration_id}/tune/", {}).status_code == 400
     postcopy = api.post(f"/api/migrations/{migration_id}/postcopy/")
     assert postcopy.status_code == 409
     assert "allow_postcopy" in postcopy.json()["detail"]

@@ -1,12 +1,25 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from hosts.validators import validate_uri_safe
 from migrations_app.models import Migration, MigrationSample, StorageMode, TransportMode
+from migrations_app.options import FIELD_NAMES, NEW_NAME_MAX_LENGTH, RULES, MigrationOptions, limits
+
+
+class OptionIntegerField(serializers.IntegerField):
+    """An integer option: parsed here; its limits are rules of `MigrationOptions`,
+    checked there with its messages, and shown in the schema from the same table."""
+
+    def __init__(self, *, option: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.min_value, self.max_value = limits()[option]
 
 
 class MigrateRequestSerializer(serializers.Serializer):
-    """The migrate action's input; field names follow the Kimchi design."""
+    """The migrate action's input; field names follow the Kimchi design.
+
+    Besides each value's limits, these combinations of options are refused (400, on
+    the field named):
+    """
 
     remote_host = serializers.CharField(
         allow_blank=True,
@@ -18,25 +31,42 @@ class MigrateRequestSerializer(serializers.Serializer):
     password = serializers.CharField(
         required=False, allow_blank=True, write_only=True, trim_whitespace=False
     )
-    delete_source = serializers.BooleanField(default=False)
-    live = serializers.BooleanField(default=True)
-    storage = serializers.ChoiceField(choices=StorageMode.choices, default=StorageMode.SHARED)
-    transport = serializers.ChoiceField(choices=TransportMode.choices, default=TransportMode.DIRECT)
-    bandwidth_mib_s = serializers.IntegerField(default=0, min_value=0, max_value=1_000_000)
-    max_downtime_ms = serializers.IntegerField(required=False, max_value=3_600_000)
-    auto_converge = serializers.BooleanField(default=False)
-    allow_postcopy = serializers.BooleanField(default=False)
-    compressed = serializers.BooleanField(default=False)
-    parallel_connections = serializers.IntegerField(default=0, min_value=0, max_value=64)
+    delete_source = serializers.BooleanField(default=MigrationOptions.delete_source)
+    live = serializers.BooleanField(default=MigrationOptions.live)
+    storage = serializers.ChoiceField(choices=StorageMode.choices, default=MigrationOptions.storage)
+    transport = serializers.ChoiceField(
+        choices=TransportMode.choices, default=MigrationOptions.transport
+    )
+    bandwidth_mib_s = OptionIntegerField(
+        option="bandwidth_mib_s",
+        default=MigrationOptions.bandwidth_mib_s,
+        help_text="MiB/s; 0: unlimited.",
+    )
+    max_downtime_ms = OptionIntegerField(
+        option="max_downtime_ms",
+        required=False,
+        help_text="Default: PORTAL_MIGRATION_MAX_DOWNTIME_MS "
+        f"({settings.MIGRATION_MAX_DOWNTIME_MS} ms).",
+    )
+    auto_converge = serializers.BooleanField(default=MigrationOptions.auto_converge)
+    allow_postcopy = serializers.BooleanField(default=MigrationOptions.allow_postcopy)
+    compressed = serializers.BooleanField(default=MigrationOptions.compressed)
+    parallel_connections = OptionIntegerField(
+        option="parallel_connections",
+        default=MigrationOptions.parallel_connections,
+        help_text="0: one connection.",
+    )
     new_name = serializers.CharField(
         required=False,
         allow_blank=True,
-        default="",
-        max_length=255,
-        validators=[validate_uri_safe],
+        default=MigrationOptions.new_name,
+        max_length=NEW_NAME_MAX_LENGTH,
+        help_text="The VM's name on the destination; empty: the same name.",
     )
-    timeout_s = serializers.IntegerField(
-        required=False, min_value=1, max_value=settings.MIGRATION_TIMEOUT_MAX_S
+    timeout_s = OptionIntegerField(
+        option="timeout_s",
+        required=False,
+        help_text=f"Default: PORTAL_MIGRATION_TIMEOUT_S ({settings.MIGRATION_TIMEOUT_S} s).",
     )
 
     def validate_remote_host(self, value: str) -> str:
@@ -44,45 +74,32 @@ class MigrateRequestSerializer(serializers.Serializer):
             raise serializers.ValidationError("Remote host field cannot be blank")
         return value.strip()
 
-    def validate_max_downtime_ms(self, value: int) -> int:
-        minimum = settings.MIGRATION_MIN_DOWNTIME_MS
-        if value < minimum:
-            raise serializers.ValidationError(
-                f"Max downtime must be at least {minimum} ms: below that the VM may never converge."
-            )
-        return value
-
     def validate(self, attrs: dict) -> dict:
+        """{remote_host, user, password, options}; a broken option rule raises Django's
+        ValidationError, which DRF answers as 400 {field: [message]}."""
         user, password = attrs.get("user", ""), attrs.get("password", "")
         if bool(user) != bool(password):
             missing = "password" if user else "user"
             raise serializers.ValidationError(
                 {missing: ["Both user and password fields must be filled"]}
             )
-        if attrs["parallel_connections"] and attrs["transport"] == TransportMode.TUNNELLED:
-            raise serializers.ValidationError(
-                {"parallel_connections": ["Parallel connections cannot be tunnelled."]}
-            )
-        if attrs["compressed"] and attrs["parallel_connections"]:
-            raise serializers.ValidationError(
-                {"compressed": ["Compression and parallel connections exclude each other."]}
-            )
-        if not attrs["live"] and (attrs["allow_postcopy"] or attrs["auto_converge"]):
-            raise serializers.ValidationError(
-                {"live": ["Post-copy and auto-converge apply to live migrations only."]}
-            )
-        if not attrs["live"] and attrs["storage"] == StorageMode.COPY:
-            raise serializers.ValidationError(
-                {"storage": ["Disks can only be copied during a live migration."]}
-            )
-        return attrs
+        options = MigrationOptions(
+            **{name: attrs.pop(name) for name in FIELD_NAMES if name in attrs}
+        )
+        return {**attrs, "options": options}
+
+
+# The schema lists the rules from the one table (migrations_app.options.RULES).
+MigrateRequestSerializer.__doc__ += "".join(
+    f"\n    - {rule.field}: {rule.message}" for rule in RULES
+)
 
 
 class TuneSerializer(serializers.Serializer):
-    max_downtime_ms = serializers.IntegerField(required=False, max_value=3_600_000)
-    bandwidth_mib_s = serializers.IntegerField(required=False, min_value=0, max_value=1_000_000)
+    """New values for a running migration, within the limits of the migrate request."""
 
-    validate_max_downtime_ms = MigrateRequestSerializer.validate_max_downtime_ms
+    max_downtime_ms = OptionIntegerField(option="max_downtime_ms", required=False)
+    bandwidth_mib_s = OptionIntegerField(option="bandwidth_mib_s", required=False)
 
     def validate(self, attrs: dict) -> dict:
         if not attrs:

@@ -93,18 +93,18 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
         vm = self.get_object()
         serializer = MigrateRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        data = dict(serializer.validated_data)
+        data = serializer.validated_data
         actor = Actor.from_request(request)
         destination = host_resolve_or_register(
-            remote_host=data.pop("remote_host"), actor=actor, domains_sync=vms_sync_host
+            remote_host=data["remote_host"], actor=actor, domains_sync=vms_sync_host
         )
-        user, password = data.pop("user", ""), data.pop("password", "")
+        user, password = data.get("user", ""), data.get("password", "")
         if user:
             # Used once, here, to set up password-less ssh; never queued or stored.
             destination = host_ssh_access_set_up(
                 host=destination, user=user, password=password, actor=actor
             )
-        return vm, destination, services.MigrationOptions(**data), actor
+        return vm, destination, data["options"], actor
 
     @extend_schema(request=MigrateRequestSerializer, responses={202: MigrationSerializer})
     @action(detail=True, methods=["post"])

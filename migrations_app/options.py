@@ -1,0 +1,256 @@
+"""A migration's options: one shape from the request to libvirt.
+
+`MigrationOptions` is what an administrator asks for: the migrate request's option
+fields, the option columns of a `Migration` row, the "options" of its audit events.
+It checks its own rules when it is made (a broken rule raises Django's
+`ValidationError` naming the field: the API answers 400 {field: [message]}), fills the
+defaults that come from settings, goes to and from the model, and gives libvirt its
+`MigrationSpec`:
+
+    MigrateRequestSerializer (types)  ->  MigrationOptions (rules, defaults)
+        ->  Migration row  (as_model_fields / from_migration)
+        ->  checks.MigrationPlan (pre-checks)  and  to_spec() -> gateway.MigrationSpec
+
+A new option is a field here, a column on `Migration` and a field of the serializer;
+a new rule is a line of `RULES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import InitVar, dataclass, field, fields, replace
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from hosts import gateway
+from hosts.validators import validate_uri_safe
+from migrations_app.models import StorageMode, TransportMode
+
+if TYPE_CHECKING:
+    from migrations_app.models import Migration
+
+BANDWIDTH_MAX_MIB_S = 1_000_000
+MAX_DOWNTIME_MAX_MS = 3_600_000
+PARALLEL_CONNECTIONS_MAX = 64
+NEW_NAME_MAX_LENGTH = 255  # the column's
+
+
+def limits() -> dict[str, tuple[int, int]]:
+    """Each integer option's smallest and largest value (the API schema shows them)."""
+    return {
+        "bandwidth_mib_s": (0, BANDWIDTH_MAX_MIB_S),  # 0: unlimited
+        "max_downtime_ms": (settings.MIGRATION_MIN_DOWNTIME_MS, MAX_DOWNTIME_MAX_MS),
+        "parallel_connections": (0, PARALLEL_CONNECTIONS_MAX),  # 0: one connection
+        # Past the task runner's own limit the worker would be killed mid-migration.
+        "timeout_s": (1, settings.MIGRATION_TIMEOUT_MAX_S),
+    }
+
+
+# The messages are DRF's own wording where there is one, so that a value the API
+# refused before it reached the options reads the same as one refused here.
+_BELOW = {
+    "max_downtime_ms": "Max downtime must be at least {low} ms: below that the VM may never "
+    "converge.",
+}
+_BOOLEANS = ("live", "delete_source", "auto_converge", "allow_postcopy", "compressed")
+_CHOICES = {"storage": StorageMode.values, "transport": TransportMode.values}
+
+
+def _setting(name: str) -> Callable[[], int]:
+    return lambda: getattr(settings, name)
+
+
+@dataclass(frozen=True)
+class MigrationOptions:
+    """A migration's options, valid by construction (see `RULES` and `limits()`).
+
+    `max_downtime_ms` and `timeout_s` default to `PORTAL_MIGRATION_MAX_DOWNTIME_MS` and
+    `PORTAL_MIGRATION_TIMEOUT_S`, read when the options are made.
+    """
+
+    live: bool = True
+    storage: str = StorageMode.SHARED.value
+    transport: str = TransportMode.DIRECT.value
+    delete_source: bool = False
+    bandwidth_mib_s: int = 0
+    max_downtime_ms: int = field(default_factory=_setting("MIGRATION_MAX_DOWNTIME_MS"))
+    auto_converge: bool = False
+    allow_postcopy: bool = False
+    compressed: bool = False
+    parallel_connections: int = 0
+    new_name: str = ""
+    timeout_s: int = field(default_factory=_setting("MIGRATION_TIMEOUT_S"))
+    # Only `from_migration` passes False: a record is what was accepted.
+    validate: InitVar[bool] = True
+
+    def __post_init__(self, validate: bool) -> None:
+        if validate:
+            errors = self.errors()
+            if errors:
+                raise ValidationError(errors)
+
+    # --- rules ---------------------------------------------------------------------
+
+    def errors(self) -> dict[str, list[str]]:
+        """Every broken rule, by field; empty when the options are valid. Combinations
+        are judged only once every value is valid on its own."""
+        found: dict[str, list[str]] = {}
+        for name, message in self._value_errors():
+            found.setdefault(name, []).append(message)
+        if not found:
+            for rule in RULES:
+                if rule.refuses(self):
+                    found.setdefault(rule.field, []).append(rule.message)
+        return found
+
+    def _value_errors(self) -> Iterator[tuple[str, str]]:
+        for name in _BOOLEANS:
+            if not isinstance(getattr(self, name), bool):
+                yield name, "Must be a valid boolean."
+        for name, choices in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                yield name, f'"{value}" is not a valid choice.'
+        for name, (low, high) in limits().items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                yield name, "A valid integer is required."
+            elif value < low:
+                below = _BELOW.get(name, "Ensure this value is greater than or equal to {low}.")
+                yield name, below.format(low=low)
+            elif value > high:
+                yield name, f"Ensure this value is less than or equal to {high}."
+        if not isinstance(self.new_name, str):
+            yield "new_name", "Not a valid string."
+        elif len(self.new_name) > NEW_NAME_MAX_LENGTH:
+            longest = NEW_NAME_MAX_LENGTH
+            yield "new_name", f"Ensure this field has no more than {longest} characters."
+        else:
+            try:
+                validate_uri_safe(self.new_name)
+            except ValidationError as exc:
+                for message in exc.messages:
+                    yield "new_name", message
+
+    # --- what the options mean --------------------------------------------------------
+
+    @property
+    def copies_storage(self) -> bool:
+        return self.storage == StorageMode.COPY
+
+    @property
+    def tunnelled(self) -> bool:
+        return self.transport == TransportMode.TUNNELLED
+
+    # --- the model ---------------------------------------------------------------------
+
+    @classmethod
+    def from_migration(cls, migration: Migration) -> MigrationOptions:
+        """The options a migration was requested with, as recorded. Not checked again:
+        the record is what was accepted, even if a limit has changed since."""
+        return cls(**{name: getattr(migration, name) for name in FIELD_NAMES}, validate=False)
+
+    def as_model_fields(self) -> dict[str, object]:
+        """The `Migration` columns these options fill (also the audit's "options")."""
+        return {name: getattr(self, name) for name in FIELD_NAMES}
+
+    def tuned(
+        self, *, max_downtime_ms: int | None = None, bandwidth_mib_s: int | None = None
+    ) -> MigrationOptions:
+        """These options with a running migration's new max downtime and/or bandwidth.
+        Raises ValidationError if a new value breaks its rule (the others, as recorded,
+        are not judged again)."""
+        changes = {
+            name: value
+            for name, value in (
+                ("max_downtime_ms", max_downtime_ms),
+                ("bandwidth_mib_s", bandwidth_mib_s),
+            )
+            if value is not None
+        }
+        tuned = replace(self, validate=False, **changes)
+        errors = {name: found for name, found in tuned.errors().items() if name in changes}
+        if errors:
+            raise ValidationError(errors)
+        return tuned
+
+    # --- libvirt -----------------------------------------------------------------------
+
+    def to_spec(self) -> gateway.MigrationSpec:
+        """What libvirt is asked for. `max_downtime_ms` and `timeout_s` are not in it:
+        the engine's monitor applies them while the job runs."""
+        return gateway.MigrationSpec(
+            live=self.live,
+            undefine_source=self.delete_source,
+            copy_storage=self.copies_storage,
+            tunnelled=self.tunnelled,
+            auto_converge=self.auto_converge,
+            allow_postcopy=self.allow_postcopy,
+            compressed=self.compressed,
+            parallel_connections=self.parallel_connections,
+            bandwidth_mib_s=self.bandwidth_mib_s,
+            destination_name=self.new_name,
+        )
+
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(MigrationOptions))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A combination of options that is refused, reported on `field`."""
+
+    field: str
+    message: str
+    refuses: Callable[[MigrationOptions], bool]
+
+
+RULES: tuple[Rule, ...] = (
+    # QEMU's parallel (multifd) channels are connections of their own; a tunnelled
+    # migration has only libvirtd's one stream.
+    Rule(
+        "parallel_connections",
+        "Parallel connections cannot be tunnelled.",
+        lambda o: o.parallel_connections > 0 and o.tunnelled,
+    ),
+    # Compression here is XBZRLE, which QEMU does not run over multifd.
+    Rule(
+        "compressed",
+        "Compression and parallel connections exclude each other.",
+        lambda o: o.compressed and o.parallel_connections > 0,
+    ),
+    # libvirt: "post-copy migration is not supported with non-live or paused migration";
+    # auto-converge throttles a running guest: there is none offline.
+    Rule(
+        "live",
+        "Post-copy and auto-converge apply to live migrations only.",
+        lambda o: not o.live and (o.allow_postcopy or o.auto_converge),
+    ),
+    # libvirt: "offline migration cannot handle non-shared storage".
+    Rule(
+        "storage",
+        "Disks can only be copied during a live migration.",
+        lambda o: not o.live and o.copies_storage,
+    ),
+    # libvirt: "tunnelled offline migration does not make sense".
+    Rule(
+        "transport",
+        "An offline migration cannot be tunnelled: only the VM's definition moves.",
+        lambda o: not o.live and o.tunnelled,
+    ),
+    # libvirt: "post-copy is not supported with tunnelled migration".
+    Rule(
+        "allow_postcopy",
+        "Post-copy cannot be tunnelled.",
+        lambda o: o.allow_postcopy and o.tunnelled,
+    ),
+    # libvirt (with any QEMU of the last years): "migration of non-shared storage is not
+    # supported with tunnelled migration and this QEMU".
+    Rule(
+        "storage",
+        "Disks cannot be copied through a tunnelled migration.",
+        lambda o: o.copies_storage and o.tunnelled,
+    ),
+)

@@ -1,0 +1,258 @@
+"""A migration's options, table-tested without a database or a host
+(migrations_app/options.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from hosts.gateway import MigrationSpec
+from migrations_app.models import Migration
+from migrations_app.options import FIELD_NAMES, RULES, MigrationOptions, limits
+
+
+def _errors(**options) -> dict[str, list[str]]:
+    with pytest.raises(ValidationError) as caught:
+        MigrationOptions(**options)
+    return caught.value.message_dict
+
+
+def test_defaults_come_from_the_fields_and_the_settings(settings):
+    settings.MIGRATION_MAX_DOWNTIME_MS = 700
+    settings.MIGRATION_TIMEOUT_S = 1200
+    assert MigrationOptions().as_model_fields() == {
+        "live": True,
+        "storage": "shared",
+        "transport": "direct",
+        "delete_source": False,
+        "bandwidth_mib_s": 0,
+        "max_downtime_ms": 700,
+        "auto_converge": False,
+        "allow_postcopy": False,
+        "compressed": False,
+        "parallel_connections": 0,
+        "new_name": "",
+        "timeout_s": 1200,
+    }
+
+
+def test_options_cannot_be_changed_once_made():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        MigrationOptions().live = False
+
+
+# Combinations that are accepted (one per option that has a rule, at its edge).
+VALID = [
+    {},
+    {"live": False},
+    {"live": False, "delete_source": True, "new_name": "web-2", "bandwidth_mib_s": 10},
+    {"transport": "tunnelled"},
+    {"transport": "tunnelled", "compressed": True, "auto_converge": True},
+    {"storage": "copy", "allow_postcopy": True, "auto_converge": True},
+    {"parallel_connections": 64, "allow_postcopy": True},
+    {"compressed": True},
+    {"max_downtime_ms": 100, "timeout_s": 1, "bandwidth_mib_s": 1_000_000},
+    {"max_downtime_ms": 3_600_000},
+]
+
+
+@pytest.mark.parametrize("options", VALID)
+def test_valid_options(options):
+    assert MigrationOptions(**options).errors() == {}
+
+
+def test_the_largest_timeout_is_the_task_runners_limit(settings):
+    settings.MIGRATION_TIMEOUT_MAX_S = 3000
+    assert limits()["timeout_s"] == (1, 3000)
+    MigrationOptions(timeout_s=3000)
+    assert _errors(timeout_s=3001) == {
+        "timeout_s": ["Ensure this value is less than or equal to 3000."]
+    }
+
+
+# (options, the errors they get: field -> messages, in full)
+INVALID = [
+    (
+        {"max_downtime_ms": 99},
+        {
+            "max_downtime_ms": [
+                "Max downtime must be at least 100 ms: below that the VM may never converge."
+            ]
+        },
+    ),
+    (
+        {"max_downtime_ms": 3_600_001},
+        {"max_downtime_ms": ["Ensure this value is less than or equal to 3600000."]},
+    ),
+    ({"timeout_s": 0}, {"timeout_s": ["Ensure this value is greater than or equal to 1."]}),
+    (
+        {"bandwidth_mib_s": -1},
+        {"bandwidth_mib_s": ["Ensure this value is greater than or equal to 0."]},
+    ),
+    (
+        {"parallel_connections": 65},
+        {"parallel_connections": ["Ensure this value is less than or equal to 64."]},
+    ),
+    ({"storage": "nfs"}, {"storage": ['"nfs" is not a valid choice.']}),
+    ({"transport": "pigeon"}, {"transport": ['"pigeon" is not a valid choice.']}),
+    ({"live": "yes"}, {"live": ["Must be a valid boolean."]}),
+    ({"timeout_s": "60"}, {"timeout_s": ["A valid integer is required."]}),
+    ({"timeout_s": True}, {"timeout_s": ["A valid integer is required."]}),
+    (
+        {"new_name": "a/b"},
+        {"new_name": ["Must not contain '/': it would break the libvirt connection URI."]},
+    ),
+    (
+        {"new_name": "x" * 256},
+        {"new_name": ["Ensure this field has no more than 255 characters."]},
+    ),
+    # Combinations (RULES), one at a time.
+    (
+        {"parallel_connections": 4, "transport": "tunnelled"},
+        {"parallel_connections": ["Parallel connections cannot be tunnelled."]},
+    ),
+    (
+        {"parallel_connections": 4, "compressed": True},
+        {"compressed": ["Compression and parallel connections exclude each other."]},
+    ),
+    (
+        {"live": False, "allow_postcopy": True},
+        {"live": ["Post-copy and auto-converge apply to live migrations only."]},
+    ),
+    (
+        {"live": False, "auto_converge": True},
+        {"live": ["Post-copy and auto-converge apply to live migrations only."]},
+    ),
+    (
+        {"live": False, "storage": "copy"},
+        {"storage": ["Disks can only be copied during a live migration."]},
+    ),
+    (
+        {"live": False, "transport": "tunnelled"},
+        {
+            "transport": [
+                "An offline migration cannot be tunnelled: only the VM's definition moves."
+            ]
+        },
+    ),
+    (
+        {"allow_postcopy": True, "transport": "tunnelled"},
+        {"allow_postcopy": ["Post-copy cannot be tunnelled."]},
+    ),
+    (
+        {"storage": "copy", "transport": "tunnelled"},
+        {"storage": ["Disks cannot be copied through a tunnelled migration."]},
+    ),
+    # Every broken rule is reported, each on its field.
+    (
+        {"max_downtime_ms": 10, "timeout_s": 0, "storage": "nfs"},
+        {
+            "storage": ['"nfs" is not a valid choice.'],
+            "max_downtime_ms": [
+                "Max downtime must be at least 100 ms: below that the VM may never converge."
+            ],
+            "timeout_s": ["Ensure this value is greater than or equal to 1."],
+        },
+    ),
+    (
+        {"live": False, "storage": "copy", "transport": "tunnelled", "auto_converge": True},
+        {
+            "live": ["Post-copy and auto-converge apply to live migrations only."],
+            "storage": [
+                "Disks can only be copied during a live migration.",
+                "Disks cannot be copied through a tunnelled migration.",
+            ],
+            "transport": [
+                "An offline migration cannot be tunnelled: only the VM's definition moves."
+            ],
+        },
+    ),
+    # Combinations are judged once the values are valid on their own.
+    (
+        {"parallel_connections": -1, "transport": "tunnelled"},
+        {"parallel_connections": ["Ensure this value is greater than or equal to 0."]},
+    ),
+]
+
+
+@pytest.mark.parametrize(("options", "errors"), INVALID)
+def test_invalid_options_name_the_field(options, errors):
+    assert _errors(**options) == errors
+
+
+def test_every_rule_has_a_case():
+    tested = {
+        (field, message)
+        for _options, errors in INVALID
+        for field, messages in errors.items()
+        for message in messages
+    }
+    assert {(rule.field, rule.message) for rule in RULES} <= tested
+
+
+SPECS = [
+    ({}, MigrationSpec()),
+    (
+        {"live": False, "delete_source": True, "new_name": "web-2"},
+        MigrationSpec(live=False, undefine_source=True, destination_name="web-2"),
+    ),
+    (
+        {"storage": "copy", "allow_postcopy": True, "auto_converge": True, "bandwidth_mib_s": 50},
+        MigrationSpec(
+            copy_storage=True, allow_postcopy=True, auto_converge=True, bandwidth_mib_s=50
+        ),
+    ),
+    (
+        {"transport": "tunnelled", "compressed": True},
+        MigrationSpec(tunnelled=True, compressed=True),
+    ),
+    ({"parallel_connections": 8}, MigrationSpec(parallel_connections=8)),
+    # The monitor applies these while the job runs: libvirt's call does not take them.
+    ({"max_downtime_ms": 250, "timeout_s": 60}, MigrationSpec()),
+]
+
+
+@pytest.mark.parametrize(("options", "spec"), SPECS)
+def test_what_libvirt_is_asked_for(options, spec):
+    assert MigrationOptions(**options).to_spec() == spec
+
+
+def test_the_options_are_columns_of_a_migration_and_come_back_the_same():
+    columns = {f.name for f in Migration._meta.fields}
+    assert set(FIELD_NAMES) <= columns
+    options = MigrationOptions(
+        live=True,
+        storage="copy",
+        delete_source=True,
+        bandwidth_mib_s=40,
+        max_downtime_ms=300,
+        auto_converge=True,
+        allow_postcopy=True,
+        parallel_connections=2,
+        new_name="web-2",
+        timeout_s=900,
+    )
+    migration = Migration(**options.as_model_fields())
+    assert MigrationOptions.from_migration(migration) == options
+
+
+def test_a_record_is_not_judged_again(settings):
+    """A migration queued before a limit changed still runs (and can be cancelled)."""
+    migration = Migration(**MigrationOptions(timeout_s=5000).as_model_fields())
+    settings.MIGRATION_TIMEOUT_MAX_S = 3000
+    assert MigrationOptions.from_migration(migration).timeout_s == 5000
+
+
+def test_tuning_judges_the_new_values_only(settings):
+    recorded = MigrationOptions.from_migration(
+        Migration(**MigrationOptions(timeout_s=5000, bandwidth_mib_s=10).as_model_fields())
+    )
+    settings.MIGRATION_TIMEOUT_MAX_S = 3000  # the record broke a limit since: not judged
+    tuned = recorded.tuned(max_downtime_ms=200)
+    assert (tuned.max_downtime_ms, tuned.bandwidth_mib_s, tuned.timeout_s) == (200, 10, 5000)
+    assert recorded.tuned(bandwidth_mib_s=0).bandwidth_mib_s == 0
+    with pytest.raises(ValidationError) as caught:
+        recorded.tuned(max_downtime_ms=10, bandwidth_mib_s=-1)
+    assert set(caught.value.message_dict) == {"max_downtime_ms", "bandwidth_mib_s"}
