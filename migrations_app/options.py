@@ -207,22 +207,26 @@ class Rule:
     refuses: Callable[[MigrationOptions], bool]
 
 
+# What libvirt 9.0 with QEMU 7.2 (the lab's) answers, tried on the lab hosts: of these
+# eight combinations it refuses six (five before anything starts) and accepts two that
+# do nothing (compression over parallel connections, auto-converge offline).
 RULES: tuple[Rule, ...] = (
-    # QEMU's parallel (multifd) channels are connections of their own; a tunnelled
-    # migration has only libvirtd's one stream.
+    # libvirt: "Flags 'VIR_MIGRATE_TUNNELLED' and 'VIR_MIGRATE_PARALLEL' are mutually
+    # exclusive" (QEMU's parallel channels are connections of their own).
     Rule(
         "parallel_connections",
         "Parallel connections cannot be tunnelled.",
         lambda o: o.parallel_connections > 0 and o.tunnelled,
     ),
-    # Compression here is XBZRLE, which QEMU does not run over multifd.
+    # Compression here is XBZRLE: libvirt 9.0 accepts it with parallel connections, but
+    # QEMU sends the parallel channels' pages uncompressed (later libvirt refuses it).
     Rule(
         "compressed",
         "Compression and parallel connections exclude each other.",
         lambda o: o.compressed and o.parallel_connections > 0,
     ),
     # libvirt: "post-copy migration is not supported with non-live or paused migration";
-    # auto-converge throttles a running guest: there is none offline.
+    # auto-converge slows a running guest down: offline it is accepted and does nothing.
     Rule(
         "live",
         "Post-copy and auto-converge apply to live migrations only.",
@@ -246,8 +250,9 @@ RULES: tuple[Rule, ...] = (
         "Post-copy cannot be tunnelled.",
         lambda o: o.allow_postcopy and o.tunnelled,
     ),
-    # libvirt (with any QEMU of the last years): "migration of non-shared storage is not
-    # supported with tunnelled migration and this QEMU".
+    # libvirt 9.0 fails it after the start with "internal error: argument key 'host'
+    # must not have null value" (later versions: "migration of non-shared storage is not
+    # supported with tunnelled migration").
     Rule(
         "storage",
         "Disks cannot be copied through a tunnelled migration.",
