@@ -41,6 +41,10 @@ def lab_hosts():
     from tests import lab_session
 
     hosts = lab_session.up()
+    # Tests measure what crosses: the guest must have filled its RAM first (~10 s).
+    from lab import core, guest_images
+
+    core.wait_for_console(lab_session.CONFIG, guest_images.MARKER_FILLED, timeout=180)
     try:
         yield hosts
     finally:
