@@ -387,6 +387,8 @@ def _migrate_and_monitor(migration: Migration, lease: Lease) -> tuple[FailureRea
             logger.exception("migration %s: unexpected error", migration.pk)
             outcome["error"] = f"unexpected error: {exc}"
             outcome["cause"] = FailureReason.INTERNAL
+        finally:
+            connection.close()  # this thread's own (ssh files are read from the database)
 
     runner = threading.Thread(target=run, name=f"migration-{migration.pk}", daemon=True)
     started = time.monotonic()
