@@ -303,7 +303,7 @@ def _run_claimed(migration: Migration, lease: Lease) -> Migration:
             error=f"Pre-checks failed: {reasons}",
             failure_reason=FailureReason.PRECHECK,
         )
-    if Migration.objects.filter(pk=migration.pk, cancel_requested_at__isnull=False).exists():
+    if _cancel_requested(migration):
         return _transition(
             migration,
             lease,
@@ -614,11 +614,21 @@ def _observe(host: Host, uuid: str) -> tuple[decisions.HostView, str]:
     )
 
 
+def _cancel_requested(migration: Migration) -> bool:
+    """Read fresh: the API sets it while the worker runs."""
+    return Migration.objects.filter(pk=migration.pk, cancel_requested_at__isnull=False).exists()
+
+
+def _postcopy_started(migration: Migration) -> bool:
+    """Read fresh: the API sets it while the worker runs."""
+    return Migration.objects.filter(pk=migration.pk, postcopy_started_at__isnull=False).exists()
+
+
 def _settle_input(migration: Migration) -> tuple[decisions.SettleInput, list[str]]:
     uuid = str(migration.vm_uuid)
     src, src_error = _observe(migration.source, uuid)
     dst, dst_error = _observe(migration.destination, uuid)
-    postcopy = Migration.objects.filter(pk=migration.pk, postcopy_started_at__isnull=False).exists()
+    postcopy = _postcopy_started(migration)
     errors = [
         f"{host}: {error}"
         for host, error in ((migration.source, src_error), (migration.destination, dst_error))
@@ -646,17 +656,18 @@ _OPS = {
 
 
 def _carry_out(
-    migration: Migration, lease: Lease, actions: tuple[decisions.Action, ...]
+    migration: Migration, lease: Lease | None, actions: tuple[decisions.Action, ...]
 ) -> str | None:
     """Apply the actions in order; returns the error of the first that failed, if any.
 
-    The lease is renewed right before each action: a worker that lost its claim
-    changes nothing on a host.
+    The lease, if the migration is still owned, is renewed right before each action: a
+    worker that lost its claim changes nothing on a host.
     """
     uuid = str(migration.vm_uuid)
     for action in actions:
         host = migration.source if action.side == decisions.Side.SOURCE else migration.destination
-        lease.renew()
+        if lease is not None:
+            lease.renew()
         try:
             with host_connect(host) as conn:
                 _OPS[action.op](conn, uuid)
@@ -686,11 +697,10 @@ def _settle(
         outcome = decisions.Outcome.NEEDS_ATTENTION
     notes.extend(unreachable)
     message = f"{why}{error}" + (f" ({'; '.join(notes)})" if notes else "")
-    cancel_requested = Migration.objects.filter(
-        pk=migration.pk, cancel_requested_at__isnull=False
-    ).exists()
     reason = decisions.failure_reason(
-        cause=cause, cancel_requested=cancel_requested, hosts_unreachable=bool(unreachable)
+        cause=cause,
+        cancel_requested=_cancel_requested(migration),
+        hosts_unreachable=bool(unreachable),
     )
 
     if outcome == decisions.Outcome.SUCCEEDED:
@@ -825,15 +835,8 @@ def _settle_stale(
         return
     if migration.status == MigrationStatus.MIGRATING:
         _stop_job(migration, lease, wait_for_abort_s)
-        given, _ = _settle_input(migration)
-        if (
-            given.destination.executing
-            and not given.source.executing
-            and given.source.reachable
-            and not given.source.active
-        ):
-            _complete(migration, lease, note=f"{why}libvirt finished the migration without it")
-            return
+    # If libvirt finished without the worker, the VM runs on the destination and the
+    # settlement records it as succeeded.
     _settle(
         migration,
         lease,
@@ -847,7 +850,7 @@ def _stop_job(migration: Migration, lease: Lease, wait_for_abort_s: float) -> No
     """Abort the orphaned libvirt job on the source (never once post-copy started:
     then only wait for it to end), bounded by `wait_for_abort_s`."""
     uuid = str(migration.vm_uuid)
-    postcopy = Migration.objects.filter(pk=migration.pk, postcopy_started_at__isnull=False).exists()
+    postcopy = _postcopy_started(migration)
     try:
         with host_connect(migration.source) as conn:
             if conn.find_domain(uuid=uuid) is None or not conn.job_stats(uuid):
@@ -906,13 +909,12 @@ def _retry_cleanup(migration: Migration, owner: str) -> None:
     )
     if actions is None:
         return
-    for action in actions:
-        try:
-            with host_connect(migration.destination) as conn:
-                _OPS[action.op](conn, uuid)
-        except gateway.GatewayError as exc:
-            logger.info("cleanup of migration %s: %s", migration.pk, exc)
-            return
+    # A final record has no owner to fence: cleanup_actions only ever names the
+    # destination's leftover, while the VM is known to run on the source.
+    error = _carry_out(migration, None, actions)
+    if error:
+        logger.info("cleanup of migration %s: %s", migration.pk, error)
+        return
     with transaction.atomic():
         cleared = Migration.objects.filter(pk=migration.pk, needs_cleanup=True).update(
             needs_cleanup=False
