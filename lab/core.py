@@ -19,8 +19,17 @@ Layout under ``LabConfig.root``::
     console/<vm>.log        serial console of the Linux guest (appended across hosts)
     hosts/<name>/{run,lib,etc,log,cache}   bind-mounted over libvirt's system paths
     hosts/<name>/lib/images storage pool "default" (= /var/lib/libvirt/images inside)
-    hosts/<name>/home       the host's ssh user's home
-    hosts/<name>/state      holder spec/pid/FIFO, host uuid, ssh password + host key
+    hosts/<name>/root       /root inside the host (root's own ~/.ssh: libvirtd's home)
+    hosts/<name>/pki        /etc/pki inside the host (its TLS certificates)
+    hosts/<name>/sudoers    /etc/sudoers.d inside the host (its users' sudo rights)
+    hosts/<name>/home       the host's ssh user's home (libvirt group + sudo)
+    hosts/<name>/home-sudo  the home of its sudo-only user (not in group libvirt)
+    hosts/<name>/state      holder spec/pid/FIFO, host uuid, ssh passwords + host key
+
+A host shares nothing with the portal: inside its namespace the portal's data folder
+(database, ssh key and wrapper, secret key, other hosts' folders) is an empty tmpfs;
+only the lab's shared storage, boot files, console logs and the host's own folder are
+bind-mounted back, at the same paths, as a separate machine with NFS would see them.
 
 Plain Python: no Django, no libvirt bindings (libvirt is driven through ``virsh``).
 """
@@ -83,7 +92,12 @@ BIND_MOUNTS = {
     "etc": "/etc/libvirt",
     "log": "/var/log/libvirt",
     "cache": "/var/cache/libvirt",
+    "root": "/root",
+    "pki": "/etc/pki",
+    "sudoers": "/etc/sudoers.d",
 }
+# Per-folder modes (the rest are 0755): root's home and sudoers are private.
+_BIND_MODES = {"root": 0o700, "sudoers": 0o750}
 # A process belongs to a host when this path, seen from its mount namespace, is the
 # host's own folder.
 _IDENTITY_FOLDER = ("lib", "/var/lib/libvirt")
@@ -114,6 +128,13 @@ class LabConfig:
     guest_fill_mib: int = 300  # MiB of RAM filled with /dev/urandom data by the guest's /init
     guest_dirty_mib_s: int = 16  # MiB rewritten every second after filling
     start_vms: bool = True  # define+start the lab VMs on the first host
+    # Folders of the portal that no host may see (hidden by a tmpfs in each host's
+    # namespace). Empty: the folder that holds the lab root (the portal's data folder).
+    private_paths: tuple[Path, ...] = ()
+
+    @property
+    def hidden_paths(self) -> tuple[Path, ...]:
+        return tuple(Path(p) for p in self.private_paths) or (self.root.parent,)
 
 
 @dataclass(frozen=True)
@@ -122,9 +143,11 @@ class LabHost:
     address: str  # "127.0.0.2"
     libvirt_uri: str  # "qemu+tcp://127.0.0.2/system"
     ssh_port: int  # 22
-    ssh_user: str  # per-host login user, member of group libvirt
+    ssh_user: str  # per-host login user, member of group libvirt, may sudo
     ssh_password: str  # generated once, stored in the lab root (0600)
     running: bool
+    sudo_user: str = ""  # per-host login user NOT in group libvirt; full sudo rights
+    sudo_password: str = ""
 
     @property
     def ssh_uri(self) -> str:
@@ -175,6 +198,10 @@ def ssh_user_for(address: str) -> str:
     return f"labops{int(ipaddress.IPv4Address(address)) & 0xFFFFFF}"
 
 
+def sudo_user_for(address: str) -> str:
+    return f"labsudo{int(ipaddress.IPv4Address(address)) & 0xFFFFFF}"
+
+
 def _name(host: LabHost | str) -> str:
     return host.name if isinstance(host, LabHost) else host
 
@@ -203,6 +230,8 @@ def _make_host(config: LabConfig, index: int) -> LabHost:
     address = host_address(config, index)
     password_file = _state(config, index) / "ssh_password"
     password = password_file.read_text().strip() if password_file.exists() else ""
+    sudo_file = _state(config, index) / "sudo_password"
+    sudo_password = sudo_file.read_text().strip() if sudo_file.exists() else ""
     return LabHost(
         name=host_name(config, index),
         address=address,
@@ -211,6 +240,8 @@ def _make_host(config: LabConfig, index: int) -> LabHost:
         ssh_user=ssh_user_for(address),
         ssh_password=password,
         running=_host_running(config, index),
+        sudo_user=sudo_user_for(address),
+        sudo_password=sudo_password,
     )
 
 
@@ -238,7 +269,8 @@ def up(config: LabConfig, hosts: int = 2) -> list[LabHost]:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privsep dir
         if not Path(BINDFS).exists():
             raise LabError(f"{BINDFS} missing: run scripts/install-system.sh (package bindfs)")
-        shared_storage_dir(config).mkdir(parents=True, exist_ok=True)
+        for kept in (shared_storage_dir(config), config.root / "boot", config.root / "console"):
+            kept.mkdir(parents=True, exist_ok=True)  # bind-mounted into every host
 
         indexes = list(range(1, hosts + 1))
         for index in indexes:
@@ -400,8 +432,9 @@ def _prepare_host(config: LabConfig, index: int) -> None:
     state = hdir / "state"
     for sub in (*BIND_MOUNTS, "lib/images"):
         (hdir / sub).mkdir(parents=True, exist_ok=True)
-        (hdir / sub).chmod(0o755)
+        (hdir / sub).chmod(_BIND_MODES.get(sub, 0o755))
     (hdir / "home").mkdir(exist_ok=True)
+    (hdir / "home-sudo").mkdir(exist_ok=True)
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     host_uuid = _stored(state / "host_uuid", lambda: str(uuid.uuid4()), 0o644)
@@ -417,10 +450,38 @@ def _prepare_host(config: LabConfig, index: int) -> None:
     _write_if_changed(hdir / "etc" / "libvirtd.conf", _libvirtd_conf(address, host_uuid))
     _write_if_changed(hdir / "etc" / "qemu.conf", _qemu_conf(address))
     _write_if_changed(state / "sshd_config", _sshd_config(address, state))
-    _ensure_ssh_user(ssh_user_for(address), password, hdir / "home", f"lab host {name}")
-    shared = str(shared_storage_dir(config))
+    sudo_password = _stored(state / "sudo_password", lambda: secrets.token_urlsafe(12), 0o600)
+    user, sudo_user = ssh_user_for(address), sudo_user_for(address)
+    _ensure_ssh_user(user, password, hdir / "home", f"lab host {name}")
+    _ensure_ssh_user(
+        sudo_user, sudo_password, hdir / "home-sudo", f"lab host {name} (sudo)", libvirt=False
+    )
+    # Like an administrator's account on a real host: both may sudo without a password,
+    # on this host only (the file is /etc/sudoers.d inside its namespace).
+    _write_if_changed(
+        hdir / "sudoers" / "lab-users",
+        f"# Written by lab.core for {name}.\n{user} ALL=(ALL) NOPASSWD: ALL\n"
+        f"{sudo_user} ALL=(ALL) NOPASSWD: ALL\n",
+    )
+    (hdir / "sudoers" / "lab-users").chmod(0o440)
+    shared = shared_storage_dir(config)
+    hidden = config.hidden_paths
+    # Seen again inside the host, at the same paths: the guests' boot files and
+    # consoles, and the host's own folder (its daemons' configs and logs).
+    kept = [config.root / "boot", config.root / "console", hdir]
+    keep = [[str(p), str(p)] for p in kept if any(p.is_relative_to(h) for h in hidden)]
+    # The shared folder (the lab's "NFS") is exported from a staging point inside the
+    # hiding tmpfs, so that only the FUSE mount below sits at its path: libvirt takes
+    # the first mount it finds at the longest matching path as the disk's filesystem.
+    export = shared
+    hiding = next((h for h in hidden if shared.is_relative_to(h)), None)
+    if hiding is not None:
+        export = hiding / ".lab-nfs-export"
+        keep.append([str(shared), str(export)])
     spec = {
         "mounts": [[str(hdir / sub), target] for sub, target in BIND_MOUNTS.items()],
+        "hide": [str(p) for p in hidden],
+        "keep": keep,
         # libvirt only lets a disk migrate without copying when it sits on a shared
         # filesystem (NFS, GlusterFS, ...); on a plain local folder it answers "Migration
         # without shared storage is unsafe". Inside each host the shared folder is
@@ -428,14 +489,15 @@ def _prepare_host(config: LabConfig, index: int) -> None:
         # one FUSE daemon per host like one NFS client per real host; the root
         # namespace sees the plain folder. No caching, so hosts see each other's writes.
         "setup": [
+            ["mkdir", "-p", str(shared)],
             [
                 BINDFS,
                 "-o",
                 "subtype=glusterfs,fsname=lab-shared,allow_other,"
                 "attr_timeout=0,entry_timeout=0,negative_timeout=0",
-                shared,
-                shared,
-            ]
+                str(export),
+                str(shared),
+            ],
         ],
         "fifo": str(state / "control"),
         "pid_file": str(state / "holder.pid"),
@@ -538,10 +600,13 @@ def _sshd_log(hdir: Path) -> Path:
     return hdir / "log" / "sshd.log"
 
 
-def _ensure_ssh_user(user: str, password: str, home: Path, comment: str) -> None:
+def _ensure_ssh_user(
+    user: str, password: str, home: Path, comment: str, *, libvirt: bool = True
+) -> None:
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
+        groups = ["--groups", SSH_GROUP] if libvirt else []
         subprocess.run(
             [
                 "useradd",
@@ -552,8 +617,7 @@ def _ensure_ssh_user(user: str, password: str, home: Path, comment: str) -> None
                 str(home),
                 "--shell",
                 "/bin/sh",
-                "--groups",
-                SSH_GROUP,
+                *groups,
                 "--comment",
                 comment,
                 user,
@@ -565,7 +629,7 @@ def _ensure_ssh_user(user: str, password: str, home: Path, comment: str) -> None
     if entry.pw_dir != str(home):
         # The same address may be used by another lab root at another time.
         subprocess.run(["usermod", "--home", str(home), user], check=True, capture_output=True)
-    if user not in grp.getgrnam(SSH_GROUP).gr_mem:
+    if libvirt and user not in grp.getgrnam(SSH_GROUP).gr_mem:
         subprocess.run(
             ["usermod", "--append", "--groups", SSH_GROUP, user], check=True, capture_output=True
         )

@@ -5,6 +5,9 @@ Started by lab.core as ``unshare --mount --propagation private -- python -I hold
 
 * bind-mounts the host's private folders over /run/libvirt, /var/lib/libvirt, ...
   (only inside its own namespace; the root namespace never sees them),
+* hides the portal's own folders (spec "hide") under an empty tmpfs, then mounts back
+  the few lab folders a real host would see too (spec "keep": shared storage, boot
+  files, the host's own folder) at the same paths,
 * keeps the namespace alive for as long as it runs,
 * is a child subreaper and reaps: this machine's PID 1 does not reap orphans, so
   without it every killed libvirtd/QEMU would stay behind as a zombie,
@@ -42,6 +45,7 @@ def main(spec_path: str) -> int:
         print("holder: cannot become a subreaper", file=sys.stderr)
     for source, target in spec["mounts"]:
         subprocess.run(["mount", "--bind", source, target], check=True)
+    _hide(spec.get("hide", []), spec.get("keep", []))
     for argv in spec.get("setup", []):
         # e.g. the FUSE view of the shared folder; its daemon forks and, being an
         # orphan, becomes our child.
@@ -81,6 +85,24 @@ def main(spec_path: str) -> int:
             for line in lines:
                 _start(spec_path, line.decode(errors="replace").strip())
         _reap()
+
+
+def _hide(hidden: list[str], kept: list[list[str]]) -> None:
+    # Handles on the kept folders taken before the tmpfs covers them: a bind mount from
+    # /proc/<pid>/fd/<n> reaches a folder that no path leads to any more.
+    handles = [(target, os.open(path, os.O_PATH | os.O_DIRECTORY)) for path, target in kept]
+    for path in hidden:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "mode=0755,size=1m", "lab-hidden", path], check=True
+        )
+    for path, handle in handles:
+        os.makedirs(path, exist_ok=True)
+        subprocess.run(
+            ["mount", "--no-canonicalize", "--bind", f"/proc/{os.getpid()}/fd/{handle}", path],
+            check=True,
+            pass_fds=(handle,),
+        )
+        os.close(handle)
 
 
 def _start(spec_path: str, name: str) -> None:

@@ -24,6 +24,8 @@ PACKAGES=(
   chromium fonts-dejavu-core
   # util-linux provides unshare; procps for pgrep
   util-linux procps make curl
+  # lab hosts: administrators who sudo (and the portal's sudo-only access)
+  sudo
 )
 
 missing=()
