@@ -29,6 +29,9 @@ class EventType(models.TextChoices):
     HOST_HOST_KEY_CHANGED = "host.host_key_changed", "Host key changed"
     HOST_HOST_KEY_ACCEPTED = "host.host_key_accepted", "Changed host key accepted"
     HOST_SSH_KEY_INSTALLED = "host.ssh_key_installed", "Portal's ssh key installed"
+    # Host-to-host trust for peer-to-peer migration over ssh (hosts.peer_services).
+    HOST_PEER_TRUST_SET_UP = "host.peer_trust_set_up", "Peer ssh trust set up"
+    HOST_PEER_TRUST_REMOVED = "host.peer_trust_removed", "Peer ssh trust removed"
 
     # VMs (vms.services).
     VM_DISCOVERED = "vm.discovered", "VM discovered"

@@ -65,6 +65,9 @@ class Host(models.Model):
     ssh_host_key_pending_seen_at = models.DateTimeField(null=True, blank=True)
     ssh_access_user = models.CharField(max_length=32, blank=True)
     ssh_access_set_up_at = models.DateTimeField(null=True, blank=True)
+    # The ssh user is not in the host's libvirt group but may sudo: libvirt's remote
+    # helper is run through `sudo -n` (the portal's wrapper; peers' forced command).
+    ssh_libvirt_via_sudo = models.BooleanField(default=False)
 
     status = models.CharField(max_length=16, choices=HostStatus.choices, default=HostStatus.UNKNOWN)
     last_error = models.TextField(blank=True)
@@ -119,9 +122,12 @@ class Host(models.Model):
         wrapper that checks the host key against the keys pinned in the database."""
         if self.transport != Transport.SSH:
             return self.libvirt_uri
-        query = urlencode(
-            {"keyfile": str(settings.SSH_KEY_PATH), "command": str(settings.SSH_COMMAND_PATH)}
+        command = (
+            settings.SSH_SUDO_COMMAND_PATH
+            if self.ssh_libvirt_via_sudo
+            else (settings.SSH_COMMAND_PATH)
         )
+        query = urlencode({"keyfile": str(settings.SSH_KEY_PATH), "command": str(command)})
         return f"{self.libvirt_uri}?{query}"
 
     def is_on_shared_storage(self, path: str) -> bool:
@@ -129,3 +135,38 @@ class Host(models.Model):
             path == prefix or path.startswith(prefix.rstrip("/") + "/")
             for prefix in self.shared_storage_paths
         )
+
+
+# Where a source host keeps the key pair it uses to reach its migration peers over ssh
+# (libvirtd runs as root). Generated on the host; its private half never leaves it.
+PEER_KEY_PATH = "/root/.ssh/portal_migration_ed25519"
+
+
+class PeerTrust(models.Model):
+    """A source host may open libvirt on a destination over ssh, for peer-to-peer
+    migration: the source's own key is installed for the destination's ssh user (may
+    only run libvirt's helper), and the destination's pinned host key is in the
+    source's root known_hosts. Set up and removed by `hosts.peer_services`."""
+
+    source = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="peer_trusts")
+    destination = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="trusted_by")
+    source_key = models.TextField(
+        help_text="The source's public key line (its private key stays there)."
+    )
+    source_key_fingerprint = models.CharField(max_length=64)
+    destination_user = models.CharField(max_length=32)
+    destination_host_key_fingerprint = models.CharField(max_length=64)
+    via_sudo = models.BooleanField(default=False)
+    authorized_keys_line = models.TextField()
+    known_hosts_line = models.TextField()
+    verified_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["source__name", "destination__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "destination"], name="peer_trust_unique_pair")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} -> {self.destination}"

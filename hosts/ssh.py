@@ -125,15 +125,36 @@ SSH_ALIVE_INTERVAL_S = 5
 SSH_ALIVE_COUNT = 3
 
 
-def ssh_command_write(path: Path, known_hosts: Path) -> None:
+# What a key that may only reach libvirt runs on its host (authorized_keys `command=`)
+# and what the portal's sudo wrapper asks for: libvirt's own ssh helper, which speaks
+# libvirt's protocol on stdin/stdout to the host's system daemon.
+LIBVIRT_REMOTE_HELPER = "virt-ssh-helper qemu:///system"
+LIBVIRT_REMOTE_HELPER_SUDO = f"sudo -n {LIBVIRT_REMOTE_HELPER}"
+
+
+def ssh_command_write(path: Path, known_hosts: Path, *, remote_command: str | None = None) -> None:
     """The ssh libvirt runs for qemu+ssh:// (URI parameter `command`): OpenSSH that
-    trusts only the pinned keys and never asks anything."""
+    trusts only the pinned keys and never asks anything.
+
+    With `remote_command`, the command libvirt asks the host to run (always the last
+    argument: its `sh -c '...virt-ssh-helper...'`) is replaced by this one: for a login
+    user outside group libvirt, libvirt's helper run through `sudo -n`.
+    """
+    replace_last = ""
+    if remote_command is not None:
+        replace_last = (
+            "# libvirt's remote command is the last argument: keep the others, run ours.\n"
+            'n=$#; i=0\nfor a do i=$((i + 1)); [ "$i" -lt "$n" ] && set -- "$@" "$a"; done\n'
+            'shift "$n"\n'
+            f'set -- "$@" {shlex.quote(remote_command)}\n'
+        )
     script = (
         "#!/bin/sh\n"
         "# Written by the portal: ssh for libvirt, host keys checked against the keys\n"
         "# pinned in the portal's database only.\n"
         "# Bounded: a silent host is given up after ConnectTimeout, a connection that\n"
         "# stops answering after ServerAliveInterval x ServerAliveCountMax seconds.\n"
+        f"{replace_last}"
         "exec ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null"
         f" -o ConnectTimeout={SSH_CONNECT_TIMEOUT_S} -o ServerAliveInterval={SSH_ALIVE_INTERVAL_S}"
         f" -o ServerAliveCountMax={SSH_ALIVE_COUNT}"
@@ -145,6 +166,14 @@ def ssh_command_write(path: Path, known_hosts: Path) -> None:
         tmp.write_text(script)
         os.chmod(tmp, 0o700)
         tmp.replace(path)
+
+
+def as_root(command: str, user: str) -> str:
+    """`command` run as root by a login `user`: as is for root, else through `sudo -n`
+    (never a password prompt: a user without sudo rights fails at once)."""
+    if user == "root":
+        return command
+    return f"sudo -n sh -c {shlex.quote(command)}"
 
 
 def _transport(address: str, port: int) -> paramiko.Transport:
@@ -240,11 +269,24 @@ def session_open(
         raise
 
 
-def authorized_key_command(public_line: str) -> str:
-    """Shell command that adds `public_line` to ~/.ssh/authorized_keys exactly once."""
+def authorized_key_command(public_line: str, *, home: str = "~") -> str:
+    """Shell command that adds `public_line` (options first, if any) to the
+    authorized_keys of the user whose home is `home`, exactly once."""
     quoted = shlex.quote(public_line)
     return (
-        "umask 077 && mkdir -p ~/.ssh && chmod 700 ~/.ssh && touch ~/.ssh/authorized_keys "
-        f"&& chmod 600 ~/.ssh/authorized_keys && (grep -qxF {quoted} ~/.ssh/authorized_keys "
-        f"|| printf '%s\\n' {quoted} >> ~/.ssh/authorized_keys)"
+        f"umask 077 && mkdir -p {home}/.ssh && chmod 700 {home}/.ssh "
+        f"&& touch {home}/.ssh/authorized_keys && chmod 600 {home}/.ssh/authorized_keys "
+        f"&& (grep -qxF {quoted} {home}/.ssh/authorized_keys "
+        f"|| printf '%s\\n' {quoted} >> {home}/.ssh/authorized_keys)"
+    )
+
+
+def line_remove_command(path: str, line: str) -> str:
+    """Shell command that removes every exact copy of `line` from the file `path`
+    (kept as it was otherwise; nothing happens if the file or the line is missing)."""
+    quoted, target = shlex.quote(line), path
+    return (
+        f"if [ -f {target} ] && grep -qxF {quoted} {target}; then "
+        f"grep -vxF {quoted} {target} > {target}.portal-tmp; "
+        f"chmod --reference={target} {target}.portal-tmp && mv {target}.portal-tmp {target}; fi"
     )

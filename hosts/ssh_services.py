@@ -20,6 +20,10 @@ from hosts.models import Host, Transport
 logger = logging.getLogger(__name__)
 
 LIBVIRT_ACCESS_PROBE = "virsh -c qemu:///system uri"
+REMOTE_USER_NEEDS = (
+    "the remote user needs root, membership of the group libvirt, or full sudo rights "
+    "without a password"
+)
 
 
 class SshAccessError(Exception):
@@ -43,13 +47,20 @@ def known_hosts_refresh() -> None:
     ]
     ssh.known_hosts_write(settings.SSH_KNOWN_HOSTS_PATH, entries)
     ssh.ssh_command_write(settings.SSH_COMMAND_PATH, settings.SSH_KNOWN_HOSTS_PATH)
+    ssh.ssh_command_write(
+        settings.SSH_SUDO_COMMAND_PATH,
+        settings.SSH_KNOWN_HOSTS_PATH,
+        remote_command=ssh.LIBVIRT_REMOTE_HELPER_SUDO,
+    )
 
 
 def ssh_files_ensure(*hosts: Host) -> None:
     """Before libvirt connects to an ssh host: the wrapper and known_hosts exist
     (a new data folder, or a restored database, may lack them)."""
     if any(h.transport == Transport.SSH for h in hosts) and not (
-        settings.SSH_COMMAND_PATH.exists() and settings.SSH_KNOWN_HOSTS_PATH.exists()
+        settings.SSH_COMMAND_PATH.exists()
+        and settings.SSH_SUDO_COMMAND_PATH.exists()
+        and settings.SSH_KNOWN_HOSTS_PATH.exists()
     ):
         portal_public_key()
         known_hosts_refresh()
@@ -123,7 +134,11 @@ def host_key_accept(*, host: Host, actor: Actor) -> Host:
     return host
 
 
-def _open(host: Host, *, user: str, actor: Actor, password: str | None = None) -> ssh.Session:
+def session_for_host(
+    host: Host, *, user: str, actor: Actor, password: str | None = None
+) -> ssh.Session:
+    """An ssh session to `host` as `user` (the password once, else the portal's key);
+    the host key is pinned on first contact and a changed key is refused and recorded."""
     key = portal_public_key()
     try:
         session, offered = ssh.session_open(
@@ -156,12 +171,19 @@ def host_ssh_access_set_up(*, host: Host, user: str, password: str, actor: Actor
     on the remote. Afterwards the host is reached over qemu+ssh as `user`.
     """
     key = portal_public_key()
-    with _open(host, user=user, password=password, actor=actor) as session:
+    with session_for_host(host, user=user, password=password, actor=actor) as session:
+        via_sudo = False
         status, _out, err = session.run(LIBVIRT_ACCESS_PROBE)
+        if status != 0 and user != "root":
+            # Not in group libvirt: full sudo rights will do (libvirt's helper then runs
+            # through `sudo -n`; never a password prompt).
+            status, _out, sudo_err = session.run(f"sudo -n {LIBVIRT_ACCESS_PROBE}")
+            via_sudo = status == 0
+            err = f"{err.strip()}; with sudo -n: {sudo_err.strip()}"
         if status != 0:
             raise SshAccessError(
                 f"{user} on {host.name} cannot use libvirt ({err.strip() or 'virsh failed'}): "
-                "the remote user needs root or full sudo rights",
+                + REMOTE_USER_NEEDS,
                 field="user",
             )
         status, _out, err = session.run(ssh.authorized_key_command(key.public_line))
@@ -172,27 +194,33 @@ def host_ssh_access_set_up(*, host: Host, user: str, password: str, actor: Actor
             )
     # The key works on its own, without the password.
     host.refresh_from_db()
-    with _open(host, user=user, actor=actor) as session:
-        status, _out, err = session.run(LIBVIRT_ACCESS_PROBE)
+    probe = f"sudo -n {LIBVIRT_ACCESS_PROBE}" if via_sudo else LIBVIRT_ACCESS_PROBE
+    with session_for_host(host, user=user, actor=actor) as session:
+        status, _out, err = session.run(probe)
         if status != 0:
             raise SshAccessError(f"key login to {user}@{host.name} failed: {err.strip()}")
 
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
-        before = {"transport": host.transport, "ssh_user": host.ssh_user}
+        before = {
+            "transport": host.transport,
+            "ssh_user": host.ssh_user,
+            "ssh_libvirt_via_sudo": host.ssh_libvirt_via_sudo,
+        }
         if host.transport != Transport.SSH:
             host.port = None  # the old port belonged to the old transport
         host.transport = Transport.SSH
         host.ssh_user = user
         host.ssh_access_user = user
         host.ssh_access_set_up_at = timezone.now()
+        host.ssh_libvirt_via_sudo = via_sudo
         host.save()
         audit_event_record(
             actor=actor,
             event_type=EventType.HOST_SSH_KEY_INSTALLED,
             target=host,
             before=before,
-            after={"transport": host.transport, "ssh_user": user},
+            after={"transport": host.transport, "ssh_user": user, "ssh_libvirt_via_sudo": via_sudo},
             detail={
                 "user": user,
                 "portal_key_fingerprint": key.fingerprint,

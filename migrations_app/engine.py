@@ -33,6 +33,8 @@ from audit.services import Actor, audit_event_record
 from hosts import gateway
 from hosts.connections import host_connect
 from hosts.models import Host
+from hosts.peer_services import peer_trust_ensure, peer_uri
+from hosts.ssh_services import SshAccessError
 from migrations_app import decisions
 from migrations_app.checks import MigrationPlan, run_prechecks
 from migrations_app.events import migration_publish
@@ -314,6 +316,25 @@ def _run_claimed(migration: Migration, lease: Lease) -> Migration:
             error="Cancelled before libvirt started the migration.",
         )
 
+    try:
+        # Changes nothing on a VM: the source's key and the destination's pinned host
+        # key, for the source's own ssh to the destination (peer-to-peer).
+        peer_trust_ensure(
+            source=migration.source, destination=migration.destination, actor=_actor()
+        )
+    except SshAccessError as exc:
+        lease.check()
+        return _transition(
+            migration,
+            lease,
+            MigrationStatus.FAILED,
+            EventType.MIGRATION_FAILED,
+            checks=check_rows,
+            phase=Phase.CHECKS_FAILED,
+            error=f"Pre-checks failed: peer_access: {exc}",
+            failure_reason=FailureReason.PRECHECK,
+        )
+    lease.check()
     migration = _transition(
         migration,
         lease,
@@ -376,7 +397,7 @@ def _migrate_and_monitor(migration: Migration, lease: Lease) -> tuple[FailureRea
             with host_connect(migration.source) as conn:
                 conn.migrate(
                     uuid,
-                    destination_uri=migration.destination.connection_uri,
+                    destination_uri=peer_uri(migration.source, migration.destination),
                     spec=MigrationOptions.from_migration(migration).to_spec(),
                 )
         except gateway.GatewayError as exc:

@@ -269,3 +269,5 @@ SSH_KNOWN_HOSTS_PATH = DATA_DIR / "ssh" / "known_hosts"
 # libvirt runs this instead of plain `ssh` (URI parameter `command`): it is ssh with
 # strict checking against SSH_KNOWN_HOSTS_PATH only.
 SSH_COMMAND_PATH = DATA_DIR / "ssh" / "portal-ssh"
+# The same for hosts whose ssh user reaches libvirt through `sudo -n` only.
+SSH_SUDO_COMMAND_PATH = DATA_DIR / "ssh" / "portal-ssh-sudo"

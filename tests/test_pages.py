@@ -218,7 +218,7 @@ def test_vm_page_shows_the_vm_and_the_migrate_dialog(browser, hosts):
     assert "turned off" in dialog
     assert "Delete this VM when the migration is completed" in dialog
     assert "Restarting the VM locally may cause resource conflicts" in dialog
-    assert "password-less ssh" in dialog and "root or full sudo rights" in dialog
+    assert "password-less ssh" in dialog and "full sudo rights without a password" in dialog
     assert '<details class="advanced"' in dialog
     for name in [
         "remote_host",

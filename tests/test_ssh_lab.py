@@ -15,6 +15,7 @@ from django.db import connection
 from audit.models import AuditEvent
 from hosts import ssh
 from hosts.models import Host
+from hosts.ssh_services import REMOTE_USER_NEEDS
 from lab import core
 from migrations_app.engine import migration_execute
 from migrations_app.models import Migration
@@ -79,6 +80,10 @@ def test_key_push_is_idempotent_and_migrations_over_ssh_work(
     assert {"host.host_key_recorded", "host.ssh_key_installed"} <= events
 
     source = linux_vm.source
+    # Peer-to-peer over ssh: the portal gives the source a key of its own for the
+    # destination, over its own ssh access to the source.
+    source_host = Host.objects.get(name=source.name)
+    assert set_up_access(api, source_host, source.ssh_user, source.ssh_password).status_code == 200
     # To the ssh host (direct), back from it (tunnelled), and to it again tunnelled.
     for remote, transport in ((lab_dst, "direct"), (source, "tunnelled"), (lab_dst, "tunnelled")):
         migration_id = request_migration(
@@ -91,6 +96,8 @@ def test_key_push_is_idempotent_and_migrations_over_ssh_work(
 
 def test_migrate_with_user_and_password_sets_up_ssh_first(api, linux_vm, destination):
     lab_dst, host = destination
+    source = linux_vm.source
+    set_up_access(api, Host.objects.get(name=source.name), source.ssh_user, source.ssh_password)
     SECRETS_USED.add(lab_dst.ssh_password)
     migration_id = request_migration(
         api,
@@ -139,7 +146,7 @@ def test_user_without_libvirt_access_is_refused(api, linux_vm, destination, user
     assert response.status_code == 400
     message = response.json()["user"][0]
     assert message.startswith(f"{name} on {host.name} cannot use libvirt")
-    assert message.endswith("the remote user needs root or full sudo rights")
+    assert message.endswith(REMOTE_USER_NEEDS)
     assert not (home / ".ssh").exists()
 
     # Installed by hand, the key works but libvirt refuses: the pre-check says why.
@@ -154,7 +161,7 @@ def test_user_without_libvirt_access_is_refused(api, linux_vm, destination, user
     ).json()
     reachable = next(c for c in check["checks"] if c["name"] == "destination_reachable")
     assert reachable["status"] == "fail"
-    assert "the remote user needs root or full sudo rights" in reachable["message"]
+    assert REMOTE_USER_NEEDS in reachable["message"]
 
 
 class PlainSshd:

@@ -1,0 +1,232 @@
+"""Host-to-host ssh trust for peer-to-peer migration.
+
+In a peer-to-peer migration the source host's libvirtd opens libvirt on the
+destination itself. Over ssh that needs what oVirt, Proxmox and Nova deployments set up
+by hand, here set up by the portal, one step at a time, each idempotent and undone by
+`peer_trust_remove`:
+
+1. on the source, as root: a key pair of its own (`PEER_KEY_PATH`), made there; only
+   the public half is read; the private half never leaves the host;
+2. on the source, as root: the destination's host key, as pinned in the portal's
+   database, in root's known_hosts (so the source's ssh checks it strictly);
+3. on the destination, for its ssh user: the source's public key, restricted
+   (`restrict,command=...`) to libvirt's remote helper, through `sudo -n` for a user
+   outside group libvirt;
+4. from the source: a probe (`virsh -c <peer uri> uri`) proves the trust works before
+   anything moves.
+
+The portal's own key, wrapper and known_hosts are never put on a host.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from urllib.parse import urlencode
+
+from django.db import transaction
+from django.utils import timezone
+
+from audit.events import EventType
+from audit.services import Actor, audit_event_record
+from hosts import ssh
+from hosts.models import PEER_KEY_PATH, Host, PeerTrust, Transport
+from hosts.ssh_services import SshAccessError, session_for_host
+
+logger = logging.getLogger(__name__)
+
+PEER_PROBE_TIMEOUT_S = 20
+ROOT_KNOWN_HOSTS = "/root/.ssh/known_hosts"
+
+
+class PeerTrustError(SshAccessError):
+    """Trust between two hosts could not be set up; the message says what to do."""
+
+
+def peer_uri(source: Host, destination: Host) -> str:
+    """The URI the source's libvirtd opens the destination with (peer-to-peer).
+
+    ssh: the source's own key; the destination's key checked against the source's
+    known_hosts; never a prompt. tls: the source's own client certificate
+    (/etc/pki/libvirt on the source). tcp: unauthenticated (lab use).
+    """
+    if destination.transport == Transport.SSH:
+        return f"{destination.libvirt_uri}?{urlencode({'keyfile': PEER_KEY_PATH, 'no_tty': 1})}"
+    return destination.libvirt_uri
+
+
+def peer_trust_needed(source: Host, destination: Host) -> bool:
+    return destination.transport == Transport.SSH
+
+
+def peer_trust_current(source: Host, destination: Host) -> PeerTrust | None:
+    """The recorded trust, if it still matches the destination as the portal knows it
+    (same user, same pinned host key, same sudo mode)."""
+    trust = PeerTrust.objects.filter(source=source, destination=destination).first()
+    if trust is None:
+        return None
+    if (
+        trust.destination_user != destination.ssh_user
+        or trust.destination_host_key_fingerprint != destination.ssh_host_key_fingerprint
+        or trust.via_sudo != destination.ssh_libvirt_via_sudo
+    ):
+        return None
+    return trust
+
+
+def peer_trust_problem(source: Host, destination: Host) -> str | None:
+    """Why the portal could not set up trust from `source` to `destination` (read-only;
+    for pre-checks), or None."""
+    if not peer_trust_needed(source, destination):
+        return None
+    if peer_trust_current(source, destination) is not None:
+        return None
+    for host, role in ((source, "source"), (destination, "destination")):
+        if not (host.ssh_access_set_up_at and host.ssh_host_key):
+            return (
+                f"the portal has no ssh access to the {role} {host.name}: set it up first "
+                f"(POST /api/hosts/{host.pk}/ssh-access/ with a user and password, used once)"
+            )
+    return None
+
+
+def _authorized_keys_line(public_line: str, destination: Host, source: Host) -> str:
+    helper = (
+        ssh.LIBVIRT_REMOTE_HELPER_SUDO
+        if destination.ssh_libvirt_via_sudo
+        else (ssh.LIBVIRT_REMOTE_HELPER)
+    )
+    key_type, key_b64 = public_line.split()[:2]
+    return f'restrict,command="{helper}" {key_type} {key_b64} portal-peer:{source.name}'
+
+
+def _known_hosts_line(destination: Host) -> str:
+    address = destination.address
+    host = address if destination.ssh_port == 22 else f"[{address}]:{destination.ssh_port}"
+    return f"{host} {destination.ssh_host_key}"
+
+
+def _run(session: ssh.Session, command: str, what: str, timeout: float = 30.0) -> str:
+    status, out, err = session.run(command, timeout=timeout)
+    if status != 0:
+        detail = (err or out).strip().splitlines()[-1:] or ["no output"]
+        raise PeerTrustError(f"{what} failed on {session.where}: {detail[0]}")
+    return out
+
+
+def peer_trust_ensure(*, source: Host, destination: Host, actor: Actor) -> PeerTrust | None:
+    """Make sure `source` can open libvirt on `destination` over ssh; returns the trust
+    (None when the destination is not an ssh host: nothing to set up). Each step is
+    idempotent; a recorded, still-matching trust is used as is."""
+    if not peer_trust_needed(source, destination):
+        return None
+    trust = peer_trust_current(source, destination)
+    if trust is not None:
+        return trust
+    problem = peer_trust_problem(source, destination)
+    if problem:
+        raise PeerTrustError(problem)
+
+    known_line = _known_hosts_line(destination)
+    key_file = shlex.quote(PEER_KEY_PATH)
+    with session_for_host(source, user=source.ssh_user, actor=actor) as session:
+        make_key = (
+            "umask 077 && mkdir -p /root/.ssh && chmod 700 /root/.ssh && "
+            f"(test -f {key_file} || ssh-keygen -q -t ed25519 -N '' "
+            f"-C {shlex.quote('portal-migration@' + source.name)} -f {key_file}) && "
+            f"cat {key_file}.pub"
+        )
+        public_line = _run(
+            session, ssh.as_root(make_key, source.ssh_user), "making the source's peer key"
+        ).strip()
+        pin = (
+            f"umask 077 && touch {ROOT_KNOWN_HOSTS} && "
+            f"(grep -qxF {shlex.quote(known_line)} {ROOT_KNOWN_HOSTS} || "
+            f"printf '%s\\n' {shlex.quote(known_line)} >> {ROOT_KNOWN_HOSTS})"
+        )
+        _run(session, ssh.as_root(pin, source.ssh_user), "pinning the destination's host key")
+    key = ssh.HostKey.from_line(public_line)
+    authorized_line = _authorized_keys_line(public_line, destination, source)
+    with session_for_host(destination, user=destination.ssh_user, actor=actor) as session:
+        _run(
+            session,
+            ssh.authorized_key_command(authorized_line),
+            "installing the source's key",
+        )
+    uri = peer_uri(source, destination)
+    with session_for_host(source, user=source.ssh_user, actor=actor) as session:
+        probe = f"timeout {PEER_PROBE_TIMEOUT_S} virsh -q -c {shlex.quote(uri)} uri"
+        status, _out, err = session.run(ssh.as_root(probe, source.ssh_user), timeout=40)
+    if status != 0:
+        raise PeerTrustError(
+            f"{source.name} cannot open libvirt on {destination.name} over ssh "
+            f"({err.strip() or f'exit {status}'}): check that {destination.name}'s ssh "
+            f"answers on {destination.address}:{destination.ssh_port} from {source.name}, "
+            f"and that its host key is still {destination.ssh_host_key_fingerprint}"
+        )
+
+    with transaction.atomic():
+        trust, _created = PeerTrust.objects.update_or_create(
+            source=source,
+            destination=destination,
+            defaults={
+                "source_key": key.line,
+                "source_key_fingerprint": key.fingerprint,
+                "destination_user": destination.ssh_user,
+                "destination_host_key_fingerprint": destination.ssh_host_key_fingerprint,
+                "via_sudo": destination.ssh_libvirt_via_sudo,
+                "authorized_keys_line": authorized_line,
+                "known_hosts_line": known_line,
+                "verified_at": timezone.now(),
+            },
+        )
+        audit_event_record(
+            actor=actor,
+            event_type=EventType.HOST_PEER_TRUST_SET_UP,
+            target=source,
+            after={"destination": destination.name, "destination_user": destination.ssh_user},
+            detail={
+                "source": source.name,
+                "destination": destination.name,
+                "source_key_fingerprint": key.fingerprint,
+                "destination_host_key_fingerprint": destination.ssh_host_key_fingerprint,
+                "via_sudo": destination.ssh_libvirt_via_sudo,
+                "steps": ["source key", "destination host key pinned", "key installed", "probe"],
+            },
+        )
+    logger.info("peer trust %s -> %s set up", source.name, destination.name)
+    return trust
+
+
+def peer_trust_remove(*, trust: PeerTrust, actor: Actor) -> None:
+    """Undo `peer_trust_ensure`: the source's key leaves the destination's
+    authorized_keys, the pinned line leaves the source's known_hosts, and the source's
+    key pair is deleted once no other trust of the source uses it."""
+    source, destination = trust.source, trust.destination
+    with session_for_host(destination, user=destination.ssh_user, actor=actor) as session:
+        _run(
+            session,
+            ssh.line_remove_command("~/.ssh/authorized_keys", trust.authorized_keys_line),
+            "removing the source's key",
+        )
+    last = not PeerTrust.objects.filter(source=source).exclude(pk=trust.pk).exists()
+    with session_for_host(source, user=source.ssh_user, actor=actor) as session:
+        command = ssh.line_remove_command(ROOT_KNOWN_HOSTS, trust.known_hosts_line)
+        if last:
+            key_file = shlex.quote(PEER_KEY_PATH)
+            command += f" && rm -f {key_file} {key_file}.pub"
+        _run(session, ssh.as_root(command, source.ssh_user), "removing the pinned host key")
+    with transaction.atomic():
+        audit_event_record(
+            actor=actor,
+            event_type=EventType.HOST_PEER_TRUST_REMOVED,
+            target=source,
+            before={"destination": destination.name},
+            detail={
+                "source": source.name,
+                "destination": destination.name,
+                "source_key_fingerprint": trust.source_key_fingerprint,
+                "source_key_deleted": last,
+            },
+        )
+        trust.delete()
