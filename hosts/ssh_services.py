@@ -24,7 +24,8 @@ LIBVIRT_ACCESS_PROBE = "virsh -c qemu:///system uri"
 
 
 class SshAccessError(Exception):
-    """Setting up ssh access failed; `field` says which input it is about."""
+    """Setting up ssh access failed, or a host key was not accepted; `field` says which
+    input it is about."""
 
     def __init__(self, message: str, *, field: str = "remote_host") -> None:
         super().__init__(message)
