@@ -128,6 +128,7 @@ def main() -> None:
                 actor=actor,
                 name=lab_host.name,
                 address=lab_host.address,
+                transport="tcp",
                 shared_storage_paths=[str(core.shared_storage_dir(config))],
             )
             host_refresh_with_vms(host=host, actor=actor)

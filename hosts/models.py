@@ -7,7 +7,10 @@ from hosts.validators import validate_host_address, validate_uri_safe
 
 
 class Transport(models.TextChoices):
-    TCP = "tcp", "TCP (no encryption; lab and trusted networks)"
+    # ssh is the default: a host registered without a transport (by the API, or typed
+    # into a migrate request) is reached over ssh with its host key pinned. Plain tcp
+    # has neither authentication nor encryption: anyone who reaches the port owns libvirt.
+    TCP = "tcp", "TCP — unauthenticated, for lab use"
     SSH = "ssh", "SSH"
     TLS = "tls", "TLS"
 
@@ -41,7 +44,7 @@ class Host(models.Model):
         help_text="Hostname or IP address the portal and other hosts reach it at.",
         error_messages={"unique": "A host with this address already exists."},
     )
-    transport = models.CharField(max_length=8, choices=Transport.choices, default=Transport.TCP)
+    transport = models.CharField(max_length=8, choices=Transport.choices, default=Transport.SSH)
     port = models.PositiveIntegerField(
         null=True, blank=True, help_text="Empty: the transport's default port."
     )

@@ -9,7 +9,6 @@ from typing import Protocol
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
@@ -18,6 +17,7 @@ from audit.services import Actor, audit_event_record
 from hosts import gateway, ssh, ssh_services
 from hosts.connections import host_connect
 from hosts.models import Host, HostStatus, Transport
+from hosts.selectors import host_find
 
 logger = logging.getLogger(__name__)
 
@@ -157,23 +157,40 @@ def _host_mark_unreachable(*, host: Host, actor: Actor, error: str) -> Host:
     return host
 
 
+def host_validate_new(*, remote_host: str) -> None:
+    """Raise what `host_resolve_or_register` would raise for registering `remote_host`
+    (ValidationError on `remote_host`), without writing anything."""
+    candidate = Host(name=remote_host, address=remote_host, transport=Transport.SSH)
+    try:
+        candidate.full_clean()
+    except ValidationError as exc:
+        raise _on_remote_host(exc) from exc
+
+
+def _on_remote_host(exc: ValidationError) -> ValidationError:
+    # name and address are the same text here: report each reason once.
+    messages = list(dict.fromkeys(m for ms in exc.message_dict.values() for m in ms))
+    return ValidationError({"remote_host": messages})
+
+
 def host_resolve_or_register(
     *, remote_host: str, actor: Actor, domains_sync: DomainsSync | None = None
 ) -> Host:
     """The registered host named or addressed `remote_host`, else a new host registered
-    on the fly (transport tcp) and refreshed once so its capabilities are known (and,
-    given `domains_sync`, its VMs: see `host_refresh`).
+    on the fly (transport ssh, never tcp: an address typed into a request must not open
+    an unauthenticated connection) and refreshed once so its capabilities are known
+    (and, given `domains_sync`, its VMs: see `host_refresh`).
 
     Raises django ValidationError (on `remote_host`) for a value that is not a
     hostname or IP address.
     """
-    host = Host.objects.filter(Q(name=remote_host) | Q(address=remote_host)).first()
+    host = host_find(remote_host=remote_host)
     if host is not None:
         return host
     try:
-        host = host_create(actor=actor, name=remote_host, address=remote_host)
+        host = host_create(
+            actor=actor, name=remote_host, address=remote_host, transport=Transport.SSH
+        )
     except ValidationError as exc:
-        # name and address are the same text here: report each reason once.
-        messages = list(dict.fromkeys(m for ms in exc.message_dict.values() for m in ms))
-        raise ValidationError({"remote_host": messages}) from exc
+        raise _on_remote_host(exc) from exc
     return host_refresh(host=host, actor=actor, domains_sync=domains_sync)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -27,11 +28,42 @@ REMOTE_USER_NEEDS = (
 
 
 class SshAccessError(Exception):
-    """Setting up ssh access failed; `field` says which input it is about."""
+    """Setting up ssh access failed, or a host key was not accepted; `field` says which
+    input it is about."""
 
     def __init__(self, message: str, *, field: str = "remote_host") -> None:
         super().__init__(message)
         self.field = field
+
+
+# The model's fields that hold the user a request names `user`.
+_USER_FIELDS = ("ssh_user", "ssh_access_user")
+
+
+def _user_validate(user: str) -> None:
+    """The ssh user as the model's `ssh_user` takes it (the validators of the ssh-access
+    serializer too): ValidationError on `user`, e.g. for text that would change the
+    libvirt URI (`r@10.1.2.3/system?no_verify=1#`)."""
+    try:
+        if not user:
+            raise ValidationError("This field may not be blank.", code="blank")
+        Host._meta.get_field("ssh_user").run_validators(user)
+    except ValidationError as exc:
+        raise ValidationError({"user": exc.messages}) from exc
+
+
+def _host_clean(host: Host) -> None:
+    """The model's full_clean before a save; its errors on the ssh user are the
+    request's `user` (the API answers 400 with the field names)."""
+    try:
+        host.full_clean()
+    except ValidationError as exc:
+        errors: dict[str, list[str]] = {}
+        for field, messages in exc.message_dict.items():
+            name = "user" if field in _USER_FIELDS else field
+            errors.setdefault(name, [])
+            errors[name] += [m for m in messages if m not in errors[name]]
+        raise ValidationError(errors) from exc
 
 
 def portal_public_key() -> ssh.PortalKey:
@@ -110,18 +142,31 @@ def host_key_mismatch_record(*, host: Host, mismatch: ssh.HostKeyMismatch, actor
     return host
 
 
-def host_key_accept(*, host: Host, actor: Actor) -> Host:
-    """An administrator accepts the pending (changed) host key."""
+def host_key_accept(*, host: Host, fingerprint: str, actor: Actor) -> Host:
+    """An administrator accepts the pending (changed) host key whose `fingerprint`
+    they checked out of band: only if the pending key still has exactly that one (a key
+    that changed again since the page was shown is not accepted unseen)."""
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
         if not host.ssh_host_key_pending:
-            raise SshAccessError(f"{host.name} has no changed host key waiting to be accepted.")
+            raise SshAccessError(
+                f"{host.name} has no changed host key waiting to be accepted.",
+                field="fingerprint",
+            )
+        pending = host.ssh_host_key_pending_fingerprint
+        if fingerprint != pending:
+            raise SshAccessError(
+                f"{fingerprint} is not the key waiting to be accepted for {host.name}: "
+                f"the pending key is {pending}. Check that one before accepting it.",
+                field="fingerprint",
+            )
         before = host.ssh_host_key_fingerprint
         host.ssh_host_key = host.ssh_host_key_pending
-        host.ssh_host_key_fingerprint = host.ssh_host_key_pending_fingerprint
+        host.ssh_host_key_fingerprint = pending
         host.ssh_host_key_recorded_at = timezone.now()
         host.ssh_host_key_pending = host.ssh_host_key_pending_fingerprint = ""
         host.ssh_host_key_pending_seen_at = None
+        _host_clean(host)
         host.save()
         audit_event_record(
             actor=actor,
@@ -170,6 +215,7 @@ def host_ssh_access_set_up(*, host: Host, user: str, password: str, actor: Actor
     user's libvirt access before anything is written, so a refusal changes nothing
     on the remote. Afterwards the host is reached over qemu+ssh as `user`.
     """
+    _user_validate(user)  # before anything is sent anywhere
     key = portal_public_key()
     with session_for_host(host, user=user, password=password, actor=actor) as session:
         via_sudo = False
@@ -214,6 +260,7 @@ def host_ssh_access_set_up(*, host: Host, user: str, password: str, actor: Actor
         host.ssh_access_user = user
         host.ssh_access_set_up_at = timezone.now()
         host.ssh_libvirt_via_sudo = via_sudo
+        _host_clean(host)
         host.save()
         audit_event_record(
             actor=actor,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -14,9 +15,11 @@ from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts import gateway
 from hosts.connections import host_connect
-from hosts.models import Host
+from hosts.models import Host, Transport
+from hosts.selectors import host_find
+from hosts.services import host_validate_new
 from migrations_app import decisions
-from migrations_app.checks import CheckResult, MigrationPlan, run_prechecks
+from migrations_app.checks import CHECK_NAMES, SKIPPED, CheckResult, MigrationPlan, run_prechecks
 from migrations_app.events import migration_publish
 from migrations_app.lifecycle import Phase
 from migrations_app.models import ACTIVE_STATUSES, RUNNING_STATUSES, Migration, MigrationStatus
@@ -26,13 +29,69 @@ from vms.models import VM
 logger = logging.getLogger(__name__)
 
 
+# The name of the check entry of a destination that is not registered yet.
+DESTINATION_REGISTERED = "destination_registered"
+
+
 class MigrationConflict(Exception):
     """Another migration of the VM is queued or running, or the action does not fit
     the migration's state (HTTP 409)."""
 
 
-def migration_check(*, vm: VM, destination: Host, options: MigrationOptions) -> list[CheckResult]:
-    return run_prechecks(MigrationPlan.of_request(vm=vm, destination=destination, options=options))
+CREDENTIALS_IGNORED_NOTE = (
+    "user and password were ignored: a check logs in nowhere and installs no key. "
+    "The migration uses them to set up ssh access first, then runs the pre-checks again."
+)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What `migrate/check` answers: every pre-check, and notes on what was not done."""
+
+    checks: list[CheckResult]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.failed for c in self.checks)
+
+    def as_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "checks": [c.as_dict() for c in self.checks],
+            "notes": list(self.notes),
+        }
+
+
+def migration_check(
+    *, vm: VM, remote_host: str, options: MigrationOptions, credentials_given: bool = False
+) -> CheckReport:
+    """The pre-checks of a migration as requested, changing nothing: no host is
+    registered, no key installed, no password used, no row or audit event written.
+
+    A registered destination is checked over the connection it has now. One that is
+    not registered yet is not contacted: the report says the migration will register
+    it (transport ssh) and the worker's pre-checks will check it then. Raises django
+    ValidationError (on `remote_host`) for a value the migration could not register.
+    """
+    notes = [CREDENTIALS_IGNORED_NOTE] if credentials_given else []
+    destination = host_find(remote_host=remote_host)
+    if destination is None:
+        host_validate_new(remote_host=remote_host)
+        return CheckReport(checks=_unregistered_destination_checks(remote_host), notes=notes)
+    plan = MigrationPlan.of_request(vm=vm, destination=destination, options=options)
+    return CheckReport(checks=run_prechecks(plan), notes=notes)
+
+
+def _unregistered_destination_checks(remote_host: str) -> list[CheckResult]:
+    registered = CheckResult(
+        DESTINATION_REGISTERED,
+        SKIPPED,
+        f"{remote_host} is not a registered host: the migration registers it "
+        f"(transport {Transport.SSH.value}) and checks it before migrating",
+    )
+    reason = "not checked: the destination is not registered yet"
+    return [registered, *(CheckResult(name, SKIPPED, reason) for name in CHECK_NAMES)]
 
 
 def migration_request(

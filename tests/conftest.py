@@ -132,7 +132,8 @@ def vm_uuids(lab_hosts) -> dict[str, str]:
 
 @pytest.fixture
 def lab_registered(api, lab_hosts, lab_config):
-    """The lab hosts registered through the API and refreshed: name -> Host."""
+    """The lab hosts registered through the API (transport tcp, given explicitly: the
+    default is ssh) and refreshed: name -> Host."""
     from hosts.models import Host
     from lab import core
 
@@ -140,7 +141,12 @@ def lab_registered(api, lab_hosts, lab_config):
     for lab_host in lab_hosts:
         response = api.post(
             "/api/hosts/",
-            {"name": lab_host.name, "address": lab_host.address, "shared_storage_paths": [shared]},
+            {
+                "name": lab_host.name,
+                "address": lab_host.address,
+                "transport": "tcp",
+                "shared_storage_paths": [shared],
+            },
             format="json",
         )
         assert response.status_code == 201, response.json()

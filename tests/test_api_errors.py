@@ -39,7 +39,8 @@ def test_a_django_validation_error_is_400_naming_the_field():
         ("remote_host", {"remote_host": "h1", "user": "root"}, "remote_host"),  # migrate
         ("password", {"remote_host": "h1", "user": "root", "password": "x"}, "password"),
         ("remote_host", {"user": "root", "password": "x"}, "non_field_errors"),  # ssh-access
-        ("remote_host", {}, "non_field_errors"),  # accept-host-key
+        ("fingerprint", {"fingerprint": "SHA256:x"}, "fingerprint"),  # accept-host-key
+        ("fingerprint", {}, "non_field_errors"),
     ],
 )
 def test_an_ssh_access_error_names_the_input_the_request_sent(field, body, named):

@@ -128,4 +128,9 @@ def test_openapi_schema_and_docs(api):
     paths = schema.json()["paths"]
     assert "/api/hosts/{id}/refresh/" in paths
     assert "/api/vms/{uuid}/" in paths
+    accept = paths["/api/hosts/{id}/accept-host-key/"]["post"]["requestBody"]
+    assert accept["required"] is True
+    components = schema.json()["components"]["schemas"]
+    assert components["AcceptHostKey"]["required"] == ["fingerprint"]
+    assert components["Host"]["properties"]["transport"]["default"] == "ssh"
     assert api.get("/api/docs/").status_code == 200

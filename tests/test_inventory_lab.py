@@ -133,7 +133,9 @@ def test_vanished_domain_is_marked_gone_not_deleted(api, lab_hosts, lab_register
 def test_unreachable_host_shows_the_error(api):
     # Nothing listens on 127.0.0.99: the connection is refused at once.
     host = api.post(
-        "/api/hosts/", {"name": "nowhere", "address": "127.0.0.99"}, format="json"
+        "/api/hosts/",
+        {"name": "nowhere", "address": "127.0.0.99", "transport": "tcp"},
+        format="json",
     ).json()
     body = _refresh(api, host["id"])
     assert body["status"] == "unreachable"

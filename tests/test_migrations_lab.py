@@ -311,6 +311,10 @@ def test_every_precheck_fails_with_its_message(api, linux_vm, lab_registered, tm
     checks = check(linux_vm.uuid, remote_host=source.name)
     failed(checks, "destination_is_not_source", "is the host the VM runs on now")
 
+    # A registered destination that does not answer (the check registers nothing: the
+    # host is registered here, with tcp so that the failure is libvirt's connection).
+    nowhere = {"name": "127.0.0.99", "address": "127.0.0.99", "transport": "tcp"}
+    assert api.post("/api/hosts/", nowhere, format="json").status_code == 201
     checks = check(linux_vm.uuid, remote_host="127.0.0.99")
     failed(checks, "destination_reachable", "127.0.0.99 is not reachable within 5 s")
     assert checks["cpu_compatible"]["status"] == "skipped"

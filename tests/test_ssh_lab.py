@@ -259,10 +259,15 @@ def test_replaced_host_key_is_refused_until_accepted(
     assert f"it was {first.fingerprint}, it is now {second.fingerprint}" in refreshed["last_error"]
     assert refreshed["ssh_host_key_pending_fingerprint"] == second.fingerprint
 
-    accepted = api.post(f"/api/hosts/{sshd_host.pk}/accept-host-key/").json()
+    accept_url = f"/api/hosts/{sshd_host.pk}/accept-host-key/"
+    # Only the fingerprint the administrator checked is accepted.
+    refused = api.post(accept_url, {"fingerprint": first.fingerprint}, format="json")
+    assert refused.status_code == 400
+    assert second.fingerprint in refused.json()["fingerprint"][0]
+    accepted = api.post(accept_url, {"fingerprint": second.fingerprint}, format="json").json()
     assert accepted["ssh_host_key_fingerprint"] == second.fingerprint
     assert accepted["ssh_host_key_pending_fingerprint"] == ""
-    event = AuditEvent.objects.get(event_type="host.host_key_accepted")
+    event = AuditEvent.objects.get(event_type="host.host_key_accepted")  # one: not the refused
     assert event.before == {"ssh_host_key_fingerprint": first.fingerprint}
     assert event.after == {"ssh_host_key_fingerprint": second.fingerprint}
     # With the new key accepted, the connection gets as far as the user's rights.

@@ -1,12 +1,19 @@
 from rest_framework import serializers
 
-from hosts.models import Host
+from hosts.models import Host, Transport
 from hosts.validators import validate_uri_safe
 
 
 # A host's own fields; the API serves it with its VM counts (vms.api.serializers).
 class HostSerializer(serializers.ModelSerializer):
     libvirt_uri = serializers.CharField(read_only=True)
+    transport = serializers.ChoiceField(
+        choices=Transport.choices,
+        default=Transport.SSH,
+        help_text="How the portal and the other hosts reach this host's libvirt. Default "
+        "ssh (the host key is pinned on first contact); tcp is unauthenticated and "
+        "unencrypted, for lab use only.",
+    )
     port = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=65535)
     shared_storage_paths = serializers.ListField(
         child=serializers.CharField(max_length=1024), required=False
@@ -67,6 +74,16 @@ class SshAccessSerializer(serializers.Serializer):
 
     user = serializers.CharField(max_length=32, validators=[validate_uri_safe])
     password = serializers.CharField(write_only=True, trim_whitespace=False)
+
+
+class AcceptHostKeySerializer(serializers.Serializer):
+    """The fingerprint of the changed host key, as the administrator checked it."""
+
+    fingerprint = serializers.CharField(
+        max_length=64,
+        help_text="The pending key's fingerprint (`ssh_host_key_pending_fingerprint`, "
+        "e.g. SHA256:...), checked out of band; refused if the pending key is another.",
+    )
 
 
 class PortalKeySerializer(serializers.Serializer):

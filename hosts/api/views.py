@@ -6,7 +6,12 @@ from rest_framework.response import Response
 
 from audit.services import Actor
 from hosts import services, ssh_services
-from hosts.api.serializers import HostSerializer, PortalKeySerializer, SshAccessSerializer
+from hosts.api.serializers import (
+    AcceptHostKeySerializer,
+    HostSerializer,
+    PortalKeySerializer,
+    SshAccessSerializer,
+)
 from hosts.models import Host
 from hosts.permissions import IsStaffOrReadOnly
 
@@ -57,12 +62,17 @@ class HostViewSet(viewsets.ModelViewSet):
         )
         return self._host_response(host)
 
-    @extend_schema(request=None)
+    @extend_schema(request=AcceptHostKeySerializer)
     @action(detail=True, methods=["post"], url_path="accept-host-key")
     def accept_host_key(self, request: Request, pk: str | None = None) -> Response:
-        """Accept the host's changed ssh host key (after checking it out of band)."""
+        """Accept the host's changed ssh host key, given the fingerprint checked out of
+        band: 400 on `fingerprint` if no key is pending or the pending one is another."""
+        serializer = AcceptHostKeySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
         host = ssh_services.host_key_accept(
-            host=self.get_object(), actor=Actor.from_request(request)
+            host=self.get_object(),
+            fingerprint=serializer.validated_data["fingerprint"],
+            actor=Actor.from_request(request),
         )
         return self._host_response(host)
 

@@ -1,6 +1,7 @@
 from django.conf import settings
 from rest_framework import serializers
 
+from hosts.validators import validate_uri_safe
 from migrations_app.models import Migration, MigrationSample, StorageMode, TransportMode
 from migrations_app.options import FIELD_NAMES, NEW_NAME_MAX_LENGTH, RULES, MigrationOptions, limits
 
@@ -25,9 +26,19 @@ class MigrateRequestSerializer(serializers.Serializer):
         allow_blank=True,
         max_length=253,
         error_messages={"required": "Remote host field cannot be blank"},
-        help_text="Destination: a registered host's name or address, or a new hostname/IP.",
+        help_text="Destination: a registered host's name or address, or a new hostname/IP "
+        "(registered by the migration, transport ssh).",
     )
-    user = serializers.CharField(required=False, allow_blank=True, max_length=32)
+    # Validated as the ssh-access request validates its user (it ends up in the
+    # destination's qemu+ssh:// URI).
+    user = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=32,
+        validators=[validate_uri_safe],
+        help_text="With password: set up password-less ssh for this remote user first "
+        "(migrate only; migrate/check ignores both).",
+    )
     password = serializers.CharField(
         required=False, allow_blank=True, write_only=True, trim_whitespace=False
     )

@@ -29,8 +29,16 @@ from vms.services import vms_sync_host
 CHECKS_RESPONSE = inline_serializer(
     "MigrationChecks",
     {
-        "ok": serializers.BooleanField(),
-        "checks": serializers.ListField(child=serializers.DictField()),
+        "ok": serializers.BooleanField(help_text="No check failed."),
+        "checks": serializers.ListField(
+            child=serializers.DictField(),
+            help_text="{name, status: pass|fail|skipped, message} each; a destination "
+            "that is not registered yet gives a skipped `destination_registered` check.",
+        ),
+        "notes": serializers.ListField(
+            child=serializers.CharField(),
+            help_text="What the check did not do, e.g. that user and password were ignored.",
+        ),
     },
 )
 
@@ -89,12 +97,19 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
     queryset = VM.objects.all()
     permission_classes = [IsAuthenticated, IsAdminUser]
 
-    def _migration_input(self, request: Request):
+    def _request_input(self, request: Request):
         vm = self.get_object()
         serializer = MigrateRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        actor = Actor.from_request(request)
+        return vm, serializer.validated_data, Actor.from_request(request)
+
+    @extend_schema(request=MigrateRequestSerializer, responses={202: MigrationSerializer})
+    @action(detail=True, methods=["post"])
+    def migrate(self, request: Request, uuid: str | None = None) -> Response:
+        """Queue a migration of this VM; answers 202 at once with the record. A
+        `remote_host` not registered yet is registered first (transport ssh); with
+        `user` + `password`, password-less ssh access is set up first."""
+        vm, data, actor = self._request_input(request)
         destination = host_resolve_or_register(
             remote_host=data["remote_host"], actor=actor, domains_sync=vms_sync_host
         )
@@ -104,15 +119,8 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
             destination = host_ssh_access_set_up(
                 host=destination, user=user, password=password, actor=actor
             )
-        return vm, destination, data["options"], actor
-
-    @extend_schema(request=MigrateRequestSerializer, responses={202: MigrationSerializer})
-    @action(detail=True, methods=["post"])
-    def migrate(self, request: Request, uuid: str | None = None) -> Response:
-        """Queue a migration of this VM; answers 202 at once with the record."""
-        vm, destination, options, actor = self._migration_input(request)
         migration = services.migration_request(
-            vm=vm, destination=destination, options=options, actor=actor
+            vm=vm, destination=destination, options=data["options"], actor=actor
         )
         location = f"/api/migrations/{migration.pk}/"
         return Response(
@@ -124,12 +132,17 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
     @extend_schema(request=MigrateRequestSerializer, responses=CHECKS_RESPONSE)
     @action(detail=True, methods=["post"], url_path="migrate/check")
     def migrate_check(self, request: Request, uuid: str | None = None) -> Response:
-        """Run the pre-checks of a migration without migrating."""
-        vm, destination, options, _actor = self._migration_input(request)
-        checks = services.migration_check(vm=vm, destination=destination, options=options)
-        return Response(
-            {"ok": not any(c.failed for c in checks), "checks": [c.as_dict() for c in checks]}
+        """Run the pre-checks of a migration without migrating; changes nothing. A
+        `remote_host` not registered yet is not registered nor contacted (a skipped
+        check says so); `user` and `password` are never used (a note says so)."""
+        vm, data, _actor = self._request_input(request)
+        report = services.migration_check(
+            vm=vm,
+            remote_host=data["remote_host"],
+            options=data["options"],
+            credentials_given=bool(data.get("user") or data.get("password")),
         )
+        return Response(report.as_dict())
 
 
 # --- Reports (read by administrators and auditors: audit.permissions) -------------

@@ -309,6 +309,25 @@
 
   window.Portal = { api, bytes, rate, seconds, millis, FINAL, MigrationSocket, ProgressView, readJson };
 
+  /* Dashboard: accept a host's changed ssh key. The fingerprint shown is the one sent:
+   * the portal refuses it if the pending key has changed since the page was drawn. */
+  document.addEventListener("DOMContentLoaded", () => {
+    document.querySelectorAll("[data-action=accept-host-key]").forEach((button) => {
+      button.addEventListener("click", async () => {
+        const { hostId, hostName, fingerprint } = button.dataset;
+        if (!window.confirm("Accept " + fingerprint + " as the ssh host key of " + hostName + "?")) return;
+        button.disabled = true;
+        const result = await api("POST", "/api/hosts/" + hostId + "/accept-host-key/", { fingerprint });
+        if (result.status === 200) { location.reload(); return; }
+        const error = button.parentElement.querySelector("[data-field=accept-error]");
+        const body = result.body;
+        error.textContent = (body.fingerprint || body.non_field_errors || [body.detail || JSON.stringify(body)]).join(" ");
+        error.hidden = false;
+        button.disabled = false;
+      });
+    });
+  });
+
   /* Migration detail page: draw what is recorded; follow it live while it runs. */
   document.addEventListener("DOMContentLoaded", () => {
     const root = document.querySelector("#migration-page [data-progress-view]");

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("hosts", "0002_ssh_host_keys"),
+        ("hosts", "0003_transport_default_ssh"),
     ]
 
     operations = [
