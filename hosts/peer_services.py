@@ -198,6 +198,49 @@ def peer_trust_ensure(*, source: Host, destination: Host, actor: Actor) -> PeerT
     return trust
 
 
+# What the source's ssh says when the trust is no longer in place on one end.
+PEER_REFUSALS = (
+    "Permission denied",
+    "Host key verification failed",
+    "REMOTE HOST IDENTIFICATION HAS CHANGED",
+    "host key is known",
+)
+
+
+def peer_trust_refused(*, source: Host, destination: Host, error: str, actor: Actor) -> str | None:
+    """After a failed migration: if the source's own ssh to the destination was refused
+    (its key or the pinned host key removed behind the portal's back), drop the record
+    so that the next migration sets the trust up again, and say so. None otherwise."""
+    if not peer_trust_needed(source, destination) or not any(r in error for r in PEER_REFUSALS):
+        return None
+    with transaction.atomic():
+        trust = (
+            PeerTrust.objects.select_for_update()
+            .filter(source=source, destination=destination)
+            .first()
+        )
+        if trust is not None:
+            audit_event_record(
+                actor=actor,
+                event_type=EventType.HOST_PEER_TRUST_REMOVED,
+                target=source,
+                before={"destination": destination.name},
+                detail={
+                    "source": source.name,
+                    "destination": destination.name,
+                    "source_key_fingerprint": trust.source_key_fingerprint,
+                    "reason": "refused by ssh during a migration",
+                },
+            )
+            trust.delete()
+    return (
+        f"{source.name}'s own ssh access to {destination.name} was refused: its key or "
+        f"{destination.name}'s pinned host key is no longer in place. The portal sets it up "
+        "again when the migration is retried; if the destination's host key changed, accept "
+        f"the new key first (POST /api/hosts/{destination.pk}/accept-host-key/)"
+    )
+
+
 def peer_trust_remove(*, trust: PeerTrust, actor: Actor) -> None:
     """Undo `peer_trust_ensure`: the source's key leaves the destination's
     authorized_keys, the pinned line leaves the source's known_hosts, and the source's
@@ -206,7 +249,7 @@ def peer_trust_remove(*, trust: PeerTrust, actor: Actor) -> None:
     with session_for_host(destination, user=destination.ssh_user, actor=actor) as session:
         _run(
             session,
-            ssh.line_remove_command("~/.ssh/authorized_keys", trust.authorized_keys_line),
+            ssh.line_remove_command("$HOME/.ssh/authorized_keys", trust.authorized_keys_line),
             "removing the source's key",
         )
     last = not PeerTrust.objects.filter(source=source).exclude(pk=trust.pk).exists()

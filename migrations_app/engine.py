@@ -33,7 +33,7 @@ from audit.services import Actor, audit_event_record
 from hosts import gateway
 from hosts.connections import host_connect
 from hosts.models import Host
-from hosts.peer_services import peer_trust_ensure, peer_uri
+from hosts.peer_services import peer_trust_ensure, peer_trust_refused, peer_uri
 from hosts.ssh_services import SshAccessError
 from migrations_app import decisions
 from migrations_app.checks import MigrationPlan, run_prechecks
@@ -348,6 +348,11 @@ def _run_claimed(migration: Migration, lease: Lease) -> Migration:
     cause, error = _migrate_and_monitor(migration, lease)
     if error is None:
         return _complete(migration, lease)
+    hint = peer_trust_refused(
+        source=migration.source, destination=migration.destination, error=error, actor=_actor()
+    )
+    if hint:
+        error = f"{error}. {hint}"
     return _settle(migration, lease, error, cause=cause)
 
 

@@ -160,7 +160,7 @@ class _FakeSession:
 
 
 def test_ssh_access_set_up_full_cleans_the_host_before_saving(vm, monkeypatch):
-    monkeypatch.setattr(ssh_services, "_open", lambda host, **kwargs: _FakeSession())
+    monkeypatch.setattr(ssh_services, "session_for_host", lambda host, **kwargs: _FakeSession())
     host = Host.objects.get(name="dst")
     Host.objects.filter(pk=host.pk).update(transport=Transport.TCP, address="not a host")
     events = AuditEvent.objects.count()

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from hosts.models import Host, Transport
+from hosts.models import Host, PeerTrust, Transport
 from hosts.validators import validate_uri_safe
 
 
@@ -36,6 +36,7 @@ class HostSerializer(serializers.ModelSerializer):
             "ssh_host_key_pending_seen_at",
             "ssh_access_user",
             "ssh_access_set_up_at",
+            "ssh_libvirt_via_sudo",
             "status",
             "last_error",
             "last_error_at",
@@ -89,3 +90,49 @@ class AcceptHostKeySerializer(serializers.Serializer):
 class PortalKeySerializer(serializers.Serializer):
     public_key = serializers.CharField()
     fingerprint = serializers.CharField()
+
+
+class PeerTrustSerializer(serializers.ModelSerializer):
+    """A source host's own ssh access to a destination, for peer-to-peer migration."""
+
+    source_name = serializers.CharField(source="source.name", read_only=True)
+    destination_name = serializers.CharField(source="destination.name", read_only=True)
+
+    class Meta:
+        model = PeerTrust
+        fields = [
+            "id",
+            "source",
+            "source_name",
+            "destination",
+            "destination_name",
+            "source_key",
+            "source_key_fingerprint",
+            "destination_user",
+            "destination_host_key_fingerprint",
+            "via_sudo",
+            "authorized_keys_line",
+            "known_hosts_line",
+            "verified_at",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class PeerTrustRequestSerializer(serializers.Serializer):
+    source = serializers.PrimaryKeyRelatedField(queryset=Host.objects.all())
+    destination = serializers.PrimaryKeyRelatedField(queryset=Host.objects.all())
+
+    def validate(self, attrs: dict) -> dict:
+        if attrs["source"] == attrs["destination"]:
+            raise serializers.ValidationError(
+                {"destination": "A host does not need to trust itself."}
+            )
+        if attrs["destination"].transport != Transport.SSH:
+            raise serializers.ValidationError(
+                {
+                    "destination": "Only a destination reached over ssh needs trust: tls hosts "
+                    "use their certificates, tcp hosts nothing."
+                }
+            )
+        return attrs

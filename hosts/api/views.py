@@ -1,18 +1,20 @@
 from drf_spectacular.utils import extend_schema
-from rest_framework import views, viewsets
+from rest_framework import mixins, status, views, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from audit.services import Actor
-from hosts import services, ssh_services
+from hosts import peer_services, services, ssh_services
 from hosts.api.serializers import (
     AcceptHostKeySerializer,
     HostSerializer,
+    PeerTrustRequestSerializer,
+    PeerTrustSerializer,
     PortalKeySerializer,
     SshAccessSerializer,
 )
-from hosts.models import Host
+from hosts.models import Host, PeerTrust
 from hosts.permissions import IsStaffOrReadOnly
 
 
@@ -84,3 +86,35 @@ class PortalKeyView(views.APIView):
     def get(self, request: Request) -> Response:
         key = ssh_services.portal_public_key()
         return Response({"public_key": key.public_line, "fingerprint": key.fingerprint})
+
+
+class PeerTrustViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Host-to-host ssh trust for peer-to-peer migration. Set up by the first migration
+    between two hosts (or here, ahead of time); removing it takes the source's key off
+    the destination and the pinned host key off the source."""
+
+    serializer_class = PeerTrustSerializer
+    permission_classes = [IsStaffOrReadOnly]
+    filterset_fields = ["source", "destination"]
+
+    def get_queryset(self):
+        return PeerTrust.objects.select_related("source", "destination")
+
+    @extend_schema(request=PeerTrustRequestSerializer, responses={201: PeerTrustSerializer})
+    def create(self, request: Request) -> Response:
+        serializer = PeerTrustRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        trust = peer_services.peer_trust_ensure(
+            source=serializer.validated_data["source"],
+            destination=serializer.validated_data["destination"],
+            actor=Actor.from_request(request),
+        )
+        return Response(PeerTrustSerializer(trust).data, status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, instance: PeerTrust) -> None:
+        peer_services.peer_trust_remove(trust=instance, actor=Actor.from_request(self.request))
