@@ -141,6 +141,7 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
             remote_host=data["remote_host"],
             options=data["options"],
             credentials_given=bool(data.get("user") or data.get("password")),
+            user=data.get("user", ""),
         )
         return Response(report.as_dict())
 
