@@ -361,11 +361,14 @@ def test_copied_disks_fit_in_the_destination_pool():
         destination="dst", disks=[_disk()], pools={"/var/lib/libvirt/images": _pool(2**30)}
     )
     assert ok
-    assert message == "pool 'default' on dst has 1024.0 MiB free for 1.0 MiB of a.qcow2"
+    # A copy is as large as the disk's capacity (QEMU's mirror fills it), not its use.
+    assert message == "pool 'default' on dst has 1024.0 MiB free for 16.0 MiB of a.qcow2"
     ok, message = copy_space_verdict(
-        destination="dst", disks=[_disk()], pools={"/var/lib/libvirt/images": _pool(8 * 2**20)}
+        destination="dst",
+        disks=[_disk(capacity=2**20, used=2 * 2**20)],
+        pools={"/var/lib/libvirt/images": _pool(8 * 2**20)},
     )
-    assert ok and message.endswith("(thin: they may grow to 16.0 MiB)")
+    assert ok and message == "pool 'default' on dst has 8.0 MiB free for 2.0 MiB of a.qcow2"
 
 
 def test_copied_disks_that_do_not_fit_fail_with_what_to_do():
@@ -373,13 +376,13 @@ def test_copied_disks_that_do_not_fit_fail_with_what_to_do():
 
     ok, message = copy_space_verdict(
         destination="dst",
-        disks=[_disk(used=3 * 2**20), _disk("/var/lib/libvirt/images/b.raw", used=2**20)],
-        pools={"/var/lib/libvirt/images": _pool(2**20)},
+        disks=[_disk(), _disk("/var/lib/libvirt/images/b.raw", capacity=2**20, used=0)],
+        pools={"/var/lib/libvirt/images": _pool(10 * 2**20)},
     )
     assert not ok
     assert message == (
-        "pool 'default' on dst (/var/lib/libvirt/images) has 1.0 MiB free, the disks to copy "
-        "there (a.qcow2, b.raw) take 4.0 MiB: free 3.0 MiB or more there, or choose another "
+        "pool 'default' on dst (/var/lib/libvirt/images) has 10.0 MiB free, the disks to copy "
+        "there (a.qcow2, b.raw) take 17.0 MiB: free 7.0 MiB or more there, or choose another "
         "destination or shared storage"
     )
 
