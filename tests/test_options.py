@@ -415,3 +415,36 @@ def test_disk_progress_comes_from_the_job_stats():
     )
     # libvirt reports disk_total 0 for a migration that copies no disk.
     assert sample_from_job_stats({"disk_total": 0, "disk_processed": 0}).disk_total_bytes is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"compressed": True, "compression_method": "zstd"}, "compression_method"),
+        (
+            {"compressed": True, "compression_method": "mt", "compression_level": 12},
+            "compression_level",
+        ),
+        ({"compression_level": 3}, "compression_level"),
+        ({"compressed": True, "parallel_connections": 2}, "compressed"),
+    ],
+)
+def test_the_api_answers_400_on_the_compression_field(api, vm, payload, field):
+    response = api.post(
+        f"/api/vms/{vm.uuid}/migrate/", {"remote_host": "dst", **payload}, format="json"
+    )
+    assert response.status_code == 400
+    assert list(response.json()) == [field], response.json()
+
+
+def test_the_schema_shows_the_compression_options(api, db):
+    schemas = api.get("/api/schema/?format=json").json()["components"]["schemas"]
+    fields = schemas["MigrateRequest"]["properties"]
+    method = fields["compression_method"]
+    enum = schemas[method["allOf"][0]["$ref"].rsplit("/", 1)[1]] if "allOf" in method else method
+    assert enum["enum"] == ["xbzrle", "mt"]
+    assert (fields["compression_level"]["minimum"], fields["compression_level"]["maximum"]) == (
+        0,
+        9,
+    )
