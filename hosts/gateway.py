@@ -111,6 +111,22 @@ class DiskInfo:
 
 
 @dataclass(frozen=True)
+class VolumeInfo:
+    path: str
+    capacity_bytes: int
+    allocation_bytes: int  # what the file takes on disk now
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    name: str
+    target_path: str
+    capacity_bytes: int
+    allocation_bytes: int
+    available_bytes: int
+
+
+@dataclass(frozen=True)
 class DomainInfo:
     uuid: str
     name: str
@@ -281,6 +297,12 @@ class HostConnection:
     def set_max_downtime(self, uuid: str, milliseconds: int) -> None:
         self._call(uuid, "setting max downtime of", lambda d: d.migrateSetMaxDowntime(milliseconds))
 
+    def max_downtime(self, uuid: str) -> int:
+        """The running migration's max downtime as libvirt has it (ms)."""
+        return int(
+            self._call(uuid, "reading max downtime of", lambda d: d.migrateGetMaxDowntime(0))
+        )
+
     def set_max_speed(self, uuid: str, mib_per_s: int) -> None:
         self._call(uuid, "setting bandwidth of", lambda d: d.migrateSetMaxSpeed(mib_per_s))
 
@@ -337,20 +359,43 @@ class HostConnection:
 
     def volume_exists(self, path: str) -> bool:
         """Is `path` a storage volume of one of this host's storage pools?"""
+        return self.volume(path) is not None
+
+    def _refreshed_pools(self) -> list[libvirt.virStoragePool]:
+        pools = self._conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+        for pool in pools:
+            try:
+                pool.refresh(0)
+            except libvirt.libvirtError:
+                pass  # a pool busy with another refresh is still listable
+        return pools
+
+    def volume(self, path: str) -> VolumeInfo | None:
+        """The storage volume at `path` (pools refreshed first), or None if no pool has it."""
         try:
-            for pool in self._conn.listAllStoragePools(
-                libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE
-            ):
-                try:
-                    pool.refresh(0)
-                except libvirt.libvirtError:
-                    pass  # a pool busy with another refresh is still listable
-            self._conn.storageVolLookupByPath(path)
-            return True
+            self._refreshed_pools()
+            _type, capacity, allocation = self._conn.storageVolLookupByPath(path).info()
+            return VolumeInfo(path, int(capacity), int(allocation))
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-                return False
+                return None
             raise _translate(exc, f"looking up {path} on {self.uri}") from exc
+
+    def pool_for_directory(self, directory: str) -> PoolInfo | None:
+        """The active storage pool whose target is `directory` (where libvirt creates a
+        copied disk), refreshed, or None."""
+        wanted = os.path.normpath(directory)
+        try:
+            for pool in self._refreshed_pools():
+                target = ET.fromstring(pool.XMLDesc(0)).findtext("target/path") or ""
+                if target and os.path.normpath(target) == wanted:
+                    _state, capacity, allocation, available = pool.info()
+                    return PoolInfo(
+                        pool.name(), target, int(capacity), int(allocation), int(available)
+                    )
+        except libvirt.libvirtError as exc:
+            raise _translate(exc, f"reading storage pools of {self.uri}") from exc
+        return None
 
 
 @dataclass(frozen=True)
@@ -364,6 +409,8 @@ class MigrationSpec:
     auto_converge: bool = False
     allow_postcopy: bool = False
     compressed: bool = False
+    compression_method: str = ""  # "" with compressed: libvirt's default, XBZRLE
+    compression_level: int | None = None  # for "mt" only
     parallel_connections: int = 0
     bandwidth_mib_s: int = 0
     destination_name: str = ""
@@ -391,6 +438,10 @@ class MigrationSpec:
         if self.compressed:
             flags |= libvirt.VIR_MIGRATE_COMPRESSED
         params: dict = {}
+        if self.compressed and self.compression_method:
+            params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = self.compression_method
+        if self.compressed and self.compression_level is not None:
+            params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION_MT_LEVEL] = self.compression_level
         if self.parallel_connections:
             flags |= libvirt.VIR_MIGRATE_PARALLEL
             params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = self.parallel_connections

@@ -6,6 +6,7 @@ before libvirt is asked to migrate (things change while a migration waits in the
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -86,6 +87,7 @@ CHECK_NAMES = [
     "cpu_compatible",
     "no_host_devices",
     "disks_available",
+    "destination_has_space",
     "enough_memory",
     "no_name_or_uuid_clash",
     "peer_access",
@@ -120,11 +122,14 @@ def run_prechecks(plan: MigrationPlan) -> list[CheckResult]:
     timeout = settings.MIGRATION_PRECHECK_TIMEOUT_S
     vm: gateway.DomainInfo | None = None
     vm_xml = ""
+    source_volumes: dict[str, gateway.VolumeInfo | None] = {}
     try:
         with host_connect(src, timeout=timeout) as conn:
             vm = conn.find_domain(uuid=plan.vm_uuid)
             if vm is not None:
                 vm_xml = conn.domain_xml(plan.vm_uuid, inactive=not plan.options.live)
+                if plan.options.copies_storage:
+                    source_volumes = {path: conn.volume(path) for path in _disk_paths(vm)}
         if vm is None:
             record("source_reachable", False, f"the VM is not on {src.name} any more")
         else:
@@ -135,7 +140,7 @@ def run_prechecks(plan: MigrationPlan) -> list[CheckResult]:
     try:
         with host_connect(dst, timeout=timeout) as conn:
             record("destination_reachable", True, f"{dst.name} answered within {timeout:g} s")
-            _destination_checks(plan, conn, vm, vm_xml, record)
+            _destination_checks(plan, conn, vm, vm_xml, record, source_volumes)
     except gateway.GatewayError as exc:
         if "destination_reachable" not in results:
             hint = ""
@@ -179,6 +184,10 @@ def _peer_access_check(src: Host, dst: Host, record) -> None:
         )
 
 
+def _disk_paths(vm: gateway.DomainInfo) -> list[str]:
+    return [d.path for d in vm.disks if d.path and d.device == "disk"]
+
+
 def _skip_reason(results: dict[str, CheckResult]) -> str:
     for prerequisite in ("source_reachable", "destination_reachable"):
         if prerequisite in results and results[prerequisite].failed:
@@ -192,6 +201,7 @@ def _destination_checks(
     vm: gateway.DomainInfo | None,
     vm_xml: str,
     record: Callable[..., None],
+    source_volumes: dict[str, gateway.VolumeInfo | None],
 ) -> None:
     src, dst = plan.source, plan.destination
     caps = conn.capabilities()
@@ -228,14 +238,32 @@ def _destination_checks(
         if vm.has_hostdev
         else "no host devices passed through",
     )
-    disk_paths = [d.path for d in vm.disks if d.path and d.device == "disk"]
+    disk_paths = _disk_paths(vm)
     if plan.options.copies_storage:
         record(
             "disks_available",
             True,
             f"{len(disk_paths)} disk(s) will be copied to {dst.name}",
         )
+        sizes = {d.path: d.size_bytes for d in vm.disks}
+        disks = []
+        for path in disk_paths:
+            volume = source_volumes.get(path)
+            capacity = volume.capacity_bytes if volume else sizes.get(path) or 0
+            disks.append(
+                DiskToCopy(
+                    path=path,
+                    capacity_bytes=capacity,
+                    allocation_bytes=volume.allocation_bytes if volume else capacity,
+                    on_destination=conn.volume(path) is not None,
+                )
+            )
+        directories = {os.path.dirname(d.path) for d in disks if not d.on_destination}
+        pools = {directory: conn.pool_for_directory(directory) for directory in directories}
+        ok, message = copy_space_verdict(destination=dst.name, disks=disks, pools=pools)
+        record("destination_has_space", ok, message)
     else:
+        record("destination_has_space", True, "no disk is copied (shared storage)")
         missing = [path for path in disk_paths if not conn.volume_exists(path)]
         record(
             "disks_available",
@@ -315,3 +343,65 @@ def name_or_uuid_clash(
     return ClashVerdict(
         False, False, f"no domain named '{target_name}' or with this UUID on {destination}"
     )
+
+
+@dataclass(frozen=True)
+class DiskToCopy:
+    path: str
+    capacity_bytes: int
+    allocation_bytes: int  # what it takes on the source now
+    on_destination: bool  # already there (pre-created): libvirt copies into it
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def copy_space_verdict(
+    *,
+    destination: str,
+    disks: list[DiskToCopy],
+    pools: dict[str, gateway.PoolInfo | None],
+) -> tuple[bool, str]:
+    """Can the destination take the disks a storage "copy" migration creates there? Pure.
+
+    libvirt creates each missing disk in the destination's storage pool whose folder
+    holds it (same path as on the source), and QEMU's mirror fills it: on the lab
+    (libvirt 9.0, QEMU 7.2) a qcow2 disk of 16 MiB capacity with 196 KiB allocated
+    arrived with 16.3 MiB allocated. So each disk needs its capacity free (or its
+    allocation, if larger: qcow2 metadata), in the pool that receives it.
+    """
+    if not disks:
+        return True, "the VM has no disk to copy"
+    to_create = [d for d in disks if not d.on_destination]
+    if not to_create:
+        return True, f"every disk already exists on {destination}: libvirt copies into it"
+    problems, notes = [], []
+    for directory in sorted({os.path.dirname(d.path) for d in to_create}):
+        here = [d for d in to_create if os.path.dirname(d.path) == directory]
+        names = ", ".join(os.path.basename(d.path) for d in here)
+        pool = pools.get(directory)
+        if pool is None:
+            problems.append(
+                f"no active storage pool on {destination} has the folder {directory}, so "
+                f"libvirt cannot create {names} there: define and start one for it "
+                f"(virsh pool-define-as NAME dir --target {directory}; virsh pool-start NAME) "
+                "or create the disks there beforehand"
+            )
+            continue
+        needed = sum(max(d.capacity_bytes, d.allocation_bytes) for d in here)
+        if needed > pool.available_bytes:
+            problems.append(
+                f"pool '{pool.name}' on {destination} ({directory}) has "
+                f"{_mib(pool.available_bytes)} free, the disks to copy there ({names}) take "
+                f"{_mib(needed)}: free {_mib(needed - pool.available_bytes)} or more there, "
+                "or choose another destination or shared storage"
+            )
+        else:
+            notes.append(
+                f"pool '{pool.name}' on {destination} has {_mib(pool.available_bytes)} free "
+                f"for {_mib(needed)} of {names}"
+            )
+    if problems:
+        return False, "; ".join(problems)
+    return True, "; ".join(notes)

@@ -47,7 +47,7 @@ from migrations_app.models import (
     MigrationStatus,
 )
 from migrations_app.options import MigrationOptions
-from migrations_app.progress import ProgressSample, sample_from_job_stats
+from migrations_app.progress import ProgressSample, disk_progress, sample_from_job_stats
 from vms.services import host_refresh_with_vms as host_refresh
 
 logger = logging.getLogger(__name__)
@@ -499,6 +499,7 @@ def _monitor(
             try:
                 conn.set_max_downtime(uuid, migration.max_downtime_ms)
                 downtime_applied = True
+                _record_max_downtime_read(migration, lease, conn)
             except gateway.GatewayError as exc:
                 logger.info("migration %s: max downtime not set yet: %s", migration.pk, exc)
         if stats:
@@ -509,6 +510,20 @@ def _monitor(
             )
             percent = sample.percent
             _record_sample(migration, lease, sample)
+
+
+def _record_max_downtime_read(
+    migration: Migration, lease: Lease, conn: gateway.HostConnection
+) -> None:
+    """Keep what libvirt reports back for the max downtime just set (the record shows
+    that it took); a failure to read or store it changes nothing else."""
+    try:
+        read = conn.max_downtime(str(migration.vm_uuid))
+        Migration.objects.filter(pk=migration.pk, claim_epoch=lease.epoch).update(
+            max_downtime_read_ms=read
+        )
+    except (gateway.GatewayError, DatabaseError) as exc:
+        logger.info("migration %s: max downtime not read back: %s", migration.pk, exc)
 
 
 def _record_sample(migration: Migration, lease: Lease, sample: ProgressSample) -> None:
@@ -593,6 +608,7 @@ def _record_final_sample(migration: Migration, stats: dict) -> Migration:
         memory_dirty_rate_bytes_s=None,
         memory_iteration=stats.get("memory_iteration"),
         throughput_bytes_s=stats.get("memory_bps"),
+        **disk_progress(stats),
     )
     return migration
 
@@ -606,6 +622,8 @@ def _completed_fields(stats: dict) -> dict:
         "downtime_ms": stats.get("downtime"),
         "setup_time_ms": stats.get("setup_time"),
         "transferred_bytes": stats.get("data_processed"),
+        # The copied disks' final figures, if any (the running samples' otherwise stay).
+        **{k: v for k, v in disk_progress(stats).items() if v is not None},
     }
 
 

@@ -27,6 +27,13 @@ class TransportMode(models.TextChoices):
     TUNNELLED = "tunnelled", "Tunnelled through the libvirt connection"
 
 
+class CompressionMethod(models.TextChoices):
+    # What libvirt 9.0 offers (VIR_MIGRATE_PARAM_COMPRESSION); multifd's zlib / zstd
+    # need libvirt 9.4 (see options.RULES).
+    XBZRLE = "xbzrle", "XBZRLE (resend only what changed in pages sent before)"
+    MT = "mt", "Multithread zlib (compress every page; with a level)"
+
+
 class Migration(models.Model):
     """One request to move one VM; its lifecycle, progress and outcome."""
 
@@ -59,6 +66,10 @@ class Migration(models.Model):
     auto_converge = models.BooleanField(default=False)
     allow_postcopy = models.BooleanField(default=False)
     compressed = models.BooleanField(default=False)
+    compression_method = models.CharField(
+        max_length=8, choices=CompressionMethod.choices, default=CompressionMethod.XBZRLE
+    )
+    compression_level = models.PositiveSmallIntegerField(null=True, blank=True)
     parallel_connections = models.PositiveIntegerField(default=0)
     new_name = models.CharField(max_length=255, blank=True)
     timeout_s = models.PositiveIntegerField()
@@ -100,8 +111,15 @@ class Migration(models.Model):
     memory_dirty_rate_bytes_s = models.BigIntegerField(null=True, blank=True)
     memory_iteration = models.PositiveIntegerField(null=True, blank=True)
     throughput_bytes_s = models.BigIntegerField(null=True, blank=True)
+    # Copied disks (storage "copy"); null when libvirt reports no disk job.
+    disk_total_bytes = models.BigIntegerField(null=True, blank=True)
+    disk_processed_bytes = models.BigIntegerField(null=True, blank=True)
+    disk_remaining_bytes = models.BigIntegerField(null=True, blank=True)
     eta_s = models.FloatField(null=True, blank=True)
     progress_updated_at = models.DateTimeField(null=True, blank=True)
+    # The max downtime libvirt reports for the job (virDomainMigrateGetMaxDowntime),
+    # read back after the portal set it and after every tune.
+    max_downtime_read_ms = models.BigIntegerField(null=True, blank=True)
 
     # libvirt's completed job statistics, exactly as reported, and the key figures.
     completed_stats = models.JSONField(null=True, blank=True)
@@ -148,6 +166,9 @@ class MigrationSample(models.Model):
     memory_dirty_rate_bytes_s = models.BigIntegerField(null=True)
     memory_iteration = models.PositiveIntegerField(null=True)
     throughput_bytes_s = models.BigIntegerField(null=True)
+    disk_total_bytes = models.BigIntegerField(null=True)
+    disk_processed_bytes = models.BigIntegerField(null=True)
+    disk_remaining_bytes = models.BigIntegerField(null=True)
 
     class Meta:
         ordering = ["migration", "taken_at", "id"]

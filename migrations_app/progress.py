@@ -21,6 +21,10 @@ class ProgressSample:
     memory_dirty_rate_bytes_s: int | None
     memory_iteration: int | None
     throughput_bytes_s: int | None
+    # Copied disks (storage "copy"): None when the job copies none.
+    disk_total_bytes: int | None
+    disk_processed_bytes: int | None
+    disk_remaining_bytes: int | None
     eta_s: float | None
 
 
@@ -34,6 +38,22 @@ def phase_of(stats: dict, *, postcopy: bool = False) -> Phase:
     if iteration <= 1:
         return Phase.TRANSFERRING_MEMORY if stats.get("data_processed") else Phase.SETUP
     return Phase.CONVERGING
+
+
+def disk_progress(stats: dict) -> dict[str, int | None]:
+    """The copied disks' figures; all None when the job copies no disk (libvirt
+    reports disk_total 0 then)."""
+    if not stats.get("disk_total"):
+        return {
+            "disk_total_bytes": None,
+            "disk_processed_bytes": None,
+            "disk_remaining_bytes": None,
+        }
+    return {
+        "disk_total_bytes": stats["disk_total"],
+        "disk_processed_bytes": stats.get("disk_processed"),
+        "disk_remaining_bytes": stats.get("disk_remaining"),
+    }
 
 
 def sample_from_job_stats(
@@ -65,5 +85,6 @@ def sample_from_job_stats(
         memory_dirty_rate_bytes_s=dirty_pages * page_size if dirty_pages is not None else None,
         memory_iteration=stats.get("memory_iteration"),
         throughput_bytes_s=throughput,
+        **disk_progress(stats),
         eta_s=round(eta, 1) if eta is not None else None,
     )

@@ -290,9 +290,12 @@ def migration_tune(
         max_downtime_ms=max_downtime_ms, bandwidth_mib_s=bandwidth_mib_s
     )
 
+    read_back: dict[str, int] = {}
+
     def apply(conn: gateway.HostConnection, uuid: str) -> None:
         if max_downtime_ms is not None:
             conn.set_max_downtime(uuid, max_downtime_ms)
+            read_back["max_downtime_read_ms"] = conn.max_downtime(uuid)
         if bandwidth_mib_s is not None:
             # libvirt reads 0 as "unlimited" only for new jobs; a huge cap is the same.
             conn.set_max_speed(uuid, bandwidth_mib_s or 8_388_607)
@@ -308,7 +311,9 @@ def migration_tune(
             migration.max_downtime_ms = max_downtime_ms
         if bandwidth_mib_s is not None:
             migration.bandwidth_mib_s = bandwidth_mib_s
-        migration.save(update_fields=["max_downtime_ms", "bandwidth_mib_s"])
+        for name, value in read_back.items():
+            setattr(migration, name, value)
+        migration.save(update_fields=["max_downtime_ms", "bandwidth_mib_s", *read_back])
         after = {
             "max_downtime_ms": migration.max_downtime_ms,
             "bandwidth_mib_s": migration.bandwidth_mib_s,

@@ -32,6 +32,8 @@ def test_defaults_come_from_the_fields_and_the_settings(settings):
         "auto_converge": False,
         "allow_postcopy": False,
         "compressed": False,
+        "compression_method": "xbzrle",
+        "compression_level": None,
         "parallel_connections": 0,
         "new_name": "",
         "timeout_s": 1200,
@@ -53,6 +55,11 @@ VALID = [
     {"storage": "copy", "allow_postcopy": True, "auto_converge": True},
     {"parallel_connections": 64, "allow_postcopy": True},
     {"compressed": True},
+    {"compressed": True, "compression_method": "xbzrle"},
+    {"compressed": True, "compression_method": "mt"},
+    {"compressed": True, "compression_method": "mt", "compression_level": 0},
+    {"compressed": True, "compression_method": "mt", "compression_level": 9},
+    {"compressed": False, "compression_method": "xbzrle", "compression_level": None},
     {"max_downtime_ms": 100, "timeout_s": 1, "bandwidth_mib_s": 1_000_000},
     {"max_downtime_ms": 3_600_000},
 ]
@@ -115,7 +122,66 @@ INVALID = [
     ),
     (
         {"parallel_connections": 4, "compressed": True},
-        {"compressed": ["Compression and parallel connections exclude each other."]},
+        {
+            "compressed": [
+                "Compression and parallel connections exclude each other (libvirt 9.0 has "
+                "no zlib or zstd compression for parallel connections)."
+            ]
+        },
+    ),
+    (
+        {"parallel_connections": 2, "compressed": True, "compression_method": "mt"},
+        {
+            "compressed": [
+                "Compression and parallel connections exclude each other (libvirt 9.0 has "
+                "no zlib or zstd compression for parallel connections)."
+            ]
+        },
+    ),
+    (
+        {"compression_method": "mt"},
+        {
+            "compression_method": [
+                "Choose a compression method only with compression on (compressed)."
+            ]
+        },
+    ),
+    (
+        {"compression_level": 5},
+        {
+            "compression_level": [
+                "A compression level needs compression on (compressed) with method mt."
+            ]
+        },
+    ),
+    (
+        {"compressed": True, "compression_level": 5},
+        {
+            "compression_level": [
+                "A compression level needs compression on (compressed) with method mt."
+            ]
+        },
+    ),
+    # Multifd's methods: libvirt 9.0 refuses them ("Unsupported compression method").
+    (
+        {"compressed": True, "compression_method": "zstd", "parallel_connections": 2},
+        {"compression_method": ['"zstd" is not a valid choice.']},
+    ),
+    (
+        {"compressed": True, "compression_method": "zlib"},
+        {"compression_method": ['"zlib" is not a valid choice.']},
+    ),
+    (
+        {"compressed": True, "compression_method": "mt", "compression_level": 10},
+        {"compression_level": ["The compression level of method mt is 0 (none) to 9 (best)."]},
+    ),
+    (
+        {"compressed": True, "compression_method": "mt", "compression_level": -1},
+        {"compression_level": ["The compression level of method mt is 0 (none) to 9 (best)."]},
+    ),
+    (
+        {"compressed": True, "compression_method": "mt", "compression_level": "3"},
+        {"compression_level": ["A valid integer is required."]},
     ),
     (
         {"live": False, "allow_postcopy": True},
@@ -206,7 +272,11 @@ SPECS = [
     ),
     (
         {"transport": "tunnelled", "compressed": True},
-        MigrationSpec(tunnelled=True, compressed=True),
+        MigrationSpec(tunnelled=True, compressed=True, compression_method="xbzrle"),
+    ),
+    (
+        {"compressed": True, "compression_method": "mt", "compression_level": 7},
+        MigrationSpec(compressed=True, compression_method="mt", compression_level=7),
     ),
     ({"parallel_connections": 8}, MigrationSpec(parallel_connections=8)),
     # The monitor applies these while the job runs: libvirt's call does not take them.
@@ -230,7 +300,10 @@ def test_the_options_are_columns_of_a_migration_and_come_back_the_same():
         max_downtime_ms=300,
         auto_converge=True,
         allow_postcopy=True,
-        parallel_connections=2,
+        parallel_connections=0,
+        compressed=True,
+        compression_method="mt",
+        compression_level=4,
         new_name="web-2",
         timeout_s=900,
     )
@@ -256,3 +329,122 @@ def test_tuning_judges_the_new_values_only(settings):
     with pytest.raises(ValidationError) as caught:
         recorded.tuned(max_downtime_ms=10, bandwidth_mib_s=-1)
     assert set(caught.value.message_dict) == {"max_downtime_ms", "bandwidth_mib_s"}
+
+
+def test_the_spec_becomes_libvirts_parameters():
+    """libvirt's own parameter names (virsh --comp-methods / --comp-mt-level)."""
+    _flags, params = MigrationSpec(
+        compressed=True, compression_method="mt", compression_level=7
+    ).flags_and_params()
+    assert params == {"compression": "mt", "compression.mt.level": 7}
+    _flags, params = MigrationSpec(parallel_connections=3).flags_and_params()
+    assert params == {"parallel.connections": 3}
+
+
+# Storage "copy": the destination's free space (checks.copy_space_verdict, pure).
+def _disk(path="/var/lib/libvirt/images/a.qcow2", capacity=16 * 2**20, used=2**20, there=False):
+    from migrations_app.checks import DiskToCopy
+
+    return DiskToCopy(path, capacity, used, there)
+
+
+def _pool(available, name="default", path="/var/lib/libvirt/images"):
+    from hosts.gateway import PoolInfo
+
+    return PoolInfo(name, path, 10 * available, 0, available)
+
+
+def test_copied_disks_fit_in_the_destination_pool():
+    from migrations_app.checks import copy_space_verdict
+
+    ok, message = copy_space_verdict(
+        destination="dst", disks=[_disk()], pools={"/var/lib/libvirt/images": _pool(2**30)}
+    )
+    assert ok
+    # A copy is as large as the disk's capacity (QEMU's mirror fills it), not its use.
+    assert message == "pool 'default' on dst has 1024.0 MiB free for 16.0 MiB of a.qcow2"
+    ok, message = copy_space_verdict(
+        destination="dst",
+        disks=[_disk(capacity=2**20, used=2 * 2**20)],
+        pools={"/var/lib/libvirt/images": _pool(8 * 2**20)},
+    )
+    assert ok and message == "pool 'default' on dst has 8.0 MiB free for 2.0 MiB of a.qcow2"
+
+
+def test_copied_disks_that_do_not_fit_fail_with_what_to_do():
+    from migrations_app.checks import copy_space_verdict
+
+    ok, message = copy_space_verdict(
+        destination="dst",
+        disks=[_disk(), _disk("/var/lib/libvirt/images/b.raw", capacity=2**20, used=0)],
+        pools={"/var/lib/libvirt/images": _pool(10 * 2**20)},
+    )
+    assert not ok
+    assert message == (
+        "pool 'default' on dst (/var/lib/libvirt/images) has 10.0 MiB free, the disks to copy "
+        "there (a.qcow2, b.raw) take 17.0 MiB: free 7.0 MiB or more there, or choose another "
+        "destination or shared storage"
+    )
+
+
+def test_a_disk_without_a_pool_or_already_there():
+    from migrations_app.checks import copy_space_verdict
+
+    ok, message = copy_space_verdict(
+        destination="dst", disks=[_disk("/srv/vm/a.qcow2")], pools={"/srv/vm": None}
+    )
+    assert not ok and "no active storage pool on dst has the folder /srv/vm" in message
+    assert "virsh pool-define-as NAME dir --target /srv/vm" in message
+    assert copy_space_verdict(destination="dst", disks=[_disk(there=True)], pools={}) == (
+        True,
+        "every disk already exists on dst: libvirt copies into it",
+    )
+    assert copy_space_verdict(destination="dst", disks=[], pools={})[0]
+
+
+def test_disk_progress_comes_from_the_job_stats():
+    from migrations_app.progress import sample_from_job_stats
+
+    sample = sample_from_job_stats(
+        {"disk_total": 100, "disk_processed": 40, "disk_remaining": 60, "data_total": 200}
+    )
+    assert (sample.disk_total_bytes, sample.disk_processed_bytes, sample.disk_remaining_bytes) == (
+        100,
+        40,
+        60,
+    )
+    # libvirt reports disk_total 0 for a migration that copies no disk.
+    assert sample_from_job_stats({"disk_total": 0, "disk_processed": 0}).disk_total_bytes is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"compressed": True, "compression_method": "zstd"}, "compression_method"),
+        (
+            {"compressed": True, "compression_method": "mt", "compression_level": 12},
+            "compression_level",
+        ),
+        ({"compression_level": 3}, "compression_level"),
+        ({"compressed": True, "parallel_connections": 2}, "compressed"),
+    ],
+)
+def test_the_api_answers_400_on_the_compression_field(api, vm, payload, field):
+    response = api.post(
+        f"/api/vms/{vm.uuid}/migrate/", {"remote_host": "dst", **payload}, format="json"
+    )
+    assert response.status_code == 400
+    assert list(response.json()) == [field], response.json()
+
+
+def test_the_schema_shows_the_compression_options(api, db):
+    schemas = api.get("/api/schema/?format=json").json()["components"]["schemas"]
+    fields = schemas["MigrateRequest"]["properties"]
+    method = fields["compression_method"]
+    enum = schemas[method["allOf"][0]["$ref"].rsplit("/", 1)[1]] if "allOf" in method else method
+    assert enum["enum"] == ["xbzrle", "mt"]
+    assert (fields["compression_level"]["minimum"], fields["compression_level"]["maximum"]) == (
+        0,
+        9,
+    )

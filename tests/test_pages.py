@@ -232,6 +232,9 @@ def test_vm_page_shows_the_vm_and_the_migrate_dialog(browser, hosts):
         "auto_converge",
         "allow_postcopy",
         "compressed",
+        "compression_method",
+        "compression_level",
+        "parallel_connections",
     ]:
         assert f'name="{name}"' in dialog, name
     assert ">Cancel</button>" in dialog and ">Start</button>" in dialog

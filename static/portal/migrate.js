@@ -75,11 +75,15 @@
         auto_converge: input("auto_converge").checked,
         allow_postcopy: input("allow_postcopy").checked,
         compressed: input("compressed").checked,
+        compression_method: input("compression_method").value,
+        parallel_connections: Number(input("parallel_connections").value || 0),
       };
       const user = input("user").value.trim(), password = input("password").value;
       if (user || password) { body.user = user; body.password = password; }
       const downtime = input("max_downtime_ms").value;
       if (downtime !== "") body.max_downtime_ms = Number(downtime);
+      const level = input("compression_level").value;
+      if (level !== "") body.compression_level = Number(level);
       return body;
     }
 

@@ -255,6 +255,12 @@
       this.setText("dirty", rate(m.memory_dirty_rate_bytes_s));
       this.setText("iteration", m.memory_iteration === null || m.memory_iteration === undefined ? "–" : String(m.memory_iteration));
       this.setText("eta", final ? "–" : seconds(m.eta_s));
+      // Copied disks (storage "copy"): shown once libvirt reports a disk job.
+      const disks = this.field("disks-box");
+      if (disks) {
+        disks.hidden = !m.disk_total_bytes;
+        if (m.disk_total_bytes) this.setText("disks", bytes(m.disk_processed_bytes) + " of " + bytes(m.disk_total_bytes));
+      }
 
       const controls = this.field("controls");
       if (controls) {
