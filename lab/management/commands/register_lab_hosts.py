@@ -1,9 +1,14 @@
-"""Register the running lab hosts in the portal and sync their VMs (used by `make demo`)."""
+"""Register the running lab hosts in the portal and sync their VMs (used by `make demo`).
+
+Like an administrator adding real hosts: over ssh (the default transport), the portal's
+key installed with each host's password once (the lab generated the passwords). The
+first migration between two hosts then gives the source a key of its own.
+"""
 
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.services import Actor
-from hosts import services
+from hosts import services, ssh_services
 from hosts.models import Host
 from lab import core
 from lab.management.commands.lab import config_from_settings
@@ -27,11 +32,16 @@ class Command(BaseCommand):
                     actor=actor,
                     name=lab_host.name,
                     address=lab_host.address,
-                    transport="tcp",
+                    transport="ssh",
+                    ssh_user=lab_host.ssh_user,
                     shared_storage_paths=shared,
+                )
+            if not host.ssh_access_set_up_at:
+                host = ssh_services.host_ssh_access_set_up(
+                    host=host, user=lab_host.ssh_user, password=lab_host.ssh_password, actor=actor
                 )
             host = host_refresh_with_vms(host=host, actor=actor)
             running = host.vms.filter(state="running").count()
             self.stdout.write(
-                f"{host.name:8} {host.libvirt_uri:32} {host.status:12} {running} running VM(s)"
+                f"{host.name:8} {host.libvirt_uri:40} {host.status:12} {running} running VM(s)"
             )
