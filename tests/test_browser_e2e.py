@@ -328,11 +328,16 @@ def test_switch_to_postcopy_from_the_dialog(portal, page, linux_vm):
     assert page.js_errors == []
 
 
-def _migrate_from_dialog(page, portal: PortalServer, uuid: str, destination: str) -> int:
+def _migrate_from_dialog(
+    page, portal: PortalServer, uuid: str, destination: str, transport: str = ""
+) -> int:
     from playwright.sync_api import expect
 
     dialog = _open_migrate_dialog(page, portal, uuid)
     dialog.locator(f"#mig-host-choices [data-host='{destination}']").click()
+    if transport:
+        dialog.locator("#mig-advanced summary").click()
+        dialog.locator("#mig-transport").select_option(transport)
     # The dialog's default: the source keeps its (shut-off) definition.
     expect(
         dialog.get_by_label("Delete this VM when the migration is completed")
@@ -365,4 +370,39 @@ def test_round_trip_from_the_dialog(portal, page, linux_vm):
     clash = next(c for c in record.checks if c["name"] == "no_name_or_uuid_clash")
     assert "comes home" in clash["message"], clash
     assert Migration.objects.get(pk=there).status == record.status == "succeeded"
+    assert page.js_errors == []
+
+
+def test_ssh_hosts_direct_and_tunnelled_from_the_dialog(portal, page, linux_vm, api):
+    """Hosts reached over ssh that share nothing with the portal: the dialog migrates
+    there directly and back tunnelled; each source uses a key of its own."""
+    from hosts.models import Host, PeerTrust
+
+    home = linux_vm.source
+    away = linux_vm.other(home)
+    for lab_host in (home, away):
+        host = Host.objects.get(name=lab_host.name)
+        response = api.post(
+            f"/api/hosts/{host.pk}/ssh-access/",
+            {"user": lab_host.ssh_user, "password": lab_host.ssh_password},
+            format="json",
+        )
+        assert response.status_code == 200, response.json()
+        assert response.json()["transport"] == "ssh"
+    _log_in(page, portal)
+    there = _migrate_from_dialog(page, portal, linux_vm.uuid, away.name, transport="direct")
+    back = _migrate_from_dialog(page, portal, linux_vm.uuid, home.name, transport="tunnelled")
+    page.screenshot(path=str(ARTIFACTS / "ssh-tunnelled-home.png"))
+    records = [Migration.objects.get(pk=pk) for pk in (there, back)]
+    assert [(r.status, r.transport) for r in records] == [
+        ("succeeded", "direct"),
+        ("succeeded", "tunnelled"),
+    ]
+    assert sorted((t.source.name, t.destination.name) for t in PeerTrust.objects.all()) == sorted(
+        [(home.name, away.name), (away.name, home.name)]
+    )
+    assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {
+        home.name: "running",
+        away.name: "shut off",
+    }
     assert page.js_errors == []
