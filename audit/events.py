@@ -19,7 +19,7 @@ class EventType(models.TextChoices):
     AUTH_LOGOUT = "auth.logout", "Logged out"
     AUTH_LOGIN_FAILED = "auth.login_failed", "Login failed"
 
-    # Hosts (hosts.services, hosts.ssh_services).
+    # Hosts (hosts.services, hosts.ssh_services, hosts.tls_services).
     HOST_CREATED = "host.created", "Host added"
     HOST_UPDATED = "host.updated", "Host changed"
     HOST_DELETED = "host.deleted", "Host removed"
@@ -29,6 +29,9 @@ class EventType(models.TextChoices):
     HOST_HOST_KEY_CHANGED = "host.host_key_changed", "Host key changed"
     HOST_HOST_KEY_ACCEPTED = "host.host_key_accepted", "Changed host key accepted"
     HOST_SSH_KEY_INSTALLED = "host.ssh_key_installed", "Portal's ssh key installed"
+    # hosts.tls_services
+    HOST_TLS_ISSUED = "host.tls_issued", "TLS certificates issued and installed"
+    HOST_LIBVIRTD_RESTARTED = "host.libvirtd_restarted", "libvirtd restarted"
 
     # VMs (vms.services).
     VM_DISCOVERED = "vm.discovered", "VM discovered"

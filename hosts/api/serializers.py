@@ -29,6 +29,11 @@ class HostSerializer(serializers.ModelSerializer):
             "ssh_host_key_pending_seen_at",
             "ssh_access_user",
             "ssh_access_set_up_at",
+            "tls_ca_fingerprint",
+            "tls_server_fingerprint",
+            "tls_server_not_after",
+            "tls_client_not_after",
+            "tls_issued_at",
             "status",
             "last_error",
             "last_error_at",
@@ -72,3 +77,11 @@ class SshAccessSerializer(serializers.Serializer):
 class PortalKeySerializer(serializers.Serializer):
     public_key = serializers.CharField()
     fingerprint = serializers.CharField()
+
+
+class TlsIssueSerializer(serializers.Serializer):
+    """Issue (or renew) a host's TLS certificates over the portal's ssh session."""
+
+    restart_libvirtd = serializers.BooleanField(
+        default=True, help_text="Restart libvirtd afterwards (PORTAL_TLS_RESTART_COMMAND)."
+    )

@@ -5,8 +5,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from audit.services import Actor
-from hosts import services, ssh_services
-from hosts.api.serializers import HostSerializer, PortalKeySerializer, SshAccessSerializer
+from hosts import services, ssh_services, tls_services
+from hosts.api.serializers import (
+    HostSerializer,
+    PortalKeySerializer,
+    SshAccessSerializer,
+    TlsIssueSerializer,
+)
 from hosts.models import Host
 from hosts.permissions import IsStaffOrReadOnly
 
@@ -63,6 +68,21 @@ class HostViewSet(viewsets.ModelViewSet):
         """Accept the host's changed ssh host key (after checking it out of band)."""
         host = ssh_services.host_key_accept(
             host=self.get_object(), actor=Actor.from_request(request)
+        )
+        return self._host_response(host)
+
+    @extend_schema(request=TlsIssueSerializer)
+    @action(detail=True, methods=["post"], url_path="tls")
+    def tls(self, request: Request, pk: str | None = None) -> Response:
+        """Issue or renew the host's TLS certificates: the host makes its keys (they
+        never leave it), the portal's CA signs them, they are installed for libvirtd
+        and QEMU over ssh, and libvirtd is restarted. Needs ssh access set up."""
+        serializer = TlsIssueSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        host = tls_services.host_tls_issue(
+            host=self.get_object(),
+            actor=Actor.from_request(request),
+            restart=serializer.validated_data["restart_libvirtd"],
         )
         return self._host_response(host)
 
