@@ -32,7 +32,7 @@ from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts import gateway
 from hosts.connections import host_connect
-from hosts.models import Host
+from hosts.models import Host, Transport
 from migrations_app import decisions
 from migrations_app.checks import MigrationPlan, run_prechecks
 from migrations_app.events import migration_publish
@@ -376,7 +376,9 @@ def _migrate_and_monitor(migration: Migration, lease: Lease) -> tuple[FailureRea
             with host_connect(migration.source) as conn:
                 conn.migrate(
                     uuid,
-                    destination_uri=migration.destination.connection_uri,
+                    destination_uri=migration.destination.tls_peer_uri
+                    if migration.destination.transport == Transport.TLS
+                    else migration.destination.connection_uri,
                     spec=MigrationOptions.from_migration(migration).to_spec(),
                 )
         except gateway.GatewayError as exc:

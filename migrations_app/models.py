@@ -59,6 +59,7 @@ class Migration(models.Model):
     auto_converge = models.BooleanField(default=False)
     allow_postcopy = models.BooleanField(default=False)
     compressed = models.BooleanField(default=False)
+    tls = models.BooleanField(default=False, help_text="QEMU's migration stream encrypted (TLS).")
     parallel_connections = models.PositiveIntegerField(default=0)
     new_name = models.CharField(max_length=255, blank=True)
     timeout_s = models.PositiveIntegerField()

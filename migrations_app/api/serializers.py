@@ -51,6 +51,11 @@ class MigrateRequestSerializer(serializers.Serializer):
     auto_converge = serializers.BooleanField(default=MigrationOptions.auto_converge)
     allow_postcopy = serializers.BooleanField(default=MigrationOptions.allow_postcopy)
     compressed = serializers.BooleanField(default=MigrationOptions.compressed)
+    tls = serializers.BooleanField(
+        default=MigrationOptions.tls,
+        help_text="Encrypt QEMU's migration stream with TLS: both hosts need the portal's "
+        "certificates (POST /api/hosts/{id}/tls/).",
+    )
     parallel_connections = OptionIntegerField(
         option="parallel_connections",
         default=MigrationOptions.parallel_connections,

@@ -75,6 +75,7 @@
         auto_converge: input("auto_converge").checked,
         allow_postcopy: input("allow_postcopy").checked,
         compressed: input("compressed").checked,
+        tls: input("tls").checked,
       };
       const user = input("user").value.trim(), password = input("password").value;
       if (user || password) { body.user = user; body.password = password; }
