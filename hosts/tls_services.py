@@ -186,7 +186,10 @@ def host_tls_issue(
             )
             restarted = True
     server, client = tls.cert_info(server_pem), tls.cert_info(client_pem)
-    served = _served_fingerprint(host, SERVED_WAIT_S if restarted else 2.0)
+    # A host reached over tls must serve the new certificate; another may not listen
+    # for TLS (yet): one short look.
+    wait = SERVED_WAIT_S if restarted and host.transport == Transport.TLS else 2.0
+    served = _served_fingerprint(host, wait)
 
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
