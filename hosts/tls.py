@@ -14,6 +14,7 @@ folder, which no host sees) is simpler to protect and back up than two.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
@@ -346,6 +347,8 @@ def served_certificate(
         with socket.create_connection((address, port), timeout=timeout) as sock:
             with context.wrap_socket(sock) as tls_sock:
                 der = tls_sock.getpeercert(binary_form=True)
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    tls_sock.unwrap()  # close_notify: a clean end in libvirtd's log
     except (OSError, ssl.SSLError) as exc:
         raise TlsError(f"no TLS answer from {address}:{port}: {exc}") from exc
     if not der:

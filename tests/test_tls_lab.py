@@ -155,8 +155,13 @@ def _listening(address: str, port: int) -> bool:
 def test_certificates_are_made_over_ssh_and_keys_stay_on_the_host(api, tls_lab):
     config, hosts = tls_lab
     lab_host = hosts[1]
-    host = _register_over_ssh(api, lab_host)
     pki = _pki(config, lab_host)
+    if not (pki / "libvirt" / "servercert.pem").exists():
+        # A fresh TLS-only host: no network listener at all, only the unix socket.
+        assert not _listening(lab_host.address, core.LIBVIRT_TLS_PORT)
+        assert not _listening(lab_host.address, core.LIBVIRT_TCP_PORT)
+        assert core.virsh(lab_host, "uri").stdout.strip() == "qemu:///system"
+    host = _register_over_ssh(api, lab_host)
 
     body = _issue(api, host)
     keys = {name: pki / "libvirt" / "private" / name for name in ("serverkey.pem", "clientkey.pem")}
