@@ -19,7 +19,7 @@ class EventType(models.TextChoices):
     AUTH_LOGOUT = "auth.logout", "Logged out"
     AUTH_LOGIN_FAILED = "auth.login_failed", "Login failed"
 
-    # Hosts (hosts.services, hosts.ssh_services).
+    # Hosts (hosts.services, hosts.ssh_services, hosts.tls_services).
     HOST_CREATED = "host.created", "Host added"
     HOST_UPDATED = "host.updated", "Host changed"
     HOST_DELETED = "host.deleted", "Host removed"
@@ -32,6 +32,9 @@ class EventType(models.TextChoices):
     # Host-to-host trust for peer-to-peer migration over ssh (hosts.peer_services).
     HOST_PEER_TRUST_SET_UP = "host.peer_trust_set_up", "Peer ssh trust set up"
     HOST_PEER_TRUST_REMOVED = "host.peer_trust_removed", "Peer ssh trust removed"
+    # hosts.tls_services
+    HOST_TLS_ISSUED = "host.tls_issued", "TLS certificates issued and installed"
+    HOST_LIBVIRTD_RESTARTED = "host.libvirtd_restarted", "libvirtd restarted"
 
     # VMs (vms.services).
     VM_DISCOVERED = "vm.discovered", "VM discovered"

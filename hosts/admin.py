@@ -34,4 +34,12 @@ class HostAdmin(admin.ModelAdmin):
         "memory_free_bytes",
         "migration_features",
         "capabilities_updated_at",
+        # Issued through POST /api/hosts/{id}/tls/ only (the host must get them too).
+        "tls_ca_fingerprint",
+        "tls_server_cert",
+        "tls_server_fingerprint",
+        "tls_server_not_after",
+        "tls_client_cert",
+        "tls_client_not_after",
+        "tls_issued_at",
     ]

@@ -414,6 +414,7 @@ class MigrationSpec:
     parallel_connections: int = 0
     bandwidth_mib_s: int = 0
     destination_name: str = ""
+    tls: bool = False  # VIR_MIGRATE_TLS: QEMU's stream encrypted (certificates in /etc/pki/qemu)
 
     def flags_and_params(self) -> tuple[int, dict]:
         flags = (
@@ -437,6 +438,8 @@ class MigrationSpec:
             flags |= libvirt.VIR_MIGRATE_POSTCOPY
         if self.compressed:
             flags |= libvirt.VIR_MIGRATE_COMPRESSED
+        if self.tls:
+            flags |= libvirt.VIR_MIGRATE_TLS
         params: dict = {}
         if self.compressed and self.compression_method:
             params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = self.compression_method

@@ -72,6 +72,16 @@ class Host(models.Model):
     # helper is run through `sudo -n` (the portal's wrapper; peers' forced command).
     ssh_libvirt_via_sudo = models.BooleanField(default=False)
 
+    # TLS: the certificates the portal's CA last issued to the host (public parts only;
+    # the private keys were generated on the host and never left it).
+    tls_ca_fingerprint = models.CharField(max_length=128, blank=True)
+    tls_server_cert = models.TextField(blank=True)
+    tls_server_fingerprint = models.CharField(max_length=128, blank=True)
+    tls_server_not_after = models.DateTimeField(null=True, blank=True)
+    tls_client_cert = models.TextField(blank=True)
+    tls_client_not_after = models.DateTimeField(null=True, blank=True)
+    tls_issued_at = models.DateTimeField(null=True, blank=True)
+
     status = models.CharField(max_length=16, choices=HostStatus.choices, default=HostStatus.UNKNOWN)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
@@ -122,7 +132,10 @@ class Host(models.Model):
     def connection_uri(self) -> str:
         """The URI libvirt is actually opened with (by the portal, and by a source host
         for peer-to-peer migration). For ssh: the portal's key, and the portal's ssh
-        wrapper that checks the host key against the keys pinned in the database."""
+        wrapper that checks the host key against the keys pinned in the database. For
+        tls: the portal's own client certificate folder (`pkipath`)."""
+        if self.transport == Transport.TLS:
+            return f"{self.libvirt_uri}?{urlencode({'pkipath': str(settings.TLS_CLIENT_DIR)})}"
         if self.transport != Transport.SSH:
             return self.libvirt_uri
         command = (
@@ -132,6 +145,14 @@ class Host(models.Model):
         )
         query = urlencode({"keyfile": str(settings.SSH_KEY_PATH), "command": str(command)})
         return f"{self.libvirt_uri}?{query}"
+
+    @property
+    def tls_peer_uri(self) -> str:
+        return tls_peer_uri(self)
+
+    @property
+    def has_tls_certificates(self) -> bool:
+        return bool(self.tls_server_cert and self.tls_client_cert)
 
     def is_on_shared_storage(self, path: str) -> bool:
         return any(
@@ -173,3 +194,12 @@ class PeerTrust(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} -> {self.destination}"
+
+
+def tls_peer_uri(destination: Host) -> str:
+    """The URI a SOURCE host's libvirtd opens to `destination` for a peer-to-peer
+    migration over TLS: no pkipath, so the source uses its own client certificate
+    (/etc/pki/libvirt/clientcert.pem and private/clientkey.pem on the source)."""
+    address = f"[{destination.address}]" if ":" in destination.address else destination.address
+    port = destination.port if destination.transport == Transport.TLS and destination.port else None
+    return f"qemu+tls://{address}{f':{port}' if port else ''}/system"

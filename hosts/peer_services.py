@@ -30,7 +30,7 @@ from django.utils import timezone
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts import ssh
-from hosts.models import PEER_KEY_PATH, Host, PeerTrust, Transport
+from hosts.models import PEER_KEY_PATH, Host, PeerTrust, Transport, tls_peer_uri
 from hosts.ssh_services import SshAccessError, session_for_host
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ def peer_uri(source: Host, destination: Host) -> str:
     """
     if destination.transport == Transport.SSH:
         return f"{destination.libvirt_uri}?{urlencode({'keyfile': PEER_KEY_PATH, 'no_tty': 1})}"
+    if destination.transport == Transport.TLS:
+        return tls_peer_uri(destination)
     return destination.libvirt_uri
 
 

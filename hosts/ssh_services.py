@@ -208,6 +208,12 @@ def session_for_host(
     return session
 
 
+def host_session(host: Host, *, user: str, actor: Actor) -> ssh.Session:
+    """A session with the portal's key as `user` (ssh access set up before), the
+    host key checked against the pinned one (pinned on first contact)."""
+    return session_for_host(host, user=user, actor=actor)
+
+
 def host_ssh_access_set_up(*, host: Host, user: str, password: str, actor: Actor) -> Host:
     """Install the portal's public key for `user` on `host`, using `password` once.
 

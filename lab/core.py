@@ -65,6 +65,7 @@ PRIVATE_POOL = "default"
 # Inside every host, the private images folder is libvirt's usual one.
 HOST_IMAGES_DIR = "/var/lib/libvirt/images"
 LIBVIRT_TCP_PORT = 16509
+LIBVIRT_TLS_PORT = 16514
 SSH_PORT = 22
 # QEMU listens for an incoming migration on one of these (libvirt's defaults, set
 # explicitly in qemu.conf so that lab.faults and the hosts agree).
@@ -95,6 +96,9 @@ BIND_MOUNTS = {
     "root": "/root",
     "pki": "/etc/pki",
     "sudoers": "/etc/sudoers.d",
+    # The host's `systemctl` (a shim: `restart libvirtd` asks the holder), first on
+    # root's PATH and sudo's secure_path.
+    "sbin": "/usr/local/sbin",
 }
 # Per-folder modes (the rest are 0755): root's home and sudoers are private.
 _BIND_MODES = {"root": 0o700, "sudoers": 0o750}
@@ -131,6 +135,11 @@ class LabConfig:
     # Folders of the portal that no host may see (hidden by a tmpfs in each host's
     # namespace). Empty: the folder that holds the lab root (the portal's data folder).
     private_paths: tuple[Path, ...] = ()
+    # Indexes of TLS-only hosts: their libvirtd listens on the unix socket only (reached
+    # over ssh) until certificates are installed in their /etc/pki, then on TLS only
+    # (listen_tls = 1, listen_tcp = 0). The lab drives them with virsh inside their
+    # namespace (nsenter), never over the network.
+    tls_hosts: tuple[int, ...] = ()
 
     @property
     def hidden_paths(self) -> tuple[Path, ...]:
@@ -148,6 +157,8 @@ class LabHost:
     running: bool
     sudo_user: str = ""  # per-host login user NOT in group libvirt; full sudo rights
     sudo_password: str = ""
+    tls_only: bool = False  # see LabConfig.tls_hosts
+    holder_pid_file: str = ""  # the namespace's first process (for nsenter)
 
     @property
     def ssh_uri(self) -> str:
@@ -232,16 +243,19 @@ def _make_host(config: LabConfig, index: int) -> LabHost:
     password = password_file.read_text().strip() if password_file.exists() else ""
     sudo_file = _state(config, index) / "sudo_password"
     sudo_password = sudo_file.read_text().strip() if sudo_file.exists() else ""
+    tls_only = index in config.tls_hosts
     return LabHost(
         name=host_name(config, index),
         address=address,
-        libvirt_uri=f"qemu+tcp://{address}/system",
+        libvirt_uri=f"qemu+{'tls' if tls_only else 'tcp'}://{address}/system",
         ssh_port=SSH_PORT,
         ssh_user=ssh_user_for(address),
         ssh_password=password,
         running=_host_running(config, index),
         sudo_user=sudo_user_for(address),
         sudo_password=sudo_password,
+        tls_only=tls_only,
+        holder_pid_file=str(_state(config, index) / "holder.pid"),
     )
 
 
@@ -330,8 +344,12 @@ def down(config: LabConfig) -> None:
 def virsh(
     host: LabHost, *args: str, check: bool = True, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``virsh -c <host uri> <args>``; raises VirshError (with stderr) if check."""
+    """Run ``virsh -c <host uri> <args>``; raises VirshError (with stderr) if check.
+    A TLS-only host is driven from inside its namespace (``qemu:///system``)."""
     cmd = ["virsh", "-q", "-c", host.libvirt_uri, *args]
+    if host.tls_only:
+        cmd = ["nsenter", "-t", str(_read_pid(Path(host.holder_pid_file)) or 0), "-m"]
+        cmd += ["virsh", "-q", "-c", "qemu:///system", *args]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
@@ -343,7 +361,8 @@ def virsh(
 
 def libvirtd_pid(host: LabHost) -> int | None:
     """The pid of the libvirtd listening on the host's address, if any."""
-    for pid in _listener_pids(host.address, LIBVIRT_TCP_PORT):
+    ports = (LIBVIRT_TLS_PORT,) if host.tls_only else (LIBVIRT_TCP_PORT,)
+    for pid in (p for port in ports for p in _listener_pids(host.address, port)):
         if _comm(pid) == "libvirtd":
             return pid
     return None
@@ -447,7 +466,13 @@ def _prepare_host(config: LabConfig, index: int) -> None:
             capture_output=True,
         )
 
-    _write_if_changed(hdir / "etc" / "libvirtd.conf", _libvirtd_conf(address, host_uuid))
+    tls_only = index in config.tls_hosts
+    conf = _libvirtd_conf(address, host_uuid)
+    if tls_only:
+        conf = conf.replace("listen_tls = 0\nlisten_tcp = 1\n", "listen_tls = 1\nlisten_tcp = 0\n")
+    _write_if_changed(hdir / "etc" / "libvirtd.conf", conf)
+    _write_if_changed(hdir / "sbin" / "systemctl", _systemctl_shim(state / "control"))
+    (hdir / "sbin" / "systemctl").chmod(0o755)
     _write_if_changed(hdir / "etc" / "qemu.conf", _qemu_conf(address))
     _write_if_changed(state / "sshd_config", _sshd_config(address, state))
     sudo_password = _stored(state / "sudo_password", lambda: secrets.token_urlsafe(12), 0o600)
@@ -503,14 +528,7 @@ def _prepare_host(config: LabConfig, index: int) -> None:
         "pid_file": str(state / "holder.pid"),
         "commands": {
             "libvirtd": {
-                "argv": [
-                    LIBVIRTD,
-                    "--listen",
-                    "--config",
-                    str(hdir / "etc" / "libvirtd.conf"),
-                    "--pid-file",
-                    "/run/libvirt/libvirtd.pid",  # inside the namespace: hosts/<n>/run
-                ],
+                "argv": _libvirtd_argv(hdir, tls_only),
                 "log": str(hdir / "log" / "libvirtd.stderr.log"),
             },
             "sshd": {
@@ -520,6 +538,53 @@ def _prepare_host(config: LabConfig, index: int) -> None:
         },
     }
     _write_if_changed(state / "holder.json", json.dumps(spec, indent=2) + "\n")
+
+
+def _libvirtd_argv(hdir: Path, tls_only: bool) -> list[str]:
+    argv = [
+        LIBVIRTD,
+        "--listen",
+        "--config",
+        str(hdir / "etc" / "libvirtd.conf"),
+        "--pid-file",
+        "/run/libvirt/libvirtd.pid",  # inside the namespace: hosts/<n>/run
+    ]
+    if not tls_only:
+        return argv
+    # TLS-only: --listen (TLS) only once a server certificate is there; before that
+    # the unix socket alone (reached over ssh). Decided at each (re)start.
+    without = " ".join(a for a in argv if a != "--listen")
+    return [
+        "/bin/sh",
+        "-c",
+        f"if [ -s /etc/pki/libvirt/servercert.pem ]; then exec {' '.join(argv)}; "
+        f"else exec {without}; fi",
+    ]
+
+
+def _systemctl_shim(fifo: Path) -> str:
+    return f"""#!/bin/sh
+# Written by lab.core: a lab host has no systemd. `systemctl restart libvirtd` asks
+# the host's holder (FIFO {fifo}) to restart it and waits until the new one answers;
+# QEMU guests keep running (libvirtd re-attaches to them).
+case "$1 $2" in
+  "restart libvirtd"|"restart libvirtd.service"|"restart libvirtd.socket") ;;
+  *) echo "lab systemctl: only 'restart libvirtd' is supported here" >&2; exit 2 ;;
+esac
+old=$(cat /run/libvirt/libvirtd.pid 2>/dev/null)
+echo "restart libvirtd" > {fifo}
+i=0
+while [ $i -lt 600 ]; do
+  new=$(cat /run/libvirt/libvirtd.pid 2>/dev/null)
+  if [ -n "$new" ] && [ "$new" != "$old" ]; then
+    virsh -q -c qemu:///system version >/dev/null 2>&1 && exit 0
+  fi
+  sleep 0.1
+  i=$((i + 1))
+done
+echo "lab systemctl: libvirtd did not come back within 60 s" >&2
+exit 1
+"""
 
 
 def _libvirtd_conf(address: str, host_uuid: str) -> str:
@@ -723,7 +788,11 @@ def _wait_libvirtd(config: LabConfig, host: LabHost) -> None:
     started = time.monotonic()
     last_error = ""
     while time.monotonic() - started < START_TIMEOUT_S:
-        if _listening(host.address, LIBVIRT_TCP_PORT):
+        if host.tls_only:
+            ready = (host_dir(config, host) / "run" / "libvirt-sock").exists()
+        else:
+            ready = _listening(host.address, LIBVIRT_TCP_PORT)
+        if ready:
             result = virsh(host, "version", check=False, timeout=30)
             if result.returncode == 0:
                 return
@@ -962,18 +1031,22 @@ def _stop_host(hdir: Path) -> None:
         return
     # Let libvirt record the domains as shut off (persistent definitions stay).
     address = _address_from_conf(hdir)
+    holder_pid = _read_pid(hdir / "state" / "holder.pid")
+    base = None
     if address and _listening(address, LIBVIRT_TCP_PORT):
-        uri = f"qemu+tcp://{address}/system"
+        base = ["virsh", "-q", "-c", f"qemu+tcp://{address}/system"]
+    elif holder_pid and _in_host(holder_pid, hdir) and (hdir / "run" / "libvirt-sock").exists():
+        # A TLS-only host: from inside its namespace.
+        base = ["nsenter", "-t", str(holder_pid), "-m", "virsh", "-q", "-c", "qemu:///system"]
+    if base is not None:
         listed = subprocess.run(
-            ["virsh", "-q", "-c", uri, "list", "--name"],
+            [*base, "list", "--name"],
             capture_output=True,
             text=True,
             timeout=30,
         )
         for domain in listed.stdout.split():
-            subprocess.run(
-                ["virsh", "-q", "-c", uri, "destroy", domain], capture_output=True, timeout=30
-            )
+            subprocess.run([*base, "destroy", domain], capture_output=True, timeout=30)
     holder = _read_pid(hdir / "state" / "holder.pid")
     daemons = [p for p in _host_processes(hdir) if p != holder]
     _kill_all(daemons, signal.SIGTERM)
@@ -1030,6 +1103,8 @@ def _address_from_conf(hdir: Path) -> str | None:
 
 
 def _host_running(config: LabConfig, index: int) -> bool:
+    if index in config.tls_hosts:
+        return _daemon_pid(config, index, "libvirtd") is not None
     return _daemon_pid(config, index, "libvirtd") is not None and _listening(
         host_address(config, index), LIBVIRT_TCP_PORT
     )

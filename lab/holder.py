@@ -15,8 +15,9 @@ Started by lab.core as ``unshare --mount --propagation private -- python -I hold
   restarted libvirtd lands in the same namespace as the QEMUs it re-attaches to.
 
 Requests arrive as lines on a FIFO (root-only, 0600): a line is a command name from
-the spec ("libvirtd", "sshd"); nothing else is accepted.  Standard library only:
-it runs with ``python -I`` and must not import the project.
+the spec ("libvirtd", "sshd"), or "restart <name>" (stop the one it started, start
+it again: a lab host's `systemctl restart libvirtd`); nothing else is accepted.
+Standard library only: it runs with ``python -I`` and must not import the project.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 
 PR_SET_CHILD_SUBREAPER = 36
 CHILD_ENV = {
@@ -72,6 +74,7 @@ def main(spec_path: str) -> int:
     os.replace(tmp, spec["pid_file"])
 
     pending = b""
+    started: dict[str, int | None] = {}  # command name -> pid of the last one started
     while True:
         ready, _, _ = select.select([control, wake_r], [], [], 5.0)
         if wake_r in ready:
@@ -83,7 +86,11 @@ def main(spec_path: str) -> int:
                 pass
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                _start(spec_path, line.decode(errors="replace").strip())
+                request = line.decode(errors="replace").strip()
+                if request.startswith("restart "):
+                    _restart(spec_path, request.removeprefix("restart ").strip(), started)
+                else:
+                    started[request] = _start(spec_path, request)
         _reap()
 
 
@@ -105,14 +112,38 @@ def _hide(hidden: list[str], kept: list[list[str]]) -> None:
         os.close(handle)
 
 
-def _start(spec_path: str, name: str) -> None:
+def _restart(spec_path: str, name: str, started: dict[str, int | None]) -> None:
+    """Stop the command's running process (SIGTERM, SIGKILL after 15 s), start it
+    again (the lab host's `systemctl restart libvirtd`)."""
+    pid = started.get(name)
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pid = None
+    deadline = time.monotonic() + 15.0
+    while pid is not None:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 60.0
+        time.sleep(0.05)
+    started[name] = _start(spec_path, name)
+
+
+def _start(spec_path: str, name: str) -> int | None:
     with open(spec_path) as handle:
         # Re-read: lab.core rewrites the spec (e.g. new arguments) between requests.
         commands = json.load(handle)["commands"]
     command = commands.get(name)
     if command is None:
         print(f"holder: unknown command {name!r}", file=sys.stderr, flush=True)
-        return
+        return None
     log = os.open(command["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     devnull = os.open(os.devnull, os.O_RDONLY)
     try:
@@ -130,6 +161,7 @@ def _start(spec_path: str, name: str) -> None:
             finally:
                 os._exit(127)
         print(f"holder: started {name} pid {pid}", file=sys.stderr, flush=True)
+        return pid
     finally:
         os.close(log)
         os.close(devnull)

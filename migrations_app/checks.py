@@ -17,6 +17,7 @@ from hosts.connections import host_connect
 from hosts.models import Host, Transport
 from hosts.peer_services import peer_trust_current, peer_trust_needed, peer_trust_problem
 from hosts.ssh_services import REMOTE_USER_NEEDS
+from hosts.tls_services import host_tls_problems, host_tls_served_problem
 from migrations_app.models import ACTIVE_STATUSES, Migration
 from migrations_app.options import MigrationOptions
 from vms.models import VM, VMState
@@ -80,6 +81,7 @@ class MigrationPlan:
 CHECK_NAMES = [
     "destination_is_not_source",
     "no_other_migration",
+    "tls_certificates",
     "source_reachable",
     "destination_reachable",
     "same_hypervisor_and_arch",
@@ -117,6 +119,12 @@ def run_prechecks(plan: MigrationPlan) -> list[CheckResult]:
         f"migration {other.pk} of this VM is already {other.status}"
         if other
         else "no other migration of this VM is queued or running",
+    )
+
+    results["tls_certificates"] = tls_check(plan) or CheckResult(
+        "tls_certificates",
+        SKIPPED,
+        "not needed: no tls option, and the destination is not reached over tls",
     )
 
     timeout = settings.MIGRATION_PRECHECK_TIMEOUT_S
@@ -186,6 +194,34 @@ def _peer_access_check(src: Host, dst: Host, record) -> None:
 
 def _disk_paths(vm: gateway.DomainInfo) -> list[str]:
     return [d.path for d in vm.disks if d.path and d.device == "disk"]
+
+
+def tls_check(plan: MigrationPlan) -> CheckResult | None:
+    """`tls_certificates`: with the `tls` option both hosts need valid certificates of
+    the portal's CA (QEMU on the source is the client, on the destination the server);
+    to a tls destination the source connects with its own client certificate, and
+    the destination must serve a valid one. From the portal's record, and for a tls
+    destination from what its libvirtd really serves. None: nothing about TLS here."""
+    src, dst = plan.source, plan.destination
+    if not plan.options.tls and dst.transport != Transport.TLS:
+        return None
+    problems = host_tls_problems(src, role="source") + host_tls_problems(dst, role="destination")
+    if not problems and dst.transport == Transport.TLS:
+        served = host_tls_served_problem(dst)
+        if served:
+            problems.append(served)
+    why = "the tls option" if plan.options.tls else f"{dst.name} is reached over tls"
+    if problems:
+        return CheckResult("tls_certificates", FAIL, f"needed for {why}: " + "; ".join(problems))
+    until = min(
+        t for h in (src, dst) for t in (h.tls_server_not_after, h.tls_client_not_after) if t
+    )
+    return CheckResult(
+        "tls_certificates",
+        PASS,
+        f"{src.name} and {dst.name} have valid certificates of the portal's CA "
+        f"(the first expires {until:%Y-%m-%d})",
+    )
 
 
 def _skip_reason(results: dict[str, CheckResult]) -> str:

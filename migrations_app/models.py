@@ -70,6 +70,7 @@ class Migration(models.Model):
         max_length=8, choices=CompressionMethod.choices, default=CompressionMethod.XBZRLE
     )
     compression_level = models.PositiveSmallIntegerField(null=True, blank=True)
+    tls = models.BooleanField(default=False, help_text="QEMU's migration stream encrypted (TLS).")
     parallel_connections = models.PositiveIntegerField(default=0)
     new_name = models.CharField(max_length=255, blank=True)
     timeout_s = models.PositiveIntegerField()

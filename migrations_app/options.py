@@ -56,7 +56,7 @@ _BELOW = {
     "max_downtime_ms": "Max downtime must be at least {low} ms: below that the VM may never "
     "converge.",
 }
-_BOOLEANS = ("live", "delete_source", "auto_converge", "allow_postcopy", "compressed")
+_BOOLEANS = ("live", "delete_source", "auto_converge", "allow_postcopy", "compressed", "tls")
 _CHOICES = {
     "storage": StorageMode.values,
     "transport": TransportMode.values,
@@ -92,6 +92,9 @@ class MigrationOptions:
     parallel_connections: int = 0
     new_name: str = ""
     timeout_s: int = field(default_factory=_setting("MIGRATION_TIMEOUT_S"))
+    # QEMU's migration stream encrypted with the hosts' certificates (/etc/pki/qemu);
+    # whether both hosts have them is a pre-check (checks.tls_certificates).
+    tls: bool = False
     # Only `from_migration` passes False: a record is what was accepted.
     validate: InitVar[bool] = True
 
@@ -214,6 +217,7 @@ class MigrationOptions:
             parallel_connections=self.parallel_connections,
             bandwidth_mib_s=self.bandwidth_mib_s,
             destination_name=self.new_name,
+            tls=self.tls,
         )
 
 
@@ -297,5 +301,17 @@ RULES: tuple[Rule, ...] = (
         "storage",
         "Disks cannot be copied through a tunnelled migration.",
         lambda o: o.copies_storage and o.tunnelled,
+    ),
+    # The portal's rules: offline there is no stream to encrypt; a tunnelled stream
+    # goes through libvirtd's own connection (encrypted when that is qemu+tls).
+    Rule(
+        "tls",
+        "An offline migration moves only the VM's definition: there is no stream to encrypt.",
+        lambda o: o.tls and not o.live,
+    ),
+    Rule(
+        "tls",
+        "TLS encrypts QEMU's own migration stream: it cannot be tunnelled through libvirtd.",
+        lambda o: o.tls and o.tunnelled,
     ),
 )

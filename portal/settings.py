@@ -271,3 +271,12 @@ SSH_KNOWN_HOSTS_PATH = DATA_DIR / "ssh" / "known_hosts"
 SSH_COMMAND_PATH = DATA_DIR / "ssh" / "portal-ssh"
 # The same for hosts whose ssh user reaches libvirt through `sudo -n` only.
 SSH_SUDO_COMMAND_PATH = DATA_DIR / "ssh" / "portal-ssh-sudo"
+
+# --- TLS ------------------------------------------------------------------
+# The portal's own CA (ca/cakey.pem 0600, ca/cacert.pem) and its client certificate
+# folder for qemu+tls:// (`pkipath`: cacert.pem, clientcert.pem, clientkey.pem 0600).
+TLS_DIR = Path(os.environ.get("PORTAL_TLS_DIR", DATA_DIR / "tls"))
+TLS_CA_DIR = TLS_DIR / "ca"
+TLS_CLIENT_DIR = TLS_DIR / "client"
+# Run as root on a host after its certificates are installed, so libvirtd loads them.
+TLS_RESTART_COMMAND = os.environ.get("PORTAL_TLS_RESTART_COMMAND", "systemctl restart libvirtd")

@@ -37,6 +37,7 @@ def test_defaults_come_from_the_fields_and_the_settings(settings):
         "parallel_connections": 0,
         "new_name": "",
         "timeout_s": 1200,
+        "tls": False,
     }
 
 
@@ -60,6 +61,7 @@ VALID = [
     {"compressed": True, "compression_method": "mt", "compression_level": 0},
     {"compressed": True, "compression_method": "mt", "compression_level": 9},
     {"compressed": False, "compression_method": "xbzrle", "compression_level": None},
+    {"tls": True, "parallel_connections": 2, "storage": "copy", "allow_postcopy": True},
     {"max_downtime_ms": 100, "timeout_s": 1, "bandwidth_mib_s": 1_000_000},
     {"max_downtime_ms": 3_600_000},
 ]
@@ -211,6 +213,24 @@ INVALID = [
         {"storage": "copy", "transport": "tunnelled"},
         {"storage": ["Disks cannot be copied through a tunnelled migration."]},
     ),
+    (
+        {"tls": True, "live": False},
+        {
+            "tls": [
+                "An offline migration moves only the VM's definition: there is no stream to "
+                "encrypt."
+            ]
+        },
+    ),
+    (
+        {"tls": True, "transport": "tunnelled"},
+        {
+            "tls": [
+                "TLS encrypts QEMU's own migration stream: it cannot be tunnelled through libvirtd."
+            ]
+        },
+    ),
+    ({"tls": "yes"}, {"tls": ["Must be a valid boolean."]}),
     # Every broken rule is reported, each on its field.
     (
         {"max_downtime_ms": 10, "timeout_s": 0, "storage": "nfs"},

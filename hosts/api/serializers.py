@@ -37,6 +37,11 @@ class HostSerializer(serializers.ModelSerializer):
             "ssh_access_user",
             "ssh_access_set_up_at",
             "ssh_libvirt_via_sudo",
+            "tls_ca_fingerprint",
+            "tls_server_fingerprint",
+            "tls_server_not_after",
+            "tls_client_not_after",
+            "tls_issued_at",
             "status",
             "last_error",
             "last_error_at",
@@ -136,3 +141,11 @@ class PeerTrustRequestSerializer(serializers.Serializer):
                 }
             )
         return attrs
+
+
+class TlsIssueSerializer(serializers.Serializer):
+    """Issue (or renew) a host's TLS certificates over the portal's ssh session."""
+
+    restart_libvirtd = serializers.BooleanField(
+        default=True, help_text="Restart libvirtd afterwards (PORTAL_TLS_RESTART_COMMAND)."
+    )

@@ -5,7 +5,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from audit.services import Actor
-from hosts import peer_services, services, ssh_services
+from hosts import peer_services, services, ssh_services, tls_services
 from hosts.api.serializers import (
     AcceptHostKeySerializer,
     HostSerializer,
@@ -13,6 +13,7 @@ from hosts.api.serializers import (
     PeerTrustSerializer,
     PortalKeySerializer,
     SshAccessSerializer,
+    TlsIssueSerializer,
 )
 from hosts.models import Host, PeerTrust
 from hosts.permissions import IsStaffOrReadOnly
@@ -75,6 +76,21 @@ class HostViewSet(viewsets.ModelViewSet):
             host=self.get_object(),
             fingerprint=serializer.validated_data["fingerprint"],
             actor=Actor.from_request(request),
+        )
+        return self._host_response(host)
+
+    @extend_schema(request=TlsIssueSerializer)
+    @action(detail=True, methods=["post"], url_path="tls")
+    def tls(self, request: Request, pk: str | None = None) -> Response:
+        """Issue or renew the host's TLS certificates: the host makes its keys (they
+        never leave it), the portal's CA signs them, they are installed for libvirtd
+        and QEMU over ssh, and libvirtd is restarted. Needs ssh access set up."""
+        serializer = TlsIssueSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        host = tls_services.host_tls_issue(
+            host=self.get_object(),
+            actor=Actor.from_request(request),
+            restart=serializer.validated_data["restart_libvirtd"],
         )
         return self._host_response(host)
 

@@ -89,6 +89,11 @@ class MigrateRequestSerializer(serializers.Serializer):
             *COMPRESSION_MT_LEVEL_RANGE
         ),
     )
+    tls = serializers.BooleanField(
+        default=MigrationOptions.tls,
+        help_text="Encrypt QEMU's migration stream with TLS: both hosts need the portal's "
+        "certificates (POST /api/hosts/{id}/tls/).",
+    )
     parallel_connections = OptionIntegerField(
         option="parallel_connections",
         default=MigrationOptions.parallel_connections,

@@ -77,6 +77,7 @@
         compressed: input("compressed").checked,
         compression_method: input("compression_method").value,
         parallel_connections: Number(input("parallel_connections").value || 0),
+        tls: input("tls").checked,
       };
       const user = input("user").value.trim(), password = input("password").value;
       if (user || password) { body.user = user; body.password = password; }

@@ -1,0 +1,356 @@
+"""The portal's own small certificate authority for libvirt's TLS transport.
+
+Plain functions over files and PEM, no Django: the CA (key + self-signed certificate,
+made once), the portal's own client certificate for `qemu+tls://` (a `pkipath`
+folder), signing a host's certificate signing requests (the host's private keys are
+generated on the host and never leave it: only CSRs come here), reading what a
+certificate says, and judging a certificate against the CA and the clock.
+
+Where the CA key lives: a 0600 file in the data folder (`settings.TLS_DIR`/ca), like
+the portal's ssh key, not encrypted in the database: libvirt and the portal read the
+client key from a file anyway, and one place for the portal's secrets (the data
+folder, which no host sees) is simpler to protect and back up than two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import os
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_NAME = "live-migration-portal CA"
+CA_VALID_DAYS = 3650
+CERT_VALID_DAYS = 365
+# The portal's own client certificate is renewed when it has less than this left.
+RENEW_BEFORE_DAYS = 30
+HANDSHAKE_TIMEOUT_S = 5.0
+
+
+class TlsError(Exception):
+    """A CA, CSR or certificate problem; the message is safe to show (no secret)."""
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+    @property
+    def cert_pem(self) -> str:
+        return self.cert.public_bytes(serialization.Encoding.PEM).decode()
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.cert)
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    subject: str
+    issuer: str
+    serial: int
+    not_before: dt.datetime
+    not_after: dt.datetime
+    fingerprint: str
+    names: tuple[str, ...]
+
+    def as_dict(self) -> dict:
+        return {
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "serial": str(self.serial),
+            "not_before": self.not_before.isoformat(),
+            "not_after": self.not_after.isoformat(),
+            "fingerprint": self.fingerprint,
+            "names": list(self.names),
+        }
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    digest = cert.fingerprint(hashes.SHA256()).hex().upper()
+    return "SHA256:" + ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """A secret file that never exists with wider permissions than 0600."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(tmp, path)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def ca_create(*, name: str = CA_NAME, valid_days: int = CA_VALID_DAYS) -> CertificateAuthority:
+    """A new CA in memory (tests use one as "another CA")."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=valid_days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return CertificateAuthority(key=key, cert=cert)
+
+
+def ca_ensure(folder: Path) -> CertificateAuthority:
+    """The portal's CA, created once in `folder`: cakey.pem (0600) and cacert.pem."""
+    key_path, cert_path = folder / "cakey.pem", folder / "cacert.pem"
+    if not key_path.exists():
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ca = ca_create()
+        _write_private(key_path, _key_pem(ca.key))
+        _write_public(cert_path, ca.cert_pem.encode())
+    os.chmod(key_path, 0o600)
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return CertificateAuthority(key=key, cert=cert)
+
+
+def _names(host_name: str, address: str) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = []
+    try:
+        names.append(x509.IPAddress(ipaddress.ip_address(address)))
+    except ValueError:
+        names.append(x509.DNSName(address))
+    if host_name != address and x509.DNSName(host_name) not in names:
+        names.append(x509.DNSName(host_name))
+    return names
+
+
+def certificate_issue(
+    ca: CertificateAuthority,
+    public_key,
+    *,
+    kind: str,
+    host_name: str,
+    address: str = "",
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> x509.Certificate:
+    """A `kind` ("server" or "client") certificate for `public_key`, named after the
+    host (subject CN = its name; SAN = its address as IP or DNS, and its name)."""
+    if kind not in ("server", "client"):
+        raise TlsError(f"unknown certificate kind {kind!r}")
+    now = _now()
+    not_before = not_before or now - dt.timedelta(minutes=5)
+    not_after = not_after or now + dt.timedelta(days=CERT_VALID_DAYS)
+    if not_before >= not_after:
+        not_before = not_after - dt.timedelta(days=1)
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if kind == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host_name)]))
+        .issuer_name(ca.cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+            critical=False,
+        )
+    )
+    names = _names(host_name, address or host_name)
+    builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(ca.key, hashes.SHA256())
+
+
+def csr_sign(
+    ca: CertificateAuthority,
+    csr_pem: str,
+    *,
+    kind: str,
+    host_name: str,
+    address: str,
+    not_after: dt.datetime | None = None,
+) -> str:
+    """Sign a host's CSR: only its public key is taken; names come from the portal's
+    record of the host, never from the request."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+    except ValueError as exc:
+        raise TlsError(f"the {kind} certificate request of {host_name} is not a CSR") from exc
+    if not csr.is_signature_valid:
+        raise TlsError(f"the {kind} certificate request of {host_name} has a bad signature")
+    cert = certificate_issue(
+        ca, csr.public_key(), kind=kind, host_name=host_name, address=address, not_after=not_after
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def load_certificate(pem: str) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(pem.encode())
+    except ValueError as exc:
+        raise TlsError("not a PEM certificate") from exc
+
+
+def cert_info(pem: str) -> CertInfo:
+    cert = load_certificate(pem)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = tuple(str(n.value) for n in san)
+    except x509.ExtensionNotFound:
+        names = ()
+    return CertInfo(
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        serial=cert.serial_number,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        fingerprint=fingerprint(cert),
+        names=names,
+    )
+
+
+def issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, Exception):  # InvalidSignature is not a ValueError
+        return False
+    return True
+
+
+def cert_problem(
+    pem: str, ca_cert: x509.Certificate, *, what: str, now: dt.datetime | None = None
+) -> str | None:
+    """Why `pem` would not work with this CA now (expired, not yet valid, another
+    CA), as a sentence that starts with `what`; None if it would."""
+    now = now or _now()
+    cert = load_certificate(pem)
+    if not issued_by(cert, ca_cert):
+        issuer = cert.issuer.rfc4514_string()
+        return f"{what} was not issued by the portal's CA (its issuer is {issuer})"
+    if cert.not_valid_after_utc <= now:
+        return f"{what} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    if cert.not_valid_before_utc > now:
+        return f"{what} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+    return None
+
+
+@dataclass(frozen=True)
+class ClientFiles:
+    """The portal's `pkipath` folder for `qemu+tls://...?pkipath=`."""
+
+    folder: Path
+    cert: x509.Certificate
+
+
+def portal_client_ensure(folder: Path, ca: CertificateAuthority) -> ClientFiles:
+    """cacert.pem, clientcert.pem, clientkey.pem (0600) in `folder`: the portal's own
+    client identity towards libvirtd, key made here. Made again when the CA changed
+    or the certificate is due for renewal."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cert_path, key_path, ca_path = (
+        folder / "clientcert.pem",
+        folder / "clientkey.pem",
+        folder / "cacert.pem",
+    )
+    if cert_path.exists() and key_path.exists() and ca_path.exists():
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        fresh = cert.not_valid_after_utc - _now() > dt.timedelta(days=RENEW_BEFORE_DAYS)
+        if fresh and ca_path.read_text() == ca.cert_pem and issued_by(cert, ca.cert):
+            os.chmod(key_path, 0o600)
+            return ClientFiles(folder=folder, cert=cert)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = certificate_issue(ca, key.public_key(), kind="client", host_name="live-migration-portal")
+    _write_private(key_path, _key_pem(key))
+    _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    _write_public(ca_path, ca.cert_pem.encode())
+    return ClientFiles(folder=folder, cert=cert)
+
+
+def served_certificate(
+    address: str,
+    port: int,
+    *,
+    client: ClientFiles | None = None,
+    timeout: float = HANDSHAKE_TIMEOUT_S,
+) -> str:
+    """The certificate a TLS server (libvirtd on 16514) presents, as PEM, whoever
+    issued it: judged by the caller with `cert_problem`, so that a wrong CA or an
+    expired certificate gets a sentence instead of a handshake error."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if client is not None:
+        context.load_cert_chain(client.folder / "clientcert.pem", client.folder / "clientkey.pem")
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as sock:
+            with context.wrap_socket(sock) as tls_sock:
+                der = tls_sock.getpeercert(binary_form=True)
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    tls_sock.unwrap()  # close_notify: a clean end in libvirtd's log
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsError(f"no TLS answer from {address}:{port}: {exc}") from exc
+    if not der:
+        raise TlsError(f"{address}:{port} presented no certificate")
+    return ssl.DER_cert_to_PEM_cert(der)

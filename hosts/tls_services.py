@@ -1,0 +1,281 @@
+"""TLS use cases: the portal's CA and client files, and a host's certificates over ssh.
+
+`host_tls_issue` logs in with the portal's ssh key (set up by `ssh-access` first), has
+the host generate its own private keys (they never leave the host) and print
+certificate signing requests, signs a server and a client certificate with the
+portal's CA, installs them for libvirtd (/etc/pki/CA, /etc/pki/libvirt) and for
+QEMU's encrypted migration (/etc/pki/qemu, the keys copied within the host), restarts
+libvirtd with `settings.TLS_RESTART_COMMAND`, and records the public parts on the host
+row with its audit event in one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import shlex
+import time
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audit.events import EventType
+from audit.services import Actor, audit_event_record
+from hosts import tls
+from hosts.models import DEFAULT_PORTS, Host, Transport
+from hosts.ssh_services import SshAccessError, host_session
+
+logger = logging.getLogger(__name__)
+
+KEY_DIR = "/etc/pki/libvirt/private"
+SERVED_WAIT_S = 20.0
+
+# Run as root on the host: makes the two private keys once (kept on renewal) and
+# prints a CSR for each. Nothing secret leaves: only the CSRs are printed.
+_CSR_SCRIPT = f"""set -eu
+umask 077
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "openssl is not installed on this host (Debian: apt-get install openssl)" >&2
+  exit 3
+fi
+mkdir -p {KEY_DIR}
+chmod 700 {KEY_DIR}
+for name in serverkey clientkey; do
+  key={KEY_DIR}/$name.pem
+  if [ ! -s "$key" ]; then
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$key.tmp"
+    mv "$key.tmp" "$key"
+  fi
+  chmod 600 "$key"
+done
+openssl req -new -key {KEY_DIR}/serverkey.pem -subj /CN=csr
+openssl req -new -key {KEY_DIR}/clientkey.pem -subj /CN=csr
+"""
+
+_CSR_PATTERN = re.compile(
+    r"-----BEGIN CERTIFICATE REQUEST-----.+?-----END CERTIFICATE REQUEST-----", re.DOTALL
+)
+
+
+def _install_script(*, ca_pem: str, server_pem: str, client_pem: str) -> str:
+    """Run as root on the host: the certificates in place for libvirtd and QEMU."""
+
+    def put(path: str, pem: str) -> str:
+        return (
+            f"cat > {path}.tmp <<'PORTAL_PEM'\n{pem.strip()}\nPORTAL_PEM\n"
+            f"chmod 644 {path}.tmp\nmv {path}.tmp {path}\n"
+        )
+
+    return (
+        "set -eu\numask 022\nmkdir -p /etc/pki/CA /etc/pki/libvirt/private /etc/pki/qemu\n"
+        + put("/etc/pki/CA/cacert.pem", ca_pem)
+        + put("/etc/pki/libvirt/servercert.pem", server_pem)
+        + put("/etc/pki/libvirt/clientcert.pem", client_pem)
+        # QEMU's migration TLS reads /etc/pki/qemu as the user QEMU runs as.
+        + "qemu_user=$(sed -n 's/^[[:space:]]*user[[:space:]]*=[[:space:]]*\"\\(.*\\)\"/\\1/p'"
+        " /etc/libvirt/qemu.conf 2>/dev/null | tail -n 1)\n"
+        '[ -n "$qemu_user" ] || qemu_user=libvirt-qemu\n'
+        'id "$qemu_user" >/dev/null 2>&1 || qemu_user=root\n'
+        "install -m 644 /etc/pki/CA/cacert.pem /etc/pki/qemu/ca-cert.pem\n"
+        "install -m 644 /etc/pki/libvirt/servercert.pem /etc/pki/qemu/server-cert.pem\n"
+        "install -m 644 /etc/pki/libvirt/clientcert.pem /etc/pki/qemu/client-cert.pem\n"
+        f'install -m 600 -o "$qemu_user" {KEY_DIR}/serverkey.pem /etc/pki/qemu/server-key.pem\n'
+        f'install -m 600 -o "$qemu_user" {KEY_DIR}/clientkey.pem /etc/pki/qemu/client-key.pem\n'
+    )
+
+
+def portal_ca() -> tls.CertificateAuthority:
+    return tls.ca_ensure(settings.TLS_CA_DIR)
+
+
+def tls_files_ensure(*hosts: Host) -> None:
+    """Before libvirt connects to a tls host: the portal's CA and client folder exist."""
+    if any(h.transport == Transport.TLS for h in hosts):
+        tls.portal_client_ensure(settings.TLS_CLIENT_DIR, portal_ca())
+
+
+def _as_root(user: str, script: str) -> str:
+    command = f"sh -c {shlex.quote(script)}"
+    return command if user == "root" else f"sudo -n {command}"
+
+
+def _run(session, user: str, script: str, what: str, timeout: float = 60.0) -> str:
+    status, out, err = session.run(_as_root(user, script), timeout=timeout)
+    if status != 0:
+        hint = " (the ssh user needs passwordless sudo: sudo -n)" if "sudo" in err else ""
+        raise SshAccessError(f"{what} failed on {session.where}: {err.strip()[-400:]}{hint}")
+    return out
+
+
+def _served_fingerprint(host: Host, wait_s: float) -> str:
+    """The fingerprint of the certificate the host's libvirtd serves on its TLS port,
+    '' if it does not answer within `wait_s` (not listening for TLS)."""
+    client = tls.portal_client_ensure(settings.TLS_CLIENT_DIR, portal_ca())
+    port = (
+        host.port if host.transport == Transport.TLS and host.port else DEFAULT_PORTS[Transport.TLS]
+    )
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            pem = tls.served_certificate(host.address, port, client=client)
+            return tls.cert_info(pem).fingerprint
+        except tls.TlsError:
+            if time.monotonic() > deadline:
+                return ""
+            time.sleep(0.5)
+
+
+def host_tls_issue(
+    *,
+    host: Host,
+    actor: Actor,
+    restart: bool = True,
+    client_not_after: dt.datetime | None = None,
+) -> Host:
+    """Issue (or renew) the host's TLS certificates over ssh and install them.
+
+    Idempotent: the host's keys are made once and kept; each call signs new
+    certificates for them and installs them in place. `client_not_after` (drills and
+    tests) makes the client certificate expire then, e.g. in the past.
+    """
+    user = host.ssh_access_user
+    if not user:
+        raise SshAccessError(
+            f"{host.name}: set up ssh access first (POST /api/hosts/{host.pk}/ssh-access/): "
+            "the certificates are installed over the portal's ssh session",
+            field="non_field_errors",
+        )
+    ca = portal_ca()
+    with host_session(host, user=user, actor=actor) as session:
+        out = _run(session, user, _CSR_SCRIPT, "making the keys and certificate requests")
+        csrs = _CSR_PATTERN.findall(out)
+        if len(csrs) != 2:
+            raise SshAccessError(
+                f"{host.name} printed no certificate requests", field="non_field_errors"
+            )
+        try:
+            server_pem = tls.csr_sign(
+                ca, csrs[0], kind="server", host_name=host.name, address=host.address
+            )
+            client_pem = tls.csr_sign(
+                ca,
+                csrs[1],
+                kind="client",
+                host_name=host.name,
+                address=host.address,
+                not_after=client_not_after,
+            )
+        except tls.TlsError as exc:
+            raise SshAccessError(str(exc), field="non_field_errors") from None
+        _run(
+            session,
+            user,
+            _install_script(ca_pem=ca.cert_pem, server_pem=server_pem, client_pem=client_pem),
+            "installing the certificates",
+        )
+        restarted = False
+        if restart and settings.TLS_RESTART_COMMAND:
+            _run(
+                session,
+                user,
+                settings.TLS_RESTART_COMMAND,
+                f"restarting libvirtd ({settings.TLS_RESTART_COMMAND})",
+                timeout=120.0,
+            )
+            restarted = True
+    server, client = tls.cert_info(server_pem), tls.cert_info(client_pem)
+    # A host reached over tls must serve the new certificate; another may not listen
+    # for TLS (yet): one short look.
+    wait = SERVED_WAIT_S if restarted and host.transport == Transport.TLS else 2.0
+    served = _served_fingerprint(host, wait)
+
+    with transaction.atomic():
+        host = Host.objects.select_for_update().get(pk=host.pk)
+        before = {
+            "tls_server_fingerprint": host.tls_server_fingerprint,
+            "tls_server_not_after": host.tls_server_not_after.isoformat()
+            if host.tls_server_not_after
+            else None,
+        }
+        host.tls_ca_fingerprint = ca.fingerprint
+        host.tls_server_cert = server_pem
+        host.tls_server_fingerprint = server.fingerprint
+        host.tls_server_not_after = server.not_after
+        host.tls_client_cert = client_pem
+        host.tls_client_not_after = client.not_after
+        host.tls_issued_at = timezone.now()
+        host.save()
+        audit_event_record(
+            actor=actor,
+            event_type=EventType.HOST_TLS_ISSUED,
+            target=host,
+            before=before,
+            after={
+                "tls_server_fingerprint": server.fingerprint,
+                "tls_server_not_after": server.not_after.isoformat(),
+            },
+            detail={
+                "ca_fingerprint": ca.fingerprint,
+                "server": server.as_dict(),
+                "client": client.as_dict(),
+                "user": user,
+                "served_fingerprint": served,
+            },
+        )
+        if restarted:
+            audit_event_record(
+                actor=actor,
+                event_type=EventType.HOST_LIBVIRTD_RESTARTED,
+                target=host,
+                detail={"command": settings.TLS_RESTART_COMMAND, "reason": "TLS certificates"},
+            )
+    logger.info("TLS certificates issued for %s (server %s)", host.name, server.fingerprint)
+    return host
+
+
+def host_tls_problems(host: Host, *, role: str, now: dt.datetime | None = None) -> list[str]:
+    """What stops `host` from taking part in a TLS migration as `role` ("source": it
+    connects with its client certificate; "destination": it serves its server
+    certificate), from the portal's record; each sentence says what to do."""
+    renew = f"issue new ones with POST /api/hosts/{host.pk}/tls/"
+    if not host.has_tls_certificates:
+        return [
+            f"{host.name} has no TLS certificates from the portal: set up ssh access, then "
+            f"POST /api/hosts/{host.pk}/tls/"
+        ]
+    ca = portal_ca()
+    problems = []
+    pems = [("client", host.tls_client_cert), ("server", host.tls_server_cert)]
+    for kind, pem in pems:
+        found = tls.cert_problem(
+            pem, ca.cert, what=f"the TLS {kind} certificate of {host.name}", now=now
+        )
+        if found:
+            problems.append(f"{found}: {renew}")
+    return problems
+
+
+def host_tls_served_problem(host: Host) -> str | None:
+    """Is the certificate the host's libvirtd really serves one of the portal's CA,
+    and valid now? (A host may have been given a certificate from another CA, or one
+    may have expired, since the portal issued its own.) None when it is fine."""
+    client = tls.portal_client_ensure(settings.TLS_CLIENT_DIR, portal_ca())
+    port = (
+        host.port if host.transport == Transport.TLS and host.port else DEFAULT_PORTS[Transport.TLS]
+    )
+    try:
+        pem = tls.served_certificate(host.address, port, client=client)
+    except tls.TlsError as exc:
+        return (
+            f"{host.name} does not answer TLS on {host.address}:{port} ({exc}): is libvirtd "
+            f"listening for TLS (listen_tls = 1)? Issue certificates with "
+            f"POST /api/hosts/{host.pk}/tls/"
+        )
+    found = tls.cert_problem(
+        pem, portal_ca().cert, what=f"the certificate {host.name} serves on {host.address}:{port}"
+    )
+    if found:
+        return f"{found}: issue new ones with POST /api/hosts/{host.pk}/tls/"
+    return None
