@@ -38,5 +38,5 @@ lab-down:
 # the caches. The demo's data (database, keys, lab, guest images) stays.
 clean:
 	if [ -d "$(DATA_DIR)/test-lab" ]; then $(PY) -m tests.lab_session down; fi
-	rm -rf "$(DATA_DIR)/test-lab" "$(DATA_DIR)"/test-portal.sqlite3* test-artifacts .pytest_cache .ruff_cache
+	rm -rf "$(DATA_DIR)/test-lab" "$(DATA_DIR)/test-lab-tls" "$(DATA_DIR)"/test-portal.sqlite3* test-artifacts .pytest_cache .ruff_cache
 	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

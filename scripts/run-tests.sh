@@ -41,9 +41,13 @@ bash scripts/redis.sh start
 
 started=$(date +%s)
 echo "== both profiles start: 1/2 SQLite + private redis-server, 2/2 PostgreSQL ($PG_URL) + Redis ($PG_REDIS_URL) =="
-env -u DATABASE_URL -u REDIS_URL .venv/bin/pytest "$@" >"$LOGS/profile-1.log" 2>&1 &
+# A temporary folder each: pytest prunes old numbered folders under the shared default
+# one, which would remove the other profile's while it still uses them.
+env -u DATABASE_URL -u REDIS_URL .venv/bin/pytest --basetemp="$ROOT/var/pytest-tmp/profile-1" \
+  "$@" >"$LOGS/profile-1.log" 2>&1 &
 first=$!
-pg_profile .venv/bin/pytest "$@" >"$LOGS/profile-2.log" 2>&1 &
+pg_profile .venv/bin/pytest --basetemp="$ROOT/var/pytest-tmp/profile-2" \
+  "$@" >"$LOGS/profile-2.log" 2>&1 &
 second=$!
 status_1=0
 status_2=0

@@ -6,6 +6,7 @@ disturbed. `python -m tests.lab_session up|down|status|heal` drives them by hand
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -42,8 +43,14 @@ def heal() -> None:
     faults.thaw_all(CONFIG)
 
 
+# tests/test_tls_lab.py's two TLS-only hosts live beside the session's lab.
+TLS_LAB_ROOT = DATA_DIR / "test-lab-tls"
+
+
 def down() -> None:
     core.down(CONFIG)  # heals first, see core.down
+    if TLS_LAB_ROOT.exists():
+        core.down(dataclasses.replace(CONFIG, root=TLS_LAB_ROOT, name_prefix="tlslab"))
 
 
 if __name__ == "__main__":
