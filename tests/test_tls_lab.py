@@ -30,6 +30,7 @@ from migrations_app.engine import migration_execute
 from migrations_app.models import Migration
 from tests import labtools
 from tests.labtools import request_migration
+from tests.test_browser_e2e import page, portal  # noqa: F401  (fixtures of the browser test)
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 
@@ -379,3 +380,37 @@ def test_a_certificate_of_another_ca_is_named(api, tls_lab, tls_registered):
     finally:
         _issue(api, dst)  # the portal's own again
     assert tls_services.host_tls_served_problem(Host.objects.get(pk=dst.pk)) is None
+
+
+@pytest.mark.browser
+def test_encrypted_migration_from_the_dialog(api, tls_lab, tls_registered, portal, page):  # noqa: F811
+    """The migrate dialog between two TLS-only hosts, with "Encrypt the migration
+    stream" ticked: the record says tls, and the VM runs on the other host only."""
+    from playwright.sync_api import expect
+
+    from tests.test_browser_e2e import ARTIFACTS, _log_in
+
+    _config_, hosts = tls_lab
+    uuid = _uuid(hosts)
+    source, destination = _source_and_other(hosts)
+    _log_in(page, portal)
+    page.goto(f"{portal.url}/vms/{uuid}/")
+    expect(page.locator("h1")).to_contain_text(VM_NAME)
+    page.click("#vm-actions summary")
+    page.get_by_role("button", name="Migrate…").click()
+    dialog = page.locator("#migrate-dialog")
+    expect(dialog).to_be_visible()
+    dialog.locator(f"#mig-host-choices [data-host='{destination.name}']").click()
+    dialog.locator("#mig-advanced summary").click()
+    dialog.locator("input[name=tls]").check()
+    dialog.get_by_role("button", name="Start").click()
+    expect(dialog.locator("[data-field=outcome]")).to_contain_text(
+        "Migration succeeded", timeout=120_000
+    )
+    dialog.screenshot(path=str(ARTIFACTS / "tls-encrypted-migration.png"))
+    record = Migration.objects.filter(vm_uuid=uuid).latest("pk")
+    assert (record.status, record.tls) == ("succeeded", True), record.error
+    assert record.destination.transport == "tls"
+    states = {h.name: labtools.domstate(h, VM_NAME) for h in hosts}
+    assert states[destination.name] == "running" and states[source.name] != "running"
+    assert page.js_errors == []
