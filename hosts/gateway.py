@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import libvirt
 
+from hosts.networks import AddressRefused, connection_check
+
 # libvirt prints every error to stderr by default; we raise them as exceptions instead.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
@@ -64,6 +66,10 @@ class GatewayError(Exception):
 
 class HostUnreachable(GatewayError):
     """The host did not answer, refused the connection, or the connection broke."""
+
+
+class HostRefused(GatewayError):
+    """The host's address is outside PORTAL_HOST_NETWORKS: it was not contacted."""
 
 
 class DomainNotFound(GatewayError):
@@ -526,7 +532,12 @@ def connect(uri: str, *, timeout: float) -> Iterator[HostConnection]:
     parts = urlsplit(uri)
     transport = parts.scheme.partition("+")[2] or "unix"
     if parts.hostname and transport in DEFAULT_PORTS:
-        _probe_tcp(parts.hostname, parts.port or DEFAULT_PORTS[transport], timeout)
+        port = parts.port or DEFAULT_PORTS[transport]
+        try:
+            connection_check(parts.hostname, port)
+        except AddressRefused as exc:
+            raise HostRefused(str(exc)) from None
+        _probe_tcp(parts.hostname, port, timeout)
     _ensure_event_loop()
     conn = _open_with_timeout(uri, timeout)
     try:

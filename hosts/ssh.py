@@ -20,6 +20,8 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from hosts.networks import AddressRefused, connection_check
+
 CONNECT_TIMEOUT_S = 10.0
 
 
@@ -29,6 +31,10 @@ class SshError(Exception):
 
 class SshUnreachable(SshError):
     pass
+
+
+class SshRefused(SshError):
+    """The address is outside PORTAL_HOST_NETWORKS: it was not contacted."""
 
 
 class SshAuthenticationFailed(SshError):
@@ -177,6 +183,10 @@ def as_root(command: str, user: str) -> str:
 
 
 def _transport(address: str, port: int) -> paramiko.Transport:
+    try:
+        connection_check(address, port)
+    except AddressRefused as exc:
+        raise SshRefused(str(exc)) from None
     try:
         sock = socket.create_connection((address, port), timeout=CONNECT_TIMEOUT_S)
     except OSError as exc:

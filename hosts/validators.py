@@ -5,6 +5,8 @@ import re
 
 from django.core.exceptions import ValidationError
 
+from hosts.networks import address_refusal
+
 # Characters that would change the meaning of a libvirt URI built from the field.
 URI_BREAKING = set("/?#@;") | {" ", "\t", "\n", "\r"}
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
@@ -21,13 +23,18 @@ def validate_uri_safe(value: str) -> None:
 
 
 def validate_host_address(value: str) -> None:
-    """A hostname (RFC 1123) or an IPv4/IPv6 address."""
+    """A hostname (RFC 1123) or an IPv4/IPv6 address, inside PORTAL_HOST_NETWORKS."""
     validate_uri_safe(value)
     try:
         ipaddress.ip_address(value)
-        return
     except ValueError:
-        pass
+        _validate_hostname(value)
+    refusal = address_refusal(value)
+    if refusal:
+        raise ValidationError(refusal, code="address_not_allowed")
+
+
+def _validate_hostname(value: str) -> None:
     hostname = value.rstrip(".")
     labels = hostname.split(".")
     if (

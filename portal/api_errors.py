@@ -7,6 +7,8 @@ exceptions become HTTP answers here, so views call services and let them propaga
 | django ValidationError                   | 400 {field: [messages]} (its message_dict)   |
 | hosts.ssh_services.SshAccessError        | 400 {field: [message]}: the input it names,  |
 |                                          | or non_field_errors if the request lacks it  |
+| gateway.HostRefused, ssh.SshRefused      | 400 {non_field_errors: [...]}: the host is   |
+|                                          | outside PORTAL_HOST_NETWORKS, not contacted  |
 | hosts.gateway.DomainNotFound             | 404 {"detail": ...}                          |
 | other hosts.gateway.GatewayError (e.g.   | 502 {"detail": ...}: the host failed us      |
 | HostUnreachable), hosts.ssh.SshError     |                                              |
@@ -54,6 +56,9 @@ def as_api_exception(exc: Exception, context: dict) -> Exception:
         return exceptions.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: exc.messages})
     if isinstance(exc, SshAccessError):
         return exceptions.ValidationError({_input_named(exc.field, context): [str(exc)]})
+    if isinstance(exc, gateway.HostRefused | ssh.SshRefused):
+        # Outside PORTAL_HOST_NETWORKS: refused before anything was contacted.
+        return exceptions.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [str(exc)]})
     if isinstance(exc, gateway.DomainNotFound):
         return exceptions.NotFound(str(exc))
     if isinstance(exc, gateway.GatewayError | ssh.SshError):

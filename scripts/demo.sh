@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 HOSTS=${LAB_HOSTS:-2}
 PORT=${PORTAL_PORT:-8000}
+# The demo's hosts are the lab's, on loopback: the portal contacts nothing else.
+export PORTAL_HOST_NETWORKS=${PORTAL_HOST_NETWORKS:-127.0.0.0/8}
 pids=()
 
 stop_all() {

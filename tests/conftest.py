@@ -7,11 +7,20 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+# The tests contact the lab's loopback addresses only: anything else is refused before
+# a packet is sent (hosts.networks), here and in the portal processes tests start.
+TEST_HOST_NETWORKS = "127.0.0.0/8,::1/128"
+
 
 def pytest_configure(config):
+    from django.conf import settings
+
     from portal.datadir import data_dir_ensure
 
     data_dir_ensure()  # the test database goes there; settings do not make it
+    os.environ.setdefault("PORTAL_HOST_NETWORKS", TEST_HOST_NETWORKS)
+    if not settings.HOST_NETWORKS:
+        settings.HOST_NETWORKS = os.environ["PORTAL_HOST_NETWORKS"]
 
 
 @pytest.fixture(autouse=True)

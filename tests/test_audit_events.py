@@ -98,7 +98,7 @@ def test_a_session_user_is_recorded_as_session(admin_user):
     client.force_login(admin_user)
     response = client.post(
         "/api/hosts/",
-        {"name": "hv-s", "address": "192.0.2.50"},
+        {"name": "hv-s", "address": "127.0.0.250"},
         content_type="application/json",
         HTTP_X_REQUEST_ID="req-session",
     )
@@ -150,7 +150,7 @@ def test_login_and_logout_are_recorded(admin_user):
 
 
 def test_request_id_middleware_echoes_the_id_that_the_events_carry(api):
-    response = api.post("/api/hosts/", {"name": "hv-r", "address": "192.0.2.60"}, format="json")
+    response = api.post("/api/hosts/", {"name": "hv-r", "address": "127.0.0.249"}, format="json")
     assert response.status_code == 201
     request_id = response["X-Request-ID"]
     assert len(request_id) == 32

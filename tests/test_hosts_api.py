@@ -7,6 +7,12 @@ from hosts.models import Host
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _example_names_allowed(settings):
+    """These tests register hosts by name (RFC 2606 names) and never contact them."""
+    settings.HOST_NETWORKS = "127.0.0.0/8,::1/128,.example.net,.example"
+
+
 def _create(api, **overrides):
     payload = {"name": "hv-1", "address": "hv1.example.net", "transport": "tcp"}
     payload.update(overrides)
@@ -38,10 +44,10 @@ def test_create_host_derives_uri_and_records_audit(api, admin_user):
 
 
 def test_ssh_and_tls_uris(api):
-    ssh = _create(api, name="s", address="10.1.2.3", transport="ssh", ssh_user="ops").json()
-    assert ssh["libvirt_uri"] == "qemu+ssh://ops@10.1.2.3/system"
-    tls = _create(api, name="t", address="fd00::5", transport="tls").json()
-    assert tls["libvirt_uri"] == "qemu+tls://[fd00::5]/system"
+    ssh = _create(api, name="s", address="127.0.0.203", transport="ssh", ssh_user="ops").json()
+    assert ssh["libvirt_uri"] == "qemu+ssh://ops@127.0.0.203/system"
+    tls = _create(api, name="t", address="::1", transport="tls").json()
+    assert tls["libvirt_uri"] == "qemu+tls://[::1]/system"
 
 
 @pytest.mark.parametrize(
@@ -88,12 +94,12 @@ def test_bad_transport_port_and_paths_name_the_field(api):
 
 def test_update_records_before_and_after(api):
     host_id = _create(api).json()["id"]
-    response = api.patch(f"/api/hosts/{host_id}/", {"address": "10.9.9.9"}, format="json")
+    response = api.patch(f"/api/hosts/{host_id}/", {"address": "127.0.0.209"}, format="json")
     assert response.status_code == 200, response.json()
-    assert response.json()["libvirt_uri"] == "qemu+tcp://10.9.9.9/system"
+    assert response.json()["libvirt_uri"] == "qemu+tcp://127.0.0.209/system"
     event = AuditEvent.objects.get(event_type="host.updated")
     assert event.before == {"address": "hv1.example.net"}
-    assert event.after == {"address": "10.9.9.9"}
+    assert event.after == {"address": "127.0.0.209"}
 
 
 def test_delete_records_audit(api):

@@ -174,7 +174,7 @@ def test_ssh_access_set_up_full_cleans_the_host_before_saving(vm, monkeypatch):
     assert AuditEvent.objects.count() == events
 
     # With a valid host the same set-up is saved and audited.
-    Host.objects.filter(pk=host.pk).update(address="192.0.2.11")
+    Host.objects.filter(pk=host.pk).update(address="127.0.0.211")
     host = ssh_services.host_ssh_access_set_up(
         host=host, user="ops", password=PASSWORD, actor=Actor.system("test")
     )
@@ -205,7 +205,7 @@ NEW = "SHA256:" + "n" * 43
 def changed_key_host(db) -> Host:
     return Host.objects.create(
         name="kv",
-        address="192.0.2.50",
+        address="127.0.0.250",
         transport=Transport.SSH,
         ssh_host_key="ssh-ed25519 AAAAold",
         ssh_host_key_fingerprint=OLD,
@@ -367,10 +367,12 @@ def test_migrate_still_registers_and_records(api, vm, monkeypatch):
         ),
     )
     monkeypatch.setattr("migrations_app.services.migration_enqueue", lambda **kwargs: True)
-    response = api.post(f"/api/vms/{vm.uuid}/migrate/", {"remote_host": "10.7.7.8"}, format="json")
+    response = api.post(
+        f"/api/vms/{vm.uuid}/migrate/", {"remote_host": "127.0.0.248"}, format="json"
+    )
     assert response.status_code == 202, response.json()
-    assert Host.objects.get(address="10.7.7.8").transport == "ssh"
-    assert Migration.objects.filter(destination__address="10.7.7.8").count() == 1
+    assert Host.objects.get(address="127.0.0.248").transport == "ssh"
+    assert Migration.objects.filter(destination__address="127.0.0.248").count() == 1
     assert AuditEvent.objects.filter(event_type="migration.requested").count() == 1
 
 
