@@ -205,6 +205,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Hypervisor hosts, their VMs, and live migrations between them.",
     "VERSION": "0.1.0",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # A migration's and a batch's "status" are different choice sets.
+    "ENUM_NAME_OVERRIDES": {
+        "MigrationStatusEnum": "migrations_app.lifecycle.MigrationStatus",
+        "BatchStatusEnum": "migrations_app.lifecycle.BatchStatus",
+    },
 }
 
 # --- Hypervisors ----------------------------------------------------------
