@@ -90,8 +90,8 @@ def batch_status(
     queued: every child is queued (none started); running: some child is still active
     (a child that needs attention keeps the batch running until it is settled);
     otherwise final: succeeded if every child succeeded (even after a late cancel);
-    cancelled if an operator cancelled the batch; failed if a child failed with stop_on_failure, or none succeeded;
-    else partially_failed.
+    cancelled if an operator cancelled the batch; failed if a child failed with
+    stop_on_failure, or none succeeded; else partially_failed.
     """
     statuses = [c.status for c in children]
     if any(s in ACTIVE_STATUSES for s in statuses):

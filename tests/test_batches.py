@@ -538,3 +538,29 @@ def test_socket_refuses_anonymous_and_strangers(api, fleet, viewer_user):
 
     assert async_to_sync(connect)(AnonymousUser()) == (False, 4401)
     assert async_to_sync(connect)(viewer_user) == (False, 4403)
+
+
+# --- the batch page (server side; live in a browser: test_browser_batches.py) ---------
+
+
+@pytest.mark.django_db
+def test_batch_page_shows_a_row_per_vm_and_is_only_for_who_may_see_it(
+    api, client, admin_user, viewer_user, fleet
+):
+    _, _, vms = fleet
+    batch = _batch(api, vms[:2], max_parallel=1)
+    client.force_login(admin_user)
+    page = client.get(f"/migration-batches/{batch.pk}/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    for child in _children(batch):
+        assert f'data-child="{child.pk}"' in html
+    assert "web-0" in html and "web-1" in html
+    assert 'data-action="cancel-batch"' in html
+    assert 'id="batch-data"' in html and "portal/batch.js" in html
+    # A child's page links back to its batch.
+    child_page = client.get(f"/migrations/{_children(batch)[0].pk}/").content.decode()
+    assert f'href="/migration-batches/{batch.pk}/"' in child_page
+    client.force_login(viewer_user)
+    assert client.get(f"/migration-batches/{batch.pk}/").status_code == 404
+    assert api.get("/migration-batches/999999/").status_code in (302, 404)
