@@ -338,6 +338,8 @@ def test_accepted_batch_has_queued_children_and_audit(
     # Listed, and readable one by one; each child is an ordinary migration.
     assert [b["id"] for b in api.get("/api/migration-batches/").json()["results"]] == [body["id"]]
     assert api.get(f"/api/migrations/{children[0].pk}/").json()["batch"] == body["id"]
+    listed = api.get(f"/api/migrations/?batch={body['id']}").json()["results"]
+    assert sorted(m["id"] for m in listed) == [c.pk for c in children]
 
 
 @pytest.mark.django_db
