@@ -209,6 +209,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "MigrationStatusEnum": "migrations_app.lifecycle.MigrationStatus",
         "BatchStatusEnum": "migrations_app.lifecycle.BatchStatus",
+        "BatchKindEnum": "migrations_app.models.BatchKind",
     },
 }
 
