@@ -118,7 +118,9 @@ class BatchProgress:
     vms_failed: int
     vms_cancelled: int
     vms_running: int
-    bytes_total: int  # of the children whose job started (libvirt's data total)
+    # Of the children whose job started: libvirt's data total while a child runs, what
+    # crossed once it succeeded (so a batch that succeeded has moved its whole total).
+    bytes_total: int
     bytes_moved: int
     percent: float  # a finished child counts 100, an active one its own percent
 
@@ -134,8 +136,10 @@ def batch_progress(children: Sequence) -> BatchProgress:
     for c in children:
         final = c.status not in ACTIVE_STATUSES
         if c.status == MigrationStatus.SUCCEEDED:
+            # Done: what crossed is its whole (the running total counted re-sent pages
+            # that were not sent again after all).
             child_moved = c.transferred_bytes or c.data_processed_bytes or 0
-            child_total = max(c.data_total_bytes or 0, child_moved)
+            child_total = child_moved
         else:
             child_moved = c.data_processed_bytes or 0
             child_total = max(c.data_total_bytes or 0, child_moved)

@@ -137,7 +137,7 @@ class _Row:
 def test_progress_aggregates_children():
     progress = batch_progress(
         [
-            _Row(OK, 100, total=1000, processed=1000, transferred=1200),
+            _Row(OK, 100, total=1500, processed=1000, transferred=1200),
             _Row(MIG, 50, total=400, processed=200),
             _Row(FAIL, 10, total=None, processed=None),
             _Row(Q),

@@ -68,7 +68,9 @@ def test_batch_page_follows_a_batch_to_the_end(api, linux_vm, tiny_vm, portal, p
     for row in (first_row, second_row):
         expect(row).to_have_attribute("data-status", "succeeded")
         expect(row.locator("[data-field=percent]")).to_have_text("100.0")
-    assert "MiB" in page.locator("[data-field=bytes-moved]").inner_text()
+    moved = page.locator("[data-field=bytes-moved]").inner_text()
+    assert "MiB" in moved
+    assert page.locator("[data-field=bytes-total]").inner_text() == moved
     expect(page.locator("[data-field=controls]")).to_be_hidden()
     page.screenshot(path=str(ARTIFACTS / "batch-succeeded.png"), full_page=True)
     assert MigrationBatch.objects.get(pk=batch_id).status == "succeeded"
