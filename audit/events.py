@@ -55,6 +55,12 @@ class EventType(models.TextChoices):
     MIGRATION_NEEDS_ATTENTION = "migration.needs_attention", "Needs attention"
     MIGRATION_CLEANED_UP = "migration.cleaned_up", "Cleaned up"
 
+    # Migration batches (migrations_app.batch_services); each child migration has its
+    # own migration.* events (detail "batch").
+    BATCH_REQUESTED = "batch.requested", "Batch requested"
+    BATCH_FINISHED = "batch.finished", "Batch finished"
+    BATCH_CANCELLED = "batch.cancelled", "Batch cancel requested"
+
     @property
     def action(self) -> str:
         """The part after the app's prefix ("failed" of "migration.failed"): the name

@@ -5,9 +5,9 @@ from __future__ import annotations
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from migrations_app.events import migration_group
-from migrations_app.models import FINAL_STATUSES
-from migrations_app.selectors import migrations_visible_to
+from migrations_app.events import batch_group, migration_group
+from migrations_app.models import BATCH_FINAL_STATUSES, FINAL_STATUSES
+from migrations_app.selectors import batches_visible_to, migrations_visible_to
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_VISIBLE = 4403
@@ -59,3 +59,43 @@ class MigrationProgressConsumer(AsyncJsonWebsocketConsumer):
             "migration": MigrationSerializer(migration).data,
             "samples": MigrationSampleSerializer(reversed(samples), many=True).data,
         }
+
+
+class BatchProgressConsumer(AsyncJsonWebsocketConsumer):
+    """/ws/migration-batches/{id}/: the batch (children and progress) first, then its
+    state after every change of the batch or one of its children; closed after its
+    final state."""
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.batch_id = int(self.scope["url_route"]["kwargs"]["batch_id"])
+        self.group = batch_group(self.batch_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        batch = await self._snapshot(user)
+        if batch is None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.close(code=CLOSE_NOT_VISIBLE)
+            return
+        await self.accept()
+        await self.send_json({"event": "snapshot", "batch": batch})
+        if batch["status"] in BATCH_FINAL_STATUSES:
+            await self.close()
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "group", None):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def batch_update(self, event: dict) -> None:
+        await self.send_json({"event": event["event"], "batch": event["batch"]})
+        if event["batch"]["status"] in BATCH_FINAL_STATUSES:
+            await self.close()
+
+    @database_sync_to_async
+    def _snapshot(self, user) -> dict | None:
+        from migrations_app.api.serializers import MigrationBatchSerializer
+
+        batch = batches_visible_to(user).filter(pk=self.batch_id).first()
+        return MigrationBatchSerializer(batch).data if batch is not None else None

@@ -35,14 +35,15 @@ from hosts.connections import host_connect
 from hosts.models import Host
 from hosts.peer_services import peer_trust_ensure, peer_trust_refused, peer_uri
 from hosts.ssh_services import SshAccessError
-from migrations_app import decisions
+from migrations_app import batch_decisions, decisions
 from migrations_app.checks import MigrationPlan, run_prechecks
 from migrations_app.events import migration_publish
-from migrations_app.lifecycle import FailureReason, Phase
+from migrations_app.lifecycle import BatchStatus, FailureReason, Phase
 from migrations_app.models import (
     ALLOWED_TRANSITIONS,
     RUNNING_STATUSES,
     Migration,
+    MigrationBatch,
     MigrationSample,
     MigrationStatus,
 )
@@ -215,7 +216,10 @@ def _transition(
 
 def _try_claim(migration_id: int, worker: str) -> tuple[str, Migration | None, Lease | None]:
     """('claimed', m, lease) | ('wait', None, None) | ('not-mine', None, None)."""
+    batch_id = Migration.objects.filter(pk=migration_id).values_list("batch_id", flat=True).first()
     with transaction.atomic():
+        # A batch's row is locked before its child's, as batch_services does.
+        gate_open = batch_id is None or _batch_gate_open(batch_id)
         migration = (
             Migration.objects.select_for_update()
             .select_related("source", "destination")
@@ -223,6 +227,13 @@ def _try_claim(migration_id: int, worker: str) -> tuple[str, Migration | None, L
         )
         if migration.status != MigrationStatus.QUEUED or migration.claimed_by:
             return "not-mine", None, None  # cancelled, or a redelivery of a claimed task
+        if not gate_open:
+            # Not its turn in the batch: back to waiting, out of the broker; the
+            # dispatcher enqueues it again when the batch lets it start.
+            migration.phase = Phase.WAITING_FOR_BATCH
+            migration.enqueued_at = None
+            migration.save(update_fields=["phase", "enqueued_at"])
+            return "wait", None, None
         # Lock both hosts so that concurrent claims count each other's slots.
         list(
             Host.objects.select_for_update()
@@ -255,7 +266,27 @@ def _try_claim(migration_id: int, worker: str) -> tuple[str, Migration | None, L
             worker=worker,
         )
         migration_publish(migration=migration, event="checking")
+        if batch_id is not None:  # its batch runs from its first claim (row locked above)
+            MigrationBatch.objects.filter(pk=batch_id, status=BatchStatus.QUEUED).update(
+                status=BatchStatus.RUNNING, started_at=timezone.now()
+            )
     return "claimed", migration, Lease(migration.pk, migration.claim_epoch, f"worker {worker}")
+
+
+def _batch_gate_open(batch_id: int) -> bool:
+    """May a child of this batch start now? Read under the batch's row lock, so two
+    claims of one batch count each other (batch_decisions.batch_gate_open)."""
+    batch = MigrationBatch.objects.select_for_update().get(pk=batch_id)
+    children = [
+        batch_decisions.Child(pk, status)
+        for pk, status in batch.children.order_by("pk").values_list("pk", "status")
+    ]
+    return batch_decisions.batch_gate_open(
+        children=children,
+        max_parallel=batch.max_parallel,
+        stop_on_failure=batch.stop_on_failure,
+        cancel_requested=batch.cancel_requested_at is not None,
+    )
 
 
 # --- run -----------------------------------------------------------------------------

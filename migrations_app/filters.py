@@ -25,10 +25,21 @@ class MigrationFilterSet(django_filters.FilterSet):
     user = django_filters.CharFilter(field_name="requested_by_name")
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    batch = django_filters.NumberFilter(field_name="batch_id", help_text="The batch's id.")
 
     class Meta:
         model = Migration
-        fields = ["vm", "host", "source", "destination", "status", "failure_reason", "user", "live"]
+        fields = [
+            "vm",
+            "host",
+            "source",
+            "destination",
+            "status",
+            "failure_reason",
+            "user",
+            "live",
+            "batch",
+        ]
 
     def filter_vm(self, queryset, _name, value: str):
         condition = Q(vm_name=value)

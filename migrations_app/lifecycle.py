@@ -72,6 +72,8 @@ class Phase(models.TextChoices):
     phases of a running libvirt job."""
 
     WAITING_FOR_SLOT = "waiting_for_slot", "Waiting for a free slot on its hosts"
+    # A child of a batch held back by the batch's max_parallel (or not started yet).
+    WAITING_FOR_BATCH = "waiting_for_batch", "Waiting for its turn in the batch"
     CHECKING = "checking", "Running pre-checks"
     CHECKS_FAILED = "checks_failed", "Pre-checks failed"
     # A running libvirt job (progress.phase_of), in the order they usually come.
@@ -111,3 +113,25 @@ class FailureReason(models.TextChoices):
     UNREACHABLE = "unreachable", "A host could not be reached"
     LIBVIRT = "libvirt", "Error reported by libvirt"
     INTERNAL = "internal", "Unexpected error in the portal"
+
+
+class BatchStatus(models.TextChoices):
+    """A migration batch's status (`MigrationBatch.status`), derived from its children
+    by `decisions.batch_status`; the final one is written exactly once."""
+
+    QUEUED = "queued", "Queued"  # no child has started yet
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"  # every child succeeded
+    # Some children succeeded, others failed or were cancelled (stop_on_failure false).
+    PARTIALLY_FAILED = "partially_failed", "Partially failed"
+    # No child succeeded, or a child failed with stop_on_failure.
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"  # an operator cancelled the batch
+
+
+BATCH_FINAL_STATUSES = [
+    BatchStatus.SUCCEEDED,
+    BatchStatus.PARTIALLY_FAILED,
+    BatchStatus.FAILED,
+    BatchStatus.CANCELLED,
+]

@@ -9,8 +9,10 @@ from hosts.models import Host
 from migrations_app.lifecycle import (  # noqa: F401
     ACTIVE_STATUSES,
     ALLOWED_TRANSITIONS,
+    BATCH_FINAL_STATUSES,
     FINAL_STATUSES,
     RUNNING_STATUSES,
+    BatchStatus,
     FailureReason,
     MigrationStatus,
     Phase,
@@ -34,6 +36,48 @@ class CompressionMethod(models.TextChoices):
     MT = "mt", "Multithread zlib (compress every page; with a level)"
 
 
+class BatchKind(models.TextChoices):
+    BATCH = "batch", "Batch"
+    EVACUATION = "evacuation", "Host evacuation"
+
+
+class MigrationBatch(models.Model):
+    """Several migrations requested together: its children are ordinary `Migration`
+    rows (`Migration.batch`), at most `max_parallel` of them running at once. Its
+    status follows the children (`decisions.batch_status`); see docs/architecture.md."""
+
+    kind = models.CharField(max_length=16, choices=BatchKind.choices, default=BatchKind.BATCH)
+    # The host an evacuation empties (kind "evacuation"); null for a plain batch.
+    host = models.ForeignKey(
+        Host, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    status = models.CharField(
+        max_length=16, choices=BatchStatus.choices, default=BatchStatus.QUEUED
+    )
+    stop_on_failure = models.BooleanField(default=False)
+    max_parallel = models.PositiveIntegerField(default=1)
+    # The batch's migration options as requested (MigrationOptions.as_model_fields()).
+    options = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by_name = models.CharField(max_length=150)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.pk}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in BATCH_FINAL_STATUSES
+
+
 class Migration(models.Model):
     """One request to move one VM; its lifecycle, progress and outcome."""
 
@@ -50,6 +94,10 @@ class Migration(models.Model):
     requested_by_name = models.CharField(max_length=150)
     status = models.CharField(
         max_length=16, choices=MigrationStatus.choices, default=MigrationStatus.QUEUED
+    )
+    # The batch this migration is a child of (null: requested alone).
+    batch = models.ForeignKey(
+        MigrationBatch, null=True, blank=True, on_delete=models.PROTECT, related_name="children"
     )
 
     # Options as requested.

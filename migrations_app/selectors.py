@@ -12,7 +12,7 @@ from django.http import QueryDict
 from django.utils import timezone
 
 from migrations_app.filters import MigrationReportFilterSet
-from migrations_app.models import Migration
+from migrations_app.models import Migration, MigrationBatch
 
 REPORT_DEFAULT_DAYS = 30
 
@@ -25,6 +25,16 @@ def migrations_visible_to(user: AbstractBaseUser) -> QuerySet[Migration]:
     if user.is_staff:
         return queryset
     return queryset.filter(requested_by=user)
+
+
+def batches_visible_to(user: AbstractBaseUser) -> QuerySet[MigrationBatch]:
+    """Administrators see every batch; other users the ones they requested."""
+    queryset = MigrationBatch.objects.select_related("host")
+    if not user.is_authenticated:
+        return queryset.none()
+    if user.is_staff:
+        return queryset
+    return queryset.filter(created_by=user)
 
 
 def _valid(filterset) -> QuerySet:

@@ -173,7 +173,11 @@ def migrations_dispatch_waiting(*, include_lost: bool = False) -> list[int]:
     enqueues migrations whose task was lost (`include_lost`). Enqueuing twice is safe:
     a second task finds the migration claimed (or still without a slot) and returns.
     """
+    from migrations_app.batch_services import batches_advance
+
     now = timezone.now()
+    # Batches first: they may stop or finish, and only some of their children may start.
+    batch_startable = batches_advance()
     queued = list(
         Migration.objects.filter(status=MigrationStatus.QUEUED).order_by("created_at", "pk")
     )
@@ -192,6 +196,13 @@ def migrations_dispatch_waiting(*, include_lost: bool = False) -> list[int]:
         if age is None and (now - migration.created_at).total_seconds() < 5:
             lost = False
         waiting = migration.phase == Phase.WAITING_FOR_SLOT
+        if migration.batch_id is not None:
+            # A batch's child goes to a worker only in its turn (batch_services);
+            # waiting for the batch, it is not in the broker (enqueued_at None).
+            if migration.pk not in batch_startable:
+                continue
+            if migration.phase == Phase.WAITING_FOR_BATCH and migration.enqueued_at is None:
+                waiting = True
         if not (lost or waiting):
             continue
         free = decisions.slot_free(

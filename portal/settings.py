@@ -205,6 +205,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Hypervisor hosts, their VMs, and live migrations between them.",
     "VERSION": "0.1.0",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # A migration's and a batch's "status" are different choice sets.
+    "ENUM_NAME_OVERRIDES": {
+        "MigrationStatusEnum": "migrations_app.lifecycle.MigrationStatus",
+        "BatchStatusEnum": "migrations_app.lifecycle.BatchStatus",
+        "BatchKindEnum": "migrations_app.models.BatchKind",
+    },
 }
 
 # --- Hypervisors ----------------------------------------------------------

@@ -10,6 +10,11 @@ urlpatterns = [
     path("vms/<uuid:uuid>/", views.vm_detail, name="vm-detail"),
     path("migrations/", views.migration_list, name="migration-list"),
     path("migrations/<int:migration_id>/", views.migration_detail, name="migration-detail"),
+    path(
+        "migration-batches/<int:batch_id>/",
+        views.migration_batch_detail,
+        name="migration-batch-detail",
+    ),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

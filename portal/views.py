@@ -9,9 +9,11 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from hosts.models import Host
+from migrations_app.api.serializers import MigrationBatchSerializer
 from migrations_app.filters import MigrationFilterSet
+from migrations_app.lifecycle import BATCH_FINAL_STATUSES, BatchStatus
 from migrations_app.models import MigrationStatus
-from migrations_app.selectors import migrations_visible_to
+from migrations_app.selectors import batches_visible_to, migrations_visible_to
 from portal import pages
 from vms.filters import VMFilterSet
 from vms.models import ACTIVE_STATES, VMState
@@ -98,6 +100,28 @@ def migration_detail(request: HttpRequest, migration_id: int) -> HttpResponse:
             "timeline": pages.migration_timeline(migration, events),
             "events": events,
             "completed_stats": sorted((migration.completed_stats or {}).items()),
+            "can_control": request.user.is_staff,
+        },
+    )
+
+
+@login_required
+def migration_batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
+    batch = batches_visible_to(request.user).filter(pk=batch_id).first()
+    if batch is None:
+        raise Http404("No such batch, or not yours to see.")
+    children = batch.children.select_related("source", "destination").order_by("pk")
+    return render(
+        request,
+        "portal/batch_detail.html",
+        {
+            "batch": batch,
+            "children": children,
+            "batch_json": MigrationBatchSerializer(batch).data,
+            "batch_vocabulary": {
+                "status_labels": dict(BatchStatus.choices),
+                "final_statuses": [str(s) for s in BATCH_FINAL_STATUSES],
+            },
             "can_control": request.user.is_staff,
         },
     )

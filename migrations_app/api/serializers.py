@@ -1,10 +1,15 @@
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from hosts.models import Host
+from hosts.selectors import host_find
 from hosts.validators import validate_uri_safe
+from migrations_app.batch_decisions import batch_progress
 from migrations_app.models import (
     CompressionMethod,
     Migration,
+    MigrationBatch,
     MigrationSample,
     StorageMode,
     TransportMode,
@@ -166,6 +171,182 @@ class MigrationSerializer(serializers.ModelSerializer):
         model = Migration
         exclude = ["requested_by", "claimed_by"]
         read_only_fields = [f.name for f in Migration._meta.fields]
+
+
+# --- Batches --------------------------------------------------------------------------
+
+
+class BatchOptionsSerializer(MigrateRequestSerializer):
+    """The migration options of a batch: the migrate request's options, same limits and
+    rules (400 on the field named), without its destination and credentials."""
+
+    remote_host = None
+    user = None
+    password = None
+
+
+BatchOptionsSerializer.__doc__ += "".join(f"\n    - {rule.field}: {rule.message}" for rule in RULES)
+
+MAX_PARALLEL_LIMIT = 64
+
+
+class BatchItemSerializer(serializers.Serializer):
+    vm = serializers.UUIDField(help_text="The VM's libvirt UUID (a VM of the inventory).")
+    destination = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        max_length=253,
+        help_text="A registered host's name, address or id. Empty: placed automatically "
+        "(not available yet: 400).",
+    )
+    options = serializers.DictField(
+        required=False,
+        help_text='This VM\'s overrides of the batch\'s options (e.g. {"storage": "copy"} '
+        "for a VM on local disks), checked by the same rules on the merged options.",
+    )
+
+    def validate_vm(self, value):
+        from vms.selectors import vm_get_present
+
+        vm = vm_get_present(uuid=str(value))
+        if vm is None:
+            raise serializers.ValidationError(f"No VM with UUID {value} in the inventory.")
+        return vm
+
+    def validate_destination(self, value: str | None) -> Host | None:
+        value = (value or "").strip()
+        if not value:
+            return None
+        host = Host.objects.filter(pk=int(value)).first() if value.isdigit() else None
+        host = host or host_find(remote_host=value)
+        if host is None:
+            raise serializers.ValidationError(
+                f"{value} is not a registered host (a batch does not register hosts)."
+            )
+        return host
+
+
+class BatchCreateSerializer(serializers.Serializer):
+    """A batch of migrations: `items` (each a VM and its destination), the `options`
+    every child migrates with (as the migrate request's; an item may override some),
+    `stop_on_failure` and `max_parallel`."""
+
+    items = BatchItemSerializer(many=True, allow_empty=False)
+    options = BatchOptionsSerializer(required=False)
+    stop_on_failure = serializers.BooleanField(
+        default=False,
+        help_text="True: after a child fails, the children not started yet are cancelled "
+        "and the batch ends failed. False: the others go on.",
+    )
+    max_parallel = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_PARALLEL_LIMIT,
+        default=1,
+        help_text="At most this many children run at once (the per-host limits apply too).",
+    )
+
+    def validate_items(self, items: list[dict]) -> list[dict]:
+        seen: set = set()
+        for item in items:
+            uuid = item["vm"].uuid
+            if uuid in seen:
+                raise serializers.ValidationError(
+                    f"VM {item['vm'].name} ({uuid}) appears more than once."
+                )
+            seen.add(uuid)
+        return items
+
+    def validate(self, attrs: dict) -> dict:
+        """{items: [(vm, host|None, MigrationOptions)], options, stop_on_failure,
+        max_parallel}; an item's overrides are judged on the merged options."""
+        options = attrs.get("options", {}).get("options") or MigrationOptions()
+        raw = self.initial_data.get("options") or {}
+        item_errors: list[dict] = []
+        items = []
+        for item in attrs["items"]:
+            overrides = item.get("options")
+            item_options = options
+            errors: dict = {}
+            if overrides:
+                merged = BatchOptionsSerializer(data={**raw, **overrides})
+                if merged.is_valid():
+                    item_options = merged.validated_data["options"]
+                else:
+                    errors = {"options": merged.errors}
+            item_errors.append(errors)
+            items.append((item["vm"], item.get("destination"), item_options))
+        if any(item_errors):
+            raise serializers.ValidationError({"items": item_errors})
+        return {**attrs, "options": options, "items": items}
+
+
+class BatchChildSerializer(serializers.ModelSerializer):
+    """A child migration as the batch shows it (the whole record: /api/migrations/{id}/)."""
+
+    source = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    destination = serializers.SlugRelatedField(slug_field="name", read_only=True)
+
+    class Meta:
+        model = Migration
+        fields = [
+            "id",
+            "vm_uuid",
+            "vm_name",
+            "source",
+            "destination",
+            "status",
+            "phase",
+            "percent",
+            "storage",
+            "data_total_bytes",
+            "data_processed_bytes",
+            "transferred_bytes",
+            "failure_reason",
+            "error",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class _BatchProgress(serializers.Serializer):
+    vms_total = serializers.IntegerField()
+    vms_done = serializers.IntegerField(help_text="Children in a final status.")
+    vms_succeeded = serializers.IntegerField()
+    vms_failed = serializers.IntegerField()
+    vms_cancelled = serializers.IntegerField()
+    vms_running = serializers.IntegerField()
+    bytes_total = serializers.IntegerField(help_text="Data total of the children that started.")
+    bytes_moved = serializers.IntegerField()
+    percent = serializers.FloatField(help_text="Finished children count 100 %.")
+
+
+class MigrationBatchSerializer(serializers.ModelSerializer):
+    host = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    progress = serializers.SerializerMethodField()
+    children = serializers.SerializerMethodField()
+
+    class Meta:
+        model = MigrationBatch
+        exclude = ["created_by"]
+        read_only_fields = [f.name for f in MigrationBatch._meta.fields]
+
+    def _children(self, batch: MigrationBatch) -> list[Migration]:
+        cache = self.context.setdefault("_children", {})
+        if batch.pk not in cache:
+            cache[batch.pk] = list(
+                batch.children.select_related("source", "destination").order_by("pk")
+            )
+        return cache[batch.pk]
+
+    @extend_schema_field(_BatchProgress)
+    def get_progress(self, batch: MigrationBatch) -> dict:
+        return batch_progress(self._children(batch)).as_dict()
+
+    @extend_schema_field(BatchChildSerializer(many=True))
+    def get_children(self, batch: MigrationBatch) -> list[dict]:
+        return BatchChildSerializer(self._children(batch), many=True).data
 
 
 class MigrationSampleSerializer(serializers.ModelSerializer):

@@ -7,6 +7,7 @@ app_name = "migrations-api"
 
 router = DefaultRouter()
 router.register("migrations", views.MigrationViewSet, basename="migration")
+router.register("migration-batches", views.MigrationBatchViewSet, basename="migration-batch")
 # Only the actions POST vms/{uuid}/migrate/ and vms/{uuid}/migrate/check/ (vms.api has the rest).
 router.register("vms", views.VMMigrateViewSet, basename="vm")
 urlpatterns = [

@@ -1,5 +1,5 @@
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import serializers, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -11,16 +11,22 @@ from audit.permissions import CanReadAudit
 from audit.services import Actor
 from hosts.services import host_resolve_or_register
 from hosts.ssh_services import host_ssh_access_set_up
-from migrations_app import reports, services
+from migrations_app import batch_services, reports, services
 from migrations_app.api.serializers import (
+    BatchCreateSerializer,
     MigrateRequestSerializer,
+    MigrationBatchSerializer,
     MigrationReportSerializer,
     MigrationSampleSerializer,
     MigrationSerializer,
     TuneSerializer,
 )
 from migrations_app.filters import MigrationFilterSet, MigrationReportFilterSet
-from migrations_app.selectors import migrations_for_report, migrations_visible_to
+from migrations_app.selectors import (
+    batches_visible_to,
+    migrations_for_report,
+    migrations_visible_to,
+)
 from migrations_app.streaming import download_response
 from vms.api.views import VMByUUIDMixin
 from vms.models import VM
@@ -88,6 +94,58 @@ class MigrationViewSet(viewsets.ReadOnlyModelViewSet):
         """Every progress sample, oldest first."""
         samples = self.get_object().samples.order_by("taken_at", "id")
         return Response(MigrationSampleSerializer(samples, many=True).data)
+
+
+class MigrationBatchViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Migration batches: several VMs moved by one request, at most `max_parallel` at a
+    time; each child is an ordinary migration (/api/migrations/{id}/)."""
+
+    serializer_class = MigrationBatchSerializer
+
+    def get_queryset(self):
+        return batches_visible_to(self.request.user)
+
+    def get_permissions(self):
+        if self.action in ("create", "cancel"):
+            return [IsAuthenticated(), IsAdminUser()]
+        return super().get_permissions()
+
+    @extend_schema(request=BatchCreateSerializer, responses={202: MigrationBatchSerializer})
+    def create(self, request: Request) -> Response:
+        """Queue a batch: answers 202 at once with the batch and its queued children.
+        400 names the field (items[i].vm, items[i].destination, items[i].options.<option>,
+        options.<option>, max_parallel); 409 if a VM already has an active migration
+        (then nothing is created)."""
+        serializer = BatchCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        batch = batch_services.batch_create(
+            items=data["items"],
+            options=data["options"],
+            stop_on_failure=data["stop_on_failure"],
+            max_parallel=data["max_parallel"],
+            actor=Actor.from_request(request),
+        )
+        return Response(
+            MigrationBatchSerializer(batch).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": f"/api/migration-batches/{batch.pk}/"},
+        )
+
+    @extend_schema(request=None, responses=MigrationBatchSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        """Cancel the batch: queued children are cancelled, running ones are asked to
+        cancel; the batch ends cancelled when none is active. 409 if it already ended."""
+        batch = batch_services.batch_cancel(
+            batch=self.get_object(), actor=Actor.from_request(request)
+        )
+        return Response(MigrationBatchSerializer(batch).data)
 
 
 class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
