@@ -418,8 +418,8 @@ def schedule_errors(
     in the future."""
     errors: dict[str, list[str]] = {}
     if window_end is not None:
-        if not_before is not None and window_end <= not_before:
-            errors["window_end"] = ["The window must end after not_before."]
-        elif window_end <= now:
+        if window_end <= now:
             errors["window_end"] = ["The window must end in the future."]
+        elif not_before is not None and window_end <= not_before:
+            errors["window_end"] = ["The window must end after not_before."]
     return errors

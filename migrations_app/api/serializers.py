@@ -36,7 +36,10 @@ class AwareDateTimeField(serializers.DateTimeField):
     which zone was meant cannot be guessed)."""
 
     def to_internal_value(self, value):
-        parsed = parse_datetime(value) if isinstance(value, str) else None
+        try:
+            parsed = parse_datetime(value) if isinstance(value, str) else None
+        except ValueError:  # well formed but no such date: the parent's message
+            parsed = None
         if parsed is not None and parsed.tzinfo is None:
             raise serializers.ValidationError(
                 "Give the time zone, e.g. 2026-11-23T22:00:00+01:00 or 2026-11-23T21:00:00Z."
