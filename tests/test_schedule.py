@@ -328,3 +328,38 @@ def test_the_list_filters_scheduled_ones(api, vm):
     assert [row["id"] for row in rows] == [migration.pk]
     other = api.get("/api/migrations/?status=queued").json()
     assert (other["results"] if isinstance(other, dict) else other) == []
+
+
+# --- the pages ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser(admin_user):
+    from django.test import Client
+
+    client = Client()
+    assert client.login(username="admin", password="admin-pass-123")
+    return client
+
+
+def test_the_pages_show_a_scheduled_migration(api, browser, vm):
+    migration = _scheduled(api, vm, window_end=_at(7200))
+    listed = browser.get("/migrations/?status=scheduled").content.decode()
+    assert f'data-migration="{migration.pk}"' in listed
+    assert 'class="badge badge-scheduled">Scheduled<' in listed
+    assert f"at {migration.not_before:%Y-%m-%d %H:%M:%S}" in listed
+    assert '<option value="scheduled"' in listed
+    assert 'data-migration="' not in browser.get("/migrations/?status=queued").content.decode()
+    detail = browser.get(f"/migrations/{migration.pk}/").content.decode()
+    assert 'id="migration-schedule"' in detail
+    assert f"window ends {migration.window_end:%Y-%m-%d %H:%M:%S}" in detail
+
+
+def test_the_migrate_dialog_has_the_schedule_under_the_advanced_options(browser, vm):
+    page = browser.get(f"/vms/{vm.uuid}/").content.decode()
+    advanced = page[
+        page.index('id="mig-advanced"') : page.index("</details>", page.index('id="mig-advanced"'))
+    ]
+    assert 'name="not_before" type="datetime-local"' in advanced
+    assert 'name="window_end" type="datetime-local"' in advanced
+    assert 'data-error-for="window_end"' in advanced
