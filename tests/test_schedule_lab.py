@@ -13,6 +13,7 @@ import pytest
 from django.utils import timezone
 from django_q.brokers import get_broker
 
+from audit.models import AuditEvent
 from migrations_app.models import Migration
 from tests import labtools
 from tests.labtools import events_of, request_migration
@@ -70,7 +71,12 @@ def test_scheduled_migration_starts_on_time_after_the_workers_restarted(api, lin
     record = wait_final(migration_id, timeout=240)
     assert record.status == "succeeded", record.error
     delay = (record.started_at - record.not_before).total_seconds()
-    print(f"scheduled migration {migration_id} started {delay:.2f} s after its not_before")
+    queued_at = AuditEvent.objects.get(target_id=str(migration_id), event_type="migration.due")
+    print(
+        f"scheduled migration {migration_id} started {delay:.2f} s after its not_before "
+        f"(queued after {(queued_at.occurred_at - record.not_before).total_seconds():.2f} s, "
+        f"claimed {(record.started_at - queued_at.occurred_at).total_seconds():.2f} s later)"
+    )
     assert 0 <= delay <= START_DELAY_MAX_S
     assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {destination.name: "running"}
     assert events_of(migration_id)[:4] == [
