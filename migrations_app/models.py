@@ -77,6 +77,8 @@ class Migration(models.Model):
 
     # Schedule: not started before `not_before` (status scheduled until then); failed
     # (window_closed) if it has not started by `window_end`. Both optional.
+    # TODO(integrator, issue #11): MigrationBatch (BATCH's branch) gets the same two
+    # fields; batch_create passes them on to services.migration_request.
     not_before = models.DateTimeField(null=True, blank=True)
     window_end = models.DateTimeField(null=True, blank=True)
 
