@@ -43,6 +43,11 @@ class EventType(models.TextChoices):
     # Migrations (migrations_app.services, migrations_app.engine). The labels are the
     # steps of a migration's timeline.
     MIGRATION_REQUESTED = "migration.requested", "Requested"
+    # Scheduled migrations: recorded with their times, changed while they wait, queued
+    # when due (a window that closes first fails them: migration.failed).
+    MIGRATION_SCHEDULED = "migration.scheduled", "Scheduled"
+    MIGRATION_RESCHEDULED = "migration.rescheduled", "Schedule changed"
+    MIGRATION_DUE = "migration.due", "Due: queued to start"
     MIGRATION_CHECKING = "migration.checking", "Pre-checks running"
     MIGRATION_STARTED = "migration.started", "Migration started"
     MIGRATION_CANCEL_REQUESTED = "migration.cancel_requested", "Cancel requested"

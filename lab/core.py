@@ -76,6 +76,8 @@ LINUX_VM_DISK_MIB = 64
 TINY_VM_DISK = "lab-tiny.qcow2"
 TINY_VM_DISK_MIB = 16
 TINY_VM_MEMORY_MIB = 128
+# `lab up --vms N`: N more small diskless guests on every host (f"{host}-extra-{k}").
+EXTRA_VM_MEMORY_MIB = 64
 SSH_GROUP = "libvirt"
 # Guest RAM the kernel itself needs besides the filled tmpfs.
 GUEST_OVERHEAD_MIB = 96
@@ -140,6 +142,9 @@ class LabConfig:
     # (listen_tls = 1, listen_tcp = 0). The lab drives them with virsh inside their
     # namespace (nsenter), never over the network.
     tls_hosts: tuple[int, ...] = ()
+    # Small diskless TCG guests started on every host (`lab up --vms N`), named
+    # f"{host}-extra-{k}": many VMs to move around for little RAM.
+    extra_vms: int = 0
 
     @property
     def hidden_paths(self) -> tuple[Path, ...]:
@@ -304,6 +309,8 @@ def up(config: LabConfig, hosts: int = 2) -> list[LabHost]:
             _ensure_pools(config, host)
         if images is not None:
             _ensure_vms(config, images)
+        if config.extra_vms > 0:
+            _ensure_extra_vms(config, lab_hosts)
         return [_make_host(config, index) for index in indexes]
 
 
@@ -857,6 +864,56 @@ def _ensure_vms(config: LabConfig, images: guest_images.GuestImages) -> None:
             host = first
             _define_vm(config, host, vm, boot)
         _start_vm(config, host, vm)
+
+
+def extra_vm_name(host: LabHost | str, k: int) -> str:
+    return f"{_name(host)}-extra-{k}"
+
+
+def _ensure_extra_vms(config: LabConfig, hosts: list[LabHost]) -> None:
+    """Define and start `config.extra_vms` small guests per host, each on its own host
+    unless it already runs somewhere (it may have been migrated away)."""
+    live_hosts = [h for h in status(config) if h.running]
+    for host in hosts:
+        for k in range(1, config.extra_vms + 1):
+            vm = extra_vm_name(host, k)
+            states = {}
+            for other in live_hosts:
+                result = virsh(other, "domstate", vm, check=False)
+                if result.returncode == 0:
+                    states[other.name] = (other, result.stdout.strip())
+            if any(state not in ("shut off", "crashed") for _, state in states.values()):
+                continue
+            if states:
+                target = states.get(host.name, next(iter(states.values())))[0]
+            else:
+                target = host
+                _define_xml(config, target, _extra_vm_xml(vm))
+            result = virsh(target, "start", vm, check=False)
+            if result.returncode != 0:
+                raise LabError(f"cannot start {vm} on {target.name}: {result.stderr.strip()}")
+
+
+def _extra_vm_xml(name: str) -> str:
+    # No disk at all: nothing to share or copy, so it migrates live between any hosts.
+    return f"""<domain type='qemu'>
+  <name>{escape(name)}</name>
+  <title>lab extra guest</title>
+  <description>SeaBIOS without any disk, under TCG: a small VM to move around.</description>
+  <memory unit='MiB'>{EXTRA_VM_MEMORY_MIB}</memory>
+  <currentMemory unit='MiB'>{EXTRA_VM_MEMORY_MIB}</currentMemory>
+  <vcpu placement='static'>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+  </os>
+  <features><acpi/></features>
+  <clock offset='utc'/>
+  <devices>
+    <emulator>{QEMU}</emulator>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+"""
 
 
 def _install_boot_files(

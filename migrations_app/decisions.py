@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 
 from migrations_app.lifecycle import FailureReason
 
@@ -380,3 +381,45 @@ def task_lost(*, enqueued_age_s: float | None, lost_after_s: float) -> bool:
     must be presumed lost (broker restarted, enqueue failed)? Enqueuing again is safe:
     a duplicate task finds the migration claimed and does nothing."""
     return enqueued_age_s is None or enqueued_age_s > lost_after_s
+
+
+# --- scheduled migrations ------------------------------------------------------------
+
+
+def due(*, not_before: datetime | None, now: datetime) -> bool:
+    """May a scheduled migration be queued now? (No `not_before`: at once.)"""
+    return not_before is None or not_before <= now
+
+
+def window_closed(*, window_end: datetime | None, now: datetime) -> bool:
+    """Has a migration's maintenance window closed, so that it must not start any more?
+    (No `window_end`: it never closes.)"""
+    return window_end is not None and window_end <= now
+
+
+def reconcile_sleep_s(
+    *, now: datetime, next_pass_at: datetime, next_event_at: datetime | None, poll_s: float
+) -> float:
+    """How long the reconciler loop sleeps before it looks again: until its next full
+    pass, or until the next schedule event (a `not_before` or a `window_end`) if that
+    comes sooner, but never longer than `poll_s` (a migration scheduled while it
+    sleeps is seen within `poll_s`); never negative."""
+    wait = min((next_pass_at - now).total_seconds(), poll_s)
+    if next_event_at is not None:
+        wait = min(wait, (next_event_at - now).total_seconds())
+    return max(0.0, wait)
+
+
+def schedule_errors(
+    *, not_before: datetime | None, window_end: datetime | None, now: datetime
+) -> dict[str, list[str]]:
+    """What is wrong with a migration's schedule, by field (empty: nothing). A
+    `not_before` in the past means "start now"; a window must end after it starts and
+    in the future."""
+    errors: dict[str, list[str]] = {}
+    if window_end is not None:
+        if window_end <= now:
+            errors["window_end"] = ["The window must end in the future."]
+        elif not_before is not None and window_end <= not_before:
+            errors["window_end"] = ["The window must end after not_before."]
+    return errors

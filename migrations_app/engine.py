@@ -227,6 +227,12 @@ def _try_claim(migration_id: int, worker: str) -> tuple[str, Migration | None, L
         )
         if migration.status != MigrationStatus.QUEUED or migration.claimed_by:
             return "not-mine", None, None  # cancelled, or a redelivery of a claimed task
+        now = timezone.now()
+        if decisions.window_closed(window_end=migration.window_end, now=now):
+            from migrations_app.services import migration_window_close
+
+            migration_window_close(migration=migration, actor=_actor(), now=now)
+            return "not-mine", None, None  # too late: it must not start any more
         if not gate_open:
             # Not its turn in the batch: back to waiting, out of the broker; the
             # dispatcher enqueues it again when the batch lets it start.
@@ -844,9 +850,11 @@ def migrations_reconcile(*, wait_for_abort_s: float = 60.0) -> list[int]:
       over and settled from what libvirt reports;
     - migrations that need attention are settled once both hosts answer;
     - leftovers of failed migrations are removed once it is safe;
-    - queued migrations whose task was lost are enqueued again.
+    - queued migrations whose task was lost are enqueued again;
+    - scheduled migrations that are due are queued, and waiting ones whose window
+      closed fail (window_closed).
     """
-    from migrations_app.services import migrations_dispatch_waiting
+    from migrations_app.services import migrations_dispatch_waiting, migrations_schedule_run
 
     me = f"reconciler {worker_identity()}"
     settled = []
@@ -888,6 +896,7 @@ def migrations_reconcile(*, wait_for_abort_s: float = 60.0) -> list[int]:
     ):
         _retry_cleanup(migration, me)
 
+    migrations_schedule_run()
     migrations_dispatch_waiting(include_lost=True)
     return settled
 

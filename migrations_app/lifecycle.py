@@ -14,6 +14,9 @@ from django.db import models
 
 
 class MigrationStatus(models.TextChoices):
+    # Waits for its `not_before` (a maintenance window); the reconciler queues it then.
+    # Active (one per VM) but not running: it holds no slot and no worker.
+    SCHEDULED = "scheduled", "Scheduled"
     QUEUED = "queued", "Queued"
     CHECKING = "checking", "Checking"
     MIGRATING = "migrating", "Migrating"
@@ -28,6 +31,7 @@ class MigrationStatus(models.TextChoices):
 
 
 ACTIVE_STATUSES = [
+    MigrationStatus.SCHEDULED,
     MigrationStatus.QUEUED,
     MigrationStatus.CHECKING,
     MigrationStatus.MIGRATING,
@@ -41,7 +45,13 @@ FINAL_STATUSES = [MigrationStatus.SUCCEEDED, MigrationStatus.FAILED, MigrationSt
 # Every status change the portal may make; anything else is refused (a worker that
 # lost its claim must not move a final record back).
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
-    MigrationStatus.QUEUED: frozenset({MigrationStatus.CHECKING, MigrationStatus.CANCELLED}),
+    # failed: its maintenance window closed before it could start (window_closed).
+    MigrationStatus.SCHEDULED: frozenset(
+        {MigrationStatus.QUEUED, MigrationStatus.CANCELLED, MigrationStatus.FAILED}
+    ),
+    MigrationStatus.QUEUED: frozenset(
+        {MigrationStatus.CHECKING, MigrationStatus.CANCELLED, MigrationStatus.FAILED}
+    ),
     MigrationStatus.CHECKING: frozenset(
         {MigrationStatus.MIGRATING, MigrationStatus.FAILED, MigrationStatus.CANCELLED}
     ),
@@ -113,6 +123,7 @@ class FailureReason(models.TextChoices):
     UNREACHABLE = "unreachable", "A host could not be reached"
     LIBVIRT = "libvirt", "Error reported by libvirt"
     INTERNAL = "internal", "Unexpected error in the portal"
+    WINDOW_CLOSED = "window_closed", "The maintenance window closed before it could start"
 
 
 class BatchStatus(models.TextChoices):

@@ -123,6 +123,13 @@ class Migration(models.Model):
     new_name = models.CharField(max_length=255, blank=True)
     timeout_s = models.PositiveIntegerField()
 
+    # Schedule: not started before `not_before` (status scheduled until then); failed
+    # (window_closed) if it has not started by `window_end`. Both optional.
+    # TODO(integrator, issue #11): MigrationBatch (BATCH's branch) gets the same two
+    # fields; batch_create passes them on to services.migration_request.
+    not_before = models.DateTimeField(null=True, blank=True)
+    window_end = models.DateTimeField(null=True, blank=True)
+
     # Lifecycle.
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)

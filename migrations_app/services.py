@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Min, Q, QuerySet
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -21,7 +24,7 @@ from hosts.services import host_validate_new
 from migrations_app import decisions
 from migrations_app.checks import CHECK_NAMES, SKIPPED, CheckResult, MigrationPlan, run_prechecks
 from migrations_app.events import migration_publish
-from migrations_app.lifecycle import Phase
+from migrations_app.lifecycle import FailureReason, Phase
 from migrations_app.models import ACTIVE_STATUSES, RUNNING_STATUSES, Migration, MigrationStatus
 from migrations_app.options import MigrationOptions
 from vms.models import VM
@@ -110,13 +113,28 @@ def _unregistered_destination_checks(remote_host: str) -> list[CheckResult]:
 
 
 def migration_request(
-    *, vm: VM, destination: Host, options: MigrationOptions, actor: Actor
+    *,
+    vm: VM,
+    destination: Host,
+    options: MigrationOptions,
+    actor: Actor,
+    not_before: datetime | None = None,
+    window_end: datetime | None = None,
 ) -> Migration:
-    """Record the request and queue it for a worker (after commit).
+    """Record the request and queue it for a worker (after commit); with a
+    `not_before` in the future, record it `scheduled` instead: the reconciler queues it
+    when it is due (nothing waits in memory). A `window_end` fails it (window_closed)
+    if it has not started by then.
 
-    Raises MigrationConflict if the VM already has a queued or running migration;
-    the database's partial unique index decides races between simultaneous requests.
+    Raises ValidationError (on `window_end`) for a window that is over or ends before
+    it starts, and MigrationConflict if the VM already has an active migration; the
+    database's partial unique index decides races between simultaneous requests.
     """
+    now = timezone.now()
+    errors = decisions.schedule_errors(not_before=not_before, window_end=window_end, now=now)
+    if errors:
+        raise ValidationError(errors)
+    scheduled = not decisions.due(not_before=not_before, now=now)
     with transaction.atomic():
         try:
             with transaction.atomic():
@@ -127,6 +145,9 @@ def migration_request(
                     destination=destination,
                     requested_by=actor.user,
                     requested_by_name=actor.name,
+                    status=MigrationStatus.SCHEDULED if scheduled else MigrationStatus.QUEUED,
+                    not_before=not_before,
+                    window_end=window_end,
                     **options.as_model_fields(),
                 )
         except IntegrityError as exc:
@@ -138,11 +159,28 @@ def migration_request(
             event_type=EventType.MIGRATION_REQUESTED,
             target=migration,
             after={"status": migration.status},
-            detail=_audit_detail(migration),
+            detail=_audit_detail(migration, **_schedule_of(migration)),
         )
-        migration_publish(migration=migration, event="requested")
-        transaction.on_commit(lambda: migration_enqueue(migration_id=migration.pk))
+        if scheduled:
+            audit_event_record(
+                actor=actor,
+                event_type=EventType.MIGRATION_SCHEDULED,
+                target=migration,
+                after=_schedule_of(migration),
+                detail=_audit_detail(migration),
+            )
+            migration_publish(migration=migration, event="scheduled")
+        else:
+            migration_publish(migration=migration, event="requested")
+            transaction.on_commit(lambda: migration_enqueue(migration_id=migration.pk))
     return migration
+
+
+def _schedule_of(migration: Migration) -> dict:
+    return {
+        "not_before": migration.not_before.isoformat() if migration.not_before else None,
+        "window_end": migration.window_end.isoformat() if migration.window_end else None,
+    }
 
 
 def migration_enqueue(*, migration_id: int) -> bool:
@@ -238,7 +276,7 @@ def migration_cancel(*, migration: Migration, actor: Actor) -> Migration:
         migration = Migration.objects.select_for_update().get(pk=migration.pk)
         if not migration.is_active:
             raise MigrationConflict(f"Migration {migration.pk} is already {migration.status}.")
-        if migration.status == MigrationStatus.QUEUED:
+        if migration.status in (MigrationStatus.SCHEDULED, MigrationStatus.QUEUED):
             before = migration.status
             migration.status = MigrationStatus.CANCELLED
             migration.finished_at = timezone.now()
@@ -273,6 +311,163 @@ def migration_cancel(*, migration: Migration, actor: Actor) -> Migration:
         except gateway.GatewayError as exc:
             logger.info("abort of migration %s from the API: %s", migration.pk, exc)
     return migration
+
+
+# --- scheduled migrations -------------------------------------------------------------
+
+
+def window_closed_message(window_end: datetime) -> str:
+    return (
+        f"the maintenance window closed at {window_end.isoformat()} "
+        "before the migration could start"
+    )
+
+
+def migration_schedule_change(
+    *, migration: Migration, actor: Actor, changes: dict[str, object]
+) -> Migration:
+    """Change a scheduled migration's `not_before`, `window_end` and/or options
+    (`changes`: only the keys given; a None time clears it). Queued at once if it is
+    due now. Raises MigrationConflict (409) unless it is still scheduled, and
+    ValidationError (400 on the field) for a schedule or options that are refused."""
+    changes = dict(changes)
+    schedule = {key: changes.pop(key) for key in ("not_before", "window_end") if key in changes}
+    with transaction.atomic():
+        migration = (
+            Migration.objects.select_for_update()
+            .select_related("source", "destination")
+            .get(pk=migration.pk)
+        )
+        if migration.status != MigrationStatus.SCHEDULED:
+            raise MigrationConflict(
+                f"Migration {migration.pk} is {migration.status}: its schedule and options "
+                "can be changed only while it is scheduled."
+            )
+        now = timezone.now()
+        not_before = schedule.get("not_before", migration.not_before)
+        window_end = schedule.get("window_end", migration.window_end)
+        errors = decisions.schedule_errors(not_before=not_before, window_end=window_end, now=now)
+        current = MigrationOptions.from_migration(migration).as_model_fields()
+        options = MigrationOptions(**{**current, **changes}, validate=False)
+        errors.update(options.errors())
+        if errors:
+            raise ValidationError(errors)
+        before = {**_schedule_of(migration), "options": current}
+        migration.not_before, migration.window_end = not_before, window_end
+        for name, value in options.as_model_fields().items():
+            setattr(migration, name, value)
+        migration.save()
+        audit_event_record(
+            actor=actor,
+            event_type=EventType.MIGRATION_RESCHEDULED,
+            target=migration,
+            before=before,
+            after={**_schedule_of(migration), "options": options.as_model_fields()},
+            detail=_audit_detail(migration),
+        )
+        if decisions.due(not_before=not_before, now=now):
+            migration = _scheduled_queue(migration, actor=actor)
+        else:
+            migration_publish(migration=migration, event=EventType.MIGRATION_RESCHEDULED.action)
+    return migration
+
+
+def _scheduled_queue(migration: Migration, *, actor: Actor) -> Migration:
+    """scheduled -> queued (the row is locked by the caller) and enqueued after commit."""
+    migration.status = MigrationStatus.QUEUED
+    migration.save(update_fields=["status"])
+    audit_event_record(
+        actor=actor,
+        event_type=EventType.MIGRATION_DUE,
+        target=migration,
+        before={"status": MigrationStatus.SCHEDULED},
+        after={"status": migration.status},
+        detail=_audit_detail(migration, **_schedule_of(migration)),
+    )
+    migration_publish(migration=migration, event=EventType.MIGRATION_DUE.action)
+    transaction.on_commit(lambda: migration_enqueue(migration_id=migration.pk))
+    return migration
+
+
+def migration_window_close(*, migration: Migration, actor: Actor, now: datetime) -> Migration:
+    """Record a migration that did not start before its window closed as failed
+    (window_closed). The caller holds the row's lock and has checked that it is
+    scheduled or queued and unclaimed: nothing ran, no host is touched."""
+    before = migration.status
+    migration.status = MigrationStatus.FAILED
+    migration.failure_reason = FailureReason.WINDOW_CLOSED
+    migration.error = window_closed_message(migration.window_end)
+    migration.phase = Phase.FAILED
+    migration.finished_at = now
+    migration.save()
+    audit_event_record(
+        actor=actor,
+        event_type=EventType.MIGRATION_FAILED,
+        target=migration,
+        before={"status": before},
+        after={"status": migration.status},
+        detail=_audit_detail(
+            migration,
+            error=migration.error,
+            failure_reason=migration.failure_reason,
+            **_schedule_of(migration),
+        ),
+    )
+    migration_publish(migration=migration, event=EventType.MIGRATION_FAILED.action)
+    return migration
+
+
+def _schedule_pending() -> QuerySet[Migration]:
+    """The migrations a schedule event may concern: scheduled ones, and queued ones
+    with a window that no worker has claimed yet."""
+    return Migration.objects.filter(
+        Q(status=MigrationStatus.SCHEDULED)
+        | Q(status=MigrationStatus.QUEUED, window_end__isnull=False, claimed_by="")
+    )
+
+
+def migrations_schedule_next_event() -> datetime | None:
+    """The next time a schedule needs the reconciler: the earliest `not_before` of a
+    scheduled migration or `window_end` of one still waiting (None: none)."""
+    pending = _schedule_pending()
+    times = [
+        pending.filter(status=MigrationStatus.SCHEDULED).aggregate(t=Min("not_before"))["t"],
+        pending.aggregate(t=Min("window_end"))["t"],
+    ]
+    times = [t for t in times if t is not None]
+    return min(times) if times else None
+
+
+def migrations_schedule_run(*, now: datetime | None = None) -> dict[str, list[int]]:
+    """Queue the scheduled migrations that are due and fail the waiting ones whose
+    window closed; returns their ids ({"queued": [...], "window_closed": [...]}).
+
+    Each change is a compare-and-set under the row's lock, so several reconcilers
+    (or a claim racing with one) change a migration once.
+    """
+    actor = Actor.system("scheduler")
+    done: dict[str, list[int]] = {"queued": [], "window_closed": []}
+    for pk in list(_schedule_pending().order_by("not_before", "pk").values_list("pk", flat=True)):
+        with transaction.atomic():
+            migration = (
+                _schedule_pending()
+                .select_for_update()
+                .select_related("source", "destination")
+                .filter(pk=pk)
+                .first()
+            )
+            if migration is None:
+                continue  # started, cancelled or changed meanwhile
+            at = now or timezone.now()
+            if decisions.window_closed(window_end=migration.window_end, now=at):
+                migration_window_close(migration=migration, actor=actor, now=at)
+                done["window_closed"].append(pk)
+            elif migration.status == MigrationStatus.SCHEDULED and decisions.due(
+                not_before=migration.not_before, now=at
+            ):
+                _scheduled_queue(migration, actor=actor)
+                done["queued"].append(pk)
+    return done
 
 
 def _running_migration_call(migration: Migration, what: str, call) -> None:

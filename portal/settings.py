@@ -268,6 +268,9 @@ MIGRATION_HEARTBEAT_S = float(
 MIGRATION_TASK_LOST_AFTER_S = int(os.environ.get("PORTAL_MIGRATION_TASK_LOST_AFTER_S", "60"))
 # How often `run_workers` runs the reconciler (besides the 1-minute schedule).
 MIGRATION_RECONCILE_EVERY_S = float(os.environ.get("PORTAL_MIGRATION_RECONCILE_EVERY_S", "15"))
+# Between passes the reconciler loop looks this often for scheduled migrations that
+# became due (or whose window closed), and wakes exactly at the next one it knows of.
+MIGRATION_SCHEDULE_POLL_S = float(os.environ.get("PORTAL_MIGRATION_SCHEDULE_POLL_S", "1"))
 # A migration may not run longer than the task runner lets a task run.
 MIGRATION_TIMEOUT_MAX_S = int(Q_CLUSTER["timeout"]) - 600
 

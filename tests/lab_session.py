@@ -27,6 +27,9 @@ CONFIG = core.LabConfig(
     guest_fill_mib=int(os.environ.get("TEST_LAB_GUEST_FILL_MIB", "128")),
     guest_dirty_mib_s=int(os.environ.get("TEST_LAB_GUEST_DIRTY_MIB_S", "8")),
     start_vms=True,
+    # Small diskless guests on every host (<host>-extra-<k>); 0 by default: they cost
+    # RAM and start time (test_extra_vms_lab.py adds them for itself).
+    extra_vms=int(os.environ.get("TEST_LAB_EXTRA_VMS", "0")),
 )
 # The VMs start on the first host only; the third host is a spare destination (e.g. for
 # fault tests that need a bystander). TEST_LAB_HOSTS=2 saves its memory and start time.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from migrations_app.checks import name_or_uuid_clash
@@ -16,11 +18,15 @@ from migrations_app.decisions import (
     Side,
     abort_reason,
     cleanup_actions,
+    due,
     failure_reason,
     is_stale,
+    reconcile_sleep_s,
+    schedule_errors,
     settle,
     slot_free,
     task_lost,
+    window_closed,
 )
 from migrations_app.lifecycle import FailureReason
 
@@ -421,3 +427,67 @@ def test_name_or_uuid_clash(by_uuid, by_name_uuid, clash, coming_home):
     )
     assert (verdict.clash, verdict.coming_home) == (clash, coming_home), verdict.message
     assert "dst" in verdict.message
+
+
+# --- scheduled migrations -------------------------------------------------------------
+
+NOW = datetime(2026, 11, 23, 22, 0, tzinfo=UTC)
+S = timedelta(seconds=1)
+
+
+@pytest.mark.parametrize(
+    "not_before,expected",
+    [(None, True), (NOW - S, True), (NOW, True), (NOW + S, False), (NOW + 3600 * S, False)],
+)
+def test_due(not_before, expected):
+    assert due(not_before=not_before, now=NOW) is expected
+
+
+@pytest.mark.parametrize(
+    "window_end,expected",
+    [(None, False), (NOW + S, False), (NOW, True), (NOW - S, True)],
+)
+def test_window_closed(window_end, expected):
+    assert window_closed(window_end=window_end, now=NOW) is expected
+
+
+@pytest.mark.parametrize(
+    "not_before,window_end,expected",
+    [
+        (None, None, {}),
+        (NOW + S, None, {}),
+        (NOW - 3600 * S, None, {}),  # in the past: start now
+        (None, NOW + S, {}),
+        (NOW + S, NOW + 2 * S, {}),
+        (NOW - 10 * S, NOW + S, {}),
+        (NOW + 2 * S, NOW + S, {"window_end": ["The window must end after not_before."]}),
+        (NOW + S, NOW + S, {"window_end": ["The window must end after not_before."]}),
+        (None, NOW, {"window_end": ["The window must end in the future."]}),
+        (NOW - 2 * S, NOW - S, {"window_end": ["The window must end in the future."]}),
+    ],
+)
+def test_schedule_errors(not_before, window_end, expected):
+    assert schedule_errors(not_before=not_before, window_end=window_end, now=NOW) == expected
+
+
+@pytest.mark.parametrize(
+    "next_pass_in,next_event_in,poll,expected",
+    [
+        (15, None, 1, 1),  # nothing scheduled: look again after the poll
+        (15, None, 30, 15),  # a poll longer than the period: the pass comes first
+        (0.5, None, 1, 0.5),
+        (15, 0.25, 1, 0.25),  # wake exactly at the next due time
+        (15, 5, 1, 1),
+        (0.1, 0.5, 1, 0.1),
+        (15, -3, 1, 0),  # overdue: at once
+        (-1, None, 1, 0),
+    ],
+)
+def test_reconcile_sleep(next_pass_in, next_event_in, poll, expected):
+    wait = reconcile_sleep_s(
+        now=NOW,
+        next_pass_at=NOW + next_pass_in * S,
+        next_event_at=None if next_event_in is None else NOW + next_event_in * S,
+        poll_s=poll,
+    )
+    assert wait == pytest.approx(expected)

@@ -39,6 +39,8 @@ ERRORS = {
     R.UNREACHABLE: "cannot open qemu+tcp://10.0.0.9/system: unable to connect to server",
     R.LIBVIRT: "internal error: qemu unexpectedly closed the monitor",
     R.INTERNAL: "unexpected error: division by zero",
+    R.WINDOW_CLOSED: "the maintenance window closed at 2026-11-23T22:00:00+00:00 before the "
+    "migration could start",
 }
 
 

@@ -1,10 +1,13 @@
 from django.conf import settings
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from hosts.models import Host
 from hosts.selectors import host_find
 from hosts.validators import validate_uri_safe
+from migrations_app import decisions
 from migrations_app.batch_decisions import batch_progress
 from migrations_app.models import (
     CompressionMethod,
@@ -31,6 +34,33 @@ class OptionIntegerField(serializers.IntegerField):
     def __init__(self, *, option: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.min_value, self.max_value = limits()[option]
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 date and time with its time zone (a time without one is refused:
+    which zone was meant cannot be guessed)."""
+
+    def to_internal_value(self, value):
+        try:
+            parsed = parse_datetime(value) if isinstance(value, str) else None
+        except ValueError:  # well formed but no such date: the parent's message
+            parsed = None
+        if parsed is not None and parsed.tzinfo is None:
+            raise serializers.ValidationError(
+                "Give the time zone, e.g. 2026-11-23T22:00:00+01:00 or 2026-11-23T21:00:00Z."
+            )
+        return super().to_internal_value(value)
+
+
+NOT_BEFORE_HELP = (
+    "ISO 8601 with time zone. Start not before this time: until then the migration is "
+    "`scheduled` (it holds no slot); in the past or empty: start now."
+)
+WINDOW_END_HELP = (
+    "ISO 8601 with time zone, after not_before and in the future. If the migration has "
+    "not started by then (e.g. waiting for a slot), it fails with failure_reason "
+    "window_closed and nothing is moved."
+)
 
 
 class MigrateRequestSerializer(serializers.Serializer):
@@ -117,6 +147,13 @@ class MigrateRequestSerializer(serializers.Serializer):
         help_text=f"Default: PORTAL_MIGRATION_TIMEOUT_S ({settings.MIGRATION_TIMEOUT_S} s).",
     )
 
+    not_before = AwareDateTimeField(
+        required=False, allow_null=True, default=None, help_text=NOT_BEFORE_HELP
+    )
+    window_end = AwareDateTimeField(
+        required=False, allow_null=True, default=None, help_text=WINDOW_END_HELP
+    )
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # The schema shows the level's range; MigrationOptions judges it (its message).
@@ -137,6 +174,14 @@ class MigrateRequestSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 {missing: ["Both user and password fields must be filled"]}
             )
+        # Judged here too, before the view registers a host or sets up ssh access.
+        schedule = decisions.schedule_errors(
+            not_before=attrs.get("not_before"),
+            window_end=attrs.get("window_end"),
+            now=timezone.now(),
+        )
+        if schedule:
+            raise serializers.ValidationError(schedule)
         options = MigrationOptions(
             **{name: attrs.pop(name) for name in FIELD_NAMES if name in attrs}
         )
@@ -147,6 +192,38 @@ class MigrateRequestSerializer(serializers.Serializer):
 MigrateRequestSerializer.__doc__ += "".join(
     f"\n    - {rule.field}: {rule.message}" for rule in RULES
 )
+
+
+def _optional(field: serializers.Field) -> serializers.Field:
+    """The same field, not required and without a default (a change names only what
+    it changes)."""
+    kwargs = {k: v for k, v in field._kwargs.items() if k != "default"}
+    return type(field)(*field._args, **{**kwargs, "required": False})
+
+
+class MigrationChangeSerializer(serializers.Serializer):
+    """PATCH of a scheduled migration: its schedule and/or any option of the migrate
+    request; only the fields given change, and the options as changed are judged by
+    the same rules (400 on the field named). 409 once the migration has started."""
+
+    not_before = AwareDateTimeField(required=False, allow_null=True, help_text=NOT_BEFORE_HELP)
+    window_end = AwareDateTimeField(
+        required=False, allow_null=True, help_text=WINDOW_END_HELP + " null: no window end."
+    )
+
+    def get_fields(self):
+        fields = super().get_fields()
+        request_fields = MigrateRequestSerializer().get_fields()
+        for name in FIELD_NAMES:
+            fields[name] = _optional(request_fields[name])
+        return fields
+
+    def validate(self, attrs: dict) -> dict:
+        if not attrs:
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Give not_before, window_end or an option to change."]}
+            )
+        return attrs
 
 
 class TuneSerializer(serializers.Serializer):

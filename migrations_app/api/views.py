@@ -16,6 +16,7 @@ from migrations_app.api.serializers import (
     BatchCreateSerializer,
     MigrateRequestSerializer,
     MigrationBatchSerializer,
+    MigrationChangeSerializer,
     MigrationReportSerializer,
     MigrationSampleSerializer,
     MigrationSerializer,
@@ -59,7 +60,7 @@ class MigrationViewSet(viewsets.ReadOnlyModelViewSet):
         return migrations_visible_to(self.request.user)
 
     def get_permissions(self):
-        if self.action in ("cancel", "tune", "postcopy"):
+        if self.action in ("cancel", "tune", "postcopy", "partial_update"):
             return [IsAuthenticated(), IsAdminUser()]
         return super().get_permissions()
 
@@ -68,10 +69,20 @@ class MigrationViewSet(viewsets.ReadOnlyModelViewSet):
         migration = self.get_queryset().get(pk=migration.pk)
         return Response(self.get_serializer(migration).data)
 
+    @extend_schema(request=MigrationChangeSerializer, responses=MigrationSerializer)
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        """Change a scheduled migration's not_before, window_end and/or options; `409`
+        once it has been queued or started. A not_before now due queues it at once."""
+        serializer = MigrationChangeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return self._control(
+            request, services.migration_schedule_change, changes=serializer.validated_data
+        )
+
     @extend_schema(request=None, responses=MigrationSerializer)
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
-        """Take a queued migration out of the queue, or abort a running one."""
+        """Take a scheduled or queued migration out of the queue, or abort a running one."""
         return self._control(request, services.migration_cancel)
 
     @extend_schema(request=TuneSerializer, responses=MigrationSerializer)
@@ -178,7 +189,12 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
                 host=destination, user=user, password=password, actor=actor
             )
         migration = services.migration_request(
-            vm=vm, destination=destination, options=data["options"], actor=actor
+            vm=vm,
+            destination=destination,
+            options=data["options"],
+            actor=actor,
+            not_before=data.get("not_before"),
+            window_end=data.get("window_end"),
         )
         location = f"/api/migrations/{migration.pk}/"
         return Response(

@@ -85,7 +85,22 @@
       if (downtime !== "") body.max_downtime_ms = Number(downtime);
       const level = input("compression_level").value;
       if (level !== "") body.compression_level = Number(level);
+      for (const name of ["not_before", "window_end"]) {
+        const when = withOffset(input(name).value);
+        if (when) body[name] = when;
+      }
       return body;
+    }
+
+    /* A datetime-local value ("2026-11-23T22:00") as ISO 8601 with the browser's
+     * offset at that time ("2026-11-23T22:00:00+01:00"); "" stays "". */
+    function withOffset(value) {
+      if (!value) return "";
+      const offset = -new Date(value).getTimezoneOffset();
+      const abs = Math.abs(offset);
+      const pad = (n) => String(n).padStart(2, "0");
+      const seconds = value.length === 16 ? ":00" : "";
+      return value + seconds + (offset < 0 ? "-" : "+") + pad(Math.floor(abs / 60)) + ":" + pad(abs % 60);
     }
 
     function localErrors(body) {

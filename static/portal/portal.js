@@ -244,7 +244,11 @@
       const badge = this.field("status");
       badge.textContent = STATUS_LABELS[m.status] || m.status;
       badge.className = "badge badge-" + m.status;
-      this.setText("phase", m.phase ? PHASE_LABELS[m.phase] || m.phase : "");
+      if (m.status === "scheduled" && m.not_before) {
+        this.setText("phase", "starts " + new Date(m.not_before).toLocaleString());
+      } else {
+        this.setText("phase", m.phase ? PHASE_LABELS[m.phase] || m.phase : "");
+      }
       this.setText("percent", percent.toFixed(1));
       this.field("fill").style.width = percent + "%";
       this.field("bar").setAttribute("aria-valuenow", percent.toFixed(1));

@@ -30,6 +30,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-vms", action="store_true", help="up: do not define/start the lab VMs"
         )
+        parser.add_argument(
+            "--vms",
+            type=int,
+            help="up: N more small diskless guests on every host (<host>-extra-<k>)",
+        )
 
     def handle(self, *args: object, **options: object) -> None:
         config = config_from_settings(
@@ -37,6 +42,7 @@ class Command(BaseCommand):
             guest_fill_mib=options["fill_mib"],
             guest_dirty_mib_s=options["dirty_mib_s"],
             start_vms=False if options["no_vms"] else None,
+            extra_vms=options["vms"],
         )
         action = options["action"]
         started = time.monotonic()

@@ -1,22 +1,32 @@
-"""One reconciler pass, or (--loop) one every MIGRATION_RECONCILE_EVERY_S seconds."""
+"""One reconciler pass, or (--loop) one every MIGRATION_RECONCILE_EVERY_S seconds, and
+between passes the schedule: scheduled migrations queued at their `not_before`."""
 
 import logging
 import time
+from collections.abc import Callable
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import connection
+from django.utils import timezone
 
+from migrations_app import decisions
 from migrations_app.engine import migrations_reconcile
+from migrations_app.services import migrations_schedule_next_event, migrations_schedule_run
 
 logger = logging.getLogger(__name__)
+
+# After a schedule run, sleep at least this long (an event it could not settle must
+# not spin the loop).
+MIN_SLEEP_AFTER_RUN_S = 0.2
 
 
 class Command(BaseCommand):
     help = (
         "Settle migrations whose worker stopped, settle those that need attention once "
-        "their hosts answer, clean leftovers, and enqueue queued migrations whose task "
-        "was lost."
+        "their hosts answer, clean leftovers, enqueue queued migrations whose task "
+        "was lost, and queue scheduled migrations that are due."
     )
 
     def add_arguments(self, parser):
@@ -24,15 +34,44 @@ class Command(BaseCommand):
 
     def handle(self, *args, loop: bool = False, **options):
         while True:
-            try:
-                settled = migrations_reconcile()
-                if settled:
-                    self.stdout.write(f"settled migrations: {settled}")
-            except Exception:  # a loop outlives a database or broker outage
-                if not loop:
-                    raise
-                logger.exception("reconciler pass failed")
-                connection.close()
+            settled = self._guarded(migrations_reconcile, loop)
+            if settled:
+                self.stdout.write(f"settled migrations: {settled}")
             if not loop:
                 return
-            time.sleep(settings.MIGRATION_RECONCILE_EVERY_S)
+            self._wait_for_next_pass()
+
+    def _guarded(self, call: Callable, loop: bool):
+        try:
+            return call()
+        except Exception:  # a loop outlives a database or broker outage
+            if not loop:
+                raise
+            logger.exception("reconciler pass failed")
+            connection.close()
+            return None
+
+    def _wait_for_next_pass(self) -> None:
+        """Sleep until the next full pass; meanwhile, wake at every schedule event (a
+        migration's not_before or window_end) and look for new ones every
+        MIGRATION_SCHEDULE_POLL_S. Nothing is kept in memory between looks."""
+        next_pass_at = timezone.now() + timedelta(seconds=settings.MIGRATION_RECONCILE_EVERY_S)
+        while True:
+            now = timezone.now()
+            if now >= next_pass_at:
+                return
+            next_event = self._guarded(migrations_schedule_next_event, True)
+            if next_event is not None and next_event <= now:
+                done = self._guarded(migrations_schedule_run, True)
+                if done and any(done.values()):
+                    self.stdout.write(f"schedule: {done}")
+                time.sleep(MIN_SLEEP_AFTER_RUN_S)
+                continue
+            time.sleep(
+                decisions.reconcile_sleep_s(
+                    now=now,
+                    next_pass_at=next_pass_at,
+                    next_event_at=next_event,
+                    poll_s=settings.MIGRATION_SCHEDULE_POLL_S,
+                )
+            )
