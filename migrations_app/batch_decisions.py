@@ -87,7 +87,7 @@ def batch_status(
 ) -> BatchStatus:
     """The batch's status given its children.
 
-    queued: every child is queued (none started); running: some child is still active
+    queued: every child is queued or scheduled (none started); running: some child is still active
     (a child that needs attention keeps the batch running until it is settled);
     otherwise final: succeeded if every child succeeded (even after a late cancel);
     cancelled if an operator cancelled the batch; failed if a child failed with
@@ -95,8 +95,8 @@ def batch_status(
     """
     statuses = [c.status for c in children]
     if any(s in ACTIVE_STATUSES for s in statuses):
-        if all(s == MigrationStatus.QUEUED for s in statuses):
-            return BatchStatus.QUEUED
+        if all(s in (MigrationStatus.QUEUED, MigrationStatus.SCHEDULED) for s in statuses):
+            return BatchStatus.QUEUED  # scheduled children have not started either
         return BatchStatus.RUNNING
     succeeded = statuses.count(MigrationStatus.SUCCEEDED)
     if succeeded == len(statuses):

@@ -21,7 +21,7 @@ from django.utils import timezone
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts.models import Host
-from migrations_app import batch_decisions
+from migrations_app import batch_decisions, decisions
 from migrations_app.events import batch_publish, migration_publish
 from migrations_app.lifecycle import BATCH_FINAL_STATUSES, BatchStatus, Phase
 from migrations_app.models import (
@@ -95,10 +95,13 @@ def batch_create(
                 ]
             }
         )
-    if not_before is not None or window_end is not None:
-        # TODO(integrator): SCHED adds MigrationBatch.not_before/window_end and the
-        # `scheduled` status; pass them to the batch and its children then.
-        raise ValidationError({"not_before": ["Scheduling a batch is not available yet."]})
+    now = timezone.now()
+    schedule = decisions.schedule_errors(not_before=not_before, window_end=window_end, now=now)
+    if schedule:
+        raise ValidationError(schedule)
+    # Scheduled: every child waits as `scheduled` until the reconciler queues it; the
+    # batch's turn (max_parallel) is kept by the claim's gate as for any child.
+    scheduled = not decisions.due(not_before=not_before, now=now)
 
     with transaction.atomic():
         batch = MigrationBatch.objects.create(
@@ -109,6 +112,8 @@ def batch_create(
             options=options.as_model_fields(),
             created_by=actor.user,
             created_by_name=actor.name,
+            not_before=not_before if scheduled else None,
+            window_end=window_end,
         )
         children = []
         for item in items:
@@ -125,6 +130,9 @@ def batch_create(
                         requested_by_name=actor.name,
                         batch=batch,
                         phase=Phase.WAITING_FOR_BATCH,
+                        status=MigrationStatus.SCHEDULED if scheduled else MigrationStatus.QUEUED,
+                        not_before=not_before if scheduled else None,
+                        window_end=window_end,
                         **child_options.as_model_fields(),
                     )
             except IntegrityError as exc:
@@ -149,6 +157,17 @@ def batch_create(
                     "batch": batch.pk,
                 },
             )
+            if scheduled:
+                audit_event_record(
+                    actor=actor,
+                    event_type=EventType.MIGRATION_SCHEDULED,
+                    target=child,
+                    after={
+                        "not_before": not_before.isoformat(),
+                        "window_end": window_end.isoformat() if window_end else None,
+                    },
+                    detail={"vm_name": vm.name, "batch": batch.pk},
+                )
             children.append(child)
         audit_event_record(
             actor=actor,

@@ -66,6 +66,9 @@ class MigrationBatch(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # Schedule of every child (see Migration.not_before / window_end).
+    not_before = models.DateTimeField(null=True, blank=True)
+    window_end = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -125,8 +128,7 @@ class Migration(models.Model):
 
     # Schedule: not started before `not_before` (status scheduled until then); failed
     # (window_closed) if it has not started by `window_end`. Both optional.
-    # TODO(integrator, issue #11): MigrationBatch (BATCH's branch) gets the same two
-    # fields; batch_create passes them on to services.migration_request.
+    # A batch's children get their batch's two times (batch_services.batch_create).
     not_before = models.DateTimeField(null=True, blank=True)
     window_end = models.DateTimeField(null=True, blank=True)
 

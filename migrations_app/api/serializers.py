@@ -322,6 +322,17 @@ class BatchCreateSerializer(serializers.Serializer):
         default=1,
         help_text="At most this many children run at once (the per-host limits apply too).",
     )
+    not_before = AwareDateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="Start no child before this (ISO 8601 with time zone); the children wait "
+        "as scheduled. In the past or empty: now.",
+    )
+    window_end = AwareDateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="A child not started by then fails (window_closed).",
+    )
 
     def validate_items(self, items: list[dict]) -> list[dict]:
         seen: set = set()

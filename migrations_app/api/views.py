@@ -141,6 +141,8 @@ class MigrationBatchViewSet(
             stop_on_failure=data["stop_on_failure"],
             max_parallel=data["max_parallel"],
             actor=Actor.from_request(request),
+            not_before=data.get("not_before"),
+            window_end=data.get("window_end"),
         )
         return Response(
             MigrationBatchSerializer(batch).data,
