@@ -50,7 +50,8 @@ def test_scheduled_migration_starts_on_time_after_the_workers_restarted(api, lin
     workers.start()
     source = linux_vm.source
     destination = linux_vm.other(source)
-    not_before = timezone.now() + timedelta(seconds=20)
+    # One minute ahead, as an operator would schedule it (issue #11's case).
+    not_before = timezone.now() + timedelta(seconds=60)
     migration_id = request_migration(
         api,
         linux_vm.uuid,
