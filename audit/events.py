@@ -35,6 +35,9 @@ class EventType(models.TextChoices):
     # hosts.tls_services
     HOST_TLS_ISSUED = "host.tls_issued", "TLS certificates issued and installed"
     HOST_LIBVIRTD_RESTARTED = "host.libvirtd_restarted", "libvirtd restarted"
+    # hosts.services.host_maintenance_set
+    HOST_MAINTENANCE_ENTERED = "host.maintenance_entered", "Host entered maintenance"
+    HOST_MAINTENANCE_LEFT = "host.maintenance_left", "Host left maintenance"
 
     # VMs (vms.services).
     VM_DISCOVERED = "vm.discovered", "VM discovered"

@@ -102,6 +102,12 @@ class Host(models.Model):
     migration_features = models.JSONField(default=dict, blank=True)
     capabilities_updated_at = models.DateTimeField(null=True, blank=True)
 
+    # Maintenance: the host takes no new VMs (a pre-check refuses migrations to it, the
+    # destination ranking marks it unfit); what runs there stays until evacuated.
+    maintenance = models.BooleanField(default=False)
+    maintenance_since = models.DateTimeField(null=True, blank=True)
+    maintenance_reason = models.CharField(max_length=500, blank=True)
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -69,6 +69,53 @@ def host_delete(*, host: Host, actor: Actor) -> None:
     host.delete()
 
 
+MAINTENANCE_REASON_MAX = 500
+
+
+@transaction.atomic
+def host_maintenance_set(*, host: Host, enabled: bool, reason: str = "", actor: Actor) -> Host:
+    """Enter (`enabled`) or leave maintenance. A host in maintenance takes no new VMs:
+    the pre-check `destination_not_in_maintenance` refuses migrations to it (also the
+    ones queued before), and the destination ranking lists it as unfit. Nothing moves
+    off it by itself: that is an evacuation. Asking for the state the host is already
+    in changes nothing and records nothing (a repeated click is not an event), except
+    that a new reason replaces the old one while in maintenance (audited)."""
+    host = Host.objects.select_for_update().get(pk=host.pk)
+    reason = reason.strip()
+    if len(reason) > MAINTENANCE_REASON_MAX:
+        raise ValidationError(
+            {"reason": [f"At most {MAINTENANCE_REASON_MAX} characters ({len(reason)} given)."]}
+        )
+    before = {
+        "maintenance": host.maintenance,
+        "maintenance_reason": host.maintenance_reason,
+    }
+    if enabled == host.maintenance and (not enabled or reason == host.maintenance_reason):
+        return host
+    if enabled:
+        if not host.maintenance:
+            host.maintenance_since = timezone.now()
+        host.maintenance = True
+        host.maintenance_reason = reason
+    else:
+        host.maintenance = False
+        host.maintenance_since = None
+        host.maintenance_reason = ""
+    host.save(
+        update_fields=["maintenance", "maintenance_since", "maintenance_reason", "updated_at"]
+    )
+    audit_event_record(
+        actor=actor,
+        event_type=EventType.HOST_MAINTENANCE_ENTERED
+        if enabled
+        else EventType.HOST_MAINTENANCE_LEFT,
+        target=host,
+        before=before,
+        after={"maintenance": host.maintenance, "maintenance_reason": host.maintenance_reason},
+    )
+    return host
+
+
 class DomainsSync(Protocol):
     """Takes a host's full domain list from `host_refresh`, inside the transaction that
     records the host as reachable: `vms.services.vms_sync_host` (hosts knows no VMs)."""

@@ -80,6 +80,7 @@ class MigrationPlan:
 
 CHECK_NAMES = [
     "destination_is_not_source",
+    "destination_not_in_maintenance",
     "no_other_migration",
     "tls_certificates",
     "source_reachable",
@@ -109,6 +110,8 @@ def run_prechecks(plan: MigrationPlan) -> list[CheckResult]:
         not same,
         f"{dst.name} is the host the VM runs on now" if same else f"{src.name} -> {dst.name}",
     )
+    ok, message = maintenance_verdict(dst)
+    record("destination_not_in_maintenance", ok, message)
     others = Migration.objects.filter(vm_uuid=plan.vm_uuid, status__in=ACTIVE_STATUSES)
     if plan.migration_id:
         others = others.exclude(pk=plan.migration_id)
@@ -171,6 +174,69 @@ def run_prechecks(plan: MigrationPlan) -> list[CheckResult]:
         results.get(name) or CheckResult(name, SKIPPED, _skip_reason(results))
         for name in CHECK_NAMES
     ]
+
+
+def maintenance_verdict(destination: Host) -> tuple[bool, str]:
+    """A host in maintenance takes no new VMs. Read from the database row the plan
+    carries (the worker's plan is loaded when it claims the migration, so a host put
+    into maintenance while a migration waited in the queue refuses it too)."""
+    if not destination.maintenance:
+        return True, f"{destination.name} is not in maintenance"
+    since = (
+        f" since {destination.maintenance_since:%Y-%m-%d %H:%M} UTC"
+        if destination.maintenance_since
+        else ""
+    )
+    why = f" ({destination.maintenance_reason})" if destination.maintenance_reason else ""
+    return False, (
+        f"{destination.name} is in maintenance{since}{why} and takes no new VMs: "
+        "choose another host, or take it out of maintenance first"
+    )
+
+
+def cpu_verdicts(
+    *, source: Host, vms: list[tuple[str, bool]], destinations: list[Host], timeout: float
+) -> dict[tuple[str, int], tuple[bool | None, str]]:
+    """The pre-check `cpu_compatible` for many (VM, destination) pairs at once, as the
+    destination ranking and the evacuation plan need it: each VM's definition is read
+    from `source` once (`vms`: (uuid, live); live VMs give their running definition,
+    as the pre-check does), then each destination is opened once and asked
+    `compare_cpu` (libvirt's compareHypervisorCPU) for every VM. Bounded by `timeout`
+    per connection; a host that does not answer gives (None, why) for its pairs, never
+    an exception. Keys: (vm uuid, destination id)."""
+    verdicts: dict[tuple[str, int], tuple[bool | None, str]] = {}
+    xmls: dict[str, str] = {}
+    try:
+        with host_connect(source, timeout=timeout) as conn:
+            for uuid, live in vms:
+                try:
+                    xmls[uuid] = conn.domain_xml(uuid, inactive=not live)
+                except gateway.DomainNotFound:
+                    for dst in destinations:
+                        verdicts[(uuid, dst.pk)] = (
+                            None,
+                            f"the VM is not on {source.name} any more",
+                        )
+    except gateway.GatewayError as exc:
+        for uuid, _live in vms:
+            for dst in destinations:
+                verdicts[(uuid, dst.pk)] = (
+                    None,
+                    f"not checked: {source.name} (the VM's host) did not answer: {exc}",
+                )
+        return verdicts
+    for dst in destinations:
+        try:
+            with host_connect(dst, timeout=timeout) as conn:
+                for uuid, xml in xmls.items():
+                    verdicts[(uuid, dst.pk)] = conn.compare_cpu(domain_xml=xml)
+        except gateway.GatewayError as exc:
+            for uuid in xmls:
+                verdicts[(uuid, dst.pk)] = (
+                    None,
+                    f"not checked: {dst.name} did not answer within {timeout:g} s: {exc}",
+                )
+    return verdicts
 
 
 def _peer_access_check(src: Host, dst: Host, record) -> None:

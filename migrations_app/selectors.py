@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import QueryDict
 from django.utils import timezone
 
+from hosts.models import Host, HostStatus
+from migrations_app import placement
+from migrations_app.checks import cpu_verdicts
 from migrations_app.filters import MigrationReportFilterSet
+from migrations_app.lifecycle import ACTIVE_STATUSES, RUNNING_STATUSES
 from migrations_app.models import Migration, MigrationBatch
+from vms.models import VM, VMState
+
+# The states a VM moves live from (the pre-check `vm_state_fits_mode`).
+LIVE_STATES = frozenset({VMState.RUNNING, VMState.PAUSED})
 
 REPORT_DEFAULT_DAYS = 30
 
@@ -82,3 +92,168 @@ def migrations_for_report(
         if key not in ("since", "until") and params.get(key) not in (None, "")
     }
     return queryset, ReportScope(since=since, until=until, filters=filters)
+
+
+# --- Placement: the facts behind the destination ranking and the evacuation plan ----
+
+
+def _vm_needs(vm: VM, active: dict[str, Migration]) -> placement.VMNeeds:
+    migration = active.get(str(vm.uuid))
+    return placement.VMNeeds(
+        uuid=str(vm.uuid),
+        name=vm.name,
+        memory_bytes=vm.memory_kib * 1024,
+        live=vm.state in LIVE_STATES,
+        state=vm.state,
+        has_hostdev=vm.has_hostdev,
+        active_migration=f"migration {migration.pk} is {migration.status}" if migration else "",
+    )
+
+
+def _status_text(host: Host) -> str:
+    if host.status == HostStatus.UNREACHABLE:
+        return f"unreachable: {host.last_error}" if host.last_error else "unreachable"
+    if host.status == HostStatus.UNKNOWN:
+        return "not contacted yet: refresh it first"
+    return ""
+
+
+def _host_facts(*, source: Host, candidates: list[Host]) -> list[placement.HostFacts]:
+    """What the records say of each candidate: status, maintenance, memory (with the
+    memory of the VMs already migrating there), migrations in flight, running VMs."""
+    active = list(
+        Migration.objects.filter(status__in=ACTIVE_STATUSES).values_list(
+            "vm_uuid", "source_id", "destination_id", "status"
+        )
+    )
+    memory = {
+        (str(uuid), host_id): kib
+        for uuid, host_id, kib in VM.objects.filter(
+            uuid__in={row[0] for row in active}
+        ).values_list("uuid", "host_id", "memory_kib")
+    }
+    memory_by_uuid = {uuid: kib for (uuid, _host), kib in memory.items()}
+    incoming_memory: Counter[int] = Counter()
+    incoming_running: Counter[int] = Counter()
+    incoming_queued: Counter[int] = Counter()
+    outgoing: Counter[int] = Counter()
+    for uuid, source_id, destination_id, status in active:
+        kib = memory.get((str(uuid), source_id), memory_by_uuid.get(str(uuid), 0))
+        incoming_memory[destination_id] += kib * 1024
+        if status in RUNNING_STATUSES:
+            incoming_running[destination_id] += 1
+        else:
+            incoming_queued[destination_id] += 1
+        outgoing[source_id] += 1
+    running = Counter(VM.objects.filter(state=VMState.RUNNING).values_list("host_id", flat=True))
+    facts = []
+    for host in candidates:
+        same_kind, kind_text = True, ""
+        known = source.hypervisor_type and source.arch and host.hypervisor_type and host.arch
+        if known and (source.hypervisor_type, source.arch) != (host.hypervisor_type, host.arch):
+            same_kind = False
+            kind_text = (
+                f"{host.hypervisor_type} on {host.arch}, the VM's host is "
+                f"{source.hypervisor_type} on {source.arch}"
+            )
+        facts.append(
+            placement.HostFacts(
+                host_id=host.pk,
+                name=host.name,
+                reachable=host.status == HostStatus.REACHABLE,
+                status_text=_status_text(host),
+                maintenance=host.maintenance,
+                maintenance_reason=host.maintenance_reason,
+                same_kind=same_kind,
+                kind_text=kind_text,
+                memory_free_bytes=host.memory_free_bytes,
+                memory_total_bytes=host.memory_total_bytes,
+                incoming_memory_bytes=incoming_memory[host.pk],
+                incoming_running=incoming_running[host.pk],
+                incoming_queued=incoming_queued[host.pk],
+                outgoing=outgoing[host.pk],
+                running_vms=running[host.pk],
+            )
+        )
+    return facts
+
+
+def _cpu_facts(
+    *, source: Host, vms: list[placement.VMNeeds], facts: list[placement.HostFacts]
+) -> dict[tuple[str, int], placement.CpuVerdict]:
+    """libvirt's CPU comparison (the pre-check `cpu_compatible`) for the pairs that
+    could still be fit: hosts unreachable, in maintenance or of another kind are not
+    contacted (they are unfit anyway, and an unreachable one would cost a timeout)."""
+    hosts = {
+        h.pk: h
+        for h in Host.objects.filter(
+            pk__in=[f.host_id for f in facts if f.reachable and not f.maintenance and f.same_kind]
+        )
+    }
+    movable = [(vm.uuid, vm.live) for vm in vms if not vm.has_hostdev and not vm.active_migration]
+    if not hosts or not movable:
+        return {}
+    verdicts = cpu_verdicts(
+        source=source,
+        vms=movable,
+        destinations=list(hosts.values()),
+        timeout=settings.PLACEMENT_CPU_CHECK_TIMEOUT_S,
+    )
+    return {key: placement.CpuVerdict(ok, reason) for key, (ok, reason) in verdicts.items()}
+
+
+def destinations_ranked(vm: VM) -> list[placement.Placement]:
+    """Every other registered host for `vm`, best first, unfit ones last (each
+    Placement's `host` is the Host row). Reads the records and asks libvirt for the
+    CPU comparison (bounded by PLACEMENT_CPU_CHECK_TIMEOUT_S per host); writes nothing."""
+    candidates = list(Host.objects.exclude(pk=vm.host_id).order_by("name"))
+    active = _active_by_uuid()
+    needs = _vm_needs(vm, active)
+    facts = _host_facts(source=vm.host, candidates=candidates)
+    cpu = _cpu_facts(source=vm.host, vms=[needs], facts=facts)
+    ranking = placement.destinations_rank(
+        vm=needs,
+        candidates=facts,
+        cpu={host_id: verdict for (_uuid, host_id), verdict in cpu.items()},
+    )
+    by_id = {h.pk: h for h in candidates}
+    return [replace(p, host=by_id[p.host.host_id]) for p in ranking]
+
+
+def _active_by_uuid() -> dict[str, Migration]:
+    return {str(m.vm_uuid): m for m in Migration.objects.filter(status__in=ACTIVE_STATUSES)}
+
+
+@dataclass(frozen=True)
+class HostEvacuationPlan:
+    """`placement.plan_evacuation` for a host, with the rows' Host and VM records."""
+
+    host: Host
+    plan: placement.EvacuationPlan
+    vms: dict[str, VM]  # uuid -> the VM row on the host
+    destinations: dict[int, Host]
+
+
+def evacuation_plan(host: Host) -> HostEvacuationPlan:
+    """The plan to move every VM off `host` (see `placement.plan_evacuation`); writes
+    nothing. The VMs are the host's present definitions in the inventory."""
+    rows = list(VM.objects.filter(host=host).present().order_by("name"))
+    active = _active_by_uuid()
+    needs = [_vm_needs(vm, active) for vm in rows]
+    candidates = list(Host.objects.exclude(pk=host.pk).order_by("name"))
+    facts = _host_facts(source=host, candidates=candidates)
+    source_outgoing = Migration.objects.filter(source=host, status__in=ACTIVE_STATUSES).count()
+    plan = placement.plan_evacuation(
+        vms=needs,
+        candidates=facts,
+        cpu=_cpu_facts(source=host, vms=[n for n in needs if n.live], facts=facts),
+        max_incoming=settings.MIGRATION_MAX_INCOMING_PER_HOST,
+        max_outgoing=settings.MIGRATION_MAX_OUTGOING_PER_HOST,
+        source_outgoing=source_outgoing,
+    )
+    return HostEvacuationPlan(
+        host=host,
+        plan=plan,
+        vms={str(vm.uuid): vm for vm in rows},
+        destinations={h.pk: h for h in candidates},
+    )

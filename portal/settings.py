@@ -257,6 +257,9 @@ MIGRATION_SAMPLE_INTERVAL_S = float(os.environ.get("PORTAL_MIGRATION_SAMPLE_INTE
 MIGRATION_STALE_AFTER_S = int(os.environ.get("PORTAL_MIGRATION_STALE_AFTER_S", "30"))
 # Pre-check: seconds to wait for the destination to answer.
 MIGRATION_PRECHECK_TIMEOUT_S = 5.0
+# Destination ranking and evacuation plan: seconds to wait for each host's answer to
+# the CPU comparison (a host that does not answer is listed unfit with the reason).
+PLACEMENT_CPU_CHECK_TIMEOUT_S = float(os.environ.get("PORTAL_PLACEMENT_CPU_CHECK_TIMEOUT_S", "3"))
 # A worker renews its claim (heartbeat) this often, from its own thread, for the
 # whole task; well under MIGRATION_STALE_AFTER_S so that only a dead or frozen
 # worker is ever taken over.

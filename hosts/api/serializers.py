@@ -43,6 +43,9 @@ class HostSerializer(serializers.ModelSerializer):
             "tls_client_not_after",
             "tls_issued_at",
             "status",
+            "maintenance",
+            "maintenance_since",
+            "maintenance_reason",
             "last_error",
             "last_error_at",
             "last_seen_at",
@@ -73,6 +76,21 @@ class HostSerializer(serializers.ModelSerializer):
             if not path.startswith("/"):
                 raise serializers.ValidationError(f"'{path}' is not an absolute path.")
         return value
+
+
+class MaintenanceSerializer(serializers.Serializer):
+    """Enter or leave maintenance."""
+
+    enabled = serializers.BooleanField(
+        help_text="true: enter maintenance (the host takes no new VMs); false: leave it."
+    )
+    reason = serializers.CharField(
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Why (shown on the host's page and in the ranking); cleared on leaving.",
+    )
 
 
 class SshAccessSerializer(serializers.Serializer):

@@ -9,6 +9,7 @@ from hosts import peer_services, services, ssh_services, tls_services
 from hosts.api.serializers import (
     AcceptHostKeySerializer,
     HostSerializer,
+    MaintenanceSerializer,
     PeerTrustRequestSerializer,
     PeerTrustSerializer,
     PortalKeySerializer,
@@ -75,6 +76,23 @@ class HostViewSet(viewsets.ModelViewSet):
         host = ssh_services.host_key_accept(
             host=self.get_object(),
             fingerprint=serializer.validated_data["fingerprint"],
+            actor=Actor.from_request(request),
+        )
+        return self._host_response(host)
+
+    @extend_schema(request=MaintenanceSerializer)
+    @action(detail=True, methods=["post"])
+    def maintenance(self, request: Request, pk: str | None = None) -> Response:
+        """Enter (`enabled` true) or leave maintenance, audited. A host in maintenance
+        takes no new VMs: migrations to it fail their pre-check
+        `destination_not_in_maintenance` and the destination ranking lists it unfit.
+        What runs there stays: `POST /api/hosts/{id}/evacuate/` moves it off."""
+        serializer = MaintenanceSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        host = services.host_maintenance_set(
+            host=self.get_object(),
+            enabled=serializer.validated_data["enabled"],
+            reason=serializer.validated_data["reason"],
             actor=Actor.from_request(request),
         )
         return self._host_response(host)

@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from migrations_app.api import views
+from migrations_app.api import placement_views, views
 
 app_name = "migrations-api"
 
@@ -10,6 +10,9 @@ router.register("migrations", views.MigrationViewSet, basename="migration")
 router.register("migration-batches", views.MigrationBatchViewSet, basename="migration-batch")
 # Only the actions POST vms/{uuid}/migrate/ and vms/{uuid}/migrate/check/ (vms.api has the rest).
 router.register("vms", views.VMMigrateViewSet, basename="vm")
+# Only GET vms/{uuid}/destinations/ and POST hosts/{id}/evacuate/.
+router.register("vms", placement_views.VMDestinationsViewSet, basename="vm-destinations")
+router.register("hosts", placement_views.HostEvacuateViewSet, basename="host-evacuate")
 urlpatterns = [
     *router.urls,
     path("reports/migrations/", views.MigrationReportView.as_view(), name="report-migrations"),

@@ -1,0 +1,74 @@
+"""Placement API: the destination ranking of a VM, and a host's evacuation."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from audit.services import Actor
+from hosts.models import Host
+from migrations_app.api.placement_serializers import (
+    DestinationsSerializer,
+    EvacuateRequestSerializer,
+    EvacuationSerializer,
+    destinations_data,
+    evacuation_data,
+)
+from migrations_app.evacuation import host_evacuate
+from migrations_app.selectors import destinations_ranked
+from vms.api.views import VMByUUIDMixin
+from vms.models import VM
+
+
+class VMDestinationsViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
+    """GET /api/vms/{uuid}/destinations/ (administrators: it opens connections to the
+    hosts for libvirt's CPU comparison)."""
+
+    queryset = VM.objects.all()
+    permission_classes = [IsAuthenticated, IsAdminUser]
+
+    @extend_schema(responses=DestinationsSerializer)
+    @action(detail=True, methods=["get"])
+    def destinations(self, request: Request, uuid: str | None = None) -> Response:
+        """Every other registered host ranked for this VM, best first: `score` (higher
+        is better), `fit`, and the `reasons` (memory free after placing the VM and the
+        VMs already migrating there, libvirt's CPU comparison, migrations in flight to
+        and from the host, running VMs, reachability, maintenance). Unfit hosts come
+        last with why. Changes nothing; a host that does not answer the CPU comparison
+        within PORTAL_PLACEMENT_CPU_CHECK_TIMEOUT_S is unfit, with the reason."""
+        vm = self.get_object()
+        return Response(destinations_data(vm=vm, placements=destinations_ranked(vm)))
+
+
+class HostEvacuateViewSet(viewsets.GenericViewSet):
+    """POST /api/hosts/{id}/evacuate/ (the rest of /api/hosts/ is vms.api.views)."""
+
+    queryset = Host.objects.all()
+    permission_classes = [IsAuthenticated, IsAdminUser]
+
+    @extend_schema(request=EvacuateRequestSerializer, responses=EvacuationSerializer)
+    @action(detail=True, methods=["post"])
+    def evacuate(self, request: Request, pk: str | None = None) -> Response:
+        """The plan to move every VM off this host: which VM goes where, in what order
+        (largest memory first, each placed by the destination ranking with the VMs
+        planned before it counted, so no destination is overcommitted), and what cannot
+        move and why (host devices; VMs not running: shut-off VMs stay defined on the
+        host; VMs already moving; no fit destination). `dry_run` true (the default)
+        changes nothing. `dry_run` false puts the host into maintenance and starts the
+        plan as an evacuation batch; until batches exist it answers 400 on `dry_run`
+        ("evacuation runs as a batch: not available yet") and changes nothing."""
+        serializer = EvacuateRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        dry_run = serializer.validated_data["dry_run"]
+        evacuation, batch = host_evacuate(
+            host=self.get_object(),
+            actor=Actor.from_request(request),
+            dry_run=dry_run,
+            reason=serializer.validated_data["reason"],
+        )
+        batch_id = getattr(batch, "pk", None)
+        return Response(evacuation_data(evacuation=evacuation, dry_run=dry_run, batch_id=batch_id))

@@ -1,0 +1,330 @@
+"""Where should a VM go? Pure functions over facts gathered elsewhere (like
+`decisions.py`): the destination ranking and the evacuation plan, table-tested
+without hosts (tests/test_placement.py). `selectors.destinations_ranked` and
+`selectors.evacuation_plan` gather the facts (the inventory, the migration records,
+libvirt's CPU comparison) and call these.
+
+A destination is *fit* when a migration to it could pass its pre-checks as far as the
+portal can tell beforehand: reachable, not in maintenance, same hypervisor and arch,
+a CPU that accepts the VM's, and memory for the VM after the VMs already migrating
+there (a live migration needs the memory; an offline one does not). Among fit hosts
+the *score* (higher is better) prefers the most memory left free, then the fewest
+migrations in flight to and from the host, then the fewest running VMs:
+
+    score = 100 * free_after / total  -  10 * incoming  -  5 * outgoing  -  running_vms
+
+(free_after and total as for the memory check; incoming and outgoing: active
+migrations, queued included). Unfit hosts are scored the same way and listed after
+every fit host, each with why it is unfit first among its reasons.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+MIB = 2**20
+
+INCOMING_WEIGHT = 10.0
+OUTGOING_WEIGHT = 5.0
+RUNNING_VM_WEIGHT = 1.0
+
+
+@dataclass(frozen=True)
+class VMNeeds:
+    """What a VM asks of a destination."""
+
+    uuid: str
+    name: str
+    memory_bytes: int
+    live: bool  # running or paused: moves live and needs its memory on the destination
+    state: str = "running"
+    has_hostdev: bool = False
+    active_migration: str = ""  # e.g. "migration 12 is queued": it is moving already
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the portal knows of a candidate destination (from its records)."""
+
+    host_id: int
+    name: str
+    reachable: bool
+    status_text: str = ""  # why not reachable (its status label and last error)
+    maintenance: bool = False
+    maintenance_reason: str = ""
+    same_kind: bool = True  # hypervisor type and arch as the VM's host
+    kind_text: str = ""
+    memory_free_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    incoming_memory_bytes: int = 0  # memory of the VMs already migrating to it
+    incoming_running: int = 0
+    incoming_queued: int = 0
+    outgoing: int = 0
+    running_vms: int = 0
+
+    @property
+    def incoming(self) -> int:
+        return self.incoming_running + self.incoming_queued
+
+
+@dataclass(frozen=True)
+class CpuVerdict:
+    """The pre-check `cpu_compatible` for one VM on one host: ok None = not checked."""
+
+    ok: bool | None
+    reason: str
+
+
+CPU_NOT_NEEDED = CpuVerdict(True, "CPU not compared")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One candidate destination for one VM. `host` is what the caller passed in
+    (HostFacts here; the selectors put the Host row there)."""
+
+    host: Any
+    score: float
+    fit: bool
+    reasons: list[str] = field(default_factory=list)
+    memory_free_after_bytes: int | None = None
+
+
+def _mib(size: int) -> str:
+    return f"{size / MIB:,.0f} MiB"
+
+
+def placement_judge(*, vm: VMNeeds, facts: HostFacts, cpu: CpuVerdict) -> Placement:
+    """One host for one VM: fit or not, its score, and the reasons, unfit ones first."""
+    unfit: list[str] = []
+    notes: list[str] = []
+    if vm.has_hostdev:
+        unfit.append("the VM has PCI/USB host devices passed through, which cannot be migrated")
+    if facts.maintenance:
+        why = f": {facts.maintenance_reason}" if facts.maintenance_reason else ""
+        unfit.append(f"in maintenance{why}: takes no new VMs")
+    if not facts.reachable:
+        unfit.append(facts.status_text or "not reachable")
+    else:
+        notes.append("reachable")
+    if not facts.same_kind:
+        unfit.append(facts.kind_text or "another hypervisor or architecture")
+
+    free_after = None
+    fraction = 0.0
+    needed = vm.memory_bytes if vm.live else 0
+    if facts.memory_free_bytes is None:
+        unfit.append("free memory unknown (never read): refresh the host")
+    else:
+        free_after = facts.memory_free_bytes - facts.incoming_memory_bytes - needed
+        already = (
+            f", {_mib(facts.incoming_memory_bytes)} already migrating there"
+            if facts.incoming_memory_bytes
+            else ""
+        )
+        of_total = f" of {_mib(facts.memory_total_bytes)}" if facts.memory_total_bytes else ""
+        if free_after < 0:
+            unfit.append(
+                f"not enough memory: {_mib(facts.memory_free_bytes)} free{already}, "
+                f"the VM needs {_mib(needed)}"
+            )
+        else:
+            what = f"after placing the VM ({_mib(needed)})" if needed else "(moves offline)"
+            notes.append(f"{_mib(free_after)} free{of_total} {what}{already}")
+        if facts.memory_total_bytes:
+            fraction = max(free_after, 0) / facts.memory_total_bytes
+
+    if cpu.ok is False:
+        unfit.append(f"CPU: {cpu.reason}")
+    elif cpu.ok is None:
+        unfit.append(f"CPU compatibility {cpu.reason}")
+    elif cpu is not CPU_NOT_NEEDED:
+        notes.append(f"CPU: {cpu.reason}")
+
+    if facts.incoming or facts.outgoing:
+        parts = []
+        if facts.incoming:
+            parts.append(
+                f"{facts.incoming} migration(s) coming in "
+                f"({facts.incoming_running} running, {facts.incoming_queued} queued)"
+            )
+        if facts.outgoing:
+            parts.append(f"{facts.outgoing} going out")
+        notes.append(", ".join(parts))
+    else:
+        notes.append("no migration to or from it")
+    notes.append(f"{facts.running_vms} running VM(s)")
+
+    score = (
+        100.0 * fraction
+        - INCOMING_WEIGHT * facts.incoming
+        - OUTGOING_WEIGHT * facts.outgoing
+        - RUNNING_VM_WEIGHT * facts.running_vms
+    )
+    return Placement(
+        host=facts,
+        score=round(score, 2),
+        fit=not unfit,
+        reasons=unfit + notes,
+        memory_free_after_bytes=free_after,
+    )
+
+
+def ranked(placements: list[Placement]) -> list[Placement]:
+    """Fit first, then by score (higher first), then by name: a stable order."""
+    return sorted(placements, key=lambda p: (not p.fit, -p.score, _name(p.host)))
+
+
+def _name(host: Any) -> str:
+    return getattr(host, "name", "")
+
+
+def destinations_rank(
+    *, vm: VMNeeds, candidates: list[HostFacts], cpu: dict[int, CpuVerdict]
+) -> list[Placement]:
+    """Every candidate judged for `vm`, best first, unfit last."""
+    return ranked(
+        [
+            placement_judge(vm=vm, facts=facts, cpu=cpu.get(facts.host_id, CPU_NOT_NEEDED))
+            for facts in candidates
+        ]
+    )
+
+
+# --- Evacuation ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    order: int  # the order the migrations are handed over in (1 first)
+    wave: int  # when it can start given the slot limits (1: at once; 2: after one ends...)
+    vm: VMNeeds
+    destination: HostFacts
+    score: float
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class Unmovable:
+    vm: VMNeeds
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class EvacuationPlan:
+    rows: list[PlanRow]
+    unmovable: list[Unmovable]
+
+
+def plan_evacuation(
+    *,
+    vms: list[VMNeeds],
+    candidates: list[HostFacts],
+    cpu: dict[tuple[str, int], CpuVerdict],
+    max_incoming: int,
+    max_outgoing: int,
+    source_outgoing: int = 0,
+) -> EvacuationPlan:
+    """Which VM goes where, in what order; and what cannot move, and why. Pure.
+
+    Order: largest memory first (first-fit decreasing): the big VMs are the hardest to
+    place, so they choose while the most memory is free; ties by name. Each VM goes to
+    its best fit destination as the ranking judges it, with the VMs planned before it
+    counted as already migrating there (their memory and one more incoming migration),
+    so the plan never overcommits a host's memory and spreads VMs over hosts rather
+    than piling them on the first. `wave` says when each can start under the slot
+    limits (`max_outgoing` from this host, `max_incoming` per destination, counting
+    the migrations already in flight, queued ones included: they are ahead in the
+    queue): the engine queues the rest (`waiting_for_slot`).
+
+    Unmovable: VMs with host devices; VMs that are not running or paused (shut off,
+    crashed, ...): they stay defined on the host, which maintenance does not touch
+    (moving them is an offline migration an operator asks for on the VM's page: a
+    live evacuation does not carry offline moves); VMs already being migrated; and VMs
+    no destination fits, with each host's first reason.
+    """
+    rows: list[PlanRow] = []
+    unmovable: list[Unmovable] = []
+    original = {facts.host_id: facts for facts in candidates}
+    planned = dict(original)
+    planned_in: dict[int, int] = {}
+    order_key = sorted(vms, key=lambda v: (-v.memory_bytes, v.name, v.uuid))
+    for vm in order_key:
+        if vm.active_migration:
+            unmovable.append(Unmovable(vm, [f"already moving: {vm.active_migration}"]))
+            continue
+        if vm.has_hostdev:
+            unmovable.append(
+                Unmovable(vm, ["has PCI/USB host devices passed through: cannot be migrated"])
+            )
+            continue
+        if not vm.live:
+            unmovable.append(
+                Unmovable(
+                    vm,
+                    [
+                        f"{vm.state.replace('_', ' ')}: stays defined on this host (an "
+                        "evacuation moves running VMs live; migrate it offline from its "
+                        "page if the host is going away)"
+                    ],
+                )
+            )
+            continue
+        ranking = destinations_rank(
+            vm=vm,
+            candidates=list(planned.values()),
+            cpu={host_id: cpu.get((vm.uuid, host_id), CPU_NOT_NEEDED) for host_id in planned},
+        )
+        best = ranking[0] if ranking else None
+        if best is None or not best.fit:
+            unmovable.append(
+                Unmovable(
+                    vm,
+                    [f"no fit destination ({_unfit_summary(p)})" for p in ranking]
+                    or ["no other host is registered"],
+                )
+            )
+            continue
+        chosen: HostFacts = best.host
+        index_here = planned_in.get(chosen.host_id, 0)
+        position = len(rows)
+        wave = max(
+            _wave(already=source_outgoing, index=position, limit=max_outgoing),
+            _wave(already=original[chosen.host_id].incoming, index=index_here, limit=max_incoming),
+        )
+        reasons = list(best.reasons)
+        if wave > 1:
+            reasons.append(
+                f"wave {wave}: waits for a free slot (at most {max_outgoing} out of this "
+                f"host and {max_incoming} into {chosen.name} at once)"
+            )
+        rows.append(
+            PlanRow(
+                order=position + 1,
+                wave=wave,
+                vm=vm,
+                destination=chosen,
+                score=best.score,
+                reasons=reasons,
+            )
+        )
+        planned_in[chosen.host_id] = index_here + 1
+        planned[chosen.host_id] = replace(
+            chosen,
+            incoming_memory_bytes=chosen.incoming_memory_bytes + vm.memory_bytes,
+            incoming_queued=chosen.incoming_queued + 1,
+        )
+    return EvacuationPlan(rows=rows, unmovable=unmovable)
+
+
+def _wave(*, already: int, index: int, limit: int) -> int:
+    """The wave of the index-th (0-based) migration through a limit of `limit` at once
+    when `already` are running: 1 while slots are free."""
+    return math.floor((already + index) / max(limit, 1)) + 1
+
+
+def _unfit_summary(placement: Placement) -> str:
+    first = placement.reasons[0] if placement.reasons else "unfit"
+    return f"{_name(placement.host)}: {first}"
