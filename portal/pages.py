@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Case, Count, Q, QuerySet, When
 
 from audit.events import EventType
 from audit.models import AuditEvent
@@ -37,6 +37,26 @@ def hosts_overview() -> list[Host]:
     for host in hosts:
         host.active_migrations = counts.get(host.pk, 0)
     return hosts
+
+
+def host_overview(host_id: int) -> Host | None:
+    """One host as `hosts_overview` gives it (running VMs, active migrations), or None."""
+    return next((h for h in hosts_overview() if h.pk == host_id), None)
+
+
+def host_vms(host: Host) -> list[VM]:
+    """The VMs defined on `host` (not gone), running first, then by name."""
+    return list(
+        VM.objects.filter(host=host)
+        .present()
+        .order_by(Case(When(state=VMState.RUNNING, then=0), default=1), "name")
+    )
+
+
+def host_active_migrations(*, user: AbstractBaseUser, host: Host) -> list[Migration]:
+    return list(
+        active_migrations_for(user).filter(Q(source=host) | Q(destination=host)).order_by("pk")
+    )
 
 
 def vms_for_listing(*, state: str = "") -> QuerySet[VM]:

@@ -8,6 +8,7 @@ from portal import views
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("vms/<uuid:uuid>/", views.vm_detail, name="vm-detail"),
+    path("hosts/<int:host_id>/", views.host_detail, name="host-detail"),
     path("migrations/", views.migration_list, name="migration-list"),
     path("migrations/<int:migration_id>/", views.migration_detail, name="migration-detail"),
     path(

@@ -65,6 +65,23 @@ def vm_detail(request: HttpRequest, uuid: UUID) -> HttpResponse:
 
 
 @login_required
+def host_detail(request: HttpRequest, host_id: int) -> HttpResponse:
+    host = pages.host_overview(host_id)
+    if host is None:
+        raise Http404("No such host.")
+    return render(
+        request,
+        "portal/host_detail.html",
+        {
+            "host": host,
+            "vms": pages.host_vms(host),
+            "active_migrations": pages.host_active_migrations(user=request.user, host=host),
+            "can_manage": request.user.is_staff,
+        },
+    )
+
+
+@login_required
 def migration_list(request: HttpRequest) -> HttpResponse:
     migration_filter = MigrationFilterSet(request.GET, queryset=migrations_visible_to(request.user))
     page = Paginator(migration_filter.qs, MIGRATIONS_PER_PAGE).get_page(request.GET.get("page"))

@@ -175,7 +175,57 @@
       if (!dialog.open) dialog.showModal();
     }
 
+    // The destination ranking (GET .../destinations/): the host chips are put in its
+    // order, the best fit one marked recommended, each with its reasons listed.
+    let placementsLoaded = false;
+    async function loadPlacements() {
+      const choices = document.getElementById("mig-host-choices");
+      const list = document.getElementById("mig-placements");
+      if (!choices || !list || placementsLoaded) return;
+      placementsLoaded = true;
+      list.hidden = false;
+      list.innerHTML = "<li class='muted'>Ranking the hosts…</li>";
+      const result = await api("GET", "/api/vms/" + uuid + "/destinations/");
+      list.innerHTML = "";
+      if (result.status !== 200) {
+        const item = document.createElement("li");
+        item.className = "muted";
+        item.textContent = "No ranking: " + (result.body.detail || "the portal answered " + result.status);
+        list.append(item);
+        placementsLoaded = false;
+        return;
+      }
+      result.body.destinations.forEach((placement, index) => {
+        const recommended = index === 0 && placement.fit;
+        const chip = Array.from(choices.querySelectorAll("[data-host]")).find((c) => c.dataset.host === placement.host);
+        if (chip) {
+          choices.append(chip);  // in the ranking's order
+          chip.classList.toggle("unfit", !placement.fit);
+          chip.classList.toggle("recommended", recommended);
+          chip.dataset.fit = String(placement.fit);
+          chip.title = placement.reasons.join("\n");
+        }
+        const item = document.createElement("li");
+        item.dataset.placement = placement.host;
+        item.className = placement.fit ? "fit" : "unfit";
+        const name = document.createElement("strong");
+        name.textContent = placement.host;
+        const badge = document.createElement("span");
+        badge.className = "badge " + (placement.fit ? "badge-fit" : "badge-unfit");
+        badge.textContent = recommended ? "recommended" : placement.fit ? "fit" : "unfit";
+        const score = document.createElement("span");
+        score.className = "muted";
+        score.textContent = " score " + placement.score.toFixed(1) + " · ";
+        const reasons = document.createElement("span");
+        reasons.className = "reasons";
+        reasons.textContent = placement.reasons.join("; ");
+        item.append(name, " ", badge, score, reasons);
+        list.append(item);
+      });
+    }
+
     function openForm() {
+      loadPlacements();
       if (menu) menu.open = false;
       clearErrors();
       showChecks([]);
