@@ -1,0 +1,134 @@
+"""The destination ranking, maintenance and the evacuation plan on the real lab hosts
+(libvirtd + QEMU; libvirt's own CPU comparison, the hosts' own memory figures)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from hosts.models import Host
+from lab import core
+from migrations_app.engine import migration_execute
+from migrations_app.models import Migration
+from tests import labtools
+from tests.labtools import request_migration
+
+pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
+
+GIB = 2**30
+
+
+def _maintenance(api, name: str, enabled: bool, reason: str = "") -> dict:
+    host = Host.objects.get(name=name)
+    response = api.post(
+        f"/api/hosts/{host.pk}/maintenance/",
+        {"enabled": enabled, "reason": reason},
+        format="json",
+    )
+    assert response.status_code == 200, response.json()
+    return response.json()
+
+
+def _virsh_free_bytes(host: core.LabHost) -> int:
+    output = core.virsh(host, "freecell", "--all").stdout
+    return int(re.search(r"Total:\s+(\d+) KiB", output)[1]) * 1024
+
+
+def test_ranking_on_the_lab_hosts(api, linux_vm):
+    source = linux_vm.source
+    others = sorted(h.name for h in linux_vm.hosts if h.name != source.name)
+    resting = others[0]
+    _maintenance(api, resting, True, "lab placement test")
+    vm = api.get(f"/api/vms/{linux_vm.uuid}/").json()
+    vm_bytes = vm["memory_kib"] * 1024
+
+    response = api.get(f"/api/vms/{linux_vm.uuid}/destinations/")
+    assert response.status_code == 200, response.json()
+    ranking = response.json()["destinations"]
+    names = [row["host"] for row in ranking]
+    assert sorted(names) == others  # every other host, never the source
+    last = ranking[-1]
+    assert last["host"] == resting and last["fit"] is False
+    assert last["reasons"][0] == "in maintenance: lab placement test: takes no new VMs"
+    fit = [row for row in ranking if row["fit"]]
+    assert [row["host"] for row in fit] == [n for n in others if n != resting]
+    for row in fit:
+        # libvirt's comparison on the destination (the pre-check's), not a guess.
+        assert any(r.startswith("CPU: ") for r in row["reasons"]), row["reasons"]
+        assert "reachable" in row["reasons"]
+        record = Host.objects.get(name=row["host"])
+        # The host's own figure (libvirt's getFreeMemory at its last refresh) less the VM.
+        assert row["memory_free_after_bytes"] == record.memory_free_bytes - vm_bytes
+        lab_host = next(h for h in linux_vm.hosts if h.name == row["host"])
+        # ... which is what the host says now, give or take what other processes
+        # of this machine allocated since the refresh.
+        assert abs(record.memory_free_bytes - _virsh_free_bytes(lab_host)) < 2 * GIB
+        assert row["score"] > 0
+    assert all(f["score"] >= u["score"] for f, u in zip(fit, fit[1:], strict=False))
+
+
+def test_migration_to_a_host_in_maintenance_fails_its_precheck(api, linux_vm):
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    _maintenance(api, destination.name, True, "disk swap")
+    migration_id = request_migration(api, linux_vm.uuid, remote_host=destination.name)
+
+    assert migration_execute(migration_id=migration_id) == "failed"
+
+    record = Migration.objects.get(pk=migration_id)
+    assert record.failure_reason == "precheck"
+    assert record.error.startswith(
+        f"Pre-checks failed: destination_not_in_maintenance: {destination.name} is in "
+        "maintenance since"
+    ), record.error
+    assert "(disk swap) and takes no new VMs" in record.error
+    assert record.samples.count() == 0  # libvirt was never asked to migrate
+    assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {source.name: "running"}
+
+    # Out of maintenance, the same migration's pre-check passes.
+    _maintenance(api, destination.name, False)
+    check = api.post(
+        f"/api/vms/{linux_vm.uuid}/migrate/check/", {"remote_host": destination.name}, format="json"
+    ).json()
+    by_name = {c["name"]: c for c in check["checks"]}
+    assert by_name["destination_not_in_maintenance"]["status"] == "pass"
+
+
+def test_evacuate_dry_run_plans_every_running_vm_onto_the_other_hosts(api, linux_vm, tiny_vm):
+    source = linux_vm.source
+    others = {h.name for h in linux_vm.hosts if h.name != source.name}
+    running_here = {
+        core.LINUX_VM_NAME: linux_vm.uuid,
+        core.TINY_VM_NAME: tiny_vm.uuid,
+    }
+    running_here = {
+        name: uuid
+        for name, uuid in running_here.items()
+        if labtools.running_on(linux_vm.hosts, uuid) == [source.name]
+    }
+    host = Host.objects.get(name=source.name)
+
+    response = api.post(f"/api/hosts/{host.pk}/evacuate/", {"dry_run": True}, format="json")
+
+    assert response.status_code == 200, response.json()
+    plan = response.json()
+    assert plan["dry_run"] is True and plan["batch"] is None
+    rows = plan["migrations"]
+    assert {row["vm_name"] for row in rows} == set(running_here)
+    assert plan["unmovable"] == []
+    assert {row["destination"] for row in rows} <= others
+    if len(rows) > 1:
+        # Spread over the other hosts, largest memory first.
+        assert {row["destination"] for row in rows} == others
+        assert [row["memory_mib"] for row in rows] == sorted(
+            (row["memory_mib"] for row in rows), reverse=True
+        )
+    for row in rows:
+        assert any(r.startswith("CPU: ") for r in row["reasons"]), row["reasons"]
+        assert row["wave"] == 1  # two VMs: within the limits of 2
+    # A dry run changes nothing.
+    assert not Migration.objects.exists()
+    assert not Host.objects.get(pk=host.pk).maintenance
+    for uuid in running_here.values():
+        assert labtools.running_on(linux_vm.hosts, uuid) == [source.name]
