@@ -118,14 +118,16 @@ def _status_text(host: Host) -> str:
     return ""
 
 
-def _host_facts(*, source: Host, candidates: list[Host]) -> list[placement.HostFacts]:
+def _host_facts(
+    *, source: Host, candidates: list[Host], leaving_out: str = ""
+) -> list[placement.HostFacts]:
     """What the records say of each candidate: status, maintenance, memory (with the
-    memory of the VMs already migrating there), migrations in flight, running VMs."""
-    active = list(
-        Migration.objects.filter(status__in=ACTIVE_STATUSES).values_list(
-            "vm_uuid", "source_id", "destination_id", "status"
-        )
-    )
+    memory of the VMs already migrating there), migrations in flight, running VMs.
+    `leaving_out`: a VM uuid whose own migration is not counted (it is the one placed)."""
+    in_flight = Migration.objects.filter(status__in=ACTIVE_STATUSES)
+    if leaving_out:
+        in_flight = in_flight.exclude(vm_uuid=leaving_out)
+    active = list(in_flight.values_list("vm_uuid", "source_id", "destination_id", "status"))
     memory = {
         (str(uuid), host_id): kib
         for uuid, host_id, kib in VM.objects.filter(
@@ -209,7 +211,7 @@ def destinations_ranked(vm: VM) -> list[placement.Placement]:
     candidates = list(Host.objects.exclude(pk=vm.host_id).order_by("name"))
     active = _active_by_uuid()
     needs = _vm_needs(vm, active)
-    facts = _host_facts(source=vm.host, candidates=candidates)
+    facts = _host_facts(source=vm.host, candidates=candidates, leaving_out=str(vm.uuid))
     cpu = _cpu_facts(source=vm.host, vms=[needs], facts=facts)
     ranking = placement.destinations_rank(
         vm=needs,
