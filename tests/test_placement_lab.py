@@ -31,7 +31,7 @@ def _maintenance(api, name: str, enabled: bool, reason: str = "") -> dict:
 
 
 def _virsh_free_bytes(host: core.LabHost) -> int:
-    output = core.virsh(host, "freecell", "--all").stdout
+    output = core.virsh(host, "freecell").stdout  # libvirt's getFreeMemory, as the refresh
     return int(re.search(r"Total:\s+(\d+) KiB", output)[1]) * 1024
 
 
