@@ -192,7 +192,7 @@ def _cpu_facts(
             pk__in=[f.host_id for f in facts if f.reachable and not f.maintenance and f.same_kind]
         )
     }
-    movable = [(vm.uuid, vm.live) for vm in vms if not vm.has_hostdev and not vm.active_migration]
+    movable = [(vm.uuid, vm.live) for vm in vms if not vm.has_hostdev]
     if not hosts or not movable:
         return {}
     verdicts = cpu_verdicts(
@@ -248,7 +248,9 @@ def evacuation_plan(host: Host) -> HostEvacuationPlan:
     plan = placement.plan_evacuation(
         vms=needs,
         candidates=facts,
-        cpu=_cpu_facts(source=host, vms=[n for n in needs if n.live], facts=facts),
+        cpu=_cpu_facts(
+            source=host, vms=[n for n in needs if n.live and not n.active_migration], facts=facts
+        ),
         max_incoming=settings.MIGRATION_MAX_INCOMING_PER_HOST,
         max_outgoing=settings.MIGRATION_MAX_OUTGOING_PER_HOST,
         source_outgoing=source_outgoing,
