@@ -42,6 +42,7 @@ class VMNeeds:
     state: str = "running"
     has_hostdev: bool = False
     active_migration: str = ""  # e.g. "migration 12 is queued": it is moving already
+    local_disks: int = 0  # disks not on shared storage: copied (storage "copy")
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,9 @@ def plan_evacuation(
     the migrations already in flight, queued ones included: they are ahead in the
     queue): the engine queues the rest (`waiting_for_slot`).
 
+    A VM with disks outside shared storage moves with them (storage "copy"): its row
+    says so, and the evacuation asks for it.
+
     Unmovable: VMs with host devices; VMs that are not running or paused (shut off,
     crashed, ...): they stay defined on the host, which maintenance does not touch
     (moving them is an offline migration an operator asks for on the VM's page: a
@@ -295,6 +299,11 @@ def plan_evacuation(
             _wave(already=original[chosen.host_id].incoming, index=index_here, limit=max_incoming),
         )
         reasons = list(best.reasons)
+        if vm.local_disks:
+            reasons.append(
+                f"{vm.local_disks} local disk(s) copied to {chosen.name} (storage copy; "
+                "the pre-check destination_has_space checks the room)"
+            )
         if wave > 1:
             reasons.append(
                 f"wave {wave}: waits for a free slot (at most {max_outgoing} out of this "

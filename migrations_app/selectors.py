@@ -107,6 +107,9 @@ def _vm_needs(vm: VM, active: dict[str, Migration]) -> placement.VMNeeds:
         state=vm.state,
         has_hostdev=vm.has_hostdev,
         active_migration=f"migration {migration.pk} is {migration.status}" if migration else "",
+        local_disks=sum(
+            1 for d in vm.disks.all() if d.device == "disk" and d.path and not d.on_shared_storage
+        ),
     )
 
 
@@ -239,7 +242,7 @@ class HostEvacuationPlan:
 def evacuation_plan(host: Host) -> HostEvacuationPlan:
     """The plan to move every VM off `host` (see `placement.plan_evacuation`); writes
     nothing. The VMs are the host's present definitions in the inventory."""
-    rows = list(VM.objects.filter(host=host).present().order_by("name"))
+    rows = list(VM.objects.filter(host=host).present().prefetch_related("disks").order_by("name"))
     active = _active_by_uuid()
     needs = [_vm_needs(vm, active) for vm in rows]
     candidates = list(Host.objects.exclude(pk=host.pk).order_by("name"))

@@ -260,3 +260,10 @@ def test_plan_incoming_limit_per_destination():
 def test_plan_no_other_host():
     result = plan([vm("lonely")], [])
     assert result.unmovable[0].reasons == ["no other host is registered"]
+
+
+def test_plan_says_local_disks_are_copied():
+    result = plan([vm("local", local_disks=2), vm("shared")], [host(1, "a"), host(2, "b")])
+    by_name = {r.vm.name: r.reasons for r in result.rows}
+    assert any(r.startswith("2 local disk(s) copied to") for r in by_name["local"])
+    assert not any("local disk" in r for r in by_name["shared"])

@@ -4,25 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('hosts', '0005_tls_certificates'),
+        ("hosts", "0005_tls_certificates"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='host',
-            name='maintenance',
+            model_name="host",
+            name="maintenance",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='host',
-            name='maintenance_reason',
+            model_name="host",
+            name="maintenance_reason",
             field=models.CharField(blank=True, max_length=500),
         ),
         migrations.AddField(
-            model_name='host',
-            name='maintenance_since',
+            model_name="host",
+            name="maintenance_since",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

@@ -80,6 +80,9 @@ class _PlanRow(serializers.Serializer):
     memory_mib = serializers.IntegerField()
     destination_id = serializers.IntegerField()
     destination = serializers.CharField()
+    copies_storage = serializers.BooleanField(
+        help_text="The VM has disks outside shared storage: they are copied (storage copy)."
+    )
     score = serializers.FloatField()
     reasons = serializers.ListField(child=serializers.CharField())
 
@@ -124,6 +127,7 @@ def evacuation_data(*, evacuation: HostEvacuationPlan, dry_run: bool, batch_id=N
                 "memory_mib": row.vm.memory_bytes // 2**20,
                 "destination_id": row.destination.host_id,
                 "destination": row.destination.name,
+                "copies_storage": row.vm.local_disks > 0,
                 "score": row.score,
                 "reasons": row.reasons,
             }
