@@ -10,6 +10,7 @@ class HostAdmin(admin.ModelAdmin):
         "address",
         "transport",
         "status",
+        "maintenance",
         "arch",
         "libvirt_version",
         "last_seen_at",
@@ -42,4 +43,8 @@ class HostAdmin(admin.ModelAdmin):
         "tls_client_cert",
         "tls_client_not_after",
         "tls_issued_at",
+        # Entered and left through POST /api/hosts/{id}/maintenance/ only (audited).
+        "maintenance",
+        "maintenance_since",
+        "maintenance_reason",
     ]
