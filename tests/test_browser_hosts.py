@@ -1,15 +1,19 @@
 """The host page and the ranked migrate dialog in a real browser (Debian's headless
 Chromium through Playwright, against daphne and the workers on the test database, and
 the lab hosts): open a host's page from the dashboard, put a host into maintenance,
-see it ranked last and unfit in the migrate dialog, open the evacuation plan.
+see it ranked last and unfit in the migrate dialog, open the evacuation plan of the
+VM's host and confirm it: the batch's page follows the evacuation to the end.
 Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
 from hosts.models import Host
 from lab import core
+from tests import labtools
 from tests.test_browser_e2e import ARTIFACTS, _log_in, page, portal  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.lab, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -60,4 +64,13 @@ def test_host_page_maintenance_and_evacuation_plan(portal, page, linux_vm):  # n
     expect(row).to_contain_text("CPU: ")
     expect(page.locator("#evacuate-confirm")).to_be_enabled()
     page.screenshot(path=str(ARTIFACTS / "host-evacuation-plan.png"), full_page=True)
+
+    # Confirm: the host enters maintenance and the evacuation batch's page follows it.
+    page.click("#evacuate-confirm")
+    page.wait_for_url(re.compile(r".*/migration-batches/\d+/$"))
+    expect(page.locator("#batch-status")).to_have_text("Succeeded", timeout=240_000)
+    page.screenshot(path=str(ARTIFACTS / "host-evacuated.png"), full_page=True)
+    evacuated = Host.objects.get(name=source.name)
+    assert evacuated.maintenance is True
+    assert labtools.running_on(linux_vm.hosts, linux_vm.uuid) == [destination]
     assert page.js_errors == []

@@ -6,13 +6,17 @@ from __future__ import annotations
 import re
 
 import pytest
+from django_q.brokers import get_broker
 
+from audit.events import EventType
+from audit.models import AuditEvent
 from hosts.models import Host
 from lab import core
 from migrations_app.engine import migration_execute
-from migrations_app.models import Migration
+from migrations_app.models import Migration, MigrationBatch
 from tests import labtools
 from tests.labtools import request_migration
+from tests.processes import Workers
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 
@@ -135,3 +139,70 @@ def test_evacuate_dry_run_plans_every_running_vm_onto_the_other_hosts(api, linux
     assert not Host.objects.get(pk=host.pk).maintenance
     for uuid in running_here.values():
         assert labtools.running_on(linux_vm.hosts, uuid) == [source.name]
+
+
+@pytest.fixture
+def workers(tmp_path):
+    get_broker().purge_queue()  # tasks of earlier in-process tests must not run here
+    started = Workers(tmp_path / "workers.log")
+    started.start()
+    yield started
+    started.kill()
+    print(started.log.read_text()[-5000:])
+
+
+def test_evacuate_for_real_empties_the_host_as_planned(api, linux_vm, tiny_vm, workers):
+    source = linux_vm.source
+    if labtools.running_on(linux_vm.hosts, tiny_vm.uuid) != [source.name]:
+        # Both VMs on the host to evacuate (an earlier test may have parted them).
+        # Through the workers (running here); its disk is local: copied.
+        moved = request_migration(api, tiny_vm.uuid, remote_host=source.name, storage="copy")
+        labtools.wait_for(
+            lambda: Migration.objects.filter(pk=moved, status="succeeded").exists(),
+            timeout=120,
+            what=f"migration {moved} of the tiny VM",
+        )
+        labtools.normalize(linux_vm.hosts, tiny_vm.uuid)
+        for lab_host in Host.objects.all():
+            api.post(f"/api/hosts/{lab_host.pk}/refresh/")
+    host = Host.objects.get(name=source.name)
+    planned = api.post(f"/api/hosts/{host.pk}/evacuate/", {"dry_run": True}, format="json")
+    plan = {row["vm_name"]: row["destination"] for row in planned.json()["migrations"]}
+    copies = {row["vm_name"]: row["copies_storage"] for row in planned.json()["migrations"]}
+    assert copies == {core.LINUX_VM_NAME: False, core.TINY_VM_NAME: True}
+    assert set(plan) == {core.LINUX_VM_NAME, core.TINY_VM_NAME}
+
+    response = api.post(
+        f"/api/hosts/{host.pk}/evacuate/",
+        {"dry_run": False, "reason": "lab evacuation"},
+        format="json",
+    )
+
+    assert response.status_code == 202, response.json()
+    body = response.json()
+    assert response["Location"] == f"/api/migration-batches/{body['batch']}/"
+    assert body["maintenance"] is True
+    host.refresh_from_db()
+    assert (host.maintenance, host.maintenance_reason) == (True, "lab evacuation")
+    assert AuditEvent.objects.filter(
+        event_type=EventType.HOST_MAINTENANCE_ENTERED, target_id=str(host.pk)
+    ).exists()
+    batch = labtools.wait_for(
+        lambda: MigrationBatch.objects.filter(pk=body["batch"], finished_at__isnull=False).first(),
+        timeout=300,
+        what=f"evacuation batch {body['batch']} to finish",
+        interval=0.5,
+    )
+    outcome = [(m.vm_name, m.status, m.error) for m in batch.children.all()]
+    assert (batch.kind, batch.host_id, batch.status) == ("evacuation", host.pk, "succeeded"), (
+        outcome
+    )
+    children = {m.vm_name: m for m in batch.children.all()}
+    assert {name: m.destination.name for name, m in children.items()} == plan
+    assert all(m.status == "succeeded" for m in children.values())
+    assert children[core.TINY_VM_NAME].storage == "copy"
+    assert children[core.LINUX_VM_NAME].storage == "shared"
+    # Each VM runs where the plan said (virsh), nothing runs on the evacuated host.
+    for name, uuid in ((core.LINUX_VM_NAME, linux_vm.uuid), (core.TINY_VM_NAME, tiny_vm.uuid)):
+        assert labtools.running_on(linux_vm.hosts, uuid) == [plan[name]]
+    assert core.virsh(source, "list", "--name").stdout.split() == []

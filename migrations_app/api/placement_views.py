@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import viewsets
+from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
 from rest_framework.request import Request
@@ -50,7 +50,10 @@ class HostEvacuateViewSet(viewsets.GenericViewSet):
     queryset = Host.objects.all()
     permission_classes = [IsAuthenticated, IsAdminUser]
 
-    @extend_schema(request=EvacuateRequestSerializer, responses=EvacuationSerializer)
+    @extend_schema(
+        request=EvacuateRequestSerializer,
+        responses={200: EvacuationSerializer, 202: EvacuationSerializer},
+    )
     @action(detail=True, methods=["post"])
     def evacuate(self, request: Request, pk: str | None = None) -> Response:
         """The plan to move every VM off this host: which VM goes where, in what order
@@ -58,9 +61,10 @@ class HostEvacuateViewSet(viewsets.GenericViewSet):
         planned before it counted, so no destination is overcommitted), and what cannot
         move and why (host devices; VMs not running: shut-off VMs stay defined on the
         host; VMs already moving; no fit destination). `dry_run` true (the default)
-        changes nothing. `dry_run` false puts the host into maintenance and starts the
-        plan as an evacuation batch; until batches exist it answers 400 on `dry_run`
-        ("evacuation runs as a batch: not available yet") and changes nothing."""
+        changes nothing (200). `dry_run` false puts the host into maintenance and
+        starts the plan as an evacuation batch of live migrations (202, `batch` and
+        `Location: /api/migration-batches/{id}/`), in one transaction; 400 on `dry_run`
+        if no VM can move, 409 if one started moving meanwhile (nothing changed)."""
         serializer = EvacuateRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         dry_run = serializer.validated_data["dry_run"]
@@ -70,5 +74,13 @@ class HostEvacuateViewSet(viewsets.GenericViewSet):
             dry_run=dry_run,
             reason=serializer.validated_data["reason"],
         )
-        batch_id = getattr(batch, "pk", None)
-        return Response(evacuation_data(evacuation=evacuation, dry_run=dry_run, batch_id=batch_id))
+        data = evacuation_data(
+            evacuation=evacuation, dry_run=dry_run, batch_id=batch.pk if batch else None
+        )
+        if batch is None:
+            return Response(data)
+        return Response(
+            data,
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": f"/api/migration-batches/{batch.pk}/"},
+        )

@@ -128,8 +128,8 @@
       confirm.disabled = true;
       evacError.hidden = true;
       const result = await api("POST", "/api/hosts/" + hostId + "/evacuate/", { dry_run: false });
-      // Started: the page shows the host in maintenance and its migrations in progress.
-      if (result.status === 200) { location.reload(); return; }
+      // Started: the batch's page follows the migrations.
+      if (result.status === 202) { location.href = "/migration-batches/" + result.body.batch + "/"; return; }
       showError(errorText(result));
       confirm.disabled = false;
     });
