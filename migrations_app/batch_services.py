@@ -32,6 +32,7 @@ from migrations_app.models import (
     MigrationStatus,
 )
 from migrations_app.options import MigrationOptions
+from migrations_app.selectors import destinations_ranked
 from migrations_app.services import MigrationConflict, migration_cancel
 from vms.models import VM
 
@@ -55,6 +56,34 @@ def _batch_detail(batch: MigrationBatch, **extra) -> dict:
         "max_parallel": batch.max_parallel,
         **extra,
     }
+
+
+def _items_placed(items: list[BatchItem]) -> list[BatchItem]:
+    """Items without a destination get the best fit host of the destination ranking
+    (`selectors.destinations_ranked`, which asks the hosts for the CPU comparison: this
+    runs before any transaction). Each VM is ranked on its own: the pre-checks judge
+    memory again when its migration starts. Raises ValidationError on `items` naming
+    each VM that no host fits, with the best host's reason."""
+    placed, unfit = [], []
+    for item in items:
+        if item[1] is not None:
+            placed.append(item)
+            continue
+        ranking = destinations_ranked(item[0])
+        if not ranking or not ranking[0].fit:
+            why = (
+                f"{ranking[0].host.name}: {ranking[0].reasons[0]}"
+                if ranking
+                else "no other host is registered"
+            )
+            unfit.append(f"{item[0].name} ({why})")
+            continue
+        placed.append((item[0], ranking[0].host, *item[2:]))
+    if unfit:
+        raise ValidationError(
+            {"items": ["No fit destination for " + "; ".join(unfit) + ": give one."]}
+        )
+    return placed
 
 
 def batch_create(
@@ -82,19 +111,7 @@ def batch_create(
     uuids = [item[0].uuid for item in items]
     if len(set(uuids)) != len(uuids):
         raise ValidationError({"items": ["A VM appears more than once."]})
-    unplaced = [item[0].name for item in items if item[1] is None]
-    if unplaced:
-        # TODO(integrator): place these with PLACE's destinations_ranked(vm) (the best
-        # fitting Placement) once it is on main; until then a destination is required.
-        raise ValidationError(
-            {
-                "items": [
-                    "Give a destination for "
-                    + ", ".join(unplaced)
-                    + ": automatic placement is not available yet."
-                ]
-            }
-        )
+    items = _items_placed(items)
     now = timezone.now()
     schedule = decisions.schedule_errors(not_before=not_before, window_end=window_end, now=now)
     if schedule:

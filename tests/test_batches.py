@@ -276,11 +276,14 @@ def test_an_items_option_override_is_judged_on_the_merged_options(api, fleet):
 
 
 @pytest.mark.django_db
-def test_a_missing_destination_asks_for_one(api, fleet):
+def test_a_missing_destination_is_placed_by_the_ranking_or_asked_for(api, fleet):
     _, _, vms = fleet
     response = _create(api, items=[{"vm": str(vms[0].uuid)}])
+    # dst was never contacted: the ranking finds no fit host and says why.
     assert response.status_code == 400
-    assert "Give a destination for web-0" in response.json()["items"][0]
+    assert response.json()["items"] == [
+        "No fit destination for web-0 (dst: not contacted yet: refresh it first): give one."
+    ]
 
 
 @pytest.mark.django_db

@@ -278,3 +278,13 @@ def test_schema_documents_placement(api):
     assert "Higher is better" in placement["score"]["description"]
     evacuation = schema["components"]["schemas"]["Evacuation"]["properties"]
     assert {"migrations", "unmovable", "batch"} <= set(evacuation)
+
+
+def test_a_batch_item_without_destination_is_placed_or_refused_with_why(api, fleet):
+    vm = _vm(fleet["src"], "web")
+    response = api.post("/api/migration-batches/", {"items": [{"vm": str(vm.uuid)}]}, format="json")
+    # No host's libvirt answers here: no host fits, and the answer says why.
+    assert response.status_code == 400, response.json()
+    (message,) = response.json()["items"]
+    assert message.startswith("No fit destination for web (big: CPU compatibility not checked")
+    assert not MigrationBatch.objects.exists() and not Migration.objects.exists()

@@ -206,3 +206,24 @@ def test_evacuate_for_real_empties_the_host_as_planned(api, linux_vm, tiny_vm, w
     for name, uuid in ((core.LINUX_VM_NAME, linux_vm.uuid), (core.TINY_VM_NAME, tiny_vm.uuid)):
         assert labtools.running_on(linux_vm.hosts, uuid) == [plan[name]]
     assert core.virsh(source, "list", "--name").stdout.split() == []
+
+
+def test_a_batch_item_without_destination_goes_to_the_best_fit_host(api, linux_vm, workers):
+    source = linux_vm.source
+    resting, free = sorted(h.name for h in linux_vm.hosts if h.name != source.name)
+    _maintenance(api, resting, True, "not this one")
+    response = api.post(
+        "/api/migration-batches/", {"items": [{"vm": linux_vm.uuid}]}, format="json"
+    )
+    assert response.status_code == 202, response.json()
+    batch = labtools.wait_for(
+        lambda: MigrationBatch.objects.filter(
+            pk=response.json()["id"], finished_at__isnull=False
+        ).first(),
+        timeout=240,
+        what="the batch to finish",
+        interval=0.5,
+    )
+    (child,) = batch.children.all()
+    assert (child.destination.name, child.status) == (free, "succeeded"), child.error
+    assert labtools.running_on(linux_vm.hosts, linux_vm.uuid) == [free]

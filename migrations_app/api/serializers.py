@@ -274,8 +274,9 @@ class BatchItemSerializer(serializers.Serializer):
         allow_blank=True,
         allow_null=True,
         max_length=253,
-        help_text="A registered host's name, address or id. Empty: placed automatically "
-        "(not available yet: 400).",
+        help_text="A registered host's name, address or id. Empty: the best fit host of "
+        "the destination ranking (GET /api/vms/{uuid}/destinations/); 400 on `items` if "
+        "no host fits.",
     )
     options = serializers.DictField(
         required=False,
