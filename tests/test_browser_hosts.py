@@ -74,3 +74,103 @@ def test_host_page_maintenance_and_evacuation_plan(portal, page, linux_vm):  # n
     assert evacuated.maintenance is True
     assert labtools.running_on(linux_vm.hosts, linux_vm.uuid) == [destination]
     assert page.js_errors == []
+
+
+def _overlap(intervals: list[tuple]) -> int:
+    """The most intervals (start, end) open at one time."""
+    points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    most = current = 0
+    for _, step in points:
+        current += step
+        most = max(most, current)
+    return most
+
+
+def test_evacuating_a_host_with_four_vms_from_the_browser(
+    portal,  # noqa: F811
+    page,  # noqa: F811
+    api,
+    linux_vm,
+    tiny_vm,
+    lab_config,
+):
+    """Issue #11's case: a host running 4+ VMs (the lab's two and two small extra
+    guests, three of them) is evacuated from its page over the two other hosts. Every VM moves, the
+    per-host limits hold, the host ends empty and in maintenance, and the batch page
+    shows the progress all along."""
+    import dataclasses
+
+    from django.conf import settings
+    from playwright.sync_api import expect
+
+    from migrations_app.models import Migration, MigrationBatch
+    from tests.test_extra_vms_lab import _remove_extras
+
+    source = linux_vm.source
+    # lab-vm and three small extra guests (and lab-tiny, if it runs there too).
+    config = dataclasses.replace(lab_config, extra_vms=3)
+    _remove_extras(config)
+    hosts = core.up(config, hosts=len(linux_vm.hosts))
+    try:
+        for lab_host in hosts:
+            refreshed = api.post(f"/api/hosts/{Host.objects.get(name=lab_host.name).pk}/refresh/")
+            assert refreshed.json()["status"] == "reachable"
+        running_before = core.virsh(source, "list", "--name").stdout.split()
+        assert len(running_before) >= 4, running_before
+
+        _log_in(page, portal)
+        source_host = Host.objects.get(name=source.name)
+        page.goto(f"{portal.url}/hosts/{source_host.pk}/")
+        page.click("[data-action=evacuate]")
+        rows = page.locator("#evacuation-plan tr[data-vm]")
+        expect(rows).to_have_count(len(running_before))
+        planned = {
+            rows.nth(i).get_attribute("data-vm"): rows.nth(i).get_attribute("data-destination")
+            for i in range(rows.count())
+        }
+        assert set(planned) == set(running_before)
+        assert set(planned.values()) == {h.name for h in hosts} - {source.name}
+        page.screenshot(path=str(ARTIFACTS / "evacuation-four-plan.png"), full_page=True)
+
+        page.click("#evacuate-confirm")
+        page.wait_for_url(re.compile(r".*/migration-batches/\d+/$"))
+        # Every figure the page shows while it runs: VMs done, kept as they change.
+        page.evaluate(
+            """() => {
+              const done = document.querySelector('#batch-progress [data-field=vms-done]');
+              window.__done = [done.textContent];
+              new MutationObserver(() => window.__done.push(done.textContent))
+                .observe(done, {childList: true, characterData: true, subtree: true});
+            }"""
+        )
+        expect(page.locator("#batch-status")).to_have_text("Succeeded", timeout=300_000)
+        page.screenshot(path=str(ARTIFACTS / "evacuation-four-done.png"), full_page=True)
+        shown = [int(v) for v in page.evaluate("() => window.__done")]
+        assert shown == sorted(shown) and shown[-1] == len(planned), shown
+        assert len(set(shown)) >= 3, f"the page did not follow the batch: {shown}"
+
+        batch = MigrationBatch.objects.get(pk=int(page.url.rstrip("/").rsplit("/", 1)[1]))
+        children = list(Migration.objects.filter(batch=batch))
+        assert {c.vm_name: c.destination.name for c in children} == planned
+        assert {c.status for c in children} == {"succeeded"}
+        # The per-host limits held the whole time.
+        spans = [(c.started_at, c.finished_at) for c in children]
+        assert _overlap(spans) <= settings.MIGRATION_MAX_OUTGOING_PER_HOST
+        for name in set(planned.values()):
+            incoming = [
+                (c.started_at, c.finished_at) for c in children if c.destination.name == name
+            ]
+            assert _overlap(incoming) <= settings.MIGRATION_MAX_INCOMING_PER_HOST
+        # The host is empty and stays in maintenance; every VM runs where the plan said.
+        assert core.virsh(source, "list", "--name").stdout.split() == []
+        assert Host.objects.get(pk=source_host.pk).maintenance is True
+        for vm_name, destination in planned.items():
+            assert (
+                vm_name
+                in core.virsh(
+                    next(h for h in hosts if h.name == destination), "list", "--name"
+                ).stdout.split()
+            )
+        assert page.js_errors == []
+    finally:
+        _remove_extras(config)
