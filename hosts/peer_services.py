@@ -222,19 +222,7 @@ def peer_trust_refused(*, source: Host, destination: Host, error: str, actor: Ac
             .first()
         )
         if trust is not None:
-            audit_event_record(
-                actor=actor,
-                event_type=EventType.HOST_PEER_TRUST_REMOVED,
-                target=source,
-                before={"destination": destination.name},
-                detail={
-                    "source": source.name,
-                    "destination": destination.name,
-                    "source_key_fingerprint": trust.source_key_fingerprint,
-                    "reason": "refused by ssh during a migration",
-                },
-            )
-            trust.delete()
+            _trust_forget(trust, actor, reason="refused by ssh during a migration")
     return (
         f"{source.name}'s own ssh access to {destination.name} was refused: its key or "
         f"{destination.name}'s pinned host key is no longer in place. The portal sets it up "
@@ -262,16 +250,22 @@ def peer_trust_remove(*, trust: PeerTrust, actor: Actor) -> None:
             command += f" && rm -f {key_file} {key_file}.pub"
         _run(session, ssh.as_root(command, source.ssh_user), "removing the pinned host key")
     with transaction.atomic():
-        audit_event_record(
-            actor=actor,
-            event_type=EventType.HOST_PEER_TRUST_REMOVED,
-            target=source,
-            before={"destination": destination.name},
-            detail={
-                "source": source.name,
-                "destination": destination.name,
-                "source_key_fingerprint": trust.source_key_fingerprint,
-                "source_key_deleted": last,
-            },
-        )
-        trust.delete()
+        _trust_forget(trust, actor, reason="removed", source_key_deleted=last)
+
+
+def _trust_forget(trust: PeerTrust, actor: Actor, *, reason: str, **detail) -> None:
+    """Delete the record with its audit event (inside the caller's transaction)."""
+    audit_event_record(
+        actor=actor,
+        event_type=EventType.HOST_PEER_TRUST_REMOVED,
+        target=trust.source,
+        before={"destination": trust.destination.name},
+        detail={
+            "source": trust.source.name,
+            "destination": trust.destination.name,
+            "source_key_fingerprint": trust.source_key_fingerprint,
+            "reason": reason,
+            **detail,
+        },
+    )
+    trust.delete()

@@ -323,6 +323,22 @@ def migration_execute(*, migration_id: int, worker: str | None = None) -> str:
         migrations_dispatch_waiting()
 
 
+def _precheck_failed(
+    migration: Migration, lease: Lease, check_rows: list[dict], reasons: str
+) -> Migration:
+    """Failed before anything moved: a pre-check (or setting up peer access) refused."""
+    return _transition(
+        migration,
+        lease,
+        MigrationStatus.FAILED,
+        EventType.MIGRATION_FAILED,
+        checks=check_rows,
+        phase=Phase.CHECKS_FAILED,
+        error=f"Pre-checks failed: {reasons}",
+        failure_reason=FailureReason.PRECHECK,
+    )
+
+
 def _run_claimed(migration: Migration, lease: Lease) -> Migration:
     plan = MigrationPlan.of_migration(migration)
     checks = run_prechecks(plan)
@@ -332,16 +348,7 @@ def _run_claimed(migration: Migration, lease: Lease) -> Migration:
     facts = {key: value for c in checks for key, value in c.facts.items()}
     if failed:
         reasons = "; ".join(f"{c.name}: {c.message}" for c in failed)
-        return _transition(
-            migration,
-            lease,
-            MigrationStatus.FAILED,
-            EventType.MIGRATION_FAILED,
-            checks=check_rows,
-            phase=Phase.CHECKS_FAILED,
-            error=f"Pre-checks failed: {reasons}",
-            failure_reason=FailureReason.PRECHECK,
-        )
+        return _precheck_failed(migration, lease, check_rows, reasons)
     if _cancel_requested(migration):
         return _transition(
             migration,
@@ -361,16 +368,7 @@ def _run_claimed(migration: Migration, lease: Lease) -> Migration:
         )
     except SshAccessError as exc:
         lease.check()
-        return _transition(
-            migration,
-            lease,
-            MigrationStatus.FAILED,
-            EventType.MIGRATION_FAILED,
-            checks=check_rows,
-            phase=Phase.CHECKS_FAILED,
-            error=f"Pre-checks failed: peer_access: {exc}",
-            failure_reason=FailureReason.PRECHECK,
-        )
+        return _precheck_failed(migration, lease, check_rows, f"peer_access: {exc}")
     lease.check()
     migration = _transition(
         migration,

@@ -185,3 +185,24 @@ def tiny_vm(lab_hosts, vm_uuids, lab_registered):
     from lab import core
 
     yield from _placed_vm(lab_hosts, vm_uuids[core.TINY_VM_NAME])
+
+
+@pytest.fixture
+def workers(tmp_path):
+    """Real task worker processes (`manage.py run_workers`: django-q2 cluster and the
+    reconciler loop) on the test database; not started yet."""
+    from django_q.brokers import get_broker
+
+    from tests.processes import Workers
+
+    get_broker().purge_queue()  # tasks of earlier in-process tests must not run here
+    started = Workers(tmp_path / "workers.log")
+    yield started
+    started.kill()
+    print(started.log.read_text()[-5000:])
+
+
+@pytest.fixture
+def running_workers(workers):
+    workers.start()
+    return workers

@@ -139,3 +139,16 @@ def events_of(migration_id: int) -> list[str]:
         .order_by("occurred_at", "id")
         .values_list("event_type", flat=True)
     )
+
+
+def wait_final(migration_id: int, timeout: float = 180, interval: float = 0.2):
+    """The migration once it is final (succeeded, failed or cancelled)."""
+    from migrations_app.lifecycle import FINAL_STATUSES
+    from migrations_app.models import Migration
+
+    return wait_for(
+        lambda: Migration.objects.filter(pk=migration_id, status__in=FINAL_STATUSES).first(),
+        timeout=timeout,
+        what=f"migration {migration_id} to be final",
+        interval=interval,
+    )

@@ -5,13 +5,11 @@ each child is an ordinary migration checked with virsh."""
 from __future__ import annotations
 
 import pytest
-from django_q.brokers import get_broker
 
 from audit.models import AuditEvent
 from migrations_app.models import Migration, MigrationBatch
 from tests import labtools
 from tests.labtools import events_of
-from tests.processes import Workers
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 
@@ -23,16 +21,6 @@ ORDINARY_SUCCESS = [
     "migration.completing",
     "migration.succeeded",
 ]
-
-
-@pytest.fixture
-def workers(tmp_path):
-    get_broker().purge_queue()  # tasks of earlier in-process tests must not run here
-    started = Workers(tmp_path / "workers.log")
-    started.start()
-    yield started
-    started.kill()
-    print(started.log.read_text()[-5000:])
 
 
 def _item(vm, destination, **options) -> dict:
@@ -55,7 +43,7 @@ def _run_batch(api, items, **payload) -> tuple[MigrationBatch, list[Migration]]:
     return batch, list(batch.children.order_by("pk"))
 
 
-def test_a_batch_of_two_vms_one_at_a_time(api, linux_vm, tiny_vm, workers):
+def test_a_batch_of_two_vms_one_at_a_time(api, linux_vm, tiny_vm, running_workers):
     linux_to = linux_vm.other(linux_vm.source)
     tiny_to = tiny_vm.other(tiny_vm.source)
     batch, children = _run_batch(
@@ -91,7 +79,9 @@ def test_a_batch_of_two_vms_one_at_a_time(api, linux_vm, tiny_vm, workers):
     ]
 
 
-def test_a_child_that_cannot_move_fails_and_the_rest_goes_on(api, linux_vm, tiny_vm, workers):
+def test_a_child_that_cannot_move_fails_and_the_rest_goes_on(
+    api, linux_vm, tiny_vm, running_workers
+):
     stays = linux_vm.source
     tiny_to = tiny_vm.other(tiny_vm.source)
     batch, children = _run_batch(
@@ -116,7 +106,7 @@ def test_a_child_that_cannot_move_fails_and_the_rest_goes_on(api, linux_vm, tiny
     assert [f["vm_name"] for f in finished.detail["failed"]] == [failed.vm_name]
 
 
-def test_stop_on_failure_stops_the_batch(api, linux_vm, tiny_vm, workers):
+def test_stop_on_failure_stops_the_batch(api, linux_vm, tiny_vm, running_workers):
     stays = linux_vm.source
     tiny_from = tiny_vm.source
     batch, children = _run_batch(
@@ -136,7 +126,7 @@ def test_stop_on_failure_stops_the_batch(api, linux_vm, tiny_vm, workers):
     assert events_of(stopped.pk) == ["migration.requested", "migration.cancelled"]
 
 
-def test_the_batch_goes_on_after_its_workers_are_killed(api, linux_vm, tiny_vm, workers):
+def test_the_batch_goes_on_after_its_workers_are_killed(api, linux_vm, tiny_vm, running_workers):
     """Nothing of a batch lives in a worker: killed mid-batch and restarted, the
     reconciler settles the running child and the dispatcher starts the next."""
     linux_from = linux_vm.source
@@ -161,11 +151,11 @@ def test_the_batch_goes_on_after_its_workers_are_killed(api, linux_vm, tiny_vm, 
         timeout=90,
         what="the first child to be migrating",
     )
-    workers.kill()  # SIGKILL the whole worker process group
+    running_workers.kill()  # SIGKILL the whole worker process group
     second.refresh_from_db()
     assert (second.status, second.phase) == ("queued", "waiting_for_batch")
 
-    workers.start()  # run_workers reconciles at start, then every 15 s
+    running_workers.start()  # run_workers reconciles at start, then every 15 s
     batch = labtools.wait_for(
         lambda: MigrationBatch.objects.filter(pk=batch_id, finished_at__isnull=False).first(),
         timeout=240,

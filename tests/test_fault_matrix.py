@@ -29,7 +29,13 @@ from migrations_app.engine import migration_execute, migrations_reconcile
 from migrations_app.lifecycle import FINAL_STATUSES, FailureReason
 from migrations_app.models import Migration
 from tests import labtools
-from tests.labtools import events_of, request_migration, run_in_thread, wait_until_migrating
+from tests.labtools import (
+    events_of,
+    request_migration,
+    run_in_thread,
+    wait_final,
+    wait_until_migrating,
+)
 from tests.processes import PortalServer, Workers
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
@@ -62,15 +68,6 @@ def assert_settled(placement, migration_id: int, source, destination) -> Migrati
     terminal = [e for e in events_of(migration_id) if e in TERMINAL_EVENTS]
     assert terminal == [f"migration.{record.status}"], events_of(migration_id)
     return record
-
-
-def wait_final(migration_id: int, timeout: float = 180) -> Migration:
-    return labtools.wait_for(
-        lambda: Migration.objects.filter(pk=migration_id, status__in=FINAL_STATUSES).first(),
-        timeout=timeout,
-        what=f"migration {migration_id} to be final",
-        interval=0.5,
-    )
 
 
 def reconcile_until_final(migration_id: int, timeout: float = 120) -> Migration:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from django_q.brokers import get_broker
 
 from audit.events import EventType
 from audit.models import AuditEvent
@@ -16,7 +15,6 @@ from migrations_app.engine import migration_execute
 from migrations_app.models import Migration, MigrationBatch
 from tests import labtools
 from tests.labtools import request_migration
-from tests.processes import Workers
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 
@@ -141,17 +139,7 @@ def test_evacuate_dry_run_plans_every_running_vm_onto_the_other_hosts(api, linux
         assert labtools.running_on(linux_vm.hosts, uuid) == [source.name]
 
 
-@pytest.fixture
-def workers(tmp_path):
-    get_broker().purge_queue()  # tasks of earlier in-process tests must not run here
-    started = Workers(tmp_path / "workers.log")
-    started.start()
-    yield started
-    started.kill()
-    print(started.log.read_text()[-5000:])
-
-
-def test_evacuate_for_real_empties_the_host_as_planned(api, linux_vm, tiny_vm, workers):
+def test_evacuate_for_real_empties_the_host_as_planned(api, linux_vm, tiny_vm, running_workers):
     source = linux_vm.source
     if labtools.running_on(linux_vm.hosts, tiny_vm.uuid) != [source.name]:
         # Both VMs on the host to evacuate (an earlier test may have parted them).
@@ -208,7 +196,7 @@ def test_evacuate_for_real_empties_the_host_as_planned(api, linux_vm, tiny_vm, w
     assert core.virsh(source, "list", "--name").stdout.split() == []
 
 
-def test_a_batch_item_without_destination_goes_to_the_best_fit_host(api, linux_vm, workers):
+def test_a_batch_item_without_destination_goes_to_the_best_fit_host(api, linux_vm, running_workers):
     source = linux_vm.source
     resting, free = sorted(h.name for h in linux_vm.hosts if h.name != source.name)
     _maintenance(api, resting, True, "not this one")

@@ -11,39 +11,16 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from django_q.brokers import get_broker
 
 from audit.models import AuditEvent
 from migrations_app.models import Migration
 from tests import labtools
-from tests.labtools import events_of, request_migration
-from tests.processes import Workers
+from tests.labtools import events_of, request_migration, wait_final
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 
 # How late a scheduled migration may start (docs/reliability.md gives the bound).
 START_DELAY_MAX_S = 5.0
-
-
-@pytest.fixture
-def workers(tmp_path):
-    # Tasks enqueued by earlier tests (run in-process) must not reach these workers.
-    get_broker().purge_queue()
-    started = Workers(tmp_path / "workers.log")
-    yield started
-    started.kill()
-    print(started.log.read_text()[-5000:])
-
-
-def wait_final(migration_id: int, timeout: float = 180) -> Migration:
-    return labtools.wait_for(
-        lambda: Migration.objects.filter(
-            pk=migration_id, status__in=["succeeded", "failed", "cancelled"]
-        ).first(),
-        timeout=timeout,
-        what=f"migration {migration_id} to finish",
-        interval=0.2,
-    )
 
 
 def test_scheduled_migration_starts_on_time_after_the_workers_restarted(api, linux_vm, workers):

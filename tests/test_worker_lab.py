@@ -4,37 +4,13 @@ killed mid-migration whose record the restarted workers settle from libvirt."""
 from __future__ import annotations
 
 import pytest
-from django_q.brokers import get_broker
 
 from audit.models import AuditEvent
 from migrations_app.models import Migration
 from tests import labtools
-from tests.labtools import request_migration
-from tests.processes import Workers
+from tests.labtools import request_migration, wait_final
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def workers(tmp_path):
-    # Tasks enqueued by earlier tests (whose migrations were run in-process) must not
-    # reach these workers.
-    get_broker().purge_queue()
-    started = Workers(tmp_path / "workers.log")
-    yield started
-    started.kill()
-    print(started.log.read_text()[-5000:])
-
-
-def wait_final(migration_id: int, timeout: float = 180) -> Migration:
-    return labtools.wait_for(
-        lambda: Migration.objects.filter(
-            pk=migration_id, status__in=["succeeded", "failed", "cancelled"]
-        ).first(),
-        timeout=timeout,
-        what=f"migration {migration_id} to finish",
-        interval=0.5,
-    )
 
 
 def test_migration_runs_on_a_worker(api, linux_vm, workers):
