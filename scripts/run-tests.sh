@@ -18,7 +18,7 @@ PG_DATA_DIR=$ROOT/var/pg-profile
 LOGS=$ROOT/var/test-logs
 export PORTAL_KEEP_TEST_LAB=1
 export TEST_LAB_IMAGE_CACHE=$ROOT/var/guest-images
-mkdir -p "$PG_DATA_DIR" "$LOGS"
+mkdir -p "$PG_DATA_DIR" "$LOGS" "$ROOT/var/pytest-tmp"
 
 pg_profile() {
   env DATABASE_URL="$PG_URL" REDIS_URL="$PG_REDIS_URL" PORTAL_DATA_DIR="$PG_DATA_DIR" \
