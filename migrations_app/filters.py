@@ -42,9 +42,11 @@ class MigrationFilterSet(django_filters.FilterSet):
         ]
 
     def filter_vm(self, queryset, _name, value: str):
+        # A UUID or a name; text that only looks like a UUID is a name (no match).
         condition = Q(vm_name=value)
-        if len(value) >= 32 and all(c in "0123456789abcdefABCDEF-" for c in value):
-            condition |= Q(vm_uuid=value)
+        as_uuid = _as_uuid(value)
+        if as_uuid is not None:
+            condition |= Q(vm_uuid=as_uuid)
         return queryset.filter(condition)
 
     def filter_host(self, queryset, _name, value: str):

@@ -146,3 +146,13 @@ def migration_batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
 
 def healthz(_request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """404 for a URL nothing answers: JSON under /api/ (as every API error is), the
+    usual page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
