@@ -2,6 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from audit.events import EventType
 from hosts.models import Host
 
 # The lifecycle's words live in migrations_app.lifecycle; re-exported here so that
@@ -239,10 +240,10 @@ class WebhookEvent(models.TextChoices):
     """What a webhook endpoint may subscribe to: the audit events of a migration or a
     batch reaching its final status (the values are the audit.events.EventType ones)."""
 
-    MIGRATION_SUCCEEDED = "migration.succeeded", "Migration succeeded"
-    MIGRATION_FAILED = "migration.failed", "Migration failed"
-    MIGRATION_CANCELLED = "migration.cancelled", "Migration cancelled"
-    BATCH_FINISHED = "batch.finished", "Batch finished"
+    MIGRATION_SUCCEEDED = EventType.MIGRATION_SUCCEEDED.value, "Migration succeeded"
+    MIGRATION_FAILED = EventType.MIGRATION_FAILED.value, "Migration failed"
+    MIGRATION_CANCELLED = EventType.MIGRATION_CANCELLED.value, "Migration cancelled"
+    BATCH_FINISHED = EventType.BATCH_FINISHED.value, "Batch finished"
 
 
 class WebhookEndpoint(models.Model):
