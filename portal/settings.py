@@ -210,6 +210,8 @@ SPECTACULAR_SETTINGS = {
         "MigrationStatusEnum": "migrations_app.lifecycle.MigrationStatus",
         "BatchStatusEnum": "migrations_app.lifecycle.BatchStatus",
         "BatchKindEnum": "migrations_app.models.BatchKind",
+        "WebhookEventEnum": "migrations_app.models.WebhookEvent",
+        "WebhookDeliveryStatusEnum": "migrations_app.models.WebhookDeliveryStatus",
     },
 }
 
