@@ -39,7 +39,7 @@ class Receiver:
     """An HTTP server on 127.0.0.1 that records every request and answers with the
     next code of `codes` (the last one repeats)."""
 
-    def __init__(self, codes: list[int]):
+    def __init__(self, codes: list[int], location: str = ""):
         self.codes = list(codes)
         self.requests: list[dict] = []
         receiver = self
@@ -50,6 +50,8 @@ class Receiver:
                 receiver.requests.append({"headers": dict(self.headers), "body": body})
                 code = receiver.codes.pop(0) if len(receiver.codes) > 1 else receiver.codes[0]
                 self.send_response(code)
+                if location:
+                    self.send_header("Location", location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -70,8 +72,8 @@ class Receiver:
 def receiver_factory():
     made = []
 
-    def make(codes=(200,)):
-        receiver = Receiver(list(codes))
+    def make(codes=(200,), location=""):
+        receiver = Receiver(list(codes), location)
         made.append(receiver)
         return receiver
 
@@ -321,3 +323,40 @@ def test_deliveries_are_listed_read_only_in_the_admin(
     assert delivery.status == WebhookDeliveryStatus.PENDING
     api_list = api.get("/api/webhook-deliveries/?status=pending").json()
     assert [d["id"] for d in api_list["results"]] == [delivery.pk]
+
+
+def test_a_redirect_is_a_failed_attempt_and_is_not_followed(api, hosts, receiver_factory):
+    elsewhere = receiver_factory()
+    redirecting = receiver_factory(codes=[307], location=elsewhere.url)
+    _endpoint(api, redirecting.url)
+    _cancel(_queued(hosts))
+    delivery = WebhookDelivery.objects.get()
+    assert webhooks.webhook_delivery_send(delivery_id=delivery.pk) == "pending"
+    delivery.refresh_from_db()
+    assert delivery.last_status_code == 307
+    assert len(redirecting.requests) == 1
+    assert elsewhere.requests == []
+
+
+def test_the_engine_and_the_schedule_record_their_final_statuses(api, hosts, receiver_factory):
+    from migrations_app.engine import Lease, _transition
+
+    receiver = receiver_factory()
+    _endpoint(api, receiver.url, events=["migration.succeeded", "migration.failed"])
+    running = _queued(hosts, status=MigrationStatus.COMPLETING, claim_epoch=4)
+    _transition(
+        running, Lease(running.pk, 4, "w"), MigrationStatus.SUCCEEDED, EventType.MIGRATION_SUCCEEDED
+    )
+    now = timezone.now()
+    late = _queued(hosts, not_before=now - timedelta(hours=2), window_end=now - timedelta(hours=1))
+    services.migrations_schedule_run(now=now)
+    late.refresh_from_db()
+    assert late.status == MigrationStatus.FAILED
+    got = {
+        d.payload["migration"]["id"]: (d.event, d.payload["migration"]["status"])
+        for d in WebhookDelivery.objects.all()
+    }
+    assert got == {
+        running.pk: ("migration.succeeded", "succeeded"),
+        late.pk: ("migration.failed", "failed"),
+    }
