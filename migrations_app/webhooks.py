@@ -289,7 +289,9 @@ def webhook_delivery_send(*, delivery_id: int, now: datetime | None = None) -> s
     taken = WebhookDelivery.objects.filter(
         pk=delivery_id, status=WebhookDeliveryStatus.PENDING, next_attempt_at__lte=now
     ).update(next_attempt_at=now + timedelta(seconds=SEND_LEASE_S))
-    delivery = WebhookDelivery.objects.select_related("endpoint").get(pk=delivery_id)
+    delivery = WebhookDelivery.objects.select_related("endpoint").filter(pk=delivery_id).first()
+    if delivery is None:  # its endpoint was removed (the deliveries go with it)
+        return "gone"
     if not taken:
         return delivery.status
     body = json.dumps(delivery.payload, sort_keys=True).encode()
