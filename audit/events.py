@@ -69,6 +69,10 @@ class EventType(models.TextChoices):
     BATCH_FINISHED = "batch.finished", "Batch finished"
     BATCH_CANCELLED = "batch.cancelled", "Batch cancel requested"
 
+    # Outgoing webhook endpoints (migrations_app.webhooks).
+    WEBHOOK_CREATED = "webhook.created", "Webhook endpoint added"
+    WEBHOOK_DELETED = "webhook.deleted", "Webhook endpoint removed"
+
     @property
     def action(self) -> str:
         """The part after the app's prefix ("failed" of "migration.failed"): the name

@@ -34,6 +34,7 @@ from migrations_app.models import (
 from migrations_app.options import MigrationOptions
 from migrations_app.selectors import destinations_ranked
 from migrations_app.services import MigrationConflict, migration_cancel
+from migrations_app.webhooks import webhooks_batch_finished, webhooks_migration_final
 from vms.models import VM
 
 logger = logging.getLogger(__name__)
@@ -311,6 +312,7 @@ def _cancel_not_started(batch: MigrationBatch, ids: list[int], cancel_requested:
                 "reason": why,
             },
         )
+        webhooks_migration_final(migration=child)
         migration_publish(migration=child, event="cancelled")
 
 
@@ -351,6 +353,7 @@ def _batch_set_status(
                 ],
             ),
         )
+        webhooks_batch_finished(batch=batch, outcomes={str(c.id): c.status for c in children})
     batch_publish(batch_id=batch.pk, event=status if final else "status")
 
 

@@ -49,6 +49,7 @@ from migrations_app.models import (
 )
 from migrations_app.options import MigrationOptions
 from migrations_app.progress import ProgressSample, disk_progress, sample_from_job_stats
+from migrations_app.webhooks import webhooks_deliver_due, webhooks_migration_final
 from vms.services import host_refresh_with_vms as host_refresh
 
 logger = logging.getLogger(__name__)
@@ -205,6 +206,7 @@ def _transition(
                 before=before,
                 error=current.error or None,
             )
+            webhooks_migration_final(migration=current)
             migration_publish(migration=current, event=event.action)
         return current
 
@@ -850,7 +852,8 @@ def migrations_reconcile(*, wait_for_abort_s: float = 60.0) -> list[int]:
     - leftovers of failed migrations are removed once it is safe;
     - queued migrations whose task was lost are enqueued again;
     - scheduled migrations that are due are queued, and waiting ones whose window
-      closed fail (window_closed).
+      closed fail (window_closed);
+    - webhook deliveries that are due are sent (retries with back-off).
     """
     from migrations_app.services import migrations_dispatch_waiting, migrations_schedule_run
 
@@ -896,6 +899,8 @@ def migrations_reconcile(*, wait_for_abort_s: float = 60.0) -> list[int]:
 
     migrations_schedule_run()
     migrations_dispatch_waiting(include_lost=True)
+    # Webhook retries (and first attempts whose task was lost) wait in the database.
+    webhooks_deliver_due()
     return settled
 
 

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from audit.events import EventType
 from hosts.models import Host
 
 # The lifecycle's words live in migrations_app.lifecycle; re-exported here so that
@@ -233,3 +234,74 @@ class MigrationSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.migration_id} @{self.elapsed_ms} ms: {self.percent}%"
+
+
+class WebhookEvent(models.TextChoices):
+    """What a webhook endpoint may subscribe to: the audit events of a migration or a
+    batch reaching its final status (the values are the audit.events.EventType ones)."""
+
+    MIGRATION_SUCCEEDED = EventType.MIGRATION_SUCCEEDED.value, "Migration succeeded"
+    MIGRATION_FAILED = EventType.MIGRATION_FAILED.value, "Migration failed"
+    MIGRATION_CANCELLED = EventType.MIGRATION_CANCELLED.value, "Migration cancelled"
+    BATCH_FINISHED = EventType.BATCH_FINISHED.value, "Batch finished"
+
+
+class WebhookEndpoint(models.Model):
+    """Where the portal POSTs the end of migrations and batches (migrations_app.webhooks).
+
+    The shared secret signs every body (HMAC-SHA256), so the portal must read it back:
+    it is stored encrypted (Fernet, with a key derived from SECRET_KEY), never in the
+    clear. Changing SECRET_KEY makes the stored secrets unreadable: re-create the
+    endpoints then (a delivery fails with that reason)."""
+
+    url = models.URLField(max_length=500)
+    secret_encrypted = models.TextField(editable=False)
+    # WebhookEvent values; an endpoint gets only the events listed here.
+    events = models.JSONField(default=list)
+    active = models.BooleanField(default=True)
+    description = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by_name = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"webhook {self.pk}: {self.url}"
+
+
+class WebhookDeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint: recorded in the transaction of the change it tells
+    about, sent after commit, retried by the reconciler until delivered or failed."""
+
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event = models.CharField(max_length=32, choices=WebhookEvent.choices)
+    payload = models.JSONField()
+    status = models.CharField(
+        max_length=16,
+        choices=WebhookDeliveryStatus.choices,
+        default=WebhookDeliveryStatus.PENDING,
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    # Pending: not sent before this (a sender holding it pushes it ahead as a lease).
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"delivery {self.pk}: {self.event} -> {self.endpoint_id}"

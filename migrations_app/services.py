@@ -27,6 +27,7 @@ from migrations_app.events import migration_publish
 from migrations_app.lifecycle import FailureReason, Phase
 from migrations_app.models import ACTIVE_STATUSES, RUNNING_STATUSES, Migration, MigrationStatus
 from migrations_app.options import MigrationOptions
+from migrations_app.webhooks import webhooks_migration_final
 from vms.models import VM
 
 logger = logging.getLogger(__name__)
@@ -291,6 +292,7 @@ def migration_cancel(*, migration: Migration, actor: Actor) -> Migration:
                 after={"status": migration.status},
                 detail=_audit_detail(migration),
             )
+            webhooks_migration_final(migration=migration)
             migration_publish(migration=migration, event="cancelled")
             return migration
         if migration.cancel_requested_at is None:
@@ -413,6 +415,7 @@ def migration_window_close(*, migration: Migration, actor: Actor, now: datetime)
             **_schedule_of(migration),
         ),
     )
+    webhooks_migration_final(migration=migration)
     migration_publish(migration=migration, event=EventType.MIGRATION_FAILED.action)
     return migration
 

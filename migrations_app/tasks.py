@@ -1,6 +1,7 @@
 """django-q2 entry points: take ids, call the engine."""
 
 from migrations_app.engine import migration_execute, migrations_reconcile
+from migrations_app.webhooks import webhook_delivery_send
 
 
 def migration_run(migration_id: int) -> str:
@@ -10,3 +11,8 @@ def migration_run(migration_id: int) -> str:
 def reconcile_migrations() -> list[int]:
     """Scheduled every minute (migration migrations_app/0002) and run at worker start."""
     return migrations_reconcile()
+
+
+def webhook_deliver(delivery_id: int) -> str:
+    """Enqueued after the commit that recorded the delivery; retries are the reconciler's."""
+    return webhook_delivery_send(delivery_id=delivery_id)

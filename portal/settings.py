@@ -210,6 +210,8 @@ SPECTACULAR_SETTINGS = {
         "MigrationStatusEnum": "migrations_app.lifecycle.MigrationStatus",
         "BatchStatusEnum": "migrations_app.lifecycle.BatchStatus",
         "BatchKindEnum": "migrations_app.models.BatchKind",
+        "WebhookEventEnum": "migrations_app.models.WebhookEvent",
+        "WebhookDeliveryStatusEnum": "migrations_app.models.WebhookDeliveryStatus",
     },
 }
 
@@ -274,6 +276,14 @@ MIGRATION_RECONCILE_EVERY_S = float(os.environ.get("PORTAL_MIGRATION_RECONCILE_E
 # Between passes the reconciler loop looks this often for scheduled migrations that
 # became due (or whose window closed), and wakes exactly at the next one it knows of.
 MIGRATION_SCHEDULE_POLL_S = float(os.environ.get("PORTAL_MIGRATION_SCHEDULE_POLL_S", "1"))
+
+# --- Observability (README "Observability") --------------------------------
+# Bearer token for GET /metrics; without it only loopback requests are answered.
+METRICS_TOKEN = os.environ.get("PORTAL_METRICS_TOKEN", "")
+# Outgoing webhooks: attempts before a delivery is failed (retried 10 s, 30 s, 90 s, ...
+# after each failure) and the timeout of one POST.
+WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("PORTAL_WEBHOOK_MAX_ATTEMPTS", "6"))
+WEBHOOK_TIMEOUT_S = float(os.environ.get("PORTAL_WEBHOOK_TIMEOUT_S", "5"))
 # A migration may not run longer than the task runner lets a task run.
 MIGRATION_TIMEOUT_MAX_S = int(Q_CLUSTER["timeout"]) - 600
 

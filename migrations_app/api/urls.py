@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from migrations_app.api import placement_views, views
+from migrations_app.api import placement_views, views, webhook_views
 
 app_name = "migrations-api"
 
@@ -13,6 +13,10 @@ router.register("vms", views.VMMigrateViewSet, basename="vm")
 # Only GET vms/{uuid}/destinations/ and POST hosts/{id}/evacuate/.
 router.register("vms", placement_views.VMDestinationsViewSet, basename="vm-destinations")
 router.register("hosts", placement_views.HostEvacuateViewSet, basename="host-evacuate")
+router.register("webhooks", webhook_views.WebhookEndpointViewSet, basename="webhook")
+router.register(
+    "webhook-deliveries", webhook_views.WebhookDeliveryViewSet, basename="webhook-delivery"
+)
 urlpatterns = [
     *router.urls,
     path("reports/migrations/", views.MigrationReportView.as_view(), name="report-migrations"),

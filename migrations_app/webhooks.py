@@ -1,0 +1,353 @@
+"""Outgoing webhooks: the end of a migration or a batch, POSTed to the endpoints that
+subscribed to it (see README "Webhooks" and docs/architecture.md "Observability").
+
+- A delivery row is written in the transaction that records the final status (next to
+  its audit row), so a change that rolls back sends nothing and a committed one is
+  never lost; it is sent after commit by a django-q task.
+- A failed attempt is retried after 10 s, 30 s, 90 s, ... (x3 each time) by the
+  reconciler (`webhooks_deliver_due`, called from `engine.migrations_reconcile`), from
+  the database: nothing waits in memory. After WEBHOOK_MAX_ATTEMPTS it is failed.
+- Every POST carries `X-Portal-Signature: sha256=<hex HMAC-SHA256 of the body>` with
+  the endpoint's secret, `X-Portal-Event` and `X-Portal-Delivery`; no redirects are
+  followed, no proxy is used, and the URL's host must pass the host network allow-list
+  (hosts.networks) when the endpoint is created and again right before every request.
+- The secret is stored encrypted (Fernet, key derived from SECRET_KEY by HKDF): the
+  portal must read it back to sign, so it cannot be hashed like a password.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from audit.events import EventType
+from audit.services import Actor, audit_event_record
+from hosts.networks import AddressRefused, address_refusal, connection_check
+from migrations_app.models import (
+    Migration,
+    MigrationBatch,
+    MigrationStatus,
+    WebhookDelivery,
+    WebhookDeliveryStatus,
+    WebhookEndpoint,
+    WebhookEvent,
+)
+
+logger = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Portal-Signature"
+EVENT_HEADER = "X-Portal-Event"
+DELIVERY_HEADER = "X-Portal-Delivery"
+FIRST_RETRY_S = 10.0
+RETRY_FACTOR = 3
+# A sender holds a delivery this long (its next_attempt_at pushed ahead); a sender that
+# died with it leaves it to the reconciler after that.
+SEND_LEASE_S = 60
+DUE_PER_PASS = 100
+
+_MIGRATION_EVENTS = {
+    MigrationStatus.SUCCEEDED: WebhookEvent.MIGRATION_SUCCEEDED,
+    MigrationStatus.FAILED: WebhookEvent.MIGRATION_FAILED,
+    MigrationStatus.CANCELLED: WebhookEvent.MIGRATION_CANCELLED,
+}
+
+
+# --- pure parts ------------------------------------------------------------------------
+
+
+def retry_delay_s(attempts: int) -> float:
+    """Wait after the `attempts`-th failed attempt: 10 s, 30 s, 90 s, 270 s, ..."""
+    return FIRST_RETRY_S * RETRY_FACTOR ** max(0, attempts - 1)
+
+
+def signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _fernet() -> Fernet:
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"portal webhook secrets"
+    ).derive(str(settings.SECRET_KEY).encode())
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def secret_encrypt(secret: str) -> str:
+    return _fernet().encrypt(secret.encode()).decode()
+
+
+def secret_decrypt(token: str) -> str:
+    """Raises InvalidToken when SECRET_KEY changed since the secret was stored."""
+    return _fernet().decrypt(token.encode()).decode()
+
+
+def url_refusal(url: str) -> str | None:
+    """Why a webhook URL is refused (no DNS lookup), or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "Only http:// and https:// URLs with a host name or address."
+    if parts.username or parts.password:
+        return "No user or password in the URL; the body is signed with the secret."
+    return address_refusal(parts.hostname)
+
+
+# --- endpoints -------------------------------------------------------------------------
+
+
+def webhook_endpoint_create(
+    *,
+    url: str,
+    events: list[str],
+    actor: Actor,
+    secret: str | None = None,
+    active: bool = True,
+    description: str = "",
+) -> tuple[WebhookEndpoint, str]:
+    """Record an endpoint; returns it and its secret (generated when not given), which
+    is shown only now. Raises ValidationError naming the field."""
+    refusal = url_refusal(url)
+    if refusal:
+        raise ValidationError({"url": [refusal]})
+    unknown = sorted(set(events) - set(WebhookEvent.values))
+    if not events or unknown:
+        raise ValidationError(
+            {"events": [f"Choose from {', '.join(WebhookEvent.values)}; unknown: {unknown}."]}
+        )
+    secret = secret or secrets.token_urlsafe(32)
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.create(
+            url=url,
+            secret_encrypted=secret_encrypt(secret),
+            events=sorted(set(events)),
+            active=active,
+            description=description,
+            created_by_name=actor.name,
+        )
+        audit_event_record(
+            actor=actor,
+            event_type=EventType.WEBHOOK_CREATED,
+            target=endpoint,
+            after={"url": url, "events": endpoint.events, "active": active},
+        )
+    return endpoint, secret
+
+
+def webhook_endpoint_delete(*, endpoint: WebhookEndpoint, actor: Actor) -> None:
+    with transaction.atomic():
+        audit_event_record(
+            actor=actor,
+            event_type=EventType.WEBHOOK_DELETED,
+            target=endpoint,
+            before={"url": endpoint.url, "events": endpoint.events, "active": endpoint.active},
+        )
+        endpoint.delete()
+
+
+# --- recording (inside the transaction of the change) ----------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def migration_payload(migration: Migration) -> dict:
+    return {
+        "id": migration.pk,
+        "status": migration.status,
+        "failure_reason": migration.failure_reason,
+        "error": migration.error,
+        "vm_uuid": str(migration.vm_uuid),
+        "vm_name": migration.vm_name,
+        "source": migration.source.name,
+        "destination": migration.destination.name,
+        "batch": migration.batch_id,
+        "created_at": _iso(migration.created_at),
+        "started_at": _iso(migration.started_at),
+        "finished_at": _iso(migration.finished_at),
+        "total_time_ms": migration.total_time_ms,
+        "downtime_ms": migration.downtime_ms,
+        "transferred_bytes": migration.transferred_bytes,
+    }
+
+
+def webhooks_migration_final(*, migration: Migration) -> list[WebhookDelivery]:
+    """Record the deliveries of a migration that reached a final status. Call it in
+    the transaction that wrote the status."""
+    event = _MIGRATION_EVENTS.get(migration.status)
+    if event is None:
+        return []
+    return _deliveries_record(event, {"migration": migration_payload(migration)})
+
+
+def webhooks_batch_finished(*, batch: MigrationBatch, outcomes: dict) -> list[WebhookDelivery]:
+    """Record the deliveries of a batch's final status (in its transaction)."""
+    payload = {
+        "batch": {
+            "id": batch.pk,
+            "kind": batch.kind,
+            "status": batch.status,
+            "host": batch.host.name if batch.host_id else None,
+            "created_at": _iso(batch.created_at),
+            "started_at": _iso(batch.started_at),
+            "finished_at": _iso(batch.finished_at),
+            "children": outcomes,
+        }
+    }
+    return _deliveries_record(WebhookEvent.BATCH_FINISHED, payload)
+
+
+def _deliveries_record(event: WebhookEvent, payload: dict) -> list[WebhookDelivery]:
+    endpoints = [
+        e for e in WebhookEndpoint.objects.filter(active=True) if event.value in (e.events or [])
+    ]
+    if not endpoints:
+        return []
+    now = timezone.now()
+    body = {"event": event.value, "occurred_at": now.isoformat(), **payload}
+    deliveries = [
+        WebhookDelivery.objects.create(
+            endpoint=endpoint, event=event, payload=body, next_attempt_at=now
+        )
+        for endpoint in endpoints
+    ]
+    ids = [d.pk for d in deliveries]
+    transaction.on_commit(lambda: [webhook_delivery_enqueue(delivery_id=i) for i in ids])
+    return deliveries
+
+
+def webhook_delivery_enqueue(*, delivery_id: int) -> None:
+    """Hand one delivery to the task queue; a broker that is down loses nothing (the
+    reconciler sends what is due)."""
+    try:
+        async_task(
+            "migrations_app.tasks.webhook_deliver",
+            delivery_id,
+            task_name=f"webhook-{delivery_id}",
+            q_options={"max_attempts": 1},
+        )
+    except Exception as exc:
+        logger.warning("webhook delivery %s: not enqueued now: %s", delivery_id, exc)
+
+
+# --- sending ---------------------------------------------------------------------------
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001
+        return None  # a 3xx is an answer (a failed attempt), never followed
+
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
+
+
+def _post(delivery: WebhookDelivery, body: bytes, secret: str) -> int:
+    """POST the body; the status code (2xx, or an error's code). Raises OSError or
+    AddressRefused when nothing was answered."""
+    parts = urlsplit(delivery.endpoint.url)
+    connection_check(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    request = urllib.request.Request(
+        delivery.endpoint.url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "libvirt-migration-portal",
+            SIGNATURE_HEADER: signature(secret, body),
+            EVENT_HEADER: delivery.event,
+            DELIVERY_HEADER: str(delivery.pk),
+        },
+    )
+    try:
+        with _OPENER.open(request, timeout=settings.WEBHOOK_TIMEOUT_S) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def webhook_delivery_send(*, delivery_id: int, now: datetime | None = None) -> str:
+    """Send one pending delivery that is due; returns its status afterwards.
+
+    The delivery is taken with a compare-and-set on next_attempt_at (pushed ahead by
+    SEND_LEASE_S), so the task and the reconciler never both send one attempt."""
+    now = now or timezone.now()
+    taken = WebhookDelivery.objects.filter(
+        pk=delivery_id, status=WebhookDeliveryStatus.PENDING, next_attempt_at__lte=now
+    ).update(next_attempt_at=now + timedelta(seconds=SEND_LEASE_S))
+    delivery = WebhookDelivery.objects.select_related("endpoint").filter(pk=delivery_id).first()
+    if delivery is None:  # its endpoint was removed (the deliveries go with it)
+        return "gone"
+    if not taken:
+        return delivery.status
+    body = json.dumps(delivery.payload, sort_keys=True).encode()
+    code: int | None = None
+    error = ""
+    try:
+        secret = secret_decrypt(delivery.endpoint.secret_encrypted)
+        if not delivery.endpoint.active:
+            error = "the endpoint was deactivated"
+        else:
+            code = _post(delivery, body, secret)
+            if not 200 <= code < 300:
+                error = f"answered HTTP {code}"
+    except InvalidToken:
+        error = "the endpoint's secret cannot be read (SECRET_KEY changed): re-create it"
+    except AddressRefused as exc:
+        error = f"refused, not contacted: {exc}"
+    except (OSError, ValueError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    return _attempt_record(delivery, now=now, code=code, error=error)
+
+
+def _attempt_record(
+    delivery: WebhookDelivery, *, now: datetime, code: int | None, error: str
+) -> str:
+    attempts = delivery.attempts + 1
+    fields: dict = {
+        "attempts": attempts,
+        "last_attempt_at": timezone.now(),
+        "last_status_code": code,
+        "last_error": error,
+    }
+    if not error:
+        fields.update(status=WebhookDeliveryStatus.DELIVERED, delivered_at=timezone.now())
+        fields["next_attempt_at"] = None
+    elif attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
+        fields.update(status=WebhookDeliveryStatus.FAILED, next_attempt_at=None)
+    else:
+        fields["next_attempt_at"] = now + timedelta(seconds=retry_delay_s(attempts))
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(**fields)
+    if error:
+        logger.warning("webhook delivery %s, attempt %s: %s", delivery.pk, attempts, error)
+    return fields.get("status", WebhookDeliveryStatus.PENDING)
+
+
+def webhooks_deliver_due(*, now: datetime | None = None) -> list[int]:
+    """The reconciler's part: send every pending delivery whose time has come (first
+    attempts whose task was lost, and retries); returns their ids."""
+    now = now or timezone.now()
+    due = list(
+        WebhookDelivery.objects.filter(
+            status=WebhookDeliveryStatus.PENDING, next_attempt_at__lte=now
+        )
+        .order_by("next_attempt_at", "id")
+        .values_list("pk", flat=True)[:DUE_PER_PASS]
+    )
+    for delivery_id in due:
+        webhook_delivery_send(delivery_id=delivery_id, now=now)
+    return due
