@@ -63,6 +63,7 @@ def vm_detail(request: HttpRequest, uuid: UUID) -> HttpResponse:
             "active_migration": active,
             "active_migration_json": pages.migration_json(active) if active else None,
             "can_migrate": can_migrate(request.user),
+            "can_manage": can_manage_hosts(request.user),
         },
     )
 
