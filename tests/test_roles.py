@@ -7,6 +7,7 @@ change nothing."""
 from __future__ import annotations
 
 import uuid
+from importlib import import_module
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -254,8 +255,23 @@ def test_dashboard_accept_host_key_button_for_host_admins_only(client, world):
 # --- websockets: read-only, any logged-in user who sees the migration -------------------
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def _groups_as_migrated() -> None:
+    """A transactional test's database is flushed after every such test, and the flush
+    takes the rows the data migration wrote: put the groups back from its own table."""
+    from django.contrib.auth.models import Permission
+
+    roles = import_module("migrations_app.migrations.0012_roles").ROLES
+    for name, perms in roles.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        for app_label, codename in perms:
+            group.permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_viewer_follows_any_migration_over_the_websocket(world):
+    _groups_as_migrated()
     viewer = _user("viewer")
 
     async def scenario():
