@@ -1,5 +1,6 @@
 """Who may read the audit log and the reports: administrators (staff users) and
-auditors (users given the "Can view audit event" permission, e.g. through a group)."""
+auditors (users given the "Can view audit event" permission: the group "auditor",
+created by migrations_app/migrations/0012_roles.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def can_read_audit(user) -> bool:
 
 
 class CanReadAudit(BasePermission):
-    message = "Reading the audit log and reports needs an administrator or auditor account."
+    message = "Reading the audit log and reports needs the auditor role (or an administrator)."
 
     def has_permission(self, request, view) -> bool:
         return can_read_audit(request.user)

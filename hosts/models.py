@@ -113,6 +113,14 @@ class Host(models.Model):
 
     class Meta:
         ordering = ["name"]
+        # The host admin role (docs/architecture.md, Roles): hosts.permissions.
+        permissions = [
+            (
+                "manage_host",
+                "Can manage hosts: register, change, remove, refresh, ssh access, "
+                "host keys, TLS, maintenance, evacuation, peer trusts",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -1,12 +1,32 @@
+"""Who may change hosts: the host admin role (the group "host admin", created by
+migrations_app/migrations/0012_roles.py), i.e. users with the permission
+`hosts.manage_host`; superusers have every permission, and staff users keep
+everything they could do before the roles (compatibility). Any logged-in user reads."""
+
+from __future__ import annotations
+
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
+MANAGE_HOST = "hosts.manage_host"
 
-class IsStaffOrReadOnly(BasePermission):
-    """Any logged-in user reads; only staff (administrators) change things."""
 
-    message = "Only administrators (staff users) may change this."
+def can_manage_hosts(user) -> bool:
+    if not (user and user.is_authenticated and user.is_active):
+        return False
+    return user.is_staff or user.has_perm(MANAGE_HOST)
+
+
+class CanManageHosts(BasePermission):
+    message = "Changing hosts needs the host admin role (or an administrator)."
+
+    def has_permission(self, request, view) -> bool:
+        return can_manage_hosts(request.user)
+
+
+class CanManageHostsOrReadOnly(CanManageHosts):
+    """Any logged-in user reads; changes need the host admin role."""
 
     def has_permission(self, request, view) -> bool:
         if not (request.user and request.user.is_authenticated):
             return False
-        return request.method in SAFE_METHODS or request.user.is_staff
+        return request.method in SAFE_METHODS or super().has_permission(request, view)

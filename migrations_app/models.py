@@ -189,6 +189,14 @@ class Migration(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # The operator role (docs/architecture.md, Roles): migrations_app.permissions.
+        permissions = [
+            (
+                "migrate_vm",
+                "Can migrate VMs and control migrations and batches "
+                "(cancel, tune, post-copy, reschedule)",
+            )
+        ]
         constraints = [
             # Two simultaneous requests for one VM: the database lets exactly one in.
             models.UniqueConstraint(

@@ -19,6 +19,7 @@ from migrations_app.checks import cpu_verdicts
 from migrations_app.filters import MigrationReportFilterSet
 from migrations_app.lifecycle import ACTIVE_STATUSES, RUNNING_STATUSES
 from migrations_app.models import Migration, MigrationBatch
+from migrations_app.permissions import sees_all_batches, sees_all_migrations
 from vms.models import VM, VMState
 
 # The states a VM moves live from (the pre-check `vm_state_fits_mode`).
@@ -28,21 +29,22 @@ REPORT_DEFAULT_DAYS = 30
 
 
 def migrations_visible_to(user: AbstractBaseUser) -> QuerySet[Migration]:
-    """Administrators see every migration; other users the ones they requested."""
+    """Administrators and the roles see every migration; other users the ones they
+    requested."""
     queryset = Migration.objects.select_related("source", "destination")
     if not user.is_authenticated:
         return queryset.none()
-    if user.is_staff:
+    if sees_all_migrations(user):
         return queryset
     return queryset.filter(requested_by=user)
 
 
 def batches_visible_to(user: AbstractBaseUser) -> QuerySet[MigrationBatch]:
-    """Administrators see every batch; other users the ones they requested."""
+    """Administrators and the roles see every batch; other users the ones they requested."""
     queryset = MigrationBatch.objects.select_related("host")
     if not user.is_authenticated:
         return queryset.none()
-    if user.is_staff:
+    if sees_all_batches(user):
         return queryset
     return queryset.filter(created_by=user)
 

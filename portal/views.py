@@ -9,10 +9,12 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from hosts.models import Host
+from hosts.permissions import can_manage_hosts
 from migrations_app.api.serializers import MigrationBatchSerializer
 from migrations_app.filters import MigrationFilterSet
 from migrations_app.lifecycle import BATCH_FINAL_STATUSES, BatchStatus
 from migrations_app.models import MigrationStatus
+from migrations_app.permissions import can_migrate
 from migrations_app.selectors import batches_visible_to, migrations_visible_to
 from portal import pages
 from vms.filters import VMFilterSet
@@ -38,6 +40,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "host_names": Host.objects.order_by("name").values_list("name", flat=True),
             "states": VMState.choices,
             "active_migrations": pages.active_migrations_for(request.user),
+            "can_manage": can_manage_hosts(request.user),
         },
     )
 
@@ -59,7 +62,8 @@ def vm_detail(request: HttpRequest, uuid: UUID) -> HttpResponse:
             "migrations": pages.vm_migrations(user=request.user, vm=vm),
             "active_migration": active,
             "active_migration_json": pages.migration_json(active) if active else None,
-            "can_migrate": request.user.is_staff,
+            "can_migrate": can_migrate(request.user),
+            "can_manage": can_manage_hosts(request.user),
         },
     )
 
@@ -76,7 +80,7 @@ def host_detail(request: HttpRequest, host_id: int) -> HttpResponse:
             "host": host,
             "vms": pages.host_vms(host),
             "active_migrations": pages.host_active_migrations(user=request.user, host=host),
-            "can_manage": request.user.is_staff,
+            "can_manage": can_manage_hosts(request.user),
         },
     )
 
@@ -117,7 +121,7 @@ def migration_detail(request: HttpRequest, migration_id: int) -> HttpResponse:
             "timeline": pages.migration_timeline(migration, events),
             "events": events,
             "completed_stats": sorted((migration.completed_stats or {}).items()),
-            "can_control": request.user.is_staff,
+            "can_control": can_migrate(request.user),
         },
     )
 
@@ -139,7 +143,7 @@ def migration_batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
                 "status_labels": dict(BatchStatus.choices),
                 "final_statuses": [str(s) for s in BATCH_FINAL_STATUSES],
             },
-            "can_control": request.user.is_staff,
+            "can_control": can_migrate(request.user),
         },
     )
 

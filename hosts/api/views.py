@@ -17,16 +17,16 @@ from hosts.api.serializers import (
     TlsIssueSerializer,
 )
 from hosts.models import Host, PeerTrust
-from hosts.permissions import IsStaffOrReadOnly
+from hosts.permissions import CanManageHostsOrReadOnly
 
 
 class HostViewSet(viewsets.ModelViewSet):
-    """Hypervisor hosts. Reading needs a login; changes need an administrator."""
+    """Hypervisor hosts. Reading needs a login; changes need the host admin role."""
 
     # /api/hosts/ is served by the subclass vms.api.views.HostViewSet, which adds what
     # needs the VM inventory: VM counts and `refresh` (it syncs the host's VMs).
     serializer_class = HostSerializer
-    permission_classes = [IsStaffOrReadOnly]
+    permission_classes = [CanManageHostsOrReadOnly]
     filterset_fields = ["status", "transport", "arch"]
 
     def get_queryset(self):
@@ -133,7 +133,7 @@ class PeerTrustViewSet(
     the destination and the pinned host key off the source."""
 
     serializer_class = PeerTrustSerializer
-    permission_classes = [IsStaffOrReadOnly]
+    permission_classes = [CanManageHostsOrReadOnly]
     filterset_fields = ["source", "destination"]
 
     def get_queryset(self):

@@ -5,12 +5,12 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import IsAdminUser, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from audit.services import Actor
 from hosts.models import Host
+from hosts.permissions import CanManageHosts
 from migrations_app.api.placement_serializers import (
     DestinationsSerializer,
     EvacuateRequestSerializer,
@@ -19,17 +19,18 @@ from migrations_app.api.placement_serializers import (
     evacuation_data,
 )
 from migrations_app.evacuation import host_evacuate
+from migrations_app.permissions import CanMigrate
 from migrations_app.selectors import destinations_ranked
 from vms.api.views import VMByUUIDMixin
 from vms.models import VM
 
 
 class VMDestinationsViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
-    """GET /api/vms/{uuid}/destinations/ (administrators: it opens connections to the
+    """GET /api/vms/{uuid}/destinations/ (the operator role: it opens connections to the
     hosts for libvirt's CPU comparison)."""
 
     queryset = VM.objects.all()
-    permission_classes = [IsAuthenticated, IsAdminUser]
+    permission_classes = [CanMigrate]
 
     @extend_schema(responses=DestinationsSerializer)
     @action(detail=True, methods=["get"])
@@ -45,10 +46,11 @@ class VMDestinationsViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
 
 
 class HostEvacuateViewSet(viewsets.GenericViewSet):
-    """POST /api/hosts/{id}/evacuate/ (the rest of /api/hosts/ is vms.api.views)."""
+    """POST /api/hosts/{id}/evacuate/ (the rest of /api/hosts/ is vms.api.views). The
+    host admin role, not the operator: it puts the host into maintenance."""
 
     queryset = Host.objects.all()
-    permission_classes = [IsAuthenticated, IsAdminUser]
+    permission_classes = [CanManageHosts]
 
     @extend_schema(
         request=EvacuateRequestSerializer,

@@ -1,7 +1,6 @@
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import IsAdminUser, IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,6 +22,7 @@ from migrations_app.api.serializers import (
     TuneSerializer,
 )
 from migrations_app.filters import MigrationFilterSet, MigrationReportFilterSet
+from migrations_app.permissions import CanMigrate
 from migrations_app.selectors import (
     batches_visible_to,
     migrations_for_report,
@@ -61,7 +61,7 @@ class MigrationViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_permissions(self):
         if self.action in ("cancel", "tune", "postcopy", "partial_update"):
-            return [IsAuthenticated(), IsAdminUser()]
+            return [CanMigrate()]
         return super().get_permissions()
 
     def _control(self, request: Request, call, **kwargs) -> Response:
@@ -123,7 +123,7 @@ class MigrationBatchViewSet(
 
     def get_permissions(self):
         if self.action in ("create", "cancel"):
-            return [IsAuthenticated(), IsAdminUser()]
+            return [CanMigrate()]
         return super().get_permissions()
 
     @extend_schema(request=BatchCreateSerializer, responses={202: MigrationBatchSerializer})
@@ -163,10 +163,10 @@ class MigrationBatchViewSet(
 
 class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
     """Migrating one VM: POST /api/vms/{uuid}/migrate/ and /api/vms/{uuid}/migrate/check/
-    (the rest of /api/vms/ is vms.api.views.VMViewSet). Administrators only."""
+    (the rest of /api/vms/ is vms.api.views.VMViewSet). The operator role."""
 
     queryset = VM.objects.all()
-    permission_classes = [IsAuthenticated, IsAdminUser]
+    permission_classes = [CanMigrate]
 
     def _request_input(self, request: Request):
         vm = self.get_object()

@@ -15,7 +15,7 @@ from vms.services import host_refresh_with_vms
 
 
 class HostViewSet(host_views.HostViewSet):
-    """Hypervisor hosts. Reading needs a login; changes need an administrator."""
+    """Hypervisor hosts. Reading needs a login; changes need the host admin role."""
 
     # hosts.api.views.HostViewSet with what needs the VM inventory: VM counts, refresh.
     serializer_class = HostSerializer

@@ -1,0 +1,38 @@
+"""Who may migrate: the operator role (the group "operator", created by
+migrations/0012_roles.py), i.e. users with the permission `migrations_app.migrate_vm`;
+superusers have every permission, and staff users keep everything they could do before
+the roles (compatibility). Who sees every migration and batch, not only their own:
+users with Django's `view_migration` / `view_migrationbatch` (every role but auditor)."""
+
+from __future__ import annotations
+
+from rest_framework.permissions import BasePermission
+
+MIGRATE_VM = "migrations_app.migrate_vm"
+VIEW_ALL_MIGRATIONS = "migrations_app.view_migration"
+VIEW_ALL_BATCHES = "migrations_app.view_migrationbatch"
+
+
+def _has(user, permission: str) -> bool:
+    if not (user and user.is_authenticated and user.is_active):
+        return False
+    return user.is_staff or user.has_perm(permission)
+
+
+def can_migrate(user) -> bool:
+    return _has(user, MIGRATE_VM)
+
+
+def sees_all_migrations(user) -> bool:
+    return _has(user, VIEW_ALL_MIGRATIONS)
+
+
+def sees_all_batches(user) -> bool:
+    return _has(user, VIEW_ALL_BATCHES)
+
+
+class CanMigrate(BasePermission):
+    message = "Migrating needs the operator role (or an administrator)."
+
+    def has_permission(self, request, view) -> bool:
+        return can_migrate(request.user)
