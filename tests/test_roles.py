@@ -1,4 +1,4 @@
-"""The roles (groups created by migrations_app/migrations/0012_roles.py): who may do
+"""The roles (groups created by migrations_app/migrations/0013_roles.py): who may do
 what, through the API, the pages and the websockets, with real users in the real
 groups. An allowed write is sent with input that stops at validation (400) or names a
 missing object (404), so nothing reaches a hypervisor; a refused one must be 403 and
@@ -260,7 +260,7 @@ def _groups_as_migrated() -> None:
     takes the rows the data migration wrote: put the groups back from its own table."""
     from django.contrib.auth.models import Permission
 
-    roles = import_module("migrations_app.migrations.0012_roles").ROLES
+    roles = import_module("migrations_app.migrations.0013_roles").ROLES
     for name, perms in roles.items():
         group, _ = Group.objects.get_or_create(name=name)
         for app_label, codename in perms:

@@ -5,7 +5,7 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("migrations_app", "0010_batch_schedule"),
+        ("migrations_app", "0011_webhooks"),
     ]
 
     operations = [

@@ -57,7 +57,7 @@ class Migration(migrations.Migration):
         ("audit", "0004_host_type_indexes"),
         ("hosts", "0007_manage_host_permission"),
         ("vms", "0002_inventory_sync_schedule"),
-        ("migrations_app", "0011_migrate_vm_permission"),
+        ("migrations_app", "0012_migrate_vm_permission"),
     ]
 
     operations = [migrations.RunPython(roles_create, roles_delete)]
