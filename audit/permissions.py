@@ -1,6 +1,6 @@
 """Who may read the audit log and the reports: administrators (staff users) and
 auditors (users given the "Can view audit event" permission: the group "auditor",
-created by migrations_app/migrations/0012_roles.py)."""
+created by migrations_app/migrations/0013_roles.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Who may change hosts: the host admin role (the group "host admin", created by
-migrations_app/migrations/0012_roles.py), i.e. users with the permission
+migrations_app/migrations/0013_roles.py), i.e. users with the permission
 `hosts.manage_host`; superusers have every permission, and staff users keep
 everything they could do before the roles (compatibility). Any logged-in user reads."""
 
