@@ -32,7 +32,8 @@ def test_host_page_maintenance_and_evacuation_plan(portal, page, linux_vm):  # n
     expect(page.locator("[data-field=maintenance-state]")).to_contain_text("Not in maintenance")
     page.fill("#maintenance-reason", "firmware update")
     page.click("#maintenance-submit")
-    expect(page.locator("[data-field=maintenance-badge]")).to_be_visible()
+    # The API call and the page's reload: give a busy machine time.
+    expect(page.locator("[data-field=maintenance-badge]")).to_be_visible(timeout=30_000)
     expect(page.locator("[data-field=maintenance-state]")).to_contain_text("firmware update")
     page.screenshot(path=str(ARTIFACTS / "host-maintenance.png"), full_page=True)
     assert Host.objects.get(name=resting.name).maintenance is True

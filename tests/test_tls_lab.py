@@ -189,8 +189,8 @@ def test_certificates_are_made_over_ssh_and_keys_stay_on_the_host(api, tls_lab):
     # grep in a process of its own: reading the SQLite files here would drop this
     # process's locks on them (POSIX locks are per process) and corrupt the WAL.
     for name in keys:
-        body = "".join(keys[name].read_text().splitlines()[1:-1])
-        needle = body[len(body) // 2 : len(body) // 2 + 40]
+        key_text = "".join(keys[name].read_text().splitlines()[1:-1])
+        needle = key_text[len(key_text) // 2 : len(key_text) // 2 + 40]
         found = subprocess.run(
             ["grep", "-rlF", f"--exclude-dir={config.root.name}", needle, str(settings.DATA_DIR)],
             capture_output=True,
