@@ -4,6 +4,7 @@ import os
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -79,6 +80,21 @@ def admin_user(db):
 @pytest.fixture
 def viewer_user(db):
     return get_user_model().objects.create_user(username="viewer", password="viewer-pass-123")
+
+
+@pytest.fixture
+def browser(admin_user) -> Client:
+    """The pages as the admin sees them (Django's test client, logged in)."""
+    client = Client()
+    assert client.login(username="admin", password="admin-pass-123")
+    return client
+
+
+@pytest.fixture
+def viewer_browser(viewer_user) -> Client:
+    client = Client()
+    assert client.login(username="viewer", password="viewer-pass-123")
+    return client
 
 
 @pytest.fixture

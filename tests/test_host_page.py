@@ -16,20 +16,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def browser(admin_user) -> Client:
-    client = Client()
-    assert client.login(username="admin", password="admin-pass-123")
-    return client
-
-
-@pytest.fixture
-def viewer_browser(viewer_user) -> Client:
-    client = Client()
-    assert client.login(username="viewer", password="viewer-pass-123")
-    return client
-
-
-@pytest.fixture
 def host() -> Host:
     host = Host.objects.create(
         name="alpha",

@@ -333,15 +333,6 @@ def test_the_list_filters_scheduled_ones(api, vm):
 # --- the pages ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def browser(admin_user):
-    from django.test import Client
-
-    client = Client()
-    assert client.login(username="admin", password="admin-pass-123")
-    return client
-
-
 def test_the_pages_show_a_scheduled_migration(api, browser, vm):
     migration = _scheduled(api, vm, window_end=_at(7200))
     listed = browser.get("/migrations/?status=scheduled").content.decode()
