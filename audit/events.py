@@ -18,6 +18,10 @@ class EventType(models.TextChoices):
     AUTH_LOGIN = "auth.login", "Logged in"
     AUTH_LOGOUT = "auth.logout", "Logged out"
     AUTH_LOGIN_FAILED = "auth.login_failed", "Login failed"
+    # Login throttling (portal.login_throttle): a user name or a client address reached
+    # its limit of failed logins (once per window), and each attempt refused while locked.
+    AUTH_LOGIN_LOCKED = "auth.login_locked", "Logins locked: too many failures"
+    AUTH_LOGIN_THROTTLED = "auth.login_throttled", "Login refused: locked"
 
     # Hosts (hosts.services, hosts.ssh_services, hosts.tls_services).
     HOST_CREATED = "host.created", "Host added"
@@ -38,6 +42,8 @@ class EventType(models.TextChoices):
     # hosts.services.host_maintenance_set
     HOST_MAINTENANCE_ENTERED = "host.maintenance_entered", "Host entered maintenance"
     HOST_MAINTENANCE_LEFT = "host.maintenance_left", "Host left maintenance"
+    # The portal's own key pairs (hosts.credentials): made, imported or replaced.
+    HOST_PORTAL_CREDENTIAL_STORED = "host.portal_credential_stored", "Portal key pair stored"
 
     # VMs (vms.services).
     VM_DISCOVERED = "vm.discovered", "VM discovered"

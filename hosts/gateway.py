@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -195,6 +196,11 @@ class HostConnection:
     def __init__(self, uri: str, conn: libvirt.virConnect) -> None:
         self.uri = uri
         self._conn = conn
+        self.broken = False
+
+    def mark_broken(self) -> None:
+        """A call reported the host unreachable: a pooled connection is not reused."""
+        self.broken = True
 
     def capabilities(self) -> HostCapabilities:
         try:
@@ -378,14 +384,25 @@ class HostConnection:
 
     def volume(self, path: str) -> VolumeInfo | None:
         """The storage volume at `path` (pools refreshed first), or None if no pool has it."""
+        return self.volumes([path])[path]
+
+    def volumes(self, paths: list[str]) -> dict[str, VolumeInfo | None]:
+        """`volume` for several paths, the pools refreshed once (a refresh rescans the
+        pool's folder: the pre-checks' largest cost on a pool of many images)."""
+        found: dict[str, VolumeInfo | None] = {}
         try:
             self._refreshed_pools()
-            _type, capacity, allocation = self._conn.storageVolLookupByPath(path).info()
-            return VolumeInfo(path, int(capacity), int(allocation))
+            for path in paths:
+                try:
+                    _type, capacity, allocation = self._conn.storageVolLookupByPath(path).info()
+                    found[path] = VolumeInfo(path, int(capacity), int(allocation))
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                        raise
+                    found[path] = None
         except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-                return None
-            raise _translate(exc, f"looking up {path} on {self.uri}") from exc
+            raise _translate(exc, f"looking up volumes on {self.uri}") from exc
+        return found
 
     def pool_for_directory(self, directory: str) -> PoolInfo | None:
         """The active storage pool whose target is `directory` (where libvirt creates a
@@ -523,12 +540,9 @@ def _domain_info(dom: libvirt.virDomain) -> DomainInfo:
     )
 
 
-@contextmanager
-def connect(uri: str, *, timeout: float) -> Iterator[HostConnection]:
-    """Open `uri`, yield a HostConnection, always close it.
-
-    Raises HostUnreachable if the host does not answer within `timeout` seconds.
-    """
+def _open(uri: str, timeout: float) -> libvirt.virConnect:
+    """Open `uri` within `timeout` s (TCP probe, then libvirt's handshake in a thread),
+    with client keepalive set: what bounds every later call on it."""
     parts = urlsplit(uri)
     transport = parts.scheme.partition("+")[2] or "unix"
     if parts.hostname and transport in DEFAULT_PORTS:
@@ -544,10 +558,194 @@ def connect(uri: str, *, timeout: float) -> Iterator[HostConnection]:
         conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
     except libvirt.libvirtError as exc:  # e.g. a driver without keepalive (test://)
         logger.debug("no keepalive on %s: %s", uri, _message(exc))
+    return conn
+
+
+def _close(conn: libvirt.virConnect) -> None:
+    try:
+        conn.close()
+    except libvirt.libvirtError:
+        pass
+
+
+@contextmanager
+def connect(uri: str, *, timeout: float) -> Iterator[HostConnection]:
+    """Open `uri`, yield a HostConnection, always close it.
+
+    Raises HostUnreachable if the host does not answer within `timeout` seconds.
+    """
+    conn = _open(uri, timeout)
     try:
         yield HostConnection(uri, conn)
     finally:
-        try:
-            conn.close()
-        except libvirt.libvirtError:
-            pass
+        _close(conn)
+
+
+# --- long-lived connections, kept open per URI and process ----------------------------
+#
+# Opening a connection costs a TCP handshake and libvirt's (tcp: ~10 ms; ssh: an ssh
+# process, its key exchange and the remote helper, 100-300 ms). A worker keeps the
+# connections it opened (at most POOL_MAX_IDLE per URI: the migration call and the
+# monitor need two at once), with the same keepalive as any other, so a call on one is
+# bounded exactly as on a fresh one (`keepalive_bound_s`).
+#
+# A connection is lent to one user at a time, never shared by concurrent calls: with
+# libvirt 9.0, when keepalive closed a connection on which one thread was blocked in
+# migrateToURI3, another thread's concurrent call on it never returned (measured on the
+# lab with the source's control plane cut; the fault matrix's "portal cut off from the
+# source" case).
+#
+# Before it is lent, a connection is checked alive (keepalive closes a dead one); one
+# whose user saw the host unreachable is closed, not kept. `generation` names the
+# credentials it was opened with (the caller's choice: pinned host key, certificates):
+# a different generation for the same URI closes the older connections, as
+# `pool_forget` does; a connection in use is closed when its user gives it back, never
+# under a running call (closing the client connection that started a migration would
+# end the migration). Idle ones are closed after POOL_IDLE_S.
+
+POOL_IDLE_S = float(os.environ.get("PORTAL_LIBVIRT_POOL_IDLE_S", "300"))
+POOL_MAX_IDLE = 2
+
+
+@dataclass(eq=False)
+class _Pooled:
+    uri: str
+    generation: str
+    epoch: int
+    keepalive: tuple[int, int]
+    conn: libvirt.virConnect
+    last_used: float = 0.0
+
+
+_pool_lock = threading.Lock()
+_idle: dict[str, list[_Pooled]] = {}  # connections ready to lend, most recent last
+_busy: set[_Pooled] = set()  # lent out now
+_epochs: dict[str, int] = {}  # raised by pool_forget: older connections are not kept
+_generations: dict[str, str] = {}  # the newest credentials asked for, per URI
+# Connections a forked child found in its parent's pool: kept referenced and never
+# used or closed in the child (closing, or garbage collection, would send libvirt's
+# close over the parent's socket).
+_inherited: list[_Pooled] = []
+
+
+def _alive(conn: libvirt.virConnect) -> bool:
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
+
+
+def _keepalive() -> tuple[int, int]:
+    return (KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+
+
+def _current(entry: _Pooled) -> bool:
+    """Opened with the credentials and keepalive asked for now, and not forgotten."""
+    return (
+        entry.generation == _generations.get(entry.uri, entry.generation)
+        and entry.epoch == _epochs.get(entry.uri, 0)
+        and entry.keepalive == _keepalive()
+    )
+
+
+def _pool_acquire(uri: str, timeout: float, generation: str) -> _Pooled:
+    to_close: list[libvirt.virConnect] = []
+    found: _Pooled | None = None
+    now = time.monotonic()
+    with _pool_lock:
+        _generations[uri] = generation
+        for key, entries in list(_idle.items()):
+            stale = [e for e in entries if now - e.last_used > POOL_IDLE_S]
+            if stale:
+                to_close += [e.conn for e in stale]
+                _idle[key] = [e for e in entries if e not in stale]
+        entries = _idle.get(uri, [])
+        while entries and found is None:
+            entry = entries.pop()
+            if _current(entry) and _alive(entry.conn):
+                found = entry
+            else:
+                to_close.append(entry.conn)
+        epoch = _epochs.get(uri, 0)
+        if found is not None:
+            _busy.add(found)
+    for conn in to_close:
+        _close(conn)
+    if found is not None:
+        return found
+    # Opened outside the lock: a slow host must not hold up connections to the others.
+    fresh = _Pooled(uri, generation, epoch, _keepalive(), _open(uri, timeout))
+    with _pool_lock:
+        _busy.add(fresh)
+    return fresh
+
+
+def _pool_release(entry: _Pooled, *, broken: bool) -> None:
+    with _pool_lock:
+        _busy.discard(entry)
+        entries = _idle.setdefault(entry.uri, [])
+        keep = (
+            not broken
+            and _current(entry)
+            and len(entries) < POOL_MAX_IDLE
+            and entry not in _inherited
+            and _alive(entry.conn)
+        )
+        if keep:
+            entry.last_used = time.monotonic()
+            entries.append(entry)
+    if not keep:
+        _close(entry.conn)
+
+
+@contextmanager
+def pooled(uri: str, *, timeout: float, generation: str = "") -> Iterator[HostConnection]:
+    """A HostConnection to `uri` from this process's pool (opened within `timeout` s if
+    none is alive and free), lent to this block alone and kept open after it. It is
+    closed instead if the block raises HostUnreachable or calls `mark_broken()`."""
+    entry = _pool_acquire(uri, timeout, generation)
+    handle = HostConnection(uri, entry.conn)
+    broken = False
+    try:
+        yield handle
+    except HostUnreachable:
+        broken = True
+        raise
+    finally:
+        _pool_release(entry, broken=broken or handle.broken)
+
+
+def pool_forget(uri: str | None = None) -> None:
+    """Close the idle pooled connections to `uri` (every URI if None), e.g. when a
+    host's address or credentials change; those in use are closed when given back."""
+    with _pool_lock:
+        uris = [uri] if uri is not None else list({*_idle, *(e.uri for e in _busy)})
+        to_close = []
+        for key in uris:
+            _epochs[key] = _epochs.get(key, 0) + 1
+            to_close += [e.conn for e in _idle.pop(key, [])]
+    for conn in to_close:
+        _close(conn)
+
+
+def pool_size() -> int:
+    """Idle connections kept open by this process."""
+    with _pool_lock:
+        return sum(len(entries) for entries in _idle.values())
+
+
+def _pool_before_fork() -> None:
+    # A child must not inherit open sockets that libvirt's event loop watches (its own
+    # loop would read the parent's replies): idle connections are closed first. The
+    # portal's forking processes (django-q2's sentinel, gunicorn's master) hold none.
+    pool_forget()
+
+
+def _pool_after_fork_in_child() -> None:
+    global _pool_lock, _idle, _busy
+    _inherited.extend([e for entries in _idle.values() for e in entries] + list(_busy))
+    _idle, _busy = {}, set()
+    _pool_lock = threading.Lock()
+
+
+os.register_at_fork(before=_pool_before_fork, after_in_child=_pool_after_fork_in_child)

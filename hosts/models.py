@@ -24,6 +24,11 @@ class HostStatus(models.TextChoices):
 DEFAULT_PORTS = {Transport.TCP: 16509, Transport.TLS: 16514, Transport.SSH: 22}
 
 
+def ssh_port_of(transport: str, port: int | None) -> int:
+    """The port ssh reaches a host on: its own port for an ssh host, else 22."""
+    return port if transport == Transport.SSH and port else 22
+
+
 def _default_shared_paths() -> list[str]:
     return list(settings.SHARED_STORAGE_PATHS)
 
@@ -140,7 +145,7 @@ class Host(models.Model):
 
     @property
     def ssh_port(self) -> int:
-        return self.port if self.transport == Transport.SSH and self.port else 22
+        return ssh_port_of(self.transport, self.port)
 
     @property
     def connection_uri(self) -> str:
@@ -217,3 +222,30 @@ def tls_peer_uri(destination: Host) -> str:
     address = f"[{destination.address}]" if ":" in destination.address else destination.address
     port = destination.port if destination.transport == Transport.TLS and destination.port else None
     return f"qemu+tls://{address}{f':{port}' if port else ''}/system"
+
+
+class CredentialKind(models.TextChoices):
+    SSH_KEY = "ssh_key", "The portal's ssh key pair"
+    TLS_CA = "tls_ca", "The portal's TLS certificate authority"
+    TLS_CLIENT = "tls_client", "The portal's TLS client certificate"
+
+
+class PortalCredential(models.Model):
+    """One of the portal's own key pairs, the same for every portal node: the public
+    half in the clear (an ssh public key line, or a PEM certificate), the private half
+    (PEM) encrypted with Fernet under a key derived from SECRET_KEY, never in the clear.
+    Read and written by `hosts.credentials` only; each node materialises the files it
+    needs from these rows (docs/nodes.md)."""
+
+    kind = models.CharField(max_length=16, choices=CredentialKind.choices, unique=True)
+    public = models.TextField()
+    private_encrypted = models.TextField()
+    fingerprint = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["kind"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.fingerprint})"

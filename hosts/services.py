@@ -130,7 +130,9 @@ class DomainsSync(Protocol):
     ) -> object: ...
 
 
-def host_refresh(*, host: Host, actor: Actor, domains_sync: DomainsSync | None = None) -> Host:
+def host_refresh(
+    *, host: Host, actor: Actor, domains_sync: DomainsSync | None = None, reuse: bool = False
+) -> Host:
     """Reconnect and re-read the host's capabilities.
 
     With `domains_sync` the host's domains are listed on the same connection and handed
@@ -142,7 +144,7 @@ def host_refresh(*, host: Host, actor: Actor, domains_sync: DomainsSync | None =
         host = _host_key_first_contact(host=host, actor=actor)
     try:
         # The connection is opened outside any transaction: it can take seconds.
-        with host_connect(host) as conn:
+        with host_connect(host, reuse=reuse) as conn:
             capabilities = conn.capabilities()
             domains = conn.list_domains() if domains_sync is not None else []
     except gateway.GatewayError as exc:

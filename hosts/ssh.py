@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import shlex
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -90,40 +90,51 @@ class PortalKey:
         return HostKey.from_line(self.public_line).fingerprint
 
 
-def portal_key_ensure(private_path: Path, comment: str = "live-migration-portal") -> PortalKey:
-    """The portal's ed25519 key pair, created once; the private key file is 0600."""
-    public_path = private_path.with_suffix(".pub")
-    if not private_path.exists():
-        private_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
-        # O_EXCL + mode: the file never exists with wider permissions, not even briefly.
-        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(pem)
+def portal_key_generate(comment: str = "live-migration-portal") -> tuple[bytes, str]:
+    """A new ed25519 key pair for the portal: (private key PEM, public key line)."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return pem, f"{public.decode()} {comment}"
+
+
+def portal_key_read(
+    private_path: Path, comment: str = "live-migration-portal"
+) -> tuple[bytes, str]:
+    """An existing private key file (OpenSSH or PEM, unencrypted): (its bytes, the public
+    key line). Raises SshError if it is not an unencrypted ed25519, ECDSA or RSA key."""
+    pem = private_path.read_bytes()
+    try:
+        key = serialization.load_ssh_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise SshError(
+                f"{private_path} is not an unencrypted ssh private key the portal can use"
+            ) from exc
+    try:
         public = key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         )
-        public_path.write_text(f"{public.decode()} {comment}\n")
-    os.chmod(private_path, 0o600)
-    return PortalKey(private_path=private_path, public_line=public_path.read_text().strip())
+    except ValueError as exc:
+        raise SshError(f"{private_path} holds a kind of key ssh cannot use") from exc
+    return pem, f"{public.decode()} {comment}"
 
 
-def known_hosts_write(path: Path, entries: list[tuple[str, int, str]]) -> None:
-    """Write an OpenSSH known_hosts file of (address, port, key line) for libvirt."""
+def known_hosts_text(entries: list[tuple[str, int, str]]) -> str:
+    """An OpenSSH known_hosts file of (address, port, key line), for libvirt's ssh."""
     lines = []
     for address, port, key_line in entries:
         host = address if port == 22 else f"[{address}]:{port}"
         lines.append(f"{host} {key_line}\n")
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(lines))
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    return "".join(lines)
 
 
 SSH_CONNECT_TIMEOUT_S = 5
@@ -138,7 +149,7 @@ LIBVIRT_REMOTE_HELPER = "virt-ssh-helper qemu:///system"
 LIBVIRT_REMOTE_HELPER_SUDO = f"sudo -n {LIBVIRT_REMOTE_HELPER}"
 
 
-def ssh_command_write(path: Path, known_hosts: Path, *, remote_command: str | None = None) -> None:
+def ssh_command_script(known_hosts: Path, *, remote_command: str | None = None) -> str:
     """The ssh libvirt runs for qemu+ssh:// (URI parameter `command`): OpenSSH that
     trusts only the pinned keys and never asks anything.
 
@@ -154,7 +165,7 @@ def ssh_command_write(path: Path, known_hosts: Path, *, remote_command: str | No
             'shift "$n"\n'
             f'set -- "$@" {shlex.quote(remote_command)}\n'
         )
-    script = (
+    return (
         "#!/bin/sh\n"
         "# Written by the portal: ssh for libvirt, host keys checked against the keys\n"
         "# pinned in the portal's database only.\n"
@@ -166,12 +177,6 @@ def ssh_command_write(path: Path, known_hosts: Path, *, remote_command: str | No
         f" -o ServerAliveCountMax={SSH_ALIVE_COUNT}"
         f' -o UserKnownHostsFile={shlex.quote(str(known_hosts))} "$@"\n'
     )
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not path.exists() or path.read_text() != script:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(script)
-        os.chmod(tmp, 0o700)
-        tmp.replace(path)
 
 
 def as_root(command: str, user: str) -> str:

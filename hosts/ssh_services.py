@@ -7,6 +7,7 @@ dropped: it is not stored, logged, audited, queued, or echoed in any error.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -15,8 +16,8 @@ from django.utils import timezone
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
-from hosts import ssh
-from hosts.models import Host, Transport
+from hosts import credentials, ssh
+from hosts.models import CredentialKind, Host, Transport, ssh_port_of
 
 logger = logging.getLogger(__name__)
 
@@ -66,34 +67,74 @@ def _host_clean(host: Host) -> None:
         raise ValidationError(errors) from exc
 
 
+def _portal_key_material() -> credentials.Material:
+    """The key a node that has none in the database stores: the key file a deployment
+    placed at SSH_KEY_PATH before the first use (or a data folder made before the key
+    moved to the database) is adopted, so hosts that trust it keep working; else a new
+    one."""
+    path = settings.SSH_KEY_PATH
+    if path.exists():
+        pem, public_line = ssh.portal_key_read(path)
+        logger.info("the portal's ssh key %s is now kept in the database", path)
+    else:
+        pem, public_line = ssh.portal_key_generate()
+    return public_line, pem, ssh.HostKey.from_line(public_line).fingerprint
+
+
 def portal_public_key() -> ssh.PortalKey:
-    return ssh.portal_key_ensure(settings.SSH_KEY_PATH)
+    """The portal's ssh key pair, the same on every node: kept in the database (private
+    key encrypted) and materialised on this node as SSH_KEY_PATH (0600, folder 0700)
+    and its `.pub` before it is used."""
+    path = settings.SSH_KEY_PATH
+    how = f"adopted from {path}" if path.exists() else "made on first use"
+    key = credentials.credential_ensure(CredentialKind.SSH_KEY, _portal_key_material, how=how)
+    credentials.file_sync(path, key.private)
+    credentials.file_sync(path.with_suffix(".pub"), f"{key.public}\n".encode(), mode=0o644)
+    return ssh.PortalKey(private_path=path, public_line=key.public)
+
+
+def portal_key_import(*, path: Path, actor: Actor) -> ssh.PortalKey:
+    """Make the key in the file `path` the portal's ssh key on every node (a key the
+    deployment made, or the next key of a rotation): hosts must already trust it."""
+    pem, public_line = ssh.portal_key_read(path)
+    credentials.credential_replace(
+        CredentialKind.SSH_KEY,
+        (public_line, pem, ssh.HostKey.from_line(public_line).fingerprint),
+        how=f"imported from {path}",
+        actor=actor,
+    )
+    return portal_public_key()
 
 
 def known_hosts_refresh() -> None:
-    """Rewrite the known_hosts file (and the ssh wrapper reading it) that libvirt's
-    qemu+ssh connections use, from the pinned keys in the database."""
+    """Bring this node's known_hosts file (and the ssh wrappers reading it) that
+    libvirt's qemu+ssh connections use up to date with the keys pinned in the database;
+    files already up to date are left alone."""
+    # Plain values, no model instances: this runs before every ssh connection.
+    rows = Host.objects.exclude(ssh_host_key="").order_by("name")
     entries = [
-        (host.address, host.ssh_port, host.ssh_host_key)
-        for host in Host.objects.exclude(ssh_host_key="").order_by("name")
+        (address, ssh_port_of(transport, port), key)
+        for address, transport, port, key in rows.values_list(
+            "address", "transport", "port", "ssh_host_key"
+        )
     ]
-    ssh.known_hosts_write(settings.SSH_KNOWN_HOSTS_PATH, entries)
-    ssh.ssh_command_write(settings.SSH_COMMAND_PATH, settings.SSH_KNOWN_HOSTS_PATH)
-    ssh.ssh_command_write(
+    known_hosts = settings.SSH_KNOWN_HOSTS_PATH
+    credentials.file_sync(known_hosts, ssh.known_hosts_text(entries).encode())
+    credentials.file_sync(
+        settings.SSH_COMMAND_PATH, ssh.ssh_command_script(known_hosts).encode(), mode=0o700
+    )
+    credentials.file_sync(
         settings.SSH_SUDO_COMMAND_PATH,
-        settings.SSH_KNOWN_HOSTS_PATH,
-        remote_command=ssh.LIBVIRT_REMOTE_HELPER_SUDO,
+        ssh.ssh_command_script(known_hosts, remote_command=ssh.LIBVIRT_REMOTE_HELPER_SUDO).encode(),
+        mode=0o700,
     )
 
 
 def ssh_files_ensure(*hosts: Host) -> None:
-    """Before libvirt connects to an ssh host: the wrapper and known_hosts exist
-    (a new data folder, or a restored database, may lack them)."""
-    if any(h.transport == Transport.SSH for h in hosts) and not (
-        settings.SSH_COMMAND_PATH.exists()
-        and settings.SSH_SUDO_COMMAND_PATH.exists()
-        and settings.SSH_KNOWN_HOSTS_PATH.exists()
-    ):
+    """Before libvirt connects to an ssh host: this node's key file, wrappers and
+    known_hosts match the database (a new node's empty data folder, a host key accepted
+    on another node, a restored database)."""
+    if any(h.transport == Transport.SSH for h in hosts):
         portal_public_key()
         known_hosts_refresh()
 

@@ -6,10 +6,10 @@ folder), signing a host's certificate signing requests (the host's private keys 
 generated on the host and never leave it: only CSRs come here), reading what a
 certificate says, and judging a certificate against the CA and the clock.
 
-Where the CA key lives: a 0600 file in the data folder (`settings.TLS_DIR`/ca), like
-the portal's ssh key, not encrypted in the database: libvirt and the portal read the
-client key from a file anyway, and one place for the portal's secrets (the data
-folder, which no host sees) is simpler to protect and back up than two.
+Where the keys live: in the database, encrypted, shared by every portal node
+(`hosts.credentials`, docs/nodes.md). The CA key is only ever in memory when signing;
+the client folder libvirt reads (`pkipath`) is materialised per node by
+`tls_services`. This module only makes, reads and judges them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import ipaddress
-import os
 import socket
 import ssl
 from dataclasses import dataclass
@@ -85,24 +84,7 @@ def fingerprint(cert: x509.Certificate) -> str:
     return "SHA256:" + ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """A secret file that never exists with wider permissions than 0600."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, path)
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -144,18 +126,20 @@ def ca_create(*, name: str = CA_NAME, valid_days: int = CA_VALID_DAYS) -> Certif
     return CertificateAuthority(key=key, cert=cert)
 
 
-def ca_ensure(folder: Path) -> CertificateAuthority:
-    """The portal's CA, created once in `folder`: cakey.pem (0600) and cacert.pem."""
+def ca_from_pem(key_pem: bytes, cert_pem: str) -> CertificateAuthority:
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TlsError("the portal's CA key is not an EC key")
+    return CertificateAuthority(key=key, cert=x509.load_pem_x509_certificate(cert_pem.encode()))
+
+
+def ca_load(folder: Path) -> CertificateAuthority | None:
+    """A CA kept as files (cakey.pem, cacert.pem) in `folder`, as the portal kept it
+    before it moved to the database; None if there is none."""
     key_path, cert_path = folder / "cakey.pem", folder / "cacert.pem"
-    if not key_path.exists():
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        ca = ca_create()
-        _write_private(key_path, _key_pem(ca.key))
-        _write_public(cert_path, ca.cert_pem.encode())
-    os.chmod(key_path, 0o600)
-    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    return CertificateAuthority(key=key, cert=cert)
+    if not (key_path.exists() and cert_path.exists()):
+        return None
+    return ca_from_pem(key_path.read_bytes(), cert_path.read_text())
 
 
 def _names(host_name: str, address: str) -> list[x509.GeneralName]:
@@ -298,34 +282,29 @@ def cert_problem(
 
 @dataclass(frozen=True)
 class ClientFiles:
-    """The portal's `pkipath` folder for `qemu+tls://...?pkipath=`."""
+    """The portal's `pkipath` folder for `qemu+tls://...?pkipath=`: cacert.pem,
+    clientcert.pem, clientkey.pem (0600)."""
 
     folder: Path
     cert: x509.Certificate
 
 
-def portal_client_ensure(folder: Path, ca: CertificateAuthority) -> ClientFiles:
-    """cacert.pem, clientcert.pem, clientkey.pem (0600) in `folder`: the portal's own
-    client identity towards libvirtd, key made here. Made again when the CA changed
-    or the certificate is due for renewal."""
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    cert_path, key_path, ca_path = (
-        folder / "clientcert.pem",
-        folder / "clientkey.pem",
-        folder / "cacert.pem",
-    )
-    if cert_path.exists() and key_path.exists() and ca_path.exists():
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        fresh = cert.not_valid_after_utc - _now() > dt.timedelta(days=RENEW_BEFORE_DAYS)
-        if fresh and ca_path.read_text() == ca.cert_pem and issued_by(cert, ca.cert):
-            os.chmod(key_path, 0o600)
-            return ClientFiles(folder=folder, cert=cert)
+def client_issue(ca: CertificateAuthority) -> tuple[str, bytes]:
+    """The portal's own client identity towards libvirtd, signed by `ca`: (certificate
+    PEM, private key PEM)."""
     key = ec.generate_private_key(ec.SECP256R1())
     cert = certificate_issue(ca, key.public_key(), kind="client", host_name="live-migration-portal")
-    _write_private(key_path, _key_pem(key))
-    _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM))
-    _write_public(ca_path, ca.cert_pem.encode())
-    return ClientFiles(folder=folder, cert=cert)
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem(key)
+
+
+def client_current(
+    cert_pem: str, ca: CertificateAuthority, *, now: dt.datetime | None = None
+) -> bool:
+    """Is the portal's client certificate one of `ca`'s, with more than RENEW_BEFORE_DAYS
+    left? (Else a new one is issued.)"""
+    cert = load_certificate(cert_pem)
+    left = cert.not_valid_after_utc - (now or _now())
+    return left > dt.timedelta(days=RENEW_BEFORE_DAYS) and issued_by(cert, ca.cert)
 
 
 def served_certificate(

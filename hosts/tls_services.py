@@ -23,8 +23,8 @@ from django.utils import timezone
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
-from hosts import tls
-from hosts.models import DEFAULT_PORTS, Host, Transport
+from hosts import credentials, tls
+from hosts.models import DEFAULT_PORTS, CredentialKind, Host, Transport
 from hosts.ssh_services import SshAccessError, host_session
 
 logger = logging.getLogger(__name__)
@@ -86,14 +86,71 @@ def _install_script(*, ca_pem: str, server_pem: str, client_pem: str) -> str:
     )
 
 
+def _ca_material() -> credentials.Material:
+    """The CA a portal without one in the database stores: the one a data folder made
+    before the CA moved to the database holds (hosts trust it), else a new one."""
+    ca = tls.ca_load(settings.TLS_CA_DIR)
+    if ca is not None:
+        logger.info("the portal's CA in %s is now kept in the database", settings.TLS_CA_DIR)
+    else:
+        ca = tls.ca_create()
+    return ca.cert_pem, tls.key_pem(ca.key), ca.fingerprint
+
+
 def portal_ca() -> tls.CertificateAuthority:
-    return tls.ca_ensure(settings.TLS_CA_DIR)
+    """The portal's CA, the same on every node (in the database, its key encrypted; only
+    in memory here, never written to a file)."""
+    legacy = settings.TLS_CA_DIR / "cakey.pem"
+    how = f"adopted from {settings.TLS_CA_DIR}" if legacy.exists() else "made on first use"
+    stored = credentials.credential_ensure(CredentialKind.TLS_CA, _ca_material, how=how)
+    return tls.ca_from_pem(stored.private, stored.public)
+
+
+def portal_ca_rotate(*, actor: Actor) -> tls.CertificateAuthority:
+    """A new CA for the portal (the old one leaked, or expires): hosts keep trusting the
+    old one until each is given certificates of the new one (POST /api/hosts/{id}/tls/);
+    the portal's client certificate follows by itself."""
+    ca = tls.ca_create()
+    credentials.credential_replace(
+        CredentialKind.TLS_CA,
+        (ca.cert_pem, tls.key_pem(ca.key), ca.fingerprint),
+        how="rotated",
+        actor=actor,
+    )
+    return ca
+
+
+def portal_client() -> tls.ClientFiles:
+    """The portal's client certificate folder for `qemu+tls://...?pkipath=`, brought up
+    to date on this node from the database: cacert.pem, clientcert.pem, clientkey.pem
+    (0600) in TLS_CLIENT_DIR (0700). The certificate is issued once for all nodes, and
+    again when the CA changed or it is due for renewal (by the first node that notices)."""
+    ca = portal_ca()
+
+    def current(found: credentials.Credential) -> bool:
+        return tls.client_current(found.public, ca)
+
+    def issue() -> credentials.Material:
+        cert_pem, key_pem = tls.client_issue(ca)
+        return cert_pem, key_pem, tls.cert_info(cert_pem).fingerprint
+
+    client = credentials.credential_ensure(CredentialKind.TLS_CLIENT, issue)
+    if not current(client):
+        client = credentials.credential_replace(
+            CredentialKind.TLS_CLIENT, issue(), how="renewed", unless=current
+        )
+    folder = settings.TLS_CLIENT_DIR
+    credentials.file_sync(folder / "cacert.pem", ca.cert_pem.encode(), mode=0o644)
+    credentials.file_sync(folder / "clientcert.pem", client.public.encode(), mode=0o644)
+    credentials.file_sync(folder / "clientkey.pem", client.private)
+    return tls.ClientFiles(folder=folder, cert=tls.load_certificate(client.public))
 
 
 def tls_files_ensure(*hosts: Host) -> None:
-    """Before libvirt connects to a tls host: the portal's CA and client folder exist."""
+    """Before libvirt connects to a tls host: this node's client folder matches the
+    database."""
     if any(h.transport == Transport.TLS for h in hosts):
-        tls.portal_client_ensure(settings.TLS_CLIENT_DIR, portal_ca())
+        portal_client()
 
 
 def _as_root(user: str, script: str) -> str:
@@ -112,7 +169,7 @@ def _run(session, user: str, script: str, what: str, timeout: float = 60.0) -> s
 def _served_fingerprint(host: Host, wait_s: float) -> str:
     """The fingerprint of the certificate the host's libvirtd serves on its TLS port,
     '' if it does not answer within `wait_s` (not listening for TLS)."""
-    client = tls.portal_client_ensure(settings.TLS_CLIENT_DIR, portal_ca())
+    client = portal_client()
     port = (
         host.port if host.transport == Transport.TLS and host.port else DEFAULT_PORTS[Transport.TLS]
     )
@@ -261,7 +318,7 @@ def host_tls_served_problem(host: Host) -> str | None:
     """Is the certificate the host's libvirtd really serves one of the portal's CA,
     and valid now? (A host may have been given a certificate from another CA, or one
     may have expired, since the portal issued its own.) None when it is fine."""
-    client = tls.portal_client_ensure(settings.TLS_CLIENT_DIR, portal_ca())
+    client = portal_client()
     port = (
         host.port if host.transport == Transport.TLS and host.port else DEFAULT_PORTS[Transport.TLS]
     )

@@ -51,6 +51,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -348,15 +349,21 @@ def down(config: LabConfig) -> None:
         raise LabError(f"lab nft tables survived down: {tables}")
 
 
+def virsh_argv(host: LabHost) -> list[str]:
+    """``virsh`` connected to the host, without a command (an interactive shell reads
+    commands from its stdin). A TLS-only host is driven from inside its namespace."""
+    if host.tls_only:
+        pid = str(_read_pid(Path(host.holder_pid_file)) or 0)
+        return ["nsenter", "-t", pid, "-m", "virsh", "-q", "-c", "qemu:///system"]
+    return ["virsh", "-q", "-c", host.libvirt_uri]
+
+
 def virsh(
     host: LabHost, *args: str, check: bool = True, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """Run ``virsh -c <host uri> <args>``; raises VirshError (with stderr) if check.
     A TLS-only host is driven from inside its namespace (``qemu:///system``)."""
-    cmd = ["virsh", "-q", "-c", host.libvirt_uri, *args]
-    if host.tls_only:
-        cmd = ["nsenter", "-t", str(_read_pid(Path(host.holder_pid_file)) or 0), "-m"]
-        cmd += ["virsh", "-q", "-c", "qemu:///system", *args]
+    cmd = [*virsh_argv(host), *args]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
@@ -872,16 +879,18 @@ def extra_vm_name(host: LabHost | str, k: int) -> str:
 
 def _ensure_extra_vms(config: LabConfig, hosts: list[LabHost]) -> None:
     """Define and start `config.extra_vms` small guests per host, each on its own host
-    unless it already runs somewhere (it may have been migrated away)."""
+    unless it already runs somewhere (it may have been migrated away). Every host's
+    guests start in a thread of their own: starting one costs about a second."""
     live_hosts = [h for h in status(config) if h.running]
-    for host in hosts:
+    where: dict[str, dict[str, tuple[LabHost, str]]] = {}
+    for other in live_hosts:
+        for vm, state in _domain_states(other).items():
+            where.setdefault(vm, {})[other.name] = (other, state)
+
+    def start_on(host: LabHost) -> None:
         for k in range(1, config.extra_vms + 1):
             vm = extra_vm_name(host, k)
-            states = {}
-            for other in live_hosts:
-                result = virsh(other, "domstate", vm, check=False)
-                if result.returncode == 0:
-                    states[other.name] = (other, result.stdout.strip())
+            states = where.get(vm, {})
             if any(state not in ("shut off", "crashed") for _, state in states.values()):
                 continue
             if states:
@@ -892,6 +901,20 @@ def _ensure_extra_vms(config: LabConfig, hosts: list[LabHost]) -> None:
             result = virsh(target, "start", vm, check=False)
             if result.returncode != 0:
                 raise LabError(f"cannot start {vm} on {target.name}: {result.stderr.strip()}")
+
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+        for started in [pool.submit(start_on, host) for host in hosts]:
+            started.result()
+
+
+def _domain_states(host: LabHost) -> dict[str, str]:
+    """Every domain defined on the host and its state (`virsh list --all`)."""
+    states = {}
+    for line in virsh(host, "list", "--all").stdout.splitlines():
+        fields = line.split(maxsplit=2)
+        if len(fields) == 3:
+            states[fields[1]] = fields[2].strip()
+    return states
 
 
 def _extra_vm_xml(name: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from audit.events import EventType
@@ -33,7 +33,7 @@ from migrations_app.models import (
 )
 from migrations_app.options import MigrationOptions
 from migrations_app.selectors import destinations_ranked
-from migrations_app.services import MigrationConflict, migration_cancel
+from migrations_app.services import MigrationConflict, migration_cancel, migration_row_record
 from migrations_app.webhooks import webhooks_batch_finished, webhooks_migration_final
 from vms.models import VM
 
@@ -138,54 +138,18 @@ def batch_create(
             vm, destination = item[0], item[1]
             child_options = item[2] if len(item) > 2 and item[2] is not None else options
             try:
-                with transaction.atomic():
-                    child = Migration.objects.create(
-                        vm_uuid=vm.uuid,
-                        vm_name=vm.name,
-                        source=vm.host,
-                        destination=destination,
-                        requested_by=actor.user,
-                        requested_by_name=actor.name,
-                        batch=batch,
-                        phase=Phase.WAITING_FOR_BATCH,
-                        status=MigrationStatus.SCHEDULED if scheduled else MigrationStatus.QUEUED,
-                        not_before=not_before if scheduled else None,
-                        window_end=window_end,
-                        **child_options.as_model_fields(),
-                    )
-            except IntegrityError as exc:
-                other = Migration.objects.filter(
-                    vm_uuid=vm.uuid, status__in=ACTIVE_STATUSES
-                ).first()
-                detail = f"migration {other.pk} is {other.status}" if other else "another one"
-                raise MigrationConflict(
-                    f"VM {vm.name} is already being migrated ({detail}): no batch was created."
-                ) from exc
-            audit_event_record(
-                actor=actor,
-                event_type=EventType.MIGRATION_REQUESTED,
-                target=child,
-                after={"status": child.status},
-                detail={
-                    "vm_uuid": str(vm.uuid),
-                    "vm_name": vm.name,
-                    "source": vm.host.name,
-                    "destination": destination.name,
-                    "options": child_options.as_model_fields(),
-                    "batch": batch.pk,
-                },
-            )
-            if scheduled:
-                audit_event_record(
+                child = migration_row_record(
+                    vm=vm,
+                    destination=destination,
+                    options=child_options,
                     actor=actor,
-                    event_type=EventType.MIGRATION_SCHEDULED,
-                    target=child,
-                    after={
-                        "not_before": not_before.isoformat(),
-                        "window_end": window_end.isoformat() if window_end else None,
-                    },
-                    detail={"vm_name": vm.name, "batch": batch.pk},
+                    scheduled=scheduled,
+                    not_before=not_before if scheduled else None,
+                    window_end=window_end,
+                    batch=batch,
                 )
+            except MigrationConflict as exc:
+                raise MigrationConflict(f"{exc} No batch was created.") from exc
             children.append(child)
         audit_event_record(
             actor=actor,

@@ -7,13 +7,15 @@ before libvirt is asked to migrate (things change while a migration waits in the
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
 
 from hosts import gateway
-from hosts.connections import host_connect
+from hosts.connections import host_connect, host_connector
 from hosts.models import Host, Transport
 from hosts.peer_services import peer_trust_current, peer_trust_needed, peer_trust_problem
 from hosts.ssh_services import REMOTE_USER_NEEDS
@@ -131,42 +133,78 @@ def run_prechecks(plan: MigrationPlan) -> list[CheckResult]:
     )
 
     timeout = settings.MIGRATION_PRECHECK_TIMEOUT_S
-    vm: gateway.DomainInfo | None = None
-    vm_xml = ""
-    source_volumes: dict[str, gateway.VolumeInfo | None] = {}
-    try:
-        with host_connect(src, timeout=timeout) as conn:
+    # Both hosts are asked at once, each on this process's long-lived connection to
+    # it (a worker keeps them open between migrations). A thread's wait is bounded as
+    # a fresh connection's was: the opening by `timeout`, the calls by keepalive.
+    bound = timeout + gateway.keepalive_bound_s()
+    open_src = host_connector(src, timeout=timeout, reuse=True)
+    open_dst = host_connector(dst, timeout=timeout, reuse=True)
+    target_name = plan.options.new_name or plan.vm_name
+    copies = plan.options.copies_storage
+
+    def source_facts() -> _SourceFacts:
+        with open_src() as conn:
             vm = conn.find_domain(uuid=plan.vm_uuid)
-            if vm is not None:
-                vm_xml = conn.domain_xml(plan.vm_uuid, inactive=not plan.options.live)
-                if plan.options.copies_storage:
-                    source_volumes = {path: conn.volume(path) for path in _disk_paths(vm)}
+            if vm is None:
+                return _SourceFacts(None, "", {})
+            vm_xml = conn.domain_xml(plan.vm_uuid, inactive=not plan.options.live)
+            volumes = conn.volumes(_disk_paths(vm)) if copies else {}
+            return _SourceFacts(vm, vm_xml, volumes)
+
+    def destination_facts() -> _DestinationFacts:
+        with open_dst() as conn:
+            by_uuid = conn.find_domain(uuid=plan.vm_uuid)
+            by_name = by_uuid if by_uuid and by_uuid.name == target_name else None
+            return _DestinationFacts(
+                conn.capabilities(), by_uuid, by_name or conn.find_domain(name=target_name)
+            )
+
+    source, destination = _concurrently(source_facts, destination_facts, bound=bound)
+    vm: gateway.DomainInfo | None = None
+    if isinstance(source, _SourceFacts):
+        vm = source.vm
         if vm is None:
             record("source_reachable", False, f"the VM is not on {src.name} any more")
         else:
             record("source_reachable", True, f"{src.name} answered and has the VM")
-    except gateway.GatewayError as exc:
-        record("source_reachable", False, f"{src.name} is not reachable: {exc}")
+    else:
+        record("source_reachable", False, f"{src.name} is not reachable: {source}")
 
-    try:
-        with host_connect(dst, timeout=timeout) as conn:
-            record("destination_reachable", True, f"{dst.name} answered within {timeout:g} s")
-            _destination_checks(plan, conn, vm, vm_xml, record, source_volumes)
-    except gateway.GatewayError as exc:
-        if "destination_reachable" not in results:
-            hint = ""
-            if dst.transport == Transport.SSH:
-                hint = (
-                    f" (over ssh as {dst.ssh_user}: {REMOTE_USER_NEEDS}, "
-                    "and the portal's key installed)"
+    if isinstance(destination, _DestinationFacts):
+        record("destination_reachable", True, f"{dst.name} answered within {timeout:g} s")
+        found: dict[str, CheckResult] = {}
+
+        def record_here(name: str, ok: bool, message: str, **facts) -> None:
+            found[name] = CheckResult(name, PASS if ok else FAIL, message, facts)
+
+        def rest() -> None:  # what needs the source's answer too
+            with open_dst() as conn:
+                _destination_checks(
+                    plan,
+                    conn,
+                    destination,
+                    vm,
+                    source.vm_xml if vm else "",
+                    record_here,
+                    source.volumes if vm else {},
                 )
-            record(
-                "destination_reachable",
-                False,
-                f"{dst.name} is not reachable within {timeout:g} s: {exc}{hint}",
+
+        (outcome,) = _concurrently(rest, bound=bound)
+        results.update(found)
+        if isinstance(outcome, gateway.GatewayError):
+            record("destination_reachable", False, f"{dst.name} stopped answering: {outcome}")
+    else:
+        hint = ""
+        if dst.transport == Transport.SSH:
+            hint = (
+                f" (over ssh as {dst.ssh_user}: {REMOTE_USER_NEEDS}, "
+                "and the portal's key installed)"
             )
-        else:  # the connection broke half-way
-            record("destination_reachable", False, f"{dst.name} stopped answering: {exc}")
+        record(
+            "destination_reachable",
+            False,
+            f"{dst.name} is not reachable within {timeout:g} s: {destination}{hint}",
+        )
 
     if not same:
         _peer_access_check(src, dst, record)
@@ -174,6 +212,53 @@ def run_prechecks(plan: MigrationPlan) -> list[CheckResult]:
         results.get(name) or CheckResult(name, SKIPPED, _skip_reason(results))
         for name in CHECK_NAMES
     ]
+
+
+@dataclass(frozen=True)
+class _SourceFacts:
+    vm: gateway.DomainInfo | None
+    vm_xml: str
+    volumes: dict[str, gateway.VolumeInfo | None]
+
+
+@dataclass(frozen=True)
+class _DestinationFacts:
+    capabilities: gateway.HostCapabilities
+    by_uuid: gateway.DomainInfo | None
+    by_name: gateway.DomainInfo | None
+
+
+def _concurrently(*calls: Callable[[], object], bound: float) -> list[object]:
+    """Run `calls` in threads of their own; each gives its result, or the
+    GatewayError it raised, or a HostUnreachable if it did not end within `bound`
+    seconds (the thread is left to end by itself: keepalive ends its call)."""
+    outcomes: list[object] = [None] * len(calls)
+    done = [threading.Event() for _ in calls]
+
+    def run(i: int, call: Callable[[], object]) -> None:
+        try:
+            outcomes[i] = call()
+        except gateway.GatewayError as exc:
+            outcomes[i] = exc
+        except Exception as exc:  # never leave the caller waiting on a dead thread
+            outcomes[i] = gateway.GatewayError(f"unexpected error: {exc}")
+        finally:
+            done[i].set()
+
+    threads = [
+        threading.Thread(target=run, args=(i, call), name=f"precheck-{i}", daemon=True)
+        for i, call in enumerate(calls)
+    ]
+    deadline = time.monotonic() + bound
+    for thread in threads:
+        thread.start()
+    results = []
+    for i, event in enumerate(done):
+        if event.wait(max(0.0, deadline - time.monotonic())):
+            results.append(outcomes[i])
+        else:
+            results.append(gateway.HostUnreachable(f"no answer within {bound:g} s"))
+    return results
 
 
 def maintenance_verdict(destination: Host) -> tuple[bool, str]:
@@ -300,13 +385,14 @@ def _skip_reason(results: dict[str, CheckResult]) -> str:
 def _destination_checks(
     plan: MigrationPlan,
     conn: gateway.HostConnection,
+    facts: _DestinationFacts,
     vm: gateway.DomainInfo | None,
     vm_xml: str,
     record: Callable[..., None],
     source_volumes: dict[str, gateway.VolumeInfo | None],
 ) -> None:
     src, dst = plan.source, plan.destination
-    caps = conn.capabilities()
+    caps = facts.capabilities
     src_type, src_arch = src.hypervisor_type, src.arch
     same_kind = (src_type, src_arch) == (caps.hypervisor_type, caps.arch)
     record(
@@ -348,6 +434,7 @@ def _destination_checks(
             f"{len(disk_paths)} disk(s) will be copied to {dst.name}",
         )
         sizes = {d.path: d.size_bytes for d in vm.disks}
+        here = conn.volumes(disk_paths)
         disks = []
         for path in disk_paths:
             volume = source_volumes.get(path)
@@ -357,7 +444,7 @@ def _destination_checks(
                     path=path,
                     capacity_bytes=capacity,
                     allocation_bytes=volume.allocation_bytes if volume else capacity,
-                    on_destination=conn.volume(path) is not None,
+                    on_destination=here[path] is not None,
                 )
             )
         directories = {os.path.dirname(d.path) for d in disks if not d.on_destination}
@@ -366,7 +453,8 @@ def _destination_checks(
         record("destination_has_space", ok, message)
     else:
         record("destination_has_space", True, "no disk is copied (shared storage)")
-        missing = [path for path in disk_paths if not conn.volume_exists(path)]
+        here = conn.volumes(disk_paths)
+        missing = [path for path in disk_paths if here[path] is None]
         record(
             "disks_available",
             not missing,
@@ -384,8 +472,7 @@ def _destination_checks(
         f"{needed // 2**20} MiB",
     )
     target_name = plan.options.new_name or plan.vm_name
-    by_uuid = conn.find_domain(uuid=plan.vm_uuid)
-    by_name = conn.find_domain(name=target_name)
+    by_uuid, by_name = facts.by_uuid, facts.by_name
     verdict = name_or_uuid_clash(
         destination=dst.name,
         target_name=target_name,

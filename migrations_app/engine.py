@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -31,13 +30,13 @@ from django.utils import timezone
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts import gateway
-from hosts.connections import host_connect
+from hosts.connections import host_connect, host_connector
 from hosts.models import Host
 from hosts.peer_services import peer_trust_ensure, peer_trust_refused, peer_uri
 from hosts.ssh_services import SshAccessError
 from migrations_app import batch_decisions, decisions
 from migrations_app.checks import MigrationPlan, run_prechecks
-from migrations_app.events import migration_publish
+from migrations_app.events import migration_publish, publish_flush
 from migrations_app.lifecycle import BatchStatus, FailureReason, Phase
 from migrations_app.models import (
     ALLOWED_TRANSITIONS,
@@ -51,6 +50,7 @@ from migrations_app.options import MigrationOptions
 from migrations_app.progress import ProgressSample, disk_progress, sample_from_job_stats
 from migrations_app.webhooks import webhooks_deliver_due, webhooks_migration_final
 from vms.services import host_refresh_with_vms as host_refresh
+from vms.services import vm_sync_one
 
 logger = logging.getLogger(__name__)
 
@@ -170,15 +170,24 @@ def _audit(
 
 
 def _transition(
-    migration: Migration, lease: Lease, status: str, event: EventType, **fields
+    migration: Migration,
+    lease: Lease,
+    status: str,
+    event: EventType,
+    *,
+    also: Callable[[Migration], None] | None = None,
+    **fields,
 ) -> Migration:
     """Change status (and fields) with its audit row in one transaction, as a
-    compare-and-set on the lease's epoch and the lifecycle; publish after commit."""
+    compare-and-set on the lease's epoch and the lifecycle; publish after commit.
+    `also` runs in the same transaction (the VM's inventory row on `succeeded`)."""
 
     def write() -> Migration:
         with transaction.atomic():
+            # Only the migration's row: FOR UPDATE over the join would lock both hosts
+            # too, against every insert that checks a foreign key to them (PostgreSQL).
             current = (
-                Migration.objects.select_for_update()
+                Migration.objects.select_for_update(of=("self",))
                 .select_related("source", "destination")
                 .get(pk=migration.pk)
             )
@@ -206,6 +215,8 @@ def _transition(
                 before=before,
                 error=current.error or None,
             )
+            if also is not None:
+                also(current)
             webhooks_migration_final(migration=current)
             migration_publish(migration=current, event=event.action)
         return current
@@ -223,7 +234,7 @@ def _try_claim(migration_id: int, worker: str) -> tuple[str, Migration | None, L
         # A batch's row is locked before its child's, as batch_services does.
         gate_open = batch_id is None or _batch_gate_open(batch_id)
         migration = (
-            Migration.objects.select_for_update()
+            Migration.objects.select_for_update(of=("self",))
             .select_related("source", "destination")
             .get(pk=migration_id)
         )
@@ -242,9 +253,12 @@ def _try_claim(migration_id: int, worker: str) -> tuple[str, Migration | None, L
             migration.enqueued_at = None
             migration.save(update_fields=["phase", "enqueued_at"])
             return "wait", None, None
-        # Lock both hosts so that concurrent claims count each other's slots.
+        # Lock both hosts so that concurrent claims count each other's slots: in pk
+        # order (no deadlock between claims), FOR NO KEY UPDATE (a request inserting a
+        # migration of these hosts checks its foreign keys with FOR KEY SHARE, which
+        # this must not block: scale-out test, PostgreSQL deadlocks otherwise).
         list(
-            Host.objects.select_for_update()
+            Host.objects.select_for_update(no_key=True)
             .filter(pk__in=[migration.source_id, migration.destination_id])
             .order_by("pk")
         )
@@ -323,6 +337,7 @@ def migration_execute(*, migration_id: int, worker: str | None = None) -> str:
         return Migration.objects.get(pk=migration_id).status
     finally:
         migrations_dispatch_waiting()
+        publish_flush()
 
 
 def _precheck_failed(
@@ -394,7 +409,8 @@ def _run_claimed(migration: Migration, lease: Lease) -> Migration:
 
 
 class _MonitorConnection:
-    """The monitor's connection to the source, reopened (bounded) when it breaks."""
+    """The monitor's connection to the source (the process's long-lived one, which
+    the runner's migrateToURI3 call shares), reopened (bounded) when it breaks."""
 
     def __init__(self, host: Host) -> None:
         self.host = host
@@ -406,7 +422,7 @@ class _MonitorConnection:
         if self._conn is None and time.monotonic() >= self._next_try:
             stack = contextlib.ExitStack()
             try:
-                self._conn = stack.enter_context(host_connect(self.host))
+                self._conn = stack.enter_context(host_connect(self.host, reuse=True))
                 self._stack = stack
             except gateway.GatewayError as exc:
                 logger.warning("monitor: %s not reachable: %s", self.host.name, exc)
@@ -414,6 +430,8 @@ class _MonitorConnection:
         return self._conn
 
     def broken(self) -> None:
+        if self._conn is not None:
+            self._conn.mark_broken()  # not given out again by the pool
         self.close()
         self._next_try = time.monotonic() + 1.0
 
@@ -436,7 +454,7 @@ def _migrate_and_monitor(migration: Migration, lease: Lease) -> tuple[FailureRea
 
     def run() -> None:
         try:
-            with host_connect(migration.source) as conn:
+            with host_connect(migration.source, reuse=True) as conn:
                 conn.migrate(
                     uuid,
                     destination_uri=peer_uri(migration.source, migration.destination),
@@ -609,19 +627,50 @@ def _complete(migration: Migration, lease: Lease, *, note: str = "") -> Migratio
         )
     uuid = str(migration.vm_uuid)
     stats: dict = {}
-    try:
-        with host_connect(migration.destination) as conn:
-            stats = conn.completed_job_stats(uuid)
-    except gateway.GatewayError as exc:
-        logger.warning("migration %s: no completed statistics: %s", migration.pk, exc)
+    seen: dict[str, gateway.DomainInfo | None] = {}
+    # On the long-lived connections, both hosts at once: libvirt's figures, and where
+    # the VM is now (for its inventory rows, written with `succeeded`).
+    open_destination = host_connector(migration.destination, reuse=True)
+    open_source = host_connector(migration.source, reuse=True)
+
+    def read_destination() -> None:
+        try:
+            with open_destination() as conn:
+                stats.update(conn.completed_job_stats(uuid))
+                seen["destination"] = conn.find_domain(uuid=uuid)
+        except gateway.GatewayError as exc:
+            logger.warning("migration %s: no completed statistics: %s", migration.pk, exc)
+
+    def read_source() -> None:
+        try:
+            with open_source() as conn:
+                seen["source"] = conn.find_domain(uuid=uuid)
+        except gateway.GatewayError as exc:
+            logger.info("migration %s: source not read after completion: %s", migration.pk, exc)
+
+    reader = threading.Thread(target=read_source, name=f"complete-{migration.pk}", daemon=True)
+    reader.start()
+    read_destination()
+    # Bounded as any call on an open connection; past it the source's row is left to
+    # the inventory sync.
+    reader.join(gateway.keepalive_bound_s() + settings.LIBVIRT_CONNECT_TIMEOUT_S)
+    seen = dict(seen)
     lease.check()
-    _refresh_inventory(migration, lease)
     _db_retry("final sample", lambda: _record_final_sample(migration, stats))
-    return _transition(
+    actor = _actor(lease.owner)
+
+    def vm_rows(current: Migration) -> None:
+        synced_at = timezone.now()
+        for side, host in (("source", current.source), ("destination", current.destination)):
+            if side in seen:
+                vm_sync_one(host=host, uuid=uuid, info=seen[side], synced_at=synced_at, actor=actor)
+
+    migration = _transition(
         migration,
         lease,
         MigrationStatus.SUCCEEDED,
         EventType.MIGRATION_SUCCEEDED,
+        also=vm_rows,
         phase=Phase.DONE,
         percent=100.0,
         eta_s=0,
@@ -629,6 +678,10 @@ def _complete(migration: Migration, lease: Lease, *, note: str = "") -> Migratio
         needs_cleanup=False,
         **_completed_fields(stats),
     )
+    # After `succeeded` is recorded and published: the full sync of both hosts
+    # (capabilities, free memory, every VM) does not delay it.
+    _refresh_inventory(migration, lease, reuse=True)
+    return migration
 
 
 def _record_final_sample(migration: Migration, stats: dict) -> Migration:
@@ -664,11 +717,11 @@ def _completed_fields(stats: dict) -> dict:
     }
 
 
-def _refresh_inventory(migration: Migration, lease: Lease) -> None:
+def _refresh_inventory(migration: Migration, lease: Lease, *, reuse: bool = False) -> None:
     actor = _actor(lease.owner)
     for host in (migration.source, migration.destination):
         try:
-            host_refresh(host=host, actor=actor)
+            host_refresh(host=host, actor=actor, reuse=reuse)
         except DatabaseError as exc:  # the record matters more than the inventory
             logger.warning("migration %s: inventory refresh: %s", migration.pk, exc)
             connection.close()
@@ -815,18 +868,6 @@ def _settle(
 # --- reconciliation ------------------------------------------------------------------
 
 
-def _owner_is_dead_here(claimed_by: str) -> bool:
-    host, _, pid = claimed_by.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    # A killed process not yet reaped by its parent is a zombie: dead all the same.
-    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
-
-
 def _take_over(migration: Migration, owner: str) -> Lease | None:
     """Compare-and-set: raise the epoch only if nobody wrote a heartbeat or changed the
     migration since we read it. Another reconciler, or the revived worker, wins
@@ -845,9 +886,10 @@ def _take_over(migration: Migration, owner: str) -> Lease | None:
 def migrations_reconcile(*, wait_for_abort_s: float = 60.0) -> list[int]:
     """One pass of the reconciler; returns the ids of the migrations it settled.
 
-    - running migrations whose worker stopped (no heartbeat for
-      MIGRATION_STALE_AFTER_S, or a dead worker process on this machine) are taken
-      over and settled from what libvirt reports;
+    - running migrations whose worker stopped (no heartbeat in the database for
+      MIGRATION_STALE_AFTER_S) are taken over and settled from what libvirt reports.
+      The heartbeat is the only sign of life: the worker may run on another portal
+      node, where no pid of this machine means anything (docs/nodes.md);
     - migrations that need attention are settled once both hosts answer;
     - leftovers of failed migrations are removed once it is safe;
     - queued migrations whose task was lost are enqueued again;
@@ -871,7 +913,7 @@ def migrations_reconcile(*, wait_for_abort_s: float = 60.0) -> list[int]:
         stale = decisions.is_stale(
             heartbeat_age_s=heartbeat_age, stale_after_s=settings.MIGRATION_STALE_AFTER_S
         )
-        if not stale and not _owner_is_dead_here(migration.claimed_by):
+        if not stale:
             continue
         lease = _take_over(migration, me)
         if lease is None:

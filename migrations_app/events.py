@@ -2,15 +2,79 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
+import os
+import queue
+import threading
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
 from migrations_app.models import Migration
 
 logger = logging.getLogger(__name__)
+
+
+class _Sender:
+    """Sends to a Redis channel layer from one thread per process, in order, on one
+    event loop (so channels_redis keeps its connection instead of opening one per
+    message): the engine never waits for Redis between the commit that recorded a
+    change and its next step (e.g. asking libvirt to start). The in-memory layer (one
+    process, tests without Redis) is sent to at once, as before."""
+
+    def __init__(self) -> None:
+        self._pid: int | None = None
+        self._queue: queue.Queue = queue.Queue()
+
+    def send(self, group: str, message: dict) -> None:
+        layer = get_channel_layer()
+        if layer is None or isinstance(layer, InMemoryChannelLayer):
+            async_to_sync(layer.group_send)(group, message)
+            return
+        if self._pid != os.getpid():  # first use, or a forked child: a thread of its own
+            self._queue = queue.Queue()
+            threading.Thread(target=self._run, name="channel-sender", daemon=True).start()
+            self._pid = os.getpid()
+        self._queue.put((group, message))
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        jobs = self._queue
+        while True:
+            group, message = jobs.get()
+            try:
+                loop.run_until_complete(get_channel_layer().group_send(group, message))
+            except Exception:  # a dead channel layer must not fail a migration
+                logger.exception("publishing to %s failed", group)
+            finally:
+                jobs.task_done()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait (bounded) until every queued message is sent; True if they were."""
+        if self._pid != os.getpid():
+            return True
+        done = threading.Event()
+
+        def wait() -> None:
+            self._queue.join()
+            done.set()
+
+        threading.Thread(target=wait, daemon=True).start()
+        return done.wait(timeout)
+
+
+_sender = _Sender()
+# A short-lived process (a management command) sends what it queued before it exits.
+atexit.register(_sender.flush, 2.0)
+
+
+def publish_flush(timeout: float = 5.0) -> bool:
+    """Wait until this process has sent what it published (the engine does at the end
+    of each task, so a caller sees every message of a migration once it returns)."""
+    return _sender.flush(timeout)
 
 
 def migration_group(migration_id: int) -> str:
@@ -32,7 +96,7 @@ def migration_publish(*, migration: Migration, event: str, sample: dict | None =
 
     def send() -> None:
         try:
-            async_to_sync(get_channel_layer().group_send)(group, message)
+            _sender.send(group, message)
         except Exception:  # a dead channel layer must not fail a migration
             logger.exception("publishing %s of migration %s failed", event, migration.pk)
 
@@ -62,7 +126,7 @@ def batch_publish(*, batch_id: int, event: str) -> None:
                 "event": event,
                 "batch": MigrationBatchSerializer(batch).data,
             }
-            async_to_sync(get_channel_layer().group_send)(batch_group(batch_id), message)
+            _sender.send(batch_group(batch_id), message)
         except Exception:  # a dead channel layer must not fail a migration
             logger.exception("publishing %s of migration batch %s failed", event, batch_id)
 

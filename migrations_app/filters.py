@@ -7,6 +7,7 @@ import uuid
 import django_filters
 from django.db.models import Q, QuerySet
 
+from audit.filters import StrictBooleanFilter
 from migrations_app.lifecycle import ACTIVE_STATUSES, FailureReason, MigrationStatus
 from migrations_app.models import Migration
 
@@ -26,6 +27,7 @@ class MigrationFilterSet(django_filters.FilterSet):
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
     batch = django_filters.NumberFilter(field_name="batch_id", help_text="The batch's id.")
+    live = StrictBooleanFilter()
 
     class Meta:
         model = Migration

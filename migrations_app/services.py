@@ -25,7 +25,13 @@ from migrations_app import decisions
 from migrations_app.checks import CHECK_NAMES, SKIPPED, CheckResult, MigrationPlan, run_prechecks
 from migrations_app.events import migration_publish
 from migrations_app.lifecycle import FailureReason, Phase
-from migrations_app.models import ACTIVE_STATUSES, RUNNING_STATUSES, Migration, MigrationStatus
+from migrations_app.models import (
+    ACTIVE_STATUSES,
+    RUNNING_STATUSES,
+    Migration,
+    MigrationBatch,
+    MigrationStatus,
+)
 from migrations_app.options import MigrationOptions
 from migrations_app.webhooks import webhooks_migration_final
 from vms.models import VM
@@ -137,43 +143,76 @@ def migration_request(
         raise ValidationError(errors)
     scheduled = not decisions.due(not_before=not_before, now=now)
     with transaction.atomic():
-        try:
-            with transaction.atomic():
-                migration = Migration.objects.create(
-                    vm_uuid=vm.uuid,
-                    vm_name=vm.name,
-                    source=vm.host,
-                    destination=destination,
-                    requested_by=actor.user,
-                    requested_by_name=actor.name,
-                    status=MigrationStatus.SCHEDULED if scheduled else MigrationStatus.QUEUED,
-                    not_before=not_before,
-                    window_end=window_end,
-                    **options.as_model_fields(),
-                )
-        except IntegrityError as exc:
-            other = Migration.objects.filter(vm_uuid=vm.uuid, status__in=ACTIVE_STATUSES).first()
-            detail = f"migration {other.pk} is {other.status}" if other else "another migration"
-            raise MigrationConflict(f"VM {vm.name} is already being migrated ({detail}).") from exc
+        migration = migration_row_record(
+            vm=vm,
+            destination=destination,
+            options=options,
+            actor=actor,
+            scheduled=scheduled,
+            not_before=not_before,
+            window_end=window_end,
+        )
+        if not scheduled:
+            transaction.on_commit(lambda: migration_enqueue(migration_id=migration.pk))
+    return migration
+
+
+def migration_row_record(
+    *,
+    vm: VM,
+    destination: Host,
+    options: MigrationOptions,
+    actor: Actor,
+    scheduled: bool,
+    not_before: datetime | None,
+    window_end: datetime | None,
+    batch: MigrationBatch | None = None,
+) -> Migration:
+    """One migration row (`scheduled` or `queued`) with its audit events and the
+    browsers' notice, inside the caller's transaction; the single request and every
+    batch child go through here. Enqueuing is the caller's (a batch child waits for its
+    batch's turn).
+
+    Raises MigrationConflict if the VM already has an active migration: the database's
+    partial unique index decides races between simultaneous requests.
+    """
+    try:
+        with transaction.atomic():
+            migration = Migration.objects.create(
+                vm_uuid=vm.uuid,
+                vm_name=vm.name,
+                source=vm.host,
+                destination=destination,
+                requested_by=actor.user,
+                requested_by_name=actor.name,
+                batch=batch,
+                **({"phase": Phase.WAITING_FOR_BATCH} if batch else {}),
+                status=MigrationStatus.SCHEDULED if scheduled else MigrationStatus.QUEUED,
+                not_before=not_before,
+                window_end=window_end,
+                **options.as_model_fields(),
+            )
+    except IntegrityError as exc:
+        other = Migration.objects.filter(vm_uuid=vm.uuid, status__in=ACTIVE_STATUSES).first()
+        detail = f"migration {other.pk} is {other.status}" if other else "another migration"
+        raise MigrationConflict(f"VM {vm.name} is already being migrated ({detail}).") from exc
+    in_batch = {"batch": batch.pk} if batch else {}
+    audit_event_record(
+        actor=actor,
+        event_type=EventType.MIGRATION_REQUESTED,
+        target=migration,
+        after={"status": migration.status},
+        detail=_audit_detail(migration, **_schedule_of(migration), **in_batch),
+    )
+    if scheduled:
         audit_event_record(
             actor=actor,
-            event_type=EventType.MIGRATION_REQUESTED,
+            event_type=EventType.MIGRATION_SCHEDULED,
             target=migration,
-            after={"status": migration.status},
-            detail=_audit_detail(migration, **_schedule_of(migration)),
+            after=_schedule_of(migration),
+            detail=_audit_detail(migration, **in_batch),
         )
-        if scheduled:
-            audit_event_record(
-                actor=actor,
-                event_type=EventType.MIGRATION_SCHEDULED,
-                target=migration,
-                after=_schedule_of(migration),
-                detail=_audit_detail(migration),
-            )
-            migration_publish(migration=migration, event="scheduled")
-        else:
-            migration_publish(migration=migration, event="requested")
-            transaction.on_commit(lambda: migration_enqueue(migration_id=migration.pk))
+    migration_publish(migration=migration, event="scheduled" if scheduled else "requested")
     return migration
 
 
@@ -454,7 +493,7 @@ def migrations_schedule_run(*, now: datetime | None = None) -> dict[str, list[in
         with transaction.atomic():
             migration = (
                 _schedule_pending()
-                .select_for_update()
+                .select_for_update(of=("self",))
                 .select_related("source", "destination")
                 .filter(pk=pk)
                 .first()

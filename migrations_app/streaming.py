@@ -1,4 +1,4 @@
-"""Streamed downloads that keep memory flat under WSGI and under ASGI (daphne).
+"""Streamed downloads that keep memory flat under WSGI and under ASGI (uvicorn, daphne).
 
 Under ASGI Django reads a synchronous iterator to the end before sending anything
 (it has to, to iterate it from async code); so there the blocks are pulled one at a

@@ -17,7 +17,6 @@ subscribed to it (see README "Webhooks" and docs/architecture.md "Observability"
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -29,8 +28,6 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -39,6 +36,7 @@ from django_q.tasks import async_task
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
+from hosts.credentials import fernet_for
 from hosts.networks import AddressRefused, address_refusal, connection_check
 from migrations_app.models import (
     Migration,
@@ -82,10 +80,7 @@ def signature(secret: str, body: bytes) -> str:
 
 
 def _fernet() -> Fernet:
-    key = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"portal webhook secrets"
-    ).derive(str(settings.SECRET_KEY).encode())
-    return Fernet(base64.urlsafe_b64encode(key))
+    return fernet_for(b"portal webhook secrets")
 
 
 def secret_encrypt(secret: str) -> str:

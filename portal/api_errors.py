@@ -13,6 +13,7 @@ exceptions become HTTP answers here, so views call services and let them propaga
 | other hosts.gateway.GatewayError (e.g.   | 502 {"detail": ...}: the host failed us      |
 | HostUnreachable), hosts.ssh.SshError     |                                              |
 
+Error bodies are JSON whatever format the request negotiated (an export's text/csv).
 Anything else goes to DRF's own handler (its APIExceptions, Http404, PermissionDenied);
 an unexpected exception stays a 500.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import exceptions, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -43,7 +45,24 @@ class BadGateway(exceptions.APIException):
 
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
-    return drf_exception_handler(as_api_exception(exc, context), context)
+    response = drf_exception_handler(as_api_exception(exc, context), context)
+    if response is not None:
+        _errors_in_json(context.get("request"))
+    return response
+
+
+def _errors_in_json(request) -> None:
+    """An error body is JSON, as the schema documents it, even where the client asked
+    for another format the view offers (text/csv of an export, YAML of the schema);
+    the browsable API's HTML stays for browsers."""
+    if request is None:
+        return
+    renderer = getattr(request, "accepted_renderer", None)
+    # None: the negotiation itself failed (an unknown ?format=); DRF would pick the
+    # view's first renderer.
+    if renderer is None or renderer.media_type not in ("application/json", "text/html"):
+        request.accepted_renderer = JSONRenderer()
+        request.accepted_media_type = JSONRenderer.media_type
 
 
 def as_api_exception(exc: Exception, context: dict) -> Exception:

@@ -1,14 +1,46 @@
 """The data folder (PORTAL_DATA_DIR) is made by the processes that use it: manage.py,
 the ASGI/WSGI entry points and the test run; never by importing the settings, so that
-a test run as another user, or on a read-only checkout, can import them."""
+a test run as another user, or on a read-only checkout, can import them.
 
+It holds the portal's secrets (secret key, ssh key, CA key, SQLite database), so it is
+0700: made so, and an existing folder that group or others may read is tightened to
+0700 with a warning on stderr. A folder owned by another user cannot be tightened by
+this process: that is said on stderr at every start instead (docs/deploy.md)."""
+
+import os
+import stat
+import sys
 from pathlib import Path
 
 from django.conf import settings
 
+DATA_DIR_MODE = 0o700
+
+
+def data_dir_tighten(path: Path) -> str | None:
+    """Make an existing data folder 0700 if group or others have any access to it.
+    Returns the warning written to stderr, or None when the folder was already private."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if not mode & 0o077:
+        return None
+    try:
+        path.chmod(DATA_DIR_MODE)
+    except OSError:  # not the owner, or a read-only file system
+        message = (
+            f"WARNING: the data folder {path} is {mode:04o}, readable by others than its "
+            f"owner, and this process (uid {os.geteuid()}) cannot change it: "
+            f"run `chmod 700 {path}` as its owner"
+        )
+    else:
+        message = f"WARNING: the data folder {path} was {mode:04o}: tightened to 0700"
+    print(message, file=sys.stderr, flush=True)
+    return message
+
 
 def data_dir_ensure() -> None:
-    """The data folder (SQLite creates its file, not its folder) and STATIC_ROOT in it
-    (WhiteNoise warns about a missing one)."""
-    Path(settings.DATA_DIR).mkdir(parents=True, exist_ok=True)
+    """The data folder, 0700 (SQLite creates its file, not its folder), and STATIC_ROOT
+    in it (WhiteNoise warns about a missing one)."""
+    data_dir = Path(settings.DATA_DIR)
+    data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+    data_dir_tighten(data_dir)
     Path(settings.STATIC_ROOT).mkdir(exist_ok=True)

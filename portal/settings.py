@@ -6,7 +6,10 @@ Everything comes from environment variables with working defaults:
 - `DATABASE_URL` (e.g. postgres://postgres@127.0.0.1:5432/test) switches to PostgreSQL;
 - `REDIS_URL` (e.g. redis://127.0.0.1:6379/0) points the task broker and the channel
   layer at a given Redis;
-- `PORTAL_NO_REDIS=1` (`make test-fast`): no Redis at all, see CHANNEL_LAYERS below.
+- `PORTAL_NO_REDIS=1` (`make test-fast`): no Redis at all, see CHANNEL_LAYERS below;
+- `PORTAL_PROFILE=production` (docs/deploy.md): behind a TLS reverse proxy, with the
+  secret key, allowed hosts, PostgreSQL and Redis given, secure cookies, HSTS and the
+  HTTPS redirect (`manage.py check --deploy` is clean); see "Production profile" below.
 
 Importing this module writes nothing: the data folder is made by the processes that use
 it (portal/datadir.py) and the secret key file on first use.
@@ -18,6 +21,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.functional import lazy
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -31,6 +35,44 @@ def _env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# "development" (the default: make demo, the tests, a checkout) or "production".
+PROFILE = os.environ.get("PORTAL_PROFILE", "development").strip().lower() or "development"
+if PROFILE not in {"development", "production"}:
+    raise ImproperlyConfigured(
+        f"PORTAL_PROFILE={PROFILE!r}: use 'production' or leave it unset (development)"
+    )
+PRODUCTION = PROFILE == "production"
+if PRODUCTION:
+    # Refuse to start rather than run a production portal on a guessable or generated
+    # key, on any Host header, on SQLite or without a shared Redis (several processes
+    # and nodes must share sessions, tasks, websockets and login throttling).
+    _missing = [
+        name
+        for name in ("PORTAL_SECRET_KEY", "PORTAL_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL")
+        if not os.environ.get(name, "").strip()
+    ]
+    if _missing:
+        raise ImproperlyConfigured(
+            "PORTAL_PROFILE=production needs "
+            + ", ".join(_missing)
+            + " in the environment (the EnvironmentFile, see deploy/portal.env.example "
+            "and docs/deploy.md)"
+        )
+    if len(os.environ["PORTAL_SECRET_KEY"].strip()) < 50:
+        raise ImproperlyConfigured(
+            "PORTAL_SECRET_KEY is shorter than 50 characters: make one with "
+            "`python3 -c 'import secrets; print(secrets.token_urlsafe(50))'`"
+        )
+    if _env_bool("PORTAL_DEBUG", False):
+        raise ImproperlyConfigured("PORTAL_DEBUG must be off with PORTAL_PROFILE=production")
+    if _env_bool("PORTAL_NO_REDIS", False):
+        raise ImproperlyConfigured("PORTAL_NO_REDIS cannot be used with PORTAL_PROFILE=production")
+
+
 @functools.cache
 def _secret_key_of_data_dir() -> str:
     """The key generated once per data folder, so that sessions survive restarts and the
@@ -38,7 +80,7 @@ def _secret_key_of_data_dir() -> str:
     use (atomically: of two processes starting together, one key wins)."""
     key_file = DATA_DIR / "secret_key"
     if not key_file.exists():
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
         draft = key_file.with_name(f".secret_key.{os.getpid()}")
         fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
@@ -52,16 +94,38 @@ def _secret_key_of_data_dir() -> str:
     return key_file.read_text().strip()
 
 
-SECRET_KEY = os.environ.get("PORTAL_SECRET_KEY") or lazy(_secret_key_of_data_dir, str)()
+SECRET_KEY = os.environ.get("PORTAL_SECRET_KEY", "").strip() or lazy(_secret_key_of_data_dir, str)()
 DEBUG = _env_bool("PORTAL_DEBUG", False)
-ALLOWED_HOSTS = os.environ.get("PORTAL_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
-CSRF_TRUSTED_ORIGINS = [
-    origin
-    for origin in os.environ.get(
-        "PORTAL_CSRF_TRUSTED_ORIGINS", "http://127.0.0.1:8000,http://localhost:8000"
-    ).split(",")
-    if origin
-]
+ALLOWED_HOSTS = _env_list("PORTAL_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+CSRF_TRUSTED_ORIGINS = _env_list(
+    "PORTAL_CSRF_TRUSTED_ORIGINS",
+    # Production: the site's own https origins (the proxy's X-Forwarded-Proto makes the
+    # request secure, so same-origin posts pass anyway); list others explicitly.
+    ",".join(f"https://{host}" for host in ALLOWED_HOSTS if not host.startswith("."))
+    if PRODUCTION
+    else "http://127.0.0.1:8000,http://localhost:8000",
+)
+
+# --- Production profile ---------------------------------------------------
+# Behind the TLS reverse proxy of deploy/nginx/portal.conf, which sets X-Forwarded-Proto
+# (and X-Forwarded-For: gunicorn's uvicorn workers take the client's address from it when
+# the proxy is in PORTAL_WEB_FORWARDED_ALLOW_IPS, see deploy/gunicorn.conf.py).
+if PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # Local health checks and metric scrapes may come over plain http on loopback.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SESSION_COOKIE_HTTPONLY = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("PORTAL_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("PORTAL_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = _env_bool("PORTAL_HSTS_PRELOAD", False)
+    SECURE_REFERRER_POLICY = "same-origin"
+    SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+    # Submitting the domain to the browsers' HSTS preload list is the administrator's
+    # decision (PORTAL_HSTS_PRELOAD=true), not a default: its warning is silenced.
+    SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 INSTALLED_APPS = [
     "daphne",
@@ -134,6 +198,19 @@ if DATABASE_URL:
             **SQLITE_OPTIONS,
             **DATABASES["default"].get("OPTIONS", {}),
         }
+    elif os.environ.get("PORTAL_DB_POOL_SIZE", "0") != "0":
+        # A connection pool per process (psycopg_pool). Under ASGI every request runs
+        # its sync code in a thread of its own, and Django's connections are per thread:
+        # CONN_MAX_AGE keeps nothing, each request would open (and PostgreSQL fork) a new
+        # connection. The pool hands each request an open one and takes it back at the
+        # end. Set by the web tier (deploy/gunicorn.conf.py) only: a pool must not be
+        # inherited across fork(), which the task workers (django-q2) do.
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": int(os.environ["PORTAL_DB_POOL_SIZE"]),
+            "timeout": 10,
+        }
 else:
     DATABASES = {
         "default": {
@@ -163,6 +240,22 @@ CHANNEL_LAYERS = {
     )
 }
 
+# The cache holds the login throttle's counters (portal/login_throttle.py): in the
+# profile's Redis (REDIS_URL in production, the private redis-server of `make demo`),
+# so every web process of every node counts together; in each process's memory only
+# without Redis (`make test-fast`).
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "portal",
+        }
+        if not NO_REDIS
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
 Q_CLUSTER = {
     "name": os.environ.get("PORTAL_Q_NAME", "portal"),
     "workers": int(os.environ.get("PORTAL_Q_WORKERS", "2")),
@@ -183,6 +276,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
 LOGIN_URL = "login"
+# Login throttling (portal/login_throttle.py): this many failed logins for one user name,
+# or from one client address, within the window lock further attempts (right password
+# or not) until the window ends: 429 on the login page, a message in the admin's.
+LOGIN_FAILURES_PER_USERNAME = int(os.environ.get("PORTAL_LOGIN_FAILURES_PER_USERNAME", "5"))
+LOGIN_FAILURES_PER_ADDRESS = int(os.environ.get("PORTAL_LOGIN_FAILURES_PER_ADDRESS", "20"))
+LOGIN_FAILURE_WINDOW_S = int(os.environ.get("PORTAL_LOGIN_FAILURE_WINDOW_S", "900"))
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
@@ -193,10 +292,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # django-filter, on lists only (a detail URL ignores the query string).
+    "DEFAULT_FILTER_BACKENDS": ["portal.filters.ListFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Every operation lists the error answers it really gives (portal/openapi.py).
+    "DEFAULT_SCHEMA_CLASS": "portal.openapi.PortalAutoSchema",
     # Domain exceptions (conflict, validation, unreachable host, ...) -> HTTP, in one place.
     "EXCEPTION_HANDLER": "portal.api_errors.api_exception_handler",
 }
@@ -212,6 +313,10 @@ SPECTACULAR_SETTINGS = {
         "BatchKindEnum": "migrations_app.models.BatchKind",
         "WebhookEventEnum": "migrations_app.models.WebhookEvent",
         "WebhookDeliveryStatusEnum": "migrations_app.models.WebhookDeliveryStatus",
+        # A host's transport (how the portal reaches it) and a migration's (how the
+        # memory travels) are different choice sets.
+        "HostTransportEnum": "hosts.models.Transport",
+        "MigrationTransportEnum": "migrations_app.models.TransportMode",
     },
 }
 
@@ -237,7 +342,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"  # made with the data folder (WhiteNoise wants it)
-WHITENOISE_USE_FINDERS = True
+# WhiteNoise serves the static files from the web processes (nginx only proxies): from
+# the apps' folders in development, from STATIC_ROOT (`manage.py collectstatic`) in
+# production, so that the data folder stays 0700 and private to the portal's user.
+WHITENOISE_USE_FINDERS = not PRODUCTION
 
 LOGGING = {
     "version": 1,
@@ -288,9 +396,16 @@ WEBHOOK_TIMEOUT_S = float(os.environ.get("PORTAL_WEBHOOK_TIMEOUT_S", "5"))
 MIGRATION_TIMEOUT_MAX_S = int(Q_CLUSTER["timeout"]) - 600
 
 # --- SSH ------------------------------------------------------------------
-# The portal's own key pair (private key 0600) and the known_hosts file it writes
-# from the host keys pinned in the database (libvirt's libssh transport reads it).
-SSH_KEY_PATH = Path(os.environ.get("PORTAL_SSH_KEY_PATH", DATA_DIR / "ssh" / "id_ed25519"))
+# Nothing here is node-local state: the portal's ssh key pair, TLS CA and client
+# certificate live in the database (private keys encrypted with a key derived from
+# SECRET_KEY), host keys are pinned in the database, and these files are a per-node
+# cache rebuilt from it before use (hosts.credentials, docs/nodes.md).
+# The portal's private key (0600) as this node materialises it; libvirt's ssh and
+# paramiko read it here. Not configurable: PORTAL_SSH_KEY_PATH is refused (check
+# hosts.E001); a key of the deployment's is imported once with
+# `manage.py portal_credentials import-ssh-key <file>`.
+SSH_KEY_PATH = DATA_DIR / "ssh" / "id_ed25519"
+# The known_hosts file written from the host keys pinned in the database.
 SSH_KNOWN_HOSTS_PATH = DATA_DIR / "ssh" / "known_hosts"
 # libvirt runs this instead of plain `ssh` (URI parameter `command`): it is ssh with
 # strict checking against SSH_KNOWN_HOSTS_PATH only.
@@ -299,10 +414,12 @@ SSH_COMMAND_PATH = DATA_DIR / "ssh" / "portal-ssh"
 SSH_SUDO_COMMAND_PATH = DATA_DIR / "ssh" / "portal-ssh-sudo"
 
 # --- TLS ------------------------------------------------------------------
-# The portal's own CA (ca/cakey.pem 0600, ca/cacert.pem) and its client certificate
-# folder for qemu+tls:// (`pkipath`: cacert.pem, clientcert.pem, clientkey.pem 0600).
+# The portal's client certificate folder for qemu+tls:// (`pkipath`: cacert.pem,
+# clientcert.pem, clientkey.pem 0600), materialised from the database on each node.
 TLS_DIR = Path(os.environ.get("PORTAL_TLS_DIR", DATA_DIR / "tls"))
-TLS_CA_DIR = TLS_DIR / "ca"
 TLS_CLIENT_DIR = TLS_DIR / "client"
+# Where the CA was kept before it moved to the database: read once, to import it
+# (cakey.pem, cacert.pem); never written.
+TLS_CA_DIR = TLS_DIR / "ca"
 # Run as root on a host after its certificates are installed, so libvirtd loads them.
 TLS_RESTART_COMMAND = os.environ.get("PORTAL_TLS_RESTART_COMMAND", "systemctl restart libvirtd")

@@ -1,9 +1,14 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 
 from portal import metrics, views
+from portal.forms import ThrottledAdminAuthenticationForm
+from portal.schema_view import SchemaView
+
+# The admin's login page is throttled like the portal's (portal.login_throttle).
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -16,7 +21,7 @@ urlpatterns = [
         views.migration_batch_detail,
         name="migration-batch-detail",
     ),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/", include("hosts.api.urls")),
@@ -25,7 +30,7 @@ urlpatterns = [
     path("api/", include("audit.api.urls")),
     path("", include("audit.urls")),
     path("", include("migrations_app.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/schema/", SchemaView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", metrics.metrics_view, name="metrics"),

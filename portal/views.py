@@ -3,6 +3,7 @@ filters; every action is sent by the browser to the API (static/portal/*.js)."""
 
 from uuid import UUID
 
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -17,11 +18,26 @@ from migrations_app.models import MigrationStatus
 from migrations_app.permissions import can_migrate
 from migrations_app.selectors import batches_visible_to, migrations_visible_to
 from portal import pages
+from portal.forms import ThrottledAuthenticationForm
 from vms.filters import VMFilterSet
 from vms.models import ACTIVE_STATES, VMState
 from vms.selectors import vm_get_present
 
 MIGRATIONS_PER_PAGE = 50
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login page with login throttling (portal.login_throttle): a locked
+    attempt is answered 429 with Retry-After and the reason on the page."""
+
+    form_class = ThrottledAuthenticationForm
+
+    def form_invalid(self, form: ThrottledAuthenticationForm) -> HttpResponse:
+        response = super().form_invalid(form)
+        if form.lockout is not None:
+            response.status_code = 429
+            response["Retry-After"] = str(form.lockout.retry_after_s)
+        return response
 
 
 @login_required

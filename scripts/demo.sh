@@ -32,7 +32,8 @@ $PY manage.py ensure_admin
 
 $PY manage.py run_workers &
 pids+=($!)
-.venv/bin/daphne -b 127.0.0.1 -p "$PORT" portal.asgi:application &
+# The production web tier (deploy/gunicorn.conf.py): several ASGI worker processes.
+PORTAL_WEB_BIND="127.0.0.1:$PORT" bash scripts/web.sh &
 pids+=($!)
 
 for _ in $(seq 100); do

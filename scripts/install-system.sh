@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages the portal and its lab hosts need. Idempotent; needs root.
+#   install-system.sh               development and tests: the portal, the lab, the browser
+#   install-system.sh --production  a production node (docs/deploy.md): the portal's
+#                                   runtime, nginx, PostgreSQL and Redis; no lab, no browser
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -28,7 +31,23 @@ PACKAGES=(
   openssl
   # lab hosts: administrators who sudo (and the portal's sudo-only access)
   sudo
+  # the HTTP load generator of the API benchmark (bench/api_bench.py, make bench-api)
+  wrk
 )
+
+if [ "${1:-}" = "--production" ]; then
+  PACKAGES=(
+    # the virtualenv, and building libvirt-python against the system libvirt
+    python3-venv python3-dev gcc pkg-config libvirt-dev
+    # libvirt's client (virsh for the administrator); ssh to hosts; TLS tools
+    libvirt-clients openssh-client openssl ca-certificates curl
+    # reverse proxy, database, broker and cache (docs/deploy.md)
+    nginx postgresql redis-server
+  )
+elif [ -n "${1:-}" ]; then
+  echo "usage: $0 [--production]" >&2
+  exit 2
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -39,6 +58,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "${1:-}" = "--production" ]; then
+  echo "system packages ready (production)"
+  exit 0
 fi
 
 # libvirtd 9.0 resolves the default QEMU user before reading qemu.conf: it must exist.

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 data_dir=${PORTAL_DATA_DIR:-$PWD/var}
 run_dir="$data_dir/run"
-mkdir -p "$run_dir"
+# The data folder (when this makes it) and run/ are private: 0700 (portal/datadir.py).
+(umask 077 && mkdir -p "$run_dir")
 chmod 700 "$run_dir"
 socket="$run_dir/redis.sock"
 pidfile="$run_dir/redis.pid"

@@ -39,15 +39,30 @@ trap cleanup EXIT
 .venv/bin/python -m tests.lab_session up >/dev/null
 bash scripts/redis.sh start
 
+# Tests of what the lab hosts, libvirt and QEMU do (the lab itself, options on the wire,
+# ssh, peer trust, TLS) use the database only as any test does: each runs once, in one
+# of the two profiles (split to even out their times). The scale-out test (two web and
+# two worker groups on one database) needs PostgreSQL: it runs in the second. Every
+# other test runs in both.
+HOST_BEHAVIOUR_TESTS_FIRST=(
+  tests/test_lab.py tests/test_lab_isolation.py tests/test_lab_faults.py
+  tests/test_extra_vms_lab.py tests/test_ssh_lab.py tests/test_tls_lab.py
+)
+HOST_BEHAVIOUR_TESTS_SECOND=(tests/test_options_lab.py tests/test_peer_trust_lab.py)
+first_profile_skips=()
+for file in "${HOST_BEHAVIOUR_TESTS_SECOND[@]}"; do first_profile_skips+=(--ignore="$file"); done
+second_profile_skips=()
+for file in "${HOST_BEHAVIOUR_TESTS_FIRST[@]}"; do second_profile_skips+=(--ignore="$file"); done
+
 started=$(date +%s)
 echo "== both profiles start: 1/2 SQLite + private redis-server, 2/2 PostgreSQL ($PG_URL) + Redis ($PG_REDIS_URL) =="
 # A temporary folder each: pytest prunes old numbered folders under the shared default
 # one, which would remove the other profile's while it still uses them.
 env -u DATABASE_URL -u REDIS_URL .venv/bin/pytest --basetemp="$ROOT/var/pytest-tmp/profile-1" \
-  "$@" >"$LOGS/profile-1.log" 2>&1 &
+  --durations=25 -m "not scale_out" "${first_profile_skips[@]}" "$@" >"$LOGS/profile-1.log" 2>&1 &
 first=$!
 pg_profile .venv/bin/pytest --basetemp="$ROOT/var/pytest-tmp/profile-2" \
-  "$@" >"$LOGS/profile-2.log" 2>&1 &
+  --durations=25 "${second_profile_skips[@]}" "$@" >"$LOGS/profile-2.log" 2>&1 &
 second=$!
 status_1=0
 status_2=0

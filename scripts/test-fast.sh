@@ -9,6 +9,6 @@ cd "$(dirname "$0")/.."
 data_dir=$(mktemp -d "${TMPDIR:-/tmp}/portal-test-fast.XXXXXX")
 trap 'rm -rf "$data_dir"' EXIT
 
-env -u DATABASE_URL -u REDIS_URL -u PORTAL_SECRET_KEY \
+env -u DATABASE_URL -u REDIS_URL -u PORTAL_SECRET_KEY -u PORTAL_PROFILE \
   PORTAL_DATA_DIR="$data_dir" PORTAL_NO_REDIS=1 \
   .venv/bin/pytest -m "not lab and not browser and not redis" -p no:cacheprovider -q "$@"

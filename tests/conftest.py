@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -34,6 +35,21 @@ def _fast_password_hashing(request):
         return
     settings = request.getfixturevalue("settings")
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(settings):
+    """Each test gets an empty cache of its own: the login throttle counts failures per
+    client address there, and every test client comes from 127.0.0.1, so failures of
+    one test (or of an earlier run, in a Redis that outlives it) must not lock another
+    test's logins. Portal processes started by the tests keep the profile's cache."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": f"test-{uuid.uuid4().hex}",
+        }
+    }
     yield
 
 
@@ -113,19 +129,14 @@ def viewer_api(viewer_user) -> APIClient:
     return client
 
 
-@pytest.fixture
-def vm(db):
-    """A running VM row on host `src`, with a second host `dst`: no hypervisor behind
-    them (for API tests that stop before libvirt)."""
+def running_vm_on(source):
+    """A running VM row `web-1` on `source` (no hypervisor behind it)."""
     import uuid
 
     from django.utils import timezone
 
-    from hosts.models import Host
     from vms.models import VM
 
-    source = Host.objects.create(name="src", address="192.0.2.10")
-    Host.objects.create(name="dst", address="192.0.2.11")
     return VM.objects.create(
         uuid=uuid.uuid4(),
         name="web-1",
@@ -137,6 +148,17 @@ def vm(db):
         max_memory_kib=262144,
         last_synced_at=timezone.now(),
     )
+
+
+@pytest.fixture
+def vm(db):
+    """A running VM row on host `src`, with a second host `dst`: no hypervisor behind
+    them (for API tests that stop before libvirt)."""
+    from hosts.models import Host
+
+    source = Host.objects.create(name="src", address="192.0.2.10")
+    Host.objects.create(name="dst", address="192.0.2.11")
+    return running_vm_on(source)
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,16 @@ from lab import core, faults
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("PORTAL_DATA_DIR", BASE_DIR / "var")).resolve()
 
+# The data folder is 0700 (portal/datadir.py): a lab host's own users (ssh, sudo) could
+# not reach their home below it. Each host hides it under a tmpfs and sees only its own
+# folder again (lab.core); the PostgreSQL profile's data folder (var/pg-profile) sits in
+# the first profile's, so there the outer one is hidden.
+_MAIN_DATA_DIR = BASE_DIR / "var"
+PRIVATE_PATHS = (_MAIN_DATA_DIR if DATA_DIR.is_relative_to(_MAIN_DATA_DIR) else DATA_DIR,)
+
 CONFIG = core.LabConfig(
     root=DATA_DIR / "test-lab",
+    private_paths=PRIVATE_PATHS,
     # Shared by the two profiles' labs when `make test` runs them side by side.
     image_cache=Path(os.environ.get("TEST_LAB_IMAGE_CACHE", DATA_DIR / "guest-images")),
     # Another checkout testing on this machine at the same time sets its own.

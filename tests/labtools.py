@@ -152,3 +152,16 @@ def wait_final(migration_id: int, timeout: float = 180, interval: float = 0.2):
         what=f"migration {migration_id} to be final",
         interval=interval,
     )
+
+
+def remove_extra_guests(config: core.LabConfig) -> None:
+    """Destroy and undefine every extra guest (LabConfig.extra_vms) on every running
+    lab host, wherever migrations left it: the lab is as the other tests expect it."""
+    for host in core.status(config):
+        if not host.running:
+            continue
+        names = core.virsh(host, "list", "--all", "--name").stdout.split()
+        for name in names:
+            if "-extra-" in name:
+                core.virsh(host, "destroy", name, check=False)
+                core.virsh(host, "undefine", name, check=False)

@@ -61,8 +61,9 @@ def test_a_name_that_matches_nothing_is_an_empty_list(api, url):
         "/api/vms/?host=%00",
         "/api/audit/?since=not-a-date",
         "/api/audit/?until=2026-13-45",
+        "/api/audit/?source_ip=setup_time",
         "/api/reports/migrations/?since=soon",
-        "/api/migrations/?page=abc",
+        "/api/migrations/?cursor=abc",
     ],
 )
 def test_a_bad_query_value_is_400_naming_it(api, url):

@@ -1,6 +1,7 @@
-"""The batch page in a real browser (headless Chromium via Playwright) against daphne,
-the django-q2 workers and the lab hosts: per-VM rows and the overall progress follow
-a real batch live over its websocket to the end. Screenshots in test-artifacts/."""
+"""The batch page in a real browser (headless Chromium via Playwright) against the
+production web tier (gunicorn + uvicorn), the django-q2 workers and the lab hosts:
+per-VM rows and the overall progress follow a real batch live over its websocket to the
+end. Screenshots in test-artifacts/."""
 
 from __future__ import annotations
 

@@ -1,15 +1,13 @@
 """The portal in a real browser: Debian's headless Chromium driven by Playwright, against
-daphne and the django-q2 workers (real processes on the test database) and the two lab
-hosts. Logs in, uses the migrate dialog, watches a real migration finish, and cancels
-one. Screenshots go to test-artifacts/ (git-ignored)."""
+the production web tier (scripts/web.sh: gunicorn + uvicorn) and the django-q2 workers
+(real processes on the test database) and the lab hosts. Logs in, uses the migrate
+dialog, watches a real migration finish, and cancels one. Screenshots go to
+test-artifacts/ (git-ignored)."""
 
 from __future__ import annotations
 
 import re
 import shutil
-import socket
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from django_q.brokers import get_broker
 from lab import core
 from migrations_app.models import Migration
 from tests import labtools
-from tests.processes import ROOT, PortalServer, Workers
+from tests.processes import ROOT, PortalServer, Workers, free_port
 
 pytestmark = [pytest.mark.lab, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -37,36 +35,17 @@ CHROMIUM_ARGS = [
 PASSWORD = "admin-pass-123"  # the admin_user fixture's
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_until_serving(server: PortalServer, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise AssertionError(f"daphne exited:\n{server.log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(server.url + "/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"daphne did not answer in {timeout} s:\n{server.log.read_text()[-3000:]}")
-
-
 @pytest.fixture
 def portal(tmp_path):
-    """daphne (HTTP + websockets) and the task workers, on the test database."""
+    """The production web tier (gunicorn + 2 uvicorn workers: HTTP and websockets) and
+    the task workers, on the test database."""
     get_broker().purge_queue()  # tasks of earlier in-process tests must not run here
     workers = Workers(tmp_path / "workers.log")
-    server = PortalServer(tmp_path / "daphne.log", _free_port())
+    server = PortalServer(tmp_path / "web.log", free_port())
     workers.start()
     server.start()
     try:
-        _wait_until_serving(server)
+        server.wait_until_serving()
         yield server
     finally:
         server.stop()
@@ -274,7 +253,7 @@ def test_cancel_from_the_dialog(portal, page, linux_vm):
     expect(connection).to_contain_text("reconnecting")
     before = float(progress.get_attribute("data-percent"))
     portal.start()
-    _wait_until_serving(portal)
+    portal.wait_until_serving()
     expect(connection).to_have_text("● live", timeout=30_000)
     page.wait_for_function(
         "(before) => parseFloat(document.querySelector("

@@ -1,9 +1,9 @@
 """The host page and the ranked migrate dialog in a real browser (Debian's headless
-Chromium through Playwright, against daphne and the workers on the test database, and
-the lab hosts): open a host's page from the dashboard, put a host into maintenance,
-see it ranked last and unfit in the migrate dialog, open the evacuation plan of the
-VM's host and confirm it: the batch's page follows the evacuation to the end.
-Screenshots go to test-artifacts/."""
+Chromium through Playwright, against the production web tier (gunicorn + uvicorn) and
+the workers on the test database, and the lab hosts): open a host's page from the
+dashboard, put a host into maintenance, see it ranked last and unfit in the migrate
+dialog, open the evacuation plan of the VM's host and confirm it: the batch's page
+follows the evacuation to the end. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -105,12 +105,11 @@ def test_evacuating_a_host_with_four_vms_from_the_browser(
     from playwright.sync_api import expect
 
     from migrations_app.models import Migration, MigrationBatch
-    from tests.test_extra_vms_lab import _remove_extras
 
     source = linux_vm.source
     # lab-vm and three small extra guests (and lab-tiny, if it runs there too).
     config = dataclasses.replace(lab_config, extra_vms=3)
-    _remove_extras(config)
+    labtools.remove_extra_guests(config)
     hosts = core.up(config, hosts=len(linux_vm.hosts))
     try:
         for lab_host in hosts:
@@ -174,4 +173,4 @@ def test_evacuating_a_host_with_four_vms_from_the_browser(
             )
         assert page.js_errors == []
     finally:
-        _remove_extras(config)
+        labtools.remove_extra_guests(config)

@@ -19,24 +19,13 @@ pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 EXTRA = 2
 
 
-def _remove_extras(config: core.LabConfig) -> None:
-    for host in core.status(config):
-        if not host.running:
-            continue
-        names = core.virsh(host, "list", "--all", "--name").stdout.split()
-        for name in names:
-            if "-extra-" in name:
-                core.virsh(host, "destroy", name, check=False)
-                core.virsh(host, "undefine", name, check=False)
-
-
 @pytest.fixture
 def extra_lab(lab_hosts, lab_config):
     config = dataclasses.replace(lab_config, extra_vms=EXTRA)
-    _remove_extras(config)
+    labtools.remove_extra_guests(config)
     hosts = core.up(config, hosts=len(lab_hosts))
     yield config, hosts
-    _remove_extras(config)
+    labtools.remove_extra_guests(config)
 
 
 def test_every_host_gets_its_extra_guests_and_they_migrate(api, extra_lab, lab_registered):

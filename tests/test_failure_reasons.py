@@ -42,7 +42,7 @@ def test_the_api_shows_and_filters_the_reason(api):
     listed = api.get("/api/migrations/", {"failure_reason": "timeout"}).json()
     assert [m["id"] for m in listed["results"]] == [timed_out.pk]
     both = api.get("/api/migrations/?failure_reason=timeout&failure_reason=precheck").json()
-    assert both["count"] == 2
+    assert len(both["results"]) == 2
     assert api.get("/api/migrations/", {"failure_reason": "bad luck"}).status_code == 400
 
 

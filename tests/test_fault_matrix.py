@@ -10,7 +10,6 @@ reconciler settles it.
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import subprocess
 import time
@@ -36,7 +35,8 @@ from tests.labtools import (
     wait_final,
     wait_until_migrating,
 )
-from tests.processes import PortalServer, Workers
+from tests.processes import PortalServer, Workers, free_port
+from vms.selectors import vm_get_present
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 
@@ -321,17 +321,24 @@ def test_worker_killed_during_completion(api, linux_vm, workers):
     destination = linux_vm.other(source)
     workers.start()
     migration_id = request_migration(api, linux_vm.uuid, remote_host=destination.name)
+    # Completion is short now: `completing` lasts while libvirt's statistics are read;
+    # the inventory sync of both hosts runs after `succeeded`. Either is a kill during
+    # completion (the task has not returned yet).
     labtools.wait_for(
-        lambda: Migration.objects.filter(pk=migration_id, status="completing").exists(),
+        lambda: Migration.objects.filter(
+            pk=migration_id, status__in=["completing", "succeeded"]
+        ).exists(),
         timeout=120,
         what="completion to start",
-        interval=0.01,
+        interval=0.005,
     )
     workers.kill()
     workers.start()
     record = wait_final(migration_id, timeout=60)
     assert record.status == "succeeded", record.error
     assert_settled(linux_vm, migration_id, source, destination)
+    # Whatever the kill interrupted, the inventory names the VM's new host.
+    assert vm_get_present(uuid=linux_vm.uuid).host.name == destination.name
 
 
 def test_stalled_worker_is_taken_over_and_writes_nothing_after(api, linux_vm, workers, settings):
@@ -398,12 +405,6 @@ class PrivateRedis:
         self.socket.unlink(missing_ok=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_broker_down_when_the_request_arrives(api, admin_user, linux_vm, tmp_path):
     source = linux_vm.source
     destination = linux_vm.other(source)
@@ -415,7 +416,7 @@ def test_broker_down_when_the_request_arrives(api, admin_user, linux_vm, tmp_pat
         "PORTAL_MIGRATION_RECONCILE_EVERY_S": "2",
         "PORTAL_MIGRATION_TASK_LOST_AFTER_S": "5",
     }
-    server = PortalServer(tmp_path / "daphne.log", _free_port(), env=env)
+    server = PortalServer(tmp_path / "web.log", free_port(), env=env)
     workers = Workers(tmp_path / "workers.log", env=env)
     server.start()
     workers.start()

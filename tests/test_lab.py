@@ -16,6 +16,7 @@ import paramiko
 import pytest
 
 from lab import core, guest_images
+from tests import lab_session
 
 pytestmark = pytest.mark.lab
 
@@ -46,6 +47,7 @@ def self_lab() -> Iterator[core.LabConfig]:
         image_cache=Path(os.environ.get("TEST_LAB_IMAGE_CACHE", data / "guest-images")),
         first_address=SELF_ADDRESS,
         name_prefix="selftest",
+        private_paths=lab_session.PRIVATE_PATHS,
         guest_memory_mib=192,
         guest_fill_mib=48,
         guest_dirty_mib_s=4,

@@ -226,6 +226,9 @@ PAGE_MARKERS = [
     ("/hosts/{host}/", 'id="evacuate-dialog"', HOSTS),
     ("/migrations/{migration}/", 'data-action="cancel-migration"', MIGRATE),
     ("/migration-batches/{batch}/", 'data-action="cancel-batch"', MIGRATE),
+    # The menu links to the audit log and the reports only for those who may read them.
+    ("/", 'href="/audit/"', AUDIT),
+    ("/", 'href="/reports/migrations/"', AUDIT),
 ]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import subprocess
 from urllib.parse import urlencode
 
@@ -28,17 +27,23 @@ def _csr(key=None) -> tuple[ec.EllipticCurvePrivateKey, str]:
     return key, csr.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def test_ca_is_made_once_with_a_0600_key(tmp_path):
-    first = tls.ca_ensure(tmp_path / "ca")
-    again = tls.ca_ensure(tmp_path / "ca")
+def test_ca_survives_its_pem_round_trip_and_is_a_ca(tmp_path):
+    first = tls.ca_create()
+    again = tls.ca_from_pem(tls.key_pem(first.key), first.cert_pem)
     assert first.fingerprint == again.fingerprint
-    assert oct(os.stat(tmp_path / "ca" / "cakey.pem").st_mode & 0o777) == "0o600"
+    assert again.key.private_numbers() == first.key.private_numbers()
     constraints = first.cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     assert constraints.ca is True
+    # A CA kept as files before it moved to the database is read back the same.
+    assert tls.ca_load(tmp_path / "ca") is None
+    (tmp_path / "ca").mkdir()
+    (tmp_path / "ca" / "cakey.pem").write_bytes(tls.key_pem(first.key))
+    (tmp_path / "ca" / "cacert.pem").write_text(first.cert_pem)
+    assert tls.ca_load(tmp_path / "ca").fingerprint == first.fingerprint
 
 
 def test_server_certificate_names_the_host_and_takes_only_the_csr_key(tmp_path):
-    ca = tls.ca_ensure(tmp_path / "ca")
+    ca = tls.ca_create()
     key, csr = _csr()
     pem = tls.csr_sign(ca, csr, kind="server", host_name="hv1", address="192.0.2.7")
     cert = tls.load_certificate(pem)
@@ -54,12 +59,13 @@ def test_server_certificate_names_the_host_and_takes_only_the_csr_key(tmp_path):
     assert tls.cert_problem(pem, ca.cert, what="it") is None
     # openssl agrees that the chain holds.
     (tmp_path / "s.pem").write_text(pem)
+    (tmp_path / "cacert.pem").write_text(ca.cert_pem)
     verified = subprocess.run(
         [
             "openssl",
             "verify",
             "-CAfile",
-            str(tmp_path / "ca" / "cacert.pem"),
+            str(tmp_path / "cacert.pem"),
             str(tmp_path / "s.pem"),
         ],
         capture_output=True,
@@ -69,7 +75,7 @@ def test_server_certificate_names_the_host_and_takes_only_the_csr_key(tmp_path):
 
 
 def test_dns_address_and_client_usage(tmp_path):
-    ca = tls.ca_ensure(tmp_path / "ca")
+    ca = tls.ca_create()
     pem = tls.csr_sign(ca, _csr()[1], kind="client", host_name="hv2", address="hv2.example.net")
     info = tls.cert_info(pem)
     assert info.names == ("hv2.example.net", "hv2")
@@ -79,7 +85,7 @@ def test_dns_address_and_client_usage(tmp_path):
 
 
 def test_expired_and_other_ca_are_named(tmp_path):
-    ca = tls.ca_ensure(tmp_path / "ca")
+    ca = tls.ca_create()
     past = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
     expired = tls.csr_sign(
         ca, _csr()[1], kind="client", host_name="hv1", address="192.0.2.7", not_after=past
@@ -100,28 +106,33 @@ def test_expired_and_other_ca_are_named(tmp_path):
 
 
 def test_a_bad_csr_is_refused(tmp_path):
-    ca = tls.ca_ensure(tmp_path / "ca")
+    ca = tls.ca_create()
     with pytest.raises(tls.TlsError, match="is not a CSR"):
         tls.csr_sign(ca, "hello", kind="server", host_name="hv1", address="192.0.2.7")
     with pytest.raises(tls.TlsError, match="unknown certificate kind"):
         tls.csr_sign(ca, _csr()[1], kind="ca", host_name="hv1", address="192.0.2.7")
 
 
-def test_portal_client_folder_is_kept_and_follows_the_ca(tmp_path):
-    ca = tls.ca_ensure(tmp_path / "ca")
-    first = tls.portal_client_ensure(tmp_path / "client", ca)
-    assert sorted(p.name for p in (tmp_path / "client").iterdir()) == [
-        "cacert.pem",
-        "clientcert.pem",
-        "clientkey.pem",
-    ]
-    assert oct(os.stat(tmp_path / "client" / "clientkey.pem").st_mode & 0o777) == "0o600"
-    assert tls.portal_client_ensure(tmp_path / "client", ca).cert == first.cert
-    other = tls.ca_create()
-    renewed = tls.portal_client_ensure(tmp_path / "client", other)
-    assert renewed.cert != first.cert
-    assert tls.issued_by(renewed.cert, other.cert)
-    assert (tmp_path / "client" / "cacert.pem").read_text() == other.cert_pem
+@pytest.mark.parametrize(
+    ("days_left", "same_ca", "current"),
+    [
+        (365, True, True),
+        (31, True, True),
+        (29, True, False),
+        (-1, True, False),
+        (365, False, False),
+    ],
+)
+def test_portal_client_certificate_is_renewed_when_due_or_of_another_ca(
+    days_left, same_ca, current
+):
+    ca = tls.ca_create()
+    cert_pem, key = tls.client_issue(ca)
+    assert serialization.load_pem_private_key(key, password=None)
+    assert tls.issued_by(tls.load_certificate(cert_pem), ca.cert)
+    not_after = tls.load_certificate(cert_pem).not_valid_after_utc
+    now = not_after - dt.timedelta(days=days_left)
+    assert tls.client_current(cert_pem, ca if same_ca else tls.ca_create(), now=now) is current
 
 
 def test_uris(settings, tmp_path):

@@ -28,7 +28,7 @@ from hosts.models import Host
 from lab import core
 from migrations_app.engine import migration_execute
 from migrations_app.models import Migration
-from tests import labtools
+from tests import lab_session, labtools
 from tests.labtools import request_migration
 from tests.test_browser_e2e import page, portal  # noqa: F401  (fixtures of the browser test)
 
@@ -46,6 +46,7 @@ def _config() -> core.LabConfig:
         image_cache=Path(os.environ.get("TEST_LAB_IMAGE_CACHE", data / "guest-images")),
         first_address=FIRST_ADDRESS,
         name_prefix="tlslab",
+        private_paths=lab_session.PRIVATE_PATHS,
         start_vms=False,
         tls_hosts=(1, 2),
     )
@@ -218,20 +219,37 @@ def test_certificates_are_made_over_ssh_and_keys_stay_on_the_host(api, tls_lab):
 
 
 def _watch_tls_creds(lab_host: core.LabHost, stop: threading.Event, seen: list[str]) -> None:
-    while not stop.is_set():
-        result = core.virsh(
-            lab_host,
-            "qemu-monitor-command",
-            "--hmp",
-            VM_NAME,
-            "info migrate_parameters",
-            check=False,
-            timeout=10,
-        )
-        match = re.search(r"^tls-creds: (.*)$", result.stdout, re.MULTILINE)
-        value = match.group(1).strip().strip("'\"") if match else ""
-        if value:
-            seen.append(value)
+    """Poll the source QEMU's migration parameters from one virsh shell: a tiny guest's
+    stream has its TLS credentials for under a second, shorter than starting a virsh
+    process and connecting takes on a busy machine."""
+    # virsh's shell echoes each command and prints its prompt without a newline: the
+    # mark is quoted in the command so that only echo's output contains it whole.
+    mark = b"tls-watch-mark"
+    poll = f"qemu-monitor-command --hmp {VM_NAME} 'info migrate_parameters'\n"
+    poll += 'echo tls-watch-"mark"\n'
+    shell = subprocess.Popen(
+        core.virsh_argv(lab_host),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while not stop.is_set() and shell.poll() is None:
+            shell.stdin.write(poll.encode())
+            shell.stdin.flush()
+            answer = b""
+            while mark not in answer:
+                chunk = os.read(shell.stdout.fileno(), 65536)
+                if not chunk:
+                    return
+                answer += chunk
+            match = re.search(rb"^tls-creds: (.*)$", answer, re.MULTILINE)
+            value = match.group(1).decode().strip().strip("'\"") if match else ""
+            if value:
+                seen.append(value)
+    finally:
+        shell.kill()
+        shell.wait()
 
 
 def _migrate(api, hosts, destination: core.LabHost, *, tls_on: bool, watch=None):

@@ -1,6 +1,7 @@
 import django_filters
 from django.db.models import Q
 
+from audit.filters import StrictBooleanFilter
 from vms.models import VM, VMState
 
 
@@ -10,6 +11,8 @@ class VMFilterSet(django_filters.FilterSet):
     search = django_filters.CharFilter(
         method="filter_search", help_text="Part of the VM name, or the start of its UUID."
     )
+
+    persistent = StrictBooleanFilter()
 
     class Meta:
         model = VM

@@ -60,6 +60,12 @@ class VM(models.Model):
 
     class Meta:
         ordering = ["name", "host__name"]
+        # The list's order: read by name from the index, the few equal names sorted by host.
+        indexes = [
+            models.Index(fields=["name"], name="vm_name_idx"),
+            # A host's VM counts (vms.selectors.hosts_with_vm_counts): index-only reads.
+            models.Index(fields=["host", "state"], name="vm_host_state_idx"),
+        ]
         constraints = [models.UniqueConstraint(fields=["uuid", "host"], name="vm_unique_per_host")]
 
     def __str__(self) -> str:

@@ -35,50 +35,75 @@ def vms_sync_host(
     existing = {str(vm.uuid): vm for vm in VM.objects.select_for_update().filter(host=host)}
     for info in domains:
         vm = existing.pop(info.uuid, None)
-        is_new = vm is None
-        if is_new:
-            vm = VM(uuid=info.uuid, host=host)
-        vm.name = info.name
-        vm.state = info.state
-        vm.persistent = info.persistent
-        vm.vcpus = info.vcpus
-        vm.memory_kib = info.memory_kib
-        vm.max_memory_kib = info.max_memory_kib
-        vm.arch = info.arch
-        vm.machine_type = info.machine_type
-        vm.domain_type = info.domain_type
-        vm.has_hostdev = info.has_hostdev
-        vm.last_synced_at = synced_at
-        vm.gone_at = None
-        vm.save()
-        _vm_disks_replace(vm=vm, host=host, info=info)
-        if is_new:
-            result.added.append(info.name)
-            audit_event_record(
-                actor=actor,
-                event_type=EventType.VM_DISCOVERED,
-                target=vm,
-                after={"host": host.name, "state": vm.state},
-            )
-        else:
-            result.updated.append(info.name)
+        _vm_apply(host=host, vm=vm, info=info, synced_at=synced_at, actor=actor)
+        (result.updated if vm is not None else result.added).append(info.name)
     for vm in existing.values():
-        if vm.state == VMState.GONE:
-            continue
-        previous = vm.state
-        vm.state = VMState.GONE
-        vm.gone_at = synced_at
-        vm.last_synced_at = synced_at
-        vm.save(update_fields=["state", "gone_at", "last_synced_at"])
-        result.gone.append(vm.name)
+        if _vm_mark_gone(host=host, vm=vm, synced_at=synced_at, actor=actor):
+            result.gone.append(vm.name)
+    return result
+
+
+@transaction.atomic
+def vm_sync_one(
+    *, host: Host, uuid: str, info: DomainInfo | None, synced_at: datetime, actor: Actor
+) -> None:
+    """Make the one VM row of `uuid` on `host` match `info` (None: the host has no such
+    domain), as `vms_sync_host` would. The migration engine calls it in the transaction
+    that records `succeeded`, so the inventory names the VM's new host at once; the
+    full sync of both hosts follows."""
+    vm = VM.objects.select_for_update().filter(host=host, uuid=uuid).first()
+    if info is not None:
+        _vm_apply(host=host, vm=vm, info=info, synced_at=synced_at, actor=actor)
+    elif vm is not None:
+        _vm_mark_gone(host=host, vm=vm, synced_at=synced_at, actor=actor)
+
+
+def _vm_apply(
+    *, host: Host, vm: VM | None, info: DomainInfo, synced_at: datetime, actor: Actor
+) -> VM:
+    is_new = vm is None
+    if is_new:
+        vm = VM(uuid=info.uuid, host=host)
+    vm.name = info.name
+    vm.state = info.state
+    vm.persistent = info.persistent
+    vm.vcpus = info.vcpus
+    vm.memory_kib = info.memory_kib
+    vm.max_memory_kib = info.max_memory_kib
+    vm.arch = info.arch
+    vm.machine_type = info.machine_type
+    vm.domain_type = info.domain_type
+    vm.has_hostdev = info.has_hostdev
+    vm.last_synced_at = synced_at
+    vm.gone_at = None
+    vm.save()
+    _vm_disks_replace(vm=vm, host=host, info=info)
+    if is_new:
         audit_event_record(
             actor=actor,
-            event_type=EventType.VM_GONE,
+            event_type=EventType.VM_DISCOVERED,
             target=vm,
-            before={"host": host.name, "state": previous},
-            after={"state": VMState.GONE},
+            after={"host": host.name, "state": vm.state},
         )
-    return result
+    return vm
+
+
+def _vm_mark_gone(*, host: Host, vm: VM, synced_at: datetime, actor: Actor) -> bool:
+    if vm.state == VMState.GONE:
+        return False
+    previous = vm.state
+    vm.state = VMState.GONE
+    vm.gone_at = synced_at
+    vm.last_synced_at = synced_at
+    vm.save(update_fields=["state", "gone_at", "last_synced_at"])
+    audit_event_record(
+        actor=actor,
+        event_type=EventType.VM_GONE,
+        target=vm,
+        before={"host": host.name, "state": previous},
+        after={"state": VMState.GONE},
+    )
+    return True
 
 
 def _vm_disks_replace(*, vm: VM, host: Host, info: DomainInfo) -> None:
@@ -97,10 +122,11 @@ def _vm_disks_replace(*, vm: VM, host: Host, info: DomainInfo) -> None:
     )
 
 
-def host_refresh_with_vms(*, host: Host, actor: Actor) -> Host:
+def host_refresh_with_vms(*, host: Host, actor: Actor, reuse: bool = False) -> Host:
     """Reconnect, re-read capabilities and sync the host's VMs (one connection, one
-    transaction). An unreachable host is recorded as such, not raised."""
-    return host_refresh(host=host, actor=actor, domains_sync=vms_sync_host)
+    transaction). An unreachable host is recorded as such, not raised. `reuse`: on the
+    process's long-lived connection (the migration engine's), not a fresh one."""
+    return host_refresh(host=host, actor=actor, domains_sync=vms_sync_host, reuse=reuse)
 
 
 def hosts_refresh_all_with_vms(*, actor: Actor) -> dict[str, str]:

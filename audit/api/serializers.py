@@ -1,9 +1,10 @@
 from rest_framework import serializers
 
+from audit.api.lean import LeanReadMixin
 from audit.models import AuditEvent
 
 
-class AuditEventSerializer(serializers.ModelSerializer):
+class AuditEventSerializer(LeanReadMixin, serializers.ModelSerializer):
     class Meta:
         model = AuditEvent
         fields = [

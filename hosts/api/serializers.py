@@ -1,11 +1,12 @@
 from rest_framework import serializers
 
+from audit.api.lean import LeanReadMixin
 from hosts.models import Host, PeerTrust, Transport
 from hosts.validators import validate_uri_safe
 
 
 # A host's own fields; the API serves it with its VM counts (vms.api.serializers).
-class HostSerializer(serializers.ModelSerializer):
+class HostSerializer(LeanReadMixin, serializers.ModelSerializer):
     libvirt_uri = serializers.CharField(read_only=True)
     transport = serializers.ChoiceField(
         choices=Transport.choices,

@@ -18,6 +18,7 @@ from migrations_app.api.placement_serializers import (
     destinations_data,
     evacuation_data,
 )
+from migrations_app.api.views import CONFLICT
 from migrations_app.evacuation import host_evacuate
 from migrations_app.permissions import CanMigrate
 from migrations_app.selectors import destinations_ranked
@@ -51,10 +52,12 @@ class HostEvacuateViewSet(viewsets.GenericViewSet):
 
     queryset = Host.objects.all()
     permission_classes = [CanManageHosts]
+    # What OPTIONS describes (it answered 500 without one).
+    serializer_class = EvacuateRequestSerializer
 
     @extend_schema(
         request=EvacuateRequestSerializer,
-        responses={200: EvacuationSerializer, 202: EvacuationSerializer},
+        responses={200: EvacuationSerializer, 202: EvacuationSerializer, 409: CONFLICT},
     )
     @action(detail=True, methods=["post"])
     def evacuate(self, request: Request, pk: str | None = None) -> Response:

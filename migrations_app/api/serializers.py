@@ -4,6 +4,7 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from audit.api.lean import LeanReadMixin
 from hosts.models import Host
 from hosts.selectors import host_find
 from hosts.validators import validate_uri_safe
@@ -240,7 +241,7 @@ class TuneSerializer(serializers.Serializer):
         return attrs
 
 
-class MigrationSerializer(serializers.ModelSerializer):
+class MigrationSerializer(LeanReadMixin, serializers.ModelSerializer):
     source = serializers.SlugRelatedField(slug_field="name", read_only=True)
     destination = serializers.SlugRelatedField(slug_field="name", read_only=True)
 
@@ -412,7 +413,12 @@ class _BatchProgress(serializers.Serializer):
 
 
 class MigrationBatchSerializer(serializers.ModelSerializer):
-    host = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    host = serializers.SlugRelatedField(
+        slug_field="name",
+        read_only=True,
+        allow_null=True,
+        help_text="The host an evacuation empties; null for other batches.",
+    )
     progress = serializers.SerializerMethodField()
     children = serializers.SerializerMethodField()
 

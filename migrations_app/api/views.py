@@ -1,4 +1,4 @@
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -6,11 +6,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.api.lean import FiltersOnListMixin
 from audit.permissions import CanReadAudit
 from audit.services import Actor
 from hosts.services import host_resolve_or_register
 from hosts.ssh_services import host_ssh_access_set_up
 from migrations_app import batch_services, reports, services
+from migrations_app.api.pagination import MigrationCursorPagination
 from migrations_app.api.serializers import (
     BatchCreateSerializer,
     MigrateRequestSerializer,
@@ -26,12 +28,18 @@ from migrations_app.permissions import CanMigrate
 from migrations_app.selectors import (
     batches_visible_to,
     migrations_for_report,
+    migrations_shown_to,
     migrations_visible_to,
 )
 from migrations_app.streaming import download_response
 from vms.api.views import VMByUUIDMixin
 from vms.models import VM
 from vms.services import vms_sync_host
+
+# The body is the API's Error ({"detail": ...}), filled in by portal.openapi.
+CONFLICT = OpenApiResponse(
+    description="Conflicts with the current state (e.g. already ended, already moving)."
+)
 
 CHECKS_RESPONSE = inline_serializer(
     "MigrationChecks",
@@ -50,13 +58,16 @@ CHECKS_RESPONSE = inline_serializer(
 )
 
 
-class MigrationViewSet(viewsets.ReadOnlyModelViewSet):
+class MigrationViewSet(FiltersOnListMixin, viewsets.ReadOnlyModelViewSet):
     """Migrations: history, live state, and control of the running ones."""
 
     serializer_class = MigrationSerializer
     filterset_class = MigrationFilterSet
+    pagination_class = MigrationCursorPagination
 
     def get_queryset(self):
+        if self.action in ("list", "retrieve"):
+            return migrations_shown_to(self.request.user)
         return migrations_visible_to(self.request.user)
 
     def get_permissions(self):
@@ -69,7 +80,9 @@ class MigrationViewSet(viewsets.ReadOnlyModelViewSet):
         migration = self.get_queryset().get(pk=migration.pk)
         return Response(self.get_serializer(migration).data)
 
-    @extend_schema(request=MigrationChangeSerializer, responses=MigrationSerializer)
+    @extend_schema(
+        request=MigrationChangeSerializer, responses={200: MigrationSerializer, 409: CONFLICT}
+    )
     def partial_update(self, request: Request, pk: str | None = None) -> Response:
         """Change a scheduled migration's not_before, window_end and/or options; `409`
         once it has been queued or started. A not_before now due queues it at once."""
@@ -79,13 +92,13 @@ class MigrationViewSet(viewsets.ReadOnlyModelViewSet):
             request, services.migration_schedule_change, changes=serializer.validated_data
         )
 
-    @extend_schema(request=None, responses=MigrationSerializer)
+    @extend_schema(request=None, responses={200: MigrationSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Take a scheduled or queued migration out of the queue, or abort a running one."""
         return self._control(request, services.migration_cancel)
 
-    @extend_schema(request=TuneSerializer, responses=MigrationSerializer)
+    @extend_schema(request=TuneSerializer, responses={200: MigrationSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"])
     def tune(self, request: Request, pk: str | None = None) -> Response:
         """Change max downtime and/or bandwidth of a running migration."""
@@ -93,14 +106,15 @@ class MigrationViewSet(viewsets.ReadOnlyModelViewSet):
         serializer.is_valid(raise_exception=True)
         return self._control(request, services.migration_tune, **serializer.validated_data)
 
-    @extend_schema(request=None, responses=MigrationSerializer)
+    @extend_schema(request=None, responses={200: MigrationSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"])
     def postcopy(self, request: Request, pk: str | None = None) -> Response:
         """Switch a running migration that allows it to post-copy."""
         return self._control(request, services.migration_start_postcopy)
 
-    @extend_schema(responses=MigrationSampleSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    # Neither the list's filters nor its pages: every sample, in one list.
+    @extend_schema(responses=MigrationSampleSerializer(many=True), filters=False)
+    @action(detail=True, methods=["get"], pagination_class=None)
     def samples(self, request: Request, pk: str | None = None) -> Response:
         """Every progress sample, oldest first."""
         samples = self.get_object().samples.order_by("taken_at", "id")
@@ -126,7 +140,9 @@ class MigrationBatchViewSet(
             return [CanMigrate()]
         return super().get_permissions()
 
-    @extend_schema(request=BatchCreateSerializer, responses={202: MigrationBatchSerializer})
+    @extend_schema(
+        request=BatchCreateSerializer, responses={202: MigrationBatchSerializer, 409: CONFLICT}
+    )
     def create(self, request: Request) -> Response:
         """Queue a batch: answers 202 at once with the batch and its queued children.
         400 names the field (items[i].vm, items[i].destination, items[i].options.<option>,
@@ -150,7 +166,7 @@ class MigrationBatchViewSet(
             headers={"Location": f"/api/migration-batches/{batch.pk}/"},
         )
 
-    @extend_schema(request=None, responses=MigrationBatchSerializer)
+    @extend_schema(request=None, responses={200: MigrationBatchSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Cancel the batch: queued children are cancelled, running ones are asked to
@@ -167,6 +183,8 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
 
     queryset = VM.objects.all()
     permission_classes = [CanMigrate]
+    # What OPTIONS describes (it answered 500 without one).
+    serializer_class = MigrateRequestSerializer
 
     def _request_input(self, request: Request):
         vm = self.get_object()
@@ -174,7 +192,9 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
         serializer.is_valid(raise_exception=True)
         return vm, serializer.validated_data, Actor.from_request(request)
 
-    @extend_schema(request=MigrateRequestSerializer, responses={202: MigrationSerializer})
+    @extend_schema(
+        request=MigrateRequestSerializer, responses={202: MigrationSerializer, 409: CONFLICT}
+    )
     @action(detail=True, methods=["post"])
     def migrate(self, request: Request, uuid: str | None = None) -> Response:
         """Queue a migration of this VM; answers 202 at once with the record. A
@@ -225,22 +245,14 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
 # --- Reports (read by administrators and auditors: audit.permissions) -------------
 
 
-def _filter_parameters(filterset_class) -> list[OpenApiParameter]:
-    return [
-        OpenApiParameter(name, str, description=str(f.extra.get("help_text", "")))
-        for name, f in filterset_class.base_filters.items()
-    ]
-
-
-_REPORT_PARAMETERS = _filter_parameters(MigrationReportFilterSet)
-
-
 class MigrationReportView(APIView):
     """Migration figures for a time range (default: the last 30 days) and filters."""
 
     permission_classes = [CanReadAudit]
+    # Applied by migrations_for_report; declared for the schema (portal.openapi).
+    filterset_class = MigrationReportFilterSet
 
-    @extend_schema(parameters=_REPORT_PARAMETERS, responses=MigrationReportSerializer)
+    @extend_schema(responses=MigrationReportSerializer)
     def get(self, request: Request) -> Response:
         migrations, scope = migrations_for_report(params=request.query_params)
         report = reports.migration_report_build(migrations=migrations)
@@ -267,9 +279,11 @@ class MigrationExportCSVView(APIView):
     of the record and libvirt's completed statistics (columns `stats.*`). Streamed."""
 
     permission_classes = [CanReadAudit]
+    # Applied by migrations_for_report; declared for the schema (portal.openapi).
+    filterset_class = MigrationReportFilterSet
     renderer_classes = [JSONRenderer, CSVRenderer]
 
-    @extend_schema(parameters=_REPORT_PARAMETERS, responses={(200, "text/csv"): str})
+    @extend_schema(responses={(200, "text/csv"): str})
     def get(self, request: Request):
         migrations, scope = migrations_for_report(params=request.query_params)
         return download_response(
@@ -284,8 +298,10 @@ class MigrationExportJSONView(APIView):
     """The same as the CSV export, as JSON: {"scope": ..., "migrations": [...]}. Streamed."""
 
     permission_classes = [CanReadAudit]
+    # Applied by migrations_for_report; declared for the schema (portal.openapi).
+    filterset_class = MigrationReportFilterSet
 
-    @extend_schema(parameters=_REPORT_PARAMETERS, responses={(200, "application/json"): dict})
+    @extend_schema(responses={(200, "application/json"): dict})
     def get(self, request: Request):
         migrations, scope = migrations_for_report(params=request.query_params)
         return download_response(

@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from audit.api.lean import LeanReadMixin
 from hosts.api import serializers as host_serializers
 from hosts.models import Host
 from vms.models import VM, VMDisk, VMState
@@ -32,13 +33,13 @@ class HostSerializer(host_serializers.HostSerializer):
         return host.vms.filter(state=VMState.RUNNING).count()
 
 
-class VMDiskSerializer(serializers.ModelSerializer):
+class VMDiskSerializer(LeanReadMixin, serializers.ModelSerializer):
     class Meta:
         model = VMDisk
         fields = ["target", "device", "path", "format", "size_bytes", "on_shared_storage"]
 
 
-class VMSerializer(serializers.ModelSerializer):
+class VMSerializer(LeanReadMixin, serializers.ModelSerializer):
     host = serializers.SlugRelatedField(slug_field="name", read_only=True)
     host_id = serializers.IntegerField(read_only=True)
     memory_mib = serializers.IntegerField(read_only=True)

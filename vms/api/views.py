@@ -1,3 +1,5 @@
+import uuid
+
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
@@ -5,12 +7,13 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from audit.api.lean import FiltersOnListMixin
 from audit.services import Actor
 from hosts.api import views as host_views
 from vms.api.serializers import HostSerializer, VMDetailSerializer, VMSerializer
 from vms.filters import VMFilterSet
 from vms.models import VM
-from vms.selectors import hosts_with_vm_counts, vm_get_present
+from vms.selectors import hosts_with_vm_counts, vm_get_present, vms_listed
 from vms.services import host_refresh_with_vms
 
 
@@ -39,19 +42,24 @@ class VMByUUIDMixin:
     lookup_value_regex = "[0-9a-fA-F-]{32,36}"
 
     def get_object(self) -> VM:
-        vm = vm_get_present(uuid=self.kwargs["uuid"])
+        try:
+            vm = vm_get_present(uuid=str(uuid.UUID(self.kwargs["uuid"])))
+        except ValueError:  # the path's pattern lets through what is not a UUID
+            vm = None
         if vm is None:
             raise Http404("No VM with this UUID.")
         self.check_object_permissions(self.request, vm)
         return vm
 
 
-class VMViewSet(VMByUUIDMixin, viewsets.ReadOnlyModelViewSet):
+class VMViewSet(FiltersOnListMixin, VMByUUIDMixin, viewsets.ReadOnlyModelViewSet):
     """VM inventory, synced from libvirt. Addressed by libvirt UUID."""
 
     # POST .../migrate/ and .../migrate/check/: migrations_app.api.views.VMMigrateViewSet.
-    queryset = VM.objects.select_related("host").prefetch_related("disks")
     filterset_class = VMFilterSet
+
+    def get_queryset(self):
+        return vms_listed()
 
     def get_serializer_class(self):
         return VMDetailSerializer if self.action == "retrieve" else VMSerializer

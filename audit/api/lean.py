@@ -1,0 +1,159 @@
+"""A cheaper `to_representation` for the API's read serializers (docs/performance.md).
+
+DRF turns a row into JSON field by field through several calls per field (bind, get
+the attribute, check for None, convert): a page of 50 hosts is ~2,000 field visits and
+most of the request's CPU. `LeanReadMixin` compiles, once per serializer class, a plan
+from the serializer's own fields: for each one the attribute path and a direct
+converter for the plain types (text, numbers, booleans, JSON, UUID, date-times, slug
+and primary-key relations). Any other field (method fields, nested serializers, ...) is
+rendered by calling the method, nested lean serializers by their own plan, and any
+other field by DRF itself. The serializer stays what the OpenAPI schema is made
+from; tests/test_api_lists.py holds the lean output equal to DRF's own.
+
+`FiltersOnListMixin` keeps a viewset's query-string filters to its list.
+
+In `audit`, the lowest layer, so that every app's API can use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from operator import attrgetter
+from typing import Any
+
+from django.db.models.manager import BaseManager
+from django.utils import timezone
+from rest_framework import relations, serializers
+from rest_framework.settings import api_settings
+
+# Fields whose DRF to_representation returns the value as it is (None stays None).
+_AS_IS = (serializers.BooleanField, serializers.JSONField, serializers.ReadOnlyField)
+
+
+def _iso(value) -> str:
+    """A marker: to_representation renders date-times itself, in the time zone it
+    looked up once per row (as DRF's DateTimeField does per field)."""
+    raise NotImplementedError
+
+
+def _converter(field: serializers.Field) -> tuple[str, Callable[[Any], Any]] | None:
+    """(attribute path, converter) for a field this module renders, else None."""
+    if field.source == "*" or getattr(field, "write_only", False):
+        return None
+    source = field.source
+    if isinstance(field, serializers.ChoiceField):
+        # Text choices render as themselves; anything else as DRF does.
+        if all(isinstance(key, str) for key in field.choices):
+            return source, _same
+        return None
+    if isinstance(field, serializers.DateTimeField):
+        if getattr(field, "format", api_settings.DATETIME_FORMAT) != api_settings.DATETIME_FORMAT:
+            return None
+        if api_settings.DATETIME_FORMAT.lower() != "iso-8601" or hasattr(field, "timezone"):
+            return None
+        return source, _iso
+    if isinstance(field, serializers.UUIDField):
+        return (source, str) if field.uuid_format == "hex_verbose" else None
+    if isinstance(field, serializers.IntegerField):
+        return source, int
+    if isinstance(field, serializers.FloatField):
+        return source, float
+    if isinstance(field, serializers.CharField):  # also IPAddressField
+        return source, str
+    if isinstance(field, serializers.ListField) and isinstance(field.child, serializers.CharField):
+        return source, _strings
+    if isinstance(field, _AS_IS) and not getattr(field, "binary", False):
+        return source, _same
+    if isinstance(field, serializers.ListSerializer) and isinstance(field.child, LeanReadMixin):
+        child = type(field.child)()
+        if any(get is None for _name, get, _convert in child._plan()):
+            return None  # its fallbacks would need a bound field
+        render = child.to_representation
+        return source, lambda rows: [
+            render(row) for row in (rows.all() if isinstance(rows, BaseManager) else rows)
+        ]
+    if isinstance(field, relations.SlugRelatedField):
+        return f"{source}.{field.slug_field}", _same
+    if (
+        isinstance(field, relations.PrimaryKeyRelatedField)
+        and field.pk_field is None
+        and "." not in source
+    ):
+        return f"{source}_id", _same
+    return None
+
+
+def _same(value):
+    return value
+
+
+def _strings(values) -> list:
+    return [None if v is None else str(v) for v in values]
+
+
+class LeanReadMixin:
+    """For a ModelSerializer used to read: renders the fields `_converter` knows without
+    DRF's per-field machinery, the rest through DRF; the same output either way."""
+
+    # Per field: (name, attribute getter, converter); (name, None, method name) for a
+    # method field; (name, None, None) for a field DRF renders.
+    _lean_plan: list[tuple] | None = None
+
+    def _plan(self) -> list[tuple]:
+        cls = type(self)
+        if cls.__dict__.get("_lean_plan") is None:
+            plan = []
+            for field in self._readable_fields:
+                known = _converter(field)
+                if isinstance(field, serializers.SerializerMethodField):
+                    plan.append((field.field_name, None, field.method_name))
+                elif known is None:
+                    plan.append((field.field_name, None, None))
+                else:
+                    path, convert = known
+                    plan.append((field.field_name, attrgetter(path), convert))
+            cls._lean_plan = plan
+        return cls._lean_plan
+
+    def to_representation(self, instance) -> dict:
+        result = {}
+        fields = None
+        zone = timezone.get_current_timezone()
+        for name, get, convert in self._plan():
+            if get is None and convert is not None:  # a method field: the method's value
+                result[name] = getattr(self, convert)(instance)
+                continue
+            if get is None:
+                fields = fields or self.fields
+                field = fields[name]
+                attribute = field.get_attribute(instance)
+                check = attribute.pk if isinstance(attribute, relations.PKOnlyObject) else attribute
+                result[name] = None if check is None else field.to_representation(attribute)
+                continue
+            try:
+                value = get(instance)
+            except AttributeError:  # a null relation on the path (source.name, no source)
+                value = None
+            if value is None:
+                result[name] = None
+            elif convert is _iso:
+                text = value.astimezone(zone).isoformat()
+                result[name] = text[:-6] + "Z" if text.endswith("+00:00") else text
+            else:
+                result[name] = convert(value)
+        return result
+
+
+class FiltersOnListMixin:
+    """For a viewset: the query-string filters apply to its list only, and are not run
+    when the query string is empty. DRF's get_object
+    filters too, so every detail request built a FilterSet (deep copies of its form
+    fields) to filter one row by its key; the schema lists the filters on the list
+    only, and that is what they do now."""
+
+    def filter_queryset(self, queryset):
+        if getattr(self, "action", None) != "list" or not self.request.query_params:
+            # No filter given: the FilterSet (built per request, deep copies of its
+            # filters and form fields) would give back the queryset as it is.
+            return queryset
+        return super().filter_queryset(queryset)

@@ -1,0 +1,432 @@
+"""Benchmark of the REST API over HTTP against the production web tier (issue #12).
+
+    make bench-api                       # or: .venv/bin/python bench/api_bench.py
+    .venv/bin/python bench/api_bench.py --reuse --duration 5   # keep the seeded database
+
+What it does, in one run:
+1. drops and re-creates its own PostgreSQL database (`apibench`, never `test`), migrates
+   it and seeds 50 hosts, 10,000 VMs, 100,000 migrations and 500,000 audit events
+   (manage.py seed_history, COPY). The hosts get loopback addresses (127.0.0.200-249)
+   where nothing listens; the list and detail views read the database only, and the
+   bench starts no task workers, so no host is ever contacted.
+2. creates an administrator with an API token, and picks the detail URLs (every host,
+   200 random VMs, migrations and audit events; each run of wrk cycles through them);
+3. starts the production web tier (scripts/web.sh: gunicorn + uvicorn workers,
+   PORTAL_WEB_WORKERS) on a free 127.0.0.1 port and measures each endpoint with `wrk`
+   (apt package; one thread, bench/api_bench.lua): 16 concurrent connections for
+   --duration seconds -> requests/s, p50, p99; then one connection -> p99;
+4. the baseline, measured the same way in the same run: the code at --baseline-ref
+   (main before this work: git archive into the data folder) served by one daphne
+   process, as the portal was deployed before. Same database, same data, same URLs.
+
+Prints each figure next to its target (>= 200 req/s and p99 <= 120 ms with 16 clients,
+p99 <= 20 ms alone) and the baseline's, with ratios; plus the load generator's own CPU
+share, the web tier's CPU per request and the load average, since the 2 cores are
+shared by the client, the server and the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = str(ROOT / ".venv" / "bin" / "python")
+LUA = ROOT / "bench" / "api_bench.lua"
+
+TARGET_RPS = 200.0
+TARGET_P99_MS = 120.0
+TARGET_ALONE_P99_MS = 20.0
+# Main before the API work (issue #12, item 4): what the baseline serves.
+BASELINE_REF = "17cf807"
+DB = "apibench"  # --db
+
+
+@dataclass
+class Figures:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    client_cpu: float  # the load generator's CPU time / wall time (1.0 = one core)
+    server_cpu_ms: float  # the web tier's CPU time per request
+    sessions_per_request: float  # PostgreSQL connections opened per request
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(cmd: list[str], env: dict, **kwargs) -> str:
+    result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def _db_url(name: str) -> str:
+    return f"postgres://postgres@127.0.0.1:5432/{name}"
+
+
+def seed(env: dict, db: str, args: argparse.Namespace) -> None:
+    if db == "test":
+        sys.exit("refusing to use the database 'test'")
+    started = time.monotonic()
+    pg = ["-h", "127.0.0.1", "-U", "postgres"]
+    subprocess.run(["dropdb", *pg, "--if-exists", "--force", db], check=True)
+    subprocess.run(["createdb", *pg, db], check=True)
+    _run([PY, "manage.py", "migrate", "--noinput"], env)
+    out = _run(
+        [
+            PY,
+            "manage.py",
+            "seed_history",
+            "--hosts",
+            str(args.hosts),
+            "--vms",
+            str(args.vms),
+            "--migrations",
+            str(args.migrations),
+            "--events",
+            str(args.events),
+            "--days",
+            "365",
+        ],
+        env,
+    )
+    print(out.strip().splitlines()[-1])
+    print(f"seeded in {time.monotonic() - started:.0f} s")
+
+
+SETUP = """
+import json, random, sys
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from audit.models import AuditEvent
+from hosts.models import Host
+from migrations_app.models import Migration
+from vms.models import VM
+
+rng = random.Random(7)
+# Loopback addresses where nothing listens (the seed's are examples); never contacted.
+for i, host in enumerate(Host.objects.order_by("id")):
+    Host.objects.filter(pk=host.pk).update(address=f"127.0.0.{200 + i}")
+User = get_user_model()
+user = User.objects.filter(username="bench-admin").first()
+if user is None:
+    user = User.objects.create_superuser("bench-admin", password=None)
+token, _ = Token.objects.get_or_create(user=user)
+
+def sample(values, n):
+    values = list(values)
+    return rng.sample(values, min(n, len(values)))
+
+max_m = Migration.objects.order_by("-id").values_list("id", flat=True).first()
+max_e = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
+print(json.dumps({
+    "token": token.key,
+    "hosts": sorted(Host.objects.values_list("id", flat=True)),
+    "vms": [str(u) for u in sample(VM.objects.values_list("uuid", flat=True), 200)],
+    "migrations": [rng.randint(1, max_m) for _ in range(200)],
+    "audit": [rng.randint(1, max_e) for _ in range(200)],
+}))
+"""
+
+
+def endpoints(ids: dict) -> list[tuple[str, list[str]]]:
+    return [
+        ("GET /api/hosts/", ["/api/hosts/"]),
+        ("GET /api/hosts/{id}/", [f"/api/hosts/{i}/" for i in ids["hosts"]]),
+        ("GET /api/vms/", ["/api/vms/"]),
+        ("GET /api/vms/{uuid}/", [f"/api/vms/{u}/" for u in ids["vms"]]),
+        ("GET /api/migrations/", ["/api/migrations/"]),
+        ("GET /api/migrations/{id}/", [f"/api/migrations/{i}/" for i in ids["migrations"]]),
+        ("GET /api/audit/", ["/api/audit/"]),
+        ("GET /api/audit/{id}/", [f"/api/audit/{i}/" for i in ids["audit"]]),
+    ]
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime, in ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its children (the gunicorn master and its workers)."""
+    pids = [pid]
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        pids.extend(_tree(int(child)))
+    return pids
+
+
+def _db_sessions(db: str) -> int:
+    """Connections ever opened to the database (PostgreSQL's own counter)."""
+    query = f"SELECT sessions FROM pg_stat_database WHERE datname = '{db}'"
+    for _attempt in range(20):  # the baseline may hold every connection for a while
+        out = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", query, "postgres"],
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode == 0:
+            return int(out.stdout.strip())
+        time.sleep(0.5)
+    sys.exit(f"psql failed: {out.stderr}")
+
+
+def wrk(base: str, paths: list[str], token: str, clients: int, duration: float, server: int):
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(paths) + "\n")
+    server_pids = _tree(server)
+    server_before = _cpu_seconds(server_pids)
+    sessions_before = _db_sessions(DB)
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [
+            *("wrk", "-t1", f"-c{clients}", f"-d{round(duration)}s", "--timeout", "10s"),
+            *("-s", str(LUA), base, "--", f.name),
+        ],
+        env={**os.environ, "BENCH_TOKEN": token},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out = proc.stdout.read()
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - started
+    server_cpu = _cpu_seconds(server_pids) - server_before
+    sessions = _db_sessions(DB) - sessions_before
+    os.unlink(f.name)
+    line = next((x for x in out.splitlines() if x.startswith("WRK_RESULT ")), None)
+    if status != 0 or line is None:
+        sys.exit(f"wrk failed:\n{out}")
+    r = json.loads(line.removeprefix("WRK_RESULT "))
+    return Figures(
+        rps=r["requests"] / (r["duration_us"] / 1e6),
+        p50_ms=r["p50_us"] / 1000,
+        p99_ms=r["p99_us"] / 1000,
+        requests=r["requests"],
+        errors=r["non_2xx"] + r["socket_errors"],
+        client_cpu=(usage.ru_utime + usage.ru_stime) / wall,
+        server_cpu_ms=1000 * server_cpu / max(1, r["requests"]),
+        sessions_per_request=sessions / max(1, r["requests"]),
+    )
+
+
+def _wait_ready(base: str, proc: subprocess.Popen, token: str, path: str) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit("the web server exited before it answered")
+        try:
+            request = urllib.request.Request(
+                base + path, headers={"Authorization": f"Token {token}"}
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    sys.exit(f"the web server did not answer {path} within 60 s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def measure(name: str, cmd: list[str], cwd: Path, env: dict, ids: dict, args) -> dict:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [c.replace("{port}", str(port)) for c in cmd]
+    env = {**env, "PORTAL_WEB_BIND": f"127.0.0.1:{port}"}
+    log = open(Path(env["PORTAL_DATA_DIR"]) / f"{name}.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    results = {}
+    selected = [e for e in endpoints(ids) if args.only in e[0]]
+    try:
+        for _label, paths in selected:
+            _wait_ready(base, proc, ids["token"], paths[0])
+        # Warm every worker: a few requests on every endpoint.
+        for _label, paths in selected:
+            wrk(base, paths, ids["token"], 8, 1, proc.pid)
+        for label, paths in selected:
+            many = wrk(base, paths, ids["token"], args.clients, args.duration, proc.pid)
+            alone = wrk(base, paths, ids["token"], 1, args.duration_alone, proc.pid)
+            results[label] = (many, alone)
+            print(
+                f"  {name:9} {label:28} {many.rps:7.1f} req/s  p50 {many.p50_ms:6.1f} ms  "
+                f"p99 {many.p99_ms:6.1f} ms  alone p99 {alone.p99_ms:5.1f} ms  "
+                f"errors {many.errors + alone.errors}  server CPU {many.server_cpu_ms:.1f} "
+                f"ms/req  wrk CPU {100 * many.client_cpu:.0f}%  "
+                f"DB connections/req {many.sessions_per_request:.2f}",
+                flush=True,
+            )
+    finally:
+        _stop(proc)
+        log.close()
+    return results
+
+
+def baseline_source(ref: str) -> Path:
+    """The code at `ref`, exported into a temporary folder outside the project (whose
+    tests read every Python file under it), with the shared virtualenv."""
+    target = Path(tempfile.mkdtemp(prefix=f"apibench-baseline-{ref}-"))
+    archive = subprocess.run(
+        ["git", "archive", ref], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    (target / ".venv").symlink_to(ROOT / ".venv")
+    # Under ASGI the old settings left every request's connection open (one thread per
+    # request, CONN_MAX_AGE 60) until "too many clients" on a shared PostgreSQL; the
+    # baseline closes each at the end of its request instead (same cost: one new
+    # connection per request).
+    settings = target / "portal" / "settings.py"
+    settings.write_text(settings.read_text().replace("conn_max_age=60", "conn_max_age=0"))
+    return target
+
+
+def _ratio(new: float, old: float) -> str:
+    return f"{new / old:5.1f}x" if old and new else "    - "
+
+
+def report(new: dict, old: dict | None, workers: int, load: tuple, ref: str) -> None:
+    print()
+    print(
+        f"16 clients (wrk -c16): target >= {TARGET_RPS:.0f} req/s and p99 <= "
+        f"{TARGET_P99_MS:.0f} ms; 1 client: target p99 <= {TARGET_ALONE_P99_MS:.0f} ms. "
+        "'base' = the baseline, ratio = how many times better."
+    )
+    head = (
+        f"{'endpoint':28} {'req/s':>6} {'base':>6} {'ratio':>6} | {'p50':>5} {'p99 ms':>6} "
+        f"{'base':>7} {'ratio':>6} | {'alone p99':>9} {'base':>6} {'ratio':>6} | "
+        f"{'CPU ms/req':>10} {'base':>5} | ok"
+    )
+    print(head)
+    print("-" * len(head))
+    all_ok = True
+    nothing = Figures(0, 0, 0, 0, 0, 0, 0, 0)
+    for label, (many, alone) in new.items():
+        base_many, base_alone = old[label] if old else (nothing, nothing)
+        ok = (
+            many.rps >= TARGET_RPS
+            and many.p99_ms <= TARGET_P99_MS
+            and alone.p99_ms <= TARGET_ALONE_P99_MS
+            and many.errors + alone.errors == 0
+            and many.requests > 0
+            and alone.requests > 0
+        )
+        all_ok &= ok
+        print(
+            f"{label:28} {many.rps:6.1f} {base_many.rps:6.1f} {_ratio(many.rps, base_many.rps)} | "
+            f"{many.p50_ms:5.1f} {many.p99_ms:6.1f} {base_many.p99_ms:7.1f} "
+            f"{_ratio(base_many.p99_ms, many.p99_ms)} | {alone.p99_ms:9.1f} "
+            f"{base_alone.p99_ms:6.1f} {_ratio(base_alone.p99_ms, alone.p99_ms)} | "
+            f"{many.server_cpu_ms:10.1f} {base_many.server_cpu_ms:5.1f} | {'yes' if ok else 'NO'}"
+        )
+    print()
+    print(
+        f"web tier: {workers} uvicorn workers under gunicorn (scripts/web.sh), PostgreSQL "
+        f"pool per worker; baseline: one daphne process serving the code at {ref} (main "
+        "before issue #12 item 4; CONN_MAX_AGE 0, else it exhausts PostgreSQL's "
+        "connections), same database, data and URLs."
+    )
+    sessions = max(m.sessions_per_request for m, _a in new.values())
+    print(f"PostgreSQL connections opened per request: web tier at most {sessions:.2f}", end="")
+    if old:
+        base_sessions = min(m.sessions_per_request for m, _a in old.values())
+        print(f", baseline at least {base_sessions:.2f}", end="")
+    print()
+    client = max(m.client_cpu for m, _a in new.values())
+    print(f"load generator (wrk, one thread): at most {100 * client:.0f}% of one core")
+    print("CPU ms/req: the web tier's processes only (not PostgreSQL), 16 clients")
+    print(f"load average before the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"all targets met: {'yes' if all_ok else 'NO'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--db", default="apibench")
+    parser.add_argument("--data-dir", default=str(ROOT / "var-bench-api"))
+    parser.add_argument("--reuse", action="store_true", help="keep the seeded database")
+    parser.add_argument("--workers", type=int, default=None, help="PORTAL_WEB_WORKERS")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--duration", type=int, default=8, help="s per endpoint, 16 clients")
+    parser.add_argument("--duration-alone", type=int, default=4, help="s per endpoint, 1")
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--baseline-ref", default=BASELINE_REF)
+    parser.add_argument("--only", default="", help="measure the endpoints containing this")
+    parser.add_argument("--hosts", type=int, default=50)
+    parser.add_argument("--vms", type=int, default=10_000)
+    parser.add_argument("--migrations", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=500_000)
+    args = parser.parse_args()
+    global DB
+    DB = args.db
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is missing: apt-get install wrk (scripts/install-system.sh)")
+
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PORTAL_", "DATABASE_URL", "REDIS_URL"))
+    }
+    env.update(
+        PORTAL_DATA_DIR=str(data_dir),
+        DATABASE_URL=_db_url(args.db),
+        REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8"),
+        PORTAL_HOST_NETWORKS="127.0.0.0/8",
+        PORTAL_LOG_LEVEL="WARNING",
+        DJANGO_SETTINGS_MODULE="portal.settings",
+    )
+    workers = args.workers or max(2, 2 * (os.cpu_count() or 1))
+    env["PORTAL_WEB_WORKERS"] = str(workers)
+    if not args.reuse:
+        seed(env, args.db, args)
+    else:
+        _run([PY, "manage.py", "migrate", "--noinput"], env)
+    ids = json.loads(_run([PY, "manage.py", "shell", "-c", SETUP], env).strip().splitlines()[-1])
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; measuring the web tier")
+    new = measure("web", ["bash", "scripts/web.sh"], ROOT, env, ids, args)
+    old = None
+    if not args.no_baseline:
+        source = baseline_source(args.baseline_ref)
+        daphne = [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", "{port}"]
+        try:
+            old = measure("baseline", [*daphne, "portal.asgi:application"], source, env, ids, args)
+        finally:
+            shutil.rmtree(source)
+    report(new, old, workers, load, args.baseline_ref)
+
+
+if __name__ == "__main__":
+    main()

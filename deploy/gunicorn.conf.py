@@ -1,0 +1,43 @@
+"""The production web tier: gunicorn supervising several uvicorn (ASGI) worker processes.
+
+HTTP and websockets both go through portal.asgi. Every setting comes from the
+environment, so `make demo`, the tests, the benchmarks and systemd (deploy/systemd/)
+run the same tier:
+- PORTAL_WEB_BIND      address:port or unix:/path (default 127.0.0.1:8000)
+- PORTAL_WEB_WORKERS   ASGI worker processes (default: 2 per core, at least 2)
+- PORTAL_WEB_TIMEOUT_S a worker silent this long is killed and replaced (default 60)
+- PORTAL_WEB_FORWARDED_ALLOW_IPS the reverse proxy's addresses, whose X-Forwarded-For /
+  X-Forwarded-Proto are believed (default 127.0.0.1,::1: nginx on the same machine)
+- PORTAL_WEB_CONTROL_SOCKET path of gunicorn's control socket (gunicornc); default none
+- PORTAL_DB_POOL_SIZE  PostgreSQL connections each worker keeps in its pool (default 4;
+                       0 = none): under ASGI, without a pool, every request opens a new
+                       database connection (portal/settings.py)
+"""
+
+import os
+
+_cores = os.cpu_count() or 1
+# Read by portal.settings in each worker (the app is loaded after the fork).
+os.environ.setdefault("PORTAL_DB_POOL_SIZE", "4")
+
+bind = [os.environ.get("PORTAL_WEB_BIND", "127.0.0.1:8000")]
+workers = int(os.environ.get("PORTAL_WEB_WORKERS", str(max(2, 2 * _cores))))
+worker_class = "uvicorn_worker.UvicornWorker"
+timeout = int(os.environ.get("PORTAL_WEB_TIMEOUT_S", "60"))
+# Websockets and streamed downloads stay open; a graceful restart waits this long.
+graceful_timeout = 30
+keepalive = 5
+# The app is loaded in each worker after the fork: libvirt's event-loop thread and the
+# database connections must not be shared between processes.
+preload_app = False
+# Behind the reverse proxy (deploy/nginx/portal.conf) on the same machine only.
+forwarded_allow_ips = os.environ.get("PORTAL_WEB_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+accesslog = os.environ.get("PORTAL_WEB_ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("PORTAL_LOG_LEVEL", "info").lower()
+proc_name = "portal-web"
+# gunicorn's control socket defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl),
+# which the demo, the tests and a second portal of the same user would share (and which
+# the systemd unit's read-only file system refuses): off unless a path is given.
+control_socket = os.environ.get("PORTAL_WEB_CONTROL_SOCKET", "")
+control_socket_disable = not control_socket

@@ -1,0 +1,213 @@
+"""Login throttling: failed logins are counted per user name and per client address
+in Django's cache (Redis in production, so every web process of every node counts
+together); at the limit, further attempts for that name or from that address are
+refused, with the right password too, until the window that began with the first
+counted failure ends.
+
+Used by the login forms (portal.forms: the login page and the admin's). The decisions
+are pure functions (`lockout_decide`, `retry_after_s`); the rest reads and writes the
+counters and records the audit events: `auth.login_locked` once when a name or an
+address reaches its limit, `auth.login_throttled` for every attempt refused while
+locked (such an attempt never reaches authenticate(), so it would leave no other trace).
+
+A successful login clears its user name's counter, not its address's: one valid account
+must not reset an address that is trying many names. If the cache cannot be reached,
+logins are not throttled (logged as an error): an outage of Redis must not lock the
+administrators out of the portal they would repair it with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.http import HttpRequest
+from redis.exceptions import RedisError
+
+from audit.events import EventType
+from audit.services import audit_auth_event_record
+
+logger = logging.getLogger(__name__)
+
+
+class Scope(StrEnum):
+    USERNAME = "username"
+    ADDRESS = "address"
+
+
+@dataclass(frozen=True)
+class Lockout:
+    scope: Scope
+    failures: int
+    retry_after_s: int
+
+    @property
+    def message(self) -> str:
+        whom = "for this user name" if self.scope == Scope.USERNAME else "from your address"
+        minutes = max(1, math.ceil(self.retry_after_s / 60))
+        return (
+            f"Too many failed logins {whom}: logging in is locked. "
+            f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+        )
+
+
+def lockout_decide(
+    *, username_failures: int, address_failures: int, username_limit: int, address_limit: int
+) -> Scope | None:
+    """Which counter, if any, locks the next attempt (a limit of 0 turns it off)."""
+    if username_limit > 0 and username_failures >= username_limit:
+        return Scope.USERNAME
+    if address_limit > 0 and address_failures >= address_limit:
+        return Scope.ADDRESS
+    return None
+
+
+def retry_after_s(*, since: float, now: float, window_s: int) -> int:
+    """Whole seconds until the window that began at `since` ends (at least 1)."""
+    return max(1, math.ceil(since + window_s - now))
+
+
+def client_address(request: HttpRequest | None) -> str:
+    """The client's address as the audit log records it (REMOTE_ADDR: behind the proxy
+    the uvicorn workers set it from X-Forwarded-For, deploy/gunicorn.conf.py)."""
+    if request is None:
+        return "unknown"
+    return request.META.get("REMOTE_ADDR") or "unknown"
+
+
+def _key(scope: Scope, value: str) -> str:
+    if scope == Scope.USERNAME:
+        value = value.strip().casefold()
+    digest = hashlib.sha256(value.encode()).hexdigest()[:32]
+    return f"login-throttle:{scope}:{digest}"
+
+
+def _limits() -> dict[Scope, int]:
+    return {
+        Scope.USERNAME: settings.LOGIN_FAILURES_PER_USERNAME,
+        Scope.ADDRESS: settings.LOGIN_FAILURES_PER_ADDRESS,
+    }
+
+
+def _state(*, username: str, address: str) -> dict[Scope, tuple[int, float]]:
+    """(failures, window start) of each scope."""
+    keys = {
+        Scope.USERNAME: _key(Scope.USERNAME, username),
+        Scope.ADDRESS: _key(Scope.ADDRESS, address),
+    }
+    found = cache.get_many([k for key in keys.values() for k in (key, f"{key}:since")])
+    now = time.time()
+    return {
+        scope: (int(found.get(key) or 0), float(found.get(f"{key}:since") or now))
+        for scope, key in keys.items()
+    }
+
+
+def _lockout(state: dict[Scope, tuple[int, float]]) -> Lockout | None:
+    limits = _limits()
+    scope = lockout_decide(
+        username_failures=state[Scope.USERNAME][0],
+        address_failures=state[Scope.ADDRESS][0],
+        username_limit=limits[Scope.USERNAME],
+        address_limit=limits[Scope.ADDRESS],
+    )
+    if scope is None:
+        return None
+    failures, since = state[scope]
+    return Lockout(
+        scope=scope,
+        failures=failures,
+        retry_after_s=retry_after_s(
+            since=since, now=time.time(), window_s=settings.LOGIN_FAILURE_WINDOW_S
+        ),
+    )
+
+
+def _count_failure(key: str) -> int:
+    window = settings.LOGIN_FAILURE_WINDOW_S
+    cache.add(f"{key}:since", time.time(), timeout=window)
+    cache.add(key, 0, timeout=window)
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr: a new window
+        cache.set(key, 1, timeout=window)
+        return 1
+
+
+def _audit(
+    *, request: HttpRequest | None, event_type: EventType, username: str, detail: dict
+) -> None:
+    User = get_user_model()
+    account = User._default_manager.filter(**{User.USERNAME_FIELD: username}).first()
+    audit_auth_event_record(
+        request=request,
+        event_type=event_type,
+        username=username or "(empty)",
+        account=account,
+        succeeded=False,
+        detail=detail,
+    )
+
+
+def login_lockout_find(*, username: str, address: str) -> Lockout | None:
+    """The lockout that refuses a login for this name from this address now, if any."""
+    try:
+        return _lockout(_state(username=username, address=address))
+    except RedisError:
+        logger.exception("login throttle: the cache is unreachable; not throttling")
+        return None
+
+
+def login_refused_record(*, request: HttpRequest | None, username: str, lockout: Lockout) -> None:
+    _audit(
+        request=request,
+        event_type=EventType.AUTH_LOGIN_THROTTLED,
+        username=username,
+        detail={"scope": str(lockout.scope), "retry_after_s": lockout.retry_after_s},
+    )
+
+
+def login_failure_record(
+    *, request: HttpRequest | None, username: str, address: str
+) -> Lockout | None:
+    """Count a failed login (wrong name or password); the lockout it started, if any
+    (audited as `auth.login_locked` by the failure that reaches the limit)."""
+    try:
+        counts = {
+            Scope.USERNAME: _count_failure(_key(Scope.USERNAME, username)),
+            Scope.ADDRESS: _count_failure(_key(Scope.ADDRESS, address)),
+        }
+        lockout = _lockout(_state(username=username, address=address))
+    except RedisError:
+        logger.exception("login throttle: the cache is unreachable; not throttling")
+        return None
+    for scope, limit in _limits().items():
+        if limit > 0 and counts[scope] == limit:
+            _audit(
+                request=request,
+                event_type=EventType.AUTH_LOGIN_LOCKED,
+                username=username,
+                detail={
+                    "scope": str(scope),
+                    "failures": counts[scope],
+                    "window_s": settings.LOGIN_FAILURE_WINDOW_S,
+                    "retry_after_s": lockout.retry_after_s if lockout else None,
+                },
+            )
+    return lockout
+
+
+def login_success_record(*, username: str) -> None:
+    """A successful login clears its user name's failures (not its address's)."""
+    key = _key(Scope.USERNAME, username)
+    try:
+        cache.delete_many([key, f"{key}:since"])
+    except RedisError:
+        logger.exception("login throttle: the cache is unreachable")
