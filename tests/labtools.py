@@ -129,6 +129,29 @@ def wait_until_migrating(migration_id: int, min_percent: float = 3.0):
     )
 
 
+def lift_bandwidth_limit(api, migration_id: int, timeout: float = 20) -> None:
+    """Tune the running migration to unlimited bandwidth so that it ends quickly.
+
+    A 409 is retried while the record still says migrating: the job may be between two
+    states libvirt will not tune in, or have just ended on its own (a guest slowed by a
+    loaded machine dirties less than the limit, and the last pass then fits). It fails
+    with the API's answer if the migration stays running and untunable."""
+    from migrations_app.models import Migration
+
+    deadline = time.monotonic() + timeout
+    while True:
+        response = api.post(
+            f"/api/migrations/{migration_id}/tune/", {"bandwidth_mib_s": 0}, format="json"
+        )
+        if response.status_code == 200:
+            return
+        assert response.status_code == 409, (response.status_code, response.json())
+        if Migration.objects.get(pk=migration_id).status != "migrating":
+            return  # it ended by itself; the caller checks how
+        assert time.monotonic() < deadline, f"tuning kept failing: {response.json()}"
+        time.sleep(0.5)
+
+
 def events_of(migration_id: int) -> list[str]:
     from audit.models import AuditEvent
 

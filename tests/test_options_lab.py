@@ -50,10 +50,7 @@ def migrate_slowly(api, vm, **options) -> tuple[int, object, core.LabHost, core.
 
 def finish(api, migration_id: int, worker, vm, destination: core.LabHost) -> Migration:
     """Lift the bandwidth limit and wait for the migration to succeed."""
-    response = api.post(
-        f"/api/migrations/{migration_id}/tune/", {"bandwidth_mib_s": 0}, format="json"
-    )
-    assert response.status_code == 200, response.json()
+    labtools.lift_bandwidth_limit(api, migration_id)
     worker.join(180)
     assert not worker.is_alive()
     record = Migration.objects.get(pk=migration_id)
