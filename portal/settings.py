@@ -178,6 +178,12 @@ TEMPLATES = [
     },
 ]
 ASGI_APPLICATION = "portal.asgi.application"
+# Threads per web worker process that run HTTP requests (portal/asgi.py); each holds at
+# most one database connection, so no more than the pool has (PORTAL_DB_POOL_SIZE).
+WEB_HTTP_THREADS = (
+    int(os.environ.get("PORTAL_WEB_HTTP_THREADS") or os.environ.get("PORTAL_DB_POOL_SIZE") or "4")
+    or 4
+)
 WSGI_APPLICATION = "portal.wsgi.application"
 
 # --- Database -------------------------------------------------------------
@@ -288,10 +294,16 @@ LOGOUT_REDIRECT_URL = "login"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an unauthenticated API call then gets 401 with WWW-Authenticate.
-        "rest_framework.authentication.TokenAuthentication",
+        # DRF's, with valid tokens remembered for seconds (portal/authentication.py).
+        "portal.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # orjson, same output as DRF's encoder (portal/renderers.py).
+    "DEFAULT_RENDERER_CLASSES": [
+        "portal.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
     # django-filter, on lists only (a detail URL ignores the query string).
     "DEFAULT_FILTER_BACKENDS": ["portal.filters.ListFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",

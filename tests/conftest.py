@@ -50,6 +50,10 @@ def _private_cache(settings):
             "LOCATION": f"test-{uuid.uuid4().hex}",
         }
     }
+    # Nor does a token remembered by an earlier test (portal/authentication.py).
+    from portal.authentication import tokens_forget
+
+    tokens_forget()
     yield
 
 

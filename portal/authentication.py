@@ -1,0 +1,78 @@
+"""API token authentication with a short per-process memory of valid tokens.
+
+DRF's TokenAuthentication reads the token and its user from the database on every
+request: one query of the two or three a detail request makes, ~0.5 ms of CPU
+(docs/performance.md). A token found valid is remembered by the web process for
+TOKEN_CACHE_S seconds (PORTAL_API_TOKEN_CACHE_S, default 5; 0 = off). So a token
+deleted, or a user deactivated, still works for at most that long on a process that
+used it just before (the process that deletes a token forgets it at once). Permissions
+are not remembered: each request gets its own copy of the user, whose permission
+caches start empty.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+import time
+
+from django.conf import settings
+from django.db.models.signals import post_delete, post_save
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.authtoken.models import Token
+
+TOKEN_CACHE_S = float(os.environ.get("PORTAL_API_TOKEN_CACHE_S", "5"))
+_MAX_ENTRIES = 1024
+
+_lock = threading.Lock()
+_valid: dict[str, tuple[float, object, Token]] = {}  # key -> (expires, user, token)
+
+
+def tokens_forget(key: str | None = None) -> None:
+    """Forget one remembered token (all if None)."""
+    with _lock:
+        if key is None:
+            _valid.clear()
+        else:
+            _valid.pop(key, None)
+
+
+class CachedTokenAuthentication(TokenAuthentication):
+    def authenticate_credentials(self, key: str):
+        now = time.monotonic()
+        with _lock:
+            entry = _valid.get(key)
+        if entry is not None and entry[0] > now:
+            _expires, user, token = entry
+            return copy.copy(user), token
+        user, token = super().authenticate_credentials(key)
+        if TOKEN_CACHE_S > 0:
+            with _lock:
+                if len(_valid) >= _MAX_ENTRIES:
+                    for stale in [k for k, v in _valid.items() if v[0] <= now] or list(_valid):
+                        del _valid[stale]
+                _valid[key] = (now + TOKEN_CACHE_S, copy.copy(user), token)
+        return user, token
+
+
+def _forget_token(sender, instance: Token, **kwargs) -> None:
+    tokens_forget(instance.key)
+
+
+def _forget_user_tokens(sender, instance, **kwargs) -> None:
+    # A user changed here (deactivated, password reset, ...): drop what this process
+    # remembers for them.
+    with _lock:
+        for key in [k for k, v in _valid.items() if v[2].user_id == instance.pk]:
+            del _valid[key]
+
+
+post_delete.connect(_forget_token, sender=Token, dispatch_uid="portal_token_forget")
+post_save.connect(_forget_token, sender=Token, dispatch_uid="portal_token_forget")
+post_save.connect(
+    _forget_user_tokens, sender=settings.AUTH_USER_MODEL, dispatch_uid="portal_token_user"
+)
+post_delete.connect(
+    _forget_user_tokens, sender=settings.AUTH_USER_MODEL, dispatch_uid="portal_token_user"
+)
