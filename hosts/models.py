@@ -29,6 +29,16 @@ def ssh_port_of(transport: str, port: int | None) -> int:
     return port if transport == Transport.SSH and port else 22
 
 
+def libvirt_uri_of(transport: str, address: str, port: int | None, ssh_user: str) -> str:
+    """Host.libvirt_uri from the columns it is made of (also for rows read without a
+    model instance, audit.api.lean)."""
+    address = f"[{address}]" if ":" in address else address
+    port_part = f":{port}" if port else ""
+    if transport == Transport.SSH:
+        return f"qemu+ssh://{ssh_user}@{address}{port_part}/system"
+    return f"qemu+{transport}://{address}{port_part}/system"
+
+
 def _default_shared_paths() -> list[str]:
     return list(settings.SHARED_STORAGE_PATHS)
 
@@ -137,11 +147,7 @@ class Host(models.Model):
     @property
     def libvirt_uri(self) -> str:
         """The URI the portal (and a source host, for peer-to-peer migration) connects to."""
-        address = f"[{self.address}]" if ":" in self.address else self.address
-        port = f":{self.port}" if self.port else ""
-        if self.transport == Transport.SSH:
-            return f"qemu+ssh://{self.ssh_user}@{address}{port}/system"
-        return f"qemu+{self.transport}://{address}{port}/system"
+        return libvirt_uri_of(self.transport, self.address, self.port, self.ssh_user)
 
     @property
     def ssh_port(self) -> int:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
 
+from django.core.exceptions import FieldError
 from django.db.models.manager import BaseManager
 from django.utils import timezone
 from rest_framework import relations, serializers
@@ -69,9 +70,12 @@ def _converter(field: serializers.Field) -> tuple[str, Callable[[Any], Any]] | N
         if any(get is None for _name, get, _convert in child._plan()):
             return None  # its fallbacks would need a bound field
         render = child.to_representation
-        return source, lambda rows: [
-            render(row) for row in (rows.all() if isinstance(rows, BaseManager) else rows)
-        ]
+
+        def render_all(rows) -> list:
+            return [render(row) for row in (rows.all() if isinstance(rows, BaseManager) else rows)]
+
+        render_all.needs_instance = True  # related rows: not in a values() row
+        return source, render_all
     if isinstance(field, relations.SlugRelatedField):
         return f"{source}.{field.slug_field}", _same
     if (
@@ -98,11 +102,16 @@ class LeanReadMixin:
     # Per field: (name, attribute getter, converter); (name, None, method name) for a
     # method field; (name, None, None) for a field DRF renders.
     _lean_plan: list[tuple] | None = None
+    # Per field: (name, ORM lookup, converter), if every field is an attribute path.
+    _lean_rows: list[tuple] | None = None
+    # Fields that are no column (method fields, properties) but computed from some:
+    # name -> (lookups, function of their values), for rows read by LeanListMixin.
+    lean_row_values: dict[str, tuple[tuple[str, ...], Callable]] = {}
 
     def _plan(self) -> list[tuple]:
         cls = type(self)
         if cls.__dict__.get("_lean_plan") is None:
-            plan = []
+            plan, rows = [], []
             for field in self._readable_fields:
                 known = _converter(field)
                 if isinstance(field, serializers.SerializerMethodField):
@@ -112,10 +121,47 @@ class LeanReadMixin:
                 else:
                     path, convert = known
                     plan.append((field.field_name, attrgetter(path), convert))
+                if field.field_name in self.lean_row_values:
+                    lookups, compute = self.lean_row_values[field.field_name]
+                    rows.append((field.field_name, tuple(lookups), compute))
+                elif known is not None and not getattr(known[1], "needs_instance", False):
+                    rows.append((field.field_name, known[0].replace(".", "__"), known[1]))
+            cls._lean_rows = rows if len(rows) == len(plan) else []
             cls._lean_plan = plan
         return cls._lean_plan
 
+    @classmethod
+    def row_lookups(cls) -> list[str]:
+        """The ORM lookups to read a row with (`QuerySet.values(*lookups)`) when every
+        field is a plain attribute path, else []: then a list page needs no model
+        instances, whose construction was most of a wide row's cost."""
+        if cls.__dict__.get("_lean_plan") is None:
+            cls()._plan()
+        lookups: dict[str, None] = {}
+        for _name, lookup, _convert in cls._lean_rows:
+            lookups.update(dict.fromkeys(lookup if isinstance(lookup, tuple) else (lookup,)))
+        return list(lookups)
+
+    def _row_representation(self, row: dict) -> dict:
+        result = {}
+        zone = timezone.get_current_timezone()
+        for name, lookup, convert in type(self)._lean_rows:
+            if isinstance(lookup, tuple):  # computed from several columns
+                result[name] = convert(*(row[part] for part in lookup))
+                continue
+            value = row[lookup]
+            if value is None:
+                result[name] = None
+            elif convert is _iso:
+                text = value.astimezone(zone).isoformat()
+                result[name] = text[:-6] + "Z" if text.endswith("+00:00") else text
+            else:
+                result[name] = convert(value)
+        return result
+
     def to_representation(self, instance) -> dict:
+        if isinstance(instance, dict) and type(self)._lean_rows:
+            return self._row_representation(instance)  # a row from LeanListMixin
         result = {}
         fields = None
         zone = timezone.get_current_timezone()
@@ -142,6 +188,27 @@ class LeanReadMixin:
             else:
                 result[name] = convert(value)
         return result
+
+
+class LeanListMixin:
+    """For a read viewset: its list page is read as rows (`values()`, one dict per row)
+    when its serializer can render every field from one (LeanReadMixin.row_lookups);
+    the page is the same JSON, without building model instances."""
+
+    def paginate_queryset(self, queryset):
+        serializer_class = self.get_serializer_class()
+        lookups = (
+            serializer_class.row_lookups()
+            if getattr(self, "action", None) == "list"
+            and issubclass(serializer_class, LeanReadMixin)
+            else []
+        )
+        if lookups:
+            try:
+                queryset = queryset.values(*lookups)
+            except FieldError:  # a path that is not a column (e.g. a property)
+                pass
+        return super().paginate_queryset(queryset)
 
 
 class FiltersOnListMixin:

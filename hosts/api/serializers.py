@@ -1,13 +1,17 @@
 from rest_framework import serializers
 
 from audit.api.lean import LeanReadMixin
-from hosts.models import Host, PeerTrust, Transport
+from hosts.models import Host, PeerTrust, Transport, libvirt_uri_of
 from hosts.validators import validate_uri_safe
 
 
 # A host's own fields; the API serves it with its VM counts (vms.api.serializers).
 class HostSerializer(LeanReadMixin, serializers.ModelSerializer):
     libvirt_uri = serializers.CharField(read_only=True)
+    # In a list page read as rows (audit.api.lean.LeanListMixin): from its columns.
+    lean_row_values = {
+        "libvirt_uri": (("transport", "address", "port", "ssh_user"), libvirt_uri_of),
+    }
     transport = serializers.ChoiceField(
         choices=Transport.choices,
         default=Transport.SSH,

@@ -6,7 +6,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from audit.api.lean import FiltersOnListMixin
+from audit.api.lean import FiltersOnListMixin, LeanListMixin
 from audit.permissions import CanReadAudit
 from audit.services import Actor
 from hosts.services import host_resolve_or_register
@@ -58,7 +58,7 @@ CHECKS_RESPONSE = inline_serializer(
 )
 
 
-class MigrationViewSet(FiltersOnListMixin, viewsets.ReadOnlyModelViewSet):
+class MigrationViewSet(LeanListMixin, FiltersOnListMixin, viewsets.ReadOnlyModelViewSet):
     """Migrations: history, live state, and control of the running ones."""
 
     serializer_class = MigrationSerializer

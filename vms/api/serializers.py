@@ -13,6 +13,12 @@ _TIMES = ("created_at", "updated_at")
 class HostSerializer(host_serializers.HostSerializer):
     vm_count = serializers.SerializerMethodField()
     running_vm_count = serializers.SerializerMethodField()
+    # A list page read as rows (LeanListMixin) holds hosts_with_vm_counts' annotations.
+    lean_row_values = {
+        **host_serializers.HostSerializer.lean_row_values,
+        "vm_count": (("vm_count",), int),
+        "running_vm_count": (("running_vm_count",), int),
+    }
 
     class Meta(host_serializers.HostSerializer.Meta):
         fields = [
