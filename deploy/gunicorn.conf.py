@@ -1,6 +1,8 @@
 """The production web tier: gunicorn supervising several uvicorn (ASGI) worker processes.
 
-HTTP and websockets both go through portal.asgi. Every setting comes from the
+Each worker serves portal.asgi: websockets through Channels, plain HTTP through Django's
+WSGI handler in PORTAL_WEB_HTTP_THREADS threads of the worker (a2wsgi; half the CPU
+per API request of Django's ASGI handler, docs/performance.md). Every setting comes from the
 environment, so `make demo`, the tests, the benchmarks and systemd (deploy/systemd/)
 run the same tier:
 - PORTAL_WEB_BIND      address:port or unix:/path (default 127.0.0.1:8000)
@@ -10,8 +12,9 @@ run the same tier:
   X-Forwarded-Proto are believed (default 127.0.0.1,::1: nginx on the same machine)
 - PORTAL_WEB_CONTROL_SOCKET path of gunicorn's control socket (gunicornc); default none
 - PORTAL_DB_POOL_SIZE  PostgreSQL connections each worker keeps in its pool (default 4;
-                       0 = none): under ASGI, without a pool, every request opens a new
-                       database connection (portal/settings.py)
+                       0 = none; portal/settings.py)
+- PORTAL_WEB_HTTP_THREADS threads per worker running HTTP requests (default: the pool's
+                       size, 4): each holds one database connection while it runs
 """
 
 import os
