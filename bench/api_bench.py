@@ -376,6 +376,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(ROOT / "var-bench-api"))
     parser.add_argument("--reuse", action="store_true", help="keep the seeded database")
     parser.add_argument("--workers", type=int, default=None, help="PORTAL_WEB_WORKERS")
+    parser.add_argument("--threads", type=int, default=None, help="PORTAL_WEB_HTTP_THREADS")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--duration", type=int, default=8, help="s per endpoint, 16 clients")
     parser.add_argument("--duration-alone", type=int, default=4, help="s per endpoint, 1")
@@ -409,6 +410,8 @@ def main() -> None:
     )
     workers = args.workers or max(2, 2 * (os.cpu_count() or 1))
     env["PORTAL_WEB_WORKERS"] = str(workers)
+    if args.threads:
+        env["PORTAL_WEB_HTTP_THREADS"] = str(args.threads)
     if not args.reuse:
         seed(env, args.db, args)
     else:

@@ -18,10 +18,11 @@ In `audit`, the lowest layer, so that every app's API can use them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
-from django.core.exceptions import FieldError
+from django.core.exceptions import FieldDoesNotExist, FieldError
 from django.db.models.manager import BaseManager
 from django.utils import timezone
 from rest_framework import relations, serializers
@@ -75,6 +76,7 @@ def _converter(field: serializers.Field) -> tuple[str, Callable[[Any], Any]] | N
             return [render(row) for row in (rows.all() if isinstance(rows, BaseManager) else rows)]
 
         render_all.needs_instance = True  # related rows: not in a values() row
+        render_all.child_class = type(field.child)
         return source, render_all
     if isinstance(field, relations.SlugRelatedField):
         return f"{source}.{field.slug_field}", _same
@@ -93,6 +95,47 @@ def _same(value):
 
 def _strings(values) -> list:
     return [None if v is None else str(v) for v in values]
+
+
+@dataclass(frozen=True)
+class NestedRows:
+    """A nested list field read as rows: the related model's rows whose foreign key
+    `parent_key` points at the page's rows."""
+
+    related_model: type
+    parent_key: str  # attname of the foreign key on the related model
+    child_class: type
+
+    def attach(self, rows: list[dict], name: str) -> None:
+        by_parent: dict[Any, list[dict]] = {row["pk"]: [] for row in rows}
+        for row in rows:
+            row[name] = by_parent[row["pk"]]
+        if not by_parent:
+            return
+        related = self.related_model._default_manager.filter(
+            **{f"{self.parent_key}__in": list(by_parent)}
+        ).values(self.parent_key, *self.child_class.row_lookups())
+        for child in related:
+            by_parent[child[self.parent_key]].append(child)
+
+
+def _nested_rows(serializer, known: tuple[str, Callable]) -> NestedRows | None:
+    """A NestedRows for a nested lean list field over a reverse foreign key whose child
+    serializer reads rows itself, else None."""
+    source, convert = known
+    child_class = getattr(convert, "child_class", None)
+    model = getattr(getattr(serializer, "Meta", None), "model", None)
+    if child_class is None or model is None or "." in source or not child_class.row_lookups():
+        return None
+    if any(isinstance(lookup, NestedRows) for _n, lookup, _c in child_class._lean_rows):
+        return None  # one level only
+    try:
+        relation = model._meta.get_field(source)
+    except FieldDoesNotExist:
+        return None
+    if not relation.one_to_many:
+        return None
+    return NestedRows(relation.related_model, relation.field.attname, child_class)
 
 
 class LeanReadMixin:
@@ -126,6 +169,8 @@ class LeanReadMixin:
                     rows.append((field.field_name, tuple(lookups), compute))
                 elif known is not None and not getattr(known[1], "needs_instance", False):
                     rows.append((field.field_name, known[0].replace(".", "__"), known[1]))
+                elif known is not None and (nested := _nested_rows(self, known)) is not None:
+                    rows.append((field.field_name, nested, None))
             cls._lean_rows = rows if len(rows) == len(plan) else []
             cls._lean_plan = plan
         return cls._lean_plan
@@ -139,13 +184,30 @@ class LeanReadMixin:
             cls()._plan()
         lookups: dict[str, None] = {}
         for _name, lookup, _convert in cls._lean_rows:
-            lookups.update(dict.fromkeys(lookup if isinstance(lookup, tuple) else (lookup,)))
+            if isinstance(lookup, NestedRows):
+                lookups["pk"] = None  # to find its related rows by
+            else:
+                lookups.update(dict.fromkeys(lookup if isinstance(lookup, tuple) else (lookup,)))
         return list(lookups)
+
+    @classmethod
+    def rows_complete(cls, rows: list[dict]) -> list[dict]:
+        """Add to `rows` (values() of row_lookups) the related rows of their nested
+        fields: one query per nested field for the whole page, in the related model's
+        order, as prefetch_related would read them."""
+        for name, lookup, _convert in cls._lean_rows:
+            if isinstance(lookup, NestedRows):
+                lookup.attach(rows, name)
+        return rows
 
     def _row_representation(self, row: dict) -> dict:
         result = {}
         zone = timezone.get_current_timezone()
         for name, lookup, convert in type(self)._lean_rows:
+            if isinstance(lookup, NestedRows):
+                render = lookup.child_class()._row_representation
+                result[name] = [render(child) for child in row[name]]
+                continue
             if isinstance(lookup, tuple):  # computed from several columns
                 result[name] = convert(*(row[part] for part in lookup))
                 continue
@@ -205,9 +267,12 @@ class LeanListMixin:
         )
         if lookups:
             try:
-                queryset = queryset.values(*lookups)
+                rows = queryset.values(*lookups)
             except FieldError:  # a path that is not a column (e.g. a property)
                 pass
+            else:
+                page = super().paginate_queryset(rows)
+                return None if page is None else serializer_class.rows_complete(list(page))
         return super().paginate_queryset(queryset)
 
 

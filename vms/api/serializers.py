@@ -50,6 +50,8 @@ class VMSerializer(LeanReadMixin, serializers.ModelSerializer):
     host_id = serializers.IntegerField(read_only=True)
     memory_mib = serializers.IntegerField(read_only=True)
     disks = VMDiskSerializer(many=True, read_only=True)
+    # In a list page read as rows (audit.api.lean.LeanListMixin): from its column.
+    lean_row_values = {"memory_mib": (("memory_kib",), lambda kib: kib // 1024)}
 
     class Meta:
         model = VM

@@ -7,7 +7,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from audit.api.lean import FiltersOnListMixin
+from audit.api.lean import FiltersOnListMixin, LeanListMixin
 from audit.services import Actor
 from hosts.api import views as host_views
 from vms.api.serializers import HostSerializer, VMDetailSerializer, VMSerializer
@@ -52,7 +52,7 @@ class VMByUUIDMixin:
         return vm
 
 
-class VMViewSet(FiltersOnListMixin, VMByUUIDMixin, viewsets.ReadOnlyModelViewSet):
+class VMViewSet(LeanListMixin, FiltersOnListMixin, VMByUUIDMixin, viewsets.ReadOnlyModelViewSet):
     """VM inventory, synced from libvirt. Addressed by libvirt UUID."""
 
     # POST .../migrate/ and .../migrate/check/: migrations_app.api.views.VMMigrateViewSet.
