@@ -1,8 +1,8 @@
 """The production web tier: gunicorn supervising several uvicorn (ASGI) worker processes.
 
 Each worker serves portal.asgi: websockets through Channels, plain HTTP through Django's
-WSGI handler in PORTAL_WEB_HTTP_THREADS threads of the worker (a2wsgi; half the CPU
-per API request of Django's ASGI handler, docs/performance.md). Every setting comes from the
+WSGI handler in threads of the worker (a2wsgi; half the CPU per API request of Django's
+ASGI handler, docs/performance.md). Every setting comes from the
 environment, so `make demo`, the tests, the benchmarks and systemd (deploy/systemd/)
 run the same tier:
 - PORTAL_WEB_BIND      address:port or unix:/path (default 127.0.0.1:8000)
@@ -11,17 +11,25 @@ run the same tier:
 - PORTAL_WEB_FORWARDED_ALLOW_IPS the reverse proxy's addresses, whose X-Forwarded-For /
   X-Forwarded-Proto are believed (default 127.0.0.1,::1: nginx on the same machine)
 - PORTAL_WEB_CONTROL_SOCKET path of gunicorn's control socket (gunicornc); default none
-- PORTAL_DB_POOL_SIZE  PostgreSQL connections each worker keeps in its pool (default 4;
-                       0 = none; portal/settings.py)
-- PORTAL_WEB_HTTP_THREADS threads per worker running HTTP requests (default: the pool's
-                       size, 4): each holds one database connection while it runs
+- PORTAL_WEB_HTTP_THREADS threads per worker for reads (default 1)
+- PORTAL_WEB_HTTP_WAITING_THREADS threads per worker for changes and downloads, which
+                       may wait on a host (default 4); portal/asgi.py
+- PORTAL_DB_POOL_SIZE  PostgreSQL connections each worker keeps in its pool (default:
+                       one per HTTP thread; 0 = none; portal/settings.py)
 """
 
 import os
 
 _cores = os.cpu_count() or 1
-# Read by portal.settings in each worker (the app is loaded after the fork).
-os.environ.setdefault("PORTAL_DB_POOL_SIZE", "4")
+# Read by portal.settings in each worker (the app is loaded after the fork): one pooled
+# connection per HTTP thread (portal/asgi.py: reads + requests that may wait).
+os.environ.setdefault(
+    "PORTAL_DB_POOL_SIZE",
+    str(
+        int(os.environ.get("PORTAL_WEB_HTTP_THREADS") or 1)
+        + int(os.environ.get("PORTAL_WEB_HTTP_WAITING_THREADS") or 4)
+    ),
+)
 
 bind = [os.environ.get("PORTAL_WEB_BIND", "127.0.0.1:8000")]
 workers = int(os.environ.get("PORTAL_WEB_WORKERS", str(max(2, 2 * _cores))))

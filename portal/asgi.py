@@ -1,5 +1,5 @@
 """ASGI entry point of the web tier: websockets through Channels, plain HTTP through
-Django's WSGI handler in a small thread pool of each worker process (a2wsgi).
+Django's WSGI handler in thread pools of each worker process (a2wsgi).
 
 Why not Django's ASGI handler for HTTP: every view here is synchronous, and under it each
 request hops between the event loop and asgiref's executor several times (request
@@ -7,6 +7,14 @@ started, the view, request finished); measured on the API that cost 1–2 ms of 
 request, up to half of a detail request (docs/performance.md). One hop into a thread
 that runs the plain WSGI handler costs ~0.1 ms. Streamed downloads stay streamed
 (a2wsgi sends each block as the iterator yields it, with back-pressure).
+
+Two pools: reads (GET, HEAD, OPTIONS) run in PORTAL_WEB_HTTP_THREADS threads (default
+one: threads of one process share one interpreter lock, and a second CPU-bound thread
+only stretches both requests and the event loop's turns: the p99 under load), the
+requests that may wait on something else than the database (every change: they may
+contact a host or log in over ssh; the report downloads) in
+PORTAL_WEB_HTTP_WAITING_THREADS threads (default 4), so that a host that does not
+answer never holds up the reads of the worker.
 """
 
 import os
@@ -29,9 +37,25 @@ from django.conf import settings  # noqa: E402
 from portal.gc_tuning import freeze_long_lived  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
 
+_reads = WSGIMiddleware(django_wsgi_app, workers=settings.WEB_HTTP_THREADS)
+_waiting = WSGIMiddleware(django_wsgi_app, workers=settings.WEB_HTTP_WAITING_THREADS)
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Streamed for as long as the report is (migrations_app/api/urls.py).
+_DOWNLOADS = ("/export.csv", "/export.json")
+
+
+def may_wait(scope: dict) -> bool:
+    """Does this HTTP request go to the pool of requests that may wait?"""
+    return scope["method"] not in _READ_METHODS or scope["path"].endswith(_DOWNLOADS)
+
+
+async def http_application(scope, receive, send) -> None:
+    await (_waiting if may_wait(scope) else _reads)(scope, receive, send)
+
+
 application = ProtocolTypeRouter(
     {
-        "http": WSGIMiddleware(django_wsgi_app, workers=settings.WEB_HTTP_THREADS),
+        "http": http_application,
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

@@ -178,12 +178,11 @@ TEMPLATES = [
     },
 ]
 ASGI_APPLICATION = "portal.asgi.application"
-# Threads per web worker process that run HTTP requests (portal/asgi.py); each holds at
-# most one database connection, so no more than the pool has (PORTAL_DB_POOL_SIZE).
-WEB_HTTP_THREADS = (
-    int(os.environ.get("PORTAL_WEB_HTTP_THREADS") or os.environ.get("PORTAL_DB_POOL_SIZE") or "4")
-    or 4
-)
+# Threads per web worker process that run HTTP requests (portal/asgi.py): reads, and
+# requests that may wait on something else than the database (a host, a download).
+# Each holds at most one database connection: deploy/gunicorn.conf.py sizes the pool.
+WEB_HTTP_THREADS = max(1, int(os.environ.get("PORTAL_WEB_HTTP_THREADS") or "1"))
+WEB_HTTP_WAITING_THREADS = max(1, int(os.environ.get("PORTAL_WEB_HTTP_WAITING_THREADS") or "4"))
 WSGI_APPLICATION = "portal.wsgi.application"
 
 # --- Database -------------------------------------------------------------
