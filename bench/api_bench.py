@@ -48,7 +48,7 @@ TARGET_RPS = 200.0
 TARGET_P99_MS = 120.0
 TARGET_ALONE_P99_MS = 20.0
 # Main before the API work (issue #12, item 4): what the baseline serves.
-BASELINE_REF = "17cf807"
+BASELINE_REF = "6558e82"
 DB = "apibench"  # --db
 
 
