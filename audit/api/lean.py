@@ -10,6 +10,12 @@ rendered by calling the method, nested lean serializers by their own plan, and a
 other field by DRF itself. The serializer stays what the OpenAPI schema is made
 from; tests/test_api_lists.py holds the lean output equal to DRF's own.
 
+`LeanListMixin` goes one step further for a list page: when every field of the
+serializer is a column, a related column, a value computed from columns
+(`lean_row_values`) or a nested list of such rows, the page is read with `values()`
+and rendered from those rows: no model instances (most of a wide row's cost, and the
+cyclic garbage of prefetched relations).
+
 `FiltersOnListMixin` keeps a viewset's query-string filters to its list.
 
 In `audit`, the lowest layer, so that every app's API can use them.
@@ -200,12 +206,14 @@ class LeanReadMixin:
                 lookup.attach(rows, name)
         return rows
 
-    def _row_representation(self, row: dict) -> dict:
+    @classmethod
+    def render_row(cls, row: dict) -> dict:
+        """The representation of one row of `row_lookups` (completed by rows_complete)."""
         result = {}
         zone = timezone.get_current_timezone()
-        for name, lookup, convert in type(self)._lean_rows:
+        for name, lookup, convert in cls._lean_rows:
             if isinstance(lookup, NestedRows):
-                render = lookup.child_class()._row_representation
+                render = lookup.child_class.render_row
                 result[name] = [render(child) for child in row[name]]
                 continue
             if isinstance(lookup, tuple):  # computed from several columns
@@ -223,7 +231,7 @@ class LeanReadMixin:
 
     def to_representation(self, instance) -> dict:
         if isinstance(instance, dict) and type(self)._lean_rows:
-            return self._row_representation(instance)  # a row from LeanListMixin
+            return self.render_row(instance)  # a row from LeanListMixin
         result = {}
         fields = None
         zone = timezone.get_current_timezone()
