@@ -89,8 +89,15 @@ class BatchProgressConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def batch_update(self, event: dict) -> None:
-        await self.send_json({"event": event["event"], "batch": event["batch"]})
-        if event["batch"]["status"] in BATCH_FINAL_STATUSES:
+        # Read now, not by the publisher: this consumer handles its events one at a
+        # time, so each batch it sends is at least as new as the one before, whichever
+        # worker's event came first (events.batch_publish).
+        batch = await self._snapshot(self.scope["user"])
+        if batch is None:  # deleted, or no longer visible to this user
+            await self.close(code=CLOSE_NOT_VISIBLE)
+            return
+        await self.send_json({"event": event["event"], "batch": batch})
+        if batch["status"] in BATCH_FINAL_STATUSES:
             await self.close()
 
     @database_sync_to_async

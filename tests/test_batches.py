@@ -499,9 +499,11 @@ def test_socket_sends_snapshot_then_child_updates_then_final(api, admin_user, fl
     batch = _batch(api, vms[:2], max_parallel=1)
     first, second = _children(batch)
 
-    def run_batch() -> None:
+    def first_ends() -> None:
         _end(first, MigrationStatus.SUCCEEDED)
         migrations_dispatch_waiting()
+
+    def second_ends() -> None:
         _end(second, MigrationStatus.FAILED)
         migrations_dispatch_waiting()
 
@@ -509,7 +511,10 @@ def test_socket_sends_snapshot_then_child_updates_then_final(api, admin_user, fl
         socket = _socket(batch.pk, admin_user)
         assert (await socket.connect())[0]
         messages = [await socket.receive_json_from(timeout=5)]
-        await sync_to_async(run_batch, thread_sensitive=False)()
+        await sync_to_async(first_ends, thread_sensitive=False)()
+        while messages[-1]["batch"]["progress"]["vms_done"] < 1:
+            messages.append(await socket.receive_json_from(timeout=5))
+        await sync_to_async(second_ends, thread_sensitive=False)()
         while messages[-1]["batch"]["status"] not in ("partially_failed", "failed"):
             messages.append(await socket.receive_json_from(timeout=5))
         closed = await socket.receive_output(timeout=5)
@@ -519,17 +524,55 @@ def test_socket_sends_snapshot_then_child_updates_then_final(api, admin_user, fl
     messages, closed = async_to_sync(scenario)()
     assert messages[0]["event"] == "snapshot"
     assert messages[0]["batch"]["status"] == "queued"
-    events = [m["event"] for m in messages]
-    assert "child.checking" in events and "child.succeeded" in events
-    assert "child.failed" in events
-    # Child rows change live: the first child's percent reaches 100 before the end.
-    done = [m for m in messages if m["event"] == "child.succeeded"][0]
-    assert done["batch"]["children"][0]["status"] == "succeeded"
-    assert done["batch"]["progress"]["vms_done"] == 1
+    # Child rows change live: the first child succeeded while the batch still ran.
+    live = [m for m in messages if m["batch"]["progress"]["vms_done"] == 1][0]
+    assert live["batch"]["children"][0]["status"] == "succeeded"
+    assert live["batch"]["status"] not in ("partially_failed", "failed")
+    # Never backwards: each message is read when sent (events.batch_publish).
+    done = [m["batch"]["progress"]["vms_done"] for m in messages]
+    assert done == sorted(done)
     last = messages[-1]
-    assert last["event"] == "partially_failed"
+    assert last["batch"]["status"] == "partially_failed"
     assert last["batch"]["progress"]["vms_done"] == 2
     assert closed["type"] == "websocket.close"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_late_event_still_sends_the_batch_as_it_is_now(admin_user, api, fleet):
+    """An event published by a worker that committed earlier can arrive after another
+    worker's later one: the socket sends the batch as the database has it when the
+    event is handled, never an older state (here: an event carrying the state before
+    the first child ended, as publishers used to send)."""
+    from channels.layers import get_channel_layer
+
+    from migrations_app.events import batch_group
+
+    _, _, vms = fleet
+    batch = _batch(api, vms[:2], max_parallel=2)
+    first, _second = _children(batch)
+
+    async def scenario():
+        socket = _socket(batch.pk, admin_user)
+        assert (await socket.connect())[0]
+        snapshot = await socket.receive_json_from(timeout=5)
+        await sync_to_async(_end, thread_sensitive=False)(first, MigrationStatus.SUCCEEDED)
+        message = snapshot
+        while message["batch"]["progress"]["vms_done"] < 1:
+            message = await socket.receive_json_from(timeout=5)
+        while not await socket.receive_nothing(timeout=0.5):  # the rest of _end's events
+            await socket.receive_json_from(timeout=5)
+        await get_channel_layer().group_send(
+            batch_group(batch.pk),
+            {"type": "batch.update", "event": "child.checking", "batch": snapshot["batch"]},
+        )
+        late = await socket.receive_json_from(timeout=5)
+        await socket.disconnect()
+        return snapshot, late
+
+    snapshot, late = async_to_sync(scenario)()
+    assert snapshot["batch"]["progress"]["vms_done"] == 0
+    assert late["event"] == "child.checking"
+    assert late["batch"]["progress"]["vms_done"] == 1
 
 
 @pytest.mark.django_db(transaction=True)
