@@ -95,6 +95,16 @@ def _converter(field: serializers.Field) -> tuple[str, Callable[[Any], Any]] | N
     return None
 
 
+def _rendered(value, convert: Callable, zone):
+    """A plain field's value as DRF renders it (date-times in `zone`, as ISO 8601)."""
+    if value is None:
+        return None
+    if convert is _iso:
+        text = value.astimezone(zone).isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    return convert(value)
+
+
 def _same(value):
     return value
 
@@ -219,14 +229,7 @@ class LeanReadMixin:
             if isinstance(lookup, tuple):  # computed from several columns
                 result[name] = convert(*(row[part] for part in lookup))
                 continue
-            value = row[lookup]
-            if value is None:
-                result[name] = None
-            elif convert is _iso:
-                text = value.astimezone(zone).isoformat()
-                result[name] = text[:-6] + "Z" if text.endswith("+00:00") else text
-            else:
-                result[name] = convert(value)
+            result[name] = _rendered(row[lookup], convert, zone)
         return result
 
     def to_representation(self, instance) -> dict:
@@ -250,13 +253,7 @@ class LeanReadMixin:
                 value = get(instance)
             except AttributeError:  # a null relation on the path (source.name, no source)
                 value = None
-            if value is None:
-                result[name] = None
-            elif convert is _iso:
-                text = value.astimezone(zone).isoformat()
-                result[name] = text[:-6] + "Z" if text.endswith("+00:00") else text
-            else:
-                result[name] = convert(value)
+            result[name] = _rendered(value, convert, zone)
         return result
 
 
