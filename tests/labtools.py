@@ -93,6 +93,19 @@ def request_migration(api, uuid: str, **payload) -> int:
     return response.json()["id"]
 
 
+def ssh_access(api, host_pk: int, lab_host: core.LabHost) -> dict:
+    """POST the host's ssh-access with the lab host's ssh user and password (used once);
+    asserts 200 and that the host is now reached over ssh. Returns the host's JSON."""
+    response = api.post(
+        f"/api/hosts/{host_pk}/ssh-access/",
+        {"user": lab_host.ssh_user, "password": lab_host.ssh_password},
+        format="json",
+    )
+    assert response.status_code == 200, response.json()
+    assert response.json()["transport"] == "ssh"
+    return response.json()
+
+
 def disk_capacity(host: core.LabHost, uuid: str, target: str) -> int:
     output = core.virsh(host, "domblkinfo", uuid, target).stdout
     return int(re.search(r"Capacity:\s+(\d+)", output)[1])

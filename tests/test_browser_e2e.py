@@ -360,14 +360,7 @@ def test_ssh_hosts_direct_and_tunnelled_from_the_dialog(portal, page, linux_vm, 
     home = linux_vm.source
     away = linux_vm.other(home)
     for lab_host in (home, away):
-        host = Host.objects.get(name=lab_host.name)
-        response = api.post(
-            f"/api/hosts/{host.pk}/ssh-access/",
-            {"user": lab_host.ssh_user, "password": lab_host.ssh_password},
-            format="json",
-        )
-        assert response.status_code == 200, response.json()
-        assert response.json()["transport"] == "ssh"
+        labtools.ssh_access(api, Host.objects.get(name=lab_host.name).pk, lab_host)
     _log_in(page, portal)
     there = _migrate_from_dialog(page, portal, linux_vm.uuid, away.name, transport="direct")
     back = _migrate_from_dialog(page, portal, linux_vm.uuid, home.name, transport="tunnelled")

@@ -75,14 +75,7 @@ def test_a_second_node_with_an_empty_data_folder_migrates_and_issues_over_ssh(
     destination_lab = linux_vm.other(source_lab)
     # Node A: ssh access to both hosts, set up with their passwords (used once).
     for lab_host in (source_lab, destination_lab):
-        host = lab_registered[lab_host.name]
-        response = api.post(
-            f"/api/hosts/{host.pk}/ssh-access/",
-            {"user": lab_host.ssh_user, "password": lab_host.ssh_password},
-            format="json",
-        )
-        assert response.status_code == 200, response.json()
-        assert response.json()["transport"] == "ssh"
+        labtools.ssh_access(api, lab_registered[lab_host.name].pk, lab_host)
     node_a_key = ssh_services.portal_public_key()
     node_a_ca = tls_services.portal_ca()
     assert not PeerTrust.objects.exists()

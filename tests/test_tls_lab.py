@@ -106,12 +106,7 @@ def _register_over_ssh(api, lab_host: core.LabHost) -> Host:
     )
     assert created.status_code == 201, created.json()
     pk = created.json()["id"]
-    access = api.post(
-        f"/api/hosts/{pk}/ssh-access/",
-        {"user": lab_host.ssh_user, "password": lab_host.ssh_password},
-        format="json",
-    )
-    assert access.status_code == 200, access.json()
+    labtools.ssh_access(api, pk, lab_host)
     return Host.objects.get(pk=pk)
 
 
