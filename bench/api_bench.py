@@ -408,7 +408,7 @@ def main() -> None:
         PORTAL_LOG_LEVEL="WARNING",
         DJANGO_SETTINGS_MODULE="portal.settings",
     )
-    workers = args.workers or max(2, 2 * (os.cpu_count() or 1))
+    workers = args.workers or max(2, os.cpu_count() or 1)  # as deploy/gunicorn.conf.py
     env["PORTAL_WEB_WORKERS"] = str(workers)
     if args.threads:
         env["PORTAL_WEB_HTTP_THREADS"] = str(args.threads)

@@ -6,7 +6,7 @@ ASGI handler, docs/performance.md). Every setting comes from the
 environment, so `make demo`, the tests, the benchmarks and systemd (deploy/systemd/)
 run the same tier:
 - PORTAL_WEB_BIND      address:port or unix:/path (default 127.0.0.1:8000)
-- PORTAL_WEB_WORKERS   ASGI worker processes (default: 2 per core, at least 2)
+- PORTAL_WEB_WORKERS   ASGI worker processes (default: one per core, at least 2)
 - PORTAL_WEB_TIMEOUT_S a worker silent this long is killed and replaced (default 60)
 - PORTAL_WEB_FORWARDED_ALLOW_IPS the reverse proxy's addresses, whose X-Forwarded-For /
   X-Forwarded-Proto are believed (default 127.0.0.1,::1: nginx on the same machine)
@@ -32,8 +32,8 @@ os.environ.setdefault(
 )
 
 bind = [os.environ.get("PORTAL_WEB_BIND", "127.0.0.1:8000")]
-workers = int(os.environ.get("PORTAL_WEB_WORKERS", str(max(2, 2 * _cores))))
-worker_class = "uvicorn_worker.UvicornWorker"
+workers = int(os.environ.get("PORTAL_WEB_WORKERS", str(max(2, _cores))))
+worker_class = "portal.web_worker.PortalUvicornWorker"
 timeout = int(os.environ.get("PORTAL_WEB_TIMEOUT_S", "60"))
 # Websockets and streamed downloads stay open; a graceful restart waits this long.
 graceful_timeout = 30

@@ -39,6 +39,17 @@ def libvirt_uri_of(transport: str, address: str, port: int | None, ssh_user: str
     return f"qemu+{transport}://{address}{port_part}/system"
 
 
+# libvirt_uri_of in PostgreSQL's SQL, over the same columns as {0}..{3} (pages the
+# database renders: audit.api.json_rows).
+LIBVIRT_URI_SQL = (
+    "'qemu+' || {0} || '://'"
+    " || CASE WHEN {0} = 'ssh' THEN {3} || '@' ELSE '' END"
+    " || CASE WHEN strpos({1}, ':') > 0 THEN '[' || {1} || ']' ELSE {1} END"
+    " || CASE WHEN {2} IS NOT NULL AND {2} <> 0 THEN ':' || {2} ELSE '' END"
+    " || '/system'"
+)
+
+
 def _default_shared_paths() -> list[str]:
     return list(settings.SHARED_STORAGE_PATHS)
 

@@ -17,6 +17,11 @@ _drf_default = JSONEncoder().default
 
 
 class JSONRenderer(renderers.JSONRenderer):
+    def renders_fragments(self, accepted_media_type: str | None) -> bool:
+        """Does this answer embed orjson.Fragment (JSON made elsewhere, e.g. rows
+        PostgreSQL rendered: audit.api.json_rows) as it is? Not when pretty printed."""
+        return self.get_indent(accepted_media_type or "", {}) is None
+
     def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
         if data is None:
             return b""

@@ -5,7 +5,7 @@ number of rows, and the lean read path answering exactly what the serializers sa
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.db import connection
@@ -234,3 +234,119 @@ def test_the_schema_says_the_migration_list_is_keyset_paged(api):
     # The detail takes no list filters (they apply to the list only).
     detail = schema["paths"]["/api/migrations/{id}/"]["get"]
     assert {p["name"] for p in detail["parameters"]} == {"id"}
+
+
+def _tricky_rows(vm) -> datetime:
+    """Values where rendering in SQL could differ from DRF: date-times with and without
+    microseconds, text needing escapes, an IPv6 address, tcp and ssh hosts, a null port,
+    JSON columns, disks in order, a VM without disks, a float."""
+    host = vm.host
+    whole_second = timezone.now().replace(microsecond=0)
+    Host.objects.filter(pk=host.pk).update(
+        shared_storage_paths=['/srv/"quoted"\\dir', "/srv/ünïcode"],
+        migration_features={"postcopy": True, "nested": {"b": [1, None]}},
+        last_seen_at=whole_second,
+        port=16509,
+        cpu_model='Model "X"\n\ttab',
+    )
+    Host.objects.create(name="v6", address="2001:db8::1", transport="tcp", port=None)
+    Host.objects.create(name="v4-ssh", address="198.51.100.7", ssh_user="ops", port=2222)
+    VM.objects.filter(pk=vm.pk).update(last_synced_at=whole_second, gone_at=None)
+    VMDisk.objects.create(vm=vm, target="vdb", path="/srv/shared/b.qcow2", size_bytes=2**40)
+    VMDisk.objects.create(vm=vm, target="vda", path="/srv/shared/a.qcow2", size_bytes=None)
+    running_on_other = VM.objects.create(
+        uuid=uuid.uuid4(),
+        name="no-disks",
+        host=Host.objects.get(name="v6"),
+        state="shutoff",
+        persistent=False,
+        vcpus=2,
+        memory_kib=1025,
+        max_memory_kib=2048,
+        last_synced_at=timezone.now(),
+    )
+    assert running_on_other.pk
+    migrations = _migrations(3, list(Host.objects.all()))
+    Migration.objects.filter(pk=migrations[0].pk).update(
+        percent=12.5,
+        completed_stats={"downtime": 12},
+        started_at=whole_second,
+        error='failed: "quote" \\ back',
+    )
+    return whole_second
+
+
+def _ordered_equal(fast, slow) -> None:
+    assert fast == slow
+    assert list(fast) == list(slow)
+    for a, b in zip(fast["results"], slow["results"], strict=True):
+        assert list(a) == list(b)  # the serializer's field order, kept by the SQL
+
+
+def test_postgresql_renders_the_list_pages_as_drf_would(api, vm, monkeypatch):
+    """On PostgreSQL the host, VM and migration pages are rendered by the database
+    (audit.api.json_rows): the same values, types and field order as the Python path,
+    which a pretty-printed answer still takes. On SQLite every page takes the Python
+    path."""
+    from audit.api import json_rows
+    from audit.api.lean import LeanReadMixin
+    from migrations_app.api.serializers import MigrationSerializer
+    from vms.api.serializers import HostSerializer, VMSerializer
+
+    whole_second = _tricky_rows(vm)
+    rendered_in_python = []
+    original = LeanReadMixin.render_row.__func__
+
+    def counting(cls, row):
+        rendered_in_python.append(cls)
+        return original(cls, row)
+
+    monkeypatch.setattr(LeanReadMixin, "render_row", classmethod(counting))
+    on_postgresql = connection.vendor == "postgresql"
+    for url in ("/api/hosts/", "/api/vms/", "/api/migrations/", "/api/migrations/?page_size=2"):
+        rendered_in_python.clear()
+        fast = api.get(url)
+        assert fast.status_code == 200, fast.content
+        assert bool(rendered_in_python) is not on_postgresql, url
+        slow = api.get(url, HTTP_ACCEPT="application/json; indent=2")
+        assert slow.status_code == 200 and rendered_in_python, url
+        _ordered_equal(fast.json(), slow.json())
+        if "page_size" in url:  # the keyset's next page, from the SQL path's rows
+            fast_next = api.get(fast.json()["next"]).json()
+            slow_next = api.get(slow.json()["next"], HTTP_ACCEPT="application/json; indent=2")
+            _ordered_equal(fast_next, slow_next.json())
+            assert fast_next["results"]
+    hosts = api.get("/api/hosts/").json()["results"]
+    uris = {h["name"]: h["libvirt_uri"] for h in hosts}
+    assert uris["v6"] == "qemu+tcp://[2001:db8::1]/system"
+    assert uris["v4-ssh"] == "qemu+ssh://ops@198.51.100.7:2222/system"
+    seen = {h["name"]: h["last_seen_at"] for h in hosts}
+    assert seen[vm.host.name] == whole_second.strftime("%Y-%m-%dT%H:%M:%SZ")  # no ".000000"
+    from vms.selectors import hosts_with_vm_counts
+
+    for serializer_class, queryset in [
+        (HostSerializer, hosts_with_vm_counts()),
+        (VMSerializer, VM.objects.all()),
+        (MigrationSerializer, Migration.objects.all()),
+    ]:
+        rows = queryset.values(*serializer_class.row_lookups())
+        assert (json_rows.json_rows(rows, serializer_class) is not None) is on_postgresql
+
+
+def test_a_field_without_an_sql_rendering_leaves_the_page_to_python(db):
+    """A computed field with no SQL of its own, or a converter the module does not know,
+    makes row_json_sql give up (None) rather than render something else."""
+    from audit.api import json_rows
+    from vms.api.serializers import VMSerializer
+
+    class NoSQL(VMSerializer):
+        lean_row_sql = {}  # memory_mib is computed in Python only
+
+    NoSQL.row_lookups()
+    names = list(NoSQL.row_lookups())
+    assert json_rows.row_json_sql(NoSQL, VM, names) is None
+    assert json_rows.row_json_sql(VMSerializer, VM, list(VMSerializer.row_lookups()))
+    uuid_field = VM._meta.get_field("uuid")
+    assert json_rows._field_sql("c", uuid_field, str) == "(c)::text"
+    assert json_rows._field_sql("c", uuid_field, float) is None
+    assert json_rows._field_sql("c", VM._meta.get_field("memory_kib"), str) is None

@@ -31,8 +31,10 @@ from typing import Any
 from django.core.exceptions import FieldDoesNotExist, FieldError
 from django.db.models.manager import BaseManager
 from django.utils import timezone
-from rest_framework import relations, serializers
+from rest_framework import pagination, relations, serializers
 from rest_framework.settings import api_settings
+
+from audit.api.json_rows import JSONRow, json_rows
 
 # Fields whose DRF to_representation returns the value as it is (None stays None).
 _AS_IS = (serializers.BooleanField, serializers.JSONField, serializers.ReadOnlyField)
@@ -166,6 +168,9 @@ class LeanReadMixin:
     # Fields that are no column (method fields, properties) but computed from some:
     # name -> (lookups, function of their values), for rows read by LeanListMixin.
     lean_row_values: dict[str, tuple[tuple[str, ...], Callable]] = {}
+    # The same computations in SQL, for pages PostgreSQL renders (audit.api.json_rows):
+    # name -> template over the lookups' columns ({0}, {1}, ...).
+    lean_row_sql: dict[str, str] = {}
 
     def _plan(self) -> list[tuple]:
         cls = type(self)
@@ -233,6 +238,8 @@ class LeanReadMixin:
         return result
 
     def to_representation(self, instance) -> dict:
+        if type(instance) is JSONRow:  # rendered by PostgreSQL (LeanListMixin)
+            return instance.fragment
         if isinstance(instance, dict) and type(self)._lean_rows:
             return self.render_row(instance)  # a row from LeanListMixin
         result = {}
@@ -260,7 +267,20 @@ class LeanReadMixin:
 class LeanListMixin:
     """For a read viewset: its list page is read as rows (`values()`, one dict per row)
     when its serializer can render every field from one (LeanReadMixin.row_lookups);
-    the page is the same JSON, without building model instances."""
+    the page is the same JSON, without building model instances. On PostgreSQL, when
+    the answer is compact JSON, the database renders each row (audit.api.json_rows)."""
+
+    def _json_rows(self, rows, serializer_class):
+        renderer = getattr(self.request, "accepted_renderer", None)
+        renders_fragments = getattr(renderer, "renders_fragments", None)
+        if renders_fragments is None or not renders_fragments(self.request.accepted_media_type):
+            return None
+        keep: tuple[str, ...] = ()
+        if isinstance(self.paginator, pagination.CursorPagination):
+            ordering = self.paginator.ordering
+            ordering = (ordering,) if isinstance(ordering, str) else tuple(ordering)
+            keep = tuple(name.lstrip("-") for name in ordering)  # the keyset's positions
+        return json_rows(rows, serializer_class, keep)
 
     def paginate_queryset(self, queryset):
         serializer_class = self.get_serializer_class()
@@ -276,6 +296,9 @@ class LeanListMixin:
             except FieldError:  # a path that is not a column (e.g. a property)
                 pass
             else:
+                rendered = self._json_rows(rows, serializer_class)
+                if rendered is not None:
+                    return super().paginate_queryset(rendered)
                 page = super().paginate_queryset(rows)
                 return None if page is None else serializer_class.rows_complete(list(page))
         return super().paginate_queryset(queryset)

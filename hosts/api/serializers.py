@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from audit.api.lean import LeanReadMixin
-from hosts.models import Host, PeerTrust, Transport, libvirt_uri_of
+from hosts.models import LIBVIRT_URI_SQL, Host, PeerTrust, Transport, libvirt_uri_of
 from hosts.validators import validate_uri_safe
 
 
@@ -12,6 +12,7 @@ class HostSerializer(LeanReadMixin, serializers.ModelSerializer):
     lean_row_values = {
         "libvirt_uri": (("transport", "address", "port", "ssh_user"), libvirt_uri_of),
     }
+    lean_row_sql = {"libvirt_uri": LIBVIRT_URI_SQL}
     transport = serializers.ChoiceField(
         choices=Transport.choices,
         default=Transport.SSH,

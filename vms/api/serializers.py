@@ -4,6 +4,7 @@ from audit.api.lean import LeanReadMixin
 from hosts.api import serializers as host_serializers
 from hosts.models import Host
 from vms.models import VM, VMDisk, VMState
+from vms.selectors import vm_other_definitions
 
 _TIMES = ("created_at", "updated_at")
 
@@ -18,6 +19,11 @@ class HostSerializer(host_serializers.HostSerializer):
         **host_serializers.HostSerializer.lean_row_values,
         "vm_count": (("vm_count",), int),
         "running_vm_count": (("running_vm_count",), int),
+    }
+    lean_row_sql = {
+        **host_serializers.HostSerializer.lean_row_sql,
+        "vm_count": "{0}",
+        "running_vm_count": "{0}",
     }
 
     class Meta(host_serializers.HostSerializer.Meta):
@@ -52,6 +58,7 @@ class VMSerializer(LeanReadMixin, serializers.ModelSerializer):
     disks = VMDiskSerializer(many=True, read_only=True)
     # In a list page read as rows (audit.api.lean.LeanListMixin): from its column.
     lean_row_values = {"memory_mib": (("memory_kib",), lambda kib: kib // 1024)}
+    lean_row_sql = {"memory_mib": "{0} / 1024"}  # never negative: / truncates as // floors
 
     class Meta:
         model = VM
@@ -88,5 +95,4 @@ class VMDetailSerializer(VMSerializer):
         read_only_fields = fields
 
     def get_other_definitions(self, vm: VM) -> list[dict]:
-        others = VM.objects.filter(uuid=vm.uuid).exclude(pk=vm.pk).select_related("host")
-        return [{"host": o.host.name, "state": o.state, "persistent": o.persistent} for o in others]
+        return vm_other_definitions(vm)

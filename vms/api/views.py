@@ -13,7 +13,7 @@ from hosts.api import views as host_views
 from vms.api.serializers import HostSerializer, VMDetailSerializer, VMSerializer
 from vms.filters import VMFilterSet
 from vms.models import VM
-from vms.selectors import hosts_with_vm_counts, vm_get_present, vms_listed
+from vms.selectors import hosts_with_vm_counts, vm_get_present, vm_get_shown, vms_listed
 from vms.services import host_refresh_with_vms
 
 
@@ -40,10 +40,12 @@ class VMByUUIDMixin:
 
     lookup_field = "uuid"
     lookup_value_regex = "[0-9a-fA-F-]{32,36}"
+    # What finds it: with the whole host (migrations need it) unless a view says less.
+    vm_lookup = staticmethod(vm_get_present)
 
     def get_object(self) -> VM:
         try:
-            vm = vm_get_present(uuid=str(uuid.UUID(self.kwargs["uuid"])))
+            vm = self.vm_lookup(uuid=str(uuid.UUID(self.kwargs["uuid"])))
         except ValueError:  # the path's pattern lets through what is not a UUID
             vm = None
         if vm is None:
@@ -57,6 +59,7 @@ class VMViewSet(LeanListMixin, FiltersOnListMixin, VMByUUIDMixin, viewsets.ReadO
 
     # POST .../migrate/ and .../migrate/check/: migrations_app.api.views.VMMigrateViewSet.
     filterset_class = VMFilterSet
+    vm_lookup = staticmethod(vm_get_shown)  # only the host's name is shown
 
     def get_queryset(self):
         return vms_listed()
