@@ -32,7 +32,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.processes import free_port  # noqa: E402
+
 PY = str(ROOT / ".venv" / "bin" / "python")
 LUA = ROOT / "bench" / "api_bench.lua"
 
@@ -62,12 +64,6 @@ class Figures:
     client_cpu: float  # the load generator's CPU time / wall time (1.0 = one core)
     server_cpu_ms: float  # the web tier's CPU time per request
     sessions_per_request: float  # PostgreSQL connections opened per request
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(cmd: list[str], env: dict, **kwargs) -> str:
@@ -262,7 +258,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def measure(name: str, cmd: list[str], cwd: Path, env: dict, ids: dict, args) -> dict:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = [c.replace("{port}", str(port)) for c in cmd]
     env = {**env, "PORTAL_WEB_BIND": f"127.0.0.1:{port}"}

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -69,6 +68,7 @@ from hosts.models import Host  # noqa: E402
 from hosts.peer_services import peer_uri  # noqa: E402
 from lab import core  # noqa: E402
 from migrations_app.models import Migration  # noqa: E402
+from tests.processes import free_port  # noqa: E402
 from vms.services import host_refresh_with_vms  # noqa: E402
 
 TARGET_MS = {"tcp": 300, "ssh": 500}
@@ -99,12 +99,6 @@ class PortalRun:
     @property
     def overhead_ms(self) -> float:
         return self.wall_s * 1000 - self.libvirt_ms
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Processes:
