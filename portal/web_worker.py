@@ -1,15 +1,16 @@
 """The web tier's worker class (deploy/gunicorn.conf.py): uvicorn's gunicorn worker on an
-event loop that takes one new connection per turn.
+event loop that shares new connections with the other workers.
 
 gunicorn's workers share one listening socket. Each worker's event loop, woken when
 connections wait, accepts every one of them at once (asyncio: up to the backlog, 2048;
 uvloop: until none is left), so a burst of new keep-alive connections (a client's pool,
 the reverse proxy's upstream connections) lands on whichever worker woke first: 15 of
-16 on one worker of four was measured (bench/api_bench.py), and that worker's one
-core then served everything while the other workers idled. Taking one connection per
-turn of the loop leaves the next ones to the other workers, which are woken for the
-same connections; a worker busy with requests reaches its next turn later, so the
-idle ones take more.
+16 on one worker of four was measured (bench/api_bench.py), and that worker's one read
+thread then served everything while the other workers idled. This loop accepts one
+connection per readiness event and then pauses accepting for a moment, so the next
+ones go to the other workers, which are woken for the same connections: 8/8 or 9/7 over
+two workers in every run since (docs/performance.md). A new connection may wait those
+2 ms when connections arrive faster than one worker would take them.
 """
 
 from __future__ import annotations
@@ -20,16 +21,39 @@ from uvicorn_worker import UvicornWorker
 
 
 class OneAcceptPerTurnEventLoop(asyncio.SelectorEventLoop):
-    """asyncio's loop (epoll), accepting one pending connection per readiness event."""
+    """asyncio's loop (epoll), accepting one pending connection per readiness event and
+    then none for ACCEPT_PAUSE_S: the other workers take the next ones even when this
+    loop turns faster than theirs (all 16 on one of two workers was still seen with
+    one accept per turn alone)."""
+
+    ACCEPT_PAUSE_S = 0.002
 
     def _accept_connection(
-        self, protocol_factory, sock, sslcontext=None, server=None, backlog=100, *args, **kwargs
+        self, protocol_factory, sock, sslcontext=None, server=None, backlog=100, *args
     ):
-        # backlog is only how many to accept in this turn here (the socket's own
+        # `backlog` is only how many to accept in this turn here (the socket's own
         # listen backlog was set by gunicorn).
-        return super()._accept_connection(
-            protocol_factory, sock, sslcontext, server, 1, *args, **kwargs
+        super()._accept_connection(protocol_factory, sock, sslcontext, server, 1, *args)
+        if sock.fileno() == -1:
+            return
+        # As asyncio itself pauses when out of file descriptors: stop reading the
+        # listening socket, and serve it again a moment later if it is still served.
+        self._remove_reader(sock.fileno())
+        self.call_later(
+            self.ACCEPT_PAUSE_S,
+            self._accept_again,
+            protocol_factory,
+            sock,
+            sslcontext,
+            server,
+            backlog,
+            *args,
         )
+
+    def _accept_again(self, protocol_factory, sock, sslcontext, server, backlog, *args):
+        if sock.fileno() == -1 or (server is not None and not server.is_serving()):
+            return  # closed meanwhile (shutdown, graceful restart)
+        self._start_serving(protocol_factory, sock, sslcontext, server, backlog, *args)
 
 
 class PortalUvicornWorker(UvicornWorker):

@@ -35,6 +35,8 @@ def _accepted_per_turn(loop_class: type[asyncio.SelectorEventLoop], connections:
     listener.listen(64)
     clients = [socket.create_connection(listener.getsockname()) for _ in range(connections)]
     loop = Recording()
+    errors: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
     try:
         server = loop.run_until_complete(loop.create_server(asyncio.Protocol, sock=listener))
         for _ in range(50):
@@ -43,11 +45,13 @@ def _accepted_per_turn(loop_class: type[asyncio.SelectorEventLoop], connections:
                 break
         server.close()
         loop.run_until_complete(server.wait_closed())
+        loop.run_until_complete(asyncio.sleep(0.02))  # a pause ending after the close
     finally:
         for client in clients:
             client.close()
         loop.close()
     assert accepted == connections
+    assert not errors
     return [n for n in per_turn if n]
 
 
