@@ -6,21 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 from portal.web_worker import OneAcceptPerTurnEventLoop, PortalUvicornWorker
 
 
-def _accepted_per_turn(loop_class: type[asyncio.SelectorEventLoop], connections: int) -> list:
+def _accepted_per_turn(
+    loop_class: type[asyncio.SelectorEventLoop], connections: int
+) -> tuple[list[int], float]:
     """Connections accepted by each readiness callback of the listening socket, for
-    `connections` clients that connected before the loop looked."""
+    `connections` clients that connected before the loop looked, and the seconds from
+    the first accept to the last."""
     per_turn: list[int] = []
     accepted = 0
+    accepted_at: list[float] = []
 
     class Counting(socket.socket):
         def accept(self):
             nonlocal accepted
             result = super().accept()
             accepted += 1
+            accepted_at.append(time.monotonic())
             return result
 
     class Recording(loop_class):
@@ -52,16 +58,20 @@ def _accepted_per_turn(loop_class: type[asyncio.SelectorEventLoop], connections:
         loop.close()
     assert accepted == connections
     assert not errors
-    return [n for n in per_turn if n]
+    return [n for n in per_turn if n], accepted_at[-1] - accepted_at[0]
 
 
-def test_the_web_loop_accepts_one_connection_per_turn():
-    assert _accepted_per_turn(OneAcceptPerTurnEventLoop, 6) == [1] * 6
+def test_the_web_loop_accepts_one_connection_per_turn_and_then_pauses():
+    per_turn, spread = _accepted_per_turn(OneAcceptPerTurnEventLoop, 6)
+    assert per_turn == [1] * 6
+    # Between two accepts, the pause that leaves them to the other workers.
+    assert spread >= 5 * OneAcceptPerTurnEventLoop.ACCEPT_PAUSE_S * 0.9
 
 
 def test_asyncio_s_own_loop_takes_them_all_at_once():
     """What the web loop changes: the stock loop empties the queue in one turn."""
-    assert _accepted_per_turn(asyncio.SelectorEventLoop, 6) == [6]
+    per_turn, _spread = _accepted_per_turn(asyncio.SelectorEventLoop, 6)
+    assert per_turn == [6]
 
 
 def test_the_gunicorn_worker_runs_on_that_loop():
