@@ -4,7 +4,9 @@ A page of 50 migrations is ~90 KB of JSON; json.dumps with DRF's encoder took ~4
 it per request (bench/api_bench.py, docs/performance.md), orjson ~0.3 ms. The output
 is the same: compact, UTF-8, and every value orjson does not know natively (datetimes,
 Decimal, lazy strings, ...) is converted by DRF's own encoder, so its formats are
-kept (e.g. a UTC datetime ends in "Z")."""
+kept (e.g. a UTC datetime ends in "Z"). List rows rendered by PostgreSQL
+(audit.api.json_rows) are embedded as PostgreSQL wrote them: the same values, with a
+space around each colon and after each comma inside the row."""
 
 from __future__ import annotations
 
