@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import statistics
 import time
+from datetime import timedelta
 
 import pytest
+from django.conf import settings
 
 from audit.models import AuditEvent
 from hosts.models import Host
 from lab import core
 from migrations_app.engine import migration_execute, migrations_reconcile
-from migrations_app.models import Migration
+from migrations_app.models import Migration, MigrationSample
 from migrations_app.services import migrations_dispatch_waiting
 from tests import labtools
 from tests.labtools import events_of, request_migration, run_in_thread, wait_until_migrating
@@ -442,12 +444,27 @@ def test_switch_to_postcopy(api, linux_vm):
     )
     worker = run_in_thread(migration_id)
     wait_until_migrating(migration_id)
+    deadline = time.monotonic() + 30  # a pre-copy sample first (8 MiB/s: seconds of it)
+    while not MigrationSample.objects.filter(migration_id=migration_id).exists():
+        assert time.monotonic() < deadline, "no sample while pre-copying"
+        time.sleep(0.05)
     response = api.post(f"/api/migrations/{migration_id}/postcopy/")
     assert response.status_code == 200, response.json()
     assert response.json()["postcopy_started_at"]
     worker.join(120)
     record = Migration.objects.get(pk=migration_id)
     assert record.status == "succeeded", record.error
-    assert record.samples.filter(phase="postcopy").exists()
+    # The samples say post-copy from the switch on. Post-copy itself may end within one
+    # sample interval (0.2 s: the destination pulls the rest at full speed), so there is
+    # not always a post-copy sample; but none comes before the switch, and every sample
+    # taken a full interval after it is one (or the final one, "done").
+    switched = record.postcopy_started_at
+    samples = record.samples.all()
+    assert samples.filter(phase="postcopy", taken_at__lt=switched).count() == 0
+    settled = switched + timedelta(seconds=2 * settings.MIGRATION_SAMPLE_INTERVAL_S)
+    late = samples.filter(taken_at__gte=settled).exclude(phase__in=["postcopy", "done"])
+    assert not late.exists(), list(late.values_list("phase", flat=True))
+    assert samples.filter(phase="done").count() == 1
+    assert samples.filter(taken_at__lt=switched).exists()
     assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {destination.name: "running"}
     assert "migration.postcopy" in events_of(migration_id)
