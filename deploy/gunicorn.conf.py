@@ -14,22 +14,17 @@ run the same tier:
 - PORTAL_WEB_HTTP_THREADS threads per worker for reads (default 1)
 - PORTAL_WEB_HTTP_WAITING_THREADS threads per worker for changes and downloads, which
                        may wait on a host (default 4); portal/asgi.py
-- PORTAL_DB_POOL_SIZE  PostgreSQL connections each worker keeps in its pool (default:
-                       one per HTTP thread; 0 = none; portal/settings.py)
+- PORTAL_DB_POOL_SIZE  PostgreSQL connections each worker keeps in its pool (default
+                       auto: one per HTTP thread; 0 = none; portal/settings.py)
 """
 
 import os
 
 _cores = os.cpu_count() or 1
-# Read by portal.settings in each worker (the app is loaded after the fork): one pooled
-# connection per HTTP thread (portal/asgi.py: reads + requests that may wait).
-os.environ.setdefault(
-    "PORTAL_DB_POOL_SIZE",
-    str(
-        int(os.environ.get("PORTAL_WEB_HTTP_THREADS") or 1)
-        + int(os.environ.get("PORTAL_WEB_HTTP_WAITING_THREADS") or 4)
-    ),
-)
+# Read by portal.settings in each worker (the app is loaded after the fork): "auto" is
+# one pooled connection per HTTP thread (portal/asgi.py: reads + requests that may wait),
+# counted there from the same settings the thread pools are made from.
+os.environ.setdefault("PORTAL_DB_POOL_SIZE", "auto")
 
 bind = [os.environ.get("PORTAL_WEB_BIND", "127.0.0.1:8000")]
 workers = int(os.environ.get("PORTAL_WEB_WORKERS", str(max(2, _cores))))

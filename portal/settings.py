@@ -210,10 +210,14 @@ if DATABASE_URL:
         # connection. The pool hands each request an open one and takes it back at the
         # end. Set by the web tier (deploy/gunicorn.conf.py) only: a pool must not be
         # inherited across fork(), which the task workers (django-q2) do.
+        # "auto" (the web tier's default): one connection per HTTP thread.
+        pool_size = os.environ["PORTAL_DB_POOL_SIZE"]
         DATABASES["default"]["CONN_MAX_AGE"] = 0
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": 1,
-            "max_size": int(os.environ["PORTAL_DB_POOL_SIZE"]),
+            "max_size": WEB_HTTP_THREADS + WEB_HTTP_WAITING_THREADS
+            if pool_size == "auto"
+            else int(pool_size),
             "timeout": 10,
         }
 else:
