@@ -4,7 +4,7 @@ A batch's children are ordinary migrations, all created `queued` up front (phase
 `waiting_for_batch`) and not handed to the broker at once: the dispatcher
 (`services.migrations_dispatch_waiting`, run when any migration ends and by the
 reconciler every 15 s) calls `batches_advance`, which stops, finishes and publishes
-batches, and enqueues only the children `batch_decisions.batch_children_to_start`
+batches, and enqueues only the children `batch_rules.batch_children_to_start`
 allows. The claim (engine._try_claim) checks the batch's gate again under the batch's
 row lock, so `max_parallel` holds whatever was enqueued. Nothing waits in a worker:
 a restart loses nothing, the next dispatch picks the batch up where its rows say.
@@ -21,9 +21,10 @@ from django.utils import timezone
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts.models import Host
-from migrations_app import batch_decisions, decisions
+from migrations_app.domain import batch_rules, decisions
+from migrations_app.domain.lifecycle import BATCH_FINAL_STATUSES, BatchStatus, Phase
+from migrations_app.domain.options import MigrationOptions
 from migrations_app.events import batch_publish, migration_publish
-from migrations_app.lifecycle import BATCH_FINAL_STATUSES, BatchStatus, Phase
 from migrations_app.models import (
     ACTIVE_STATUSES,
     BatchKind,
@@ -31,7 +32,6 @@ from migrations_app.models import (
     MigrationBatch,
     MigrationStatus,
 )
-from migrations_app.options import MigrationOptions
 from migrations_app.selectors import destinations_ranked
 from migrations_app.services import MigrationConflict, migration_cancel, migration_row_record
 from migrations_app.webhooks import webhooks_batch_finished, webhooks_migration_final
@@ -44,9 +44,9 @@ logger = logging.getLogger(__name__)
 BatchItem = tuple[VM, Host | None] | tuple[VM, Host | None, MigrationOptions]
 
 
-def _children_of(batch: MigrationBatch) -> list[batch_decisions.Child]:
+def _children_of(batch: MigrationBatch) -> list[batch_rules.Child]:
     rows = batch.children.order_by("pk").values_list("pk", "status")
-    return [batch_decisions.Child(pk, status) for pk, status in rows]
+    return [batch_rules.Child(pk, status) for pk, status in rows]
 
 
 def _batch_detail(batch: MigrationBatch, **extra) -> dict:
@@ -222,7 +222,7 @@ def batch_advance(*, batch: MigrationBatch) -> list[int]:
             return []
         cancel_requested = batch.cancel_requested_at is not None
         children = _children_of(batch)
-        to_cancel = batch_decisions.batch_children_to_cancel(
+        to_cancel = batch_rules.batch_children_to_cancel(
             children=children,
             stop_on_failure=batch.stop_on_failure,
             cancel_requested=cancel_requested,
@@ -230,14 +230,14 @@ def batch_advance(*, batch: MigrationBatch) -> list[int]:
         if to_cancel:
             _cancel_not_started(batch, to_cancel, cancel_requested)
             children = _children_of(batch)
-        status = batch_decisions.batch_status(
+        status = batch_rules.batch_status(
             children=children,
             stop_on_failure=batch.stop_on_failure,
             cancel_requested=cancel_requested,
         )
         if status != batch.status:
             _batch_set_status(batch, status, children)
-        return batch_decisions.batch_children_to_start(
+        return batch_rules.batch_children_to_start(
             children=children,
             max_parallel=batch.max_parallel,
             stop_on_failure=batch.stop_on_failure,
@@ -281,7 +281,7 @@ def _cancel_not_started(batch: MigrationBatch, ids: list[int], cancel_requested:
 
 
 def _batch_set_status(
-    batch: MigrationBatch, status: str, children: list[batch_decisions.Child]
+    batch: MigrationBatch, status: str, children: list[batch_rules.Child]
 ) -> None:
     before = batch.status
     fields: dict = {"status": status}

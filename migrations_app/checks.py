@@ -20,8 +20,8 @@ from hosts.models import Host, Transport
 from hosts.peer_services import peer_trust_current, peer_trust_needed, peer_trust_problem
 from hosts.ssh_services import REMOTE_USER_NEEDS
 from hosts.tls_services import host_tls_problems, host_tls_served_problem
+from migrations_app.domain.options import MigrationOptions
 from migrations_app.models import ACTIVE_STATUSES, Migration
-from migrations_app.options import MigrationOptions
 from vms.models import VM, VMState
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"

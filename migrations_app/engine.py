@@ -34,10 +34,12 @@ from hosts.connections import host_connect, host_connector
 from hosts.models import Host
 from hosts.peer_services import peer_trust_ensure, peer_trust_refused, peer_uri
 from hosts.ssh_services import SshAccessError
-from migrations_app import batch_decisions, decisions
 from migrations_app.checks import MigrationPlan, run_prechecks
+from migrations_app.domain import batch_rules, decisions
+from migrations_app.domain.lifecycle import BatchStatus, FailureReason, Phase
+from migrations_app.domain.options import MigrationOptions
+from migrations_app.domain.progress import ProgressSample, disk_progress, sample_from_job_stats
 from migrations_app.events import migration_publish, publish_flush
-from migrations_app.lifecycle import BatchStatus, FailureReason, Phase
 from migrations_app.models import (
     ALLOWED_TRANSITIONS,
     RUNNING_STATUSES,
@@ -46,8 +48,6 @@ from migrations_app.models import (
     MigrationSample,
     MigrationStatus,
 )
-from migrations_app.options import MigrationOptions
-from migrations_app.progress import ProgressSample, disk_progress, sample_from_job_stats
 from migrations_app.webhooks import webhooks_deliver_due, webhooks_migration_final
 from vms.services import host_refresh_with_vms as host_refresh
 from vms.services import vm_sync_one
@@ -297,13 +297,13 @@ def _try_claim(migration_id: int, worker: str) -> tuple[str, Migration | None, L
 
 def _batch_gate_open(batch_id: int) -> bool:
     """May a child of this batch start now? Read under the batch's row lock, so two
-    claims of one batch count each other (batch_decisions.batch_gate_open)."""
+    claims of one batch count each other (batch_rules.batch_gate_open)."""
     batch = MigrationBatch.objects.select_for_update().get(pk=batch_id)
     children = [
-        batch_decisions.Child(pk, status)
+        batch_rules.Child(pk, status)
         for pk, status in batch.children.order_by("pk").values_list("pk", "status")
     ]
-    return batch_decisions.batch_gate_open(
+    return batch_rules.batch_gate_open(
         children=children,
         max_parallel=batch.max_parallel,
         stop_on_failure=batch.stop_on_failure,

@@ -11,8 +11,8 @@ from audit.services import Actor
 from hosts.models import Host
 from hosts.services import host_maintenance_set
 from migrations_app.batch_services import batch_create
+from migrations_app.domain.options import MigrationOptions
 from migrations_app.models import BatchKind, MigrationBatch, StorageMode
-from migrations_app.options import MigrationOptions
 from migrations_app.selectors import HostEvacuationPlan, evacuation_plan
 
 NOTHING_TO_MOVE = "no VM of this host can move now: see `unmovable` in the dry run"

@@ -8,7 +8,7 @@ import django_filters
 from django.db.models import Q, QuerySet
 
 from audit.filters import StrictBooleanFilter
-from migrations_app.lifecycle import ACTIVE_STATUSES, FailureReason, MigrationStatus
+from migrations_app.domain.lifecycle import ACTIVE_STATUSES, FailureReason, MigrationStatus
 from migrations_app.models import Migration
 
 

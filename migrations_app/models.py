@@ -5,9 +5,9 @@ from django.db.models import Q
 from audit.events import EventType
 from hosts.models import Host
 
-# The lifecycle's words live in migrations_app.lifecycle; re-exported here so that
+# The lifecycle's words live in migrations_app.domain.lifecycle; re-exported here so that
 # `from migrations_app.models import MigrationStatus` (and the rest) keeps working.
-from migrations_app.lifecycle import (  # noqa: F401
+from migrations_app.domain.lifecycle import (  # noqa: F401
     ACTIVE_STATUSES,
     ALLOWED_TRANSITIONS,
     BATCH_FINAL_STATUSES,

@@ -54,7 +54,7 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import RowNumber
 
 from hosts.models import Host
-from migrations_app.lifecycle import ACTIVE_STATUSES, FailureReason, MigrationStatus
+from migrations_app.domain.lifecycle import ACTIVE_STATUSES, FailureReason, MigrationStatus
 from migrations_app.models import Migration
 
 PERCENTILES = (0.5, 0.95)

@@ -21,10 +21,11 @@ from hosts.connections import host_connect
 from hosts.models import Host, Transport
 from hosts.selectors import host_find
 from hosts.services import host_validate_new
-from migrations_app import decisions
 from migrations_app.checks import CHECK_NAMES, SKIPPED, CheckResult, MigrationPlan, run_prechecks
+from migrations_app.domain import decisions
+from migrations_app.domain.lifecycle import FailureReason, Phase
+from migrations_app.domain.options import MigrationOptions
 from migrations_app.events import migration_publish
-from migrations_app.lifecycle import FailureReason, Phase
 from migrations_app.models import (
     ACTIVE_STATUSES,
     RUNNING_STATUSES,
@@ -32,7 +33,6 @@ from migrations_app.models import (
     MigrationBatch,
     MigrationStatus,
 )
-from migrations_app.options import MigrationOptions
 from migrations_app.webhooks import webhooks_migration_final
 from vms.models import VM
 

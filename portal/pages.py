@@ -17,7 +17,7 @@ from audit.events import EventType
 from audit.models import AuditEvent
 from hosts.models import Host
 from migrations_app.api.serializers import MigrationSampleSerializer, MigrationSerializer
-from migrations_app.lifecycle import ACTIVE_STATUSES, JOB_PHASES, Phase
+from migrations_app.domain.lifecycle import ACTIVE_STATUSES, JOB_PHASES, Phase
 from migrations_app.models import Migration
 from migrations_app.selectors import migrations_visible_to
 from vms.models import VM, VMState

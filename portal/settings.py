@@ -323,8 +323,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # A migration's and a batch's "status" are different choice sets.
     "ENUM_NAME_OVERRIDES": {
-        "MigrationStatusEnum": "migrations_app.lifecycle.MigrationStatus",
-        "BatchStatusEnum": "migrations_app.lifecycle.BatchStatus",
+        "MigrationStatusEnum": "migrations_app.domain.lifecycle.MigrationStatus",
+        "BatchStatusEnum": "migrations_app.domain.lifecycle.BatchStatus",
         "BatchKindEnum": "migrations_app.models.BatchKind",
         "WebhookEventEnum": "migrations_app.models.WebhookEvent",
         "WebhookDeliveryStatusEnum": "migrations_app.models.WebhookDeliveryStatus",

@@ -12,8 +12,8 @@ from django.shortcuts import render
 from hosts.models import Host
 from hosts.permissions import can_manage_hosts
 from migrations_app.api.serializers import MigrationBatchSerializer
+from migrations_app.domain.lifecycle import BATCH_FINAL_STATUSES, BatchStatus
 from migrations_app.filters import MigrationFilterSet
-from migrations_app.lifecycle import BATCH_FINAL_STATUSES, BatchStatus
 from migrations_app.models import MigrationStatus
 from migrations_app.permissions import can_migrate
 from migrations_app.selectors import batches_visible_to, migrations_visible_to

@@ -179,7 +179,7 @@ def events_of(migration_id: int) -> list[str]:
 
 def wait_final(migration_id: int, timeout: float = 180, interval: float = 0.2):
     """The migration once it is final (succeeded, failed or cancelled)."""
-    from migrations_app.lifecycle import FINAL_STATUSES
+    from migrations_app.domain.lifecycle import FINAL_STATUSES
     from migrations_app.models import Migration
 
     return wait_for(

@@ -12,9 +12,9 @@ from django.core.management import call_command
 ROOT = Path(__file__).resolve().parent.parent
 SKIP = {".venv", "var", "node_modules", ".git"}
 
-# The production apps, lowest layer first: an app may import its own layer and the
-# ones below it, never one above (portal, at the top, may import them all).
-LAYERS = ["audit", "hosts", "vms", "migrations_app", "portal"]
+# The production packages, lowest layer first (core: what every app uses): each may
+# import its own layer and the ones below it, never one above (portal, at the top, may import them all).
+LAYERS = ["core", "audit", "hosts", "vms", "migrations_app", "portal"]
 # Outside production: the lab hypervisors and demo commands, the tests, the benchmarks.
 # They may import any app; no production app imports them.
 OUTSIDE = ["lab", "tests", "bench"]

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from migrations_app.batch_services import batches_advance
-from migrations_app.lifecycle import BatchStatus, FailureReason, MigrationStatus
+from migrations_app.domain.lifecycle import BatchStatus, FailureReason, MigrationStatus
 from migrations_app.models import Migration, MigrationBatch
 from migrations_app.services import migrations_schedule_run
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from audit.events import EventType
 from audit.models import AuditEvent
 from hosts.models import Host
-from migrations_app.batch_decisions import (
+from migrations_app.domain.batch_rules import (
     Child,
     batch_children_to_cancel,
     batch_children_to_start,
@@ -24,8 +24,8 @@ from migrations_app.batch_decisions import (
     batch_progress,
     batch_status,
 )
+from migrations_app.domain.lifecycle import BatchStatus, MigrationStatus, Phase
 from migrations_app.engine import Lease, _transition, _try_claim
-from migrations_app.lifecycle import BatchStatus, MigrationStatus, Phase
 from migrations_app.models import Migration, MigrationBatch
 from migrations_app.services import migrations_dispatch_waiting
 from portal.routing import websocket_urlpatterns

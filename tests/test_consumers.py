@@ -13,9 +13,9 @@ from django.utils import timezone
 
 from audit.events import EventType
 from hosts.models import Host
+from migrations_app.domain.progress import sample_from_job_stats
 from migrations_app.engine import Lease, _record_sample, _transition
 from migrations_app.models import Migration, MigrationStatus
-from migrations_app.progress import sample_from_job_stats
 from portal.routing import websocket_urlpatterns
 
 pytestmark = pytest.mark.django_db(transaction=True)

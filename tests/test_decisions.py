@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from migrations_app.checks import name_or_uuid_clash
-from migrations_app.decisions import (
+from migrations_app.domain.decisions import (
     UNREACHABLE,
     Abort,
     Action,
@@ -28,7 +28,7 @@ from migrations_app.decisions import (
     task_lost,
     window_closed,
 )
-from migrations_app.lifecycle import FailureReason
+from migrations_app.domain.lifecycle import FailureReason
 
 RUNNING = HostView(True, "running")
 PAUSED = HostView(True, "paused")

@@ -13,7 +13,7 @@ import pytest
 from django.apps import apps
 
 from hosts.models import Host
-from migrations_app.lifecycle import FailureReason, MigrationStatus
+from migrations_app.domain.lifecycle import FailureReason, MigrationStatus
 from migrations_app.models import Migration
 
 pytestmark = pytest.mark.django_db(transaction=True)

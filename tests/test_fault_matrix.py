@@ -24,8 +24,8 @@ from rest_framework.authtoken.models import Token
 
 from hosts import gateway
 from lab import core, faults
+from migrations_app.domain.lifecycle import FINAL_STATUSES, FailureReason
 from migrations_app.engine import migration_execute, migrations_reconcile
-from migrations_app.lifecycle import FINAL_STATUSES, FailureReason
 from migrations_app.models import Migration
 from tests import labtools
 from tests.labtools import (

@@ -11,7 +11,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from hosts.models import Host, HostStatus
-from migrations_app.lifecycle import FailureReason, MigrationStatus, Phase
+from migrations_app.domain.lifecycle import FailureReason, MigrationStatus, Phase
 from migrations_app.models import Migration
 
 pytestmark = pytest.mark.django_db

@@ -10,8 +10,8 @@ from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
 from hosts.models import Host
+from migrations_app.domain.options import RULES, limits
 from migrations_app.models import Migration
-from migrations_app.options import RULES, limits
 
 pytestmark = pytest.mark.django_db
 

@@ -9,8 +9,8 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from hosts.gateway import MigrationSpec
+from migrations_app.domain.options import FIELD_NAMES, RULES, MigrationOptions, limits
 from migrations_app.models import Migration
-from migrations_app.options import FIELD_NAMES, RULES, MigrationOptions, limits
 
 
 def _errors(**options) -> dict[str, list[str]]:
@@ -423,7 +423,7 @@ def test_a_disk_without_a_pool_or_already_there():
 
 
 def test_disk_progress_comes_from_the_job_stats():
-    from migrations_app.progress import sample_from_job_stats
+    from migrations_app.domain.progress import sample_from_job_stats
 
     sample = sample_from_job_stats(
         {"disk_total": 100, "disk_processed": 40, "disk_remaining": 60, "data_total": 200}

@@ -15,7 +15,7 @@ from django.utils import timezone
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts.models import Host
-from migrations_app.lifecycle import FailureReason, MigrationStatus, Phase
+from migrations_app.domain.lifecycle import FailureReason, MigrationStatus, Phase
 from migrations_app.models import Migration, MigrationSample
 from vms.models import VM
 

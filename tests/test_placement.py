@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from migrations_app.placement import (
+from migrations_app.domain.placement import (
     CpuVerdict,
     HostFacts,
     VMNeeds,

@@ -14,8 +14,8 @@ from audit.events import EventType
 from audit.models import AuditEvent
 from hosts.models import Host
 from migrations_app import checks
+from migrations_app.domain.lifecycle import MigrationStatus
 from migrations_app.evacuation import NOTHING_TO_MOVE
-from migrations_app.lifecycle import MigrationStatus
 from migrations_app.models import Migration, MigrationBatch
 from vms.models import VM
 

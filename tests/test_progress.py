@@ -1,6 +1,6 @@
 """Progress samples from recorded libvirt job statistics."""
 
-from migrations_app.progress import sample_from_job_stats
+from migrations_app.domain.progress import sample_from_job_stats
 
 # Shapes of virDomainGetJobStats output seen during a real lab migration.
 FIRST_PASS = {

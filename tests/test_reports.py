@@ -21,7 +21,7 @@ from rest_framework.test import APIClient
 from audit.events import EventType
 from audit.models import AuditEvent
 from hosts.models import Host
-from migrations_app.lifecycle import FailureReason, MigrationStatus
+from migrations_app.domain.lifecycle import FailureReason, MigrationStatus
 from migrations_app.models import Migration
 from migrations_app.reports import DOWNTIME_EDGES_MS, DURATION_EDGES_MS, migration_report_build
 from migrations_app.selectors import migrations_for_report

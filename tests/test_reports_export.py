@@ -13,7 +13,7 @@ from django.test import AsyncClient
 from rest_framework.test import APIClient
 
 from migrations_app import reports
-from migrations_app.lifecycle import FailureReason
+from migrations_app.domain.lifecycle import FailureReason
 from migrations_app.models import Migration
 from migrations_app.reports import CSV_HEADER, JOB_STAT_KEYS
 from tests.test_reports import END, START, _make_history

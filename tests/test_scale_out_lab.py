@@ -33,7 +33,7 @@ from rest_framework.authtoken.models import Token
 from audit.models import AuditEvent
 from hosts.models import Host
 from lab import core
-from migrations_app.lifecycle import FailureReason
+from migrations_app.domain.lifecycle import FailureReason
 from migrations_app.models import Migration
 from tests import labtools
 from tests.labtools import wait_final

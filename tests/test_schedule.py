@@ -11,8 +11,8 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from migrations_app.domain.lifecycle import FailureReason, MigrationStatus, Phase
 from migrations_app.engine import migration_execute
-from migrations_app.lifecycle import FailureReason, MigrationStatus, Phase
 from migrations_app.management.commands.reconcile_migrations import Command as ReconcileCommand
 from migrations_app.models import Migration
 from migrations_app.services import migrations_schedule_next_event, migrations_schedule_run

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hosts import tls, tls_services
 from hosts.models import Host
 from migrations_app.checks import FAIL, PASS, MigrationPlan, tls_check
-from migrations_app.options import MigrationOptions
+from migrations_app.domain.options import MigrationOptions
 
 pytestmark = pytest.mark.django_db
 

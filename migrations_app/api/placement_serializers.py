@@ -1,11 +1,11 @@
 """The destination ranking and the evacuation plan, as the API answers them
-(read-only shapes of `migrations_app.placement`'s results)."""
+(read-only shapes of `migrations_app.domain.placement`'s results)."""
 
 from __future__ import annotations
 
 from rest_framework import serializers
 
-from migrations_app.placement import Placement
+from migrations_app.domain.placement import Placement
 from migrations_app.selectors import HostEvacuationPlan
 
 

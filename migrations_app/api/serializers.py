@@ -8,8 +8,16 @@ from audit.api.lean import LeanReadMixin
 from hosts.models import Host
 from hosts.selectors import host_find
 from hosts.validators import validate_uri_safe
-from migrations_app import decisions
-from migrations_app.batch_decisions import batch_progress
+from migrations_app.domain import decisions
+from migrations_app.domain.batch_rules import batch_progress
+from migrations_app.domain.options import (
+    COMPRESSION_MT_LEVEL_RANGE,
+    FIELD_NAMES,
+    NEW_NAME_MAX_LENGTH,
+    RULES,
+    MigrationOptions,
+    limits,
+)
 from migrations_app.models import (
     CompressionMethod,
     Migration,
@@ -17,14 +25,6 @@ from migrations_app.models import (
     MigrationSample,
     StorageMode,
     TransportMode,
-)
-from migrations_app.options import (
-    COMPRESSION_MT_LEVEL_RANGE,
-    FIELD_NAMES,
-    NEW_NAME_MAX_LENGTH,
-    RULES,
-    MigrationOptions,
-    limits,
 )
 
 
@@ -189,7 +189,7 @@ class MigrateRequestSerializer(serializers.Serializer):
         return {**attrs, "options": options}
 
 
-# The schema lists the rules from the one table (migrations_app.options.RULES).
+# The schema lists the rules from the one table (migrations_app.domain.options.RULES).
 MigrateRequestSerializer.__doc__ += "".join(
     f"\n    - {rule.field}: {rule.message}" for rule in RULES
 )

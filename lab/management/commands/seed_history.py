@@ -33,7 +33,7 @@ from django.utils import timezone
 from audit.events import EventType
 from audit.models import AuditEvent
 from hosts.models import Host, HostStatus
-from migrations_app.lifecycle import FailureReason, MigrationStatus, Phase
+from migrations_app.domain.lifecycle import FailureReason, MigrationStatus, Phase
 from migrations_app.models import Migration
 from vms.models import VM, VMState
 

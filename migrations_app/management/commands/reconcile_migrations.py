@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand
 from django.db import connection
 from django.utils import timezone
 
-from migrations_app import decisions
+from migrations_app.domain import decisions
 from migrations_app.engine import migrations_reconcile
 from migrations_app.services import migrations_schedule_next_event, migrations_schedule_run
 

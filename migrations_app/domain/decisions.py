@@ -24,7 +24,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-from migrations_app.lifecycle import FailureReason
+from migrations_app.domain.lifecycle import FailureReason
 
 # libvirt states (the portal's names) in which a QEMU process exists.
 ACTIVE_STATES = frozenset({"running", "paused", "blocked", "shutting_down", "suspended"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from migrations_app.lifecycle import Phase
+from migrations_app.domain.lifecycle import Phase
 
 DEFAULT_PAGE_SIZE = 4096
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from migrations_app.lifecycle import (
+from migrations_app.domain.lifecycle import (
     ACTIVE_STATUSES,
     RUNNING_STATUSES,
     BatchStatus,
