@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SKIP = {".venv", "var", "node_modules", ".git"}
 
 # The production packages, lowest layer first (core: what every app uses): each may
-# import its own layer and the ones below it, never one above (portal, at the top, may import them all).
+# import its own layer and the ones below it, never one above (portal, at the top,
+# may import them all).
 LAYERS = ["core", "audit", "hosts", "vms", "migrations_app", "portal"]
 # Outside production: the lab hypervisors and demo commands, the tests, the benchmarks.
 # They may import any app; no production app imports them.
