@@ -34,7 +34,6 @@ from hosts.connections import host_connect, host_connector
 from hosts.models import Host
 from hosts.peer_services import peer_trust_ensure, peer_trust_refused, peer_uri
 from hosts.ssh_services import SshAccessError
-from migrations_app.checks import MigrationPlan, run_prechecks
 from migrations_app.domain import batch_rules, decisions
 from migrations_app.domain.lifecycle import BatchStatus, FailureReason, Phase
 from migrations_app.domain.options import MigrationOptions
@@ -48,6 +47,7 @@ from migrations_app.models import (
     MigrationSample,
     MigrationStatus,
 )
+from migrations_app.prechecks import MigrationPlan, run_prechecks
 from migrations_app.webhooks import webhooks_deliver_due, webhooks_migration_final
 from vms.services import host_refresh_with_vms as host_refresh
 from vms.services import vm_sync_one
@@ -358,11 +358,10 @@ def _precheck_failed(
 
 def _run_claimed(migration: Migration, lease: Lease) -> Migration:
     plan = MigrationPlan.of_migration(migration)
-    checks = run_prechecks(plan)
+    prechecks = run_prechecks(plan)
     lease.check()
-    failed = [c for c in checks if c.failed]
-    check_rows = [c.as_dict() for c in checks]
-    facts = {key: value for c in checks for key, value in c.facts.items()}
+    failed = prechecks.failed
+    check_rows = [c.as_dict() for c in prechecks.results]
     if failed:
         reasons = "; ".join(f"{c.name}: {c.message}" for c in failed)
         return _precheck_failed(migration, lease, check_rows, reasons)
@@ -394,8 +393,8 @@ def _run_claimed(migration: Migration, lease: Lease) -> Migration:
         EventType.MIGRATION_STARTED,
         checks=check_rows,
         phase=Phase.SETUP,
-        destination_had_definition=bool(facts.get("destination_had_definition")),
-        source_was_paused=facts.get("source_state") == "paused",
+        destination_had_definition=prechecks.engine_facts.destination_had_definition,
+        source_was_paused=prechecks.engine_facts.source_was_paused,
     )
     cause, error = _migrate_and_monitor(migration, lease)
     if error is None:

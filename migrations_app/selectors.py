@@ -14,12 +14,12 @@ from django.http import QueryDict
 from django.utils import timezone
 
 from hosts.models import Host, HostStatus
-from migrations_app.checks import cpu_verdicts
 from migrations_app.domain import placement
 from migrations_app.domain.lifecycle import ACTIVE_STATUSES, RUNNING_STATUSES
 from migrations_app.filters import MigrationReportFilterSet
 from migrations_app.models import Migration, MigrationBatch
 from migrations_app.permissions import sees_all_batches, sees_all_migrations
+from migrations_app.prechecks.facts import cpu_verdicts
 from vms.models import VM, VMState
 
 # The states a VM moves live from (the pre-check `vm_state_fits_mode`).

@@ -21,7 +21,6 @@ from hosts.connections import host_connect
 from hosts.models import Host, Transport
 from hosts.selectors import host_find
 from hosts.services import host_validate_new
-from migrations_app.checks import CHECK_NAMES, SKIPPED, CheckResult, MigrationPlan, run_prechecks
 from migrations_app.domain import decisions
 from migrations_app.domain.lifecycle import FailureReason, Phase
 from migrations_app.domain.options import MigrationOptions
@@ -32,6 +31,13 @@ from migrations_app.models import (
     Migration,
     MigrationBatch,
     MigrationStatus,
+)
+from migrations_app.prechecks import (
+    CheckResult,
+    CheckStatus,
+    MigrationPlan,
+    checks_skipped,
+    run_prechecks,
 )
 from migrations_app.webhooks import webhooks_migration_final
 from vms.models import VM
@@ -101,22 +107,20 @@ def migration_check(
             f"not checked: ssh access to {destination.name} as {user} is set up with the "
             "password when the migration is requested, and checked by the worker then"
         )
-        return CheckReport(
-            checks=[CheckResult(name, SKIPPED, reason) for name in CHECK_NAMES], notes=notes
-        )
+        return CheckReport(checks=checks_skipped(reason), notes=notes)
     plan = MigrationPlan.of_request(vm=vm, destination=destination, options=options)
-    return CheckReport(checks=run_prechecks(plan), notes=notes)
+    return CheckReport(checks=run_prechecks(plan).results, notes=notes)
 
 
 def _unregistered_destination_checks(remote_host: str) -> list[CheckResult]:
     registered = CheckResult(
         DESTINATION_REGISTERED,
-        SKIPPED,
+        CheckStatus.SKIPPED,
         f"{remote_host} is not a registered host: the migration registers it "
         f"(transport {Transport.SSH.value}) and checks it before migrating",
     )
     reason = "not checked: the destination is not registered yet"
-    return [registered, *(CheckResult(name, SKIPPED, reason) for name in CHECK_NAMES)]
+    return [registered, *checks_skipped(reason)]
 
 
 def migration_request(

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from migrations_app.checks import name_or_uuid_clash
 from migrations_app.domain.decisions import (
     UNREACHABLE,
     Abort,
@@ -29,6 +28,7 @@ from migrations_app.domain.decisions import (
     window_closed,
 )
 from migrations_app.domain.lifecycle import FailureReason
+from migrations_app.prechecks.rules import name_or_uuid_clash
 
 RUNNING = HostView(True, "running")
 PAUSED = HostView(True, "paused")

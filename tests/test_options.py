@@ -361,11 +361,18 @@ def test_the_spec_becomes_libvirts_parameters():
     assert params == {"parallel.connections": 3}
 
 
-# Storage "copy": the destination's free space (checks.copy_space_verdict, pure).
+# Storage "copy": the destination's free space (prechecks.rules.copy_space_verdict, pure).
 def _disk(path="/var/lib/libvirt/images/a.qcow2", capacity=16 * 2**20, used=2**20, there=False):
-    from migrations_app.checks import DiskToCopy
+    from migrations_app.prechecks.rules import DiskToCopy
 
     return DiskToCopy(path, capacity, used, there)
+
+
+def copy_space_verdict(**arguments) -> tuple[bool, str]:
+    from migrations_app.prechecks.rules import CheckStatus, copy_space_verdict
+
+    verdict = copy_space_verdict(**arguments)
+    return verdict.status == CheckStatus.PASS, verdict.message
 
 
 def _pool(available, name="default", path="/var/lib/libvirt/images"):
@@ -375,8 +382,6 @@ def _pool(available, name="default", path="/var/lib/libvirt/images"):
 
 
 def test_copied_disks_fit_in_the_destination_pool():
-    from migrations_app.checks import copy_space_verdict
-
     ok, message = copy_space_verdict(
         destination="dst", disks=[_disk()], pools={"/var/lib/libvirt/images": _pool(2**30)}
     )
@@ -392,8 +397,6 @@ def test_copied_disks_fit_in_the_destination_pool():
 
 
 def test_copied_disks_that_do_not_fit_fail_with_what_to_do():
-    from migrations_app.checks import copy_space_verdict
-
     ok, message = copy_space_verdict(
         destination="dst",
         disks=[_disk(), _disk("/var/lib/libvirt/images/b.raw", capacity=2**20, used=0)],
@@ -408,8 +411,6 @@ def test_copied_disks_that_do_not_fit_fail_with_what_to_do():
 
 
 def test_a_disk_without_a_pool_or_already_there():
-    from migrations_app.checks import copy_space_verdict
-
     ok, message = copy_space_verdict(
         destination="dst", disks=[_disk("/srv/vm/a.qcow2")], pools={"/srv/vm": None}
     )

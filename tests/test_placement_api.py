@@ -13,10 +13,10 @@ from django.utils import timezone
 from audit.events import EventType
 from audit.models import AuditEvent
 from hosts.models import Host
-from migrations_app import checks
 from migrations_app.domain.lifecycle import MigrationStatus
 from migrations_app.evacuation import NOTHING_TO_MOVE
 from migrations_app.models import Migration, MigrationBatch
+from migrations_app.prechecks import CheckName
 from vms.models import VM
 
 pytestmark = pytest.mark.django_db
@@ -139,7 +139,7 @@ def test_precheck_refuses_a_destination_in_maintenance(api, fleet):
     assert response.status_code == 200, response.json()
     body = response.json()
     by_name = {c["name"]: c for c in body["checks"]}
-    assert list(by_name) == checks.CHECK_NAMES
+    assert list(by_name) == list(CheckName)
     check = by_name["destination_not_in_maintenance"]
     assert check["status"] == "fail"
     assert "big is in maintenance since" in check["message"]

@@ -15,8 +15,9 @@ from audit.models import AuditEvent
 from audit.services import Actor
 from hosts import gateway, services, ssh, ssh_services
 from hosts.models import Host, Transport
-from migrations_app import checks
 from migrations_app.models import Migration
+from migrations_app.prechecks import CheckName
+from migrations_app.prechecks import facts as precheck_facts
 from vms.models import VM
 
 pytestmark = pytest.mark.django_db
@@ -306,7 +307,7 @@ def test_check_of_an_unregistered_host_registers_nothing_and_uses_no_password(
     assert (first["name"], first["status"]) == ("destination_registered", "skipped")
     assert "127.0.0.251 is not a registered host" in first["message"]
     assert "transport ssh" in first["message"]
-    assert [c["name"] for c in body["checks"][1:]] == checks.CHECK_NAMES
+    assert [c["name"] for c in body["checks"][1:]] == list(CheckName)
     assert {c["status"] for c in body["checks"]} == {"skipped"}
     assert body["ok"] is True  # nothing failed: the migration checks it once registered
     assert len(body["notes"]) == 1 and "user and password were ignored" in body["notes"][0]
@@ -335,14 +336,14 @@ def test_check_of_a_registered_host_runs_the_prechecks_and_changes_nothing(
 
         return open_connection
 
-    monkeypatch.setattr(checks, "host_connector", unreachable)
+    monkeypatch.setattr(precheck_facts, "host_connector", unreachable)
     destination = Host.objects.get(name="dst")
     before = _row_counts()
     response = _check(api, vm, remote_host="dst", **credentials)
     assert response.status_code == 200, response.json()
     body = response.json()
     by_name = {c["name"]: c for c in body["checks"]}
-    assert list(by_name) == checks.CHECK_NAMES
+    assert list(by_name) == list(CheckName)
     if credentials:
         # Access for "ops" is set up with the password by the migration, not the check:
         # nothing is contacted, every check waits for the worker.

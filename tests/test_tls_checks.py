@@ -11,8 +11,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from hosts import tls, tls_services
 from hosts.models import Host
-from migrations_app.checks import FAIL, PASS, MigrationPlan, tls_check
 from migrations_app.domain.options import MigrationOptions
+from migrations_app.prechecks.facts import Facts, MigrationPlan, Unreachable, tls_problems
+from migrations_app.prechecks.rules import CheckStatus, Verdict, tls_certificates
 
 pytestmark = pytest.mark.django_db
 
@@ -55,6 +56,14 @@ def _plan(src: Host, dst: Host, **options) -> MigrationPlan:
     )
 
 
+def tls_check(plan: MigrationPlan) -> Verdict | None:
+    problems = tls_problems(plan)
+    if problems is None:
+        return None
+    nothing = Unreachable("not asked")
+    return tls_certificates(Facts(plan, 5, None, problems, None, nothing, nothing, None))
+
+
 @pytest.fixture
 def hosts():
     return (
@@ -71,14 +80,14 @@ def test_tls_needs_certificates_on_both_hosts(hosts):
     src, dst = hosts
     _give_certs(src)
     result = tls_check(_plan(src, dst, tls=True))
-    assert result.status == FAIL
+    assert result.status == CheckStatus.FAIL
     assert result.message == (
         "needed for the tls option: hv2 has no TLS certificates from the portal: set up ssh "
         f"access, then POST /api/hosts/{dst.pk}/tls/"
     )
     _give_certs(dst)
     result = tls_check(_plan(src, dst, tls=True))
-    assert result.status == PASS, result.message
+    assert result.status == CheckStatus.PASS, result.message
 
 
 def test_expired_and_foreign_certificates_are_named(hosts):

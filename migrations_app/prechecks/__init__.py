@@ -1,0 +1,94 @@
+"""Pre-checks: can this migration work? Each is named and says why it passed or failed.
+
+They run for `POST /api/vms/{uuid}/migrate/check/` and again in the worker right
+before libvirt is asked to migrate (things change while a migration waits in the queue).
+The facts are gathered once (`facts`), then each rule judges them (`rules`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from migrations_app.prechecks.facts import Facts, MigrationPlan, facts_gather
+from migrations_app.prechecks.rules import (
+    RULES,
+    CheckName,
+    CheckStatus,
+    Verdict,
+    destination_clash,
+    needs_met,
+)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: CheckStatus
+    message: str
+
+    @property
+    def failed(self) -> bool:
+        return self.status == CheckStatus.FAIL
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "status": str(self.status), "message": self.message}
+
+
+@dataclass(frozen=True)
+class EngineFacts:
+    """What the checks learned that the engine needs later; not shown to users."""
+
+    destination_had_definition: bool  # a shut-off definition of this VM, reused
+    source_state: str  # the VM's state on the source ("" when not known)
+
+    @property
+    def source_was_paused(self) -> bool:
+        return self.source_state == "paused"
+
+
+@dataclass(frozen=True)
+class Prechecks:
+    results: list[CheckResult]  # one per CheckName, in its order
+    engine_facts: EngineFacts
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [c for c in self.results if c.failed]
+
+
+def run_prechecks(plan: MigrationPlan) -> Prechecks:
+    return judge(facts_gather(plan))
+
+
+def judge(facts: Facts) -> Prechecks:
+    met = needs_met(facts)
+    verdicts = {
+        name: rule.judge(facts) if rule.needs in met else None for name, rule in RULES.items()
+    }
+    skipped = Verdict(CheckStatus.SKIPPED, _skip_reason(verdicts))
+    results = []
+    for name, verdict in verdicts.items():
+        verdict = verdict or skipped
+        results.append(CheckResult(name.value, verdict.status, verdict.message))
+    clash = destination_clash(facts)
+    return Prechecks(
+        results=results,
+        engine_facts=EngineFacts(
+            destination_had_definition=bool(clash and clash.coming_home),
+            source_state=facts.vm.state if facts.vm else "",
+        ),
+    )
+
+
+def checks_skipped(reason: str) -> list[CheckResult]:
+    """Every pre-check, none run: `reason` says why."""
+    return [CheckResult(name.value, CheckStatus.SKIPPED, reason) for name in CheckName]
+
+
+def _skip_reason(verdicts: dict[CheckName, Verdict | None]) -> str:
+    """Why a rule that lacked a fact was not checked: the first host that failed."""
+    for prerequisite in (CheckName.SOURCE_REACHABLE, CheckName.DESTINATION_REACHABLE):
+        verdict = verdicts[prerequisite]
+        if verdict and verdict.status == CheckStatus.FAIL:
+            return f"not checked: {prerequisite.replace('_', ' ')} failed"
+    return "not checked"
