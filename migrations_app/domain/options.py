@@ -9,7 +9,7 @@ defaults that come from settings, goes to and from the model, and gives libvirt 
 
     MigrateRequestSerializer (types)  ->  MigrationOptions (rules, defaults)
         ->  Migration row  (as_model_fields / from_migration)
-        ->  checks.MigrationPlan (pre-checks)  and  to_spec() -> gateway.MigrationSpec
+        ->  prechecks.MigrationPlan (pre-checks)  and  to_spec() -> gateway.MigrationSpec
 
 A new option is a field here, a column on `Migration` and a field of the serializer;
 a new rule is a line of `RULES`.
@@ -93,7 +93,7 @@ class MigrationOptions:
     new_name: str = ""
     timeout_s: int = field(default_factory=_setting("MIGRATION_TIMEOUT_S"))
     # QEMU's migration stream encrypted with the hosts' certificates (/etc/pki/qemu);
-    # whether both hosts have them is a pre-check (checks.tls_certificates).
+    # whether both hosts have them is a pre-check (prechecks: tls_certificates).
     tls: bool = False
     # Only `from_migration` passes False: a record is what was accepted.
     validate: InitVar[bool] = True

@@ -54,6 +54,14 @@ class Verdict:
         return cls(CheckStatus.PASS if ok else CheckStatus.FAIL, message)
 
 
+def passed(message: str) -> Verdict:
+    return Verdict(CheckStatus.PASS, message)
+
+
+def failed(message: str) -> Verdict:
+    return Verdict(CheckStatus.FAIL, message)
+
+
 class Needs(Flag):
     NOTHING = 0
     DESTINATION = auto()  # the destination answered
@@ -75,60 +83,35 @@ def needs_met(facts: Facts) -> Needs:
     return met
 
 
-@dataclass(frozen=True)
-class Rule:
-    judge: Callable[[Facts], Verdict]
-    needs: Needs
-
-
-RULES: dict[CheckName, Rule] = {}
-
-
-def rule(name: CheckName, needs: Needs = Needs.NOTHING):
-    def register(judge: Callable[[Facts], Verdict]) -> Callable[[Facts], Verdict]:
-        RULES[name] = Rule(judge, needs)
-        return judge
-
-    return register
-
-
-VM_AND_DESTINATION = Needs.VM | Needs.DESTINATION
-
-
-@rule(CheckName.DESTINATION_IS_NOT_SOURCE)
 def destination_is_not_source(facts: Facts) -> Verdict:
     src, dst = facts.plan.source, facts.plan.destination
     if facts.plan.same_host:
-        return Verdict.of(False, f"{dst.name} is the host the VM runs on now")
-    return Verdict.of(True, f"{src.name} -> {dst.name}")
+        return failed(f"{dst.name} is the host the VM runs on now")
+    return passed(f"{src.name} -> {dst.name}")
 
 
-@rule(CheckName.DESTINATION_NOT_IN_MAINTENANCE)
 def destination_not_in_maintenance(facts: Facts) -> Verdict:
     """A host in maintenance takes no new VMs. Read from the database row the plan
     carries (the worker's plan is loaded when it claims the migration, so a host put
     into maintenance while a migration waited in the queue refuses it too)."""
     dst: Host = facts.plan.destination
     if not dst.maintenance:
-        return Verdict.of(True, f"{dst.name} is not in maintenance")
+        return passed(f"{dst.name} is not in maintenance")
     since = f" since {dst.maintenance_since:%Y-%m-%d %H:%M} UTC" if dst.maintenance_since else ""
     why = f" ({dst.maintenance_reason})" if dst.maintenance_reason else ""
-    return Verdict.of(
-        False,
+    return failed(
         f"{dst.name} is in maintenance{since}{why} and takes no new VMs: "
         "choose another host, or take it out of maintenance first",
     )
 
 
-@rule(CheckName.NO_OTHER_MIGRATION)
 def no_other_migration(facts: Facts) -> Verdict:
     other = facts.other_migration
     if other:
-        return Verdict.of(False, f"migration {other.pk} of this VM is already {other.status}")
-    return Verdict.of(True, "no other migration of this VM is queued or running")
+        return failed(f"migration {other.pk} of this VM is already {other.status}")
+    return passed("no other migration of this VM is queued or running")
 
 
-@rule(CheckName.TLS_CERTIFICATES)
 def tls_certificates(facts: Facts) -> Verdict:
     src, dst, problems = facts.plan.source, facts.plan.destination, facts.tls_problems
     if problems is None:
@@ -138,28 +121,25 @@ def tls_certificates(facts: Facts) -> Verdict:
         )
     why = "the tls option" if facts.plan.options.tls else f"{dst.name} is reached over tls"
     if problems:
-        return Verdict.of(False, f"needed for {why}: " + "; ".join(problems))
+        return failed(f"needed for {why}: " + "; ".join(problems))
     until = min(
         t for h in (src, dst) for t in (h.tls_server_not_after, h.tls_client_not_after) if t
     )
-    return Verdict.of(
-        True,
+    return passed(
         f"{src.name} and {dst.name} have valid certificates of the portal's CA "
         f"(the first expires {until:%Y-%m-%d})",
     )
 
 
-@rule(CheckName.SOURCE_REACHABLE)
 def source_reachable(facts: Facts) -> Verdict:
     src = facts.plan.source
     if isinstance(facts.source, Unreachable):
-        return Verdict.of(False, f"{src.name} is not reachable: {facts.source.why}")
+        return failed(f"{src.name} is not reachable: {facts.source.why}")
     if facts.vm is None:
-        return Verdict.of(False, f"the VM is not on {src.name} any more")
-    return Verdict.of(True, f"{src.name} answered and has the VM")
+        return failed(f"the VM is not on {src.name} any more")
+    return passed(f"{src.name} answered and has the VM")
 
 
-@rule(CheckName.DESTINATION_REACHABLE)
 def destination_reachable(facts: Facts) -> Verdict:
     dst = facts.plan.destination
     if isinstance(facts.destination, Unreachable):
@@ -169,30 +149,26 @@ def destination_reachable(facts: Facts) -> Verdict:
                 f" (over ssh as {dst.ssh_user}: {REMOTE_USER_NEEDS}, "
                 "and the portal's key installed)"
             )
-        return Verdict.of(
-            False,
+        return failed(
             f"{dst.name} is not reachable within {facts.timeout:g} s: "
             f"{facts.destination.why}{hint}",
         )
     if isinstance(facts.vm_on_destination, Unreachable):
-        return Verdict.of(False, f"{dst.name} stopped answering: {facts.vm_on_destination.why}")
-    return Verdict.of(True, f"{dst.name} answered within {facts.timeout:g} s")
+        return failed(f"{dst.name} stopped answering: {facts.vm_on_destination.why}")
+    return passed(f"{dst.name} answered within {facts.timeout:g} s")
 
 
-@rule(CheckName.SAME_HYPERVISOR_AND_ARCH, Needs.DESTINATION)
 def same_hypervisor_and_arch(facts: Facts) -> Verdict:
     src, dst = facts.plan.source, facts.plan.destination
     caps = facts.at_destination.capabilities
     if (src.hypervisor_type, src.arch) == (caps.hypervisor_type, caps.arch):
-        return Verdict.of(True, f"both are {caps.hypervisor_type} on {caps.arch}")
-    return Verdict.of(
-        False,
+        return passed(f"both are {caps.hypervisor_type} on {caps.arch}")
+    return failed(
         f"{src.name} is {src.hypervisor_type or '?'} on {src.arch or '?'}, "
         f"{dst.name} is {caps.hypervisor_type} on {caps.arch}",
     )
 
 
-@rule(CheckName.VM_STATE_FITS_MODE, VM_AND_DESTINATION)
 def vm_state_fits_mode(facts: Facts) -> Verdict:
     vm = facts.vm
     if facts.plan.options.live:
@@ -206,42 +182,35 @@ def vm_state_fits_mode(facts: Facts) -> Verdict:
     )
 
 
-@rule(CheckName.CPU_COMPATIBLE, Needs.VM_ON_DESTINATION)
 def cpu_compatible(facts: Facts) -> Verdict:
     about = facts.vm_on_destination
     return Verdict.of(about.cpu_ok, about.cpu_reason)
 
 
-@rule(CheckName.NO_HOST_DEVICES, VM_AND_DESTINATION)
 def no_host_devices(facts: Facts) -> Verdict:
     if facts.vm.has_hostdev:
-        return Verdict.of(
-            False, "the VM has PCI/USB host devices passed through, which cannot be migrated"
-        )
-    return Verdict.of(True, "no host devices passed through")
+        return failed("the VM has PCI/USB host devices passed through, which cannot be migrated")
+    return passed("no host devices passed through")
 
 
-@rule(CheckName.DISKS_AVAILABLE, Needs.VM_ON_DESTINATION)
 def disks_available(facts: Facts) -> Verdict:
     about, dst = facts.vm_on_destination, facts.plan.destination
     paths = disk_paths(facts.vm)
     if facts.plan.options.copies_storage:
-        return Verdict.of(True, f"{len(paths)} disk(s) will be copied to {dst.name}")
+        return passed(f"{len(paths)} disk(s) will be copied to {dst.name}")
     missing = [path for path in paths if about.volumes[path] is None]
     if missing:
-        return Verdict.of(
-            False,
+        return failed(
             f"not present on {dst.name}: {', '.join(missing)}; "
             "use storage 'copy' to copy local disks during the migration",
         )
-    return Verdict.of(True, f"all {len(paths)} disk(s) are present on {dst.name}")
+    return passed(f"all {len(paths)} disk(s) are present on {dst.name}")
 
 
-@rule(CheckName.DESTINATION_HAS_SPACE, Needs.VM_ON_DESTINATION)
 def destination_has_space(facts: Facts) -> Verdict:
     about, vm = facts.vm_on_destination, facts.vm
     if not facts.plan.options.copies_storage:
-        return Verdict.of(True, "no disk is copied (shared storage)")
+        return passed("no disk is copied (shared storage)")
     sizes = {d.path: d.size_bytes for d in vm.disks}
     on_source = facts.source.volumes or {}
     disks = []
@@ -255,7 +224,6 @@ def destination_has_space(facts: Facts) -> Verdict:
     )
 
 
-@rule(CheckName.ENOUGH_MEMORY, VM_AND_DESTINATION)
 def enough_memory(facts: Facts) -> Verdict:
     free = facts.at_destination.capabilities.memory_free_bytes
     needed = facts.vm.memory_kib * 1024
@@ -266,25 +234,21 @@ def enough_memory(facts: Facts) -> Verdict:
     )
 
 
-@rule(CheckName.NO_NAME_OR_UUID_CLASH, VM_AND_DESTINATION)
 def no_name_or_uuid_clash(facts: Facts) -> Verdict:
     verdict = destination_clash(facts)
     return Verdict.of(not verdict.clash, verdict.message)
 
 
-@rule(CheckName.PEER_ACCESS, Needs.PEER)
 def peer_access(facts: Facts) -> Verdict:
     """Can the source's own libvirtd open the destination (peer-to-peer)?"""
     peer, src, dst = facts.peer, facts.plan.source, facts.plan.destination
     if not peer.needed:
-        return Verdict.of(True, f"{src.name} opens {dst.name} over {dst.transport}")
+        return passed(f"{src.name} opens {dst.name} over {dst.transport}")
     if peer.problem:
-        return Verdict.of(False, f"{src.name} cannot be given access to {dst.name}: {peer.problem}")
+        return failed(f"{src.name} cannot be given access to {dst.name}: {peer.problem}")
     if peer.current:
-        return Verdict.of(True, f"{src.name} has its own ssh access to {dst.name}")
-    return Verdict.of(
-        True, f"{src.name} gets its own ssh key for {dst.name} when the migration starts"
-    )
+        return passed(f"{src.name} has its own ssh access to {dst.name}")
+    return passed(f"{src.name} gets its own ssh key for {dst.name} when the migration starts")
 
 
 @dataclass(frozen=True)
@@ -374,12 +338,10 @@ def copy_space_verdict(
     allocation, if larger: qcow2 metadata), in the pool that receives it.
     """
     if not disks:
-        return Verdict.of(True, "the VM has no disk to copy")
+        return passed("the VM has no disk to copy")
     to_create = [d for d in disks if not d.on_destination]
     if not to_create:
-        return Verdict.of(
-            True, f"every disk already exists on {destination}: libvirt copies into it"
-        )
+        return passed(f"every disk already exists on {destination}: libvirt copies into it")
     problems, notes = [], []
     for directory in sorted({os.path.dirname(d.path) for d in to_create}):
         here = [d for d in to_create if os.path.dirname(d.path) == directory]
@@ -407,3 +369,32 @@ def copy_space_verdict(
                 f"for {_mib(needed)} of {names}"
             )
     return Verdict.of(not problems, "; ".join(problems or notes))
+
+
+VM_AND_DESTINATION = Needs.VM | Needs.DESTINATION
+
+
+@dataclass(frozen=True)
+class Rule:
+    judge: Callable[[Facts], Verdict]
+    needs: Needs = Needs.NOTHING
+
+
+# In the order the API and the audit show them.
+RULES: dict[CheckName, Rule] = {
+    CheckName.DESTINATION_IS_NOT_SOURCE: Rule(destination_is_not_source),
+    CheckName.DESTINATION_NOT_IN_MAINTENANCE: Rule(destination_not_in_maintenance),
+    CheckName.NO_OTHER_MIGRATION: Rule(no_other_migration),
+    CheckName.TLS_CERTIFICATES: Rule(tls_certificates),
+    CheckName.SOURCE_REACHABLE: Rule(source_reachable),
+    CheckName.DESTINATION_REACHABLE: Rule(destination_reachable),
+    CheckName.SAME_HYPERVISOR_AND_ARCH: Rule(same_hypervisor_and_arch, Needs.DESTINATION),
+    CheckName.VM_STATE_FITS_MODE: Rule(vm_state_fits_mode, VM_AND_DESTINATION),
+    CheckName.CPU_COMPATIBLE: Rule(cpu_compatible, Needs.VM_ON_DESTINATION),
+    CheckName.NO_HOST_DEVICES: Rule(no_host_devices, VM_AND_DESTINATION),
+    CheckName.DISKS_AVAILABLE: Rule(disks_available, Needs.VM_ON_DESTINATION),
+    CheckName.DESTINATION_HAS_SPACE: Rule(destination_has_space, Needs.VM_ON_DESTINATION),
+    CheckName.ENOUGH_MEMORY: Rule(enough_memory, VM_AND_DESTINATION),
+    CheckName.NO_NAME_OR_UUID_CLASH: Rule(no_name_or_uuid_clash, VM_AND_DESTINATION),
+    CheckName.PEER_ACCESS: Rule(peer_access, Needs.PEER),
+}
