@@ -62,13 +62,11 @@ def run_prechecks(plan: MigrationPlan) -> Prechecks:
 
 def judge(facts: Facts) -> Prechecks:
     met = needs_met(facts)
-    verdicts = {
-        name: rule.judge(facts) if rule.needs in met else None for name, rule in RULES.items()
-    }
+    verdicts = {name: rule.judge(facts) for name, rule in RULES.items() if rule.needs in met}
     skipped = Verdict(CheckStatus.SKIPPED, _skip_reason(verdicts))
     results = []
-    for name, verdict in verdicts.items():
-        verdict = verdict or skipped
+    for name in RULES:
+        verdict = verdicts.get(name, skipped)
         results.append(CheckResult(name.value, verdict.status, verdict.message))
     clash = destination_clash(facts)
     return Prechecks(
@@ -85,10 +83,9 @@ def checks_skipped(reason: str) -> list[CheckResult]:
     return [CheckResult(name.value, CheckStatus.SKIPPED, reason) for name in CheckName]
 
 
-def _skip_reason(verdicts: dict[CheckName, Verdict | None]) -> str:
+def _skip_reason(verdicts: dict[CheckName, Verdict]) -> str:
     """Why a rule that lacked a fact was not checked: the first host that failed."""
     for prerequisite in (CheckName.SOURCE_REACHABLE, CheckName.DESTINATION_REACHABLE):
-        verdict = verdicts[prerequisite]
-        if verdict and verdict.status == CheckStatus.FAIL:
+        if verdicts[prerequisite].status == CheckStatus.FAIL:
             return f"not checked: {prerequisite.replace('_', ' ')} failed"
     return "not checked"

@@ -136,8 +136,8 @@ def facts_gather(plan: MigrationPlan) -> Facts:
     src, dst = plan.source, plan.destination
     timeout = settings.MIGRATION_PRECHECK_TIMEOUT_S
     # Each host is asked on this process's long-lived connection to it (a worker keeps
-    # them open between migrations). The opening is bounded by `timeout`, the calls by
-    # keepalive, and so is the wait for a thread.
+    # them open between migrations): its opening is bounded by `timeout`, its calls by
+    # keepalive, and the wait for each round of answers by both.
     bound = timeout + gateway.keepalive_bound_s()
     other_migration = _other_migration(plan)
     tls = tls_problems(plan)
@@ -239,22 +239,19 @@ def _peer_access(src: Host, dst: Host) -> PeerAccess:
     """Read-only: missing ssh trust is set up by the engine when the migration starts."""
     if not peer_trust_needed(src, dst):
         return PeerAccess(needed=False, problem=None, current=False)
-    problem = peer_trust_problem(src, dst)
-    return PeerAccess(
-        needed=True, problem=problem, current=peer_trust_current(src, dst) is not None
-    )
+    current = peer_trust_current(src, dst) is not None
+    problem = None if current else peer_trust_problem(src, dst)
+    return PeerAccess(needed=True, problem=problem, current=current)
 
 
 def cpu_verdicts(
     *, source: Host, vms: list[tuple[str, bool]], destinations: list[Host], timeout: float
 ) -> dict[tuple[str, int], tuple[bool | None, str]]:
-    """The pre-check `cpu_compatible` for many (VM, destination) pairs at once, as the
-    destination ranking and the evacuation plan need it: each VM's definition is read
-    from `source` once (`vms`: (uuid, live); live VMs give their running definition,
-    as the pre-check does), then each destination is opened once and asked
-    `compare_cpu` (libvirt's compareHypervisorCPU) for every VM. Bounded by `timeout`
-    per connection; a host that does not answer gives (None, why) for its pairs, never
-    an exception. Keys: (vm uuid, destination id)."""
+    """The pre-check `cpu_compatible` for many (VM, destination) pairs, for the destination
+    ranking and the evacuation plan: each VM's definition is read from `source` once
+    (`vms`: (uuid, live), as the pre-check reads it), each destination opened once. A
+    host that does not answer within `timeout` gives (None, why) for its pairs, never an
+    exception. Keys: (vm uuid, destination id)."""
     verdicts: dict[tuple[str, int], tuple[bool | None, str]] = {}
     xmls: dict[str, str] = {}
     try:

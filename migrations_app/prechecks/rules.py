@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import Flag, StrEnum, auto
 
 from hosts import gateway
-from hosts.models import Host, Transport
+from hosts.models import Transport
 from hosts.ssh_services import REMOTE_USER_NEEDS
 from migrations_app.prechecks.facts import Facts, Unreachable, VmOnDestination, disk_paths
 from vms.models import VMState
@@ -94,14 +94,14 @@ def destination_not_in_maintenance(facts: Facts) -> Verdict:
     """A host in maintenance takes no new VMs. Read from the database row the plan
     carries (the worker's plan is loaded when it claims the migration, so a host put
     into maintenance while a migration waited in the queue refuses it too)."""
-    dst: Host = facts.plan.destination
+    dst = facts.plan.destination
     if not dst.maintenance:
         return passed(f"{dst.name} is not in maintenance")
     since = f" since {dst.maintenance_since:%Y-%m-%d %H:%M} UTC" if dst.maintenance_since else ""
     why = f" ({dst.maintenance_reason})" if dst.maintenance_reason else ""
     return failed(
         f"{dst.name} is in maintenance{since}{why} and takes no new VMs: "
-        "choose another host, or take it out of maintenance first",
+        "choose another host, or take it out of maintenance first"
     )
 
 
@@ -127,7 +127,7 @@ def tls_certificates(facts: Facts) -> Verdict:
     )
     return passed(
         f"{src.name} and {dst.name} have valid certificates of the portal's CA "
-        f"(the first expires {until:%Y-%m-%d})",
+        f"(the first expires {until:%Y-%m-%d})"
     )
 
 
@@ -150,8 +150,7 @@ def destination_reachable(facts: Facts) -> Verdict:
                 "and the portal's key installed)"
             )
         return failed(
-            f"{dst.name} is not reachable within {facts.timeout:g} s: "
-            f"{facts.destination.why}{hint}",
+            f"{dst.name} is not reachable within {facts.timeout:g} s: {facts.destination.why}{hint}"
         )
     if isinstance(facts.vm_on_destination, Unreachable):
         return failed(f"{dst.name} stopped answering: {facts.vm_on_destination.why}")
@@ -165,7 +164,7 @@ def same_hypervisor_and_arch(facts: Facts) -> Verdict:
         return passed(f"both are {caps.hypervisor_type} on {caps.arch}")
     return failed(
         f"{src.name} is {src.hypervisor_type or '?'} on {src.arch or '?'}, "
-        f"{dst.name} is {caps.hypervisor_type} on {caps.arch}",
+        f"{dst.name} is {caps.hypervisor_type} on {caps.arch}"
     )
 
 
@@ -202,7 +201,7 @@ def disks_available(facts: Facts) -> Verdict:
     if missing:
         return failed(
             f"not present on {dst.name}: {', '.join(missing)}; "
-            "use storage 'copy' to copy local disks during the migration",
+            "use storage 'copy' to copy local disks during the migration"
         )
     return passed(f"all {len(paths)} disk(s) are present on {dst.name}")
 
