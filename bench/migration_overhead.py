@@ -66,7 +66,7 @@ from hosts import services as host_services  # noqa: E402
 from hosts import ssh_services  # noqa: E402
 from hosts.models import Host  # noqa: E402
 from hosts.peer_services import peer_uri  # noqa: E402
-from lab import core  # noqa: E402
+from lab import domains, layout, lifecycle, machines  # noqa: E402
 from migrations_app.models import Migration  # noqa: E402
 from tests.processes import free_port  # noqa: E402
 from vms.services import host_refresh_with_vms  # noqa: E402
@@ -75,8 +75,8 @@ TARGET_MS = {"tcp": 300, "ssh": 500}
 POLL_S = 0.05
 
 
-def lab_config(memory_mib: int, fill_mib: int) -> core.LabConfig:
-    return core.LabConfig(
+def lab_config(memory_mib: int, fill_mib: int) -> layout.LabConfig:
+    return layout.LabConfig(
         root=DATA_DIR / "lab",
         image_cache=Path(os.environ.get("BENCH_IMAGE_CACHE", ROOT / "var" / "guest-images")),
         first_address="127.0.0.70",
@@ -168,9 +168,9 @@ class Api:
                 time.sleep(0.5)
 
 
-def where(hosts: list[core.LabHost], uuid: str) -> core.LabHost:
+def where(hosts: list[layout.LabHost], uuid: str) -> layout.LabHost:
     for host in hosts:
-        if core.virsh(host, "domstate", uuid, check=False).stdout.strip() == "running":
+        if machines.virsh(host, "domstate", uuid, check=False).stdout.strip() == "running":
             return host
     raise RuntimeError("the guest runs nowhere")
 
@@ -190,7 +190,7 @@ class VirshRun:
         return self.wall_s * 1000 - self.libvirt_ms
 
 
-def virsh_round(hosts: list[core.LabHost], uuid: str) -> VirshRun:
+def virsh_round(hosts: list[layout.LabHost], uuid: str) -> VirshRun:
     """libvirt alone: a virsh client of its own, the portal's URIs (so the same
     transport, and over ssh the same keys), peer-to-peer like the portal."""
     lab_source = where(hosts, uuid)
@@ -239,7 +239,7 @@ def phases(migration_id: int) -> dict[str, float]:
     }
 
 
-def portal_round(api: Api, hosts: list[core.LabHost], uuid: str) -> PortalRun:
+def portal_round(api: Api, hosts: list[layout.LabHost], uuid: str) -> PortalRun:
     lab_source = where(hosts, uuid)
     source = Host.objects.get(address=lab_source.address)
     destination = Host.objects.exclude(pk=source.pk).get()
@@ -273,7 +273,7 @@ def portal_round(api: Api, hosts: list[core.LabHost], uuid: str) -> PortalRun:
     )
 
 
-def switch_to_ssh(hosts: list[core.LabHost], actor: Actor) -> None:
+def switch_to_ssh(hosts: list[layout.LabHost], actor: Actor) -> None:
     """Register the hosts over ssh as `manage.py register_lab_hosts` does."""
     for lab_host in hosts:
         host = Host.objects.get(address=lab_host.address)
@@ -350,10 +350,10 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     get_broker().purge_queue()
     config = lab_config(args.memory_mib, args.fill_mib)
-    hosts = core.up(config, hosts=2)
+    hosts = lifecycle.up(config, hosts=2)
     processes = Processes(free_port())
     try:
-        core.wait_for_console(config, timeout=180)
+        domains.wait_for_console(config, timeout=180)
         actor = Actor.system("bench")
         for lab_host in hosts:
             if not Host.objects.filter(address=lab_host.address).exists():
@@ -362,14 +362,14 @@ def main() -> None:
                     name=lab_host.name,
                     address=lab_host.address,
                     transport="tcp",
-                    shared_storage_paths=[str(core.shared_storage_dir(config))],
+                    shared_storage_paths=[str(layout.shared_storage_dir(config))],
                 )
         inventory_sync(actor)
         user = get_user_model().objects.filter(username="bench").first()
         if user is None:
             user = get_user_model().objects.create_superuser("bench", "", None)
         token, _ = Token.objects.get_or_create(user=user)
-        uuid = core.virsh(where_any(hosts), "domuuid", core.LINUX_VM_NAME).stdout.strip()
+        uuid = machines.virsh(where_any(hosts), "domuuid", layout.LINUX_VM_NAME).stdout.strip()
         processes.start()
         api = Api(f"http://127.0.0.1:{processes.port}", token.key)
         api.wait_ready()
@@ -382,7 +382,7 @@ def main() -> None:
         processes.stop()
         get_broker().purge_queue()
         if not args.keep_lab:
-            core.down(config)
+            lifecycle.down(config)
 
     print(
         f"guest: {args.memory_mib} MiB RAM, {args.fill_mib} MiB filled, 16 MiB/s dirtied; "
@@ -394,11 +394,11 @@ def main() -> None:
         report(transport, warmup, baseline, portal)
 
 
-def where_any(hosts: list[core.LabHost]) -> core.LabHost:
+def where_any(hosts: list[layout.LabHost]) -> layout.LabHost:
     for host in hosts:
-        if core.virsh(host, "domuuid", core.LINUX_VM_NAME, check=False).returncode == 0:
+        if machines.virsh(host, "domuuid", layout.LINUX_VM_NAME, check=False).returncode == 0:
             return host
-    raise RuntimeError(f"{core.LINUX_VM_NAME} is on no lab host")
+    raise RuntimeError(f"{layout.LINUX_VM_NAME} is on no lab host")
 
 
 if __name__ == "__main__":
