@@ -1,6 +1,5 @@
-"""What the benchmarks share: the project's root on the import path, Django set up
-in-process, the seeded history (bench/seed_history.py) run in a process of its own,
-percentiles and stopping a server."""
+"""What the benchmarks share: Django set up in-process, the seeded history
+(bench/seed_history.py) run in a process of its own, percentiles, stopping a server."""
 
 from __future__ import annotations
 
@@ -14,8 +13,6 @@ import django
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv" / "bin" / "python")
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def setup_django() -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "var-bench-migration"
 os.environ["PORTAL_DATA_DIR"] = str(DATA_DIR)
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
 if not os.environ.get("DATABASE_URL"):
     DATA_DIR.mkdir(exist_ok=True)
@@ -49,10 +47,9 @@ if not os.environ.get("DATABASE_URL"):
         stale.unlink()
     os.environ["DATABASE_URL"] = f"sqlite:///{DATA_DIR / 'bench.sqlite3'}"
 sys.path.insert(0, str(ROOT))
+from bench.common import setup_django, stop  # noqa: E402
 
-import django  # noqa: E402
-
-django.setup()
+setup_django()
 
 import requests  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
@@ -129,14 +126,7 @@ class Processes:
 
     def stop(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+            stop(proc, group=True)
 
 
 class Api:
