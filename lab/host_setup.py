@@ -19,6 +19,7 @@ import subprocess
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from string import Template
 
 from lab.layout import (
     BIND_MOUNTS,
@@ -40,6 +41,8 @@ LIBVIRTD = "/usr/sbin/libvirtd"
 BINDFS = "/usr/bin/bindfs"
 SSHD = "/usr/sbin/sshd"
 SSH_GROUP = "libvirt"
+# The templates of the hosts' config files ($name: a value from prepare_host).
+FILES = Path(__file__).resolve().with_name("files")
 # Per-folder modes (the rest are 0755): root's home and sudoers are private.
 _BIND_MODES = {"root": 0o700, "sudoers": 0o750}
 
@@ -66,10 +69,18 @@ def prepare_host(config: LabConfig, index: int) -> None:
 
     tls_only = index in config.tls_hosts
     host_uuid = _stored(state / "host_uuid", lambda: str(uuid.uuid4()), 0o644)
-    _write_if_changed(hdir / "etc" / "libvirtd.conf", _libvirtd_conf(address, host_uuid, tls_only))
-    _write_if_changed(hdir / "etc" / "qemu.conf", _qemu_conf(address))
-    _write_if_changed(state / "sshd_config", _sshd_config(address, state))
-    _write_if_changed(hdir / "sbin" / "systemctl", _systemctl_shim(state / "control"))
+    values = {"address": address, "host_uuid": host_uuid, "state": state, "fifo": state / "control"}
+    values |= {"listen_tls": int(tls_only), "listen_tcp": int(not tls_only), "group": SSH_GROUP}
+    values |= {"tcp_port": LIBVIRT_TCP_PORT, "ssh_port": SSH_PORT}
+    values |= {"port_min": MIGRATION_PORT_MIN, "port_max": MIGRATION_PORT_MAX}
+    for template, target in (
+        ("libvirtd.conf", hdir / "etc" / "libvirtd.conf"),
+        ("qemu.conf", hdir / "etc" / "qemu.conf"),
+        ("sshd_config", state / "sshd_config"),
+        ("systemctl", hdir / "sbin" / "systemctl"),
+    ):
+        text = Template((FILES / template).read_text()).safe_substitute(values)
+        _write_if_changed(target, text)
     (hdir / "sbin" / "systemctl").chmod(0o755)
     spec = _holder_spec(config, hdir, tls_only)
     _write_if_changed(state / "holder.json", json.dumps(spec, indent=2) + "\n")
@@ -162,105 +173,6 @@ def _libvirtd_argv(hdir: Path, tls_only: bool) -> list[str]:
         f"if [ -s /etc/pki/libvirt/servercert.pem ]; then exec {' '.join(argv)}; "
         f"else exec {without}; fi",
     ]
-
-
-def _systemctl_shim(fifo: Path) -> str:
-    return f"""#!/bin/sh
-# Written by lab.host_setup: a lab host has no systemd. `systemctl restart libvirtd` asks
-# the host's holder (FIFO {fifo}) to restart it and waits until the new one answers;
-# QEMU guests keep running (libvirtd re-attaches to them).
-case "$1 $2" in
-  "restart libvirtd"|"restart libvirtd.service"|"restart libvirtd.socket") ;;
-  *) echo "lab systemctl: only 'restart libvirtd' is supported here" >&2; exit 2 ;;
-esac
-old=$(cat /run/libvirt/libvirtd.pid 2>/dev/null)
-echo "restart libvirtd" > {fifo}
-i=0
-while [ $i -lt 600 ]; do
-  new=$(cat /run/libvirt/libvirtd.pid 2>/dev/null)
-  if [ -n "$new" ] && [ "$new" != "$old" ]; then
-    virsh -q -c qemu:///system version >/dev/null 2>&1 && exit 0
-  fi
-  sleep 0.1
-  i=$((i + 1))
-done
-echo "lab systemctl: libvirtd did not come back within 60 s" >&2
-exit 1
-"""
-
-
-def _libvirtd_conf(address: str, host_uuid: str, tls_only: bool) -> str:
-    return f"""# Written by lab.host_setup for the lab host on {address}. Lab only: no auth on TCP.
-listen_tls = {int(tls_only)}
-listen_tcp = {int(not tls_only)}
-listen_addr = "{address}"
-tcp_port = "{LIBVIRT_TCP_PORT}"
-auth_tcp = "none"
-unix_sock_group = "{SSH_GROUP}"
-unix_sock_ro_perms = "0777"
-unix_sock_rw_perms = "0770"
-unix_sock_dir = "/run/libvirt"
-# Debian's default for unix sockets is polkit, and there is no polkitd here: the
-# group/permissions above are the access control for the ssh user.
-auth_unix_ro = "none"
-auth_unix_rw = "none"
-# Distinct per host: libvirt refuses to migrate to a host with its own UUID.
-host_uuid = "{host_uuid}"
-log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
-max_clients = 200
-max_anonymous_clients = 100
-# Lab: a client that stops answering (frozen, cut off) is dropped after ~2 * 2 s of
-# silence instead of libvirt's default 5 * 5 s.
-keepalive_interval = 2
-keepalive_count = 2
-"""
-
-
-def _qemu_conf(address: str) -> str:
-    return f"""# Written by lab.host_setup for the lab host on {address}. Lab only.
-migration_address = "{address}"
-migration_host = "{address}"
-# Without virtlogd (not running here) QEMU's stdio goes to plain files.
-stdio_handler = "file"
-security_driver = "none"
-user = "root"
-group = "root"
-dynamic_ownership = 0
-remember_owner = 0
-cgroup_controllers = [ ]
-namespaces = [ ]
-# QEMU's incoming migration (and NBD disk copy) ports; lab.faults cuts exactly these.
-migration_port_min = {MIGRATION_PORT_MIN}
-migration_port_max = {MIGRATION_PORT_MAX}
-# Keepalive of this host's p2p connection to a destination libvirtd: a frozen or
-# cut-off destination is noticed after ~2 * 2 s (libvirt's default is 5 * 5 s).
-keepalive_interval = 2
-keepalive_count = 2
-"""
-
-
-def _sshd_config(address: str, state: Path) -> str:
-    return f"""# Written by lab.host_setup for the lab host on {address}.
-ListenAddress {address}
-Port {SSH_PORT}
-AddressFamily inet
-HostKey {state / "ssh_host_ed25519_key"}
-PidFile {state / "sshd.pid"}
-UsePAM no
-PasswordAuthentication yes
-KbdInteractiveAuthentication no
-PermitEmptyPasswords no
-PermitRootLogin prohibit-password
-PubkeyAuthentication yes
-AuthorizedKeysFile .ssh/authorized_keys
-UseDNS no
-PrintMotd no
-PrintLastLog no
-X11Forwarding no
-MaxStartups 100:30:200
-MaxSessions 50
-Subsystem sftp internal-sftp
-"""
 
 
 def _ensure_login(
