@@ -18,40 +18,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from lab import guest_images
-from lab.layout import (
-    EXTRA_VM_MEMORY_MIB,
-    HOST_IMAGES_DIR,
-    LINUX_VM_DISK,
-    LINUX_VM_DISK_MIB,
-    LINUX_VM_NAME,
-    PRIVATE_POOL,
-    QEMU,
-    SHARED_POOL,
-    TINY_VM_DISK,
-    TINY_VM_DISK_MIB,
-    TINY_VM_MEMORY_MIB,
-    TINY_VM_NAME,
-    LabConfig,
-    LabError,
-    LabHost,
-    console_log_path,
-    extra_vm_name,
-    host_dir,
-    host_name,
-    private_images_dir,
-    shared_storage_dir,
-    tail,
-    wait_until,
-)
+from lab import guest_images, layout
 from lab.machines import make_host, status, virsh
 
 # virsh states of a guest that is not running anywhere (it may be started again).
 _DOWN_STATES = ("shut off", "crashed")
 
 
-def ensure_pools(config: LabConfig, host: LabHost) -> None:
-    pools = {PRIVATE_POOL: HOST_IMAGES_DIR, SHARED_POOL: str(shared_storage_dir(config))}
+def ensure_pools(config: layout.LabConfig, host: layout.LabHost) -> None:
+    pools = {
+        layout.PRIVATE_POOL: layout.HOST_IMAGES_DIR,
+        layout.SHARED_POOL: str(layout.shared_storage_dir(config)),
+    }
     existing = set(virsh(host, "pool-list", "--all", "--name").stdout.split())
     for pool, path in pools.items():
         if pool not in existing:
@@ -62,13 +40,13 @@ def ensure_pools(config: LabConfig, host: LabHost) -> None:
             virsh(host, "pool-start", pool)
 
 
-def ensure_vms(config: LabConfig, images: guest_images.GuestImages) -> None:
+def ensure_vms(config: layout.LabConfig, images: guest_images.GuestImages) -> None:
     """Start the Linux and the tiny guest where they are defined (lab-1 preferred),
     defining them on lab-1 if they are nowhere; a guest that runs is left alone."""
     first = make_host(config, 1)
     where = _domains_by_host([h for h in status(config) if h.running])
     boot = _install_boot_files(config, images)
-    for vm in (LINUX_VM_NAME, TINY_VM_NAME):
+    for vm in (layout.LINUX_VM_NAME, layout.TINY_VM_NAME):
         host = _start_target(where.get(vm, {}), first)
         if host is None:
             continue
@@ -77,15 +55,15 @@ def ensure_vms(config: LabConfig, images: guest_images.GuestImages) -> None:
         _start_vm(config, host, vm)
 
 
-def ensure_extra_vms(config: LabConfig, hosts: list[LabHost]) -> None:
+def ensure_extra_vms(config: layout.LabConfig, hosts: list[layout.LabHost]) -> None:
     """Define and start `config.extra_vms` small guests per host, each on its own host
     unless it already runs somewhere (it may have been migrated away). Every host's
     guests start in a thread of their own: starting one costs about a second."""
     where = _domains_by_host([h for h in status(config) if h.running])
 
-    def start_on(host: LabHost) -> None:
+    def start_on(host: layout.LabHost) -> None:
         for k in range(1, config.extra_vms + 1):
-            vm = extra_vm_name(host, k)
+            vm = layout.extra_vm_name(host, k)
             target = _start_target(where.get(vm, {}), host)
             if target is None:
                 continue
@@ -93,16 +71,20 @@ def ensure_extra_vms(config: LabConfig, hosts: list[LabHost]) -> None:
                 _define_xml(config, target, _extra_vm_xml(vm))
             result = virsh(target, "start", vm, check=False)
             if result.returncode != 0:
-                raise LabError(f"cannot start {vm} on {target.name}: {result.stderr.strip()}")
+                raise layout.LabError(
+                    f"cannot start {vm} on {target.name}: {result.stderr.strip()}"
+                )
 
     with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
         for started in [pool.submit(start_on, host) for host in hosts]:
             started.result()
 
 
-def _domains_by_host(hosts: list[LabHost]) -> dict[str, dict[str, tuple[LabHost, str]]]:
+def _domains_by_host(
+    hosts: list[layout.LabHost],
+) -> dict[str, dict[str, tuple[layout.LabHost, str]]]:
     """domain name -> host name -> (host, virsh state), over every domain defined."""
-    where: dict[str, dict[str, tuple[LabHost, str]]] = {}
+    where: dict[str, dict[str, tuple[layout.LabHost, str]]] = {}
     for host in hosts:
         for line in virsh(host, "list", "--all").stdout.splitlines():
             fields = line.split(maxsplit=2)
@@ -111,7 +93,9 @@ def _domains_by_host(hosts: list[LabHost]) -> dict[str, dict[str, tuple[LabHost,
     return where
 
 
-def _start_target(states: dict[str, tuple[LabHost, str]], home: LabHost) -> LabHost | None:
+def _start_target(
+    states: dict[str, tuple[layout.LabHost, str]], home: layout.LabHost
+) -> layout.LabHost | None:
     """Where to start a guest: None if it is up somewhere (running, paused,
     migrating...), else where it is defined (`home` preferred), else `home`."""
     if any(state not in _DOWN_STATES for _, state in states.values()):
@@ -120,24 +104,24 @@ def _start_target(states: dict[str, tuple[LabHost, str]], home: LabHost) -> LabH
 
 
 def wait_for_console(
-    config: LabConfig,
+    config: layout.LabConfig,
     text: str = guest_images.MARKER_FILLED,
     timeout: float = 180.0,
-    vm_name: str = LINUX_VM_NAME,
+    vm_name: str = layout.LINUX_VM_NAME,
 ) -> float:
     """Wait until the guest's serial console shows ``text``; returns seconds waited."""
-    path = console_log_path(config, vm_name)
+    path = layout.console_log_path(config, vm_name)
     started = time.monotonic()
 
     def seen() -> bool:
         return path.exists() and text in path.read_text(errors="replace")
 
-    wait_until(seen, timeout, f"{text!r} on the console of {vm_name} ({path})")
+    layout.wait_until(seen, timeout, f"{text!r} on the console of {vm_name} ({path})")
     return time.monotonic() - started
 
 
 def _install_boot_files(
-    config: LabConfig, images: guest_images.GuestImages
+    config: layout.LabConfig, images: guest_images.GuestImages
 ) -> guest_images.GuestImages:
     # Copied into the lab root: a later image-cache rebuild never changes what a
     # running (or migrating) domain references.
@@ -153,8 +137,8 @@ def _install_boot_files(
     return guest_images.GuestImages(kernel=copies[0], initrd=copies[1])
 
 
-def _define_xml(config: LabConfig, host: LabHost, xml: str) -> None:
-    path = host_dir(config, host) / "state" / "define.xml"
+def _define_xml(config: layout.LabConfig, host: layout.LabHost, xml: str) -> None:
+    path = layout.host_dir(config, host) / "state" / "define.xml"
     path.write_text(xml)
     try:
         virsh(host, "define", str(path))
@@ -162,44 +146,44 @@ def _define_xml(config: LabConfig, host: LabHost, xml: str) -> None:
         path.unlink(missing_ok=True)
 
 
-def _start_vm(config: LabConfig, host: LabHost, vm: str) -> None:
-    if vm == LINUX_VM_NAME:
-        _ensure_volume(host, SHARED_POOL, LINUX_VM_DISK, LINUX_VM_DISK_MIB)
-        console = console_log_path(config)
+def _start_vm(config: layout.LabConfig, host: layout.LabHost, vm: str) -> None:
+    if vm == layout.LINUX_VM_NAME:
+        _ensure_volume(host, layout.SHARED_POOL, layout.LINUX_VM_DISK, layout.LINUX_VM_DISK_MIB)
+        console = layout.console_log_path(config)
         console.parent.mkdir(exist_ok=True)
         console.write_text("")  # fresh boot, fresh console: markers mean this boot
     else:
-        _ensure_volume(host, PRIVATE_POOL, TINY_VM_DISK, TINY_VM_DISK_MIB)
+        _ensure_volume(host, layout.PRIVATE_POOL, layout.TINY_VM_DISK, layout.TINY_VM_DISK_MIB)
     result = virsh(host, "start", vm, check=False)
-    if result.returncode != 0 and vm == TINY_VM_NAME and "type='kvm'" in _dumpxml(host, vm):
+    if result.returncode != 0 and vm == layout.TINY_VM_NAME and "type='kvm'" in _dumpxml(host, vm):
         # KVM is offered but unusable (nested limits): the tiny guest runs under TCG.
         xml = _dumpxml(host, vm).replace("type='kvm'", "type='qemu'", 1)
         virsh(host, "undefine", vm)
         _define_xml(config, host, xml)
         result = virsh(host, "start", vm, check=False)
     if result.returncode != 0:
-        raise LabError(
+        raise layout.LabError(
             f"cannot start {vm} on {host.name}: {result.stderr.strip()}\n"
             f"--- qemu log (tail):\n"
-            f"{tail(host_dir(config, host) / 'log' / 'qemu' / f'{vm}.log')}"
+            f"{layout.tail(layout.host_dir(config, host) / 'log' / 'qemu' / f'{vm}.log')}"
         )
     # Other hosts' pools see new files in the shared folder only after a refresh.
     for other in status(config):
         if other.running:
-            virsh(other, "pool-refresh", SHARED_POOL, check=False)
+            virsh(other, "pool-refresh", layout.SHARED_POOL, check=False)
 
 
-def _dumpxml(host: LabHost, vm: str) -> str:
+def _dumpxml(host: layout.LabHost, vm: str) -> str:
     return virsh(host, "dumpxml", "--inactive", vm).stdout
 
 
-def _ensure_volume(host: LabHost, pool: str, name: str, size_mib: int) -> None:
+def _ensure_volume(host: layout.LabHost, pool: str, name: str, size_mib: int) -> None:
     virsh(host, "pool-refresh", pool, check=False)
     if virsh(host, "vol-info", "--pool", pool, name, check=False).returncode != 0:
         virsh(host, "vol-create-as", pool, name, f"{size_mib}M", "--format", "qcow2")
 
 
-def _kvm_offered(host: LabHost) -> bool:
+def _kvm_offered(host: layout.LabHost) -> bool:
     """Never assume KVM: /dev/kvm must open and libvirt must offer the kvm domain type."""
     try:
         fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
@@ -226,8 +210,10 @@ def _disk_cache_mode(directory: Path) -> str:
 # --- domain XML ----------------------------------------------------------------------
 
 
-def _guest_xml(config: LabConfig, host: LabHost, vm: str, boot: guest_images.GuestImages) -> str:
-    if vm == LINUX_VM_NAME:
+def _guest_xml(
+    config: layout.LabConfig, host: layout.LabHost, vm: str, boot: guest_images.GuestImages
+) -> str:
+    if vm == layout.LINUX_VM_NAME:
         return _linux_vm_xml(config, boot)
     return _tiny_vm_xml(config, "kvm" if _kvm_offered(host) else "qemu")
 
@@ -256,7 +242,7 @@ def _domain_xml(
   <features><acpi/></features>
   <clock offset='utc'/>{extra}
   <devices>
-    <emulator>{QEMU}</emulator>{devices}
+    <emulator>{layout.QEMU}</emulator>{devices}
     <memballoon model='none'/>
   </devices>
 </domain>
@@ -272,11 +258,11 @@ def _disk_xml(cache: str, source: str) -> str:
     </disk>"""
 
 
-def _linux_vm_xml(config: LabConfig, boot: guest_images.GuestImages) -> str:
-    shared = shared_storage_dir(config)
+def _linux_vm_xml(config: layout.LabConfig, boot: guest_images.GuestImages) -> str:
+    shared = layout.shared_storage_dir(config)
     cmdline = guest_images.kernel_cmdline(config.guest_fill_mib, config.guest_dirty_mib_s)
     return _domain_xml(
-        name=LINUX_VM_NAME,
+        name=layout.LINUX_VM_NAME,
         title="lab Linux guest",
         description=f"TCG guest whose /init fills {config.guest_fill_mib} MiB and rewrites\n"
         f"{config.guest_dirty_mib_s} MiB/s (Linux under KVM hangs on these machines).",
@@ -289,25 +275,25 @@ def _linux_vm_xml(config: LabConfig, boot: guest_images.GuestImages) -> str:
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>""",
-        devices=_disk_xml(_disk_cache_mode(shared), str(shared / LINUX_VM_DISK))
+        devices=_disk_xml(_disk_cache_mode(shared), str(shared / layout.LINUX_VM_DISK))
         + f"""
     <serial type='file'>
-      <source path={quoteattr(str(console_log_path(config)))} append='on'/>
+      <source path={quoteattr(str(layout.console_log_path(config)))} append='on'/>
       <target port='0'/>
     </serial>""",
     )
 
 
-def _tiny_vm_xml(config: LabConfig, domain_type: str) -> str:
-    cache = _disk_cache_mode(private_images_dir(config, host_name(config, 1)))
+def _tiny_vm_xml(config: layout.LabConfig, domain_type: str) -> str:
+    cache = _disk_cache_mode(layout.private_images_dir(config, layout.host_name(config, 1)))
     return _domain_xml(
-        name=TINY_VM_NAME,
+        name=layout.TINY_VM_NAME,
         title="lab tiny guest",
         description="SeaBIOS without a bootable disk: starts and migrates fast.",
-        memory_mib=TINY_VM_MEMORY_MIB,
+        memory_mib=layout.TINY_VM_MEMORY_MIB,
         domain_type=domain_type,
         os_extra="\n    <boot dev='hd'/>",
-        devices=_disk_xml(cache, f"{HOST_IMAGES_DIR}/{TINY_VM_DISK}"),
+        devices=_disk_xml(cache, f"{layout.HOST_IMAGES_DIR}/{layout.TINY_VM_DISK}"),
     )
 
 
@@ -317,5 +303,5 @@ def _extra_vm_xml(name: str) -> str:
         name=name,
         title="lab extra guest",
         description="SeaBIOS without any disk, under TCG: a small VM to move around.",
-        memory_mib=EXTRA_VM_MEMORY_MIB,
+        memory_mib=layout.EXTRA_VM_MEMORY_MIB,
     )

@@ -46,17 +46,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from lab import proc
-from lab.layout import (
-    LIBVIRT_TCP_PORT,
-    MIGRATION_PORT_MAX,
-    MIGRATION_PORT_MIN,
-    SSH_PORT,
-    LabConfig,
-    LabError,
-    LabHost,
-    wait_until,
-)
+from lab import layout, proc
 from lab.machines import status
 
 NFT = "nft"
@@ -65,8 +55,8 @@ DATA_PLANE = "data"
 CONTROL_PLANE = "ctrl"
 # Destination ports each plane's cut drops (to the host's address only).
 PLANE_PORTS = {
-    DATA_PLANE: f"{MIGRATION_PORT_MIN}-{MIGRATION_PORT_MAX}",
-    CONTROL_PLANE: f"{{ {LIBVIRT_TCP_PORT}, {SSH_PORT} }}",
+    DATA_PLANE: f"{layout.MIGRATION_PORT_MIN}-{layout.MIGRATION_PORT_MAX}",
+    CONTROL_PLANE: f"{{ {layout.LIBVIRT_TCP_PORT}, {layout.SSH_PORT} }}",
 }
 _TABLE_RE = re.compile(r"^table\s+(\S+)\s+(\S+)\s*$")
 
@@ -74,7 +64,7 @@ _TABLE_RE = re.compile(r"^table\s+(\S+)\s+(\S+)\s*$")
 # --- frozen libvirtd -------------------------------------------------------------
 
 
-def freeze_libvirtd(host: LabHost) -> int:
+def freeze_libvirtd(host: layout.LabHost) -> int:
     """SIGSTOP the host's libvirtd (its QEMUs keep running); returns its pid.
 
     Waits until the kernel reports the process stopped, so that on return every new
@@ -84,13 +74,13 @@ def freeze_libvirtd(host: LabHost) -> int:
     return _signal_libvirtd(_libvirtd_pid(host), signal.SIGSTOP)
 
 
-def thaw_libvirtd(host: LabHost) -> int:
+def thaw_libvirtd(host: layout.LabHost) -> int:
     """SIGCONT the host's libvirtd; harmless if it is not frozen. Returns its pid."""
     return _signal_libvirtd(_libvirtd_pid(host), signal.SIGCONT)
 
 
 @contextmanager
-def frozen_libvirtd(host: LabHost) -> Iterator[int]:
+def frozen_libvirtd(host: layout.LabHost) -> Iterator[int]:
     """``with frozen_libvirtd(host) as pid:`` the host's libvirtd is stopped inside the
     block and continued when it is left, however it is left."""
     pid = _libvirtd_pid(host)
@@ -104,7 +94,7 @@ def frozen_libvirtd(host: LabHost) -> Iterator[int]:
             pass
 
 
-def thaw_all(config: LabConfig) -> list[int]:
+def thaw_all(config: layout.LabConfig) -> list[int]:
     """Continue every stopped libvirtd of the lab; returns the pids that were thawed."""
     thawed = []
     for host in status(config):
@@ -118,7 +108,7 @@ def thaw_all(config: LabConfig) -> list[int]:
 def _signal_libvirtd(pid: int, sig: signal.Signals) -> int:
     os.kill(pid, sig)
     stop = sig == signal.SIGSTOP
-    wait_until(
+    layout.wait_until(
         lambda: proc.stopped(pid) == stop,
         5,
         f"libvirtd {pid} to {'stop' if stop else 'continue'}",
@@ -130,7 +120,7 @@ def _signal_libvirtd(pid: int, sig: signal.Signals) -> int:
 # --- cut links ---------------------------------------------------------------------
 
 
-def cut_data_plane(host: LabHost) -> str:
+def cut_data_plane(host: layout.LabHost) -> str:
     """Drop TCP to the host's QEMU migration ports (49152-49215); returns the table name.
 
     Idempotent. Undo with ``heal_data_plane`` (or use ``data_plane_cut``).
@@ -138,19 +128,19 @@ def cut_data_plane(host: LabHost) -> str:
     return _cut(host, DATA_PLANE)
 
 
-def heal_data_plane(host: LabHost) -> bool:
+def heal_data_plane(host: layout.LabHost) -> bool:
     """Remove the data-plane cut into ``host``; True if there was one."""
     return _heal(host, DATA_PLANE)
 
 
 @contextmanager
-def data_plane_cut(host: LabHost) -> Iterator[str]:
+def data_plane_cut(host: layout.LabHost) -> Iterator[str]:
     """``with data_plane_cut(host):`` migration streams into ``host`` are dropped."""
     with _cut_during(host, DATA_PLANE) as name:
         yield name
 
 
-def cut_control_plane(host: LabHost) -> str:
+def cut_control_plane(host: layout.LabHost) -> str:
     """Drop TCP to the host's libvirtd (16509) and sshd (22); returns the table name.
 
     Every client loses the host (on loopback a rule cannot tell the portal from
@@ -160,27 +150,27 @@ def cut_control_plane(host: LabHost) -> str:
     return _cut(host, CONTROL_PLANE)
 
 
-def heal_control_plane(host: LabHost) -> bool:
+def heal_control_plane(host: layout.LabHost) -> bool:
     """Remove the control-plane cut of ``host``; True if there was one."""
     return _heal(host, CONTROL_PLANE)
 
 
 @contextmanager
-def control_plane_cut(host: LabHost) -> Iterator[str]:
+def control_plane_cut(host: layout.LabHost) -> Iterator[str]:
     """``with control_plane_cut(host):`` nobody reaches the host's libvirtd or sshd."""
     with _cut_during(host, CONTROL_PLANE) as name:
         yield name
 
 
-def cut_table_name(host: LabHost, plane: str) -> str:
+def cut_table_name(host: layout.LabHost, plane: str) -> str:
     """The nft table (family inet) that holds ``plane``'s cut of ``host``."""
     if plane not in PLANE_PORTS:
-        raise LabError(f"unknown plane {plane!r}: one of {sorted(PLANE_PORTS)}")
+        raise layout.LabError(f"unknown plane {plane!r}: one of {sorted(PLANE_PORTS)}")
     prefix = _prefix_of(host)
     return f"{prefix}_cut_{plane}_{_lab_address(host.address).replace('.', '_')}"
 
 
-def lab_tables(config: LabConfig) -> list[str]:
+def lab_tables(config: layout.LabConfig) -> list[str]:
     """Names of the nft tables of this lab that exist now (its hosts' cuts)."""
     if shutil.which(NFT) is None:
         return []  # without nft no table can exist
@@ -188,7 +178,7 @@ def lab_tables(config: LabConfig) -> list[str]:
     return [name for family, name in list_tables() if family == NFT_FAMILY and name in wanted]
 
 
-def heal_all(config: LabConfig) -> list[str]:
+def heal_all(config: layout.LabConfig) -> list[str]:
     """Remove every cut of this lab (every host it ever had); returns the removed tables.
 
     Tables of other labs, even with the same name prefix, are left alone: they name
@@ -220,7 +210,7 @@ def table_ruleset(name: str) -> str:
 # --- internals ---------------------------------------------------------------------
 
 
-def _cut(host: LabHost, plane: str) -> str:
+def _cut(host: layout.LabHost, plane: str) -> str:
     name = cut_table_name(host, plane)
     address = _lab_address(host.address)
     # One transaction: create-if-missing, delete, re-create. Atomic and idempotent.
@@ -239,14 +229,14 @@ def _cut(host: LabHost, plane: str) -> str:
 
 
 @contextmanager
-def _cut_during(host: LabHost, plane: str) -> Iterator[str]:
+def _cut_during(host: layout.LabHost, plane: str) -> Iterator[str]:
     try:
         yield _cut(host, plane)
     finally:
         _heal(host, plane)
 
 
-def _heal(host: LabHost, plane: str) -> bool:
+def _heal(host: layout.LabHost, plane: str) -> bool:
     if shutil.which(NFT) is None:
         return False
     return _delete_table(cut_table_name(host, plane))
@@ -257,16 +247,18 @@ def _delete_table(name: str) -> bool:
         return False
     result = _nft("delete", "table", NFT_FAMILY, name, check=False)
     if result.returncode != 0 and (NFT_FAMILY, name) in list_tables():
-        raise LabError(f"cannot delete nft table {name}: {result.stderr.strip()}")
+        raise layout.LabError(f"cannot delete nft table {name}: {result.stderr.strip()}")
     return True
 
 
 def _nft(*args: str, input: str | None = None, check: bool = True):
     if shutil.which(NFT) is None:
-        raise LabError("nft missing: run scripts/install-system.sh (package nftables)")
+        raise layout.LabError("nft missing: run scripts/install-system.sh (package nftables)")
     result = subprocess.run([NFT, *args], input=input, capture_output=True, text=True, timeout=30)
     if check and result.returncode != 0:
-        raise LabError(f"nft {' '.join(args)} failed: {result.stderr.strip()}\n{input or ''}")
+        raise layout.LabError(
+            f"nft {' '.join(args)} failed: {result.stderr.strip()}\n{input or ''}"
+        )
     return result
 
 
@@ -274,21 +266,21 @@ def _lab_address(address: str) -> str:
     """The host's address, checked to be a loopback one: no rule names anything else."""
     parsed = ipaddress.IPv4Address(address)
     if not parsed.is_loopback:
-        raise LabError(f"{address} is not a loopback lab address: refusing to cut it")
+        raise layout.LabError(f"{address} is not a loopback lab address: refusing to cut it")
     return str(parsed)
 
 
-def _prefix_of(host: LabHost) -> str:
+def _prefix_of(host: layout.LabHost) -> str:
     prefix, sep, index = host.name.rpartition("-")
     if not sep or not index.isdigit() or not prefix:
-        raise LabError(f"{host.name!r} is not a lab host name (<prefix>-<n>)")
+        raise layout.LabError(f"{host.name!r} is not a lab host name (<prefix>-<n>)")
     # nft identifiers: letters, digits, '_' (others would need quoting).
     name = re.sub(r"[^A-Za-z0-9_]", "_", prefix)
     return name if name[0].isalpha() else f"lab_{name}"
 
 
-def _libvirtd_pid(host: LabHost) -> int:
+def _libvirtd_pid(host: layout.LabHost) -> int:
     pid = proc.libvirtd_pid(host)
     if pid is None:
-        raise LabError(f"no libvirtd listens on {host.address}:{LIBVIRT_TCP_PORT}")
+        raise layout.LabError(f"no libvirtd listens on {host.address}:{layout.LIBVIRT_TCP_PORT}")
     return pid

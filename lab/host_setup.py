@@ -21,21 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from string import Template
 
-from lab.layout import (
-    BIND_MOUNTS,
-    LIBVIRT_TCP_PORT,
-    MIGRATION_PORT_MAX,
-    MIGRATION_PORT_MIN,
-    SSH_PORT,
-    LabConfig,
-    host_address,
-    host_dir,
-    host_name,
-    shared_storage_dir,
-    ssh_user_for,
-    sshd_log_path,
-    sudo_user_for,
-)
+from lab import layout
 
 LIBVIRTD = "/usr/sbin/libvirtd"
 BINDFS = "/usr/bin/bindfs"
@@ -47,13 +33,13 @@ FILES = Path(__file__).resolve().with_name("files")
 _BIND_MODES = {"root": 0o700, "sudoers": 0o750}
 
 
-def prepare_host(config: LabConfig, index: int) -> None:
+def prepare_host(config: layout.LabConfig, index: int) -> None:
     """Folders, identity, config files and login users of one host."""
-    name = host_name(config, index)
-    address = host_address(config, index)
-    hdir = host_dir(config, name)
+    name = layout.host_name(config, index)
+    address = layout.host_address(config, index)
+    hdir = layout.host_dir(config, name)
     state = hdir / "state"
-    for sub in (*BIND_MOUNTS, "lib/images"):
+    for sub in (*layout.BIND_MOUNTS, "lib/images"):
         (hdir / sub).mkdir(parents=True, exist_ok=True)
         (hdir / sub).chmod(_BIND_MODES.get(sub, 0o755))
     (hdir / "home").mkdir(exist_ok=True)
@@ -71,8 +57,8 @@ def prepare_host(config: LabConfig, index: int) -> None:
     host_uuid = _stored(state / "host_uuid", lambda: str(uuid.uuid4()), 0o644)
     values = {"address": address, "host_uuid": host_uuid, "state": state, "fifo": state / "control"}
     values |= {"listen_tls": int(tls_only), "listen_tcp": int(not tls_only), "group": SSH_GROUP}
-    values |= {"tcp_port": LIBVIRT_TCP_PORT, "ssh_port": SSH_PORT}
-    values |= {"port_min": MIGRATION_PORT_MIN, "port_max": MIGRATION_PORT_MAX}
+    values |= {"tcp_port": layout.LIBVIRT_TCP_PORT, "ssh_port": layout.SSH_PORT}
+    values |= {"port_min": layout.MIGRATION_PORT_MIN, "port_max": layout.MIGRATION_PORT_MAX}
     for template, target in (
         ("libvirtd.conf", hdir / "etc" / "libvirtd.conf"),
         ("qemu.conf", hdir / "etc" / "qemu.conf"),
@@ -85,7 +71,7 @@ def prepare_host(config: LabConfig, index: int) -> None:
     spec = _holder_spec(config, hdir, tls_only)
     _write_if_changed(state / "holder.json", json.dumps(spec, indent=2) + "\n")
 
-    user, sudo_user = ssh_user_for(address), sudo_user_for(address)
+    user, sudo_user = layout.ssh_user_for(address), layout.sudo_user_for(address)
     for login, secret, home, comment, libvirt in (
         (user, "ssh_password", "home", f"lab host {name}", True),
         (sudo_user, "sudo_password", "home-sudo", f"lab host {name} (sudo)", False),
@@ -102,10 +88,10 @@ def prepare_host(config: LabConfig, index: int) -> None:
     (hdir / "sudoers" / "lab-users").chmod(0o440)
 
 
-def _holder_spec(config: LabConfig, hdir: Path, tls_only: bool) -> dict:
+def _holder_spec(config: layout.LabConfig, hdir: Path, tls_only: bool) -> dict:
     """What lab/holder.py mounts, hides and starts in the host's namespace."""
     state = hdir / "state"
-    shared = shared_storage_dir(config)
+    shared = layout.shared_storage_dir(config)
     hidden = config.hidden_paths
     # Seen again inside the host, at the same paths: the guests' boot files and
     # consoles, and the host's own folder (its daemons' configs and logs).
@@ -119,9 +105,9 @@ def _holder_spec(config: LabConfig, hdir: Path, tls_only: bool) -> dict:
     if hiding is not None:
         export = hiding / ".lab-nfs-export"
         keep.append([str(shared), str(export)])
-    sshd = [SSHD, "-D", "-f", str(state / "sshd_config"), "-E", str(sshd_log_path(hdir))]
+    sshd = [SSHD, "-D", "-f", str(state / "sshd_config"), "-E", str(layout.sshd_log_path(hdir))]
     return {
-        "mounts": [[str(hdir / sub), target] for sub, target in BIND_MOUNTS.items()],
+        "mounts": [[str(hdir / sub), target] for sub, target in layout.BIND_MOUNTS.items()],
         "hide": [str(p) for p in hidden],
         "keep": keep,
         # libvirt only lets a disk migrate without copying when it sits on a shared

@@ -19,29 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from lab import proc
-from lab.layout import (
-    LIBVIRT_TCP_PORT,
-    SSH_PORT,
-    LabConfig,
-    LabError,
-    LabHost,
-    existing_indexes,
-    host_address,
-    host_dir,
-    host_name,
-    index_of,
-    lab_lock,
-    libvirtd_log_path,
-    read_pid,
-    require_root,
-    ssh_user_for,
-    sshd_log_path,
-    state_dir,
-    sudo_user_for,
-    tail,
-    wait_until,
-)
+from lab import layout, proc
 
 HOLDER_SCRIPT = Path(__file__).resolve().with_name("holder.py")
 START_TIMEOUT_S = 90.0
@@ -55,50 +33,50 @@ class VirshError(subprocess.CalledProcessError):
         return f"{' '.join(map(str, self.cmd))} failed ({self.returncode}): {detail}"
 
 
-def status(config: LabConfig) -> list[LabHost]:
+def status(config: layout.LabConfig) -> list[layout.LabHost]:
     """Every host this lab root has ever had, running or not."""
-    return [make_host(config, index) for index in existing_indexes(config)]
+    return [make_host(config, index) for index in layout.existing_indexes(config)]
 
 
-def make_host(config: LabConfig, index: int) -> LabHost:
-    address = host_address(config, index)
-    state = state_dir(config, host_name(config, index))
+def make_host(config: layout.LabConfig, index: int) -> layout.LabHost:
+    address = layout.host_address(config, index)
+    state = layout.state_dir(config, layout.host_name(config, index))
 
     def secret(name: str) -> str:
         return (state / name).read_text().strip() if (state / name).exists() else ""
 
     tls_only = index in config.tls_hosts
-    return LabHost(
-        name=host_name(config, index),
+    return layout.LabHost(
+        name=layout.host_name(config, index),
         address=address,
         libvirt_uri=f"qemu+{'tls' if tls_only else 'tcp'}://{address}/system",
-        ssh_port=SSH_PORT,
-        ssh_user=ssh_user_for(address),
+        ssh_port=layout.SSH_PORT,
+        ssh_user=layout.ssh_user_for(address),
         ssh_password=secret("ssh_password"),
         running=_running(config, index),
-        sudo_user=sudo_user_for(address),
+        sudo_user=layout.sudo_user_for(address),
         sudo_password=secret("sudo_password"),
         tls_only=tls_only,
         holder_pid_file=str(state / "holder.pid"),
     )
 
 
-def _running(config: LabConfig, index: int) -> bool:
+def _running(config: layout.LabConfig, index: int) -> bool:
     if proc.daemon_pid(config, index, "libvirtd") is None:
         return False
     return index in config.tls_hosts or proc.listening(
-        host_address(config, index), LIBVIRT_TCP_PORT
+        layout.host_address(config, index), layout.LIBVIRT_TCP_PORT
     )
 
 
 # --- virsh -------------------------------------------------------------------------
 
 
-def virsh_argv(host: LabHost) -> list[str]:
+def virsh_argv(host: layout.LabHost) -> list[str]:
     """``virsh`` connected to the host, without a command (an interactive shell reads
     commands from its stdin). A TLS-only host is driven from inside its namespace."""
     if host.tls_only:
-        return _nsenter_virsh(read_pid(Path(host.holder_pid_file)) or 0)
+        return _nsenter_virsh(layout.read_pid(Path(host.holder_pid_file)) or 0)
     return ["virsh", "-q", "-c", host.libvirt_uri]
 
 
@@ -107,14 +85,14 @@ def _nsenter_virsh(holder_pid: int) -> list[str]:
 
 
 def virsh(
-    host: LabHost, *args: str, check: bool = True, timeout: float = 120
+    host: layout.LabHost, *args: str, check: bool = True, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """Run ``virsh -c <host uri> <args>``; raises VirshError (with stderr) if check."""
     cmd = [*virsh_argv(host), *args]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        raise LabError(f"{' '.join(cmd)} timed out after {timeout:.0f} s") from exc
+        raise layout.LabError(f"{' '.join(cmd)} timed out after {timeout:.0f} s") from exc
     if check and result.returncode != 0:
         raise VirshError(result.returncode, cmd, result.stdout, result.stderr)
     return result
@@ -131,20 +109,20 @@ def reap_spawned() -> None:
     _SPAWNED[:] = [p for p in _SPAWNED if p.poll() is None]
 
 
-def ensure_holder(config: LabConfig, index: int) -> None:
+def ensure_holder(config: layout.LabConfig, index: int) -> None:
     """Start the host's namespace (its holder) unless it runs."""
     if proc.holder_pid(config, index) is not None:
         return
-    name = host_name(config, index)
-    hdir = host_dir(config, name)
+    name = layout.host_name(config, index)
+    hdir = layout.host_dir(config, name)
     state = hdir / "state"
     # A namespace without holder (holder crashed): its processes are orphans.
     proc.kill_all(proc.host_processes(hdir), signal.SIGKILL)
-    address = host_address(config, index)
-    for port in (LIBVIRT_TCP_PORT, SSH_PORT):
+    address = layout.host_address(config, index)
+    for port in (layout.LIBVIRT_TCP_PORT, layout.SSH_PORT):
         owners = proc.listener_pids(address, port)
         if owners:
-            raise LabError(
+            raise layout.LabError(
                 f"{address}:{port} is already taken by "
                 f"{[proc.cmdline(pid) for pid in owners]}: another lab on the same address?"
             )
@@ -170,10 +148,14 @@ def ensure_holder(config: LabConfig, index: int) -> None:
 
     def ready() -> bool:
         if holder.poll() is not None:
-            raise LabError(f"the holder of {name} exited:\n{tail(state / 'holder.log')}")
+            raise layout.LabError(
+                f"the holder of {name} exited:\n{layout.tail(state / 'holder.log')}"
+            )
         return proc.holder_pid(config, index) is not None
 
-    wait_until(ready, 15, f"the namespace of {name}", lambda: tail(state / "holder.log"))
+    layout.wait_until(
+        ready, 15, f"the namespace of {name}", lambda: layout.tail(state / "holder.log")
+    )
 
 
 def _python() -> str:
@@ -183,12 +165,13 @@ def _python() -> str:
     return shutil.which("python3") or "/usr/bin/python3"
 
 
-def ensure_daemon(config: LabConfig, index: int, name: str) -> None:
+def ensure_daemon(config: layout.LabConfig, index: int, name: str) -> None:
     """Ask the holder to start the host's daemon ``name`` unless it runs."""
     if proc.daemon_pid(config, index, name) is not None:
         return
     fd = os.open(
-        state_dir(config, host_name(config, index)) / "control", os.O_WRONLY | os.O_NONBLOCK
+        layout.state_dir(config, layout.host_name(config, index)) / "control",
+        os.O_WRONLY | os.O_NONBLOCK,
     )
     try:
         os.write(fd, f"{name}\n".encode())
@@ -196,15 +179,15 @@ def ensure_daemon(config: LabConfig, index: int, name: str) -> None:
         os.close(fd)
 
 
-def wait_libvirtd(config: LabConfig, host: LabHost) -> None:
-    index = index_of(config, host)
+def wait_libvirtd(config: layout.LabConfig, host: layout.LabHost) -> None:
+    index = layout.index_of(config, host)
     started = time.monotonic()
     last_error = ""
     while time.monotonic() - started < START_TIMEOUT_S:
         if host.tls_only:
-            ready = (host_dir(config, host) / "run" / "libvirt-sock").exists()
+            ready = (layout.host_dir(config, host) / "run" / "libvirt-sock").exists()
         else:
-            ready = proc.listening(host.address, LIBVIRT_TCP_PORT)
+            ready = proc.listening(host.address, layout.LIBVIRT_TCP_PORT)
         if ready:
             result = virsh(host, "version", check=False, timeout=30)
             if result.returncode == 0:
@@ -214,44 +197,47 @@ def wait_libvirtd(config: LabConfig, host: LabHost) -> None:
             last_error = "libvirtd is not running"
             break  # it died (the holder had 3 s to start it): waiting won't help
         time.sleep(0.2)
-    log = libvirtd_log_path(config, host)
-    raise LabError(
+    log = layout.libvirtd_log_path(config, host)
+    raise layout.LabError(
         f"libvirtd of {host.name} does not answer on {host.libvirt_uri}: {last_error}\n"
-        f"--- {log} (tail):\n{tail(log)}\n--- stderr (tail):\n"
-        f"{tail(host_dir(config, host) / 'log' / 'libvirtd.stderr.log')}"
+        f"--- {log} (tail):\n{layout.tail(log)}\n--- stderr (tail):\n"
+        f"{layout.tail(layout.host_dir(config, host) / 'log' / 'libvirtd.stderr.log')}"
     )
 
 
-def wait_sshd(config: LabConfig, host: LabHost) -> None:
-    hdir = host_dir(config, host)
-    wait_until(
-        lambda: proc.listening(host.address, SSH_PORT),
+def wait_sshd(config: layout.LabConfig, host: layout.LabHost) -> None:
+    hdir = layout.host_dir(config, host)
+    layout.wait_until(
+        lambda: proc.listening(host.address, layout.SSH_PORT),
         20,
-        f"sshd of {host.name} on {host.address}:{SSH_PORT}",
-        lambda: tail(sshd_log_path(hdir)) + tail(hdir / "log" / "sshd.stderr.log"),
+        f"sshd of {host.name} on {host.address}:{layout.SSH_PORT}",
+        lambda: layout.tail(layout.sshd_log_path(hdir))
+        + layout.tail(hdir / "log" / "sshd.stderr.log"),
     )
 
 
-def kill_libvirtd(host: LabHost) -> None:
+def kill_libvirtd(host: layout.LabHost) -> None:
     """SIGKILL the host's libvirtd only; its QEMU processes keep running."""
     pid = proc.libvirtd_pid(host)
     if pid is None:
-        raise LabError(f"no libvirtd listens on {host.address}:{LIBVIRT_TCP_PORT}")
+        raise layout.LabError(f"no libvirtd listens on {host.address}:{layout.LIBVIRT_TCP_PORT}")
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not proc.alive(pid), 10, f"libvirtd {pid} of {host.name} to die")
+    layout.wait_until(lambda: not proc.alive(pid), 10, f"libvirtd {pid} of {host.name} to die")
 
 
-def start_libvirtd(host: LabHost | str, config: LabConfig) -> None:
+def start_libvirtd(host: layout.LabHost | str, config: layout.LabConfig) -> None:
     """Start the host's libvirtd again (after kill_libvirtd) in the SAME namespace.
 
     The holder of the host's namespace starts it, so the new libvirtd sees the same
     /run/libvirt as the QEMUs that outlived the old one and re-attaches to them.
     """
-    require_root()
-    index = index_of(config, host)
+    layout.require_root()
+    index = layout.index_of(config, host)
     if proc.holder_pid(config, index) is None:
-        raise LabError(f"{host_name(config, index)} is down (no namespace): run `lab up`")
-    with lab_lock(config):
+        raise layout.LabError(
+            f"{layout.host_name(config, index)} is down (no namespace): run `lab up`"
+        )
+    with layout.lab_lock(config):
         ensure_daemon(config, index, "libvirtd")
         wait_libvirtd(config, make_host(config, index))
 
@@ -262,10 +248,10 @@ def stop_host(hdir: Path) -> None:
     members = proc.host_processes(hdir)
     if not members:
         return
-    holder = read_pid(hdir / "state" / "holder.pid")
+    holder = layout.read_pid(hdir / "state" / "holder.pid")
     address = _address_from_conf(hdir)
     base = None
-    if address and proc.listening(address, LIBVIRT_TCP_PORT):
+    if address and proc.listening(address, layout.LIBVIRT_TCP_PORT):
         base = ["virsh", "-q", "-c", f"qemu+tcp://{address}/system"]
     elif holder and proc.in_host(holder, hdir) and (hdir / "run" / "libvirt-sock").exists():
         base = _nsenter_virsh(holder)  # a TLS-only host
@@ -278,8 +264,8 @@ def stop_host(hdir: Path) -> None:
     daemons = [p for p in proc.host_processes(hdir) if p != holder]
     proc.kill_all(daemons, signal.SIGTERM)
     try:
-        wait_until(lambda: not any(map(proc.alive, daemons)), 3, "daemons to stop")
-    except LabError:
+        layout.wait_until(lambda: not any(map(proc.alive, daemons)), 3, "daemons to stop")
+    except layout.LabError:
         pass
     # The holder goes last: while it lives it reaps the others (no zombies).
     proc.kill_all([p for p in proc.host_processes(hdir) if p != holder], signal.SIGKILL)

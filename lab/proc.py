@@ -15,16 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from lab.layout import (
-    LIBVIRT_TCP_PORT,
-    LIBVIRT_TLS_PORT,
-    LabConfig,
-    LabHost,
-    host_dir,
-    host_name,
-    read_pid,
-    wait_until,
-)
+from lab import layout
 
 # (folder under hosts/<name>, the system path it is mounted over inside the host)
 _IDENTITY_FOLDER = ("lib", "/var/lib/libvirt")
@@ -88,21 +79,21 @@ def listening(address: str, port: int) -> bool:
     )
 
 
-def libvirtd_pid(host: LabHost) -> int | None:
+def libvirtd_pid(host: layout.LabHost) -> int | None:
     """The pid of the libvirtd listening on the host's address, if any."""
-    port = LIBVIRT_TLS_PORT if host.tls_only else LIBVIRT_TCP_PORT
+    port = layout.LIBVIRT_TLS_PORT if host.tls_only else layout.LIBVIRT_TCP_PORT
     return next((p for p in listener_pids(host.address, port) if comm(p) == "libvirtd"), None)
 
 
-def holder_pid(config: LabConfig, index: int) -> int | None:
-    hdir = host_dir(config, host_name(config, index))
-    pid = read_pid(hdir / "state" / "holder.pid")
+def holder_pid(config: layout.LabConfig, index: int) -> int | None:
+    hdir = layout.host_dir(config, layout.host_name(config, index))
+    pid = layout.read_pid(hdir / "state" / "holder.pid")
     if pid is None or not alive(pid) or not in_host(pid, hdir):
         return None
     return pid
 
 
-def daemon_pid(config: LabConfig, index: int, name: str) -> int | None:
+def daemon_pid(config: layout.LabConfig, index: int, name: str) -> int | None:
     """The host's daemon ``name``: a direct child of the holder (sshd's per-connection
     children and libvirtd's helpers have other parents)."""
     holder = holder_pid(config, index)
@@ -131,7 +122,7 @@ def in_host(pid: int, hdir: Path) -> bool:
         return False
 
 
-def lab_processes(config: LabConfig, include_cwd: bool = True) -> list[str]:
+def lab_processes(config: layout.LabConfig, include_cwd: bool = True) -> list[str]:
     """Live processes of the lab: in a host's namespace, naming the lab root on their
     command line, or (include_cwd) working in it. The caller and its ancestors are
     never listed."""
@@ -160,7 +151,7 @@ def lab_processes(config: LabConfig, include_cwd: bool = True) -> list[str]:
     return found
 
 
-def lab_mounts(config: LabConfig) -> list[str]:
+def lab_mounts(config: layout.LabConfig) -> list[str]:
     """Mounts in this (the root) namespace that mention the lab root."""
     with open("/proc/self/mountinfo") as handle:
         return [line.strip() for line in handle if mentions(line, config.root)]
@@ -193,7 +184,9 @@ def kill_all(pids: Iterable[int], sig: signal.Signals) -> None:
         except ProcessLookupError:
             pass
     if sig == signal.SIGKILL:
-        wait_until(lambda: not any(map(alive, pids)), STOP_TIMEOUT_S, f"processes {pids} to die")
+        layout.wait_until(
+            lambda: not any(map(alive, pids)), STOP_TIMEOUT_S, f"processes {pids} to die"
+        )
 
 
 def _identity(pid: int) -> tuple[int, int] | None:
