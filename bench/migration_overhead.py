@@ -47,7 +47,7 @@ if not os.environ.get("DATABASE_URL"):
         stale.unlink()
     os.environ["DATABASE_URL"] = f"sqlite:///{DATA_DIR / 'bench.sqlite3'}"
 sys.path.insert(0, str(ROOT))
-from bench.common import setup_django, stop  # noqa: E402
+from bench.common import setup_django  # noqa: E402
 
 setup_django()
 
@@ -65,7 +65,7 @@ from hosts.models import Host  # noqa: E402
 from hosts.peer_services import peer_uri  # noqa: E402
 from lab import domains, layout, lifecycle, machines  # noqa: E402
 from migrations_app.models import Migration  # noqa: E402
-from tests.processes import free_port  # noqa: E402
+from tests.processes import PortalServer, Workers, free_port  # noqa: E402
 from vms.services import host_refresh_with_vms  # noqa: E402
 
 TARGET_MS = {"tcp": 300, "ssh": 500}
@@ -98,37 +98,6 @@ class PortalRun:
         return self.wall_s * 1000 - self.libvirt_ms
 
 
-class Processes:
-    """The web tier and the worker, as production runs them, each in its own group."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "PORTAL_WEB_BIND": f"127.0.0.1:{self.port}",
-            "PORTAL_WEB_WORKERS": "2",
-            "PORTAL_Q_WORKERS": "2",
-        }
-        for name, command in (
-            ("web", ["bash", "scripts/web.sh"]),
-            ("workers", [sys.executable, "manage.py", "run_workers"]),
-        ):
-            log = (DATA_DIR / f"{name}.log").open("ab")
-            self.procs.append(
-                subprocess.Popen(
-                    command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )  # fmt: skip
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            stop(proc, group=True)
-
-
 class Api:
     def __init__(self, base: str, token: str) -> None:
         self.base = base
@@ -145,17 +114,6 @@ class Api:
         if response.status_code >= 400:
             raise RuntimeError(f"POST {path}: {response.status_code} {response.text[:400]}")
         return response.json()
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.get("/api/hosts/")
-                return
-            except (requests.RequestException, ValueError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
 
 
 def where(hosts: list[layout.LabHost], uuid: str) -> layout.LabHost:
@@ -341,7 +299,8 @@ def main() -> None:
     get_broker().purge_queue()
     config = lab_config(args.memory_mib, args.fill_mib)
     hosts = lifecycle.up(config, hosts=2)
-    processes = Processes(free_port())
+    web = PortalServer(DATA_DIR / "web.log", free_port())
+    workers = Workers(DATA_DIR / "workers.log")
     try:
         domains.wait_for_console(config, timeout=180)
         actor = Actor.system("bench")
@@ -360,16 +319,18 @@ def main() -> None:
             user = get_user_model().objects.create_superuser("bench", "", None)
         token, _ = Token.objects.get_or_create(user=user)
         uuid = machines.virsh(where_any(hosts), "domuuid", layout.LINUX_VM_NAME).stdout.strip()
-        processes.start()
-        api = Api(f"http://127.0.0.1:{processes.port}", token.key)
-        api.wait_ready()
+        web.start()
+        workers.start()
+        web.wait_until_serving(120)
+        api = Api(web.url, token.key)
         results = {}
         for transport in args.transports.split(","):
             if transport == "ssh":
                 switch_to_ssh(hosts, actor)
             results[transport] = measure(api, hosts, uuid, args.rounds, actor)
     finally:
-        processes.stop()
+        web.stop()
+        workers.stop()
         get_broker().purge_queue()
         if not args.keep_lab:
             lifecycle.down(config)
