@@ -9,18 +9,18 @@ that always undoes it:
   host's QEMU processes are not touched and keep running their guests (and an
   ongoing migration stream), like a hung management daemon on a real host.
 
-* **Cut links** (nftables on loopback): a table of its own per (lab host, plane) with
-  one chain on the ``output`` hook that drops TCP packets *to* the host's address:
+* **Cut links** (``cut`` / ``heal`` / ``cut_during``, nftables on loopback): a table
+  of its own per (lab host, plane) with one chain on the ``output`` hook that drops TCP
+  packets *to* the host's address:
 
-  - data plane (``cut_data_plane`` / ``heal_data_plane`` / ``data_plane_cut``):
-    dports 49152-49215, QEMU's incoming migration (and NBD disk copy) ports.  A
-    running native migration into that host stalls; libvirt connections still work.
-    (A tunnelled migration travels over libvirtd's connection instead: unaffected.)
-  - control plane (``cut_control_plane`` / ``heal_control_plane`` /
-    ``control_plane_cut``): dports 16509 (libvirt tcp) and 22 (ssh).  On loopback
-    every client's source address is 127.0.0.1, so this cuts *every* client off from
-    that host's libvirtd and sshd: the portal, virsh, and the p2p connection another
-    host's libvirtd keeps to it during a migration.  The host itself keeps running.
+  - ``Plane.DATA``: dports 49152-49215, QEMU's incoming migration (and NBD disk
+    copy) ports. A running native migration into that host stalls; libvirt
+    connections still work. (A tunnelled migration travels over libvirtd's
+    connection instead: unaffected.)
+  - ``Plane.CONTROL``: dports 16509 (libvirt tcp) and 22 (ssh). On loopback every
+    client's source address is 127.0.0.1, so this cuts *every* client off from that
+    host's libvirtd and sshd: the portal, virsh, and the p2p connection another
+    host's libvirtd keeps to it during a migration. The host itself keeps running.
 
   Dropping on ``output`` (not ``input`` of a listener) affects packets of
   connections that are already established too: they stall, then resume through TCP
@@ -37,6 +37,7 @@ Plain Python, no libvirt bindings: processes are signalled, ``nft`` is run.
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import os
 import re
@@ -51,12 +52,17 @@ from lab.machines import status
 
 NFT = "nft"
 NFT_FAMILY = "inet"
-DATA_PLANE = "data"
-CONTROL_PLANE = "ctrl"
+
+
+class Plane(enum.StrEnum):
+    DATA = "data"  # QEMU's migration streams into the host
+    CONTROL = "ctrl"  # libvirtd and sshd of the host
+
+
 # Destination ports each plane's cut drops (to the host's address only).
 PLANE_PORTS = {
-    DATA_PLANE: f"{layout.MIGRATION_PORT_MIN}-{layout.MIGRATION_PORT_MAX}",
-    CONTROL_PLANE: f"{{ {layout.LIBVIRT_TCP_PORT}, {layout.SSH_PORT} }}",
+    Plane.DATA: f"{layout.MIGRATION_PORT_MIN}-{layout.MIGRATION_PORT_MAX}",
+    Plane.CONTROL: f"{{ {layout.LIBVIRT_TCP_PORT}, {layout.SSH_PORT} }}",
 }
 _TABLE_RE = re.compile(r"^table\s+(\S+)\s+(\S+)\s*$")
 
@@ -120,49 +126,44 @@ def _signal_libvirtd(pid: int, sig: signal.Signals) -> int:
 # --- cut links ---------------------------------------------------------------------
 
 
-def cut_data_plane(host: layout.LabHost) -> str:
-    """Drop TCP to the host's QEMU migration ports (49152-49215); returns the table name.
-
-    Idempotent. Undo with ``heal_data_plane`` (or use ``data_plane_cut``).
-    """
-    return _cut(host, DATA_PLANE)
-
-
-def heal_data_plane(host: layout.LabHost) -> bool:
-    """Remove the data-plane cut into ``host``; True if there was one."""
-    return _heal(host, DATA_PLANE)
-
-
-@contextmanager
-def data_plane_cut(host: layout.LabHost) -> Iterator[str]:
-    """``with data_plane_cut(host):`` migration streams into ``host`` are dropped."""
-    with _cut_during(host, DATA_PLANE) as name:
-        yield name
-
-
-def cut_control_plane(host: layout.LabHost) -> str:
-    """Drop TCP to the host's libvirtd (16509) and sshd (22); returns the table name.
-
-    Every client loses the host (on loopback a rule cannot tell the portal from
-    another host's libvirtd); the host and its guests keep running. Idempotent.
-    Undo with ``heal_control_plane`` (or use ``control_plane_cut``).
-    """
-    return _cut(host, CONTROL_PLANE)
+def cut(host: layout.LabHost, plane: Plane) -> str:
+    """Drop TCP to the plane's ports of the host; returns the table name. Idempotent.
+    Undo with ``heal`` (or use ``cut_during``)."""
+    name = cut_table_name(host, plane)
+    address = _lab_address(host.address)
+    # One transaction: create-if-missing, delete, re-create. Atomic and idempotent.
+    script = (
+        f"table {NFT_FAMILY} {name} {{}}\n"
+        f"delete table {NFT_FAMILY} {name}\n"
+        f"table {NFT_FAMILY} {name} {{\n"
+        f"  chain output {{\n"
+        f"    type filter hook output priority filter; policy accept;\n"
+        f"    ip daddr {address} tcp dport {PLANE_PORTS[plane]} counter drop\n"
+        f"  }}\n"
+        f"}}\n"
+    )
+    _nft("-f", "-", input=script)
+    return name
 
 
-def heal_control_plane(host: layout.LabHost) -> bool:
-    """Remove the control-plane cut of ``host``; True if there was one."""
-    return _heal(host, CONTROL_PLANE)
+def heal(host: layout.LabHost, plane: Plane) -> bool:
+    """Remove the plane's cut of the host; True if there was one."""
+    if shutil.which(NFT) is None:
+        return False
+    return _delete_table(cut_table_name(host, plane))
 
 
 @contextmanager
-def control_plane_cut(host: layout.LabHost) -> Iterator[str]:
-    """``with control_plane_cut(host):`` nobody reaches the host's libvirtd or sshd."""
-    with _cut_during(host, CONTROL_PLANE) as name:
-        yield name
+def cut_during(host: layout.LabHost, plane: Plane) -> Iterator[str]:
+    """``with cut_during(host, Plane.DATA):`` the plane of ``host`` is cut inside the
+    block, and healed when it is left, however it is left."""
+    try:
+        yield cut(host, plane)
+    finally:
+        heal(host, plane)
 
 
-def cut_table_name(host: layout.LabHost, plane: str) -> str:
+def cut_table_name(host: layout.LabHost, plane: Plane) -> str:
     """The nft table (family inet) that holds ``plane``'s cut of ``host``."""
     if plane not in PLANE_PORTS:
         raise layout.LabError(f"unknown plane {plane!r}: one of {sorted(PLANE_PORTS)}")
@@ -208,38 +209,6 @@ def table_ruleset(name: str) -> str:
 
 
 # --- internals ---------------------------------------------------------------------
-
-
-def _cut(host: layout.LabHost, plane: str) -> str:
-    name = cut_table_name(host, plane)
-    address = _lab_address(host.address)
-    # One transaction: create-if-missing, delete, re-create. Atomic and idempotent.
-    script = (
-        f"table {NFT_FAMILY} {name} {{}}\n"
-        f"delete table {NFT_FAMILY} {name}\n"
-        f"table {NFT_FAMILY} {name} {{\n"
-        f"  chain output {{\n"
-        f"    type filter hook output priority filter; policy accept;\n"
-        f"    ip daddr {address} tcp dport {PLANE_PORTS[plane]} counter drop\n"
-        f"  }}\n"
-        f"}}\n"
-    )
-    _nft("-f", "-", input=script)
-    return name
-
-
-@contextmanager
-def _cut_during(host: layout.LabHost, plane: str) -> Iterator[str]:
-    try:
-        yield _cut(host, plane)
-    finally:
-        _heal(host, plane)
-
-
-def _heal(host: layout.LabHost, plane: str) -> bool:
-    if shutil.which(NFT) is None:
-        return False
-    return _delete_table(cut_table_name(host, plane))
 
 
 def _delete_table(name: str) -> bool:

@@ -199,7 +199,7 @@ def test_link_between_the_hosts_cut_mid_migration(api, linux_vm):
     )
     worker = run_in_thread(migration_id)
     wait_until_migrating(migration_id)
-    with faults.data_plane_cut(destination):
+    with faults.cut_during(destination, faults.Plane.DATA):
         worker.join(90)
         assert not worker.is_alive()
     record = Migration.objects.get(pk=migration_id)
@@ -219,7 +219,7 @@ def test_portal_cut_off_from_the_source_mid_migration(api, linux_vm):
     )
     worker = run_in_thread(migration_id)
     wait_until_migrating(migration_id)
-    with faults.control_plane_cut(source):
+    with faults.cut_during(source, faults.Plane.CONTROL):
         worker.join(90)
         assert not worker.is_alive()
         record = Migration.objects.get(pk=migration_id)

@@ -1,4 +1,4 @@
-"""Self-test of the lab itself (lab.lifecycle and its modules): one real host, apart from the suite's lab.
+"""Self-test of the lab itself (lab.lifecycle): one real host, apart from the suite's lab.
 
 It runs on 127.0.0.20 with its own root and name prefix, so neither the suite's lab
 (tests/lab_session.py) nor a running demo lab is touched.

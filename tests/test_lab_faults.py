@@ -245,7 +245,7 @@ def test_frozen_destination_is_noticed_by_a_running_p2p_migration(
 def test_control_plane_cut_isolates_one_host_and_heals(lab_hosts, lab_config) -> None:
     host = lab_hosts[-1]
     others = [h for h in lab_hosts if h.name != host.name]
-    table = faults.cut_table_name(host, faults.CONTROL_PLANE)
+    table = faults.cut_table_name(host, faults.Plane.CONTROL)
     assert table.startswith(lab_config.name_prefix + "_")
     assert table not in _nft_table_names()
 
@@ -254,7 +254,7 @@ def test_control_plane_cut_isolates_one_host_and_heals(lab_hosts, lab_config) ->
     established = socket.create_connection((host.address, layout.SSH_PORT), timeout=10)
     try:
         assert established.recv(256).startswith(b"SSH-2.0-")
-        with faults.control_plane_cut(host) as name:
+        with faults.cut_during(host, faults.Plane.CONTROL) as name:
             assert name == table
             assert table in _nft_table_names()
             rules = faults.table_ruleset(table)
@@ -293,21 +293,23 @@ def test_control_plane_cut_isolates_one_host_and_heals(lab_hosts, lab_config) ->
         print(f"virsh after heal answered in {took:.2f} s")
     finally:
         established.close()
-        faults.heal_control_plane(host)
+        faults.heal(host, faults.Plane.CONTROL)
 
 
 def test_explicit_cut_and_heal_are_idempotent(lab_hosts) -> None:
     host = lab_hosts[-1]
     try:
-        assert faults.cut_control_plane(host) == faults.cut_control_plane(host)
-        tables = [t for t in _nft_table_names() if t == faults.cut_table_name(host, "ctrl")]
+        assert faults.cut(host, faults.Plane.CONTROL) == faults.cut(host, faults.Plane.CONTROL)
+        tables = [
+            t for t in _nft_table_names() if t == faults.cut_table_name(host, faults.Plane.CONTROL)
+        ]
         assert len(tables) == 1
         assert not _virsh_answers(host, HANG_S)[0]
-        assert faults.heal_control_plane(host) is True
-        assert faults.heal_control_plane(host) is False
+        assert faults.heal(host, faults.Plane.CONTROL) is True
+        assert faults.heal(host, faults.Plane.CONTROL) is False
         assert _virsh_answers(host, ANSWER_S)[0]
     finally:
-        faults.heal_control_plane(host)
+        faults.heal(host, faults.Plane.CONTROL)
 
 
 # --- a cut data plane ----------------------------------------------------------------
@@ -327,7 +329,7 @@ def test_data_plane_cut_stalls_a_live_migration_until_healed(
             60,
             "the migration to send data",
         )
-        with faults.data_plane_cut(destination) as table:
+        with faults.cut_during(destination, faults.Plane.DATA) as table:
             rules = faults.table_ruleset(table)
             assert _addresses_in(rules) == {destination.address}
             assert f"{layout.MIGRATION_PORT_MIN}-{layout.MIGRATION_PORT_MAX}" in rules
@@ -388,9 +390,9 @@ def test_heal_all_removes_every_table_of_the_lab_and_only_those(lab_hosts, lab_c
     ours = set()
     try:
         for host in lab_hosts:
-            ours.add(faults.cut_data_plane(host))
-            ours.add(faults.cut_control_plane(host))
-        theirs = faults.cut_data_plane(stranger)
+            ours.add(faults.cut(host, faults.Plane.DATA))
+            ours.add(faults.cut(host, faults.Plane.CONTROL))
+        theirs = faults.cut(stranger, faults.Plane.DATA)
         assert len(ours) == 2 * len(lab_hosts)
         assert ours | {theirs} <= _nft_table_names()
         assert set(faults.lab_tables(lab_config)) == ours
@@ -402,7 +404,7 @@ def test_heal_all_removes_every_table_of_the_lab_and_only_those(lab_hosts, lab_c
         assert all(_virsh_answers(h, ANSWER_S)[0] for h in lab_hosts)
     finally:
         faults.heal_all(lab_config)
-        faults.heal_data_plane(stranger)
+        faults.heal(stranger, faults.Plane.DATA)
     assert theirs not in _nft_table_names()
 
 
@@ -420,7 +422,7 @@ def test_lab_down_removes_the_labs_tables(lab_hosts, lab_config, tmp_path: Path)
         pytest.fail(f"{config.first_address} is in use: this test needs it free")
     (layout.host_dir(config, "tfaultdown-1") / "state").mkdir(parents=True)
     (host,) = machines.status(config)
-    tables = {faults.cut_data_plane(host), faults.cut_control_plane(host)}
+    tables = {faults.cut(host, faults.Plane.DATA), faults.cut(host, faults.Plane.CONTROL)}
     try:
         assert tables <= _nft_table_names()
         lifecycle.down(config)
