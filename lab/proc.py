@@ -7,6 +7,7 @@ A process belongs to a host when /var/lib/libvirt, seen from its mount namespace
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import signal
@@ -71,12 +72,16 @@ def listener_pids(address: str, port: int) -> list[int]:
 
 
 def listening(address: str, port: int) -> bool:
-    # From the kernel's socket table: a probing connection would show up as an error in
-    # the daemon's log every time.
-    return any(
-        c.status == psutil.CONN_LISTEN and c.laddr == (address, port)
-        for c in psutil.net_connections(kind="tcp4")
-    )
+    """Does a TCP socket listen on address:port? Read from the kernel's socket table: a
+    probing connection would show up as an error in the daemon's log every time, and
+    psutil.net_connections costs ~80 ms (it maps every process's sockets to pids)."""
+    # /proc/net/tcp prints the address as a little-endian hex word; state 0A = LISTEN.
+    wanted = f"{ipaddress.IPv4Address(address).packed[::-1].hex().upper()}:{port:04X}"
+    with open("/proc/net/tcp") as table:
+        return any(
+            fields[1] == wanted and fields[3] == "0A"
+            for fields in (line.split() for line in list(table)[1:])
+        )
 
 
 def libvirtd_pid(host: layout.LabHost) -> int | None:
