@@ -6,7 +6,7 @@
 What it does, in one run:
 1. drops and re-creates its own PostgreSQL database (`apibench`, never `test`), migrates
    it and seeds 50 hosts, 10,000 VMs, 100,000 migrations and 500,000 audit events
-   (manage.py seed_history, COPY). The hosts get loopback addresses (127.0.0.200-249)
+   (bench/seed_history.py, COPY). The hosts get loopback addresses (127.0.0.200-249)
    where nothing listens; the list and detail views read the database only, and the
    bench starts no task workers, so no host is ever contacted.
 2. creates an administrator with an API token, and picks the detail URLs (every host,
@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,11 +38,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import PY, ROOT, seed_history, stop  # noqa: E402
 from tests.processes import free_port  # noqa: E402
 
-PY = str(ROOT / ".venv" / "bin" / "python")
 LUA = ROOT / "bench" / "api_bench.lua"
 
 TARGET_RPS = 200.0
@@ -85,23 +85,8 @@ def seed(env: dict, db: str, args: argparse.Namespace) -> None:
     subprocess.run(["dropdb", *pg, "--if-exists", "--force", db], check=True)
     subprocess.run(["createdb", *pg, db], check=True)
     _run([PY, "manage.py", "migrate", "--noinput"], env)
-    out = _run(
-        [
-            PY,
-            "manage.py",
-            "seed_history",
-            "--hosts",
-            str(args.hosts),
-            "--vms",
-            str(args.vms),
-            "--migrations",
-            str(args.migrations),
-            "--events",
-            str(args.events),
-            "--days",
-            "365",
-        ],
-        env,
+    out = seed_history(
+        env, hosts=args.hosts, vms=args.vms, migrations=args.migrations, events=args.events
     )
     print(out.strip().splitlines()[-1])
     print(f"seeded in {time.monotonic() - started:.0f} s")
@@ -156,22 +141,19 @@ def endpoints(ids: dict) -> list[tuple[str, list[str]]]:
 
 
 def _cpu_seconds(pids: list[int]) -> float:
-    total = 0
+    total = 0.0
     for pid in pids:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime, in ticks
-    return total / os.sysconf("SC_CLK_TCK")
+        total += times.user + times.system
+    return total
 
 
 def _tree(pid: int) -> list[int]:
     """`pid` and its children (the gunicorn master and its workers)."""
-    pids = [pid]
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        pids.extend(_tree(int(child)))
-    return pids
+    return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
 
 
 def _db_sessions(db: str) -> int:
@@ -247,16 +229,6 @@ def _wait_ready(base: str, proc: subprocess.Popen, token: str, path: str) -> Non
     sys.exit(f"the web server did not answer {path} within 60 s")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def measure(name: str, cmd: list[str], cwd: Path, env: dict, ids: dict, args) -> dict:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -285,7 +257,7 @@ def measure(name: str, cmd: list[str], cwd: Path, env: dict, ids: dict, args) ->
                 flush=True,
             )
     finally:
-        _stop(proc)
+        stop(proc)
         log.close()
     return results
 

@@ -1,6 +1,6 @@
 """Benchmark of the audit log and the migration reports (not part of the test suite).
 
-Seeds its own database once (manage.py seed_history, in a subprocess), then measures,
+Seeds its own database once (bench/seed_history.py, in a subprocess), then measures,
 each against a naive baseline measured in the same run:
 
 1. the report summary over a whole year vs. loading the rows and aggregating in Python;
@@ -26,9 +26,7 @@ import csv
 import gc
 import io
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -37,9 +35,30 @@ from datetime import UTC, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import percentile, seed_history, setup_django  # noqa: E402
+
+setup_django()
+
+from asgiref.sync import async_to_sync  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.http import QueryDict  # noqa: E402
+from django.test import AsyncClient, Client  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from audit.models import AuditEvent  # noqa: E402
+from audit.selectors import _cursor_encode  # noqa: E402
+from migrations_app.models import Migration  # noqa: E402
+from migrations_app.reports import (  # noqa: E402
+    CSV_HEADER,
+    JOB_STAT_KEYS,
+    RECORD_COLUMNS,
+    migration_report_build,
+)
+from migrations_app.selectors import migrations_for_report  # noqa: E402
 
 
 def _rss_peak_reset() -> None:
@@ -84,11 +103,6 @@ def _timed(fn, repeat: int) -> list[float]:
     return times
 
 
-def _pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(p * (len(values) - 1)))]
-
-
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
@@ -101,15 +115,7 @@ def main() -> None:
     parser.add_argument("--report-runs", type=int, default=5)
     args = parser.parse_args()
 
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-    from django.db import connection
-
     call_command("migrate", verbosity=0)
-    from audit.models import AuditEvent
-    from migrations_app.models import Migration
 
     results: dict = {"database": connection.vendor}
     print(f"== audit benchmark on {connection.vendor} ({connection.settings_dict['NAME']}) ==")
@@ -117,17 +123,7 @@ def main() -> None:
         if Migration.objects.exists() or AuditEvent.objects.exists():
             sys.exit("The bench database has a partial history: start from an empty one.")
         started = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "manage.py"),
-                "seed_history",
-                f"--migrations={args.migrations}",
-                f"--events={args.events}",
-                "--days=365",
-            ],
-            check=True,
-        )
+        print(seed_history(migrations=args.migrations, events=args.events, days=365).strip())
         results["seed_s"] = time.perf_counter() - started
         print(f"seeded in {results['seed_s']:.1f} s")
     with connection.cursor() as cursor:
@@ -135,9 +131,6 @@ def main() -> None:
     results["migrations"] = Migration.objects.count()
     results["audit_events"] = AuditEvent.objects.count()
     print(f"{results['migrations']} migrations, {results['audit_events']} audit events")
-
-    from django.contrib.auth import get_user_model
-    from django.test import Client
 
     user, _ = get_user_model().objects.get_or_create(
         username="bench-admin", defaults={"is_staff": True, "is_superuser": True}
@@ -149,8 +142,6 @@ def main() -> None:
     _bench_csv(results, client, user)
     _bench_audit_pages(results, client, args.page_requests)
 
-    from django.conf import settings
-
     out = Path(settings.DATA_DIR) / f"audit-bench-{connection.vendor}.json"
     out.write_text(json.dumps(results, indent=2, default=str))
     print(f"results: {out}")
@@ -160,9 +151,6 @@ def main() -> None:
 
 
 def _year_params():
-    from django.http import QueryDict
-    from django.utils import timezone
-
     now = timezone.now()
     query = QueryDict(mutable=True)
     query["since"] = (now - timedelta(days=366)).isoformat()
@@ -206,9 +194,6 @@ def _naive_report(queryset) -> dict:
 
 
 def _bench_report(results: dict, runs: int) -> None:
-    from migrations_app.reports import migration_report_build
-    from migrations_app.selectors import migrations_for_report
-
     def build() -> dict:
         migrations, _ = migrations_for_report(params=_year_params())
         return migration_report_build(migrations=migrations)
@@ -251,7 +236,6 @@ def _bench_report(results: dict, runs: int) -> None:
 
 def _naive_csv(queryset) -> bytes:
     """The baseline: every row in a list, the whole file in memory, then sent."""
-    from migrations_app.reports import CSV_HEADER, JOB_STAT_KEYS, RECORD_COLUMNS
 
     rows = list(queryset.order_by("created_at", "id").values_list(*[c for _, c in RECORD_COLUMNS]))
     buffer = io.StringIO()
@@ -265,11 +249,6 @@ def _naive_csv(queryset) -> bytes:
 
 
 def _bench_csv(results: dict, client, user) -> None:
-    from asgiref.sync import async_to_sync
-    from django.test import AsyncClient
-
-    from migrations_app.selectors import migrations_for_report
-
     query = _year_params().urlencode()
     url = f"/api/reports/migrations/export.csv?{query}"
 
@@ -357,8 +336,6 @@ def _bench_csv(results: dict, client, user) -> None:
 
 
 def _bench_audit_pages(results: dict, client, requests: int) -> None:
-    from audit.models import AuditEvent
-
     middle = AuditEvent.objects.order_by("id")[AuditEvent.objects.count() // 2]
     busy_host = AuditEvent.objects.exclude(host_name="").values_list("host_name", flat=True).first()
     vm_name = AuditEvent.objects.exclude(vm_name="").values_list("vm_name", flat=True).first()
@@ -370,8 +347,6 @@ def _bench_audit_pages(results: dict, client, requests: int) -> None:
     def api_deep_page() -> str:
         """The API's second page below `middle` (a cursor half-way down the log)."""
         return client.get(url("/api/audit/", until=at.isoformat())).json()["next"]
-
-    from audit.selectors import _cursor_encode
 
     cases = {
         "API first page": url("/api/audit/"),
@@ -397,7 +372,7 @@ def _bench_audit_pages(results: dict, client, requests: int) -> None:
         response = client.get(case_url)
         assert response.status_code == 200, (case_url, response.status_code)
         times = _timed(lambda case_url=case_url: client.get(case_url), requests)
-        p50, p99 = _pct(times, 0.5), _pct(times, 0.99)
+        p50, p99 = percentile(times, 0.5), percentile(times, 0.99)
         worst = max(worst, p99)
         results["audit_pages"][name] = {"p50_s": p50, "p99_s": p99}
         print(f"  {name:<55} p50 {_ms(p50):>9}  p99 {_ms(p99):>9}")
@@ -410,7 +385,7 @@ def _bench_audit_pages(results: dict, client, requests: int) -> None:
         list(AuditEvent.objects.order_by("-occurred_at", "-id")[total // 2 : total // 2 + 50])
 
     naive = _timed(offset_page, max(20, requests // 10))
-    naive_p99 = _pct(naive, 0.99)
+    naive_p99 = percentile(naive, 0.99)
     deep = results["audit_pages"]["API deep page (cursor)"]["p99_s"]
     results["audit_pages"]["worst_p99_s"] = worst
     results["audit_pages"]["naive_offset_count_p99_s"] = naive_p99

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "var-bench-migration"
 os.environ["PORTAL_DATA_DIR"] = str(DATA_DIR)
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
 if not os.environ.get("DATABASE_URL"):
     DATA_DIR.mkdir(exist_ok=True)
@@ -49,10 +47,9 @@ if not os.environ.get("DATABASE_URL"):
         stale.unlink()
     os.environ["DATABASE_URL"] = f"sqlite:///{DATA_DIR / 'bench.sqlite3'}"
 sys.path.insert(0, str(ROOT))
+from bench.common import setup_django  # noqa: E402
 
-import django  # noqa: E402
-
-django.setup()
+setup_django()
 
 import requests  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
@@ -66,17 +63,17 @@ from hosts import services as host_services  # noqa: E402
 from hosts import ssh_services  # noqa: E402
 from hosts.models import Host  # noqa: E402
 from hosts.peer_services import peer_uri  # noqa: E402
-from lab import core  # noqa: E402
+from lab import domains, layout, lifecycle, machines  # noqa: E402
 from migrations_app.models import Migration  # noqa: E402
-from tests.processes import free_port  # noqa: E402
+from tests.processes import PortalServer, Workers, free_port  # noqa: E402
 from vms.services import host_refresh_with_vms  # noqa: E402
 
 TARGET_MS = {"tcp": 300, "ssh": 500}
 POLL_S = 0.05
 
 
-def lab_config(memory_mib: int, fill_mib: int) -> core.LabConfig:
-    return core.LabConfig(
+def lab_config(memory_mib: int, fill_mib: int) -> layout.LabConfig:
+    return layout.LabConfig(
         root=DATA_DIR / "lab",
         image_cache=Path(os.environ.get("BENCH_IMAGE_CACHE", ROOT / "var" / "guest-images")),
         first_address="127.0.0.70",
@@ -101,44 +98,6 @@ class PortalRun:
         return self.wall_s * 1000 - self.libvirt_ms
 
 
-class Processes:
-    """The web tier and the worker, as production runs them, each in its own group."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "PORTAL_WEB_BIND": f"127.0.0.1:{self.port}",
-            "PORTAL_WEB_WORKERS": "2",
-            "PORTAL_Q_WORKERS": "2",
-        }
-        for name, command in (
-            ("web", ["bash", "scripts/web.sh"]),
-            ("workers", [sys.executable, "manage.py", "run_workers"]),
-        ):
-            log = (DATA_DIR / f"{name}.log").open("ab")
-            self.procs.append(
-                subprocess.Popen(
-                    command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )  # fmt: skip
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-
-
 class Api:
     def __init__(self, base: str, token: str) -> None:
         self.base = base
@@ -156,21 +115,10 @@ class Api:
             raise RuntimeError(f"POST {path}: {response.status_code} {response.text[:400]}")
         return response.json()
 
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.get("/api/hosts/")
-                return
-            except (requests.RequestException, ValueError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
 
-
-def where(hosts: list[core.LabHost], uuid: str) -> core.LabHost:
+def where(hosts: list[layout.LabHost], uuid: str) -> layout.LabHost:
     for host in hosts:
-        if core.virsh(host, "domstate", uuid, check=False).stdout.strip() == "running":
+        if machines.virsh(host, "domstate", uuid, check=False).stdout.strip() == "running":
             return host
     raise RuntimeError("the guest runs nowhere")
 
@@ -190,7 +138,7 @@ class VirshRun:
         return self.wall_s * 1000 - self.libvirt_ms
 
 
-def virsh_round(hosts: list[core.LabHost], uuid: str) -> VirshRun:
+def virsh_round(hosts: list[layout.LabHost], uuid: str) -> VirshRun:
     """libvirt alone: a virsh client of its own, the portal's URIs (so the same
     transport, and over ssh the same keys), peer-to-peer like the portal."""
     lab_source = where(hosts, uuid)
@@ -239,7 +187,7 @@ def phases(migration_id: int) -> dict[str, float]:
     }
 
 
-def portal_round(api: Api, hosts: list[core.LabHost], uuid: str) -> PortalRun:
+def portal_round(api: Api, hosts: list[layout.LabHost], uuid: str) -> PortalRun:
     lab_source = where(hosts, uuid)
     source = Host.objects.get(address=lab_source.address)
     destination = Host.objects.exclude(pk=source.pk).get()
@@ -273,7 +221,7 @@ def portal_round(api: Api, hosts: list[core.LabHost], uuid: str) -> PortalRun:
     )
 
 
-def switch_to_ssh(hosts: list[core.LabHost], actor: Actor) -> None:
+def switch_to_ssh(hosts: list[layout.LabHost], actor: Actor) -> None:
     """Register the hosts over ssh as `manage.py register_lab_hosts` does."""
     for lab_host in hosts:
         host = Host.objects.get(address=lab_host.address)
@@ -350,10 +298,11 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     get_broker().purge_queue()
     config = lab_config(args.memory_mib, args.fill_mib)
-    hosts = core.up(config, hosts=2)
-    processes = Processes(free_port())
+    hosts = lifecycle.up(config, hosts=2)
+    web = PortalServer(DATA_DIR / "web.log", free_port())
+    workers = Workers(DATA_DIR / "workers.log")
     try:
-        core.wait_for_console(config, timeout=180)
+        domains.wait_for_console(config, timeout=180)
         actor = Actor.system("bench")
         for lab_host in hosts:
             if not Host.objects.filter(address=lab_host.address).exists():
@@ -362,27 +311,29 @@ def main() -> None:
                     name=lab_host.name,
                     address=lab_host.address,
                     transport="tcp",
-                    shared_storage_paths=[str(core.shared_storage_dir(config))],
+                    shared_storage_paths=[str(layout.shared_storage_dir(config))],
                 )
         inventory_sync(actor)
         user = get_user_model().objects.filter(username="bench").first()
         if user is None:
             user = get_user_model().objects.create_superuser("bench", "", None)
         token, _ = Token.objects.get_or_create(user=user)
-        uuid = core.virsh(where_any(hosts), "domuuid", core.LINUX_VM_NAME).stdout.strip()
-        processes.start()
-        api = Api(f"http://127.0.0.1:{processes.port}", token.key)
-        api.wait_ready()
+        uuid = machines.virsh(where_any(hosts), "domuuid", layout.LINUX_VM_NAME).stdout.strip()
+        web.start()
+        workers.start()
+        web.wait_until_serving(120)
+        api = Api(web.url, token.key)
         results = {}
         for transport in args.transports.split(","):
             if transport == "ssh":
                 switch_to_ssh(hosts, actor)
             results[transport] = measure(api, hosts, uuid, args.rounds, actor)
     finally:
-        processes.stop()
+        web.stop()
+        workers.stop()
         get_broker().purge_queue()
         if not args.keep_lab:
-            core.down(config)
+            lifecycle.down(config)
 
     print(
         f"guest: {args.memory_mib} MiB RAM, {args.fill_mib} MiB filled, 16 MiB/s dirtied; "
@@ -394,11 +345,11 @@ def main() -> None:
         report(transport, warmup, baseline, portal)
 
 
-def where_any(hosts: list[core.LabHost]) -> core.LabHost:
+def where_any(hosts: list[layout.LabHost]) -> layout.LabHost:
     for host in hosts:
-        if core.virsh(host, "domuuid", core.LINUX_VM_NAME, check=False).returncode == 0:
+        if machines.virsh(host, "domuuid", layout.LINUX_VM_NAME, check=False).returncode == 0:
             return host
-    raise RuntimeError(f"{core.LINUX_VM_NAME} is on no lab host")
+    raise RuntimeError(f"{layout.LINUX_VM_NAME} is on no lab host")
 
 
 if __name__ == "__main__":

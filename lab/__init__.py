@@ -1,1 +1,1 @@
-"""Real hypervisor hosts (libvirtd + QEMU + sshd) on this one machine: see lab.core."""
+"""Real hypervisor hosts (libvirtd + QEMU + sshd) on this one machine: see lab.lifecycle."""

@@ -2,7 +2,7 @@ from django.apps import AppConfig
 
 
 class LabConfig(AppConfig):
-    """Only provides the `manage.py lab` command; the lab itself is lab.core."""
+    """Only provides the `manage.py lab` command; the lab itself is lab.lifecycle."""
 
     name = "lab"
     verbose_name = "Lab hypervisor hosts"

@@ -1,6 +1,6 @@
 """The per-host "holder": first process of a lab host's private mount namespace.
 
-Started by lab.core as ``unshare --mount --propagation private -- python -I holder.py
+Started by lab.machines as ``unshare --mount --propagation private -- python -I holder.py
 <spec.json>``.  It
 
 * bind-mounts the host's private folders over /run/libvirt, /var/lib/libvirt, ...
@@ -138,7 +138,7 @@ def _restart(spec_path: str, name: str, started: dict[str, int | None]) -> None:
 
 def _start(spec_path: str, name: str) -> int | None:
     with open(spec_path) as handle:
-        # Re-read: lab.core rewrites the spec (e.g. new arguments) between requests.
+        # Re-read: lab.host_setup rewrites the spec (e.g. new arguments) between requests.
         commands = json.load(handle)["commands"]
     command = commands.get(name)
     if command is None:

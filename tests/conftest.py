@@ -72,9 +72,9 @@ def lab_hosts():
 
     hosts = lab_session.up()
     # Tests measure what crosses: the guest must have filled its RAM first (~10 s).
-    from lab import core, guest_images
+    from lab import domains, guest_images
 
-    core.wait_for_console(lab_session.CONFIG, guest_images.MARKER_FILLED, timeout=180)
+    domains.wait_for_console(lab_session.CONFIG, guest_images.MARKER_FILLED, timeout=180)
     try:
         yield hosts
     finally:
@@ -168,16 +168,16 @@ def vm(db):
 @pytest.fixture(scope="session")
 def vm_uuids(lab_hosts) -> dict[str, str]:
     """UUIDs of the lab's two VMs, wherever earlier tests moved them."""
-    from lab import core
+    from lab import layout, machines
 
     uuids = {}
-    for name in (core.LINUX_VM_NAME, core.TINY_VM_NAME):
+    for name in (layout.LINUX_VM_NAME, layout.TINY_VM_NAME):
         for host in lab_hosts:
-            result = core.virsh(host, "domuuid", name, check=False)
+            result = machines.virsh(host, "domuuid", name, check=False)
             if result.returncode == 0:
                 uuids[name] = result.stdout.strip()
                 break
-    assert set(uuids) == {core.LINUX_VM_NAME, core.TINY_VM_NAME}, uuids
+    assert set(uuids) == {layout.LINUX_VM_NAME, layout.TINY_VM_NAME}, uuids
     return uuids
 
 
@@ -186,9 +186,9 @@ def lab_registered(api, lab_hosts, lab_config):
     """The lab hosts registered through the API (transport tcp, given explicitly: the
     default is ssh) and refreshed: name -> Host."""
     from hosts.models import Host
-    from lab import core
+    from lab import layout
 
-    shared = str(core.shared_storage_dir(lab_config))
+    shared = str(layout.shared_storage_dir(lab_config))
     for lab_host in lab_hosts:
         response = api.post(
             "/api/hosts/",
@@ -217,16 +217,16 @@ def _placed_vm(lab_hosts, uuid):
 @pytest.fixture
 def linux_vm(lab_hosts, vm_uuids, lab_registered):
     """The filled Linux guest, running on exactly one host, put back that way after."""
-    from lab import core
+    from lab import layout
 
-    yield from _placed_vm(lab_hosts, vm_uuids[core.LINUX_VM_NAME])
+    yield from _placed_vm(lab_hosts, vm_uuids[layout.LINUX_VM_NAME])
 
 
 @pytest.fixture
 def tiny_vm(lab_hosts, vm_uuids, lab_registered):
-    from lab import core
+    from lab import layout
 
-    yield from _placed_vm(lab_hosts, vm_uuids[core.TINY_VM_NAME])
+    yield from _placed_vm(lab_hosts, vm_uuids[layout.TINY_VM_NAME])
 
 
 @pytest.fixture

@@ -11,19 +11,19 @@ import os
 import sys
 from pathlib import Path
 
-from lab import core, faults
+from lab import faults, layout, lifecycle, machines
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("PORTAL_DATA_DIR", BASE_DIR / "var")).resolve()
 
 # The data folder is 0700 (portal/datadir.py): a lab host's own users (ssh, sudo) could
 # not reach their home below it. Each host hides it under a tmpfs and sees only its own
-# folder again (lab.core); the PostgreSQL profile's data folder (var/pg-profile) sits in
+# folder again (lab.host_setup); the PostgreSQL profile's data folder (var/pg-profile) sits in
 # the first profile's, so there the outer one is hidden.
 _MAIN_DATA_DIR = BASE_DIR / "var"
 PRIVATE_PATHS = (_MAIN_DATA_DIR if DATA_DIR.is_relative_to(_MAIN_DATA_DIR) else DATA_DIR,)
 
-CONFIG = core.LabConfig(
+CONFIG = layout.LabConfig(
     root=DATA_DIR / "test-lab",
     private_paths=PRIVATE_PATHS,
     # Shared by the two profiles' labs when `make test` runs them side by side.
@@ -44,8 +44,8 @@ CONFIG = core.LabConfig(
 HOST_COUNT = int(os.environ.get("TEST_LAB_HOSTS", "3"))
 
 
-def up() -> list[core.LabHost]:
-    return core.up(CONFIG, hosts=HOST_COUNT)
+def up() -> list[layout.LabHost]:
+    return lifecycle.up(CONFIG, hosts=HOST_COUNT)
 
 
 def heal() -> None:
@@ -59,9 +59,9 @@ TLS_LAB_ROOT = DATA_DIR / "test-lab-tls"
 
 
 def down() -> None:
-    core.down(CONFIG)  # heals first, see core.down
+    lifecycle.down(CONFIG)  # heals first, see lifecycle.down
     if TLS_LAB_ROOT.exists():
-        core.down(dataclasses.replace(CONFIG, root=TLS_LAB_ROOT, name_prefix="tlslab"))
+        lifecycle.down(dataclasses.replace(CONFIG, root=TLS_LAB_ROOT, name_prefix="tlslab"))
 
 
 if __name__ == "__main__":
@@ -74,5 +74,5 @@ if __name__ == "__main__":
     elif command == "heal":
         heal()
     else:
-        for host in core.status(CONFIG):
+        for host in machines.status(CONFIG):
             print(host)

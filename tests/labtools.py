@@ -5,38 +5,40 @@ from __future__ import annotations
 import re
 import time
 
-from lab import core
+from lab import layout, machines
 
 ACTIVE = {"running", "paused", "in shutdown", "blocked"}
 
 
-def domstate(host: core.LabHost, domain: str) -> str | None:
+def domstate(host: layout.LabHost, domain: str) -> str | None:
     """virsh's state of `domain` (name or UUID) on `host`, or None if not defined there."""
-    result = core.virsh(host, "domstate", domain, check=False)
+    result = machines.virsh(host, "domstate", domain, check=False)
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def where(hosts: list[core.LabHost], uuid: str) -> dict[str, str]:
+def where(hosts: list[layout.LabHost], uuid: str) -> dict[str, str]:
     """host name -> state, for every host that has the domain."""
     states = {h.name: domstate(h, uuid) for h in hosts}
     return {name: state for name, state in states.items() if state is not None}
 
 
-def running_on(hosts: list[core.LabHost], uuid: str) -> list[str]:
+def running_on(hosts: list[layout.LabHost], uuid: str) -> list[str]:
     return [name for name, state in where(hosts, uuid).items() if state == "running"]
 
 
-def persistent(host: core.LabHost, uuid: str) -> bool:
+def persistent(host: layout.LabHost, uuid: str) -> bool:
     """Is the domain's definition kept by libvirt (not only a running transient copy)?"""
-    info = core.virsh(host, "dominfo", uuid).stdout
+    info = machines.virsh(host, "dominfo", uuid).stdout
     return re.search(r"^Persistent:\s+yes", info, re.MULTILINE) is not None
 
 
-def domain_name(host: core.LabHost, uuid: str) -> str:
-    return core.virsh(host, "domname", uuid).stdout.strip()
+def domain_name(host: layout.LabHost, uuid: str) -> str:
+    return machines.virsh(host, "domname", uuid).stdout.strip()
 
 
-def normalize(hosts: list[core.LabHost], uuid: str, *, home: core.LabHost | None = None) -> None:
+def normalize(
+    hosts: list[layout.LabHost], uuid: str, *, home: layout.LabHost | None = None
+) -> None:
     """Leave the domain defined and running on exactly one host, nothing elsewhere.
 
     Keeps it where it runs (or on `home` if it runs nowhere); removes every other
@@ -47,13 +49,13 @@ def normalize(hosts: list[core.LabHost], uuid: str, *, home: core.LabHost | None
     keep = next((n for n, s in states.items() if s == "running"), None)
     if keep is None:
         keep = home.name if home and home.name in states else next(iter(states))
-        core.virsh(by_name[keep], "start", uuid)
+        machines.virsh(by_name[keep], "start", uuid)
     for name, state in states.items():
         if name == keep:
             continue
         if state in ACTIVE:
-            core.virsh(by_name[name], "destroy", uuid, check=False)
-        core.virsh(by_name[name], "undefine", uuid, check=False)
+            machines.virsh(by_name[name], "destroy", uuid, check=False)
+        machines.virsh(by_name[name], "undefine", uuid, check=False)
     if domstate(by_name[keep], uuid) != "running":
         raise AssertionError(f"{uuid} is not running on {keep} after normalize")
 
@@ -71,17 +73,17 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
 class VMPlacement:
     """The lab hosts seen from one VM: where it runs, where it would go."""
 
-    def __init__(self, hosts: list[core.LabHost], uuid: str) -> None:
+    def __init__(self, hosts: list[layout.LabHost], uuid: str) -> None:
         self.hosts = hosts
         self.uuid = uuid
         self.by_name = {h.name: h for h in hosts}
 
     @property
-    def source(self) -> core.LabHost:
+    def source(self) -> layout.LabHost:
         (running,) = running_on(self.hosts, self.uuid)
         return self.by_name[running]
 
-    def other(self, host: core.LabHost) -> core.LabHost:
+    def other(self, host: layout.LabHost) -> layout.LabHost:
         return next(h for h in self.hosts if h.name != host.name)
 
 
@@ -93,7 +95,7 @@ def request_migration(api, uuid: str, **payload) -> int:
     return response.json()["id"]
 
 
-def ssh_access(api, host_pk: int, lab_host: core.LabHost) -> dict:
+def ssh_access(api, host_pk: int, lab_host: layout.LabHost) -> dict:
     """POST the host's ssh-access with the lab host's ssh user and password (used once);
     asserts 200 and that the host is now reached over ssh. Returns the host's JSON."""
     response = api.post(
@@ -106,8 +108,8 @@ def ssh_access(api, host_pk: int, lab_host: core.LabHost) -> dict:
     return response.json()
 
 
-def disk_capacity(host: core.LabHost, uuid: str, target: str) -> int:
-    output = core.virsh(host, "domblkinfo", uuid, target).stdout
+def disk_capacity(host: layout.LabHost, uuid: str, target: str) -> int:
+    output = machines.virsh(host, "domblkinfo", uuid, target).stdout
     return int(re.search(r"Capacity:\s+(\d+)", output)[1])
 
 
@@ -190,14 +192,14 @@ def wait_final(migration_id: int, timeout: float = 180, interval: float = 0.2):
     )
 
 
-def remove_extra_guests(config: core.LabConfig) -> None:
+def remove_extra_guests(config: layout.LabConfig) -> None:
     """Destroy and undefine every extra guest (LabConfig.extra_vms) on every running
     lab host, wherever migrations left it: the lab is as the other tests expect it."""
-    for host in core.status(config):
+    for host in machines.status(config):
         if not host.running:
             continue
-        names = core.virsh(host, "list", "--all", "--name").stdout.split()
+        names = machines.virsh(host, "list", "--all", "--name").stdout.split()
         for name in names:
             if "-extra-" in name:
-                core.virsh(host, "destroy", name, check=False)
-                core.virsh(host, "undefine", name, check=False)
+                machines.virsh(host, "destroy", name, check=False)
+                machines.virsh(host, "undefine", name, check=False)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab import core
+from lab import layout
 from migrations_app.models import Migration, MigrationBatch
 from tests import labtools
 from tests.test_browser_e2e import ARTIFACTS, _log_in, page, portal  # noqa: F401
@@ -43,8 +43,8 @@ def test_batch_page_follows_a_batch_to_the_end(api, linux_vm, tiny_vm, portal, p
     page.goto(f"{portal.url}/migration-batches/{batch_id}/")
     rows = page.locator("#batch-children tbody tr")
     expect(rows).to_have_count(2)
-    expect(rows.nth(0)).to_contain_text(core.LINUX_VM_NAME)
-    expect(rows.nth(1)).to_contain_text(core.TINY_VM_NAME)
+    expect(rows.nth(0)).to_contain_text(layout.LINUX_VM_NAME)
+    expect(rows.nth(1)).to_contain_text(layout.TINY_VM_NAME)
     first_row = page.locator(f"tr[data-child='{first.pk}']")
     second_row = page.locator(f"tr[data-child='{second.pk}']")
     expect(page.locator("[data-field=connection]")).to_have_text("live")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django_q.brokers import get_broker
 
-from lab import core
+from lab import layout
 from migrations_app.models import Migration
 from tests import labtools
 from tests.processes import ROOT, PortalServer, Workers, free_port
@@ -108,7 +108,7 @@ def _open_migrate_dialog(page, portal: PortalServer, uuid: str, screenshot: str 
     from playwright.sync_api import expect
 
     page.goto(f"{portal.url}/vms/{uuid}/")
-    expect(page.locator("h1")).to_contain_text(core.LINUX_VM_NAME)
+    expect(page.locator("h1")).to_contain_text(layout.LINUX_VM_NAME)
     page.click("#vm-actions summary")
     if screenshot:
         page.screenshot(path=str(ARTIFACTS / screenshot))

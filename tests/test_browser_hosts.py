@@ -12,7 +12,7 @@ import re
 import pytest
 
 from hosts.models import Host
-from lab import core
+from lab import layout, lifecycle, machines
 from tests import labtools
 from tests.test_browser_e2e import ARTIFACTS, _log_in, page, portal  # noqa: F401 (fixtures)
 
@@ -56,9 +56,9 @@ def test_host_page_maintenance_and_evacuation_plan(portal, page, linux_vm):  # n
     # The source's page: the evacuation plan, dry run first.
     source_id = Host.objects.get(name=source.name).pk
     page.goto(f"{portal.url}/hosts/{source_id}/")
-    expect(page.locator("#host-vms")).to_contain_text(core.LINUX_VM_NAME)
+    expect(page.locator("#host-vms")).to_contain_text(layout.LINUX_VM_NAME)
     page.click("[data-action=evacuate]")
-    row = page.locator(f"#evacuation-plan tr[data-vm='{core.LINUX_VM_NAME}']")
+    row = page.locator(f"#evacuation-plan tr[data-vm='{layout.LINUX_VM_NAME}']")
     expect(row).to_be_visible()
     destination = row.get_attribute("data-destination")
     assert destination not in (source.name, resting.name)
@@ -110,12 +110,12 @@ def test_evacuating_a_host_with_four_vms_from_the_browser(
     # lab-vm and three small extra guests (and lab-tiny, if it runs there too).
     config = dataclasses.replace(lab_config, extra_vms=3)
     labtools.remove_extra_guests(config)
-    hosts = core.up(config, hosts=len(linux_vm.hosts))
+    hosts = lifecycle.up(config, hosts=len(linux_vm.hosts))
     try:
         for lab_host in hosts:
             refreshed = api.post(f"/api/hosts/{Host.objects.get(name=lab_host.name).pk}/refresh/")
             assert refreshed.json()["status"] == "reachable"
-        running_before = core.virsh(source, "list", "--name").stdout.split()
+        running_before = machines.virsh(source, "list", "--name").stdout.split()
         assert len(running_before) >= 4, running_before
 
         _log_in(page, portal)
@@ -162,12 +162,12 @@ def test_evacuating_a_host_with_four_vms_from_the_browser(
             ]
             assert _overlap(incoming) <= settings.MIGRATION_MAX_INCOMING_PER_HOST
         # The host is empty and stays in maintenance; every VM runs where the plan said.
-        assert core.virsh(source, "list", "--name").stdout.split() == []
+        assert machines.virsh(source, "list", "--name").stdout.split() == []
         assert Host.objects.get(pk=source_host.pk).maintenance is True
         for vm_name, destination in planned.items():
             assert (
                 vm_name
-                in core.virsh(
+                in machines.virsh(
                     next(h for h in hosts if h.name == destination), "list", "--name"
                 ).stdout.split()
             )

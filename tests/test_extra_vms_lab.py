@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from hosts.models import Host
-from lab import core
+from lab import layout, lifecycle, machines
 from migrations_app.engine import migration_execute
 from tests import labtools
 from tests.labtools import request_migration, run_in_thread
@@ -23,7 +23,7 @@ EXTRA = 2
 def extra_lab(lab_hosts, lab_config):
     config = dataclasses.replace(lab_config, extra_vms=EXTRA)
     labtools.remove_extra_guests(config)
-    hosts = core.up(config, hosts=len(lab_hosts))
+    hosts = lifecycle.up(config, hosts=len(lab_hosts))
     yield config, hosts
     labtools.remove_extra_guests(config)
 
@@ -32,13 +32,13 @@ def test_every_host_gets_its_extra_guests_and_they_migrate(api, extra_lab, lab_r
     config, hosts = extra_lab
     assert len(hosts) >= 2
     for host in hosts:
-        running = core.virsh(host, "list", "--name", "--state-running").stdout.split()
+        running = machines.virsh(host, "list", "--name", "--state-running").stdout.split()
         extras = sorted(n for n in running if "-extra-" in n)
-        assert extras == [core.extra_vm_name(host, k) for k in range(1, EXTRA + 1)], running
-        memory = core.virsh(host, "dominfo", extras[0]).stdout
-        assert f"{core.EXTRA_VM_MEMORY_MIB * 1024} KiB" in memory
+        assert extras == [layout.extra_vm_name(host, k) for k in range(1, EXTRA + 1)], running
+        memory = machines.virsh(host, "dominfo", extras[0]).stdout
+        assert f"{layout.EXTRA_VM_MEMORY_MIB * 1024} KiB" in memory
     # A second `up` leaves what runs alone.
-    assert [h.name for h in core.up(config, hosts=len(hosts))] == [h.name for h in hosts]
+    assert [h.name for h in lifecycle.up(config, hosts=len(hosts))] == [h.name for h in hosts]
     for host in Host.objects.all():
         assert api.post(f"/api/hosts/{host.pk}/refresh/").status_code == 200
 
@@ -46,7 +46,7 @@ def test_every_host_gets_its_extra_guests_and_they_migrate(api, extra_lab, lab_r
     moves = []
     for i, host in enumerate(hosts):
         destination = hosts[(i + 1) % len(hosts)]
-        uuid = core.virsh(host, "domuuid", core.extra_vm_name(host, 1)).stdout.strip()
+        uuid = machines.virsh(host, "domuuid", layout.extra_vm_name(host, 1)).stdout.strip()
         migration_id = request_migration(
             api, uuid, remote_host=destination.name, delete_source=True
         )

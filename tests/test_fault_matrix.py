@@ -23,7 +23,7 @@ from django_q.brokers import get_broker
 from rest_framework.authtoken.models import Token
 
 from hosts import gateway
-from lab import core, faults
+from lab import faults, machines
 from migrations_app.domain.lifecycle import FINAL_STATUSES, FailureReason
 from migrations_app.engine import migration_execute, migrations_reconcile
 from migrations_app.models import Migration
@@ -177,14 +177,14 @@ def test_source_libvirtd_killed_after_the_switchover(api, linux_vm, lab_config):
         what="the switchover",
         interval=0.05,
     )
-    core.kill_libvirtd(source)
+    machines.kill_libvirtd(source)
     try:
         worker.join(60)
         assert not worker.is_alive()
         during = Migration.objects.get(pk=migration_id)
         assert during.status in ("succeeded", "needs_attention"), during.error
     finally:
-        core.start_libvirtd(source, lab_config)
+        machines.start_libvirtd(source, lab_config)
     record = reconcile_until_final(migration_id)
     assert record.status == "succeeded", record.error
     assert_settled(linux_vm, migration_id, source, destination)
@@ -199,7 +199,7 @@ def test_link_between_the_hosts_cut_mid_migration(api, linux_vm):
     )
     worker = run_in_thread(migration_id)
     wait_until_migrating(migration_id)
-    with faults.data_plane_cut(destination):
+    with faults.cut_during(destination, faults.Plane.DATA):
         worker.join(90)
         assert not worker.is_alive()
     record = Migration.objects.get(pk=migration_id)
@@ -219,7 +219,7 @@ def test_portal_cut_off_from_the_source_mid_migration(api, linux_vm):
     )
     worker = run_in_thread(migration_id)
     wait_until_migrating(migration_id)
-    with faults.control_plane_cut(source):
+    with faults.cut_during(source, faults.Plane.CONTROL):
         worker.join(90)
         assert not worker.is_alive()
         record = Migration.objects.get(pk=migration_id)
@@ -259,14 +259,14 @@ def test_failure_after_postcopy_started_keeps_the_vm_on_the_destination(api, lin
         what="post-copy to resume the VM on the destination",
         interval=0.05,
     )
-    core.kill_libvirtd(source)
+    machines.kill_libvirtd(source)
     try:
         worker.join(60)
         assert not worker.is_alive()
         # A cancel now must not abort anything: the destination holds the memory.
         api.post(f"/api/migrations/{migration_id}/cancel/")
     finally:
-        core.start_libvirtd(source, lab_config)
+        machines.start_libvirtd(source, lab_config)
     record = reconcile_until_final(migration_id)
     assert record.status == "succeeded", record.error
     assert_settled(linux_vm, migration_id, source, destination)

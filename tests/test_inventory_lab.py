@@ -8,15 +8,15 @@ from django.test import Client
 
 from audit.models import AuditEvent
 from hosts.models import Host
-from lab import core
+from lab import layout, machines
 from vms.models import VM
 from vms.tasks import sync_all_hosts
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db]
 
 
-def _dominfo(host: core.LabHost, name: str) -> dict[str, str]:
-    output = core.virsh(host, "dominfo", name).stdout
+def _dominfo(host: layout.LabHost, name: str) -> dict[str, str]:
+    output = machines.virsh(host, "dominfo", name).stdout
     return {
         key.strip(): value.strip()
         for key, _, value in (line.partition(":") for line in output.splitlines())
@@ -37,11 +37,11 @@ def test_lab_hosts_register_refresh_and_report_capabilities(api, lab_hosts, lab_
         assert body["libvirt_uri"] == f"qemu+tcp://{lab_host.address}/system"
         assert body["hypervisor_type"] == "QEMU"
         assert body["arch"] == "x86_64"
-        capabilities = core.virsh(lab_host, "capabilities").stdout
+        capabilities = machines.virsh(lab_host, "capabilities").stdout
         assert body["host_uuid"] == re.search(r"<uuid>([0-9a-f-]+)</uuid>", capabilities)[1]
         assert (
             body["libvirt_version"]
-            == re.search(r"libvirt ([\d.]+)", core.virsh(lab_host, "version").stdout)[1]
+            == re.search(r"libvirt ([\d.]+)", machines.virsh(lab_host, "version").stdout)[1]
         )
         assert body["memory_total_bytes"] > body["memory_free_bytes"] > 0
         assert body["migration_features"]["live"] is True
@@ -55,10 +55,10 @@ def test_lab_vm_is_listed_as_virsh_reports_it(api, linux_vm, tiny_vm):
     first = linux_vm.source
     _refresh(api, Host.objects.get(name=first.name).pk)
     _refresh(api, Host.objects.get(name=tiny_vm.source.name).pk)
-    listing = api.get("/api/vms/", {"host": first.name, "search": core.LINUX_VM_NAME}).json()
+    listing = api.get("/api/vms/", {"host": first.name, "search": layout.LINUX_VM_NAME}).json()
     assert listing["count"] == 1
     vm = listing["results"][0]
-    info = _dominfo(first, core.LINUX_VM_NAME)
+    info = _dominfo(first, layout.LINUX_VM_NAME)
     assert vm["uuid"] == info["UUID"]
     assert vm["state"] == "running" == info["State"]
     assert vm["vcpus"] == int(info["CPU(s)"])
@@ -71,17 +71,17 @@ def test_lab_vm_is_listed_as_virsh_reports_it(api, linux_vm, tiny_vm):
     # The Linux guest's data disk is on the shared folder; the tiny guest's is local.
     assert [d["on_shared_storage"] for d in vm["disks"]] == [True]
     assert vm["disks"][0]["size_bytes"] > 0
-    tiny = api.get("/api/vms/", {"host": tiny_vm.source.name, "search": core.TINY_VM_NAME}).json()
+    tiny = api.get("/api/vms/", {"host": tiny_vm.source.name, "search": layout.TINY_VM_NAME}).json()
     assert tiny["count"] == 1
     assert [d["on_shared_storage"] for d in tiny["results"][0]["disks"]] == [False]
 
     detail = api.get(f"/api/vms/{vm['uuid']}/").json()
-    assert detail["name"] == core.LINUX_VM_NAME
+    assert detail["name"] == layout.LINUX_VM_NAME
     assert detail["host"] == first.name
     by_prefix = api.get("/api/vms/", {"search": vm["uuid"][:8]}).json()
     assert [r["uuid"] for r in by_prefix["results"]] == [vm["uuid"]]
     running = api.get("/api/vms/", {"state": "running", "host": first.name}).json()
-    assert core.LINUX_VM_NAME in {r["name"] for r in running["results"]}
+    assert layout.LINUX_VM_NAME in {r["name"] for r in running["results"]}
     bad_state = api.get("/api/vms/", {"state": "flying"})
     assert bad_state.status_code == 400
     assert "state" in bad_state.json()
@@ -89,19 +89,19 @@ def test_lab_vm_is_listed_as_virsh_reports_it(api, linux_vm, tiny_vm):
 
 def test_stopping_with_virsh_then_periodic_sync_shows_shut_off(api, lab_hosts, tiny_vm):
     first = tiny_vm.source
-    core.virsh(first, "destroy", core.TINY_VM_NAME)
+    machines.virsh(first, "destroy", layout.TINY_VM_NAME)
     try:
         statuses = sync_all_hosts()  # the function the django-q2 schedule runs
         assert statuses == {h.name: "reachable" for h in lab_hosts}
-        vm = VM.objects.get(host__name=first.name, name=core.TINY_VM_NAME)
+        vm = VM.objects.get(host__name=first.name, name=layout.TINY_VM_NAME)
         assert vm.state == "shut_off"
-        assert _dominfo(first, core.TINY_VM_NAME)["State"] == "shut off"
+        assert _dominfo(first, layout.TINY_VM_NAME)["State"] == "shut off"
         api_state = api.get(f"/api/vms/{vm.uuid}/").json()["state"]
         assert api_state == "shut_off"
     finally:
-        core.virsh(first, "start", core.TINY_VM_NAME)
+        machines.virsh(first, "start", layout.TINY_VM_NAME)
     sync_all_hosts()
-    assert VM.objects.get(host__name=first.name, name=core.TINY_VM_NAME).state == "running"
+    assert VM.objects.get(host__name=first.name, name=layout.TINY_VM_NAME).state == "running"
 
 
 def test_vanished_domain_is_marked_gone_not_deleted(api, lab_hosts, lab_registered, tmp_path):
@@ -113,14 +113,14 @@ def test_vanished_domain_is_marked_gone_not_deleted(api, lab_hosts, lab_register
         f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>32</memory>"
         "<vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os></domain>"
     )
-    core.virsh(second, "define", str(xml))
+    machines.virsh(second, "define", str(xml))
     try:
         _refresh(api, second_id)
         vm = VM.objects.get(host__name=second.name, name=name)
         assert vm.state == "shut_off"
         assert vm.persistent is True
     finally:
-        core.virsh(second, "undefine", name)
+        machines.virsh(second, "undefine", name)
     _refresh(api, second_id)
     vm.refresh_from_db()
     assert vm.state == "gone"
@@ -155,6 +155,6 @@ def test_dashboard_shows_hosts_and_running_vm(api, admin_user, lab_hosts, linux_
     page = browser.get("/").content.decode()
     for lab_host in lab_hosts:
         assert f'data-host="{lab_host.name}"' in page
-    vm = VM.objects.get(host__name=linux_vm.source.name, name=core.LINUX_VM_NAME)
+    vm = VM.objects.get(host__name=linux_vm.source.name, name=layout.LINUX_VM_NAME)
     row = re.search(rf'<tr data-vm="{vm.uuid}">(.*?)</tr>', page, re.S)[1]
     assert "Running" in row and linux_vm.source.name in row

@@ -1,4 +1,4 @@
-"""Self-test of the lab itself (lab.core): one real host, apart from the suite's lab.
+"""Self-test of the lab itself (lab.lifecycle): one real host, apart from the suite's lab.
 
 It runs on 127.0.0.20 with its own root and name prefix, so neither the suite's lab
 (tests/lab_session.py) nor a running demo lab is touched.
@@ -15,7 +15,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from lab import core, guest_images
+from lab import domains, guest_images, layout, lifecycle, machines, proc
 from tests import lab_session
 
 pytestmark = pytest.mark.lab
@@ -34,7 +34,7 @@ def _data_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
-def self_lab() -> Iterator[core.LabConfig]:
+def self_lab() -> Iterator[layout.LabConfig]:
     if os.geteuid() != 0:
         pytest.fail(
             "LAB SELF-TEST NEEDS ROOT: the lab uses unshare, bind mounts, useradd and a "
@@ -42,7 +42,7 @@ def self_lab() -> Iterator[core.LabConfig]:
             pytrace=False,
         )
     data = _data_dir()
-    config = core.LabConfig(
+    config = layout.LabConfig(
         root=data / "test-lab-self",
         image_cache=Path(os.environ.get("TEST_LAB_IMAGE_CACHE", data / "guest-images")),
         first_address=SELF_ADDRESS,
@@ -53,15 +53,15 @@ def self_lab() -> Iterator[core.LabConfig]:
         guest_dirty_mib_s=4,
         start_vms=True,
     )
-    core.down(config)  # leftovers of an interrupted run
+    lifecycle.down(config)  # leftovers of an interrupted run
     shutil.rmtree(config.root, ignore_errors=True)
     yield config
-    core.down(config)
+    lifecycle.down(config)
     shutil.rmtree(config.root, ignore_errors=True)
 
 
 def _processes_mentioning(root: Path) -> list[str]:
-    """Independent of lab.core: any process whose command line or cwd names root."""
+    """Independent of lab.proc: any process whose command line or cwd names root."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
@@ -77,22 +77,22 @@ def _processes_mentioning(root: Path) -> list[str]:
     return found
 
 
-def test_lab_up_is_idempotent_and_down_leaves_nothing(self_lab: core.LabConfig) -> None:
+def test_lab_up_is_idempotent_and_down_leaves_nothing(self_lab: layout.LabConfig) -> None:
     config = self_lab
-    hosts = core.up(config, hosts=1)
+    hosts = lifecycle.up(config, hosts=1)
 
     assert [(h.name, h.address, h.running) for h in hosts] == [("selftest-1", SELF_ADDRESS, True)]
     host = hosts[0]
     assert host.libvirt_uri == f"qemu+tcp://{SELF_ADDRESS}/system"
-    assert "libvirt" in core.virsh(host, "version").stdout.lower()
-    for vm in (core.LINUX_VM_NAME, core.TINY_VM_NAME):
-        assert core.virsh(host, "domstate", vm).stdout.strip() == "running", vm
-    pools = core.virsh(host, "pool-list", "--name").stdout.split()
-    assert {core.SHARED_POOL, core.PRIVATE_POOL} <= set(pools)
+    assert "libvirt" in machines.virsh(host, "version").stdout.lower()
+    for vm in (layout.LINUX_VM_NAME, layout.TINY_VM_NAME):
+        assert machines.virsh(host, "domstate", vm).stdout.strip() == "running", vm
+    pools = machines.virsh(host, "pool-list", "--name").stdout.split()
+    assert {layout.SHARED_POOL, layout.PRIVATE_POOL} <= set(pools)
 
     # The Linux guest reached userspace and filled its memory.
-    core.wait_for_console(config, guest_images.MARKER_FILLED, timeout=90)
-    assert "LAB-GUEST filled 48 MiB" in core.console_log_path(config).read_text()
+    domains.wait_for_console(config, guest_images.MARKER_FILLED, timeout=90)
+    assert "LAB-GUEST filled 48 MiB" in layout.console_log_path(config).read_text()
 
     # The ssh user logs in with its password and reaches this host's libvirt.
     client = paramiko.SSHClient()
@@ -108,33 +108,33 @@ def test_lab_up_is_idempotent_and_down_leaves_nothing(self_lab: core.LabConfig) 
     )
     try:
         _, out, _ = client.exec_command("virsh -c qemu:///system list --name", timeout=30)
-        assert core.LINUX_VM_NAME in out.read().decode()
+        assert layout.LINUX_VM_NAME in out.read().decode()
     finally:
         client.close()
 
     # A second up changes nothing: same libvirtd, same (not restarted) domains.
-    pid = core.libvirtd_pid(host)
-    domid = core.virsh(host, "domid", core.LINUX_VM_NAME).stdout.strip()
+    pid = proc.libvirtd_pid(host)
+    domid = machines.virsh(host, "domid", layout.LINUX_VM_NAME).stdout.strip()
     started = time.monotonic()
-    again = core.up(config, hosts=1)
+    again = lifecycle.up(config, hosts=1)
     assert time.monotonic() - started < 10
     assert again == hosts
-    assert core.libvirtd_pid(host) == pid
-    assert core.virsh(host, "domid", core.LINUX_VM_NAME).stdout.strip() == domid
+    assert proc.libvirtd_pid(host) == pid
+    assert machines.virsh(host, "domid", layout.LINUX_VM_NAME).stdout.strip() == domid
 
     # A killed libvirtd comes back in the same namespace and finds its QEMUs again.
-    core.kill_libvirtd(host)
-    assert not core.status(config)[0].running
-    core.start_libvirtd(host, config)
-    assert core.libvirtd_pid(host) not in (None, pid)
-    assert core.virsh(host, "domid", core.LINUX_VM_NAME).stdout.strip() == domid
-    assert core.virsh(host, "domstate", core.TINY_VM_NAME).stdout.strip() == "running"
+    machines.kill_libvirtd(host)
+    assert not machines.status(config)[0].running
+    machines.start_libvirtd(host, config)
+    assert proc.libvirtd_pid(host) not in (None, pid)
+    assert machines.virsh(host, "domid", layout.LINUX_VM_NAME).stdout.strip() == domid
+    assert machines.virsh(host, "domstate", layout.TINY_VM_NAME).stdout.strip() == "running"
 
-    core.down(config)
+    lifecycle.down(config)
 
     assert _processes_mentioning(config.root) == []
-    assert core.lab_processes(config) == []
+    assert proc.lab_processes(config) == []
     with open("/proc/self/mountinfo") as handle:
         assert [line for line in handle if str(config.root) in line] == []
-    assert core.virsh(host, "version", check=False, timeout=30).returncode != 0
-    assert [h.running for h in core.status(config)] == [False]
+    assert machines.virsh(host, "version", check=False, timeout=30).returncode != 0
+    assert [h.running for h in machines.status(config)] == [False]

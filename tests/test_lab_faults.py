@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import core, faults, guest_images
+from lab import domains, faults, guest_images, layout, lifecycle, machines, proc
 from tests import labtools
 
 pytestmark = pytest.mark.lab
@@ -34,7 +34,7 @@ BANDWIDTH_MIB_S = 8
 # --- helpers -------------------------------------------------------------------------
 
 
-def _virsh_answers(host: core.LabHost, timeout: float) -> tuple[bool, float]:
+def _virsh_answers(host: layout.LabHost, timeout: float) -> tuple[bool, float]:
     """(answered, seconds): ``virsh list`` against the host, killed after timeout."""
     started = time.monotonic()
     try:
@@ -58,19 +58,19 @@ def _cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-def _qemu_pid(config: core.LabConfig, host: core.LabHost, vm: str) -> int:
+def _qemu_pid(config: layout.LabConfig, host: layout.LabHost, vm: str) -> int:
     # libvirt writes it to /run/libvirt/qemu/<vm>.pid inside the host = hosts/<n>/run.
-    return int((core.host_dir(config, host) / "run" / "qemu" / f"{vm}.pid").read_text())
+    return int((layout.host_dir(config, host) / "run" / "qemu" / f"{vm}.pid").read_text())
 
 
-def _memory_processed(host: core.LabHost, vm: str) -> int | None:
+def _memory_processed(host: layout.LabHost, vm: str) -> int | None:
     """Bytes of RAM the running migration job of ``vm`` has sent, or None (no job)."""
-    result = core.virsh(host, "domjobinfo", vm, "--rawstats", check=False, timeout=30)
+    result = machines.virsh(host, "domjobinfo", vm, "--rawstats", check=False, timeout=30)
     match = re.search(r"^memory_processed\s*:\s*(\d+)", result.stdout, re.MULTILINE)
     return int(match.group(1)) if match else None
 
 
-def _start_migration(source: core.LabHost, destination: core.LabHost) -> subprocess.Popen:
+def _start_migration(source: layout.LabHost, destination: layout.LabHost) -> subprocess.Popen:
     """A bandwidth-limited p2p live migration of the Linux guest, in the background."""
     return subprocess.Popen(
         [
@@ -81,7 +81,7 @@ def _start_migration(source: core.LabHost, destination: core.LabHost) -> subproc
             "--live",
             "--p2p",
             "--persistent",
-            core.LINUX_VM_NAME,
+            layout.LINUX_VM_NAME,
             destination.libvirt_uri,
             "--bandwidth",
             str(BANDWIDTH_MIB_S),
@@ -92,10 +92,10 @@ def _start_migration(source: core.LabHost, destination: core.LabHost) -> subproc
     )
 
 
-def _stop_migration(source: core.LabHost, migration: subprocess.Popen) -> str:
+def _stop_migration(source: layout.LabHost, migration: subprocess.Popen) -> str:
     """Abort the migration if it still runs; returns virsh migrate's stderr."""
     if migration.poll() is None:
-        core.virsh(source, "domjobabort", core.LINUX_VM_NAME, check=False, timeout=60)
+        machines.virsh(source, "domjobabort", layout.LINUX_VM_NAME, check=False, timeout=60)
     try:
         _, err = migration.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -119,7 +119,7 @@ def _addresses_in(text: str) -> set[str]:
 @pytest.fixture
 def linux_guest(lab_hosts, vm_uuids, lab_config) -> Iterator[labtools.VMPlacement]:
     """The filled Linux guest on exactly one host (before and after the test)."""
-    uuid = vm_uuids[core.LINUX_VM_NAME]
+    uuid = vm_uuids[layout.LINUX_VM_NAME]
     labtools.normalize(lab_hosts, uuid)
     yield labtools.VMPlacement(lab_hosts, uuid)
     faults.heal_all(lab_config)
@@ -135,20 +135,20 @@ def test_frozen_libvirtd_hangs_its_clients_but_not_its_guests(
 ) -> None:
     host = linux_guest.source
     others = [h for h in lab_hosts if h.name != host.name]
-    qemu = _qemu_pid(lab_config, host, core.LINUX_VM_NAME)
-    domid = core.virsh(host, "domid", core.LINUX_VM_NAME).stdout.strip()
+    qemu = _qemu_pid(lab_config, host, layout.LINUX_VM_NAME)
+    domid = machines.virsh(host, "domid", layout.LINUX_VM_NAME).stdout.strip()
     assert _virsh_answers(host, ANSWER_S)[0]
 
     with faults.frozen_libvirtd(host) as pid:
-        assert pid == core.libvirtd_pid(host)
-        assert faults.process_state(pid) == "T"
+        assert pid == proc.libvirtd_pid(host)
+        assert proc.stopped(pid)
 
         answered, hung = _virsh_answers(host, HANG_S)
         assert not answered, f"virsh answered a frozen libvirtd after {hung:.1f} s"
         print(f"\nvirsh against a frozen libvirtd: no answer within {hung:.1f} s")
 
         # Its QEMU is not stopped and keeps using CPU (the guest rewrites its RAM).
-        assert faults.process_state(qemu) not in ("T", "t", None)
+        assert proc.alive(qemu) and not proc.stopped(qemu)
         before = _cpu_ticks(qemu)
         # (Polled: on a machine busy with other guests QEMU may wait for a core.)
         labtools.wait_for(
@@ -157,20 +157,20 @@ def test_frozen_libvirtd_hangs_its_clients_but_not_its_guests(
             what="QEMU to make progress while its libvirtd is frozen",
             interval=0.5,
         )
-        assert faults.process_state(qemu) not in ("T", "t", None)
+        assert proc.alive(qemu) and not proc.stopped(qemu)
 
         # Only this host is frozen.
         for other in others:
             assert _virsh_answers(other, ANSWER_S)[0], other.name
 
-    assert faults.process_state(pid) not in ("T", "t")
+    assert not proc.stopped(pid)
     answered, took = _virsh_answers(host, ANSWER_S)
     assert answered
     print(f"virsh after thaw answered in {took:.2f} s")
     # The very same domain ran through it: not restarted, same QEMU.
-    assert core.virsh(host, "domid", core.LINUX_VM_NAME).stdout.strip() == domid
-    assert _qemu_pid(lab_config, host, core.LINUX_VM_NAME) == qemu
-    assert labtools.domstate(host, core.LINUX_VM_NAME) == "running"
+    assert machines.virsh(host, "domid", layout.LINUX_VM_NAME).stdout.strip() == domid
+    assert _qemu_pid(lab_config, host, layout.LINUX_VM_NAME) == qemu
+    assert labtools.domstate(host, layout.LINUX_VM_NAME) == "running"
 
 
 def test_freeze_thaw_functions_and_the_context_manager_always_thaws(lab_hosts, lab_config) -> None:
@@ -178,22 +178,22 @@ def test_freeze_thaw_functions_and_the_context_manager_always_thaws(lab_hosts, l
     try:
         with pytest.raises(RuntimeError, match="boom"):
             with faults.frozen_libvirtd(host) as pid:
-                assert faults.process_state(pid) == "T"
+                assert proc.stopped(pid)
                 raise RuntimeError("boom")
-        assert faults.process_state(pid) not in ("T", "t")
+        assert not proc.stopped(pid)
         assert _virsh_answers(host, ANSWER_S)[0]
 
         pid = faults.freeze_libvirtd(host)
-        assert faults.process_state(pid) == "T"
+        assert proc.stopped(pid)
         assert not _virsh_answers(host, HANG_S)[0]
         assert faults.thaw_libvirtd(host) == pid
-        assert faults.process_state(pid) not in ("T", "t")
+        assert not proc.stopped(pid)
         assert _virsh_answers(host, ANSWER_S)[0]
 
         # thaw_all continues every frozen libvirtd of the lab, and only those.
         frozen = sorted(faults.freeze_libvirtd(h) for h in lab_hosts[:2])
         assert sorted(faults.thaw_all(lab_config)) == frozen
-        assert all(faults.process_state(p) not in ("T", "t") for p in frozen)
+        assert all(not proc.stopped(p) for p in frozen)
         assert faults.thaw_all(lab_config) == []
     finally:
         faults.thaw_all(lab_config)
@@ -204,13 +204,13 @@ def test_frozen_destination_is_noticed_by_a_running_p2p_migration(
 ) -> None:
     """With the lab's keepalive (2 s x 2) the source's libvirtd drops a frozen
     destination within seconds (libvirt's default 5 s x 5 would take ~30 s)."""
-    core.wait_for_console(lab_config, guest_images.MARKER_FILLED, timeout=180)
+    domains.wait_for_console(lab_config, guest_images.MARKER_FILLED, timeout=180)
     source = linux_guest.source
     destination = linux_guest.other(source)
     migration = _start_migration(source, destination)
     try:
         labtools.wait_for(
-            lambda: (_memory_processed(source, core.LINUX_VM_NAME) or 0) > 2 << 20,
+            lambda: (_memory_processed(source, layout.LINUX_VM_NAME) or 0) > 2 << 20,
             60,
             "the migration to send data",
         )
@@ -223,7 +223,7 @@ def test_frozen_destination_is_noticed_by_a_running_p2p_migration(
             )
             noticed = time.monotonic() - frozen_at
             # Decided while the destination is still frozen: the source alone noticed.
-            assert labtools.domstate(source, core.LINUX_VM_NAME) == "running"
+            assert labtools.domstate(source, layout.LINUX_VM_NAME) == "running"
         err = _stop_migration(source, migration)
         print(f"\nfrozen destination noticed after {noticed:.1f} s: {err.strip()}")
         assert migration.returncode != 0
@@ -245,16 +245,16 @@ def test_frozen_destination_is_noticed_by_a_running_p2p_migration(
 def test_control_plane_cut_isolates_one_host_and_heals(lab_hosts, lab_config) -> None:
     host = lab_hosts[-1]
     others = [h for h in lab_hosts if h.name != host.name]
-    table = faults.cut_table_name(host, faults.CONTROL_PLANE)
+    table = faults.cut_table_name(host, faults.Plane.CONTROL)
     assert table.startswith(lab_config.name_prefix + "_")
     assert table not in _nft_table_names()
 
     # An ssh connection established before the cut: the server has sent its banner
     # and waits for ours before it sends its key exchange.
-    established = socket.create_connection((host.address, core.SSH_PORT), timeout=10)
+    established = socket.create_connection((host.address, layout.SSH_PORT), timeout=10)
     try:
         assert established.recv(256).startswith(b"SSH-2.0-")
-        with faults.control_plane_cut(host) as name:
+        with faults.cut_during(host, faults.Plane.CONTROL) as name:
             assert name == table
             assert table in _nft_table_names()
             rules = faults.table_ruleset(table)
@@ -271,13 +271,13 @@ def test_control_plane_cut_isolates_one_host_and_heals(lab_hosts, lab_config) ->
             answered, hung = _virsh_answers(host, HANG_S)
             assert not answered, f"virsh reached a cut-off host after {hung:.1f} s"
             with pytest.raises(OSError):
-                socket.create_connection((host.address, core.SSH_PORT), timeout=HANG_S)
+                socket.create_connection((host.address, layout.SSH_PORT), timeout=HANG_S)
             # ... the other hosts answer ...
             for other in others:
                 assert _virsh_answers(other, ANSWER_S)[0], other.name
             # ... and the host itself is fine: its libvirtd runs, not stopped.
-            pid = core.libvirtd_pid(host)
-            assert pid is not None and faults.process_state(pid) not in ("T", "t")
+            pid = proc.libvirtd_pid(host)
+            assert pid is not None and not proc.stopped(pid)
             dropped = re.search(r"counter packets (\d+)", faults.table_ruleset(table))
             assert dropped and int(dropped.group(1)) > 0
             print(f"\nvirsh against a cut-off host: no answer within {hung:.1f} s")
@@ -293,21 +293,23 @@ def test_control_plane_cut_isolates_one_host_and_heals(lab_hosts, lab_config) ->
         print(f"virsh after heal answered in {took:.2f} s")
     finally:
         established.close()
-        faults.heal_control_plane(host)
+        faults.heal(host, faults.Plane.CONTROL)
 
 
 def test_explicit_cut_and_heal_are_idempotent(lab_hosts) -> None:
     host = lab_hosts[-1]
     try:
-        assert faults.cut_control_plane(host) == faults.cut_control_plane(host)
-        tables = [t for t in _nft_table_names() if t == faults.cut_table_name(host, "ctrl")]
+        assert faults.cut(host, faults.Plane.CONTROL) == faults.cut(host, faults.Plane.CONTROL)
+        tables = [
+            t for t in _nft_table_names() if t == faults.cut_table_name(host, faults.Plane.CONTROL)
+        ]
         assert len(tables) == 1
         assert not _virsh_answers(host, HANG_S)[0]
-        assert faults.heal_control_plane(host) is True
-        assert faults.heal_control_plane(host) is False
+        assert faults.heal(host, faults.Plane.CONTROL) is True
+        assert faults.heal(host, faults.Plane.CONTROL) is False
         assert _virsh_answers(host, ANSWER_S)[0]
     finally:
-        faults.heal_control_plane(host)
+        faults.heal(host, faults.Plane.CONTROL)
 
 
 # --- a cut data plane ----------------------------------------------------------------
@@ -316,10 +318,10 @@ def test_explicit_cut_and_heal_are_idempotent(lab_hosts) -> None:
 def test_data_plane_cut_stalls_a_live_migration_until_healed(
     lab_hosts, lab_config, linux_guest
 ) -> None:
-    core.wait_for_console(lab_config, guest_images.MARKER_FILLED, timeout=180)
+    domains.wait_for_console(lab_config, guest_images.MARKER_FILLED, timeout=180)
     source = linux_guest.source
     destination = linux_guest.other(source)
-    vm = core.LINUX_VM_NAME
+    vm = layout.LINUX_VM_NAME
     migration = _start_migration(source, destination)
     try:
         labtools.wait_for(
@@ -327,10 +329,10 @@ def test_data_plane_cut_stalls_a_live_migration_until_healed(
             60,
             "the migration to send data",
         )
-        with faults.data_plane_cut(destination) as table:
+        with faults.cut_during(destination, faults.Plane.DATA) as table:
             rules = faults.table_ruleset(table)
             assert _addresses_in(rules) == {destination.address}
-            assert f"{core.MIGRATION_PORT_MIN}-{core.MIGRATION_PORT_MAX}" in rules
+            assert f"{layout.MIGRATION_PORT_MIN}-{layout.MIGRATION_PORT_MAX}" in rules
 
             # Socket buffers drain first; then not one byte more may get through.
             samples = [_memory_processed(source, vm)]
@@ -374,23 +376,23 @@ def test_data_plane_cut_stalls_a_live_migration_until_healed(
 
 def test_heal_all_removes_every_table_of_the_lab_and_only_those(lab_hosts, lab_config) -> None:
     # A host of another lab with the same name prefix, on an address nothing uses.
-    stranger = core.LabHost(
+    stranger = layout.LabHost(
         name=f"{lab_config.name_prefix}-9",
-        address=core.host_address(lab_config, len(lab_hosts) + 1),
+        address=layout.host_address(lab_config, len(lab_hosts) + 1),
         libvirt_uri="",
-        ssh_port=core.SSH_PORT,
+        ssh_port=layout.SSH_PORT,
         ssh_user="",
         ssh_password="",
         running=False,
     )
-    if any(core._listening(stranger.address, port) for port in (16509, 22)):
+    if any(proc.listening(stranger.address, port) for port in (16509, 22)):
         pytest.fail(f"{stranger.address} is in use: no room for a stranger lab host")
     ours = set()
     try:
         for host in lab_hosts:
-            ours.add(faults.cut_data_plane(host))
-            ours.add(faults.cut_control_plane(host))
-        theirs = faults.cut_data_plane(stranger)
+            ours.add(faults.cut(host, faults.Plane.DATA))
+            ours.add(faults.cut(host, faults.Plane.CONTROL))
+        theirs = faults.cut(stranger, faults.Plane.DATA)
         assert len(ours) == 2 * len(lab_hosts)
         assert ours | {theirs} <= _nft_table_names()
         assert set(faults.lab_tables(lab_config)) == ours
@@ -402,28 +404,28 @@ def test_heal_all_removes_every_table_of_the_lab_and_only_those(lab_hosts, lab_c
         assert all(_virsh_answers(h, ANSWER_S)[0] for h in lab_hosts)
     finally:
         faults.heal_all(lab_config)
-        faults.heal_data_plane(stranger)
+        faults.heal(stranger, faults.Plane.DATA)
     assert theirs not in _nft_table_names()
 
 
 def test_lab_down_removes_the_labs_tables(lab_hosts, lab_config, tmp_path: Path) -> None:
-    """core.down heals first. Shown on a lab of its own without processes (downing the
+    """lifecycle.down heals first. Shown on a lab of its own without processes (downing the
     session's lab would stop it for the other tests): one host directory, prefix
     'tfaultdown', an address of this lab's range that nothing listens on."""
-    config = core.LabConfig(
+    config = layout.LabConfig(
         root=tmp_path / "lab",
         image_cache=tmp_path / "images",
-        first_address=core.host_address(lab_config, len(lab_hosts) + 1),
+        first_address=layout.host_address(lab_config, len(lab_hosts) + 1),
         name_prefix="tfaultdown",
     )
-    if any(core._listening(config.first_address, port) for port in (16509, 22)):
+    if any(proc.listening(config.first_address, port) for port in (16509, 22)):
         pytest.fail(f"{config.first_address} is in use: this test needs it free")
-    (core.host_dir(config, "tfaultdown-1") / "state").mkdir(parents=True)
-    (host,) = core.status(config)
-    tables = {faults.cut_data_plane(host), faults.cut_control_plane(host)}
+    (layout.host_dir(config, "tfaultdown-1") / "state").mkdir(parents=True)
+    (host,) = machines.status(config)
+    tables = {faults.cut(host, faults.Plane.DATA), faults.cut(host, faults.Plane.CONTROL)}
     try:
         assert tables <= _nft_table_names()
-        core.down(config)
+        lifecycle.down(config)
         assert not tables & _nft_table_names()
     finally:
         faults.heal_all(config)

@@ -15,13 +15,13 @@ import pytest
 from django.conf import settings
 
 from hosts import ssh_services
-from lab import core
+from lab import layout, proc
 
 pytestmark = pytest.mark.lab
 
 
-def _in_host(host: core.LabHost, *argv: str) -> subprocess.CompletedProcess[str]:
-    pid = core.libvirtd_pid(host)
+def _in_host(host: layout.LabHost, *argv: str) -> subprocess.CompletedProcess[str]:
+    pid = proc.libvirtd_pid(host)
     assert pid is not None, f"no libvirtd on {host.name}"
     return subprocess.run(
         ["nsenter", "-t", str(pid), "-m", *argv], capture_output=True, text=True, timeout=30
@@ -45,13 +45,13 @@ def test_no_host_can_read_the_portals_key_or_database(lab_hosts, lab_config, db)
             assert "No such file" in seen.stderr
         # ...and as the host's own root, the data folder holds only what the lab shares.
         listed = _in_host(host, "ls", "-A", str(lab_config.root.parent)).stdout.split()
-        # (.lab-nfs-export: where the shared folder is exported from, see lab.core)
+        # (.lab-nfs-export: where the shared folder is exported from, see lab.host_setup)
         assert set(listed) == {lab_config.root.name, ".lab-nfs-export"}, listed
 
 
 def test_each_host_sees_shared_storage_and_only_its_own_folder(lab_hosts, lab_config):
     names = sorted(h.name for h in lab_hosts)
-    shared = core.shared_storage_dir(lab_config)
+    shared = layout.shared_storage_dir(lab_config)
     marker = shared / "isolation-marker"
     marker.write_text("nfs\n")
     try:
@@ -60,7 +60,7 @@ def test_each_host_sees_shared_storage_and_only_its_own_folder(lab_hosts, lab_co
             listed = _in_host(host, "ls", str(lab_config.root / "hosts")).stdout.split()
             assert listed == [host.name], f"{host.name} sees the folders of {listed}"
             # Root's home is the host's own: libvirtd's ~/.ssh is not the machine's.
-            own_root = core.host_dir(lab_config, host) / "root"
+            own_root = layout.host_dir(lab_config, host) / "root"
             (own_root / f"whoami-{host.name}").write_text(host.name)
             try:
                 seen = _in_host(host, "ls", "/root").stdout.split()

@@ -15,7 +15,7 @@ from django.conf import settings
 
 from audit.models import AuditEvent
 from hosts.models import Host
-from lab import core
+from lab import layout, machines
 from migrations_app.engine import migration_execute, migrations_reconcile
 from migrations_app.models import Migration, MigrationSample
 from migrations_app.services import migrations_dispatch_waiting
@@ -32,8 +32,8 @@ def sync(api) -> None:
         api.post(f"/api/hosts/{host.pk}/refresh/")
 
 
-def domjobinfo_completed(host: core.LabHost, uuid: str) -> dict[str, str]:
-    output = core.virsh(host, "domjobinfo", uuid, "--completed", "--keep-completed").stdout
+def domjobinfo_completed(host: layout.LabHost, uuid: str) -> dict[str, str]:
+    output = machines.virsh(host, "domjobinfo", uuid, "--completed", "--keep-completed").stdout
     return {
         k.strip(): v.strip()
         for k, _, v in (line.partition(":") for line in output.splitlines())
@@ -127,10 +127,14 @@ def test_new_name_renames_at_the_destination_and_back(api, linux_vm):
     assert labtools.domain_name(destination, linux_vm.uuid) == renamed
     assert api.get(f"/api/vms/{linux_vm.uuid}/").json()["name"] == renamed
     back = request_migration(
-        api, linux_vm.uuid, remote_host=source.name, new_name=core.LINUX_VM_NAME, delete_source=True
+        api,
+        linux_vm.uuid,
+        remote_host=source.name,
+        new_name=layout.LINUX_VM_NAME,
+        delete_source=True,
     )
     assert migration_execute(migration_id=back) == "succeeded"
-    assert labtools.domain_name(source, linux_vm.uuid) == core.LINUX_VM_NAME
+    assert labtools.domain_name(source, linux_vm.uuid) == layout.LINUX_VM_NAME
     assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {source.name: "running"}
 
 
@@ -161,9 +165,9 @@ def test_copy_storage_migrates_local_disks(api, tiny_vm, lab_config):
     destination = tiny_vm.other(source)
     # The destination's local storage has no copy before (an earlier run may have
     # left one; no domain there uses it).
-    copied = core.private_images_dir(lab_config, destination) / core.TINY_VM_DISK
+    copied = layout.private_images_dir(lab_config, destination) / layout.TINY_VM_DISK
     copied.unlink(missing_ok=True)
-    core.virsh(destination, "pool-refresh", core.PRIVATE_POOL)
+    machines.virsh(destination, "pool-refresh", layout.PRIVATE_POOL)
     # On shared storage mode the local disk is missing at the destination: refused.
     check = api.post(
         f"/api/vms/{tiny_vm.uuid}/migrate/check/", {"remote_host": destination.name}, format="json"
@@ -234,7 +238,7 @@ def test_destination_libvirtd_killed_mid_migration(api, linux_vm, lab_config):
     )
     worker = run_in_thread(migration_id)
     wait_until_migrating(migration_id)
-    core.kill_libvirtd(destination)
+    machines.kill_libvirtd(destination)
     try:
         worker.join(120)
         assert not worker.is_alive()
@@ -246,7 +250,7 @@ def test_destination_libvirtd_killed_mid_migration(api, linux_vm, lab_config):
         assert record.failure_reason in ("unreachable", "libvirt"), record.error
         assert labtools.domstate(source, linux_vm.uuid) == "running"
     finally:
-        core.start_libvirtd(destination, lab_config)
+        machines.start_libvirtd(destination, lab_config)
     # Once the destination answers again nothing of the VM is left there.
     migrations_reconcile()
     labtools.wait_for(
@@ -292,16 +296,16 @@ def test_every_precheck_fails_with_its_message(api, linux_vm, lab_registered, tm
     # A probe domain with everything a migration cannot take, defined on the source.
     xml = tmp_path / "probe.xml"
     xml.write_text(PROBE_XML.format(name="probe-vm"))
-    core.virsh(source, "define", str(xml))
+    machines.virsh(source, "define", str(xml))
     same_name = tmp_path / "same.xml"
     same_name.write_text(
         "<domain type='qemu'><name>probe-vm</name><memory unit='MiB'>32</memory>"
         "<os><type arch='x86_64'>hvm</type></os></domain>"
     )
-    core.virsh(destination, "define", str(same_name))
+    machines.virsh(destination, "define", str(same_name))
     try:
         sync(api)
-        probe_uuid = core.virsh(source, "domuuid", "probe-vm").stdout.strip()
+        probe_uuid = machines.virsh(source, "domuuid", "probe-vm").stdout.strip()
         checks = check(probe_uuid, remote_host=destination.name)
         failed(checks, "vm_state_fits_mode", "a live migration needs a running or paused VM")
         failed(checks, "cpu_compatible", "host-passthrough")
@@ -310,8 +314,8 @@ def test_every_precheck_fails_with_its_message(api, linux_vm, lab_registered, tm
         failed(checks, "enough_memory", "the VM needs 4194304 MiB")
         failed(checks, "no_name_or_uuid_clash", "already has another domain named 'probe-vm'")
     finally:
-        core.virsh(source, "undefine", "probe-vm", check=False)
-        core.virsh(destination, "undefine", "probe-vm", check=False)
+        machines.virsh(source, "undefine", "probe-vm", check=False)
+        machines.virsh(destination, "undefine", "probe-vm", check=False)
 
     checks = check(linux_vm.uuid, remote_host=source.name)
     failed(checks, "destination_is_not_source", "is the host the VM runs on now")
@@ -372,7 +376,7 @@ def test_redelivered_task_does_not_start_twice(api, linux_vm):
 def test_offline_migration_moves_the_definition(api, linux_vm):
     source = linux_vm.source
     destination = linux_vm.other(source)
-    core.virsh(source, "destroy", linux_vm.uuid)
+    machines.virsh(source, "destroy", linux_vm.uuid)
     sync(api)
     migration_id = request_migration(
         api, linux_vm.uuid, remote_host=destination.name, live=False, delete_source=True

@@ -18,7 +18,7 @@ import pytest
 
 from hosts.connections import host_connect
 from hosts.models import Host
-from lab import core
+from lab import layout, machines, proc
 from migrations_app.engine import migration_execute
 from migrations_app.models import Migration, MigrationSample
 from tests import labtools
@@ -29,13 +29,13 @@ pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 MiB = 2**20
 
 
-def hmp(host: core.LabHost, uuid: str, command: str) -> dict[str, str]:
+def hmp(host: layout.LabHost, uuid: str, command: str) -> dict[str, str]:
     """QEMU's answer to an HMP `info` command on `host`, as {name: value}."""
-    output = core.virsh(host, "qemu-monitor-command", "--hmp", uuid, command).stdout
+    output = machines.virsh(host, "qemu-monitor-command", "--hmp", uuid, command).stdout
     return dict(re.findall(r"([\w-]+): ([^\n]*?)\s*$", output, re.MULTILINE))
 
 
-def migrate_slowly(api, vm, **options) -> tuple[int, object, core.LabHost, core.LabHost]:
+def migrate_slowly(api, vm, **options) -> tuple[int, object, layout.LabHost, layout.LabHost]:
     """Start a bandwidth-limited migration in a worker thread and wait until it runs."""
     source = vm.source
     destination = vm.other(source)
@@ -48,7 +48,7 @@ def migrate_slowly(api, vm, **options) -> tuple[int, object, core.LabHost, core.
     return migration_id, worker, source, destination
 
 
-def finish(api, migration_id: int, worker, vm, destination: core.LabHost) -> Migration:
+def finish(api, migration_id: int, worker, vm, destination: layout.LabHost) -> Migration:
     """Lift the bandwidth limit and wait for the migration to succeed."""
     labtools.lift_bandwidth_limit(api, migration_id)
     worker.join(180)
@@ -160,9 +160,9 @@ def test_max_downtime_is_read_back_from_libvirt_also_after_a_tune(api, linux_vm)
     assert read_after_start is not None
 
 
-def _remove_leftover_copy(lab_config, host: core.LabHost) -> None:
-    (core.private_images_dir(lab_config, host) / core.TINY_VM_DISK).unlink(missing_ok=True)
-    core.virsh(host, "pool-refresh", core.PRIVATE_POOL)
+def _remove_leftover_copy(lab_config, host: layout.LabHost) -> None:
+    (layout.private_images_dir(lab_config, host) / layout.TINY_VM_DISK).unlink(missing_ok=True)
+    machines.virsh(host, "pool-refresh", layout.PRIVATE_POOL)
 
 
 def test_copy_storage_shows_disk_progress_and_the_disk_arrives(api, tiny_vm, lab_config):
@@ -194,43 +194,43 @@ def test_copy_storage_shows_disk_progress_and_the_disk_arrives(api, tiny_vm, lab
     assert record["disk_remaining_bytes"] == 0
     # The disk is on the destination, a volume of its pool, as large as the source's.
     assert labtools.where(tiny_vm.hosts, tiny_vm.uuid) == {destination.name: "running"}
-    volume = core.virsh(
-        destination, "vol-info", "--pool", core.PRIVATE_POOL, core.TINY_VM_DISK, "--bytes"
+    volume = machines.virsh(
+        destination, "vol-info", "--pool", layout.PRIVATE_POOL, layout.TINY_VM_DISK, "--bytes"
     ).stdout
     assert int(re.search(r"Capacity:\s+(\d+)", volume)[1]) == capacity
     assert labtools.disk_capacity(destination, tiny_vm.uuid, "vda") == capacity
 
 
 @contextmanager
-def small_images_folder(lab_config, host: core.LabHost, size: str):
+def small_images_folder(lab_config, host: layout.LabHost, size: str):
     """The host's private images folder replaced by a tmpfs of `size`, inside the host's
     own mount namespace only (its libvirtd sees it; the machine does not)."""
-    pid = core.libvirtd_pid(host)
+    pid = proc.libvirtd_pid(host)
     assert pid, f"no libvirtd for {host.name}"
     enter = ["nsenter", "-t", str(pid), "-m", "--"]
     subprocess.run(
-        [*enter, "mount", "-t", "tmpfs", "-o", f"size={size}", "optlab", core.HOST_IMAGES_DIR],
+        [*enter, "mount", "-t", "tmpfs", "-o", f"size={size}", "optlab", layout.HOST_IMAGES_DIR],
         check=True,
     )
     try:
-        core.virsh(host, "pool-refresh", core.PRIVATE_POOL)
+        machines.virsh(host, "pool-refresh", layout.PRIVATE_POOL)
         yield
     finally:
-        subprocess.run([*enter, "umount", core.HOST_IMAGES_DIR], check=True)
-        core.virsh(host, "pool-refresh", core.PRIVATE_POOL)
+        subprocess.run([*enter, "umount", layout.HOST_IMAGES_DIR], check=True)
+        machines.virsh(host, "pool-refresh", layout.PRIVATE_POOL)
 
 
 def test_copy_storage_refused_when_the_destination_lacks_space(api, tiny_vm, lab_config):
     source = tiny_vm.source
     destination = tiny_vm.other(source)
     with small_images_folder(lab_config, destination, "64k"):
-        pool = core.virsh(destination, "pool-info", core.PRIVATE_POOL, "--bytes").stdout
+        pool = machines.virsh(destination, "pool-info", layout.PRIVATE_POOL, "--bytes").stdout
         available = int(re.search(r"Available:\s+(\d+)", pool)[1])
         migration_id = request_migration(
             api, tiny_vm.uuid, remote_host=destination.name, storage="copy"
         )
         assert migration_execute(migration_id=migration_id) == "failed"
-        volumes = core.virsh(destination, "vol-list", core.PRIVATE_POOL).stdout
+        volumes = machines.virsh(destination, "vol-list", layout.PRIVATE_POOL).stdout
 
     record = Migration.objects.get(pk=migration_id)
     assert record.failure_reason == "precheck"
@@ -244,5 +244,5 @@ def test_copy_storage_refused_when_the_destination_lacks_space(api, tiny_vm, lab
     assert record.error == f"Pre-checks failed: destination_has_space: {space['message']}"
     # Nothing moved: the VM runs where it was, nothing was created on the destination.
     assert labtools.where(tiny_vm.hosts, tiny_vm.uuid) == {source.name: "running"}
-    assert core.TINY_VM_DISK not in volumes
+    assert layout.TINY_VM_DISK not in volumes
     assert not MigrationSample.objects.filter(migration_id=migration_id).exists()

@@ -16,7 +16,7 @@ from django.conf import settings
 
 from audit.models import AuditEvent
 from hosts.models import PEER_KEY_PATH, Host, PeerTrust
-from lab import core
+from lab import layout
 from migrations_app.engine import migration_execute
 from migrations_app.models import Migration
 from tests import labtools
@@ -27,17 +27,17 @@ pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 TRUST_EVENTS = ("host.peer_trust_set_up", "host.peer_trust_removed")
 
 
-def _in_host_root(lab_config, host: core.LabHost, relative: str) -> Path:
+def _in_host_root(lab_config, host: layout.LabHost, relative: str) -> Path:
     """A file of the host's /root, as the lab machine sees it."""
-    return core.host_dir(lab_config, host) / "root" / relative
+    return layout.host_dir(lab_config, host) / "root" / relative
 
 
-def _authorized_keys(lab_config, host: core.LabHost, home: str = "home") -> list[str]:
-    path = core.host_dir(lab_config, host) / home / ".ssh" / "authorized_keys"
+def _authorized_keys(lab_config, host: layout.LabHost, home: str = "home") -> list[str]:
+    path = layout.host_dir(lab_config, host) / home / ".ssh" / "authorized_keys"
     return path.read_text().splitlines() if path.exists() else []
 
 
-def _ssh_access(api, lab_registered, lab_host: core.LabHost, *, sudo_only: bool = False) -> Host:
+def _ssh_access(api, lab_registered, lab_host: layout.LabHost, *, sudo_only: bool = False) -> Host:
     host = lab_registered[lab_host.name]
     user, password = (
         (lab_host.sudo_user, lab_host.sudo_password)
@@ -60,7 +60,7 @@ def _trust_events() -> list[str]:
     )
 
 
-def _migrate(api, vm, remote: core.LabHost, **options) -> Migration:
+def _migrate(api, vm, remote: layout.LabHost, **options) -> Migration:
     migration_id = request_migration(api, vm.uuid, remote_host=remote.name, **options)
     migration_execute(migration_id=migration_id)
     return Migration.objects.get(pk=migration_id)
@@ -164,7 +164,7 @@ def test_trust_removed_behind_the_portals_back_fails_before_anything_moves(
         "/api/peer-trusts/", {"source": source.pk, "destination": destination.pk}, format="json"
     ).json()
     if removed == "source key":
-        path = core.host_dir(lab_config, lab_dst) / "home" / ".ssh" / "authorized_keys"
+        path = layout.host_dir(lab_config, lab_dst) / "home" / ".ssh" / "authorized_keys"
         line = trust["authorized_keys_line"]
     else:
         path = _in_host_root(lab_config, lab_src, ".ssh/known_hosts")

@@ -10,7 +10,7 @@ import pytest
 from audit.events import EventType
 from audit.models import AuditEvent
 from hosts.models import Host
-from lab import core
+from lab import layout, machines
 from migrations_app.engine import migration_execute
 from migrations_app.models import Migration, MigrationBatch
 from tests import labtools
@@ -32,8 +32,8 @@ def _maintenance(api, name: str, enabled: bool, reason: str = "") -> dict:
     return response.json()
 
 
-def _virsh_free_bytes(host: core.LabHost) -> int:
-    output = core.virsh(host, "freecell").stdout  # libvirt's getFreeMemory, as the refresh
+def _virsh_free_bytes(host: layout.LabHost) -> int:
+    output = machines.virsh(host, "freecell").stdout  # libvirt's getFreeMemory, as the refresh
     return int(re.search(r"Total:\s+(\d+) KiB", output)[1]) * 1024
 
 
@@ -110,8 +110,8 @@ def test_evacuate_dry_run_plans_every_running_vm_onto_the_other_hosts(api, linux
     migrations_before = Migration.objects.count()
     others = {h.name for h in linux_vm.hosts if h.name != source.name}
     running_here = {
-        core.LINUX_VM_NAME: linux_vm.uuid,
-        core.TINY_VM_NAME: tiny_vm.uuid,
+        layout.LINUX_VM_NAME: linux_vm.uuid,
+        layout.TINY_VM_NAME: tiny_vm.uuid,
     }
     host = Host.objects.get(name=source.name)
 
@@ -125,13 +125,13 @@ def test_evacuate_dry_run_plans_every_running_vm_onto_the_other_hosts(api, linux
     assert plan["unmovable"] == []
     # Spread over the other hosts, largest memory first.
     assert {row["destination"] for row in rows} == others
-    assert [row["vm_name"] for row in rows] == [core.LINUX_VM_NAME, core.TINY_VM_NAME]
+    assert [row["vm_name"] for row in rows] == [layout.LINUX_VM_NAME, layout.TINY_VM_NAME]
     assert rows[0]["memory_mib"] > rows[1]["memory_mib"]
     for row in rows:
         assert any(r.startswith("CPU: ") for r in row["reasons"]), row["reasons"]
         assert row["wave"] == 1  # two VMs: within the limits of 2
         # The tiny guest's disk is local to its host: it moves with it.
-        assert row["copies_storage"] is (row["vm_name"] == core.TINY_VM_NAME)
+        assert row["copies_storage"] is (row["vm_name"] == layout.TINY_VM_NAME)
     # A dry run changes nothing.
     assert Migration.objects.count() == migrations_before
     assert not Host.objects.get(pk=host.pk).maintenance
@@ -157,8 +157,8 @@ def test_evacuate_for_real_empties_the_host_as_planned(api, linux_vm, tiny_vm, r
     planned = api.post(f"/api/hosts/{host.pk}/evacuate/", {"dry_run": True}, format="json")
     plan = {row["vm_name"]: row["destination"] for row in planned.json()["migrations"]}
     copies = {row["vm_name"]: row["copies_storage"] for row in planned.json()["migrations"]}
-    assert copies == {core.LINUX_VM_NAME: False, core.TINY_VM_NAME: True}
-    assert set(plan) == {core.LINUX_VM_NAME, core.TINY_VM_NAME}
+    assert copies == {layout.LINUX_VM_NAME: False, layout.TINY_VM_NAME: True}
+    assert set(plan) == {layout.LINUX_VM_NAME, layout.TINY_VM_NAME}
 
     response = api.post(
         f"/api/hosts/{host.pk}/evacuate/",
@@ -188,12 +188,12 @@ def test_evacuate_for_real_empties_the_host_as_planned(api, linux_vm, tiny_vm, r
     children = {m.vm_name: m for m in batch.children.all()}
     assert {name: m.destination.name for name, m in children.items()} == plan
     assert all(m.status == "succeeded" for m in children.values())
-    assert children[core.TINY_VM_NAME].storage == "copy"
-    assert children[core.LINUX_VM_NAME].storage == "shared"
+    assert children[layout.TINY_VM_NAME].storage == "copy"
+    assert children[layout.LINUX_VM_NAME].storage == "shared"
     # Each VM runs where the plan said (virsh), nothing runs on the evacuated host.
-    for name, uuid in ((core.LINUX_VM_NAME, linux_vm.uuid), (core.TINY_VM_NAME, tiny_vm.uuid)):
+    for name, uuid in ((layout.LINUX_VM_NAME, linux_vm.uuid), (layout.TINY_VM_NAME, tiny_vm.uuid)):
         assert labtools.running_on(linux_vm.hosts, uuid) == [plan[name]]
-    assert core.virsh(source, "list", "--name").stdout.split() == []
+    assert machines.virsh(source, "list", "--name").stdout.split() == []
 
 
 def test_a_batch_item_without_destination_goes_to_the_best_fit_host(api, linux_vm, running_workers):

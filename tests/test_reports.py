@@ -11,7 +11,6 @@ from datetime import UTC, timedelta
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
-from django.core.management import call_command
 from django.db import connection
 from django.http import QueryDict
 from django.test.utils import CaptureQueriesContext
@@ -20,6 +19,7 @@ from rest_framework.test import APIClient
 
 from audit.events import EventType
 from audit.models import AuditEvent
+from bench import seed_history
 from hosts.models import Host
 from migrations_app.domain.lifecycle import FailureReason, MigrationStatus
 from migrations_app.models import Migration
@@ -430,17 +430,10 @@ def test_report_page_shows_figures_charts_and_downloads(admin_user, client, hist
 
 
 def test_seed_history_writes_a_consistent_history():
-    call_command(
-        "seed_history",
-        migrations=600,
-        events=3_500,
-        hosts=6,
-        vms=80,
-        users=4,
-        days=60,
-        seed=3,
-        stdout=io.StringIO(),
+    options = seed_history.SeedOptions(
+        migrations=600, events=3_500, hosts=6, vms=80, users=4, days=60, seed=3
     )
+    seed_history.seed(options, out=io.StringIO())
     assert Migration.objects.count() == 600
     assert Host.objects.count() == 6
     assert AuditEvent.objects.count() >= 3_500

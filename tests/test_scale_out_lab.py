@@ -32,7 +32,7 @@ from rest_framework.authtoken.models import Token
 
 from audit.models import AuditEvent
 from hosts.models import Host
-from lab import core
+from lab import layout, lifecycle, machines
 from migrations_app.domain.lifecycle import FailureReason
 from migrations_app.models import Migration
 from tests import labtools
@@ -85,7 +85,7 @@ def extra_guests(lab_hosts, lab_config):
     config = dataclasses.replace(lab_config, extra_vms=EXTRA_PER_HOST)
     began = time.monotonic()
     labtools.remove_extra_guests(config)
-    hosts = core.up(config, hosts=len(lab_hosts))
+    hosts = lifecycle.up(config, hosts=len(lab_hosts))
     took = time.monotonic() - began
     print(f"scale-out: {EXTRA_PER_HOST * len(hosts)} extra guests up in {took:.1f} s")
     try:
@@ -225,7 +225,7 @@ def test_two_web_tiers_and_two_worker_groups(scaled_out, admin_user, linux_vm, e
             if len(moves) == AT_ONCE:
                 break
             destination = hosts[(i + 1) % len(hosts)]
-            uuid = core.virsh(host, "domuuid", core.extra_vm_name(host, k)).stdout.strip()
+            uuid = machines.virsh(host, "domuuid", layout.extra_vm_name(host, k)).stdout.strip()
             moves.append((uuid, destination.name))
     answers = _all_at_once(
         [

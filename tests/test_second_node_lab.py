@@ -25,7 +25,7 @@ from django.conf import settings
 
 from hosts import ssh_services, tls, tls_services
 from hosts.models import Host, PeerTrust
-from lab import core
+from lab import layout
 from tests import labtools
 from tests.labtools import request_migration, wait_final
 from tests.processes import ROOT, Workers, subprocess_database_url
@@ -122,7 +122,7 @@ def test_a_second_node_with_an_empty_data_folder_migrates_and_issues_over_ssh(
     issued_to.refresh_from_db()
     assert issued_to.tls_ca_fingerprint == node_a_ca.fingerprint
     assert tls.issued_by(tls.load_certificate(issued_to.tls_server_cert), node_a_ca.cert)
-    installed = core.host_dir(lab_config, destination_lab) / "pki" / "CA" / "cacert.pem"
+    installed = layout.host_dir(lab_config, destination_lab) / "pki" / "CA" / "cacert.pem"
     assert installed.read_text().strip() == node_a_ca.cert_pem.strip()
     status = _node_b_manage(node_b, "portal_credentials", "status")
     assert f"ssh_key: {node_a_key.fingerprint}" in status and "NOT READABLE" not in status

@@ -16,7 +16,7 @@ from audit.models import AuditEvent
 from hosts import ssh
 from hosts.models import Host
 from hosts.ssh_services import REMOTE_USER_NEEDS
-from lab import core
+from lab import layout
 from migrations_app.engine import migration_execute
 from migrations_app.models import Migration
 from tests import labtools
@@ -30,13 +30,13 @@ SSHD_ADDRESS = os.environ.get("TEST_SSHD_ADDRESS", "127.0.0.61")
 SSHD_PORT = 2222
 
 
-def authorized_keys(lab_config, host: core.LabHost) -> str:
-    path = core.host_dir(lab_config, host) / "home" / ".ssh" / "authorized_keys"
+def authorized_keys(lab_config, host: layout.LabHost) -> str:
+    path = layout.host_dir(lab_config, host) / "home" / ".ssh" / "authorized_keys"
     return path.read_text() if path.exists() else ""
 
 
-def lab_host_key(lab_config, host: core.LabHost) -> ssh.HostKey:
-    pub = core.host_dir(lab_config, host) / "state" / "ssh_host_ed25519_key.pub"
+def lab_host_key(lab_config, host: layout.LabHost) -> ssh.HostKey:
+    pub = layout.host_dir(lab_config, host) / "state" / "ssh_host_ed25519_key.pub"
     return ssh.HostKey.from_line(pub.read_text())
 
 

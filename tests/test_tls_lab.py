@@ -25,7 +25,7 @@ from audit.models import AuditEvent
 from audit.services import Actor
 from hosts import tls, tls_services
 from hosts.models import Host
-from lab import core
+from lab import layout, lifecycle, machines, proc
 from migrations_app.engine import migration_execute
 from migrations_app.models import Migration
 from tests import lab_session, labtools
@@ -39,9 +39,9 @@ _first = ipaddress.IPv4Address(os.environ.get("TEST_LAB_FIRST_ADDRESS", "127.0.0
 FIRST_ADDRESS = os.environ.get("TEST_TLS_LAB_FIRST_ADDRESS", str(_first + 5))
 
 
-def _config() -> core.LabConfig:
+def _config() -> layout.LabConfig:
     data = Path(settings.DATA_DIR)
-    return core.LabConfig(
+    return layout.LabConfig(
         root=data / "test-lab-tls",
         image_cache=Path(os.environ.get("TEST_LAB_IMAGE_CACHE", data / "guest-images")),
         first_address=FIRST_ADDRESS,
@@ -58,7 +58,7 @@ def _tiny_xml() -> str:
   <memory unit='MiB'>64</memory>
   <vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
-  <devices><emulator>{core.QEMU}</emulator><memballoon model='none'/></devices>
+  <devices><emulator>{layout.QEMU}</emulator><memballoon model='none'/></devices>
 </domain>
 """
 
@@ -68,25 +68,25 @@ def tls_lab():
     if os.geteuid() != 0:
         pytest.fail("LAB TESTS NEED ROOT", pytrace=False)
     config = _config()
-    hosts = core.up(config, hosts=2)
+    hosts = lifecycle.up(config, hosts=2)
     placed = [h for h in hosts if labtools.domstate(h, VM_NAME) is not None]
     if not placed:
-        xml = core.host_dir(config, hosts[0]) / "state" / "tls-tiny.xml"
+        xml = layout.host_dir(config, hosts[0]) / "state" / "tls-tiny.xml"
         xml.write_text(_tiny_xml())
-        core.virsh(hosts[0], "define", str(xml))
+        machines.virsh(hosts[0], "define", str(xml))
         placed = [hosts[0]]
     if not any(labtools.domstate(h, VM_NAME) == "running" for h in placed):
-        core.virsh(placed[0], "start", VM_NAME)
+        machines.virsh(placed[0], "start", VM_NAME)
     try:
         yield config, hosts
     finally:
         if not os.environ.get("PORTAL_KEEP_TEST_LAB"):
-            core.down(config)
+            lifecycle.down(config)
 
 
 def _uuid(hosts) -> str:
     for host in hosts:
-        found = core.virsh(host, "domuuid", VM_NAME, check=False)
+        found = machines.virsh(host, "domuuid", VM_NAME, check=False)
         if found.returncode == 0:
             return found.stdout.strip()
     raise AssertionError(f"{VM_NAME} is defined nowhere")
@@ -98,7 +98,7 @@ def _source_and_other(hosts):
     return running[0], next(h for h in hosts if h is not running[0])
 
 
-def _register_over_ssh(api, lab_host: core.LabHost) -> Host:
+def _register_over_ssh(api, lab_host: layout.LabHost) -> Host:
     created = api.post(
         "/api/hosts/",
         {"name": lab_host.name, "address": lab_host.address, "transport": "ssh"},
@@ -141,12 +141,12 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _pki(config, host: core.LabHost) -> Path:
-    return core.host_dir(config, host) / "pki"
+def _pki(config, host: layout.LabHost) -> Path:
+    return layout.host_dir(config, host) / "pki"
 
 
 def _listening(address: str, port: int) -> bool:
-    return core._listening(address, port)
+    return proc.listening(address, port)
 
 
 def test_certificates_are_made_over_ssh_and_keys_stay_on_the_host(api, tls_lab):
@@ -155,9 +155,9 @@ def test_certificates_are_made_over_ssh_and_keys_stay_on_the_host(api, tls_lab):
     pki = _pki(config, lab_host)
     if not (pki / "libvirt" / "servercert.pem").exists():
         # A fresh TLS-only host: no network listener at all, only the unix socket.
-        assert not _listening(lab_host.address, core.LIBVIRT_TLS_PORT)
-        assert not _listening(lab_host.address, core.LIBVIRT_TCP_PORT)
-        assert core.virsh(lab_host, "uri").stdout.strip() == "qemu:///system"
+        assert not _listening(lab_host.address, layout.LIBVIRT_TLS_PORT)
+        assert not _listening(lab_host.address, layout.LIBVIRT_TCP_PORT)
+        assert machines.virsh(lab_host, "uri").stdout.strip() == "qemu:///system"
     host = _register_over_ssh(api, lab_host)
 
     body = _issue(api, host)
@@ -194,9 +194,9 @@ def test_certificates_are_made_over_ssh_and_keys_stay_on_the_host(api, tls_lab):
         )
         assert found.stdout.split() == [], f"{name} is in the portal's files: {found.stdout}"
     # libvirtd was restarted by the lab's `systemctl` and serves TLS only.
-    assert _listening(lab_host.address, core.LIBVIRT_TLS_PORT)
-    assert not _listening(lab_host.address, core.LIBVIRT_TCP_PORT)
-    served = tls.served_certificate(lab_host.address, core.LIBVIRT_TLS_PORT)
+    assert _listening(lab_host.address, layout.LIBVIRT_TLS_PORT)
+    assert not _listening(lab_host.address, layout.LIBVIRT_TCP_PORT)
+    served = tls.served_certificate(lab_host.address, layout.LIBVIRT_TLS_PORT)
     assert tls.cert_info(served).fingerprint == info.fingerprint
 
     # Again: the same keys, a new certificate; each run audited.
@@ -213,7 +213,7 @@ def test_certificates_are_made_over_ssh_and_keys_stay_on_the_host(api, tls_lab):
     assert refreshed["libvirt_uri"] == f"qemu+tls://{lab_host.address}/system"
 
 
-def _watch_tls_creds(lab_host: core.LabHost, stop: threading.Event, seen: list[str]) -> None:
+def _watch_tls_creds(lab_host: layout.LabHost, stop: threading.Event, seen: list[str]) -> None:
     """Poll the source QEMU's migration parameters from one virsh shell: a tiny guest's
     stream has its TLS credentials for under a second, shorter than starting a virsh
     process and connecting takes on a busy machine."""
@@ -223,7 +223,7 @@ def _watch_tls_creds(lab_host: core.LabHost, stop: threading.Event, seen: list[s
     poll = f"qemu-monitor-command --hmp {VM_NAME} 'info migrate_parameters'\n"
     poll += 'echo tls-watch-"mark"\n'
     shell = subprocess.Popen(
-        core.virsh_argv(lab_host),
+        machines.virsh_argv(lab_host),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -247,7 +247,7 @@ def _watch_tls_creds(lab_host: core.LabHost, stop: threading.Event, seen: list[s
         shell.wait()
 
 
-def _migrate(api, hosts, destination: core.LabHost, *, tls_on: bool, watch=None):
+def _migrate(api, hosts, destination: layout.LabHost, *, tls_on: bool, watch=None):
     uuid = _uuid(hosts)
     migration_id = request_migration(api, uuid, remote_host=destination.name, tls=tls_on)
     stop, seen = threading.Event(), []

@@ -1,4 +1,4 @@
-"""`manage.py lab up|status|down`: the lab hypervisor hosts (see lab.core)."""
+"""`manage.py lab up|status|down`: the lab hypervisor hosts (see lab.lifecycle)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from lab import core
+from lab import layout, lifecycle, machines
 
 
-def config_from_settings(**overrides: object) -> core.LabConfig:
+def config_from_settings(**overrides: object) -> layout.LabConfig:
     """The portal's lab: <DATA_DIR>/lab with the image cache in <DATA_DIR>/guest-images."""
     data_dir = Path(settings.DATA_DIR)
     values = {key: value for key, value in overrides.items() if value is not None}
-    return core.LabConfig(root=data_dir / "lab", image_cache=data_dir / "guest-images", **values)
+    return layout.LabConfig(root=data_dir / "lab", image_cache=data_dir / "guest-images", **values)
 
 
 class Command(BaseCommand):
@@ -48,25 +48,25 @@ class Command(BaseCommand):
         started = time.monotonic()
         try:
             if action == "up":
-                core.up(config, hosts=int(options["hosts"]))  # type: ignore[arg-type]
+                lifecycle.up(config, hosts=int(options["hosts"]))  # type: ignore[arg-type]
                 self.stdout.write(f"lab up in {time.monotonic() - started:.1f} s")
                 self._print_status(config)
             elif action == "down":
-                core.down(config)
+                lifecycle.down(config)
                 self.stdout.write(f"lab down in {time.monotonic() - started:.1f} s")
             else:
                 self._print_status(config)
-        except core.LabError as exc:
+        except layout.LabError as exc:
             raise CommandError(str(exc)) from exc
 
-    def _print_status(self, config: core.LabConfig) -> None:
-        hosts = core.status(config)
+    def _print_status(self, config: layout.LabConfig) -> None:
+        hosts = machines.status(config)
         if not hosts:
             self.stdout.write(f"no lab hosts in {config.root} (run: manage.py lab up)")
             return
         self.stdout.write(f"lab root: {config.root}")
-        self.stdout.write(f"shared storage: {core.shared_storage_dir(config)}")
-        self.stdout.write(f"guest console: {core.console_log_path(config)}")
+        self.stdout.write(f"shared storage: {layout.shared_storage_dir(config)}")
+        self.stdout.write(f"guest console: {layout.console_log_path(config)}")
         for host in hosts:
             state = "running" if host.running else "stopped"
             self.stdout.write("")
@@ -74,9 +74,9 @@ class Command(BaseCommand):
             self.stdout.write(f"  libvirt: {host.libvirt_uri}")
             self.stdout.write(f"  ssh:     {host.ssh_user}@{host.address}:{host.ssh_port}")
             self.stdout.write(f"  password: {host.ssh_password}")
-            self.stdout.write(f"  local images: {core.private_images_dir(config, host)}")
+            self.stdout.write(f"  local images: {layout.private_images_dir(config, host)}")
             if host.running:
-                listing = core.virsh(host, "list", "--all", check=False)
+                listing = machines.virsh(host, "list", "--all", check=False)
                 text = (listing.stdout or listing.stderr).rstrip() or "(no VMs)"
                 self.stdout.write("  VMs:")
                 for line in text.splitlines():

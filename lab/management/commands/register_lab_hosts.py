@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from audit.services import Actor
 from hosts import services, ssh_services
 from hosts.models import Host
-from lab import core
+from lab import layout, machines
 from lab.management.commands.lab import config_from_settings
 from vms.services import host_refresh_with_vms
 
@@ -20,11 +20,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         config = config_from_settings()
-        lab_hosts = [h for h in core.status(config) if h.running]
+        lab_hosts = [h for h in machines.status(config) if h.running]
         if not lab_hosts:
             raise CommandError("no running lab hosts: run `manage.py lab up` first")
         actor = Actor.system("make demo")
-        shared = [str(core.shared_storage_dir(config))]
+        shared = [str(layout.shared_storage_dir(config))]
         for lab_host in lab_hosts:
             host = Host.objects.filter(address=lab_host.address).first()
             if host is None:

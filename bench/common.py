@@ -1,0 +1,62 @@
+"""What the benchmarks share: Django set up in-process, the seeded history
+(bench/seed_history.py) run in a process of its own, percentiles, stopping a server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import django
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = str(ROOT / ".venv" / "bin" / "python")
+
+
+def setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    django.setup()
+
+
+def seed_history(env: dict[str, str] | None = None, **counts: int) -> str:
+    """Run bench/seed_history.py (`--migrations`, `--events`, ... from `counts`) on the
+    database `env` names; returns its output. Exits with its output if it fails."""
+    options = [f"--{name.replace('_', '-')}={value}" for name, value in counts.items()]
+    result = subprocess.run(
+        [PY, str(ROOT / "bench" / "seed_history.py"), *options],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        sys.exit(f"seed_history failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank percentile, p in 0..1."""
+    values = sorted(values)
+    return values[min(len(values) - 1, round(p * (len(values) - 1)))]
+
+
+def stop(process: subprocess.Popen, *, group: bool = False, timeout: float = 30) -> None:
+    """SIGTERM (to its process group if `group`), SIGKILL if it is still there after
+    `timeout` seconds."""
+    if process.poll() is not None:
+        return
+
+    def send(sig: signal.Signals) -> None:
+        try:
+            os.killpg(process.pid, sig) if group else process.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+    send(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait(10)
