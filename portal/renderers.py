@@ -5,7 +5,7 @@ it per request (bench/api_bench.py, docs/performance.md), orjson ~0.3 ms. The ou
 is the same: compact, UTF-8, and every value orjson does not know natively (datetimes,
 Decimal, lazy strings, ...) is converted by DRF's own encoder, so its formats are
 kept (e.g. a UTC datetime ends in "Z"). List rows rendered by PostgreSQL
-(audit.api.json_rows) are embedded as PostgreSQL wrote them: the same values, with a
+(core.api.sql_rows) are embedded as PostgreSQL wrote them: the same values, with a
 space around each colon and after each comma inside the row."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ _drf_default = JSONEncoder().default
 class JSONRenderer(renderers.JSONRenderer):
     def renders_fragments(self, accepted_media_type: str | None) -> bool:
         """Does this answer embed orjson.Fragment (JSON made elsewhere, e.g. rows
-        PostgreSQL rendered: audit.api.json_rows) as it is? Not when pretty printed."""
+        PostgreSQL rendered: core.api.sql_rows) as it is? Not when pretty printed."""
         return self.get_indent(accepted_media_type or "", {}) is None
 
     def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:

@@ -308,7 +308,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     # django-filter, on lists only (a detail URL ignores the query string).
-    "DEFAULT_FILTER_BACKENDS": ["portal.filters.ListFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["core.filters.ListFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     # Every operation lists the error answers it really gives (portal/openapi.py).

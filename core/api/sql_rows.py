@@ -1,31 +1,34 @@
 """List pages whose rows PostgreSQL renders to JSON (docs/performance.md).
 
-A list page read as rows (`LeanListMixin`) still costs Python, per row and field, the
+A list page read as rows (core.api.lists) still costs Python, per row and field, the
 decoding of every column by the driver (date-times above all) and the rendering of the
-serializer's plan: about half of a 50-row page's CPU. On PostgreSQL the same page is
-read as one JSON text per row, made by `json_build_object` from the same columns; the
-renderer embeds it as it is (`orjson.Fragment`).
+serializer's row plan: about half of a 50-row page's CPU. On PostgreSQL the same page
+is read as one JSON text per row, made by `json_build_object` from the same columns;
+the renderer embeds it as it is (`orjson.Fragment`).
 
-The SQL is derived from the serializer's row plan (`LeanReadMixin._lean_rows`), field by
-field, and only where the result is the same as DRF's rendering: a field type this module
-does not know (or a value computed in Python without `sql`) leaves the whole page to the
-Python path. `tests/test_api_lists.py` holds both paths equal, value by value and key
-order, on PostgreSQL.
+The SQL is derived from the serializer's row plan (`LeanReadMixin.row_plan`), field by
+field, and only where the result is the same as DRF's rendering: a field type this
+module does not know (or a value computed in Python without `lean_row_sql`) leaves the
+whole page to the Python path. `tests/test_api_lists.py` holds both paths equal, value
+by value and key order, on PostgreSQL.
 
-The page's own query is built by Django as before (filters, order, keyset or offset
-page); it becomes a subquery, `SELECT json_build_object(...) FROM (<page>) AS t(c0, ...)`.
-The outer SQL is text made once per serializer and column list: compiling JSON
-expressions through the ORM cost more than the Python rendering it saves.
+The page's own query is built by Django (filters, order, keyset or offset page); it
+becomes a subquery, `SELECT json_build_object(...) FROM (<page>) AS t(c0, ...)`. The
+outer SQL is text made once per serializer and column list: compiling JSON expressions
+through the ORM costs more than the Python rendering it saves.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import orjson
 from django.core.exceptions import EmptyResultSet, FieldDoesNotExist
 from django.db import connections
+from django.db.models import Field, Model, QuerySet
 from django.db.models.query import BaseIterable
+
+from core.api.rows import JSONRow, LeanReadMixin, NestedRows, as_is, iso_datetime, strings
 
 # Django field types whose column PostgreSQL renders to JSON as DRF renders the value.
 _INTEGERS = {
@@ -52,14 +55,7 @@ _ISO_UTC = (
 )
 
 
-class JSONRow(dict):
-    """A row of a page rendered by PostgreSQL: its JSON, plus the columns the paginator
-    itself reads (the keyset's order fields) as Python values."""
-
-    __slots__ = ("fragment",)
-
-
-def _model_field(model, lookup: str):
+def _model_field(model: type[Model], lookup: str) -> Field | None:
     """The model field at the end of an ORM lookup path, or None (an annotation)."""
     field = None
     for part in lookup.split("__"):
@@ -75,14 +71,12 @@ def _model_field(model, lookup: str):
     return field
 
 
-def _field_sql(column: str, field, convert) -> str | None:
+def field_sql(column: str, field: Field | None, convert: Callable) -> str | None:
     """The SQL rendering `column` (of model field `field`) as `convert` does in Python."""
-    from audit.api.lean import _iso, _same, _strings
-
     kind = field.get_internal_type() if field is not None else None
-    if convert is _iso and kind == "DateTimeField":
+    if convert is iso_datetime and kind == "DateTimeField":
         return _ISO_UTC.format(c=column)
-    if convert is _same and kind in _AS_IS:
+    if convert is as_is and kind in _AS_IS:
         return column
     if convert is int and kind in _INTEGERS:
         return column
@@ -92,7 +86,7 @@ def _field_sql(column: str, field, convert) -> str | None:
         return column
     if convert is str and kind == "UUIDField":
         return f"({column})::text"  # 8-4-4-4-12, lower case, as str(uuid)
-    if convert is _strings and kind == "JSONField":
+    if convert is strings and kind == "JSONField":
         return column  # a list of strings (validated as such on the way in)
     return None
 
@@ -118,18 +112,18 @@ def _object_text_sql(pairs: list[tuple[str, str]]) -> str:
     return text
 
 
-def _nested_sql(nested, parent_column: str) -> str | None:
+def _nested_sql(nested: NestedRows, parent_column: str) -> str | None:
     """A correlated subquery: the related rows of one parent row as a JSON array, in the
     related model's order (as NestedRows reads them)."""
     model = nested.related_model
     pairs = []
-    for name, lookup, convert in nested.child_class._lean_rows:
+    for name, lookup, convert in nested.child_class.row_plan():
         if not isinstance(lookup, str) or "__" in lookup:
             return None
         field = _model_field(model, lookup)
         if field is None:
             return None
-        sql = _field_sql(f'n."{field.column}"', field, convert)
+        sql = field_sql(f'n."{field.column}"', field, convert)
         if sql is None:
             return None
         pairs.append((name, sql))
@@ -151,15 +145,15 @@ def _nested_sql(nested, parent_column: str) -> str | None:
     )
 
 
-def row_json_sql(serializer_class, model, names: list[str]) -> str | None:
+def row_json_sql(
+    serializer_class: type[LeanReadMixin], model: type[Model], names: list[str]
+) -> str | None:
     """The JSON text of one row of a subquery `t` whose columns are `names`
     (as c0, c1, ...), rendering what serializer_class.render_row would; None if some
     field cannot be rendered so."""
-    from audit.api.lean import NestedRows
-
     column = {name: f"t.c{i}" for i, name in enumerate(names)}
     pairs = []
-    for name, lookup, convert in serializer_class._lean_rows:
+    for name, lookup, convert in serializer_class.row_plan():
         if isinstance(lookup, NestedRows):
             if "pk" not in column:
                 return None
@@ -172,7 +166,7 @@ def row_json_sql(serializer_class, model, names: list[str]) -> str | None:
         else:
             if lookup not in column:
                 return None
-            sql = _field_sql(column[lookup], _model_field(model, lookup), convert)
+            sql = field_sql(column[lookup], _model_field(model, lookup), convert)
         if sql is None:
             return None
         pairs.append((name, sql))
@@ -182,11 +176,15 @@ def row_json_sql(serializer_class, model, names: list[str]) -> str | None:
 _sql_cache: dict[tuple, str | None] = {}
 
 
-def page_sql(serializer_class, model, names: list[str], keep: tuple[str, ...]) -> str | None:
-    """The outer query over a page's subquery (`{page}`): the `keep` columns, then the
-    row's JSON as text."""
-    key = (serializer_class, model, tuple(names), keep)
+def page_sql(
+    serializer_class: type[LeanReadMixin], model: type[Model], keep: tuple[str, ...]
+) -> str | None:
+    """The outer query over a page's subquery (`{page}`) of row_lookups() columns: the
+    `keep` columns, then the row's JSON as text."""
+    key = (serializer_class, model, keep)
     if key not in _sql_cache:
+        # values() selects its columns in the order it is given them (Django 5.2).
+        names = serializer_class.row_lookups()
         row = row_json_sql(serializer_class, model, names)
         if row is None or any(name not in names for name in keep):
             _sql_cache[key] = None
@@ -197,58 +195,51 @@ def page_sql(serializer_class, model, names: list[str], keep: tuple[str, ...]) -
     return _sql_cache[key]
 
 
-def _column_names(query) -> list[str]:
-    """The names of a values() query's columns, in the SQL's order (as Django's
-    ValuesIterable reads them)."""
-    if query.selected:
-        return list(query.selected)
-    return [*query.extra_select, *query.values_select, *query.annotation_select]
+class _JSONRows(BaseIterable):
+    """Yields a JSONRow per row of the page, from `outer_sql` around the page's SQL.
 
+    The one place that reaches into Django's internals, where it has no public API:
+    a QuerySet yields what its `_iterable_class` makes of the rows (as values() and
+    values_list() change it), and keeps it through the paginator's order_by, filter
+    and slicing; the page's SQL comes from its compiler, as Django's own iterables get it.
+    """
 
-class _JSONRowsIterable(BaseIterable):
-    """Yields a JSONRow per row of a values() queryset."""
-
-    serializer_class: Any = None
+    outer_sql = ""
     keep: tuple[str, ...] = ()
 
     def __iter__(self):
         queryset = self.queryset
-        query = queryset.query
-        names = _column_names(query)
-        outer = page_sql(self.serializer_class, queryset.model, names, self.keep)
-        if outer is None:  # checked by json_rows() before: the same names
-            raise RuntimeError(f"{self.serializer_class.__name__}: no SQL for {names}")
         try:
-            inner, params = query.get_compiler(queryset.db).as_sql()
+            inner, params = queryset.query.get_compiler(queryset.db).as_sql()
         except EmptyResultSet:
             return
         with connections[queryset.db].cursor() as cursor:
-            cursor.execute(outer.replace("{page}", inner), params)
+            cursor.execute(self.outer_sql.replace("{page}", inner), params)
             for *kept, text in cursor.fetchall():
                 row = JSONRow(zip(self.keep, kept, strict=True))
                 row.fragment = orjson.Fragment(text)
                 yield row
 
+    @classmethod
+    def of(cls, queryset: QuerySet, outer_sql: str, keep: tuple[str, ...]) -> QuerySet:
+        key = (outer_sql, keep)
+        if key not in _iterables:
+            _iterables[key] = type("JSONRows", (cls,), {"outer_sql": outer_sql, "keep": keep})
+        rows = queryset.all()
+        rows._iterable_class = _iterables[key]
+        return rows
 
-_iterables: dict[tuple, type] = {}
+
+_iterables: dict[tuple, type[_JSONRows]] = {}
 
 
-def json_rows(rows, serializer_class, keep: tuple[str, ...] = ()):
+def json_rows(
+    rows: QuerySet, serializer_class: type[LeanReadMixin], keep: tuple[str, ...] = ()
+) -> QuerySet | None:
     """`rows` (a values() queryset of serializer_class.row_lookups()) yielding JSONRows
     rendered by PostgreSQL, or None where that is not possible (another database, or a
     field without an SQL rendering)."""
     if connections[rows.db].vendor != "postgresql":
         return None
-    names = _column_names(rows.query)
-    if page_sql(serializer_class, rows.model, names, keep) is None:
-        return None
-    key = (serializer_class, keep)
-    if key not in _iterables:
-        _iterables[key] = type(
-            f"{serializer_class.__name__}JSONRows",
-            (_JSONRowsIterable,),
-            {"serializer_class": serializer_class, "keep": keep},
-        )
-    rows = rows._chain()
-    rows._iterable_class = _iterables[key]
-    return rows
+    outer_sql = page_sql(serializer_class, rows.model, keep)
+    return None if outer_sql is None else _JSONRows.of(rows, outer_sql, keep)
