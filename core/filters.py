@@ -7,6 +7,7 @@ import uuid
 import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 from django_filters.rest_framework import DjangoFilterBackend
 
 
@@ -15,6 +16,15 @@ def parse_uuid(value: str) -> uuid.UUID | None:
         return uuid.UUID(value.strip())
     except ValueError:
         return None
+
+
+def filtered(filterset: django_filters.FilterSet) -> QuerySet:
+    """The FilterSet's queryset; its errors, by parameter, raised as a ValidationError."""
+    if not filterset.is_valid():
+        raise ValidationError(
+            {field: [str(e) for e in errors] for field, errors in filterset.errors.items()}
+        )
+    return filterset.qs
 
 
 class _StrictBooleanField(forms.NullBooleanField):

@@ -1,4 +1,4 @@
-"""The API's OpenAPI contract, made true in one place (issue #12).
+"""The API's OpenAPI contract, made true in one place.
 
 `PortalAutoSchema` (REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"]) adds to every operation the
 error answers the API really gives, with the bodies portal.api_errors produces:
@@ -15,9 +15,9 @@ error answers the API really gives, with the bodies portal.api_errors produces:
 Views add what only they answer (409, a second success code) with
 `@extend_schema(responses={409: OpenApiResponse(description=...)})`; an error answer
 without a body gets the Error body here (views import nothing from portal: it is the
-top layer). There is no throttling, so no 429;
-no operation lets a host's failure out as the handler's 502 (the services record an
-unreachable host, or answer 400 naming the input, or 409), so none documents it.
+top layer). There is no throttling, so no 429; no operation lets a host's failure out
+as the handler's 502 (the services record an unreachable host, or answer 400 naming
+the input, or 409), so none documents it.
 
 A plain APIView that filters by hand (audit log, reports) declares `filterset_class`;
 its fields are documented as query parameters with their types.
@@ -34,7 +34,6 @@ from drf_spectacular.utils import OpenApiParameter
 from rest_framework import permissions, serializers
 from rest_framework.generics import GenericAPIView
 
-ERROR_COMPONENT = "Error"
 VALIDATION_ERROR_COMPONENT = "ValidationError"
 
 
@@ -180,10 +179,3 @@ def filterset_parameters(filterset_class: type[django_filters.FilterSet]) -> lis
         else:
             parameters.append(OpenApiParameter(name, str, description=description))
     return parameters
-
-
-__all__ = [
-    "ErrorSerializer",
-    "PortalAutoSchema",
-    "filterset_parameters",
-]
