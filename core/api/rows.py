@@ -1,20 +1,16 @@
 """A cheaper `to_representation` for the API's read serializers (docs/performance.md).
 
-DRF turns a row into JSON field by field through several calls per field (bind, get
-the attribute, check for None, convert): a page of 50 hosts is ~2,000 field visits and
-most of the request's CPU. `LeanReadMixin` compiles, once per serializer class, a plan
-from the serializer's own fields: for each one the attribute path and a direct
-converter for the plain types (text, numbers, booleans, JSON, UUID, date-times, slug
-and primary-key relations). Method fields are rendered by calling the method, nested
-lean serializers by their own plan, and any other field by DRF itself. The serializer
-stays what the OpenAPI schema is made from; tests/test_api_lists.py holds the lean
-output equal to DRF's own.
+DRF renders a row through several calls per field: a page of 50 hosts is ~2,000 field
+visits and most of the request's CPU. `LeanReadMixin` compiles, once per serializer
+class, a plan from the serializer's own fields: an attribute path and a direct converter
+for the plain types; method fields call their method, nested lean serializers use their
+own plan, any other field is rendered by DRF. The serializer stays the schema's source;
+tests/test_api_lists.py holds the output equal to DRF's.
 
 When every field is a column, a related column, a value computed from columns
-(`lean_row_values`) or a nested list of such rows, the serializer has a row plan
-(`row_plan`): it renders a `values()` row, without model instances (most of a wide
-row's cost, and the cyclic garbage of prefetched relations). core.api.lists reads list
-pages so; core.api.sql_rows renders the same plan in PostgreSQL.
+(`lean_row_values`) or a nested list of such rows, the serializer also has a row plan:
+it renders `values()` rows, without model instances (most of a wide row's cost), as
+core.api.lists reads list pages; core.api.sql_rows renders the same plan in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -51,20 +47,19 @@ def iso_datetime(value: datetime, zone: tzinfo) -> str:
 
 
 class NestedList:
-    """The converter of a nested list of lean rows (a related manager or a list)."""
+    """The converter of a nested list of lean serializers (a related manager or a list)."""
 
     def __init__(self, child_class: type[LeanReadMixin]) -> None:
         self.child_class = child_class
         self._render = child_class().to_representation
 
     def __call__(self, rows) -> list:
-        return [
-            self._render(row) for row in (rows.all() if isinstance(rows, BaseManager) else rows)
-        ]
+        rows = rows.all() if isinstance(rows, BaseManager) else rows
+        return [self._render(row) for row in rows]
 
 
 def _converter(field: serializers.Field) -> tuple[str, Callable[..., Any]] | None:
-    """(attribute path, converter) for a field this module renders, else None."""
+    """(attribute path, converter) of a field rendered without DRF, else None."""
     if field.source == "*" or getattr(field, "write_only", False):
         return None
     source = field.source
@@ -135,9 +130,6 @@ class NestedRows:
 
 
 class RowField(NamedTuple):
-    """One field of a row plan: where its value is in a values() row, and how it is
-    rendered from there."""
-
     name: str
     # An ORM lookup (a column); several, whose values `convert` combines; or NestedRows.
     lookup: str | tuple[str, ...] | NestedRows
@@ -146,15 +138,14 @@ class RowField(NamedTuple):
 
 def _nested_rows(serializer, source: str, convert: Callable) -> NestedRows | None:
     """NestedRows for a nested lean list over a reverse foreign key whose child
-    serializer reads rows itself, else None."""
+    serializer has a row plan without nested rows, else None."""
     model = getattr(getattr(serializer, "Meta", None), "model", None)
     if not isinstance(convert, NestedList) or model is None or "." in source:
         return None
     child_class = convert.child_class
-    if not child_class.row_lookups():
+    plan = child_class.row_plan()
+    if not plan or any(isinstance(field.lookup, NestedRows) for field in plan):
         return None
-    if any(isinstance(field.lookup, NestedRows) for field in child_class.row_plan()):
-        return None  # one level only
     try:
         relation = model._meta.get_field(source)
     except FieldDoesNotExist:
@@ -215,16 +206,14 @@ class LeanReadMixin:
 
     @classmethod
     def row_plan(cls) -> list[RowField]:
-        """How each field is rendered from a values() row, or [] if some field needs a
-        model instance."""
+        """[] if some field needs a model instance."""
         if cls.__dict__.get("_lean_plan") is None:
             cls()._plan()
         return cls._row_plan
 
     @classmethod
     def row_lookups(cls) -> list[str]:
-        """The lookups to read a row with (`QuerySet.values(*lookups)`), or [] (the
-        serializer has no row plan)."""
+        """The lookups to read a row with (`QuerySet.values(*lookups)`)."""
         lookups: dict[str, None] = {}
         for field in cls.row_plan():
             if isinstance(field.lookup, NestedRows):
@@ -247,7 +236,7 @@ class LeanReadMixin:
 
     @classmethod
     def render_row(cls, row: dict) -> dict:
-        """The representation of one row of `row_lookups` (completed by rows_complete)."""
+        """One row of `row_lookups`, completed by rows_complete."""
         result = {}
         zone = timezone.get_current_timezone()
         for name, lookup, convert in cls.row_plan():

@@ -1,21 +1,15 @@
 """List pages whose rows PostgreSQL renders to JSON (docs/performance.md).
 
-A list page read as rows (core.api.lists) still costs Python, per row and field, the
-decoding of every column by the driver (date-times above all) and the rendering of the
-serializer's row plan: about half of a 50-row page's CPU. On PostgreSQL the same page
-is read as one JSON text per row, made by `json_build_object` from the same columns;
-the renderer embeds it as it is (`orjson.Fragment`).
-
-The SQL is derived from the serializer's row plan (`LeanReadMixin.row_plan`), field by
-field, and only where the result is the same as DRF's rendering: a field type this
-module does not know (or a value computed in Python without `lean_row_sql`) leaves the
-whole page to the Python path. `tests/test_api_lists.py` holds both paths equal, value
-by value and key order, on PostgreSQL.
-
-The page's own query is built by Django (filters, order, keyset or offset page); it
-becomes a subquery, `SELECT json_build_object(...) FROM (<page>) AS t(c0, ...)`. The
-outer SQL is text made once per serializer and column list: compiling JSON expressions
-through the ORM costs more than the Python rendering it saves.
+Read as rows (core.api.lists), a page still costs Python the decoding of every column
+and the rendering of the row plan: about half of a 50-row page's CPU. On PostgreSQL
+each row is read as one JSON text, made by `json_build_object` from the same columns,
+which the renderer embeds as it is (`orjson.Fragment`). The SQL is derived from the
+serializer's row plan, only where it renders as DRF does: any other field (or a value
+computed without `lean_row_sql`) leaves the page to Python; tests/test_api_lists.py
+holds both paths equal. Django builds the page's query (filters, order, keyset or
+offset); it becomes `SELECT json_build_object(...) FROM (<page>) AS t(c0, ...)`, text
+made once per serializer: compiling JSON expressions through the ORM costs more than
+the Python rendering it saves.
 """
 
 from __future__ import annotations
@@ -30,20 +24,20 @@ from django.db.models.query import BaseIterable
 
 from core.api.rows import JSONRow, LeanReadMixin, NestedRows, as_is, iso_datetime, strings
 
-# Django field types whose column PostgreSQL renders to JSON as DRF renders the value.
-_INTEGERS = {
-    "AutoField",
-    "BigAutoField",
-    "SmallAutoField",
-    "IntegerField",
-    "BigIntegerField",
-    "SmallIntegerField",
-    "PositiveIntegerField",
-    "PositiveBigIntegerField",
-    "PositiveSmallIntegerField",
-}
+_INTEGERS = set(
+    "AutoField BigAutoField SmallAutoField IntegerField BigIntegerField SmallIntegerField"
+    " PositiveIntegerField PositiveBigIntegerField PositiveSmallIntegerField".split()
+)
 _TEXTS = {"CharField", "TextField", "SlugField", "EmailField", "URLField"}
-_AS_IS = _INTEGERS | _TEXTS | {"BooleanField", "JSONField"}
+# Per converter, the Django field types whose column PostgreSQL renders to JSON as the
+# converter renders the value (JSON lists of strings are validated as such on the way in).
+_SAME_IN_JSON: dict[Callable, set[str]] = {
+    as_is: _INTEGERS | _TEXTS | {"BooleanField", "JSONField"},
+    int: _INTEGERS,
+    float: {"FloatField"},
+    str: _TEXTS,
+    strings: {"JSONField"},
+}
 # json_build_object takes at most 100 arguments (PostgreSQL's FUNC_MAX_ARGS).
 _MAX_FIELDS = 50
 
@@ -76,19 +70,9 @@ def field_sql(column: str, field: Field | None, convert: Callable) -> str | None
     kind = field.get_internal_type() if field is not None else None
     if convert is iso_datetime and kind == "DateTimeField":
         return _ISO_UTC.format(c=column)
-    if convert is as_is and kind in _AS_IS:
-        return column
-    if convert is int and kind in _INTEGERS:
-        return column
-    if convert is float and kind == "FloatField":
-        return column
-    if convert is str and kind in _TEXTS:
-        return column
     if convert is str and kind == "UUIDField":
         return f"({column})::text"  # 8-4-4-4-12, lower case, as str(uuid)
-    if convert is strings and kind == "JSONField":
-        return column  # a list of strings (validated as such on the way in)
-    return None
+    return column if kind in _SAME_IN_JSON.get(convert, ()) else None
 
 
 def _object_sql(pairs: list[tuple[str, str]]) -> str | None:
@@ -112,21 +96,40 @@ def _object_text_sql(pairs: list[tuple[str, str]]) -> str:
     return text
 
 
+def _pairs(
+    serializer_class: type[LeanReadMixin], model: type[Model], column: dict[str, str]
+) -> list[tuple[str, str]] | None:
+    """(name, SQL) of each field of the row plan, over the columns named by lookup in
+    `column`; None if some field cannot be rendered in SQL as render_row does."""
+    pairs = []
+    for name, lookup, convert in serializer_class.row_plan():
+        if isinstance(lookup, NestedRows):
+            sql = _nested_sql(lookup, column["pk"]) if "pk" in column else None
+        elif isinstance(lookup, tuple):  # computed from columns: only with its SQL
+            template = serializer_class.lean_row_sql.get(name)
+            if template is None or any(part not in column for part in lookup):
+                return None
+            sql = "(" + template.format(*(column[part] for part in lookup)) + ")"
+        elif lookup in column:
+            sql = field_sql(column[lookup], _model_field(model, lookup), convert)
+        else:
+            return None
+        if sql is None:
+            return None
+        pairs.append((name, sql))
+    return pairs
+
+
 def _nested_sql(nested: NestedRows, parent_column: str) -> str | None:
     """A correlated subquery: the related rows of one parent row as a JSON array, in the
     related model's order (as NestedRows reads them)."""
     model = nested.related_model
-    pairs = []
-    for name, lookup, convert in nested.child_class.row_plan():
-        if not isinstance(lookup, str) or "__" in lookup:
-            return None
+    column = {}
+    for lookup in nested.child_class.row_lookups():
         field = _model_field(model, lookup)
-        if field is None:
+        if field is None or "__" in lookup:
             return None
-        sql = field_sql(f'n."{field.column}"', field, convert)
-        if sql is None:
-            return None
-        pairs.append((name, sql))
+        column[lookup] = f'n."{field.column}"'
     order = []
     for name in model._meta.ordering:
         descending = isinstance(name, str) and name.startswith("-")
@@ -134,7 +137,8 @@ def _nested_sql(nested: NestedRows, parent_column: str) -> str | None:
         if field is None or "__" in name:
             return None
         order.append(f'n."{field.column}"' + (" DESC" if descending else ""))
-    row = _object_sql(pairs)
+    pairs = _pairs(nested.child_class, model, column)
+    row = None if pairs is None else _object_sql(pairs)
     if row is None:
         return None
     order_by = f" ORDER BY {', '.join(order)}" if order else ""
@@ -151,25 +155,7 @@ def row_json_sql(
     """The JSON text of one row of a subquery `t` whose columns are `names`
     (as c0, c1, ...), rendering what serializer_class.render_row would; None if some
     field cannot be rendered so."""
-    column = {name: f"t.c{i}" for i, name in enumerate(names)}
-    pairs = []
-    for name, lookup, convert in serializer_class.row_plan():
-        if isinstance(lookup, NestedRows):
-            if "pk" not in column:
-                return None
-            sql = _nested_sql(lookup, column["pk"])
-        elif isinstance(lookup, tuple):  # computed from columns: only with its SQL
-            template = serializer_class.lean_row_sql.get(name)
-            if template is None or any(part not in column for part in lookup):
-                return None
-            sql = "(" + template.format(*(column[part] for part in lookup)) + ")"
-        else:
-            if lookup not in column:
-                return None
-            sql = field_sql(column[lookup], _model_field(model, lookup), convert)
-        if sql is None:
-            return None
-        pairs.append((name, sql))
+    pairs = _pairs(serializer_class, model, {name: f"t.c{i}" for i, name in enumerate(names)})
     return _object_text_sql(pairs) if pairs else None
 
 
