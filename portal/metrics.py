@@ -60,18 +60,10 @@ def _histogram(
         for i, b in enumerate(buckets)
     }
     result = rows.aggregate(total=Count("pk"), sum_ms=Sum(field), **aggregates)
-    bucket_values = [(_le(b), result[f"le{i}"]) for i, b in enumerate(buckets)]
+    bucket_values = [(repr(float(b)), result[f"le{i}"]) for i, b in enumerate(buckets)]
     bucket_values.append(("+Inf", result["total"]))
-    return HistogramMetricFamily(
-        name,
-        documentation,
-        buckets=bucket_values,
-        sum_value=(result["sum_ms"] or 0) / 1000,
-    )
-
-
-def _le(bound: float) -> str:
-    return repr(float(bound))
+    sum_s = (result["sum_ms"] or 0) / 1000
+    return HistogramMetricFamily(name, documentation, buckets=bucket_values, sum_value=sum_s)
 
 
 class PortalCollector(Collector):

@@ -336,11 +336,11 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Hypervisors ----------------------------------------------------------
-# Seconds to wait for a host to answer before it is marked unreachable.
 # Where hosts may be at all (hosts.networks): CIDR networks and ".dns.suffix" entries,
 # comma-separated; empty = anywhere. Enforced when an address is entered and again
 # before every libvirt or ssh connection. The tests and the demo set 127.0.0.0/8.
 HOST_NETWORKS = os.environ.get("PORTAL_HOST_NETWORKS", "")
+# Seconds to wait for a host to answer before it is marked unreachable.
 LIBVIRT_CONNECT_TIMEOUT_S = float(os.environ.get("PORTAL_LIBVIRT_CONNECT_TIMEOUT_S", "5"))
 # Default for new hosts: disk paths under these prefixes are on storage every host sees.
 SHARED_STORAGE_PATHS = [

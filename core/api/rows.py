@@ -67,11 +67,8 @@ def _converter(field: serializers.Field) -> tuple[str, Callable[..., Any]] | Non
         # Text choices render as themselves; anything else as DRF does.
         return (source, as_is) if all(isinstance(key, str) for key in field.choices) else None
     if isinstance(field, serializers.DateTimeField):
-        if getattr(field, "format", api_settings.DATETIME_FORMAT) != api_settings.DATETIME_FORMAT:
-            return None
-        if api_settings.DATETIME_FORMAT.lower() != "iso-8601" or hasattr(field, "timezone"):
-            return None
-        return source, iso_datetime
+        iso = str(getattr(field, "format", api_settings.DATETIME_FORMAT)).lower() == "iso-8601"
+        return (source, iso_datetime) if iso and not hasattr(field, "timezone") else None
     if isinstance(field, serializers.UUIDField):
         return (source, str) if field.uuid_format == "hex_verbose" else None
     if isinstance(field, serializers.IntegerField):
