@@ -4,11 +4,10 @@ together); at the limit, further attempts for that name or from that address are
 refused, with the right password too, until the window that began with the first
 counted failure ends.
 
-Used by the login forms (portal.forms: the login page and the admin's). The decisions
-are pure functions (`lockout_decide`, `retry_after_s`); the rest reads and writes the
-counters and records the audit events: `auth.login_locked` once when a name or an
-address reaches its limit, `auth.login_throttled` for every attempt refused while
-locked (such an attempt never reaches authenticate(), so it would leave no other trace).
+Used by the login forms (portal.forms: the login page and the admin's). Audited:
+`auth.login_locked` once when a name or an address reaches its limit,
+`auth.login_throttled` for every attempt refused while locked (such an attempt never
+reaches authenticate(), so it would leave no other trace).
 
 A successful login clears its user name's counter, not its address's: one valid account
 must not reset an address that is trying many names. If the cache cannot be reached,
