@@ -146,7 +146,7 @@ class PortalCollector(Collector):
         stale_before = now - timedelta(seconds=settings.MIGRATION_STALE_AFTER_S)
         result = Migration.objects.filter(status__in=RUNNING_STATUSES).aggregate(
             newest=Max("heartbeat_at"),
-            # No heartbeat at all counts as stale, as in decisions.is_stale.
+            # No heartbeat at all counts as stale (domain.decisions.is_stale).
             stale=Count(
                 "pk", filter=Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale_before)
             ),

@@ -159,26 +159,19 @@ def row_json_sql(
     return _object_text_sql(pairs) if pairs else None
 
 
-_sql_cache: dict[tuple, str | None] = {}
-
-
 def page_sql(
     serializer_class: type[LeanReadMixin], model: type[Model], keep: tuple[str, ...]
 ) -> str | None:
     """The outer query over a page's subquery (`{page}`) of row_lookups() columns: the
     `keep` columns, then the row's JSON as text."""
-    key = (serializer_class, model, keep)
-    if key not in _sql_cache:
-        # values() selects its columns in the order it is given them (Django 5.2).
-        names = serializer_class.row_lookups()
-        row = row_json_sql(serializer_class, model, names)
-        if row is None or any(name not in names for name in keep):
-            _sql_cache[key] = None
-        else:
-            kept = "".join(f"t.c{names.index(name)}, " for name in keep)
-            columns = ", ".join(f"c{i}" for i in range(len(names)))
-            _sql_cache[key] = f"SELECT {kept}{row} FROM ({{page}}) AS t({columns})"
-    return _sql_cache[key]
+    # values() selects its columns in the order it is given them (Django 5.2).
+    names = serializer_class.row_lookups()
+    row = row_json_sql(serializer_class, model, names)
+    if row is None or any(name not in names for name in keep):
+        return None
+    kept = "".join(f"t.c{names.index(name)}, " for name in keep)
+    columns = ", ".join(f"c{i}" for i in range(len(names)))
+    return f"SELECT {kept}{row} FROM ({{page}}) AS t({columns})"
 
 
 class _JSONRows(BaseIterable):
@@ -207,16 +200,14 @@ class _JSONRows(BaseIterable):
                 yield row
 
     @classmethod
-    def of(cls, queryset: QuerySet, outer_sql: str, keep: tuple[str, ...]) -> QuerySet:
-        key = (outer_sql, keep)
-        if key not in _iterables:
-            _iterables[key] = type("JSONRows", (cls,), {"outer_sql": outer_sql, "keep": keep})
+    def of(cls, queryset: QuerySet) -> QuerySet:
         rows = queryset.all()
-        rows._iterable_class = _iterables[key]
+        rows._iterable_class = cls
         return rows
 
 
-_iterables: dict[tuple, type[_JSONRows]] = {}
+# Per (serializer class, model, keep): its _JSONRows, made once; None: no SQL for it.
+_iterables: dict[tuple, type[_JSONRows] | None] = {}
 
 
 def json_rows(
@@ -227,5 +218,10 @@ def json_rows(
     field without an SQL rendering)."""
     if connections[rows.db].vendor != "postgresql":
         return None
-    outer_sql = page_sql(serializer_class, rows.model, keep)
-    return None if outer_sql is None else _JSONRows.of(rows, outer_sql, keep)
+    key = (serializer_class, rows.model, keep)
+    if key not in _iterables:
+        outer_sql = page_sql(serializer_class, rows.model, keep)
+        attributes = {"outer_sql": outer_sql, "keep": keep}
+        _iterables[key] = None if outer_sql is None else type("JSONRows", (_JSONRows,), attributes)
+    iterable = _iterables[key]
+    return None if iterable is None else iterable.of(rows)
