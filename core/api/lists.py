@@ -31,21 +31,18 @@ class LeanListMixin:
 
     def paginate_queryset(self, queryset):
         serializer_class = self.get_serializer_class()
-        lookups = (
-            serializer_class.row_lookups()
-            if getattr(self, "action", None) == "list"
-            and issubclass(serializer_class, LeanReadMixin)
-            else []
+        lean = getattr(self, "action", None) == "list" and issubclass(
+            serializer_class, LeanReadMixin
         )
-        if lookups:
-            try:
-                rows = queryset.values(*lookups)
-            except FieldError:  # a path that is not a column (e.g. a property)
-                pass
-            else:
-                rendered = self._json_rows(rows, serializer_class)
-                if rendered is not None:
-                    return super().paginate_queryset(rendered)
-                page = super().paginate_queryset(rows)
-                return None if page is None else serializer_class.rows_complete(list(page))
-        return super().paginate_queryset(queryset)
+        lookups = serializer_class.row_lookups() if lean else []
+        if not lookups:
+            return super().paginate_queryset(queryset)
+        try:
+            rows = queryset.values(*lookups)
+        except FieldError:  # a path that is not a column (e.g. a property)
+            return super().paginate_queryset(queryset)
+        rendered = self._json_rows(rows, serializer_class)
+        if rendered is not None:
+            return super().paginate_queryset(rendered)
+        page = super().paginate_queryset(rows)
+        return None if page is None else serializer_class.rows_complete(list(page))
