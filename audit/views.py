@@ -4,16 +4,15 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from audit.filters import AuditEventFilterSet
 from audit.permissions import audit_reader_required
 from audit.selectors import audit_events_page
 from core.forms import error_lines, local_input
 
-AUDIT_FILTERS = ["since", "until", "actor", "event_type", "host", "vm"]
-
 
 @audit_reader_required
 def audit_list(request: HttpRequest) -> HttpResponse:
-    values = {name: request.GET.get(name, "") for name in AUDIT_FILTERS}
+    values = {name: request.GET.get(name, "") for name in AuditEventFilterSet.Meta.fields}
     values["since"], values["until"] = local_input(values["since"]), local_input(values["until"])
     context = {"filters": values, "events": [], "errors": [], "next_url": None}
     try:

@@ -1,15 +1,8 @@
-"""Settings for the live-migration portal.
-
-Everything comes from environment variables with working defaults:
-- default profile: SQLite in the data folder (WAL, busy timeout) and a private
-  redis-server on a unix socket in the data folder (started by `make demo` / `make test`);
-- `DATABASE_URL` (e.g. postgres://postgres@127.0.0.1:5432/test) switches to PostgreSQL;
-- `REDIS_URL` (e.g. redis://127.0.0.1:6379/0) points the task broker and the channel
-  layer at a given Redis;
-- `PORTAL_NO_REDIS=1` (`make test-fast`): no Redis at all, see CHANNEL_LAYERS below;
-- `PORTAL_PROFILE=production` (docs/deploy.md): behind a TLS reverse proxy, with the
-  secret key, allowed hosts, PostgreSQL and Redis given, secure cookies, HSTS and the
-  HTTPS redirect (`manage.py check --deploy` is clean); see "Production profile" below.
+"""Settings for the live-migration portal: everything comes from environment variables
+with working defaults (README "Configuration"): SQLite and a private redis-server in
+the data folder by default, PostgreSQL with `DATABASE_URL`, a given Redis with
+`REDIS_URL`, none with `PORTAL_NO_REDIS=1` (`make test-fast`), and the production
+profile with `PORTAL_PROFILE=production` (docs/deploy.md, "Production profile" below).
 
 Importing this module writes nothing: the data folder is made by the processes that use
 it (portal/datadir.py) and the secret key file on first use.
