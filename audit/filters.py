@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 import django_filters
 from django import forms
-from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
 from audit.models import AuditEvent
+from core.filters import parse_uuid
 
 
 class IPAddressFilter(django_filters.CharFilter):
@@ -17,13 +15,6 @@ class IPAddressFilter(django_filters.CharFilter):
     (a 500), SQLite would just find nothing. Not one: 400 naming the parameter."""
 
     field_class = forms.GenericIPAddressField
-
-
-def _as_uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value.strip())
-    except ValueError:
-        return None
 
 
 class AuditEventFilterSet(django_filters.FilterSet):
@@ -64,28 +55,7 @@ class AuditEventFilterSet(django_filters.FilterSet):
         return queryset.filter(Q(host_name=value) | Q(peer_host_name=value))
 
     def filter_vm(self, queryset: QuerySet, _name: str, value: str) -> QuerySet:
-        as_uuid = _as_uuid(value)
+        as_uuid = parse_uuid(value)
         if as_uuid is not None:
             return queryset.filter(vm_uuid=as_uuid)
         return queryset.filter(vm_name=value)
-
-
-# Shared by the FilterSets of the apps above (audit is the lowest layer).
-class _StrictBooleanField(forms.NullBooleanField):
-    """true/false (or empty: no filter); anything else is a 400 naming the parameter,
-    where django-filter's own boolean quietly ignores it."""
-
-    widget = forms.TextInput
-
-    def to_python(self, value):
-        if value in (None, ""):
-            return None
-        if value in (True, "true", "True", "1"):
-            return True
-        if value in (False, "false", "False", "0"):
-            return False
-        raise ValidationError("Not a boolean: true or false.", code="invalid")
-
-
-class StrictBooleanFilter(django_filters.BooleanFilter):
-    field_class = _StrictBooleanField

@@ -4,6 +4,11 @@ created by migrations_app/migrations/0013_roles.py)."""
 
 from __future__ import annotations
 
+from functools import wraps
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
 from rest_framework.permissions import BasePermission
 
 VIEW_PERMISSION = "audit.view_auditevent"
@@ -20,3 +25,16 @@ class CanReadAudit(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return can_read_audit(request.user)
+
+
+def audit_reader_required(view):
+    """For a page of the audit log or the reports (as CanReadAudit for the API)."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not can_read_audit(request.user):
+            raise PermissionDenied("The audit log is for administrators and auditors.")
+        return view(request, *args, **kwargs)
+
+    return wrapper

@@ -15,15 +15,7 @@ from django.utils.dateparse import parse_datetime
 
 from audit.filters import AuditEventFilterSet
 from audit.models import AuditEvent
-
-
-def _valid(filterset) -> QuerySet:
-    if not filterset.is_valid():
-        raise ValidationError(
-            {field: [str(e) for e in errors] for field, errors in filterset.errors.items()}
-        )
-    return filterset.qs
-
+from core.filters import filtered
 
 AUDIT_PAGE_SIZE = 50
 AUDIT_MAX_PAGE_SIZE = 500
@@ -35,7 +27,7 @@ def audit_events_filtered(*, params: QueryDict) -> QuerySet[AuditEvent]:
     queryset = AuditEvent.objects.order_by("-occurred_at", "-id")
     if not params:
         return queryset  # the FilterSet (deep copies per request) would change nothing
-    return _valid(AuditEventFilterSet(params, queryset=queryset))
+    return filtered(AuditEventFilterSet(params, queryset=queryset))
 
 
 @dataclass(frozen=True)

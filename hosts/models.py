@@ -31,7 +31,7 @@ def ssh_port_of(transport: str, port: int | None) -> int:
 
 def libvirt_uri_of(transport: str, address: str, port: int | None, ssh_user: str) -> str:
     """Host.libvirt_uri from the columns it is made of (also for rows read without a
-    model instance, audit.api.lean)."""
+    model instance, core.api.rows)."""
     address = f"[{address}]" if ":" in address else address
     port_part = f":{port}" if port else ""
     if transport == Transport.SSH:
@@ -40,7 +40,7 @@ def libvirt_uri_of(transport: str, address: str, port: int | None, ssh_user: str
 
 
 # libvirt_uri_of in PostgreSQL's SQL, over the same columns as {0}..{3} (pages the
-# database renders: audit.api.json_rows).
+# database renders: core.api.sql_rows).
 LIBVIRT_URI_SQL = (
     "'qemu+' || {0} || '://'"
     " || CASE WHEN {0} = 'ssh' THEN {3} || '@' ELSE '' END"

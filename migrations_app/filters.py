@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-
 import django_filters
 from django.db.models import Q, QuerySet
 
-from audit.filters import StrictBooleanFilter
+from core.filters import StrictBooleanFilter, parse_uuid
 from migrations_app.domain.lifecycle import ACTIVE_STATUSES, FailureReason, MigrationStatus
 from migrations_app.models import Migration
 
@@ -46,20 +44,13 @@ class MigrationFilterSet(django_filters.FilterSet):
     def filter_vm(self, queryset, _name, value: str):
         # A UUID or a name; text that only looks like a UUID is a name (no match).
         condition = Q(vm_name=value)
-        as_uuid = _as_uuid(value)
+        as_uuid = parse_uuid(value)
         if as_uuid is not None:
             condition |= Q(vm_uuid=as_uuid)
         return queryset.filter(condition)
 
     def filter_host(self, queryset, _name, value: str):
         return queryset.filter(Q(source__name=value) | Q(destination__name=value))
-
-
-def _as_uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value.strip())
-    except ValueError:
-        return None
 
 
 OUTCOME_ACTIVE = "active"
@@ -105,7 +96,7 @@ class MigrationReportFilterSet(django_filters.FilterSet):
         return queryset.filter(Q(source__name=value) | Q(destination__name=value))
 
     def filter_vm(self, queryset: QuerySet, _name: str, value: str) -> QuerySet:
-        as_uuid = _as_uuid(value)
+        as_uuid = parse_uuid(value)
         if as_uuid is not None:
             return queryset.filter(vm_uuid=as_uuid)
         return queryset.filter(vm_name=value)

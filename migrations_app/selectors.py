@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 from django.http import QueryDict
 from django.utils import timezone
 
+from core.filters import filtered
 from hosts.models import Host, HostStatus
 from migrations_app.domain import placement
 from migrations_app.domain.lifecycle import ACTIVE_STATUSES, RUNNING_STATUSES
@@ -57,14 +58,6 @@ def batches_visible_to(user: AbstractBaseUser) -> QuerySet[MigrationBatch]:
     return queryset.filter(created_by=user)
 
 
-def _valid(filterset) -> QuerySet:
-    if not filterset.is_valid():
-        raise ValidationError(
-            {field: [str(e) for e in errors] for field, errors in filterset.errors.items()}
-        )
-    return filterset.qs
-
-
 @dataclass(frozen=True)
 class ReportScope:
     since: datetime
@@ -89,13 +82,13 @@ def migrations_for_report(
     """
     data = params.copy()
     probe = MigrationReportFilterSet(params, queryset=Migration.objects.none())
-    _valid(probe)  # bad values raise here, before the defaults are worked out
+    filtered(probe)  # bad values raise here, before the defaults are worked out
     until = probe.form.cleaned_data.get("until") or (now or timezone.now())
     since = probe.form.cleaned_data.get("since") or until - timedelta(days=REPORT_DEFAULT_DAYS)
     if since >= until:
         raise ValidationError({"since": ["The start of the range must be before its end."]})
     data["since"], data["until"] = since.isoformat(), until.isoformat()
-    queryset = _valid(MigrationReportFilterSet(data, queryset=Migration.objects.all()))
+    queryset = filtered(MigrationReportFilterSet(data, queryset=Migration.objects.all()))
     filters = {
         key: (params.getlist(key) if key == "outcome" else params.get(key))
         for key in MigrationReportFilterSet.base_filters

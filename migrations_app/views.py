@@ -6,7 +6,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
-from audit.views import audit_reader_required, error_lines, local_input
+from audit.permissions import audit_reader_required
+from core.forms import error_lines, local_input
 from migrations_app import reports
 from migrations_app.filters import OUTCOME_CHOICES
 from migrations_app.selectors import migrations_for_report

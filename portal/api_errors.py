@@ -1,21 +1,8 @@
 """The API's one exception handler (REST_FRAMEWORK["EXCEPTION_HANDLER"]): the domain's
-exceptions become HTTP answers here, so views call services and let them propagate.
-
-| raised by a service                      | answer                                       |
-|------------------------------------------|----------------------------------------------|
-| migrations_app.services.MigrationConflict | 409 {"detail": ...}                         |
-| django ValidationError                   | 400 {field: [messages]} (its message_dict)   |
-| hosts.ssh_services.SshAccessError        | 400 {field: [message]}: the input it names,  |
-|                                          | or non_field_errors if the request lacks it  |
-| gateway.HostRefused, ssh.SshRefused      | 400 {non_field_errors: [...]}: the host is   |
-|                                          | outside PORTAL_HOST_NETWORKS, not contacted  |
-| hosts.gateway.DomainNotFound             | 404 {"detail": ...}                          |
-| other hosts.gateway.GatewayError (e.g.   | 502 {"detail": ...}: the host failed us      |
-| HostUnreachable), hosts.ssh.SshError     |                                              |
-
-Error bodies are JSON whatever format the request negotiated (an export's text/csv).
-Anything else goes to DRF's own handler (its APIExceptions, Http404, PermissionDenied);
-an unexpected exception stays a 500.
+exceptions become HTTP answers here (`as_api_exception`), so views call services and
+let them propagate. Error bodies are JSON whatever format the request negotiated (an
+export's text/csv). Anything else goes to DRF's own handler (its APIExceptions, Http404,
+PermissionDenied); an unexpected exception stays a 500.
 """
 
 from __future__ import annotations

@@ -1,20 +1,13 @@
 """ASGI entry point of the web tier: websockets through Channels, plain HTTP through
 Django's WSGI handler in thread pools of each worker process (a2wsgi).
 
-Why not Django's ASGI handler for HTTP: every view here is synchronous, and under it each
-request hops between the event loop and asgiref's executor several times (request
-started, the view, request finished); measured on the API that cost 1–2 ms of CPU per
-request, up to half of a detail request (docs/performance.md). One hop into a thread
-that runs the plain WSGI handler costs ~0.1 ms. Streamed downloads stay streamed
-(a2wsgi sends each block as the iterator yields it, with back-pressure).
-
-Two pools: reads (GET, HEAD, OPTIONS) run in PORTAL_WEB_HTTP_THREADS threads (default
-one: threads of one process share one interpreter lock, and a second CPU-bound thread
-only stretches both requests and the event loop's turns: the p99 under load), the
-requests that may wait on something else than the database (every change: they may
-contact a host or log in over ssh; the report downloads) in
-PORTAL_WEB_HTTP_WAITING_THREADS threads (default 4), so that a host that does not
-answer never holds up the reads of the worker.
+Every view is synchronous: under Django's ASGI handler each request hops between the
+event loop and asgiref's executor several times, one hop into a thread running the
+WSGI handler costs a fraction of that (docs/performance.md). Reads run in
+PORTAL_WEB_HTTP_THREADS threads (default one: a second CPU-bound thread only shares the
+interpreter lock), the requests that may wait on something else than the database
+(changes, which may contact a host; report downloads, streamed) in
+PORTAL_WEB_HTTP_WAITING_THREADS threads, so that a silent host never holds up reads.
 """
 
 import os

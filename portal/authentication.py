@@ -19,6 +19,7 @@ import time
 
 from django.conf import settings
 from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
@@ -56,23 +57,17 @@ class CachedTokenAuthentication(TokenAuthentication):
         return user, token
 
 
+@receiver([post_save, post_delete], sender=Token, dispatch_uid="portal_token_forget")
 def _forget_token(sender, instance: Token, **kwargs) -> None:
     tokens_forget(instance.key)
 
 
+@receiver(
+    [post_save, post_delete], sender=settings.AUTH_USER_MODEL, dispatch_uid="portal_token_user"
+)
 def _forget_user_tokens(sender, instance, **kwargs) -> None:
     # A user changed here (deactivated, password reset, ...): drop what this process
     # remembers for them.
     with _lock:
         for key in [k for k, v in _valid.items() if v[2].user_id == instance.pk]:
             del _valid[key]
-
-
-post_delete.connect(_forget_token, sender=Token, dispatch_uid="portal_token_forget")
-post_save.connect(_forget_token, sender=Token, dispatch_uid="portal_token_forget")
-post_save.connect(
-    _forget_user_tokens, sender=settings.AUTH_USER_MODEL, dispatch_uid="portal_token_user"
-)
-post_delete.connect(
-    _forget_user_tokens, sender=settings.AUTH_USER_MODEL, dispatch_uid="portal_token_user"
-)

@@ -1,18 +1,10 @@
-"""Garbage collection in the web tier's workers: objects that live as long as the
-process are kept out of the collector's full passes (gc.freeze).
-
-A full (generation 2) collection visits every tracked object of the process: a Django
-process holds a few hundred thousand (modules, URL patterns, serializers, ...), so each
-one stopped every thread of the worker for 100–150 ms, several times a minute under
-load: the tail of the API's latency (docs/performance.md). Frozen objects are not
-visited. What the first requests build lazily (URL resolver, serializer plans, DRF
-settings, connections) is long-lived too, so the process freezes once more after its
-first FREEZE_AFTER_REQUESTS requests, once the garbage of those requests is collected.
-Full passes then still visit what requests leave behind in the oldest generation (e.g.
-cycles of model instances that outlived two younger passes): 10–35 ms each, every ten
-middle-generation passes. They run every FULL_PASS_EVERY such passes instead (Python's
-default is 10), so a full pass meets well under 1% of the requests; the garbage waits
-longer, a few MB at most.
+"""Garbage collection in the web tier's workers (docs/performance.md): a full collection
+visits every tracked object of the process and stopped its threads for 100-150 ms, the
+tail of the API's latency. Objects that live as long as the process are frozen out of
+it (gc.freeze), once loaded and again after FREEZE_AFTER_REQUESTS requests (what the
+first requests build lazily: URL resolver, serializer plans, connections); full passes
+run every FULL_PASS_EVERY middle-generation passes instead of 10, so that one meets
+well under 1% of the requests, and the garbage waits longer (a few MB at most).
 """
 
 from __future__ import annotations

@@ -4,11 +4,10 @@ together); at the limit, further attempts for that name or from that address are
 refused, with the right password too, until the window that began with the first
 counted failure ends.
 
-Used by the login forms (portal.forms: the login page and the admin's). The decisions
-are pure functions (`lockout_decide`, `retry_after_s`); the rest reads and writes the
-counters and records the audit events: `auth.login_locked` once when a name or an
-address reaches its limit, `auth.login_throttled` for every attempt refused while
-locked (such an attempt never reaches authenticate(), so it would leave no other trace).
+Used by the login forms (portal.forms: the login page and the admin's). Audited:
+`auth.login_locked` once when a name or an address reaches its limit,
+`auth.login_throttled` for every attempt refused while locked (such an attempt never
+reaches authenticate(), so it would leave no other trace).
 
 A successful login clears its user name's counter, not its address's: one valid account
 must not reset an address that is trying many names. If the cache cannot be reached,
@@ -58,15 +57,10 @@ class Lockout:
         )
 
 
-def lockout_decide(
-    *, username_failures: int, address_failures: int, username_limit: int, address_limit: int
-) -> Scope | None:
-    """Which counter, if any, locks the next attempt (a limit of 0 turns it off)."""
-    if username_limit > 0 and username_failures >= username_limit:
-        return Scope.USERNAME
-    if address_limit > 0 and address_failures >= address_limit:
-        return Scope.ADDRESS
-    return None
+def lockout_decide(*, failures: dict[Scope, int], limits: dict[Scope, int]) -> Scope | None:
+    """Which counter, if any, locks the next attempt, the user name's first (a limit of
+    0 turns that lock off)."""
+    return next((scope for scope in Scope if 0 < limits[scope] <= failures[scope]), None)
 
 
 def retry_after_s(*, since: float, now: float, window_s: int) -> int:
@@ -96,12 +90,15 @@ def _limits() -> dict[Scope, int]:
     }
 
 
-def _state(*, username: str, address: str) -> dict[Scope, tuple[int, float]]:
-    """(failures, window start) of each scope."""
-    keys = {
+def _keys(*, username: str, address: str) -> dict[Scope, str]:
+    return {
         Scope.USERNAME: _key(Scope.USERNAME, username),
         Scope.ADDRESS: _key(Scope.ADDRESS, address),
     }
+
+
+def _state(keys: dict[Scope, str]) -> dict[Scope, tuple[int, float]]:
+    """(failures, window start) of each scope."""
     found = cache.get_many([k for key in keys.values() for k in (key, f"{key}:since")])
     now = time.time()
     return {
@@ -111,22 +108,14 @@ def _state(*, username: str, address: str) -> dict[Scope, tuple[int, float]]:
 
 
 def _lockout(state: dict[Scope, tuple[int, float]]) -> Lockout | None:
-    limits = _limits()
-    scope = lockout_decide(
-        username_failures=state[Scope.USERNAME][0],
-        address_failures=state[Scope.ADDRESS][0],
-        username_limit=limits[Scope.USERNAME],
-        address_limit=limits[Scope.ADDRESS],
-    )
+    failures = {scope: count for scope, (count, _since) in state.items()}
+    scope = lockout_decide(failures=failures, limits=_limits())
     if scope is None:
         return None
-    failures, since = state[scope]
+    window_s = settings.LOGIN_FAILURE_WINDOW_S
+    since = state[scope][1]
     return Lockout(
-        scope=scope,
-        failures=failures,
-        retry_after_s=retry_after_s(
-            since=since, now=time.time(), window_s=settings.LOGIN_FAILURE_WINDOW_S
-        ),
+        scope, failures[scope], retry_after_s(since=since, now=time.time(), window_s=window_s)
     )
 
 
@@ -159,7 +148,7 @@ def _audit(
 def login_lockout_find(*, username: str, address: str) -> Lockout | None:
     """The lockout that refuses a login for this name from this address now, if any."""
     try:
-        return _lockout(_state(username=username, address=address))
+        return _lockout(_state(_keys(username=username, address=address)))
     except RedisError:
         logger.exception("login throttle: the cache is unreachable; not throttling")
         return None
@@ -180,11 +169,9 @@ def login_failure_record(
     """Count a failed login (wrong name or password); the lockout it started, if any
     (audited as `auth.login_locked` by the failure that reaches the limit)."""
     try:
-        counts = {
-            Scope.USERNAME: _count_failure(_key(Scope.USERNAME, username)),
-            Scope.ADDRESS: _count_failure(_key(Scope.ADDRESS, address)),
-        }
-        lockout = _lockout(_state(username=username, address=address))
+        keys = _keys(username=username, address=address)
+        counts = {scope: _count_failure(key) for scope, key in keys.items()}
+        lockout = _lockout(_state(keys))
     except RedisError:
         logger.exception("login throttle: the cache is unreachable; not throttling")
         return None

@@ -60,18 +60,10 @@ def _histogram(
         for i, b in enumerate(buckets)
     }
     result = rows.aggregate(total=Count("pk"), sum_ms=Sum(field), **aggregates)
-    bucket_values = [(_le(b), result[f"le{i}"]) for i, b in enumerate(buckets)]
+    bucket_values = [(repr(float(b)), result[f"le{i}"]) for i, b in enumerate(buckets)]
     bucket_values.append(("+Inf", result["total"]))
-    return HistogramMetricFamily(
-        name,
-        documentation,
-        buckets=bucket_values,
-        sum_value=(result["sum_ms"] or 0) / 1000,
-    )
-
-
-def _le(bound: float) -> str:
-    return repr(float(bound))
+    sum_s = (result["sum_ms"] or 0) / 1000
+    return HistogramMetricFamily(name, documentation, buckets=bucket_values, sum_value=sum_s)
 
 
 class PortalCollector(Collector):
@@ -154,7 +146,7 @@ class PortalCollector(Collector):
         stale_before = now - timedelta(seconds=settings.MIGRATION_STALE_AFTER_S)
         result = Migration.objects.filter(status__in=RUNNING_STATUSES).aggregate(
             newest=Max("heartbeat_at"),
-            # No heartbeat at all counts as stale, as in decisions.is_stale.
+            # No heartbeat at all counts as stale (domain.decisions.is_stale).
             stale=Count(
                 "pk", filter=Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale_before)
             ),

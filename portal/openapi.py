@@ -1,23 +1,13 @@
-"""The API's OpenAPI contract, made true in one place (issue #12).
+"""The API's OpenAPI contract, made true in one place.
 
 `PortalAutoSchema` (REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"]) adds to every operation the
-error answers the API really gives, with the bodies portal.api_errors produces:
-
-| code | when                                                    | body            |
-|------|---------------------------------------------------------|-----------------|
-| 400  | the operation takes a request body or query parameters  | ValidationError |
-| 401  | always: every operation needs a login (token or session) | Error           |
-| 403  | a role is needed (a permission beyond IsAuthenticated), | Error           |
-|      | or an unsafe method (CSRF of a session login)           |                 |
-| 404  | a path parameter (no such object), page numbers (a page | Error           |
-|      | past the end), or ?format= (a format the view lacks)    |                 |
-
-Views add what only they answer (409, a second success code) with
-`@extend_schema(responses={409: OpenApiResponse(description=...)})`; an error answer
-without a body gets the Error body here (views import nothing from portal: it is the
-top layer). There is no throttling, so no 429;
-no operation lets a host's failure out as the handler's 502 (the services record an
-unreachable host, or answer 400 naming the input, or 409), so none documents it.
+error answers the API really gives (`_error_codes`), with the bodies portal.api_errors
+produces: ValidationError for 400, Error for the others. Views add what only they
+answer (409, a second success code) with `@extend_schema(responses={409: ...})`; an
+error answer without a body gets the Error body here (views import nothing from portal:
+it is the top layer). There is no throttling, so no 429; no operation lets a host's
+failure out as the handler's 502 (the services record an unreachable host, or answer
+400 naming the input, or 409), so none documents it.
 
 A plain APIView that filters by hand (audit log, reports) declares `filterset_class`;
 its fields are documented as query parameters with their types.
@@ -34,7 +24,6 @@ from drf_spectacular.utils import OpenApiParameter
 from rest_framework import permissions, serializers
 from rest_framework.generics import GenericAPIView
 
-ERROR_COMPONENT = "Error"
 VALIDATION_ERROR_COMPONENT = "ValidationError"
 
 
@@ -113,6 +102,7 @@ class PortalAutoSchema(AutoSchema):
         codes = ["401"]
         if "requestBody" in operation or any(p["in"] == "query" for p in parameters):
             codes.append("400")
+        # A role beyond IsAuthenticated, or an unsafe method (CSRF of a session login).
         if self.method not in permissions.SAFE_METHODS or self._needs_a_role():
             codes.append("403")
         # A page past the end, an unknown ?format= (DRF answers both 404).
@@ -161,29 +151,13 @@ def filterset_parameters(filterset_class: type[django_filters.FilterSet]) -> lis
     for name, field in filterset_class.base_filters.items():
         description = str(field.extra.get("help_text", ""))
         choices = [str(value) for value, _label in field.extra.get("choices", [])]
+        kind, extra = str, {}
         if isinstance(field, django_filters.MultipleChoiceFilter):
-            parameters.append(
-                OpenApiParameter(
-                    name,
-                    {"type": "array", "items": {"type": "string", "enum": choices}},
-                    description=description,
-                    explode=True,
-                    style="form",
-                )
-            )
+            kind = {"type": "array", "items": {"type": "string", "enum": choices}}
+            extra = {"explode": True, "style": "form"}
         elif isinstance(field, django_filters.ChoiceFilter):
-            parameters.append(OpenApiParameter(name, str, enum=choices, description=description))
+            extra = {"enum": choices}
         elif isinstance(field, django_filters.IsoDateTimeFilter):
-            parameters.append(
-                OpenApiParameter(name, OpenApiTypes.DATETIME, description=description)
-            )
-        else:
-            parameters.append(OpenApiParameter(name, str, description=description))
+            kind = OpenApiTypes.DATETIME
+        parameters.append(OpenApiParameter(name, kind, description=description, **extra))
     return parameters
-
-
-__all__ = [
-    "ErrorSerializer",
-    "PortalAutoSchema",
-    "filterset_parameters",
-]

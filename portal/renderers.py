@@ -1,11 +1,7 @@
-"""The API's JSON renderer: orjson instead of the standard library's encoder.
-
-A page of 50 migrations is ~90 KB of JSON; json.dumps with DRF's encoder took ~4 ms of
-it per request (bench/api_bench.py, docs/performance.md), orjson ~0.3 ms. The output
-is the same: compact, UTF-8, and every value orjson does not know natively (datetimes,
-Decimal, lazy strings, ...) is converted by DRF's own encoder, so its formats are
-kept (e.g. a UTC datetime ends in "Z"). List rows rendered by PostgreSQL
-(audit.api.json_rows) are embedded as PostgreSQL wrote them: the same values, with a
+"""The API's JSON renderer: orjson, ~7 times faster than the standard library's encoder
+on a page (docs/performance.md), with the same output: every value orjson does not know
+natively is converted by DRF's own encoder, so its formats are kept. List rows rendered
+by PostgreSQL (core.api.sql_rows) are embedded as it wrote them: the same values, with a
 space around each colon and after each comma inside the row."""
 
 from __future__ import annotations
@@ -21,7 +17,7 @@ _drf_default = JSONEncoder().default
 class JSONRenderer(renderers.JSONRenderer):
     def renders_fragments(self, accepted_media_type: str | None) -> bool:
         """Does this answer embed orjson.Fragment (JSON made elsewhere, e.g. rows
-        PostgreSQL rendered: audit.api.json_rows) as it is? Not when pretty printed."""
+        PostgreSQL rendered: core.api.sql_rows) as it is? Not when pretty printed."""
         return self.get_indent(accepted_media_type or "", {}) is None
 
     def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:

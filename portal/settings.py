@@ -1,15 +1,8 @@
-"""Settings for the live-migration portal.
-
-Everything comes from environment variables with working defaults:
-- default profile: SQLite in the data folder (WAL, busy timeout) and a private
-  redis-server on a unix socket in the data folder (started by `make demo` / `make test`);
-- `DATABASE_URL` (e.g. postgres://postgres@127.0.0.1:5432/test) switches to PostgreSQL;
-- `REDIS_URL` (e.g. redis://127.0.0.1:6379/0) points the task broker and the channel
-  layer at a given Redis;
-- `PORTAL_NO_REDIS=1` (`make test-fast`): no Redis at all, see CHANNEL_LAYERS below;
-- `PORTAL_PROFILE=production` (docs/deploy.md): behind a TLS reverse proxy, with the
-  secret key, allowed hosts, PostgreSQL and Redis given, secure cookies, HSTS and the
-  HTTPS redirect (`manage.py check --deploy` is clean); see "Production profile" below.
+"""Settings for the live-migration portal: everything comes from environment variables
+with working defaults (README "Configuration"): SQLite and a private redis-server in
+the data folder by default, PostgreSQL with `DATABASE_URL`, a given Redis with
+`REDIS_URL`, none with `PORTAL_NO_REDIS=1` (`make test-fast`), and the production
+profile with `PORTAL_PROFILE=production` (docs/deploy.md, "Production profile" below).
 
 Importing this module writes nothing: the data folder is made by the processes that use
 it (portal/datadir.py) and the secret key file on first use.
@@ -308,7 +301,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     # django-filter, on lists only (a detail URL ignores the query string).
-    "DEFAULT_FILTER_BACKENDS": ["portal.filters.ListFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["core.filters.ListFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     # Every operation lists the error answers it really gives (portal/openapi.py).
@@ -336,11 +329,11 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Hypervisors ----------------------------------------------------------
-# Seconds to wait for a host to answer before it is marked unreachable.
 # Where hosts may be at all (hosts.networks): CIDR networks and ".dns.suffix" entries,
 # comma-separated; empty = anywhere. Enforced when an address is entered and again
 # before every libvirt or ssh connection. The tests and the demo set 127.0.0.0/8.
 HOST_NETWORKS = os.environ.get("PORTAL_HOST_NETWORKS", "")
+# Seconds to wait for a host to answer before it is marked unreachable.
 LIBVIRT_CONNECT_TIMEOUT_S = float(os.environ.get("PORTAL_LIBVIRT_CONNECT_TIMEOUT_S", "5"))
 # Default for new hosts: disk paths under these prefixes are on storage every host sees.
 SHARED_STORAGE_PATHS = [

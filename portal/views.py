@@ -1,4 +1,4 @@
-"""Server-rendered pages. Thin: read through portal.pages and the apps' selectors and
+"""Server-rendered pages. Thin: read through portal.selectors and the apps' selectors and
 filters; every action is sent by the browser to the API (static/portal/*.js)."""
 
 from uuid import UUID
@@ -8,6 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.views.defaults import page_not_found
 
 from hosts.models import Host
 from hosts.permissions import can_manage_hosts
@@ -17,7 +18,7 @@ from migrations_app.filters import MigrationFilterSet
 from migrations_app.models import MigrationStatus
 from migrations_app.permissions import can_migrate
 from migrations_app.selectors import batches_visible_to, migrations_visible_to
-from portal import pages
+from portal import selectors
 from portal.forms import ThrottledAuthenticationForm
 from vms.filters import VMFilterSet
 from vms.models import ACTIVE_STATES, VMState
@@ -43,19 +44,19 @@ class LoginView(auth_views.LoginView):
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     vm_filter = VMFilterSet(
-        request.GET, queryset=pages.vms_for_listing(state=request.GET.get("state", ""))
+        request.GET, queryset=selectors.vms_for_listing(state=request.GET.get("state", ""))
     )
     return render(
         request,
         "portal/dashboard.html",
         {
-            "hosts": pages.hosts_overview(),
+            "hosts": selectors.hosts_overview(),
             "vms": vm_filter.qs,
             "vm_filter": vm_filter,
             "filtering": any(request.GET.get(k) for k in ("search", "host", "state")),
             "host_names": Host.objects.order_by("name").values_list("name", flat=True),
             "states": VMState.choices,
-            "active_migrations": pages.active_migrations_for(request.user),
+            "active_migrations": selectors.active_migrations_for(request.user),
             "can_manage": can_manage_hosts(request.user),
         },
     )
@@ -66,18 +67,18 @@ def vm_detail(request: HttpRequest, uuid: UUID) -> HttpResponse:
     vm = vm_get_present(uuid=str(uuid))
     if vm is None:
         raise Http404("No VM with this UUID.")
-    active = pages.vm_active_migration(user=request.user, vm=vm)
+    active = selectors.vm_active_migration(user=request.user, vm=vm)
     return render(
         request,
         "portal/vm_detail.html",
         {
             "vm": vm,
             "live": vm.state in ACTIVE_STATES,
-            "other_definitions": pages.vm_other_definitions(vm),
-            "destinations": pages.migration_destinations(vm),
-            "migrations": pages.vm_migrations(user=request.user, vm=vm),
+            "other_definitions": selectors.vm_other_definitions(vm),
+            "destinations": selectors.migration_destinations(vm),
+            "migrations": selectors.vm_migrations(user=request.user, vm=vm),
             "active_migration": active,
-            "active_migration_json": pages.migration_json(active) if active else None,
+            "active_migration_json": selectors.migration_json(active) if active else None,
             "can_migrate": can_migrate(request.user),
             "can_manage": can_manage_hosts(request.user),
         },
@@ -86,7 +87,7 @@ def vm_detail(request: HttpRequest, uuid: UUID) -> HttpResponse:
 
 @login_required
 def host_detail(request: HttpRequest, host_id: int) -> HttpResponse:
-    host = pages.host_overview(host_id)
+    host = selectors.host_overview(host_id)
     if host is None:
         raise Http404("No such host.")
     return render(
@@ -94,8 +95,8 @@ def host_detail(request: HttpRequest, host_id: int) -> HttpResponse:
         "portal/host_detail.html",
         {
             "host": host,
-            "vms": pages.host_vms(host),
-            "active_migrations": pages.host_active_migrations(user=request.user, host=host),
+            "vms": selectors.host_vms(host),
+            "active_migrations": selectors.host_active_migrations(user=request.user, host=host),
             "can_manage": can_manage_hosts(request.user),
         },
     )
@@ -126,15 +127,15 @@ def migration_detail(request: HttpRequest, migration_id: int) -> HttpResponse:
     migration = migrations_visible_to(request.user).filter(pk=migration_id).first()
     if migration is None:
         raise Http404("No such migration, or not yours to see.")
-    events = pages.migration_audit_events(migration)
+    events = selectors.migration_audit_events(migration)
     return render(
         request,
         "portal/migration_detail.html",
         {
             "migration": migration,
-            "migration_json": pages.migration_json(migration),
-            "samples_json": pages.migration_chart_samples(migration),
-            "timeline": pages.migration_timeline(migration, events),
+            "migration_json": selectors.migration_json(migration),
+            "samples_json": selectors.migration_chart_samples(migration),
+            "timeline": selectors.migration_timeline(migration, events),
             "events": events,
             "completed_stats": sorted((migration.completed_stats or {}).items()),
             "can_control": can_migrate(request.user),
@@ -173,6 +174,4 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     usual page elsewhere."""
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Not found."}, status=404)
-    from django.views.defaults import page_not_found
-
     return page_not_found(request, exception)

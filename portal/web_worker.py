@@ -1,16 +1,12 @@
 """The web tier's worker class (deploy/gunicorn.conf.py): uvicorn's gunicorn worker on an
 event loop that shares new connections with the other workers.
 
-gunicorn's workers share one listening socket. Each worker's event loop, woken when
-connections wait, accepts every one of them at once (asyncio: up to the backlog, 2048;
-uvloop: until none is left), so a burst of new keep-alive connections (a client's pool,
-the reverse proxy's upstream connections) lands on whichever worker woke first: 15 of
-16 on one worker of four was measured (bench/api_bench.py), and that worker's one read
-thread then served everything while the other workers idled. This loop accepts one
-connection per readiness event and then pauses accepting for a moment, so the next
-ones go to the other workers, which are woken for the same connections: 8/8 or 9/7 over
-two workers in every run since (docs/performance.md). A new connection may wait those
-2 ms when connections arrive faster than one worker would take them.
+gunicorn's workers share one listening socket, and an event loop woken for waiting
+connections accepts all of them at once: a burst of new keep-alive connections lands on
+one worker while the others idle (docs/performance.md). This loop accepts one
+connection per readiness event, then pauses accepting for a moment, so that the next
+ones go to the other workers; a new connection may wait those 2 ms when connections
+arrive faster than one worker would take them.
 """
 
 from __future__ import annotations

@@ -205,7 +205,7 @@ def test_list_pages_are_read_as_rows_where_every_field_allows(api, monkeypatch):
     from migrations_app.api.serializers import MigrationSerializer
     from vms.api.serializers import HostSerializer, VMSerializer
 
-    assert {"libvirt_uri", "vm_count"} <= {name for name, *_ in HostSerializer()._lean_rows}
+    assert {"libvirt_uri", "vm_count"} <= {name for name, *_ in HostSerializer.row_plan()}
     assert "source__name" in MigrationSerializer.row_lookups()
     assert "pk" in VMSerializer.row_lookups()  # its disks are found by it
     assert AuditEventSerializer.row_lookups()  # it could; its list has its own selector
@@ -284,11 +284,11 @@ def _ordered_equal(fast, slow) -> None:
 
 def test_postgresql_renders_the_list_pages_as_drf_would(api, vm, monkeypatch):
     """On PostgreSQL the host, VM and migration pages are rendered by the database
-    (audit.api.json_rows): the same values, types and field order as the Python path,
+    (core.api.sql_rows): the same values, types and field order as the Python path,
     which a pretty-printed answer still takes. On SQLite every page takes the Python
     path."""
-    from audit.api import json_rows
-    from audit.api.lean import LeanReadMixin
+    from core.api import sql_rows
+    from core.api.rows import LeanReadMixin
     from migrations_app.api.serializers import MigrationSerializer
     from vms.api.serializers import HostSerializer, VMSerializer
 
@@ -329,13 +329,13 @@ def test_postgresql_renders_the_list_pages_as_drf_would(api, vm, monkeypatch):
         (MigrationSerializer, Migration.objects.all()),
     ]:
         rows = queryset.values(*serializer_class.row_lookups())
-        assert (json_rows.json_rows(rows, serializer_class) is not None) is on_postgresql
+        assert (sql_rows.json_rows(rows, serializer_class) is not None) is on_postgresql
 
 
 def test_a_field_without_an_sql_rendering_leaves_the_page_to_python(db):
     """A computed field with no SQL of its own, or a converter the module does not know,
     makes row_json_sql give up (None) rather than render something else."""
-    from audit.api import json_rows
+    from core.api import sql_rows
     from vms.api.serializers import VMSerializer
 
     class NoSQL(VMSerializer):
@@ -343,9 +343,9 @@ def test_a_field_without_an_sql_rendering_leaves_the_page_to_python(db):
 
     NoSQL.row_lookups()
     names = list(NoSQL.row_lookups())
-    assert json_rows.row_json_sql(NoSQL, VM, names) is None
-    assert json_rows.row_json_sql(VMSerializer, VM, list(VMSerializer.row_lookups()))
+    assert sql_rows.row_json_sql(NoSQL, VM, names) is None
+    assert sql_rows.row_json_sql(VMSerializer, VM, list(VMSerializer.row_lookups()))
     uuid_field = VM._meta.get_field("uuid")
-    assert json_rows._field_sql("c", uuid_field, str) == "(c)::text"
-    assert json_rows._field_sql("c", uuid_field, float) is None
-    assert json_rows._field_sql("c", VM._meta.get_field("memory_kib"), str) is None
+    assert sql_rows.field_sql("c", uuid_field, str) == "(c)::text"
+    assert sql_rows.field_sql("c", uuid_field, float) is None
+    assert sql_rows.field_sql("c", VM._meta.get_field("memory_kib"), str) is None

@@ -27,22 +27,14 @@ LOCKED = "Too many failed logins"
     ],
 )
 def test_lockout_decide(username_failures, address_failures, expected):
-    assert (
-        lockout_decide(
-            username_failures=username_failures,
-            address_failures=address_failures,
-            username_limit=5,
-            address_limit=20,
-        )
-        == expected
-    )
+    failures = {Scope.USERNAME: username_failures, Scope.ADDRESS: address_failures}
+    limits = {Scope.USERNAME: 5, Scope.ADDRESS: 20}
+    assert lockout_decide(failures=failures, limits=limits) == expected
 
 
 def test_a_limit_of_zero_turns_that_lock_off():
-    assert (
-        lockout_decide(username_failures=99, address_failures=99, username_limit=0, address_limit=0)
-        is None
-    )
+    failures = {Scope.USERNAME: 99, Scope.ADDRESS: 99}
+    assert lockout_decide(failures=failures, limits=dict.fromkeys(Scope, 0)) is None
 
 
 @pytest.mark.parametrize(

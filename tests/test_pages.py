@@ -444,7 +444,7 @@ def test_migration_detail_shows_the_error(browser, history):
 
 
 def test_migration_detail_chart_samples_are_thinned(browser, finished_migration):
-    from portal import pages
+    from portal import selectors
 
     base = timezone.now()
     MigrationSample.objects.bulk_create(
@@ -457,8 +457,8 @@ def test_migration_detail_chart_samples_are_thinned(browser, finished_migration)
         )
         for i in range(1500)
     )
-    samples = pages.migration_chart_samples(finished_migration)
-    assert len(samples) == pages.CHART_MAX_POINTS
+    samples = selectors.migration_chart_samples(finished_migration)
+    assert len(samples) == selectors.CHART_MAX_POINTS
     assert samples[0]["elapsed_ms"] == 0 and samples[-1]["elapsed_ms"] == 5000 + 1499
     elapsed = [s["elapsed_ms"] for s in samples]
     assert elapsed == sorted(elapsed)

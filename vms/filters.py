@@ -1,7 +1,7 @@
 import django_filters
 from django.db.models import Q
 
-from audit.filters import StrictBooleanFilter
+from core.filters import StrictBooleanFilter
 from vms.models import VM, VMState
 
 

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
-from audit.api.lean import LeanReadMixin
 from audit.models import AuditEvent
+from core.api.rows import LeanReadMixin
 
 
 class AuditEventSerializer(LeanReadMixin, serializers.ModelSerializer):

@@ -54,4 +54,3 @@ class AuditEventViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     queryset = AuditEvent.objects.all()
     serializer_class = AuditEventSerializer
     permission_classes = [CanReadAudit]
-    filter_backends: list = []

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from audit.api.lean import LeanReadMixin
+from core.api.rows import LeanReadMixin
 from hosts.models import LIBVIRT_URI_SQL, Host, PeerTrust, Transport, libvirt_uri_of
 from hosts.validators import validate_uri_safe
 
@@ -8,7 +8,7 @@ from hosts.validators import validate_uri_safe
 # A host's own fields; the API serves it with its VM counts (vms.api.serializers).
 class HostSerializer(LeanReadMixin, serializers.ModelSerializer):
     libvirt_uri = serializers.CharField(read_only=True)
-    # In a list page read as rows (audit.api.lean.LeanListMixin): from its columns.
+    # In a list page read as rows (core.api.lists): from its columns.
     lean_row_values = {
         "libvirt_uri": (("transport", "address", "port", "ssh_user"), libvirt_uri_of),
     }

@@ -4,8 +4,8 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from audit.api.lean import FiltersOnListMixin, LeanListMixin
 from audit.services import Actor
+from core.api.lists import LeanListMixin
 from hosts import peer_services, services, ssh_services, tls_services
 from hosts.api.serializers import (
     AcceptHostKeySerializer,
@@ -21,7 +21,7 @@ from hosts.models import Host, PeerTrust
 from hosts.permissions import CanManageHostsOrReadOnly
 
 
-class HostViewSet(LeanListMixin, FiltersOnListMixin, viewsets.ModelViewSet):
+class HostViewSet(LeanListMixin, viewsets.ModelViewSet):
     """Hypervisor hosts. Reading needs a login; changes need the host admin role."""
 
     # /api/hosts/ is served by the subclass vms.api.views.HostViewSet, which adds what

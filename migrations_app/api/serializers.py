@@ -4,7 +4,7 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from audit.api.lean import LeanReadMixin
+from core.api.rows import LeanReadMixin
 from hosts.models import Host
 from hosts.selectors import host_find
 from hosts.validators import validate_uri_safe

@@ -6,9 +6,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from audit.api.lean import FiltersOnListMixin, LeanListMixin
 from audit.permissions import CanReadAudit
 from audit.services import Actor
+from core.api.lists import LeanListMixin
 from hosts.services import host_resolve_or_register
 from hosts.ssh_services import host_ssh_access_set_up
 from migrations_app import batch_services, reports, services
@@ -58,7 +58,7 @@ CHECKS_RESPONSE = inline_serializer(
 )
 
 
-class MigrationViewSet(LeanListMixin, FiltersOnListMixin, viewsets.ReadOnlyModelViewSet):
+class MigrationViewSet(LeanListMixin, viewsets.ReadOnlyModelViewSet):
     """Migrations: history, live state, and control of the running ones."""
 
     serializer_class = MigrationSerializer

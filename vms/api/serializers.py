@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from audit.api.lean import LeanReadMixin
+from core.api.rows import LeanReadMixin
 from hosts.api import serializers as host_serializers
 from hosts.models import Host
 from vms.models import VM, VMDisk, VMState
@@ -56,7 +56,7 @@ class VMSerializer(LeanReadMixin, serializers.ModelSerializer):
     host_id = serializers.IntegerField(read_only=True)
     memory_mib = serializers.IntegerField(read_only=True)
     disks = VMDiskSerializer(many=True, read_only=True)
-    # In a list page read as rows (audit.api.lean.LeanListMixin): from its column.
+    # In a list page read as rows (core.api.lists): from its column.
     lean_row_values = {"memory_mib": (("memory_kib",), lambda kib: kib // 1024)}
     lean_row_sql = {"memory_mib": "{0} / 1024"}  # never negative: / truncates as // floors
 

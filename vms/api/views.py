@@ -7,8 +7,8 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from audit.api.lean import FiltersOnListMixin, LeanListMixin
 from audit.services import Actor
+from core.api.lists import LeanListMixin
 from hosts.api import views as host_views
 from vms.api.serializers import HostSerializer, VMDetailSerializer, VMSerializer
 from vms.filters import VMFilterSet
@@ -54,7 +54,7 @@ class VMByUUIDMixin:
         return vm
 
 
-class VMViewSet(LeanListMixin, FiltersOnListMixin, VMByUUIDMixin, viewsets.ReadOnlyModelViewSet):
+class VMViewSet(LeanListMixin, VMByUUIDMixin, viewsets.ReadOnlyModelViewSet):
     """VM inventory, synced from libvirt. Addressed by libvirt UUID."""
 
     # POST .../migrate/ and .../migrate/check/: migrations_app.api.views.VMMigrateViewSet.
