@@ -23,7 +23,7 @@ class EventType(models.TextChoices):
     AUTH_LOGIN_LOCKED = "auth.login_locked", "Logins locked: too many failures"
     AUTH_LOGIN_THROTTLED = "auth.login_throttled", "Login refused: locked"
 
-    # Hosts (hosts.services, hosts.ssh_services, hosts.tls_services).
+    # Hosts (hosts.services, hosts.access.ssh_services, hosts.access.tls_services).
     HOST_CREATED = "host.created", "Host added"
     HOST_UPDATED = "host.updated", "Host changed"
     HOST_DELETED = "host.deleted", "Host removed"
@@ -33,16 +33,16 @@ class EventType(models.TextChoices):
     HOST_HOST_KEY_CHANGED = "host.host_key_changed", "Host key changed"
     HOST_HOST_KEY_ACCEPTED = "host.host_key_accepted", "Changed host key accepted"
     HOST_SSH_KEY_INSTALLED = "host.ssh_key_installed", "Portal's ssh key installed"
-    # Host-to-host trust for peer-to-peer migration over ssh (hosts.peer_services).
+    # Host-to-host trust for peer-to-peer migration over ssh (hosts.access.peer_services).
     HOST_PEER_TRUST_SET_UP = "host.peer_trust_set_up", "Peer ssh trust set up"
     HOST_PEER_TRUST_REMOVED = "host.peer_trust_removed", "Peer ssh trust removed"
-    # hosts.tls_services
+    # hosts.access.tls_services
     HOST_TLS_ISSUED = "host.tls_issued", "TLS certificates issued and installed"
     HOST_LIBVIRTD_RESTARTED = "host.libvirtd_restarted", "libvirtd restarted"
     # hosts.services.host_maintenance_set
     HOST_MAINTENANCE_ENTERED = "host.maintenance_entered", "Host entered maintenance"
     HOST_MAINTENANCE_LEFT = "host.maintenance_left", "Host left maintenance"
-    # The portal's own key pairs (hosts.credentials): made, imported or replaced.
+    # The portal's own key pairs (hosts.access.credentials): made, imported or replaced.
     HOST_PORTAL_CREDENTIAL_STORED = "host.portal_credential_stored", "Portal key pair stored"
 
     # VMs (vms.services).

@@ -15,17 +15,17 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from hosts import gateway
+from hosts.access.peer_services import peer_trust_current, peer_trust_needed, peer_trust_problem
+from hosts.access.ssh_services import REMOTE_USER_NEEDS
+from hosts.access.tls_services import host_tls_problems, host_tls_served_problem
 from hosts.connections import host_connect, host_connector
+from hosts.hypervisor import LIVE_MOVABLE_STATES, STOPPED_STATES
 from hosts.models import Host, Transport
-from hosts.peer_services import peer_trust_current, peer_trust_needed, peer_trust_problem
-from hosts.ssh_services import REMOTE_USER_NEEDS
-from hosts.tls_services import host_tls_problems, host_tls_served_problem
 from migrations_app.domain.options import MigrationOptions
 from migrations_app.models import ACTIVE_STATUSES, Migration
 from vms.models import VM, VMState
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
-INACTIVE_DOMAIN_STATES = frozenset({"shut_off", "crashed"})
 
 
 @dataclass(frozen=True)
@@ -406,7 +406,7 @@ def _destination_checks(
     if vm is None:
         return
     if plan.options.live:
-        fits = vm.state in {VMState.RUNNING, VMState.PAUSED}
+        fits = vm.state in LIVE_MOVABLE_STATES
         reason = "a live migration needs a running or paused VM"
     else:
         fits = vm.state == VMState.SHUT_OFF and vm.persistent
@@ -511,7 +511,7 @@ def name_or_uuid_clash(
     """
     if by_uuid is not None:
         name, state = by_uuid
-        if name == target_name and state in INACTIVE_DOMAIN_STATES:
+        if name == target_name and state in STOPPED_STATES:
             return ClashVerdict(
                 False,
                 True,

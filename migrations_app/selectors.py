@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 from django.http import QueryDict
 from django.utils import timezone
 
+from hosts.hypervisor import LIVE_MOVABLE_STATES
 from hosts.models import Host, HostStatus
 from migrations_app.checks import cpu_verdicts
 from migrations_app.domain import placement
@@ -21,9 +22,6 @@ from migrations_app.filters import MigrationReportFilterSet
 from migrations_app.models import Migration, MigrationBatch
 from migrations_app.permissions import sees_all_batches, sees_all_migrations
 from vms.models import VM, VMState
-
-# The states a VM moves live from (the pre-check `vm_state_fits_mode`).
-LIVE_STATES = frozenset({VMState.RUNNING, VMState.PAUSED})
 
 REPORT_DEFAULT_DAYS = 30
 
@@ -113,7 +111,7 @@ def _vm_needs(vm: VM, active: dict[str, Migration]) -> placement.VMNeeds:
         uuid=str(vm.uuid),
         name=vm.name,
         memory_bytes=vm.memory_kib * 1024,
-        live=vm.state in LIVE_STATES,
+        live=vm.state in LIVE_MOVABLE_STATES,
         state=vm.state,
         has_hostdev=vm.has_hostdev,
         active_migration=f"migration {migration.pk} is {migration.status}" if migration else "",

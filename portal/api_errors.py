@@ -5,13 +5,14 @@ exceptions become HTTP answers here, so views call services and let them propaga
 |------------------------------------------|----------------------------------------------|
 | migrations_app.services.MigrationConflict | 409 {"detail": ...}                         |
 | django ValidationError                   | 400 {field: [messages]} (its message_dict)   |
-| hosts.ssh_services.SshAccessError        | 400 {field: [message]}: the input it names,  |
+| hosts.access.ssh_services.SshAccessError | 400 {field: [message]}: the input it names, |
 |                                          | or non_field_errors if the request lacks it  |
 | gateway.HostRefused, ssh.SshRefused      | 400 {non_field_errors: [...]}: the host is   |
 |                                          | outside PORTAL_HOST_NETWORKS, not contacted  |
 | hosts.gateway.DomainNotFound             | 404 {"detail": ...}                          |
 | other hosts.gateway.GatewayError (e.g.   | 502 {"detail": ...}: the host failed us      |
-| HostUnreachable), hosts.ssh.SshError     |                                              |
+| HostUnreachable), hosts.access.ssh       |                                              |
+| .SshError                                |                                              |
 
 Error bodies are JSON whatever format the request negotiated (an export's text/csv).
 Anything else goes to DRF's own handler (its APIExceptions, Http404, PermissionDenied);
@@ -27,8 +28,9 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from hosts import gateway, ssh
-from hosts.ssh_services import SshAccessError
+from hosts import gateway
+from hosts.access import ssh
+from hosts.access.ssh_services import SshAccessError
 from migrations_app.services import MigrationConflict
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from hosts import ssh_services
+from hosts.access import ssh_services
 from lab import core
 
 pytestmark = pytest.mark.lab

@@ -29,7 +29,7 @@ from django.db import IntegrityError, transaction
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
-from hosts.models import CredentialKind, PortalCredential
+from hosts.access.models import CredentialKind, PortalCredential
 
 
 class CredentialUnreadable(Exception):
@@ -91,22 +91,9 @@ def _credential(row: PortalCredential) -> Credential:
 
 
 def credential_get(kind: str) -> Credential | None:
-    """The stored credential of `kind`, decrypted; None if there is none yet. (Plain
-    values, no model instance: this runs before every connection.)"""
-    found = (
-        PortalCredential.objects.filter(kind=kind)
-        .values_list("public", "private_encrypted", "fingerprint")
-        .first()
-    )
-    if found is None:
-        return None
-    public, private_encrypted, fingerprint = found
-    return Credential(
-        kind=kind,
-        public=public,
-        private=decrypt(private_encrypted, kind=kind),
-        fingerprint=fingerprint,
-    )
+    """The stored credential of `kind`, decrypted; None if there is none yet."""
+    row = PortalCredential.objects.filter(kind=kind).first()
+    return _credential(row) if row is not None else None
 
 
 def _stored_audit(
