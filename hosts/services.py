@@ -150,42 +150,43 @@ def host_reachable_record(
     """Record what a reachable host reported (`last_seen_at` now), in the caller's
     transaction: vms.services.host_refresh syncs the host's VMs in the same one."""
     now = timezone.now()
-    host = Host.objects.select_for_update().get(pk=host.pk)
-    previous_status = host.status
-    for key, value in asdict(capabilities).items():
-        setattr(host, key, value)
-    host.capabilities_updated_at = now
-    host.status = HostStatus.REACHABLE
-    host.last_seen_at = now
-    host.save()
-    if previous_status != HostStatus.REACHABLE:
-        audit_event_record(
-            actor=actor,
-            event_type=EventType.HOST_REACHABLE,
-            target=host,
-            before={"status": previous_status},
-            after={"status": host.status},
-        )
-    return host
+    changes = {**asdict(capabilities), "capabilities_updated_at": now, "last_seen_at": now}
+    return _host_status_record(host, HostStatus.REACHABLE, changes, actor=actor)
 
 
 def _host_mark_unreachable(*, host: Host, actor: Actor, error: str) -> Host:
     with transaction.atomic():
-        host = Host.objects.select_for_update().get(pk=host.pk)
-        previous_status = host.status
-        host.status = HostStatus.UNREACHABLE
-        host.last_error = error
-        host.last_error_at = timezone.now()
-        host.save()
-        if previous_status != HostStatus.UNREACHABLE:
-            audit_event_record(
-                actor=actor,
-                event_type=EventType.HOST_UNREACHABLE,
-                target=host,
-                before={"status": previous_status},
-                after={"status": host.status},
-                detail={"error": error},
-            )
+        changes = {"last_error": error, "last_error_at": timezone.now()}
+        return _host_status_record(
+            host, HostStatus.UNREACHABLE, changes, actor=actor, detail={"error": error}
+        )
+
+
+_STATUS_EVENTS = {
+    HostStatus.REACHABLE: EventType.HOST_REACHABLE,
+    HostStatus.UNREACHABLE: EventType.HOST_UNREACHABLE,
+}
+
+
+def _host_status_record(
+    host: Host, status: HostStatus, changes: dict, *, actor: Actor, detail: dict | None = None
+) -> Host:
+    """Save `status` with `changes` on the locked row; a change of status is audited."""
+    host = Host.objects.select_for_update().get(pk=host.pk)
+    previous_status = host.status
+    for key, value in changes.items():
+        setattr(host, key, value)
+    host.status = status
+    host.save()
+    if previous_status != status:
+        audit_event_record(
+            actor=actor,
+            event_type=_STATUS_EVENTS[status],
+            target=host,
+            before={"status": previous_status},
+            after={"status": host.status},
+            detail=detail,
+        )
     return host
 
 
