@@ -25,7 +25,6 @@ from hosts.hypervisor import (
     DomainState,
     GatewayError,
     HostCapabilities,
-    HostRefused,
     HostUnreachable,
     MigrationSpec,
     PoolInfo,
@@ -36,20 +35,8 @@ from hosts.hypervisor import (
     pool_target_path,
     version_string,
 )
+from hosts.hypervisor import HostRefused as HostRefused  # callers catch gateway.HostRefused
 from hosts.networks import libvirt_endpoint_probe
-
-# What callers know as gateway.<name> (plain data and errors of hosts.hypervisor).
-__all__ = [
-    "DomainInfo",
-    "DomainNotFound",
-    "GatewayError",
-    "HostCapabilities",
-    "HostRefused",
-    "HostUnreachable",
-    "MigrationSpec",
-    "PoolInfo",
-    "VolumeInfo",
-]
 
 # libvirt prints every error to stderr by default; we raise them as exceptions instead.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)

@@ -159,16 +159,18 @@ def _tls_port(host: Host) -> int:
     return host.port if host.transport == Transport.TLS and host.port else DEFAULT_PORTS["tls"]
 
 
+def _served_pem(host: Host) -> str:
+    """The certificate the host's libvirtd serves on its TLS port (TlsError if none)."""
+    return tls.served_certificate(host.address, _tls_port(host), client=portal_client())
+
+
 def _served_fingerprint(host: Host, wait_s: float) -> str:
     """The fingerprint of the certificate the host's libvirtd serves on its TLS port,
     '' if it does not answer within `wait_s` (not listening for TLS)."""
-    client = portal_client()
-    port = _tls_port(host)
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            pem = tls.served_certificate(host.address, port, client=client)
-            return tls.cert_info(pem).fingerprint
+            return tls.cert_info(_served_pem(host)).fingerprint
         except tls.TlsError:
             if time.monotonic() > deadline:
                 return ""
@@ -308,10 +310,9 @@ def host_tls_served_problem(host: Host) -> str | None:
     """Is the certificate the host's libvirtd really serves one of the portal's CA,
     and valid now? (A host may have been given a certificate from another CA, or one
     may have expired, since the portal issued its own.) None when it is fine."""
-    client = portal_client()
     port = _tls_port(host)
     try:
-        pem = tls.served_certificate(host.address, port, client=client)
+        pem = _served_pem(host)
     except tls.TlsError as exc:
         return (
             f"{host.name} does not answer TLS on {host.address}:{port} ({exc}): is libvirtd "
