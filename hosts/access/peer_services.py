@@ -101,11 +101,8 @@ def peer_trust_problem(source: Host, destination: Host) -> str | None:
 
 
 def _authorized_keys_line(public_line: str, destination: Host, source: Host) -> str:
-    helper = (
-        ssh.LIBVIRT_REMOTE_HELPER_SUDO
-        if destination.ssh_libvirt_via_sudo
-        else (ssh.LIBVIRT_REMOTE_HELPER)
-    )
+    sudo = destination.ssh_libvirt_via_sudo
+    helper = ssh.LIBVIRT_REMOTE_HELPER_SUDO if sudo else ssh.LIBVIRT_REMOTE_HELPER
     key_type, key_b64 = public_line.split()[:2]
     return f'restrict,command="{helper}" {key_type} {key_b64} portal-peer:{source.name}'
 

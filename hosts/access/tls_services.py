@@ -159,18 +159,19 @@ def _tls_port(host: Host) -> int:
     return host.port if host.transport == Transport.TLS and host.port else DEFAULT_PORTS["tls"]
 
 
-def _served_pem(host: Host) -> str:
+def _served_pem(host: Host, client: tls.ClientFiles) -> str:
     """The certificate the host's libvirtd serves on its TLS port (TlsError if none)."""
-    return tls.served_certificate(host.address, _tls_port(host), client=portal_client())
+    return tls.served_certificate(host.address, _tls_port(host), client=client)
 
 
 def _served_fingerprint(host: Host, wait_s: float) -> str:
     """The fingerprint of the certificate the host's libvirtd serves on its TLS port,
     '' if it does not answer within `wait_s` (not listening for TLS)."""
+    client = portal_client()
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            return tls.cert_info(_served_pem(host)).fingerprint
+            return tls.cert_info(_served_pem(host, client)).fingerprint
         except tls.TlsError:
             if time.monotonic() > deadline:
                 return ""
@@ -312,7 +313,7 @@ def host_tls_served_problem(host: Host) -> str | None:
     may have expired, since the portal issued its own.) None when it is fine."""
     port = _tls_port(host)
     try:
-        pem = _served_pem(host)
+        pem = _served_pem(host, portal_client())
     except tls.TlsError as exc:
         return (
             f"{host.name} does not answer TLS on {host.address}:{port} ({exc}): is libvirtd "
