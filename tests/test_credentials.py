@@ -228,7 +228,7 @@ def test_two_nodes_racing_to_make_the_key_keep_the_first_one_stored(node_a, monk
     def make() -> credentials.Material:
         pem, line = ssh.portal_key_generate()
         made.append(line)
-        return line, pem, ssh.HostKey.from_line(line).fingerprint
+        return credentials.Material(line, pem, ssh.HostKey.from_line(line).fingerprint)
 
     original_get = credentials.credential_get
     calls = []

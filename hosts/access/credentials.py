@@ -38,18 +38,20 @@ class CredentialUnreadable(Exception):
 
 
 @dataclass(frozen=True)
-class Credential:
-    """A key pair as the portal uses it: `public` (an ssh public key line or a PEM
-    certificate) and `private` (PEM), decrypted in memory only."""
+class Material:
+    """A key pair: `public` (an ssh public key line or a PEM certificate), `private`
+    (PEM, in memory only) and the public half's fingerprint."""
 
-    kind: str
     public: str
     private: bytes
     fingerprint: str
 
 
-# What a credential is made from: (public, private PEM, fingerprint).
-Material = tuple[str, bytes, str]
+@dataclass(frozen=True)
+class Credential(Material):
+    """A stored key pair, decrypted."""
+
+    kind: str
 
 
 def fernet_for(purpose: bytes) -> Fernet:
@@ -118,14 +120,14 @@ def credential_ensure(
     found = credential_get(kind)
     if found is not None:
         return found
-    public, private, fingerprint = make()
+    made = make()
     try:
         with transaction.atomic():
             row = PortalCredential.objects.create(
                 kind=kind,
-                public=public,
-                private_encrypted=encrypt(private),
-                fingerprint=fingerprint,
+                public=made.public,
+                private_encrypted=encrypt(made.private),
+                fingerprint=made.fingerprint,
             )
             _stored_audit(row, actor=None, how=how)
     except IntegrityError:
@@ -146,7 +148,6 @@ def credential_replace(
     """Store `material` as the credential of `kind` (a renewal, an import, a rotation),
     under a row lock, with its audit row; `unless(current)` true keeps the current one
     (another node renewed it first)."""
-    public, private, fingerprint = material
     with transaction.atomic():
         row = PortalCredential.objects.select_for_update().filter(kind=kind).first()
         if row is not None and unless is not None and unless(_credential(row)):
@@ -154,11 +155,11 @@ def credential_replace(
         before = row.fingerprint if row is not None else None
         if row is None:
             row = PortalCredential(kind=kind)
-        row.public, row.fingerprint = public, fingerprint
-        row.private_encrypted = encrypt(private)
+        row.public, row.fingerprint = material.public, material.fingerprint
+        row.private_encrypted = encrypt(material.private)
         row.save()
         _stored_audit(row, actor=actor, how=how, before=before)
-    return Credential(kind=kind, public=public, private=private, fingerprint=fingerprint)
+    return Credential(material.public, material.private, material.fingerprint, kind=kind)
 
 
 def folder_ensure(folder: Path) -> None:

@@ -68,6 +68,10 @@ def _host_clean(host: Host) -> None:
         raise ValidationError(errors) from exc
 
 
+def _key_material(pem: bytes, public_line: str) -> credentials.Material:
+    return credentials.Material(public_line, pem, ssh.HostKey.from_line(public_line).fingerprint)
+
+
 def _portal_key_material() -> credentials.Material:
     """The key a node that has none in the database stores: the key file a deployment
     placed at SSH_KEY_PATH before the first use (or a data folder made before the key
@@ -79,7 +83,7 @@ def _portal_key_material() -> credentials.Material:
         logger.info("the portal's ssh key %s is now kept in the database", path)
     else:
         pem, public_line = ssh.portal_key_generate()
-    return public_line, pem, ssh.HostKey.from_line(public_line).fingerprint
+    return _key_material(pem, public_line)
 
 
 def portal_public_key() -> ssh.PortalKey:
@@ -100,7 +104,7 @@ def portal_key_import(*, path: Path, actor: Actor) -> ssh.PortalKey:
     pem, public_line = ssh.portal_key_read(path)
     credentials.credential_replace(
         CredentialKind.SSH_KEY,
-        (public_line, pem, ssh.HostKey.from_line(public_line).fingerprint),
+        _key_material(pem, public_line),
         how=f"imported from {path}",
         actor=actor,
     )

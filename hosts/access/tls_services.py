@@ -88,6 +88,10 @@ def _install_script(*, ca_pem: str, server_pem: str, client_pem: str) -> str:
     )
 
 
+def _material(ca: tls.CertificateAuthority) -> credentials.Material:
+    return credentials.Material(ca.cert_pem, tls.key_pem(ca.key), ca.fingerprint)
+
+
 def _ca_material() -> credentials.Material:
     """The CA a portal without one in the database stores: the one a data folder made
     before the CA moved to the database holds (hosts trust it), else a new one."""
@@ -96,7 +100,7 @@ def _ca_material() -> credentials.Material:
         logger.info("the portal's CA in %s is now kept in the database", settings.TLS_CA_DIR)
     else:
         ca = tls.ca_create()
-    return ca.cert_pem, tls.key_pem(ca.key), ca.fingerprint
+    return _material(ca)
 
 
 def portal_ca() -> tls.CertificateAuthority:
@@ -115,7 +119,7 @@ def portal_ca_rotate(*, actor: Actor) -> tls.CertificateAuthority:
     ca = tls.ca_create()
     credentials.credential_replace(
         CredentialKind.TLS_CA,
-        (ca.cert_pem, tls.key_pem(ca.key), ca.fingerprint),
+        _material(ca),
         how="rotated",
         actor=actor,
     )
@@ -134,7 +138,7 @@ def portal_client() -> tls.ClientFiles:
 
     def issue() -> credentials.Material:
         cert_pem, key_pem = tls.client_issue(ca)
-        return cert_pem, key_pem, tls.cert_info(cert_pem).fingerprint
+        return credentials.Material(cert_pem, key_pem, tls.cert_info(cert_pem).fingerprint)
 
     client = credentials.credential_ensure(CredentialKind.TLS_CLIENT, issue)
     if not current(client):
