@@ -1,8 +1,9 @@
 import uuid
+from collections.abc import Callable
 
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
-from rest_framework import viewsets
+from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -58,19 +59,21 @@ class HostViewSet(LeanListMixin, FiltersOnListMixin, viewsets.ModelViewSet):
     def perform_destroy(self, instance: Host) -> None:
         services.host_delete(host=instance, actor=Actor.from_request(self.request))
 
-    def _host_response(self, host: Host) -> Response:
-        return Response(self.get_serializer(self.get_queryset().get(pk=host.pk)).data)
-
-    def _host_change(self, request: Request, service, serializer_class=None) -> Response:
+    def _host_change(
+        self,
+        request: Request,
+        service: Callable[..., Host],
+        serializer_class: type[serializers.Serializer] | None = None,
+    ) -> Response:
         """Validate the request's input (`serializer_class`), then `service(host=,
-        actor=, **input)`; answer with the host as it is now."""
+        actor=, **input)`; answer with the host as it is now (with its VM counts)."""
         data = {}
         if serializer_class is not None:
             serializer = serializer_class(data=request.data)
             serializer.is_valid(raise_exception=True)
             data = serializer.validated_data
-        actor = Actor.from_request(request)
-        return self._host_response(service(host=self.get_object(), actor=actor, **data))
+        host = service(host=self.get_object(), actor=Actor.from_request(request), **data)
+        return Response(self.get_serializer(self.get_queryset().get(pk=host.pk)).data)
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"])
