@@ -60,13 +60,13 @@ from rest_framework.authtoken.models import Token  # noqa: E402
 from audit.models import AuditEvent  # noqa: E402
 from audit.services import Actor  # noqa: E402
 from hosts import services as host_services  # noqa: E402
-from hosts import ssh_services  # noqa: E402
+from hosts.access import ssh_services  # noqa: E402
+from hosts.access.peer_services import peer_uri  # noqa: E402
 from hosts.models import Host  # noqa: E402
-from hosts.peer_services import peer_uri  # noqa: E402
 from lab import domains, layout, lifecycle, machines  # noqa: E402
 from migrations_app.models import Migration  # noqa: E402
 from tests.processes import PortalServer, Workers, free_port  # noqa: E402
-from vms.services import host_refresh_with_vms  # noqa: E402
+from vms.services import host_refresh  # noqa: E402
 
 TARGET_MS = {"tcp": 300, "ssh": 500}
 POLL_S = 0.05
@@ -125,7 +125,7 @@ def where(hosts: list[layout.LabHost], uuid: str) -> layout.LabHost:
 
 def inventory_sync(actor: Actor) -> None:
     for host in Host.objects.all():
-        host_refresh_with_vms(host=host, actor=actor)
+        host_refresh(host=host, actor=actor)
 
 
 @dataclass

@@ -1,6 +1,14 @@
 from django.contrib import admin
+from django.db import models
 
-from hosts.models import Host
+from hosts.access.models import SshAccess, TlsCertificates
+from hosts.models import Capabilities, Host, Maintenance
+from hosts.services import EDITABLE_FIELDS
+
+
+def _field_names(columns: type[models.Model]) -> list[str]:
+    """The columns one abstract part of Host adds."""
+    return [field.name for field in columns._meta.local_fields]
 
 
 @admin.register(Host)
@@ -22,29 +30,11 @@ class HostAdmin(admin.ModelAdmin):
         "last_error",
         "last_error_at",
         "last_seen_at",
-        "hostname",
-        "arch",
-        "cpu_model",
-        "cpu_vendor",
-        "cpu_count",
-        "hypervisor_type",
-        "hypervisor_version",
-        "libvirt_version",
-        "host_uuid",
-        "memory_total_bytes",
-        "memory_free_bytes",
-        "migration_features",
-        "capabilities_updated_at",
+        *_field_names(Capabilities),
         # Issued through POST /api/hosts/{id}/tls/ only (the host must get them too).
-        "tls_ca_fingerprint",
-        "tls_server_cert",
-        "tls_server_fingerprint",
-        "tls_server_not_after",
-        "tls_client_cert",
-        "tls_client_not_after",
-        "tls_issued_at",
+        *_field_names(TlsCertificates),
         # Entered and left through POST /api/hosts/{id}/maintenance/ only (audited).
-        "maintenance",
-        "maintenance_since",
-        "maintenance_reason",
+        *_field_names(Maintenance),
     ]
+    # The change form: what the portal is told, then what it found out (read only).
+    fields = [*EDITABLE_FIELDS, *_field_names(SshAccess), *readonly_fields]

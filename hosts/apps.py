@@ -6,4 +6,4 @@ class HostsConfig(AppConfig):
     verbose_name = "Hypervisor hosts"
 
     def ready(self) -> None:
-        from hosts import checks  # noqa: F401  (registers the system checks)
+        from hosts import system_checks  # noqa: F401  (registers the system checks)

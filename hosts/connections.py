@@ -1,9 +1,9 @@
 """The one way the portal opens a libvirt connection to a registered host.
 
-`gateway.connect` takes a URI; a host needs two more things first, which every caller
-used to repeat: the ssh wrapper and known_hosts file for a `qemu+ssh://` host (a new
-data folder, or a restored database, may lack them), the portal's CA and client
-certificate folder for a `qemu+tls://` host, and the portal's connect timeout.
+`gateway.connect` takes a URI; a host needs more first: the ssh wrapper and known_hosts
+file for a `qemu+ssh://` host (a new data folder, or a restored database, may lack
+them), the portal's CA and client certificate folder for a `qemu+tls://` host, and
+the portal's connect timeout.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 from django.conf import settings
 
 from hosts import gateway
+from hosts.access.ssh_services import ssh_files_ensure
+from hosts.access.tls_services import tls_files_ensure
 from hosts.models import Host, Transport
-from hosts.ssh_services import ssh_files_ensure
-from hosts.tls_services import tls_files_ensure
 
 
 @contextmanager

@@ -2,25 +2,41 @@
 
 Everything else talks to hosts through the functions and classes here. They open
 connections with a timeout, turn libvirt's errors into the portal's own exceptions
-with readable messages, and return plain dataclasses, never libvirt objects.
+with readable messages, and return the plain data of hosts.hypervisor, never libvirt
+objects.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
-import time
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from dataclasses import asdict, replace
 
 import libvirt
 
-from hosts.networks import AddressRefused, connection_check
+from hosts.connection_pool import ConnectionPool
+from hosts.hypervisor import (
+    DiskInfo,
+    DomainInfo,
+    DomainNotFound,
+    DomainState,
+    GatewayError,
+    HostCapabilities,
+    HostUnreachable,
+    MigrationSpec,
+    PoolInfo,
+    VolumeInfo,
+    capabilities_xml_read,
+    cpu_to_compare,
+    domain_xml_read,
+    pool_target_path,
+    version_string,
+)
+from hosts.hypervisor import HostRefused as HostRefused  # callers catch gateway.HostRefused
+from hosts.networks import libvirt_endpoint_probe
 
 # libvirt prints every error to stderr by default; we raise them as exceptions instead.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -61,113 +77,21 @@ def keepalive_bound_s() -> float:
     return float(KEEPALIVE_INTERVAL_S * (KEEPALIVE_COUNT + 1))
 
 
-class GatewayError(Exception):
-    """A hypervisor operation failed; `str(error)` is meant for the user."""
-
-
-class HostUnreachable(GatewayError):
-    """The host did not answer, refused the connection, or the connection broke."""
-
-
-class HostRefused(GatewayError):
-    """The host's address is outside PORTAL_HOST_NETWORKS: it was not contacted."""
-
-
-class DomainNotFound(GatewayError):
-    """No domain with that UUID or name on the host."""
-
-
-# libvirt virDomainState -> the portal's state names (vms.models.VMState values).
+# libvirt virDomainState -> the portal's state names.
 DOMAIN_STATES = {
-    libvirt.VIR_DOMAIN_NOSTATE: "no_state",
-    libvirt.VIR_DOMAIN_RUNNING: "running",
-    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
-    libvirt.VIR_DOMAIN_PAUSED: "paused",
-    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting_down",
-    libvirt.VIR_DOMAIN_SHUTOFF: "shut_off",
-    libvirt.VIR_DOMAIN_CRASHED: "crashed",
-    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+    libvirt.VIR_DOMAIN_NOSTATE: DomainState.NO_STATE,
+    libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: DomainState.BLOCKED,
+    libvirt.VIR_DOMAIN_PAUSED: DomainState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: DomainState.SHUTTING_DOWN,
+    libvirt.VIR_DOMAIN_SHUTOFF: DomainState.SHUT_OFF,
+    libvirt.VIR_DOMAIN_CRASHED: DomainState.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: DomainState.SUSPENDED,
 }
-
-DEFAULT_PORTS = {"tcp": 16509, "tls": 16514, "ssh": 22}
-
-
-@dataclass(frozen=True)
-class HostCapabilities:
-    hostname: str
-    arch: str
-    cpu_model: str
-    cpu_vendor: str
-    cpu_count: int
-    hypervisor_type: str
-    hypervisor_version: str
-    libvirt_version: str
-    host_uuid: str
-    memory_total_bytes: int
-    memory_free_bytes: int
-    migration_features: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DiskInfo:
-    target: str
-    path: str
-    device: str
-    format: str
-    size_bytes: int | None
-
-
-@dataclass(frozen=True)
-class VolumeInfo:
-    path: str
-    capacity_bytes: int
-    allocation_bytes: int  # what the file takes on disk now
-
-
-@dataclass(frozen=True)
-class PoolInfo:
-    name: str
-    target_path: str
-    capacity_bytes: int
-    allocation_bytes: int
-    available_bytes: int
-
-
-@dataclass(frozen=True)
-class DomainInfo:
-    uuid: str
-    name: str
-    state: str
-    persistent: bool
-    vcpus: int
-    memory_kib: int
-    max_memory_kib: int
-    arch: str
-    machine_type: str
-    domain_type: str
-    disks: list[DiskInfo]
-    has_hostdev: bool
-
-
-def _version_string(number: int) -> str:
-    major, rest = divmod(number, 1_000_000)
-    minor, micro = divmod(rest, 1_000)
-    return f"{major}.{minor}.{micro}"
 
 
 def _message(error: libvirt.libvirtError) -> str:
     return (error.get_error_message() or str(error)).strip()
-
-
-def _probe_tcp(address: str, port: int, timeout: float) -> None:
-    # libvirt's open has no timeout of its own: a silent host would block for minutes.
-    try:
-        with socket.create_connection((address, port), timeout=timeout):
-            pass
-    except TimeoutError as exc:
-        raise HostUnreachable(f"{address}:{port} did not answer within {timeout:g} s") from exc
-    except OSError as exc:
-        raise HostUnreachable(f"cannot connect to {address}:{port}: {exc.strerror or exc}") from exc
 
 
 def _open_with_timeout(uri: str, timeout: float) -> libvirt.virConnect:
@@ -204,7 +128,7 @@ class HostConnection:
 
     def capabilities(self) -> HostCapabilities:
         try:
-            caps = ET.fromstring(self._conn.getCapabilities())
+            caps = capabilities_xml_read(self._conn.getCapabilities())
             node_info = self._conn.getInfo()
             free = self._conn.getFreeMemory()
             hv_type = self._conn.getType()
@@ -213,31 +137,15 @@ class HostConnection:
             hostname = self._conn.getHostname()
         except libvirt.libvirtError as exc:
             raise HostUnreachable(f"reading capabilities of {self.uri}: {_message(exc)}") from exc
-        host = caps.find("host")
-        cpu = host.find("cpu") if host is not None else None
-        migration = host.find("migration_features") if host is not None else None
-        features: dict = {}
-        if migration is not None:
-            features["live"] = migration.find("live") is not None
-            transports = migration.find("uri_transports")
-            features["uri_transports"] = (
-                [t.text for t in transports.findall("uri_transport")]
-                if transports is not None
-                else []
-            )
         return HostCapabilities(
+            **asdict(caps),
             hostname=hostname,
-            arch=(cpu.findtext("arch") if cpu is not None else "") or "",
-            cpu_model=(cpu.findtext("model") if cpu is not None else "") or "",
-            cpu_vendor=(cpu.findtext("vendor") if cpu is not None else "") or "",
             cpu_count=int(node_info[2]),
             hypervisor_type=hv_type,
-            hypervisor_version=_version_string(hv_version),
-            libvirt_version=_version_string(lib_version),
-            host_uuid=(host.findtext("uuid") if host is not None else "") or "",
+            hypervisor_version=version_string(hv_version),
+            libvirt_version=version_string(lib_version),
             memory_total_bytes=int(node_info[1]) * 1024 * 1024,
             memory_free_bytes=int(free),
-            migration_features=features,
         )
 
     def list_domains(self) -> list[DomainInfo]:
@@ -336,7 +244,7 @@ class HostConnection:
 
     def migrate(self, uuid: str, *, destination_uri: str, spec: MigrationSpec) -> None:
         """Peer-to-peer migration to `destination_uri`; blocks until libvirt is done."""
-        flags, params = spec.flags_and_params()
+        flags, params = migration_arguments(spec)
         self._call(
             uuid,
             "migrating",
@@ -347,31 +255,18 @@ class HostConnection:
 
     def compare_cpu(self, *, domain_xml: str) -> tuple[bool, str]:
         """Would this host accept the domain's CPU definition? (ok, reason)"""
-        tree = ET.fromstring(domain_xml)
-        cpu = tree.find("cpu")
-        if cpu is None or cpu.get("mode") in ("host-passthrough", "maximum"):
-            if cpu is not None:
-                return False, f"the VM uses CPU mode '{cpu.get('mode')}', tied to its host's CPU"
-            return True, "the VM uses the hypervisor's default CPU model"
-        os_type = tree.find("os/type")
+        cpu = cpu_to_compare(domain_xml)
+        if cpu.verdict is not None:
+            return cpu.verdict
         try:
             result = self._conn.compareHypervisorCPU(
-                None,
-                os_type.get("arch") if os_type is not None else None,
-                os_type.get("machine") if os_type is not None else None,
-                tree.get("type"),
-                ET.tostring(cpu, encoding="unicode"),
-                0,
+                None, cpu.arch, cpu.machine, cpu.virt_type, cpu.xml, 0
             )
         except libvirt.libvirtError as exc:
             return False, _message(exc)
         if result == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
             return False, "the destination's CPU cannot run the VM's CPU model"
         return True, "the destination's CPU accepts the VM's CPU model"
-
-    def volume_exists(self, path: str) -> bool:
-        """Is `path` a storage volume of one of this host's storage pools?"""
-        return self.volume(path) is not None
 
     def _refreshed_pools(self) -> list[libvirt.virStoragePool]:
         pools = self._conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
@@ -382,13 +277,10 @@ class HostConnection:
                 pass  # a pool busy with another refresh is still listable
         return pools
 
-    def volume(self, path: str) -> VolumeInfo | None:
-        """The storage volume at `path` (pools refreshed first), or None if no pool has it."""
-        return self.volumes([path])[path]
-
     def volumes(self, paths: list[str]) -> dict[str, VolumeInfo | None]:
-        """`volume` for several paths, the pools refreshed once (a refresh rescans the
-        pool's folder: the pre-checks' largest cost on a pool of many images)."""
+        """The storage volume at each path (None if no pool has it), the pools refreshed
+        once first (a refresh rescans the pool's folder: the pre-checks' largest cost on
+        a pool of many images)."""
         found: dict[str, VolumeInfo | None] = {}
         try:
             self._refreshed_pools()
@@ -410,7 +302,7 @@ class HostConnection:
         wanted = os.path.normpath(directory)
         try:
             for pool in self._refreshed_pools():
-                target = ET.fromstring(pool.XMLDesc(0)).findtext("target/path") or ""
+                target = pool_target_path(pool.XMLDesc(0))
                 if target and os.path.normpath(target) == wanted:
                     _state, capacity, allocation, available = pool.info()
                     return PoolInfo(
@@ -421,61 +313,42 @@ class HostConnection:
         return None
 
 
-@dataclass(frozen=True)
-class MigrationSpec:
-    """What the portal asks libvirt for; turned into virDomainMigrateToURI3 arguments here."""
+# MigrationSpec's switches and the flag each one sets.
+_MIGRATION_FLAGS = {
+    "undefine_source": libvirt.VIR_MIGRATE_UNDEFINE_SOURCE,
+    "copy_storage": libvirt.VIR_MIGRATE_NON_SHARED_DISK,
+    "tunnelled": libvirt.VIR_MIGRATE_TUNNELLED,
+    "auto_converge": libvirt.VIR_MIGRATE_AUTO_CONVERGE,
+    "allow_postcopy": libvirt.VIR_MIGRATE_POSTCOPY,
+    "compressed": libvirt.VIR_MIGRATE_COMPRESSED,
+    "tls": libvirt.VIR_MIGRATE_TLS,
+}
 
-    live: bool = True
-    undefine_source: bool = False
-    copy_storage: bool = False
-    tunnelled: bool = False
-    auto_converge: bool = False
-    allow_postcopy: bool = False
-    compressed: bool = False
-    compression_method: str = ""  # "" with compressed: libvirt's default, XBZRLE
-    compression_level: int | None = None  # for "mt" only
-    parallel_connections: int = 0
-    bandwidth_mib_s: int = 0
-    destination_name: str = ""
-    tls: bool = False  # VIR_MIGRATE_TLS: QEMU's stream encrypted (certificates in /etc/pki/qemu)
 
-    def flags_and_params(self) -> tuple[int, dict]:
-        flags = (
-            libvirt.VIR_MIGRATE_PEER2PEER
-            | libvirt.VIR_MIGRATE_PERSIST_DEST
-            | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
-        )
-        if self.live:
-            flags |= libvirt.VIR_MIGRATE_LIVE
-        else:
-            flags |= libvirt.VIR_MIGRATE_OFFLINE
-        if self.undefine_source:
-            flags |= libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
-        if self.copy_storage:
-            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
-        if self.tunnelled:
-            flags |= libvirt.VIR_MIGRATE_TUNNELLED
-        if self.auto_converge:
-            flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
-        if self.allow_postcopy:
-            flags |= libvirt.VIR_MIGRATE_POSTCOPY
-        if self.compressed:
-            flags |= libvirt.VIR_MIGRATE_COMPRESSED
-        if self.tls:
-            flags |= libvirt.VIR_MIGRATE_TLS
-        params: dict = {}
-        if self.compressed and self.compression_method:
-            params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = self.compression_method
-        if self.compressed and self.compression_level is not None:
-            params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION_MT_LEVEL] = self.compression_level
-        if self.parallel_connections:
-            flags |= libvirt.VIR_MIGRATE_PARALLEL
-            params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = self.parallel_connections
-        if self.bandwidth_mib_s:
-            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = self.bandwidth_mib_s
-        if self.destination_name:
-            params[libvirt.VIR_MIGRATE_PARAM_DEST_NAME] = self.destination_name
-        return flags, params
+def migration_arguments(spec: MigrationSpec) -> tuple[int, dict]:
+    """virDomainMigrateToURI3's flags and parameters for `spec`."""
+    flags = (
+        libvirt.VIR_MIGRATE_PEER2PEER
+        | libvirt.VIR_MIGRATE_PERSIST_DEST
+        | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
+        | (libvirt.VIR_MIGRATE_LIVE if spec.live else libvirt.VIR_MIGRATE_OFFLINE)
+    )
+    for switch, flag in _MIGRATION_FLAGS.items():
+        if getattr(spec, switch):
+            flags |= flag
+    params: dict = {}
+    if spec.compressed and spec.compression_method:
+        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = spec.compression_method
+    if spec.compressed and spec.compression_level is not None:
+        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION_MT_LEVEL] = spec.compression_level
+    if spec.parallel_connections:
+        flags |= libvirt.VIR_MIGRATE_PARALLEL
+        params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = spec.parallel_connections
+    if spec.bandwidth_mib_s:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = spec.bandwidth_mib_s
+    if spec.destination_name:
+        params[libvirt.VIR_MIGRATE_PARAM_DEST_NAME] = spec.destination_name
+    return flags, params
 
 
 _UNREACHABLE_CODES = {
@@ -494,64 +367,39 @@ def _translate(exc: libvirt.libvirtError, doing: str) -> GatewayError:
     return GatewayError(message)
 
 
+def _block_size(dom: libvirt.virDomain, disk: DiskInfo) -> int | None:
+    if not (disk.path and disk.target):
+        return None
+    try:
+        return int(dom.blockInfo(disk.target)[0])
+    except libvirt.libvirtError:
+        return None  # e.g. an empty CD-ROM or a file that is missing
+
+
 def _domain_info(dom: libvirt.virDomain) -> DomainInfo:
     state, _reason = dom.state()
     _state, max_mem, mem, vcpus, _cpu_time = dom.info()
-    tree = ET.fromstring(dom.XMLDesc(0))
-    os_type = tree.find("os/type")
-    disks = []
-    for disk in tree.findall("devices/disk"):
-        source = disk.find("source")
-        path = ""
-        if source is not None:
-            path = source.get("file") or source.get("dev") or source.get("name") or ""
-        target = disk.find("target")
-        target_dev = target.get("dev", "") if target is not None else ""
-        driver = disk.find("driver")
-        size = None
-        if path and target_dev:
-            try:
-                size = int(dom.blockInfo(target_dev)[0])
-            except libvirt.libvirtError:
-                size = None  # e.g. an empty CD-ROM or a file that is missing
-        disks.append(
-            DiskInfo(
-                target=target_dev,
-                path=path,
-                device=disk.get("device", "disk"),
-                format=driver.get("type", "") if driver is not None else "",
-                size_bytes=size,
-            )
-        )
-    has_hostdev = bool(tree.findall("devices/hostdev"))
+    definition = domain_xml_read(dom.XMLDesc(0))
     return DomainInfo(
         uuid=dom.UUIDString(),
         name=dom.name(),
-        state=DOMAIN_STATES.get(state, "no_state"),
+        state=DOMAIN_STATES.get(state, DomainState.NO_STATE),
         persistent=bool(dom.isPersistent()),
         vcpus=int(vcpus),
         memory_kib=int(mem),
         max_memory_kib=int(max_mem),
-        arch=os_type.get("arch", "") if os_type is not None else "",
-        machine_type=os_type.get("machine", "") if os_type is not None else "",
-        domain_type=tree.get("type", ""),
-        disks=disks,
-        has_hostdev=has_hostdev,
+        arch=definition.arch,
+        machine_type=definition.machine_type,
+        domain_type=definition.domain_type,
+        disks=[replace(d, size_bytes=_block_size(dom, d)) for d in definition.disks],
+        has_hostdev=definition.has_hostdev,
     )
 
 
 def _open(uri: str, timeout: float) -> libvirt.virConnect:
     """Open `uri` within `timeout` s (TCP probe, then libvirt's handshake in a thread),
     with client keepalive set: what bounds every later call on it."""
-    parts = urlsplit(uri)
-    transport = parts.scheme.partition("+")[2] or "unix"
-    if parts.hostname and transport in DEFAULT_PORTS:
-        port = parts.port or DEFAULT_PORTS[transport]
-        try:
-            connection_check(parts.hostname, port)
-        except AddressRefused as exc:
-            raise HostRefused(str(exc)) from None
-        _probe_tcp(parts.hostname, port, timeout)
+    libvirt_endpoint_probe(uri, timeout)
     _ensure_event_loop()
     conn = _open_with_timeout(uri, timeout)
     try:
@@ -581,51 +429,10 @@ def connect(uri: str, *, timeout: float) -> Iterator[HostConnection]:
         _close(conn)
 
 
-# --- long-lived connections, kept open per URI and process ----------------------------
-#
-# Opening a connection costs a TCP handshake and libvirt's (tcp: ~10 ms; ssh: an ssh
-# process, its key exchange and the remote helper, 100-300 ms). A worker keeps the
-# connections it opened (at most POOL_MAX_IDLE per URI: the migration call and the
-# monitor need two at once), with the same keepalive as any other, so a call on one is
-# bounded exactly as on a fresh one (`keepalive_bound_s`).
-#
-# A connection is lent to one user at a time, never shared by concurrent calls: with
-# libvirt 9.0, when keepalive closed a connection on which one thread was blocked in
-# migrateToURI3, another thread's concurrent call on it never returned (measured on the
-# lab with the source's control plane cut; the fault matrix's "portal cut off from the
-# source" case).
-#
-# Before it is lent, a connection is checked alive (keepalive closes a dead one); one
-# whose user saw the host unreachable is closed, not kept. `generation` names the
-# credentials it was opened with (the caller's choice: pinned host key, certificates):
-# a different generation for the same URI closes the older connections, as
-# `pool_forget` does; a connection in use is closed when its user gives it back, never
-# under a running call (closing the client connection that started a migration would
-# end the migration). Idle ones are closed after POOL_IDLE_S.
+# --- long-lived connections (hosts.connection_pool) -----------------------------------
 
 POOL_IDLE_S = float(os.environ.get("PORTAL_LIBVIRT_POOL_IDLE_S", "300"))
 POOL_MAX_IDLE = 2
-
-
-@dataclass(eq=False)
-class _Pooled:
-    uri: str
-    generation: str
-    epoch: int
-    keepalive: tuple[int, int]
-    conn: libvirt.virConnect
-    last_used: float = 0.0
-
-
-_pool_lock = threading.Lock()
-_idle: dict[str, list[_Pooled]] = {}  # connections ready to lend, most recent last
-_busy: set[_Pooled] = set()  # lent out now
-_epochs: dict[str, int] = {}  # raised by pool_forget: older connections are not kept
-_generations: dict[str, str] = {}  # the newest credentials asked for, per URI
-# Connections a forked child found in its parent's pool: kept referenced and never
-# used or closed in the child (closing, or garbage collection, would send libvirt's
-# close over the parent's socket).
-_inherited: list[_Pooled] = []
 
 
 def _alive(conn: libvirt.virConnect) -> bool:
@@ -639,63 +446,14 @@ def _keepalive() -> tuple[int, int]:
     return (KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
 
 
-def _current(entry: _Pooled) -> bool:
-    """Opened with the credentials and keepalive asked for now, and not forgotten."""
-    return (
-        entry.generation == _generations.get(entry.uri, entry.generation)
-        and entry.epoch == _epochs.get(entry.uri, 0)
-        and entry.keepalive == _keepalive()
-    )
-
-
-def _pool_acquire(uri: str, timeout: float, generation: str) -> _Pooled:
-    to_close: list[libvirt.virConnect] = []
-    found: _Pooled | None = None
-    now = time.monotonic()
-    with _pool_lock:
-        _generations[uri] = generation
-        for key, entries in list(_idle.items()):
-            stale = [e for e in entries if now - e.last_used > POOL_IDLE_S]
-            if stale:
-                to_close += [e.conn for e in stale]
-                _idle[key] = [e for e in entries if e not in stale]
-        entries = _idle.get(uri, [])
-        while entries and found is None:
-            entry = entries.pop()
-            if _current(entry) and _alive(entry.conn):
-                found = entry
-            else:
-                to_close.append(entry.conn)
-        epoch = _epochs.get(uri, 0)
-        if found is not None:
-            _busy.add(found)
-    for conn in to_close:
-        _close(conn)
-    if found is not None:
-        return found
-    # Opened outside the lock: a slow host must not hold up connections to the others.
-    fresh = _Pooled(uri, generation, epoch, _keepalive(), _open(uri, timeout))
-    with _pool_lock:
-        _busy.add(fresh)
-    return fresh
-
-
-def _pool_release(entry: _Pooled, *, broken: bool) -> None:
-    with _pool_lock:
-        _busy.discard(entry)
-        entries = _idle.setdefault(entry.uri, [])
-        keep = (
-            not broken
-            and _current(entry)
-            and len(entries) < POOL_MAX_IDLE
-            and entry not in _inherited
-            and _alive(entry.conn)
-        )
-        if keep:
-            entry.last_used = time.monotonic()
-            entries.append(entry)
-    if not keep:
-        _close(entry.conn)
+_pool = ConnectionPool(
+    open_=_open,
+    close=_close,
+    alive=_alive,
+    settings=_keepalive,
+    max_idle=POOL_MAX_IDLE,
+    idle_s=POOL_IDLE_S,
+)
 
 
 @contextmanager
@@ -703,7 +461,7 @@ def pooled(uri: str, *, timeout: float, generation: str = "") -> Iterator[HostCo
     """A HostConnection to `uri` from this process's pool (opened within `timeout` s if
     none is alive and free), lent to this block alone and kept open after it. It is
     closed instead if the block raises HostUnreachable or calls `mark_broken()`."""
-    entry = _pool_acquire(uri, timeout, generation)
+    entry = _pool.acquire(uri, timeout, generation)
     handle = HostConnection(uri, entry.conn)
     broken = False
     try:
@@ -712,40 +470,21 @@ def pooled(uri: str, *, timeout: float, generation: str = "") -> Iterator[HostCo
         broken = True
         raise
     finally:
-        _pool_release(entry, broken=broken or handle.broken)
+        _pool.release(entry, broken=broken or handle.broken)
 
 
 def pool_forget(uri: str | None = None) -> None:
     """Close the idle pooled connections to `uri` (every URI if None), e.g. when a
     host's address or credentials change; those in use are closed when given back."""
-    with _pool_lock:
-        uris = [uri] if uri is not None else list({*_idle, *(e.uri for e in _busy)})
-        to_close = []
-        for key in uris:
-            _epochs[key] = _epochs.get(key, 0) + 1
-            to_close += [e.conn for e in _idle.pop(key, [])]
-    for conn in to_close:
-        _close(conn)
+    _pool.forget(uri)
 
 
 def pool_size() -> int:
     """Idle connections kept open by this process."""
-    with _pool_lock:
-        return sum(len(entries) for entries in _idle.values())
+    return _pool.size()
 
 
-def _pool_before_fork() -> None:
-    # A child must not inherit open sockets that libvirt's event loop watches (its own
-    # loop would read the parent's replies): idle connections are closed first. The
-    # portal's forking processes (django-q2's sentinel, gunicorn's master) hold none.
-    pool_forget()
-
-
-def _pool_after_fork_in_child() -> None:
-    global _pool_lock, _idle, _busy
-    _inherited.extend([e for entries in _idle.values() for e in entries] + list(_busy))
-    _idle, _busy = {}, set()
-    _pool_lock = threading.Lock()
-
-
-os.register_at_fork(before=_pool_before_fork, after_in_child=_pool_after_fork_in_child)
+# A child must not inherit open sockets that libvirt's event loop watches (its own loop
+# would read the parent's replies): idle connections are closed first. The portal's
+# forking processes (django-q2's sentinel, gunicorn's master) hold none.
+os.register_at_fork(before=_pool.forget, after_in_child=_pool.after_fork_in_child)

@@ -3,6 +3,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.db import models
 
+from hosts.access.models import SshAccess, TlsCertificates
 from hosts.validators import validate_host_address, validate_uri_safe
 
 
@@ -21,9 +22,6 @@ class HostStatus(models.TextChoices):
     UNREACHABLE = "unreachable", "Unreachable"
 
 
-DEFAULT_PORTS = {Transport.TCP: 16509, Transport.TLS: 16514, Transport.SSH: 22}
-
-
 def ssh_port_of(transport: str, port: int | None) -> int:
     """The port ssh reaches a host on: its own port for an ssh host, else 22."""
     return port if transport == Transport.SSH and port else 22
@@ -31,7 +29,7 @@ def ssh_port_of(transport: str, port: int | None) -> int:
 
 def libvirt_uri_of(transport: str, address: str, port: int | None, ssh_user: str) -> str:
     """Host.libvirt_uri from the columns it is made of (also for rows read without a
-    model instance, core.api.rows)."""
+    model instance, core.api.rows, and for a peer's TLS URI)."""
     address = f"[{address}]" if ":" in address else address
     port_part = f":{port}" if port else ""
     if transport == Transport.SSH:
@@ -54,8 +52,43 @@ def _default_shared_paths() -> list[str]:
     return list(settings.SHARED_STORAGE_PATHS)
 
 
-class Host(models.Model):
-    """A libvirt hypervisor host the portal manages."""
+class Capabilities(models.Model):
+    """What libvirt last reported of the host, re-read on every refresh."""
+
+    hostname = models.CharField(max_length=255, blank=True)
+    arch = models.CharField(max_length=32, blank=True)
+    cpu_model = models.CharField(max_length=128, blank=True)
+    cpu_vendor = models.CharField(max_length=64, blank=True)
+    cpu_count = models.PositiveIntegerField(null=True, blank=True)
+    hypervisor_type = models.CharField(max_length=32, blank=True)
+    hypervisor_version = models.CharField(max_length=32, blank=True)
+    libvirt_version = models.CharField(max_length=32, blank=True)
+    host_uuid = models.CharField(max_length=36, blank=True)
+    memory_total_bytes = models.BigIntegerField(null=True, blank=True)
+    memory_free_bytes = models.BigIntegerField(null=True, blank=True)
+    migration_features = models.JSONField(default=dict, blank=True)
+    capabilities_updated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class Maintenance(models.Model):
+    """A host in maintenance takes no new VMs (a pre-check refuses migrations to it, the
+    destination ranking marks it unfit); what runs there stays until evacuated."""
+
+    maintenance = models.BooleanField(default=False)
+    maintenance_since = models.DateTimeField(null=True, blank=True)
+    maintenance_reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class Host(SshAccess, TlsCertificates, Capabilities, Maintenance, models.Model):
+    """A libvirt hypervisor host the portal manages: how it is reached, whether it
+    answered, and one abstract model per concern (ssh access, TLS certificates,
+    capabilities, maintenance)."""
 
     name = models.CharField(
         max_length=64,
@@ -83,56 +116,10 @@ class Host(models.Model):
         help_text="Path prefixes on storage that every host sees (NFS and the like).",
     )
 
-    # SSH: the host key pinned on first contact (trust on first use), a different key
-    # seen since (refused until an administrator accepts it), and the user for whom the
-    # portal's key was installed.
-    ssh_host_key = models.TextField(blank=True, help_text="Pinned key: '<type> <base64>'.")
-    ssh_host_key_fingerprint = models.CharField(max_length=64, blank=True)
-    ssh_host_key_recorded_at = models.DateTimeField(null=True, blank=True)
-    ssh_host_key_pending = models.TextField(blank=True)
-    ssh_host_key_pending_fingerprint = models.CharField(max_length=64, blank=True)
-    ssh_host_key_pending_seen_at = models.DateTimeField(null=True, blank=True)
-    ssh_access_user = models.CharField(max_length=32, blank=True)
-    ssh_access_set_up_at = models.DateTimeField(null=True, blank=True)
-    # The ssh user is not in the host's libvirt group but may sudo: libvirt's remote
-    # helper is run through `sudo -n` (the portal's wrapper; peers' forced command).
-    ssh_libvirt_via_sudo = models.BooleanField(default=False)
-
-    # TLS: the certificates the portal's CA last issued to the host (public parts only;
-    # the private keys were generated on the host and never left it).
-    tls_ca_fingerprint = models.CharField(max_length=128, blank=True)
-    tls_server_cert = models.TextField(blank=True)
-    tls_server_fingerprint = models.CharField(max_length=128, blank=True)
-    tls_server_not_after = models.DateTimeField(null=True, blank=True)
-    tls_client_cert = models.TextField(blank=True)
-    tls_client_not_after = models.DateTimeField(null=True, blank=True)
-    tls_issued_at = models.DateTimeField(null=True, blank=True)
-
     status = models.CharField(max_length=16, choices=HostStatus.choices, default=HostStatus.UNKNOWN)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
-
-    # Capabilities snapshot, re-read on every refresh.
-    hostname = models.CharField(max_length=255, blank=True)
-    arch = models.CharField(max_length=32, blank=True)
-    cpu_model = models.CharField(max_length=128, blank=True)
-    cpu_vendor = models.CharField(max_length=64, blank=True)
-    cpu_count = models.PositiveIntegerField(null=True, blank=True)
-    hypervisor_type = models.CharField(max_length=32, blank=True)
-    hypervisor_version = models.CharField(max_length=32, blank=True)
-    libvirt_version = models.CharField(max_length=32, blank=True)
-    host_uuid = models.CharField(max_length=36, blank=True)
-    memory_total_bytes = models.BigIntegerField(null=True, blank=True)
-    memory_free_bytes = models.BigIntegerField(null=True, blank=True)
-    migration_features = models.JSONField(default=dict, blank=True)
-    capabilities_updated_at = models.DateTimeField(null=True, blank=True)
-
-    # Maintenance: the host takes no new VMs (a pre-check refuses migrations to it, the
-    # destination ranking marks it unfit); what runs there stays until evacuated.
-    maintenance = models.BooleanField(default=False)
-    maintenance_since = models.DateTimeField(null=True, blank=True)
-    maintenance_reason = models.CharField(max_length=500, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -150,10 +137,6 @@ class Host(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    @property
-    def effective_port(self) -> int:
-        return self.port or DEFAULT_PORTS[Transport(self.transport)]
 
     @property
     def libvirt_uri(self) -> str:
@@ -177,92 +160,13 @@ class Host(models.Model):
         command = (
             settings.SSH_SUDO_COMMAND_PATH
             if self.ssh_libvirt_via_sudo
-            else (settings.SSH_COMMAND_PATH)
+            else settings.SSH_COMMAND_PATH
         )
         query = urlencode({"keyfile": str(settings.SSH_KEY_PATH), "command": str(command)})
         return f"{self.libvirt_uri}?{query}"
-
-    @property
-    def tls_peer_uri(self) -> str:
-        return tls_peer_uri(self)
-
-    @property
-    def has_tls_certificates(self) -> bool:
-        return bool(self.tls_server_cert and self.tls_client_cert)
 
     def is_on_shared_storage(self, path: str) -> bool:
         return any(
             path == prefix or path.startswith(prefix.rstrip("/") + "/")
             for prefix in self.shared_storage_paths
         )
-
-
-# Where a source host keeps the key pair it uses to reach its migration peers over ssh
-# (libvirtd runs as root). Generated on the host; its private half never leaves it.
-PEER_KEY_PATH = "/root/.ssh/portal_migration_ed25519"
-
-
-class PeerTrust(models.Model):
-    """A source host may open libvirt on a destination over ssh, for peer-to-peer
-    migration: the source's own key is installed for the destination's ssh user (may
-    only run libvirt's helper), and the destination's pinned host key is in the
-    source's root known_hosts. Set up and removed by `hosts.peer_services`."""
-
-    source = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="peer_trusts")
-    destination = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="trusted_by")
-    source_key = models.TextField(
-        help_text="The source's public key line (its private key stays there)."
-    )
-    source_key_fingerprint = models.CharField(max_length=64)
-    destination_user = models.CharField(max_length=32)
-    destination_host_key_fingerprint = models.CharField(max_length=64)
-    via_sudo = models.BooleanField(default=False)
-    authorized_keys_line = models.TextField()
-    known_hosts_line = models.TextField()
-    verified_at = models.DateTimeField()
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["source__name", "destination__name"]
-        constraints = [
-            models.UniqueConstraint(fields=["source", "destination"], name="peer_trust_unique_pair")
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.source} -> {self.destination}"
-
-
-def tls_peer_uri(destination: Host) -> str:
-    """The URI a SOURCE host's libvirtd opens to `destination` for a peer-to-peer
-    migration over TLS: no pkipath, so the source uses its own client certificate
-    (/etc/pki/libvirt/clientcert.pem and private/clientkey.pem on the source)."""
-    address = f"[{destination.address}]" if ":" in destination.address else destination.address
-    port = destination.port if destination.transport == Transport.TLS and destination.port else None
-    return f"qemu+tls://{address}{f':{port}' if port else ''}/system"
-
-
-class CredentialKind(models.TextChoices):
-    SSH_KEY = "ssh_key", "The portal's ssh key pair"
-    TLS_CA = "tls_ca", "The portal's TLS certificate authority"
-    TLS_CLIENT = "tls_client", "The portal's TLS client certificate"
-
-
-class PortalCredential(models.Model):
-    """One of the portal's own key pairs, the same for every portal node: the public
-    half in the clear (an ssh public key line, or a PEM certificate), the private half
-    (PEM) encrypted with Fernet under a key derived from SECRET_KEY, never in the clear.
-    Read and written by `hosts.credentials` only; each node materialises the files it
-    needs from these rows (docs/nodes.md)."""
-
-    kind = models.CharField(max_length=16, choices=CredentialKind.choices, unique=True)
-    public = models.TextField()
-    private_encrypted = models.TextField()
-    fingerprint = models.CharField(max_length=128)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["kind"]
-
-    def __str__(self) -> str:
-        return f"{self.get_kind_display()} ({self.fingerprint})"

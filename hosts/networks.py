@@ -1,6 +1,6 @@
 """The host network allow-list (`PORTAL_HOST_NETWORKS`): which addresses the portal may
 contact at all. Checked when an address is entered (400) and again right before any
-connection (libvirt in hosts.gateway, ssh in hosts.ssh), so that nothing outside it is
+connection (libvirt in hosts.gateway, ssh in hosts.access.ssh), so that nothing outside it is
 ever contacted, whatever path an address took.
 
 Entries, comma-separated: networks in CIDR form (`127.0.0.0/8`, `2001:db8::/32`) and
@@ -17,8 +17,11 @@ import functools
 import ipaddress
 import socket
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from django.conf import settings
+
+from hosts.hypervisor import DEFAULT_PORTS, HostRefused, HostUnreachable
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -124,3 +127,25 @@ def connection_check(address: str, port: int) -> None:
             f"{address} resolves to {', '.join(outside)}, outside the networks this portal "
             f"may contact (PORTAL_HOST_NETWORKS: {allowed.describe()})"
         )
+
+
+def libvirt_endpoint_probe(uri: str, timeout: float) -> None:
+    """Before libvirt opens `uri` (its open has no timeout of its own: a silent host
+    would block it for minutes): HostRefused if the host is outside the allowed
+    networks, HostUnreachable if its port does not answer within `timeout` s."""
+    parts = urlsplit(uri)
+    transport = parts.scheme.partition("+")[2] or "unix"
+    if not (parts.hostname and transport in DEFAULT_PORTS):
+        return
+    address, port = parts.hostname, parts.port or DEFAULT_PORTS[transport]
+    try:
+        connection_check(address, port)
+    except AddressRefused as exc:
+        raise HostRefused(str(exc)) from None
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            pass
+    except TimeoutError as exc:
+        raise HostUnreachable(f"{address}:{port} did not answer within {timeout:g} s") from exc
+    except OSError as exc:
+        raise HostUnreachable(f"cannot connect to {address}:{port}: {exc.strerror or exc}") from exc

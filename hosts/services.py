@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
-from datetime import datetime
-from typing import Protocol
+from dataclasses import asdict, dataclass, field
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -14,10 +12,10 @@ from django.utils import timezone
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
-from hosts import gateway, ssh, ssh_services
+from hosts import gateway
+from hosts.access import ssh_services
 from hosts.connections import host_connect
 from hosts.models import Host, HostStatus, Transport
-from hosts.selectors import host_find
 
 logger = logging.getLogger(__name__)
 
@@ -116,99 +114,85 @@ def host_maintenance_set(*, host: Host, enabled: bool, reason: str = "", actor: 
     return host
 
 
-class DomainsSync(Protocol):
-    """Takes a host's full domain list from `host_refresh`, inside the transaction that
-    records the host as reachable: `vms.services.vms_sync_host` (hosts knows no VMs)."""
+@dataclass(frozen=True)
+class HostReading:
+    """What one connection to a host read. `capabilities` None: the host did not answer
+    and `host` is its row as recorded unreachable (with the error)."""
 
-    def __call__(
-        self,
-        *,
-        host: Host,
-        domains: list[gateway.DomainInfo],
-        synced_at: datetime,
-        actor: Actor,
-    ) -> object: ...
+    host: Host
+    capabilities: gateway.HostCapabilities | None = None
+    domains: list[gateway.DomainInfo] = field(default_factory=list)
 
 
-def host_refresh(
-    *, host: Host, actor: Actor, domains_sync: DomainsSync | None = None, reuse: bool = False
-) -> Host:
-    """Reconnect and re-read the host's capabilities.
-
-    With `domains_sync` the host's domains are listed on the same connection and handed
-    to it in the same transaction: `vms.services.host_refresh_with_vms` is the refresh
-    that also syncs the VM inventory. An unreachable host is recorded as such (with the
-    error), not raised: a refresh of a dead host is a successful observation.
-    """
+def host_read(*, host: Host, actor: Actor, reuse: bool = False) -> HostReading:
+    """Connect and read the host's capabilities and domains on one connection (a new
+    ssh host's key is pinned first). An unreachable host is recorded as such, not
+    raised: a refresh of a dead host is a successful observation. `reuse`: on the
+    process's long-lived connection (the migration engine's), not a fresh one."""
     if host.transport == Transport.SSH and not host.ssh_host_key:
-        host = _host_key_first_contact(host=host, actor=actor)
+        host = ssh_services.host_key_first_contact(host=host, actor=actor)
     try:
-        # The connection is opened outside any transaction: it can take seconds.
+        # Outside any transaction: opening a connection can take seconds.
         with host_connect(host, reuse=reuse) as conn:
-            capabilities = conn.capabilities()
-            domains = conn.list_domains() if domains_sync is not None else []
+            return HostReading(host, conn.capabilities(), conn.list_domains())
     except gateway.GatewayError as exc:
         error = str(exc)
         if host.transport == Transport.SSH:
             # libssh only says verification failed: name the old and new keys.
             error = ssh_services.host_key_check(host=host, actor=actor) or error
         logger.warning("host %s unreachable: %s", host.name, error)
-        return _host_mark_unreachable(host=host, actor=actor, error=error)
+        return HostReading(_host_mark_unreachable(host=host, actor=actor, error=error))
 
+
+def host_reachable_record(
+    *, host: Host, capabilities: gateway.HostCapabilities, actor: Actor
+) -> Host:
+    """Record what a reachable host reported (`last_seen_at` now), in the caller's
+    transaction: vms.services.host_refresh syncs the host's VMs in the same one."""
     now = timezone.now()
-    with transaction.atomic():
-        host = Host.objects.select_for_update().get(pk=host.pk)
-        previous_status = host.status
-        for key, value in asdict(capabilities).items():
-            setattr(host, key, value)
-        host.capabilities_updated_at = now
-        host.status = HostStatus.REACHABLE
-        host.last_seen_at = now
-        host.save()
-        if domains_sync is not None:
-            domains_sync(host=host, domains=domains, synced_at=now, actor=actor)
-        if previous_status != HostStatus.REACHABLE:
-            audit_event_record(
-                actor=actor,
-                event_type=EventType.HOST_REACHABLE,
-                target=host,
-                before={"status": previous_status},
-                after={"status": host.status},
-            )
-    return host
-
-
-def _host_key_first_contact(*, host: Host, actor: Actor) -> Host:
-    try:
-        offered = ssh.host_key_scan(host.address, host.ssh_port)
-    except ssh.SshError:
-        return host  # the connection attempt that follows reports the reason
-    return ssh_services.host_key_pin_first_contact(host=host, offered=offered, actor=actor)
+    changes = {**asdict(capabilities), "capabilities_updated_at": now, "last_seen_at": now}
+    return _host_status_record(host, HostStatus.REACHABLE, changes, actor=actor)
 
 
 def _host_mark_unreachable(*, host: Host, actor: Actor, error: str) -> Host:
     with transaction.atomic():
-        host = Host.objects.select_for_update().get(pk=host.pk)
-        previous_status = host.status
-        host.status = HostStatus.UNREACHABLE
-        host.last_error = error
-        host.last_error_at = timezone.now()
-        host.save()
-        if previous_status != HostStatus.UNREACHABLE:
-            audit_event_record(
-                actor=actor,
-                event_type=EventType.HOST_UNREACHABLE,
-                target=host,
-                before={"status": previous_status},
-                after={"status": host.status},
-                detail={"error": error},
-            )
+        changes = {"last_error": error, "last_error_at": timezone.now()}
+        return _host_status_record(
+            host, HostStatus.UNREACHABLE, changes, actor=actor, detail={"error": error}
+        )
+
+
+_STATUS_EVENTS = {
+    HostStatus.REACHABLE: EventType.HOST_REACHABLE,
+    HostStatus.UNREACHABLE: EventType.HOST_UNREACHABLE,
+}
+
+
+def _host_status_record(
+    host: Host, status: HostStatus, changes: dict, *, actor: Actor, detail: dict | None = None
+) -> Host:
+    """Save `status` with `changes` on the locked row; a change of status is audited."""
+    host = Host.objects.select_for_update().get(pk=host.pk)
+    previous_status = host.status
+    for key, value in changes.items():
+        setattr(host, key, value)
+    host.status = status
+    host.save()
+    if previous_status != status:
+        audit_event_record(
+            actor=actor,
+            event_type=_STATUS_EVENTS[status],
+            target=host,
+            before={"status": previous_status},
+            after={"status": host.status},
+            detail=detail,
+        )
     return host
 
 
 def host_validate_new(*, remote_host: str) -> None:
-    """Raise what `host_resolve_or_register` would raise for registering `remote_host`
-    (ValidationError on `remote_host`), without writing anything."""
+    """Raise what `host_register_remote` would raise for `remote_host` (ValidationError
+    on `remote_host`), without writing anything."""
     candidate = Host(name=remote_host, address=remote_host, transport=Transport.SSH)
     try:
         candidate.full_clean()
@@ -222,24 +206,14 @@ def _on_remote_host(exc: ValidationError) -> ValidationError:
     return ValidationError({"remote_host": messages})
 
 
-def host_resolve_or_register(
-    *, remote_host: str, actor: Actor, domains_sync: DomainsSync | None = None
-) -> Host:
-    """The registered host named or addressed `remote_host`, else a new host registered
-    on the fly (transport ssh, never tcp: an address typed into a request must not open
-    an unauthenticated connection) and refreshed once so its capabilities are known
-    (and, given `domains_sync`, its VMs: see `host_refresh`).
-
-    Raises django ValidationError (on `remote_host`) for a value that is not a
-    hostname or IP address.
-    """
-    host = host_find(remote_host=remote_host)
-    if host is not None:
-        return host
+def host_register_remote(*, remote_host: str, actor: Actor) -> Host:
+    """Register a host typed into a request, named and addressed `remote_host`: over
+    ssh, never tcp (an address typed into a request must not open an unauthenticated
+    connection). Raises django ValidationError (on `remote_host`) for a value that is
+    not a hostname or IP address."""
     try:
-        host = host_create(
+        return host_create(
             actor=actor, name=remote_host, address=remote_host, transport=Transport.SSH
         )
     except ValidationError as exc:
         raise _on_remote_host(exc) from exc
-    return host_refresh(host=host, actor=actor, domains_sync=domains_sync)

@@ -30,10 +30,10 @@ from django.utils import timezone
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts import gateway
+from hosts.access.peer_services import peer_trust_ensure, peer_trust_refused, peer_uri
+from hosts.access.ssh_services import SshAccessError
 from hosts.connections import host_connect, host_connector
 from hosts.models import Host
-from hosts.peer_services import peer_trust_ensure, peer_trust_refused, peer_uri
-from hosts.ssh_services import SshAccessError
 from migrations_app.domain import batch_rules, decisions
 from migrations_app.domain.lifecycle import BatchStatus, FailureReason, Phase
 from migrations_app.domain.options import MigrationOptions
@@ -49,8 +49,7 @@ from migrations_app.models import (
 )
 from migrations_app.prechecks import MigrationPlan, run_prechecks
 from migrations_app.webhooks import webhooks_deliver_due, webhooks_migration_final
-from vms.services import host_refresh_with_vms as host_refresh
-from vms.services import vm_sync_one
+from vms.services import host_refresh, vm_sync_one
 
 logger = logging.getLogger(__name__)
 

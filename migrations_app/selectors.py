@@ -14,6 +14,7 @@ from django.http import QueryDict
 from django.utils import timezone
 
 from core.filters import filtered
+from hosts.hypervisor import LIVE_MOVABLE_STATES
 from hosts.models import Host, HostStatus
 from migrations_app.domain import placement
 from migrations_app.domain.lifecycle import ACTIVE_STATUSES, RUNNING_STATUSES
@@ -22,9 +23,6 @@ from migrations_app.models import Migration, MigrationBatch
 from migrations_app.permissions import sees_all_batches, sees_all_migrations
 from migrations_app.prechecks.facts import cpu_verdicts
 from vms.models import VM, VMState
-
-# The states a VM moves live from (the pre-check `vm_state_fits_mode`).
-LIVE_STATES = frozenset({VMState.RUNNING, VMState.PAUSED})
 
 REPORT_DEFAULT_DAYS = 30
 
@@ -106,7 +104,7 @@ def _vm_needs(vm: VM, active: dict[str, Migration]) -> placement.VMNeeds:
         uuid=str(vm.uuid),
         name=vm.name,
         memory_bytes=vm.memory_kib * 1024,
-        live=vm.state in LIVE_STATES,
+        live=vm.state in LIVE_MOVABLE_STATES,
         state=vm.state,
         has_hostdev=vm.has_hostdev,
         active_migration=f"migration {migration.pk} is {migration.status}" if migration else "",

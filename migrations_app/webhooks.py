@@ -36,7 +36,7 @@ from django_q.tasks import async_task
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
-from hosts.credentials import fernet_for
+from hosts.access.credentials import fernet_for
 from hosts.networks import AddressRefused, address_refusal, connection_check
 from migrations_app.models import (
     Migration,

@@ -14,8 +14,9 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from hosts import gateway, ssh
-from hosts.ssh_services import SshAccessError
+from hosts import gateway
+from hosts.access import ssh
+from hosts.access.ssh_services import SshAccessError
 from migrations_app.services import MigrationConflict
 
 

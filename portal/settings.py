@@ -407,7 +407,7 @@ MIGRATION_TIMEOUT_MAX_S = int(Q_CLUSTER["timeout"]) - 600
 # Nothing here is node-local state: the portal's ssh key pair, TLS CA and client
 # certificate live in the database (private keys encrypted with a key derived from
 # SECRET_KEY), host keys are pinned in the database, and these files are a per-node
-# cache rebuilt from it before use (hosts.credentials, docs/nodes.md).
+# cache rebuilt from it before use (hosts.access.credentials, docs/nodes.md).
 # The portal's private key (0600) as this node materialises it; libvirt's ssh and
 # paramiko read it here. Not configurable: PORTAL_SSH_KEY_PATH is refused (check
 # hosts.E001); a key of the deployment's is imported once with

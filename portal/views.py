@@ -10,6 +10,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.defaults import page_not_found
 
+from hosts.hypervisor import UP_STATES
 from hosts.models import Host
 from hosts.permissions import can_manage_hosts
 from migrations_app.api.serializers import MigrationBatchSerializer
@@ -21,8 +22,8 @@ from migrations_app.selectors import batches_visible_to, migrations_visible_to
 from portal import selectors
 from portal.forms import ThrottledAuthenticationForm
 from vms.filters import VMFilterSet
-from vms.models import ACTIVE_STATES, VMState
-from vms.selectors import vm_get_present
+from vms.models import VMState
+from vms.selectors import vm_current_with_host
 
 MIGRATIONS_PER_PAGE = 50
 
@@ -64,7 +65,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def vm_detail(request: HttpRequest, uuid: UUID) -> HttpResponse:
-    vm = vm_get_present(uuid=str(uuid))
+    vm = vm_current_with_host(uuid=str(uuid))
     if vm is None:
         raise Http404("No VM with this UUID.")
     active = selectors.vm_active_migration(user=request.user, vm=vm)
@@ -73,7 +74,7 @@ def vm_detail(request: HttpRequest, uuid: UUID) -> HttpResponse:
         "portal/vm_detail.html",
         {
             "vm": vm,
-            "live": vm.state in ACTIVE_STATES,
+            "live": vm.state in UP_STATES,
             "other_definitions": selectors.vm_other_definitions(vm),
             "destinations": selectors.migration_destinations(vm),
             "migrations": selectors.vm_migrations(user=request.user, vm=vm),

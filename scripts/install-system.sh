@@ -27,7 +27,7 @@ PACKAGES=(
   chromium fonts-dejavu-core
   # util-linux provides unshare; procps for pgrep
   util-linux procps make curl
-  # TLS: a host makes its own private keys and certificate requests (hosts/tls_services.py)
+  # TLS: a host makes its own private keys and certificate requests (hosts/access/tls_services.py)
   openssl
   # lab hosts: administrators who sudo (and the portal's sudo-only access)
   sudo

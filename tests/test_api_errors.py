@@ -6,8 +6,9 @@ from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
-from hosts import gateway, ssh
-from hosts.ssh_services import SshAccessError
+from hosts import gateway
+from hosts.access import ssh
+from hosts.access.ssh_services import SshAccessError
 from migrations_app.services import MigrationConflict
 from portal.api_errors import api_exception_handler
 

@@ -112,7 +112,8 @@ def seeded(admin_user, settings):
     fuzzer picks (small integers first) find something and bodies get checked."""
     from audit.events import EventType
     from audit.services import Actor, audit_event_record
-    from hosts.models import Host, PeerTrust
+    from hosts.access.models import PeerTrust
+    from hosts.models import Host
     from migrations_app import webhooks
     from migrations_app.models import Migration, MigrationBatch, WebhookEvent
 

@@ -355,7 +355,8 @@ def test_round_trip_from_the_dialog(portal, page, linux_vm):
 def test_ssh_hosts_direct_and_tunnelled_from_the_dialog(portal, page, linux_vm, api):
     """Hosts reached over ssh that share nothing with the portal: the dialog migrates
     there directly and back tunnelled; each source uses a key of its own."""
-    from hosts.models import Host, PeerTrust
+    from hosts.access.models import PeerTrust
+    from hosts.models import Host
 
     home = linux_vm.source
     away = linux_vm.other(home)

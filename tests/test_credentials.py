@@ -17,8 +17,10 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from hosts import checks, credentials, ssh, ssh_services, tls, tls_services
-from hosts.models import CredentialKind, Host, PortalCredential
+from hosts import system_checks
+from hosts.access import credentials, ssh, ssh_services, tls, tls_services
+from hosts.access.models import CredentialKind, PortalCredential
+from hosts.models import Host
 from migrations_app.engine import migrations_reconcile
 from migrations_app.models import Migration
 
@@ -226,7 +228,7 @@ def test_two_nodes_racing_to_make_the_key_keep_the_first_one_stored(node_a, monk
     def make() -> credentials.Material:
         pem, line = ssh.portal_key_generate()
         made.append(line)
-        return line, pem, ssh.HostKey.from_line(line).fingerprint
+        return credentials.Material(line, pem, ssh.HostKey.from_line(line).fingerprint)
 
     original_get = credentials.credential_get
     calls = []
@@ -242,9 +244,9 @@ def test_two_nodes_racing_to_make_the_key_keep_the_first_one_stored(node_a, monk
 
 
 def test_a_key_file_named_by_the_environment_is_refused(monkeypatch):
-    assert checks.ssh_key_not_a_file_of_the_deployment(None) == []
+    assert system_checks.ssh_key_not_a_file_of_the_deployment(None) == []
     monkeypatch.setenv("PORTAL_SSH_KEY_PATH", "/etc/portal/id_ed25519")
-    errors = checks.ssh_key_not_a_file_of_the_deployment(None)
+    errors = system_checks.ssh_key_not_a_file_of_the_deployment(None)
     assert [e.id for e in errors] == ["hosts.E001"]
     assert "import-ssh-key /etc/portal/id_ed25519" in errors[0].hint
     assert django_settings.SSH_KEY_PATH == Path(django_settings.DATA_DIR) / "ssh" / "id_ed25519"

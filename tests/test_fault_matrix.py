@@ -36,7 +36,7 @@ from tests.labtools import (
     wait_until_migrating,
 )
 from tests.processes import PortalServer, Workers, free_port
-from vms.selectors import vm_get_present
+from vms.selectors import vm_current_with_host
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 
@@ -338,7 +338,7 @@ def test_worker_killed_during_completion(api, linux_vm, workers):
     assert record.status == "succeeded", record.error
     assert_settled(linux_vm, migration_id, source, destination)
     # Whatever the kill interrupted, the inventory names the VM's new host.
-    assert vm_get_present(uuid=linux_vm.uuid).host.name == destination.name
+    assert vm_current_with_host(uuid=linux_vm.uuid).host.name == destination.name
 
 
 def test_stalled_worker_is_taken_over_and_writes_nothing_after(api, linux_vm, workers, settings):

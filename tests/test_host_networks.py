@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from hosts import gateway, ssh
+from hosts import gateway
+from hosts.access import ssh
 from hosts.models import Host
 from hosts.networks import AddressRefused, allow_list_parse, connection_check
 from migrations_app.models import Migration

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from hosts import ssh_services
+from hosts.access import ssh_services
 from lab import layout, proc
 
 pytestmark = pytest.mark.lab

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 from django.core.exceptions import ValidationError
 
-from hosts.gateway import MigrationSpec
+from hosts.gateway import MigrationSpec, migration_arguments
 from migrations_app.domain.options import FIELD_NAMES, RULES, MigrationOptions, limits
 from migrations_app.models import Migration
 
@@ -353,11 +353,11 @@ def test_tuning_judges_the_new_values_only(settings):
 
 def test_the_spec_becomes_libvirts_parameters():
     """libvirt's own parameter names (virsh --comp-methods / --comp-mt-level)."""
-    _flags, params = MigrationSpec(
-        compressed=True, compression_method="mt", compression_level=7
-    ).flags_and_params()
+    _flags, params = migration_arguments(
+        MigrationSpec(compressed=True, compression_method="mt", compression_level=7)
+    )
     assert params == {"compression": "mt", "compression.mt.level": 7}
-    _flags, params = MigrationSpec(parallel_connections=3).flags_and_params()
+    _flags, params = migration_arguments(MigrationSpec(parallel_connections=3))
     assert params == {"parallel.connections": 3}
 
 

@@ -15,7 +15,8 @@ import pytest
 from django.conf import settings
 
 from audit.models import AuditEvent
-from hosts.models import PEER_KEY_PATH, Host, PeerTrust
+from hosts.access.models import PEER_KEY_PATH, PeerTrust
+from hosts.models import Host
 from lab import layout
 from migrations_app.engine import migration_execute
 from migrations_app.models import Migration

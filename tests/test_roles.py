@@ -19,7 +19,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
-from hosts.models import Host, PeerTrust
+from hosts.access.models import PeerTrust
+from hosts.models import Host
 from migrations_app.models import Migration, MigrationBatch
 from portal.routing import websocket_urlpatterns
 

@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from hosts import ssh_services, tls, tls_services
-from hosts.models import Host, PeerTrust
+from hosts.access import ssh_services, tls, tls_services
+from hosts.access.models import PeerTrust
+from hosts.models import Host
 from lab import layout
 from tests import labtools
 from tests.labtools import request_migration, wait_final
@@ -114,10 +115,12 @@ def test_a_second_node_with_an_empty_data_folder_migrates_and_issues_over_ssh(
         "shell",
         "-c",
         "from audit.services import Actor\n"
-        "from hosts import tls_services\n"
+        "from hosts.access import tls_services\n"
         "from hosts.models import Host\n"
         f"host = Host.objects.get(pk={issued_to.pk})\n"
-        "tls_services.host_tls_issue(host=host, actor=Actor.system('node B'), restart=False)\n",
+        "tls_services.host_tls_issue(\n"
+        "    host=host, actor=Actor.system('node B'), restart_libvirtd=False\n"
+        ")\n",
     )
     issued_to.refresh_from_db()
     assert issued_to.tls_ca_fingerprint == node_a_ca.fingerprint

@@ -13,11 +13,13 @@ from django.test import Client
 
 from audit.models import AuditEvent
 from audit.services import Actor
-from hosts import gateway, services, ssh, ssh_services
+from hosts import gateway, services
+from hosts.access import ssh, ssh_services
 from hosts.models import Host, Transport
 from migrations_app.models import Migration
 from migrations_app.prechecks import CheckName
 from migrations_app.prechecks import facts as precheck_facts
+from vms import services as vm_services
 from vms.models import VM
 
 pytestmark = pytest.mark.django_db
@@ -71,11 +73,11 @@ def test_tcp_is_still_registered_when_asked_for(api):
 def test_a_remote_host_typed_into_a_migrate_request_is_registered_over_ssh(monkeypatch, db):
     refreshed = []
     monkeypatch.setattr(
-        services,
-        "host_refresh",
-        lambda *, host, actor, domains_sync: refreshed.append(host) or host,
+        vm_services, "host_refresh", lambda *, host, actor: refreshed.append(host) or host
     )
-    host = services.host_resolve_or_register(remote_host="127.0.0.252", actor=Actor.system("test"))
+    host = vm_services.host_resolve_or_register(
+        remote_host="127.0.0.252", actor=Actor.system("test")
+    )
     assert (host.transport, host.address, host.name) == ("ssh", "127.0.0.252", "127.0.0.252")
     assert refreshed == [host]
     assert AuditEvent.objects.get(event_type="host.created").after["transport"] == "ssh"
@@ -368,7 +370,7 @@ def test_migrate_still_registers_and_records(api, vm, monkeypatch):
     (over ssh) and records the migration with its audit event."""
     monkeypatch.setattr(
         "migrations_app.api.views.host_resolve_or_register",
-        lambda *, remote_host, actor, domains_sync: services.host_create(
+        lambda *, remote_host, actor: services.host_create(
             actor=actor, name=remote_host, address=remote_host
         ),
     )

@@ -13,9 +13,10 @@ from django.conf import settings
 from django.db import connection
 
 from audit.models import AuditEvent
-from hosts import ssh
+from hosts.access import ssh
+from hosts.access.ssh_services import REMOTE_USER_NEEDS
 from hosts.models import Host
-from hosts.ssh_services import REMOTE_USER_NEEDS
+from hosts.access.ssh_services import REMOTE_USER_NEEDS
 from lab import layout
 from migrations_app.engine import migration_execute
 from migrations_app.models import Migration

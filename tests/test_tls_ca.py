@@ -1,4 +1,4 @@
-"""The portal's CA and certificate judgement (hosts/tls.py): pure, no host needed."""
+"""The portal's CA and certificate judgement (hosts/access/tls.py): pure, no host needed."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hosts import tls
-from hosts.models import Host, tls_peer_uri
+from hosts.access import tls
+from hosts.access.peer_services import tls_peer_uri
+from hosts.models import Host
 
 
 def _csr(key=None) -> tuple[ec.EllipticCurvePrivateKey, str]:
@@ -142,9 +143,9 @@ def test_uris(settings, tmp_path):
     assert host.connection_uri == expected
     # The source host connects with its own certificate: no pkipath of the portal's.
     assert tls_peer_uri(host) == "qemu+tls://192.0.2.7/system"
-    assert Host(name="v6", address="fd00::5", transport="tls", port=16600).tls_peer_uri == (
+    assert tls_peer_uri(Host(name="v6", address="fd00::5", transport="tls", port=16600)) == (
         "qemu+tls://[fd00::5]:16600/system"
     )
-    assert Host(name="s", address="192.0.2.8", transport="ssh", port=2222).tls_peer_uri == (
+    assert tls_peer_uri(Host(name="s", address="192.0.2.8", transport="ssh", port=2222)) == (
         "qemu+tls://192.0.2.8/system"
     )

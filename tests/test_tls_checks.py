@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hosts import tls, tls_services
+from hosts.access import tls, tls_services
 from hosts.models import Host
 from migrations_app.domain.options import MigrationOptions
 from migrations_app.prechecks.facts import Facts, MigrationPlan, Unreachable, tls_problems

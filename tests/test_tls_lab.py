@@ -23,7 +23,7 @@ from django.conf import settings
 
 from audit.models import AuditEvent
 from audit.services import Actor
-from hosts import tls, tls_services
+from hosts.access import tls, tls_services
 from hosts.models import Host
 from lab import layout, lifecycle, machines, proc
 from migrations_app.engine import migration_execute

@@ -1,9 +1,12 @@
 from django.db import models
 
+from hosts.hypervisor import UP_STATES
 from hosts.models import Host
 
 
 class VMState(models.TextChoices):
+    """hosts.hypervisor.DomainState, and "gone" for a domain no longer on its host."""
+
     RUNNING = "running", "Running"
     BLOCKED = "blocked", "Blocked"
     PAUSED = "paused", "Paused"
@@ -15,9 +18,6 @@ class VMState(models.TextChoices):
     GONE = "gone", "Gone from the host"
 
 
-ACTIVE_STATES = {VMState.RUNNING, VMState.BLOCKED, VMState.PAUSED, VMState.SHUTTING_DOWN}
-
-
 class VMQuerySet(models.QuerySet):
     def present(self) -> "VMQuerySet":
         return self.exclude(state=VMState.GONE)
@@ -25,7 +25,7 @@ class VMQuerySet(models.QuerySet):
     def preferred_first(self) -> "VMQuerySet":
         """Order the definitions of one UUID: running before defined-only, gone last."""
         active = models.Case(
-            models.When(state__in=list(ACTIVE_STATES), then=0),
+            models.When(state__in=list(UP_STATES), then=0),
             models.When(state=VMState.GONE, then=2),
             default=1,
         )

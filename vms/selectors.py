@@ -37,27 +37,23 @@ def vms_listed() -> QuerySet[VM]:
     return VM.objects.select_related("host").only(*fields, "host__name").prefetch_related("disks")
 
 
-def vm_get_preferred(*, uuid: str) -> VM | None:
-    """The definition of `uuid` that /api/vms/{uuid}/ stands for: running first."""
-    return (
+def vm_current_with_host(*, uuid: str) -> VM | None:
+    """The definition of `uuid` that /api/vms/{uuid}/ stands for (the running one
+    first), with its whole host and its disks; None if there is none or it is gone
+    (what the API and the pages answer 404 for)."""
+    vm = (
         VM.objects.filter(uuid=uuid)
         .select_related("host")
         .prefetch_related("disks")
         .preferred_first()
         .first()
     )
-
-
-def vm_get_present(*, uuid: str) -> VM | None:
-    """As vm_get_preferred, but None when the preferred definition is gone: what the
-    API and the pages answer 404 for."""
-    vm = vm_get_preferred(uuid=uuid)
     return None if vm is None or vm.state == VMState.GONE else vm
 
 
-def vm_get_shown(*, uuid: str) -> VM | None:
-    """As vm_get_present, with only the host's name loaded (as vms_listed): what the
-    API's VM detail shows. Compiling and decoding a whole Host row was half of the
+def vm_current_with_host_name(*, uuid: str) -> VM | None:
+    """As vm_current_with_host, with only the host's name loaded (as vms_listed): what
+    the API's VM detail shows. Compiling and decoding a whole Host row was half of the
     request's CPU."""
     vm = vms_listed().filter(uuid=uuid).preferred_first().first()
     return None if vm is None or vm.state == VMState.GONE else vm

@@ -1,5 +1,5 @@
 """Keeping the VM inventory equal to what libvirt reports, and the host refresh that
-does it (hosts.services.host_refresh re-reads a host; it knows nothing of VMs)."""
+does it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts.gateway import DomainInfo
 from hosts.models import Host
-from hosts.services import host_refresh
+from hosts.selectors import host_find
+from hosts.services import host_reachable_record, host_read, host_register_remote
 from vms.models import VM, VMDisk, VMState
 
 
@@ -122,16 +123,33 @@ def _vm_disks_replace(*, vm: VM, host: Host, info: DomainInfo) -> None:
     )
 
 
-def host_refresh_with_vms(*, host: Host, actor: Actor, reuse: bool = False) -> Host:
-    """Reconnect, re-read capabilities and sync the host's VMs (one connection, one
+def host_refresh(*, host: Host, actor: Actor, reuse: bool = False) -> Host:
+    """Reconnect, re-read the host's capabilities and sync its VMs (one connection, one
     transaction). An unreachable host is recorded as such, not raised. `reuse`: on the
     process's long-lived connection (the migration engine's), not a fresh one."""
-    return host_refresh(host=host, actor=actor, domains_sync=vms_sync_host, reuse=reuse)
+    reading = host_read(host=host, actor=actor, reuse=reuse)
+    if reading.capabilities is None:
+        return reading.host
+    with transaction.atomic():
+        host = host_reachable_record(
+            host=reading.host, capabilities=reading.capabilities, actor=actor
+        )
+        vms_sync_host(host=host, domains=reading.domains, synced_at=host.last_seen_at, actor=actor)
+    return host
 
 
-def hosts_refresh_all_with_vms(*, actor: Actor) -> dict[str, str]:
+def hosts_refresh_all(*, actor: Actor) -> dict[str, str]:
     """Refresh every host and sync its VMs; returns host name -> resulting status."""
-    return {
-        host.name: host_refresh_with_vms(host=host, actor=actor).status
-        for host in Host.objects.all()
-    }
+    return {host.name: host_refresh(host=host, actor=actor).status for host in Host.objects.all()}
+
+
+def host_resolve_or_register(*, remote_host: str, actor: Actor) -> Host:
+    """The registered host named or addressed `remote_host`, else a new host registered
+    on the fly (`hosts.services.host_register_remote`) and refreshed once, so its
+    capabilities and VMs are known."""
+    host = host_find(remote_host=remote_host)
+    if host is not None:
+        return host
+    return host_refresh(
+        host=host_register_remote(remote_host=remote_host, actor=actor), actor=actor
+    )

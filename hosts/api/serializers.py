@@ -1,87 +1,8 @@
 from rest_framework import serializers
 
-from core.api.rows import LeanReadMixin
-from hosts.models import LIBVIRT_URI_SQL, Host, PeerTrust, Transport, libvirt_uri_of
+from hosts.access.models import PeerTrust
+from hosts.models import Host, Transport
 from hosts.validators import validate_uri_safe
-
-
-# A host's own fields; the API serves it with its VM counts (vms.api.serializers).
-class HostSerializer(LeanReadMixin, serializers.ModelSerializer):
-    libvirt_uri = serializers.CharField(read_only=True)
-    # In a list page read as rows (core.api.lists): from its columns.
-    lean_row_values = {
-        "libvirt_uri": (("transport", "address", "port", "ssh_user"), libvirt_uri_of),
-    }
-    lean_row_sql = {"libvirt_uri": LIBVIRT_URI_SQL}
-    transport = serializers.ChoiceField(
-        choices=Transport.choices,
-        default=Transport.SSH,
-        help_text="How the portal and the other hosts reach this host's libvirt. Default "
-        "ssh (the host key is pinned on first contact); tcp is unauthenticated and "
-        "unencrypted, for lab use only.",
-    )
-    port = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=65535)
-    shared_storage_paths = serializers.ListField(
-        child=serializers.CharField(max_length=1024), required=False
-    )
-
-    class Meta:
-        model = Host
-        fields = [
-            "id",
-            "name",
-            "address",
-            "transport",
-            "port",
-            "ssh_user",
-            "libvirt_uri",
-            "shared_storage_paths",
-            "ssh_host_key_fingerprint",
-            "ssh_host_key_recorded_at",
-            "ssh_host_key_pending_fingerprint",
-            "ssh_host_key_pending_seen_at",
-            "ssh_access_user",
-            "ssh_access_set_up_at",
-            "ssh_libvirt_via_sudo",
-            "tls_ca_fingerprint",
-            "tls_server_fingerprint",
-            "tls_server_not_after",
-            "tls_client_not_after",
-            "tls_issued_at",
-            "status",
-            "maintenance",
-            "maintenance_since",
-            "maintenance_reason",
-            "last_error",
-            "last_error_at",
-            "last_seen_at",
-            "hostname",
-            "arch",
-            "cpu_model",
-            "cpu_vendor",
-            "cpu_count",
-            "hypervisor_type",
-            "hypervisor_version",
-            "libvirt_version",
-            "host_uuid",
-            "memory_total_bytes",
-            "memory_free_bytes",
-            "migration_features",
-            "capabilities_updated_at",
-            "created_at",
-            "updated_at",
-        ]
-        read_only_fields = [
-            f
-            for f in fields
-            if f not in {"name", "address", "transport", "port", "ssh_user", "shared_storage_paths"}
-        ]
-
-    def validate_shared_storage_paths(self, value: list[str]) -> list[str]:
-        for path in value:
-            if not path.startswith("/"):
-                raise serializers.ValidationError(f"'{path}' is not an absolute path.")
-        return value
 
 
 class MaintenanceSerializer(serializers.Serializer):

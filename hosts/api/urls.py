@@ -5,8 +5,7 @@ from hosts.api.views import PeerTrustViewSet, PortalKeyView
 
 app_name = "hosts-api"
 
-# /api/hosts/ is routed by vms.api.urls: its viewset (a subclass of
-# hosts.api.views.HostViewSet) adds the VM counts and the refresh that syncs VMs.
+# /api/hosts/ itself is vms.api's: a host is shown with its VM counts.
 router = DefaultRouter()
 router.register("peer-trusts", PeerTrustViewSet, basename="peer-trust")
 

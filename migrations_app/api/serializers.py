@@ -286,9 +286,9 @@ class BatchItemSerializer(serializers.Serializer):
     )
 
     def validate_vm(self, value):
-        from vms.selectors import vm_get_present
+        from vms.selectors import vm_current_with_host
 
-        vm = vm_get_present(uuid=str(value))
+        vm = vm_current_with_host(uuid=str(value))
         if vm is None:
             raise serializers.ValidationError(f"No VM with UUID {value} in the inventory.")
         return vm

@@ -9,8 +9,7 @@ from rest_framework.views import APIView
 from audit.permissions import CanReadAudit
 from audit.services import Actor
 from core.api.lists import LeanListMixin
-from hosts.services import host_resolve_or_register
-from hosts.ssh_services import host_ssh_access_set_up
+from hosts.access.ssh_services import host_ssh_access_set_up
 from migrations_app import batch_services, reports, services
 from migrations_app.api.pagination import MigrationCursorPagination
 from migrations_app.api.serializers import (
@@ -34,7 +33,7 @@ from migrations_app.selectors import (
 from migrations_app.streaming import download_response
 from vms.api.views import VMByUUIDMixin
 from vms.models import VM
-from vms.services import vms_sync_host
+from vms.services import host_resolve_or_register
 
 # The body is the API's Error ({"detail": ...}), filled in by portal.openapi.
 CONFLICT = OpenApiResponse(
@@ -201,9 +200,7 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
         `remote_host` not registered yet is registered first (transport ssh); with
         `user` + `password`, password-less ssh access is set up first."""
         vm, data, actor = self._request_input(request)
-        destination = host_resolve_or_register(
-            remote_host=data["remote_host"], actor=actor, domains_sync=vms_sync_host
-        )
+        destination = host_resolve_or_register(remote_host=data["remote_host"], actor=actor)
         user, password = data.get("user", ""), data.get("password", "")
         if user:
             # Used once, here, to set up password-less ssh; never queued or stored.

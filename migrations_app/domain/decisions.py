@@ -24,12 +24,8 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+from hosts.hypervisor import ACTIVE_STATES, EXECUTING_STATES
 from migrations_app.domain.lifecycle import FailureReason
-
-# libvirt states (the portal's names) in which a QEMU process exists.
-ACTIVE_STATES = frozenset({"running", "paused", "blocked", "shutting_down", "suspended"})
-# States in which the guest executes.
-EXECUTING_STATES = frozenset({"running", "blocked"})
 
 
 class Outcome(enum.StrEnum):

@@ -11,11 +11,11 @@ from enum import Flag, StrEnum, auto
 
 from hosts import gateway
 from hosts.models import Transport
-from hosts.ssh_services import REMOTE_USER_NEEDS
+from hosts.access.ssh_services import REMOTE_USER_NEEDS
+from hosts.hypervisor import LIVE_MOVABLE_STATES, STOPPED_STATES
 from migrations_app.prechecks.facts import Facts, Unreachable, VmOnDestination, disk_paths
 from vms.models import VMState
 
-INACTIVE_DOMAIN_STATES = frozenset({"shut_off", "crashed"})
 
 
 class CheckName(StrEnum):
@@ -171,7 +171,7 @@ def same_hypervisor_and_arch(facts: Facts) -> Verdict:
 def vm_state_fits_mode(facts: Facts) -> Verdict:
     vm = facts.vm
     if facts.plan.options.live:
-        fits = vm.state in {VMState.RUNNING, VMState.PAUSED}
+        fits = vm.state in LIVE_MOVABLE_STATES
         reason = "a live migration needs a running or paused VM"
     else:
         fits = vm.state == VMState.SHUT_OFF and vm.persistent
@@ -287,7 +287,7 @@ def name_or_uuid_clash(
     """
     if by_uuid is not None:
         name, state = by_uuid
-        if name == target_name and state in INACTIVE_DOMAIN_STATES:
+        if name == target_name and state in STOPPED_STATES:
             return ClashVerdict(
                 False,
                 True,

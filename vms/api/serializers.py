@@ -1,38 +1,93 @@
 from rest_framework import serializers
 
 from core.api.rows import LeanReadMixin
-from hosts.api import serializers as host_serializers
-from hosts.models import Host
+from hosts.models import LIBVIRT_URI_SQL, Host, Transport, libvirt_uri_of
+from hosts.services import EDITABLE_FIELDS
 from vms.models import VM, VMDisk, VMState
 from vms.selectors import vm_other_definitions
 
-_TIMES = ("created_at", "updated_at")
 
-
-# hosts' serializer plus the counts of the host's VMs (vms.selectors.hosts_with_vm_counts
-# annotates them; a host read otherwise is counted here).
-class HostSerializer(host_serializers.HostSerializer):
+# A host with the counts of its VMs (vms.selectors.hosts_with_vm_counts annotates them;
+# a host read otherwise is counted here). No docstring: the schema's Host component
+# keeps its description.
+class HostSerializer(LeanReadMixin, serializers.ModelSerializer):
+    libvirt_uri = serializers.CharField(read_only=True)
     vm_count = serializers.SerializerMethodField()
     running_vm_count = serializers.SerializerMethodField()
-    # A list page read as rows (LeanListMixin) holds hosts_with_vm_counts' annotations.
+    # In a list page read as rows (LeanListMixin): from its columns and annotations.
     lean_row_values = {
-        **host_serializers.HostSerializer.lean_row_values,
+        "libvirt_uri": (("transport", "address", "port", "ssh_user"), libvirt_uri_of),
         "vm_count": (("vm_count",), int),
         "running_vm_count": (("running_vm_count",), int),
     }
-    lean_row_sql = {
-        **host_serializers.HostSerializer.lean_row_sql,
-        "vm_count": "{0}",
-        "running_vm_count": "{0}",
-    }
+    lean_row_sql = {"libvirt_uri": LIBVIRT_URI_SQL, "vm_count": "{0}", "running_vm_count": "{0}"}
+    transport = serializers.ChoiceField(
+        choices=Transport.choices,
+        default=Transport.SSH,
+        help_text="How the portal and the other hosts reach this host's libvirt. Default "
+        "ssh (the host key is pinned on first contact); tcp is unauthenticated and "
+        "unencrypted, for lab use only.",
+    )
+    port = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=65535)
+    shared_storage_paths = serializers.ListField(
+        child=serializers.CharField(max_length=1024), required=False
+    )
 
-    class Meta(host_serializers.HostSerializer.Meta):
+    class Meta:
+        model = Host
         fields = [
-            *(f for f in host_serializers.HostSerializer.Meta.fields if f not in _TIMES),
+            "id",
+            "name",
+            "address",
+            "transport",
+            "port",
+            "ssh_user",
+            "libvirt_uri",
+            "shared_storage_paths",
+            "ssh_host_key_fingerprint",
+            "ssh_host_key_recorded_at",
+            "ssh_host_key_pending_fingerprint",
+            "ssh_host_key_pending_seen_at",
+            "ssh_access_user",
+            "ssh_access_set_up_at",
+            "ssh_libvirt_via_sudo",
+            "tls_ca_fingerprint",
+            "tls_server_fingerprint",
+            "tls_server_not_after",
+            "tls_client_not_after",
+            "tls_issued_at",
+            "status",
+            "maintenance",
+            "maintenance_since",
+            "maintenance_reason",
+            "last_error",
+            "last_error_at",
+            "last_seen_at",
+            "hostname",
+            "arch",
+            "cpu_model",
+            "cpu_vendor",
+            "cpu_count",
+            "hypervisor_type",
+            "hypervisor_version",
+            "libvirt_version",
+            "host_uuid",
+            "memory_total_bytes",
+            "memory_free_bytes",
+            "migration_features",
+            "capabilities_updated_at",
             "vm_count",
             "running_vm_count",
-            *_TIMES,
+            "created_at",
+            "updated_at",
         ]
+        read_only_fields = [f for f in fields if f not in EDITABLE_FIELDS]
+
+    def validate_shared_storage_paths(self, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/"):
+                raise serializers.ValidationError(f"'{path}' is not an absolute path.")
+        return value
 
     def get_vm_count(self, host: Host) -> int:
         if hasattr(host, "vm_count"):

@@ -1,47 +1,126 @@
 import uuid
+from collections.abc import Callable
 
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
-from rest_framework import viewsets
+from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from audit.services import Actor
 from core.api.lists import LeanListMixin
-from hosts.api import views as host_views
+from hosts import services
+from hosts.access import ssh_services, tls_services
+from hosts.api.serializers import (
+    AcceptHostKeySerializer,
+    MaintenanceSerializer,
+    SshAccessSerializer,
+    TlsIssueSerializer,
+)
+from hosts.models import Host
+from hosts.permissions import CanManageHostsOrReadOnly
 from vms.api.serializers import HostSerializer, VMDetailSerializer, VMSerializer
 from vms.filters import VMFilterSet
 from vms.models import VM
-from vms.selectors import hosts_with_vm_counts, vm_get_present, vm_get_shown, vms_listed
-from vms.services import host_refresh_with_vms
+from vms.selectors import (
+    hosts_with_vm_counts,
+    vm_current_with_host,
+    vm_current_with_host_name,
+    vms_listed,
+)
+from vms.services import host_refresh
 
 
-class HostViewSet(host_views.HostViewSet):
+class HostViewSet(LeanListMixin, viewsets.ModelViewSet):
     """Hypervisor hosts. Reading needs a login; changes need the host admin role."""
 
-    # hosts.api.views.HostViewSet with what needs the VM inventory: VM counts, refresh.
+    # Here, not in hosts.api: a host is shown with its VM counts, and its refresh
+    # syncs its VMs. (POST /api/hosts/{id}/evacuate/: migrations_app.api.placement_views.)
     serializer_class = HostSerializer
+    permission_classes = [CanManageHostsOrReadOnly]
+    filterset_fields = ["status", "transport", "arch"]
 
     def get_queryset(self):
         return hosts_with_vm_counts()
+
+    def perform_create(self, serializer: HostSerializer) -> None:
+        serializer.instance = services.host_create(
+            actor=Actor.from_request(self.request), **serializer.validated_data
+        )
+
+    def perform_update(self, serializer: HostSerializer) -> None:
+        serializer.instance = services.host_update(
+            host=serializer.instance,
+            actor=Actor.from_request(self.request),
+            **serializer.validated_data,
+        )
+
+    def perform_destroy(self, instance: Host) -> None:
+        services.host_delete(host=instance, actor=Actor.from_request(self.request))
+
+    def _host_change(
+        self,
+        request: Request,
+        service: Callable[..., Host],
+        serializer_class: type[serializers.Serializer] | None = None,
+    ) -> Response:
+        """Validate the request's input (`serializer_class`), then `service(host=,
+        actor=, **input)`; answer with the host as it is now (with its VM counts)."""
+        data = {}
+        if serializer_class is not None:
+            serializer = serializer_class(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
+        host = service(host=self.get_object(), actor=Actor.from_request(request), **data)
+        return Response(self.get_serializer(self.get_queryset().get(pk=host.pk)).data)
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"])
     def refresh(self, request: Request, pk: str | None = None) -> Response:
         """Reconnect, re-read capabilities and sync the host's VMs (waits for the host)."""
-        host = host_refresh_with_vms(host=self.get_object(), actor=Actor.from_request(request))
-        return self._host_response(host)
+        return self._host_change(request, host_refresh)
+
+    @extend_schema(request=SshAccessSerializer)
+    @action(detail=True, methods=["post"], url_path="ssh-access")
+    def ssh_access(self, request: Request, pk: str | None = None) -> Response:
+        """Install the portal's ssh key for a remote user, logging in once with the
+        password (never stored); afterwards the host is reached over qemu+ssh."""
+        return self._host_change(request, ssh_services.host_ssh_access_set_up, SshAccessSerializer)
+
+    @extend_schema(request=AcceptHostKeySerializer)
+    @action(detail=True, methods=["post"], url_path="accept-host-key")
+    def accept_host_key(self, request: Request, pk: str | None = None) -> Response:
+        """Accept the host's changed ssh host key, given the fingerprint checked out of
+        band: 400 on `fingerprint` if no key is pending or the pending one is another."""
+        return self._host_change(request, ssh_services.host_key_accept, AcceptHostKeySerializer)
+
+    @extend_schema(request=MaintenanceSerializer)
+    @action(detail=True, methods=["post"])
+    def maintenance(self, request: Request, pk: str | None = None) -> Response:
+        """Enter (`enabled` true) or leave maintenance, audited. A host in maintenance
+        takes no new VMs: migrations to it fail their pre-check
+        `destination_not_in_maintenance` and the destination ranking lists it unfit.
+        What runs there stays: `POST /api/hosts/{id}/evacuate/` moves it off."""
+        return self._host_change(request, services.host_maintenance_set, MaintenanceSerializer)
+
+    @extend_schema(request=TlsIssueSerializer)
+    @action(detail=True, methods=["post"], url_path="tls")
+    def tls(self, request: Request, pk: str | None = None) -> Response:
+        """Issue or renew the host's TLS certificates: the host makes its keys (they
+        never leave it), the portal's CA signs them, they are installed for libvirtd
+        and QEMU over ssh, and libvirtd is restarted. Needs ssh access set up."""
+        return self._host_change(request, tls_services.host_tls_issue, TlsIssueSerializer)
 
 
 class VMByUUIDMixin:
-    """A view of one VM, addressed by libvirt UUID: the definition vm_get_present picks
-    (the running one first), 404 if there is none or it is gone."""
+    """A view of one VM, addressed by libvirt UUID: the definition vm_current_with_host
+    picks (the running one first), 404 if there is none or it is gone."""
 
     lookup_field = "uuid"
     lookup_value_regex = "[0-9a-fA-F-]{32,36}"
     # What finds it: with the whole host (migrations need it) unless a view says less.
-    vm_lookup = staticmethod(vm_get_present)
+    vm_lookup = staticmethod(vm_current_with_host)
 
     def get_object(self) -> VM:
         try:
@@ -59,7 +138,7 @@ class VMViewSet(LeanListMixin, VMByUUIDMixin, viewsets.ReadOnlyModelViewSet):
 
     # POST .../migrate/ and .../migrate/check/: migrations_app.api.views.VMMigrateViewSet.
     filterset_class = VMFilterSet
-    vm_lookup = staticmethod(vm_get_shown)  # only the host's name is shown
+    vm_lookup = staticmethod(vm_current_with_host_name)  # only the host's name is shown
 
     def get_queryset(self):
         return vms_listed()

@@ -13,8 +13,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.services import Actor
-from hosts import credentials, ssh, ssh_services, tls, tls_services
-from hosts.models import CredentialKind, PortalCredential
+from hosts.access import credentials, ssh, ssh_services, tls, tls_services
+from hosts.access.models import CredentialKind, PortalCredential
 
 
 class Command(BaseCommand):

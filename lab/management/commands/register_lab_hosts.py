@@ -8,11 +8,12 @@ first migration between two hosts then gives the source a key of its own.
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.services import Actor
-from hosts import services, ssh_services
+from hosts import services
+from hosts.access import ssh_services
 from hosts.models import Host
 from lab import layout, machines
 from lab.management.commands.lab import config_from_settings
-from vms.services import host_refresh_with_vms
+from vms.services import host_refresh
 
 
 class Command(BaseCommand):
@@ -40,7 +41,7 @@ class Command(BaseCommand):
                 host = ssh_services.host_ssh_access_set_up(
                     host=host, user=lab_host.ssh_user, password=lab_host.ssh_password, actor=actor
                 )
-            host = host_refresh_with_vms(host=host, actor=actor)
+            host = host_refresh(host=host, actor=actor)
             running = host.vms.filter(state="running").count()
             self.stdout.write(
                 f"{host.name:8} {host.libvirt_uri:40} {host.status:12} {running} running VM(s)"

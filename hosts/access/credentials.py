@@ -29,7 +29,7 @@ from django.db import IntegrityError, transaction
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
-from hosts.models import CredentialKind, PortalCredential
+from hosts.access.models import CredentialKind, PortalCredential
 
 
 class CredentialUnreadable(Exception):
@@ -38,18 +38,20 @@ class CredentialUnreadable(Exception):
 
 
 @dataclass(frozen=True)
-class Credential:
-    """A key pair as the portal uses it: `public` (an ssh public key line or a PEM
-    certificate) and `private` (PEM), decrypted in memory only."""
+class Material:
+    """A key pair: `public` (an ssh public key line or a PEM certificate), `private`
+    (PEM, in memory only) and the public half's fingerprint."""
 
-    kind: str
     public: str
     private: bytes
     fingerprint: str
 
 
-# What a credential is made from: (public, private PEM, fingerprint).
-Material = tuple[str, bytes, str]
+@dataclass(frozen=True)
+class Credential(Material):
+    """A stored key pair, decrypted."""
+
+    kind: str
 
 
 def fernet_for(purpose: bytes) -> Fernet:
@@ -91,22 +93,9 @@ def _credential(row: PortalCredential) -> Credential:
 
 
 def credential_get(kind: str) -> Credential | None:
-    """The stored credential of `kind`, decrypted; None if there is none yet. (Plain
-    values, no model instance: this runs before every connection.)"""
-    found = (
-        PortalCredential.objects.filter(kind=kind)
-        .values_list("public", "private_encrypted", "fingerprint")
-        .first()
-    )
-    if found is None:
-        return None
-    public, private_encrypted, fingerprint = found
-    return Credential(
-        kind=kind,
-        public=public,
-        private=decrypt(private_encrypted, kind=kind),
-        fingerprint=fingerprint,
-    )
+    """The stored credential of `kind`, decrypted; None if there is none yet."""
+    row = PortalCredential.objects.filter(kind=kind).first()
+    return _credential(row) if row is not None else None
 
 
 def _stored_audit(
@@ -131,14 +120,14 @@ def credential_ensure(
     found = credential_get(kind)
     if found is not None:
         return found
-    public, private, fingerprint = make()
+    made = make()
     try:
         with transaction.atomic():
             row = PortalCredential.objects.create(
                 kind=kind,
-                public=public,
-                private_encrypted=encrypt(private),
-                fingerprint=fingerprint,
+                public=made.public,
+                private_encrypted=encrypt(made.private),
+                fingerprint=made.fingerprint,
             )
             _stored_audit(row, actor=None, how=how)
     except IntegrityError:
@@ -159,7 +148,6 @@ def credential_replace(
     """Store `material` as the credential of `kind` (a renewal, an import, a rotation),
     under a row lock, with its audit row; `unless(current)` true keeps the current one
     (another node renewed it first)."""
-    public, private, fingerprint = material
     with transaction.atomic():
         row = PortalCredential.objects.select_for_update().filter(kind=kind).first()
         if row is not None and unless is not None and unless(_credential(row)):
@@ -167,11 +155,11 @@ def credential_replace(
         before = row.fingerprint if row is not None else None
         if row is None:
             row = PortalCredential(kind=kind)
-        row.public, row.fingerprint = public, fingerprint
-        row.private_encrypted = encrypt(private)
+        row.public, row.fingerprint = material.public, material.fingerprint
+        row.private_encrypted = encrypt(material.private)
         row.save()
         _stored_audit(row, actor=actor, how=how, before=before)
-    return Credential(kind=kind, public=public, private=private, fingerprint=fingerprint)
+    return Credential(material.public, material.private, material.fingerprint, kind=kind)
 
 
 def folder_ensure(folder: Path) -> None:

@@ -16,8 +16,9 @@ from django.utils import timezone
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
-from hosts import credentials, ssh
-from hosts.models import CredentialKind, Host, Transport, ssh_port_of
+from hosts.access import credentials, ssh
+from hosts.access.models import CredentialKind
+from hosts.models import Host, Transport, ssh_port_of
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,10 @@ def _host_clean(host: Host) -> None:
         raise ValidationError(errors) from exc
 
 
+def _key_material(pem: bytes, public_line: str) -> credentials.Material:
+    return credentials.Material(public_line, pem, ssh.HostKey.from_line(public_line).fingerprint)
+
+
 def _portal_key_material() -> credentials.Material:
     """The key a node that has none in the database stores: the key file a deployment
     placed at SSH_KEY_PATH before the first use (or a data folder made before the key
@@ -78,7 +83,7 @@ def _portal_key_material() -> credentials.Material:
         logger.info("the portal's ssh key %s is now kept in the database", path)
     else:
         pem, public_line = ssh.portal_key_generate()
-    return public_line, pem, ssh.HostKey.from_line(public_line).fingerprint
+    return _key_material(pem, public_line)
 
 
 def portal_public_key() -> ssh.PortalKey:
@@ -99,7 +104,7 @@ def portal_key_import(*, path: Path, actor: Actor) -> ssh.PortalKey:
     pem, public_line = ssh.portal_key_read(path)
     credentials.credential_replace(
         CredentialKind.SSH_KEY,
-        (public_line, pem, ssh.HostKey.from_line(public_line).fingerprint),
+        _key_material(pem, public_line),
         how=f"imported from {path}",
         actor=actor,
     )
@@ -143,7 +148,22 @@ def _pinned(host: Host) -> ssh.HostKey | None:
     return ssh.HostKey.from_line(host.ssh_host_key) if host.ssh_host_key else None
 
 
-def host_key_pin_first_contact(*, host: Host, offered: ssh.HostKey, actor: Actor) -> Host:
+def _scan(host: Host) -> ssh.HostKey | None:
+    """The host key the host's ssh offers now; None if it does not answer."""
+    try:
+        return ssh.host_key_scan(host.address, host.ssh_port)
+    except ssh.SshError:
+        return None
+
+
+def host_key_first_contact(*, host: Host, actor: Actor) -> Host:
+    """Pin the key a new ssh host offers (trust on first use). A host that does not
+    answer is left as it is: the connection attempt that follows reports why."""
+    offered = _scan(host)
+    return host if offered is None else _host_key_pin(host=host, offered=offered, actor=actor)
+
+
+def _host_key_pin(*, host: Host, offered: ssh.HostKey, actor: Actor) -> Host:
     """Record the host key seen on first contact (trust on first use)."""
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
@@ -245,14 +265,26 @@ def session_for_host(
     except ssh.SshError as exc:
         raise SshAccessError(str(exc)) from None
     if _pinned(host) is None:
-        host_key_pin_first_contact(host=host, offered=offered, actor=actor)
+        _host_key_pin(host=host, offered=offered, actor=actor)
     return session
 
 
-def host_session(host: Host, *, user: str, actor: Actor) -> ssh.Session:
-    """A session with the portal's key as `user` (ssh access set up before), the
-    host key checked against the pinned one (pinned on first contact)."""
-    return session_for_host(host, user=user, actor=actor)
+def remote_run(
+    session: ssh.Session,
+    command: str,
+    *,
+    what: str,
+    timeout: float = 30.0,
+    error: type[SshAccessError] = SshAccessError,
+) -> str:
+    """Run `command` in `session` and return its output; a failure raises `error` that
+    says `what` failed where, with the end of what the command printed."""
+    status, out, err = session.run(command, timeout=timeout)
+    if status != 0:
+        detail = (err or out).strip()[-400:] or f"exit {status}"
+        hint = " (the ssh user needs passwordless sudo: sudo -n)" if "sudo" in err else ""
+        raise error(f"{what} failed on {session.where}: {detail}{hint}")
+    return out
 
 
 def host_ssh_access_set_up(*, host: Host, user: str, password: str, actor: Actor) -> Host:
@@ -330,13 +362,8 @@ def host_key_check(*, host: Host, actor: Actor) -> str | None:
     """For an ssh host libvirt could not reach: was it the host key? Returns the
     message naming old and new fingerprints, or None if the key is unchanged."""
     pinned = _pinned(host)
-    if pinned is None:
-        return None
-    try:
-        offered = ssh.host_key_scan(host.address, host.ssh_port)
-    except ssh.SshError:
-        return None
-    if offered == pinned:
+    offered = _scan(host) if pinned is not None else None
+    if offered is None or offered == pinned:
         return None
     mismatch = ssh.HostKeyMismatch(host.address, pinned, offered)
     host_key_mismatch_record(host=host, mismatch=mismatch, actor=actor)

@@ -29,9 +29,10 @@ from django.utils import timezone
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
-from hosts import ssh
-from hosts.models import PEER_KEY_PATH, Host, PeerTrust, Transport, tls_peer_uri
-from hosts.ssh_services import SshAccessError, session_for_host
+from hosts.access import ssh
+from hosts.access.models import PEER_KEY_PATH, PeerTrust
+from hosts.access.ssh_services import SshAccessError, remote_run, session_for_host
+from hosts.models import Host, Transport, libvirt_uri_of
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,13 @@ ROOT_KNOWN_HOSTS = "/root/.ssh/known_hosts"
 
 class PeerTrustError(SshAccessError):
     """Trust between two hosts could not be set up; the message says what to do."""
+
+
+def tls_peer_uri(destination: Host) -> str:
+    """The URI a source host's libvirtd opens `destination` with over TLS: no pkipath,
+    so the source uses its own client certificate (/etc/pki/libvirt on the source)."""
+    port = destination.port if destination.transport == Transport.TLS else None
+    return libvirt_uri_of(Transport.TLS, destination.address, port, "")
 
 
 def peer_uri(source: Host, destination: Host) -> str:
@@ -93,27 +101,14 @@ def peer_trust_problem(source: Host, destination: Host) -> str | None:
 
 
 def _authorized_keys_line(public_line: str, destination: Host, source: Host) -> str:
-    helper = (
-        ssh.LIBVIRT_REMOTE_HELPER_SUDO
-        if destination.ssh_libvirt_via_sudo
-        else (ssh.LIBVIRT_REMOTE_HELPER)
-    )
+    sudo = destination.ssh_libvirt_via_sudo
+    helper = ssh.LIBVIRT_REMOTE_HELPER_SUDO if sudo else ssh.LIBVIRT_REMOTE_HELPER
     key_type, key_b64 = public_line.split()[:2]
     return f'restrict,command="{helper}" {key_type} {key_b64} portal-peer:{source.name}'
 
 
-def _known_hosts_line(destination: Host) -> str:
-    address = destination.address
-    host = address if destination.ssh_port == 22 else f"[{address}]:{destination.ssh_port}"
-    return f"{host} {destination.ssh_host_key}"
-
-
-def _run(session: ssh.Session, command: str, what: str, timeout: float = 30.0) -> str:
-    status, out, err = session.run(command, timeout=timeout)
-    if status != 0:
-        detail = (err or out).strip().splitlines()[-1:] or ["no output"]
-        raise PeerTrustError(f"{what} failed on {session.where}: {detail[0]}")
-    return out
+def _run(session: ssh.Session, command: str, what: str) -> str:
+    return remote_run(session, command, what=what, error=PeerTrustError)
 
 
 def peer_trust_ensure(*, source: Host, destination: Host, actor: Actor) -> PeerTrust | None:
@@ -129,7 +124,9 @@ def peer_trust_ensure(*, source: Host, destination: Host, actor: Actor) -> PeerT
     if problem:
         raise PeerTrustError(problem)
 
-    known_line = _known_hosts_line(destination)
+    known_line = ssh.known_hosts_line(
+        destination.address, destination.ssh_port, destination.ssh_host_key
+    )
     key_file = shlex.quote(PEER_KEY_PATH)
     with session_for_host(source, user=source.ssh_user, actor=actor) as session:
         make_key = (
@@ -141,20 +138,12 @@ def peer_trust_ensure(*, source: Host, destination: Host, actor: Actor) -> PeerT
         public_line = _run(
             session, ssh.as_root(make_key, source.ssh_user), "making the source's peer key"
         ).strip()
-        pin = (
-            f"umask 077 && touch {ROOT_KNOWN_HOSTS} && "
-            f"(grep -qxF {shlex.quote(known_line)} {ROOT_KNOWN_HOSTS} || "
-            f"printf '%s\\n' {shlex.quote(known_line)} >> {ROOT_KNOWN_HOSTS})"
-        )
+        pin = ssh.line_append_command(ROOT_KNOWN_HOSTS, known_line)
         _run(session, ssh.as_root(pin, source.ssh_user), "pinning the destination's host key")
     key = ssh.HostKey.from_line(public_line)
     authorized_line = _authorized_keys_line(public_line, destination, source)
     with session_for_host(destination, user=destination.ssh_user, actor=actor) as session:
-        _run(
-            session,
-            ssh.authorized_key_command(authorized_line),
-            "installing the source's key",
-        )
+        _run(session, ssh.authorized_key_command(authorized_line), "installing the source's key")
     uri = peer_uri(source, destination)
     with session_for_host(source, user=source.ssh_user, actor=actor) as session:
         probe = f"timeout {PEER_PROBE_TIMEOUT_S} virsh -q -c {shlex.quote(uri)} uri"

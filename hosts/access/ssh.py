@@ -128,13 +128,14 @@ def portal_key_read(
     return pem, f"{public.decode()} {comment}"
 
 
+def known_hosts_line(address: str, port: int, key_line: str) -> str:
+    """One OpenSSH known_hosts line: the host's key as ssh looks it up."""
+    return f"{address if port == 22 else f'[{address}]:{port}'} {key_line}"
+
+
 def known_hosts_text(entries: list[tuple[str, int, str]]) -> str:
     """An OpenSSH known_hosts file of (address, port, key line), for libvirt's ssh."""
-    lines = []
-    for address, port, key_line in entries:
-        host = address if port == 22 else f"[{address}]:{port}"
-        lines.append(f"{host} {key_line}\n")
-    return "".join(lines)
+    return "".join(f"{known_hosts_line(*entry)}\n" for entry in entries)
 
 
 SSH_CONNECT_TIMEOUT_S = 5
@@ -180,11 +181,10 @@ def ssh_command_script(known_hosts: Path, *, remote_command: str | None = None) 
 
 
 def as_root(command: str, user: str) -> str:
-    """`command` run as root by a login `user`: as is for root, else through `sudo -n`
-    (never a password prompt: a user without sudo rights fails at once)."""
-    if user == "root":
-        return command
-    return f"sudo -n sh -c {shlex.quote(command)}"
+    """`command` run by POSIX sh as root for a login `user`: directly for root, else
+    through `sudo -n` (never a password prompt: a user without sudo rights fails at once)."""
+    command = f"sh -c {shlex.quote(command)}"
+    return command if user == "root" else f"sudo -n {command}"
 
 
 def _transport(address: str, port: int) -> paramiko.Transport:
@@ -284,24 +284,31 @@ def session_open(
         raise
 
 
+def line_append_command(path: str, line: str) -> str:
+    """Shell command that adds `line` to the file `path` (made 0600 if missing), once."""
+    quoted = shlex.quote(line)
+    return (
+        f"umask 077 && touch {path} && (grep -qxF {quoted} {path} "
+        f"|| printf '%s\\n' {quoted} >> {path})"
+    )
+
+
 def authorized_key_command(public_line: str, *, home: str = "~") -> str:
     """Shell command that adds `public_line` (options first, if any) to the
     authorized_keys of the user whose home is `home`, exactly once."""
-    quoted = shlex.quote(public_line)
+    keys = f"{home}/.ssh/authorized_keys"
     return (
-        f"umask 077 && mkdir -p {home}/.ssh && chmod 700 {home}/.ssh "
-        f"&& touch {home}/.ssh/authorized_keys && chmod 600 {home}/.ssh/authorized_keys "
-        f"&& (grep -qxF {quoted} {home}/.ssh/authorized_keys "
-        f"|| printf '%s\\n' {quoted} >> {home}/.ssh/authorized_keys)"
+        f"umask 077 && mkdir -p {home}/.ssh && chmod 700 {home}/.ssh && touch {keys} "
+        f"&& chmod 600 {keys} && {line_append_command(keys, public_line)}"
     )
 
 
 def line_remove_command(path: str, line: str) -> str:
     """Shell command that removes every exact copy of `line` from the file `path`
     (kept as it was otherwise; nothing happens if the file or the line is missing)."""
-    quoted, target = shlex.quote(line), path
+    quoted = shlex.quote(line)
     return (
-        f"if [ -f {target} ] && grep -qxF {quoted} {target}; then "
-        f"grep -vxF {quoted} {target} > {target}.portal-tmp; "
-        f"chmod --reference={target} {target}.portal-tmp && mv {target}.portal-tmp {target}; fi"
+        f"if [ -f {path} ] && grep -qxF {quoted} {path}; then "
+        f"grep -vxF {quoted} {path} > {path}.portal-tmp; "
+        f"chmod --reference={path} {path}.portal-tmp && mv {path}.portal-tmp {path}; fi"
     )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-import shlex
 import time
 
 from django.conf import settings
@@ -23,9 +22,12 @@ from django.utils import timezone
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
-from hosts import credentials, tls
-from hosts.models import DEFAULT_PORTS, CredentialKind, Host, Transport
-from hosts.ssh_services import SshAccessError, host_session
+from hosts.access import credentials, tls
+from hosts.access.models import CredentialKind
+from hosts.access.ssh import as_root
+from hosts.access.ssh_services import SshAccessError, remote_run, session_for_host
+from hosts.hypervisor import DEFAULT_PORTS
+from hosts.models import Host, Transport
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +88,10 @@ def _install_script(*, ca_pem: str, server_pem: str, client_pem: str) -> str:
     )
 
 
+def _material(ca: tls.CertificateAuthority) -> credentials.Material:
+    return credentials.Material(ca.cert_pem, tls.key_pem(ca.key), ca.fingerprint)
+
+
 def _ca_material() -> credentials.Material:
     """The CA a portal without one in the database stores: the one a data folder made
     before the CA moved to the database holds (hosts trust it), else a new one."""
@@ -94,7 +100,7 @@ def _ca_material() -> credentials.Material:
         logger.info("the portal's CA in %s is now kept in the database", settings.TLS_CA_DIR)
     else:
         ca = tls.ca_create()
-    return ca.cert_pem, tls.key_pem(ca.key), ca.fingerprint
+    return _material(ca)
 
 
 def portal_ca() -> tls.CertificateAuthority:
@@ -113,7 +119,7 @@ def portal_ca_rotate(*, actor: Actor) -> tls.CertificateAuthority:
     ca = tls.ca_create()
     credentials.credential_replace(
         CredentialKind.TLS_CA,
-        (ca.cert_pem, tls.key_pem(ca.key), ca.fingerprint),
+        _material(ca),
         how="rotated",
         actor=actor,
     )
@@ -132,7 +138,7 @@ def portal_client() -> tls.ClientFiles:
 
     def issue() -> credentials.Material:
         cert_pem, key_pem = tls.client_issue(ca)
-        return cert_pem, key_pem, tls.cert_info(cert_pem).fingerprint
+        return credentials.Material(cert_pem, key_pem, tls.cert_info(cert_pem).fingerprint)
 
     client = credentials.credential_ensure(CredentialKind.TLS_CLIENT, issue)
     if not current(client):
@@ -153,31 +159,23 @@ def tls_files_ensure(*hosts: Host) -> None:
         portal_client()
 
 
-def _as_root(user: str, script: str) -> str:
-    command = f"sh -c {shlex.quote(script)}"
-    return command if user == "root" else f"sudo -n {command}"
+def _tls_port(host: Host) -> int:
+    return host.port if host.transport == Transport.TLS and host.port else DEFAULT_PORTS["tls"]
 
 
-def _run(session, user: str, script: str, what: str, timeout: float = 60.0) -> str:
-    status, out, err = session.run(_as_root(user, script), timeout=timeout)
-    if status != 0:
-        hint = " (the ssh user needs passwordless sudo: sudo -n)" if "sudo" in err else ""
-        raise SshAccessError(f"{what} failed on {session.where}: {err.strip()[-400:]}{hint}")
-    return out
+def _served_pem(host: Host, client: tls.ClientFiles) -> str:
+    """The certificate the host's libvirtd serves on its TLS port (TlsError if none)."""
+    return tls.served_certificate(host.address, _tls_port(host), client=client)
 
 
 def _served_fingerprint(host: Host, wait_s: float) -> str:
     """The fingerprint of the certificate the host's libvirtd serves on its TLS port,
     '' if it does not answer within `wait_s` (not listening for TLS)."""
     client = portal_client()
-    port = (
-        host.port if host.transport == Transport.TLS and host.port else DEFAULT_PORTS[Transport.TLS]
-    )
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            pem = tls.served_certificate(host.address, port, client=client)
-            return tls.cert_info(pem).fingerprint
+            return tls.cert_info(_served_pem(host, client)).fingerprint
         except tls.TlsError:
             if time.monotonic() > deadline:
                 return ""
@@ -188,7 +186,7 @@ def host_tls_issue(
     *,
     host: Host,
     actor: Actor,
-    restart: bool = True,
+    restart_libvirtd: bool = True,
     client_not_after: dt.datetime | None = None,
 ) -> Host:
     """Issue (or renew) the host's TLS certificates over ssh and install them.
@@ -205,8 +203,12 @@ def host_tls_issue(
             field="non_field_errors",
         )
     ca = portal_ca()
-    with host_session(host, user=user, actor=actor) as session:
-        out = _run(session, user, _CSR_SCRIPT, "making the keys and certificate requests")
+    with session_for_host(host, user=user, actor=actor) as session:
+
+        def run_as_root(script: str, what: str, timeout: float = 60.0) -> str:
+            return remote_run(session, as_root(script, user), what=what, timeout=timeout)
+
+        out = run_as_root(_CSR_SCRIPT, "making the keys and certificate requests")
         csrs = _CSR_PATTERN.findall(out)
         if len(csrs) != 2:
             raise SshAccessError(
@@ -226,22 +228,17 @@ def host_tls_issue(
             )
         except tls.TlsError as exc:
             raise SshAccessError(str(exc), field="non_field_errors") from None
-        _run(
-            session,
-            user,
+        run_as_root(
             _install_script(ca_pem=ca.cert_pem, server_pem=server_pem, client_pem=client_pem),
             "installing the certificates",
         )
-        restarted = False
-        if restart and settings.TLS_RESTART_COMMAND:
-            _run(
-                session,
-                user,
+        restarted = bool(restart_libvirtd and settings.TLS_RESTART_COMMAND)
+        if restarted:
+            run_as_root(
                 settings.TLS_RESTART_COMMAND,
                 f"restarting libvirtd ({settings.TLS_RESTART_COMMAND})",
                 timeout=120.0,
             )
-            restarted = True
     server, client = tls.cert_info(server_pem), tls.cert_info(client_pem)
     # A host reached over tls must serve the new certificate; another may not listen
     # for TLS (yet): one short look.
@@ -318,12 +315,9 @@ def host_tls_served_problem(host: Host) -> str | None:
     """Is the certificate the host's libvirtd really serves one of the portal's CA,
     and valid now? (A host may have been given a certificate from another CA, or one
     may have expired, since the portal issued its own.) None when it is fine."""
-    client = portal_client()
-    port = (
-        host.port if host.transport == Transport.TLS and host.port else DEFAULT_PORTS[Transport.TLS]
-    )
+    port = _tls_port(host)
     try:
-        pem = tls.served_certificate(host.address, port, client=client)
+        pem = _served_pem(host, portal_client())
     except tls.TlsError as exc:
         return (
             f"{host.name} does not answer TLS on {host.address}:{port} ({exc}): is libvirtd "

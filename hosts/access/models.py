@@ -1,0 +1,111 @@
+"""The access columns of `hosts.models.Host`, one abstract model per concern (ssh, TLS),
+and the access records: host-to-host peer trusts and the portal's own key pairs."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class SshAccess(models.Model):
+    """The host key pinned on first contact (trust on first use), a different key seen
+    since (refused until an administrator accepts it), and the user for whom the
+    portal's key was installed."""
+
+    ssh_host_key = models.TextField(blank=True, help_text="Pinned key: '<type> <base64>'.")
+    ssh_host_key_fingerprint = models.CharField(max_length=64, blank=True)
+    ssh_host_key_recorded_at = models.DateTimeField(null=True, blank=True)
+    ssh_host_key_pending = models.TextField(blank=True)
+    ssh_host_key_pending_fingerprint = models.CharField(max_length=64, blank=True)
+    ssh_host_key_pending_seen_at = models.DateTimeField(null=True, blank=True)
+    ssh_access_user = models.CharField(max_length=32, blank=True)
+    ssh_access_set_up_at = models.DateTimeField(null=True, blank=True)
+    # The ssh user is not in the host's libvirt group but may sudo: libvirt's remote
+    # helper is run through `sudo -n` (the portal's wrapper; peers' forced command).
+    ssh_libvirt_via_sudo = models.BooleanField(default=False)
+
+    class Meta:
+        abstract = True
+
+
+class TlsCertificates(models.Model):
+    """The certificates the portal's CA last issued to the host (public parts only: the
+    private keys were generated on the host and never left it)."""
+
+    tls_ca_fingerprint = models.CharField(max_length=128, blank=True)
+    tls_server_cert = models.TextField(blank=True)
+    tls_server_fingerprint = models.CharField(max_length=128, blank=True)
+    tls_server_not_after = models.DateTimeField(null=True, blank=True)
+    tls_client_cert = models.TextField(blank=True)
+    tls_client_not_after = models.DateTimeField(null=True, blank=True)
+    tls_issued_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def has_tls_certificates(self) -> bool:
+        return bool(self.tls_server_cert and self.tls_client_cert)
+
+
+# Where a source host keeps the key pair it uses to reach its migration peers over ssh
+# (libvirtd runs as root). Generated on the host; its private half never leaves it.
+PEER_KEY_PATH = "/root/.ssh/portal_migration_ed25519"
+
+
+class PeerTrust(models.Model):
+    """A source host may open libvirt on a destination over ssh, for peer-to-peer
+    migration: the source's own key is installed for the destination's ssh user (may
+    only run libvirt's helper), and the destination's pinned host key is in the
+    source's root known_hosts. Set up and removed by `hosts.access.peer_services`."""
+
+    source = models.ForeignKey("hosts.Host", on_delete=models.CASCADE, related_name="peer_trusts")
+    destination = models.ForeignKey(
+        "hosts.Host", on_delete=models.CASCADE, related_name="trusted_by"
+    )
+    source_key = models.TextField(
+        help_text="The source's public key line (its private key stays there)."
+    )
+    source_key_fingerprint = models.CharField(max_length=64)
+    destination_user = models.CharField(max_length=32)
+    destination_host_key_fingerprint = models.CharField(max_length=64)
+    via_sudo = models.BooleanField(default=False)
+    authorized_keys_line = models.TextField()
+    known_hosts_line = models.TextField()
+    verified_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["source__name", "destination__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "destination"], name="peer_trust_unique_pair")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} -> {self.destination}"
+
+
+class CredentialKind(models.TextChoices):
+    SSH_KEY = "ssh_key", "The portal's ssh key pair"
+    TLS_CA = "tls_ca", "The portal's TLS certificate authority"
+    TLS_CLIENT = "tls_client", "The portal's TLS client certificate"
+
+
+class PortalCredential(models.Model):
+    """One of the portal's own key pairs, the same for every portal node: the public
+    half in the clear (an ssh public key line, or a PEM certificate), the private half
+    (PEM) encrypted with Fernet under a key derived from SECRET_KEY, never in the clear.
+    Read and written by `hosts.access.credentials` only; each node materialises the
+    files it needs from these rows (docs/nodes.md)."""
+
+    kind = models.CharField(max_length=16, choices=CredentialKind.choices, unique=True)
+    public = models.TextField()
+    private_encrypted = models.TextField()
+    fingerprint = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["kind"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.fingerprint})"

@@ -1,0 +1,147 @@
+"""Long-lived connections, kept open per URI and process: the bookkeeping of
+hosts.gateway's pool, over connections the gateway opens, checks and closes (no
+libvirt here).
+
+Opening a connection costs a TCP handshake and libvirt's (tcp: ~10 ms; ssh: an ssh
+process, its key exchange and the remote helper, 100-300 ms). A worker keeps the
+connections it opened (at most `max_idle` per URI: the migration call and the monitor
+need two at once), with the same keepalive as any other, so a call on one is bounded
+exactly as on a fresh one.
+
+A connection is lent to one user at a time, never shared by concurrent calls: with
+libvirt 9.0, when keepalive closed a connection on which one thread was blocked in
+migrateToURI3, another thread's concurrent call on it never returned (measured on the
+lab with the source's control plane cut; the fault matrix's "portal cut off from the
+source" case).
+
+Before it is lent, a connection is checked alive (keepalive closes a dead one); one
+whose user saw the host unreachable is closed, not kept. `generation` names the
+credentials it was opened with (the caller's choice: pinned host key, certificates):
+a different generation for the same URI closes the older connections, as `forget`
+does; a connection in use is closed when its user gives it back, never under a running
+call (closing the client connection that started a migration would end the
+migration). Idle ones are closed after `idle_s`. The connection settings (keepalive)
+are compared too: a connection opened with others is not lent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(eq=False)
+class Pooled:
+    uri: str
+    generation: str
+    epoch: int
+    settings: Hashable
+    conn: Any
+    last_used: float = 0.0
+
+
+class ConnectionPool:
+    def __init__(
+        self,
+        *,
+        open_: Callable[[str, float], Any],
+        close: Callable[[Any], None],
+        alive: Callable[[Any], bool],
+        settings: Callable[[], Hashable],
+        max_idle: int,
+        idle_s: float,
+    ) -> None:
+        self._open, self._close, self._alive, self._settings = open_, close, alive, settings
+        self.max_idle, self.idle_s = max_idle, idle_s
+        self._lock = threading.Lock()
+        self._idle: dict[str, list[Pooled]] = {}  # ready to lend, most recent last
+        self._busy: set[Pooled] = set()  # lent out now
+        self._epochs: dict[str, int] = {}  # raised by forget: older ones are not kept
+        self._generations: dict[str, str] = {}  # the newest credentials asked for, per URI
+        # Connections a forked child found in its parent's pool: kept referenced and
+        # never used or closed in the child (closing, or garbage collection, would send
+        # libvirt's close over the parent's socket).
+        self._inherited: list[Pooled] = []
+
+    def _current(self, entry: Pooled) -> bool:
+        """Opened with the credentials and settings asked for now, and not forgotten."""
+        return (
+            entry.generation == self._generations.get(entry.uri, entry.generation)
+            and entry.epoch == self._epochs.get(entry.uri, 0)
+            and entry.settings == self._settings()
+        )
+
+    def acquire(self, uri: str, timeout: float, generation: str) -> Pooled:
+        to_close: list[Any] = []
+        found: Pooled | None = None
+        now = time.monotonic()
+        with self._lock:
+            self._generations[uri] = generation
+            for key, entries in list(self._idle.items()):
+                stale = [e for e in entries if now - e.last_used > self.idle_s]
+                if stale:
+                    to_close += [e.conn for e in stale]
+                    self._idle[key] = [e for e in entries if e not in stale]
+            entries = self._idle.get(uri, [])
+            while entries and found is None:
+                entry = entries.pop()
+                if self._current(entry) and self._alive(entry.conn):
+                    found = entry
+                else:
+                    to_close.append(entry.conn)
+            epoch = self._epochs.get(uri, 0)
+            if found is not None:
+                self._busy.add(found)
+        for conn in to_close:
+            self._close(conn)
+        if found is not None:
+            return found
+        # Opened outside the lock: a slow host must not hold up connections to the others.
+        fresh = Pooled(uri, generation, epoch, self._settings(), self._open(uri, timeout))
+        with self._lock:
+            self._busy.add(fresh)
+        return fresh
+
+    def release(self, entry: Pooled, *, broken: bool) -> None:
+        with self._lock:
+            self._busy.discard(entry)
+            entries = self._idle.setdefault(entry.uri, [])
+            keep = (
+                not broken
+                and self._current(entry)
+                and len(entries) < self.max_idle
+                and entry not in self._inherited
+                and self._alive(entry.conn)
+            )
+            if keep:
+                entry.last_used = time.monotonic()
+                entries.append(entry)
+        if not keep:
+            self._close(entry.conn)
+
+    def forget(self, uri: str | None = None) -> None:
+        """Close the idle connections to `uri` (every URI if None); those in use are
+        closed when given back."""
+        with self._lock:
+            uris = [uri] if uri is not None else list({*self._idle, *(e.uri for e in self._busy)})
+            to_close = []
+            for key in uris:
+                self._epochs[key] = self._epochs.get(key, 0) + 1
+                to_close += [e.conn for e in self._idle.pop(key, [])]
+        for conn in to_close:
+            self._close(conn)
+
+    def size(self) -> int:
+        """Idle connections kept open."""
+        with self._lock:
+            return sum(len(entries) for entries in self._idle.values())
+
+    def after_fork_in_child(self) -> None:
+        self._inherited.extend(
+            [e for entries in self._idle.values() for e in entries] + list(self._busy)
+        )
+        self._idle, self._busy = {}, set()
+        self._lock = threading.Lock()

@@ -1,0 +1,243 @@
+"""What the gateway (hosts.gateway) returns and raises, and the libvirt XML it reads:
+plain data, no libvirt. Also the state words of a domain, spelled once for every app."""
+
+from __future__ import annotations
+
+import enum
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+DEFAULT_PORTS = {"tcp": 16509, "tls": 16514, "ssh": 22}
+
+
+class DomainState(enum.StrEnum):
+    """A domain's state as the portal names libvirt's virDomainState (the values of
+    vms.models.VMState, which adds "gone")."""
+
+    NO_STATE = "no_state"
+    RUNNING = "running"
+    BLOCKED = "blocked"
+    PAUSED = "paused"
+    SHUTTING_DOWN = "shutting_down"
+    SHUT_OFF = "shut_off"
+    CRASHED = "crashed"
+    SUSPENDED = "suspended"  # VIR_DOMAIN_PMSUSPENDED: the guest sleeps, QEMU runs
+
+
+S = DomainState
+# libvirt's "active" domain: a QEMU process exists (what a migration's settlement must
+# not leave on both hosts), also for a pm-suspended guest.
+ACTIVE_STATES = frozenset({S.RUNNING, S.BLOCKED, S.PAUSED, S.SHUTTING_DOWN, S.SUSPENDED})
+# Shown as up, and preferred among the definitions of one UUID: a pm-suspended guest is not.
+UP_STATES = ACTIVE_STATES - {S.SUSPENDED}
+EXECUTING_STATES = frozenset({S.RUNNING, S.BLOCKED})  # the guest executes
+LIVE_MOVABLE_STATES = frozenset({S.RUNNING, S.PAUSED})  # a live migration moves it from these
+# A definition without a QEMU process that a migration may replace.
+STOPPED_STATES = frozenset({S.SHUT_OFF, S.CRASHED})
+del S
+
+
+class GatewayError(Exception):
+    """A hypervisor operation failed; `str(error)` is meant for the user."""
+
+
+class HostUnreachable(GatewayError):
+    """The host did not answer, refused the connection, or the connection broke."""
+
+
+class HostRefused(GatewayError):
+    """The host's address is outside PORTAL_HOST_NETWORKS: it was not contacted."""
+
+
+class DomainNotFound(GatewayError):
+    """No domain with that UUID or name on the host."""
+
+
+@dataclass(frozen=True)
+class HostCapabilities:
+    hostname: str
+    arch: str
+    cpu_model: str
+    cpu_vendor: str
+    cpu_count: int
+    hypervisor_type: str
+    hypervisor_version: str
+    libvirt_version: str
+    host_uuid: str
+    memory_total_bytes: int
+    memory_free_bytes: int
+    migration_features: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DiskInfo:
+    target: str
+    path: str
+    device: str
+    format: str
+    size_bytes: int | None
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    path: str
+    capacity_bytes: int
+    allocation_bytes: int  # what the file takes on disk now
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    name: str
+    target_path: str
+    capacity_bytes: int
+    allocation_bytes: int
+    available_bytes: int
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    uuid: str
+    name: str
+    state: str
+    persistent: bool
+    vcpus: int
+    memory_kib: int
+    max_memory_kib: int
+    arch: str
+    machine_type: str
+    domain_type: str
+    disks: list[DiskInfo]
+    has_hostdev: bool
+
+
+@dataclass(frozen=True)
+class MigrationSpec:
+    """What the portal asks libvirt for (hosts.gateway turns it into
+    virDomainMigrateToURI3's flags and parameters)."""
+
+    live: bool = True
+    undefine_source: bool = False
+    copy_storage: bool = False
+    tunnelled: bool = False
+    auto_converge: bool = False
+    allow_postcopy: bool = False
+    compressed: bool = False
+    compression_method: str = ""  # "" with compressed: libvirt's default, XBZRLE
+    compression_level: int | None = None  # for "mt" only
+    parallel_connections: int = 0
+    bandwidth_mib_s: int = 0
+    destination_name: str = ""
+    tls: bool = False  # VIR_MIGRATE_TLS: QEMU's stream encrypted (certificates in /etc/pki/qemu)
+
+
+def version_string(number: int) -> str:
+    """libvirt's version number (major * 1,000,000 + minor * 1,000 + micro) as text."""
+    major, rest = divmod(number, 1_000_000)
+    minor, micro = divmod(rest, 1_000)
+    return f"{major}.{minor}.{micro}"
+
+
+@dataclass(frozen=True)
+class CapabilitiesXml:
+    """What the host's capabilities XML says (the rest comes from other calls)."""
+
+    arch: str
+    cpu_model: str
+    cpu_vendor: str
+    host_uuid: str
+    migration_features: dict
+
+
+def capabilities_xml_read(xml: str) -> CapabilitiesXml:
+    host = ET.fromstring(xml).find("host")
+    cpu = host.find("cpu") if host is not None else None
+    migration = host.find("migration_features") if host is not None else None
+    features: dict = {}
+    if migration is not None:
+        features["live"] = migration.find("live") is not None
+        transports = migration.find("uri_transports")
+        features["uri_transports"] = (
+            [t.text for t in transports.findall("uri_transport")] if transports is not None else []
+        )
+    return CapabilitiesXml(
+        arch=(cpu.findtext("arch") if cpu is not None else "") or "",
+        cpu_model=(cpu.findtext("model") if cpu is not None else "") or "",
+        cpu_vendor=(cpu.findtext("vendor") if cpu is not None else "") or "",
+        host_uuid=(host.findtext("uuid") if host is not None else "") or "",
+        migration_features=features,
+    )
+
+
+@dataclass(frozen=True)
+class DomainXml:
+    """What a domain's XML says; the disks' sizes are asked of libvirt separately."""
+
+    arch: str
+    machine_type: str
+    domain_type: str
+    has_hostdev: bool
+    disks: list[DiskInfo]  # size_bytes None
+
+
+def domain_xml_read(xml: str) -> DomainXml:
+    tree = ET.fromstring(xml)
+    os_type = tree.find("os/type")
+    disks = []
+    for disk in tree.findall("devices/disk"):
+        source = disk.find("source")
+        path = ""
+        if source is not None:
+            path = source.get("file") or source.get("dev") or source.get("name") or ""
+        target = disk.find("target")
+        driver = disk.find("driver")
+        disks.append(
+            DiskInfo(
+                target=target.get("dev", "") if target is not None else "",
+                path=path,
+                device=disk.get("device", "disk"),
+                format=driver.get("type", "") if driver is not None else "",
+                size_bytes=None,
+            )
+        )
+    return DomainXml(
+        arch=os_type.get("arch", "") if os_type is not None else "",
+        machine_type=os_type.get("machine", "") if os_type is not None else "",
+        domain_type=tree.get("type", ""),
+        has_hostdev=bool(tree.findall("devices/hostdev")),
+        disks=disks,
+    )
+
+
+@dataclass(frozen=True)
+class CpuToCompare:
+    """A domain's <cpu> and what libvirt compares it for; `verdict` (ok, reason) when
+    there is nothing to ask libvirt."""
+
+    verdict: tuple[bool, str] | None
+    xml: str = ""
+    arch: str | None = None
+    machine: str | None = None
+    virt_type: str | None = None
+
+
+def cpu_to_compare(domain_xml: str) -> CpuToCompare:
+    tree = ET.fromstring(domain_xml)
+    cpu = tree.find("cpu")
+    if cpu is None:
+        return CpuToCompare((True, "the VM uses the hypervisor's default CPU model"))
+    if cpu.get("mode") in ("host-passthrough", "maximum"):
+        return CpuToCompare(
+            (False, f"the VM uses CPU mode '{cpu.get('mode')}', tied to its host's CPU")
+        )
+    os_type = tree.find("os/type")
+    return CpuToCompare(
+        None,
+        ET.tostring(cpu, encoding="unicode"),
+        os_type.get("arch") if os_type is not None else None,
+        os_type.get("machine") if os_type is not None else None,
+        tree.get("type"),
+    )
+
+
+def pool_target_path(xml: str) -> str:
+    return ET.fromstring(xml).findtext("target/path") or ""
