@@ -16,7 +16,6 @@ from audit.models import AuditEvent
 from hosts.access import ssh
 from hosts.access.ssh_services import REMOTE_USER_NEEDS
 from hosts.models import Host
-from hosts.access.ssh_services import REMOTE_USER_NEEDS
 from lab import layout
 from migrations_app.engine import migration_execute
 from migrations_app.models import Migration

@@ -17,10 +17,10 @@ from django.conf import settings
 
 from core import concurrency
 from hosts import gateway
-from hosts.connections import host_connect, host_connector
-from hosts.models import Host, Transport
 from hosts.access.peer_services import peer_trust_current, peer_trust_needed, peer_trust_problem
 from hosts.access.tls_services import host_tls_problems, host_tls_served_problem
+from hosts.connections import host_connect, host_connector
+from hosts.models import Host, Transport
 from migrations_app.domain.options import MigrationOptions
 from migrations_app.models import ACTIVE_STATUSES, Migration
 from vms.models import VM

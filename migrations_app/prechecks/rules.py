@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from enum import Flag, StrEnum, auto
 
 from hosts import gateway
-from hosts.models import Transport
 from hosts.access.ssh_services import REMOTE_USER_NEEDS
 from hosts.hypervisor import LIVE_MOVABLE_STATES, STOPPED_STATES
+from hosts.models import Transport
 from migrations_app.prechecks.facts import Facts, Unreachable, VmOnDestination, disk_paths
 from vms.models import VMState
-
 
 
 class CheckName(StrEnum):
