@@ -37,7 +37,7 @@ from audit.models import AuditEvent  # noqa: E402
 from bench import synthetic  # noqa: E402
 from migrations_app.domain.lifecycle import ALLOWED_TRANSITIONS, FailureReason, Phase  # noqa: E402
 from migrations_app.domain.lifecycle import MigrationStatus as Status  # noqa: E402
-from migrations_app.engine import _completed_fields  # noqa: E402
+from migrations_app.domain.progress import completed_fields  # noqa: E402
 from migrations_app.models import Migration  # noqa: E402
 from vms.models import VM  # noqa: E402
 
@@ -185,7 +185,7 @@ class _History(synthetic.Inventory):
                 stats["data_total"],
                 stats["data_processed"],
             )
-            for name, value in _completed_fields(stats).items():
+            for name, value in completed_fields(stats).items():
                 setattr(m, name, value)
             enter(m.finished_at, Status.SUCCEEDED, worker)
             return m

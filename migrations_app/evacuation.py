@@ -10,7 +10,7 @@ from django.db import transaction
 from audit.services import Actor
 from hosts.models import Host
 from hosts.services import host_maintenance_set
-from migrations_app.batch_services import batch_create
+from migrations_app.batches import BatchItem, batch_create
 from migrations_app.domain.options import MigrationOptions
 from migrations_app.models import BatchKind, MigrationBatch, StorageMode
 from migrations_app.selectors import HostEvacuationPlan, evacuation_plan
@@ -49,7 +49,7 @@ def host_evacuate(
         with_disks = MigrationOptions(live=True, storage=StorageMode.COPY.value)
         batch = batch_create(
             items=[
-                (
+                BatchItem(
                     evacuation.vms[row.vm.uuid],
                     evacuation.destinations[row.destination.host_id],
                     with_disks if row.vm.local_disks else live,

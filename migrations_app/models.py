@@ -4,9 +4,6 @@ from django.db.models import Q
 
 from audit.events import EventType
 from hosts.models import Host
-
-# The lifecycle's words live in migrations_app.domain.lifecycle; re-exported here so that
-# `from migrations_app.models import MigrationStatus` (and the rest) keeps working.
 from migrations_app.domain.lifecycle import (  # noqa: F401
     ACTIVE_STATUSES,
     ALLOWED_TRANSITIONS,
@@ -19,22 +16,13 @@ from migrations_app.domain.lifecycle import (  # noqa: F401
     Phase,
 )
 
-
-class StorageMode(models.TextChoices):
-    SHARED = "shared", "Shared storage (disks stay where they are)"
-    COPY = "copy", "Copy local disks to the destination"
-
-
-class TransportMode(models.TextChoices):
-    DIRECT = "direct", "Direct (QEMU to QEMU)"
-    TUNNELLED = "tunnelled", "Tunnelled through the libvirt connection"
-
-
-class CompressionMethod(models.TextChoices):
-    # What libvirt 9.0 offers (VIR_MIGRATE_PARAM_COMPRESSION); multifd's zlib / zstd
-    # need libvirt 9.4 (see options.RULES).
-    XBZRLE = "xbzrle", "XBZRLE (resend only what changed in pages sent before)"
-    MT = "mt", "Multithread zlib (compress every page; with a level)"
+# The lifecycle's words live in migrations_app.domain.lifecycle; re-exported here so that
+# `from migrations_app.models import MigrationStatus` (and the rest) keeps working.
+from migrations_app.domain.options import (  # noqa: F401
+    CompressionMethod,
+    StorageMode,
+    TransportMode,
+)
 
 
 class BatchKind(models.TextChoices):
@@ -129,7 +117,7 @@ class Migration(models.Model):
 
     # Schedule: not started before `not_before` (status scheduled until then); failed
     # (window_closed) if it has not started by `window_end`. Both optional.
-    # A batch's children get their batch's two times (batch_services.batch_create).
+    # A batch's children get their batch's two times (batches.batch_create).
     not_before = models.DateTimeField(null=True, blank=True)
     window_end = models.DateTimeField(null=True, blank=True)
 

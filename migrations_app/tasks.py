@@ -1,7 +1,8 @@
-"""django-q2 entry points: take ids, call the engine."""
+"""django-q2 entry points: take ids, call the worker."""
 
-from migrations_app.engine import migration_execute, migrations_reconcile
 from migrations_app.webhooks import webhook_delivery_send
+from migrations_app.worker.reconciler import migrations_reconcile
+from migrations_app.worker.runner import migration_execute
 
 
 def migration_run(migration_id: int) -> str:

@@ -17,7 +17,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from hosts import gateway
 from hosts.access import ssh
 from hosts.access.ssh_services import SshAccessError
-from migrations_app.services import MigrationConflict
+from migrations_app.requests import MigrationConflict
 
 
 class Conflict(exceptions.APIException):

@@ -119,7 +119,7 @@ def run_in_thread(migration_id: int):
 
     from django.db import connection
 
-    from migrations_app.engine import migration_execute
+    from migrations_app.worker.runner import migration_execute
 
     def target() -> None:
         try:

@@ -9,7 +9,7 @@ from rest_framework.test import APIRequestFactory
 from hosts import gateway
 from hosts.access import ssh
 from hosts.access.ssh_services import SshAccessError
-from migrations_app.services import MigrationConflict
+from migrations_app.requests import MigrationConflict
 from portal.api_errors import api_exception_handler
 
 

@@ -112,6 +112,83 @@ def test_the_rule_sees_a_violation(tmp_path):
     assert list(_imports(module)) == [("vms.models", 2), ("lab.core", 3)]
 
 
+# The parts of migrations_app, lowest first: a module may import its own part and the
+# ones below, never one above (docs/architecture.md draws them).
+MIGRATIONS_APP_PARTS = [
+    {"domain"},
+    {"models", "migrations", "apps", "permissions", "filters"},
+    {"events", "webhooks", "streaming"},
+    {"transitions"},
+    {"prechecks"},
+    {"selectors"},
+    {"scheduling"},
+    {"worker"},
+    {"requests"},
+    {"batches", "evacuation"},
+    {"reports", "consumers", "tasks", "management", "api", "admin", "urls", "views"},
+    {"templatetags", "__init__"},
+]
+
+
+def _part_of(module_path: tuple[str, ...]) -> int:
+    name = module_path[0].removesuffix(".py")
+    ranks = [rank for rank, part in enumerate(MIGRATIONS_APP_PARTS) if name in part]
+    assert ranks, f"migrations_app/{name} has no part in MIGRATIONS_APP_PARTS"
+    return ranks[0]
+
+
+def _runtime_imports(path: Path) -> Iterator[tuple[str, int]]:
+    """`_imports` without the ones under `if TYPE_CHECKING:` (annotations only)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    typing_only = {
+        id(child)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+        for child in ast.walk(node)
+    }
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module, node.lineno
+
+
+def _intra_app_violations() -> list[str]:
+    app = ROOT / "migrations_app"
+    found = []
+    for path in _project_python_files(app):
+        own = _part_of(path.relative_to(app).parts)
+        for module, line in _runtime_imports(path):
+            parts = module.split(".")
+            if parts[0] == "migrations_app" and len(parts) > 1 and _part_of((parts[1],)) > own:
+                found.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    return found
+
+
+def test_migrations_app_parts_import_only_their_own_and_those_below():
+    violations = _intra_app_violations()
+    assert violations == [], "a part of migrations_app imports a higher one:\n" + "\n".join(
+        violations
+    )
+
+
+def test_no_function_level_imports_between_the_parts_of_migrations_app():
+    """Every import of another part sits at the top of the module, where the order
+    above is plain to see."""
+    found = []
+    for path in _project_python_files(ROOT / "migrations_app"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "migrations_app"
+                ):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module}")
+    assert found == [], "\n".join(found)
+
+
 # --- the vocabulary (migrations_app/lifecycle.py, audit/events.py) ----------------------
 
 # The one place where a failure may still be classified by its error text: the data

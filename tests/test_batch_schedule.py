@@ -10,10 +10,10 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from migrations_app.batch_services import batches_advance
 from migrations_app.domain.lifecycle import BatchStatus, FailureReason, MigrationStatus
 from migrations_app.models import Migration, MigrationBatch
-from migrations_app.services import migrations_schedule_run
+from migrations_app.scheduling.batch_turns import batches_advance
+from migrations_app.scheduling.schedule import migrations_schedule_run
 
 pytestmark = pytest.mark.django_db
 

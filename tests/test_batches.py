@@ -25,9 +25,10 @@ from migrations_app.domain.batch_rules import (
     batch_status,
 )
 from migrations_app.domain.lifecycle import BatchStatus, MigrationStatus, Phase
-from migrations_app.engine import Lease, _transition, _try_claim
 from migrations_app.models import Migration, MigrationBatch
-from migrations_app.services import migrations_dispatch_waiting
+from migrations_app.scheduling.dispatch import migrations_dispatch_waiting
+from migrations_app.worker.claim import ClaimOutcome, migration_claim
+from migrations_app.worker.lease import Lease
 from portal.routing import websocket_urlpatterns
 from vms.models import VM
 
@@ -368,21 +369,18 @@ def _children(batch):
 
 
 def _end(child: Migration, status: str) -> None:
-    """What a worker leaves behind (the engine's own transitions, as a worker holds it)."""
-    claimed = _try_claim(child.pk, "test-worker")
-    assert claimed[0] == "claimed", claimed
-    lease = claimed[2]
-    migration = claimed[1]
+    """What a worker leaves behind (the worker's own transitions, under its lease)."""
+    claim = migration_claim(child.pk, "test-worker")
+    assert claim.outcome == ClaimOutcome.CLAIMED, claim
+    lease, migration = claim.lease, claim.migration
     if status == MigrationStatus.FAILED:
-        _transition(migration, lease, status, EventType.MIGRATION_FAILED, error="boom")
+        lease.change(migration, status, EventType.MIGRATION_FAILED, error="boom")
     else:
-        migration = _transition(
-            migration, lease, MigrationStatus.MIGRATING, EventType.MIGRATION_STARTED
+        migration = lease.change(migration, MigrationStatus.MIGRATING, EventType.MIGRATION_STARTED)
+        migration = lease.change(
+            migration, MigrationStatus.COMPLETING, EventType.MIGRATION_COMPLETING
         )
-        migration = _transition(
-            migration, lease, MigrationStatus.COMPLETING, EventType.MIGRATION_COMPLETING
-        )
-        _transition(migration, lease, status, EventType.MIGRATION_SUCCEEDED, percent=100.0)
+        lease.change(migration, status, EventType.MIGRATION_SUCCEEDED, percent=100.0)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -390,9 +388,9 @@ def test_the_claim_holds_max_parallel_and_the_batch_runs_to_partial_failure(api,
     _, _, vms = fleet
     batch = _batch(api, vms, max_parallel=1)
     first, second, third = _children(batch)
-    assert _try_claim(first.pk, "w1")[0] == "claimed"
+    assert migration_claim(first.pk, "w1").outcome == ClaimOutcome.CLAIMED
     # Enqueued out of turn (a redelivery, a race): the claim refuses and un-enqueues it.
-    assert _try_claim(second.pk, "w2")[0] == "wait"
+    assert migration_claim(second.pk, "w2").outcome == ClaimOutcome.WAIT
     second.refresh_from_db()
     assert (second.status, second.phase, second.enqueued_at) == (
         "queued",
@@ -402,9 +400,8 @@ def test_the_claim_holds_max_parallel_and_the_batch_runs_to_partial_failure(api,
     batch.refresh_from_db()
     assert batch.status == BatchStatus.RUNNING and batch.started_at is not None
     first.refresh_from_db()
-    _transition(
+    Lease(first.pk, first.claim_epoch, "w1").change(
         first,
-        Lease(first.pk, first.claim_epoch, "w1"),
         MigrationStatus.FAILED,
         EventType.MIGRATION_FAILED,
         error="destination_differs: lab-1 is the host the VM runs on now",
@@ -440,7 +437,7 @@ def test_stop_on_failure_cancels_the_children_not_started(api, fleet):
     assert [c.status for c in _children(batch)] == ["failed", "cancelled", "cancelled"]
     assert "stop_on_failure" in _children(batch)[1].error
     # A task of a cancelled child that still arrives does nothing.
-    assert _try_claim(second.pk, "late")[0] == "not-mine"
+    assert migration_claim(second.pk, "late").outcome == ClaimOutcome.NOT_MINE
     assert AuditEvent.objects.filter(event_type=EventType.BATCH_FINISHED).count() == 1
     assert (
         AuditEvent.objects.filter(
@@ -474,7 +471,7 @@ def test_cancel_asks_a_running_child_to_cancel(api, fleet):
     _, _, vms = fleet
     batch = _batch(api, vms[:2], max_parallel=1)
     first, second = _children(batch)
-    assert _try_claim(first.pk, "w1")[0] == "claimed"
+    assert migration_claim(first.pk, "w1").outcome == ClaimOutcome.CLAIMED
     body = api.post(f"/api/migration-batches/{batch.pk}/cancel/").json()
     assert body["status"] == "running"  # until its running child ends
     first.refresh_from_db()

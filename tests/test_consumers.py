@@ -14,8 +14,9 @@ from django.utils import timezone
 from audit.events import EventType
 from hosts.models import Host
 from migrations_app.domain.progress import sample_from_job_stats
-from migrations_app.engine import Lease, _record_sample, _transition
 from migrations_app.models import Migration, MigrationStatus
+from migrations_app.worker.lease import Lease
+from migrations_app.worker.runner import _record_sample
 from portal.routing import websocket_urlpatterns
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -70,10 +71,9 @@ def test_snapshot_first_then_samples_in_order_then_final(migration, admin_user):
             sample = sample_from_job_stats(_stats(remaining), previous_percent=previous)
             previous = sample.percent
             _record_sample(migration, lease, sample)
-        _transition(migration, lease, MigrationStatus.COMPLETING, EventType.MIGRATION_COMPLETING)
-        _transition(
+        lease.change(migration, MigrationStatus.COMPLETING, EventType.MIGRATION_COMPLETING)
+        lease.change(
             migration,
-            lease,
             MigrationStatus.SUCCEEDED,
             EventType.MIGRATION_SUCCEEDED,
             percent=100.0,

@@ -21,8 +21,8 @@ from hosts import system_checks
 from hosts.access import credentials, ssh, ssh_services, tls, tls_services
 from hosts.access.models import CredentialKind, PortalCredential
 from hosts.models import Host
-from migrations_app.engine import migrations_reconcile
 from migrations_app.models import Migration
+from migrations_app.worker.reconciler import migrations_reconcile
 
 pytestmark = pytest.mark.django_db
 

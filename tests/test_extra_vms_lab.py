@@ -10,7 +10,7 @@ import pytest
 
 from hosts.models import Host
 from lab import layout, lifecycle, machines
-from migrations_app.engine import migration_execute
+from migrations_app.worker.runner import migration_execute
 from tests import labtools
 from tests.labtools import request_migration, run_in_thread
 

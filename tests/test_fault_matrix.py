@@ -25,8 +25,9 @@ from rest_framework.authtoken.models import Token
 from hosts import gateway
 from lab import faults, machines
 from migrations_app.domain.lifecycle import FINAL_STATUSES, FailureReason
-from migrations_app.engine import migration_execute, migrations_reconcile
 from migrations_app.models import Migration
+from migrations_app.worker.reconciler import migrations_reconcile
+from migrations_app.worker.runner import migration_execute
 from tests import labtools
 from tests.labtools import (
     events_of,

@@ -12,9 +12,10 @@ from django.utils import timezone
 from audit.events import EventType
 from audit.models import AuditEvent
 from hosts.models import Host
-from migrations_app import engine
-from migrations_app.engine import ClaimLost, InvalidTransition, Lease, _take_over, _transition
 from migrations_app.models import Migration, MigrationStatus
+from migrations_app.transitions import ClaimLost, InvalidTransition
+from migrations_app.worker import lease as worker_lease
+from migrations_app.worker.lease import Lease, take_over
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,11 +48,10 @@ def _events(migration: Migration) -> list[str]:
 
 def test_a_worker_that_lost_its_claim_writes_nothing(running):
     worker = Lease(running.pk, 1, "worker w:1")
-    reconciler = _take_over(running, "reconciler r:1")
+    reconciler = take_over(running, "reconciler r:1")
     assert reconciler is not None and reconciler.epoch == 2
-    _transition(
+    reconciler.change(
         running,
-        reconciler,
         MigrationStatus.FAILED,
         EventType.MIGRATION_FAILED,
         error="settled by the reconciler",
@@ -60,7 +60,7 @@ def test_a_worker_that_lost_its_claim_writes_nothing(running):
     events = _events(running)
 
     with pytest.raises(ClaimLost):
-        _transition(running, worker, MigrationStatus.COMPLETING, EventType.MIGRATION_COMPLETING)
+        worker.change(running, MigrationStatus.COMPLETING, EventType.MIGRATION_COMPLETING)
     with pytest.raises(ClaimLost):
         worker.renew()
     assert worker.lost.is_set()
@@ -70,16 +70,16 @@ def test_a_worker_that_lost_its_claim_writes_nothing(running):
 
 def test_a_final_record_never_moves_back(running):
     lease = Lease(running.pk, 1, "worker w:1")
-    _transition(running, lease, MigrationStatus.FAILED, EventType.MIGRATION_FAILED, error="x")
+    lease.change(running, MigrationStatus.FAILED, EventType.MIGRATION_FAILED, error="x")
     with pytest.raises(InvalidTransition):
-        _transition(running, lease, MigrationStatus.MIGRATING, EventType.MIGRATION_STARTED)
+        lease.change(running, MigrationStatus.MIGRATING, EventType.MIGRATION_STARTED)
     assert Migration.objects.get(pk=running.pk).status == "failed"
 
 
 def test_only_one_of_two_reconcilers_takes_over(running):
     stale = Migration.objects.get(pk=running.pk)
-    first = _take_over(stale, "reconciler a")
-    second = _take_over(stale, "reconciler b")  # read the same row, lost the race
+    first = take_over(stale, "reconciler a")
+    second = take_over(stale, "reconciler b")  # read the same row, lost the race
     assert first is not None and second is None
     assert Migration.objects.get(pk=running.pk).claimed_by == "reconciler a"
 
@@ -88,7 +88,7 @@ def test_take_over_refused_after_a_fresh_heartbeat(running):
     read = Migration.objects.get(pk=running.pk)
     time.sleep(0.01)
     Lease(running.pk, 1, "worker w:1").renew()  # the worker was alive after all
-    assert _take_over(read, "reconciler") is None
+    assert take_over(read, "reconciler") is None
 
 
 def _eventually(predicate, what: str, timeout: float = 10.0):
@@ -109,10 +109,10 @@ def test_heartbeat_thread_renews_until_taken_over(running, settings):
     def heartbeat():
         return Migration.objects.get(pk=running.pk).heartbeat_at
 
-    with engine._heartbeat(lease):
+    with worker_lease.heartbeat(lease):
         first = _eventually(heartbeat, "a first heartbeat")
         _eventually(lambda: heartbeat() > first, "a second heartbeat")
-        assert _take_over(Migration.objects.get(pk=running.pk), "reconciler") is not None
+        assert take_over(Migration.objects.get(pk=running.pk), "reconciler") is not None
         _eventually(lease.lost.is_set, "the worker to notice the takeover")
         # The reconciler's own heartbeat is never overwritten by the old worker.
         taken_at = heartbeat()

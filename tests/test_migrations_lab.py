@@ -16,9 +16,10 @@ from django.conf import settings
 from audit.models import AuditEvent
 from hosts.models import Host
 from lab import layout, machines
-from migrations_app.engine import migration_execute, migrations_reconcile
 from migrations_app.models import Migration, MigrationSample
-from migrations_app.services import migrations_dispatch_waiting
+from migrations_app.scheduling.dispatch import migrations_dispatch_waiting
+from migrations_app.worker.reconciler import migrations_reconcile
+from migrations_app.worker.runner import migration_execute
 from tests import labtools
 from tests.labtools import events_of, request_migration, run_in_thread, wait_until_migrating
 

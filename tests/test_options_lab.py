@@ -19,8 +19,8 @@ import pytest
 from hosts.connections import host_connect
 from hosts.models import Host
 from lab import layout, machines, proc
-from migrations_app.engine import migration_execute
 from migrations_app.models import Migration, MigrationSample
+from migrations_app.worker.runner import migration_execute
 from tests import labtools
 from tests.labtools import request_migration, run_in_thread, wait_until_migrating
 

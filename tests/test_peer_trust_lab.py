@@ -18,8 +18,8 @@ from audit.models import AuditEvent
 from hosts.access.models import PEER_KEY_PATH, PeerTrust
 from hosts.models import Host
 from lab import layout
-from migrations_app.engine import migration_execute
 from migrations_app.models import Migration
+from migrations_app.worker.runner import migration_execute
 from tests import labtools
 from tests.labtools import request_migration
 

@@ -11,8 +11,8 @@ from audit.events import EventType
 from audit.models import AuditEvent
 from hosts.models import Host
 from lab import layout, machines
-from migrations_app.engine import migration_execute
 from migrations_app.models import Migration, MigrationBatch
+from migrations_app.worker.runner import migration_execute
 from tests import labtools
 from tests.labtools import request_migration
 

@@ -12,10 +12,13 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from migrations_app.domain.lifecycle import FailureReason, MigrationStatus, Phase
-from migrations_app.engine import migration_execute
 from migrations_app.management.commands.reconcile_migrations import Command as ReconcileCommand
 from migrations_app.models import Migration
-from migrations_app.services import migrations_schedule_next_event, migrations_schedule_run
+from migrations_app.scheduling.schedule import (
+    migrations_schedule_next_event,
+    migrations_schedule_run,
+)
+from migrations_app.worker.runner import migration_execute
 
 pytestmark = pytest.mark.django_db
 
@@ -144,7 +147,7 @@ def test_due_is_queued_and_enqueued(api, vm, django_capture_on_commit_callbacks)
 def test_the_full_reconciler_pass_queues_a_migration_made_due_in_the_database(
     api, vm, django_capture_on_commit_callbacks
 ):
-    from migrations_app.engine import migrations_reconcile
+    from migrations_app.worker.reconciler import migrations_reconcile
 
     migration = _scheduled(api, vm)
     Migration.objects.filter(pk=migration.pk).update(

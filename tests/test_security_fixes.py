@@ -374,7 +374,7 @@ def test_migrate_still_registers_and_records(api, vm, monkeypatch):
             actor=actor, name=remote_host, address=remote_host
         ),
     )
-    monkeypatch.setattr("migrations_app.services.migration_enqueue", lambda **kwargs: True)
+    monkeypatch.setattr("migrations_app.requests.migration_enqueue", lambda **kwargs: True)
     response = api.post(
         f"/api/vms/{vm.uuid}/migrate/", {"remote_host": "127.0.0.248"}, format="json"
     )

@@ -17,8 +17,8 @@ from hosts.access import ssh
 from hosts.access.ssh_services import REMOTE_USER_NEEDS
 from hosts.models import Host
 from lab import layout
-from migrations_app.engine import migration_execute
 from migrations_app.models import Migration
+from migrations_app.worker.runner import migration_execute
 from tests import labtools
 from tests.labtools import request_migration
 

@@ -26,8 +26,8 @@ from audit.services import Actor
 from hosts.access import tls, tls_services
 from hosts.models import Host
 from lab import layout, lifecycle, machines, proc
-from migrations_app.engine import migration_execute
 from migrations_app.models import Migration
+from migrations_app.worker.runner import migration_execute
 from tests import lab_session, labtools
 from tests.labtools import request_migration
 from tests.test_browser_e2e import page, portal  # noqa: F401  (fixtures of the browser test)

@@ -18,9 +18,7 @@ from audit.events import EventType
 from audit.models import AuditEvent
 from audit.services import Actor
 from hosts.models import Host
-from migrations_app import services, tasks, webhooks
-from migrations_app.batch_services import batch_advance
-from migrations_app.engine import migrations_reconcile
+from migrations_app import requests, tasks, webhooks
 from migrations_app.models import (
     Migration,
     MigrationBatch,
@@ -29,6 +27,9 @@ from migrations_app.models import (
     WebhookDeliveryStatus,
     WebhookEndpoint,
 )
+from migrations_app.scheduling.batch_turns import batch_advance
+from migrations_app.scheduling.schedule import migrations_schedule_run
+from migrations_app.worker.reconciler import migrations_reconcile
 
 pytestmark = pytest.mark.django_db
 
@@ -112,7 +113,7 @@ def _endpoint(api, url, events=("migration.cancelled", "migration.failed")) -> d
 
 
 def _cancel(migration) -> None:
-    services.migration_cancel(migration=migration, actor=Actor.system("test"))
+    requests.migration_cancel(migration=migration, actor=Actor.system("test"))
 
 
 def test_a_cancelled_migration_is_posted_signed(
@@ -339,17 +340,17 @@ def test_a_redirect_is_a_failed_attempt_and_is_not_followed(api, hosts, receiver
 
 
 def test_the_engine_and_the_schedule_record_their_final_statuses(api, hosts, receiver_factory):
-    from migrations_app.engine import Lease, _transition
+    from migrations_app.worker.lease import Lease
 
     receiver = receiver_factory()
     _endpoint(api, receiver.url, events=["migration.succeeded", "migration.failed"])
     running = _queued(hosts, status=MigrationStatus.COMPLETING, claim_epoch=4)
-    _transition(
-        running, Lease(running.pk, 4, "w"), MigrationStatus.SUCCEEDED, EventType.MIGRATION_SUCCEEDED
+    Lease(running.pk, 4, "w").change(
+        running, MigrationStatus.SUCCEEDED, EventType.MIGRATION_SUCCEEDED
     )
     now = timezone.now()
     late = _queued(hosts, not_before=now - timedelta(hours=2), window_end=now - timedelta(hours=1))
-    services.migrations_schedule_run(now=now)
+    migrations_schedule_run(now=now)
     late.refresh_from_db()
     assert late.status == MigrationStatus.FAILED
     got = {

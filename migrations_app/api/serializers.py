@@ -8,6 +8,7 @@ from core.api.rows import LeanReadMixin
 from hosts.models import Host
 from hosts.selectors import host_find
 from hosts.validators import validate_uri_safe
+from migrations_app.batches import BatchItem
 from migrations_app.domain import decisions
 from migrations_app.domain.batch_rules import batch_progress
 from migrations_app.domain.options import (
@@ -365,7 +366,7 @@ class BatchCreateSerializer(serializers.Serializer):
                 else:
                     errors = {"options": merged.errors}
             item_errors.append(errors)
-            items.append((item["vm"], item.get("destination"), item_options))
+            items.append(BatchItem(item["vm"], item.get("destination"), item_options))
         if any(item_errors):
             raise serializers.ValidationError({"items": item_errors})
         return {**attrs, "options": options, "items": items}

@@ -10,7 +10,7 @@ from audit.permissions import CanReadAudit
 from audit.services import Actor
 from core.api.lists import LeanListMixin
 from hosts.access.ssh_services import host_ssh_access_set_up
-from migrations_app import batch_services, reports, services
+from migrations_app import batches, reports, requests
 from migrations_app.api.pagination import MigrationCursorPagination
 from migrations_app.api.serializers import (
     BatchCreateSerializer,
@@ -88,14 +88,14 @@ class MigrationViewSet(LeanListMixin, viewsets.ReadOnlyModelViewSet):
         serializer = MigrationChangeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         return self._control(
-            request, services.migration_schedule_change, changes=serializer.validated_data
+            request, requests.migration_schedule_change, changes=serializer.validated_data
         )
 
     @extend_schema(request=None, responses={200: MigrationSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Take a scheduled or queued migration out of the queue, or abort a running one."""
-        return self._control(request, services.migration_cancel)
+        return self._control(request, requests.migration_cancel)
 
     @extend_schema(request=TuneSerializer, responses={200: MigrationSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"])
@@ -103,13 +103,13 @@ class MigrationViewSet(LeanListMixin, viewsets.ReadOnlyModelViewSet):
         """Change max downtime and/or bandwidth of a running migration."""
         serializer = TuneSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        return self._control(request, services.migration_tune, **serializer.validated_data)
+        return self._control(request, requests.migration_tune, **serializer.validated_data)
 
     @extend_schema(request=None, responses={200: MigrationSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"])
     def postcopy(self, request: Request, pk: str | None = None) -> Response:
         """Switch a running migration that allows it to post-copy."""
-        return self._control(request, services.migration_start_postcopy)
+        return self._control(request, requests.migration_start_postcopy)
 
     # Neither the list's filters nor its pages: every sample, in one list.
     @extend_schema(responses=MigrationSampleSerializer(many=True), filters=False)
@@ -150,7 +150,7 @@ class MigrationBatchViewSet(
         serializer = BatchCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        batch = batch_services.batch_create(
+        batch = batches.batch_create(
             items=data["items"],
             options=data["options"],
             stop_on_failure=data["stop_on_failure"],
@@ -170,9 +170,7 @@ class MigrationBatchViewSet(
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Cancel the batch: queued children are cancelled, running ones are asked to
         cancel; the batch ends cancelled when none is active. 409 if it already ended."""
-        batch = batch_services.batch_cancel(
-            batch=self.get_object(), actor=Actor.from_request(request)
-        )
+        batch = batches.batch_cancel(batch=self.get_object(), actor=Actor.from_request(request))
         return Response(MigrationBatchSerializer(batch).data)
 
 
@@ -207,7 +205,7 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
             destination = host_ssh_access_set_up(
                 host=destination, user=user, password=password, actor=actor
             )
-        migration = services.migration_request(
+        migration = requests.migration_request(
             vm=vm,
             destination=destination,
             options=data["options"],
@@ -229,7 +227,7 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
         `remote_host` not registered yet is not registered nor contacted (a skipped
         check says so); `user` and `password` are never used (a note says so)."""
         vm, data, _actor = self._request_input(request)
-        report = services.migration_check(
+        report = requests.migration_check(
             vm=vm,
             remote_host=data["remote_host"],
             options=data["options"],

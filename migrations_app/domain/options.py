@@ -23,13 +23,31 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import models
 
 from hosts import gateway
 from hosts.validators import validate_uri_safe
-from migrations_app.models import CompressionMethod, StorageMode, TransportMode
 
 if TYPE_CHECKING:
     from migrations_app.models import Migration
+
+
+class StorageMode(models.TextChoices):
+    SHARED = "shared", "Shared storage (disks stay where they are)"
+    COPY = "copy", "Copy local disks to the destination"
+
+
+class TransportMode(models.TextChoices):
+    DIRECT = "direct", "Direct (QEMU to QEMU)"
+    TUNNELLED = "tunnelled", "Tunnelled through the libvirt connection"
+
+
+class CompressionMethod(models.TextChoices):
+    # What libvirt 9.0 offers (VIR_MIGRATE_PARAM_COMPRESSION); multifd's zlib / zstd
+    # need libvirt 9.4 (see options.RULES).
+    XBZRLE = "xbzrle", "XBZRLE (resend only what changed in pages sent before)"
+    MT = "mt", "Multithread zlib (compress every page; with a level)"
+
 
 BANDWIDTH_MAX_MIB_S = 1_000_000
 MAX_DOWNTIME_MAX_MS = 3_600_000

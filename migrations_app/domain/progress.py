@@ -88,3 +88,18 @@ def sample_from_job_stats(
         **disk_progress(stats),
         eta_s=round(eta, 1) if eta is not None else None,
     )
+
+
+def completed_fields(stats: dict) -> dict:
+    """The record's final figures from libvirt's completed-job statistics."""
+    if not stats:
+        return {}
+    return {
+        "completed_stats": stats,
+        "total_time_ms": stats.get("time_elapsed"),
+        "downtime_ms": stats.get("downtime"),
+        "setup_time_ms": stats.get("setup_time"),
+        "transferred_bytes": stats.get("data_processed"),
+        # The copied disks' final figures, if any (the running samples' otherwise stay).
+        **{k: v for k, v in disk_progress(stats).items() if v is not None},
+    }

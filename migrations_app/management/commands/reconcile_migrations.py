@@ -12,8 +12,11 @@ from django.db import connection
 from django.utils import timezone
 
 from migrations_app.domain import decisions
-from migrations_app.engine import migrations_reconcile
-from migrations_app.services import migrations_schedule_next_event, migrations_schedule_run
+from migrations_app.scheduling.schedule import (
+    migrations_schedule_next_event,
+    migrations_schedule_run,
+)
+from migrations_app.worker.reconciler import migrations_reconcile
 
 logger = logging.getLogger(__name__)
 

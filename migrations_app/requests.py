@@ -1,18 +1,14 @@
-"""Migration use cases called by the API: request, check, cancel, tune, post-copy."""
+"""What users ask of migrations: check, request, cancel, reschedule, tune, post-copy."""
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Min, Q, QuerySet
 from django.utils import timezone
-from django_q.tasks import async_task
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
@@ -22,16 +18,10 @@ from hosts.models import Host, Transport
 from hosts.selectors import host_find
 from hosts.services import host_validate_new
 from migrations_app.domain import decisions
-from migrations_app.domain.lifecycle import FailureReason, Phase
+from migrations_app.domain.lifecycle import Phase
 from migrations_app.domain.options import MigrationOptions
 from migrations_app.events import migration_publish
-from migrations_app.models import (
-    ACTIVE_STATUSES,
-    RUNNING_STATUSES,
-    Migration,
-    MigrationBatch,
-    MigrationStatus,
-)
+from migrations_app.models import ACTIVE_STATUSES, Migration, MigrationBatch, MigrationStatus
 from migrations_app.prechecks import (
     CheckResult,
     CheckStatus,
@@ -39,7 +29,9 @@ from migrations_app.prechecks import (
     checks_skipped,
     run_prechecks,
 )
-from migrations_app.webhooks import webhooks_migration_final
+from migrations_app.scheduling.dispatch import migration_enqueue
+from migrations_app.scheduling.schedule import migration_due_queue, schedule_of
+from migrations_app.transitions import migration_audit_detail, migration_change
 from vms.models import VM
 
 logger = logging.getLogger(__name__)
@@ -200,118 +192,23 @@ def migration_row_record(
         other = Migration.objects.filter(vm_uuid=vm.uuid, status__in=ACTIVE_STATUSES).first()
         detail = f"migration {other.pk} is {other.status}" if other else "another migration"
         raise MigrationConflict(f"VM {vm.name} is already being migrated ({detail}).") from exc
-    in_batch = {"batch": batch.pk} if batch else {}
     audit_event_record(
         actor=actor,
         event_type=EventType.MIGRATION_REQUESTED,
         target=migration,
         after={"status": migration.status},
-        detail=_audit_detail(migration, **_schedule_of(migration), **in_batch),
+        detail=migration_audit_detail(migration, **schedule_of(migration)),
     )
     if scheduled:
         audit_event_record(
             actor=actor,
             event_type=EventType.MIGRATION_SCHEDULED,
             target=migration,
-            after=_schedule_of(migration),
-            detail=_audit_detail(migration, **in_batch),
+            after=schedule_of(migration),
+            detail=migration_audit_detail(migration),
         )
     migration_publish(migration=migration, event="scheduled" if scheduled else "requested")
     return migration
-
-
-def _schedule_of(migration: Migration) -> dict:
-    return {
-        "not_before": migration.not_before.isoformat() if migration.not_before else None,
-        "window_end": migration.window_end.isoformat() if migration.window_end else None,
-    }
-
-
-def migration_enqueue(*, migration_id: int) -> bool:
-    """Hand the migration's task to the broker; True if it took it.
-
-    A broker that is down loses nothing: the migration stays queued with no
-    `enqueued_at`, and the reconciler enqueues it again once the broker is back.
-    """
-    try:
-        async_task(
-            "migrations_app.tasks.migration_run",
-            migration_id,
-            task_name=f"migration-{migration_id}",
-            # Never retried: a redelivered migration is refused by the claim in the engine.
-            q_options={"max_attempts": 1},
-        )
-    except Exception as exc:  # redis down: the reconciler enqueues it later
-        logger.warning("migration %s: could not be enqueued now: %s", migration_id, exc)
-        return False
-    Migration.objects.filter(pk=migration_id).update(enqueued_at=timezone.now())
-    return True
-
-
-def migrations_dispatch_waiting(*, include_lost: bool = False) -> list[int]:
-    """Enqueue queued migrations that may start now; returns their ids.
-
-    Called when a migration ends (its slots free up) and by the reconciler, which also
-    enqueues migrations whose task was lost (`include_lost`). Enqueuing twice is safe:
-    a second task finds the migration claimed (or still without a slot) and returns.
-    """
-    from migrations_app.batch_services import batches_advance
-
-    now = timezone.now()
-    # Batches first: they may stop or finish, and only some of their children may start.
-    batch_startable = batches_advance()
-    queued = list(
-        Migration.objects.filter(status=MigrationStatus.QUEUED).order_by("created_at", "pk")
-    )
-    if not queued:
-        return []
-    running = Migration.objects.filter(status__in=RUNNING_STATUSES)
-    outgoing = Counter(running.values_list("source_id", flat=True))
-    incoming = Counter(running.values_list("destination_id", flat=True))
-    dispatched = []
-    for migration in queued:
-        age = (now - migration.enqueued_at).total_seconds() if migration.enqueued_at else None
-        lost = include_lost and decisions.task_lost(
-            enqueued_age_s=age, lost_after_s=settings.MIGRATION_TASK_LOST_AFTER_S
-        )
-        # A request's own enqueue runs right after its commit: not lost yet.
-        if age is None and (now - migration.created_at).total_seconds() < 5:
-            lost = False
-        waiting = migration.phase == Phase.WAITING_FOR_SLOT
-        if migration.batch_id is not None:
-            # A batch's child goes to a worker only in its turn (batch_services);
-            # waiting for the batch, it is not in the broker (enqueued_at None).
-            if migration.pk not in batch_startable:
-                continue
-            if migration.phase == Phase.WAITING_FOR_BATCH and migration.enqueued_at is None:
-                waiting = True
-        if not (lost or waiting):
-            continue
-        free = decisions.slot_free(
-            outgoing=outgoing[migration.source_id],
-            incoming=incoming[migration.destination_id],
-            max_outgoing=settings.MIGRATION_MAX_OUTGOING_PER_HOST,
-            max_incoming=settings.MIGRATION_MAX_INCOMING_PER_HOST,
-        )
-        if waiting and not free and not lost:
-            continue
-        if migration_enqueue(migration_id=migration.pk):
-            dispatched.append(migration.pk)
-            if free:  # it will probably take the slot: count it for the next ones
-                outgoing[migration.source_id] += 1
-                incoming[migration.destination_id] += 1
-    return dispatched
-
-
-def _audit_detail(migration: Migration, **extra) -> dict:
-    return {
-        "vm_uuid": str(migration.vm_uuid),
-        "vm_name": migration.vm_name,
-        "source": migration.source.name,
-        "destination": migration.destination.name,
-        "options": MigrationOptions.from_migration(migration).as_model_fields(),
-        **extra,
-    }
 
 
 def migration_cancel(*, migration: Migration, actor: Actor) -> Migration:
@@ -321,23 +218,16 @@ def migration_cancel(*, migration: Migration, actor: Actor) -> Migration:
         if not migration.is_active:
             raise MigrationConflict(f"Migration {migration.pk} is already {migration.status}.")
         if migration.status in (MigrationStatus.SCHEDULED, MigrationStatus.QUEUED):
-            before = migration.status
-            migration.status = MigrationStatus.CANCELLED
-            migration.finished_at = timezone.now()
-            migration.error = f"Cancelled by {actor.name} before it started."
-            migration.cancel_requested_at = migration.finished_at
-            migration.save()
-            audit_event_record(
+            now = timezone.now()
+            return migration_change(
+                migration,
+                MigrationStatus.CANCELLED,
+                EventType.MIGRATION_CANCELLED,
                 actor=actor,
-                event_type=EventType.MIGRATION_CANCELLED,
-                target=migration,
-                before={"status": before},
-                after={"status": migration.status},
-                detail=_audit_detail(migration),
+                error=f"Cancelled by {actor.name} before it started.",
+                cancel_requested_at=now,
+                finished_at=now,
             )
-            webhooks_migration_final(migration=migration)
-            migration_publish(migration=migration, event="cancelled")
-            return migration
         if migration.cancel_requested_at is None:
             migration.cancel_requested_at = timezone.now()
             migration.save(update_fields=["cancel_requested_at"])
@@ -345,7 +235,7 @@ def migration_cancel(*, migration: Migration, actor: Actor) -> Migration:
                 actor=actor,
                 event_type=EventType.MIGRATION_CANCEL_REQUESTED,
                 target=migration,
-                detail=_audit_detail(migration, status=migration.status),
+                detail=migration_audit_detail(migration, status=migration.status),
             )
     if migration.status == MigrationStatus.MIGRATING:
         # Abort at once; the worker also aborts when it sees the request (e.g. if the
@@ -356,16 +246,6 @@ def migration_cancel(*, migration: Migration, actor: Actor) -> Migration:
         except gateway.GatewayError as exc:
             logger.info("abort of migration %s from the API: %s", migration.pk, exc)
     return migration
-
-
-# --- scheduled migrations -------------------------------------------------------------
-
-
-def window_closed_message(window_end: datetime) -> str:
-    return (
-        f"the maintenance window closed at {window_end.isoformat()} "
-        "before the migration could start"
-    )
 
 
 def migration_schedule_change(
@@ -397,7 +277,7 @@ def migration_schedule_change(
         errors.update(options.errors())
         if errors:
             raise ValidationError(errors)
-        before = {**_schedule_of(migration), "options": current}
+        before = {**schedule_of(migration), "options": current}
         migration.not_before, migration.window_end = not_before, window_end
         for name, value in options.as_model_fields().items():
             setattr(migration, name, value)
@@ -407,113 +287,14 @@ def migration_schedule_change(
             event_type=EventType.MIGRATION_RESCHEDULED,
             target=migration,
             before=before,
-            after={**_schedule_of(migration), "options": options.as_model_fields()},
-            detail=_audit_detail(migration),
+            after={**schedule_of(migration), "options": options.as_model_fields()},
+            detail=migration_audit_detail(migration),
         )
         if decisions.due(not_before=not_before, now=now):
-            migration = _scheduled_queue(migration, actor=actor)
+            migration = migration_due_queue(migration, actor=actor)
         else:
             migration_publish(migration=migration, event=EventType.MIGRATION_RESCHEDULED.action)
     return migration
-
-
-def _scheduled_queue(migration: Migration, *, actor: Actor) -> Migration:
-    """scheduled -> queued (the row is locked by the caller) and enqueued after commit."""
-    migration.status = MigrationStatus.QUEUED
-    migration.save(update_fields=["status"])
-    audit_event_record(
-        actor=actor,
-        event_type=EventType.MIGRATION_DUE,
-        target=migration,
-        before={"status": MigrationStatus.SCHEDULED},
-        after={"status": migration.status},
-        detail=_audit_detail(migration, **_schedule_of(migration)),
-    )
-    migration_publish(migration=migration, event=EventType.MIGRATION_DUE.action)
-    transaction.on_commit(lambda: migration_enqueue(migration_id=migration.pk))
-    return migration
-
-
-def migration_window_close(*, migration: Migration, actor: Actor, now: datetime) -> Migration:
-    """Record a migration that did not start before its window closed as failed
-    (window_closed). The caller holds the row's lock and has checked that it is
-    scheduled or queued and unclaimed: nothing ran, no host is touched."""
-    before = migration.status
-    migration.status = MigrationStatus.FAILED
-    migration.failure_reason = FailureReason.WINDOW_CLOSED
-    migration.error = window_closed_message(migration.window_end)
-    migration.phase = Phase.FAILED
-    migration.finished_at = now
-    migration.save()
-    audit_event_record(
-        actor=actor,
-        event_type=EventType.MIGRATION_FAILED,
-        target=migration,
-        before={"status": before},
-        after={"status": migration.status},
-        detail=_audit_detail(
-            migration,
-            error=migration.error,
-            failure_reason=migration.failure_reason,
-            **_schedule_of(migration),
-        ),
-    )
-    webhooks_migration_final(migration=migration)
-    migration_publish(migration=migration, event=EventType.MIGRATION_FAILED.action)
-    return migration
-
-
-def _schedule_pending() -> QuerySet[Migration]:
-    """The migrations a schedule event may concern: scheduled ones, and queued ones
-    with a window that no worker has claimed yet."""
-    return Migration.objects.filter(
-        Q(status=MigrationStatus.SCHEDULED)
-        | Q(status=MigrationStatus.QUEUED, window_end__isnull=False, claimed_by="")
-    )
-
-
-def migrations_schedule_next_event() -> datetime | None:
-    """The next time a schedule needs the reconciler: the earliest `not_before` of a
-    scheduled migration or `window_end` of one still waiting (None: none)."""
-    pending = _schedule_pending()
-    times = [
-        pending.filter(status=MigrationStatus.SCHEDULED).aggregate(t=Min("not_before"))["t"],
-        pending.aggregate(t=Min("window_end"))["t"],
-    ]
-    times = [t for t in times if t is not None]
-    return min(times) if times else None
-
-
-def migrations_schedule_run(*, now: datetime | None = None) -> dict[str, list[int]]:
-    """Queue the scheduled migrations that are due and fail the waiting ones whose
-    window closed; returns their ids ({"queued": [...], "window_closed": [...]}).
-
-    Each change is a compare-and-set under the row's lock, so several reconcilers
-    (or a claim racing with one) change a migration once.
-    """
-    actor = Actor.system("scheduler")
-    done: dict[str, list[int]] = {"queued": [], "window_closed": []}
-    for pk in list(_schedule_pending().order_by("not_before", "pk").values_list("pk", flat=True)):
-        with transaction.atomic():
-            migration = (
-                _schedule_pending()
-                .select_for_update(of=("self",))
-                .select_related("source", "destination")
-                .filter(pk=pk)
-                .first()
-            )
-            if migration is None:
-                continue  # started, cancelled or changed meanwhile
-            at = now or timezone.now()
-            if decisions.window_closed(window_end=migration.window_end, now=at):
-                migration_window_close(migration=migration, actor=actor, now=at)
-                done["window_closed"].append(pk)
-            elif migration.status == MigrationStatus.SCHEDULED and decisions.due(
-                not_before=migration.not_before, now=at
-            ):
-                _scheduled_queue(migration, actor=actor)
-                done["queued"].append(pk)
-    return done
 
 
 def _running_migration_call(migration: Migration, what: str, call) -> None:
@@ -576,7 +357,7 @@ def migration_tune(
             target=migration,
             before=before,
             after=after,
-            detail=_audit_detail(migration),
+            detail=migration_audit_detail(migration),
         )
         migration_publish(migration=migration, event="tuned")
     return migration
@@ -599,7 +380,7 @@ def migration_start_postcopy(*, migration: Migration, actor: Actor) -> Migration
             actor=actor,
             event_type=EventType.MIGRATION_POSTCOPY,
             target=migration,
-            detail=_audit_detail(migration),
+            detail=migration_audit_detail(migration),
         )
         migration_publish(migration=migration, event="postcopy")
     return migration

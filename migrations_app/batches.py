@@ -1,0 +1,181 @@
+"""Migration batches as users ask for them: create (placing VMs without a destination)
+and cancel. When children start and how the batch's status follows them is
+`scheduling.batch_turns`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from audit.events import EventType
+from audit.services import Actor, audit_event_record
+from hosts.models import Host
+from migrations_app.domain import decisions
+from migrations_app.domain.lifecycle import BATCH_FINAL_STATUSES
+from migrations_app.domain.options import MigrationOptions
+from migrations_app.events import batch_publish
+from migrations_app.models import (
+    ACTIVE_STATUSES,
+    BatchKind,
+    MigrationBatch,
+    MigrationStatus,
+)
+from migrations_app.requests import MigrationConflict, migration_cancel, migration_row_record
+from migrations_app.scheduling.batch_turns import batch_advance, batch_detail
+from migrations_app.scheduling.dispatch import dispatch_after_commit
+from migrations_app.selectors import destinations_ranked
+from vms.models import VM
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One VM of a batch: its destination (None: placed by the ranking) and its own
+    options (None: the batch's)."""
+
+    vm: VM
+    destination: Host | None = None
+    options: MigrationOptions | None = None
+
+
+def _items_placed(items: list[BatchItem]) -> list[BatchItem]:
+    """Items without a destination get the best fit host of the destination ranking
+    (`selectors.destinations_ranked`, which asks the hosts for the CPU comparison: this
+    runs before any transaction). Each VM is ranked on its own: the pre-checks judge
+    memory again when its migration starts. Raises ValidationError on `items` naming
+    each VM that no host fits, with the best host's reason."""
+    placed, unfit = [], []
+    for item in items:
+        if item.destination is not None:
+            placed.append(item)
+            continue
+        ranking = destinations_ranked(item.vm)
+        if not ranking or not ranking[0].fit:
+            why = (
+                f"{ranking[0].host.name}: {ranking[0].reasons[0]}"
+                if ranking
+                else "no other host is registered"
+            )
+            unfit.append(f"{item.vm.name} ({why})")
+            continue
+        placed.append(BatchItem(item.vm, ranking[0].host, item.options))
+    if unfit:
+        raise ValidationError(
+            {"items": ["No fit destination for " + "; ".join(unfit) + ": give one."]}
+        )
+    return placed
+
+
+def batch_create(
+    *,
+    items: list[BatchItem],
+    options: MigrationOptions,
+    stop_on_failure: bool,
+    max_parallel: int,
+    actor: Actor,
+    kind: str = BatchKind.BATCH,
+    host: Host | None = None,
+    not_before=None,
+    window_end=None,
+) -> MigrationBatch:
+    """Record the batch and all its children (`queued`, waiting for the batch) with
+    their audit events in one transaction; the dispatcher starts them after commit.
+
+    Raises ValidationError naming the field (items, max_parallel, not_before) and
+    MigrationConflict if a VM already has a queued or running migration.
+    """
+    if not items:
+        raise ValidationError({"items": ["Give at least one VM."]})
+    if max_parallel < 1:
+        raise ValidationError({"max_parallel": ["Must be at least 1."]})
+    uuids = [item.vm.uuid for item in items]
+    if len(set(uuids)) != len(uuids):
+        raise ValidationError({"items": ["A VM appears more than once."]})
+    items = _items_placed(items)
+    now = timezone.now()
+    schedule = decisions.schedule_errors(not_before=not_before, window_end=window_end, now=now)
+    if schedule:
+        raise ValidationError(schedule)
+    # Scheduled: every child waits as `scheduled` until the reconciler queues it; the
+    # batch's turn (max_parallel) is kept by the claim's gate as for any child.
+    scheduled = not decisions.due(not_before=not_before, now=now)
+
+    with transaction.atomic():
+        batch = MigrationBatch.objects.create(
+            kind=kind,
+            host=host,
+            stop_on_failure=stop_on_failure,
+            max_parallel=max_parallel,
+            options=options.as_model_fields(),
+            created_by=actor.user,
+            created_by_name=actor.name,
+            not_before=not_before if scheduled else None,
+            window_end=window_end,
+        )
+        children = []
+        for item in items:
+            try:
+                child = migration_row_record(
+                    vm=item.vm,
+                    destination=item.destination,
+                    options=item.options or options,
+                    actor=actor,
+                    scheduled=scheduled,
+                    not_before=not_before if scheduled else None,
+                    window_end=window_end,
+                    batch=batch,
+                )
+            except MigrationConflict as exc:
+                raise MigrationConflict(f"{exc} No batch was created.") from exc
+            children.append(child)
+        audit_event_record(
+            actor=actor,
+            event_type=EventType.BATCH_REQUESTED,
+            target=batch,
+            after={"status": batch.status},
+            detail=batch_detail(
+                batch,
+                options=batch.options,
+                children=[
+                    {"migration": c.pk, "vm_name": c.vm_name, "destination": c.destination.name}
+                    for c in children
+                ],
+            ),
+        )
+        batch_publish(batch_id=batch.pk, event="requested")
+        dispatch_after_commit()
+    return batch
+
+
+def batch_cancel(*, batch: MigrationBatch, actor: Actor) -> MigrationBatch:
+    """Cancel the batch: its queued children are cancelled, running ones are asked to
+    cancel (migration_cancel); the batch ends `cancelled` once none is active.
+    Raises MigrationConflict if the batch already ended."""
+    with transaction.atomic():
+        batch = MigrationBatch.objects.select_for_update().get(pk=batch.pk)
+        if batch.status in BATCH_FINAL_STATUSES:
+            raise MigrationConflict(f"Batch {batch.pk} is already {batch.status}.")
+        if batch.cancel_requested_at is None:
+            batch.cancel_requested_at = timezone.now()
+            batch.save(update_fields=["cancel_requested_at"])
+            audit_event_record(
+                actor=actor,
+                event_type=EventType.BATCH_CANCELLED,
+                target=batch,
+                before={"status": batch.status},
+                detail=batch_detail(batch),
+            )
+            batch_publish(batch_id=batch.pk, event="cancel_requested")
+    active = batch.children.filter(status__in=ACTIVE_STATUSES).exclude(
+        status=MigrationStatus.NEEDS_ATTENTION
+    )
+    for child in active.select_related("source", "destination").order_by("pk"):
+        try:
+            migration_cancel(migration=child, actor=actor)
+        except MigrationConflict:
+            pass  # it ended meanwhile
+    batch_advance(batch=batch)
+    batch.refresh_from_db()
+    return batch

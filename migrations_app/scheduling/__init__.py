@@ -1,0 +1,1 @@
+"""When migrations start: a batch's turns, the dispatcher and the schedule."""

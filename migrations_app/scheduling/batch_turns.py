@@ -1,0 +1,135 @@
+"""A batch's turns: which children may start, and the batch's status from its children.
+
+A batch's children are ordinary migrations, all created `queued` up front (phase
+`waiting_for_batch`) and not handed to the broker at once: the dispatcher (run when any
+migration ends and by the reconciler) calls `batches_advance`, which stops, finishes
+and publishes batches and names the children `batch_rules` lets start. The claim
+checks the batch's gate again under the batch's row lock (`batch_gate_open`), so
+`max_parallel` holds whatever was enqueued. Nothing waits in a worker.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from audit.events import EventType
+from audit.services import Actor
+from migrations_app.domain import batch_rules
+from migrations_app.domain.lifecycle import BATCH_FINAL_STATUSES, Phase
+from migrations_app.models import Migration, MigrationBatch, MigrationStatus
+from migrations_app.transitions import batch_change, migration_change
+
+
+def batch_detail(batch: MigrationBatch, **extra) -> dict:
+    """The detail of every batch audit event."""
+    return {
+        "kind": batch.kind,
+        "host": batch.host.name if batch.host_id else None,
+        "stop_on_failure": batch.stop_on_failure,
+        "max_parallel": batch.max_parallel,
+        **extra,
+    }
+
+
+def _children_of(batch: MigrationBatch) -> list[batch_rules.Child]:
+    rows = batch.children.order_by("pk").values_list("pk", "status")
+    return [batch_rules.Child(pk, status) for pk, status in rows]
+
+
+def batch_gate_open(batch: MigrationBatch) -> bool:
+    """May a child of this batch start now? The caller holds the batch's row lock, so
+    two claims of one batch count each other."""
+    return batch_rules.batch_gate_open(
+        children=_children_of(batch),
+        max_parallel=batch.max_parallel,
+        stop_on_failure=batch.stop_on_failure,
+        cancel_requested=batch.cancel_requested_at is not None,
+    )
+
+
+def batch_advance(*, batch: MigrationBatch) -> list[int]:
+    """Bring one batch up to date with its children; returns the ids of the children
+    that may start now. Under the batch's row lock: a stopping batch cancels the
+    children not started yet, and the status follows the children."""
+    with transaction.atomic():
+        batch = MigrationBatch.objects.select_for_update().get(pk=batch.pk)
+        if batch.status in BATCH_FINAL_STATUSES:
+            return []
+        cancel_requested = batch.cancel_requested_at is not None
+        children = _children_of(batch)
+        to_cancel = batch_rules.batch_children_to_cancel(
+            children=children,
+            stop_on_failure=batch.stop_on_failure,
+            cancel_requested=cancel_requested,
+        )
+        if to_cancel:
+            _cancel_not_started(batch, to_cancel, cancel_requested)
+            children = _children_of(batch)
+        status = batch_rules.batch_status(
+            children=children,
+            stop_on_failure=batch.stop_on_failure,
+            cancel_requested=cancel_requested,
+        )
+        if status != batch.status:
+            _batch_status_follow(batch, status, children)
+        return batch_rules.batch_children_to_start(
+            children=children,
+            max_parallel=batch.max_parallel,
+            stop_on_failure=batch.stop_on_failure,
+            cancel_requested=cancel_requested,
+        )
+
+
+def batches_advance() -> set[int]:
+    """Advance every open batch; the ids of the children that may start now."""
+    startable: set[int] = set()
+    for batch in MigrationBatch.objects.exclude(status__in=BATCH_FINAL_STATUSES).order_by("pk"):
+        startable.update(batch_advance(batch=batch))
+    return startable
+
+
+def _cancel_not_started(batch: MigrationBatch, ids: list[int], cancel_requested: bool) -> None:
+    why = (
+        "the batch was cancelled"
+        if cancel_requested
+        else "another migration of the batch failed (stop_on_failure)"
+    )
+    actor = Actor.system(f"batch {batch.pk}")
+    now = timezone.now()
+    not_started = Migration.objects.select_for_update().filter(
+        pk__in=ids, status=MigrationStatus.QUEUED, claimed_by=""
+    )
+    for child in not_started.select_related("source", "destination"):
+        migration_change(
+            child,
+            MigrationStatus.CANCELLED,
+            EventType.MIGRATION_CANCELLED,
+            actor=actor,
+            detail={"reason": why},
+            phase=Phase.CANCELLED,
+            cancel_requested_at=now,
+            error=f"Not started: {why}.",
+        )
+
+
+def _batch_status_follow(
+    batch: MigrationBatch, status: str, children: list[batch_rules.Child]
+) -> None:
+    if status not in BATCH_FINAL_STATUSES:
+        batch_change(batch, status, actor=Actor.system(f"batch {batch.pk}"))
+        return
+    outcomes = {str(c.id): c.status for c in children}
+    failed = Migration.objects.filter(batch=batch, status=MigrationStatus.FAILED).order_by("pk")
+    batch_change(
+        batch,
+        status,
+        actor=Actor.system(f"batch {batch.pk}"),
+        event=EventType.BATCH_FINISHED,
+        detail=batch_detail(
+            batch,
+            outcomes=outcomes,
+            failed=[{"migration": m.pk, "vm_name": m.vm_name, "error": m.error} for m in failed],
+        ),
+        outcomes=outcomes,
+    )

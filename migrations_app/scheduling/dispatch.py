@@ -1,0 +1,106 @@
+"""Handing queued migrations to the broker when they may start."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from migrations_app.domain import decisions
+from migrations_app.domain.lifecycle import Phase
+from migrations_app.models import RUNNING_STATUSES, Migration, MigrationStatus
+from migrations_app.scheduling.batch_turns import batches_advance
+
+logger = logging.getLogger(__name__)
+
+
+def migration_enqueue(*, migration_id: int) -> bool:
+    """Hand the migration's task to the broker; True if it took it.
+
+    A broker that is down loses nothing: the migration stays queued with no
+    `enqueued_at`, and the reconciler enqueues it again once the broker is back.
+    """
+    try:
+        async_task(
+            "migrations_app.tasks.migration_run",
+            migration_id,
+            task_name=f"migration-{migration_id}",
+            # Never retried: a redelivered migration is refused by the worker's claim.
+            q_options={"max_attempts": 1},
+        )
+    except Exception as exc:  # redis down: the reconciler enqueues it later
+        logger.warning("migration %s: could not be enqueued now: %s", migration_id, exc)
+        return False
+    Migration.objects.filter(pk=migration_id).update(enqueued_at=timezone.now())
+    return True
+
+
+def migrations_dispatch_waiting(*, include_lost: bool = False) -> list[int]:
+    """Enqueue queued migrations that may start now; returns their ids.
+
+    Called when a migration ends (its slots free up), after a batch changes, and by
+    the reconciler, which also enqueues migrations whose task was lost
+    (`include_lost`). Enqueuing twice is safe: a second task finds the migration
+    claimed (or still without a slot) and returns.
+    """
+    now = timezone.now()
+    # Batches first: they may stop or finish, and only some of their children may start.
+    batch_startable = batches_advance()
+    queued = list(
+        Migration.objects.filter(status=MigrationStatus.QUEUED).order_by("created_at", "pk")
+    )
+    if not queued:
+        return []
+    running = Migration.objects.filter(status__in=RUNNING_STATUSES)
+    outgoing = Counter(running.values_list("source_id", flat=True))
+    incoming = Counter(running.values_list("destination_id", flat=True))
+    dispatched = []
+    for migration in queued:
+        age = (now - migration.enqueued_at).total_seconds() if migration.enqueued_at else None
+        lost = include_lost and decisions.task_lost(
+            enqueued_age_s=age, lost_after_s=settings.MIGRATION_TASK_LOST_AFTER_S
+        )
+        # A request's own enqueue runs right after its commit: not lost yet.
+        if age is None and (now - migration.created_at).total_seconds() < 5:
+            lost = False
+        waiting = migration.phase == Phase.WAITING_FOR_SLOT
+        if migration.batch_id is not None:
+            # A batch's child goes to a worker only in its turn; waiting for the batch,
+            # it is not in the broker (enqueued_at None).
+            if migration.pk not in batch_startable:
+                continue
+            if migration.phase == Phase.WAITING_FOR_BATCH and migration.enqueued_at is None:
+                waiting = True
+        if not (lost or waiting):
+            continue
+        free = decisions.slot_free(
+            outgoing=outgoing[migration.source_id],
+            incoming=incoming[migration.destination_id],
+            max_outgoing=settings.MIGRATION_MAX_OUTGOING_PER_HOST,
+            max_incoming=settings.MIGRATION_MAX_INCOMING_PER_HOST,
+        )
+        if waiting and not free and not lost:
+            continue
+        if migration_enqueue(migration_id=migration.pk):
+            dispatched.append(migration.pk)
+            if free:  # it will probably take the slot: count it for the next ones
+                outgoing[migration.source_id] += 1
+                incoming[migration.destination_id] += 1
+    return dispatched
+
+
+def dispatch_after_commit() -> None:
+    """Dispatch once the surrounding transaction commits (a batch created or changed);
+    a failure here is not the caller's: the reconciler dispatches again within seconds."""
+
+    def dispatch() -> None:
+        try:
+            migrations_dispatch_waiting()
+        except Exception:
+            logger.exception("dispatching after a batch change failed")
+
+    transaction.on_commit(dispatch)

@@ -1,0 +1,118 @@
+"""Scheduled migrations: queued when due, failed when their window closes unstarted.
+
+Nothing waits in memory: the reconciler runs `migrations_schedule_run` on every pass
+(and sleeps until `migrations_schedule_next_event` when run as a command).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import Min, Q, QuerySet
+from django.utils import timezone
+
+from audit.events import EventType
+from audit.services import Actor
+from migrations_app.domain import decisions
+from migrations_app.domain.lifecycle import FailureReason, Phase
+from migrations_app.models import Migration, MigrationStatus
+from migrations_app.scheduling.dispatch import migration_enqueue
+from migrations_app.transitions import migration_change
+
+
+def schedule_of(migration: Migration) -> dict:
+    return {
+        "not_before": migration.not_before.isoformat() if migration.not_before else None,
+        "window_end": migration.window_end.isoformat() if migration.window_end else None,
+    }
+
+
+def window_closed_message(window_end: datetime) -> str:
+    return (
+        f"the maintenance window closed at {window_end.isoformat()} "
+        "before the migration could start"
+    )
+
+
+def migration_due_queue(migration: Migration, *, actor: Actor) -> Migration:
+    """scheduled -> queued, enqueued after commit."""
+    migration = migration_change(
+        migration,
+        MigrationStatus.QUEUED,
+        EventType.MIGRATION_DUE,
+        actor=actor,
+        detail=schedule_of(migration),
+    )
+    transaction.on_commit(lambda: migration_enqueue(migration_id=migration.pk))
+    return migration
+
+
+def migration_window_close(*, migration: Migration, actor: Actor, now: datetime) -> Migration:
+    """Record a migration that did not start before its window closed as failed
+    (window_closed). The caller holds the row's lock and has checked that it is
+    scheduled or queued and unclaimed: nothing ran, no host is touched."""
+    return migration_change(
+        migration,
+        MigrationStatus.FAILED,
+        EventType.MIGRATION_FAILED,
+        actor=actor,
+        detail=schedule_of(migration),
+        failure_reason=FailureReason.WINDOW_CLOSED,
+        error=window_closed_message(migration.window_end),
+        phase=Phase.FAILED,
+        finished_at=now,
+    )
+
+
+def _schedule_pending() -> QuerySet[Migration]:
+    """The migrations a schedule event may concern: scheduled ones, and queued ones
+    with a window that no worker has claimed yet."""
+    return Migration.objects.filter(
+        Q(status=MigrationStatus.SCHEDULED)
+        | Q(status=MigrationStatus.QUEUED, window_end__isnull=False, claimed_by="")
+    )
+
+
+def migrations_schedule_next_event() -> datetime | None:
+    """The next time a schedule needs the reconciler: the earliest `not_before` of a
+    scheduled migration or `window_end` of one still waiting (None: none)."""
+    pending = _schedule_pending()
+    times = [
+        pending.filter(status=MigrationStatus.SCHEDULED).aggregate(t=Min("not_before"))["t"],
+        pending.aggregate(t=Min("window_end"))["t"],
+    ]
+    times = [t for t in times if t is not None]
+    return min(times) if times else None
+
+
+def migrations_schedule_run(*, now: datetime | None = None) -> dict[str, list[int]]:
+    """Queue the scheduled migrations that are due and fail the waiting ones whose
+    window closed; returns their ids ({"queued": [...], "window_closed": [...]}).
+
+    Each change is a compare-and-set under the row's lock, so several reconcilers
+    (or a claim racing with one) change a migration once.
+    """
+    actor = Actor.system("scheduler")
+    done: dict[str, list[int]] = {"queued": [], "window_closed": []}
+    for pk in list(_schedule_pending().order_by("not_before", "pk").values_list("pk", flat=True)):
+        with transaction.atomic():
+            migration = (
+                _schedule_pending()
+                .select_for_update(of=("self",))
+                .select_related("source", "destination")
+                .filter(pk=pk)
+                .first()
+            )
+            if migration is None:
+                continue  # started, cancelled or changed meanwhile
+            at = now or timezone.now()
+            if decisions.window_closed(window_end=migration.window_end, now=at):
+                migration_window_close(migration=migration, actor=actor, now=at)
+                done["window_closed"].append(pk)
+            elif migration.status == MigrationStatus.SCHEDULED and decisions.due(
+                not_before=migration.not_before, now=at
+            ):
+                migration_due_queue(migration, actor=actor)
+                done["queued"].append(pk)
+    return done

@@ -1,0 +1,1 @@
+"""What runs in the task workers: the claim, the run, its outcome, and the reconciler."""

@@ -1,0 +1,212 @@
+"""The reconciler: one pass settles what no live worker owns and restarts what waits.
+
+Run every minute by django-q2 (and at worker start), or as the `reconcile_migrations`
+command. Every action on a migration is taken under a lease won by `take_over`, so
+two reconcilers, or a revived worker, never act on one migration at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audit.events import EventType
+from audit.services import audit_event_record
+from hosts import gateway
+from hosts.connections import host_connect
+from migrations_app.domain import decisions
+from migrations_app.domain.lifecycle import FailureReason, Phase
+from migrations_app.models import RUNNING_STATUSES, Migration, MigrationStatus
+from migrations_app.scheduling.dispatch import migrations_dispatch_waiting
+from migrations_app.scheduling.schedule import migrations_schedule_run
+from migrations_app.transitions import ClaimLost
+from migrations_app.webhooks import webhooks_deliver_due
+from migrations_app.worker.lease import Lease, heartbeat, system_actor, take_over, worker_identity
+from migrations_app.worker.settlement import (
+    carry_out,
+    migration_settle,
+    observe,
+    postcopy_started,
+    settle_input,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def migrations_reconcile(*, wait_for_abort_s: float = 60.0) -> list[int]:
+    """One pass of the reconciler; returns the ids of the migrations it settled.
+
+    - running migrations whose worker stopped (no heartbeat in the database for
+      MIGRATION_STALE_AFTER_S) are taken over and settled from what libvirt reports.
+      The heartbeat is the only sign of life: the worker may run on another portal
+      node, where no pid of this machine means anything (docs/nodes.md);
+    - migrations that need attention are settled once both hosts answer;
+    - leftovers of failed migrations are removed once it is safe;
+    - queued migrations whose task was lost are enqueued again;
+    - scheduled migrations that are due are queued, and waiting ones whose window
+      closed fail (window_closed);
+    - webhook deliveries that are due are sent (retries with back-off).
+    """
+    me = f"reconciler {worker_identity()}"
+    settled = []
+    running = Migration.objects.filter(status__in=RUNNING_STATUSES).select_related(
+        "source", "destination"
+    )
+    for migration in running:
+        heartbeat_age = (
+            (timezone.now() - migration.heartbeat_at).total_seconds()
+            if migration.heartbeat_at
+            else None
+        )
+        stale = decisions.is_stale(
+            heartbeat_age_s=heartbeat_age, stale_after_s=settings.MIGRATION_STALE_AFTER_S
+        )
+        if not stale:
+            continue
+        lease = take_over(migration, me)
+        if lease is None:
+            continue
+        previous_owner = migration.claimed_by
+        migration.refresh_from_db()
+        try:
+            with heartbeat(lease):
+                _settle_stale(migration, lease, previous_owner, wait_for_abort_s)
+            settled.append(migration.pk)
+        except ClaimLost:
+            logger.warning("reconcile %s: taken over by another reconciler", migration.pk)
+
+    attention = Migration.objects.filter(status=MigrationStatus.NEEDS_ATTENTION).select_related(
+        "source", "destination"
+    )
+    for migration in attention:
+        if _settle_attention(migration, me):
+            settled.append(migration.pk)
+
+    for migration in Migration.objects.filter(needs_cleanup=True).select_related(
+        "source", "destination"
+    ):
+        _retry_cleanup(migration, me)
+
+    migrations_schedule_run()
+    migrations_dispatch_waiting(include_lost=True)
+    # Webhook retries (and first attempts whose task was lost) wait in the database.
+    webhooks_deliver_due()
+    return settled
+
+
+def _settle_stale(
+    migration: Migration, lease: Lease, previous_owner: str, wait_for_abort_s: float
+) -> None:
+    why = f"the worker running this migration ({previous_owner}) stopped; "
+    if migration.status == MigrationStatus.CHECKING:
+        # The worker sets `migrating` before it asks libvirt: nothing was started.
+        lease.change(
+            migration,
+            MigrationStatus.FAILED,
+            EventType.MIGRATION_FAILED,
+            phase=Phase.FAILED,
+            error=f"{why}it died during the pre-checks; nothing was started",
+            failure_reason=FailureReason.WORKER_LOST,
+        )
+        return
+    if migration.status == MigrationStatus.MIGRATING:
+        _stop_job(migration, lease, wait_for_abort_s)
+    # If libvirt finished without the worker, the VM runs on the destination and the
+    # settlement records it as succeeded.
+    migration_settle(
+        migration,
+        lease,
+        "settled by the reconciler from libvirt's state",
+        why=why,
+        cause=FailureReason.WORKER_LOST,
+    )
+
+
+def _stop_job(migration: Migration, lease: Lease, wait_for_abort_s: float) -> None:
+    """Abort the orphaned libvirt job on the source (never once post-copy started:
+    then only wait for it to end), bounded by `wait_for_abort_s`."""
+    uuid = str(migration.vm_uuid)
+    postcopy = postcopy_started(migration)
+    try:
+        with host_connect(migration.source) as conn:
+            if conn.find_domain(uuid=uuid) is None or not conn.job_stats(uuid):
+                return
+            if not postcopy:
+                lease.renew()
+                try:
+                    conn.abort_job(uuid)
+                except gateway.GatewayError as exc:
+                    logger.info("reconcile %s: abort: %s", migration.pk, exc)
+            deadline = time.monotonic() + wait_for_abort_s
+            while time.monotonic() < deadline:
+                if conn.find_domain(uuid=uuid) is None or not conn.job_stats(uuid):
+                    return
+                lease.check()
+                time.sleep(0.5)
+    except gateway.GatewayError as exc:
+        logger.warning("reconcile %s: source not reachable: %s", migration.pk, exc)
+
+
+def _settle_attention(migration: Migration, owner: str) -> bool:
+    """Try again to settle a migration that needs attention; True if it was settled."""
+    given, _ = settle_input(migration)
+    if not (given.source.reachable and given.destination.reachable):
+        return False
+    if decisions.settle(given).outcome == decisions.Outcome.NEEDS_ATTENTION:
+        return False  # still not safe to decide (e.g. running on both): left to an operator
+    lease = take_over(migration, owner)
+    if lease is None:
+        return False
+    migration.refresh_from_db()
+    try:
+        with heartbeat(lease):
+            migration_settle(
+                migration,
+                lease,
+                "settled once both hosts answered",
+                why=f"{migration.error}; " if migration.error else "",
+                cause=migration.failure_reason or FailureReason.UNREACHABLE,
+            )
+    except ClaimLost:
+        return False
+    return True
+
+
+def _retry_cleanup(migration: Migration, owner: str) -> None:
+    uuid = str(migration.vm_uuid)
+    later = Migration.objects.filter(vm_uuid=migration.vm_uuid, created_at__gt=migration.created_at)
+    src, _ = observe(migration.source, uuid)
+    dst, _ = observe(migration.destination, uuid)
+    actions = decisions.cleanup_actions(
+        source=src,
+        destination=dst,
+        destination_had_definition=migration.destination_had_definition,
+        later_migration_of_vm=later.exists(),
+    )
+    if actions is None:
+        return
+    # A final record has no owner to fence: cleanup_actions only ever names the
+    # destination's leftover, while the VM is known to run on the source.
+    error = carry_out(migration, None, actions)
+    if error:
+        logger.info("cleanup of migration %s: %s", migration.pk, error)
+        return
+    with transaction.atomic():
+        cleared = Migration.objects.filter(pk=migration.pk, needs_cleanup=True).update(
+            needs_cleanup=False
+        )
+        if cleared:
+            audit_event_record(
+                actor=system_actor(owner),
+                event_type=EventType.MIGRATION_CLEANED_UP,
+                target=migration,
+                detail={
+                    "destination": migration.destination.name,
+                    "vm_uuid": uuid,
+                    "removed": [a.op.value for a in actions],
+                },
+            )

@@ -1,0 +1,330 @@
+"""Run one claimed migration: pre-checks, libvirt's migrateToURI3 in a thread while
+this thread samples the job, then its outcome (completion or settlement)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import asdict
+
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+
+from audit.events import EventType
+from hosts import gateway
+from hosts.access.peer_services import peer_trust_ensure, peer_trust_refused, peer_uri
+from hosts.access.ssh_services import SshAccessError
+from hosts.connections import host_connect
+from hosts.models import Host
+from migrations_app.domain import decisions
+from migrations_app.domain.lifecycle import FailureReason, Phase
+from migrations_app.domain.options import MigrationOptions
+from migrations_app.domain.progress import ProgressSample, sample_from_job_stats
+from migrations_app.events import migration_publish, publish_flush
+from migrations_app.models import Migration, MigrationSample, MigrationStatus
+from migrations_app.prechecks import MigrationPlan, run_prechecks
+from migrations_app.scheduling.dispatch import migrations_dispatch_waiting
+from migrations_app.transitions import ClaimLost
+from migrations_app.worker.claim import ClaimOutcome, migration_claim
+from migrations_app.worker.completion import migration_complete
+from migrations_app.worker.lease import Lease, heartbeat, system_actor, worker_identity
+from migrations_app.worker.settlement import cancel_requested, migration_settle
+
+logger = logging.getLogger(__name__)
+
+
+def migration_execute(*, migration_id: int, worker: str | None = None) -> str:
+    """Run migration `migration_id` to its end; returns the status it is left in.
+
+    A migration whose hosts have no free slot is not waited for here: it stays queued
+    (phase `waiting_for_slot`) and is enqueued again when a slot frees up, so that
+    waiting never holds a worker.
+    """
+    worker = worker or worker_identity()
+    claim = migration_claim(migration_id, worker)
+    if claim.outcome != ClaimOutcome.CLAIMED:
+        if claim.outcome == ClaimOutcome.WAIT:
+            logger.info("migration %s waits for its turn or a free slot", migration_id)
+        return Migration.objects.get(pk=migration_id).status
+    lease = claim.lease
+    try:
+        with heartbeat(lease):
+            return _run_claimed(claim.migration, lease).status
+    except ClaimLost:
+        logger.warning("migration %s: this worker lost its claim and stopped", migration_id)
+        return Migration.objects.get(pk=migration_id).status
+    finally:
+        migrations_dispatch_waiting()
+        publish_flush()
+
+
+def _precheck_failed(
+    migration: Migration, lease: Lease, check_rows: list[dict], reasons: str
+) -> Migration:
+    """Failed before anything moved: a pre-check (or setting up peer access) refused."""
+    return lease.change(
+        migration,
+        MigrationStatus.FAILED,
+        EventType.MIGRATION_FAILED,
+        checks=check_rows,
+        phase=Phase.CHECKS_FAILED,
+        error=f"Pre-checks failed: {reasons}",
+        failure_reason=FailureReason.PRECHECK,
+    )
+
+
+def _run_claimed(migration: Migration, lease: Lease) -> Migration:
+    plan = MigrationPlan.of_migration(migration)
+    prechecks = run_prechecks(plan)
+    lease.check()
+    failed = prechecks.failed
+    check_rows = [c.as_dict() for c in prechecks.results]
+    if failed:
+        reasons = "; ".join(f"{c.name}: {c.message}" for c in failed)
+        return _precheck_failed(migration, lease, check_rows, reasons)
+    if cancel_requested(migration):
+        return lease.change(
+            migration,
+            MigrationStatus.CANCELLED,
+            EventType.MIGRATION_CANCELLED,
+            checks=check_rows,
+            phase=Phase.CANCELLED,
+            error="Cancelled before libvirt started the migration.",
+        )
+
+    try:
+        # Changes nothing on a VM: the source's key and the destination's pinned host
+        # key, for the source's own ssh to the destination (peer-to-peer).
+        peer_trust_ensure(
+            source=migration.source, destination=migration.destination, actor=system_actor()
+        )
+    except SshAccessError as exc:
+        lease.check()
+        return _precheck_failed(migration, lease, check_rows, f"peer_access: {exc}")
+    lease.check()
+    migration = lease.change(
+        migration,
+        MigrationStatus.MIGRATING,
+        EventType.MIGRATION_STARTED,
+        checks=check_rows,
+        phase=Phase.SETUP,
+        destination_had_definition=prechecks.engine_facts.destination_had_definition,
+        source_was_paused=prechecks.engine_facts.source_was_paused,
+    )
+    cause, error = _migrate_and_monitor(migration, lease)
+    if error is None:
+        return migration_complete(migration, lease)
+    hint = peer_trust_refused(
+        source=migration.source,
+        destination=migration.destination,
+        error=error,
+        actor=system_actor(),
+    )
+    if hint:
+        error = f"{error}. {hint}"
+    return migration_settle(migration, lease, error, cause=cause)
+
+
+class _MonitorConnection:
+    """The monitor's connection to the source (the process's long-lived one, which
+    the runner's migrateToURI3 call shares), reopened (bounded) when it breaks."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._stack: contextlib.ExitStack | None = None
+        self._conn: gateway.HostConnection | None = None
+        self._next_try = 0.0
+
+    def get(self) -> gateway.HostConnection | None:
+        if self._conn is None and time.monotonic() >= self._next_try:
+            stack = contextlib.ExitStack()
+            try:
+                self._conn = stack.enter_context(host_connect(self.host, reuse=True))
+                self._stack = stack
+            except gateway.GatewayError as exc:
+                logger.warning("monitor: %s not reachable: %s", self.host.name, exc)
+                self._next_try = time.monotonic() + 2.0
+        return self._conn
+
+    def broken(self) -> None:
+        if self._conn is not None:
+            self._conn.mark_broken()  # not given out again by the pool
+        self.close()
+        self._next_try = time.monotonic() + 1.0
+
+    def close(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack = self._conn = None
+
+
+def _migrate_and_monitor(migration: Migration, lease: Lease) -> tuple[FailureReason, str | None]:
+    """Run libvirt's migration in a thread and sample it; returns what ended it (a
+    failure reason) and libvirt's error, or None if it succeeded.
+
+    Cancel and `timeout_s` are enforced here even when the monitor's connection breaks
+    (it is reopened), and the wait is bounded: libvirt's keepalive ends the runner's
+    call when the source stops answering.
+    """
+    uuid = str(migration.vm_uuid)
+    outcome: dict[str, str] = {}
+
+    def run() -> None:
+        try:
+            with host_connect(migration.source, reuse=True) as conn:
+                conn.migrate(
+                    uuid,
+                    destination_uri=peer_uri(migration.source, migration.destination),
+                    spec=MigrationOptions.from_migration(migration).to_spec(),
+                )
+        except gateway.GatewayError as exc:
+            outcome["error"] = str(exc)
+            if isinstance(exc, gateway.HostUnreachable):
+                outcome["cause"] = FailureReason.UNREACHABLE
+        except Exception as exc:  # never leave the monitor waiting on a dead thread
+            logger.exception("migration %s: unexpected error", migration.pk)
+            outcome["error"] = f"unexpected error: {exc}"
+            outcome["cause"] = FailureReason.INTERNAL
+        finally:
+            connection.close()  # this thread's own (ssh files are read from the database)
+
+    runner = threading.Thread(target=run, name=f"migration-{migration.pk}", daemon=True)
+    started = time.monotonic()
+    runner.start()
+    monitor = _MonitorConnection(migration.source)
+    try:
+        abort_reason = _monitor(migration, lease, runner, monitor, started)
+    finally:
+        monitor.close()
+    if runner.is_alive():
+        outcome.setdefault(
+            "error", "libvirt did not return from the migration call within its bound"
+        )
+    cause = outcome.get("cause", FailureReason.LIBVIRT)
+    if "error" in outcome and abort_reason:
+        return abort_reason.reason or cause, f"{abort_reason.text}: {outcome['error']}"
+    return cause, outcome.get("error")
+
+
+def _monitor(
+    migration: Migration,
+    lease: Lease,
+    runner: threading.Thread,
+    monitor: _MonitorConnection,
+    started: float,
+) -> decisions.Abort | None:
+    """Sample the job until the runner ends; returns why the portal aborted it, if it did."""
+    uuid = str(migration.vm_uuid)
+    interval = settings.MIGRATION_SAMPLE_INTERVAL_S
+    # Past this the runner is given up on (it is a daemon thread) and the outcome is
+    # settled from what the hosts report.
+    hard_limit = migration.timeout_s + 2 * gateway.keepalive_bound_s() + 60
+    percent = 0.0
+    downtime_applied = False
+    abort_reason: decisions.Abort | None = None
+    control = {"cancel_requested_at": None, "postcopy_started_at": None}
+    next_tick = time.monotonic()
+    while True:
+        # A fixed cadence: the time a sample takes is not added to the interval.
+        next_tick += interval
+        runner.join(max(0.0, next_tick - time.monotonic()))
+        if not runner.is_alive():
+            return abort_reason
+        lease.check()
+        elapsed = time.monotonic() - started
+        if elapsed > hard_limit:
+            logger.error("migration %s: libvirt's call outlived its bound", migration.pk)
+            return abort_reason or decisions.timed_out(migration.timeout_s)
+        try:
+            control = Migration.objects.values("cancel_requested_at", "postcopy_started_at").get(
+                pk=migration.pk
+            )
+        except DatabaseError as exc:  # keep the last known controls; libvirt goes on
+            logger.warning("migration %s: reading controls: %s", migration.pk, exc)
+            connection.close()
+        reason = decisions.abort_reason(
+            cancel_requested=bool(control["cancel_requested_at"]),
+            elapsed_s=elapsed,
+            timeout_s=migration.timeout_s,
+            postcopy_started=bool(control["postcopy_started_at"]),
+        )
+        conn = monitor.get()
+        if conn is None:
+            continue
+        try:
+            if reason and abort_reason is None:
+                try:
+                    conn.abort_job(uuid)
+                    abort_reason = reason
+                except gateway.HostUnreachable:
+                    raise
+                except gateway.GatewayError as exc:
+                    logger.info("migration %s: abort not possible yet: %s", migration.pk, exc)
+            stats = conn.job_stats(uuid)
+        except gateway.HostUnreachable as exc:
+            logger.warning("migration %s: monitor connection broke: %s", migration.pk, exc)
+            monitor.broken()
+            continue
+        except gateway.GatewayError:
+            stats = {}  # the domain left the source at the very end
+        if stats and not downtime_applied and migration.live:
+            try:
+                conn.set_max_downtime(uuid, migration.max_downtime_ms)
+                downtime_applied = True
+                _record_max_downtime_read(migration, lease, conn)
+            except gateway.GatewayError as exc:
+                logger.info("migration %s: max downtime not set yet: %s", migration.pk, exc)
+        if stats:
+            sample = sample_from_job_stats(
+                stats,
+                previous_percent=percent,
+                postcopy=bool(control["postcopy_started_at"]),
+            )
+            percent = sample.percent
+            _record_sample(migration, lease, sample)
+
+
+def _record_max_downtime_read(
+    migration: Migration, lease: Lease, conn: gateway.HostConnection
+) -> None:
+    """Keep what libvirt reports back for the max downtime just set (the record shows
+    that it took); a failure to read or store it changes nothing else."""
+    try:
+        read = conn.max_downtime(str(migration.vm_uuid))
+        Migration.objects.filter(pk=migration.pk, claim_epoch=lease.epoch).update(
+            max_downtime_read_ms=read
+        )
+    except (gateway.GatewayError, DatabaseError) as exc:
+        logger.info("migration %s: max downtime not read back: %s", migration.pk, exc)
+
+
+def _record_sample(migration: Migration, lease: Lease, sample: ProgressSample) -> None:
+    """Store and publish one sample. A database error loses this sample only: the
+    migration goes on (it is libvirt's job, not the database's)."""
+    now = timezone.now()
+    values = asdict(sample)
+    elapsed_ms = values.pop("elapsed_ms")
+    eta_s = values.pop("eta_s")
+    try:
+        with transaction.atomic():
+            updated = Migration.objects.filter(
+                pk=migration.pk, claim_epoch=lease.epoch, status=MigrationStatus.MIGRATING
+            ).update(progress_updated_at=now, heartbeat_at=now, eta_s=eta_s, **values)
+            if not updated:
+                lease.lost.set()
+                lease.check()
+            MigrationSample.objects.create(
+                migration_id=migration.pk, taken_at=now, elapsed_ms=elapsed_ms, **values
+            )
+            current = Migration.objects.select_related("source", "destination").get(pk=migration.pk)
+            migration_publish(
+                migration=current,
+                event="progress",
+                sample={"taken_at": now.isoformat(), "elapsed_ms": elapsed_ms, **asdict(sample)},
+            )
+    except DatabaseError as exc:
+        logger.warning("migration %s: sample not stored: %s", migration.pk, exc)
+        connection.close()
