@@ -10,7 +10,7 @@ from audit.permissions import CanReadAudit
 from audit.services import Actor
 from core.api.lists import LeanListMixin
 from hosts.access.ssh_services import host_ssh_access_set_up
-from migrations_app import batch_services, reports, services
+from migrations_app import batch_services, report_exports, reports, services
 from migrations_app.api.pagination import MigrationCursorPagination
 from migrations_app.api.serializers import (
     BatchCreateSerializer,
@@ -285,7 +285,7 @@ class MigrationExportCSVView(APIView):
         migrations, scope = migrations_for_report(params=request.query_params)
         return download_response(
             request,
-            reports.migrations_csv_stream(migrations=migrations),
+            report_exports.migrations_csv_stream(migrations=migrations),
             content_type="text/csv; charset=utf-8",
             filename=_filename(scope, "csv"),
         )
@@ -303,7 +303,7 @@ class MigrationExportJSONView(APIView):
         migrations, scope = migrations_for_report(params=request.query_params)
         return download_response(
             request,
-            reports.migrations_json_stream(migrations=migrations, scope=scope.as_dict()),
+            report_exports.migrations_json_stream(migrations=migrations, scope=scope.as_dict()),
             content_type="application/json",
             filename=_filename(scope, "json"),
         )
