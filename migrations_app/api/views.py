@@ -12,14 +12,11 @@ from core.api.lists import LeanListMixin
 from hosts.access.ssh_services import host_ssh_access_set_up
 from migrations_app import batch_services, report_exports, reports, services
 from migrations_app.api.pagination import MigrationCursorPagination
+from migrations_app.api.report_serializers import MigrationReportSerializer
 from migrations_app.api.serializers import (
     BatchCreateSerializer,
     MigrateRequestSerializer,
-    MigrationBatchSerializer,
     MigrationChangeSerializer,
-    MigrationReportSerializer,
-    MigrationSampleSerializer,
-    MigrationSerializer,
     TuneSerializer,
 )
 from migrations_app.filters import MigrationFilterSet, MigrationReportFilterSet
@@ -29,6 +26,11 @@ from migrations_app.selectors import (
     migrations_for_report,
     migrations_shown_to,
     migrations_visible_to,
+)
+from migrations_app.serializers import (
+    MigrationBatchSerializer,
+    MigrationSampleSerializer,
+    MigrationSerializer,
 )
 from migrations_app.streaming import download_response
 from vms.api.views import VMByUUIDMixin
