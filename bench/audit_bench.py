@@ -52,12 +52,8 @@ from django.utils import timezone  # noqa: E402
 from audit.models import AuditEvent  # noqa: E402
 from audit.selectors import _cursor_encode  # noqa: E402
 from migrations_app.models import Migration  # noqa: E402
-from migrations_app.reports import (  # noqa: E402
-    CSV_HEADER,
-    JOB_STAT_KEYS,
-    RECORD_COLUMNS,
-    migration_report_build,
-)
+from migrations_app.report_exports import CSV_HEADER, JOB_STAT_KEYS, RECORD_COLUMNS  # noqa: E402
+from migrations_app.reports import migration_report_build  # noqa: E402
 from migrations_app.selectors import migrations_for_report  # noqa: E402
 
 

@@ -8,6 +8,11 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from migrations_app.events import batch_group, migration_group
 from migrations_app.models import BATCH_FINAL_STATUSES, FINAL_STATUSES
 from migrations_app.selectors import batches_visible_to, migrations_visible_to
+from migrations_app.serializers import (
+    MigrationBatchSerializer,
+    MigrationSampleSerializer,
+    MigrationSerializer,
+)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_VISIBLE = 4403
@@ -49,8 +54,6 @@ class MigrationProgressConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _snapshot(self, user) -> dict | None:
-        from migrations_app.api.serializers import MigrationSampleSerializer, MigrationSerializer
-
         migration = migrations_visible_to(user).filter(pk=self.migration_id).first()
         if migration is None:
             return None
@@ -102,7 +105,5 @@ class BatchProgressConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _snapshot(self, user) -> dict | None:
-        from migrations_app.api.serializers import MigrationBatchSerializer
-
         batch = batches_visible_to(user).filter(pk=self.batch_id).first()
         return MigrationBatchSerializer(batch).data if batch is not None else None

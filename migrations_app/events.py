@@ -14,6 +14,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
 from migrations_app.models import Migration
+from migrations_app.serializers import MigrationSerializer
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ class _Sender:
     event loop (so channels_redis keeps its connection instead of opening one per
     message): the engine never waits for Redis between the commit that recorded a
     change and its next step (e.g. asking libvirt to start). The in-memory layer (one
-    process, tests without Redis) is sent to at once, as before."""
+    process, tests without Redis) is sent to at once."""
 
     def __init__(self) -> None:
         self._pid: int | None = None
@@ -84,8 +85,6 @@ def migration_group(migration_id: int) -> str:
 def migration_publish(*, migration: Migration, event: str, sample: dict | None = None) -> None:
     """Send the migration's state (and the new sample, if any) to its channel group
     once the surrounding transaction commits; nobody hears of a change that rolled back."""
-    from migrations_app.api.serializers import MigrationSerializer
-
     message = {
         "type": "migration.update",
         "event": event,

@@ -16,10 +16,10 @@ from django.db.models import Case, Count, Q, QuerySet, When
 from audit.events import EventType
 from audit.models import AuditEvent
 from hosts.models import Host
-from migrations_app.api.serializers import MigrationSampleSerializer, MigrationSerializer
 from migrations_app.domain.lifecycle import ACTIVE_STATUSES, JOB_PHASES, Phase
 from migrations_app.models import Migration
 from migrations_app.selectors import migrations_visible_to
+from migrations_app.serializers import MigrationSampleSerializer, MigrationSerializer
 from vms.models import VM, VMState
 
 MIGRATION_TARGET_TYPE = Migration._meta.label_lower  # "migrations_app.migration"

@@ -13,12 +13,12 @@ from django.views.defaults import page_not_found
 from hosts.hypervisor import UP_STATES
 from hosts.models import Host
 from hosts.permissions import can_manage_hosts
-from migrations_app.api.serializers import MigrationBatchSerializer
 from migrations_app.domain.lifecycle import BATCH_FINAL_STATUSES, BatchStatus
 from migrations_app.filters import MigrationFilterSet
 from migrations_app.models import MigrationStatus
 from migrations_app.permissions import can_migrate
 from migrations_app.selectors import batches_visible_to, migrations_visible_to
+from migrations_app.serializers import MigrationBatchSerializer
 from portal import selectors
 from portal.forms import ThrottledAuthenticationForm
 from vms.filters import VMFilterSet

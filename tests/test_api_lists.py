@@ -143,7 +143,7 @@ def test_the_lean_read_path_answers_what_drf_would(api, vm):
     """Every field of a host, a VM, a migration and an audit event, filled and empty,
     rendered by LeanReadMixin equals DRF's own rendering of the same serializer."""
     from audit.api.serializers import AuditEventSerializer
-    from migrations_app.api.serializers import MigrationSerializer
+    from migrations_app.serializers import MigrationSerializer
     from vms.api.serializers import HostSerializer, VMDetailSerializer, VMSerializer
     from vms.selectors import hosts_with_vm_counts
 
@@ -202,7 +202,7 @@ def test_list_pages_are_read_as_rows_where_every_field_allows(api, monkeypatch):
     """The host, VM and migration lists build no model instances (a VM's disks are
     read in one query for the page)."""
     from audit.api.serializers import AuditEventSerializer
-    from migrations_app.api.serializers import MigrationSerializer
+    from migrations_app.serializers import MigrationSerializer
     from vms.api.serializers import HostSerializer, VMSerializer
 
     assert {"libvirt_uri", "vm_count"} <= {name for name, *_ in HostSerializer.row_plan()}
@@ -289,7 +289,7 @@ def test_postgresql_renders_the_list_pages_as_drf_would(api, vm, monkeypatch):
     path."""
     from core.api import sql_rows
     from core.api.rows import LeanReadMixin
-    from migrations_app.api.serializers import MigrationSerializer
+    from migrations_app.serializers import MigrationSerializer
     from vms.api.serializers import HostSerializer, VMSerializer
 
     whole_second = _tricky_rows(vm)

@@ -117,7 +117,7 @@ def test_the_rule_sees_a_violation(tmp_path):
 MIGRATIONS_APP_PARTS = [
     {"domain"},
     {"models", "migrations", "apps", "permissions", "filters"},
-    {"events", "webhooks", "streaming"},
+    {"serializers", "events", "webhooks", "streaming"},
     {"transitions"},
     {"prechecks"},
     {"selectors"},
@@ -125,7 +125,17 @@ MIGRATIONS_APP_PARTS = [
     {"worker"},
     {"requests"},
     {"batches", "evacuation"},
-    {"reports", "consumers", "tasks", "management", "api", "admin", "urls", "views"},
+    {
+        "reports",
+        "report_exports",
+        "consumers",
+        "tasks",
+        "management",
+        "api",
+        "admin",
+        "urls",
+        "views",
+    },
     {"templatetags", "__init__"},
 ]
 

@@ -12,10 +12,10 @@ from django.http import StreamingHttpResponse
 from django.test import AsyncClient
 from rest_framework.test import APIClient
 
-from migrations_app import reports
+from migrations_app import report_exports
 from migrations_app.domain.lifecycle import FailureReason
 from migrations_app.models import Migration
-from migrations_app.reports import CSV_HEADER, JOB_STAT_KEYS
+from migrations_app.report_exports import CSV_HEADER, JOB_STAT_KEYS
 from tests.test_reports import END, START, _make_history
 
 pytestmark = pytest.mark.django_db
@@ -101,8 +101,8 @@ def test_csv_applies_the_report_filters(api, history):
 
 
 def test_csv_is_streamed_in_blocks(api, history, monkeypatch):
-    monkeypatch.setattr(reports, "EXPORT_CHUNK_ROWS", 500)  # SQLite: rows per block
-    monkeypatch.setattr(reports, "EXPORT_BLOCK_BYTES", 100_000)  # PostgreSQL: bytes per block
+    monkeypatch.setattr(report_exports, "EXPORT_CHUNK_ROWS", 500)  # SQLite: rows per block
+    monkeypatch.setattr(report_exports, "EXPORT_BLOCK_BYTES", 100_000)  # PostgreSQL: bytes
     response = api.get(CSV_URL, RANGE)
     blocks = list(response.streaming_content)
     # The header, then blocks: never the whole file at once.
@@ -149,7 +149,7 @@ def test_json_export_has_the_scope_and_every_record(api, history):
     assert record["checks"] == migration.checks
     assert record["error"] == migration.error
     assert record["failure_reason"] == migration.failure_reason
-    assert set(record) == {name for name, _ in reports.RECORD_COLUMNS}
+    assert set(record) == {name for name, _ in report_exports.RECORD_COLUMNS}
 
 
 def test_empty_json_export_is_valid_json(api):

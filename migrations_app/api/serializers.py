@@ -1,16 +1,16 @@
+"""The API's input: the migrate request, a change of a scheduled migration, new values
+for a running one, a batch. How migrations read is in migrations_app.serializers."""
+
 from django.conf import settings
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.api.rows import LeanReadMixin
 from hosts.models import Host
 from hosts.selectors import host_find
 from hosts.validators import validate_uri_safe
 from migrations_app.batches import BatchItem
 from migrations_app.domain import decisions
-from migrations_app.domain.batch_rules import batch_progress
 from migrations_app.domain.options import (
     COMPRESSION_MT_LEVEL_RANGE,
     FIELD_NAMES,
@@ -19,14 +19,8 @@ from migrations_app.domain.options import (
     MigrationOptions,
     limits,
 )
-from migrations_app.models import (
-    CompressionMethod,
-    Migration,
-    MigrationBatch,
-    MigrationSample,
-    StorageMode,
-    TransportMode,
-)
+from migrations_app.models import CompressionMethod, StorageMode, TransportMode
+from vms.selectors import vm_current_with_host
 
 
 class OptionIntegerField(serializers.IntegerField):
@@ -242,16 +236,6 @@ class TuneSerializer(serializers.Serializer):
         return attrs
 
 
-class MigrationSerializer(LeanReadMixin, serializers.ModelSerializer):
-    source = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    destination = serializers.SlugRelatedField(slug_field="name", read_only=True)
-
-    class Meta:
-        model = Migration
-        exclude = ["requested_by", "claimed_by"]
-        read_only_fields = [f.name for f in Migration._meta.fields]
-
-
 # --- Batches --------------------------------------------------------------------------
 
 
@@ -287,8 +271,6 @@ class BatchItemSerializer(serializers.Serializer):
     )
 
     def validate_vm(self, value):
-        from vms.selectors import vm_current_with_host
-
         vm = vm_current_with_host(uuid=str(value))
         if vm is None:
             raise serializers.ValidationError(f"No VM with UUID {value} in the inventory.")
@@ -370,167 +352,3 @@ class BatchCreateSerializer(serializers.Serializer):
         if any(item_errors):
             raise serializers.ValidationError({"items": item_errors})
         return {**attrs, "options": options, "items": items}
-
-
-class BatchChildSerializer(serializers.ModelSerializer):
-    """A child migration as the batch shows it (the whole record: /api/migrations/{id}/)."""
-
-    source = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    destination = serializers.SlugRelatedField(slug_field="name", read_only=True)
-
-    class Meta:
-        model = Migration
-        fields = [
-            "id",
-            "vm_uuid",
-            "vm_name",
-            "source",
-            "destination",
-            "status",
-            "phase",
-            "percent",
-            "storage",
-            "data_total_bytes",
-            "data_processed_bytes",
-            "transferred_bytes",
-            "failure_reason",
-            "error",
-            "started_at",
-            "finished_at",
-        ]
-        read_only_fields = fields
-
-
-class _BatchProgress(serializers.Serializer):
-    vms_total = serializers.IntegerField()
-    vms_done = serializers.IntegerField(help_text="Children in a final status.")
-    vms_succeeded = serializers.IntegerField()
-    vms_failed = serializers.IntegerField()
-    vms_cancelled = serializers.IntegerField()
-    vms_running = serializers.IntegerField()
-    bytes_total = serializers.IntegerField(help_text="Data total of the children that started.")
-    bytes_moved = serializers.IntegerField()
-    percent = serializers.FloatField(help_text="Finished children count 100 %.")
-
-
-class MigrationBatchSerializer(serializers.ModelSerializer):
-    host = serializers.SlugRelatedField(
-        slug_field="name",
-        read_only=True,
-        allow_null=True,
-        help_text="The host an evacuation empties; null for other batches.",
-    )
-    progress = serializers.SerializerMethodField()
-    children = serializers.SerializerMethodField()
-
-    class Meta:
-        model = MigrationBatch
-        exclude = ["created_by"]
-        read_only_fields = [f.name for f in MigrationBatch._meta.fields]
-
-    def _children(self, batch: MigrationBatch) -> list[Migration]:
-        cache = self.context.setdefault("_children", {})
-        if batch.pk not in cache:
-            cache[batch.pk] = list(
-                batch.children.select_related("source", "destination").order_by("pk")
-            )
-        return cache[batch.pk]
-
-    @extend_schema_field(_BatchProgress)
-    def get_progress(self, batch: MigrationBatch) -> dict:
-        return batch_progress(self._children(batch)).as_dict()
-
-    @extend_schema_field(BatchChildSerializer(many=True))
-    def get_children(self, batch: MigrationBatch) -> list[dict]:
-        return BatchChildSerializer(self._children(batch), many=True).data
-
-
-class MigrationSampleSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = MigrationSample
-        exclude = ["id", "migration"]
-
-
-# The migration report (audit readers; migrations_app.reports builds it).
-class _Counts(serializers.Serializer):
-    succeeded = serializers.IntegerField()
-    failed = serializers.IntegerField()
-    cancelled = serializers.IntegerField()
-    active = serializers.IntegerField()
-
-
-class _Reason(serializers.Serializer):
-    reason = serializers.CharField(
-        help_text="A failure_reason of the migrations (FailureReasonEnum); blank: none recorded."
-    )
-    label = serializers.CharField()
-    count = serializers.IntegerField()
-    example = serializers.CharField()
-
-
-class _Stats(serializers.Serializer):
-    count = serializers.IntegerField()
-    mean = serializers.FloatField(allow_null=True)
-    p50 = serializers.FloatField(allow_null=True)
-    p95 = serializers.FloatField(allow_null=True)
-    max = serializers.IntegerField(allow_null=True)
-
-
-class _HostRow(serializers.Serializer):
-    host = serializers.CharField()
-    out = serializers.IntegerField()
-    failed_out = serializers.IntegerField()
-    failed_in = serializers.IntegerField()
-    failed = serializers.IntegerField()
-
-    def get_fields(self):
-        fields = super().get_fields()
-        fields["in"] = serializers.IntegerField()
-        return fields
-
-
-class _DayRow(serializers.Serializer):
-    day = serializers.DateField()
-    total = serializers.IntegerField()
-    succeeded = serializers.IntegerField()
-    failed = serializers.IntegerField()
-    cancelled = serializers.IntegerField()
-
-
-class _Bucket(serializers.Serializer):
-    lower_ms = serializers.IntegerField()
-    upper_ms = serializers.IntegerField(allow_null=True)
-    count = serializers.IntegerField()
-
-
-class _Distributions(serializers.Serializer):
-    duration_ms = _Bucket(many=True)
-    downtime_ms = _Bucket(many=True)
-
-
-class _Scope(serializers.Serializer):
-    since = serializers.DateTimeField()
-    until = serializers.DateTimeField()
-    filters = serializers.DictField()
-
-
-class MigrationReportSerializer(serializers.Serializer):
-    """Shape of the report (documentation for the schema; the view returns the dict)."""
-
-    scope = _Scope()
-    count = serializers.IntegerField()
-    outcomes = _Counts()
-    live = serializers.IntegerField()
-    offline = serializers.IntegerField()
-    success_rate = serializers.FloatField(
-        allow_null=True, help_text="succeeded / (succeeded + failed)"
-    )
-    failures_by_reason = _Reason(many=True)
-    duration_ms = _Stats()
-    downtime_ms = _Stats()
-    setup_time_ms_mean = serializers.FloatField(allow_null=True)
-    transferred_bytes = serializers.IntegerField()
-    per_host = _HostRow(many=True)
-    per_day = _DayRow(many=True)
-    distributions = _Distributions()
-    percentile_method = serializers.CharField()

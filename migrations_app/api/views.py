@@ -10,16 +10,13 @@ from audit.permissions import CanReadAudit
 from audit.services import Actor
 from core.api.lists import LeanListMixin
 from hosts.access.ssh_services import host_ssh_access_set_up
-from migrations_app import batches, reports, requests
+from migrations_app import batches, report_exports, reports, requests
 from migrations_app.api.pagination import MigrationCursorPagination
+from migrations_app.api.report_serializers import MigrationReportSerializer
 from migrations_app.api.serializers import (
     BatchCreateSerializer,
     MigrateRequestSerializer,
-    MigrationBatchSerializer,
     MigrationChangeSerializer,
-    MigrationReportSerializer,
-    MigrationSampleSerializer,
-    MigrationSerializer,
     TuneSerializer,
 )
 from migrations_app.filters import MigrationFilterSet, MigrationReportFilterSet
@@ -29,6 +26,11 @@ from migrations_app.selectors import (
     migrations_for_report,
     migrations_shown_to,
     migrations_visible_to,
+)
+from migrations_app.serializers import (
+    MigrationBatchSerializer,
+    MigrationSampleSerializer,
+    MigrationSerializer,
 )
 from migrations_app.streaming import download_response
 from vms.api.views import VMByUUIDMixin
@@ -283,7 +285,7 @@ class MigrationExportCSVView(APIView):
         migrations, scope = migrations_for_report(params=request.query_params)
         return download_response(
             request,
-            reports.migrations_csv_stream(migrations=migrations),
+            report_exports.migrations_csv_stream(migrations=migrations),
             content_type="text/csv; charset=utf-8",
             filename=_filename(scope, "csv"),
         )
@@ -301,7 +303,7 @@ class MigrationExportJSONView(APIView):
         migrations, scope = migrations_for_report(params=request.query_params)
         return download_response(
             request,
-            reports.migrations_json_stream(migrations=migrations, scope=scope.as_dict()),
+            report_exports.migrations_json_stream(migrations=migrations, scope=scope.as_dict()),
             content_type="application/json",
             filename=_filename(scope, "json"),
         )
