@@ -4,13 +4,13 @@ libvirt's final figures, the VM's inventory rows and `succeeded`, in that order.
 from __future__ import annotations
 
 import logging
-import threading
 
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from audit.events import EventType
+from core import concurrency
 from hosts import gateway
 from hosts.connections import host_connector
 from migrations_app.domain.lifecycle import Phase
@@ -56,12 +56,11 @@ def migration_complete(migration: Migration, lease: Lease, *, note: str = "") ->
         except gateway.GatewayError as exc:
             logger.info("migration %s: source not read after completion: %s", migration.pk, exc)
 
-    reader = threading.Thread(target=read_source, name=f"complete-{migration.pk}", daemon=True)
-    reader.start()
+    reader = concurrency.start(read_source, name=f"complete-{migration.pk}")
     read_destination()
     # Bounded as any call on an open connection; past it the source's row is left to
     # the inventory sync.
-    reader.join(gateway.keepalive_bound_s() + settings.LIBVIRT_CONNECT_TIMEOUT_S)
+    reader.wait(gateway.keepalive_bound_s() + settings.LIBVIRT_CONNECT_TIMEOUT_S)
     seen = dict(seen)
     lease.check()
     db_retry("final sample", lambda: _record_final_sample(migration, stats))

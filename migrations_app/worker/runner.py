@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from dataclasses import asdict
 
@@ -14,6 +13,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from audit.events import EventType
+from core import concurrency
 from hosts import gateway
 from hosts.access.peer_services import peer_trust_ensure, peer_trust_refused, peer_uri
 from hosts.access.ssh_services import SshAccessError
@@ -191,15 +191,14 @@ def _migrate_and_monitor(migration: Migration, lease: Lease) -> tuple[FailureRea
         finally:
             connection.close()  # this thread's own (ssh files are read from the database)
 
-    runner = threading.Thread(target=run, name=f"migration-{migration.pk}", daemon=True)
     started = time.monotonic()
-    runner.start()
+    runner = concurrency.start(run, name=f"migration-{migration.pk}")
     monitor = _MonitorConnection(migration.source)
     try:
         abort_reason = _monitor(migration, lease, runner, monitor, started)
     finally:
         monitor.close()
-    if runner.is_alive():
+    if runner.running():
         outcome.setdefault(
             "error", "libvirt did not return from the migration call within its bound"
         )
@@ -212,7 +211,7 @@ def _migrate_and_monitor(migration: Migration, lease: Lease) -> tuple[FailureRea
 def _monitor(
     migration: Migration,
     lease: Lease,
-    runner: threading.Thread,
+    runner: concurrency.Pending[None],
     monitor: _MonitorConnection,
     started: float,
 ) -> decisions.Abort | None:
@@ -230,8 +229,7 @@ def _monitor(
     while True:
         # A fixed cadence: the time a sample takes is not added to the interval.
         next_tick += interval
-        runner.join(max(0.0, next_tick - time.monotonic()))
-        if not runner.is_alive():
+        if runner.wait(max(0.0, next_tick - time.monotonic())):
             return abort_reason
         lease.check()
         elapsed = time.monotonic() - started
