@@ -1,27 +1,12 @@
-"""Long-lived connections, kept open per URI and process: the bookkeeping of
-hosts.gateway's pool, over connections the gateway opens, checks and closes (no
-libvirt here).
+"""The bookkeeping of hosts.gateway's per-process pool of long-lived connections (no libvirt).
 
-Opening a connection costs a TCP handshake and libvirt's (tcp: ~10 ms; ssh: an ssh
-process, its key exchange and the remote helper, 100-300 ms). A worker keeps the
-connections it opened (at most `max_idle` per URI: the migration call and the monitor
-need two at once), with the same keepalive as any other, so a call on one is bounded
-exactly as on a fresh one.
+At most `max_idle` per URI are kept (the migration call and its monitor need two).
+A connection is lent to one user at a time: with libvirt 9.0, when keepalive closed a
+connection on which one thread was blocked in migrateToURI3, another thread's call on
+it never returned (the fault matrix's "portal cut off from the source" case).
 
-A connection is lent to one user at a time, never shared by concurrent calls: with
-libvirt 9.0, when keepalive closed a connection on which one thread was blocked in
-migrateToURI3, another thread's concurrent call on it never returned (measured on the
-lab with the source's control plane cut; the fault matrix's "portal cut off from the
-source" case).
-
-Before it is lent, a connection is checked alive (keepalive closes a dead one); one
-whose user saw the host unreachable is closed, not kept. `generation` names the
-credentials it was opened with (the caller's choice: pinned host key, certificates):
-a different generation for the same URI closes the older connections, as `forget`
-does; a connection in use is closed when its user gives it back, never under a running
-call (closing the client connection that started a migration would end the
-migration). Idle ones are closed after `idle_s`. The connection settings (keepalive)
-are compared too: a connection opened with others is not lent.
+A new `generation` (credentials) for a URI, or `forget`, retires older connections; one
+in use is closed only when given back (closing it under a migration would end it).
 """
 
 from __future__ import annotations
@@ -123,8 +108,7 @@ class ConnectionPool:
             self._close(entry.conn)
 
     def forget(self, uri: str | None = None) -> None:
-        """Close the idle connections to `uri` (every URI if None); those in use are
-        closed when given back."""
+        """Close idle connections to `uri` (all if None); those in use close on return."""
         with self._lock:
             uris = [uri] if uri is not None else list({*self._idle, *(e.uri for e in self._busy)})
             to_close = []

@@ -72,22 +72,15 @@ MAINTENANCE_REASON_MAX = 500
 
 @transaction.atomic
 def host_maintenance_set(*, host: Host, enabled: bool, reason: str = "", actor: Actor) -> Host:
-    """Enter (`enabled`) or leave maintenance. A host in maintenance takes no new VMs:
-    the pre-check `destination_not_in_maintenance` refuses migrations to it (also the
-    ones queued before), and the destination ranking lists it as unfit. Nothing moves
-    off it by itself: that is an evacuation. Asking for the state the host is already
-    in changes nothing and records nothing (a repeated click is not an event), except
-    that a new reason replaces the old one while in maintenance (audited)."""
+    """Enter or leave maintenance (the host takes no new VMs). A repeated request records
+    nothing, except a new reason while in maintenance."""
     host = Host.objects.select_for_update().get(pk=host.pk)
     reason = reason.strip()
     if len(reason) > MAINTENANCE_REASON_MAX:
         raise ValidationError(
             {"reason": [f"At most {MAINTENANCE_REASON_MAX} characters ({len(reason)} given)."]}
         )
-    before = {
-        "maintenance": host.maintenance,
-        "maintenance_reason": host.maintenance_reason,
-    }
+    before = {"maintenance": host.maintenance, "maintenance_reason": host.maintenance_reason}
     if enabled == host.maintenance and (not enabled or reason == host.maintenance_reason):
         return host
     if enabled:
@@ -116,8 +109,7 @@ def host_maintenance_set(*, host: Host, enabled: bool, reason: str = "", actor: 
 
 @dataclass(frozen=True)
 class HostReading:
-    """What one connection to a host read. `capabilities` None: the host did not answer
-    and `host` is its row as recorded unreachable (with the error)."""
+    """What one connection read; `capabilities` None: the host was recorded unreachable."""
 
     host: Host
     capabilities: gateway.HostCapabilities | None = None
@@ -125,10 +117,8 @@ class HostReading:
 
 
 def host_read(*, host: Host, actor: Actor, reuse: bool = False) -> HostReading:
-    """Connect and read the host's capabilities and domains on one connection (a new
-    ssh host's key is pinned first). An unreachable host is recorded as such, not
-    raised: a refresh of a dead host is a successful observation. `reuse`: on the
-    process's long-lived connection (the migration engine's), not a fresh one."""
+    """Read the host's capabilities and domains on one connection; an unreachable host is
+    recorded, not raised. `reuse`: on the process's pooled connection."""
     if host.transport == Transport.SSH and not host.ssh_host_key:
         host = ssh_services.host_key_first_contact(host=host, actor=actor)
     try:
@@ -147,8 +137,7 @@ def host_read(*, host: Host, actor: Actor, reuse: bool = False) -> HostReading:
 def host_reachable_record(
     *, host: Host, capabilities: gateway.HostCapabilities, actor: Actor
 ) -> Host:
-    """Record what a reachable host reported (`last_seen_at` now), in the caller's
-    transaction: vms.services.host_refresh syncs the host's VMs in the same one."""
+    """Record what a reachable host reported, in the caller's transaction (with its VMs)."""
     now = timezone.now()
     changes = {**asdict(capabilities), "capabilities_updated_at": now, "last_seen_at": now}
     return _host_status_record(host, HostStatus.REACHABLE, changes, actor=actor)
@@ -191,8 +180,7 @@ def _host_status_record(
 
 
 def host_validate_new(*, remote_host: str) -> None:
-    """Raise what `host_register_remote` would raise for `remote_host` (ValidationError
-    on `remote_host`), without writing anything."""
+    """Raise what `host_register_remote` would for `remote_host`, writing nothing."""
     candidate = Host(name=remote_host, address=remote_host, transport=Transport.SSH)
     try:
         candidate.full_clean()
@@ -207,10 +195,7 @@ def _on_remote_host(exc: ValidationError) -> ValidationError:
 
 
 def host_register_remote(*, remote_host: str, actor: Actor) -> Host:
-    """Register a host typed into a request, named and addressed `remote_host`: over
-    ssh, never tcp (an address typed into a request must not open an unauthenticated
-    connection). Raises django ValidationError (on `remote_host`) for a value that is
-    not a hostname or IP address."""
+    """Register a host typed into a request: over ssh, never unauthenticated tcp."""
     try:
         return host_create(
             actor=actor, name=remote_host, address=remote_host, transport=Transport.SSH

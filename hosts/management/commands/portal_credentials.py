@@ -70,7 +70,5 @@ class Command(BaseCommand):
                 credentials.decrypt(row.private_encrypted, kind=row.kind)
             except credentials.CredentialUnreadable as exc:
                 readable = f"NOT READABLE: {exc}"
-            self.stdout.write(
-                f"{kind.value}: {row.fingerprint}, stored {row.updated_at:%Y-%m-%d %H:%M} UTC, "
-                f"{readable}"
-            )
+            stored = f"{row.updated_at:%Y-%m-%d %H:%M} UTC"
+            self.stdout.write(f"{kind.value}: {row.fingerprint}, stored {stored}, {readable}")
