@@ -1,5 +1,4 @@
-"""Where a lab's pieces are: host names and addresses, ports, folders, and the two
-dataclasses every other lab module passes around (LabConfig, LabHost).
+"""Where a lab's pieces are: names, addresses, ports, folders, LabConfig and LabHost.
 
 Layout under ``LabConfig.root``::
 
@@ -24,7 +23,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +36,7 @@ HOST_IMAGES_DIR = "/var/lib/libvirt/images"
 LIBVIRT_TCP_PORT = 16509
 LIBVIRT_TLS_PORT = 16514
 SSH_PORT = 22
-# QEMU listens for an incoming migration on one of these (libvirt's defaults, set
-# explicitly in qemu.conf so that lab.faults and the hosts agree).
+# QEMU's incoming migration ports (libvirt's defaults, set in qemu.conf for lab.faults).
 MIGRATION_PORT_MIN = 49152
 MIGRATION_PORT_MAX = 49215
 LINUX_VM_DISK = "lab-vm-data.qcow2"
@@ -63,8 +61,7 @@ BIND_MOUNTS = {
     "root": "/root",
     "pki": "/etc/pki",
     "sudoers": "/etc/sudoers.d",
-    # The host's `systemctl` (a shim: `restart libvirtd` asks the holder), first on
-    # root's PATH and sudo's secure_path.
+    # The host's `systemctl` shim (`restart libvirtd` asks the holder).
     "sbin": "/usr/local/sbin",
 }
 
@@ -83,16 +80,12 @@ class LabConfig:
     guest_fill_mib: int = 300  # MiB of RAM filled with /dev/urandom data by the guest's /init
     guest_dirty_mib_s: int = 16  # MiB rewritten every second after filling
     start_vms: bool = True  # define+start the lab VMs on the first host
-    # Folders of the portal that no host may see (hidden by a tmpfs in each host's
-    # namespace). Empty: the folder that holds the lab root (the portal's data folder).
+    # Portal folders no host may see (a tmpfs in each namespace); empty: the lab root's parent.
     private_paths: tuple[Path, ...] = ()
-    # Indexes of TLS-only hosts: their libvirtd listens on the unix socket only (reached
-    # over ssh) until certificates are installed in their /etc/pki, then on TLS only
-    # (listen_tls = 1, listen_tcp = 0). The lab drives them with virsh inside their
-    # namespace (nsenter), never over the network.
+    # TLS-only hosts: unix socket only until certificates are installed, then TLS only;
+    # the lab drives them with virsh inside their namespace (nsenter).
     tls_hosts: tuple[int, ...] = ()
-    # Small diskless TCG guests started on every host (`lab up --vms N`), named
-    # f"{host}-extra-{k}": many VMs to move around for little RAM.
+    # Small diskless guests per host (`lab up --vms N`), named f"{host}-extra-{k}".
     extra_vms: int = 0
 
     @property
@@ -159,8 +152,7 @@ def extra_vm_name(host: LabHost | str, k: int) -> str:
 
 
 def ssh_user_for(address: str) -> str:
-    # Derived from the address, not the lab root: two lab roots never run on one
-    # address at the same time, and a user name must be unique machine-wide.
+    # From the address: unique machine-wide, as one address runs one lab at a time.
     return f"labops{int(ipaddress.IPv4Address(address)) & 0xFFFFFF}"
 
 
@@ -188,9 +180,6 @@ def existing_indexes(config: LabConfig) -> list[int]:
     return sorted(int(m.group(1)) for m in found if m)
 
 
-# --- small helpers shared by the lab modules ---------------------------------------
-
-
 def require_root() -> None:
     if os.geteuid() != 0:
         raise LabError(
@@ -200,13 +189,17 @@ def require_root() -> None:
 
 
 @contextmanager
-def lab_lock(config: LabConfig) -> Iterator[None]:
-    with open(config.root / ".lock", "a") as handle:
+def file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lab_lock(config: LabConfig) -> AbstractContextManager[None]:
+    return file_lock(config.root / ".lock")
 
 
 def read_pid(path: Path) -> int | None:

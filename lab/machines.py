@@ -1,5 +1,4 @@
-"""The lab's hosts while they run: which there are, their namespace holder and daemons
-(start, wait, kill, stop), and ``virsh`` on each.
+"""The lab's running hosts: their holder and daemons (start, wait, kill, stop), ``virsh``.
 
 Process tree of one host (nothing is a child of the Python process that ran ``up``)::
 
@@ -69,12 +68,8 @@ def _running(config: layout.LabConfig, index: int) -> bool:
     )
 
 
-# --- virsh -------------------------------------------------------------------------
-
-
 def virsh_argv(host: layout.LabHost) -> list[str]:
-    """``virsh`` connected to the host, without a command (an interactive shell reads
-    commands from its stdin). A TLS-only host is driven from inside its namespace."""
+    """``virsh`` connected to the host, without a command (TLS-only: inside its namespace)."""
     if host.tls_only:
         return _nsenter_virsh(layout.read_pid(Path(host.holder_pid_file)) or 0)
     return ["virsh", "-q", "-c", host.libvirt_uri]
@@ -98,10 +93,7 @@ def virsh(
     return result
 
 
-# --- the holder and its daemons ------------------------------------------------------
-
-# Holders this process started: polled now and then so that a long-lived caller (a test
-# session, a worker) reaps them once they exit, instead of keeping zombies.
+# Holders this process started: polled so that a long-lived caller reaps them (no zombies).
 _SPAWNED: list[subprocess.Popen[bytes]] = []
 
 
@@ -226,11 +218,8 @@ def kill_libvirtd(host: layout.LabHost) -> None:
 
 
 def start_libvirtd(host: layout.LabHost | str, config: layout.LabConfig) -> None:
-    """Start the host's libvirtd again (after kill_libvirtd) in the SAME namespace.
-
-    The holder of the host's namespace starts it, so the new libvirtd sees the same
-    /run/libvirt as the QEMUs that outlived the old one and re-attaches to them.
-    """
+    """Start the host's libvirtd again in the SAME namespace (via its holder), so that it
+    re-attaches to the QEMUs that outlived the old one."""
     layout.require_root()
     index = layout.index_of(config, host)
     if proc.holder_pid(config, index) is None:
@@ -243,8 +232,7 @@ def start_libvirtd(host: layout.LabHost | str, config: layout.LabConfig) -> None
 
 
 def stop_host(hdir: Path) -> None:
-    """Destroy the host's running domains (their definitions stay), then stop its
-    daemons and, last, its holder."""
+    """Destroy the host's running domains (kept defined), stop its daemons, then its holder."""
     members = proc.host_processes(hdir)
     if not members:
         return

@@ -1,8 +1,6 @@
-"""The lab's processes, seen from the root namespace (psutil): which belong to a host,
-which daemon listens where, and killing them.
+"""The lab's processes seen from the root namespace (psutil): which host, which listener.
 
-A process belongs to a host when /var/lib/libvirt, seen from its mount namespace
-(through /proc/<pid>/root), is that host's own folder.
+A process belongs to a host when its /var/lib/libvirt (via /proc/<pid>/root) is the host's.
 """
 
 from __future__ import annotations
@@ -72,9 +70,8 @@ def listener_pids(address: str, port: int) -> list[int]:
 
 
 def listening(address: str, port: int) -> bool:
-    """Does a TCP socket listen on address:port? Read from the kernel's socket table: a
-    probing connection would show up as an error in the daemon's log every time, and
-    psutil.net_connections costs ~80 ms (it maps every process's sockets to pids)."""
+    """Does a TCP socket listen on address:port? From /proc/net/tcp: a probe would log an
+    error in the daemon each time, and psutil.net_connections costs ~80 ms."""
     # /proc/net/tcp prints the address as a little-endian hex word; state 0A = LISTEN.
     wanted = f"{ipaddress.IPv4Address(address).packed[::-1].hex().upper()}:{port:04X}"
     with open("/proc/net/tcp") as table:
@@ -99,8 +96,7 @@ def holder_pid(config: layout.LabConfig, index: int) -> int | None:
 
 
 def daemon_pid(config: layout.LabConfig, index: int, name: str) -> int | None:
-    """The host's daemon ``name``: a direct child of the holder (sshd's per-connection
-    children and libvirtd's helpers have other parents)."""
+    """The host's daemon ``name``: a direct child of the holder."""
     holder = holder_pid(config, index)
     if holder is None:
         return None
@@ -128,9 +124,7 @@ def in_host(pid: int, hdir: Path) -> bool:
 
 
 def lab_processes(config: layout.LabConfig, include_cwd: bool = True) -> list[str]:
-    """Live processes of the lab: in a host's namespace, naming the lab root on their
-    command line, or (include_cwd) working in it. The caller and its ancestors are
-    never listed."""
+    """Live processes of the lab (in a host, naming the root, or working in it), not ours."""
     root = str(config.root)
     identities = set()
     for hdir in (config.root / "hosts").glob("*"):
@@ -163,8 +157,7 @@ def lab_mounts(config: layout.LabConfig) -> list[str]:
 
 
 def sweep_strays(root: Path) -> None:
-    """Kill leftovers outside any host namespace that name the lab root (e.g. a holder
-    whose namespace is already empty)."""
+    """Kill leftovers outside any host namespace that name the lab root."""
     protected = ancestors(os.getpid())
     kill_all(
         [
