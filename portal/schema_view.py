@@ -1,5 +1,4 @@
-"""/api/schema/ (drf-spectacular's view; kept apart from portal.openapi, which the
-schema generator imports: the view module imports the generator)."""
+"""/api/schema/ (apart from portal.openapi, which the schema generator imports)."""
 
 from django.conf import settings
 from drf_spectacular.views import SpectacularAPIView
@@ -8,8 +7,7 @@ from rest_framework.request import Request
 
 
 class SchemaView(SpectacularAPIView):
-    """/api/schema/: the schema view, refusing a `lang` it does not have (400) instead
-    of answering in the default language, as its own schema says."""
+    """The schema view, refusing (400) a `lang` it does not have, as its schema says."""
 
     def initial(self, request: Request, *args, **kwargs) -> None:
         super().initial(request, *args, **kwargs)

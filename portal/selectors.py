@@ -1,8 +1,4 @@
-"""Reads behind the server-rendered pages (selectors for templates; nothing writes here).
-
-Pages never talk to hosts: they show what the inventory and the migration records say.
-Actions (migrate, cancel, refresh, ...) are sent by the browser to the API.
-"""
+"""Reads behind the server-rendered pages (never a host: only what the records say)."""
 
 from __future__ import annotations
 
@@ -104,8 +100,7 @@ class TimelineEntry:
 
 
 def migration_timeline(migration: Migration, events: list[AuditEvent]) -> list[TimelineEntry]:
-    """Status changes from the audit trail, and the phases of libvirt's job the samples
-    went through, in time order; each with how long it lasted until the next one."""
+    """Audit events and the job phases the samples went through, in order, with durations."""
     raw: list[tuple[datetime, str, str, str]] = [
         (e.occurred_at, _event_label(e.event_type), "event", e.actor_name) for e in events
     ]
