@@ -7,7 +7,8 @@ from rest_framework.request import Request
 
 
 class SchemaView(SpectacularAPIView):
-    """The schema view, refusing (400) a `lang` it does not have, as its schema says."""
+    """/api/schema/: the schema view, refusing a `lang` it does not have (400) instead
+    of answering in the default language, as its own schema says."""
 
     def initial(self, request: Request, *args, **kwargs) -> None:
         super().initial(request, *args, **kwargs)
