@@ -66,14 +66,10 @@ def _page_size(value: str | None) -> int:
 
 
 def audit_events_page(*, params: QueryDict) -> AuditPage:
-    """One page of the log, newest first, filtered by `params` (the filters of
-    AuditEventFilterSet, plus `cursor` and `page_size`). Raises ValidationError.
+    """One page of the log, newest first, by keyset (every page one index range, no COUNT).
 
-    Pages are read by keyset, (occurred_at, id) below the cursor's: every page is one
-    index range read, page 10,000 costs what page 1 does, and no COUNT is run. A host
-    is matched as an event's host or as a migration's destination: two index range
-    reads, merged here (an OR of the two columns would make the database sort every
-    event of the host).
+    A host is matched in two index range reads merged here: an OR of the two columns
+    would make the database sort every event of the host.
     """
     size = _page_size(params.get("page_size"))
     filters = params.copy()
