@@ -145,7 +145,9 @@ class JSONRow(dict):
 
 
 class LeanReadMixin:
-    """For a read ModelSerializer: known fields rendered without DRF's machinery, same output."""
+    # This docstring is the schema's description of every serializer without its own.
+    """For a ModelSerializer used to read: renders the fields `_converter` knows without
+    DRF's per-field machinery, the rest through DRF; the same output either way."""
 
     # Per field: (name, attribute getter, converter); (name, None, method name) for a
     # method field; (name, None, None) for a field DRF renders.
