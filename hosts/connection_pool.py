@@ -1,12 +1,8 @@
-"""The bookkeeping of hosts.gateway's per-process pool of long-lived connections (no libvirt).
+"""hosts.gateway's per-process pool of long-lived connections (no libvirt here).
 
-At most `max_idle` per URI are kept (the migration call and its monitor need two).
-A connection is lent to one user at a time: with libvirt 9.0, when keepalive closed a
-connection on which one thread was blocked in migrateToURI3, another thread's call on
-it never returned (the fault matrix's "portal cut off from the source" case).
-
-A new `generation` (credentials) for a URI, or `forget`, retires older connections; one
-in use is closed only when given back (closing it under a migration would end it).
+One user at a time per connection: with libvirt 9.0 a call beside one blocked in
+migrateToURI3 never returned once keepalive closed the connection. A new `generation`
+retires older connections, but one in use only when given back (a migration would end).
 """
 
 from __future__ import annotations
@@ -46,9 +42,8 @@ class ConnectionPool:
         self._busy: set[Pooled] = set()  # lent out now
         self._epochs: dict[str, int] = {}  # raised by forget: older ones are not kept
         self._generations: dict[str, str] = {}  # the newest credentials asked for, per URI
-        # Connections a forked child found in its parent's pool: kept referenced and
-        # never used or closed in the child (closing, or garbage collection, would send
-        # libvirt's close over the parent's socket).
+        # A forked child's inherited connections: never used or closed (nor collected),
+        # which would send libvirt's close over the parent's socket.
         self._inherited: list[Pooled] = []
 
     def _current(self, entry: Pooled) -> bool:
@@ -119,7 +114,6 @@ class ConnectionPool:
             self._close(conn)
 
     def size(self) -> int:
-        """Idle connections kept open."""
         with self._lock:
             return sum(len(entries) for entries in self._idle.values())
 

@@ -18,11 +18,8 @@ from hosts.models import Host, Transport
 def host_connect(
     host: Host, *, timeout: float | None = None, reuse: bool = False
 ) -> Iterator[gateway.HostConnection]:
-    """A connection to `host` (default timeout LIBVIRT_CONNECT_TIMEOUT_S), closed after.
-
-    `reuse`: the process's pooled connection (the engine); a fresh one is for what must
-    see the host as a new client would (registration, "test connection", settlement).
-    """
+    """A connection to `host`, closed after; `reuse`: the process's pooled one (fresh ones
+    see the host as a new client would: registration, settlement)."""
     with host_connector(host, timeout=timeout, reuse=reuse)() as conn:
         yield conn
 

@@ -32,7 +32,7 @@ from hosts.hypervisor import (
 from hosts.hypervisor import HostRefused as HostRefused  # callers catch gateway.HostRefused
 from hosts.networks import libvirt_endpoint_probe
 
-# libvirt prints every error to stderr by default; we raise them as exceptions instead.
+# libvirt prints every error to stderr by default; we raise them instead.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,6 @@ def keepalive_bound_s() -> float:
     return float(KEEPALIVE_INTERVAL_S * (KEEPALIVE_COUNT + 1))
 
 
-# libvirt virDomainState -> the portal's state names.
 DOMAIN_STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: DomainState.NO_STATE,
     libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
@@ -108,8 +107,6 @@ def _open_with_timeout(uri: str, timeout: float) -> libvirt.virConnect:
 
 
 class HostConnection:
-    """An open libvirt connection to one host."""
-
     def __init__(self, uri: str, conn: libvirt.virConnect) -> None:
         self.uri = uri
         self._conn = conn
@@ -173,7 +170,6 @@ class HostConnection:
             raise _translate(exc, f"{what} {dom.name()} on {self.uri}") from exc
 
     def find_domain(self, *, uuid: str | None = None, name: str | None = None) -> DomainInfo | None:
-        """The domain with this UUID or name, or None if the host has none."""
         try:
             dom = self._conn.lookupByUUIDString(uuid) if uuid else self._conn.lookupByName(name)
             return _domain_info(dom)
@@ -295,7 +291,6 @@ class HostConnection:
         return None
 
 
-# MigrationSpec's switches and the flag each one sets.
 _MIGRATION_FLAGS = {
     "undefine_source": libvirt.VIR_MIGRATE_UNDEFINE_SOURCE,
     "copy_storage": libvirt.VIR_MIGRATE_NON_SHARED_DISK,
@@ -308,7 +303,6 @@ _MIGRATION_FLAGS = {
 
 
 def migration_arguments(spec: MigrationSpec) -> tuple[int, dict]:
-    """virDomainMigrateToURI3's flags and parameters for `spec`."""
     flags = (
         libvirt.VIR_MIGRATE_PEER2PEER
         | libvirt.VIR_MIGRATE_PERSIST_DEST
@@ -450,7 +444,6 @@ def pool_forget(uri: str | None = None) -> None:
 
 
 def pool_size() -> int:
-    """Idle connections kept open by this process."""
     return _pool.size()
 
 

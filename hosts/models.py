@@ -21,7 +21,6 @@ class HostStatus(models.TextChoices):
 
 
 def ssh_port_of(transport: str, port: int | None) -> int:
-    """The port ssh reaches a host on: its own port for an ssh host, else 22."""
     return port if transport == Transport.SSH and port else 22
 
 
@@ -49,8 +48,6 @@ def _default_shared_paths() -> list[str]:
 
 
 class Capabilities(models.Model):
-    """What libvirt last reported of the host, re-read on every refresh."""
-
     hostname = models.CharField(max_length=255, blank=True)
     arch = models.CharField(max_length=32, blank=True)
     cpu_model = models.CharField(max_length=128, blank=True)
@@ -119,7 +116,6 @@ class Host(SshAccess, TlsCertificates, Capabilities, Maintenance, models.Model):
 
     class Meta:
         ordering = ["name"]
-        # The host admin role (docs/architecture.md, Roles): hosts.permissions.
         permissions = [
             (
                 "manage_host",

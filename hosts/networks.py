@@ -95,8 +95,7 @@ def address_refusal(address: str) -> str | None:
 
 
 def connection_check(address: str, port: int) -> None:
-    """Right before connecting: AddressRefused unless every address `address` resolves to
-    is allowed."""
+    """Right before connecting: AddressRefused unless all `address` resolves to is allowed."""
     allowed = allow_list()
     if not allowed.restricts:
         return
@@ -118,8 +117,7 @@ def connection_check(address: str, port: int) -> None:
 
 
 def libvirt_endpoint_probe(uri: str, timeout: float) -> None:
-    """Before libvirt opens `uri` (its open has no timeout): HostRefused outside the allowed
-    networks, HostUnreachable if the port does not answer within `timeout` s."""
+    """Before libvirt opens `uri` (no timeout of its own): HostRefused, or HostUnreachable."""
     parts = urlsplit(uri)
     transport = parts.scheme.partition("+")[2] or "unix"
     if not (parts.hostname and transport in DEFAULT_PORTS):

@@ -72,8 +72,7 @@ MAINTENANCE_REASON_MAX = 500
 
 @transaction.atomic
 def host_maintenance_set(*, host: Host, enabled: bool, reason: str = "", actor: Actor) -> Host:
-    """Enter or leave maintenance (the host takes no new VMs). A repeated request records
-    nothing, except a new reason while in maintenance."""
+    """Enter or leave maintenance; a repeat records nothing (but a new reason, audited)."""
     host = Host.objects.select_for_update().get(pk=host.pk)
     reason = reason.strip()
     if len(reason) > MAINTENANCE_REASON_MAX:
@@ -117,8 +116,7 @@ class HostReading:
 
 
 def host_read(*, host: Host, actor: Actor, reuse: bool = False) -> HostReading:
-    """Read the host's capabilities and domains on one connection; an unreachable host is
-    recorded, not raised. `reuse`: on the process's pooled connection."""
+    """Read capabilities and domains on one connection; an unreachable host is recorded."""
     if host.transport == Transport.SSH and not host.ssh_host_key:
         host = ssh_services.host_key_first_contact(host=host, actor=actor)
     try:
@@ -131,7 +129,12 @@ def host_read(*, host: Host, actor: Actor, reuse: bool = False) -> HostReading:
             # libssh only says verification failed: name the old and new keys.
             error = ssh_services.host_key_check(host=host, actor=actor) or error
         logger.warning("host %s unreachable: %s", host.name, error)
-        return HostReading(_host_mark_unreachable(host=host, actor=actor, error=error))
+        changes = {"last_error": error, "last_error_at": timezone.now()}
+        with transaction.atomic():
+            host = _host_status_record(
+                host, HostStatus.UNREACHABLE, changes, actor=actor, detail={"error": error}
+            )
+        return HostReading(host)
 
 
 def host_reachable_record(
@@ -141,14 +144,6 @@ def host_reachable_record(
     now = timezone.now()
     changes = {**asdict(capabilities), "capabilities_updated_at": now, "last_seen_at": now}
     return _host_status_record(host, HostStatus.REACHABLE, changes, actor=actor)
-
-
-def _host_mark_unreachable(*, host: Host, actor: Actor, error: str) -> Host:
-    with transaction.atomic():
-        changes = {"last_error": error, "last_error_at": timezone.now()}
-        return _host_status_record(
-            host, HostStatus.UNREACHABLE, changes, actor=actor, detail={"error": error}
-        )
 
 
 _STATUS_EVENTS = {

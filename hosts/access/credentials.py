@@ -40,8 +40,6 @@ class Material:
 
 @dataclass(frozen=True)
 class Credential(Material):
-    """A stored key pair, decrypted."""
-
     kind: str
 
 
@@ -82,7 +80,6 @@ def _credential(row: PortalCredential) -> Credential:
 
 
 def credential_get(kind: str) -> Credential | None:
-    """The stored credential of `kind`, decrypted; None if there is none yet."""
     row = PortalCredential.objects.filter(kind=kind).first()
     return _credential(row) if row is not None else None
 
@@ -149,7 +146,6 @@ def credential_replace(
 
 
 def folder_ensure(folder: Path) -> None:
-    """A 0700 folder; the parents it needs are made 0700 too."""
     missing = [p for p in (folder, *folder.parents) if not p.exists()]
     for parent in reversed(missing):
         parent.mkdir(mode=0o700, exist_ok=True)
@@ -160,10 +156,7 @@ def folder_ensure(folder: Path) -> None:
 
 def file_sync(path: Path, data: bytes, *, mode: int = 0o600) -> bool:
     """Make `path` hold exactly `data` with `mode`, in a 0700 folder; True if written.
-
-    Written to a private temporary file and renamed over: never seen half-written or
-    with wider permissions, even with two writers at once.
-    """
+    Renamed over from a private temporary file: never seen half-written or too open."""
     folder_ensure(path.parent)
     try:
         if path.read_bytes() == data:

@@ -1,13 +1,7 @@
-"""Host-to-host ssh trust for peer-to-peer migration (the source's libvirtd opens the
-destination itself). Steps, each idempotent and undone by `peer_trust_remove`:
-
-1. the source makes its own key pair (`PEER_KEY_PATH`); its private half stays there;
-2. the destination's pinned host key goes into the source's root known_hosts;
-3. the source's key goes to the destination's ssh user, restricted to libvirt's helper;
-4. a probe from the source proves the trust before anything moves.
-
-The portal's own key, wrapper and known_hosts are never put on a host.
-"""
+"""Host-to-host ssh trust for peer-to-peer migration, set up in idempotent steps: the
+source's own key pair (its private half stays there), the destination's pinned host key
+in the source's known_hosts, the source's key for the destination's user (restricted to
+libvirt's helper), then a probe. The portal's own key is never put on a host."""
 
 from __future__ import annotations
 
@@ -42,7 +36,6 @@ def tls_peer_uri(destination: Host) -> str:
 
 
 def peer_uri(source: Host, destination: Host) -> str:
-    """The URI the source's libvirtd opens the destination with (peer-to-peer)."""
     if destination.transport == Transport.SSH:
         return f"{destination.libvirt_uri}?{urlencode({'keyfile': PEER_KEY_PATH, 'no_tty': 1})}"
     if destination.transport == Transport.TLS:
@@ -178,8 +171,7 @@ PEER_REFUSALS = (
 
 
 def peer_trust_refused(*, source: Host, destination: Host, error: str, actor: Actor) -> str | None:
-    """If a failed migration's ssh was refused, drop the trust (the retry sets it up again)
-    and say so; None otherwise."""
+    """If a failed migration's ssh was refused, drop the trust (a retry sets it up again)."""
     if not peer_trust_needed(source, destination) or not any(r in error for r in PEER_REFUSALS):
         return None
     with transaction.atomic():

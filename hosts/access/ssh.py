@@ -88,7 +88,6 @@ class PortalKey:
 
 
 def portal_key_generate(comment: str = "live-migration-portal") -> tuple[bytes, str]:
-    """A new ed25519 key pair for the portal: (private key PEM, public key line)."""
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -125,12 +124,10 @@ def portal_key_read(
 
 
 def known_hosts_line(address: str, port: int, key_line: str) -> str:
-    """One OpenSSH known_hosts line: the host's key as ssh looks it up."""
     return f"{address if port == 22 else f'[{address}]:{port}'} {key_line}"
 
 
 def known_hosts_text(entries: list[tuple[str, int, str]]) -> str:
-    """An OpenSSH known_hosts file of (address, port, key line), for libvirt's ssh."""
     return "".join(f"{known_hosts_line(*entry)}\n" for entry in entries)
 
 
@@ -145,8 +142,8 @@ LIBVIRT_REMOTE_HELPER_SUDO = f"sudo -n {LIBVIRT_REMOTE_HELPER}"
 
 
 def ssh_command_script(known_hosts: Path, *, remote_command: str | None = None) -> str:
-    """The ssh libvirt runs for qemu+ssh://: pinned keys only, never a prompt;
-    `remote_command` replaces libvirt's remote command (its last argument)."""
+    """The ssh libvirt runs (pinned keys only, no prompt); `remote_command` replaces its last
+    argument, libvirt's remote command."""
     replace_last = ""
     if remote_command is not None:
         replace_last = (
@@ -270,7 +267,6 @@ def session_open(
 
 
 def line_append_command(path: str, line: str) -> str:
-    """Shell command that adds `line` to the file `path` (made 0600 if missing), once."""
     quoted = shlex.quote(line)
     return (
         f"umask 077 && touch {path} && (grep -qxF {quoted} {path} "
@@ -279,7 +275,6 @@ def line_append_command(path: str, line: str) -> str:
 
 
 def authorized_key_command(public_line: str, *, home: str = "~") -> str:
-    """Shell command that adds `public_line` to `home`'s authorized_keys, once."""
     keys = f"{home}/.ssh/authorized_keys"
     return (
         f"umask 077 && mkdir -p {home}/.ssh && chmod 700 {home}/.ssh && touch {keys} "
@@ -288,7 +283,6 @@ def authorized_key_command(public_line: str, *, home: str = "~") -> str:
 
 
 def line_remove_command(path: str, line: str) -> str:
-    """Shell command that removes every exact copy of `line` from `path`, if there."""
     quoted = shlex.quote(line)
     return (
         f"if [ -f {path} ] && grep -qxF {quoted} {path}; then "

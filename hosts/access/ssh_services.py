@@ -1,7 +1,4 @@
-"""SSH access set-up, host key pinning and acceptance.
-
-The set-up password is used for one login, then dropped: never stored, logged or echoed.
-"""
+"""SSH access set-up, host key pinning and acceptance (passwords: one login, never kept)."""
 
 from __future__ import annotations
 
@@ -36,7 +33,6 @@ class SshAccessError(Exception):
         self.field = field
 
 
-# The model's fields that hold the user a request names `user`.
 _USER_FIELDS = ("ssh_user", "ssh_access_user")
 
 
@@ -134,7 +130,6 @@ def _pinned(host: Host) -> ssh.HostKey | None:
 
 
 def _scan(host: Host) -> ssh.HostKey | None:
-    """The host key the host's ssh offers now; None if it does not answer."""
     try:
         return ssh.host_key_scan(host.address, host.ssh_port)
     except ssh.SshError:
@@ -267,11 +262,8 @@ def remote_run(
 
 
 def host_ssh_access_set_up(*, host: Host, user: str, password: str, actor: Actor) -> Host:
-    """Install the portal's key for `user` on `host`, using `password` once.
-
-    The host key is checked before the password is sent, and libvirt access before
-    anything is written, so a refusal changes nothing on the remote.
-    """
+    """Install the portal's key for `user`, using `password` once; the host key and libvirt
+    access are checked first, so a refusal changes nothing on the remote."""
     _user_validate(user)  # before anything is sent anywhere
     key = portal_public_key()
     with session_for_host(host, user=user, password=password, actor=actor) as session:

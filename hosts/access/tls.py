@@ -1,7 +1,4 @@
-"""The portal's small CA for libvirt's TLS transport: plain functions over PEM, no Django.
-
-Hosts' private keys never leave the host: only their CSRs are signed here.
-"""
+"""The portal's small CA for libvirt's TLS transport: plain functions over PEM, no Django."""
 
 from __future__ import annotations
 
@@ -142,7 +139,6 @@ def ca_from_pem(key_pem: bytes, cert_pem: str) -> CertificateAuthority:
 
 
 def ca_load(folder: Path) -> CertificateAuthority | None:
-    """A CA kept as files (cakey.pem, cacert.pem) in `folder`, or None."""
     key_path, cert_path = folder / "cakey.pem", folder / "cacert.pem"
     if not (key_path.exists() and cert_path.exists()):
         return None

@@ -1,13 +1,5 @@
-"""TLS use cases: the portal's CA and client files, and a host's certificates over ssh.
-
-`host_tls_issue` logs in with the portal's ssh key (set up by `ssh-access` first), has
-the host generate its own private keys (they never leave the host) and print
-certificate signing requests, signs a server and a client certificate with the
-portal's CA, installs them for libvirtd (/etc/pki/CA, /etc/pki/libvirt) and for
-QEMU's encrypted migration (/etc/pki/qemu, the keys copied within the host), restarts
-libvirtd with `settings.TLS_RESTART_COMMAND`, and records the public parts on the host
-row with its audit event in one transaction.
-"""
+"""TLS use cases: the portal's CA and client files, and a host's certificates over ssh
+(the host makes its own keys, which never leave it: only CSRs are signed here)."""
 
 from __future__ import annotations
 
@@ -152,7 +144,6 @@ def _tls_port(host: Host) -> int:
 
 
 def _served_pem(host: Host, client: tls.ClientFiles) -> str:
-    """The certificate the host's libvirtd serves on its TLS port (TlsError if none)."""
     return tls.served_certificate(host.address, _tls_port(host), client=client)
 
 
