@@ -1,10 +1,8 @@
 """The lab's guests: pools, domain XML, and starting them where they are defined.
 
-* ``lab-vm``: a Linux guest under TCG (Linux under KVM hangs on these machines) whose
-  /init fills RAM and keeps dirtying it; its disk is on the shared pool.
-* ``lab-tiny``: SeaBIOS with an empty disk on the host's private pool; starts and
-  migrates fast (KVM if offered, else TCG).
-* ``<host>-extra-<k>`` (``lab up --vms N``): diskless, to move many guests around.
+``lab-vm`` is Linux under TCG (under KVM it hangs here) dirtying its RAM, disk on the
+shared pool; ``lab-tiny`` is SeaBIOS with a private empty disk; ``<host>-extra-<k>`` are
+diskless, to move many guests around.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from xml.sax.saxutils import escape, quoteattr
 from lab import guest_images, layout
 from lab.machines import make_host, status, virsh
 
-# virsh states of a guest that is not running anywhere (it may be started again).
 _DOWN_STATES = ("shut off", "crashed")
 
 

@@ -34,7 +34,6 @@ class Plane(enum.StrEnum):
     CONTROL = "ctrl"  # libvirtd and sshd of the host
 
 
-# Destination ports each plane's cut drops (to the host's address only).
 PLANE_PORTS = {
     Plane.DATA: f"{layout.MIGRATION_PORT_MIN}-{layout.MIGRATION_PORT_MAX}",
     Plane.CONTROL: f"{{ {layout.LIBVIRT_TCP_PORT}, {layout.SSH_PORT} }}",
@@ -67,7 +66,6 @@ def frozen_libvirtd(host: layout.LabHost) -> Iterator[int]:
 
 
 def thaw_all(config: layout.LabConfig) -> list[int]:
-    """Continue every stopped libvirtd of the lab; returns the pids that were thawed."""
     thawed = []
     for host in status(config):
         pid = proc.libvirtd_pid(host)
@@ -109,7 +107,6 @@ def cut(host: layout.LabHost, plane: Plane) -> str:
 
 
 def heal(host: layout.LabHost, plane: Plane) -> bool:
-    """Remove the plane's cut of the host; True if there was one."""
     if shutil.which(NFT) is None:
         return False
     return _delete_table(cut_table_name(host, plane))
@@ -125,7 +122,6 @@ def cut_during(host: layout.LabHost, plane: Plane) -> Iterator[str]:
 
 
 def cut_table_name(host: layout.LabHost, plane: Plane) -> str:
-    """The nft table (family inet) that holds ``plane``'s cut of ``host``."""
     if plane not in PLANE_PORTS:
         raise layout.LabError(f"unknown plane {plane!r}: one of {sorted(PLANE_PORTS)}")
     prefix = _prefix_of(host)
@@ -133,7 +129,6 @@ def cut_table_name(host: layout.LabHost, plane: Plane) -> str:
 
 
 def lab_tables(config: layout.LabConfig) -> list[str]:
-    """Names of the nft tables of this lab that exist now (its hosts' cuts)."""
     if shutil.which(NFT) is None:
         return []  # without nft no table can exist
     wanted = {cut_table_name(host, plane) for host in status(config) for plane in PLANE_PORTS}
@@ -146,13 +141,11 @@ def heal_all(config: layout.LabConfig) -> list[str]:
 
 
 def list_tables() -> list[tuple[str, str]]:
-    """Every nft table of the machine as (family, name): ``nft list tables``."""
     matches = (_TABLE_RE.match(line.strip()) for line in _nft("list", "tables").stdout.splitlines())
     return [(m.group(1), m.group(2)) for m in matches if m]
 
 
 def table_ruleset(name: str) -> str:
-    """``nft list table inet <name>`` (for checks and error messages)."""
     return _nft("list", "table", NFT_FAMILY, name).stdout
 
 

@@ -22,10 +22,8 @@ from lab.layout import file_lock
 
 KERNEL_METAPACKAGE = "linux-image-cloud-amd64"
 BUSYBOX = Path("/bin/busybox")
-# Printed by the guest's /init on its serial console once its RAM is filled.
 MARKER_FILLED = "LAB-GUEST filled"
 
-# The guest's /init (busybox sh): fills RAM with random data, then keeps dirtying it.
 INIT_SCRIPT = (Path(__file__).resolve().with_name("files") / "guest-init.sh").read_text()
 
 

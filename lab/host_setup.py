@@ -23,14 +23,12 @@ LIBVIRTD = "/usr/sbin/libvirtd"
 BINDFS = "/usr/bin/bindfs"
 SSHD = "/usr/sbin/sshd"
 SSH_GROUP = "libvirt"
-# The templates of the hosts' config files ($name: a value from prepare_host).
 FILES = Path(__file__).resolve().with_name("files")
 # Per-folder modes (the rest are 0755): root's home and sudoers are private.
 _BIND_MODES = {"root": 0o700, "sudoers": 0o750}
 
 
 def prepare_host(config: layout.LabConfig, index: int) -> None:
-    """Folders, identity, config files and login users of one host."""
     name = layout.host_name(config, index)
     address = layout.host_address(config, index)
     hdir = layout.host_dir(config, name)

@@ -5,11 +5,8 @@ Layout under ``LabConfig.root``::
     shared/                 storage pool "shared" on every host (same path everywhere)
     boot/                   guest kernel + initramfs used by the lab's domains
     console/<vm>.log        serial console of the Linux guest (appended across hosts)
-    hosts/<name>/{run,lib,etc,log,cache}   bind-mounted over libvirt's system paths
+    hosts/<name>/*          bind-mounted over system paths inside the host (BIND_MOUNTS)
     hosts/<name>/lib/images storage pool "default" (= /var/lib/libvirt/images inside)
-    hosts/<name>/root       /root inside the host (root's own ~/.ssh: libvirtd's home)
-    hosts/<name>/pki        /etc/pki inside the host (its TLS certificates)
-    hosts/<name>/sudoers    /etc/sudoers.d inside the host (its users' sudo rights)
     hosts/<name>/home       the host's ssh user's home (libvirt group + sudo)
     hosts/<name>/home-sudo  the home of its sudo-only user (not in group libvirt)
     hosts/<name>/state      holder spec/pid/FIFO, host uuid, ssh passwords + host key
@@ -31,7 +28,6 @@ LINUX_VM_NAME = "lab-vm"
 TINY_VM_NAME = "lab-tiny"
 SHARED_POOL = "shared"
 PRIVATE_POOL = "default"
-# Inside every host, the private images folder is libvirt's usual one.
 HOST_IMAGES_DIR = "/var/lib/libvirt/images"
 LIBVIRT_TCP_PORT = 16509
 LIBVIRT_TLS_PORT = 16514
@@ -51,7 +47,6 @@ GUEST_OVERHEAD_MIB = 96
 
 QEMU = "/usr/bin/qemu-system-x86_64"
 
-# Host folder -> system path it is bind-mounted over inside the host's namespace.
 BIND_MOUNTS = {
     "run": "/run/libvirt",
     "lib": "/var/lib/libvirt",

@@ -1,8 +1,4 @@
-"""The lab: real hypervisor hosts (libvirtd + QEMU + sshd) on this machine, up and down.
-
-Each host has its own loopback address and mount namespace (lab.layout); libvirt is
-driven through ``virsh``.
-"""
+"""The lab: real hypervisor hosts (libvirtd + QEMU + sshd) on this machine, up and down."""
 
 from __future__ import annotations
 

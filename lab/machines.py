@@ -33,7 +33,6 @@ class VirshError(subprocess.CalledProcessError):
 
 
 def status(config: layout.LabConfig) -> list[layout.LabHost]:
-    """Every host this lab root has ever had, running or not."""
     return [make_host(config, index) for index in layout.existing_indexes(config)]
 
 
@@ -82,7 +81,6 @@ def _nsenter_virsh(holder_pid: int) -> list[str]:
 def virsh(
     host: layout.LabHost, *args: str, check: bool = True, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``virsh -c <host uri> <args>``; raises VirshError (with stderr) if check."""
     cmd = [*virsh_argv(host), *args]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -102,7 +100,6 @@ def reap_spawned() -> None:
 
 
 def ensure_holder(config: layout.LabConfig, index: int) -> None:
-    """Start the host's namespace (its holder) unless it runs."""
     if proc.holder_pid(config, index) is not None:
         return
     name = layout.host_name(config, index)
@@ -158,7 +155,6 @@ def _python() -> str:
 
 
 def ensure_daemon(config: layout.LabConfig, index: int, name: str) -> None:
-    """Ask the holder to start the host's daemon ``name`` unless it runs."""
     if proc.daemon_pid(config, index, name) is not None:
         return
     fd = os.open(
@@ -218,8 +214,7 @@ def kill_libvirtd(host: layout.LabHost) -> None:
 
 
 def start_libvirtd(host: layout.LabHost | str, config: layout.LabConfig) -> None:
-    """Start the host's libvirtd again in the SAME namespace (via its holder), so that it
-    re-attaches to the QEMUs that outlived the old one."""
+    """Start libvirtd again in the SAME namespace (via its holder): it re-attaches to QEMUs."""
     layout.require_root()
     index = layout.index_of(config, host)
     if proc.holder_pid(config, index) is None:

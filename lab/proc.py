@@ -16,7 +16,6 @@ import psutil
 
 from lab import layout
 
-# (folder under hosts/<name>, the system path it is mounted over inside the host)
 _IDENTITY_FOLDER = ("lib", "/var/lib/libvirt")
 STOP_TIMEOUT_S = 20.0
 
@@ -29,7 +28,6 @@ def alive(pid: int) -> bool:
 
 
 def stopped(pid: int) -> bool:
-    """Stopped by a signal (SIGSTOP) or a tracer."""
     try:
         status = psutil.Process(pid).status()
     except psutil.Error:
@@ -59,7 +57,6 @@ def ancestors(pid: int) -> set[int]:
 
 
 def listener_pids(address: str, port: int) -> list[int]:
-    """Pids holding a TCP socket that listens on address:port."""
     return sorted(
         {
             c.pid
@@ -82,7 +79,6 @@ def listening(address: str, port: int) -> bool:
 
 
 def libvirtd_pid(host: layout.LabHost) -> int | None:
-    """The pid of the libvirtd listening on the host's address, if any."""
     port = layout.LIBVIRT_TLS_PORT if host.tls_only else layout.LIBVIRT_TCP_PORT
     return next((p for p in listener_pids(host.address, port) if comm(p) == "libvirtd"), None)
 
@@ -108,7 +104,6 @@ def daemon_pid(config: layout.LabConfig, index: int, name: str) -> int | None:
 
 
 def host_processes(hdir: Path) -> list[int]:
-    """Every live process whose mount namespace is this host's."""
     try:
         identity = _stat_identity(hdir / _IDENTITY_FOLDER[0])
     except OSError:
@@ -151,7 +146,6 @@ def lab_processes(config: layout.LabConfig, include_cwd: bool = True) -> list[st
 
 
 def lab_mounts(config: layout.LabConfig) -> list[str]:
-    """Mounts in this (the root) namespace that mention the lab root."""
     with open("/proc/self/mountinfo") as handle:
         return [line.strip() for line in handle if mentions(line, config.root)]
 
