@@ -36,8 +36,7 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
 
 
 def _errors_in_json(request) -> None:
-    """An error body is JSON even where another format was asked for (an export's CSV);
-    the browsable API's HTML stays for browsers."""
+    """Error bodies are JSON even for another format (an export's CSV), but browsable HTML."""
     if request is None:
         return
     renderer = getattr(request, "accepted_renderer", None)  # None: negotiation failed

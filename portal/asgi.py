@@ -32,7 +32,6 @@ _DOWNLOADS = ("/export.csv", "/export.json")
 
 
 def may_wait(scope: dict) -> bool:
-    """Does this HTTP request go to the pool of requests that may wait?"""
     return scope["method"] not in _READ_METHODS or scope["path"].endswith(_DOWNLOADS)
 
 

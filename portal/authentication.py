@@ -24,7 +24,6 @@ _valid: dict[str, tuple[float, object, Token]] = {}  # key -> (expires, user, to
 
 
 def tokens_forget(key: str | None = None) -> None:
-    """Forget one remembered token (all if None)."""
     with _lock:
         if key is None:
             _valid.clear()

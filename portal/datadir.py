@@ -31,7 +31,7 @@ def data_dir_tighten(path: Path) -> str | None:
 
 
 def data_dir_ensure() -> None:
-    """The data folder, 0700, and STATIC_ROOT in it (WhiteNoise warns about a missing one)."""
+    """The data folder, 0700, and STATIC_ROOT (WhiteNoise warns about a missing one)."""
     data_dir = Path(settings.DATA_DIR)
     data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
     data_dir_tighten(data_dir)

@@ -12,8 +12,7 @@ from portal import login_throttle
 
 
 class ThrottledLoginMixin:
-    """Refuses a login while its name or address is locked, counts failures; `lockout`
-    says what locked this attempt."""
+    """Refuses a login while locked and counts failures; `lockout`: what locked this one."""
 
     lockout: login_throttle.Lockout | None = None
 

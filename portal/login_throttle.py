@@ -1,9 +1,9 @@
 """Login throttling: failed logins counted per user name and per address in the cache;
 at the limit, attempts are refused (right password too) until the window ends.
 
-A success clears its name's counter, not its address's (one valid account must not
-reset an address trying many names). An unreachable cache throttles nothing: a Redis
-outage must not lock out the administrators who would repair it.
+A success clears its name's counter only (one valid account must not reset an address
+trying many names). An unreachable cache throttles nothing: a Redis outage must not lock
+out the administrators who would repair it.
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ def lockout_decide(*, failures: dict[Scope, int], limits: dict[Scope, int]) -> S
 
 
 def retry_after_s(*, since: float, now: float, window_s: int) -> int:
-    """Whole seconds until the window that began at `since` ends (at least 1)."""
     return max(1, math.ceil(since + window_s - now))
 
 
@@ -133,7 +132,6 @@ def _audit(
 
 
 def login_lockout_find(*, username: str, address: str) -> Lockout | None:
-    """The lockout that refuses a login for this name from this address now, if any."""
     try:
         return _lockout(_state(_keys(username=username, address=address)))
     except RedisError:

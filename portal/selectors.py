@@ -23,7 +23,6 @@ CHART_MAX_POINTS = 600
 
 
 def hosts_overview() -> list[Host]:
-    """Every host with its running VM count and its number of active migrations."""
     hosts = list(
         Host.objects.annotate(running_vms=Count("vms", filter=Q(vms__state=VMState.RUNNING)))
     )
@@ -36,12 +35,10 @@ def hosts_overview() -> list[Host]:
 
 
 def host_overview(host_id: int) -> Host | None:
-    """One host as `hosts_overview` gives it (running VMs, active migrations), or None."""
     return next((h for h in hosts_overview() if h.pk == host_id), None)
 
 
 def host_vms(host: Host) -> list[VM]:
-    """The VMs defined on `host` (not gone), running first, then by name."""
     return list(
         VM.objects.filter(host=host)
         .present()
@@ -78,7 +75,6 @@ def vm_other_definitions(vm: VM) -> list[VM]:
 
 
 def migration_destinations(vm: VM) -> list[Host]:
-    """Registered hosts offered in the migrate dialog: every host but the VM's own."""
     return list(Host.objects.exclude(pk=vm.host_id).order_by("name"))
 
 

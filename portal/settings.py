@@ -37,11 +37,8 @@ if PROFILE not in {"development", "production"}:
 PRODUCTION = PROFILE == "production"
 if PRODUCTION:
     # Refuse to start on a generated key, any Host header, SQLite or without shared Redis.
-    _missing = [
-        name
-        for name in ("PORTAL_SECRET_KEY", "PORTAL_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL")
-        if not os.environ.get(name, "").strip()
-    ]
+    _needed = ("PORTAL_SECRET_KEY", "PORTAL_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL")
+    _missing = [name for name in _needed if not os.environ.get(name, "").strip()]
     if _missing:
         raise ImproperlyConfigured(
             "PORTAL_PROFILE=production needs "
@@ -175,10 +172,7 @@ if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         DATABASES["default"]["CONN_MAX_AGE"] = 0
-        DATABASES["default"]["OPTIONS"] = {
-            **SQLITE_OPTIONS,
-            **DATABASES["default"].get("OPTIONS", {}),
-        }
+        DATABASES["default"]["OPTIONS"] = SQLITE_OPTIONS | DATABASES["default"].get("OPTIONS", {})
     elif os.environ.get("PORTAL_DB_POOL_SIZE", "0") != "0":
         # A pool per process: under ASGI each request has its own thread, so CONN_MAX_AGE
         # keeps nothing. Web tier only: a pool must not be inherited across fork() (the

@@ -14,8 +14,7 @@ from uvicorn_worker import UvicornWorker
 
 
 class OneAcceptPerTurnEventLoop(asyncio.SelectorEventLoop):
-    """asyncio's loop accepting one connection per readiness event, then none for
-    ACCEPT_PAUSE_S (one accept per turn alone still let one worker take all)."""
+    """Accepts one connection per readiness event, then none for ACCEPT_PAUSE_S."""
 
     ACCEPT_PAUSE_S = 0.002
 
