@@ -26,8 +26,6 @@ class CanReadAudit(BasePermission):
 
 
 def audit_reader_required(view):
-    """For a page of the audit log or the reports (as CanReadAudit for the API)."""
-
     @login_required
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:

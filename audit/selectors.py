@@ -23,7 +23,7 @@ _NOT_FILTERS = ("cursor", "page_size", "format")
 
 
 def audit_events_filtered(*, params: QueryDict) -> QuerySet[AuditEvent]:
-    """Events matching the query-string filters, newest first. Raises ValidationError."""
+    """Events matching the filters, newest first (ValidationError on a bad one)."""
     queryset = AuditEvent.objects.order_by("-occurred_at", "-id")
     if not params:
         return queryset  # the FilterSet (deep copies per request) would change nothing

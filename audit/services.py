@@ -58,7 +58,6 @@ class Actor:
 
 
 def _subject_columns(target: models.Model | None, detail: dict) -> dict:
-    """Host and VM columns of an event, from its target (a host, a VM) and its detail."""
     columns: dict = {"host_name": "", "peer_host_name": "", "vm_uuid": None, "vm_name": ""}
     label = target._meta.label_lower if target is not None else ""
     if label == "hosts.host":

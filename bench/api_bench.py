@@ -58,10 +58,6 @@ def _run(cmd: list[str], env: dict, **kwargs) -> str:
     return result.stdout
 
 
-def _db_url(name: str) -> str:
-    return f"postgres://postgres@127.0.0.1:5432/{name}"
-
-
 def seed(env: dict, db: str, args: argparse.Namespace) -> None:
     if db == "test":
         sys.exit("refusing to use the database 'test'")
@@ -135,12 +131,11 @@ def _cpu_seconds(pids: list[int]) -> float:
 
 
 def _tree(pid: int) -> list[int]:
-    """`pid` and its children (the gunicorn master and its workers)."""
     return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
 
 
 def _db_sessions(db: str) -> int:
-    """Connections ever opened to the database (PostgreSQL's own counter)."""
+    """Connections ever opened to the database (PostgreSQL's counter)."""
     query = f"SELECT sessions FROM pg_stat_database WHERE datname = '{db}'"
     for _attempt in range(20):  # the baseline may hold every connection for a while
         out = subprocess.run(
@@ -345,7 +340,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env.update(
         PORTAL_DATA_DIR=str(data_dir),
-        DATABASE_URL=_db_url(args.db),
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{args.db}",
         REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8"),
         PORTAL_HOST_NETWORKS="127.0.0.0/8",
         PORTAL_LOG_LEVEL="WARNING",

@@ -1,5 +1,4 @@
-"""What the benchmarks share: Django set up in-process, the seeded history
-(bench/seed_history.py) run in a process of its own, percentiles, stopping a server."""
+"""What the benchmarks share."""
 
 from __future__ import annotations
 

@@ -206,7 +206,6 @@ def portal_round(api: Api, hosts: list[layout.LabHost], uuid: str) -> PortalRun:
 
 
 def switch_to_ssh(hosts: list[layout.LabHost], actor: Actor) -> None:
-    """Register the hosts over ssh as `manage.py register_lab_hosts` does."""
     for lab_host in hosts:
         host = Host.objects.get(address=lab_host.address)
         host = host_services.host_update(

@@ -80,8 +80,6 @@ class SeedOptions:
 
 
 class _History(synthetic.Inventory):
-    """The migrations and audit events to write, planned in memory."""
-
     def plan_migrations(self, count: int, since: datetime, now: datetime) -> None:
         span = (now - since).total_seconds() - 3600
         times = sorted(since + timedelta(seconds=self.random() * span) for _ in range(count))
@@ -197,7 +195,6 @@ class _History(synthetic.Inventory):
 
 
 def seed(options: SeedOptions, out: TextIO = sys.stdout) -> None:
-    """Write the history (see the module's docstring) into the default database."""
     if options.hosts < 2:
         raise ValueError("a migration needs at least 2 hosts")
     started = time.monotonic()

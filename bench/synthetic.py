@@ -298,7 +298,6 @@ def insert_with_ids(model: type[models.Model], rows: list, batch_size: int) -> N
 
 
 def _converter(field: models.Field):
-    """Python value -> what the database driver takes, for the few field types here."""
     kind = field.get_internal_type()
     if kind == "JSONField":
         return lambda v: None if v is None else json.dumps(v, separators=(",", ":"))

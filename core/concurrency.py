@@ -34,7 +34,6 @@ class Pending(Generic[T]):
         return not self._done.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """True once the call has ended (within `timeout` seconds, if given)."""
         return self._done.wait(timeout)
 
     @property

@@ -47,7 +47,6 @@ def vm_current_with_host_name(*, uuid: str) -> VM | None:
 
 
 def vm_other_definitions(vm: VM) -> list[dict]:
-    """The other hosts' definitions of vm's UUID: host name, state and persistence."""
     rows = VM.objects.filter(uuid=vm.uuid).exclude(pk=vm.pk)
     return [
         {"host": host, "state": state, "persistent": persistent}

@@ -129,7 +129,6 @@ def host_refresh(*, host: Host, actor: Actor, reuse: bool = False) -> Host:
 
 
 def hosts_refresh_all(*, actor: Actor) -> dict[str, str]:
-    """Refresh every host and sync its VMs; returns host name -> resulting status."""
     return {host.name: host_refresh(host=host, actor=actor).status for host in Host.objects.all()}
 
 

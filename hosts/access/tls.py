@@ -7,7 +7,7 @@ import datetime as dt
 import ipaddress
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -52,15 +52,8 @@ class CertInfo:
     names: tuple[str, ...]
 
     def as_dict(self) -> dict:
-        return {
-            "subject": self.subject,
-            "issuer": self.issuer,
-            "serial": str(self.serial),
-            "not_before": self.not_before.isoformat(),
-            "not_after": self.not_after.isoformat(),
-            "fingerprint": self.fingerprint,
-            "names": list(self.names),
-        }
+        times = {"not_before": self.not_before.isoformat(), "not_after": self.not_after.isoformat()}
+        return asdict(self) | {"serial": str(self.serial), **times, "names": list(self.names)}
 
 
 def _now() -> dt.datetime:
