@@ -26,11 +26,8 @@ class AuditEventQuerySet(models.QuerySet):
 
 
 class AuditEvent(models.Model):
-    """One append-only record of something that changed, and who did it.
-
-    The host and VM columns are copied when written: filtered by index, and still right
-    after the host or VM row is gone.
-    """
+    """One append-only record of a change and who made it; the host and VM columns are
+    copied in, so they filter by index and still read right once those rows are gone."""
 
     occurred_at = models.DateTimeField(default=timezone.now)
     event_type = models.CharField(max_length=64)  # e.g. "host.created"

@@ -66,11 +66,8 @@ def _page_size(value: str | None) -> int:
 
 
 def audit_events_page(*, params: QueryDict) -> AuditPage:
-    """One page of the log, newest first, by keyset (every page one index range, no COUNT).
-
-    A host is matched in two index range reads merged here: an OR of the two columns
-    would make the database sort every event of the host.
-    """
+    """One page of the log, newest first, by keyset (one index range a page, no COUNT); a
+    host in two range reads merged here (an OR would sort every event of the host)."""
     size = _page_size(params.get("page_size"))
     filters = params.copy()
     for key in (*_NOT_FILTERS, "host"):
