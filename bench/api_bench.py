@@ -3,11 +3,9 @@
     make bench-api                       # or: .venv/bin/python bench/api_bench.py
     .venv/bin/python bench/api_bench.py --reuse --duration 5   # keep the seeded database
 
-Seeds its own PostgreSQL database (`apibench`; hosts on loopback addresses where nothing
-listens, and no task workers: no host is contacted), starts the production web tier
-(scripts/web.sh) and measures each endpoint with `wrk` (bench/api_bench.lua): 16 clients,
-then one. The baseline is the code at --baseline-ref served by one daphne process, on the
-same data in the same run. Prints each figure beside its target and the baseline's.
+Seeds its own PostgreSQL database (no host is contacted), starts the web tier and
+measures each endpoint with `wrk`, 16 clients then one, beside the baseline: the code at
+--baseline-ref served by one daphne process, on the same data in the same run.
 """
 
 from __future__ import annotations

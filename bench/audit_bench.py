@@ -1,8 +1,7 @@
 """Benchmark of the audit log and the migration reports (not part of the test suite).
 
-Seeds its own database once, then measures against naive baselines in the same run: the
-yearly report summary (vs. aggregating in Python), the streamed CSV export (vs. a list),
-and audit log pages (vs. OFFSET with COUNT), through Django's test client in-process.
+Against naive baselines in the same run: the yearly report summary, the streamed CSV
+export and audit log pages, through Django's test client in-process.
 
     PORTAL_DATA_DIR=var-bench/sqlite .venv/bin/python bench/audit_bench.py
     PORTAL_DATA_DIR=var-bench/pg DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_audit \\

@@ -1,13 +1,10 @@
 """Benchmark: what the portal adds to a real live migration, end to end, against libvirt.
 
-Two lab hosts of its own (127.0.0.70-71, reserved for this bench), the production web
-tier and a task worker; the filled Linux guest migrates back and forth over tcp, then
-ssh. Baseline: plain `virsh migrate --live --p2p` to the portal's peer URI. Portal:
-POST .../migrate/, then poll; overhead = `finished_at` - POST sent - libvirt's
-`time_elapsed` (target 300 ms over tcp, 500 ms over ssh). Warm-ups are shown apart.
+Two lab hosts of its own (127.0.0.70-71), the web tier and a task worker; the guest
+migrates back and forth over tcp, then ssh, by plain `virsh migrate --live --p2p` and by
+the API. Overhead = `finished_at` - POST sent - libvirt's `time_elapsed`.
 
 Run as root:  .venv/bin/python bench/migration_overhead.py [--rounds 3] [--memory-mib 256]
-Database: a scratch SQLite file in the data folder (or DATABASE_URL); Redis DB 9.
 """
 
 from __future__ import annotations
@@ -218,8 +215,7 @@ def switch_to_ssh(hosts: list[layout.LabHost], actor: Actor) -> None:
 
 
 def measure(api, hosts, uuid, rounds: int, actor: Actor) -> tuple[list, list, list]:
-    """Warm-up, then `rounds` x (virsh and portal there and back), interleaved so that both
-    see the same machine load."""
+    """Warm-up, then `rounds` x (virsh and portal there and back), interleaved (same load)."""
     warmup = [portal_round(api, hosts, uuid) for _ in range(4)]
     baseline: list[VirshRun] = []
     portal: list[PortalRun] = []
