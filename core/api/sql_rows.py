@@ -163,11 +163,8 @@ def page_sql(
 
 
 class _JSONRows(BaseIterable):
-    """Yields a JSONRow per row of the page, from `outer_sql` around the page's SQL.
-
-    Django internals, as there is no public API: `_iterable_class` survives the
-    paginator's order_by, filter and slicing, as values() uses it.
-    """
+    """A JSONRow per row of the page, from `outer_sql` around its SQL (Django internals:
+    `_iterable_class` survives the paginator's order_by, filter and slicing)."""
 
     outer_sql = ""
     keep: tuple[str, ...] = ()
