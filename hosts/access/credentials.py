@@ -1,8 +1,7 @@
 """The portal's own key pairs, shared by every node through the database (docs/nodes.md).
 
-Private halves are Fernet-encrypted under a key derived from SECRET_KEY; the files
-libvirt and ssh need are a per-node cache (`file_sync`). Of two nodes racing to make
-one, the unique `kind` lets one row win; the loser reads it and discards its own.
+Private halves are encrypted; files are a per-node cache (`file_sync`). Of two nodes
+racing to make one, the unique `kind` lets one row win.
 """
 
 from __future__ import annotations
