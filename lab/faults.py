@@ -1,13 +1,8 @@
 """Datacenter faults for the lab hosts, each with start/stop and an always-undoing context.
 
-* Frozen libvirtd (SIGSTOP): TCP handshakes still complete but nothing answers, so every
-  client hangs; the host's QEMUs (and a running migration stream) carry on.
-* Cut links (nftables, one table per host and plane, dropping TCP *to* the host on the
-  ``output`` hook, so established connections stall too and resume once healed):
-  ``Plane.DATA`` drops QEMU's migration (and NBD) ports; ``Plane.CONTROL`` drops libvirt
-  and ssh, cutting every client off (on loopback all come from 127.0.0.1).
-
-Table names carry the lab's prefix and the host's address, so two labs never share one.
+A frozen libvirtd (SIGSTOP) hangs every client while its QEMUs carry on. A cut (nftables
+on the ``output`` hook, so established connections stall too) drops TCP to the host's
+migration ports (DATA) or libvirt and ssh (CONTROL); tables are named per lab and host.
 """
 
 from __future__ import annotations

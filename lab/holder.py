@@ -1,13 +1,8 @@
 """The per-host "holder": first process of a lab host's private mount namespace.
 
-It bind-mounts the host's folders over libvirt's system paths, hides the portal's
-folders under a tmpfs (mounting back the few a real host would see), keeps the
-namespace alive, reaps as a child subreaper (this machine's PID 1 does not reap
-orphans), and starts the host's daemons on request as its children, so a restarted
-libvirtd lands in the namespace of the QEMUs it re-attaches to.
-
-Requests are lines on a 0600 FIFO: a command name from the spec, or "restart <name>".
-Standard library only: it runs with ``python -I`` and must not import the project.
+It mounts the host's folders, hides the portal's, reaps as a subreaper (this machine's
+PID 1 does not), and starts the daemons asked for on its 0600 FIFO as its children, so a
+restarted libvirtd lands beside the QEMUs it re-attaches to. Standard library only.
 """
 
 from __future__ import annotations
