@@ -40,8 +40,7 @@ def vm_current_with_host(*, uuid: str) -> VM | None:
 
 
 def vm_current_with_host_name(*, uuid: str) -> VM | None:
-    """As vm_current_with_host, with only the host's name (a whole Host row was half the
-    API detail's CPU)."""
+    """As vm_current_with_host, with only the host's name (a Host row is costly to load)."""
     vm = vms_listed().filter(uuid=uuid).preferred_first().first()
     return None if vm is None or vm.state == VMState.GONE else vm
 

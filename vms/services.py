@@ -133,8 +133,7 @@ def hosts_refresh_all(*, actor: Actor) -> dict[str, str]:
 
 
 def host_resolve_or_register(*, remote_host: str, actor: Actor) -> Host:
-    """The registered host named or addressed `remote_host`, else one registered now and
-    refreshed once."""
+    """The host named or addressed `remote_host`, else one registered now and refreshed."""
     host = host_find(remote_host=remote_host)
     if host is not None:
         return host
