@@ -296,16 +296,11 @@ def host_ssh_access_set_up(*, host: Host, user: str, password: str, actor: Actor
 
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
-        before = {
-            "transport": host.transport,
-            "ssh_user": host.ssh_user,
-            "ssh_libvirt_via_sudo": host.ssh_libvirt_via_sudo,
-        }
+        before = {f: getattr(host, f) for f in ("transport", "ssh_user", "ssh_libvirt_via_sudo")}
         if host.transport != Transport.SSH:
             host.port = None  # the old port belonged to the old transport
         host.transport = Transport.SSH
-        host.ssh_user = user
-        host.ssh_access_user = user
+        host.ssh_user = host.ssh_access_user = user
         host.ssh_access_set_up_at = timezone.now()
         host.ssh_libvirt_via_sudo = via_sudo
         _host_clean(host)

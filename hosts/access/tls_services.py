@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import re
 import time
@@ -188,31 +189,20 @@ def host_tls_issue(
             raise SshAccessError(
                 f"{host.name} printed no certificate requests", field="non_field_errors"
             )
+        sign = functools.partial(tls.csr_sign, ca, host_name=host.name, address=host.address)
         try:
-            server_pem = tls.csr_sign(
-                ca, csrs[0], kind="server", host_name=host.name, address=host.address
-            )
-            client_pem = tls.csr_sign(
-                ca,
-                csrs[1],
-                kind="client",
-                host_name=host.name,
-                address=host.address,
-                not_after=client_not_after,
-            )
+            server_pem = sign(csrs[0], kind="server")
+            client_pem = sign(csrs[1], kind="client", not_after=client_not_after)
         except tls.TlsError as exc:
             raise SshAccessError(str(exc), field="non_field_errors") from None
         run_as_root(
             _install_script(ca_pem=ca.cert_pem, server_pem=server_pem, client_pem=client_pem),
             "installing the certificates",
         )
-        restarted = bool(restart_libvirtd and settings.TLS_RESTART_COMMAND)
+        restart = settings.TLS_RESTART_COMMAND
+        restarted = bool(restart_libvirtd and restart)
         if restarted:
-            run_as_root(
-                settings.TLS_RESTART_COMMAND,
-                f"restarting libvirtd ({settings.TLS_RESTART_COMMAND})",
-                timeout=120.0,
-            )
+            run_as_root(restart, f"restarting libvirtd ({restart})", timeout=120.0)
     server, client = tls.cert_info(server_pem), tls.cert_info(client_pem)
     # A host reached over tls must serve the new certificate; another may not listen
     # for TLS (yet): one short look.
@@ -221,11 +211,10 @@ def host_tls_issue(
 
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
+        old_end = host.tls_server_not_after
         before = {
             "tls_server_fingerprint": host.tls_server_fingerprint,
-            "tls_server_not_after": host.tls_server_not_after.isoformat()
-            if host.tls_server_not_after
-            else None,
+            "tls_server_not_after": old_end.isoformat() if old_end else None,
         }
         host.tls_ca_fingerprint = ca.fingerprint
         host.tls_server_cert = server_pem
@@ -257,7 +246,7 @@ def host_tls_issue(
                 actor=actor,
                 event_type=EventType.HOST_LIBVIRTD_RESTARTED,
                 target=host,
-                detail={"command": settings.TLS_RESTART_COMMAND, "reason": "TLS certificates"},
+                detail={"command": restart, "reason": "TLS certificates"},
             )
     logger.info("TLS certificates issued for %s (server %s)", host.name, server.fingerprint)
     return host
