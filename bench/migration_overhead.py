@@ -131,14 +131,9 @@ def virsh_round(hosts: list[layout.LabHost], uuid: str) -> VirshRun:
     started = time.monotonic()
     subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
     wall = time.monotonic() - started
-    info = subprocess.run(
-        ["virsh", "-c", destination.connection_uri, "domjobinfo", uuid, "--completed"]
-        + ["--keep-completed", "--rawstats"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
+    jobinfo = ["virsh", "-c", destination.connection_uri, "domjobinfo", uuid, "--completed"]
+    jobinfo += ["--keep-completed", "--rawstats"]
+    info = subprocess.run(jobinfo, check=True, capture_output=True, text=True, timeout=60).stdout
     elapsed = next(
         int(line.split(":", 1)[1])
         for line in info.splitlines()

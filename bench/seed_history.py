@@ -57,7 +57,6 @@ class Outcome(enum.Enum):
     CANCELLED = "cancelled"  # while running
 
 
-# The share of the migrations that end each way.
 SHARES = {
     Outcome.SUCCEEDED: 0.90,
     Outcome.PRECHECK_FAILED: 0.065 * 0.35,
