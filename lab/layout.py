@@ -40,7 +40,6 @@ LINUX_VM_DISK_MIB = 64
 TINY_VM_DISK = "lab-tiny.qcow2"
 TINY_VM_DISK_MIB = 16
 TINY_VM_MEMORY_MIB = 128
-# `lab up --vms N`: N more small diskless guests on every host (f"{host}-extra-{k}").
 EXTRA_VM_MEMORY_MIB = 64
 # Guest RAM the kernel itself needs besides the filled tmpfs.
 GUEST_OVERHEAD_MIB = 96
