@@ -9,7 +9,6 @@ from django.db import models
 
 
 class EventType(models.TextChoices):
-    # Accounts (audit.signals).
     AUTH_LOGIN = "auth.login", "Logged in"
     AUTH_LOGOUT = "auth.logout", "Logged out"
     AUTH_LOGIN_FAILED = "auth.login_failed", "Login failed"
@@ -27,17 +26,14 @@ class EventType(models.TextChoices):
     HOST_HOST_KEY_CHANGED = "host.host_key_changed", "Host key changed"
     HOST_HOST_KEY_ACCEPTED = "host.host_key_accepted", "Changed host key accepted"
     HOST_SSH_KEY_INSTALLED = "host.ssh_key_installed", "Portal's ssh key installed"
-    # Host-to-host trust for peer-to-peer migration over ssh.
     HOST_PEER_TRUST_SET_UP = "host.peer_trust_set_up", "Peer ssh trust set up"
     HOST_PEER_TRUST_REMOVED = "host.peer_trust_removed", "Peer ssh trust removed"
     HOST_TLS_ISSUED = "host.tls_issued", "TLS certificates issued and installed"
     HOST_LIBVIRTD_RESTARTED = "host.libvirtd_restarted", "libvirtd restarted"
     HOST_MAINTENANCE_ENTERED = "host.maintenance_entered", "Host entered maintenance"
     HOST_MAINTENANCE_LEFT = "host.maintenance_left", "Host left maintenance"
-    # The portal's own key pairs: made, imported or replaced.
     HOST_PORTAL_CREDENTIAL_STORED = "host.portal_credential_stored", "Portal key pair stored"
 
-    # VMs.
     VM_DISCOVERED = "vm.discovered", "VM discovered"
     VM_GONE = "vm.gone", "VM gone"
 
@@ -64,7 +60,6 @@ class EventType(models.TextChoices):
     BATCH_FINISHED = "batch.finished", "Batch finished"
     BATCH_CANCELLED = "batch.cancelled", "Batch cancel requested"
 
-    # Outgoing webhook endpoints.
     WEBHOOK_CREATED = "webhook.created", "Webhook endpoint added"
     WEBHOOK_DELETED = "webhook.deleted", "Webhook endpoint removed"
 
