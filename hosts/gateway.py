@@ -189,14 +189,9 @@ class HostConnection:
 
     def completed_job_stats(self, uuid: str) -> dict:
         """Statistics of the last completed job (on a migration's destination)."""
-        return self._call(
-            uuid,
-            "reading the completed job of",
-            # KEEP_COMPLETED: reading must not erase them for other readers (virsh).
-            lambda d: d.jobStats(
-                libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
-            ),
-        )
+        # KEEP_COMPLETED: reading must not erase them for other readers (virsh).
+        flags = libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
+        return self._call(uuid, "reading the completed job of", lambda d: d.jobStats(flags))
 
     def abort_job(self, uuid: str) -> None:
         self._call(uuid, "aborting the job of", lambda d: d.abortJob())
