@@ -1,11 +1,6 @@
 """Every type of audit event, of every app, in one enum (as Zulip's AuditLogEventType).
 
-audit is the lowest layer, so every app may import it, and the whole vocabulary of
-the log is read in one place: the audit page and its API filter on these values, the
-migration timeline shows their labels, docs/audit.md lists them. A writer passes a
-member (`audit_event_record(event_type=EventType.HOST_CREATED, ...)`), never a string
-(tests/test_architecture.py holds that). The values are stored: never change one; add
-a member for a new kind of event.
+Writers pass a member, never a string. The values are stored: never change one.
 """
 
 from __future__ import annotations
@@ -14,12 +9,10 @@ from django.db import models
 
 
 class EventType(models.TextChoices):
-    # Accounts (audit.signals).
     AUTH_LOGIN = "auth.login", "Logged in"
     AUTH_LOGOUT = "auth.logout", "Logged out"
     AUTH_LOGIN_FAILED = "auth.login_failed", "Login failed"
-    # Login throttling (portal.login_throttle): a user name or a client address reached
-    # its limit of failed logins (once per window), and each attempt refused while locked.
+    # Login throttling: a limit reached (once per window), and each attempt refused.
     AUTH_LOGIN_LOCKED = "auth.login_locked", "Logins locked: too many failures"
     AUTH_LOGIN_THROTTLED = "auth.login_throttled", "Login refused: locked"
 
@@ -33,24 +26,20 @@ class EventType(models.TextChoices):
     HOST_HOST_KEY_CHANGED = "host.host_key_changed", "Host key changed"
     HOST_HOST_KEY_ACCEPTED = "host.host_key_accepted", "Changed host key accepted"
     HOST_SSH_KEY_INSTALLED = "host.ssh_key_installed", "Portal's ssh key installed"
-    # Host-to-host trust for peer-to-peer migration over ssh.
     HOST_PEER_TRUST_SET_UP = "host.peer_trust_set_up", "Peer ssh trust set up"
     HOST_PEER_TRUST_REMOVED = "host.peer_trust_removed", "Peer ssh trust removed"
     HOST_TLS_ISSUED = "host.tls_issued", "TLS certificates issued and installed"
     HOST_LIBVIRTD_RESTARTED = "host.libvirtd_restarted", "libvirtd restarted"
     HOST_MAINTENANCE_ENTERED = "host.maintenance_entered", "Host entered maintenance"
     HOST_MAINTENANCE_LEFT = "host.maintenance_left", "Host left maintenance"
-    # The portal's own key pairs: made, imported or replaced.
     HOST_PORTAL_CREDENTIAL_STORED = "host.portal_credential_stored", "Portal key pair stored"
 
-    # VMs.
     VM_DISCOVERED = "vm.discovered", "VM discovered"
     VM_GONE = "vm.gone", "VM gone"
 
     # Migrations. The labels are the steps of a migration's timeline.
     MIGRATION_REQUESTED = "migration.requested", "Requested"
-    # Scheduled migrations: recorded with their times, changed while they wait, queued
-    # when due (a window that closes first fails them: migration.failed).
+    # Scheduled migrations (a window that closes before they are due: migration.failed).
     MIGRATION_SCHEDULED = "migration.scheduled", "Scheduled"
     MIGRATION_RESCHEDULED = "migration.rescheduled", "Schedule changed"
     MIGRATION_DUE = "migration.due", "Due: queued to start"
@@ -66,18 +55,15 @@ class EventType(models.TextChoices):
     MIGRATION_NEEDS_ATTENTION = "migration.needs_attention", "Needs attention"
     MIGRATION_CLEANED_UP = "migration.cleaned_up", "Cleaned up"
 
-    # Migration batches; each child migration has its own migration.* events (detail
-    # "batch").
+    # Migration batches; each child has its own migration.* events.
     BATCH_REQUESTED = "batch.requested", "Batch requested"
     BATCH_FINISHED = "batch.finished", "Batch finished"
     BATCH_CANCELLED = "batch.cancelled", "Batch cancel requested"
 
-    # Outgoing webhook endpoints.
     WEBHOOK_CREATED = "webhook.created", "Webhook endpoint added"
     WEBHOOK_DELETED = "webhook.deleted", "Webhook endpoint removed"
 
     @property
     def action(self) -> str:
-        """The part after the app's prefix ("failed" of "migration.failed"): the name
-        of the same change on a migration's websocket."""
+        """ "failed" of "migration.failed": the change's name on a migration's websocket."""
         return self.value.partition(".")[2]

@@ -11,8 +11,7 @@ from core.filters import parse_uuid
 
 
 class IPAddressFilter(django_filters.CharFilter):
-    """An address, validated as one: PostgreSQL's inet column refuses anything else
-    (a 500), SQLite would just find nothing. Not one: 400 naming the parameter."""
+    """Validated: PostgreSQL's inet column would answer anything else with a 500."""
 
     field_class = forms.GenericIPAddressField
 
@@ -56,6 +55,4 @@ class AuditEventFilterSet(django_filters.FilterSet):
 
     def filter_vm(self, queryset: QuerySet, _name: str, value: str) -> QuerySet:
         as_uuid = parse_uuid(value)
-        if as_uuid is not None:
-            return queryset.filter(vm_uuid=as_uuid)
-        return queryset.filter(vm_name=value)
+        return queryset.filter(vm_uuid=as_uuid) if as_uuid else queryset.filter(vm_name=value)

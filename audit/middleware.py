@@ -1,9 +1,4 @@
-"""Request ids: one per request, the client's X-Request-ID if it sent a sane one, echoed
-in the response so that a client can find its request in the audit log.
-
-Audit events get a request id with or without this middleware (see
-audit.services.request_id_of); with it (portal/settings.py), clients also see the id.
-"""
+"""Echo the request id audit events carry (X-Request-ID), so a client can find its own."""
 
 from __future__ import annotations
 

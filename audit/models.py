@@ -8,8 +8,7 @@ class AppendOnlyError(PermissionError):
 
 
 class AuditEventQuerySet(models.QuerySet):
-    """Reads only: every bulk change is refused (the database refuses them too, see
-    migration 0003)."""
+    """Reads only: every bulk change is refused (so does the database: audit.triggers)."""
 
     def update(self, **kwargs):
         raise AppendOnlyError("audit events are append-only: they cannot be changed")
@@ -27,13 +26,8 @@ class AuditEventQuerySet(models.QuerySet):
 
 
 class AuditEvent(models.Model):
-    """One append-only record of something that changed, and who did it.
-
-    Rows are written by services in the same transaction as the change they describe.
-    `host_name`, `peer_host_name`, `vm_uuid` and `vm_name` are derived from the target and
-    the detail when the event is written, so that the log can be filtered by host and VM
-    with an index, and still reads right after the host or VM row is gone.
-    """
+    """One append-only record of a change and who made it; the host and VM columns are
+    copied in, so they filter by index and still read right once those rows are gone."""
 
     occurred_at = models.DateTimeField(default=timezone.now)
     event_type = models.CharField(max_length=64)  # e.g. "host.created"
@@ -63,8 +57,7 @@ class AuditEvent(models.Model):
         ordering = ["-occurred_at", "-id"]
         indexes = [
             models.Index(fields=["target_type", "target_id"]),
-            # Newest first, then the same with each filter of the audit page in front:
-            # a page is an index range read, whatever the filter.
+            # With each filter of the audit page in front: a page is an index range read.
             models.Index(fields=["occurred_at", "id"], name="audit_time_idx"),
             models.Index(fields=["event_type", "occurred_at", "id"], name="audit_type_time_idx"),
             models.Index(fields=["actor_name", "occurred_at", "id"], name="audit_actor_time_idx"),
@@ -74,7 +67,6 @@ class AuditEvent(models.Model):
             ),
             models.Index(fields=["vm_uuid", "occurred_at", "id"], name="audit_vm_time_idx"),
             models.Index(fields=["vm_name", "occurred_at", "id"], name="audit_vmname_time_idx"),
-            # "What happened to host X of this kind": host and type together.
             models.Index(
                 fields=["host_name", "event_type", "occurred_at", "id"],
                 name="audit_host_type_time_idx",

@@ -1,6 +1,4 @@
-"""Who may read the audit log and the reports: administrators (staff users) and
-auditors (users given the "Can view audit event" permission: the group "auditor",
-created by migrations_app/migrations/0013_roles.py)."""
+"""Who may read the audit log and reports: staff, and auditors (`audit.view_auditevent`)."""
 
 from __future__ import annotations
 
@@ -28,8 +26,6 @@ class CanReadAudit(BasePermission):
 
 
 def audit_reader_required(view):
-    """For a page of the audit log or the reports (as CanReadAudit for the API)."""
-
     @login_required
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:

@@ -23,7 +23,7 @@ _NOT_FILTERS = ("cursor", "page_size", "format")
 
 
 def audit_events_filtered(*, params: QueryDict) -> QuerySet[AuditEvent]:
-    """Events matching the query-string filters, newest first. Raises ValidationError."""
+    """Events matching the filters, newest first (ValidationError on a bad one)."""
     queryset = AuditEvent.objects.order_by("-occurred_at", "-id")
     if not params:
         return queryset  # the FilterSet (deep copies per request) would change nothing
@@ -66,15 +66,8 @@ def _page_size(value: str | None) -> int:
 
 
 def audit_events_page(*, params: QueryDict) -> AuditPage:
-    """One page of the log, newest first, filtered by `params` (the filters of
-    AuditEventFilterSet, plus `cursor` and `page_size`). Raises ValidationError.
-
-    Pages are read by keyset, (occurred_at, id) below the cursor's: every page is one
-    index range read, page 10,000 costs what page 1 does, and no COUNT is run. A host
-    is matched as an event's host or as a migration's destination: two index range
-    reads, merged here (an OR of the two columns would make the database sort every
-    event of the host).
-    """
+    """One page of the log, newest first, by keyset (one index range a page, no COUNT); a
+    host in two range reads merged here (an OR would sort every event of the host)."""
     size = _page_size(params.get("page_size"))
     filters = params.copy()
     for key in (*_NOT_FILTERS, "host"):

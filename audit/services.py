@@ -15,14 +15,12 @@ from audit.models import AuditEvent
 
 # A client-supplied X-Request-ID is kept only if it looks like an id.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,64}$")
-# Where the request id of the current request is kept, so that every event of one
-# request carries the same id (request.META is shared by Django and DRF requests).
+# Kept in request.META (shared by Django and DRF requests): one id for all of a request.
 REQUEST_ID_META_KEY = "portal.request_id"
 
 
 def request_id_of(request) -> str:
-    """The request's id: the X-Request-ID header if it is a sane id, else a new one,
-    the same for every call during one request."""
+    """The request's id: a sane X-Request-ID header, else a new one (once per request)."""
     meta = request.META
     if not meta.get(REQUEST_ID_META_KEY):
         given = meta.get("HTTP_X_REQUEST_ID", "")
@@ -60,11 +58,6 @@ class Actor:
 
 
 def _subject_columns(target: models.Model | None, detail: dict) -> dict:
-    """Host and VM columns of an event, from its target and its detail.
-
-    Host events target a hosts.Host; VM events a vms.VM; migration events carry
-    vm_uuid, vm_name, source and destination in their detail.
-    """
     columns: dict = {"host_name": "", "peer_host_name": "", "vm_uuid": None, "vm_name": ""}
     label = target._meta.label_lower if target is not None else ""
     if label == "hosts.host":
@@ -124,10 +117,7 @@ def audit_auth_event_record(
     succeeded: bool = True,
     detail: dict | None = None,
 ) -> AuditEvent:
-    """A login, a logout or a failed login. The target is the account (which may not
-    exist for a failed login). The actor is the account when it logged in or out; for a
-    failed login nobody is known: actor_name is the name that was tried. Never records
-    the password."""
+    """A login, logout or failed login (actor_name: the name tried); never the password."""
     ip = request.META.get("REMOTE_ADDR") if request is not None else None
     return AuditEvent.objects.create(
         event_type=event_type,

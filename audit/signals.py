@@ -1,9 +1,4 @@
-"""Logins, logouts and failed logins, recorded from Django's auth signals.
-
-These events only exist during a request (Django sends the signals from its login
-views, the admin's login and `authenticate()`), so a signal is the right entry point
-here; the handlers only call the service.
-"""
+"""Logins, logouts and failed logins, from Django's auth signals (sent during requests)."""
 
 from __future__ import annotations
 

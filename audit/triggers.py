@@ -1,18 +1,10 @@
 """Database triggers that make the audit table append-only below the ORM.
 
-PostgreSQL: a row trigger refuses UPDATE and DELETE. The one change let through is
-Django's ON DELETE SET NULL of `actor_id` when a user is deleted (every other column
-unchanged): the event keeps `actor_name`. TRUNCATE is not caught (row triggers do not
-see it), which keeps `manage.py flush` and pytest-django's transactional tests working;
-revoke TRUNCATE from the application role in production.
+Only ON DELETE SET NULL of `actor_id` gets through. PostgreSQL refuses UPDATE and DELETE
+(not TRUNCATE, which flush and the tests need: revoke it in production); SQLite refuses
+UPDATE only (its flush is DELETE FROM), deletes are refused by the model.
 
-SQLite: a trigger refuses UPDATE (same exception for the SET NULL). There is no DELETE
-trigger: Django's flush on SQLite is `DELETE FROM` every table, which the trigger would
-abort. Deletes are refused by the model and its QuerySet only.
-
-Note for later migrations: on SQLite, an AlterField that remakes the table drops its
-triggers; call `install()` again after such a change (tests/test_audit_log.py fails if
-the UPDATE trigger is missing).
+On SQLite an AlterField that remakes the table drops the trigger: call `install()` again.
 """
 
 from __future__ import annotations

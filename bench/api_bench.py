@@ -3,26 +3,9 @@
     make bench-api                       # or: .venv/bin/python bench/api_bench.py
     .venv/bin/python bench/api_bench.py --reuse --duration 5   # keep the seeded database
 
-What it does, in one run:
-1. drops and re-creates its own PostgreSQL database (`apibench`, never `test`), migrates
-   it and seeds 50 hosts, 10,000 VMs, 100,000 migrations and 500,000 audit events
-   (bench/seed_history.py, COPY). The hosts get loopback addresses (127.0.0.200-249)
-   where nothing listens; the list and detail views read the database only, and the
-   bench starts no task workers, so no host is ever contacted.
-2. creates an administrator with an API token, and picks the detail URLs (every host,
-   200 random VMs, migrations and audit events; each run of wrk cycles through them);
-3. starts the production web tier (scripts/web.sh: gunicorn + uvicorn workers,
-   PORTAL_WEB_WORKERS) on a free 127.0.0.1 port and measures each endpoint with `wrk`
-   (apt package; one thread, bench/api_bench.lua): 16 concurrent connections for
-   --duration seconds -> requests/s, p50, p99; then one connection -> p99;
-4. the baseline, measured the same way in the same run: the code at --baseline-ref
-   (main before this work: git archive into the data folder) served by one daphne
-   process, as the portal was deployed before. Same database, same data, same URLs.
-
-Prints each figure next to its target (>= 200 req/s and p99 <= 120 ms with 16 clients,
-p99 <= 20 ms alone) and the baseline's, with ratios; plus the load generator's own CPU
-share, the web tier's CPU per request and the load average, since the 2 cores are
-shared by the client, the server and the database.
+Seeds its own PostgreSQL database (no host is contacted), starts the web tier and
+measures each endpoint with `wrk`, 16 clients then one, beside the baseline: the code at
+--baseline-ref served by one daphne process, on the same data in the same run.
 """
 
 from __future__ import annotations
@@ -73,10 +56,6 @@ def _run(cmd: list[str], env: dict, **kwargs) -> str:
     return result.stdout
 
 
-def _db_url(name: str) -> str:
-    return f"postgres://postgres@127.0.0.1:5432/{name}"
-
-
 def seed(env: dict, db: str, args: argparse.Namespace) -> None:
     if db == "test":
         sys.exit("refusing to use the database 'test'")
@@ -85,10 +64,8 @@ def seed(env: dict, db: str, args: argparse.Namespace) -> None:
     subprocess.run(["dropdb", *pg, "--if-exists", "--force", db], check=True)
     subprocess.run(["createdb", *pg, db], check=True)
     _run([PY, "manage.py", "migrate", "--noinput"], env)
-    out = seed_history(
-        env, hosts=args.hosts, vms=args.vms, migrations=args.migrations, events=args.events
-    )
-    print(out.strip().splitlines()[-1])
+    counts = {"hosts": args.hosts, "vms": args.vms, "migrations": args.migrations}
+    print(seed_history(env, events=args.events, **counts).strip().splitlines()[-1])
     print(f"seeded in {time.monotonic() - started:.0f} s")
 
 
@@ -152,12 +129,11 @@ def _cpu_seconds(pids: list[int]) -> float:
 
 
 def _tree(pid: int) -> list[int]:
-    """`pid` and its children (the gunicorn master and its workers)."""
     return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
 
 
 def _db_sessions(db: str) -> int:
-    """Connections ever opened to the database (PostgreSQL's own counter)."""
+    """Connections ever opened to the database (PostgreSQL's counter)."""
     query = f"SELECT sessions FROM pg_stat_database WHERE datname = '{db}'"
     for _attempt in range(20):  # the baseline may hold every connection for a while
         out = subprocess.run(
@@ -263,18 +239,13 @@ def measure(name: str, cmd: list[str], cwd: Path, env: dict, ids: dict, args) ->
 
 
 def baseline_source(ref: str) -> Path:
-    """The code at `ref`, exported into a temporary folder outside the project (whose
-    tests read every Python file under it), with the shared virtualenv."""
+    """The code at `ref` in a temporary folder outside the project, with the shared venv."""
     target = Path(tempfile.mkdtemp(prefix=f"apibench-baseline-{ref}-"))
-    archive = subprocess.run(
-        ["git", "archive", ref], cwd=ROOT, capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
     (target / ".venv").symlink_to(ROOT / ".venv")
-    # Under ASGI the old settings left every request's connection open (one thread per
-    # request, CONN_MAX_AGE 60) until "too many clients" on a shared PostgreSQL; the
-    # baseline closes each at the end of its request instead (same cost: one new
-    # connection per request).
+    # The old settings under ASGI kept every request's connection open until PostgreSQL
+    # ran out: the baseline closes each at the end of its request (same cost).
     settings = target / "portal" / "settings.py"
     settings.write_text(settings.read_text().replace("conn_max_age=60", "conn_max_age=0"))
     return target
@@ -363,14 +334,11 @@ def main() -> None:
 
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PORTAL_", "DATABASE_URL", "REDIS_URL"))
-    }
+    ours = ("PORTAL_", "DATABASE_URL", "REDIS_URL")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env.update(
         PORTAL_DATA_DIR=str(data_dir),
-        DATABASE_URL=_db_url(args.db),
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{args.db}",
         REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8"),
         PORTAL_HOST_NETWORKS="127.0.0.0/8",
         PORTAL_LOG_LEVEL="WARNING",

@@ -1,16 +1,7 @@
 """Benchmark of the audit log and the migration reports (not part of the test suite).
 
-Seeds its own database once (bench/seed_history.py, in a subprocess), then measures,
-each against a naive baseline measured in the same run:
-
-1. the report summary over a whole year vs. loading the rows and aggregating in Python;
-2. the CSV export of every migration, streamed (time, peak memory growth) vs. a
-   list-based export that builds the whole file first; also through the ASGI path;
-3. a page of the audit log (API and HTML page, first page, deep page, filtered): p50 /
-   p99 over many requests vs. OFFSET pagination with a COUNT.
-
-Requests go through Django's test client in this process (no network, no web server):
-the figures are Django + database time.
+Against naive baselines in the same run: the yearly report summary, the streamed CSV
+export and audit log pages, through Django's test client in-process.
 
     PORTAL_DATA_DIR=var-bench/sqlite .venv/bin/python bench/audit_bench.py
     PORTAL_DATA_DIR=var-bench/pg DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_audit \\
@@ -143,9 +134,6 @@ def main() -> None:
     print(f"results: {out}")
 
 
-# --- 1. report summary ---------------------------------------------------------------------
-
-
 def _year_params():
     now = timezone.now()
     query = QueryDict(mutable=True)
@@ -156,18 +144,8 @@ def _year_params():
 
 def _naive_report(queryset) -> dict:
     """The baseline: every row into Python, then the same figures computed there."""
-    rows = list(
-        queryset.values_list(
-            "status",
-            "live",
-            "total_time_ms",
-            "downtime_ms",
-            "transferred_bytes",
-            "source__name",
-            "destination__name",
-            "created_at",
-        )
-    )
+    columns = ["status", "live", "total_time_ms", "downtime_ms", "transferred_bytes"]
+    rows = list(queryset.values_list(*columns, "source__name", "destination__name", "created_at"))
     durations = sorted(r[2] for r in rows if r[0] == "succeeded" and r[2] is not None)
     downtimes = sorted(r[3] for r in rows if r[0] == "succeeded" and r[3] is not None)
     outcomes = Counter(r[0] for r in rows)
@@ -227,12 +205,8 @@ def _bench_report(results: dict, runs: int) -> None:
     )
 
 
-# --- 2. CSV export -------------------------------------------------------------------------
-
-
 def _naive_csv(queryset) -> bytes:
     """The baseline: every row in a list, the whole file in memory, then sent."""
-
     rows = list(queryset.order_by("created_at", "id").values_list(*[c for _, c in RECORD_COLUMNS]))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -295,11 +269,8 @@ def _bench_csv(results: dict, client, user) -> None:
     with Peak() as json_peak:
         json_size = streamed_json()
 
-    results["json"] = {
-        "bytes": json_size,
-        "streamed_s": json_elapsed,
-        "streamed_peak_py_mb": json_peak.py_peak_mb,
-    }
+    results["json"] = {"bytes": json_size, "streamed_s": json_elapsed}
+    results["json"]["streamed_peak_py_mb"] = json_peak.py_peak_mb
     results["csv"] = {
         "rows": lines - 1,
         "bytes": size,
@@ -326,9 +297,6 @@ def _bench_csv(results: dict, client, user) -> None:
         f"  JSON export     : {json_elapsed:.2f} s, peak growth {json_peak.py_peak_mb:.1f} MiB"
         f" Python ({json_size / 2**20:.1f} MiB)"
     )
-
-
-# --- 3. audit list pages -------------------------------------------------------------------
 
 
 def _bench_audit_pages(results: dict, client, requests: int) -> None:

@@ -1,5 +1,4 @@
-"""What the benchmarks share: Django set up in-process, the seeded history
-(bench/seed_history.py) run in a process of its own, percentiles, stopping a server."""
+"""What the benchmarks share."""
 
 from __future__ import annotations
 
@@ -21,15 +20,11 @@ def setup_django() -> None:
 
 
 def seed_history(env: dict[str, str] | None = None, **counts: int) -> str:
-    """Run bench/seed_history.py (`--migrations`, `--events`, ... from `counts`) on the
-    database `env` names; returns its output. Exits with its output if it fails."""
+    """Run bench/seed_history.py with `counts` as options on `env`'s database; its output."""
     options = [f"--{name.replace('_', '-')}={value}" for name, value in counts.items()]
+    script = str(ROOT / "bench" / "seed_history.py")
     result = subprocess.run(
-        [PY, str(ROOT / "bench" / "seed_history.py"), *options],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+        [PY, script, *options], env=env, cwd=ROOT, capture_output=True, text=True
     )
     if result.returncode != 0:
         sys.exit(f"seed_history failed:\n{result.stdout}\n{result.stderr}")
@@ -43,8 +38,7 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def stop(process: subprocess.Popen, *, group: bool = False, timeout: float = 30) -> None:
-    """SIGTERM (to its process group if `group`), SIGKILL if it is still there after
-    `timeout` seconds."""
+    """SIGTERM (to its process group if `group`), SIGKILL after `timeout` seconds."""
     if process.poll() is not None:
         return
 

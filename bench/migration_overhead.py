@@ -1,27 +1,10 @@
 """Benchmark: what the portal adds to a real live migration, end to end, against libvirt.
 
-Starts two lab hosts of its own (127.0.0.70-71, data folder var-bench-migration; those
-addresses are reserved for this bench), the production web tier (`scripts/web.sh`:
-gunicorn + uvicorn workers) and a real task worker (`manage.py run_workers`), then
-migrates the filled Linux guest back and forth, first with the hosts registered over
-tcp, then over ssh (as `manage.py register_lab_hosts` registers them: the portal's key
-installed with the lab password once). Per transport and round:
-
-- baseline: plain `virsh -c <source> migrate --live --p2p --persistent --undefinesource`
-  to the same peer URI the portal gives libvirt (libvirt alone, a client of its own);
-- portal: `POST /api/vms/{uuid}/migrate/` over HTTP, then `GET /api/migrations/{id}/`
-  until `succeeded`. "POST->succeeded" is the record's `finished_at` less the moment the
-  POST was sent (same clock; the poll, every 50 ms, only says when to look), and
-  libvirt's own `time_elapsed` is the one the engine recorded (`total_time_ms`, from the
-  destination's completed job statistics). Overhead = POST->succeeded - time_elapsed,
-  against the target (300 ms over tcp, 500 ms over ssh, issue #12).
-
-The first portal migration of each direction is a warm-up (the worker opens its
-long-lived connections, the source gets its own ssh key for the destination): shown
-apart, not in the medians. Prints median and max per transport.
+Two lab hosts of its own (127.0.0.70-71), the web tier and a task worker; the guest
+migrates back and forth over tcp, then ssh, by plain `virsh migrate --live --p2p` and by
+the API. Overhead = `finished_at` - POST sent - libvirt's `time_elapsed`.
 
 Run as root:  .venv/bin/python bench/migration_overhead.py [--rounds 3] [--memory-mib 256]
-Database: a scratch SQLite file in the data folder (or DATABASE_URL); Redis DB 9.
 """
 
 from __future__ import annotations
@@ -139,8 +122,7 @@ class VirshRun:
 
 
 def virsh_round(hosts: list[layout.LabHost], uuid: str) -> VirshRun:
-    """libvirt alone: a virsh client of its own, the portal's URIs (so the same
-    transport, and over ssh the same keys), peer-to-peer like the portal."""
+    """libvirt alone: virsh with the portal's URIs (same transport and keys), peer-to-peer."""
     lab_source = where(hosts, uuid)
     source = Host.objects.get(address=lab_source.address)
     destination = Host.objects.exclude(pk=source.pk).get()
@@ -149,14 +131,9 @@ def virsh_round(hosts: list[layout.LabHost], uuid: str) -> VirshRun:
     started = time.monotonic()
     subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
     wall = time.monotonic() - started
-    info = subprocess.run(
-        ["virsh", "-c", destination.connection_uri, "domjobinfo", uuid, "--completed"]
-        + ["--keep-completed", "--rawstats"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
+    jobinfo = ["virsh", "-c", destination.connection_uri, "domjobinfo", uuid, "--completed"]
+    jobinfo += ["--keep-completed", "--rawstats"]
+    info = subprocess.run(jobinfo, check=True, capture_output=True, text=True, timeout=60).stdout
     elapsed = next(
         int(line.split(":", 1)[1])
         for line in info.splitlines()
@@ -194,8 +171,7 @@ def portal_round(api: Api, hosts: list[layout.LabHost], uuid: str) -> PortalRun:
     sent_at = time.time()
     started = time.monotonic()
     record = api.post(
-        f"/api/vms/{uuid}/migrate/",
-        {"remote_host": destination.name, "delete_source": True},
+        f"/api/vms/{uuid}/migrate/", {"remote_host": destination.name, "delete_source": True}
     )
     path = f"/api/migrations/{record['id']}/"
     while record["status"] not in ("succeeded", "failed", "cancelled", "needs_attention"):
@@ -222,7 +198,6 @@ def portal_round(api: Api, hosts: list[layout.LabHost], uuid: str) -> PortalRun:
 
 
 def switch_to_ssh(hosts: list[layout.LabHost], actor: Actor) -> None:
-    """Register the hosts over ssh as `manage.py register_lab_hosts` does."""
     for lab_host in hosts:
         host = Host.objects.get(address=lab_host.address)
         host = host_services.host_update(
@@ -235,9 +210,7 @@ def switch_to_ssh(hosts: list[layout.LabHost], actor: Actor) -> None:
 
 
 def measure(api, hosts, uuid, rounds: int, actor: Actor) -> tuple[list, list, list]:
-    """Warm-up (two portal round trips: each task worker process opens its connections),
-    then `rounds` x (virsh there and back, portal there and back), interleaved so that
-    both see the same machine load."""
+    """Warm-up, then `rounds` x (virsh and portal there and back), interleaved (same load)."""
     warmup = [portal_round(api, hosts, uuid) for _ in range(4)]
     baseline: list[VirshRun] = []
     portal: list[PortalRun] = []

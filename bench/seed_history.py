@@ -2,14 +2,9 @@
 
     .venv/bin/python bench/seed_history.py --migrations 100000 --events 500000
 
-Users, hosts, VMs, and migrations spread over the last --days days (90 % succeed, 6.5 %
-fail for the reasons the engine writes, 3.5 % are cancelled) with libvirt-like completed
-statistics. Each migration moves through the lifecycle table (`ALLOWED_TRANSITIONS`)
-with the audit event of each status it enters; its statistics become fields as the
-engine maps them. Host and VM events, logins and failed logins fill the log up to
---events. Deterministic for a given --seed, but for the ids. Written with COPY
-(PostgreSQL) or executemany (SQLite); audit events cannot be deleted: seed an empty
-database.
+Migrations over the last --days days (90 % succeed, 6.5 % fail, 3.5 % are cancelled),
+each through the lifecycle table with its audit events; other events fill the log up to
+--events. Deterministic for a --seed but for the ids. Seed an empty database.
 """
 
 from __future__ import annotations
@@ -62,7 +57,6 @@ class Outcome(enum.Enum):
     CANCELLED = "cancelled"  # while running
 
 
-# The share of the migrations that end each way.
 SHARES = {
     Outcome.SUCCEEDED: 0.90,
     Outcome.PRECHECK_FAILED: 0.065 * 0.35,
@@ -85,8 +79,6 @@ class SeedOptions:
 
 
 class _History(synthetic.Inventory):
-    """The migrations and audit events to write, planned in memory."""
-
     def plan_migrations(self, count: int, since: datetime, now: datetime) -> None:
         span = (now - since).total_seconds() - 3600
         times = sorted(since + timedelta(seconds=self.random() * span) for _ in range(count))
@@ -151,14 +143,8 @@ class _History(synthetic.Inventory):
             m.status = status
 
         options = {"live": live, "storage": "shared", "transport": "direct"}
-        record(
-            created_at,
-            ENTERED[m.status],
-            self.actor(user),
-            None,
-            {"status": m.status},
-            options=options,
-        )
+        after = {"status": m.status}
+        record(created_at, ENTERED[m.status], self.actor(user), None, after, options=options)
         when = created_at + timedelta(seconds=self.expovariate(1 / 3))
         if outcome is Outcome.CANCELLED_QUEUED:
             m.finished_at = m.cancel_requested_at = when
@@ -181,10 +167,8 @@ class _History(synthetic.Inventory):
             enter(when + elapsed, Status.COMPLETING, worker)
             m.finished_at = when + elapsed + timedelta(seconds=self.uniform(0.5, 3))
             m.phase, m.percent, m.data_remaining_bytes = Phase.DONE, 100.0, 0
-            m.data_total_bytes, m.data_processed_bytes = (
-                stats["data_total"],
-                stats["data_processed"],
-            )
+            m.data_total_bytes = stats["data_total"]
+            m.data_processed_bytes = stats["data_processed"]
             for name, value in completed_fields(stats).items():
                 setattr(m, name, value)
             enter(m.finished_at, Status.SUCCEEDED, worker)
@@ -210,7 +194,6 @@ class _History(synthetic.Inventory):
 
 
 def seed(options: SeedOptions, out: TextIO = sys.stdout) -> None:
-    """Write the history (see the module's docstring) into the default database."""
     if options.hosts < 2:
         raise ValueError("a migration needs at least 2 hosts")
     started = time.monotonic()
@@ -238,9 +221,7 @@ def seed(options: SeedOptions, out: TextIO = sys.stdout) -> None:
         synthetic.insert_with_ids(AuditEvent, rows, options.batch_size)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql" and not connection.in_atomic_block:
-            # Fresh planner statistics, and the visibility map autovacuum would set
-            # later: until then index-only scans (the host list's VM counts) read
-            # the heap, and a benchmark right after seeding measures that.
+            # The visibility map too: index-only scans right after seeding would read the heap.
             cursor.execute("VACUUM (ANALYZE)")
         else:
             cursor.execute("ANALYZE")

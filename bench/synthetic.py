@@ -1,7 +1,4 @@
-"""What bench/seed_history.py builds its history on, apart from the migrations: the
-inventory (users, hosts, VMs), plausible random values (actors, error texts, libvirt's
-completed job statistics), the audit events of the inventory and of logins, and a fast
-writer of rows."""
+"""bench/seed_history.py's inventory, plausible random values and events, and a fast writer."""
 
 from __future__ import annotations
 
@@ -151,8 +148,7 @@ class Inventory(random.Random):
         }
 
     def plan_other_events(self, total: int, since: datetime, now: datetime) -> None:
-        """Each host's and VM's first event before the history, then logins, logouts,
-        failed logins and host status changes at random times, up to `total` events."""
+        """Inventory events before the history, then random logins and host changes."""
         admin = self.users[0]
         for host in self.hosts:
             about = {"target_type": "hosts.host", "target_id": str(host.pk)}
@@ -167,9 +163,8 @@ class Inventory(random.Random):
             when = since - timedelta(minutes=self.randrange(0, 60))
             actor = self.actor(actor_name="make demo")
             after = {"state": "running"}
-            self.event(
-                when, EventType.VM_DISCOVERED, actor, link=("vm", vm.uuid), after=after, **about
-            )
+            link = ("vm", vm.uuid)
+            self.event(when, EventType.VM_DISCOVERED, actor, link=link, after=after, **about)
         span = (now - since).total_seconds()
         for _ in range(total - len(self.events)):
             self._background_event(since + timedelta(seconds=self.random() * span))
@@ -270,9 +265,8 @@ def _hosts(rng: random.Random, count: int, since: datetime) -> list[Host]:
 
 
 def insert_with_ids(model: type[models.Model], rows: list, batch_size: int) -> None:
-    """Insert `rows` (model instances, or dicts attname -> value) with the next free ids,
-    fast: COPY on PostgreSQL, executemany on SQLite (bulk_create spends most of its
-    time compiling SQL). Fields a dict does not give take their default."""
+    """Insert `rows` (instances or attname dicts) with the next free ids: COPY or executemany
+    (bulk_create spends most of its time compiling SQL)."""
     first_id = (model.objects.aggregate(m=models.Max("id"))["m"] or 0) + 1
     for offset, row in enumerate(rows):
         if isinstance(row, models.Model):
@@ -304,7 +298,6 @@ def insert_with_ids(model: type[models.Model], rows: list, batch_size: int) -> N
 
 
 def _converter(field: models.Field):
-    """Python value -> what the database driver takes, for the few field types here."""
     kind = field.get_internal_type()
     if kind == "JSONField":
         return lambda v: None if v is None else json.dumps(v, separators=(",", ":"))

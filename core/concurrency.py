@@ -1,8 +1,5 @@
-"""Calls run in threads of their own, each with a bound on how long anyone waits for it.
-
-The threads are daemons and are never killed: a call past its bound is left to end by
-itself (libvirt's keepalive and the ssh timeouts end the calls this is used for).
-"""
+"""Calls in daemon threads with a bound on the wait; a call past it ends by itself
+(libvirt's keepalive and the ssh timeouts end the calls this is used for)."""
 
 from __future__ import annotations
 
@@ -37,7 +34,6 @@ class Pending(Generic[T]):
         return not self._done.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """True once the call has ended (within `timeout` seconds, if given)."""
         return self._done.wait(timeout)
 
     @property
@@ -58,8 +54,7 @@ def start(call: Callable[[], T], *, name: str) -> Pending[T]:
 
 
 def within(calls: list[Callable[[], T]], *, bound: float, name: str) -> list[Pending[T] | None]:
-    """Run `calls` at once and wait for them together, at most `bound` seconds in all:
-    each its Pending once ended, or None when it did not end in time."""
+    """Run `calls` at once, waiting at most `bound` s in all: each Pending, or None if late."""
     pending = [start(call, name=f"{name}-{i}") for i, call in enumerate(calls)]
     deadline = time.monotonic() + bound
     return [p if p.wait(max(0.0, deadline - time.monotonic())) else None for p in pending]

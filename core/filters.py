@@ -28,8 +28,7 @@ def filtered(filterset: django_filters.FilterSet) -> QuerySet:
 
 
 class _StrictBooleanField(forms.NullBooleanField):
-    """true/false (or empty: no filter); anything else is a 400 naming the parameter,
-    where django-filter's own boolean quietly ignores it."""
+    """true/false (or empty: no filter); anything else is a 400, not quietly ignored."""
 
     widget = forms.TextInput
 
@@ -48,10 +47,8 @@ class StrictBooleanFilter(django_filters.BooleanFilter):
 
 
 class ListFilterBackend(DjangoFilterBackend):
-    """django-filter's backend (REST_FRAMEWORK["DEFAULT_FILTER_BACKENDS"]) for lists only:
-    a detail URL is its object whatever the query string (the schema lists the filters
-    on the list only). Without a query string it builds no FilterSet (deep copies of its
-    filters and form fields, per request), which would give the queryset back as it is."""
+    """django-filter's backend for lists only, building no FilterSet without a query string
+    (a costly deep copy per request that would change nothing)."""
 
     def filter_queryset(self, request, queryset, view):
         if getattr(view, "action", "list") not in ("list", None) or not request.query_params:

@@ -7,7 +7,6 @@ from hosts.services import EDITABLE_FIELDS
 
 
 def _field_names(columns: type[models.Model]) -> list[str]:
-    """The columns one abstract part of Host adds."""
     return [field.name for field in columns._meta.local_fields]
 
 

@@ -1,27 +1,8 @@
-"""Long-lived connections, kept open per URI and process: the bookkeeping of
-hosts.gateway's pool, over connections the gateway opens, checks and closes (no
-libvirt here).
+"""hosts.gateway's per-process pool of long-lived connections (no libvirt here).
 
-Opening a connection costs a TCP handshake and libvirt's (tcp: ~10 ms; ssh: an ssh
-process, its key exchange and the remote helper, 100-300 ms). A worker keeps the
-connections it opened (at most `max_idle` per URI: the migration call and the monitor
-need two at once), with the same keepalive as any other, so a call on one is bounded
-exactly as on a fresh one.
-
-A connection is lent to one user at a time, never shared by concurrent calls: with
-libvirt 9.0, when keepalive closed a connection on which one thread was blocked in
-migrateToURI3, another thread's concurrent call on it never returned (measured on the
-lab with the source's control plane cut; the fault matrix's "portal cut off from the
-source" case).
-
-Before it is lent, a connection is checked alive (keepalive closes a dead one); one
-whose user saw the host unreachable is closed, not kept. `generation` names the
-credentials it was opened with (the caller's choice: pinned host key, certificates):
-a different generation for the same URI closes the older connections, as `forget`
-does; a connection in use is closed when its user gives it back, never under a running
-call (closing the client connection that started a migration would end the
-migration). Idle ones are closed after `idle_s`. The connection settings (keepalive)
-are compared too: a connection opened with others is not lent.
+One user at a time per connection: with libvirt 9.0 a call beside one blocked in
+migrateToURI3 never returned once keepalive closed the connection. A new `generation`
+retires older connections, but one in use only when given back (a migration would end).
 """
 
 from __future__ import annotations
@@ -61,9 +42,8 @@ class ConnectionPool:
         self._busy: set[Pooled] = set()  # lent out now
         self._epochs: dict[str, int] = {}  # raised by forget: older ones are not kept
         self._generations: dict[str, str] = {}  # the newest credentials asked for, per URI
-        # Connections a forked child found in its parent's pool: kept referenced and
-        # never used or closed in the child (closing, or garbage collection, would send
-        # libvirt's close over the parent's socket).
+        # A forked child's inherited connections: never used or closed (nor collected),
+        # which would send libvirt's close over the parent's socket.
         self._inherited: list[Pooled] = []
 
     def _current(self, entry: Pooled) -> bool:
@@ -123,8 +103,7 @@ class ConnectionPool:
             self._close(entry.conn)
 
     def forget(self, uri: str | None = None) -> None:
-        """Close the idle connections to `uri` (every URI if None); those in use are
-        closed when given back."""
+        """Close idle connections to `uri` (all if None); those in use close on return."""
         with self._lock:
             uris = [uri] if uri is not None else list({*self._idle, *(e.uri for e in self._busy)})
             to_close = []
@@ -135,7 +114,6 @@ class ConnectionPool:
             self._close(conn)
 
     def size(self) -> int:
-        """Idle connections kept open."""
         with self._lock:
             return sum(len(entries) for entries in self._idle.values())
 

@@ -1,10 +1,4 @@
-"""The hypervisor gateway: the only module of the portal that imports libvirt.
-
-Everything else talks to hosts through the functions and classes here. They open
-connections with a timeout, turn libvirt's errors into the portal's own exceptions
-with readable messages, and return the plain data of hosts.hypervisor, never libvirt
-objects.
-"""
+"""The only module that imports libvirt: bounded connects, readable errors, plain data out."""
 
 from __future__ import annotations
 
@@ -38,7 +32,7 @@ from hosts.hypervisor import (
 from hosts.hypervisor import HostRefused as HostRefused  # callers catch gateway.HostRefused
 from hosts.networks import libvirt_endpoint_probe
 
-# libvirt prints every error to stderr by default; we raise them as exceptions instead.
+# libvirt prints every error to stderr by default; we raise them instead.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 logger = logging.getLogger(__name__)
@@ -61,8 +55,7 @@ def _run_event_loop() -> None:
 
 
 def _ensure_event_loop() -> None:
-    """libvirt sends keepalive probes only from a client event loop: one thread per
-    process (a forked worker does not inherit its parent's thread, so it starts its own)."""
+    """Keepalive needs a client event loop: one thread per process (a fork starts its own)."""
     global _event_loop_pid
     with _event_loop_lock:
         if _event_loop_pid == os.getpid():
@@ -77,7 +70,6 @@ def keepalive_bound_s() -> float:
     return float(KEEPALIVE_INTERVAL_S * (KEEPALIVE_COUNT + 1))
 
 
-# libvirt virDomainState -> the portal's state names.
 DOMAIN_STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: DomainState.NO_STATE,
     libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
@@ -115,8 +107,6 @@ def _open_with_timeout(uri: str, timeout: float) -> libvirt.virConnect:
 
 
 class HostConnection:
-    """An open libvirt connection to one host."""
-
     def __init__(self, uri: str, conn: libvirt.virConnect) -> None:
         self.uri = uri
         self._conn = conn
@@ -164,8 +154,6 @@ class HostConnection:
                 raise GatewayError(f"reading domain on {self.uri}: {_message(exc)}") from exc
         return infos
 
-    # --- one domain, by UUID ------------------------------------------------------
-
     def _lookup(self, uuid: str) -> libvirt.virDomain:
         try:
             return self._conn.lookupByUUIDString(uuid)
@@ -182,7 +170,6 @@ class HostConnection:
             raise _translate(exc, f"{what} {dom.name()} on {self.uri}") from exc
 
     def find_domain(self, *, uuid: str | None = None, name: str | None = None) -> DomainInfo | None:
-        """The domain with this UUID or name, or None if the host has none."""
         try:
             dom = self._conn.lookupByUUIDString(uuid) if uuid else self._conn.lookupByName(name)
             return _domain_info(dom)
@@ -202,14 +189,9 @@ class HostConnection:
 
     def completed_job_stats(self, uuid: str) -> dict:
         """Statistics of the last completed job (on a migration's destination)."""
-        return self._call(
-            uuid,
-            "reading the completed job of",
-            # KEEP_COMPLETED: reading must not erase them for other readers (virsh).
-            lambda d: d.jobStats(
-                libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
-            ),
-        )
+        # KEEP_COMPLETED: reading must not erase them for other readers (virsh).
+        flags = libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
+        return self._call(uuid, "reading the completed job of", lambda d: d.jobStats(flags))
 
     def abort_job(self, uuid: str) -> None:
         self._call(uuid, "aborting the job of", lambda d: d.abortJob())
@@ -245,13 +227,7 @@ class HostConnection:
     def migrate(self, uuid: str, *, destination_uri: str, spec: MigrationSpec) -> None:
         """Peer-to-peer migration to `destination_uri`; blocks until libvirt is done."""
         flags, params = migration_arguments(spec)
-        self._call(
-            uuid,
-            "migrating",
-            lambda d: d.migrateToURI3(destination_uri, params, flags),
-        )
-
-    # --- host-level checks ----------------------------------------------------------
+        self._call(uuid, "migrating", lambda d: d.migrateToURI3(destination_uri, params, flags))
 
     def compare_cpu(self, *, domain_xml: str) -> tuple[bool, str]:
         """Would this host accept the domain's CPU definition? (ok, reason)"""
@@ -278,9 +254,7 @@ class HostConnection:
         return pools
 
     def volumes(self, paths: list[str]) -> dict[str, VolumeInfo | None]:
-        """The storage volume at each path (None if no pool has it), the pools refreshed
-        once first (a refresh rescans the pool's folder: the pre-checks' largest cost on
-        a pool of many images)."""
+        """The volume at each path (None if none); pools refreshed once (a costly rescan)."""
         found: dict[str, VolumeInfo | None] = {}
         try:
             self._refreshed_pools()
@@ -297,8 +271,7 @@ class HostConnection:
         return found
 
     def pool_for_directory(self, directory: str) -> PoolInfo | None:
-        """The active storage pool whose target is `directory` (where libvirt creates a
-        copied disk), refreshed, or None."""
+        """The active pool whose target is `directory` (where a copied disk goes), or None."""
         wanted = os.path.normpath(directory)
         try:
             for pool in self._refreshed_pools():
@@ -313,7 +286,6 @@ class HostConnection:
         return None
 
 
-# MigrationSpec's switches and the flag each one sets.
 _MIGRATION_FLAGS = {
     "undefine_source": libvirt.VIR_MIGRATE_UNDEFINE_SOURCE,
     "copy_storage": libvirt.VIR_MIGRATE_NON_SHARED_DISK,
@@ -326,7 +298,6 @@ _MIGRATION_FLAGS = {
 
 
 def migration_arguments(spec: MigrationSpec) -> tuple[int, dict]:
-    """virDomainMigrateToURI3's flags and parameters for `spec`."""
     flags = (
         libvirt.VIR_MIGRATE_PEER2PEER
         | libvirt.VIR_MIGRATE_PERSIST_DEST
@@ -397,8 +368,7 @@ def _domain_info(dom: libvirt.virDomain) -> DomainInfo:
 
 
 def _open(uri: str, timeout: float) -> libvirt.virConnect:
-    """Open `uri` within `timeout` s (TCP probe, then libvirt's handshake in a thread),
-    with client keepalive set: what bounds every later call on it."""
+    """Open `uri` within `timeout` s, keepalive set (what bounds every later call on it)."""
     libvirt_endpoint_probe(uri, timeout)
     _ensure_event_loop()
     conn = _open_with_timeout(uri, timeout)
@@ -418,18 +388,13 @@ def _close(conn: libvirt.virConnect) -> None:
 
 @contextmanager
 def connect(uri: str, *, timeout: float) -> Iterator[HostConnection]:
-    """Open `uri`, yield a HostConnection, always close it.
-
-    Raises HostUnreachable if the host does not answer within `timeout` seconds.
-    """
+    """A HostConnection to `uri` (HostUnreachable after `timeout` s), always closed after."""
     conn = _open(uri, timeout)
     try:
         yield HostConnection(uri, conn)
     finally:
         _close(conn)
 
-
-# --- long-lived connections (hosts.connection_pool) -----------------------------------
 
 POOL_IDLE_S = float(os.environ.get("PORTAL_LIBVIRT_POOL_IDLE_S", "300"))
 POOL_MAX_IDLE = 2
@@ -442,15 +407,11 @@ def _alive(conn: libvirt.virConnect) -> bool:
         return False
 
 
-def _keepalive() -> tuple[int, int]:
-    return (KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
-
-
 _pool = ConnectionPool(
     open_=_open,
     close=_close,
     alive=_alive,
-    settings=_keepalive,
+    settings=lambda: (KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT),
     max_idle=POOL_MAX_IDLE,
     idle_s=POOL_IDLE_S,
 )
@@ -458,9 +419,8 @@ _pool = ConnectionPool(
 
 @contextmanager
 def pooled(uri: str, *, timeout: float, generation: str = "") -> Iterator[HostConnection]:
-    """A HostConnection to `uri` from this process's pool (opened within `timeout` s if
-    none is alive and free), lent to this block alone and kept open after it. It is
-    closed instead if the block raises HostUnreachable or calls `mark_broken()`."""
+    """A pooled HostConnection lent to this block alone; kept open after it unless the
+    block raises HostUnreachable or calls `mark_broken()`."""
     entry = _pool.acquire(uri, timeout, generation)
     handle = HostConnection(uri, entry.conn)
     broken = False
@@ -474,17 +434,14 @@ def pooled(uri: str, *, timeout: float, generation: str = "") -> Iterator[HostCo
 
 
 def pool_forget(uri: str | None = None) -> None:
-    """Close the idle pooled connections to `uri` (every URI if None), e.g. when a
-    host's address or credentials change; those in use are closed when given back."""
+    """Close idle pooled connections to `uri` (all if None); those in use close on return."""
     _pool.forget(uri)
 
 
 def pool_size() -> int:
-    """Idle connections kept open by this process."""
     return _pool.size()
 
 
-# A child must not inherit open sockets that libvirt's event loop watches (its own loop
-# would read the parent's replies): idle connections are closed first. The portal's
-# forking processes (django-q2's sentinel, gunicorn's master) hold none.
+# A child must not inherit sockets libvirt's event loop watches (it would read the
+# parent's replies): idle connections are closed before a fork.
 os.register_at_fork(before=_pool.forget, after_in_child=_pool.after_fork_in_child)

@@ -1,5 +1,4 @@
-"""What the gateway (hosts.gateway) returns and raises, and the libvirt XML it reads:
-plain data, no libvirt. Also the state words of a domain, spelled once for every app."""
+"""What hosts.gateway returns and raises, the XML it reads, and domain states: no libvirt."""
 
 from __future__ import annotations
 
@@ -11,8 +10,7 @@ DEFAULT_PORTS = {"tcp": 16509, "tls": 16514, "ssh": 22}
 
 
 class DomainState(enum.StrEnum):
-    """A domain's state as the portal names libvirt's virDomainState (the values of
-    vms.models.VMState, which adds "gone")."""
+    """libvirt's virDomainState as the portal names it (vms.models.VMState adds "gone")."""
 
     NO_STATE = "no_state"
     RUNNING = "running"
@@ -25,8 +23,7 @@ class DomainState(enum.StrEnum):
 
 
 S = DomainState
-# libvirt's "active" domain: a QEMU process exists (what a migration's settlement must
-# not leave on both hosts), also for a pm-suspended guest.
+# libvirt's "active": a QEMU process exists (never on both hosts after a migration).
 ACTIVE_STATES = frozenset({S.RUNNING, S.BLOCKED, S.PAUSED, S.SHUTTING_DOWN, S.SUSPENDED})
 # Shown as up, and preferred among the definitions of one UUID: a pm-suspended guest is not.
 UP_STATES = ACTIVE_STATES - {S.SUSPENDED}
@@ -112,8 +109,7 @@ class DomainInfo:
 
 @dataclass(frozen=True)
 class MigrationSpec:
-    """What the portal asks libvirt for (hosts.gateway turns it into
-    virDomainMigrateToURI3's flags and parameters)."""
+    """What the portal asks libvirt for (gateway makes migrateToURI3's flags of it)."""
 
     live: bool = True
     undefine_source: bool = False
@@ -210,8 +206,7 @@ def domain_xml_read(xml: str) -> DomainXml:
 
 @dataclass(frozen=True)
 class CpuToCompare:
-    """A domain's <cpu> and what libvirt compares it for; `verdict` (ok, reason) when
-    there is nothing to ask libvirt."""
+    """A domain's <cpu> to compare; `verdict` (ok, reason) when libvirt need not be asked."""
 
     verdict: tuple[bool, str] | None
     xml: str = ""

@@ -8,9 +8,7 @@ from hosts.validators import validate_host_address, validate_uri_safe
 
 
 class Transport(models.TextChoices):
-    # ssh is the default: a host registered without a transport (by the API, or typed
-    # into a migrate request) is reached over ssh with its host key pinned. Plain tcp
-    # has neither authentication nor encryption: anyone who reaches the port owns libvirt.
+    # ssh is the default; plain tcp has no authentication: whoever reaches it owns libvirt.
     TCP = "tcp", "TCP — unauthenticated, for lab use"
     SSH = "ssh", "SSH"
     TLS = "tls", "TLS"
@@ -23,13 +21,11 @@ class HostStatus(models.TextChoices):
 
 
 def ssh_port_of(transport: str, port: int | None) -> int:
-    """The port ssh reaches a host on: its own port for an ssh host, else 22."""
     return port if transport == Transport.SSH and port else 22
 
 
 def libvirt_uri_of(transport: str, address: str, port: int | None, ssh_user: str) -> str:
-    """Host.libvirt_uri from the columns it is made of (also for rows read without a
-    model instance, core.api.rows, and for a peer's TLS URI)."""
+    """Host.libvirt_uri from its columns (also for rows read without a model instance)."""
     address = f"[{address}]" if ":" in address else address
     port_part = f":{port}" if port else ""
     if transport == Transport.SSH:
@@ -37,8 +33,7 @@ def libvirt_uri_of(transport: str, address: str, port: int | None, ssh_user: str
     return f"qemu+{transport}://{address}{port_part}/system"
 
 
-# libvirt_uri_of in PostgreSQL's SQL, over the same columns as {0}..{3} (pages the
-# database renders: core.api.sql_rows).
+# libvirt_uri_of in PostgreSQL, over the same columns as {0}..{3} (core.api.sql_rows).
 LIBVIRT_URI_SQL = (
     "'qemu+' || {0} || '://'"
     " || CASE WHEN {0} = 'ssh' THEN {3} || '@' ELSE '' END"
@@ -53,8 +48,6 @@ def _default_shared_paths() -> list[str]:
 
 
 class Capabilities(models.Model):
-    """What libvirt last reported of the host, re-read on every refresh."""
-
     hostname = models.CharField(max_length=255, blank=True)
     arch = models.CharField(max_length=32, blank=True)
     cpu_model = models.CharField(max_length=128, blank=True)
@@ -74,8 +67,7 @@ class Capabilities(models.Model):
 
 
 class Maintenance(models.Model):
-    """A host in maintenance takes no new VMs (a pre-check refuses migrations to it, the
-    destination ranking marks it unfit); what runs there stays until evacuated."""
+    """A host in maintenance takes no new VMs; what runs there stays until evacuated."""
 
     maintenance = models.BooleanField(default=False)
     maintenance_since = models.DateTimeField(null=True, blank=True)
@@ -86,9 +78,7 @@ class Maintenance(models.Model):
 
 
 class Host(SshAccess, TlsCertificates, Capabilities, Maintenance, models.Model):
-    """A libvirt hypervisor host the portal manages: how it is reached, whether it
-    answered, and one abstract model per concern (ssh access, TLS certificates,
-    capabilities, maintenance)."""
+    """A libvirt host the portal manages: how it is reached and whether it answered."""
 
     name = models.CharField(
         max_length=64,
@@ -126,7 +116,6 @@ class Host(SshAccess, TlsCertificates, Capabilities, Maintenance, models.Model):
 
     class Meta:
         ordering = ["name"]
-        # The host admin role (docs/architecture.md, Roles): hosts.permissions.
         permissions = [
             (
                 "manage_host",
@@ -149,19 +138,13 @@ class Host(SshAccess, TlsCertificates, Capabilities, Maintenance, models.Model):
 
     @property
     def connection_uri(self) -> str:
-        """The URI libvirt is actually opened with (by the portal, and by a source host
-        for peer-to-peer migration). For ssh: the portal's key, and the portal's ssh
-        wrapper that checks the host key against the keys pinned in the database. For
-        tls: the portal's own client certificate folder (`pkipath`)."""
+        """The URI the portal opens libvirt with: its key and ssh wrapper, or its pkipath."""
         if self.transport == Transport.TLS:
             return f"{self.libvirt_uri}?{urlencode({'pkipath': str(settings.TLS_CLIENT_DIR)})}"
         if self.transport != Transport.SSH:
             return self.libvirt_uri
-        command = (
-            settings.SSH_SUDO_COMMAND_PATH
-            if self.ssh_libvirt_via_sudo
-            else settings.SSH_COMMAND_PATH
-        )
+        sudo = self.ssh_libvirt_via_sudo
+        command = settings.SSH_SUDO_COMMAND_PATH if sudo else settings.SSH_COMMAND_PATH
         query = urlencode({"keyfile": str(settings.SSH_KEY_PATH), "command": str(command)})
         return f"{self.libvirt_uri}?{query}"
 

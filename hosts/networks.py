@@ -1,14 +1,6 @@
-"""The host network allow-list (`PORTAL_HOST_NETWORKS`): which addresses the portal may
-contact at all. Checked when an address is entered (400) and again right before any
-connection (libvirt in hosts.gateway, ssh in hosts.access.ssh), so that nothing outside it is
-ever contacted, whatever path an address took.
-
-Entries, comma-separated: networks in CIDR form (`127.0.0.0/8`, `2001:db8::/32`) and
-DNS suffixes starting with a dot (`.hv.example.org`). Empty: no restriction.
-An IP address must lie in one of the networks. A hostname must end with a listed
-suffix when it is entered (it is not resolved then: no DNS traffic for a typed-in
-name); right before a connection it is resolved and every address it resolves to must
-lie in one of the networks.
+"""The host network allow-list (`PORTAL_HOST_NETWORKS`): CIDR networks and DNS suffixes
+(`.hv.example.org`); empty allows all. Checked when an address is entered (a name by its
+suffix, no DNS) and right before any connection (every address a name resolves to).
 """
 
 from __future__ import annotations
@@ -94,11 +86,7 @@ def address_refusal(address: str) -> str | None:
     if not allowed.restricts:
         return None
     ip = _ip(address)
-    if ip is not None:
-        ok = allowed.ip_allowed(ip)
-    else:
-        ok = allowed.name_allowed(address)
-    if ok:
+    if allowed.ip_allowed(ip) if ip is not None else allowed.name_allowed(address):
         return None
     return (
         f"{address} is outside the networks this portal may contact "
@@ -107,8 +95,7 @@ def address_refusal(address: str) -> str | None:
 
 
 def connection_check(address: str, port: int) -> None:
-    """Right before connecting to `address`: raise AddressRefused unless every address
-    it stands for lies in the allowed networks (a hostname is resolved here)."""
+    """Right before connecting: AddressRefused unless all `address` resolves to is allowed."""
     allowed = allow_list()
     if not allowed.restricts:
         return
@@ -130,9 +117,7 @@ def connection_check(address: str, port: int) -> None:
 
 
 def libvirt_endpoint_probe(uri: str, timeout: float) -> None:
-    """Before libvirt opens `uri` (its open has no timeout of its own: a silent host
-    would block it for minutes): HostRefused if the host is outside the allowed
-    networks, HostUnreachable if its port does not answer within `timeout` s."""
+    """Before libvirt opens `uri` (no timeout of its own): HostRefused, or HostUnreachable."""
     parts = urlsplit(uri)
     transport = parts.scheme.partition("+")[2] or "unix"
     if not (parts.hostname and transport in DEFAULT_PORTS):

@@ -1,7 +1,4 @@
-"""Who may change hosts: the host admin role (the group "host admin", created by
-migrations_app/migrations/0013_roles.py), i.e. users with the permission
-`hosts.manage_host`; superusers have every permission, and staff users keep
-everything they could do before the roles (compatibility). Any logged-in user reads."""
+"""Who may change hosts: `hosts.manage_host` (the "host admin" group) or staff; all read."""
 
 from __future__ import annotations
 

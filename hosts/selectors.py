@@ -8,5 +8,4 @@ from hosts.models import Host
 
 
 def host_find(*, remote_host: str) -> Host | None:
-    """The registered host named or addressed `remote_host`, or None."""
     return Host.objects.filter(Q(name=remote_host) | Q(address=remote_host)).first()

@@ -72,22 +72,14 @@ MAINTENANCE_REASON_MAX = 500
 
 @transaction.atomic
 def host_maintenance_set(*, host: Host, enabled: bool, reason: str = "", actor: Actor) -> Host:
-    """Enter (`enabled`) or leave maintenance. A host in maintenance takes no new VMs:
-    the pre-check `destination_not_in_maintenance` refuses migrations to it (also the
-    ones queued before), and the destination ranking lists it as unfit. Nothing moves
-    off it by itself: that is an evacuation. Asking for the state the host is already
-    in changes nothing and records nothing (a repeated click is not an event), except
-    that a new reason replaces the old one while in maintenance (audited)."""
+    """Enter or leave maintenance; a repeat records nothing (but a new reason, audited)."""
     host = Host.objects.select_for_update().get(pk=host.pk)
     reason = reason.strip()
     if len(reason) > MAINTENANCE_REASON_MAX:
         raise ValidationError(
             {"reason": [f"At most {MAINTENANCE_REASON_MAX} characters ({len(reason)} given)."]}
         )
-    before = {
-        "maintenance": host.maintenance,
-        "maintenance_reason": host.maintenance_reason,
-    }
+    before = {"maintenance": host.maintenance, "maintenance_reason": host.maintenance_reason}
     if enabled == host.maintenance and (not enabled or reason == host.maintenance_reason):
         return host
     if enabled:
@@ -116,8 +108,7 @@ def host_maintenance_set(*, host: Host, enabled: bool, reason: str = "", actor: 
 
 @dataclass(frozen=True)
 class HostReading:
-    """What one connection to a host read. `capabilities` None: the host did not answer
-    and `host` is its row as recorded unreachable (with the error)."""
+    """What one connection read; `capabilities` None: the host was recorded unreachable."""
 
     host: Host
     capabilities: gateway.HostCapabilities | None = None
@@ -125,10 +116,7 @@ class HostReading:
 
 
 def host_read(*, host: Host, actor: Actor, reuse: bool = False) -> HostReading:
-    """Connect and read the host's capabilities and domains on one connection (a new
-    ssh host's key is pinned first). An unreachable host is recorded as such, not
-    raised: a refresh of a dead host is a successful observation. `reuse`: on the
-    process's long-lived connection (the migration engine's), not a fresh one."""
+    """Read capabilities and domains on one connection; an unreachable host is recorded."""
     if host.transport == Transport.SSH and not host.ssh_host_key:
         host = ssh_services.host_key_first_contact(host=host, actor=actor)
     try:
@@ -141,25 +129,21 @@ def host_read(*, host: Host, actor: Actor, reuse: bool = False) -> HostReading:
             # libssh only says verification failed: name the old and new keys.
             error = ssh_services.host_key_check(host=host, actor=actor) or error
         logger.warning("host %s unreachable: %s", host.name, error)
-        return HostReading(_host_mark_unreachable(host=host, actor=actor, error=error))
+        changes = {"last_error": error, "last_error_at": timezone.now()}
+        with transaction.atomic():
+            host = _host_status_record(
+                host, HostStatus.UNREACHABLE, changes, actor=actor, detail={"error": error}
+            )
+        return HostReading(host)
 
 
 def host_reachable_record(
     *, host: Host, capabilities: gateway.HostCapabilities, actor: Actor
 ) -> Host:
-    """Record what a reachable host reported (`last_seen_at` now), in the caller's
-    transaction: vms.services.host_refresh syncs the host's VMs in the same one."""
+    """Record what a reachable host reported, in the caller's transaction (with its VMs)."""
     now = timezone.now()
     changes = {**asdict(capabilities), "capabilities_updated_at": now, "last_seen_at": now}
     return _host_status_record(host, HostStatus.REACHABLE, changes, actor=actor)
-
-
-def _host_mark_unreachable(*, host: Host, actor: Actor, error: str) -> Host:
-    with transaction.atomic():
-        changes = {"last_error": error, "last_error_at": timezone.now()}
-        return _host_status_record(
-            host, HostStatus.UNREACHABLE, changes, actor=actor, detail={"error": error}
-        )
 
 
 _STATUS_EVENTS = {
@@ -191,8 +175,7 @@ def _host_status_record(
 
 
 def host_validate_new(*, remote_host: str) -> None:
-    """Raise what `host_register_remote` would raise for `remote_host` (ValidationError
-    on `remote_host`), without writing anything."""
+    """Raise what `host_register_remote` would for `remote_host`, writing nothing."""
     candidate = Host(name=remote_host, address=remote_host, transport=Transport.SSH)
     try:
         candidate.full_clean()
@@ -207,10 +190,7 @@ def _on_remote_host(exc: ValidationError) -> ValidationError:
 
 
 def host_register_remote(*, remote_host: str, actor: Actor) -> Host:
-    """Register a host typed into a request, named and addressed `remote_host`: over
-    ssh, never tcp (an address typed into a request must not open an unauthenticated
-    connection). Raises django ValidationError (on `remote_host`) for a value that is
-    not a hostname or IP address."""
+    """Register a host typed into a request: over ssh, never unauthenticated tcp."""
     try:
         return host_create(
             actor=actor, name=remote_host, address=remote_host, transport=Transport.SSH

@@ -1,5 +1,4 @@
-"""System checks of the hosts app (`manage.py check`, and every command that runs
-checks: migrate, run_workers, ...)."""
+"""System checks of the hosts app."""
 
 from __future__ import annotations
 
@@ -10,8 +9,7 @@ from django.core.checks import Error, register
 
 @register()
 def ssh_key_not_a_file_of_the_deployment(app_configs, **kwargs) -> list[Error]:
-    """The portal's ssh key lives in the database (docs/nodes.md): a key file named by the
-    environment would be used on one node and not on the others."""
+    """The ssh key lives in the database: a key file set per node would differ between nodes."""
     if "PORTAL_SSH_KEY_PATH" not in os.environ:
         return []
     return [

@@ -1,11 +1,8 @@
-"""The lab's guests: storage pools, the domain XML of each kind of guest, and starting
-them where they are defined (a guest may have been migrated away from its first host).
+"""The lab's guests: pools, domain XML, and starting them where they are defined.
 
-* ``lab-vm``: a Linux guest under TCG (Linux under KVM hangs on these machines) whose
-  /init fills RAM and keeps dirtying it; its disk is on the shared pool.
-* ``lab-tiny``: SeaBIOS with an empty disk on the host's private pool; starts and
-  migrates fast (KVM if offered, else TCG).
-* ``<host>-extra-<k>`` (``lab up --vms N``): diskless, to move many guests around.
+``lab-vm`` is Linux under TCG (under KVM it hangs here) dirtying its RAM, disk on the
+shared pool; ``lab-tiny`` is SeaBIOS with a private empty disk; ``<host>-extra-<k>`` are
+diskless, to move many guests around.
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ from xml.sax.saxutils import escape, quoteattr
 from lab import guest_images, layout
 from lab.machines import make_host, status, virsh
 
-# virsh states of a guest that is not running anywhere (it may be started again).
 _DOWN_STATES = ("shut off", "crashed")
 
 
@@ -41,8 +37,7 @@ def ensure_pools(config: layout.LabConfig, host: layout.LabHost) -> None:
 
 
 def ensure_vms(config: layout.LabConfig, images: guest_images.GuestImages) -> None:
-    """Start the Linux and the tiny guest where they are defined (lab-1 preferred),
-    defining them on lab-1 if they are nowhere; a guest that runs is left alone."""
+    """Start the Linux and tiny guests where defined (else define them on lab-1)."""
     first = make_host(config, 1)
     where = _domains_by_host([h for h in status(config) if h.running])
     boot = _install_boot_files(config, images)
@@ -56,9 +51,8 @@ def ensure_vms(config: layout.LabConfig, images: guest_images.GuestImages) -> No
 
 
 def ensure_extra_vms(config: layout.LabConfig, hosts: list[layout.LabHost]) -> None:
-    """Define and start `config.extra_vms` small guests per host, each on its own host
-    unless it already runs somewhere (it may have been migrated away). Every host's
-    guests start in a thread of their own: starting one costs about a second."""
+    """Define and start `config.extra_vms` guests per host unless they run somewhere; one
+    thread per host (a start costs about a second)."""
     where = _domains_by_host([h for h in status(config) if h.running])
 
     def start_on(host: layout.LabHost) -> None:
@@ -96,8 +90,7 @@ def _domains_by_host(
 def _start_target(
     states: dict[str, tuple[layout.LabHost, str]], home: layout.LabHost
 ) -> layout.LabHost | None:
-    """Where to start a guest: None if it is up somewhere (running, paused,
-    migrating...), else where it is defined (`home` preferred), else `home`."""
+    """None if the guest is up somewhere, else where it is defined (`home` preferred)."""
     if any(state not in _DOWN_STATES for _, state in states.values()):
         return None
     return states.get(home.name, next(iter(states.values()), (home, "")))[0]
@@ -205,9 +198,6 @@ def _disk_cache_mode(directory: Path) -> str:
         return "writeback"
     finally:
         probe.unlink(missing_ok=True)
-
-
-# --- domain XML ----------------------------------------------------------------------
 
 
 def _guest_xml(

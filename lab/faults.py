@@ -1,38 +1,8 @@
-"""Datacenter faults for the lab hosts: a frozen libvirtd and cut network links.
+"""Datacenter faults for the lab hosts, each with start/stop and an always-undoing context.
 
-Two kinds of fault, each with explicit start/stop functions and a context manager
-that always undoes it:
-
-* **Frozen libvirtd** (``freeze_libvirtd`` / ``thaw_libvirtd`` / ``frozen_libvirtd``):
-  SIGSTOP to the host's libvirtd.  The kernel still completes TCP handshakes into its
-  listen backlog, but nothing answers: every libvirt client of that host hangs.  The
-  host's QEMU processes are not touched and keep running their guests (and an
-  ongoing migration stream), like a hung management daemon on a real host.
-
-* **Cut links** (``cut`` / ``heal`` / ``cut_during``, nftables on loopback): a table
-  of its own per (lab host, plane) with one chain on the ``output`` hook that drops TCP
-  packets *to* the host's address:
-
-  - ``Plane.DATA``: dports 49152-49215, QEMU's incoming migration (and NBD disk
-    copy) ports. A running native migration into that host stalls; libvirt
-    connections still work. (A tunnelled migration travels over libvirtd's
-    connection instead: unaffected.)
-  - ``Plane.CONTROL``: dports 16509 (libvirt tcp) and 22 (ssh). On loopback every
-    client's source address is 127.0.0.1, so this cuts *every* client off from that
-    host's libvirtd and sshd: the portal, virsh, and the p2p connection another
-    host's libvirtd keeps to it during a migration. The host itself keeps running.
-
-  Dropping on ``output`` (not ``input`` of a listener) affects packets of
-  connections that are already established too: they stall, then resume through TCP
-  retransmission once healed (unless a keepalive gave up on them meanwhile).  Rules
-  name only the given lab host's loopback address.
-
-Table names carry the lab's name prefix and the host's address
-(``<prefix>_cut_<plane>_127_0_0_N``), so two labs never share a table even when they
-use the same prefix.  ``heal_all(config)`` removes every table of one lab;
-``lab.lifecycle.down`` calls it (and ``thaw_all``) before it stops anything.
-
-Plain Python, no libvirt bindings: processes are signalled, ``nft`` is run.
+A frozen libvirtd (SIGSTOP) hangs every client while its QEMUs carry on. A cut (nftables
+on the ``output`` hook, so established connections stall too) drops TCP to the host's
+migration ports (DATA) or libvirt and ssh (CONTROL); tables are named per lab and host.
 """
 
 from __future__ import annotations
@@ -59,7 +29,6 @@ class Plane(enum.StrEnum):
     CONTROL = "ctrl"  # libvirtd and sshd of the host
 
 
-# Destination ports each plane's cut drops (to the host's address only).
 PLANE_PORTS = {
     Plane.DATA: f"{layout.MIGRATION_PORT_MIN}-{layout.MIGRATION_PORT_MAX}",
     Plane.CONTROL: f"{{ {layout.LIBVIRT_TCP_PORT}, {layout.SSH_PORT} }}",
@@ -67,16 +36,8 @@ PLANE_PORTS = {
 _TABLE_RE = re.compile(r"^table\s+(\S+)\s+(\S+)\s*$")
 
 
-# --- frozen libvirtd -------------------------------------------------------------
-
-
 def freeze_libvirtd(host: layout.LabHost) -> int:
-    """SIGSTOP the host's libvirtd (its QEMUs keep running); returns its pid.
-
-    Waits until the kernel reports the process stopped, so that on return every new
-    request to the host really hangs.  Undo with ``thaw_libvirtd`` (or use
-    ``frozen_libvirtd``, which always thaws).
-    """
+    """SIGSTOP the host's libvirtd and wait until it is stopped; returns its pid."""
     return _signal_libvirtd(_libvirtd_pid(host), signal.SIGSTOP)
 
 
@@ -87,8 +48,7 @@ def thaw_libvirtd(host: layout.LabHost) -> int:
 
 @contextmanager
 def frozen_libvirtd(host: layout.LabHost) -> Iterator[int]:
-    """``with frozen_libvirtd(host) as pid:`` the host's libvirtd is stopped inside the
-    block and continued when it is left, however it is left."""
+    """The host's libvirtd stopped inside the block, continued however it is left."""
     pid = _libvirtd_pid(host)
     try:
         yield _signal_libvirtd(pid, signal.SIGSTOP)
@@ -101,7 +61,6 @@ def frozen_libvirtd(host: layout.LabHost) -> Iterator[int]:
 
 
 def thaw_all(config: layout.LabConfig) -> list[int]:
-    """Continue every stopped libvirtd of the lab; returns the pids that were thawed."""
     thawed = []
     for host in status(config):
         pid = proc.libvirtd_pid(host)
@@ -123,12 +82,8 @@ def _signal_libvirtd(pid: int, sig: signal.Signals) -> int:
     return pid
 
 
-# --- cut links ---------------------------------------------------------------------
-
-
 def cut(host: layout.LabHost, plane: Plane) -> str:
-    """Drop TCP to the plane's ports of the host; returns the table name. Idempotent.
-    Undo with ``heal`` (or use ``cut_during``)."""
+    """Drop TCP to the plane's ports of the host (idempotent); returns the table name."""
     name = cut_table_name(host, plane)
     address = _lab_address(host.address)
     # One transaction: create-if-missing, delete, re-create. Atomic and idempotent.
@@ -147,7 +102,6 @@ def cut(host: layout.LabHost, plane: Plane) -> str:
 
 
 def heal(host: layout.LabHost, plane: Plane) -> bool:
-    """Remove the plane's cut of the host; True if there was one."""
     if shutil.which(NFT) is None:
         return False
     return _delete_table(cut_table_name(host, plane))
@@ -155,8 +109,7 @@ def heal(host: layout.LabHost, plane: Plane) -> bool:
 
 @contextmanager
 def cut_during(host: layout.LabHost, plane: Plane) -> Iterator[str]:
-    """``with cut_during(host, Plane.DATA):`` the plane of ``host`` is cut inside the
-    block, and healed when it is left, however it is left."""
+    """The plane of ``host`` cut inside the block, healed however it is left."""
     try:
         yield cut(host, plane)
     finally:
@@ -164,7 +117,6 @@ def cut_during(host: layout.LabHost, plane: Plane) -> Iterator[str]:
 
 
 def cut_table_name(host: layout.LabHost, plane: Plane) -> str:
-    """The nft table (family inet) that holds ``plane``'s cut of ``host``."""
     if plane not in PLANE_PORTS:
         raise layout.LabError(f"unknown plane {plane!r}: one of {sorted(PLANE_PORTS)}")
     prefix = _prefix_of(host)
@@ -172,7 +124,6 @@ def cut_table_name(host: layout.LabHost, plane: Plane) -> str:
 
 
 def lab_tables(config: layout.LabConfig) -> list[str]:
-    """Names of the nft tables of this lab that exist now (its hosts' cuts)."""
     if shutil.which(NFT) is None:
         return []  # without nft no table can exist
     wanted = {cut_table_name(host, plane) for host in status(config) for plane in PLANE_PORTS}
@@ -180,35 +131,17 @@ def lab_tables(config: layout.LabConfig) -> list[str]:
 
 
 def heal_all(config: layout.LabConfig) -> list[str]:
-    """Remove every cut of this lab (every host it ever had); returns the removed tables.
-
-    Tables of other labs, even with the same name prefix, are left alone: they name
-    other addresses.
-    """
-    removed = []
-    for name in lab_tables(config):
-        if _delete_table(name):
-            removed.append(name)
-    return removed
+    """Remove every cut of this lab (not other labs'); returns the removed tables."""
+    return [name for name in lab_tables(config) if _delete_table(name)]
 
 
 def list_tables() -> list[tuple[str, str]]:
-    """Every nft table of the machine as (family, name): ``nft list tables``."""
-    result = _nft("list", "tables")
-    tables = []
-    for line in result.stdout.splitlines():
-        match = _TABLE_RE.match(line.strip())
-        if match:
-            tables.append((match.group(1), match.group(2)))
-    return tables
+    matches = (_TABLE_RE.match(line.strip()) for line in _nft("list", "tables").stdout.splitlines())
+    return [(m.group(1), m.group(2)) for m in matches if m]
 
 
 def table_ruleset(name: str) -> str:
-    """``nft list table inet <name>`` (for checks and error messages)."""
     return _nft("list", "table", NFT_FAMILY, name).stdout
-
-
-# --- internals ---------------------------------------------------------------------
 
 
 def _delete_table(name: str) -> bool:

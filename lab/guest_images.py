@@ -1,19 +1,12 @@
-"""Guest boot images for the lab, built at run time from Debian packages.
+"""Guest boot images for the lab, built from Debian packages and cached across lab roots.
 
-* kernel: the Debian cloud kernel, found through the ``linux-image-cloud-amd64``
-  metapackage (its Depends names the real, versioned package, which changes with
-  Debian updates, so it is resolved every time the cache is empty).
-* initramfs: the static busybox plus an ``/init`` that fills guest RAM with random
-  data and keeps dirtying it, so live migration has real work to do.  Sizes come from
-  the kernel command line, so one initramfs serves every guest size.
-
-Both are cached in an image cache folder shared between lab roots.  Plain Python, no
-Django, no libvirt.
+* kernel: the Debian cloud kernel, resolved through ``linux-image-cloud-amd64``'s Depends;
+* initramfs: static busybox plus an ``/init`` that fills guest RAM and keeps dirtying it
+  (sizes from the kernel command line, so one initramfs serves every guest).
 """
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import hashlib
 import io
@@ -22,17 +15,15 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.layout import file_lock
+
 KERNEL_METAPACKAGE = "linux-image-cloud-amd64"
 BUSYBOX = Path("/bin/busybox")
-# Printed by the guest's /init on its serial console once its RAM is filled.
 MARKER_FILLED = "LAB-GUEST filled"
 
-# The guest's /init (busybox sh): fills RAM with random data, then keeps dirtying it.
 INIT_SCRIPT = (Path(__file__).resolve().with_name("files") / "guest-init.sh").read_text()
 
 
@@ -56,22 +47,9 @@ def kernel_cmdline(fill_mib: int, dirty_mib_s: int) -> str:
 
 def ensure_guest_images(cache: Path) -> GuestImages:
     cache.mkdir(parents=True, exist_ok=True)
-    with _locked(cache / ".lock"):
-        return GuestImages(kernel=_ensure_kernel(cache), initrd=_ensure_initramfs(cache))
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
     # Two processes (a test run and the demo) may build the cache at the same time.
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-# --- kernel ----------------------------------------------------------------------
+    with file_lock(cache / ".lock"):
+        return GuestImages(kernel=_ensure_kernel(cache), initrd=_ensure_initramfs(cache))
 
 
 def _ensure_kernel(cache: Path) -> Path:
@@ -120,10 +98,7 @@ def _apt_download(package: str, directory: Path) -> Path:
 
 def _real_kernel_package(meta_deb: Path) -> str:
     depends = subprocess.run(
-        ["dpkg-deb", "-f", str(meta_deb), "Depends"],
-        capture_output=True,
-        text=True,
-        check=True,
+        ["dpkg-deb", "-f", str(meta_deb), "Depends"], capture_output=True, text=True, check=True
     ).stdout
     match = re.search(r"\b(linux-image-\d[\w.+-]*-cloud-amd64)\b", depends)
     if not match:
@@ -152,9 +127,6 @@ def _extract_vmlinuz(deb: Path, into: Path) -> Path:
     if not kernels:
         raise GuestImageError(f"{deb.name} has no boot/vmlinuz-*")
     return kernels[-1]
-
-
-# --- initramfs -------------------------------------------------------------------
 
 
 def _ensure_initramfs(cache: Path) -> Path:

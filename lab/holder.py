@@ -1,23 +1,8 @@
 """The per-host "holder": first process of a lab host's private mount namespace.
 
-Started by lab.machines as ``unshare --mount --propagation private -- python -I holder.py
-<spec.json>``.  It
-
-* bind-mounts the host's private folders over /run/libvirt, /var/lib/libvirt, ...
-  (only inside its own namespace; the root namespace never sees them),
-* hides the portal's own folders (spec "hide") under an empty tmpfs, then mounts back
-  the few lab folders a real host would see too (spec "keep": shared storage, boot
-  files, the host's own folder) at the same paths,
-* keeps the namespace alive for as long as it runs,
-* is a child subreaper and reaps: this machine's PID 1 does not reap orphans, so
-  without it every killed libvirtd/QEMU would stay behind as a zombie,
-* starts the host's daemons (libvirtd, sshd) on request, as its own children, so a
-  restarted libvirtd lands in the same namespace as the QEMUs it re-attaches to.
-
-Requests arrive as lines on a FIFO (root-only, 0600): a line is a command name from
-the spec ("libvirtd", "sshd"), or "restart <name>" (stop the one it started, start
-it again: a lab host's `systemctl restart libvirtd`); nothing else is accepted.
-Standard library only: it runs with ``python -I`` and must not import the project.
+It mounts the host's folders, hides the portal's, reaps as a subreaper (this machine's
+PID 1 does not), and starts the daemons asked for on its 0600 FIFO as its children, so a
+restarted libvirtd lands beside the QEMUs it re-attaches to. Standard library only.
 """
 
 from __future__ import annotations
@@ -113,8 +98,7 @@ def _hide(hidden: list[str], kept: list[list[str]]) -> None:
 
 
 def _restart(spec_path: str, name: str, started: dict[str, int | None]) -> None:
-    """Stop the command's running process (SIGTERM, SIGKILL after 15 s), start it
-    again (the lab host's `systemctl restart libvirtd`)."""
+    """Stop the command's process (SIGTERM, SIGKILL after 15 s) and start it again."""
     pid = started.get(name)
     if pid is not None:
         try:

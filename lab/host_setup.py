@@ -1,11 +1,7 @@
-"""Everything a lab host needs on disk before its namespace starts: folders, identity,
-login users, and the config files of its daemons (libvirtd, qemu, sshd, the holder's
-spec, a `systemctl` shim). Cheap and idempotent: `lab up` runs it on every host.
+"""What a lab host needs on disk before its namespace starts (idempotent, run on `lab up`).
 
-A host shares nothing with the portal: inside its namespace the portal's data folder
-(database, ssh key and wrapper, secret key, other hosts' folders) is an empty tmpfs;
-only the lab's shared storage, boot files, console logs and the host's own folder are
-bind-mounted back, at the same paths, as a separate machine with NFS would see them.
+Inside a host the portal's data folder is an empty tmpfs; only shared storage, boot
+files, consoles and the host's own folder are mounted back, as NFS would show them.
 """
 
 from __future__ import annotations
@@ -27,14 +23,12 @@ LIBVIRTD = "/usr/sbin/libvirtd"
 BINDFS = "/usr/bin/bindfs"
 SSHD = "/usr/sbin/sshd"
 SSH_GROUP = "libvirt"
-# The templates of the hosts' config files ($name: a value from prepare_host).
 FILES = Path(__file__).resolve().with_name("files")
 # Per-folder modes (the rest are 0755): root's home and sudoers are private.
 _BIND_MODES = {"root": 0o700, "sudoers": 0o750}
 
 
 def prepare_host(config: layout.LabConfig, index: int) -> None:
-    """Folders, identity, config files and login users of one host."""
     name = layout.host_name(config, index)
     address = layout.host_address(config, index)
     hdir = layout.host_dir(config, name)
@@ -93,8 +87,6 @@ def _holder_spec(config: layout.LabConfig, hdir: Path, tls_only: bool) -> dict:
     state = hdir / "state"
     shared = layout.shared_storage_dir(config)
     hidden = config.hidden_paths
-    # Seen again inside the host, at the same paths: the guests' boot files and
-    # consoles, and the host's own folder (its daemons' configs and logs).
     kept = [config.root / "boot", config.root / "console", hdir]
     keep = [[str(p), str(p)] for p in kept if any(p.is_relative_to(h) for h in hidden)]
     # The shared folder (the lab's "NFS") is exported from a staging point inside the
@@ -110,12 +102,8 @@ def _holder_spec(config: layout.LabConfig, hdir: Path, tls_only: bool) -> dict:
         "mounts": [[str(hdir / sub), target] for sub, target in layout.BIND_MOUNTS.items()],
         "hide": [str(p) for p in hidden],
         "keep": keep,
-        # libvirt only lets a disk migrate without copying when it sits on a shared
-        # filesystem (NFS, GlusterFS, ...); on a plain local folder it answers "Migration
-        # without shared storage is unsafe". Inside each host the shared folder is
-        # therefore a FUSE passthrough of itself whose type reads "fuse.glusterfs",
-        # one FUSE daemon per host like one NFS client per real host; the root
-        # namespace sees the plain folder. No caching, so hosts see each other's writes.
+        # libvirt migrates a disk without copying only on a shared filesystem, so inside
+        # each host the shared folder is an uncached FUSE passthrough typed "fuse.glusterfs".
         "setup": [
             ["mkdir", "-p", str(shared)],
             [
@@ -140,14 +128,8 @@ def _holder_spec(config: layout.LabConfig, hdir: Path, tls_only: bool) -> dict:
 
 
 def _libvirtd_argv(hdir: Path, tls_only: bool) -> list[str]:
-    argv = [
-        LIBVIRTD,
-        "--listen",
-        "--config",
-        str(hdir / "etc" / "libvirtd.conf"),
-        "--pid-file",
-        "/run/libvirt/libvirtd.pid",  # inside the namespace: hosts/<n>/run
-    ]
+    config = str(hdir / "etc" / "libvirtd.conf")
+    argv = [LIBVIRTD, "--listen", "--config", config, "--pid-file", "/run/libvirt/libvirtd.pid"]
     if not tls_only:
         return argv
     # TLS-only: --listen (TLS) only once a server certificate is there; before that

@@ -1,16 +1,12 @@
-"""Where a lab's pieces are: host names and addresses, ports, folders, and the two
-dataclasses every other lab module passes around (LabConfig, LabHost).
+"""Where a lab's pieces are: names, addresses, ports, folders, LabConfig and LabHost.
 
 Layout under ``LabConfig.root``::
 
     shared/                 storage pool "shared" on every host (same path everywhere)
     boot/                   guest kernel + initramfs used by the lab's domains
     console/<vm>.log        serial console of the Linux guest (appended across hosts)
-    hosts/<name>/{run,lib,etc,log,cache}   bind-mounted over libvirt's system paths
+    hosts/<name>/*          bind-mounted over system paths inside the host (BIND_MOUNTS)
     hosts/<name>/lib/images storage pool "default" (= /var/lib/libvirt/images inside)
-    hosts/<name>/root       /root inside the host (root's own ~/.ssh: libvirtd's home)
-    hosts/<name>/pki        /etc/pki inside the host (its TLS certificates)
-    hosts/<name>/sudoers    /etc/sudoers.d inside the host (its users' sudo rights)
     hosts/<name>/home       the host's ssh user's home (libvirt group + sudo)
     hosts/<name>/home-sudo  the home of its sudo-only user (not in group libvirt)
     hosts/<name>/state      holder spec/pid/FIFO, host uuid, ssh passwords + host key
@@ -24,7 +20,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +28,11 @@ LINUX_VM_NAME = "lab-vm"
 TINY_VM_NAME = "lab-tiny"
 SHARED_POOL = "shared"
 PRIVATE_POOL = "default"
-# Inside every host, the private images folder is libvirt's usual one.
 HOST_IMAGES_DIR = "/var/lib/libvirt/images"
 LIBVIRT_TCP_PORT = 16509
 LIBVIRT_TLS_PORT = 16514
 SSH_PORT = 22
-# QEMU listens for an incoming migration on one of these (libvirt's defaults, set
-# explicitly in qemu.conf so that lab.faults and the hosts agree).
+# QEMU's incoming migration ports (libvirt's defaults, set in qemu.conf for lab.faults).
 MIGRATION_PORT_MIN = 49152
 MIGRATION_PORT_MAX = 49215
 LINUX_VM_DISK = "lab-vm-data.qcow2"
@@ -46,14 +40,12 @@ LINUX_VM_DISK_MIB = 64
 TINY_VM_DISK = "lab-tiny.qcow2"
 TINY_VM_DISK_MIB = 16
 TINY_VM_MEMORY_MIB = 128
-# `lab up --vms N`: N more small diskless guests on every host (f"{host}-extra-{k}").
 EXTRA_VM_MEMORY_MIB = 64
 # Guest RAM the kernel itself needs besides the filled tmpfs.
 GUEST_OVERHEAD_MIB = 96
 
 QEMU = "/usr/bin/qemu-system-x86_64"
 
-# Host folder -> system path it is bind-mounted over inside the host's namespace.
 BIND_MOUNTS = {
     "run": "/run/libvirt",
     "lib": "/var/lib/libvirt",
@@ -63,8 +55,7 @@ BIND_MOUNTS = {
     "root": "/root",
     "pki": "/etc/pki",
     "sudoers": "/etc/sudoers.d",
-    # The host's `systemctl` (a shim: `restart libvirtd` asks the holder), first on
-    # root's PATH and sudo's secure_path.
+    # The host's `systemctl` shim (`restart libvirtd` asks the holder).
     "sbin": "/usr/local/sbin",
 }
 
@@ -83,16 +74,12 @@ class LabConfig:
     guest_fill_mib: int = 300  # MiB of RAM filled with /dev/urandom data by the guest's /init
     guest_dirty_mib_s: int = 16  # MiB rewritten every second after filling
     start_vms: bool = True  # define+start the lab VMs on the first host
-    # Folders of the portal that no host may see (hidden by a tmpfs in each host's
-    # namespace). Empty: the folder that holds the lab root (the portal's data folder).
+    # Portal folders no host may see (a tmpfs in each namespace); empty: the lab root's parent.
     private_paths: tuple[Path, ...] = ()
-    # Indexes of TLS-only hosts: their libvirtd listens on the unix socket only (reached
-    # over ssh) until certificates are installed in their /etc/pki, then on TLS only
-    # (listen_tls = 1, listen_tcp = 0). The lab drives them with virsh inside their
-    # namespace (nsenter), never over the network.
+    # TLS-only hosts: unix socket only until certificates are installed, then TLS only;
+    # the lab drives them with virsh inside their namespace (nsenter).
     tls_hosts: tuple[int, ...] = ()
-    # Small diskless TCG guests started on every host (`lab up --vms N`), named
-    # f"{host}-extra-{k}": many VMs to move around for little RAM.
+    # Small diskless guests per host (`lab up --vms N`), named f"{host}-extra-{k}".
     extra_vms: int = 0
 
     @property
@@ -159,8 +146,7 @@ def extra_vm_name(host: LabHost | str, k: int) -> str:
 
 
 def ssh_user_for(address: str) -> str:
-    # Derived from the address, not the lab root: two lab roots never run on one
-    # address at the same time, and a user name must be unique machine-wide.
+    # From the address: unique machine-wide, as one address runs one lab at a time.
     return f"labops{int(ipaddress.IPv4Address(address)) & 0xFFFFFF}"
 
 
@@ -188,9 +174,6 @@ def existing_indexes(config: LabConfig) -> list[int]:
     return sorted(int(m.group(1)) for m in found if m)
 
 
-# --- small helpers shared by the lab modules ---------------------------------------
-
-
 def require_root() -> None:
     if os.geteuid() != 0:
         raise LabError(
@@ -200,13 +183,17 @@ def require_root() -> None:
 
 
 @contextmanager
-def lab_lock(config: LabConfig) -> Iterator[None]:
-    with open(config.root / ".lock", "a") as handle:
+def file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lab_lock(config: LabConfig) -> AbstractContextManager[None]:
+    return file_lock(config.root / ".lock")
 
 
 def read_pid(path: Path) -> int | None:

@@ -1,11 +1,4 @@
-"""The lab: real hypervisor hosts (libvirtd + QEMU + sshd) on this one machine, brought
-up and taken down as a whole.
-
-Each host ``<prefix>-<i>`` lives on its own loopback address and in its own mount
-namespace, in which per-host folders are bind-mounted over libvirt's fixed system
-paths (lab.layout). See shared/LAB.md for the measured facts this is built on. Plain
-Python: no Django, no libvirt bindings (libvirt is driven through ``virsh``).
-"""
+"""The lab: real hypervisor hosts (libvirtd + QEMU + sshd) on this machine, up and down."""
 
 from __future__ import annotations
 
@@ -78,8 +71,7 @@ def up(config: layout.LabConfig, hosts: int = 2) -> list[layout.LabHost]:
 
 
 def down(config: layout.LabConfig) -> None:
-    """Destroy the domains and stop every process of the lab; leaves no mount and no
-    fault (nft table, frozen libvirtd) behind."""
+    """Destroy the domains and stop every process of the lab; no mount or fault remains."""
     layout.require_root()
     if not config.root.exists():
         return

@@ -1,5 +1,4 @@
-"""The lab's hosts while they run: which there are, their namespace holder and daemons
-(start, wait, kill, stop), and ``virsh`` on each.
+"""The lab's running hosts: their holder and daemons (start, wait, kill, stop), ``virsh``.
 
 Process tree of one host (nothing is a child of the Python process that ran ``up``)::
 
@@ -34,7 +33,6 @@ class VirshError(subprocess.CalledProcessError):
 
 
 def status(config: layout.LabConfig) -> list[layout.LabHost]:
-    """Every host this lab root has ever had, running or not."""
     return [make_host(config, index) for index in layout.existing_indexes(config)]
 
 
@@ -69,12 +67,8 @@ def _running(config: layout.LabConfig, index: int) -> bool:
     )
 
 
-# --- virsh -------------------------------------------------------------------------
-
-
 def virsh_argv(host: layout.LabHost) -> list[str]:
-    """``virsh`` connected to the host, without a command (an interactive shell reads
-    commands from its stdin). A TLS-only host is driven from inside its namespace."""
+    """``virsh`` connected to the host, without a command (TLS-only: inside its namespace)."""
     if host.tls_only:
         return _nsenter_virsh(layout.read_pid(Path(host.holder_pid_file)) or 0)
     return ["virsh", "-q", "-c", host.libvirt_uri]
@@ -87,7 +81,6 @@ def _nsenter_virsh(holder_pid: int) -> list[str]:
 def virsh(
     host: layout.LabHost, *args: str, check: bool = True, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``virsh -c <host uri> <args>``; raises VirshError (with stderr) if check."""
     cmd = [*virsh_argv(host), *args]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -98,10 +91,7 @@ def virsh(
     return result
 
 
-# --- the holder and its daemons ------------------------------------------------------
-
-# Holders this process started: polled now and then so that a long-lived caller (a test
-# session, a worker) reaps them once they exit, instead of keeping zombies.
+# Holders this process started: polled so that a long-lived caller reaps them (no zombies).
 _SPAWNED: list[subprocess.Popen[bytes]] = []
 
 
@@ -110,7 +100,6 @@ def reap_spawned() -> None:
 
 
 def ensure_holder(config: layout.LabConfig, index: int) -> None:
-    """Start the host's namespace (its holder) unless it runs."""
     if proc.holder_pid(config, index) is not None:
         return
     name = layout.host_name(config, index)
@@ -166,7 +155,6 @@ def _python() -> str:
 
 
 def ensure_daemon(config: layout.LabConfig, index: int, name: str) -> None:
-    """Ask the holder to start the host's daemon ``name`` unless it runs."""
     if proc.daemon_pid(config, index, name) is not None:
         return
     fd = os.open(
@@ -226,11 +214,7 @@ def kill_libvirtd(host: layout.LabHost) -> None:
 
 
 def start_libvirtd(host: layout.LabHost | str, config: layout.LabConfig) -> None:
-    """Start the host's libvirtd again (after kill_libvirtd) in the SAME namespace.
-
-    The holder of the host's namespace starts it, so the new libvirtd sees the same
-    /run/libvirt as the QEMUs that outlived the old one and re-attaches to them.
-    """
+    """Start libvirtd again in the SAME namespace (via its holder): it re-attaches to QEMUs."""
     layout.require_root()
     index = layout.index_of(config, host)
     if proc.holder_pid(config, index) is None:
@@ -243,8 +227,7 @@ def start_libvirtd(host: layout.LabHost | str, config: layout.LabConfig) -> None
 
 
 def stop_host(hdir: Path) -> None:
-    """Destroy the host's running domains (their definitions stay), then stop its
-    daemons and, last, its holder."""
+    """Destroy the host's running domains (kept defined), stop its daemons, then its holder."""
     members = proc.host_processes(hdir)
     if not members:
         return

@@ -1,8 +1,6 @@
-"""The lab's processes, seen from the root namespace (psutil): which belong to a host,
-which daemon listens where, and killing them.
+"""The lab's processes seen from the root namespace (psutil): which host, which listener.
 
-A process belongs to a host when /var/lib/libvirt, seen from its mount namespace
-(through /proc/<pid>/root), is that host's own folder.
+A process belongs to a host when its /var/lib/libvirt (via /proc/<pid>/root) is the host's.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ import psutil
 
 from lab import layout
 
-# (folder under hosts/<name>, the system path it is mounted over inside the host)
 _IDENTITY_FOLDER = ("lib", "/var/lib/libvirt")
 STOP_TIMEOUT_S = 20.0
 
@@ -31,7 +28,6 @@ def alive(pid: int) -> bool:
 
 
 def stopped(pid: int) -> bool:
-    """Stopped by a signal (SIGSTOP) or a tracer."""
     try:
         status = psutil.Process(pid).status()
     except psutil.Error:
@@ -61,7 +57,6 @@ def ancestors(pid: int) -> set[int]:
 
 
 def listener_pids(address: str, port: int) -> list[int]:
-    """Pids holding a TCP socket that listens on address:port."""
     return sorted(
         {
             c.pid
@@ -72,9 +67,8 @@ def listener_pids(address: str, port: int) -> list[int]:
 
 
 def listening(address: str, port: int) -> bool:
-    """Does a TCP socket listen on address:port? Read from the kernel's socket table: a
-    probing connection would show up as an error in the daemon's log every time, and
-    psutil.net_connections costs ~80 ms (it maps every process's sockets to pids)."""
+    """Does a TCP socket listen on address:port? From /proc/net/tcp: a probe would log an
+    error in the daemon each time, and psutil.net_connections costs ~80 ms."""
     # /proc/net/tcp prints the address as a little-endian hex word; state 0A = LISTEN.
     wanted = f"{ipaddress.IPv4Address(address).packed[::-1].hex().upper()}:{port:04X}"
     with open("/proc/net/tcp") as table:
@@ -85,7 +79,6 @@ def listening(address: str, port: int) -> bool:
 
 
 def libvirtd_pid(host: layout.LabHost) -> int | None:
-    """The pid of the libvirtd listening on the host's address, if any."""
     port = layout.LIBVIRT_TLS_PORT if host.tls_only else layout.LIBVIRT_TCP_PORT
     return next((p for p in listener_pids(host.address, port) if comm(p) == "libvirtd"), None)
 
@@ -99,8 +92,7 @@ def holder_pid(config: layout.LabConfig, index: int) -> int | None:
 
 
 def daemon_pid(config: layout.LabConfig, index: int, name: str) -> int | None:
-    """The host's daemon ``name``: a direct child of the holder (sshd's per-connection
-    children and libvirtd's helpers have other parents)."""
+    """The host's daemon ``name``: a direct child of the holder."""
     holder = holder_pid(config, index)
     if holder is None:
         return None
@@ -112,7 +104,6 @@ def daemon_pid(config: layout.LabConfig, index: int, name: str) -> int | None:
 
 
 def host_processes(hdir: Path) -> list[int]:
-    """Every live process whose mount namespace is this host's."""
     try:
         identity = _stat_identity(hdir / _IDENTITY_FOLDER[0])
     except OSError:
@@ -128,9 +119,7 @@ def in_host(pid: int, hdir: Path) -> bool:
 
 
 def lab_processes(config: layout.LabConfig, include_cwd: bool = True) -> list[str]:
-    """Live processes of the lab: in a host's namespace, naming the lab root on their
-    command line, or (include_cwd) working in it. The caller and its ancestors are
-    never listed."""
+    """Live processes of the lab (in a host, naming the root, or working in it), not ours."""
     root = str(config.root)
     identities = set()
     for hdir in (config.root / "hosts").glob("*"):
@@ -157,14 +146,12 @@ def lab_processes(config: layout.LabConfig, include_cwd: bool = True) -> list[st
 
 
 def lab_mounts(config: layout.LabConfig) -> list[str]:
-    """Mounts in this (the root) namespace that mention the lab root."""
     with open("/proc/self/mountinfo") as handle:
         return [line.strip() for line in handle if mentions(line, config.root)]
 
 
 def sweep_strays(root: Path) -> None:
-    """Kill leftovers outside any host namespace that name the lab root (e.g. a holder
-    whose namespace is already empty)."""
+    """Kill leftovers outside any host namespace that name the lab root."""
     protected = ancestors(os.getpid())
     kill_all(
         [

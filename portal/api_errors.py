@@ -1,9 +1,5 @@
-"""The API's one exception handler (REST_FRAMEWORK["EXCEPTION_HANDLER"]): the domain's
-exceptions become HTTP answers here (`as_api_exception`), so views call services and
-let them propagate. Error bodies are JSON whatever format the request negotiated (an
-export's text/csv). Anything else goes to DRF's own handler (its APIExceptions, Http404,
-PermissionDenied); an unexpected exception stays a 500.
-"""
+"""The API's one exception handler: domain exceptions become HTTP answers here, with JSON
+bodies whatever format was negotiated; an unexpected exception stays a 500."""
 
 from __future__ import annotations
 
@@ -40,14 +36,10 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
 
 
 def _errors_in_json(request) -> None:
-    """An error body is JSON, as the schema documents it, even where the client asked
-    for another format the view offers (text/csv of an export, YAML of the schema);
-    the browsable API's HTML stays for browsers."""
+    """Error bodies are JSON even for another format (an export's CSV), but browsable HTML."""
     if request is None:
         return
-    renderer = getattr(request, "accepted_renderer", None)
-    # None: the negotiation itself failed (an unknown ?format=); DRF would pick the
-    # view's first renderer.
+    renderer = getattr(request, "accepted_renderer", None)  # None: negotiation failed
     if renderer is None or renderer.media_type not in ("application/json", "text/html"):
         request.accepted_renderer = JSONRenderer()
         request.accepted_media_type = JSONRenderer.media_type
@@ -74,8 +66,7 @@ def as_api_exception(exc: Exception, context: dict) -> Exception:
 
 
 def _input_named(field: str, context: dict) -> str:
-    """`field` if the request sent it (e.g. remote_host of a migrate request), else
-    non_field_errors (e.g. remote_host, meaning the host, of an ssh-access request)."""
+    """`field` if the request sent it, else non_field_errors."""
     request = context.get("request")
     try:
         sent = request.data if request is not None else {}

@@ -1,13 +1,7 @@
-"""ASGI entry point of the web tier: websockets through Channels, plain HTTP through
-Django's WSGI handler in thread pools of each worker process (a2wsgi).
-
-Every view is synchronous: under Django's ASGI handler each request hops between the
-event loop and asgiref's executor several times, one hop into a thread running the
-WSGI handler costs a fraction of that (docs/performance.md). Reads run in
-PORTAL_WEB_HTTP_THREADS threads (default one: a second CPU-bound thread only shares the
-interpreter lock), the requests that may wait on something else than the database
-(changes, which may contact a host; report downloads, streamed) in
-PORTAL_WEB_HTTP_WAITING_THREADS threads, so that a silent host never holds up reads.
+"""ASGI entry point: websockets through Channels, HTTP through Django's WSGI handler in
+thread pools (a2wsgi: one hop per request, as every view is synchronous). Requests that
+may wait (changes, which may contact a host; downloads) have their own pool, so that a
+silent host never holds up reads.
 """
 
 import os
@@ -38,7 +32,6 @@ _DOWNLOADS = ("/export.csv", "/export.json")
 
 
 def may_wait(scope: dict) -> bool:
-    """Does this HTTP request go to the pool of requests that may wait?"""
     return scope["method"] not in _READ_METHODS or scope["path"].endswith(_DOWNLOADS)
 
 

@@ -1,13 +1,6 @@
-"""API token authentication with a short per-process memory of valid tokens.
-
-DRF's TokenAuthentication reads the token and its user from the database on every
-request: one query of the two or three a detail request makes, ~0.5 ms of CPU
-(docs/performance.md). A token found valid is remembered by the web process for
-TOKEN_CACHE_S seconds (PORTAL_API_TOKEN_CACHE_S, default 5; 0 = off). So a token
-deleted, or a user deactivated, still works for at most that long on a process that
-used it just before (the process that deletes a token forgets it at once). Permissions
-are not remembered: each request gets its own copy of the user, whose permission
-caches start empty.
+"""API token authentication remembering valid tokens per process for TOKEN_CACHE_S (a
+query saved per request). A deleted token may work that long on another process;
+permissions are not remembered (each request gets its own copy of the user).
 """
 
 from __future__ import annotations
@@ -31,7 +24,6 @@ _valid: dict[str, tuple[float, object, Token]] = {}  # key -> (expires, user, to
 
 
 def tokens_forget(key: str | None = None) -> None:
-    """Forget one remembered token (all if None)."""
     with _lock:
         if key is None:
             _valid.clear()
@@ -66,8 +58,7 @@ def _forget_token(sender, instance: Token, **kwargs) -> None:
     [post_save, post_delete], sender=settings.AUTH_USER_MODEL, dispatch_uid="portal_token_user"
 )
 def _forget_user_tokens(sender, instance, **kwargs) -> None:
-    # A user changed here (deactivated, password reset, ...): drop what this process
-    # remembers for them.
+    # A user changed (deactivated, password reset): forget their tokens.
     with _lock:
         for key in [k for k, v in _valid.items() if v[2].user_id == instance.pk]:
             del _valid[key]

@@ -6,9 +6,7 @@ from django.http import HttpRequest
 
 from migrations_app.domain.lifecycle import FINAL_STATUSES, FailureReason, MigrationStatus, Phase
 
-# The lifecycle's words for the browser: base.html writes them into every page with
-# json_script and static/portal/portal.js reads them from there, so that the labels
-# exist once, in migrations_app.domain.lifecycle.
+# The lifecycle's words for static/portal/portal.js (via base.html's json_script).
 VOCABULARY = {
     "status_labels": dict(MigrationStatus.choices),
     "final_statuses": [str(status) for status in FINAL_STATUSES],

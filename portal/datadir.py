@@ -1,11 +1,5 @@
-"""The data folder (PORTAL_DATA_DIR) is made by the processes that use it: manage.py,
-the ASGI/WSGI entry points and the test run; never by importing the settings, so that
-a test run as another user, or on a read-only checkout, can import them.
-
-It holds the portal's secrets (secret key, ssh key, CA key, SQLite database), so it is
-0700: made so, and an existing folder that group or others may read is tightened to
-0700 with a warning on stderr. A folder owned by another user cannot be tightened by
-this process: that is said on stderr at every start instead (docs/deploy.md)."""
+"""The data folder (PORTAL_DATA_DIR), made by the processes that use it (never by
+importing the settings). It holds secrets, so it is kept 0700, with a warning if not."""
 
 import os
 import stat
@@ -18,8 +12,7 @@ DATA_DIR_MODE = 0o700
 
 
 def data_dir_tighten(path: Path) -> str | None:
-    """Make an existing data folder 0700 if group or others have any access to it.
-    Returns the warning written to stderr, or None when the folder was already private."""
+    """Make the data folder 0700 if others have access; the warning printed, or None."""
     mode = stat.S_IMODE(path.stat().st_mode)
     if not mode & 0o077:
         return None
@@ -38,8 +31,7 @@ def data_dir_tighten(path: Path) -> str | None:
 
 
 def data_dir_ensure() -> None:
-    """The data folder, 0700 (SQLite creates its file, not its folder), and STATIC_ROOT
-    in it (WhiteNoise warns about a missing one)."""
+    """The data folder, 0700, and STATIC_ROOT (WhiteNoise warns about a missing one)."""
     data_dir = Path(settings.DATA_DIR)
     data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
     data_dir_tighten(data_dir)

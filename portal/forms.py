@@ -1,5 +1,4 @@
-"""The login forms of the login page and of the admin, with login throttling
-(portal.login_throttle) in front of Django's authentication."""
+"""The login forms of the login page and the admin, throttled (portal.login_throttle)."""
 
 from __future__ import annotations
 
@@ -13,9 +12,7 @@ from portal import login_throttle
 
 
 class ThrottledLoginMixin:
-    """Refuses a login while its user name or client address is locked (without asking
-    the authentication backends), and counts the failures of the others. `lockout` says
-    what locked this attempt (the view answers 429 then)."""
+    """Refuses a login while locked and counts failures; `lockout`: what locked this one."""
 
     lockout: login_throttle.Lockout | None = None
 

@@ -1,10 +1,6 @@
-"""Garbage collection in the web tier's workers (docs/performance.md): a full collection
-visits every tracked object of the process and stopped its threads for 100-150 ms, the
-tail of the API's latency. Objects that live as long as the process are frozen out of
-it (gc.freeze), once loaded and again after FREEZE_AFTER_REQUESTS requests (what the
-first requests build lazily: URL resolver, serializer plans, connections); full passes
-run every FULL_PASS_EVERY middle-generation passes instead of 10, so that one meets
-well under 1% of the requests, and the garbage waits longer (a few MB at most).
+"""GC in the web workers (docs/performance.md): a full collection stopped the threads
+100-150 ms, the API's latency tail. Long-lived objects are frozen (after load and after
+warm-up), and full passes run every FULL_PASS_EVERY middle passes instead of 10.
 """
 
 from __future__ import annotations

@@ -1,18 +1,9 @@
-"""Login throttling: failed logins are counted per user name and per client address
-in Django's cache (Redis in production, so every web process of every node counts
-together); at the limit, further attempts for that name or from that address are
-refused, with the right password too, until the window that began with the first
-counted failure ends.
+"""Login throttling: failed logins counted per user name and per address in the cache;
+at the limit, attempts are refused (right password too) until the window ends.
 
-Used by the login forms (portal.forms: the login page and the admin's). Audited:
-`auth.login_locked` once when a name or an address reaches its limit,
-`auth.login_throttled` for every attempt refused while locked (such an attempt never
-reaches authenticate(), so it would leave no other trace).
-
-A successful login clears its user name's counter, not its address's: one valid account
-must not reset an address that is trying many names. If the cache cannot be reached,
-logins are not throttled (logged as an error): an outage of Redis must not lock the
-administrators out of the portal they would repair it with.
+A success clears its name's counter only (one valid account must not reset an address
+trying many names). An unreachable cache throttles nothing: a Redis outage must not lock
+out the administrators who would repair it.
 """
 
 from __future__ import annotations
@@ -58,19 +49,16 @@ class Lockout:
 
 
 def lockout_decide(*, failures: dict[Scope, int], limits: dict[Scope, int]) -> Scope | None:
-    """Which counter, if any, locks the next attempt, the user name's first (a limit of
-    0 turns that lock off)."""
+    """Which counter, if any, locks the next attempt (the name's first; limit 0: off)."""
     return next((scope for scope in Scope if 0 < limits[scope] <= failures[scope]), None)
 
 
 def retry_after_s(*, since: float, now: float, window_s: int) -> int:
-    """Whole seconds until the window that began at `since` ends (at least 1)."""
     return max(1, math.ceil(since + window_s - now))
 
 
 def client_address(request: HttpRequest | None) -> str:
-    """The client's address as the audit log records it (REMOTE_ADDR: behind the proxy
-    the uvicorn workers set it from X-Forwarded-For, deploy/gunicorn.conf.py)."""
+    """REMOTE_ADDR, as the audit log records it (the workers set it behind the proxy)."""
     if request is None:
         return "unknown"
     return request.META.get("REMOTE_ADDR") or "unknown"
@@ -113,10 +101,8 @@ def _lockout(state: dict[Scope, tuple[int, float]]) -> Lockout | None:
     if scope is None:
         return None
     window_s = settings.LOGIN_FAILURE_WINDOW_S
-    since = state[scope][1]
-    return Lockout(
-        scope, failures[scope], retry_after_s(since=since, now=time.time(), window_s=window_s)
-    )
+    retry = retry_after_s(since=state[scope][1], now=time.time(), window_s=window_s)
+    return Lockout(scope, failures[scope], retry)
 
 
 def _count_failure(key: str) -> int:
@@ -146,7 +132,6 @@ def _audit(
 
 
 def login_lockout_find(*, username: str, address: str) -> Lockout | None:
-    """The lockout that refuses a login for this name from this address now, if any."""
     try:
         return _lockout(_state(_keys(username=username, address=address)))
     except RedisError:
@@ -166,8 +151,7 @@ def login_refused_record(*, request: HttpRequest | None, username: str, lockout:
 def login_failure_record(
     *, request: HttpRequest | None, username: str, address: str
 ) -> Lockout | None:
-    """Count a failed login (wrong name or password); the lockout it started, if any
-    (audited as `auth.login_locked` by the failure that reaches the limit)."""
+    """Count a failed login; the lockout it started, if any (audited at the limit)."""
     try:
         keys = _keys(username=username, address=address)
         counts = {scope: _count_failure(key) for scope, key in keys.items()}

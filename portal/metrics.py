@@ -1,12 +1,6 @@
-"""Prometheus metrics at `/metrics`, read from the database at scrape time.
-
-A custom collector (no in-process counters): every web process answers with the same
-numbers, a restart loses nothing, and what is counted is what the records say. Every
-figure is one SQL aggregate; no rows are loaded into Python except one per host.
-
-Access: with `PORTAL_METRICS_TOKEN` set, a request needs `Authorization: Bearer
-<token>`; without it, only requests from the loopback address (127.0.0.1, ::1) are
-answered (a scraper on the same machine, or a proxy that adds the token). See README.
+"""Prometheus metrics at `/metrics`, SQL aggregates read at scrape time (no counters in
+the process: every web process answers the same). Access: a bearer token if
+`PORTAL_METRICS_TOKEN` is set, else loopback only.
 """
 
 from __future__ import annotations
@@ -40,8 +34,7 @@ from migrations_app.models import (
     WebhookDeliveryStatus,
 )
 
-# Upper bounds, in seconds. A live migration of a small VM takes seconds, a large one
-# with copied disks an hour or more (the default timeout is 6 h).
+# Upper bounds, in seconds: from a small VM's seconds to copied disks' hours.
 DURATION_BUCKETS_S: tuple[float, ...] = (5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
 # The pause at the switch-over: the default max downtime is 500 ms.
 DOWNTIME_BUCKETS_S: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -52,8 +45,7 @@ LOOPBACK = {"127.0.0.1", "::1"}
 def _histogram(
     name: str, documentation: str, field: str, buckets: Sequence[float]
 ) -> HistogramMetricFamily:
-    """A cumulative histogram of a millisecond column over every row that has it, in
-    seconds: one query with one conditional count per bucket."""
+    """A cumulative histogram (in seconds) of a millisecond column, in one query."""
     rows = Migration.objects.filter(**{f"{field}__isnull": False})
     aggregates = {
         f"le{i}": Count("pk", filter=Q(**{f"{field}__lte": b * 1000}))

@@ -1,16 +1,6 @@
-"""The API's OpenAPI contract, made true in one place.
-
-`PortalAutoSchema` (REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"]) adds to every operation the
-error answers the API really gives (`_error_codes`), with the bodies portal.api_errors
-produces: ValidationError for 400, Error for the others. Views add what only they
-answer (409, a second success code) with `@extend_schema(responses={409: ...})`; an
-error answer without a body gets the Error body here (views import nothing from portal:
-it is the top layer). There is no throttling, so no 429; no operation lets a host's
-failure out as the handler's 502 (the services record an unreachable host, or answer
-400 naming the input, or 409), so none documents it.
-
-A plain APIView that filters by hand (audit log, reports) declares `filterset_class`;
-its fields are documented as query parameters with their types.
+"""The API's OpenAPI contract: `PortalAutoSchema` adds to every operation the error
+answers the API really gives, with portal.api_errors' bodies (views add their own 409s).
+No operation lets a host's failure out as a 502, so none documents it.
 """
 
 from __future__ import annotations
@@ -58,8 +48,7 @@ class PortalAutoSchema(AutoSchema):
     def get_override_parameters(self) -> list:
         parameters = super().get_override_parameters()
         filterset_class = getattr(self.view, "filterset_class", None)
-        # A plain APIView that filters by hand declares its FilterSet (the audit log,
-        # the reports); generic views get theirs from the filter backend.
+        # A plain APIView that filters by hand declares its FilterSet.
         if (
             filterset_class is not None
             and not isinstance(self.view, GenericAPIView)

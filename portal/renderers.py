@@ -1,8 +1,5 @@
-"""The API's JSON renderer: orjson, ~7 times faster than the standard library's encoder
-on a page (docs/performance.md), with the same output: every value orjson does not know
-natively is converted by DRF's own encoder, so its formats are kept. List rows rendered
-by PostgreSQL (core.api.sql_rows) are embedded as it wrote them: the same values, with a
-space around each colon and after each comma inside the row."""
+"""The API's JSON renderer: orjson (~7x faster) with DRF's encoder for what it does not
+know, so the output is the same; rows PostgreSQL rendered are embedded as they are."""
 
 from __future__ import annotations
 
@@ -16,8 +13,7 @@ _drf_default = JSONEncoder().default
 
 class JSONRenderer(renderers.JSONRenderer):
     def renders_fragments(self, accepted_media_type: str | None) -> bool:
-        """Does this answer embed orjson.Fragment (JSON made elsewhere, e.g. rows
-        PostgreSQL rendered: core.api.sql_rows) as it is? Not when pretty printed."""
+        """Are orjson.Fragments (core.api.sql_rows) embedded as they are? Not when indented."""
         return self.get_indent(accepted_media_type or "", {}) is None
 
     def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:

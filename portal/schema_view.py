@@ -1,5 +1,4 @@
-"""/api/schema/ (drf-spectacular's view; kept apart from portal.openapi, which the
-schema generator imports: the view module imports the generator)."""
+"""/api/schema/ (apart from portal.openapi, which the schema generator imports)."""
 
 from django.conf import settings
 from drf_spectacular.views import SpectacularAPIView

@@ -1,8 +1,4 @@
-"""Reads behind the server-rendered pages (selectors for templates; nothing writes here).
-
-Pages never talk to hosts: they show what the inventory and the migration records say.
-Actions (migrate, cancel, refresh, ...) are sent by the browser to the API.
-"""
+"""Reads behind the server-rendered pages (never a host: only what the records say)."""
 
 from __future__ import annotations
 
@@ -27,7 +23,6 @@ CHART_MAX_POINTS = 600
 
 
 def hosts_overview() -> list[Host]:
-    """Every host with its running VM count and its number of active migrations."""
     hosts = list(
         Host.objects.annotate(running_vms=Count("vms", filter=Q(vms__state=VMState.RUNNING)))
     )
@@ -40,12 +35,10 @@ def hosts_overview() -> list[Host]:
 
 
 def host_overview(host_id: int) -> Host | None:
-    """One host as `hosts_overview` gives it (running VMs, active migrations), or None."""
     return next((h for h in hosts_overview() if h.pk == host_id), None)
 
 
 def host_vms(host: Host) -> list[VM]:
-    """The VMs defined on `host` (not gone), running first, then by name."""
     return list(
         VM.objects.filter(host=host)
         .present()
@@ -82,7 +75,6 @@ def vm_other_definitions(vm: VM) -> list[VM]:
 
 
 def migration_destinations(vm: VM) -> list[Host]:
-    """Registered hosts offered in the migrate dialog: every host but the VM's own."""
     return list(Host.objects.exclude(pk=vm.host_id).order_by("name"))
 
 
@@ -104,8 +96,7 @@ class TimelineEntry:
 
 
 def migration_timeline(migration: Migration, events: list[AuditEvent]) -> list[TimelineEntry]:
-    """Status changes from the audit trail, and the phases of libvirt's job the samples
-    went through, in time order; each with how long it lasted until the next one."""
+    """Audit events and the job phases the samples went through, in order, with durations."""
     raw: list[tuple[datetime, str, str, str]] = [
         (e.occurred_at, _event_label(e.event_type), "event", e.actor_name) for e in events
     ]

@@ -1,8 +1,4 @@
-"""Settings for the live-migration portal: everything comes from environment variables
-with working defaults (README "Configuration"): SQLite and a private redis-server in
-the data folder by default, PostgreSQL with `DATABASE_URL`, a given Redis with
-`REDIS_URL`, none with `PORTAL_NO_REDIS=1` (`make test-fast`), and the production
-profile with `PORTAL_PROFILE=production` (docs/deploy.md, "Production profile" below).
+"""Settings from environment variables with working defaults (README "Configuration").
 
 Importing this module writes nothing: the data folder is made by the processes that use
 it (portal/datadir.py) and the secret key file on first use.
@@ -40,14 +36,9 @@ if PROFILE not in {"development", "production"}:
     )
 PRODUCTION = PROFILE == "production"
 if PRODUCTION:
-    # Refuse to start rather than run a production portal on a guessable or generated
-    # key, on any Host header, on SQLite or without a shared Redis (several processes
-    # and nodes must share sessions, tasks, websockets and login throttling).
-    _missing = [
-        name
-        for name in ("PORTAL_SECRET_KEY", "PORTAL_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL")
-        if not os.environ.get(name, "").strip()
-    ]
+    # Refuse to start on a generated key, any Host header, SQLite or without shared Redis.
+    _needed = ("PORTAL_SECRET_KEY", "PORTAL_ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL")
+    _missing = [name for name in _needed if not os.environ.get(name, "").strip()]
     if _missing:
         raise ImproperlyConfigured(
             "PORTAL_PROFILE=production needs "
@@ -68,9 +59,7 @@ if PRODUCTION:
 
 @functools.cache
 def _secret_key_of_data_dir() -> str:
-    """The key generated once per data folder, so that sessions survive restarts and the
-    web and worker processes sign task payloads alike; never committed. Written on first
-    use (atomically: of two processes starting together, one key wins)."""
+    """A key generated once per data folder (atomically: of two processes, one key wins)."""
     key_file = DATA_DIR / "secret_key"
     if not key_file.exists():
         DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -92,17 +81,13 @@ DEBUG = _env_bool("PORTAL_DEBUG", False)
 ALLOWED_HOSTS = _env_list("PORTAL_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = _env_list(
     "PORTAL_CSRF_TRUSTED_ORIGINS",
-    # Production: the site's own https origins (the proxy's X-Forwarded-Proto makes the
-    # request secure, so same-origin posts pass anyway); list others explicitly.
+    # Production: the site's own https origins; list others explicitly.
     ",".join(f"https://{host}" for host in ALLOWED_HOSTS if not host.startswith("."))
     if PRODUCTION
     else "http://127.0.0.1:8000,http://localhost:8000",
 )
 
-# --- Production profile ---------------------------------------------------
-# Behind the TLS reverse proxy of deploy/nginx/portal.conf, which sets X-Forwarded-Proto
-# (and X-Forwarded-For: gunicorn's uvicorn workers take the client's address from it when
-# the proxy is in PORTAL_WEB_FORWARDED_ALLOW_IPS, see deploy/gunicorn.conf.py).
+# --- Production profile: behind the TLS reverse proxy of deploy/nginx/portal.conf.
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True
@@ -116,8 +101,7 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = _env_bool("PORTAL_HSTS_PRELOAD", False)
     SECURE_REFERRER_POLICY = "same-origin"
     SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
-    # Submitting the domain to the browsers' HSTS preload list is the administrator's
-    # decision (PORTAL_HSTS_PRELOAD=true), not a default: its warning is silenced.
+    # HSTS preload is the administrator's decision (PORTAL_HSTS_PRELOAD), not a default.
     SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 INSTALLED_APPS = [
@@ -150,7 +134,6 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Echo the request id the audit events of this request carry (X-Request-ID).
     "audit.middleware.RequestIdMiddleware",
 ]
 
@@ -171,9 +154,7 @@ TEMPLATES = [
     },
 ]
 ASGI_APPLICATION = "portal.asgi.application"
-# Threads per web worker process that run HTTP requests (portal/asgi.py): reads, and
-# requests that may wait on something else than the database (a host, a download).
-# Each holds at most one database connection: deploy/gunicorn.conf.py sizes the pool.
+# Threads per web worker for reads, and for requests that may wait (portal/asgi.py).
 WEB_HTTP_THREADS = max(1, int(os.environ.get("PORTAL_WEB_HTTP_THREADS") or "1"))
 WEB_HTTP_WAITING_THREADS = max(1, int(os.environ.get("PORTAL_WEB_HTTP_WAITING_THREADS") or "4"))
 WSGI_APPLICATION = "portal.wsgi.application"
@@ -182,8 +163,7 @@ WSGI_APPLICATION = "portal.wsgi.application"
 SQLITE_PATH = DATA_DIR / "portal.sqlite3"
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 SQLITE_OPTIONS = {
-    # Web process and task workers write concurrently: WAL lets readers go on while
-    # one writer commits, the busy timeout makes writers wait, not fail.
+    # Concurrent writers: WAL lets readers go on; the busy timeout makes writers wait.
     "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     "timeout": 20,
     "transaction_mode": "IMMEDIATE",
@@ -192,18 +172,11 @@ if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         DATABASES["default"]["CONN_MAX_AGE"] = 0
-        DATABASES["default"]["OPTIONS"] = {
-            **SQLITE_OPTIONS,
-            **DATABASES["default"].get("OPTIONS", {}),
-        }
+        DATABASES["default"]["OPTIONS"] = SQLITE_OPTIONS | DATABASES["default"].get("OPTIONS", {})
     elif os.environ.get("PORTAL_DB_POOL_SIZE", "0") != "0":
-        # A connection pool per process (psycopg_pool). Under ASGI every request runs
-        # its sync code in a thread of its own, and Django's connections are per thread:
-        # CONN_MAX_AGE keeps nothing, each request would open (and PostgreSQL fork) a new
-        # connection. The pool hands each request an open one and takes it back at the
-        # end. Set by the web tier (deploy/gunicorn.conf.py) only: a pool must not be
-        # inherited across fork(), which the task workers (django-q2) do.
-        # "auto" (the web tier's default): one connection per HTTP thread.
+        # A pool per process: under ASGI each request has its own thread, so CONN_MAX_AGE
+        # keeps nothing. Web tier only: a pool must not be inherited across fork() (the
+        # task workers fork). "auto": one connection per HTTP thread.
         pool_size = os.environ["PORTAL_DB_POOL_SIZE"]
         DATABASES["default"]["CONN_MAX_AGE"] = 0
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
@@ -227,8 +200,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Redis: task broker and channel layer ---------------------------------
 REDIS_SOCKET = DATA_DIR / "run" / "redis.sock"
 REDIS_URL = os.environ.get("REDIS_URL", f"unix://{REDIS_SOCKET}")
-# Without Redis the channel layer is in memory (it reaches only its own process: no
-# progress from a worker to the web process) and the task queue is a database table.
+# Without Redis: an in-process channel layer (no worker progress) and a database queue.
 NO_REDIS = _env_bool("PORTAL_NO_REDIS", False)
 
 CHANNEL_LAYERS = {
@@ -242,10 +214,7 @@ CHANNEL_LAYERS = {
     )
 }
 
-# The cache holds the login throttle's counters (portal/login_throttle.py): in the
-# profile's Redis (REDIS_URL in production, the private redis-server of `make demo`),
-# so every web process of every node counts together; in each process's memory only
-# without Redis (`make test-fast`).
+# The login throttle's counters: in Redis, so every process of every node counts together.
 CACHES = {
     "default": (
         {
@@ -262,9 +231,7 @@ Q_CLUSTER = {
     "name": os.environ.get("PORTAL_Q_NAME", "portal"),
     "workers": int(os.environ.get("PORTAL_Q_WORKERS", "2")),
     **({"orm": "default"} if NO_REDIS else {"redis": REDIS_URL}),
-    # A migration may run for hours; django-q2's defaults (retry after 60 s, retry
-    # forever) would deliver it again while it runs. Migration tasks also guard
-    # redelivery in the database.
+    # A migration may run for hours: django-q2's defaults would deliver it again meanwhile.
     "timeout": int(os.environ.get("PORTAL_Q_TIMEOUT_S", "86400")),
     "retry": int(os.environ.get("PORTAL_Q_RETRY_S", "90000")),
     "max_attempts": 1,
@@ -278,9 +245,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
 LOGIN_URL = "login"
-# Login throttling (portal/login_throttle.py): this many failed logins for one user name,
-# or from one client address, within the window lock further attempts (right password
-# or not) until the window ends: 429 on the login page, a message in the admin's.
+# Login throttling (portal/login_throttle.py): failures per name or address per window.
 LOGIN_FAILURES_PER_USERNAME = int(os.environ.get("PORTAL_LOGIN_FAILURES_PER_USERNAME", "5"))
 LOGIN_FAILURES_PER_ADDRESS = int(os.environ.get("PORTAL_LOGIN_FAILURES_PER_ADDRESS", "20"))
 LOGIN_FAILURE_WINDOW_S = int(os.environ.get("PORTAL_LOGIN_FAILURE_WINDOW_S", "900"))
@@ -290,12 +255,10 @@ LOGOUT_REDIRECT_URL = "login"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an unauthenticated API call then gets 401 with WWW-Authenticate.
-        # DRF's, with valid tokens remembered for seconds (portal/authentication.py).
         "portal.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    # orjson, same output as DRF's encoder (portal/renderers.py).
     "DEFAULT_RENDERER_CLASSES": [
         "portal.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -304,9 +267,7 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["core.filters.ListFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    # Every operation lists the error answers it really gives (portal/openapi.py).
     "DEFAULT_SCHEMA_CLASS": "portal.openapi.PortalAutoSchema",
-    # Domain exceptions (conflict, validation, unreachable host, ...) -> HTTP, in one place.
     "EXCEPTION_HANDLER": "portal.api_errors.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
@@ -321,17 +282,13 @@ SPECTACULAR_SETTINGS = {
         "BatchKindEnum": "migrations_app.models.BatchKind",
         "WebhookEventEnum": "migrations_app.models.WebhookEvent",
         "WebhookDeliveryStatusEnum": "migrations_app.models.WebhookDeliveryStatus",
-        # A host's transport (how the portal reaches it) and a migration's (how the
-        # memory travels) are different choice sets.
         "HostTransportEnum": "hosts.models.Transport",
         "MigrationTransportEnum": "migrations_app.models.TransportMode",
     },
 }
 
 # --- Hypervisors ----------------------------------------------------------
-# Where hosts may be at all (hosts.networks): CIDR networks and ".dns.suffix" entries,
-# comma-separated; empty = anywhere. Enforced when an address is entered and again
-# before every libvirt or ssh connection. The tests and the demo set 127.0.0.0/8.
+# Where hosts may be (hosts.networks): CIDR networks and ".dns.suffix" entries; empty: anywhere.
 HOST_NETWORKS = os.environ.get("PORTAL_HOST_NETWORKS", "")
 # Seconds to wait for a host to answer before it is marked unreachable.
 LIBVIRT_CONNECT_TIMEOUT_S = float(os.environ.get("PORTAL_LIBVIRT_CONNECT_TIMEOUT_S", "5"))
@@ -350,9 +307,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"  # made with the data folder (WhiteNoise wants it)
-# WhiteNoise serves the static files from the web processes (nginx only proxies): from
-# the apps' folders in development, from STATIC_ROOT (`manage.py collectstatic`) in
-# production, so that the data folder stays 0700 and private to the portal's user.
+# WhiteNoise serves static files: from the apps' folders in development, else STATIC_ROOT.
 WHITENOISE_USE_FINDERS = not PRODUCTION
 
 LOGGING = {
@@ -375,59 +330,40 @@ MIGRATION_SAMPLE_INTERVAL_S = float(os.environ.get("PORTAL_MIGRATION_SAMPLE_INTE
 MIGRATION_STALE_AFTER_S = int(os.environ.get("PORTAL_MIGRATION_STALE_AFTER_S", "30"))
 # Pre-check: seconds to wait for the destination to answer.
 MIGRATION_PRECHECK_TIMEOUT_S = 5.0
-# Destination ranking and evacuation plan: seconds to wait for each host's answer to
-# the CPU comparison (a host that does not answer is listed unfit with the reason).
+# Placement: seconds to wait for each host's CPU comparison (no answer: listed unfit).
 PLACEMENT_CPU_CHECK_TIMEOUT_S = float(os.environ.get("PORTAL_PLACEMENT_CPU_CHECK_TIMEOUT_S", "3"))
-# A worker renews its claim (heartbeat) this often, from its own thread, for the
-# whole task; well under MIGRATION_STALE_AFTER_S so that only a dead or frozen
-# worker is ever taken over.
+# A worker's heartbeat interval, well under MIGRATION_STALE_AFTER_S (only a dead one is taken over).
 MIGRATION_HEARTBEAT_S = float(
     os.environ.get("PORTAL_MIGRATION_HEARTBEAT_S", str(max(0.5, MIGRATION_STALE_AFTER_S / 6)))
 )
-# A queued migration whose task was enqueued longer ago than this (or never) is
-# enqueued again by the reconciler: its task was lost (broker restarted or down).
+# The reconciler enqueues again a queued migration whose task is older than this (lost).
 MIGRATION_TASK_LOST_AFTER_S = int(os.environ.get("PORTAL_MIGRATION_TASK_LOST_AFTER_S", "60"))
 # How often `run_workers` runs the reconciler (besides the 1-minute schedule).
 MIGRATION_RECONCILE_EVERY_S = float(os.environ.get("PORTAL_MIGRATION_RECONCILE_EVERY_S", "15"))
-# Between passes the reconciler loop looks this often for scheduled migrations that
-# became due (or whose window closed), and wakes exactly at the next one it knows of.
+# How often the reconciler loop looks for scheduled migrations that became due.
 MIGRATION_SCHEDULE_POLL_S = float(os.environ.get("PORTAL_MIGRATION_SCHEDULE_POLL_S", "1"))
 
 # --- Observability (README "Observability") --------------------------------
 # Bearer token for GET /metrics; without it only loopback requests are answered.
 METRICS_TOKEN = os.environ.get("PORTAL_METRICS_TOKEN", "")
-# Outgoing webhooks: attempts before a delivery is failed (retried 10 s, 30 s, 90 s, ...
-# after each failure) and the timeout of one POST.
+# Outgoing webhooks: attempts before a delivery fails (10 s, 30 s, 90 s, ... apart), timeout.
 WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("PORTAL_WEBHOOK_MAX_ATTEMPTS", "6"))
 WEBHOOK_TIMEOUT_S = float(os.environ.get("PORTAL_WEBHOOK_TIMEOUT_S", "5"))
 # A migration may not run longer than the task runner lets a task run.
 MIGRATION_TIMEOUT_MAX_S = int(Q_CLUSTER["timeout"]) - 600
 
 # --- SSH ------------------------------------------------------------------
-# Nothing here is node-local state: the portal's ssh key pair, TLS CA and client
-# certificate live in the database (private keys encrypted with a key derived from
-# SECRET_KEY), host keys are pinned in the database, and these files are a per-node
-# cache rebuilt from it before use (hosts.access.credentials, docs/nodes.md).
-# The portal's private key (0600) as this node materialises it; libvirt's ssh and
-# paramiko read it here. Not configurable: PORTAL_SSH_KEY_PATH is refused (check
-# hosts.E001); a key of the deployment's is imported once with
-# `manage.py portal_credentials import-ssh-key <file>`.
+# These files are a per-node cache of what the database holds (docs/nodes.md); the key
+# path is not configurable (hosts.E001).
 SSH_KEY_PATH = DATA_DIR / "ssh" / "id_ed25519"
-# The known_hosts file written from the host keys pinned in the database.
 SSH_KNOWN_HOSTS_PATH = DATA_DIR / "ssh" / "known_hosts"
-# libvirt runs this instead of plain `ssh` (URI parameter `command`): it is ssh with
-# strict checking against SSH_KNOWN_HOSTS_PATH only.
+# libvirt's `ssh` (URI parameter `command`), checking host keys strictly.
 SSH_COMMAND_PATH = DATA_DIR / "ssh" / "portal-ssh"
-# The same for hosts whose ssh user reaches libvirt through `sudo -n` only.
 SSH_SUDO_COMMAND_PATH = DATA_DIR / "ssh" / "portal-ssh-sudo"
 
 # --- TLS ------------------------------------------------------------------
-# The portal's client certificate folder for qemu+tls:// (`pkipath`: cacert.pem,
-# clientcert.pem, clientkey.pem 0600), materialised from the database on each node.
 TLS_DIR = Path(os.environ.get("PORTAL_TLS_DIR", DATA_DIR / "tls"))
-TLS_CLIENT_DIR = TLS_DIR / "client"
-# Where the CA was kept before it moved to the database: read once, to import it
-# (cakey.pem, cacert.pem); never written.
-TLS_CA_DIR = TLS_DIR / "ca"
+TLS_CLIENT_DIR = TLS_DIR / "client"  # `pkipath` for qemu+tls://, from the database
+TLS_CA_DIR = TLS_DIR / "ca"  # a CA kept as files: read once to import it, never written
 # Run as root on a host after its certificates are installed, so libvirtd loads them.
 TLS_RESTART_COMMAND = os.environ.get("PORTAL_TLS_RESTART_COMMAND", "systemctl restart libvirtd")

@@ -1,5 +1,4 @@
-"""Server-rendered pages. Thin: read through portal.selectors and the apps' selectors and
-filters; every action is sent by the browser to the API (static/portal/*.js)."""
+"""Server-rendered pages, read-only: every action goes from the browser to the API."""
 
 from uuid import UUID
 
@@ -29,8 +28,7 @@ MIGRATIONS_PER_PAGE = 50
 
 
 class LoginView(auth_views.LoginView):
-    """Django's login page with login throttling (portal.login_throttle): a locked
-    attempt is answered 429 with Retry-After and the reason on the page."""
+    """Django's login page, throttled: a locked attempt is answered 429 with Retry-After."""
 
     form_class = ThrottledAuthenticationForm
 
@@ -171,8 +169,7 @@ def healthz(_request: HttpRequest) -> JsonResponse:
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    """404 for a URL nothing answers: JSON under /api/ (as every API error is), the
-    usual page elsewhere."""
+    """404: JSON under /api/ (as every API error is), the usual page elsewhere."""
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Not found."}, status=404)
     return page_not_found(request, exception)

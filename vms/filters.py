@@ -28,7 +28,6 @@ class VMFilterSet(django_filters.FilterSet):
         value = value.strip()
         condition = Q(name__icontains=value)
         if value and all(c in "0123456789abcdefABCDEF-" for c in value):
-            # UUIDs are stored without dashes on SQLite and as uuid on PostgreSQL:
-            # compare the canonical text form.
+            # Stored without dashes on SQLite, as uuid on PostgreSQL: compare canonical text.
             condition |= Q(uuid__istartswith=value)
         return queryset.filter(condition)

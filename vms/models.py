@@ -33,12 +33,7 @@ class VMQuerySet(models.QuerySet):
 
 
 class VM(models.Model):
-    """A libvirt domain as seen on one host; synced from libvirt, never typed in.
-
-    The same UUID can be defined on two hosts (after a migration that kept the
-    source definition): each definition is its own row, and the API's
-    /api/vms/{uuid}/ answers with the active one.
-    """
+    """A libvirt domain as seen on one host, synced; a UUID defined on two hosts is two rows."""
 
     uuid = models.UUIDField(db_index=True)
     name = models.CharField(max_length=255)

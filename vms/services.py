@@ -1,5 +1,4 @@
-"""Keeping the VM inventory equal to what libvirt reports, and the host refresh that
-does it."""
+"""Keeping the VM inventory equal to what libvirt reports, and the host refresh."""
 
 from __future__ import annotations
 
@@ -16,6 +15,12 @@ from hosts.selectors import host_find
 from hosts.services import host_reachable_record, host_read, host_register_remote
 from vms.models import VM, VMDisk, VMState
 
+# The VM columns libvirt's domain info sets, by the same names.
+_FROM_DOMAIN = (
+    "name", "state", "persistent", "vcpus", "memory_kib", "max_memory_kib", "arch", "machine_type",
+    "domain_type", "has_hostdev",
+)  # fmt: skip
+
 
 @dataclass
 class SyncResult:
@@ -28,10 +33,7 @@ class SyncResult:
 def vms_sync_host(
     *, host: Host, domains: list[DomainInfo], synced_at: datetime, actor: Actor
 ) -> SyncResult:
-    """Make the host's VM rows match `domains`, the host's full domain list.
-
-    A domain no longer listed is marked gone, not deleted: its history stays.
-    """
+    """Make the host's VM rows match its full domain list; a missing one is marked gone."""
     result = SyncResult()
     existing = {str(vm.uuid): vm for vm in VM.objects.select_for_update().filter(host=host)}
     for info in domains:
@@ -48,10 +50,8 @@ def vms_sync_host(
 def vm_sync_one(
     *, host: Host, uuid: str, info: DomainInfo | None, synced_at: datetime, actor: Actor
 ) -> None:
-    """Make the one VM row of `uuid` on `host` match `info` (None: the host has no such
-    domain), as `vms_sync_host` would. The migration engine calls it in the transaction
-    that records `succeeded`, so the inventory names the VM's new host at once; the
-    full sync of both hosts follows."""
+    """Make the row of `uuid` on `host` match `info` (None: no such domain), as
+    `vms_sync_host` would (the engine, so the inventory follows a migration at once)."""
     vm = VM.objects.select_for_update().filter(host=host, uuid=uuid).first()
     if info is not None:
         _vm_apply(host=host, vm=vm, info=info, synced_at=synced_at, actor=actor)
@@ -65,16 +65,8 @@ def _vm_apply(
     is_new = vm is None
     if is_new:
         vm = VM(uuid=info.uuid, host=host)
-    vm.name = info.name
-    vm.state = info.state
-    vm.persistent = info.persistent
-    vm.vcpus = info.vcpus
-    vm.memory_kib = info.memory_kib
-    vm.max_memory_kib = info.max_memory_kib
-    vm.arch = info.arch
-    vm.machine_type = info.machine_type
-    vm.domain_type = info.domain_type
-    vm.has_hostdev = info.has_hostdev
+    for name in _FROM_DOMAIN:
+        setattr(vm, name, getattr(info, name))
     vm.last_synced_at = synced_at
     vm.gone_at = None
     vm.save()
@@ -124,29 +116,24 @@ def _vm_disks_replace(*, vm: VM, host: Host, info: DomainInfo) -> None:
 
 
 def host_refresh(*, host: Host, actor: Actor, reuse: bool = False) -> Host:
-    """Reconnect, re-read the host's capabilities and sync its VMs (one connection, one
-    transaction). An unreachable host is recorded as such, not raised. `reuse`: on the
-    process's long-lived connection (the migration engine's), not a fresh one."""
+    """Re-read the host and sync its VMs (one connection, one transaction); an unreachable
+    host is recorded, not raised. `reuse`: on the process's pooled connection."""
     reading = host_read(host=host, actor=actor, reuse=reuse)
     if reading.capabilities is None:
         return reading.host
     with transaction.atomic():
-        host = host_reachable_record(
-            host=reading.host, capabilities=reading.capabilities, actor=actor
-        )
+        caps = reading.capabilities
+        host = host_reachable_record(host=reading.host, capabilities=caps, actor=actor)
         vms_sync_host(host=host, domains=reading.domains, synced_at=host.last_seen_at, actor=actor)
     return host
 
 
 def hosts_refresh_all(*, actor: Actor) -> dict[str, str]:
-    """Refresh every host and sync its VMs; returns host name -> resulting status."""
     return {host.name: host_refresh(host=host, actor=actor).status for host in Host.objects.all()}
 
 
 def host_resolve_or_register(*, remote_host: str, actor: Actor) -> Host:
-    """The registered host named or addressed `remote_host`, else a new host registered
-    on the fly (`hosts.services.host_register_remote`) and refreshed once, so its
-    capabilities and VMs are known."""
+    """The host named or addressed `remote_host`, else one registered now and refreshed."""
     host = host_find(remote_host=remote_host)
     if host is not None:
         return host

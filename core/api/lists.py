@@ -1,10 +1,5 @@
-"""List pages read as rows (docs/performance.md).
-
-`LeanListMixin`, for a read viewset: its list page is read with `values()`, one dict
-per row, when its serializer has a row plan (core.api.rows); the page is the same JSON,
-without model instances. On PostgreSQL, when the answer is compact JSON, the database
-renders each row (core.api.sql_rows).
-"""
+"""`LeanListMixin`: a read viewset's list page read as `values()` rows when its serializer
+has a row plan (core.api.rows), rendered by PostgreSQL where possible (core.api.sql_rows)."""
 
 from __future__ import annotations
 
@@ -31,9 +26,8 @@ class LeanListMixin:
 
     def paginate_queryset(self, queryset):
         serializer_class = self.get_serializer_class()
-        lean = getattr(self, "action", None) == "list" and issubclass(
-            serializer_class, LeanReadMixin
-        )
+        listing = getattr(self, "action", None) == "list"
+        lean = listing and issubclass(serializer_class, LeanReadMixin)
         lookups = serializer_class.row_lookups() if lean else []
         if not lookups:
             return super().paginate_queryset(queryset)

@@ -1,16 +1,9 @@
 """A cheaper `to_representation` for the API's read serializers (docs/performance.md).
 
-DRF renders a row through several calls per field: a page of 50 hosts is ~2,000 field
-visits and most of the request's CPU. `LeanReadMixin` compiles, once per serializer
-class, a plan from the serializer's own fields: an attribute path and a direct converter
-for the plain types; method fields call their method, nested lean serializers use their
-own plan, any other field is rendered by DRF. The serializer stays the schema's source;
-tests/test_api_lists.py holds the output equal to DRF's.
-
-When every field is a column, a related column, a value computed from columns
-(`lean_row_values`) or a nested list of such rows, the serializer also has a row plan:
-it renders `values()` rows, without model instances (most of a wide row's cost), as
-core.api.lists reads list pages; core.api.sql_rows renders the same plan in PostgreSQL.
+DRF's per-field calls were most of a list page's CPU. `LeanReadMixin` compiles, once per
+class, a plan from the serializer's own fields (a path and a direct converter for plain
+types; DRF for the rest), so the output stays DRF's (tests/test_api_lists.py). When every
+field comes from columns, a row plan renders `values()` rows without model instances.
 """
 
 from __future__ import annotations
@@ -40,8 +33,7 @@ def strings(values) -> list:
 
 
 def iso_datetime(value: datetime, zone: tzinfo) -> str:
-    """A date-time as DRF renders it: ISO 8601 in `zone` (the current time zone, looked
-    up once per row), UTC as "Z"."""
+    """A date-time as DRF renders it: ISO 8601 in `zone`, UTC as "Z"."""
     text = value.astimezone(zone).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
@@ -87,12 +79,8 @@ def _converter(field: serializers.Field) -> tuple[str, Callable[..., Any]] | Non
         return source, NestedList(type(field.child))
     if isinstance(field, relations.SlugRelatedField):
         return f"{source}.{field.slug_field}", as_is
-    if (
-        isinstance(field, relations.PrimaryKeyRelatedField)
-        and field.pk_field is None
-        and "." not in source
-    ):
-        return f"{source}_id", as_is
+    if isinstance(field, relations.PrimaryKeyRelatedField):
+        return (f"{source}_id", as_is) if field.pk_field is None and "." not in source else None
     return None
 
 
@@ -106,8 +94,7 @@ def _rendered(value, convert: Callable, zone: tzinfo):
 
 @dataclass(frozen=True)
 class NestedRows:
-    """A nested list field read as rows: the related model's rows whose foreign key
-    `parent_key` points at the page's rows."""
+    """A nested list field read as rows: the related rows whose `parent_key` is a page row's."""
 
     related_model: type
     parent_key: str  # attname of the foreign key on the related model
@@ -134,8 +121,7 @@ class RowField(NamedTuple):
 
 
 def _nested_rows(serializer, source: str, convert: Callable) -> NestedRows | None:
-    """NestedRows for a nested lean list over a reverse foreign key whose child
-    serializer has a row plan without nested rows, else None."""
+    """NestedRows for a nested lean list over a reverse foreign key (one level), else None."""
     model = getattr(getattr(serializer, "Meta", None), "model", None)
     if not isinstance(convert, NestedList) or model is None or "." in source:
         return None
@@ -153,14 +139,13 @@ def _nested_rows(serializer, source: str, convert: Callable) -> NestedRows | Non
 
 
 class JSONRow(dict):
-    """A row whose JSON was made by the database (core.api.sql_rows): `fragment`, which
-    a renderer that takes orjson fragments embeds as it is; the dict holds the columns
-    the paginator reads itself (the keyset's order fields)."""
+    """A row whose JSON the database made (`fragment`); the dict holds the keyset's columns."""
 
     __slots__ = ("fragment",)
 
 
 class LeanReadMixin:
+    # This docstring is the schema's description of every serializer without its own.
     """For a ModelSerializer used to read: renders the fields `_converter` knows without
     DRF's per-field machinery, the rest through DRF; the same output either way."""
 
@@ -168,11 +153,9 @@ class LeanReadMixin:
     # method field; (name, None, None) for a field DRF renders.
     _lean_plan: list[tuple] | None = None
     _row_plan: list[RowField] = []
-    # Fields that are no column (method fields, properties) but computed from some:
-    # name -> (lookups, function of their values), for rows read by core.api.lists.
+    # Fields computed from columns: name -> (lookups, function of their values).
     lean_row_values: dict[str, tuple[tuple[str, ...], Callable]] = {}
-    # The same computations in SQL, for pages PostgreSQL renders (core.api.sql_rows):
-    # name -> template over the lookups' columns ({0}, {1}, ...).
+    # The same in SQL (core.api.sql_rows): name -> template over the columns ({0}, ...).
     lean_row_sql: dict[str, str] = {}
 
     def _plan(self) -> list[tuple]:
@@ -223,9 +206,7 @@ class LeanReadMixin:
 
     @classmethod
     def rows_complete(cls, rows: list[dict]) -> list[dict]:
-        """Add to `rows` (values() of row_lookups) the related rows of their nested
-        fields: one query per nested field for the whole page, in the related model's
-        order, as prefetch_related would read them."""
+        """Add the nested fields' related rows to `rows`: one query per nested field."""
         for name, lookup, _convert in cls.row_plan():
             if isinstance(lookup, NestedRows):
                 lookup.attach(rows, name)

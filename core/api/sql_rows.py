@@ -1,15 +1,9 @@
 """List pages whose rows PostgreSQL renders to JSON (docs/performance.md).
 
-Read as rows (core.api.lists), a page still costs Python the decoding of every column
-and the rendering of the row plan: about half of a 50-row page's CPU. On PostgreSQL
-each row is read as one JSON text, made by `json_build_object` from the same columns,
-which the renderer embeds as it is (`orjson.Fragment`). The SQL is derived from the
-serializer's row plan, only where it renders as DRF does: any other field (or a value
-computed without `lean_row_sql`) leaves the page to Python; tests/test_api_lists.py
-holds both paths equal. Django builds the page's query (filters, order, keyset or
-offset); it becomes `SELECT json_build_object(...) FROM (<page>) AS t(c0, ...)`, text
-made once per serializer: compiling JSON expressions through the ORM costs more than
-the Python rendering it saves.
+Each row is one `json_build_object` text from the serializer's row plan, embedded as it
+is (`orjson.Fragment`); a field it cannot render as DRF does leaves the page to Python.
+The SQL wraps Django's page query and is built once per serializer: compiling JSON
+expressions through the ORM would cost more than it saves.
 """
 
 from __future__ import annotations
@@ -84,8 +78,7 @@ def _object_sql(pairs: list[tuple[str, str]]) -> str | None:
 
 
 def _object_text_sql(pairs: list[tuple[str, str]]) -> str:
-    """The same object as text, of any number of pairs: objects of _MAX_FIELDS pairs
-    each, joined by cutting the '}' and '{' between them."""
+    """The same object as text, of any number of pairs (objects joined at '}' and '{')."""
     chunks = [
         f"({_object_sql(pairs[i : i + _MAX_FIELDS])})::text"
         for i in range(0, len(pairs), _MAX_FIELDS)
@@ -99,8 +92,7 @@ def _object_text_sql(pairs: list[tuple[str, str]]) -> str:
 def _pairs(
     serializer_class: type[LeanReadMixin], model: type[Model], column: dict[str, str]
 ) -> list[tuple[str, str]] | None:
-    """(name, SQL) of each field of the row plan, over the columns named by lookup in
-    `column`; None if some field cannot be rendered in SQL as render_row does."""
+    """(name, SQL) of each field of the row plan over `column`, or None if one has none."""
     pairs = []
     for name, lookup, convert in serializer_class.row_plan():
         if isinstance(lookup, NestedRows):
@@ -121,8 +113,7 @@ def _pairs(
 
 
 def _nested_sql(nested: NestedRows, parent_column: str) -> str | None:
-    """A correlated subquery: the related rows of one parent row as a JSON array, in the
-    related model's order (as NestedRows reads them)."""
+    """A correlated subquery: one parent row's related rows as a JSON array, in order."""
     model = nested.related_model
     column = {}
     for lookup in nested.child_class.row_lookups():
@@ -152,9 +143,7 @@ def _nested_sql(nested: NestedRows, parent_column: str) -> str | None:
 def row_json_sql(
     serializer_class: type[LeanReadMixin], model: type[Model], names: list[str]
 ) -> str | None:
-    """The JSON text of one row of a subquery `t` whose columns are `names`
-    (as c0, c1, ...), rendering what serializer_class.render_row would; None if some
-    field cannot be rendered so."""
+    """The JSON text of a row of subquery `t` (columns c0, c1, ...: `names`), or None."""
     pairs = _pairs(serializer_class, model, {name: f"t.c{i}" for i, name in enumerate(names)})
     return _object_text_sql(pairs) if pairs else None
 
@@ -162,8 +151,7 @@ def row_json_sql(
 def page_sql(
     serializer_class: type[LeanReadMixin], model: type[Model], keep: tuple[str, ...]
 ) -> str | None:
-    """The outer query over a page's subquery (`{page}`) of row_lookups() columns: the
-    `keep` columns, then the row's JSON as text."""
+    """The outer query over a page's subquery (`{page}`): the `keep` columns, then JSON."""
     # values() selects its columns in the order it is given them (Django 5.2).
     names = serializer_class.row_lookups()
     row = row_json_sql(serializer_class, model, names)
@@ -175,13 +163,8 @@ def page_sql(
 
 
 class _JSONRows(BaseIterable):
-    """Yields a JSONRow per row of the page, from `outer_sql` around the page's SQL.
-
-    The one place that reaches into Django's internals, where it has no public API:
-    a QuerySet yields what its `_iterable_class` makes of the rows (as values() and
-    values_list() change it), and keeps it through the paginator's order_by, filter
-    and slicing; the page's SQL comes from its compiler, as Django's own iterables get it.
-    """
+    """A JSONRow per row of the page, from `outer_sql` around its SQL (Django internals:
+    `_iterable_class` survives the paginator's order_by, filter and slicing)."""
 
     outer_sql = ""
     keep: tuple[str, ...] = ()
@@ -213,9 +196,7 @@ _iterables: dict[tuple, type[_JSONRows] | None] = {}
 def json_rows(
     rows: QuerySet, serializer_class: type[LeanReadMixin], keep: tuple[str, ...] = ()
 ) -> QuerySet | None:
-    """`rows` (a values() queryset of serializer_class.row_lookups()) yielding JSONRows
-    rendered by PostgreSQL, or None where that is not possible (another database, or a
-    field without an SQL rendering)."""
+    """`rows` (values() of row_lookups()) yielding JSONRows PostgreSQL renders, or None."""
     if connections[rows.db].vendor != "postgresql":
         return None
     key = (serializer_class, rows.model, keep)

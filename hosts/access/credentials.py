@@ -1,15 +1,7 @@
-"""The portal's own key pairs, shared by every portal node through the database.
+"""The portal's own key pairs, shared by every node through the database (docs/nodes.md).
 
-A second portal node with an empty data folder, the same database and the same
-PORTAL_SECRET_KEY works at once: the ssh key pair, the TLS CA and the portal's TLS
-client certificate are rows of `PortalCredential` (the public half in the clear, the
-private half encrypted with Fernet, its key derived from SECRET_KEY by HKDF), and the
-files libvirt, OpenSSH and paramiko need are a per-node cache that `file_sync` writes
-(0600 files in 0700 folders) when missing or different from the database
-(docs/nodes.md).
-
-Made once, by whichever node needs one first: two nodes racing both generate, one row
-wins (the unique `kind`), the loser reads the winner's and discards its own.
+Private halves are encrypted; files are a per-node cache (`file_sync`). Of two nodes
+racing to make one, the unique `kind` lets one row win.
 """
 
 from __future__ import annotations
@@ -33,14 +25,12 @@ from hosts.access.models import CredentialKind, PortalCredential
 
 
 class CredentialUnreadable(Exception):
-    """The stored private key cannot be decrypted: SECRET_KEY differs from the one of the
-    node that stored it. The message says what to do and holds no secret."""
+    """The stored private key cannot be decrypted (another SECRET_KEY stored it)."""
 
 
 @dataclass(frozen=True)
 class Material:
-    """A key pair: `public` (an ssh public key line or a PEM certificate), `private`
-    (PEM, in memory only) and the public half's fingerprint."""
+    """A key pair: `public` (ssh key line or PEM certificate), `private` PEM, fingerprint."""
 
     public: str
     private: bytes
@@ -49,15 +39,11 @@ class Material:
 
 @dataclass(frozen=True)
 class Credential(Material):
-    """A stored key pair, decrypted."""
-
     kind: str
 
 
 def fernet_for(purpose: bytes) -> Fernet:
-    """The Fernet key of one purpose, derived from SECRET_KEY by HKDF with `purpose` as
-    its `info`: every purpose (these credentials, the webhook secrets) has its own key,
-    and every node with the same SECRET_KEY derives the same one."""
+    """A Fernet key per `purpose`, derived from SECRET_KEY by HKDF (the same on every node)."""
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(
         str(settings.SECRET_KEY).encode()
     )
@@ -93,7 +79,6 @@ def _credential(row: PortalCredential) -> Credential:
 
 
 def credential_get(kind: str) -> Credential | None:
-    """The stored credential of `kind`, decrypted; None if there is none yet."""
     row = PortalCredential.objects.filter(kind=kind).first()
     return _credential(row) if row is not None else None
 
@@ -115,8 +100,7 @@ def _stored_audit(
 def credential_ensure(
     kind: str, make: Callable[[], Material], *, how: str = "made on first use"
 ) -> Credential:
-    """The stored credential of `kind`, made with `make()` and stored if there is none
-    yet (of two nodes racing, the first row stored wins)."""
+    """The stored credential of `kind`, made with `make()` if none (the first row stored wins)."""
     found = credential_get(kind)
     if found is not None:
         return found
@@ -145,9 +129,7 @@ def credential_replace(
     actor: Actor | None = None,
     unless: Callable[[Credential], bool] | None = None,
 ) -> Credential:
-    """Store `material` as the credential of `kind` (a renewal, an import, a rotation),
-    under a row lock, with its audit row; `unless(current)` true keeps the current one
-    (another node renewed it first)."""
+    """Store `material` as `kind` under a row lock, audited; `unless(current)` keeps current."""
     with transaction.atomic():
         row = PortalCredential.objects.select_for_update().filter(kind=kind).first()
         if row is not None and unless is not None and unless(_credential(row)):
@@ -163,7 +145,6 @@ def credential_replace(
 
 
 def folder_ensure(folder: Path) -> None:
-    """A 0700 folder; the parents it needs are made 0700 too."""
     missing = [p for p in (folder, *folder.parents) if not p.exists()]
     for parent in reversed(missing):
         parent.mkdir(mode=0o700, exist_ok=True)
@@ -174,12 +155,7 @@ def folder_ensure(folder: Path) -> None:
 
 def file_sync(path: Path, data: bytes, *, mode: int = 0o600) -> bool:
     """Make `path` hold exactly `data` with `mode`, in a 0700 folder; True if written.
-
-    The cache of a database value on this node: rewritten when missing or different
-    (stale), left alone otherwise. Written to a private temporary file in the same
-    folder and renamed over: never seen half-written, never with wider permissions, and
-    two processes of a node writing at once both leave a whole file.
-    """
+    Renamed over from a private temporary file: never seen half-written or too open."""
     folder_ensure(path.parent)
     try:
         if path.read_bytes() == data:

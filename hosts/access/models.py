@@ -1,5 +1,4 @@
-"""The access columns of `hosts.models.Host`, one abstract model per concern (ssh, TLS),
-and the access records: host-to-host peer trusts and the portal's own key pairs."""
+"""Host access columns (abstract models per concern), peer trusts, the portal's key pairs."""
 
 from __future__ import annotations
 
@@ -7,9 +6,7 @@ from django.db import models
 
 
 class SshAccess(models.Model):
-    """The host key pinned on first contact (trust on first use), a different key seen
-    since (refused until an administrator accepts it), and the user for whom the
-    portal's key was installed."""
+    """The pinned host key, a changed one awaiting acceptance, and the ssh access user."""
 
     ssh_host_key = models.TextField(blank=True, help_text="Pinned key: '<type> <base64>'.")
     ssh_host_key_fingerprint = models.CharField(max_length=64, blank=True)
@@ -19,8 +16,7 @@ class SshAccess(models.Model):
     ssh_host_key_pending_seen_at = models.DateTimeField(null=True, blank=True)
     ssh_access_user = models.CharField(max_length=32, blank=True)
     ssh_access_set_up_at = models.DateTimeField(null=True, blank=True)
-    # The ssh user is not in the host's libvirt group but may sudo: libvirt's remote
-    # helper is run through `sudo -n` (the portal's wrapper; peers' forced command).
+    # The ssh user may not use libvirt but may sudo: libvirt's helper runs via `sudo -n`.
     ssh_libvirt_via_sudo = models.BooleanField(default=False)
 
     class Meta:
@@ -28,8 +24,7 @@ class SshAccess(models.Model):
 
 
 class TlsCertificates(models.Model):
-    """The certificates the portal's CA last issued to the host (public parts only: the
-    private keys were generated on the host and never left it)."""
+    """The certificates the portal's CA last issued to the host (public parts only)."""
 
     tls_ca_fingerprint = models.CharField(max_length=128, blank=True)
     tls_server_cert = models.TextField(blank=True)
@@ -47,16 +42,12 @@ class TlsCertificates(models.Model):
         return bool(self.tls_server_cert and self.tls_client_cert)
 
 
-# Where a source host keeps the key pair it uses to reach its migration peers over ssh
-# (libvirtd runs as root). Generated on the host; its private half never leaves it.
+# A source host's key pair for reaching its migration peers (libvirtd runs as root).
 PEER_KEY_PATH = "/root/.ssh/portal_migration_ed25519"
 
 
 class PeerTrust(models.Model):
-    """A source host may open libvirt on a destination over ssh, for peer-to-peer
-    migration: the source's own key is installed for the destination's ssh user (may
-    only run libvirt's helper), and the destination's pinned host key is in the
-    source's root known_hosts. Set up and removed by `hosts.access.peer_services`."""
+    """A source host may open libvirt on a destination over ssh (peer-to-peer migration)."""
 
     source = models.ForeignKey("hosts.Host", on_delete=models.CASCADE, related_name="peer_trusts")
     destination = models.ForeignKey(
@@ -91,11 +82,7 @@ class CredentialKind(models.TextChoices):
 
 
 class PortalCredential(models.Model):
-    """One of the portal's own key pairs, the same for every portal node: the public
-    half in the clear (an ssh public key line, or a PEM certificate), the private half
-    (PEM) encrypted with Fernet under a key derived from SECRET_KEY, never in the clear.
-    Read and written by `hosts.access.credentials` only; each node materialises the
-    files it needs from these rows (docs/nodes.md)."""
+    """One of the portal's key pairs for every node; the private half encrypted (credentials)."""
 
     kind = models.CharField(max_length=16, choices=CredentialKind.choices, unique=True)
     public = models.TextField()

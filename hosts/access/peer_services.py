@@ -1,22 +1,7 @@
-"""Host-to-host ssh trust for peer-to-peer migration.
-
-In a peer-to-peer migration the source host's libvirtd opens libvirt on the
-destination itself. Over ssh that needs what oVirt, Proxmox and Nova deployments set up
-by hand, here set up by the portal, one step at a time, each idempotent and undone by
-`peer_trust_remove`:
-
-1. on the source, as root: a key pair of its own (`PEER_KEY_PATH`), made there; only
-   the public half is read; the private half never leaves the host;
-2. on the source, as root: the destination's host key, as pinned in the portal's
-   database, in root's known_hosts (so the source's ssh checks it strictly);
-3. on the destination, for its ssh user: the source's public key, restricted
-   (`restrict,command=...`) to libvirt's remote helper, through `sudo -n` for a user
-   outside group libvirt;
-4. from the source: a probe (`virsh -c <peer uri> uri`) proves the trust works before
-   anything moves.
-
-The portal's own key, wrapper and known_hosts are never put on a host.
-"""
+"""Host-to-host ssh trust for peer-to-peer migration, set up in idempotent steps: the
+source's own key pair (its private half stays there), the destination's pinned host key
+in the source's known_hosts, the source's key for the destination's user (restricted to
+libvirt's helper), then a probe. The portal's own key is never put on a host."""
 
 from __future__ import annotations
 
@@ -45,19 +30,12 @@ class PeerTrustError(SshAccessError):
 
 
 def tls_peer_uri(destination: Host) -> str:
-    """The URI a source host's libvirtd opens `destination` with over TLS: no pkipath,
-    so the source uses its own client certificate (/etc/pki/libvirt on the source)."""
+    """The source's URI for `destination` over TLS: no pkipath (its own client certificate)."""
     port = destination.port if destination.transport == Transport.TLS else None
     return libvirt_uri_of(Transport.TLS, destination.address, port, "")
 
 
 def peer_uri(source: Host, destination: Host) -> str:
-    """The URI the source's libvirtd opens the destination with (peer-to-peer).
-
-    ssh: the source's own key; the destination's key checked against the source's
-    known_hosts; never a prompt. tls: the source's own client certificate
-    (/etc/pki/libvirt on the source). tcp: unauthenticated (lab use).
-    """
     if destination.transport == Transport.SSH:
         return f"{destination.libvirt_uri}?{urlencode({'keyfile': PEER_KEY_PATH, 'no_tty': 1})}"
     if destination.transport == Transport.TLS:
@@ -70,8 +48,7 @@ def peer_trust_needed(source: Host, destination: Host) -> bool:
 
 
 def peer_trust_current(source: Host, destination: Host) -> PeerTrust | None:
-    """The recorded trust, if it still matches the destination as the portal knows it
-    (same user, same pinned host key, same sudo mode)."""
+    """The recorded trust if it still matches the destination (user, host key, sudo mode)."""
     trust = PeerTrust.objects.filter(source=source, destination=destination).first()
     if trust is None:
         return None
@@ -85,11 +62,8 @@ def peer_trust_current(source: Host, destination: Host) -> PeerTrust | None:
 
 
 def peer_trust_problem(source: Host, destination: Host) -> str | None:
-    """Why the portal could not set up trust from `source` to `destination` (read-only;
-    for pre-checks), or None."""
-    if not peer_trust_needed(source, destination):
-        return None
-    if peer_trust_current(source, destination) is not None:
+    """Why the portal could not set up this trust (read-only, for pre-checks), or None."""
+    if not peer_trust_needed(source, destination) or peer_trust_current(source, destination):
         return None
     for host, role in ((source, "source"), (destination, "destination")):
         if not (host.ssh_access_set_up_at and host.ssh_host_key):
@@ -112,9 +86,7 @@ def _run(session: ssh.Session, command: str, what: str) -> str:
 
 
 def peer_trust_ensure(*, source: Host, destination: Host, actor: Actor) -> PeerTrust | None:
-    """Make sure `source` can open libvirt on `destination` over ssh; returns the trust
-    (None when the destination is not an ssh host: nothing to set up). Each step is
-    idempotent; a recorded, still-matching trust is used as is."""
+    """Make sure `source` can open libvirt on `destination` over ssh (None if not ssh)."""
     if not peer_trust_needed(source, destination):
         return None
     trust = peer_trust_current(source, destination)
@@ -199,9 +171,7 @@ PEER_REFUSALS = (
 
 
 def peer_trust_refused(*, source: Host, destination: Host, error: str, actor: Actor) -> str | None:
-    """After a failed migration: if the source's own ssh to the destination was refused
-    (its key or the pinned host key removed behind the portal's back), drop the record
-    so that the next migration sets the trust up again, and say so. None otherwise."""
+    """If a failed migration's ssh was refused, drop the trust (a retry sets it up again)."""
     if not peer_trust_needed(source, destination) or not any(r in error for r in PEER_REFUSALS):
         return None
     with transaction.atomic():
@@ -221,9 +191,7 @@ def peer_trust_refused(*, source: Host, destination: Host, error: str, actor: Ac
 
 
 def peer_trust_remove(*, trust: PeerTrust, actor: Actor) -> None:
-    """Undo `peer_trust_ensure`: the source's key leaves the destination's
-    authorized_keys, the pinned line leaves the source's known_hosts, and the source's
-    key pair is deleted once no other trust of the source uses it."""
+    """Undo `peer_trust_ensure`; the source's key pair goes once no other trust uses it."""
     source, destination = trust.source, trust.destination
     with session_for_host(destination, user=destination.ssh_user, actor=actor) as session:
         _run(

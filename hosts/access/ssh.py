@@ -1,9 +1,6 @@
-"""SSH to hypervisor hosts with paramiko: the portal's key pair, host keys, key push.
+"""SSH to hosts (the only module that imports paramiko): keys, host key checks, commands.
 
-The only module that imports paramiko. Host keys are never trusted blindly: the
-caller passes the pinned key (or None on first contact) and a different key is
-refused with both fingerprints. Passwords are used for one login and never kept,
-logged or put in an exception message.
+A host key other than the pinned one is refused; passwords are never kept or shown.
 """
 
 from __future__ import annotations
@@ -91,7 +88,6 @@ class PortalKey:
 
 
 def portal_key_generate(comment: str = "live-migration-portal") -> tuple[bytes, str]:
-    """A new ed25519 key pair for the portal: (private key PEM, public key line)."""
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -107,8 +103,7 @@ def portal_key_generate(comment: str = "live-migration-portal") -> tuple[bytes, 
 def portal_key_read(
     private_path: Path, comment: str = "live-migration-portal"
 ) -> tuple[bytes, str]:
-    """An existing private key file (OpenSSH or PEM, unencrypted): (its bytes, the public
-    key line). Raises SshError if it is not an unencrypted ed25519, ECDSA or RSA key."""
+    """An unencrypted private key file: (its bytes, the public key line); else SshError."""
     pem = private_path.read_bytes()
     try:
         key = serialization.load_ssh_private_key(pem, password=None)
@@ -129,12 +124,10 @@ def portal_key_read(
 
 
 def known_hosts_line(address: str, port: int, key_line: str) -> str:
-    """One OpenSSH known_hosts line: the host's key as ssh looks it up."""
     return f"{address if port == 22 else f'[{address}]:{port}'} {key_line}"
 
 
 def known_hosts_text(entries: list[tuple[str, int, str]]) -> str:
-    """An OpenSSH known_hosts file of (address, port, key line), for libvirt's ssh."""
     return "".join(f"{known_hosts_line(*entry)}\n" for entry in entries)
 
 
@@ -143,21 +136,14 @@ SSH_ALIVE_INTERVAL_S = 5
 SSH_ALIVE_COUNT = 3
 
 
-# What a key that may only reach libvirt runs on its host (authorized_keys `command=`)
-# and what the portal's sudo wrapper asks for: libvirt's own ssh helper, which speaks
-# libvirt's protocol on stdin/stdout to the host's system daemon.
+# libvirt's ssh helper: all a peer's restricted key may run (authorized_keys `command=`).
 LIBVIRT_REMOTE_HELPER = "virt-ssh-helper qemu:///system"
 LIBVIRT_REMOTE_HELPER_SUDO = f"sudo -n {LIBVIRT_REMOTE_HELPER}"
 
 
 def ssh_command_script(known_hosts: Path, *, remote_command: str | None = None) -> str:
-    """The ssh libvirt runs for qemu+ssh:// (URI parameter `command`): OpenSSH that
-    trusts only the pinned keys and never asks anything.
-
-    With `remote_command`, the command libvirt asks the host to run (always the last
-    argument: its `sh -c '...virt-ssh-helper...'`) is replaced by this one: for a login
-    user outside group libvirt, libvirt's helper run through `sudo -n`.
-    """
+    """The ssh libvirt runs (pinned keys only, no prompt); `remote_command` replaces its last
+    argument, libvirt's remote command."""
     replace_last = ""
     if remote_command is not None:
         replace_last = (
@@ -181,8 +167,7 @@ def ssh_command_script(known_hosts: Path, *, remote_command: str | None = None) 
 
 
 def as_root(command: str, user: str) -> str:
-    """`command` run by POSIX sh as root for a login `user`: directly for root, else
-    through `sudo -n` (never a password prompt: a user without sudo rights fails at once)."""
+    """`command` in sh as root for `user`: directly for root, else via `sudo -n` (no prompt)."""
     command = f"sh -c {shlex.quote(command)}"
     return command if user == "root" else f"sudo -n {command}"
 
@@ -249,11 +234,8 @@ def session_open(
     password: str | None = None,
     key_path: Path | None = None,
 ) -> tuple[Session, HostKey]:
-    """Log in with a password or the portal key. Returns the session and the host key
-    the server offered (the caller pins it on first contact).
-
-    Raises HostKeyMismatch before any credential is sent if the key is not the pinned one.
-    """
+    """Log in with a password or the portal key: (session, offered host key). A key other
+    than `pinned` raises HostKeyMismatch before any credential is sent."""
     transport = _transport(address, port)
     where = f"{user}@{address}:{port}"
     try:
@@ -285,7 +267,6 @@ def session_open(
 
 
 def line_append_command(path: str, line: str) -> str:
-    """Shell command that adds `line` to the file `path` (made 0600 if missing), once."""
     quoted = shlex.quote(line)
     return (
         f"umask 077 && touch {path} && (grep -qxF {quoted} {path} "
@@ -294,8 +275,6 @@ def line_append_command(path: str, line: str) -> str:
 
 
 def authorized_key_command(public_line: str, *, home: str = "~") -> str:
-    """Shell command that adds `public_line` (options first, if any) to the
-    authorized_keys of the user whose home is `home`, exactly once."""
     keys = f"{home}/.ssh/authorized_keys"
     return (
         f"umask 077 && mkdir -p {home}/.ssh && chmod 700 {home}/.ssh && touch {keys} "
@@ -304,8 +283,6 @@ def authorized_key_command(public_line: str, *, home: str = "~") -> str:
 
 
 def line_remove_command(path: str, line: str) -> str:
-    """Shell command that removes every exact copy of `line` from the file `path`
-    (kept as it was otherwise; nothing happens if the file or the line is missing)."""
     quoted = shlex.quote(line)
     return (
         f"if [ -f {path} ] && grep -qxF {quoted} {path}; then "

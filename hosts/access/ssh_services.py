@@ -1,8 +1,4 @@
-"""SSH use cases: password-less access set-up, host key pinning and acceptance.
-
-The password given to `host_ssh_access_set_up` is used for one login and then
-dropped: it is not stored, logged, audited, queued, or echoed in any error.
-"""
+"""SSH access set-up, host key pinning and acceptance (passwords: one login, never kept)."""
 
 from __future__ import annotations
 
@@ -30,22 +26,18 @@ REMOTE_USER_NEEDS = (
 
 
 class SshAccessError(Exception):
-    """Setting up ssh access failed, or a host key was not accepted; `field` says which
-    input it is about."""
+    """SSH set-up failed or a host key was refused; `field` names the input it is about."""
 
     def __init__(self, message: str, *, field: str = "remote_host") -> None:
         super().__init__(message)
         self.field = field
 
 
-# The model's fields that hold the user a request names `user`.
 _USER_FIELDS = ("ssh_user", "ssh_access_user")
 
 
 def _user_validate(user: str) -> None:
-    """The ssh user as the model's `ssh_user` takes it (the validators of the ssh-access
-    serializer too): ValidationError on `user`, e.g. for text that would change the
-    libvirt URI (`r@10.1.2.3/system?no_verify=1#`)."""
+    """Validate `user` as the model's `ssh_user` (no text that would change the libvirt URI)."""
     try:
         if not user:
             raise ValidationError("This field may not be blank.", code="blank")
@@ -55,8 +47,7 @@ def _user_validate(user: str) -> None:
 
 
 def _host_clean(host: Host) -> None:
-    """The model's full_clean before a save; its errors on the ssh user are the
-    request's `user` (the API answers 400 with the field names)."""
+    """full_clean, with errors on the ssh user fields reported as the request's `user`."""
     try:
         host.full_clean()
     except ValidationError as exc:
@@ -73,10 +64,7 @@ def _key_material(pem: bytes, public_line: str) -> credentials.Material:
 
 
 def _portal_key_material() -> credentials.Material:
-    """The key a node that has none in the database stores: the key file a deployment
-    placed at SSH_KEY_PATH before the first use (or a data folder made before the key
-    moved to the database) is adopted, so hosts that trust it keep working; else a new
-    one."""
+    """A key file already at SSH_KEY_PATH is adopted (hosts trust it), else a new key."""
     path = settings.SSH_KEY_PATH
     if path.exists():
         pem, public_line = ssh.portal_key_read(path)
@@ -87,9 +75,7 @@ def _portal_key_material() -> credentials.Material:
 
 
 def portal_public_key() -> ssh.PortalKey:
-    """The portal's ssh key pair, the same on every node: kept in the database (private
-    key encrypted) and materialised on this node as SSH_KEY_PATH (0600, folder 0700)
-    and its `.pub` before it is used."""
+    """The portal's ssh key (in the database, shared by all nodes), written to SSH_KEY_PATH."""
     path = settings.SSH_KEY_PATH
     how = f"adopted from {path}" if path.exists() else "made on first use"
     key = credentials.credential_ensure(CredentialKind.SSH_KEY, _portal_key_material, how=how)
@@ -99,8 +85,7 @@ def portal_public_key() -> ssh.PortalKey:
 
 
 def portal_key_import(*, path: Path, actor: Actor) -> ssh.PortalKey:
-    """Make the key in the file `path` the portal's ssh key on every node (a key the
-    deployment made, or the next key of a rotation): hosts must already trust it."""
+    """Make the key in `path` the portal's ssh key on every node (hosts must trust it)."""
     pem, public_line = ssh.portal_key_read(path)
     credentials.credential_replace(
         CredentialKind.SSH_KEY,
@@ -112,9 +97,7 @@ def portal_key_import(*, path: Path, actor: Actor) -> ssh.PortalKey:
 
 
 def known_hosts_refresh() -> None:
-    """Bring this node's known_hosts file (and the ssh wrappers reading it) that
-    libvirt's qemu+ssh connections use up to date with the keys pinned in the database;
-    files already up to date are left alone."""
+    """Sync this node's known_hosts and ssh wrappers (for qemu+ssh) with the pinned keys."""
     # Plain values, no model instances: this runs before every ssh connection.
     rows = Host.objects.exclude(ssh_host_key="").order_by("name")
     entries = [
@@ -136,9 +119,7 @@ def known_hosts_refresh() -> None:
 
 
 def ssh_files_ensure(*hosts: Host) -> None:
-    """Before libvirt connects to an ssh host: this node's key file, wrappers and
-    known_hosts match the database (a new node's empty data folder, a host key accepted
-    on another node, a restored database)."""
+    """Before libvirt connects to an ssh host: this node's ssh files match the database."""
     if any(h.transport == Transport.SSH for h in hosts):
         portal_public_key()
         known_hosts_refresh()
@@ -149,7 +130,6 @@ def _pinned(host: Host) -> ssh.HostKey | None:
 
 
 def _scan(host: Host) -> ssh.HostKey | None:
-    """The host key the host's ssh offers now; None if it does not answer."""
     try:
         return ssh.host_key_scan(host.address, host.ssh_port)
     except ssh.SshError:
@@ -157,14 +137,12 @@ def _scan(host: Host) -> ssh.HostKey | None:
 
 
 def host_key_first_contact(*, host: Host, actor: Actor) -> Host:
-    """Pin the key a new ssh host offers (trust on first use). A host that does not
-    answer is left as it is: the connection attempt that follows reports why."""
+    """Pin a new host's key (trust on first use); if it does not answer, the connect says why."""
     offered = _scan(host)
     return host if offered is None else _host_key_pin(host=host, offered=offered, actor=actor)
 
 
 def _host_key_pin(*, host: Host, offered: ssh.HostKey, actor: Actor) -> Host:
-    """Record the host key seen on first contact (trust on first use)."""
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
         if host.ssh_host_key:
@@ -204,9 +182,7 @@ def host_key_mismatch_record(*, host: Host, mismatch: ssh.HostKeyMismatch, actor
 
 
 def host_key_accept(*, host: Host, fingerprint: str, actor: Actor) -> Host:
-    """An administrator accepts the pending (changed) host key whose `fingerprint`
-    they checked out of band: only if the pending key still has exactly that one (a key
-    that changed again since the page was shown is not accepted unseen)."""
+    """Accept the pending host key only if it still has the `fingerprint` the admin checked."""
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
         if not host.ssh_host_key_pending:
@@ -243,8 +219,7 @@ def host_key_accept(*, host: Host, fingerprint: str, actor: Actor) -> Host:
 def session_for_host(
     host: Host, *, user: str, actor: Actor, password: str | None = None
 ) -> ssh.Session:
-    """An ssh session to `host` as `user` (the password once, else the portal's key);
-    the host key is pinned on first contact and a changed key is refused and recorded."""
+    """An ssh session as `user` (password or the portal's key); a changed host key is refused."""
     key = portal_public_key()
     try:
         session, offered = ssh.session_open(
@@ -277,8 +252,7 @@ def remote_run(
     timeout: float = 30.0,
     error: type[SshAccessError] = SshAccessError,
 ) -> str:
-    """Run `command` in `session` and return its output; a failure raises `error` that
-    says `what` failed where, with the end of what the command printed."""
+    """Run `command` and return its output; a failure raises `error` naming `what` failed."""
     status, out, err = session.run(command, timeout=timeout)
     if status != 0:
         detail = (err or out).strip()[-400:] or f"exit {status}"
@@ -288,20 +262,15 @@ def remote_run(
 
 
 def host_ssh_access_set_up(*, host: Host, user: str, password: str, actor: Actor) -> Host:
-    """Install the portal's public key for `user` on `host`, using `password` once.
-
-    Order matters: the host key is checked before the password is sent, and the
-    user's libvirt access before anything is written, so a refusal changes nothing
-    on the remote. Afterwards the host is reached over qemu+ssh as `user`.
-    """
+    """Install the portal's key for `user`, using `password` once; the host key and libvirt
+    access are checked first, so a refusal changes nothing on the remote."""
     _user_validate(user)  # before anything is sent anywhere
     key = portal_public_key()
     with session_for_host(host, user=user, password=password, actor=actor) as session:
         via_sudo = False
         status, _out, err = session.run(LIBVIRT_ACCESS_PROBE)
         if status != 0 and user != "root":
-            # Not in group libvirt: full sudo rights will do (libvirt's helper then runs
-            # through `sudo -n`; never a password prompt).
+            # Not in group libvirt: passwordless sudo will do (the helper runs `sudo -n`).
             status, _out, sudo_err = session.run(f"sudo -n {LIBVIRT_ACCESS_PROBE}")
             via_sudo = status == 0
             err = f"{err.strip()}; with sudo -n: {sudo_err.strip()}"
@@ -327,16 +296,11 @@ def host_ssh_access_set_up(*, host: Host, user: str, password: str, actor: Actor
 
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
-        before = {
-            "transport": host.transport,
-            "ssh_user": host.ssh_user,
-            "ssh_libvirt_via_sudo": host.ssh_libvirt_via_sudo,
-        }
+        before = {f: getattr(host, f) for f in ("transport", "ssh_user", "ssh_libvirt_via_sudo")}
         if host.transport != Transport.SSH:
             host.port = None  # the old port belonged to the old transport
         host.transport = Transport.SSH
-        host.ssh_user = user
-        host.ssh_access_user = user
+        host.ssh_user = host.ssh_access_user = user
         host.ssh_access_set_up_at = timezone.now()
         host.ssh_libvirt_via_sudo = via_sudo
         _host_clean(host)
@@ -359,8 +323,7 @@ def host_ssh_access_set_up(*, host: Host, user: str, password: str, actor: Actor
 
 
 def host_key_check(*, host: Host, actor: Actor) -> str | None:
-    """For an ssh host libvirt could not reach: was it the host key? Returns the
-    message naming old and new fingerprints, or None if the key is unchanged."""
+    """Was an unreachable ssh host's key changed? The message saying so, else None."""
     pinned = _pinned(host)
     offered = _scan(host) if pinned is not None else None
     if offered is None or offered == pinned:

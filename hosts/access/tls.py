@@ -1,16 +1,4 @@
-"""The portal's own small certificate authority for libvirt's TLS transport.
-
-Plain functions over files and PEM, no Django: the CA (key + self-signed certificate,
-made once), the portal's own client certificate for `qemu+tls://` (a `pkipath`
-folder), signing a host's certificate signing requests (the host's private keys are
-generated on the host and never leave it: only CSRs come here), reading what a
-certificate says, and judging a certificate against the CA and the clock.
-
-Where the keys live: in the database, encrypted, shared by every portal node
-(`hosts.access.credentials`, docs/nodes.md). The CA key is only ever in memory when signing;
-the client folder libvirt reads (`pkipath`) is materialised per node by
-`tls_services`. This module only makes, reads and judges them.
-"""
+"""The portal's small CA for libvirt's TLS transport: plain functions over PEM, no Django."""
 
 from __future__ import annotations
 
@@ -19,7 +7,7 @@ import datetime as dt
 import ipaddress
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -64,15 +52,8 @@ class CertInfo:
     names: tuple[str, ...]
 
     def as_dict(self) -> dict:
-        return {
-            "subject": self.subject,
-            "issuer": self.issuer,
-            "serial": str(self.serial),
-            "not_before": self.not_before.isoformat(),
-            "not_after": self.not_after.isoformat(),
-            "fingerprint": self.fingerprint,
-            "names": list(self.names),
-        }
+        times = {"not_before": self.not_before.isoformat(), "not_after": self.not_after.isoformat()}
+        return asdict(self) | {"serial": str(self.serial), **times, "names": list(self.names)}
 
 
 def _now() -> dt.datetime:
@@ -151,8 +132,6 @@ def ca_from_pem(key_pem: bytes, cert_pem: str) -> CertificateAuthority:
 
 
 def ca_load(folder: Path) -> CertificateAuthority | None:
-    """A CA kept as files (cakey.pem, cacert.pem) in `folder`, as the portal kept it
-    before it moved to the database; None if there is none."""
     key_path, cert_path = folder / "cakey.pem", folder / "cacert.pem"
     if not (key_path.exists() and cert_path.exists()):
         return None
@@ -180,8 +159,7 @@ def certificate_issue(
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
 ) -> x509.Certificate:
-    """A `kind` ("server" or "client") certificate for `public_key`, named after the
-    host (subject CN = its name; SAN = its address as IP or DNS, and its name)."""
+    """A "server" or "client" certificate for `public_key`: CN the host's name, SAN its address."""
     if kind not in ("server", "client"):
         raise TlsError(f"unknown certificate kind {kind!r}")
     now = _now()
@@ -213,8 +191,7 @@ def csr_sign(
     address: str,
     not_after: dt.datetime | None = None,
 ) -> str:
-    """Sign a host's CSR: only its public key is taken; names come from the portal's
-    record of the host, never from the request."""
+    """Sign a host's CSR: only its public key is taken, never the names it asks for."""
     try:
         csr = x509.load_pem_x509_csr(csr_pem.encode())
     except ValueError as exc:
@@ -263,8 +240,7 @@ def issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
 def cert_problem(
     pem: str, ca_cert: x509.Certificate, *, what: str, now: dt.datetime | None = None
 ) -> str | None:
-    """Why `pem` would not work with this CA now (expired, not yet valid, another
-    CA), as a sentence that starts with `what`; None if it would."""
+    """Why `pem` would not work with this CA now, as a sentence starting with `what`, or None."""
     now = now or _now()
     cert = load_certificate(pem)
     if not issued_by(cert, ca_cert):
@@ -279,16 +255,14 @@ def cert_problem(
 
 @dataclass(frozen=True)
 class ClientFiles:
-    """The portal's `pkipath` folder for `qemu+tls://...?pkipath=`: cacert.pem,
-    clientcert.pem, clientkey.pem (0600)."""
+    """The portal's `pkipath` folder: cacert.pem, clientcert.pem, clientkey.pem (0600)."""
 
     folder: Path
     cert: x509.Certificate
 
 
 def client_issue(ca: CertificateAuthority) -> tuple[str, bytes]:
-    """The portal's own client identity towards libvirtd, signed by `ca`: (certificate
-    PEM, private key PEM)."""
+    """The portal's client (certificate PEM, key PEM) towards libvirtd, signed by `ca`."""
     key = ec.generate_private_key(ec.SECP256R1())
     cert = certificate_issue(ca, key.public_key(), kind="client", host_name="live-migration-portal")
     return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem(key)
@@ -297,8 +271,7 @@ def client_issue(ca: CertificateAuthority) -> tuple[str, bytes]:
 def client_current(
     cert_pem: str, ca: CertificateAuthority, *, now: dt.datetime | None = None
 ) -> bool:
-    """Is the portal's client certificate one of `ca`'s, with more than RENEW_BEFORE_DAYS
-    left? (Else a new one is issued.)"""
+    """Is the client certificate one of `ca`'s with more than RENEW_BEFORE_DAYS left?"""
     cert = load_certificate(cert_pem)
     left = cert.not_valid_after_utc - (now or _now())
     return left > dt.timedelta(days=RENEW_BEFORE_DAYS) and issued_by(cert, ca.cert)
@@ -311,9 +284,7 @@ def served_certificate(
     client: ClientFiles | None = None,
     timeout: float = HANDSHAKE_TIMEOUT_S,
 ) -> str:
-    """The certificate a TLS server (libvirtd on 16514) presents, as PEM, whoever
-    issued it: judged by the caller with `cert_problem`, so that a wrong CA or an
-    expired certificate gets a sentence instead of a handshake error."""
+    """The PEM a TLS server presents, unverified: `cert_problem` judges it in a sentence."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE

@@ -1,17 +1,10 @@
-"""TLS use cases: the portal's CA and client files, and a host's certificates over ssh.
-
-`host_tls_issue` logs in with the portal's ssh key (set up by `ssh-access` first), has
-the host generate its own private keys (they never leave the host) and print
-certificate signing requests, signs a server and a client certificate with the
-portal's CA, installs them for libvirtd (/etc/pki/CA, /etc/pki/libvirt) and for
-QEMU's encrypted migration (/etc/pki/qemu, the keys copied within the host), restarts
-libvirtd with `settings.TLS_RESTART_COMMAND`, and records the public parts on the host
-row with its audit event in one transaction.
-"""
+"""TLS use cases: the portal's CA and client files, and a host's certificates over ssh
+(the host makes its own keys, which never leave it: only CSRs are signed here)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import re
 import time
@@ -93,8 +86,7 @@ def _material(ca: tls.CertificateAuthority) -> credentials.Material:
 
 
 def _ca_material() -> credentials.Material:
-    """The CA a portal without one in the database stores: the one a data folder made
-    before the CA moved to the database holds (hosts trust it), else a new one."""
+    """A CA already in TLS_CA_DIR is adopted (hosts trust it), else a new one."""
     ca = tls.ca_load(settings.TLS_CA_DIR)
     if ca is not None:
         logger.info("the portal's CA in %s is now kept in the database", settings.TLS_CA_DIR)
@@ -104,8 +96,7 @@ def _ca_material() -> credentials.Material:
 
 
 def portal_ca() -> tls.CertificateAuthority:
-    """The portal's CA, the same on every node (in the database, its key encrypted; only
-    in memory here, never written to a file)."""
+    """The portal's CA, shared by all nodes via the database; its key never goes to a file."""
     legacy = settings.TLS_CA_DIR / "cakey.pem"
     how = f"adopted from {settings.TLS_CA_DIR}" if legacy.exists() else "made on first use"
     stored = credentials.credential_ensure(CredentialKind.TLS_CA, _ca_material, how=how)
@@ -113,24 +104,15 @@ def portal_ca() -> tls.CertificateAuthority:
 
 
 def portal_ca_rotate(*, actor: Actor) -> tls.CertificateAuthority:
-    """A new CA for the portal (the old one leaked, or expires): hosts keep trusting the
-    old one until each is given certificates of the new one (POST /api/hosts/{id}/tls/);
-    the portal's client certificate follows by itself."""
+    """A new CA; hosts trust the old one until each is given new certificates."""
     ca = tls.ca_create()
-    credentials.credential_replace(
-        CredentialKind.TLS_CA,
-        _material(ca),
-        how="rotated",
-        actor=actor,
-    )
+    credentials.credential_replace(CredentialKind.TLS_CA, _material(ca), how="rotated", actor=actor)
     return ca
 
 
 def portal_client() -> tls.ClientFiles:
-    """The portal's client certificate folder for `qemu+tls://...?pkipath=`, brought up
-    to date on this node from the database: cacert.pem, clientcert.pem, clientkey.pem
-    (0600) in TLS_CLIENT_DIR (0700). The certificate is issued once for all nodes, and
-    again when the CA changed or it is due for renewal (by the first node that notices)."""
+    """The portal's `pkipath` client folder, synced from the database; the certificate is
+    issued once for all nodes and again when the CA changed or it is due for renewal."""
     ca = portal_ca()
 
     def current(found: credentials.Credential) -> bool:
@@ -153,8 +135,7 @@ def portal_client() -> tls.ClientFiles:
 
 
 def tls_files_ensure(*hosts: Host) -> None:
-    """Before libvirt connects to a tls host: this node's client folder matches the
-    database."""
+    """Before libvirt connects to a tls host: this node's client folder matches the database."""
     if any(h.transport == Transport.TLS for h in hosts):
         portal_client()
 
@@ -164,13 +145,11 @@ def _tls_port(host: Host) -> int:
 
 
 def _served_pem(host: Host, client: tls.ClientFiles) -> str:
-    """The certificate the host's libvirtd serves on its TLS port (TlsError if none)."""
     return tls.served_certificate(host.address, _tls_port(host), client=client)
 
 
 def _served_fingerprint(host: Host, wait_s: float) -> str:
-    """The fingerprint of the certificate the host's libvirtd serves on its TLS port,
-    '' if it does not answer within `wait_s` (not listening for TLS)."""
+    """The served certificate's fingerprint, '' if there is no answer within `wait_s`."""
     client = portal_client()
     deadline = time.monotonic() + wait_s
     while True:
@@ -189,12 +168,8 @@ def host_tls_issue(
     restart_libvirtd: bool = True,
     client_not_after: dt.datetime | None = None,
 ) -> Host:
-    """Issue (or renew) the host's TLS certificates over ssh and install them.
-
-    Idempotent: the host's keys are made once and kept; each call signs new
-    certificates for them and installs them in place. `client_not_after` (drills and
-    tests) makes the client certificate expire then, e.g. in the past.
-    """
+    """Issue (or renew) the host's TLS certificates over ssh and install them; the host's
+    keys are made once and kept. `client_not_after` is for drills and tests."""
     user = host.ssh_access_user
     if not user:
         raise SshAccessError(
@@ -214,31 +189,20 @@ def host_tls_issue(
             raise SshAccessError(
                 f"{host.name} printed no certificate requests", field="non_field_errors"
             )
+        sign = functools.partial(tls.csr_sign, ca, host_name=host.name, address=host.address)
         try:
-            server_pem = tls.csr_sign(
-                ca, csrs[0], kind="server", host_name=host.name, address=host.address
-            )
-            client_pem = tls.csr_sign(
-                ca,
-                csrs[1],
-                kind="client",
-                host_name=host.name,
-                address=host.address,
-                not_after=client_not_after,
-            )
+            server_pem = sign(csrs[0], kind="server")
+            client_pem = sign(csrs[1], kind="client", not_after=client_not_after)
         except tls.TlsError as exc:
             raise SshAccessError(str(exc), field="non_field_errors") from None
         run_as_root(
             _install_script(ca_pem=ca.cert_pem, server_pem=server_pem, client_pem=client_pem),
             "installing the certificates",
         )
-        restarted = bool(restart_libvirtd and settings.TLS_RESTART_COMMAND)
+        restart = settings.TLS_RESTART_COMMAND
+        restarted = bool(restart_libvirtd and restart)
         if restarted:
-            run_as_root(
-                settings.TLS_RESTART_COMMAND,
-                f"restarting libvirtd ({settings.TLS_RESTART_COMMAND})",
-                timeout=120.0,
-            )
+            run_as_root(restart, f"restarting libvirtd ({restart})", timeout=120.0)
     server, client = tls.cert_info(server_pem), tls.cert_info(client_pem)
     # A host reached over tls must serve the new certificate; another may not listen
     # for TLS (yet): one short look.
@@ -247,11 +211,10 @@ def host_tls_issue(
 
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
+        old_end = host.tls_server_not_after
         before = {
             "tls_server_fingerprint": host.tls_server_fingerprint,
-            "tls_server_not_after": host.tls_server_not_after.isoformat()
-            if host.tls_server_not_after
-            else None,
+            "tls_server_not_after": old_end.isoformat() if old_end else None,
         }
         host.tls_ca_fingerprint = ca.fingerprint
         host.tls_server_cert = server_pem
@@ -283,16 +246,14 @@ def host_tls_issue(
                 actor=actor,
                 event_type=EventType.HOST_LIBVIRTD_RESTARTED,
                 target=host,
-                detail={"command": settings.TLS_RESTART_COMMAND, "reason": "TLS certificates"},
+                detail={"command": restart, "reason": "TLS certificates"},
             )
     logger.info("TLS certificates issued for %s (server %s)", host.name, server.fingerprint)
     return host
 
 
 def host_tls_problems(host: Host, *, role: str, now: dt.datetime | None = None) -> list[str]:
-    """What stops `host` from taking part in a TLS migration as `role` ("source": it
-    connects with its client certificate; "destination": it serves its server
-    certificate), from the portal's record; each sentence says what to do."""
+    """What in the portal's record stops `host` from a TLS migration, each with what to do."""
     renew = f"issue new ones with POST /api/hosts/{host.pk}/tls/"
     if not host.has_tls_certificates:
         return [
@@ -312,9 +273,7 @@ def host_tls_problems(host: Host, *, role: str, now: dt.datetime | None = None) 
 
 
 def host_tls_served_problem(host: Host) -> str | None:
-    """Is the certificate the host's libvirtd really serves one of the portal's CA,
-    and valid now? (A host may have been given a certificate from another CA, or one
-    may have expired, since the portal issued its own.) None when it is fine."""
+    """What is wrong with the certificate libvirtd really serves (another CA, expired), or None."""
     port = _tls_port(host)
     try:
         pem = _served_pem(host, portal_client())

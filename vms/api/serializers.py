@@ -7,9 +7,7 @@ from vms.models import VM, VMDisk, VMState
 from vms.selectors import vm_other_definitions
 
 
-# A host with the counts of its VMs (vms.selectors.hosts_with_vm_counts annotates them;
-# a host read otherwise is counted here). No docstring: the schema's Host component
-# keeps its description.
+# A host with its VM counts. No docstring: the schema's Host component keeps its description.
 class HostSerializer(LeanReadMixin, serializers.ModelSerializer):
     libvirt_uri = serializers.CharField(read_only=True)
     vm_count = serializers.SerializerMethodField()

@@ -35,8 +35,7 @@ from vms.services import host_refresh
 class HostViewSet(LeanListMixin, viewsets.ModelViewSet):
     """Hypervisor hosts. Reading needs a login; changes need the host admin role."""
 
-    # Here, not in hosts.api: a host is shown with its VM counts, and its refresh
-    # syncs its VMs. (POST /api/hosts/{id}/evacuate/: migrations_app.api.placement_views.)
+    # Here, not in hosts.api: a host is shown with its VM counts and its refresh syncs them.
     serializer_class = HostSerializer
     permission_classes = [CanManageHostsOrReadOnly]
     filterset_fields = ["status", "transport", "arch"]
@@ -65,8 +64,7 @@ class HostViewSet(LeanListMixin, viewsets.ModelViewSet):
         service: Callable[..., Host],
         serializer_class: type[serializers.Serializer] | None = None,
     ) -> Response:
-        """Validate the request's input (`serializer_class`), then `service(host=,
-        actor=, **input)`; answer with the host as it is now (with its VM counts)."""
+        """`service(host=, actor=, **validated input)`, answered with the host as it is now."""
         data = {}
         if serializer_class is not None:
             serializer = serializer_class(data=request.data)
@@ -114,8 +112,7 @@ class HostViewSet(LeanListMixin, viewsets.ModelViewSet):
 
 
 class VMByUUIDMixin:
-    """A view of one VM, addressed by libvirt UUID: the definition vm_current_with_host
-    picks (the running one first), 404 if there is none or it is gone."""
+    """A view of one VM by libvirt UUID (the definition `vm_lookup` picks), else 404."""
 
     lookup_field = "uuid"
     lookup_value_regex = "[0-9a-fA-F-]{32,36}"

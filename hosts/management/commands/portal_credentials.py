@@ -1,10 +1,4 @@
-"""The portal's own key pairs, kept in the database for every node (docs/nodes.md).
-
-manage.py portal_credentials status              what is stored; this node's cache
-manage.py portal_credentials materialise         write this node's files now
-manage.py portal_credentials import-ssh-key F    make the key in file F the portal's
-manage.py portal_credentials rotate-tls-ca       a new CA (then re-issue each host's)
-"""
+"""`manage.py portal_credentials`: the portal's key pairs in the database (docs/nodes.md)."""
 
 from __future__ import annotations
 
@@ -70,7 +64,5 @@ class Command(BaseCommand):
                 credentials.decrypt(row.private_encrypted, kind=row.kind)
             except credentials.CredentialUnreadable as exc:
                 readable = f"NOT READABLE: {exc}"
-            self.stdout.write(
-                f"{kind.value}: {row.fingerprint}, stored {row.updated_at:%Y-%m-%d %H:%M} UTC, "
-                f"{readable}"
-            )
+            stored = f"{row.updated_at:%Y-%m-%d %H:%M} UTC"
+            self.stdout.write(f"{kind.value}: {row.fingerprint}, stored {stored}, {readable}")

@@ -1,9 +1,4 @@
-"""Register the running lab hosts in the portal and sync their VMs (used by `make demo`).
-
-Like an administrator adding real hosts: over ssh (the default transport), the portal's
-key installed with each host's password once (the lab generated the passwords). The
-first migration between two hosts then gives the source a key of its own.
-"""
+"""Register the running lab hosts over ssh, as an administrator would (`make demo`)."""
 
 from django.core.management.base import BaseCommand, CommandError
 
