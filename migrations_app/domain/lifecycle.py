@@ -1,11 +1,7 @@
-"""The words of a migration's life, in one place: statuses and the changes allowed
-between them, the phases written into `phase`, and why a migration failed.
+"""A migration's statuses and allowed changes, phases and failure reasons.
 
-Every value here is stored in the database, sent over the API and the websocket, and
-shown on the pages (the labels reach the browser through `json_script`, see
-`portal.context_processors`): change a value only with a data migration; a label
-may change freely. No imports of the portal's own apps: the models, the engine, the
-pure decisions and the pages all build on this module.
+Values are stored, sent over the API and shown: change one only with a data migration
+(labels may change). Imports none of the portal's apps: they all build on it.
 """
 
 from __future__ import annotations
@@ -14,8 +10,7 @@ from django.db import models
 
 
 class MigrationStatus(models.TextChoices):
-    # Waits for its `not_before` (a maintenance window); the reconciler queues it then.
-    # Active (one per VM) but not running: it holds no slot and no worker.
+    # Waits for its `not_before`; active (one per VM) but holds no slot or worker.
     SCHEDULED = "scheduled", "Scheduled"
     QUEUED = "queued", "Queued"
     CHECKING = "checking", "Checking"
@@ -24,9 +19,7 @@ class MigrationStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
-    # A host could not be reached while the migration was settled: it is not known
-    # which host runs the VM, so nothing was changed; the reconciler settles it when
-    # both hosts answer. An operator sees it in the list (filter status=needs_attention).
+    # A host was unreachable at settling: nothing changed; the reconciler settles it later.
     NEEDS_ATTENTION = "needs_attention", "Needs attention"
 
 
@@ -67,19 +60,13 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
         {MigrationStatus.SUCCEEDED, MigrationStatus.NEEDS_ATTENTION}
     ),
     MigrationStatus.NEEDS_ATTENTION: frozenset(
-        {
-            MigrationStatus.COMPLETING,
-            MigrationStatus.FAILED,
-            MigrationStatus.CANCELLED,
-        }
+        {MigrationStatus.COMPLETING, MigrationStatus.FAILED, MigrationStatus.CANCELLED}
     ),
 }
 
 
 class Phase(models.TextChoices):
-    """What a migration is doing (`Migration.phase`, `MigrationSample.phase`): finer
-    than its status. The engine writes the lifecycle phases; `progress.phase_of` the
-    phases of a running libvirt job."""
+    """What a migration is doing, finer than its status."""
 
     WAITING_FOR_SLOT = "waiting_for_slot", "Waiting for a free slot on its hosts"
     # A child of a batch held back by the batch's max_parallel (or not started yet).
@@ -111,11 +98,8 @@ JOB_PHASES = [
 
 
 class FailureReason(models.TextChoices):
-    """Why a migration failed (`Migration.failure_reason`), decided by the engine from
-    what it knows when it records the failure; never parsed from the error text.
-    Blank while a migration has not failed, and for a cancel (a status, not a failure).
-    A migration that needs attention keeps why it got there, for when the reconciler
-    records it as failed."""
+    """Why a migration failed, decided by the engine (never parsed from the error text);
+    blank until it fails and for a cancel."""
 
     PRECHECK = "precheck", "A pre-check refused the migration"
     TIMEOUT = "timeout", "Timed out"
@@ -127,8 +111,7 @@ class FailureReason(models.TextChoices):
 
 
 class BatchStatus(models.TextChoices):
-    """A migration batch's status (`MigrationBatch.status`), derived from its children
-    by `decisions.batch_status`; the final one is written exactly once."""
+    """A batch's status, derived from its children; the final one is written once."""
 
     QUEUED = "queued", "Queued"  # no child has started yet
     RUNNING = "running", "Running"
