@@ -1,6 +1,5 @@
-"""Migration batches as users ask for them: create (placing VMs without a destination)
-and cancel. When children start and how the batch's status follows them is
-`scheduling.batch_turns`."""
+"""Migration batches as users ask for them: create and cancel (`scheduling.batch_turns`
+starts the children and follows the batch's status)."""
 
 from __future__ import annotations
 
@@ -17,12 +16,7 @@ from migrations_app.domain import decisions
 from migrations_app.domain.lifecycle import BATCH_FINAL_STATUSES
 from migrations_app.domain.options import MigrationOptions
 from migrations_app.events import batch_publish
-from migrations_app.models import (
-    ACTIVE_STATUSES,
-    BatchKind,
-    MigrationBatch,
-    MigrationStatus,
-)
+from migrations_app.models import ACTIVE_STATUSES, BatchKind, MigrationBatch, MigrationStatus
 from migrations_app.requests import MigrationConflict, migration_cancel, migration_row_record
 from migrations_app.scheduling.batch_turns import batch_advance, batch_detail
 from migrations_app.scheduling.dispatch import dispatch_after_commit
@@ -32,8 +26,7 @@ from vms.models import VM
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One VM of a batch: its destination (None: placed by the ranking) and its own
-    options (None: the batch's)."""
+    """One VM of a batch: its destination (None: ranked) and options (None: the batch's)."""
 
     vm: VM
     destination: Host | None = None
@@ -41,11 +34,8 @@ class BatchItem:
 
 
 def _items_placed(items: list[BatchItem]) -> list[BatchItem]:
-    """Items without a destination get the best fit host of the destination ranking
-    (`selectors.destinations_ranked`, which asks the hosts for the CPU comparison: this
-    runs before any transaction). Each VM is ranked on its own: the pre-checks judge
-    memory again when its migration starts. Raises ValidationError on `items` naming
-    each VM that no host fits, with the best host's reason."""
+    """Items without a destination get the ranking's best fit host (it asks the hosts:
+    before any transaction). ValidationError on `items` names each VM no host fits."""
     placed, unfit = [], []
     for item in items:
         if item.destination is not None:
@@ -80,12 +70,9 @@ def batch_create(
     not_before=None,
     window_end=None,
 ) -> MigrationBatch:
-    """Record the batch and all its children (`queued`, waiting for the batch) with
-    their audit events in one transaction; the dispatcher starts them after commit.
-
-    Raises ValidationError naming the field (items, max_parallel, not_before) and
-    MigrationConflict if a VM already has a queued or running migration.
-    """
+    """Record the batch and its children with their audit events in one transaction; the
+    dispatcher starts them after commit. ValidationError by field; MigrationConflict if a
+    VM already has an active migration."""
     if not items:
         raise ValidationError({"items": ["Give at least one VM."]})
     if max_parallel < 1:
@@ -98,8 +85,6 @@ def batch_create(
     schedule = decisions.schedule_errors(not_before=not_before, window_end=window_end, now=now)
     if schedule:
         raise ValidationError(schedule)
-    # Scheduled: every child waits as `scheduled` until the reconciler queues it; the
-    # batch's turn (max_parallel) is kept by the claim's gate as for any child.
     scheduled = not decisions.due(not_before=not_before, now=now)
 
     with transaction.atomic():
@@ -150,9 +135,8 @@ def batch_create(
 
 
 def batch_cancel(*, batch: MigrationBatch, actor: Actor) -> MigrationBatch:
-    """Cancel the batch: its queued children are cancelled, running ones are asked to
-    cancel (migration_cancel); the batch ends `cancelled` once none is active.
-    Raises MigrationConflict if the batch already ended."""
+    """Cancel the batch's children (queued ones at once); it ends `cancelled` once none is
+    active. MigrationConflict if the batch already ended."""
     with transaction.atomic():
         batch = MigrationBatch.objects.select_for_update().get(pk=batch.pk)
         if batch.status in BATCH_FINAL_STATUSES:
