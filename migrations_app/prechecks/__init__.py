@@ -1,8 +1,7 @@
 """Pre-checks: can this migration work? Each is named and says why it passed or failed.
 
-They run for `POST /api/vms/{uuid}/migrate/check/` and again in the worker right
-before libvirt is asked to migrate (things change while a migration waits in the queue).
-The facts are gathered once (`facts`), then each rule judges them (`rules`).
+They run for `migrate/check/` and again in the worker right before libvirt (things
+change while a migration waits). The facts are gathered once, then each rule judges.
 """
 
 from __future__ import annotations
