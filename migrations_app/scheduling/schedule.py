@@ -1,8 +1,5 @@
-"""Scheduled migrations: queued when due, failed when their window closes unstarted.
-
-Nothing waits in memory: the reconciler runs `migrations_schedule_run` on every pass
-(and sleeps until `migrations_schedule_next_event` when run as a command).
-"""
+"""Scheduled migrations: queued when due, failed when their window closes unstarted
+(by the reconciler's passes: nothing waits in memory)."""
 
 from __future__ import annotations
 
@@ -29,10 +26,7 @@ def schedule_of(migration: Migration) -> dict:
 
 
 def window_closed_message(window_end: datetime) -> str:
-    return (
-        f"the maintenance window closed at {window_end.isoformat()} "
-        "before the migration could start"
-    )
+    return f"the maintenance window closed at {window_end.isoformat()} before the migration could start"
 
 
 def migration_due_queue(migration: Migration, *, actor: Actor) -> Migration:
@@ -49,9 +43,8 @@ def migration_due_queue(migration: Migration, *, actor: Actor) -> Migration:
 
 
 def migration_window_close(*, migration: Migration, actor: Actor, now: datetime) -> Migration:
-    """Record a migration that did not start before its window closed as failed
-    (window_closed). The caller holds the row's lock and has checked that it is
-    scheduled or queued and unclaimed: nothing ran, no host is touched."""
+    """Fail a migration whose window closed before it started (the caller holds the
+    row's lock and checked it is unclaimed: no host is touched)."""
     return migration_change(
         migration,
         MigrationStatus.FAILED,
@@ -66,8 +59,7 @@ def migration_window_close(*, migration: Migration, actor: Actor, now: datetime)
 
 
 def _schedule_pending() -> QuerySet[Migration]:
-    """The migrations a schedule event may concern: scheduled ones, and queued ones
-    with a window that no worker has claimed yet."""
+    """Scheduled migrations, and unclaimed queued ones with a window."""
     return Migration.objects.filter(
         Q(status=MigrationStatus.SCHEDULED)
         | Q(status=MigrationStatus.QUEUED, window_end__isnull=False, claimed_by="")
@@ -75,8 +67,7 @@ def _schedule_pending() -> QuerySet[Migration]:
 
 
 def migrations_schedule_next_event() -> datetime | None:
-    """The next time a schedule needs the reconciler: the earliest `not_before` of a
-    scheduled migration or `window_end` of one still waiting (None: none)."""
+    """The earliest `not_before` or `window_end` still pending (None: none)."""
     pending = _schedule_pending()
     times = [
         pending.filter(status=MigrationStatus.SCHEDULED).aggregate(t=Min("not_before"))["t"],
@@ -87,12 +78,8 @@ def migrations_schedule_next_event() -> datetime | None:
 
 
 def migrations_schedule_run(*, now: datetime | None = None) -> dict[str, list[int]]:
-    """Queue the scheduled migrations that are due and fail the waiting ones whose
-    window closed; returns their ids ({"queued": [...], "window_closed": [...]}).
-
-    Each change is a compare-and-set under the row's lock, so several reconcilers
-    (or a claim racing with one) change a migration once.
-    """
+    """Queue the due migrations and fail the ones whose window closed; returns their ids.
+    Each is a compare-and-set under the row's lock, so racing reconcilers change it once."""
     actor = Actor.system("scheduler")
     done: dict[str, list[int]] = {"queued": [], "window_closed": []}
     for pk in list(_schedule_pending().order_by("not_before", "pk").values_list("pk", flat=True)):
