@@ -1,18 +1,11 @@
-"""Outgoing webhooks: the end of a migration or a batch, POSTed to the endpoints that
-subscribed to it (see README "Webhooks" and docs/architecture.md "Observability").
+"""Outgoing webhooks: the end of a migration or a batch, POSTed to subscribed endpoints.
 
-- A delivery row is written in the transaction that records the final status (next to
-  its audit row), so a change that rolls back sends nothing and a committed one is
-  never lost; it is sent after commit by a django-q task.
-- A failed attempt is retried after 10 s, 30 s, 90 s, ... (x3 each time) by the
-  reconciler (`webhooks_deliver_due`, called from `engine.migrations_reconcile`), from
-  the database: nothing waits in memory. After WEBHOOK_MAX_ATTEMPTS it is failed.
-- Every POST carries `X-Portal-Signature: sha256=<hex HMAC-SHA256 of the body>` with
-  the endpoint's secret, `X-Portal-Event` and `X-Portal-Delivery`; no redirects are
-  followed, no proxy is used, and the URL's host must pass the host network allow-list
-  (hosts.networks) when the endpoint is created and again right before every request.
-- The secret is stored encrypted (Fernet, key derived from SECRET_KEY by HKDF): the
-  portal must read it back to sign, so it cannot be hashed like a password.
+- A delivery row is written in the transaction of the final status, so a rollback
+  sends nothing and a commit is never lost; a task sends it after commit, the
+  reconciler retries it from the database with back-off.
+- Every POST is signed (HMAC-SHA256 of the body); no redirects or proxy, and the host
+  must pass the network allow-list at creation and again before every request.
+- The secret is stored encrypted (Fernet): it must be read back to sign.
 """
 
 from __future__ import annotations
@@ -55,8 +48,7 @@ EVENT_HEADER = "X-Portal-Event"
 DELIVERY_HEADER = "X-Portal-Delivery"
 FIRST_RETRY_S = 10.0
 RETRY_FACTOR = 3
-# A sender holds a delivery this long (its next_attempt_at pushed ahead); a sender that
-# died with it leaves it to the reconciler after that.
+# A sender holds a delivery this long (next_attempt_at pushed ahead), then the reconciler.
 SEND_LEASE_S = 60
 DUE_PER_PASS = 100
 
@@ -65,9 +57,6 @@ _MIGRATION_EVENTS = {
     MigrationStatus.FAILED: WebhookEvent.MIGRATION_FAILED,
     MigrationStatus.CANCELLED: WebhookEvent.MIGRATION_CANCELLED,
 }
-
-
-# --- pure parts ------------------------------------------------------------------------
 
 
 def retry_delay_s(attempts: int) -> float:
@@ -102,9 +91,6 @@ def url_refusal(url: str) -> str | None:
     return address_refusal(parts.hostname)
 
 
-# --- endpoints -------------------------------------------------------------------------
-
-
 def webhook_endpoint_create(
     *,
     url: str,
@@ -114,10 +100,8 @@ def webhook_endpoint_create(
     active: bool = True,
     description: str = "",
 ) -> tuple[WebhookEndpoint, str]:
-    """Record an endpoint; returns it and its secret (generated when not given), which
-    is shown only now. Raises ValidationError naming the field."""
-    refusal = url_refusal(url)
-    if refusal:
+    """Record an endpoint; returns it and its secret (shown only now). ValidationError by field."""
+    if refusal := url_refusal(url):
         raise ValidationError({"url": [refusal]})
     unknown = sorted(set(events) - set(WebhookEvent.values))
     if not events or unknown:
@@ -154,9 +138,6 @@ def webhook_endpoint_delete(*, endpoint: WebhookEndpoint, actor: Actor) -> None:
         endpoint.delete()
 
 
-# --- recording (inside the transaction of the change) ----------------------------------
-
-
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -182,8 +163,7 @@ def migration_payload(migration: Migration) -> dict:
 
 
 def webhooks_migration_final(*, migration: Migration) -> list[WebhookDelivery]:
-    """Record the deliveries of a migration that reached a final status. Call it in
-    the transaction that wrote the status."""
+    """Record the deliveries of a migration's final status (in its transaction)."""
     event = _MIGRATION_EVENTS.get(migration.status)
     if event is None:
         return []
@@ -227,8 +207,7 @@ def _deliveries_record(event: WebhookEvent, payload: dict) -> list[WebhookDelive
 
 
 def webhook_delivery_enqueue(*, delivery_id: int) -> None:
-    """Hand one delivery to the task queue; a broker that is down loses nothing (the
-    reconciler sends what is due)."""
+    """Hand one delivery to the task queue (if the broker is down, the reconciler sends it)."""
     try:
         async_task(
             "migrations_app.tasks.webhook_deliver",
@@ -240,9 +219,6 @@ def webhook_delivery_enqueue(*, delivery_id: int) -> None:
         logger.warning("webhook delivery %s: not enqueued now: %s", delivery_id, exc)
 
 
-# --- sending ---------------------------------------------------------------------------
-
-
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001
         return None  # a 3xx is an answer (a failed attempt), never followed
@@ -252,8 +228,7 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedire
 
 
 def _post(delivery: WebhookDelivery, body: bytes, secret: str) -> int:
-    """POST the body; the status code (2xx, or an error's code). Raises OSError or
-    AddressRefused when nothing was answered."""
+    """POST the body; the status code. OSError or AddressRefused when nothing answered."""
     parts = urlsplit(delivery.endpoint.url)
     connection_check(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
     request = urllib.request.Request(
@@ -276,10 +251,8 @@ def _post(delivery: WebhookDelivery, body: bytes, secret: str) -> int:
 
 
 def webhook_delivery_send(*, delivery_id: int, now: datetime | None = None) -> str:
-    """Send one pending delivery that is due; returns its status afterwards.
-
-    The delivery is taken with a compare-and-set on next_attempt_at (pushed ahead by
-    SEND_LEASE_S), so the task and the reconciler never both send one attempt."""
+    """Send one due delivery; returns its status. Taken by a compare-and-set on
+    next_attempt_at, so the task and the reconciler never both send one attempt."""
     now = now or timezone.now()
     taken = WebhookDelivery.objects.filter(
         pk=delivery_id, status=WebhookDeliveryStatus.PENDING, next_attempt_at__lte=now
@@ -333,8 +306,7 @@ def _attempt_record(
 
 
 def webhooks_deliver_due(*, now: datetime | None = None) -> list[int]:
-    """The reconciler's part: send every pending delivery whose time has come (first
-    attempts whose task was lost, and retries); returns their ids."""
+    """Send every pending delivery that is due (lost first attempts, retries); their ids."""
     now = now or timezone.now()
     due = list(
         WebhookDelivery.objects.filter(

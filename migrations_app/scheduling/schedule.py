@@ -26,7 +26,8 @@ def schedule_of(migration: Migration) -> dict:
 
 
 def window_closed_message(window_end: datetime) -> str:
-    return f"the maintenance window closed at {window_end.isoformat()} before the migration could start"
+    at = window_end.isoformat()
+    return f"the maintenance window closed at {at} before the migration could start"
 
 
 def migration_due_queue(migration: Migration, *, actor: Actor) -> Migration:
