@@ -52,7 +52,7 @@ class HostEvacuateViewSet(viewsets.GenericViewSet):
 
     queryset = Host.objects.all()
     permission_classes = [CanManageHosts]
-    # What OPTIONS describes (it answered 500 without one).
+    # What OPTIONS describes.
     serializer_class = EvacuateRequestSerializer
 
     @extend_schema(
@@ -84,8 +84,5 @@ class HostEvacuateViewSet(viewsets.GenericViewSet):
         )
         if batch is None:
             return Response(data)
-        return Response(
-            data,
-            status=status.HTTP_202_ACCEPTED,
-            headers={"Location": f"/api/migration-batches/{batch.pk}/"},
-        )
+        location = f"/api/migration-batches/{batch.pk}/"
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": location})

@@ -161,11 +161,9 @@ class MigrationBatchViewSet(
             not_before=data.get("not_before"),
             window_end=data.get("window_end"),
         )
-        return Response(
-            MigrationBatchSerializer(batch).data,
-            status=status.HTTP_202_ACCEPTED,
-            headers={"Location": f"/api/migration-batches/{batch.pk}/"},
-        )
+        location = f"/api/migration-batches/{batch.pk}/"
+        data = MigrationBatchSerializer(batch).data
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
 
     @extend_schema(request=None, responses={200: MigrationBatchSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"])
@@ -182,7 +180,7 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
 
     queryset = VM.objects.all()
     permission_classes = [CanMigrate]
-    # What OPTIONS describes (it answered 500 without one).
+    # What OPTIONS describes.
     serializer_class = MigrateRequestSerializer
 
     def _request_input(self, request: Request):
@@ -216,11 +214,8 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
             window_end=data.get("window_end"),
         )
         location = f"/api/migrations/{migration.pk}/"
-        return Response(
-            MigrationSerializer(migration).data,
-            status=status.HTTP_202_ACCEPTED,
-            headers={"Location": location},
-        )
+        data = MigrationSerializer(migration).data
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
 
     @extend_schema(request=MigrateRequestSerializer, responses=CHECKS_RESPONSE)
     @action(detail=True, methods=["post"], url_path="migrate/check")
@@ -239,15 +234,11 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
         return Response(report.as_dict())
 
 
-# --- Reports (read by administrators and auditors: audit.permissions) -------------
-
-
 class MigrationReportView(APIView):
     """Migration figures for a time range (default: the last 30 days) and filters."""
 
     permission_classes = [CanReadAudit]
-    # Applied by migrations_for_report; declared for the schema (portal.openapi).
-    filterset_class = MigrationReportFilterSet
+    filterset_class = MigrationReportFilterSet  # for the schema; migrations_for_report applies it
 
     @extend_schema(responses=MigrationReportSerializer)
     def get(self, request: Request) -> Response:
@@ -276,8 +267,7 @@ class MigrationExportCSVView(APIView):
     of the record and libvirt's completed statistics (columns `stats.*`). Streamed."""
 
     permission_classes = [CanReadAudit]
-    # Applied by migrations_for_report; declared for the schema (portal.openapi).
-    filterset_class = MigrationReportFilterSet
+    filterset_class = MigrationReportFilterSet  # for the schema; migrations_for_report applies it
     renderer_classes = [JSONRenderer, CSVRenderer]
 
     @extend_schema(responses={(200, "text/csv"): str})
@@ -295,8 +285,7 @@ class MigrationExportJSONView(APIView):
     """The same as the CSV export, as JSON: {"scope": ..., "migrations": [...]}. Streamed."""
 
     permission_classes = [CanReadAudit]
-    # Applied by migrations_for_report; declared for the schema (portal.openapi).
-    filterset_class = MigrationReportFilterSet
+    filterset_class = MigrationReportFilterSet  # for the schema; migrations_for_report applies it
 
     @extend_schema(responses={(200, "application/json"): dict})
     def get(self, request: Request):
