@@ -20,8 +20,7 @@ from migrations_app.worker.reconciler import migrations_reconcile
 
 logger = logging.getLogger(__name__)
 
-# After a schedule run, sleep at least this long (an event it could not settle must
-# not spin the loop).
+# An event a run could not settle must not spin the loop.
 MIN_SLEEP_AFTER_RUN_S = 0.2
 
 
@@ -55,9 +54,8 @@ class Command(BaseCommand):
             return None
 
     def _wait_for_next_pass(self) -> None:
-        """Sleep until the next full pass; meanwhile, wake at every schedule event (a
-        migration's not_before or window_end) and look for new ones every
-        MIGRATION_SCHEDULE_POLL_S. Nothing is kept in memory between looks."""
+        """Sleep until the next pass, waking at every schedule event and looking for new
+        ones every MIGRATION_SCHEDULE_POLL_S."""
         next_pass_at = timezone.now() + timedelta(seconds=settings.MIGRATION_RECONCILE_EVERY_S)
         while True:
             now = timezone.now()
