@@ -256,9 +256,7 @@ class WebhookDelivery(models.Model):
     event = models.CharField(max_length=32, choices=WebhookEvent.choices)
     payload = models.JSONField()
     status = models.CharField(
-        max_length=16,
-        choices=WebhookDeliveryStatus.choices,
-        default=WebhookDeliveryStatus.PENDING,
+        max_length=16, choices=WebhookDeliveryStatus.choices, default=WebhookDeliveryStatus.PENDING
     )
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

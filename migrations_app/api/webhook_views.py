@@ -73,8 +73,7 @@ class WebhookEndpointViewSet(
     serializer_class = WebhookEndpointSerializer
 
     @extend_schema(
-        request=WebhookEndpointCreateSerializer,
-        responses={201: WebhookEndpointCreatedSerializer},
+        request=WebhookEndpointCreateSerializer, responses={201: WebhookEndpointCreatedSerializer}
     )
     def create(self, request: Request, *args, **kwargs) -> Response:
         given = WebhookEndpointCreateSerializer(data=request.data)

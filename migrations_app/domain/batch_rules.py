@@ -32,11 +32,7 @@ def batch_stopping(
 
 
 def batch_gate_open(
-    *,
-    children: Sequence[Child],
-    max_parallel: int,
-    stop_on_failure: bool,
-    cancel_requested: bool,
+    *, children: Sequence[Child], max_parallel: int, stop_on_failure: bool, cancel_requested: bool
 ) -> bool:
     """May one more child claim a worker now? (Under the batch's row lock at the claim.)"""
     if batch_stopping(
@@ -47,11 +43,7 @@ def batch_gate_open(
 
 
 def batch_children_to_start(
-    *,
-    children: Sequence[Child],
-    max_parallel: int,
-    stop_on_failure: bool,
-    cancel_requested: bool,
+    *, children: Sequence[Child], max_parallel: int, stop_on_failure: bool, cancel_requested: bool
 ) -> list[int]:
     """The queued children that hold one of the batch's `max_parallel` places now (the
     dispatcher hands only these to the workers; host slot limits still apply)."""

@@ -188,9 +188,7 @@ def _settle_live(given: SettleInput) -> Settlement:
             resume = (Action(Side.SOURCE, Op.RESUME),)
             note = (f"resumed the VM on {s_name}",)
         return Settlement(
-            Outcome.FAILED,
-            actions=cleanup + resume,
-            notes=_cleanup_note(given, cleanup) + note,
+            Outcome.FAILED, actions=cleanup + resume, notes=_cleanup_note(given, cleanup) + note
         )
     if given.source_was_paused and dst.paused:
         # Arrived paused, a complete copy and an incomplete one look the same.
@@ -264,11 +262,7 @@ def timed_out(timeout_s: float) -> Abort:
 
 
 def abort_reason(
-    *,
-    cancel_requested: bool,
-    elapsed_s: float,
-    timeout_s: float,
-    postcopy_started: bool,
+    *, cancel_requested: bool, elapsed_s: float, timeout_s: float, postcopy_started: bool
 ) -> Abort | None:
     """Why the running libvirt job must be aborted now, or None."""
     if postcopy_started:

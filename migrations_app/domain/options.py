@@ -59,7 +59,7 @@ def limits() -> dict[str, tuple[int, int]]:
 # DRF's wording where it has one, so a refusal reads the same from either.
 _BELOW = {
     "max_downtime_ms": "Max downtime must be at least {low} ms: below that the VM may never "
-    "converge.",
+    "converge."
 }
 _BOOLEANS = ("live", "delete_source", "auto_converge", "allow_postcopy", "compressed", "tls")
 _CHOICES = {

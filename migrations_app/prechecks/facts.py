@@ -141,8 +141,7 @@ def facts_gather(plan: MigrationPlan) -> Facts:
     open_src = host_connector(src, timeout=timeout, reuse=True)
     open_dst = host_connector(dst, timeout=timeout, reuse=True)
     source, destination = _answers(
-        [lambda: _ask_source(open_src, plan), lambda: _ask_destination(open_dst, plan)],
-        bound=bound,
+        [lambda: _ask_source(open_src, plan), lambda: _ask_destination(open_dst, plan)], bound=bound
     )
     vm_on_destination = None
     if isinstance(source, SourceFacts) and source.vm and isinstance(destination, DestinationFacts):

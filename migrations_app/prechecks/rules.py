@@ -315,10 +315,7 @@ def _mib(size: int) -> str:
 
 
 def copy_space_verdict(
-    *,
-    destination: str,
-    disks: list[DiskToCopy],
-    pools: dict[str, gateway.PoolInfo | None],
+    *, destination: str, disks: list[DiskToCopy], pools: dict[str, gateway.PoolInfo | None]
 ) -> Verdict:
     """Can the destination's pools take the disks a storage "copy" migration creates?
     QEMU's mirror fills each one (a 16 MiB qcow2 with 196 KiB allocated arrived with

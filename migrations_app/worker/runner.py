@@ -266,9 +266,7 @@ def _monitor(
                 logger.info("migration %s: max downtime not set yet: %s", migration.pk, exc)
         if stats:
             sample = sample_from_job_stats(
-                stats,
-                previous_percent=percent,
-                postcopy=bool(control["postcopy_started_at"]),
+                stats, previous_percent=percent, postcopy=bool(control["postcopy_started_at"])
             )
             percent = sample.percent
             _record_sample(migration, lease, sample)
