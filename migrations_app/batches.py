@@ -1,5 +1,4 @@
-"""Migration batches as users ask for them: create and cancel (`scheduling.batch_turns`
-starts the children and follows the batch's status)."""
+"""Migration batches as users ask for them: create and cancel."""
 
 from __future__ import annotations
 
@@ -34,8 +33,7 @@ class BatchItem:
 
 
 def _items_placed(items: list[BatchItem]) -> list[BatchItem]:
-    """Items without a destination get the ranking's best fit host (it asks the hosts:
-    before any transaction). ValidationError on `items` names each VM no host fits."""
+    """Place items without a destination on the ranking's best fit host (it asks the hosts)."""
     placed, unfit = [], []
     for item in items:
         if item.destination is not None:
@@ -70,9 +68,7 @@ def batch_create(
     not_before=None,
     window_end=None,
 ) -> MigrationBatch:
-    """Record the batch and its children with their audit events in one transaction; the
-    dispatcher starts them after commit. ValidationError by field; MigrationConflict if a
-    VM already has an active migration."""
+    """Record the batch and its children in one transaction; dispatched after commit."""
     if not items:
         raise ValidationError({"items": ["Give at least one VM."]})
     if max_parallel < 1:
@@ -135,8 +131,7 @@ def batch_create(
 
 
 def batch_cancel(*, batch: MigrationBatch, actor: Actor) -> MigrationBatch:
-    """Cancel the batch's children (queued ones at once); it ends `cancelled` once none is
-    active. MigrationConflict if the batch already ended."""
+    """Cancel the batch's children; it ends `cancelled` once none is active."""
     with transaction.atomic():
         batch = MigrationBatch.objects.select_for_update().get(pk=batch.pk)
         if batch.status in BATCH_FINAL_STATUSES:

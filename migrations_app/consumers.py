@@ -19,8 +19,7 @@ CLOSE_NOT_VISIBLE = 4403
 
 
 class _ProgressConsumer(AsyncJsonWebsocketConsumer):
-    """Sends the current state first, then every update in order, and closes after the
-    final state. Reconnecting simply starts again with the current state."""
+    """The current state first, then every update in order; closed after the final state."""
 
     async def connect(self) -> None:
         user = self.scope.get("user")

@@ -22,10 +22,7 @@ NOTHING_TO_MOVE = "no VM of this host can move now: see `unmovable` in the dry r
 def host_evacuate(
     *, host: Host, actor: Actor, dry_run: bool, reason: str = ""
 ) -> tuple[HostEvacuationPlan, MigrationBatch | None]:
-    """The evacuation plan of `host` and, unless `dry_run`, in one transaction the host's
-    maintenance and an evacuation batch of its rows (going on past a failure: one VM
-    must not keep the others on the host). The plan asks the hosts: outside the
-    transaction. ValidationError on `dry_run` when nothing can move."""
+    """The evacuation plan of `host`; unless `dry_run`, also its maintenance and batch."""
     evacuation = evacuation_plan(host)
     if dry_run:
         return evacuation, None

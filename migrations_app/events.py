@@ -106,8 +106,7 @@ def batch_group(batch_id: int) -> str:
 
 
 def batch_publish(*, batch_id: int, event: str) -> None:
-    """Tell the batch's group that it changed, after commit. No state: each subscriber
-    reads it, as snapshots from several workers could arrive out of order."""
+    """Tell the batch's group it changed, after commit (no state: subscribers read it)."""
     message = {"type": "batch.update", "event": event}
     transaction.on_commit(
         lambda: _send(batch_group(batch_id), message, f"{event} of migration batch {batch_id}")

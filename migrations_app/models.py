@@ -30,8 +30,7 @@ class BatchKind(models.TextChoices):
 
 
 class MigrationBatch(models.Model):
-    """Several migrations requested together (its children), at most `max_parallel`
-    running at once; its status follows the children."""
+    """Several migrations requested together, at most `max_parallel` running at once."""
 
     kind = models.CharField(max_length=16, choices=BatchKind.choices, default=BatchKind.BATCH)
     host = models.ForeignKey(
@@ -223,8 +222,7 @@ class WebhookEvent(models.TextChoices):
 
 
 class WebhookEndpoint(models.Model):
-    """Where the portal POSTs the end of migrations and batches. The secret is stored
-    encrypted with a key from SECRET_KEY: after changing that, re-create the endpoints."""
+    """Where the portal POSTs the end of migrations and batches."""
 
     url = models.URLField(max_length=500)
     secret_encrypted = models.TextField(editable=False)

@@ -1,5 +1,4 @@
-"""Who may migrate (the operator role: `migrations_app.migrate_vm`; staff users too) and
-who sees every migration and batch (`view_migration` / `view_migrationbatch`)."""
+"""Who may migrate (the operator role), and who sees every migration and batch."""
 
 from __future__ import annotations
 

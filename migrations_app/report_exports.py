@@ -1,5 +1,4 @@
-"""The migration exports, CSV and JSON: every field of each Migration record, streamed
-in chunks of rows, with the text conversions done by the database."""
+"""The migration exports, CSV and JSON: every field of each record, streamed."""
 
 from __future__ import annotations
 
@@ -132,9 +131,7 @@ def _csv_line(values: list) -> str:
 
 
 def migrations_csv_stream(*, migrations: QuerySet[Migration]) -> Iterator[str | bytes]:
-    """The CSV export in blocks of lines: a header, then one line per migration (oldest
-    first) with each completed statistic in a `stats.*` column. PostgreSQL writes the
-    lines itself (COPY); both parse to the same values."""
+    """The CSV export in blocks: a header, then a line per migration, oldest first."""
     yield _csv_line(CSV_HEADER)
     if connections[migrations.db].vendor == "postgresql":
         yield from _postgresql_copy_csv(_export_queryset(migrations, stats_in_sql=True))
@@ -164,8 +161,7 @@ def migrations_csv_stream(*, migrations: QuerySet[Migration]) -> Iterator[str | 
 
 
 def _postgresql_copy_csv(queryset: QuerySet) -> Iterator[bytes]:
-    """The rows as CSV written by PostgreSQL (COPY takes no bind parameters: psycopg
-    quotes them into the statement)."""
+    """The rows as CSV written by PostgreSQL (COPY: psycopg quotes the parameters in)."""
     connection = connections[queryset.db]
     sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
     statement = f"COPY ({connection.ops.compose_sql(sql, params)}) TO STDOUT (FORMAT csv)"

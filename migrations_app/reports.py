@@ -113,8 +113,7 @@ def _ranks(n: int) -> set[int]:
 
 
 def _percentiles_by_rank(queryset: QuerySet, counts: dict[str, int]) -> dict[str, dict]:
-    """SQLite: each field's percentiles, interpolated from the values at the ranks
-    needed, read by one ROW_NUMBER() window per field (NULLs last) in one query."""
+    """SQLite: each field's percentiles, from one ROW_NUMBER() window per field."""
     windows, wanted, condition = {}, {}, Q()
     for field, n in counts.items():
         if n:

@@ -77,10 +77,7 @@ def migration_check(
     credentials_given: bool = False,
     user: str = "",
 ) -> CheckReport:
-    """The pre-checks of a migration as requested, changing nothing (no host registered,
-    no key installed, no row or audit event). An unregistered destination is not
-    contacted; ValidationError (on `remote_host`) if the migration could not register it.
-    """
+    """The pre-checks of a migration as requested, changing nothing."""
     notes = [CREDENTIALS_IGNORED_NOTE] if credentials_given else []
     destination = host_find(remote_host=remote_host)
     if destination is None:
@@ -116,9 +113,7 @@ def migration_request(
     not_before: datetime | None = None,
     window_end: datetime | None = None,
 ) -> Migration:
-    """Record the request and queue it after commit, or record it `scheduled` for a
-    future `not_before` (the reconciler queues it when due). Raises ValidationError for
-    a refused window and MigrationConflict if the VM already has an active migration."""
+    """Record the request: queued after commit, or `scheduled` for a future `not_before`."""
     now = timezone.now()
     errors = decisions.schedule_errors(not_before=not_before, window_end=window_end, now=now)
     if errors:
@@ -150,9 +145,7 @@ def migration_row_record(
     window_end: datetime | None,
     batch: MigrationBatch | None = None,
 ) -> Migration:
-    """One migration row (single or batch child) with its audit events and notice, in the
-    caller's transaction; the caller enqueues it. MigrationConflict if the VM already has
-    an active migration (the partial unique index decides races)."""
+    """One migration row with its audit events, in the caller's transaction (not enqueued)."""
     try:
         with transaction.atomic():
             migration = Migration.objects.create(
@@ -231,9 +224,7 @@ def migration_cancel(*, migration: Migration, actor: Actor) -> Migration:
 def migration_schedule_change(
     *, migration: Migration, actor: Actor, changes: dict[str, object]
 ) -> Migration:
-    """Change a scheduled migration's `not_before`, `window_end` and/or options (only the
-    keys given; a None time clears it); queued at once if due. MigrationConflict unless
-    still scheduled, ValidationError for a refused schedule or options."""
+    """Change a scheduled migration's times and/or options; queued at once if due."""
     changes = dict(changes)
     schedule = {key: changes.pop(key) for key in ("not_before", "window_end") if key in changes}
     with transaction.atomic():
@@ -295,8 +286,7 @@ def migration_tune(
     max_downtime_ms: int | None = None,
     bandwidth_mib_s: int | None = None,
 ) -> Migration:
-    """Change max downtime and/or bandwidth of a running migration (ValidationError
-    before the host is asked)."""
+    """Change max downtime and/or bandwidth of a running migration."""
     MigrationOptions.from_migration(migration).tuned(
         max_downtime_ms=max_downtime_ms, bandwidth_mib_s=bandwidth_mib_s
     )

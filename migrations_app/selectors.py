@@ -68,8 +68,7 @@ class ReportScope:
 def migrations_for_report(
     *, params: QueryDict, now: datetime | None = None
 ) -> tuple[QuerySet[Migration], ReportScope]:
-    """The migrations a report or export covers and its scope (default: the last
-    REPORT_DEFAULT_DAYS). ValidationError for bad filter values."""
+    """The migrations a report or export covers, and its scope."""
     data = params.copy()
     probe = MigrationReportFilterSet(params, queryset=Migration.objects.none())
     filtered(probe)  # bad values raise here, before the defaults are worked out
@@ -114,8 +113,7 @@ def _status_text(host: Host) -> str:
 def _host_facts(
     *, source: Host, candidates: list[Host], leaving_out: str = ""
 ) -> list[placement.HostFacts]:
-    """What the records say of each candidate. `leaving_out`: the uuid of the VM placed,
-    whose own migration is not counted."""
+    """What the records say of each candidate (`leaving_out`: the VM placed)."""
     in_flight = Migration.objects.filter(status__in=ACTIVE_STATUSES)
     if leaving_out:
         in_flight = in_flight.exclude(vm_uuid=leaving_out)
@@ -175,8 +173,7 @@ def _host_facts(
 def _cpu_facts(
     *, source: Host, vms: list[placement.VMNeeds], facts: list[placement.HostFacts]
 ) -> dict[tuple[str, int], placement.CpuVerdict]:
-    """libvirt's CPU comparison for the pairs that could still be fit (an unfit host is
-    not contacted: an unreachable one would cost a timeout)."""
+    """libvirt's CPU comparison, only for the hosts that could still be fit."""
     hosts = {
         h.pk: h
         for h in Host.objects.filter(

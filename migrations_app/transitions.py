@@ -1,5 +1,4 @@
-"""The one door through which a migration's or a batch's status changes: lock, claim
-epoch, lifecycle check, fields, audit event, webhooks of a final status, browsers."""
+"""The one door through which a migration's or a batch's status changes."""
 
 from __future__ import annotations
 
@@ -100,8 +99,7 @@ def batch_change(
     detail: dict | None = None,
     outcomes: dict | None = None,
 ) -> bool:
-    """Compare-and-set a batch's status from the one it was read with (never out of a
-    final one); True if it changed. `outcomes` (child id -> status) for the webhooks."""
+    """Compare-and-set a batch's status (never out of a final one); True if it changed."""
     before = batch.status
     now = timezone.now()
     fields: dict = {"status": status}

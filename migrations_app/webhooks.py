@@ -251,8 +251,7 @@ def _post(delivery: WebhookDelivery, body: bytes, secret: str) -> int:
 
 
 def webhook_delivery_send(*, delivery_id: int, now: datetime | None = None) -> str:
-    """Send one due delivery; returns its status. Taken by a compare-and-set on
-    next_attempt_at, so the task and the reconciler never both send one attempt."""
+    """Send one due delivery (taken by a compare-and-set); returns its status."""
     now = now or timezone.now()
     taken = WebhookDelivery.objects.filter(
         pk=delivery_id, status=WebhookDeliveryStatus.PENDING, next_attempt_at__lte=now

@@ -1,5 +1,4 @@
-"""A batch's decisions as pure functions of its children (in the batch's order): which
-start now, which a stopping batch cancels, and the batch's status."""
+"""A batch's decisions as pure functions of its children, in the batch's order."""
 
 from __future__ import annotations
 
@@ -45,8 +44,7 @@ def batch_gate_open(
 def batch_children_to_start(
     *, children: Sequence[Child], max_parallel: int, stop_on_failure: bool, cancel_requested: bool
 ) -> list[int]:
-    """The queued children that hold one of the batch's `max_parallel` places now (the
-    dispatcher hands only these to the workers; host slot limits still apply)."""
+    """The queued children that hold one of the batch's `max_parallel` places now."""
     if batch_stopping(
         children=children, stop_on_failure=stop_on_failure, cancel_requested=cancel_requested
     ):
@@ -58,8 +56,7 @@ def batch_children_to_start(
 def batch_children_to_cancel(
     *, children: Sequence[Child], stop_on_failure: bool, cancel_requested: bool
 ) -> list[int]:
-    """The children not started yet that a stopping batch cancels (running ones only on
-    an operator's cancel)."""
+    """The children not started yet that a stopping batch cancels."""
     if not batch_stopping(
         children=children, stop_on_failure=stop_on_failure, cancel_requested=cancel_requested
     ):

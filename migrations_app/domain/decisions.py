@@ -277,8 +277,7 @@ def abort_reason(
 def failure_reason(
     *, cause: FailureReason, cancel_requested: bool, hosts_unreachable: bool
 ) -> FailureReason | None:
-    """Why a migration that did not succeed failed, never from the error text; None: cancelled.
-    `hosts_unreachable`: a host did not answer when the outcome was settled."""
+    """Why a migration that did not succeed failed (never from the error text); None: cancelled."""
     if cause == FailureReason.TIMEOUT:
         return cause  # the portal had aborted it: a cancel asked for later changes nothing
     if cancel_requested:
@@ -295,8 +294,7 @@ def cleanup_actions(
     destination_had_definition: bool,
     later_migration_of_vm: bool,
 ) -> tuple[Action, ...] | None:
-    """What a retry may remove of a failed migration's leftover on the destination.
-    None: not now; (): nothing left to do."""
+    """What a retry may remove of a failed migration's leftover; None: not now."""
     if later_migration_of_vm:
         return ()  # what is on the destination now belongs to a later migration
     if not (source.reachable and destination.reachable):
@@ -327,8 +325,7 @@ def is_stale(*, heartbeat_age_s: float | None, stale_after_s: float) -> bool:
 
 
 def task_lost(*, enqueued_age_s: float | None, lost_after_s: float) -> bool:
-    """Is a queued migration's task presumed lost? Enqueuing again is safe: a duplicate
-    task finds the migration claimed."""
+    """Is a queued migration's task presumed lost? (Enqueuing again is safe.)"""
     return enqueued_age_s is None or enqueued_age_s > lost_after_s
 
 

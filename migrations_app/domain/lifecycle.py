@@ -98,8 +98,7 @@ JOB_PHASES = [
 
 
 class FailureReason(models.TextChoices):
-    """Why a migration failed, decided by the engine (never parsed from the error text);
-    blank until it fails and for a cancel."""
+    """Why a migration failed, decided by the engine; blank until it fails and for a cancel."""
 
     PRECHECK = "precheck", "A pre-check refused the migration"
     TIMEOUT = "timeout", "Timed out"

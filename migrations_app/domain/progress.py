@@ -57,8 +57,7 @@ def disk_progress(stats: dict) -> dict[str, int | None]:
 def sample_from_job_stats(
     stats: dict, *, previous_percent: float = 0.0, postcopy: bool = False
 ) -> ProgressSample:
-    """One sample from `virDomainGetJobStats` output. Dirty memory grows the total, so
-    the percent is held at the previous one, and under 100 until the job completes."""
+    """One sample from `virDomainGetJobStats`; the percent never falls, and stays under 100."""
     total = stats.get("data_total")
     remaining = stats.get("data_remaining")
     raw = 100.0 * (total - remaining) / total if total and remaining is not None else 0.0

@@ -215,8 +215,7 @@ def _other_migration(plan: MigrationPlan) -> Migration | None:
 
 
 def tls_problems(plan: MigrationPlan) -> tuple[str, ...] | None:
-    """What is wrong with the hosts' certificates for the `tls` option or a tls
-    destination (which must also serve a valid one); None: TLS plays no part."""
+    """What is wrong with the hosts' certificates; None: TLS plays no part."""
     src, dst = plan.source, plan.destination
     if not plan.options.tls and dst.transport != Transport.TLS:
         return None
@@ -240,8 +239,7 @@ def _peer_access(src: Host, dst: Host) -> PeerAccess:
 def cpu_verdicts(
     *, source: Host, vms: list[tuple[str, bool]], destinations: list[Host], timeout: float
 ) -> dict[tuple[str, int], tuple[bool | None, str]]:
-    """The pre-check `cpu_compatible` by (vm uuid, destination id), each host opened once
-    (`vms`: (uuid, live)); a host that does not answer gives (None, why)."""
+    """The pre-check `cpu_compatible` by (vm uuid, destination id), each host opened once."""
     verdicts: dict[tuple[str, int], tuple[bool | None, str]] = {}
     xmls: dict[str, str] = {}
     try:

@@ -1,5 +1,4 @@
-"""The pre-checks' rules: pure functions of the facts, each registered with the facts it
-needs (the runner skips a rule whose facts are missing, and says why)."""
+"""The pre-checks' rules: pure functions of the facts, each with the facts it needs."""
 
 from __future__ import annotations
 
@@ -274,8 +273,7 @@ def name_or_uuid_clash(
     by_name_uuid: str | None,
     vm_uuid: str,
 ) -> ClashVerdict:
-    """Would the VM clash with a domain on the destination? A stopped definition with its
-    UUID and name is the VM coming home: libvirt reuses it."""
+    """Would the VM clash with a domain on the destination? (Coming home is no clash.)"""
     if by_uuid is not None:
         name, state = by_uuid
         if name == target_name and state in STOPPED_STATES:

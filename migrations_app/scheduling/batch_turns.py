@@ -49,8 +49,7 @@ def batch_gate_open(batch: MigrationBatch) -> bool:
 
 
 def batch_advance(*, batch: MigrationBatch) -> list[int]:
-    """Under the batch's row lock: cancel what a stopping batch does not start, let the
-    status follow the children; returns the ids of the children that may start now."""
+    """Bring one batch up to date; returns the ids of the children that may start now."""
     with transaction.atomic():
         batch = MigrationBatch.objects.select_for_update().get(pk=batch.pk)
         if batch.status in BATCH_FINAL_STATUSES:

@@ -19,8 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 def migration_enqueue(*, migration_id: int) -> bool:
-    """Hand the migration's task to the broker; True if it took it (else the reconciler
-    enqueues it again later)."""
+    """Hand the migration's task to the broker; True if it took it."""
     try:
         async_task(
             "migrations_app.tasks.migration_run",
@@ -37,8 +36,7 @@ def migration_enqueue(*, migration_id: int) -> bool:
 
 
 def migrations_dispatch_waiting(*, include_lost: bool = False) -> list[int]:
-    """Enqueue queued migrations that may start now (and with `include_lost` the ones
-    whose task was lost); returns their ids. Enqueuing twice is safe (the claim refuses)."""
+    """Enqueue queued migrations that may start now; returns their ids."""
     now = timezone.now()
     # Batches first: they may stop or finish, and only some of their children may start.
     batch_startable = batches_advance()

@@ -1,5 +1,4 @@
-"""Scheduled migrations: queued when due, failed when their window closes unstarted
-(by the reconciler's passes: nothing waits in memory)."""
+"""Scheduled migrations: queued when due, failed when their window closes unstarted."""
 
 from __future__ import annotations
 
@@ -44,8 +43,7 @@ def migration_due_queue(migration: Migration, *, actor: Actor) -> Migration:
 
 
 def migration_window_close(*, migration: Migration, actor: Actor, now: datetime) -> Migration:
-    """Fail a migration whose window closed before it started (the caller holds the
-    row's lock and checked it is unclaimed: no host is touched)."""
+    """Fail a migration whose window closed before it started (the caller locked it)."""
     return migration_change(
         migration,
         MigrationStatus.FAILED,
@@ -79,8 +77,7 @@ def migrations_schedule_next_event() -> datetime | None:
 
 
 def migrations_schedule_run(*, now: datetime | None = None) -> dict[str, list[int]]:
-    """Queue the due migrations and fail the ones whose window closed; returns their ids.
-    Each is a compare-and-set under the row's lock, so racing reconcilers change it once."""
+    """Queue the due migrations and fail the ones whose window closed; returns their ids."""
     actor = Actor.system("scheduler")
     done: dict[str, list[int]] = {"queued": [], "window_closed": []}
     for pk in list(_schedule_pending().order_by("not_before", "pk").values_list("pk", flat=True)):

@@ -1,5 +1,4 @@
-"""A worker's claim of a queued migration: its turn in a batch, free slots on both
-hosts, then `checking` under a new claim epoch."""
+"""A worker's claim of a queued migration: its batch's turn, free slots, `checking`."""
 
 from __future__ import annotations
 

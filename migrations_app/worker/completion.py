@@ -1,5 +1,4 @@
-"""A migration libvirt finished (or settlement found on its destination): final figures,
-the VM's inventory rows and `succeeded`, in that order."""
+"""A migration libvirt finished: final figures, the VM's rows, then `succeeded`."""
 
 from __future__ import annotations
 

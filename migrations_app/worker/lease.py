@@ -139,8 +139,7 @@ def db_retry(what: str, write: Callable[[], T]) -> T:
 
 
 def take_over(migration: Migration, owner: str) -> Lease | None:
-    """Raise the epoch only if nobody wrote a heartbeat or changed the migration since
-    it was read (else another reconciler or the revived worker wins)."""
+    """Raise the epoch only if nobody touched the migration since it was read."""
     taken = Migration.objects.filter(
         pk=migration.pk,
         claim_epoch=migration.claim_epoch,

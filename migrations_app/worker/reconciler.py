@@ -39,26 +39,18 @@ logger = logging.getLogger(__name__)
 
 
 def migrations_reconcile(*, wait_for_abort_s: float = 60.0) -> list[int]:
-    """One pass of the reconciler; returns the ids of the migrations it settled: stale
-    running ones (the heartbeat is the only sign of life: the worker may run on another
-    node), ones needing attention, leftovers; then schedules, lost tasks and webhooks."""
+    """One pass of the reconciler; returns the ids of the migrations it settled."""
     me = f"reconciler {worker_identity()}"
     settled = []
-    for migration in Migration.objects.filter(status__in=RUNNING_STATUSES).select_related(
-        *_WITH_HOSTS
-    ):
-        heartbeat_age = (
-            (timezone.now() - migration.heartbeat_at).total_seconds()
-            if migration.heartbeat_at
-            else None
-        )
-        stale = decisions.is_stale(
-            heartbeat_age_s=heartbeat_age, stale_after_s=settings.MIGRATION_STALE_AFTER_S
-        )
-        if not stale:
+    running = Migration.objects.filter(status__in=RUNNING_STATUSES)
+    for migration in running.select_related(*_WITH_HOSTS):
+        beat = migration.heartbeat_at
+        age = (timezone.now() - beat).total_seconds() if beat else None
+        # The heartbeat is the only sign of life: the worker may run on another node.
+        stale_after = settings.MIGRATION_STALE_AFTER_S
+        if not decisions.is_stale(heartbeat_age_s=age, stale_after_s=stale_after):
             continue
-        lease = take_over(migration, me)
-        if lease is None:
+        if (lease := take_over(migration, me)) is None:
             continue
         previous_owner = migration.claimed_by
         migration.refresh_from_db()

@@ -1,5 +1,4 @@
-"""Run one claimed migration: pre-checks, libvirt's migrateToURI3 in a thread while
-this thread samples the job, then its outcome (completion or settlement)."""
+"""Run one claimed migration: pre-checks, libvirt's migration sampled, its outcome."""
 
 from __future__ import annotations
 
@@ -37,8 +36,7 @@ logger = logging.getLogger(__name__)
 
 
 def migration_execute(*, migration_id: int, worker: str | None = None) -> str:
-    """Run migration `migration_id` to its end; returns its status. Without a free slot
-    it stays queued and is enqueued again later: waiting never holds a worker."""
+    """Run migration `migration_id` to its end; returns its status."""
     worker = worker or worker_identity()
     claim = migration_claim(migration_id, worker)
     if claim.outcome != ClaimOutcome.CLAIMED:
@@ -122,8 +120,7 @@ def _run_claimed(migration: Migration, lease: Lease) -> Migration:
 
 
 class _MonitorConnection:
-    """The monitor's connection to the source (shared with migrateToURI3), reopened when
-    it breaks."""
+    """The monitor's connection to the source, reopened when it breaks."""
 
     def __init__(self, host: Host) -> None:
         self.host = host
@@ -155,8 +152,7 @@ class _MonitorConnection:
 
 
 def _migrate_and_monitor(migration: Migration, lease: Lease) -> tuple[FailureReason, str | None]:
-    """Run libvirt's migration in a thread and sample it; returns the failure reason and
-    libvirt's error (None: it succeeded). The wait is bounded by libvirt's keepalive."""
+    """Run libvirt's migration in a thread and sample it; the failure reason and error."""
     uuid = str(migration.vm_uuid)
     outcome: dict[str, str] = {}
 

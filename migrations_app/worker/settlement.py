@@ -1,5 +1,4 @@
-"""Settling a migration that did not simply succeed: where the VM is, making it run on
-exactly one host if that is safe (`decisions.settle`), and the record."""
+"""Settling a migration that did not simply succeed, from what both hosts report."""
 
 from __future__ import annotations
 
@@ -72,8 +71,7 @@ _OPS = {
 def carry_out(
     migration: Migration, lease: Lease | None, actions: tuple[decisions.Action, ...]
 ) -> str | None:
-    """Apply the actions in order; returns the first error. The lease is renewed before
-    each: a worker that lost its claim changes nothing on a host."""
+    """Apply the actions in order, renewing the lease before each; the first error."""
     uuid = str(migration.vm_uuid)
     for action in actions:
         host = migration.source if action.side == decisions.Side.SOURCE else migration.destination
@@ -95,8 +93,7 @@ def migration_settle(
     why: str = "",
     cause: FailureReason = FailureReason.LIBVIRT,
 ) -> Migration:
-    """libvirt reported an error (or the worker died): settle and record what happened
-    (`cause`: what ended it, for the failure reason)."""
+    """Settle where the VM is and record what happened (`cause`: what ended it)."""
     given, unreachable = settle_input(migration)
     settlement = decisions.settle(given)
     notes = list(settlement.notes)

@@ -1,5 +1,4 @@
-"""One reconciler pass, or (--loop) one every MIGRATION_RECONCILE_EVERY_S seconds, and
-between passes the schedule: scheduled migrations queued at their `not_before`."""
+"""One reconciler pass, or (--loop) one every MIGRATION_RECONCILE_EVERY_S seconds."""
 
 import logging
 import time
@@ -54,8 +53,7 @@ class Command(BaseCommand):
             return None
 
     def _wait_for_next_pass(self) -> None:
-        """Sleep until the next pass, waking at every schedule event and looking for new
-        ones every MIGRATION_SCHEDULE_POLL_S."""
+        """Sleep until the next pass, running the schedule's events meanwhile."""
         next_pass_at = timezone.now() + timedelta(seconds=settings.MIGRATION_RECONCILE_EVERY_S)
         while True:
             now = timezone.now()
