@@ -234,11 +234,13 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
         return Response(report.as_dict())
 
 
-class MigrationReportView(APIView):
-    """Migration figures for a time range (default: the last 30 days) and filters."""
-
+class _ReportScopeView(APIView):
     permission_classes = [CanReadAudit]
     filterset_class = MigrationReportFilterSet  # for the schema; migrations_for_report applies it
+
+
+class MigrationReportView(_ReportScopeView):
+    """Migration figures for a time range (default: the last 30 days) and filters."""
 
     @extend_schema(responses=MigrationReportSerializer)
     def get(self, request: Request) -> Response:
@@ -262,12 +264,10 @@ def _filename(scope, extension: str) -> str:
     return f"migrations_{scope.since:%Y%m%d}-{scope.until:%Y%m%d}.{extension}"
 
 
-class MigrationExportCSVView(APIView):
+class MigrationExportCSVView(_ReportScopeView):
     """Every migration of the report's scope as CSV: one row per migration, every field
     of the record and libvirt's completed statistics (columns `stats.*`). Streamed."""
 
-    permission_classes = [CanReadAudit]
-    filterset_class = MigrationReportFilterSet  # for the schema; migrations_for_report applies it
     renderer_classes = [JSONRenderer, CSVRenderer]
 
     @extend_schema(responses={(200, "text/csv"): str})
@@ -281,11 +281,8 @@ class MigrationExportCSVView(APIView):
         )
 
 
-class MigrationExportJSONView(APIView):
+class MigrationExportJSONView(_ReportScopeView):
     """The same as the CSV export, as JSON: {"scope": ..., "migrations": [...]}. Streamed."""
-
-    permission_classes = [CanReadAudit]
-    filterset_class = MigrationReportFilterSet  # for the schema; migrations_for_report applies it
 
     @extend_schema(responses={(200, "application/json"): dict})
     def get(self, request: Request):

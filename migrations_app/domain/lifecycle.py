@@ -23,45 +23,29 @@ class MigrationStatus(models.TextChoices):
     NEEDS_ATTENTION = "needs_attention", "Needs attention"
 
 
+_S = MigrationStatus  # short, for the tables below
 ACTIVE_STATUSES = [
-    MigrationStatus.SCHEDULED,
-    MigrationStatus.QUEUED,
-    MigrationStatus.CHECKING,
-    MigrationStatus.MIGRATING,
-    MigrationStatus.COMPLETING,
-    MigrationStatus.NEEDS_ATTENTION,
+    _S.SCHEDULED,
+    _S.QUEUED,
+    _S.CHECKING,
+    _S.MIGRATING,
+    _S.COMPLETING,
+    _S.NEEDS_ATTENTION,
 ]
 # States in which a worker owns the migration (it counts against host limits).
-RUNNING_STATUSES = [MigrationStatus.CHECKING, MigrationStatus.MIGRATING, MigrationStatus.COMPLETING]
-FINAL_STATUSES = [MigrationStatus.SUCCEEDED, MigrationStatus.FAILED, MigrationStatus.CANCELLED]
+RUNNING_STATUSES = [_S.CHECKING, _S.MIGRATING, _S.COMPLETING]
+FINAL_STATUSES = [_S.SUCCEEDED, _S.FAILED, _S.CANCELLED]
 
 # Every status change the portal may make; anything else is refused (a worker that
 # lost its claim must not move a final record back).
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     # failed: its maintenance window closed before it could start (window_closed).
-    MigrationStatus.SCHEDULED: frozenset(
-        {MigrationStatus.QUEUED, MigrationStatus.CANCELLED, MigrationStatus.FAILED}
-    ),
-    MigrationStatus.QUEUED: frozenset(
-        {MigrationStatus.CHECKING, MigrationStatus.CANCELLED, MigrationStatus.FAILED}
-    ),
-    MigrationStatus.CHECKING: frozenset(
-        {MigrationStatus.MIGRATING, MigrationStatus.FAILED, MigrationStatus.CANCELLED}
-    ),
-    MigrationStatus.MIGRATING: frozenset(
-        {
-            MigrationStatus.COMPLETING,
-            MigrationStatus.FAILED,
-            MigrationStatus.CANCELLED,
-            MigrationStatus.NEEDS_ATTENTION,
-        }
-    ),
-    MigrationStatus.COMPLETING: frozenset(
-        {MigrationStatus.SUCCEEDED, MigrationStatus.NEEDS_ATTENTION}
-    ),
-    MigrationStatus.NEEDS_ATTENTION: frozenset(
-        {MigrationStatus.COMPLETING, MigrationStatus.FAILED, MigrationStatus.CANCELLED}
-    ),
+    _S.SCHEDULED: frozenset({_S.QUEUED, _S.CANCELLED, _S.FAILED}),
+    _S.QUEUED: frozenset({_S.CHECKING, _S.CANCELLED, _S.FAILED}),
+    _S.CHECKING: frozenset({_S.MIGRATING, _S.FAILED, _S.CANCELLED}),
+    _S.MIGRATING: frozenset({_S.COMPLETING, _S.FAILED, _S.CANCELLED, _S.NEEDS_ATTENTION}),
+    _S.COMPLETING: frozenset({_S.SUCCEEDED, _S.NEEDS_ATTENTION}),
+    _S.NEEDS_ATTENTION: frozenset({_S.COMPLETING, _S.FAILED, _S.CANCELLED}),
 }
 
 
