@@ -109,6 +109,10 @@ def _cleanup_note(given: SettleInput, actions: tuple[Action, ...]) -> tuple[str,
     return (f"stopped the incomplete copy on {given.destination_name}, kept its definition",)
 
 
+def _attention(note: str) -> Settlement:
+    return Settlement(Outcome.NEEDS_ATTENTION, notes=(note,))
+
+
 def settle(given: SettleInput) -> Settlement:
     """What makes a failed or interrupted migration's VM run (offline: be defined) on one host."""
     return _settle_live(given) if given.live else _settle_offline(given)
@@ -130,29 +134,20 @@ def _settle_live(given: SettleInput) -> Settlement:
                 needs_cleanup=True,
             )
         down = s_name if not src.reachable else d_name
-        return Settlement(
-            Outcome.NEEDS_ATTENTION,
-            notes=(
-                f"{down} cannot be reached: it is not known which host runs the VM, "
-                "so nothing was changed on either host; it is settled when both answer",
-            ),
+        return _attention(
+            f"{down} cannot be reached: it is not known which host runs the VM, "
+            "so nothing was changed on either host; it is settled when both answer"
         )
 
     if src.executing and dst.executing:
-        return Settlement(
-            Outcome.NEEDS_ATTENTION,
-            notes=(f"the VM executes on both {s_name} and {d_name}: an operator must choose",),
-        )
+        return _attention(f"the VM executes on both {s_name} and {d_name}: an operator must choose")
 
     if dst.executing:
         # Switched over; post-copy may still pull pages from the paused source.
         if src.active and given.postcopy_started and src.job_active is not False:
-            return Settlement(
-                Outcome.NEEDS_ATTENTION,
-                notes=(
-                    f"post-copy: the VM runs on {d_name} but still needs pages from "
-                    f"{s_name}; nothing is stopped until the source copy is gone",
-                ),
+            return _attention(
+                f"post-copy: the VM runs on {d_name} but still needs pages from "
+                f"{s_name}; nothing is stopped until the source copy is gone"
             )
         if src.active:
             return Settlement(
@@ -171,13 +166,10 @@ def _settle_live(given: SettleInput) -> Settlement:
         )
 
     if given.postcopy_started and (src.active or dst.active):
-        return Settlement(
-            Outcome.NEEDS_ATTENTION,
-            notes=(
-                "post-copy failed: the VM's memory is split between "
-                f"{s_name} and {d_name}; neither copy can be resumed safely "
-                "(recover the post-copy migration or decide by hand)",
-            ),
+        return _attention(
+            "post-copy failed: the VM's memory is split between "
+            f"{s_name} and {d_name}; neither copy can be resumed safely "
+            "(recover the post-copy migration or decide by hand)"
         )
     if src.paused:
         cleanup = _destination_cleanup(given)
@@ -192,12 +184,9 @@ def _settle_live(given: SettleInput) -> Settlement:
         )
     if given.source_was_paused and dst.paused:
         # Arrived paused, a complete copy and an incomplete one look the same.
-        return Settlement(
-            Outcome.NEEDS_ATTENTION,
-            notes=(
-                f"the VM was paused; it is paused on {d_name} and not active on "
-                f"{s_name}: check that the copy on {d_name} is complete before resuming it",
-            ),
+        return _attention(
+            f"the VM was paused; it is paused on {d_name} and not active on "
+            f"{s_name}: check that the copy on {d_name} is complete before resuming it"
         )
     if src.defined:
         cleanup = _destination_cleanup(given)
@@ -210,12 +199,9 @@ def _settle_live(given: SettleInput) -> Settlement:
                 "(its memory state was lost)",
             ),
         )
-    return Settlement(
-        Outcome.NEEDS_ATTENTION,
-        notes=(
-            f"the VM runs on neither host and {s_name} has no definition of it"
-            + (f"; {d_name} has one ({dst.state})" if dst.defined else ""),
-        ),
+    return _attention(
+        f"the VM runs on neither host and {s_name} has no definition of it"
+        + (f"; {d_name} has one ({dst.state})" if dst.defined else "")
     )
 
 
@@ -224,16 +210,10 @@ def _settle_offline(given: SettleInput) -> Settlement:
     s_name, d_name = given.source_name, given.destination_name
     if not (src.reachable and dst.reachable):
         down = s_name if not src.reachable else d_name
-        return Settlement(
-            Outcome.NEEDS_ATTENTION,
-            notes=(f"{down} cannot be reached: nothing was changed on either host",),
-        )
+        return _attention(f"{down} cannot be reached: nothing was changed on either host")
     if src.active or dst.active:
         where = s_name if src.active else d_name
-        return Settlement(
-            Outcome.NEEDS_ATTENTION,
-            notes=(f"the VM was started on {where} during an offline migration",),
-        )
+        return _attention(f"the VM was started on {where} during an offline migration")
     if src.defined:
         cleanup = _destination_cleanup(given)
         return Settlement(
@@ -243,7 +223,7 @@ def _settle_offline(given: SettleInput) -> Settlement:
         )
     if dst.defined:
         return Settlement(Outcome.SUCCEEDED, notes=(f"the VM is defined on {d_name}",))
-    return Settlement(Outcome.NEEDS_ATTENTION, notes=("the VM is defined on neither host",))
+    return _attention("the VM is defined on neither host")
 
 
 @dataclass(frozen=True)
