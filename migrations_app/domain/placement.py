@@ -111,11 +111,8 @@ def placement_judge(*, vm: VMNeeds, facts: HostFacts, cpu: CpuVerdict) -> Placem
         unfit.append("free memory unknown (never read): refresh the host")
     else:
         free_after = facts.memory_free_bytes - facts.incoming_memory_bytes - needed
-        already = (
-            f", {_mib(facts.incoming_memory_bytes)} already migrating there"
-            if facts.incoming_memory_bytes
-            else ""
-        )
+        incoming = facts.incoming_memory_bytes
+        already = f", {_mib(incoming)} already migrating there" if incoming else ""
         of_total = f" of {_mib(facts.memory_total_bytes)}" if facts.memory_total_bytes else ""
         if free_after < 0:
             unfit.append(
@@ -230,27 +227,9 @@ def plan_evacuation(
     original = {facts.host_id: facts for facts in candidates}
     planned = dict(original)
     planned_in: dict[int, int] = {}
-    order_key = sorted(vms, key=lambda v: (-v.memory_bytes, v.name, v.uuid))
-    for vm in order_key:
-        if vm.active_migration:
-            unmovable.append(Unmovable(vm, [f"already moving: {vm.active_migration}"]))
-            continue
-        if vm.has_hostdev:
-            unmovable.append(
-                Unmovable(vm, ["has PCI/USB host devices passed through: cannot be migrated"])
-            )
-            continue
-        if not vm.live:
-            unmovable.append(
-                Unmovable(
-                    vm,
-                    [
-                        f"{vm.state.replace('_', ' ')}: stays defined on this host (an "
-                        "evacuation moves running VMs live; migrate it offline from its "
-                        "page if the host is going away)"
-                    ],
-                )
-            )
+    for vm in sorted(vms, key=lambda v: (-v.memory_bytes, v.name, v.uuid)):
+        if why := _why_unmovable(vm):
+            unmovable.append(Unmovable(vm, [why]))
             continue
         ranking = destinations_rank(
             vm=vm,
@@ -259,13 +238,8 @@ def plan_evacuation(
         )
         best = ranking[0] if ranking else None
         if best is None or not best.fit:
-            unmovable.append(
-                Unmovable(
-                    vm,
-                    [f"no fit destination ({_unfit_summary(p)})" for p in ranking]
-                    or ["no other host is registered"],
-                )
-            )
+            reasons = [f"no fit destination ({_unfit_summary(p)})" for p in ranking]
+            unmovable.append(Unmovable(vm, reasons or ["no other host is registered"]))
             continue
         chosen: HostFacts = best.host
         index_here = planned_in.get(chosen.host_id, 0)
@@ -293,6 +267,19 @@ def plan_evacuation(
             incoming_queued=chosen.incoming_queued + 1,
         )
     return EvacuationPlan(rows=rows, unmovable=unmovable)
+
+
+def _why_unmovable(vm: VMNeeds) -> str:
+    if vm.active_migration:
+        return f"already moving: {vm.active_migration}"
+    if vm.has_hostdev:
+        return "has PCI/USB host devices passed through: cannot be migrated"
+    if not vm.live:
+        return (
+            f"{vm.state.replace('_', ' ')}: stays defined on this host (an evacuation moves "
+            "running VMs live; migrate it offline from its page if the host is going away)"
+        )
+    return ""
 
 
 def _wave(*, already: int, index: int, limit: int) -> int:
