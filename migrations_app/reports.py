@@ -221,7 +221,6 @@ def _figures(row: dict, name: str, percentiles: dict) -> dict:
 
 
 def _failures_by_reason(migrations: QuerySet[Migration]) -> list[dict]:
-    """Failed migrations per `failure_reason`, most first."""
     labels = dict(FailureReason.choices)
     rows = (
         migrations.filter(status=FAILED)

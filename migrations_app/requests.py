@@ -286,7 +286,6 @@ def migration_tune(
     max_downtime_ms: int | None = None,
     bandwidth_mib_s: int | None = None,
 ) -> Migration:
-    """Change max downtime and/or bandwidth of a running migration."""
     MigrationOptions.from_migration(migration).tuned(
         max_downtime_ms=max_downtime_ms, bandwidth_mib_s=bandwidth_mib_s
     )

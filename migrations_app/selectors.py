@@ -140,10 +140,9 @@ def _host_facts(
     running = Counter(VM.objects.filter(state=VMState.RUNNING).values_list("host_id", flat=True))
     facts = []
     for host in candidates:
-        same_kind, kind_text = True, ""
+        kind_text = ""
         known = source.hypervisor_type and source.arch and host.hypervisor_type and host.arch
         if known and (source.hypervisor_type, source.arch) != (host.hypervisor_type, host.arch):
-            same_kind = False
             kind_text = (
                 f"{host.hypervisor_type} on {host.arch}, the VM's host is "
                 f"{source.hypervisor_type} on {source.arch}"
@@ -156,7 +155,7 @@ def _host_facts(
                 status_text=_status_text(host),
                 maintenance=host.maintenance,
                 maintenance_reason=host.maintenance_reason,
-                same_kind=same_kind,
+                same_kind=not kind_text,
                 kind_text=kind_text,
                 memory_free_bytes=host.memory_free_bytes,
                 memory_total_bytes=host.memory_total_bytes,
@@ -174,21 +173,13 @@ def _cpu_facts(
     *, source: Host, vms: list[placement.VMNeeds], facts: list[placement.HostFacts]
 ) -> dict[tuple[str, int], placement.CpuVerdict]:
     """libvirt's CPU comparison, only for the hosts that could still be fit."""
-    hosts = {
-        h.pk: h
-        for h in Host.objects.filter(
-            pk__in=[f.host_id for f in facts if f.reachable and not f.maintenance and f.same_kind]
-        )
-    }
+    fit_ids = [f.host_id for f in facts if f.reachable and not f.maintenance and f.same_kind]
+    hosts = list(Host.objects.filter(pk__in=fit_ids))
     movable = [(vm.uuid, vm.live) for vm in vms if not vm.has_hostdev]
     if not hosts or not movable:
         return {}
-    verdicts = cpu_verdicts(
-        source=source,
-        vms=movable,
-        destinations=list(hosts.values()),
-        timeout=settings.PLACEMENT_CPU_CHECK_TIMEOUT_S,
-    )
+    timeout = settings.PLACEMENT_CPU_CHECK_TIMEOUT_S
+    verdicts = cpu_verdicts(source=source, vms=movable, destinations=hosts, timeout=timeout)
     return {key: placement.CpuVerdict(ok, reason) for key, (ok, reason) in verdicts.items()}
 
 

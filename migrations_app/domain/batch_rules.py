@@ -56,7 +56,6 @@ def batch_children_to_start(
 def batch_children_to_cancel(
     *, children: Sequence[Child], stop_on_failure: bool, cancel_requested: bool
 ) -> list[int]:
-    """The children not started yet that a stopping batch cancels."""
     if not batch_stopping(
         children=children, stop_on_failure=stop_on_failure, cancel_requested=cancel_requested
     ):

@@ -19,7 +19,6 @@ from migrations_app.transitions import batch_change, migration_change
 
 
 def batch_detail(batch: MigrationBatch, **extra) -> dict:
-    """The detail of every batch audit event."""
     return {
         "kind": batch.kind,
         "host": batch.host.name if batch.host_id else None,
@@ -68,7 +67,6 @@ def batch_advance(*, batch: MigrationBatch) -> list[int]:
 
 
 def batches_advance() -> set[int]:
-    """Advance every open batch; the ids of the children that may start now."""
     startable: set[int] = set()
     for batch in MigrationBatch.objects.exclude(status__in=BATCH_FINAL_STATUSES).order_by("pk"):
         startable.update(batch_advance(batch=batch))

@@ -36,7 +36,6 @@ def migration_enqueue(*, migration_id: int) -> bool:
 
 
 def migrations_dispatch_waiting(*, include_lost: bool = False) -> list[int]:
-    """Enqueue queued migrations that may start now; returns their ids."""
     now = timezone.now()
     # Batches first: they may stop or finish, and only some of their children may start.
     batch_startable = batches_advance()

@@ -35,7 +35,6 @@ class Claim:
 
 
 def migration_claim(migration_id: int, worker: str) -> Claim:
-    """Claim the migration for `worker` if it may start now."""
     batch_id = Migration.objects.filter(pk=migration_id).values_list("batch_id", flat=True).first()
     with transaction.atomic():
         # A batch's row is locked before its child's, as everywhere else.

@@ -126,7 +126,6 @@ def _stop_job(migration: Migration, lease: Lease, wait_for_abort_s: float) -> No
 
 
 def _settle_attention(migration: Migration, owner: str) -> bool:
-    """Try again to settle a migration that needs attention; True if it was settled."""
     given, _ = settle_input(migration)
     if not (given.source.reachable and given.destination.reachable):
         return False
