@@ -1,11 +1,6 @@
-"""Migration reports: figures aggregated by the database (Python reads a handful of
-result rows, never loops over migrations).
-
-- success rate: succeeded / (succeeded + failed); cancelled and active ones are neither;
-- duration and downtime: succeeded migrations that recorded them;
-- percentiles: continuous (rank (n - 1) * p, interpolated): `percentile_cont` on
-  PostgreSQL, a ROW_NUMBER() window on SQLite; both give the same numbers.
-"""
+"""Migration reports: figures aggregated by the database, never a loop over migrations.
+Percentiles are continuous (`percentile_cont` on PostgreSQL, a ROW_NUMBER() window on
+SQLite: the same numbers)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,9 @@
 """Outgoing webhooks: the end of a migration or a batch, POSTed to subscribed endpoints.
 
-- A delivery row is written in the transaction of the final status, so a rollback
-  sends nothing and a commit is never lost; a task sends it after commit, the
-  reconciler retries it from the database with back-off.
-- Every POST is signed (HMAC-SHA256 of the body); no redirects or proxy, and the host
-  must pass the network allow-list at creation and again before every request.
-- The secret is stored encrypted (Fernet): it must be read back to sign.
+A delivery row is written in the transaction of the final status (a rollback sends
+nothing, a commit is never lost). Bodies are signed with the endpoint's secret, stored
+encrypted as it must be read back; the host is checked against the allow-list before
+every request, and no redirect or proxy is followed.
 """
 
 from __future__ import annotations

@@ -188,6 +188,12 @@ MigrateRequestSerializer.__doc__ += "".join(
 )
 
 
+def _not_empty(attrs: dict, message: str) -> dict:
+    if not attrs:
+        raise serializers.ValidationError({"non_field_errors": [message]})
+    return attrs
+
+
 def _optional(field: serializers.Field) -> serializers.Field:
     """The same field, not required and without a default."""
     kwargs = {k: v for k, v in field._kwargs.items() if k != "default"}
@@ -212,11 +218,7 @@ class MigrationChangeSerializer(serializers.Serializer):
         return fields
 
     def validate(self, attrs: dict) -> dict:
-        if not attrs:
-            raise serializers.ValidationError(
-                {"non_field_errors": ["Give not_before, window_end or an option to change."]}
-            )
-        return attrs
+        return _not_empty(attrs, "Give not_before, window_end or an option to change.")
 
 
 class TuneSerializer(serializers.Serializer):
@@ -226,11 +228,7 @@ class TuneSerializer(serializers.Serializer):
     bandwidth_mib_s = OptionIntegerField(option="bandwidth_mib_s", required=False)
 
     def validate(self, attrs: dict) -> dict:
-        if not attrs:
-            raise serializers.ValidationError(
-                {"non_field_errors": ["Give max_downtime_ms, bandwidth_mib_s or both."]}
-            )
-        return attrs
+        return _not_empty(attrs, "Give max_downtime_ms, bandwidth_mib_s or both.")
 
 
 class BatchOptionsSerializer(MigrateRequestSerializer):

@@ -1,8 +1,5 @@
-"""A migration's statuses and allowed changes, phases and failure reasons.
-
-Values are stored, sent over the API and shown: change one only with a data migration
-(labels may change). Imports none of the portal's apps: they all build on it.
-"""
+"""A migration's statuses and allowed changes, phases and failure reasons. The values are
+stored: change one only with a data migration. Imports none of the portal's apps."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""A migration's options, one shape from the request to libvirt: checked when made
-(a broken rule raises `ValidationError` by field), stored on `Migration`, given to
-libvirt as a `MigrationSpec`. A new option is a field here, a `Migration` column and a
-serializer field; a new rule is a line of `RULES`.
-"""
+"""A migration's options, one shape from the request to libvirt, valid by construction. A
+new option is a field here, a `Migration` column and a serializer field; a new rule is a
+line of `RULES`."""
 
 from __future__ import annotations
 
@@ -170,14 +168,8 @@ class MigrationOptions:
         self, *, max_downtime_ms: int | None = None, bandwidth_mib_s: int | None = None
     ) -> MigrationOptions:
         """These options retuned; only the new values are judged (ValidationError)."""
-        changes = {
-            name: value
-            for name, value in (
-                ("max_downtime_ms", max_downtime_ms),
-                ("bandwidth_mib_s", bandwidth_mib_s),
-            )
-            if value is not None
-        }
+        given = {"max_downtime_ms": max_downtime_ms, "bandwidth_mib_s": bandwidth_mib_s}
+        changes = {name: value for name, value in given.items() if value is not None}
         tuned = replace(self, validate=False, **changes)
         errors = {name: found for name, found in tuned.errors().items() if name in changes}
         if errors:

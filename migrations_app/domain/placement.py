@@ -1,13 +1,7 @@
-"""Where should a VM go? Pure functions over facts the selectors gather: the
-destination ranking and the evacuation plan.
-
-A destination is *fit* when a migration to it could pass its pre-checks as far as the
-portal can tell: reachable, not in maintenance, same hypervisor and arch, a CPU that
-accepts the VM's, and memory for it (live only) after the VMs already migrating there.
+"""Where should a VM go? Pure functions over facts the selectors gather: the destination
+ranking (fit hosts first, by score) and the evacuation plan.
 
     score = 100 * free_after / total  -  10 * incoming  -  5 * outgoing  -  running_vms
-
-Unfit hosts are scored the same way and listed after the fit ones, why unfit first.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""Pre-checks: can this migration work? Each is named and says why it passed or failed.
-
-They run for `migrate/check/` and again in the worker right before libvirt (things
-change while a migration waits). The facts are gathered once, then each rule judges.
-"""
+"""Pre-checks: can this migration work? They run for `migrate/check/` and again in the
+worker right before libvirt (things change while a migration waits)."""
 
 from __future__ import annotations
 

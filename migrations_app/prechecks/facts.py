@@ -1,9 +1,6 @@
 """What the pre-checks read, gathered once: the portal's records, then both hosts at once.
-
-A host that does not answer in time is a fact (`Unreachable`), never an exception. The
-database is read in the calling thread (connections are per thread); only libvirt
-calls run in threads of their own.
-"""
+A host that does not answer in time is a fact (`Unreachable`), never an exception; only
+libvirt calls run in threads of their own (database connections are per thread)."""
 
 from __future__ import annotations
 

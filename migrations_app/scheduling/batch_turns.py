@@ -1,9 +1,6 @@
 """A batch's turns: which children may start, and the batch's status from its children.
-
-Children are created `queued` (phase `waiting_for_batch`) and handed to the broker only
-in their turn; the claim checks the gate again under the batch's row lock, so
-`max_parallel` holds whatever was enqueued.
-"""
+The claim checks the gate again under the batch's row lock, so `max_parallel` holds
+whatever was enqueued."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""The fenced claim a worker (or the reconciler) holds on one migration.
-
-Every claim or takeover raises `claim_epoch`; every write under a lease is a
-compare-and-set on it, so a worker that lost its claim gets ClaimLost and writes no more.
-"""
+"""The fenced claim a worker (or the reconciler) holds on one migration: every write
+under it is a compare-and-set on `claim_epoch`, so a lost claim writes no more."""
 
 from __future__ import annotations
 

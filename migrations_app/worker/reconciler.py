@@ -1,8 +1,5 @@
-"""The reconciler: one pass settles what no live worker owns and restarts what waits.
-
-Every action is taken under a lease won by `take_over`, so two reconcilers, or a
-revived worker, never act on one migration at once.
-"""
+"""The reconciler: one pass settles what no live worker owns and restarts what waits,
+each under a lease won by `take_over` (never two actors on one migration)."""
 
 from __future__ import annotations
 
