@@ -177,12 +177,7 @@ def migration_report_build(*, migrations: QuerySet[Migration]) -> dict:
 
     return {
         "count": row["count"],
-        "outcomes": {
-            "succeeded": row["succeeded"],
-            "failed": row["failed"],
-            "cancelled": row["cancelled"],
-            "active": row["active"],
-        },
+        "outcomes": {key: row[key] for key in ("succeeded", "failed", "cancelled", "active")},
         "live": row["live"],
         "offline": row["count"] - row["live"],
         "success_rate": _share(row["succeeded"], row["succeeded"] + row["failed"]),

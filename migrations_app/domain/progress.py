@@ -41,16 +41,10 @@ def phase_of(stats: dict, *, postcopy: bool = False) -> Phase:
 
 def disk_progress(stats: dict) -> dict[str, int | None]:
     """The copied disks' figures; all None when the job copies none (disk_total 0)."""
-    if not stats.get("disk_total"):
-        return {
-            "disk_total_bytes": None,
-            "disk_processed_bytes": None,
-            "disk_remaining_bytes": None,
-        }
+    copied = bool(stats.get("disk_total"))
     return {
-        "disk_total_bytes": stats["disk_total"],
-        "disk_processed_bytes": stats.get("disk_processed"),
-        "disk_remaining_bytes": stats.get("disk_remaining"),
+        f"disk_{key}_bytes": stats.get(f"disk_{key}") if copied else None
+        for key in ("total", "processed", "remaining")
     }
 
 
