@@ -151,16 +151,7 @@ class MigrationBatchViewSet(
         (then nothing is created)."""
         serializer = BatchCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        batch = batches.batch_create(
-            items=data["items"],
-            options=data["options"],
-            stop_on_failure=data["stop_on_failure"],
-            max_parallel=data["max_parallel"],
-            actor=Actor.from_request(request),
-            not_before=data.get("not_before"),
-            window_end=data.get("window_end"),
-        )
+        batch = batches.batch_create(actor=Actor.from_request(request), **serializer.validated_data)
         location = f"/api/migration-batches/{batch.pk}/"
         data = MigrationBatchSerializer(batch).data
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
