@@ -74,10 +74,7 @@ class HostEvacuateViewSet(viewsets.GenericViewSet):
         serializer.is_valid(raise_exception=True)
         dry_run = serializer.validated_data["dry_run"]
         evacuation, batch = host_evacuate(
-            host=self.get_object(),
-            actor=Actor.from_request(request),
-            dry_run=dry_run,
-            reason=serializer.validated_data["reason"],
+            host=self.get_object(), actor=Actor.from_request(request), **serializer.validated_data
         )
         data = evacuation_data(
             evacuation=evacuation, dry_run=dry_run, batch_id=batch.pk if batch else None

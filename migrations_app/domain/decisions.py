@@ -293,9 +293,6 @@ def cleanup_actions(
     )
 
 
-# --- claims and slots ------------------------------------------------------------------
-
-
 def slot_free(*, outgoing: int, incoming: int, max_outgoing: int, max_incoming: int) -> bool:
     return outgoing < max_outgoing and incoming < max_incoming
 
@@ -307,9 +304,6 @@ def is_stale(*, heartbeat_age_s: float | None, stale_after_s: float) -> bool:
 def task_lost(*, enqueued_age_s: float | None, lost_after_s: float) -> bool:
     """Is a queued migration's task presumed lost? (Enqueuing again is safe.)"""
     return enqueued_age_s is None or enqueued_age_s > lost_after_s
-
-
-# --- scheduled migrations ------------------------------------------------------------
 
 
 def due(*, not_before: datetime | None, now: datetime) -> bool:

@@ -21,16 +21,9 @@ class MigrationStatus(models.TextChoices):
 
 
 _S = MigrationStatus  # short, for the tables below
-ACTIVE_STATUSES = [
-    _S.SCHEDULED,
-    _S.QUEUED,
-    _S.CHECKING,
-    _S.MIGRATING,
-    _S.COMPLETING,
-    _S.NEEDS_ATTENTION,
-]
 # States in which a worker owns the migration (it counts against host limits).
 RUNNING_STATUSES = [_S.CHECKING, _S.MIGRATING, _S.COMPLETING]
+ACTIVE_STATUSES = [_S.SCHEDULED, _S.QUEUED, *RUNNING_STATUSES, _S.NEEDS_ATTENTION]
 FINAL_STATUSES = [_S.SUCCEEDED, _S.FAILED, _S.CANCELLED]
 
 # Every status change the portal may make; anything else is refused (a worker that

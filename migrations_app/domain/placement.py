@@ -173,9 +173,6 @@ def destinations_rank(
     )
 
 
-# --- Evacuation ---------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class PlanRow:
     order: int  # the order the migrations are handed over in (1 first)

@@ -72,8 +72,7 @@ def migrations_schedule_next_event() -> datetime | None:
         pending.filter(status=MigrationStatus.SCHEDULED).aggregate(t=Min("not_before"))["t"],
         pending.aggregate(t=Min("window_end"))["t"],
     ]
-    times = [t for t in times if t is not None]
-    return min(times) if times else None
+    return min((t for t in times if t is not None), default=None)
 
 
 def migrations_schedule_run(*, now: datetime | None = None) -> dict[str, list[int]]:

@@ -38,9 +38,7 @@ def migration_claim(migration_id: int, worker: str) -> Claim:
     batch_id = Migration.objects.filter(pk=migration_id).values_list("batch_id", flat=True).first()
     with transaction.atomic():
         # A batch's row is locked before its child's, as everywhere else.
-        batch = None
-        if batch_id is not None:
-            batch = MigrationBatch.objects.select_for_update().get(pk=batch_id)
+        batch = MigrationBatch.objects.select_for_update().get(pk=batch_id) if batch_id else None
         migration = (
             Migration.objects.select_for_update(of=("self",))
             .select_related("source", "destination")

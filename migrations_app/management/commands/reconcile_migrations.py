@@ -66,11 +66,9 @@ class Command(BaseCommand):
                     self.stdout.write(f"schedule: {done}")
                 time.sleep(MIN_SLEEP_AFTER_RUN_S)
                 continue
+            poll_s = settings.MIGRATION_SCHEDULE_POLL_S
             time.sleep(
                 decisions.reconcile_sleep_s(
-                    now=now,
-                    next_pass_at=next_pass_at,
-                    next_event_at=next_event,
-                    poll_s=settings.MIGRATION_SCHEDULE_POLL_S,
+                    now=now, next_pass_at=next_pass_at, next_event_at=next_event, poll_s=poll_s
                 )
             )
