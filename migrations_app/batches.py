@@ -41,12 +41,8 @@ def _items_placed(items: list[BatchItem]) -> list[BatchItem]:
             continue
         ranking = destinations_ranked(item.vm)
         if not ranking or not ranking[0].fit:
-            why = (
-                f"{ranking[0].host.name}: {ranking[0].reasons[0]}"
-                if ranking
-                else "no other host is registered"
-            )
-            unfit.append(f"{item.vm.name} ({why})")
+            best = f"{ranking[0].host.name}: {ranking[0].reasons[0]}" if ranking else ""
+            unfit.append(f"{item.vm.name} ({best or 'no other host is registered'})")
             continue
         placed.append(BatchItem(item.vm, ranking[0].host, item.options))
     if unfit:

@@ -30,12 +30,8 @@ def host_evacuate(
     if not rows:
         raise ValidationError({"dry_run": [NOTHING_TO_MOVE]})
     with transaction.atomic():
-        host = host_maintenance_set(
-            host=host,
-            enabled=True,
-            reason=reason or host.maintenance_reason or "evacuation",
-            actor=actor,
-        )
+        reason = reason or host.maintenance_reason or "evacuation"
+        host = host_maintenance_set(host=host, enabled=True, reason=reason, actor=actor)
         live = MigrationOptions(live=True)
         with_disks = MigrationOptions(live=True, storage=StorageMode.COPY.value)
         batch = batch_create(

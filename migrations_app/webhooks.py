@@ -305,13 +305,9 @@ def _attempt_record(
 def webhooks_deliver_due(*, now: datetime | None = None) -> list[int]:
     """Send every pending delivery that is due (lost first attempts, retries); their ids."""
     now = now or timezone.now()
-    due = list(
-        WebhookDelivery.objects.filter(
-            status=WebhookDeliveryStatus.PENDING, next_attempt_at__lte=now
-        )
-        .order_by("next_attempt_at", "id")
-        .values_list("pk", flat=True)[:DUE_PER_PASS]
-    )
+    pending = WebhookDelivery.objects.filter(status=WebhookDeliveryStatus.PENDING)
+    rows = pending.filter(next_attempt_at__lte=now).order_by("next_attempt_at", "id")
+    due = list(rows.values_list("pk", flat=True)[:DUE_PER_PASS])
     for delivery_id in due:
         webhook_delivery_send(delivery_id=delivery_id, now=now)
     return due

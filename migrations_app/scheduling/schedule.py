@@ -18,10 +18,8 @@ from migrations_app.transitions import migration_change
 
 
 def schedule_of(migration: Migration) -> dict:
-    return {
-        "not_before": migration.not_before.isoformat() if migration.not_before else None,
-        "window_end": migration.window_end.isoformat() if migration.window_end else None,
-    }
+    times = {"not_before": migration.not_before, "window_end": migration.window_end}
+    return {name: at.isoformat() if at else None for name, at in times.items()}
 
 
 def window_closed_message(window_end: datetime) -> str:
