@@ -305,10 +305,10 @@ def migration_tune(
         migration = Migration.objects.select_for_update().get(pk=migration.pk)
         tuned = ("max_downtime_ms", "bandwidth_mib_s")
         before = {name: getattr(migration, name) for name in tuned}
-        new = {"max_downtime_ms": max_downtime_ms, "bandwidth_mib_s": bandwidth_mib_s}
-        for name, value in {**new, **read_back}.items():
-            if value is not None:
-                setattr(migration, name, value)
+        given = {"max_downtime_ms": max_downtime_ms, "bandwidth_mib_s": bandwidth_mib_s}
+        changes = {name: value for name, value in given.items() if value is not None}
+        for name, value in {**changes, **read_back}.items():
+            setattr(migration, name, value)
         migration.save(update_fields=[*tuned, *read_back])
         audit_event_record(
             actor=actor,
