@@ -1,5 +1,4 @@
-"""Webhooks in the Django admin: endpoints readable, deliveries read-only (the record
-of what was sent; only the reconciler and the sender change them)."""
+"""Webhooks in the Django admin: endpoints readable, deliveries read-only."""
 
 from django.contrib import admin
 
@@ -10,8 +9,7 @@ from migrations_app.models import WebhookDelivery, WebhookEndpoint
 class WebhookEndpointAdmin(admin.ModelAdmin):
     list_display = ["id", "url", "events", "active", "created_at", "created_by_name"]
     list_filter = ["active"]
-    # The secret is never shown; endpoints are added over the API (which checks the URL
-    # against PORTAL_HOST_NETWORKS and returns the secret once).
+    # The secret is never shown; the API adds endpoints (it checks the URL).
     exclude = ["secret_encrypted"]
     readonly_fields = ["url", "events", "created_at", "created_by_name"]
 

@@ -1,6 +1,4 @@
-"""Migration batches as users ask for them: create (placing VMs without a destination)
-and cancel. When children start and how the batch's status follows them is
-`scheduling.batch_turns`."""
+"""Migration batches as users ask for them: create and cancel."""
 
 from __future__ import annotations
 
@@ -17,12 +15,7 @@ from migrations_app.domain import decisions
 from migrations_app.domain.lifecycle import BATCH_FINAL_STATUSES
 from migrations_app.domain.options import MigrationOptions
 from migrations_app.events import batch_publish
-from migrations_app.models import (
-    ACTIVE_STATUSES,
-    BatchKind,
-    MigrationBatch,
-    MigrationStatus,
-)
+from migrations_app.models import ACTIVE_STATUSES, BatchKind, MigrationBatch, MigrationStatus
 from migrations_app.requests import MigrationConflict, migration_cancel, migration_row_record
 from migrations_app.scheduling.batch_turns import batch_advance, batch_detail
 from migrations_app.scheduling.dispatch import dispatch_after_commit
@@ -32,8 +25,7 @@ from vms.models import VM
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One VM of a batch: its destination (None: placed by the ranking) and its own
-    options (None: the batch's)."""
+    """One VM of a batch: its destination (None: ranked) and options (None: the batch's)."""
 
     vm: VM
     destination: Host | None = None
@@ -41,11 +33,7 @@ class BatchItem:
 
 
 def _items_placed(items: list[BatchItem]) -> list[BatchItem]:
-    """Items without a destination get the best fit host of the destination ranking
-    (`selectors.destinations_ranked`, which asks the hosts for the CPU comparison: this
-    runs before any transaction). Each VM is ranked on its own: the pre-checks judge
-    memory again when its migration starts. Raises ValidationError on `items` naming
-    each VM that no host fits, with the best host's reason."""
+    """Place items without a destination on the ranking's best fit host (it asks the hosts)."""
     placed, unfit = [], []
     for item in items:
         if item.destination is not None:
@@ -53,12 +41,8 @@ def _items_placed(items: list[BatchItem]) -> list[BatchItem]:
             continue
         ranking = destinations_ranked(item.vm)
         if not ranking or not ranking[0].fit:
-            why = (
-                f"{ranking[0].host.name}: {ranking[0].reasons[0]}"
-                if ranking
-                else "no other host is registered"
-            )
-            unfit.append(f"{item.vm.name} ({why})")
+            best = f"{ranking[0].host.name}: {ranking[0].reasons[0]}" if ranking else ""
+            unfit.append(f"{item.vm.name} ({best or 'no other host is registered'})")
             continue
         placed.append(BatchItem(item.vm, ranking[0].host, item.options))
     if unfit:
@@ -80,12 +64,7 @@ def batch_create(
     not_before=None,
     window_end=None,
 ) -> MigrationBatch:
-    """Record the batch and all its children (`queued`, waiting for the batch) with
-    their audit events in one transaction; the dispatcher starts them after commit.
-
-    Raises ValidationError naming the field (items, max_parallel, not_before) and
-    MigrationConflict if a VM already has a queued or running migration.
-    """
+    """Record the batch and its children in one transaction; dispatched after commit."""
     if not items:
         raise ValidationError({"items": ["Give at least one VM."]})
     if max_parallel < 1:
@@ -98,8 +77,6 @@ def batch_create(
     schedule = decisions.schedule_errors(not_before=not_before, window_end=window_end, now=now)
     if schedule:
         raise ValidationError(schedule)
-    # Scheduled: every child waits as `scheduled` until the reconciler queues it; the
-    # batch's turn (max_parallel) is kept by the claim's gate as for any child.
     scheduled = not decisions.due(not_before=not_before, now=now)
 
     with transaction.atomic():
@@ -150,9 +127,7 @@ def batch_create(
 
 
 def batch_cancel(*, batch: MigrationBatch, actor: Actor) -> MigrationBatch:
-    """Cancel the batch: its queued children are cancelled, running ones are asked to
-    cancel (migration_cancel); the batch ends `cancelled` once none is active.
-    Raises MigrationConflict if the batch already ended."""
+    """Cancel the batch's children; it ends `cancelled` once none is active."""
     with transaction.atomic():
         batch = MigrationBatch.objects.select_for_update().get(pk=batch.pk)
         if batch.status in BATCH_FINAL_STATUSES:

@@ -1,4 +1,4 @@
-"""The live progress socket of one migration: /ws/migrations/{id}/."""
+"""The live progress sockets: /ws/migrations/{id}/ and /ws/migration-batches/{id}/."""
 
 from __future__ import annotations
 
@@ -18,18 +18,16 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_VISIBLE = 4403
 
 
-class MigrationProgressConsumer(AsyncJsonWebsocketConsumer):
-    """Sends the current state first, then every update in order, and closes after the
-    final state. Reconnecting simply starts again with the current state."""
+class _ProgressConsumer(AsyncJsonWebsocketConsumer):
+    """The current state first, then every update in order; closed after the final state."""
 
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        self.migration_id = int(self.scope["url_route"]["kwargs"]["migration_id"])
         # Join before reading the state: no update can fall between the two.
-        self.group = migration_group(self.migration_id)
+        self.group = self._group(self.scope["url_route"]["kwargs"])
         await self.channel_layer.group_add(self.group, self.channel_name)
         snapshot = await self._snapshot(user)
         if snapshot is None:
@@ -37,20 +35,30 @@ class MigrationProgressConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_NOT_VISIBLE)
             return
         await self.accept()
-        await self.send_json({"event": "snapshot", **snapshot})
-        if snapshot["migration"]["status"] in FINAL_STATUSES:
-            await self.close()
+        await self._send_state({"event": "snapshot", **snapshot})
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
+    async def _send_state(self, message: dict) -> None:
+        await self.send_json(message)
+        if self._final(message):
+            await self.close()
+
+
+class MigrationProgressConsumer(_ProgressConsumer):
+    def _group(self, kwargs: dict) -> str:
+        self.migration_id = int(kwargs["migration_id"])
+        return migration_group(self.migration_id)
+
+    def _final(self, message: dict) -> bool:
+        return message["migration"]["status"] in FINAL_STATUSES
+
     async def migration_update(self, event: dict) -> None:
-        await self.send_json(
+        await self._send_state(
             {"event": event["event"], "migration": event["migration"], "sample": event["sample"]}
         )
-        if event["migration"]["status"] in FINAL_STATUSES:
-            await self.close()
 
     @database_sync_to_async
     def _snapshot(self, user) -> dict | None:
@@ -64,46 +72,25 @@ class MigrationProgressConsumer(AsyncJsonWebsocketConsumer):
         }
 
 
-class BatchProgressConsumer(AsyncJsonWebsocketConsumer):
-    """/ws/migration-batches/{id}/: the batch (children and progress) first, then its
-    state after every change of the batch or one of its children; closed after its
-    final state."""
+class BatchProgressConsumer(_ProgressConsumer):
+    """The batch (children and progress), read again after every change of it or a child."""
 
-    async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
-            return
-        self.batch_id = int(self.scope["url_route"]["kwargs"]["batch_id"])
-        self.group = batch_group(self.batch_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        batch = await self._snapshot(user)
-        if batch is None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-            await self.close(code=CLOSE_NOT_VISIBLE)
-            return
-        await self.accept()
-        await self.send_json({"event": "snapshot", "batch": batch})
-        if batch["status"] in BATCH_FINAL_STATUSES:
-            await self.close()
+    def _group(self, kwargs: dict) -> str:
+        self.batch_id = int(kwargs["batch_id"])
+        return batch_group(self.batch_id)
 
-    async def disconnect(self, code: int) -> None:
-        if getattr(self, "group", None):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+    def _final(self, message: dict) -> bool:
+        return message["batch"]["status"] in BATCH_FINAL_STATUSES
 
     async def batch_update(self, event: dict) -> None:
-        # Read now, not by the publisher: this consumer handles its events one at a
-        # time, so each batch it sends is at least as new as the one before, whichever
-        # worker's event came first (events.batch_publish).
-        batch = await self._snapshot(self.scope["user"])
-        if batch is None:  # deleted, or no longer visible to this user
+        # Read here, one event at a time, so each batch sent is at least as new as the last.
+        snapshot = await self._snapshot(self.scope["user"])
+        if snapshot is None:  # deleted, or no longer visible to this user
             await self.close(code=CLOSE_NOT_VISIBLE)
             return
-        await self.send_json({"event": event["event"], "batch": batch})
-        if batch["status"] in BATCH_FINAL_STATUSES:
-            await self.close()
+        await self._send_state({"event": event["event"], **snapshot})
 
     @database_sync_to_async
     def _snapshot(self, user) -> dict | None:
         batch = batches_visible_to(user).filter(pk=self.batch_id).first()
-        return MigrationBatchSerializer(batch).data if batch is not None else None
+        return {"batch": MigrationBatchSerializer(batch).data} if batch is not None else None

@@ -1,7 +1,8 @@
-"""Evacuating a host: its plan (a read, `selectors.evacuation_plan`) and, for real,
-maintenance plus an evacuation batch. Called by the API."""
+"""Evacuating a host: its plan, and for real, maintenance plus an evacuation batch."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -21,17 +22,7 @@ NOTHING_TO_MOVE = "no VM of this host can move now: see `unmovable` in the dry r
 def host_evacuate(
     *, host: Host, actor: Actor, dry_run: bool, reason: str = ""
 ) -> tuple[HostEvacuationPlan, MigrationBatch | None]:
-    """The evacuation plan of `host`; with `dry_run` False also start it: the host
-    enters maintenance (no new VMs while it empties) and the plan's rows become an
-    evacuation batch (live migrations, local disks copied, in the plan's order, at most
-    MIGRATION_MAX_OUTGOING_PER_HOST at once, going on past a failure: one VM that
-    cannot move must not keep the others on the host), in one transaction. Returns
-    (plan, batch or None).
-
-    The plan is computed first, outside any transaction (it asks the hosts for the
-    CPU comparison); the batch's migrations run their pre-checks again when they start.
-    Raises ValidationError on `dry_run` when nothing can move (nothing is changed).
-    """
+    """The evacuation plan of `host`; unless `dry_run`, also its maintenance and batch."""
     evacuation = evacuation_plan(host)
     if dry_run:
         return evacuation, None
@@ -39,12 +30,8 @@ def host_evacuate(
     if not rows:
         raise ValidationError({"dry_run": [NOTHING_TO_MOVE]})
     with transaction.atomic():
-        host = host_maintenance_set(
-            host=host,
-            enabled=True,
-            reason=reason or host.maintenance_reason or "evacuation",
-            actor=actor,
-        )
+        reason = reason or host.maintenance_reason or "evacuation"
+        host = host_maintenance_set(host=host, enabled=True, reason=reason, actor=actor)
         live = MigrationOptions(live=True)
         with_disks = MigrationOptions(live=True, storage=StorageMode.COPY.value)
         batch = batch_create(
@@ -63,9 +50,4 @@ def host_evacuate(
             kind=BatchKind.EVACUATION,
             host=host,
         )
-    return HostEvacuationPlan(
-        host=host,
-        plan=evacuation.plan,
-        vms=evacuation.vms,
-        destinations=evacuation.destinations,
-    ), batch
+    return replace(evacuation, host=host), batch

@@ -20,11 +20,9 @@ logger = logging.getLogger(__name__)
 
 
 class _Sender:
-    """Sends to a Redis channel layer from one thread per process, in order, on one
-    event loop (so channels_redis keeps its connection instead of opening one per
-    message): the engine never waits for Redis between the commit that recorded a
-    change and its next step (e.g. asking libvirt to start). The in-memory layer (one
-    process, tests without Redis) is sent to at once."""
+    """Sends to a Redis channel layer from one thread per process, in order, on one event
+    loop (channels_redis keeps its connection), so the engine never waits for Redis. The
+    in-memory layer is sent to at once."""
 
     def __init__(self) -> None:
         self._pid: int | None = None
@@ -73,9 +71,15 @@ atexit.register(_sender.flush, 2.0)
 
 
 def publish_flush(timeout: float = 5.0) -> bool:
-    """Wait until this process has sent what it published (the engine does at the end
-    of each task, so a caller sees every message of a migration once it returns)."""
+    """Wait until this process has sent what it published (the engine, after each task)."""
     return _sender.flush(timeout)
+
+
+def _send(group: str, message: dict, what: str) -> None:
+    try:
+        _sender.send(group, message)
+    except Exception:  # a dead channel layer must not fail a migration
+        logger.exception("publishing %s failed", what)
 
 
 def migration_group(migration_id: int) -> str:
@@ -83,8 +87,7 @@ def migration_group(migration_id: int) -> str:
 
 
 def migration_publish(*, migration: Migration, event: str, sample: dict | None = None) -> None:
-    """Send the migration's state (and the new sample, if any) to its channel group
-    once the surrounding transaction commits; nobody hears of a change that rolled back."""
+    """Send the migration's state (and new sample) to its group after commit."""
     message = {
         "type": "migration.update",
         "event": event,
@@ -93,13 +96,7 @@ def migration_publish(*, migration: Migration, event: str, sample: dict | None =
     }
     group = migration_group(migration.pk)
 
-    def send() -> None:
-        try:
-            _sender.send(group, message)
-        except Exception:  # a dead channel layer must not fail a migration
-            logger.exception("publishing %s of migration %s failed", event, migration.pk)
-
-    transaction.on_commit(send)
+    transaction.on_commit(lambda: _send(group, message, f"{event} of migration {migration.pk}"))
     if migration.batch_id is not None:  # its batch's page follows its children
         batch_publish(batch_id=migration.batch_id, event=f"child.{event}")
 
@@ -109,16 +106,8 @@ def batch_group(batch_id: int) -> str:
 
 
 def batch_publish(*, batch_id: int, event: str) -> None:
-    """Tell the batch's channel group that it changed, once the surrounding transaction
-    commits. The message carries no state: each subscriber reads the batch when it gets
-    it (migrations_app.consumers). Snapshots read here, in several task workers, could
-    reach a page out of order (a worker that read 2 VMs done sending after one that
-    read 3), and the page would go backwards."""
-
-    def send() -> None:
-        try:
-            _sender.send(batch_group(batch_id), {"type": "batch.update", "event": event})
-        except Exception:  # a dead channel layer must not fail a migration
-            logger.exception("publishing %s of migration batch %s failed", event, batch_id)
-
-    transaction.on_commit(send)
+    """Tell the batch's group it changed, after commit (no state: subscribers read it)."""
+    message = {"type": "batch.update", "event": event}
+    transaction.on_commit(
+        lambda: _send(batch_group(batch_id), message, f"{event} of migration batch {batch_id}")
+    )

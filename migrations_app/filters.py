@@ -63,8 +63,7 @@ OUTCOME_CHOICES = [
 
 
 class MigrationReportFilterSet(django_filters.FilterSet):
-    """Which migrations a report or an export covers. The time range applies to the
-    request time (created_at); the caller supplies the default range."""
+    """Which migrations a report or an export covers (by request time, created_at)."""
 
     since = django_filters.IsoDateTimeFilter(
         field_name="created_at", lookup_expr="gte", help_text="Requested at or after."

@@ -4,6 +4,8 @@ from django.db.models import Q
 
 from audit.events import EventType
 from hosts.models import Host
+
+# Re-exported: `from migrations_app.models import MigrationStatus` (and the rest) works.
 from migrations_app.domain.lifecycle import (  # noqa: F401
     ACTIVE_STATUSES,
     ALLOWED_TRANSITIONS,
@@ -15,9 +17,6 @@ from migrations_app.domain.lifecycle import (  # noqa: F401
     MigrationStatus,
     Phase,
 )
-
-# The lifecycle's words live in migrations_app.domain.lifecycle; re-exported here so that
-# `from migrations_app.models import MigrationStatus` (and the rest) keeps working.
 from migrations_app.domain.options import (  # noqa: F401
     CompressionMethod,
     StorageMode,
@@ -31,12 +30,9 @@ class BatchKind(models.TextChoices):
 
 
 class MigrationBatch(models.Model):
-    """Several migrations requested together: its children are ordinary `Migration`
-    rows (`Migration.batch`), at most `max_parallel` of them running at once. Its
-    status follows the children (`decisions.batch_status`); see docs/architecture.md."""
+    """Several migrations requested together, at most `max_parallel` running at once."""
 
     kind = models.CharField(max_length=16, choices=BatchKind.choices, default=BatchKind.BATCH)
-    # The host an evacuation empties (kind "evacuation"); null for a plain batch.
     host = models.ForeignKey(
         Host, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
@@ -45,7 +41,6 @@ class MigrationBatch(models.Model):
     )
     stop_on_failure = models.BooleanField(default=False)
     max_parallel = models.PositiveIntegerField(default=1)
-    # The batch's migration options as requested (MigrationOptions.as_model_fields()).
     options = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -55,7 +50,6 @@ class MigrationBatch(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
-    # Schedule of every child (see Migration.not_before / window_end).
     not_before = models.DateTimeField(null=True, blank=True)
     window_end = models.DateTimeField(null=True, blank=True)
 
@@ -87,12 +81,10 @@ class Migration(models.Model):
     status = models.CharField(
         max_length=16, choices=MigrationStatus.choices, default=MigrationStatus.QUEUED
     )
-    # The batch this migration is a child of (null: requested alone).
     batch = models.ForeignKey(
         MigrationBatch, null=True, blank=True, on_delete=models.PROTECT, related_name="children"
     )
 
-    # Options as requested.
     live = models.BooleanField(default=True)
     storage = models.CharField(
         max_length=8, choices=StorageMode.choices, default=StorageMode.SHARED
@@ -115,41 +107,31 @@ class Migration(models.Model):
     new_name = models.CharField(max_length=255, blank=True)
     timeout_s = models.PositiveIntegerField()
 
-    # Schedule: not started before `not_before` (status scheduled until then); failed
-    # (window_closed) if it has not started by `window_end`. Both optional.
-    # A batch's children get their batch's two times (batches.batch_create).
+    # Not started before `not_before`; failed (window_closed) if not started by `window_end`.
     not_before = models.DateTimeField(null=True, blank=True)
     window_end = models.DateTimeField(null=True, blank=True)
 
-    # Lifecycle.
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     claimed_by = models.CharField(max_length=128, blank=True)  # worker that owns it
-    # Fencing token: raised by every claim and takeover. A write is accepted only from
-    # the holder of the current epoch, so a worker that lost its claim writes nothing.
+    # Fencing token raised by every claim and takeover: only its holder writes.
     claim_epoch = models.PositiveIntegerField(default=0)
-    # When a task for this migration was last handed to the broker (None: never, e.g.
-    # the broker was down); the reconciler enqueues again when the task seems lost.
+    # Last handed to the broker (None: never); the reconciler re-enqueues a lost task.
     enqueued_at = models.DateTimeField(null=True, blank=True)
-    # Seen by the pre-checks: the destination had a shut-off definition of this VM
-    # (it comes home); a failed migration leaves that definition where it was.
+    # A shut-off definition there before (it comes home): a failure leaves it defined.
     destination_had_definition = models.BooleanField(default=False)
-    # The VM was paused before the migration: recovery does not resume it.
     source_was_paused = models.BooleanField(default=False)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     postcopy_started_at = models.DateTimeField(null=True, blank=True)
     checks = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
-    # Why it failed, decided by the engine (lifecycle.FailureReason); blank unless it
-    # failed or needs attention. The reports group failures by it.
     failure_reason = models.CharField(max_length=16, choices=FailureReason.choices, blank=True)
-    # A failure left something on a host the portal could not reach to clean up yet;
-    # the reconciler retries.
+    # A leftover on a host that could not be reached yet; the reconciler retries.
     needs_cleanup = models.BooleanField(default=False)
 
-    # Latest progress sample (the samples table keeps them all).
+    # The latest progress sample.
     phase = models.CharField(max_length=32, choices=Phase.choices, blank=True)
     percent = models.FloatField(default=0)
     data_total_bytes = models.BigIntegerField(null=True, blank=True)
@@ -164,8 +146,7 @@ class Migration(models.Model):
     disk_remaining_bytes = models.BigIntegerField(null=True, blank=True)
     eta_s = models.FloatField(null=True, blank=True)
     progress_updated_at = models.DateTimeField(null=True, blank=True)
-    # The max downtime libvirt reports for the job (virDomainMigrateGetMaxDowntime),
-    # read back after the portal set it and after every tune.
+    # virDomainMigrateGetMaxDowntime, read back after every set and tune.
     max_downtime_read_ms = models.BigIntegerField(null=True, blank=True)
 
     # libvirt's completed job statistics, exactly as reported, and the key figures.
@@ -177,7 +158,6 @@ class Migration(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        # The operator role (docs/architecture.md, Roles): migrations_app.permissions.
         permissions = [
             (
                 "migrate_vm",
@@ -206,10 +186,6 @@ class Migration(models.Model):
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
 
-    @property
-    def channel_group(self) -> str:
-        return f"migration-{self.pk}"
-
 
 class MigrationSample(models.Model):
     """One progress sample of a running migration (for charts and for the record)."""
@@ -237,8 +213,7 @@ class MigrationSample(models.Model):
 
 
 class WebhookEvent(models.TextChoices):
-    """What a webhook endpoint may subscribe to: the audit events of a migration or a
-    batch reaching its final status (the values are the audit.events.EventType ones)."""
+    """What a webhook endpoint may subscribe to (the final-status audit event types)."""
 
     MIGRATION_SUCCEEDED = EventType.MIGRATION_SUCCEEDED.value, "Migration succeeded"
     MIGRATION_FAILED = EventType.MIGRATION_FAILED.value, "Migration failed"
@@ -247,16 +222,10 @@ class WebhookEvent(models.TextChoices):
 
 
 class WebhookEndpoint(models.Model):
-    """Where the portal POSTs the end of migrations and batches (migrations_app.webhooks).
-
-    The shared secret signs every body (HMAC-SHA256), so the portal must read it back:
-    it is stored encrypted (Fernet, with a key derived from SECRET_KEY), never in the
-    clear. Changing SECRET_KEY makes the stored secrets unreadable: re-create the
-    endpoints then (a delivery fails with that reason)."""
+    """Where the portal POSTs the end of migrations and batches."""
 
     url = models.URLField(max_length=500)
     secret_encrypted = models.TextField(editable=False)
-    # WebhookEvent values; an endpoint gets only the events listed here.
     events = models.JSONField(default=list)
     active = models.BooleanField(default=True)
     description = models.CharField(max_length=200, blank=True)
@@ -277,8 +246,7 @@ class WebhookDeliveryStatus(models.TextChoices):
 
 
 class WebhookDelivery(models.Model):
-    """One event for one endpoint: recorded in the transaction of the change it tells
-    about, sent after commit, retried by the reconciler until delivered or failed."""
+    """One event for one endpoint, retried by the reconciler until delivered or failed."""
 
     endpoint = models.ForeignKey(
         WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
@@ -286,12 +254,9 @@ class WebhookDelivery(models.Model):
     event = models.CharField(max_length=32, choices=WebhookEvent.choices)
     payload = models.JSONField()
     status = models.CharField(
-        max_length=16,
-        choices=WebhookDeliveryStatus.choices,
-        default=WebhookDeliveryStatus.PENDING,
+        max_length=16, choices=WebhookDeliveryStatus.choices, default=WebhookDeliveryStatus.PENDING
     )
     attempts = models.PositiveIntegerField(default=0)
-    # Pending: not sent before this (a sender holding it pushes it ahead as a lease).
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True)

@@ -1,8 +1,4 @@
-"""Who may migrate: the operator role (the group "operator", created by
-migrations/0013_roles.py), i.e. users with the permission `migrations_app.migrate_vm`;
-superusers have every permission, and staff users keep everything they could do before
-the roles (compatibility). Who sees every migration and batch, not only their own:
-users with Django's `view_migration` / `view_migrationbatch` (every role but auditor)."""
+"""Who may migrate (the operator role), and who sees every migration and batch."""
 
 from __future__ import annotations
 

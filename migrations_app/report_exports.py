@@ -1,6 +1,4 @@
-"""The migration exports, CSV and JSON: every field of each Migration record, streamed
-in chunks of rows (one chunk in memory at most), with the text conversions done by the
-database."""
+"""The migration exports, CSV and JSON: every field of each record, streamed."""
 
 from __future__ import annotations
 
@@ -18,52 +16,22 @@ from migrations_app.models import Migration
 
 # libvirt's job statistics (virDomainGetJobStats typed parameters), one column each;
 # any other key is in the raw `completed_stats` column.
-JOB_STAT_KEYS = [
-    "type",
-    "operation",
-    "success",
-    "errmsg",
-    "time_elapsed",
-    "time_elapsed_net",
-    "time_remaining",
-    "downtime",
-    "downtime_net",
-    "setup_time",
-    "data_total",
-    "data_processed",
-    "data_remaining",
-    "memory_total",
-    "memory_processed",
-    "memory_remaining",
-    "memory_constant",
-    "memory_normal",
-    "memory_normal_bytes",
-    "memory_bps",
-    "memory_dirty_rate",
-    "memory_page_size",
-    "memory_iteration",
-    "memory_postcopy_requests",
-    "disk_total",
-    "disk_processed",
-    "disk_remaining",
-    "disk_bps",
-    "disk_temp_used",
-    "disk_temp_total",
-    "compression_cache",
-    "compression_bytes",
-    "compression_pages",
-    "compression_cache_misses",
-    "compression_overflow",
-    "auto_converge_throttle",
-]
+JOB_STAT_KEYS = """
+    type operation success errmsg time_elapsed time_elapsed_net time_remaining downtime
+    downtime_net setup_time data_total data_processed data_remaining memory_total
+    memory_processed memory_remaining memory_constant memory_normal memory_normal_bytes
+    memory_bps memory_dirty_rate memory_page_size memory_iteration memory_postcopy_requests
+    disk_total disk_processed disk_remaining disk_bps disk_temp_used disk_temp_total
+    compression_cache compression_bytes compression_pages compression_cache_misses
+    compression_overflow auto_converge_throttle
+""".split()
 JOB_STAT_SUCCESS = JOB_STAT_KEYS.index("success")
 EXPORT_CHUNK_ROWS = 1000
 EXPORT_BLOCK_BYTES = 512 * 1024
 
 
 def _record_columns() -> list[tuple[str, str]]:
-    """(column name, values_list lookup) for every field of the Migration record, in
-    model order, with each host's name after its id."""
+    """(column name, values_list lookup) of every field, each host's name after its id."""
     columns = []
     for field in Migration._meta.concrete_fields:
         columns.append((field.attname, field.attname))
@@ -73,12 +41,18 @@ def _record_columns() -> list[tuple[str, str]]:
 
 
 RECORD_COLUMNS = _record_columns()
+_FIELDS = {f.attname: f for f in Migration._meta.concrete_fields}
+
+
+def _kind(column: str) -> str:
+    return _FIELDS[column].get_internal_type() if column in _FIELDS else ""
+
+
 CSV_HEADER = [name for name, _ in RECORD_COLUMNS] + [f"stats.{k}" for k in JOB_STAT_KEYS]
 
 
 class IsoTimestamp(Func):
-    """A timestamp as ISO 8601 text in UTC, made by the database:
-    YYYY-MM-DDTHH:MM:SS.ffffff+00:00 (always six fraction digits)."""
+    """A timestamp as ISO 8601 UTC text, YYYY-MM-DDTHH:MM:SS.ffffff+00:00."""
 
     output_field = TextField()
 
@@ -115,17 +89,13 @@ class UUIDText(Func):
 
 
 def _export_queryset(migrations: QuerySet[Migration], *, stats_in_sql: bool) -> QuerySet:
-    """values_list of the export's columns, with the text conversions done by the
-    database (times, UUIDs, booleans as true/false): Python-side conversion of 100,000
-    rows (Django's converters, or psycopg's timestamp loader) costs more than the rest
-    of the export together. On PostgreSQL the `stats.*` columns come from jsonb (->>)
-    too; SQLite would re-parse the JSON for every key, so there the statistics are
-    decoded once per row in Python."""
-    fields = {f.attname: f for f in Migration._meta.concrete_fields}
+    """values_list of the export's columns, converted to text by the database (Python's
+    converters cost more than the rest of the export). `stats_in_sql`: the `stats.*`
+    columns from jsonb too (SQLite would re-parse the JSON for every key)."""
     expressions = {}
     lookups = []
     for name, lookup in RECORD_COLUMNS:
-        kind = fields[name].get_internal_type() if name in fields else ""
+        kind = _kind(name)
         if kind == "DateTimeField":
             expressions[f"x_{name}"] = IsoTimestamp(name)
         elif kind == "UUIDField":
@@ -146,9 +116,7 @@ def _export_queryset(migrations: QuerySet[Migration], *, stats_in_sql: bool) -> 
 
 
 def _raw_chunks(queryset: QuerySet) -> Iterator[list[tuple]]:
-    """Rows as the database driver returns them, without Django's per-value converters,
-    EXPORT_CHUNK_ROWS at a time: a server-side cursor on PostgreSQL, fetchmany on
-    SQLite; one chunk in memory at most."""
+    """Raw driver rows (no Django converters), EXPORT_CHUNK_ROWS at a time."""
     sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
     with connections[queryset.db].chunked_cursor() as cursor:
         cursor.execute(sql, params)
@@ -163,15 +131,7 @@ def _csv_line(values: list) -> str:
 
 
 def migrations_csv_stream(*, migrations: QuerySet[Migration]) -> Iterator[str | bytes]:
-    """The CSV export: a header, then one line per migration (oldest first), every field
-    of the record (times in ISO 8601 UTC, JSON fields as JSON text) and each of
-    libvirt's completed statistics in its own `stats.*` column. Yields blocks of lines.
-
-    PostgreSQL writes the lines itself (COPY (SELECT ...) TO STDOUT, streamed in blocks
-    of EXPORT_BLOCK_BYTES); on SQLite Python's csv module writes them, one block per
-    EXPORT_CHUNK_ROWS rows. Both parse to the same values; PostgreSQL quotes empty
-    strings ("") where Python leaves them bare.
-    """
+    """The CSV export in blocks: a header, then a line per migration, oldest first."""
     yield _csv_line(CSV_HEADER)
     if connections[migrations.db].vendor == "postgresql":
         yield from _postgresql_copy_csv(_export_queryset(migrations, stats_in_sql=True))
@@ -201,8 +161,7 @@ def migrations_csv_stream(*, migrations: QuerySet[Migration]) -> Iterator[str | 
 
 
 def _postgresql_copy_csv(queryset: QuerySet) -> Iterator[bytes]:
-    """The rows of `queryset` as CSV written by PostgreSQL (COPY cannot take bind
-    parameters: the values are quoted into the statement by psycopg)."""
+    """The rows as CSV written by PostgreSQL (COPY: psycopg quotes the parameters in)."""
     connection = connections[queryset.db]
     sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
     statement = f"COPY ({connection.ops.compose_sql(sql, params)}) TO STDOUT (FORMAT csv)"
@@ -223,8 +182,7 @@ _json_string = json.encoder.encode_basestring  # the C version: quotes and escap
 
 
 def _json_value_encoder(kind: str):
-    """How a raw column value becomes JSON text (the database already made times and
-    UUIDs text, and hands JSON fields over as JSON text)."""
+    """How a raw column value becomes JSON text (times, UUIDs and JSON already text)."""
     if kind == "JSONField":
         return lambda v: "null" if v is None else v
     if kind == "BooleanField":
@@ -235,16 +193,9 @@ def _json_value_encoder(kind: str):
 
 
 def migrations_json_stream(*, migrations: QuerySet[Migration], scope: dict) -> Iterator[str]:
-    """The JSON export: {"scope": ..., "migrations": [record, ...]}, streamed; a record
-    has every field of the Migration (hosts as id and name, times in ISO 8601 UTC).
-    Built from the same raw rows as the CSV, one block per chunk of rows."""
-    fields = {f.attname: f for f in Migration._meta.concrete_fields}
+    """The JSON export, {"scope": ..., "migrations": [record, ...]}, one block per chunk."""
     columns = [
-        (
-            _json_string(name) + ":",
-            _json_value_encoder(fields[name].get_internal_type() if name in fields else ""),
-        )
-        for name, _ in RECORD_COLUMNS
+        (_json_string(name) + ":", _json_value_encoder(_kind(name))) for name, _ in RECORD_COLUMNS
     ]
     queryset = _export_queryset(migrations, stats_in_sql=False)
     yield '{"scope":' + DjangoJSONEncoder(separators=(",", ":")).encode(scope) + ',"migrations":['

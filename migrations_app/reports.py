@@ -1,24 +1,6 @@
-"""Migration reports: figures aggregated in SQL over the Migration table (the exports
-are in report_exports.py).
-
-Every figure is computed by the database; Python only reads a handful of result rows
-(one row per route source -> destination, per failure reason, per day; one aggregate
-row; a few rank rows for percentiles on SQLite). Nothing here loops over migrations.
-
-Populations:
-- `count` and the outcome counts: every migration requested in the range (and filters);
-- success rate: succeeded / (succeeded + failed); cancelled and still-running
-  migrations are counted but neither a success nor a failure;
-- duration (libvirt's `time_elapsed`, `total_time_ms`) and downtime (`downtime_ms`):
-  succeeded migrations that recorded them (offline migrations have no downtime);
-- data moved: the sum of `transferred_bytes` (recorded when a migration completes).
-
-Percentiles are the continuous kind (linear interpolation between the two closest
-ranks, rank (n - 1) * p): PostgreSQL computes them with `percentile_cont(p) WITHIN
-GROUP (ORDER BY ...)` in the aggregate query; on SQLite a `ROW_NUMBER() OVER (ORDER BY
-value)` window over the filtered rows fetches just the rows at the ranks needed, and
-the two values are interpolated here. Both give the same numbers.
-"""
+"""Migration reports: figures aggregated by the database, never a loop over migrations.
+Percentiles are continuous (`percentile_cont` on PostgreSQL, a ROW_NUMBER() window on
+SQLite: the same numbers)."""
 
 from __future__ import annotations
 
@@ -51,8 +33,7 @@ SUCCEEDED = MigrationStatus.SUCCEEDED
 FAILED = MigrationStatus.FAILED
 CANCELLED = MigrationStatus.CANCELLED
 
-# A failed migration without a reason (none should exist: the engine records one with
-# every failure, and migration 0005 classified the older rows).
+# None should exist: the engine records a reason, migration 0005 classified older rows.
 UNRECORDED_REASON_LABEL = "No reason recorded"
 
 # Histogram edges (ms) of the charts; the last bucket is open-ended.
@@ -75,8 +56,7 @@ class PercentileCont(Aggregate):
 
 
 class UTCDate(Func):
-    """The UTC calendar day of a timestamp, without a per-row Python function on SQLite
-    (Django's TruncDate calls one there): SQLite keeps UTC timestamps as ISO text."""
+    """The UTC day of a timestamp, without TruncDate's per-row Python function on SQLite."""
 
     output_field = DateField()
 
@@ -128,9 +108,7 @@ def _ranks(n: int) -> set[int]:
 
 
 def _percentiles_by_rank(queryset: QuerySet, counts: dict[str, int]) -> dict[str, dict]:
-    """SQLite: for each field, the values at the ranks around (n - 1) * p, by a
-    ROW_NUMBER() window per field (NULLs last) in one query over `queryset`; the
-    percentiles are interpolated from them."""
+    """SQLite: each field's percentiles, from one ROW_NUMBER() window per field."""
     windows, wanted, condition = {}, {}, Q()
     for field, n in counts.items():
         if n:
@@ -156,13 +134,7 @@ def _share(part: int, whole: int) -> float | None:
 
 
 def migration_report_build(*, migrations: QuerySet[Migration]) -> dict:
-    """The summary of `migrations` (already filtered): see the module docstring.
-
-    Five queries whatever the number of rows (six on SQLite): counts per route
-    (source, destination), summed into the outcomes and the per-host table; figures of
-    the succeeded migrations (with the percentiles on PostgreSQL); failures by reason;
-    per day; host names; on SQLite one query with a ROW_NUMBER() window per metric.
-    """
+    """The summary of `migrations` (already filtered), in five queries (six on SQLite)."""
     migrations = migrations.order_by()
     vendor = connections[migrations.db].vendor
     routes = _routes(migrations)
@@ -171,9 +143,8 @@ def migration_report_build(*, migrations: QuerySet[Migration]) -> dict:
         for key in ("count", "succeeded", "failed", "cancelled", "active", "live")
     }
     row["transferred_bytes"] = sum(r["transferred_bytes"] or 0 for r in routes)
-    # Durations and downtimes: succeeded migrations; COUNT/AVG/MAX of a column skip NULLs.
-    # Written as "not any other status" (the same rows): SQLite then reads the time range
-    # instead of 90,000 rows one by one through the (status, created_at) index.
+    # "Not any other status" (the same rows): SQLite then reads the time range instead
+    # of every row through the (status, created_at) index.
     succeeded = migrations.exclude(status__in=[s for s in MigrationStatus if s != SUCCEEDED])
     figures = {
         "duration_count": Count("total_time_ms"),
@@ -206,30 +177,13 @@ def migration_report_build(*, migrations: QuerySet[Migration]) -> dict:
 
     return {
         "count": row["count"],
-        "outcomes": {
-            "succeeded": row["succeeded"],
-            "failed": row["failed"],
-            "cancelled": row["cancelled"],
-            "active": row["active"],
-        },
+        "outcomes": {key: row[key] for key in ("succeeded", "failed", "cancelled", "active")},
         "live": row["live"],
         "offline": row["count"] - row["live"],
         "success_rate": _share(row["succeeded"], row["succeeded"] + row["failed"]),
         "failures_by_reason": _failures_by_reason(migrations),
-        "duration_ms": {
-            "count": row["duration_count"],
-            "mean": _float(row["duration_mean"]),
-            "p50": duration_p[0.5],
-            "p95": duration_p[0.95],
-            "max": row["duration_max"],
-        },
-        "downtime_ms": {
-            "count": row["downtime_count"],
-            "mean": _float(row["downtime_mean"]),
-            "p50": downtime_p[0.5],
-            "p95": downtime_p[0.95],
-            "max": row["downtime_max"],
-        },
+        "duration_ms": _figures(row, "duration", duration_p),
+        "downtime_ms": _figures(row, "downtime", downtime_p),
         "setup_time_ms_mean": _float(row["setup_mean"]),
         "transferred_bytes": int(row["transferred_bytes"] or 0),
         "per_host": _per_host(routes),
@@ -246,8 +200,17 @@ def _float(value) -> float | None:
     return float(value) if value is not None else None
 
 
+def _figures(row: dict, name: str, percentiles: dict) -> dict:
+    return {
+        "count": row[f"{name}_count"],
+        "mean": _float(row[f"{name}_mean"]),
+        "p50": percentiles[0.5],
+        "p95": percentiles[0.95],
+        "max": row[f"{name}_max"],
+    }
+
+
 def _failures_by_reason(migrations: QuerySet[Migration]) -> list[dict]:
-    """Failed migrations per `failure_reason` (lifecycle.FailureReason), most first."""
     labels = dict(FailureReason.choices)
     rows = (
         migrations.filter(status=FAILED)
@@ -267,8 +230,7 @@ def _failures_by_reason(migrations: QuerySet[Migration]) -> list[dict]:
 
 
 def _routes(migrations: QuerySet[Migration]) -> list[dict]:
-    """Counts per (source, destination): at most hosts x (hosts - 1) rows, from which
-    the outcome counts and the per-host table are summed."""
+    """Counts per (source, destination), summed into the outcomes and the per-host table."""
     return list(
         migrations.values("source_id", "destination_id").annotate(
             count=Count("id"),

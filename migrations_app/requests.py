@@ -37,13 +37,11 @@ from vms.models import VM
 logger = logging.getLogger(__name__)
 
 
-# The name of the check entry of a destination that is not registered yet.
 DESTINATION_REGISTERED = "destination_registered"
 
 
 class MigrationConflict(Exception):
-    """Another migration of the VM is queued or running, or the action does not fit
-    the migration's state (HTTP 409)."""
+    """Another migration of the VM is active, or the action does not fit its state (409)."""
 
 
 CREDENTIALS_IGNORED_NOTE = (
@@ -79,22 +77,13 @@ def migration_check(
     credentials_given: bool = False,
     user: str = "",
 ) -> CheckReport:
-    """The pre-checks of a migration as requested, changing nothing: no host is
-    registered, no key installed, no password used, no row or audit event written.
-
-    A registered destination is checked over the connection it has now. One that is
-    not registered yet is not contacted: the report says the migration will register
-    it (transport ssh) and the worker's pre-checks will check it then. Raises django
-    ValidationError (on `remote_host`) for a value the migration could not register.
-    """
+    """The pre-checks of a migration as requested, changing nothing."""
     notes = [CREDENTIALS_IGNORED_NOTE] if credentials_given else []
     destination = host_find(remote_host=remote_host)
     if destination is None:
         host_validate_new(remote_host=remote_host)
         return CheckReport(checks=_unregistered_destination_checks(remote_host), notes=notes)
     if user and (destination.ssh_access_user != user or not destination.ssh_access_set_up_at):
-        # The migration sets up access for `user` with the password first; without that
-        # access the destination cannot be checked now (and the password is not used).
         reason = (
             f"not checked: ssh access to {destination.name} as {user} is set up with the "
             "password when the migration is requested, and checked by the worker then"
@@ -124,15 +113,7 @@ def migration_request(
     not_before: datetime | None = None,
     window_end: datetime | None = None,
 ) -> Migration:
-    """Record the request and queue it for a worker (after commit); with a
-    `not_before` in the future, record it `scheduled` instead: the reconciler queues it
-    when it is due (nothing waits in memory). A `window_end` fails it (window_closed)
-    if it has not started by then.
-
-    Raises ValidationError (on `window_end`) for a window that is over or ends before
-    it starts, and MigrationConflict if the VM already has an active migration; the
-    database's partial unique index decides races between simultaneous requests.
-    """
+    """Record the request: queued after commit, or `scheduled` for a future `not_before`."""
     now = timezone.now()
     errors = decisions.schedule_errors(not_before=not_before, window_end=window_end, now=now)
     if errors:
@@ -164,14 +145,7 @@ def migration_row_record(
     window_end: datetime | None,
     batch: MigrationBatch | None = None,
 ) -> Migration:
-    """One migration row (`scheduled` or `queued`) with its audit events and the
-    browsers' notice, inside the caller's transaction; the single request and every
-    batch child go through here. Enqueuing is the caller's (a batch child waits for its
-    batch's turn).
-
-    Raises MigrationConflict if the VM already has an active migration: the database's
-    partial unique index decides races between simultaneous requests.
-    """
+    """One migration row with its audit events, in the caller's transaction (not enqueued)."""
     try:
         with transaction.atomic():
             migration = Migration.objects.create(
@@ -238,8 +212,7 @@ def migration_cancel(*, migration: Migration, actor: Actor) -> Migration:
                 detail=migration_audit_detail(migration, status=migration.status),
             )
     if migration.status == MigrationStatus.MIGRATING:
-        # Abort at once; the worker also aborts when it sees the request (e.g. if the
-        # libvirt job had not started yet) and records the outcome.
+        # The worker also aborts when it sees the request (the job may not have started).
         try:
             with host_connect(migration.source) as conn:
                 conn.abort_job(str(migration.vm_uuid))
@@ -251,10 +224,7 @@ def migration_cancel(*, migration: Migration, actor: Actor) -> Migration:
 def migration_schedule_change(
     *, migration: Migration, actor: Actor, changes: dict[str, object]
 ) -> Migration:
-    """Change a scheduled migration's `not_before`, `window_end` and/or options
-    (`changes`: only the keys given; a None time clears it). Queued at once if it is
-    due now. Raises MigrationConflict (409) unless it is still scheduled, and
-    ValidationError (400 on the field) for a schedule or options that are refused."""
+    """Change a scheduled migration's times and/or options; queued at once if due."""
     changes = dict(changes)
     schedule = {key: changes.pop(key) for key in ("not_before", "window_end") if key in changes}
     with transaction.atomic():
@@ -316,9 +286,6 @@ def migration_tune(
     max_downtime_ms: int | None = None,
     bandwidth_mib_s: int | None = None,
 ) -> Migration:
-    """Change max downtime and/or bandwidth of a running migration.
-
-    Raises ValidationError (before the host is asked) if a new value breaks its rule."""
     MigrationOptions.from_migration(migration).tuned(
         max_downtime_ms=max_downtime_ms, bandwidth_mib_s=bandwidth_mib_s
     )
@@ -336,27 +303,19 @@ def migration_tune(
     _running_migration_call(migration, "tuning", apply)
     with transaction.atomic():
         migration = Migration.objects.select_for_update().get(pk=migration.pk)
-        before = {
-            "max_downtime_ms": migration.max_downtime_ms,
-            "bandwidth_mib_s": migration.bandwidth_mib_s,
-        }
-        if max_downtime_ms is not None:
-            migration.max_downtime_ms = max_downtime_ms
-        if bandwidth_mib_s is not None:
-            migration.bandwidth_mib_s = bandwidth_mib_s
-        for name, value in read_back.items():
+        tuned = ("max_downtime_ms", "bandwidth_mib_s")
+        before = {name: getattr(migration, name) for name in tuned}
+        given = {"max_downtime_ms": max_downtime_ms, "bandwidth_mib_s": bandwidth_mib_s}
+        changes = {name: value for name, value in given.items() if value is not None}
+        for name, value in {**changes, **read_back}.items():
             setattr(migration, name, value)
-        migration.save(update_fields=["max_downtime_ms", "bandwidth_mib_s", *read_back])
-        after = {
-            "max_downtime_ms": migration.max_downtime_ms,
-            "bandwidth_mib_s": migration.bandwidth_mib_s,
-        }
+        migration.save(update_fields=[*tuned, *read_back])
         audit_event_record(
             actor=actor,
             event_type=EventType.MIGRATION_TUNED,
             target=migration,
             before=before,
-            after=after,
+            after={name: getattr(migration, name) for name in tuned},
             detail=migration_audit_detail(migration),
         )
         migration_publish(migration=migration, event="tuned")

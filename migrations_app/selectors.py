@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -27,33 +28,27 @@ from vms.models import VM, VMState
 REPORT_DEFAULT_DAYS = 30
 
 
-def migrations_visible_to(user: AbstractBaseUser) -> QuerySet[Migration]:
-    """Administrators and the roles see every migration; other users the ones they
-    requested."""
-    queryset = Migration.objects.select_related("source", "destination")
+def _visible(queryset: QuerySet, user: AbstractBaseUser, sees_all: Callable, **own) -> QuerySet:
+    """Administrators and the roles see every row; other users their own."""
     if not user.is_authenticated:
         return queryset.none()
-    if sees_all_migrations(user):
-        return queryset
-    return queryset.filter(requested_by=user)
+    return queryset if sees_all(user) else queryset.filter(**own)
+
+
+def migrations_visible_to(user: AbstractBaseUser) -> QuerySet[Migration]:
+    queryset = Migration.objects.select_related("source", "destination")
+    return _visible(queryset, user, sees_all_migrations, requested_by=user)
 
 
 def migrations_shown_to(user: AbstractBaseUser) -> QuerySet[Migration]:
-    """migrations_visible_to with only the names of the two hosts: what the API's list
-    and detail show. A Host row is ~45 columns (JSON and times to decode) and each
-    migration has two."""
+    """migrations_visible_to with only the hosts' names (a Host row is ~45 columns)."""
     fields = [f.name for f in Migration._meta.concrete_fields]
     return migrations_visible_to(user).only(*fields, "source__name", "destination__name")
 
 
 def batches_visible_to(user: AbstractBaseUser) -> QuerySet[MigrationBatch]:
-    """Administrators and the roles see every batch; other users the ones they requested."""
     queryset = MigrationBatch.objects.select_related("host")
-    if not user.is_authenticated:
-        return queryset.none()
-    if sees_all_batches(user):
-        return queryset
-    return queryset.filter(created_by=user)
+    return _visible(queryset, user, sees_all_batches, created_by=user)
 
 
 @dataclass(frozen=True)
@@ -73,11 +68,7 @@ class ReportScope:
 def migrations_for_report(
     *, params: QueryDict, now: datetime | None = None
 ) -> tuple[QuerySet[Migration], ReportScope]:
-    """The migrations a report or export covers, and the scope it was given.
-
-    Without `until` the range ends now; without `since` it starts REPORT_DEFAULT_DAYS
-    before `until`. Raises ValidationError for bad filter values.
-    """
+    """The migrations a report or export covers, and its scope."""
     data = params.copy()
     probe = MigrationReportFilterSet(params, queryset=Migration.objects.none())
     filtered(probe)  # bad values raise here, before the defaults are worked out
@@ -93,9 +84,6 @@ def migrations_for_report(
         if key not in ("since", "until") and params.get(key) not in (None, "")
     }
     return queryset, ReportScope(since=since, until=until, filters=filters)
-
-
-# --- Placement: the facts behind the destination ranking and the evacuation plan ----
 
 
 def _vm_needs(vm: VM, active: dict[str, Migration]) -> placement.VMNeeds:
@@ -125,9 +113,7 @@ def _status_text(host: Host) -> str:
 def _host_facts(
     *, source: Host, candidates: list[Host], leaving_out: str = ""
 ) -> list[placement.HostFacts]:
-    """What the records say of each candidate: status, maintenance, memory (with the
-    memory of the VMs already migrating there), migrations in flight, running VMs.
-    `leaving_out`: a VM uuid whose own migration is not counted (it is the one placed)."""
+    """What the records say of each candidate (`leaving_out`: the VM placed)."""
     in_flight = Migration.objects.filter(status__in=ACTIVE_STATUSES)
     if leaving_out:
         in_flight = in_flight.exclude(vm_uuid=leaving_out)
@@ -154,10 +140,9 @@ def _host_facts(
     running = Counter(VM.objects.filter(state=VMState.RUNNING).values_list("host_id", flat=True))
     facts = []
     for host in candidates:
-        same_kind, kind_text = True, ""
+        kind_text = ""
         known = source.hypervisor_type and source.arch and host.hypervisor_type and host.arch
         if known and (source.hypervisor_type, source.arch) != (host.hypervisor_type, host.arch):
-            same_kind = False
             kind_text = (
                 f"{host.hypervisor_type} on {host.arch}, the VM's host is "
                 f"{source.hypervisor_type} on {source.arch}"
@@ -170,7 +155,7 @@ def _host_facts(
                 status_text=_status_text(host),
                 maintenance=host.maintenance,
                 maintenance_reason=host.maintenance_reason,
-                same_kind=same_kind,
+                same_kind=not kind_text,
                 kind_text=kind_text,
                 memory_free_bytes=host.memory_free_bytes,
                 memory_total_bytes=host.memory_total_bytes,
@@ -187,31 +172,19 @@ def _host_facts(
 def _cpu_facts(
     *, source: Host, vms: list[placement.VMNeeds], facts: list[placement.HostFacts]
 ) -> dict[tuple[str, int], placement.CpuVerdict]:
-    """libvirt's CPU comparison (the pre-check `cpu_compatible`) for the pairs that
-    could still be fit: hosts unreachable, in maintenance or of another kind are not
-    contacted (they are unfit anyway, and an unreachable one would cost a timeout)."""
-    hosts = {
-        h.pk: h
-        for h in Host.objects.filter(
-            pk__in=[f.host_id for f in facts if f.reachable and not f.maintenance and f.same_kind]
-        )
-    }
+    """libvirt's CPU comparison, only for the hosts that could still be fit."""
+    fit_ids = [f.host_id for f in facts if f.reachable and not f.maintenance and f.same_kind]
+    hosts = list(Host.objects.filter(pk__in=fit_ids))
     movable = [(vm.uuid, vm.live) for vm in vms if not vm.has_hostdev]
     if not hosts or not movable:
         return {}
-    verdicts = cpu_verdicts(
-        source=source,
-        vms=movable,
-        destinations=list(hosts.values()),
-        timeout=settings.PLACEMENT_CPU_CHECK_TIMEOUT_S,
-    )
+    timeout = settings.PLACEMENT_CPU_CHECK_TIMEOUT_S
+    verdicts = cpu_verdicts(source=source, vms=movable, destinations=hosts, timeout=timeout)
     return {key: placement.CpuVerdict(ok, reason) for key, (ok, reason) in verdicts.items()}
 
 
 def destinations_ranked(vm: VM) -> list[placement.Placement]:
-    """Every other registered host for `vm`, best first, unfit ones last (each
-    Placement's `host` is the Host row). Reads the records and asks libvirt for the
-    CPU comparison (bounded by PLACEMENT_CPU_CHECK_TIMEOUT_S per host); writes nothing."""
+    """Every other host for `vm` (as Host rows), best first; asks libvirt for the CPUs."""
     candidates = list(Host.objects.exclude(pk=vm.host_id).order_by("name"))
     active = _active_by_uuid()
     needs = _vm_needs(vm, active)
@@ -241,8 +214,7 @@ class HostEvacuationPlan:
 
 
 def evacuation_plan(host: Host) -> HostEvacuationPlan:
-    """The plan to move every VM off `host` (see `placement.plan_evacuation`); writes
-    nothing. The VMs are the host's present definitions in the inventory."""
+    """The plan to move every present VM off `host`; writes nothing."""
     rows = list(VM.objects.filter(host=host).present().prefetch_related("disks").order_by("name"))
     active = _active_by_uuid()
     needs = [_vm_needs(vm, active) for vm in rows]

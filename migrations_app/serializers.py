@@ -1,6 +1,4 @@
-"""How a migration, its samples and a batch read: the API's read serializers, and the
-state that the live updates (events, consumers) and the pages send. Here, below api/,
-so that those lower modules need not import the API."""
+"""How a migration, its samples and a batch read (API, live updates, pages)."""
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers

@@ -1,10 +1,6 @@
-"""Streamed downloads that keep memory flat under WSGI and under ASGI (uvicorn, daphne).
-
-Under ASGI Django reads a synchronous iterator to the end before sending anything
-(it has to, to iterate it from async code); so there the blocks are pulled one at a
-time through sync_to_async, in the request's own thread (the database cursor lives
-there), and handed to Django as an async iterator.
-"""
+"""Streamed downloads that keep memory flat under WSGI and ASGI (under ASGI Django would
+read a synchronous iterator to the end first: the blocks are pulled one at a time, in the
+request's own thread where the database cursor lives)."""
 
 from __future__ import annotations
 

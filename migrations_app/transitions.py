@@ -1,11 +1,4 @@
-"""The one door through which a migration's or a batch's status changes.
-
-A change locks the row, checks the claim epoch when a worker or the reconciler acts,
-checks that the lifecycle allows it, sets the fields, writes one audit event (one
-detail shape for every migration event), records the webhook deliveries of a final
-status and tells the browsers after commit. tests/test_transitions.py proves that no
-other production code writes `status`.
-"""
+"""The one door through which a migration's or a batch's status changes."""
 
 from __future__ import annotations
 
@@ -57,17 +50,12 @@ def migration_change(
     also: Callable[[Migration], None] | None = None,
     **fields,
 ) -> Migration:
-    """Move `migration` to `status` (setting `fields`) and record `event`; returns the
-    row as written. With `epoch` (a worker's or reconciler's claim) the change is a
-    compare-and-set on it and renews the heartbeat. `also` runs in the same
-    transaction (the VM's inventory rows on `succeeded`).
-
-    Raises ClaimLost if the epoch moved on and InvalidTransition if the lifecycle
-    does not allow the change; nothing is written then.
-    """
+    """Move `migration` to `status` (setting `fields`), record `event`, return the row.
+    With `epoch` it is a compare-and-set on the claim and renews the heartbeat; `also`
+    runs in the transaction. ClaimLost or InvalidTransition write nothing."""
     with transaction.atomic():
-        # Only the migration's row: FOR UPDATE over the join would lock both hosts too,
-        # against every insert that checks a foreign key to them (PostgreSQL).
+        # FOR UPDATE over the join would lock both hosts too, against every insert with a
+        # foreign key to them (PostgreSQL).
         current = (
             Migration.objects.select_for_update(of=("self",))
             .select_related("source", "destination")
@@ -111,10 +99,7 @@ def batch_change(
     detail: dict | None = None,
     outcomes: dict | None = None,
 ) -> bool:
-    """Move a batch to `status` as a compare-and-set on the status it was read with
-    (never out of a final one); True if it changed. A final status gets `finished_at`,
-    its audit event (`event`) and its webhook deliveries (`outcomes`: child id ->
-    status). The browsers hear of it after commit."""
+    """Compare-and-set a batch's status (never out of a final one); True if it changed."""
     before = batch.status
     now = timezone.now()
     fields: dict = {"status": status}

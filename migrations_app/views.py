@@ -1,5 +1,4 @@
-"""The migration report page (HTML; the figures come from the same selector and report
-module as the API). For administrators and auditors, like the audit log."""
+"""The migration report page, for administrators and auditors (figures as the API's)."""
 
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse

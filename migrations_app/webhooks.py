@@ -1,18 +1,9 @@
-"""Outgoing webhooks: the end of a migration or a batch, POSTed to the endpoints that
-subscribed to it (see README "Webhooks" and docs/architecture.md "Observability").
+"""Outgoing webhooks: the end of a migration or a batch, POSTed to subscribed endpoints.
 
-- A delivery row is written in the transaction that records the final status (next to
-  its audit row), so a change that rolls back sends nothing and a committed one is
-  never lost; it is sent after commit by a django-q task.
-- A failed attempt is retried after 10 s, 30 s, 90 s, ... (x3 each time) by the
-  reconciler (`webhooks_deliver_due`, called from `engine.migrations_reconcile`), from
-  the database: nothing waits in memory. After WEBHOOK_MAX_ATTEMPTS it is failed.
-- Every POST carries `X-Portal-Signature: sha256=<hex HMAC-SHA256 of the body>` with
-  the endpoint's secret, `X-Portal-Event` and `X-Portal-Delivery`; no redirects are
-  followed, no proxy is used, and the URL's host must pass the host network allow-list
-  (hosts.networks) when the endpoint is created and again right before every request.
-- The secret is stored encrypted (Fernet, key derived from SECRET_KEY by HKDF): the
-  portal must read it back to sign, so it cannot be hashed like a password.
+A delivery row is written in the transaction of the final status (a rollback sends
+nothing, a commit is never lost). Bodies are signed with the endpoint's secret, stored
+encrypted as it must be read back; the host is checked against the allow-list before
+every request, and no redirect or proxy is followed.
 """
 
 from __future__ import annotations
@@ -55,8 +46,7 @@ EVENT_HEADER = "X-Portal-Event"
 DELIVERY_HEADER = "X-Portal-Delivery"
 FIRST_RETRY_S = 10.0
 RETRY_FACTOR = 3
-# A sender holds a delivery this long (its next_attempt_at pushed ahead); a sender that
-# died with it leaves it to the reconciler after that.
+# A sender holds a delivery this long (next_attempt_at pushed ahead), then the reconciler.
 SEND_LEASE_S = 60
 DUE_PER_PASS = 100
 
@@ -65,9 +55,6 @@ _MIGRATION_EVENTS = {
     MigrationStatus.FAILED: WebhookEvent.MIGRATION_FAILED,
     MigrationStatus.CANCELLED: WebhookEvent.MIGRATION_CANCELLED,
 }
-
-
-# --- pure parts ------------------------------------------------------------------------
 
 
 def retry_delay_s(attempts: int) -> float:
@@ -102,9 +89,6 @@ def url_refusal(url: str) -> str | None:
     return address_refusal(parts.hostname)
 
 
-# --- endpoints -------------------------------------------------------------------------
-
-
 def webhook_endpoint_create(
     *,
     url: str,
@@ -114,10 +98,8 @@ def webhook_endpoint_create(
     active: bool = True,
     description: str = "",
 ) -> tuple[WebhookEndpoint, str]:
-    """Record an endpoint; returns it and its secret (generated when not given), which
-    is shown only now. Raises ValidationError naming the field."""
-    refusal = url_refusal(url)
-    if refusal:
+    """Record an endpoint; returns it and its secret (shown only now). ValidationError by field."""
+    if refusal := url_refusal(url):
         raise ValidationError({"url": [refusal]})
     unknown = sorted(set(events) - set(WebhookEvent.values))
     if not events or unknown:
@@ -154,9 +136,6 @@ def webhook_endpoint_delete(*, endpoint: WebhookEndpoint, actor: Actor) -> None:
         endpoint.delete()
 
 
-# --- recording (inside the transaction of the change) ----------------------------------
-
-
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -182,8 +161,7 @@ def migration_payload(migration: Migration) -> dict:
 
 
 def webhooks_migration_final(*, migration: Migration) -> list[WebhookDelivery]:
-    """Record the deliveries of a migration that reached a final status. Call it in
-    the transaction that wrote the status."""
+    """Record the deliveries of a migration's final status (in its transaction)."""
     event = _MIGRATION_EVENTS.get(migration.status)
     if event is None:
         return []
@@ -227,8 +205,7 @@ def _deliveries_record(event: WebhookEvent, payload: dict) -> list[WebhookDelive
 
 
 def webhook_delivery_enqueue(*, delivery_id: int) -> None:
-    """Hand one delivery to the task queue; a broker that is down loses nothing (the
-    reconciler sends what is due)."""
+    """Hand one delivery to the task queue (if the broker is down, the reconciler sends it)."""
     try:
         async_task(
             "migrations_app.tasks.webhook_deliver",
@@ -240,9 +217,6 @@ def webhook_delivery_enqueue(*, delivery_id: int) -> None:
         logger.warning("webhook delivery %s: not enqueued now: %s", delivery_id, exc)
 
 
-# --- sending ---------------------------------------------------------------------------
-
-
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001
         return None  # a 3xx is an answer (a failed attempt), never followed
@@ -252,8 +226,7 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedire
 
 
 def _post(delivery: WebhookDelivery, body: bytes, secret: str) -> int:
-    """POST the body; the status code (2xx, or an error's code). Raises OSError or
-    AddressRefused when nothing was answered."""
+    """POST the body; the status code. OSError or AddressRefused when nothing answered."""
     parts = urlsplit(delivery.endpoint.url)
     connection_check(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
     request = urllib.request.Request(
@@ -276,10 +249,7 @@ def _post(delivery: WebhookDelivery, body: bytes, secret: str) -> int:
 
 
 def webhook_delivery_send(*, delivery_id: int, now: datetime | None = None) -> str:
-    """Send one pending delivery that is due; returns its status afterwards.
-
-    The delivery is taken with a compare-and-set on next_attempt_at (pushed ahead by
-    SEND_LEASE_S), so the task and the reconciler never both send one attempt."""
+    """Send one due delivery (taken by a compare-and-set); returns its status."""
     now = now or timezone.now()
     taken = WebhookDelivery.objects.filter(
         pk=delivery_id, status=WebhookDeliveryStatus.PENDING, next_attempt_at__lte=now
@@ -333,16 +303,11 @@ def _attempt_record(
 
 
 def webhooks_deliver_due(*, now: datetime | None = None) -> list[int]:
-    """The reconciler's part: send every pending delivery whose time has come (first
-    attempts whose task was lost, and retries); returns their ids."""
+    """Send every pending delivery that is due (lost first attempts, retries); their ids."""
     now = now or timezone.now()
-    due = list(
-        WebhookDelivery.objects.filter(
-            status=WebhookDeliveryStatus.PENDING, next_attempt_at__lte=now
-        )
-        .order_by("next_attempt_at", "id")
-        .values_list("pk", flat=True)[:DUE_PER_PASS]
-    )
+    pending = WebhookDelivery.objects.filter(status=WebhookDeliveryStatus.PENDING)
+    rows = pending.filter(next_attempt_at__lte=now).order_by("next_attempt_at", "id")
+    due = list(rows.values_list("pk", flat=True)[:DUE_PER_PASS])
     for delivery_id in due:
         webhook_delivery_send(delivery_id=delivery_id, now=now)
     return due

@@ -52,7 +52,7 @@ class HostEvacuateViewSet(viewsets.GenericViewSet):
 
     queryset = Host.objects.all()
     permission_classes = [CanManageHosts]
-    # What OPTIONS describes (it answered 500 without one).
+    # What OPTIONS describes.
     serializer_class = EvacuateRequestSerializer
 
     @extend_schema(
@@ -74,18 +74,12 @@ class HostEvacuateViewSet(viewsets.GenericViewSet):
         serializer.is_valid(raise_exception=True)
         dry_run = serializer.validated_data["dry_run"]
         evacuation, batch = host_evacuate(
-            host=self.get_object(),
-            actor=Actor.from_request(request),
-            dry_run=dry_run,
-            reason=serializer.validated_data["reason"],
+            host=self.get_object(), actor=Actor.from_request(request), **serializer.validated_data
         )
         data = evacuation_data(
             evacuation=evacuation, dry_run=dry_run, batch_id=batch.pk if batch else None
         )
         if batch is None:
             return Response(data)
-        return Response(
-            data,
-            status=status.HTTP_202_ACCEPTED,
-            headers={"Location": f"/api/migration-batches/{batch.pk}/"},
-        )
+        location = f"/api/migration-batches/{batch.pk}/"
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": location})

@@ -1,5 +1,5 @@
 """The API's input: the migrate request, a change of a scheduled migration, new values
-for a running one, a batch. How migrations read is in migrations_app.serializers."""
+for a running one, a batch (the read serializers are in migrations_app.serializers)."""
 
 from django.conf import settings
 from django.utils import timezone
@@ -73,8 +73,7 @@ class MigrateRequestSerializer(serializers.Serializer):
         help_text="Destination: a registered host's name or address, or a new hostname/IP "
         "(registered by the migration, transport ssh).",
     )
-    # Validated as the ssh-access request validates its user (it ends up in the
-    # destination's qemu+ssh:// URI).
+    # It ends up in the destination's qemu+ssh:// URI.
     user = serializers.CharField(
         required=False,
         allow_blank=True,
@@ -162,8 +161,7 @@ class MigrateRequestSerializer(serializers.Serializer):
         return value.strip()
 
     def validate(self, attrs: dict) -> dict:
-        """{remote_host, user, password, options}; a broken option rule raises Django's
-        ValidationError, which DRF answers as 400 {field: [message]}."""
+        """{remote_host, user, password, options}; DRF answers a broken option rule 400."""
         user, password = attrs.get("user", ""), attrs.get("password", "")
         if bool(user) != bool(password):
             missing = "password" if user else "user"
@@ -190,9 +188,14 @@ MigrateRequestSerializer.__doc__ += "".join(
 )
 
 
+def _not_empty(attrs: dict, message: str) -> dict:
+    if not attrs:
+        raise serializers.ValidationError({"non_field_errors": [message]})
+    return attrs
+
+
 def _optional(field: serializers.Field) -> serializers.Field:
-    """The same field, not required and without a default (a change names only what
-    it changes)."""
+    """The same field, not required and without a default."""
     kwargs = {k: v for k, v in field._kwargs.items() if k != "default"}
     return type(field)(*field._args, **{**kwargs, "required": False})
 
@@ -215,11 +218,7 @@ class MigrationChangeSerializer(serializers.Serializer):
         return fields
 
     def validate(self, attrs: dict) -> dict:
-        if not attrs:
-            raise serializers.ValidationError(
-                {"non_field_errors": ["Give not_before, window_end or an option to change."]}
-            )
-        return attrs
+        return _not_empty(attrs, "Give not_before, window_end or an option to change.")
 
 
 class TuneSerializer(serializers.Serializer):
@@ -229,14 +228,7 @@ class TuneSerializer(serializers.Serializer):
     bandwidth_mib_s = OptionIntegerField(option="bandwidth_mib_s", required=False)
 
     def validate(self, attrs: dict) -> dict:
-        if not attrs:
-            raise serializers.ValidationError(
-                {"non_field_errors": ["Give max_downtime_ms, bandwidth_mib_s or both."]}
-            )
-        return attrs
-
-
-# --- Batches --------------------------------------------------------------------------
+        return _not_empty(attrs, "Give max_downtime_ms, bandwidth_mib_s or both.")
 
 
 class BatchOptionsSerializer(MigrateRequestSerializer):
@@ -331,8 +323,7 @@ class BatchCreateSerializer(serializers.Serializer):
         return items
 
     def validate(self, attrs: dict) -> dict:
-        """{items: [(vm, host|None, MigrationOptions)], options, stop_on_failure,
-        max_parallel}; an item's overrides are judged on the merged options."""
+        """Items as BatchItem; an item's overrides are judged on the merged options."""
         options = attrs.get("options", {}).get("options") or MigrationOptions()
         raw = self.initial_data.get("options") or {}
         item_errors: list[dict] = []

@@ -8,7 +8,7 @@ app_name = "migrations-api"
 router = DefaultRouter()
 router.register("migrations", views.MigrationViewSet, basename="migration")
 router.register("migration-batches", views.MigrationBatchViewSet, basename="migration-batch")
-# Only the actions POST vms/{uuid}/migrate/ and vms/{uuid}/migrate/check/ (vms.api has the rest).
+# Only vms/{uuid}/migrate/ and migrate/check/ (vms.api has the rest).
 router.register("vms", views.VMMigrateViewSet, basename="vm")
 # Only GET vms/{uuid}/destinations/ and POST hosts/{id}/evacuate/.
 router.register("vms", placement_views.VMDestinationsViewSet, basename="vm-destinations")

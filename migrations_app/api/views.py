@@ -151,21 +151,10 @@ class MigrationBatchViewSet(
         (then nothing is created)."""
         serializer = BatchCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        batch = batches.batch_create(
-            items=data["items"],
-            options=data["options"],
-            stop_on_failure=data["stop_on_failure"],
-            max_parallel=data["max_parallel"],
-            actor=Actor.from_request(request),
-            not_before=data.get("not_before"),
-            window_end=data.get("window_end"),
-        )
-        return Response(
-            MigrationBatchSerializer(batch).data,
-            status=status.HTTP_202_ACCEPTED,
-            headers={"Location": f"/api/migration-batches/{batch.pk}/"},
-        )
+        batch = batches.batch_create(actor=Actor.from_request(request), **serializer.validated_data)
+        location = f"/api/migration-batches/{batch.pk}/"
+        data = MigrationBatchSerializer(batch).data
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
 
     @extend_schema(request=None, responses={200: MigrationBatchSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"])
@@ -182,7 +171,7 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
 
     queryset = VM.objects.all()
     permission_classes = [CanMigrate]
-    # What OPTIONS describes (it answered 500 without one).
+    # What OPTIONS describes.
     serializer_class = MigrateRequestSerializer
 
     def _request_input(self, request: Request):
@@ -216,11 +205,8 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
             window_end=data.get("window_end"),
         )
         location = f"/api/migrations/{migration.pk}/"
-        return Response(
-            MigrationSerializer(migration).data,
-            status=status.HTTP_202_ACCEPTED,
-            headers={"Location": location},
-        )
+        data = MigrationSerializer(migration).data
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
 
     @extend_schema(request=MigrateRequestSerializer, responses=CHECKS_RESPONSE)
     @action(detail=True, methods=["post"], url_path="migrate/check")
@@ -239,15 +225,13 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
         return Response(report.as_dict())
 
 
-# --- Reports (read by administrators and auditors: audit.permissions) -------------
-
-
-class MigrationReportView(APIView):
-    """Migration figures for a time range (default: the last 30 days) and filters."""
-
+class _ReportScopeView(APIView):
     permission_classes = [CanReadAudit]
-    # Applied by migrations_for_report; declared for the schema (portal.openapi).
-    filterset_class = MigrationReportFilterSet
+    filterset_class = MigrationReportFilterSet  # for the schema; migrations_for_report applies it
+
+
+class MigrationReportView(_ReportScopeView):
+    """Migration figures for a time range (default: the last 30 days) and filters."""
 
     @extend_schema(responses=MigrationReportSerializer)
     def get(self, request: Request) -> Response:
@@ -271,13 +255,10 @@ def _filename(scope, extension: str) -> str:
     return f"migrations_{scope.since:%Y%m%d}-{scope.until:%Y%m%d}.{extension}"
 
 
-class MigrationExportCSVView(APIView):
+class MigrationExportCSVView(_ReportScopeView):
     """Every migration of the report's scope as CSV: one row per migration, every field
     of the record and libvirt's completed statistics (columns `stats.*`). Streamed."""
 
-    permission_classes = [CanReadAudit]
-    # Applied by migrations_for_report; declared for the schema (portal.openapi).
-    filterset_class = MigrationReportFilterSet
     renderer_classes = [JSONRenderer, CSVRenderer]
 
     @extend_schema(responses={(200, "text/csv"): str})
@@ -291,12 +272,8 @@ class MigrationExportCSVView(APIView):
         )
 
 
-class MigrationExportJSONView(APIView):
+class MigrationExportJSONView(_ReportScopeView):
     """The same as the CSV export, as JSON: {"scope": ..., "migrations": [...]}. Streamed."""
-
-    permission_classes = [CanReadAudit]
-    # Applied by migrations_for_report; declared for the schema (portal.openapi).
-    filterset_class = MigrationReportFilterSet
 
     @extend_schema(responses={(200, "application/json"): dict})
     def get(self, request: Request):

@@ -38,8 +38,7 @@ class WebhookEndpointCreateSerializer(WebhookEndpointSerializer):
         fields = [*WebhookEndpointSerializer.Meta.fields, "secret"]
 
     def validate_url(self, value: str) -> str:
-        refusal = webhooks.url_refusal(value)
-        if refusal:
+        if refusal := webhooks.url_refusal(value):
             raise serializers.ValidationError(refusal)
         return value
 
@@ -54,20 +53,7 @@ class WebhookEndpointCreatedSerializer(WebhookEndpointSerializer):
 class WebhookDeliverySerializer(serializers.ModelSerializer):
     class Meta:
         model = WebhookDelivery
-        fields = [
-            "id",
-            "endpoint",
-            "event",
-            "payload",
-            "status",
-            "attempts",
-            "next_attempt_at",
-            "last_status_code",
-            "last_error",
-            "created_at",
-            "last_attempt_at",
-            "delivered_at",
-        ]
+        fields = [f.name for f in WebhookDelivery._meta.concrete_fields]
         read_only_fields = fields
 
 
@@ -87,8 +73,7 @@ class WebhookEndpointViewSet(
     serializer_class = WebhookEndpointSerializer
 
     @extend_schema(
-        request=WebhookEndpointCreateSerializer,
-        responses={201: WebhookEndpointCreatedSerializer},
+        request=WebhookEndpointCreateSerializer, responses={201: WebhookEndpointCreatedSerializer}
     )
     def create(self, request: Request, *args, **kwargs) -> Response:
         given = WebhookEndpointCreateSerializer(data=request.data)

@@ -1,10 +1,4 @@
-"""A migration batch's decisions as pure functions: which children may start now, which
-are cancelled when the batch stops, and what the batch's status is, given its
-children. No database, no clock; table-tested in tests/test_batches.py.
-
-The children are given in the batch's order (the order of the request's items); a
-child is an ordinary migration, so its status is a `MigrationStatus` value.
-"""
+"""A batch's decisions as pure functions of its children, in the batch's order."""
 
 from __future__ import annotations
 
@@ -25,56 +19,43 @@ class Child:
     status: str
 
 
+def _running(children: Sequence[Child]) -> int:
+    return sum(1 for c in children if c.status in RUNNING_STATUSES)
+
+
 def batch_stopping(
     *, children: Sequence[Child], stop_on_failure: bool, cancel_requested: bool
 ) -> bool:
-    """Does the batch start nothing more? After a cancel, or with `stop_on_failure`
-    once a child failed."""
     failed = any(c.status == MigrationStatus.FAILED for c in children)
     return cancel_requested or (stop_on_failure and failed)
 
 
 def batch_gate_open(
-    *,
-    children: Sequence[Child],
-    max_parallel: int,
-    stop_on_failure: bool,
-    cancel_requested: bool,
+    *, children: Sequence[Child], max_parallel: int, stop_on_failure: bool, cancel_requested: bool
 ) -> bool:
-    """May one more child of the batch claim a worker now? (Checked under the batch's
-    row lock at the claim: `max_parallel` holds whatever the dispatcher enqueued.)"""
+    """May one more child claim a worker now? (Under the batch's row lock at the claim.)"""
     if batch_stopping(
         children=children, stop_on_failure=stop_on_failure, cancel_requested=cancel_requested
     ):
         return False
-    running = sum(1 for c in children if c.status in RUNNING_STATUSES)
-    return running < max_parallel
+    return _running(children) < max_parallel
 
 
 def batch_children_to_start(
-    *,
-    children: Sequence[Child],
-    max_parallel: int,
-    stop_on_failure: bool,
-    cancel_requested: bool,
+    *, children: Sequence[Child], max_parallel: int, stop_on_failure: bool, cancel_requested: bool
 ) -> list[int]:
-    """The queued children that hold one of the batch's `max_parallel` places now, in
-    the batch's order: the dispatcher hands these (and only these) to the workers; the
-    host slot limits still apply to each."""
+    """The queued children that hold one of the batch's `max_parallel` places now."""
     if batch_stopping(
         children=children, stop_on_failure=stop_on_failure, cancel_requested=cancel_requested
     ):
         return []
-    running = sum(1 for c in children if c.status in RUNNING_STATUSES)
-    free = max(0, max_parallel - running)
+    free = max(0, max_parallel - _running(children))
     return [c.id for c in children if c.status == MigrationStatus.QUEUED][:free]
 
 
 def batch_children_to_cancel(
     *, children: Sequence[Child], stop_on_failure: bool, cancel_requested: bool
 ) -> list[int]:
-    """The children not started yet that a stopping batch cancels (running ones are
-    asked to cancel only by an operator's cancel of the batch, see batch_cancel)."""
     if not batch_stopping(
         children=children, stop_on_failure=stop_on_failure, cancel_requested=cancel_requested
     ):
@@ -85,14 +66,7 @@ def batch_children_to_cancel(
 def batch_status(
     *, children: Sequence[Child], stop_on_failure: bool, cancel_requested: bool
 ) -> BatchStatus:
-    """The batch's status given its children.
-
-    queued: every child is queued or scheduled (none started); running: some child is still active
-    (a child that needs attention keeps the batch running until it is settled);
-    otherwise final: succeeded if every child succeeded (even after a late cancel);
-    cancelled if an operator cancelled the batch; failed if a child failed with
-    stop_on_failure, or none succeeded; else partially_failed.
-    """
+    """The batch's status given its children (one needing attention keeps it running)."""
     statuses = [c.status for c in children]
     if any(s in ACTIVE_STATUSES for s in statuses):
         if all(s in (MigrationStatus.QUEUED, MigrationStatus.SCHEDULED) for s in statuses):
@@ -118,8 +92,7 @@ class BatchProgress:
     vms_failed: int
     vms_cancelled: int
     vms_running: int
-    # Of the children whose job started: libvirt's data total while a child runs, what
-    # crossed once it succeeded (so a batch that succeeded has moved its whole total).
+    # Per child: libvirt's data total while it runs, what crossed once it succeeded.
     bytes_total: int
     bytes_moved: int
     percent: float  # a finished child counts 100, an active one its own percent
@@ -129,15 +102,13 @@ class BatchProgress:
 
 
 def batch_progress(children: Sequence) -> BatchProgress:
-    """The batch's figures from its children (objects with a migration's `status`,
-    `percent`, `data_total_bytes`, `data_processed_bytes`, `transferred_bytes`)."""
+    """The batch's figures from its children (migrations or rows with their fields)."""
     total = moved = 0
     percents = []
     for c in children:
         final = c.status not in ACTIVE_STATUSES
         if c.status == MigrationStatus.SUCCEEDED:
-            # Done: what crossed is its whole (the running total counted re-sent pages
-            # that were not sent again after all).
+            # What crossed is its whole (the running total counted re-sent pages).
             child_moved = c.transferred_bytes or c.data_processed_bytes or 0
             child_total = child_moved
         else:

@@ -1,21 +1,11 @@
-"""The engine's decisions as pure functions: no database, no libvirt, no clock.
-
-The engine asks the hosts what they see, calls one of these functions, and carries
-out what it returns. Keeping the rules here (as Nova keeps its monitor decisions in
-`nova/virt/libvirt/migration.py`) lets every case be table-tested without a host.
+"""The engine's decisions as pure functions (no database, libvirt or clock), table-tested.
 
 The rules that keep a VM from being lost:
 - never stop or undefine a copy that is, or may be, the live one;
-- a host that cannot be reached is not touched, and neither is the other host while
-  it is unknown which copy is live: the migration then needs attention and is
-  settled later, when both hosts answer;
-- the source is resumed or restarted only once the destination is known not to run
-  the VM;
-- a definition that was on the destination before the migration (the VM coming home)
-  is left defined.
-
-Why a migration failed (`failure_reason`) is decided here too, from what the engine
-knows: the abort it made, a worker it took over, a host that did not answer.
+- touch neither host while one is unreachable and it is unknown which copy is live
+  (the migration needs attention and is settled when both answer);
+- resume or restart the source only once the destination is known not to run the VM;
+- leave defined a definition the destination had before (the VM coming home).
 """
 
 from __future__ import annotations
@@ -52,8 +42,7 @@ class HostView:
 
     reachable: bool
     state: str | None = None  # None: no domain with this UUID there (if reachable)
-    # The host reports a migration job of this VM still running (None: not asked).
-    job_active: bool | None = None
+    job_active: bool | None = None  # a migration job of this VM still runs (None: not asked)
 
     @property
     def defined(self) -> bool:
@@ -86,8 +75,7 @@ class Settlement:
     outcome: Outcome
     actions: tuple[Action, ...] = ()
     notes: tuple[str, ...] = ()
-    # A leftover may sit on an unreachable destination: clean it when it answers.
-    needs_cleanup: bool = False
+    needs_cleanup: bool = False  # a leftover may sit on an unreachable destination
 
 
 @dataclass(frozen=True)
@@ -96,10 +84,8 @@ class SettleInput:
     destination: HostView
     live: bool
     postcopy_started: bool = False
-    # The destination had a shut-off definition of this VM before (a round trip).
-    destination_had_definition: bool = False
-    # The VM was paused by its owner before the migration: do not resume it.
-    source_was_paused: bool = False
+    destination_had_definition: bool = False  # a shut-off definition from before (round trip)
+    source_was_paused: bool = False  # paused by its owner before: do not resume it
     source_name: str = "the source"
     destination_name: str = "the destination"
 
@@ -123,12 +109,13 @@ def _cleanup_note(given: SettleInput, actions: tuple[Action, ...]) -> tuple[str,
     return (f"stopped the incomplete copy on {given.destination_name}, kept its definition",)
 
 
+def _attention(note: str) -> Settlement:
+    return Settlement(Outcome.NEEDS_ATTENTION, notes=(note,))
+
+
 def settle(given: SettleInput) -> Settlement:
-    """Where does the VM live after a failed or interrupted migration, and what must be
-    done so that it runs (or, offline, is defined) on exactly one host?"""
-    if given.live:
-        return _settle_live(given)
-    return _settle_offline(given)
+    """What makes a failed or interrupted migration's VM run (offline: be defined) on one host."""
+    return _settle_live(given) if given.live else _settle_offline(given)
 
 
 def _settle_live(given: SettleInput) -> Settlement:
@@ -137,8 +124,7 @@ def _settle_live(given: SettleInput) -> Settlement:
 
     if not (src.reachable and dst.reachable):
         if src.executing and not given.postcopy_started:
-            # The guest executes on the source: it never switched over (libvirt pauses
-            # the source before the switchover and only resumes it on failure).
+            # libvirt pauses the source before the switchover: executing there, it never switched.
             return Settlement(
                 Outcome.FAILED,
                 notes=(
@@ -148,34 +134,22 @@ def _settle_live(given: SettleInput) -> Settlement:
                 needs_cleanup=True,
             )
         down = s_name if not src.reachable else d_name
-        return Settlement(
-            Outcome.NEEDS_ATTENTION,
-            notes=(
-                f"{down} cannot be reached: it is not known which host runs the VM, "
-                "so nothing was changed on either host; it is settled when both answer",
-            ),
+        return _attention(
+            f"{down} cannot be reached: it is not known which host runs the VM, "
+            "so nothing was changed on either host; it is settled when both answer"
         )
 
     if src.executing and dst.executing:
-        return Settlement(
-            Outcome.NEEDS_ATTENTION,
-            notes=(f"the VM executes on both {s_name} and {d_name}: an operator must choose",),
-        )
+        return _attention(f"the VM executes on both {s_name} and {d_name}: an operator must choose")
 
     if dst.executing:
-        # Switched over. The copy on the destination is complete, unless post-copy is
-        # still pulling pages from a paused source: then the source must stay.
+        # Switched over; post-copy may still pull pages from the paused source.
         if src.active and given.postcopy_started and src.job_active is not False:
-            return Settlement(
-                Outcome.NEEDS_ATTENTION,
-                notes=(
-                    f"post-copy: the VM runs on {d_name} but still needs pages from "
-                    f"{s_name}; nothing is stopped until the source copy is gone",
-                ),
+            return _attention(
+                f"post-copy: the VM runs on {d_name} but still needs pages from "
+                f"{s_name}; nothing is stopped until the source copy is gone"
             )
         if src.active:
-            # Pre-copy switched over, or post-copy is done (no job left on the source):
-            # the paused source copy is stale.
             return Settlement(
                 Outcome.SUCCEEDED,
                 actions=(Action(Side.SOURCE, Op.DESTROY),),
@@ -191,15 +165,11 @@ def _settle_live(given: SettleInput) -> Settlement:
             notes=(f"the VM runs on {s_name}", *_cleanup_note(given, cleanup)),
         )
 
-    # The guest executes nowhere.
     if given.postcopy_started and (src.active or dst.active):
-        return Settlement(
-            Outcome.NEEDS_ATTENTION,
-            notes=(
-                "post-copy failed: the VM's memory is split between "
-                f"{s_name} and {d_name}; neither copy can be resumed safely "
-                "(recover the post-copy migration or decide by hand)",
-            ),
+        return _attention(
+            "post-copy failed: the VM's memory is split between "
+            f"{s_name} and {d_name}; neither copy can be resumed safely "
+            "(recover the post-copy migration or decide by hand)"
         )
     if src.paused:
         cleanup = _destination_cleanup(given)
@@ -210,23 +180,15 @@ def _settle_live(given: SettleInput) -> Settlement:
             resume = (Action(Side.SOURCE, Op.RESUME),)
             note = (f"resumed the VM on {s_name}",)
         return Settlement(
-            Outcome.FAILED,
-            actions=cleanup + resume,
-            notes=_cleanup_note(given, cleanup) + note,
+            Outcome.FAILED, actions=cleanup + resume, notes=_cleanup_note(given, cleanup) + note
         )
     if given.source_was_paused and dst.paused:
-        # A paused VM stays paused on the destination when it arrives: a complete copy
-        # and an incomplete one look the same.
-        return Settlement(
-            Outcome.NEEDS_ATTENTION,
-            notes=(
-                f"the VM was paused; it is paused on {d_name} and not active on "
-                f"{s_name}: check that the copy on {d_name} is complete before resuming it",
-            ),
+        # Arrived paused, a complete copy and an incomplete one look the same.
+        return _attention(
+            f"the VM was paused; it is paused on {d_name} and not active on "
+            f"{s_name}: check that the copy on {d_name} is complete before resuming it"
         )
     if src.defined:
-        # The source's QEMU is gone (crashed or killed) and the destination's copy is
-        # incomplete: booting from the source's definition is the way back.
         cleanup = _destination_cleanup(given)
         return Settlement(
             Outcome.FAILED,
@@ -237,12 +199,9 @@ def _settle_live(given: SettleInput) -> Settlement:
                 "(its memory state was lost)",
             ),
         )
-    return Settlement(
-        Outcome.NEEDS_ATTENTION,
-        notes=(
-            f"the VM runs on neither host and {s_name} has no definition of it"
-            + (f"; {d_name} has one ({dst.state})" if dst.defined else ""),
-        ),
+    return _attention(
+        f"the VM runs on neither host and {s_name} has no definition of it"
+        + (f"; {d_name} has one ({dst.state})" if dst.defined else "")
     )
 
 
@@ -251,16 +210,10 @@ def _settle_offline(given: SettleInput) -> Settlement:
     s_name, d_name = given.source_name, given.destination_name
     if not (src.reachable and dst.reachable):
         down = s_name if not src.reachable else d_name
-        return Settlement(
-            Outcome.NEEDS_ATTENTION,
-            notes=(f"{down} cannot be reached: nothing was changed on either host",),
-        )
+        return _attention(f"{down} cannot be reached: nothing was changed on either host")
     if src.active or dst.active:
         where = s_name if src.active else d_name
-        return Settlement(
-            Outcome.NEEDS_ATTENTION,
-            notes=(f"the VM was started on {where} during an offline migration",),
-        )
+        return _attention(f"the VM was started on {where} during an offline migration")
     if src.defined:
         cleanup = _destination_cleanup(given)
         return Settlement(
@@ -270,13 +223,12 @@ def _settle_offline(given: SettleInput) -> Settlement:
         )
     if dst.defined:
         return Settlement(Outcome.SUCCEEDED, notes=(f"the VM is defined on {d_name}",))
-    return Settlement(Outcome.NEEDS_ATTENTION, notes=("the VM is defined on neither host",))
+    return _attention("the VM is defined on neither host")
 
 
 @dataclass(frozen=True)
 class Abort:
-    """Why the portal aborts a running libvirt job: the text for the record and the
-    failure reason (None for a cancel: a cancelled migration has not failed)."""
+    """Why the portal aborts a job; `reason` None for a cancel (not a failure)."""
 
     text: str
     reason: FailureReason | None = None
@@ -290,19 +242,11 @@ def timed_out(timeout_s: float) -> Abort:
 
 
 def abort_reason(
-    *,
-    cancel_requested: bool,
-    elapsed_s: float,
-    timeout_s: float,
-    postcopy_started: bool,
+    *, cancel_requested: bool, elapsed_s: float, timeout_s: float, postcopy_started: bool
 ) -> Abort | None:
-    """Why the running libvirt job must be aborted now, or None.
-
-    Once post-copy has started the destination holds the current memory: aborting
-    would lose the VM (and QEMU refuses), so it is never asked for.
-    """
+    """Why the running libvirt job must be aborted now, or None."""
     if postcopy_started:
-        return None
+        return None  # the destination holds the current memory: aborting would lose the VM
     if cancel_requested:
         return CANCEL
     if elapsed_s > timeout_s:
@@ -313,14 +257,7 @@ def abort_reason(
 def failure_reason(
     *, cause: FailureReason, cancel_requested: bool, hosts_unreachable: bool
 ) -> FailureReason | None:
-    """Why a migration that did not succeed failed, from what the engine knows (never
-    from the error text); None: it was cancelled (a status, not a failure).
-
-    `cause` is what ended it: `timeout` (the portal aborted it), `worker_lost` (the
-    reconciler took it over), `unreachable` (libvirt could not reach a host),
-    `internal`, or `libvirt` for any other error libvirt reported.
-    `hosts_unreachable`: a host did not answer when the outcome was settled.
-    """
+    """Why a migration that did not succeed failed (never from the error text); None: cancelled."""
     if cause == FailureReason.TIMEOUT:
         return cause  # the portal had aborted it: a cancel asked for later changes nothing
     if cancel_requested:
@@ -337,9 +274,7 @@ def cleanup_actions(
     destination_had_definition: bool,
     later_migration_of_vm: bool,
 ) -> tuple[Action, ...] | None:
-    """What a later retry may remove of a failed migration's leftover on the
-    destination. None: not now (try again later); () nothing left to do.
-    """
+    """What a retry may remove of a failed migration's leftover; None: not now."""
     if later_migration_of_vm:
         return ()  # what is on the destination now belongs to a later migration
     if not (source.reachable and destination.reachable):
@@ -358,48 +293,31 @@ def cleanup_actions(
     )
 
 
-# --- claims and slots ------------------------------------------------------------------
-
-
 def slot_free(*, outgoing: int, incoming: int, max_outgoing: int, max_incoming: int) -> bool:
-    """May one more migration start from a source with `outgoing` and to a destination
-    with `incoming` migrations running?"""
     return outgoing < max_outgoing and incoming < max_incoming
 
 
 def is_stale(*, heartbeat_age_s: float | None, stale_after_s: float) -> bool:
-    """Has the owner of a running migration stopped writing heartbeats?"""
     return heartbeat_age_s is None or heartbeat_age_s > stale_after_s
 
 
 def task_lost(*, enqueued_age_s: float | None, lost_after_s: float) -> bool:
-    """Has a queued migration waited so long since it was last enqueued that its task
-    must be presumed lost (broker restarted, enqueue failed)? Enqueuing again is safe:
-    a duplicate task finds the migration claimed and does nothing."""
+    """Is a queued migration's task presumed lost? (Enqueuing again is safe.)"""
     return enqueued_age_s is None or enqueued_age_s > lost_after_s
 
 
-# --- scheduled migrations ------------------------------------------------------------
-
-
 def due(*, not_before: datetime | None, now: datetime) -> bool:
-    """May a scheduled migration be queued now? (No `not_before`: at once.)"""
     return not_before is None or not_before <= now
 
 
 def window_closed(*, window_end: datetime | None, now: datetime) -> bool:
-    """Has a migration's maintenance window closed, so that it must not start any more?
-    (No `window_end`: it never closes.)"""
     return window_end is not None and window_end <= now
 
 
 def reconcile_sleep_s(
     *, now: datetime, next_pass_at: datetime, next_event_at: datetime | None, poll_s: float
 ) -> float:
-    """How long the reconciler loop sleeps before it looks again: until its next full
-    pass, or until the next schedule event (a `not_before` or a `window_end`) if that
-    comes sooner, but never longer than `poll_s` (a migration scheduled while it
-    sleeps is seen within `poll_s`); never negative."""
+    """The reconciler's sleep: until its next pass or schedule event, at most `poll_s`."""
     wait = min((next_pass_at - now).total_seconds(), poll_s)
     if next_event_at is not None:
         wait = min(wait, (next_event_at - now).total_seconds())
@@ -409,9 +327,7 @@ def reconcile_sleep_s(
 def schedule_errors(
     *, not_before: datetime | None, window_end: datetime | None, now: datetime
 ) -> dict[str, list[str]]:
-    """What is wrong with a migration's schedule, by field (empty: nothing). A
-    `not_before` in the past means "start now"; a window must end after it starts and
-    in the future."""
+    """What is wrong with a migration's schedule, by field; a past `not_before` is "now"."""
     errors: dict[str, list[str]] = {}
     if window_end is not None:
         if window_end <= now:

@@ -1,12 +1,5 @@
-"""The words of a migration's life, in one place: statuses and the changes allowed
-between them, the phases written into `phase`, and why a migration failed.
-
-Every value here is stored in the database, sent over the API and the websocket, and
-shown on the pages (the labels reach the browser through `json_script`, see
-`portal.context_processors`): change a value only with a data migration; a label
-may change freely. No imports of the portal's own apps: the models, the engine, the
-pure decisions and the pages all build on this module.
-"""
+"""A migration's statuses and allowed changes, phases and failure reasons. The values are
+stored: change one only with a data migration. Imports none of the portal's apps."""
 
 from __future__ import annotations
 
@@ -14,8 +7,7 @@ from django.db import models
 
 
 class MigrationStatus(models.TextChoices):
-    # Waits for its `not_before` (a maintenance window); the reconciler queues it then.
-    # Active (one per VM) but not running: it holds no slot and no worker.
+    # Waits for its `not_before`; active (one per VM) but holds no slot or worker.
     SCHEDULED = "scheduled", "Scheduled"
     QUEUED = "queued", "Queued"
     CHECKING = "checking", "Checking"
@@ -24,62 +16,31 @@ class MigrationStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
-    # A host could not be reached while the migration was settled: it is not known
-    # which host runs the VM, so nothing was changed; the reconciler settles it when
-    # both hosts answer. An operator sees it in the list (filter status=needs_attention).
+    # A host was unreachable at settling: nothing changed; the reconciler settles it later.
     NEEDS_ATTENTION = "needs_attention", "Needs attention"
 
 
-ACTIVE_STATUSES = [
-    MigrationStatus.SCHEDULED,
-    MigrationStatus.QUEUED,
-    MigrationStatus.CHECKING,
-    MigrationStatus.MIGRATING,
-    MigrationStatus.COMPLETING,
-    MigrationStatus.NEEDS_ATTENTION,
-]
+_S = MigrationStatus  # short, for the tables below
 # States in which a worker owns the migration (it counts against host limits).
-RUNNING_STATUSES = [MigrationStatus.CHECKING, MigrationStatus.MIGRATING, MigrationStatus.COMPLETING]
-FINAL_STATUSES = [MigrationStatus.SUCCEEDED, MigrationStatus.FAILED, MigrationStatus.CANCELLED]
+RUNNING_STATUSES = [_S.CHECKING, _S.MIGRATING, _S.COMPLETING]
+ACTIVE_STATUSES = [_S.SCHEDULED, _S.QUEUED, *RUNNING_STATUSES, _S.NEEDS_ATTENTION]
+FINAL_STATUSES = [_S.SUCCEEDED, _S.FAILED, _S.CANCELLED]
 
 # Every status change the portal may make; anything else is refused (a worker that
 # lost its claim must not move a final record back).
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     # failed: its maintenance window closed before it could start (window_closed).
-    MigrationStatus.SCHEDULED: frozenset(
-        {MigrationStatus.QUEUED, MigrationStatus.CANCELLED, MigrationStatus.FAILED}
-    ),
-    MigrationStatus.QUEUED: frozenset(
-        {MigrationStatus.CHECKING, MigrationStatus.CANCELLED, MigrationStatus.FAILED}
-    ),
-    MigrationStatus.CHECKING: frozenset(
-        {MigrationStatus.MIGRATING, MigrationStatus.FAILED, MigrationStatus.CANCELLED}
-    ),
-    MigrationStatus.MIGRATING: frozenset(
-        {
-            MigrationStatus.COMPLETING,
-            MigrationStatus.FAILED,
-            MigrationStatus.CANCELLED,
-            MigrationStatus.NEEDS_ATTENTION,
-        }
-    ),
-    MigrationStatus.COMPLETING: frozenset(
-        {MigrationStatus.SUCCEEDED, MigrationStatus.NEEDS_ATTENTION}
-    ),
-    MigrationStatus.NEEDS_ATTENTION: frozenset(
-        {
-            MigrationStatus.COMPLETING,
-            MigrationStatus.FAILED,
-            MigrationStatus.CANCELLED,
-        }
-    ),
+    _S.SCHEDULED: frozenset({_S.QUEUED, _S.CANCELLED, _S.FAILED}),
+    _S.QUEUED: frozenset({_S.CHECKING, _S.CANCELLED, _S.FAILED}),
+    _S.CHECKING: frozenset({_S.MIGRATING, _S.FAILED, _S.CANCELLED}),
+    _S.MIGRATING: frozenset({_S.COMPLETING, _S.FAILED, _S.CANCELLED, _S.NEEDS_ATTENTION}),
+    _S.COMPLETING: frozenset({_S.SUCCEEDED, _S.NEEDS_ATTENTION}),
+    _S.NEEDS_ATTENTION: frozenset({_S.COMPLETING, _S.FAILED, _S.CANCELLED}),
 }
 
 
 class Phase(models.TextChoices):
-    """What a migration is doing (`Migration.phase`, `MigrationSample.phase`): finer
-    than its status. The engine writes the lifecycle phases; `progress.phase_of` the
-    phases of a running libvirt job."""
+    """What a migration is doing, finer than its status."""
 
     WAITING_FOR_SLOT = "waiting_for_slot", "Waiting for a free slot on its hosts"
     # A child of a batch held back by the batch's max_parallel (or not started yet).
@@ -111,11 +72,7 @@ JOB_PHASES = [
 
 
 class FailureReason(models.TextChoices):
-    """Why a migration failed (`Migration.failure_reason`), decided by the engine from
-    what it knows when it records the failure; never parsed from the error text.
-    Blank while a migration has not failed, and for a cancel (a status, not a failure).
-    A migration that needs attention keeps why it got there, for when the reconciler
-    records it as failed."""
+    """Why a migration failed, decided by the engine; blank until it fails and for a cancel."""
 
     PRECHECK = "precheck", "A pre-check refused the migration"
     TIMEOUT = "timeout", "Timed out"
@@ -127,8 +84,7 @@ class FailureReason(models.TextChoices):
 
 
 class BatchStatus(models.TextChoices):
-    """A migration batch's status (`MigrationBatch.status`), derived from its children
-    by `decisions.batch_status`; the final one is written exactly once."""
+    """A batch's status, derived from its children; the final one is written once."""
 
     QUEUED = "queued", "Queued"  # no child has started yet
     RUNNING = "running", "Running"

@@ -1,19 +1,6 @@
-"""A migration's options: one shape from the request to libvirt.
-
-`MigrationOptions` is what an administrator asks for: the migrate request's option
-fields, the option columns of a `Migration` row, the "options" of its audit events.
-It checks its own rules when it is made (a broken rule raises Django's
-`ValidationError` naming the field: the API answers 400 {field: [message]}), fills the
-defaults that come from settings, goes to and from the model, and gives libvirt its
-`MigrationSpec`:
-
-    MigrateRequestSerializer (types)  ->  MigrationOptions (rules, defaults)
-        ->  Migration row  (as_model_fields / from_migration)
-        ->  prechecks.MigrationPlan (pre-checks)  and  to_spec() -> gateway.MigrationSpec
-
-A new option is a field here, a column on `Migration` and a field of the serializer;
-a new rule is a line of `RULES`.
-"""
+"""A migration's options, one shape from the request to libvirt, valid by construction. A
+new option is a field here, a `Migration` column and a serializer field; a new rule is a
+line of `RULES`."""
 
 from __future__ import annotations
 
@@ -43,8 +30,7 @@ class TransportMode(models.TextChoices):
 
 
 class CompressionMethod(models.TextChoices):
-    # What libvirt 9.0 offers (VIR_MIGRATE_PARAM_COMPRESSION); multifd's zlib / zstd
-    # need libvirt 9.4 (see options.RULES).
+    # libvirt 9.0's (VIR_MIGRATE_PARAM_COMPRESSION); multifd's zlib / zstd need 9.4.
     XBZRLE = "xbzrle", "XBZRLE (resend only what changed in pages sent before)"
     MT = "mt", "Multithread zlib (compress every page; with a level)"
 
@@ -68,11 +54,10 @@ def limits() -> dict[str, tuple[int, int]]:
     }
 
 
-# The messages are DRF's own wording where there is one, so that a value the API
-# refused before it reached the options reads the same as one refused here.
+# DRF's wording where it has one, so a refusal reads the same from either.
 _BELOW = {
     "max_downtime_ms": "Max downtime must be at least {low} ms: below that the VM may never "
-    "converge.",
+    "converge."
 }
 _BOOLEANS = ("live", "delete_source", "auto_converge", "allow_postcopy", "compressed", "tls")
 _CHOICES = {
@@ -88,11 +73,7 @@ def _setting(name: str) -> Callable[[], int]:
 
 @dataclass(frozen=True)
 class MigrationOptions:
-    """A migration's options, valid by construction (see `RULES` and `limits()`).
-
-    `max_downtime_ms` and `timeout_s` default to `PORTAL_MIGRATION_MAX_DOWNTIME_MS` and
-    `PORTAL_MIGRATION_TIMEOUT_S`, read when the options are made.
-    """
+    """A migration's options, valid by construction (see `RULES` and `limits()`)."""
 
     live: bool = True
     storage: str = StorageMode.SHARED.value
@@ -103,30 +84,22 @@ class MigrationOptions:
     auto_converge: bool = False
     allow_postcopy: bool = False
     compressed: bool = False
-    # How pages are compressed when `compressed` is on (libvirt's
-    # VIR_MIGRATE_PARAM_COMPRESSION); `compression_level` only for "mt" (None: QEMU's 1).
+    # `compression_level` only for "mt" (None: QEMU's 1).
     compression_method: str = CompressionMethod.XBZRLE.value
     compression_level: int | None = None
     parallel_connections: int = 0
     new_name: str = ""
     timeout_s: int = field(default_factory=_setting("MIGRATION_TIMEOUT_S"))
-    # QEMU's migration stream encrypted with the hosts' certificates (/etc/pki/qemu);
-    # whether both hosts have them is a pre-check (prechecks: tls_certificates).
-    tls: bool = False
+    tls: bool = False  # QEMU's stream encrypted with the hosts' certificates (/etc/pki/qemu)
     # Only `from_migration` passes False: a record is what was accepted.
     validate: InitVar[bool] = True
 
     def __post_init__(self, validate: bool) -> None:
-        if validate:
-            errors = self.errors()
-            if errors:
-                raise ValidationError(errors)
-
-    # --- rules ---------------------------------------------------------------------
+        if validate and (errors := self.errors()):
+            raise ValidationError(errors)
 
     def errors(self) -> dict[str, list[str]]:
-        """Every broken rule, by field; empty when the options are valid. Combinations
-        are judged only once every value is valid on its own."""
+        """Every broken rule, by field; combinations only once every value is valid."""
         found: dict[str, list[str]] = {}
         for name, message in self._value_errors():
             found.setdefault(name, []).append(message)
@@ -165,8 +138,7 @@ class MigrationOptions:
                 )
         if not isinstance(self.new_name, str):
             yield "new_name", "Not a valid string."
-        elif len(self.new_name) > NEW_NAME_MAX_LENGTH:
-            longest = NEW_NAME_MAX_LENGTH
+        elif len(self.new_name) > (longest := NEW_NAME_MAX_LENGTH):
             yield "new_name", f"Ensure this field has no more than {longest} characters."
         else:
             try:
@@ -174,8 +146,6 @@ class MigrationOptions:
             except ValidationError as exc:
                 for message in exc.messages:
                     yield "new_name", message
-
-    # --- what the options mean --------------------------------------------------------
 
     @property
     def copies_storage(self) -> bool:
@@ -185,12 +155,9 @@ class MigrationOptions:
     def tunnelled(self) -> bool:
         return self.transport == TransportMode.TUNNELLED
 
-    # --- the model ---------------------------------------------------------------------
-
     @classmethod
     def from_migration(cls, migration: Migration) -> MigrationOptions:
-        """The options a migration was requested with, as recorded. Not checked again:
-        the record is what was accepted, even if a limit has changed since."""
+        """The options as recorded, not checked again (a limit may have changed since)."""
         return cls(**{name: getattr(migration, name) for name in FIELD_NAMES}, validate=False)
 
     def as_model_fields(self) -> dict[str, object]:
@@ -200,28 +167,17 @@ class MigrationOptions:
     def tuned(
         self, *, max_downtime_ms: int | None = None, bandwidth_mib_s: int | None = None
     ) -> MigrationOptions:
-        """These options with a running migration's new max downtime and/or bandwidth.
-        Raises ValidationError if a new value breaks its rule (the others, as recorded,
-        are not judged again)."""
-        changes = {
-            name: value
-            for name, value in (
-                ("max_downtime_ms", max_downtime_ms),
-                ("bandwidth_mib_s", bandwidth_mib_s),
-            )
-            if value is not None
-        }
+        """These options retuned; only the new values are judged (ValidationError)."""
+        given = {"max_downtime_ms": max_downtime_ms, "bandwidth_mib_s": bandwidth_mib_s}
+        changes = {name: value for name, value in given.items() if value is not None}
         tuned = replace(self, validate=False, **changes)
         errors = {name: found for name, found in tuned.errors().items() if name in changes}
         if errors:
             raise ValidationError(errors)
         return tuned
 
-    # --- libvirt -----------------------------------------------------------------------
-
     def to_spec(self) -> gateway.MigrationSpec:
-        """What libvirt is asked for. `max_downtime_ms` and `timeout_s` are not in it:
-        the engine's monitor applies them while the job runs."""
+        """What libvirt is asked for (the monitor applies max downtime and timeout)."""
         return gateway.MigrationSpec(
             live=self.live,
             undefine_source=self.delete_source,
@@ -251,10 +207,8 @@ class Rule:
     refuses: Callable[[MigrationOptions], bool]
 
 
-# What libvirt 9.0 with QEMU 7.2 (the lab's) answers, tried on the lab hosts: of these
-# eight combinations it refuses six (five before anything starts) and accepts two that
-# do nothing (compression over parallel connections, auto-converge offline); the two
-# compression rules refuse what libvirt would never be asked for.
+# Tried on libvirt 9.0 / QEMU 7.2 (the lab's): it refuses six of these, and accepts two
+# that do nothing (compression over parallel connections, auto-converge offline).
 RULES: tuple[Rule, ...] = (
     # libvirt: "Flags 'VIR_MIGRATE_TUNNELLED' and 'VIR_MIGRATE_PARALLEL' are mutually
     # exclusive" (QEMU's parallel channels are connections of their own).
@@ -263,19 +217,15 @@ RULES: tuple[Rule, ...] = (
         "Parallel connections cannot be tunnelled.",
         lambda o: o.parallel_connections > 0 and o.tunnelled,
     ),
-    # XBZRLE: libvirt 9.0 accepts it with parallel connections, but QEMU sends the
-    # parallel channels' pages uncompressed (later libvirt refuses it). "mt": QEMU
-    # refuses it, "Multifd is not compatible with compress". Compression over parallel
-    # connections is multifd's zlib / zstd, which libvirt offers from 9.4 only
-    # (9.0 answers "Unsupported compression method 'zstd'"): not offered here.
+    # XBZRLE over parallel channels goes uncompressed; "mt": "Multifd is not compatible
+    # with compress"; multifd's zlib / zstd need libvirt 9.4.
     Rule(
         "compressed",
         "Compression and parallel connections exclude each other (libvirt 9.0 has no "
         "zlib or zstd compression for parallel connections).",
         lambda o: o.compressed and o.parallel_connections > 0,
     ),
-    # Without `compressed` libvirt is asked for no compression at all: a method or a
-    # level alone would be silently ignored.
+    # Without `compressed` a method or level alone would be silently ignored.
     Rule(
         "compression_method",
         "Choose a compression method only with compression on (compressed).",
@@ -312,16 +262,12 @@ RULES: tuple[Rule, ...] = (
         "Post-copy cannot be tunnelled.",
         lambda o: o.allow_postcopy and o.tunnelled,
     ),
-    # libvirt 9.0 fails it after the start with "internal error: argument key 'host'
-    # must not have null value" (later versions: "migration of non-shared storage is not
-    # supported with tunnelled migration").
+    # libvirt 9.0 fails it after the start ("argument key 'host' must not have null value").
     Rule(
         "storage",
         "Disks cannot be copied through a tunnelled migration.",
         lambda o: o.copies_storage and o.tunnelled,
     ),
-    # The portal's rules: offline there is no stream to encrypt; a tunnelled stream
-    # goes through libvirtd's own connection (encrypted when that is qemu+tls).
     Rule(
         "tls",
         "An offline migration moves only the VM's definition: there is no stream to encrypt.",

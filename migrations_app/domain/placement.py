@@ -1,21 +1,7 @@
-"""Where should a VM go? Pure functions over facts gathered elsewhere (like
-`decisions.py`): the destination ranking and the evacuation plan, table-tested
-without hosts (tests/test_placement.py). `selectors.destinations_ranked` and
-`selectors.evacuation_plan` gather the facts (the inventory, the migration records,
-libvirt's CPU comparison) and call these.
-
-A destination is *fit* when a migration to it could pass its pre-checks as far as the
-portal can tell beforehand: reachable, not in maintenance, same hypervisor and arch,
-a CPU that accepts the VM's, and memory for the VM after the VMs already migrating
-there (a live migration needs the memory; an offline one does not). Among fit hosts
-the *score* (higher is better) prefers the most memory left free, then the fewest
-migrations in flight to and from the host, then the fewest running VMs:
+"""Where should a VM go? Pure functions over facts the selectors gather: the destination
+ranking (fit hosts first, by score) and the evacuation plan.
 
     score = 100 * free_after / total  -  10 * incoming  -  5 * outgoing  -  running_vms
-
-(free_after and total as for the memory check; incoming and outgoing: active
-migrations, queued included). Unfit hosts are scored the same way and listed after
-every fit host, each with why it is unfit first among its reasons.
 """
 
 from __future__ import annotations
@@ -83,8 +69,7 @@ CPU_NOT_NEEDED = CpuVerdict(True, "CPU not compared")
 
 @dataclass(frozen=True)
 class Placement:
-    """One candidate destination for one VM. `host` is what the caller passed in
-    (HostFacts here; the selectors put the Host row there)."""
+    """One candidate destination for one VM (`host`: HostFacts, or the selectors' Host)."""
 
     host: Any
     score: float
@@ -120,11 +105,8 @@ def placement_judge(*, vm: VMNeeds, facts: HostFacts, cpu: CpuVerdict) -> Placem
         unfit.append("free memory unknown (never read): refresh the host")
     else:
         free_after = facts.memory_free_bytes - facts.incoming_memory_bytes - needed
-        already = (
-            f", {_mib(facts.incoming_memory_bytes)} already migrating there"
-            if facts.incoming_memory_bytes
-            else ""
-        )
+        incoming = facts.incoming_memory_bytes
+        already = f", {_mib(incoming)} already migrating there" if incoming else ""
         of_total = f" of {_mib(facts.memory_total_bytes)}" if facts.memory_total_bytes else ""
         if free_after < 0:
             unfit.append(
@@ -144,18 +126,15 @@ def placement_judge(*, vm: VMNeeds, facts: HostFacts, cpu: CpuVerdict) -> Placem
     elif cpu is not CPU_NOT_NEEDED:
         notes.append(f"CPU: {cpu.reason}")
 
-    if facts.incoming or facts.outgoing:
-        parts = []
-        if facts.incoming:
-            parts.append(
-                f"{facts.incoming} migration(s) coming in "
-                f"({facts.incoming_running} running, {facts.incoming_queued} queued)"
-            )
-        if facts.outgoing:
-            parts.append(f"{facts.outgoing} going out")
-        notes.append(", ".join(parts))
-    else:
-        notes.append("no migration to or from it")
+    parts = []
+    if facts.incoming:
+        parts.append(
+            f"{facts.incoming} migration(s) coming in "
+            f"({facts.incoming_running} running, {facts.incoming_queued} queued)"
+        )
+    if facts.outgoing:
+        parts.append(f"{facts.outgoing} going out")
+    notes.append(", ".join(parts) or "no migration to or from it")
     notes.append(f"{facts.running_vms} running VM(s)")
 
     score = (
@@ -194,9 +173,6 @@ def destinations_rank(
     )
 
 
-# --- Evacuation ---------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class PlanRow:
     order: int  # the order the migrations are handed over in (1 first)
@@ -228,53 +204,23 @@ def plan_evacuation(
     max_outgoing: int,
     source_outgoing: int = 0,
 ) -> EvacuationPlan:
-    """Which VM goes where, in what order; and what cannot move, and why. Pure.
+    """Which VM goes where, in what order, and what cannot move, and why.
 
-    Order: largest memory first (first-fit decreasing): the big VMs are the hardest to
-    place, so they choose while the most memory is free; ties by name. Each VM goes to
-    its best fit destination as the ranking judges it, with the VMs planned before it
-    counted as already migrating there (their memory and one more incoming migration),
-    so the plan never overcommits a host's memory and spreads VMs over hosts rather
-    than piling them on the first. `wave` says when each can start under the slot
-    limits (`max_outgoing` from this host, `max_incoming` per destination, counting
-    the migrations already in flight, queued ones included: they are ahead in the
-    queue): the engine queues the rest (`waiting_for_slot`).
-
-    A VM with disks outside shared storage moves with them (storage "copy"): its row
-    says so, and the evacuation asks for it.
-
-    Unmovable: VMs with host devices; VMs that are not running or paused (shut off,
-    crashed, ...): they stay defined on the host, which maintenance does not touch
-    (moving them is an offline migration an operator asks for on the VM's page: a
-    live evacuation does not carry offline moves); VMs already being migrated; and VMs
-    no destination fits, with each host's first reason.
+    Largest memory first (first-fit decreasing: the hardest to place choose while most
+    memory is free). Each VM goes to its best fit destination with the VMs planned
+    before it counted as migrating there, so no host's memory is overcommitted. `wave`:
+    when it can start under the slot limits, counting migrations already in flight.
+    Unmovable: host devices, not running or paused (a live evacuation carries no
+    offline moves), already moving, or no fit destination.
     """
     rows: list[PlanRow] = []
     unmovable: list[Unmovable] = []
     original = {facts.host_id: facts for facts in candidates}
     planned = dict(original)
     planned_in: dict[int, int] = {}
-    order_key = sorted(vms, key=lambda v: (-v.memory_bytes, v.name, v.uuid))
-    for vm in order_key:
-        if vm.active_migration:
-            unmovable.append(Unmovable(vm, [f"already moving: {vm.active_migration}"]))
-            continue
-        if vm.has_hostdev:
-            unmovable.append(
-                Unmovable(vm, ["has PCI/USB host devices passed through: cannot be migrated"])
-            )
-            continue
-        if not vm.live:
-            unmovable.append(
-                Unmovable(
-                    vm,
-                    [
-                        f"{vm.state.replace('_', ' ')}: stays defined on this host (an "
-                        "evacuation moves running VMs live; migrate it offline from its "
-                        "page if the host is going away)"
-                    ],
-                )
-            )
+    for vm in sorted(vms, key=lambda v: (-v.memory_bytes, v.name, v.uuid)):
+        if why := _why_unmovable(vm):
+            unmovable.append(Unmovable(vm, [why]))
             continue
         ranking = destinations_rank(
             vm=vm,
@@ -283,13 +229,8 @@ def plan_evacuation(
         )
         best = ranking[0] if ranking else None
         if best is None or not best.fit:
-            unmovable.append(
-                Unmovable(
-                    vm,
-                    [f"no fit destination ({_unfit_summary(p)})" for p in ranking]
-                    or ["no other host is registered"],
-                )
-            )
+            reasons = [f"no fit destination ({_unfit_summary(p)})" for p in ranking]
+            unmovable.append(Unmovable(vm, reasons or ["no other host is registered"]))
             continue
         chosen: HostFacts = best.host
         index_here = planned_in.get(chosen.host_id, 0)
@@ -309,16 +250,7 @@ def plan_evacuation(
                 f"wave {wave}: waits for a free slot (at most {max_outgoing} out of this "
                 f"host and {max_incoming} into {chosen.name} at once)"
             )
-        rows.append(
-            PlanRow(
-                order=position + 1,
-                wave=wave,
-                vm=vm,
-                destination=chosen,
-                score=best.score,
-                reasons=reasons,
-            )
-        )
+        rows.append(PlanRow(position + 1, wave, vm, chosen, best.score, reasons))
         planned_in[chosen.host_id] = index_here + 1
         planned[chosen.host_id] = replace(
             chosen,
@@ -328,9 +260,21 @@ def plan_evacuation(
     return EvacuationPlan(rows=rows, unmovable=unmovable)
 
 
+def _why_unmovable(vm: VMNeeds) -> str:
+    if vm.active_migration:
+        return f"already moving: {vm.active_migration}"
+    if vm.has_hostdev:
+        return "has PCI/USB host devices passed through: cannot be migrated"
+    if not vm.live:
+        return (
+            f"{vm.state.replace('_', ' ')}: stays defined on this host (an evacuation moves "
+            "running VMs live; migrate it offline from its page if the host is going away)"
+        )
+    return ""
+
+
 def _wave(*, already: int, index: int, limit: int) -> int:
-    """The wave of the index-th (0-based) migration through a limit of `limit` at once
-    when `already` are running: 1 while slots are free."""
+    """The wave of the index-th (0-based) migration with `already` running: 1 while free."""
     return math.floor((already + index) / max(limit, 1)) + 1
 
 

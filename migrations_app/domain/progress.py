@@ -1,5 +1,4 @@
-"""Turning libvirt job statistics into progress samples (pure functions, like Nova's
-migration monitor), so they can be tested on recorded samples."""
+"""Turning libvirt job statistics into progress samples (pure functions)."""
 
 from __future__ import annotations
 
@@ -41,30 +40,18 @@ def phase_of(stats: dict, *, postcopy: bool = False) -> Phase:
 
 
 def disk_progress(stats: dict) -> dict[str, int | None]:
-    """The copied disks' figures; all None when the job copies no disk (libvirt
-    reports disk_total 0 then)."""
-    if not stats.get("disk_total"):
-        return {
-            "disk_total_bytes": None,
-            "disk_processed_bytes": None,
-            "disk_remaining_bytes": None,
-        }
+    """The copied disks' figures; all None when the job copies none (disk_total 0)."""
+    copied = bool(stats.get("disk_total"))
     return {
-        "disk_total_bytes": stats["disk_total"],
-        "disk_processed_bytes": stats.get("disk_processed"),
-        "disk_remaining_bytes": stats.get("disk_remaining"),
+        f"disk_{key}_bytes": stats.get(f"disk_{key}") if copied else None
+        for key in ("total", "processed", "remaining")
     }
 
 
 def sample_from_job_stats(
     stats: dict, *, previous_percent: float = 0.0, postcopy: bool = False
 ) -> ProgressSample:
-    """One sample from `virDomainGetJobStats` output.
-
-    Percent is the share of the current total already sent. Dirty memory makes the
-    total grow between iterations, so the raw figure can fall: the sample never goes
-    below the previous one, and stays under 100 until libvirt says the job completed.
-    """
+    """One sample from `virDomainGetJobStats`; the percent never falls, and stays under 100."""
     total = stats.get("data_total")
     remaining = stats.get("data_remaining")
     raw = 100.0 * (total - remaining) / total if total and remaining is not None else 0.0
@@ -100,6 +87,5 @@ def completed_fields(stats: dict) -> dict:
         "downtime_ms": stats.get("downtime"),
         "setup_time_ms": stats.get("setup_time"),
         "transferred_bytes": stats.get("data_processed"),
-        # The copied disks' final figures, if any (the running samples' otherwise stay).
         **{k: v for k, v in disk_progress(stats).items() if v is not None},
     }

@@ -1,9 +1,5 @@
-"""Pre-checks: can this migration work? Each is named and says why it passed or failed.
-
-They run for `POST /api/vms/{uuid}/migrate/check/` and again in the worker right
-before libvirt is asked to migrate (things change while a migration waits in the queue).
-The facts are gathered once (`facts`), then each rule judges them (`rules`).
-"""
+"""Pre-checks: can this migration work? They run for `migrate/check/` and again in the
+worker right before libvirt (things change while a migration waits)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
 """What the pre-checks read, gathered once: the portal's records, then both hosts at once.
-
-A host that does not answer within the bound is a fact (`Unreachable`), never an
-exception. The database is read in the calling thread (Django's connections are per
-thread); only the libvirt calls run in threads of their own.
-"""
+A host that does not answer in time is a fact (`Unreachable`), never an exception; only
+libvirt calls run in threads of their own (database connections are per thread)."""
 
 from __future__ import annotations
 
@@ -99,8 +96,7 @@ class DestinationFacts:
 
 @dataclass(frozen=True)
 class VmOnDestination:
-    """What the destination says about the VM's definition and disks (asked once the
-    source has answered with them)."""
+    """What the destination says about the VM's definition and disks."""
 
     cpu_ok: bool
     cpu_reason: str
@@ -135,17 +131,14 @@ def disk_paths(vm: gateway.DomainInfo) -> list[str]:
 def facts_gather(plan: MigrationPlan) -> Facts:
     src, dst = plan.source, plan.destination
     timeout = settings.MIGRATION_PRECHECK_TIMEOUT_S
-    # Each host is asked on this process's long-lived connection to it (a worker keeps
-    # them open between migrations): its opening is bounded by `timeout`, its calls by
-    # keepalive, and the wait for each round of answers by both.
+    # Long-lived connections: opening bounded by `timeout`, calls by keepalive.
     bound = timeout + gateway.keepalive_bound_s()
     other_migration = _other_migration(plan)
     tls = tls_problems(plan)
     open_src = host_connector(src, timeout=timeout, reuse=True)
     open_dst = host_connector(dst, timeout=timeout, reuse=True)
     source, destination = _answers(
-        [lambda: _ask_source(open_src, plan), lambda: _ask_destination(open_dst, plan)],
-        bound=bound,
+        [lambda: _ask_source(open_src, plan), lambda: _ask_destination(open_dst, plan)], bound=bound
     )
     vm_on_destination = None
     if isinstance(source, SourceFacts) and source.vm and isinstance(destination, DestinationFacts):
@@ -219,11 +212,7 @@ def _other_migration(plan: MigrationPlan) -> Migration | None:
 
 
 def tls_problems(plan: MigrationPlan) -> tuple[str, ...] | None:
-    """With the `tls` option both hosts need valid certificates of the portal's CA
-    (QEMU on the source is the client, on the destination the server); to a tls
-    destination the source connects with its own client certificate, and the
-    destination must serve a valid one. From the portal's record, and for a tls
-    destination from what its libvirtd really serves. None: nothing about TLS here."""
+    """What is wrong with the hosts' certificates; None: TLS plays no part."""
     src, dst = plan.source, plan.destination
     if not plan.options.tls and dst.transport != Transport.TLS:
         return None
@@ -247,11 +236,7 @@ def _peer_access(src: Host, dst: Host) -> PeerAccess:
 def cpu_verdicts(
     *, source: Host, vms: list[tuple[str, bool]], destinations: list[Host], timeout: float
 ) -> dict[tuple[str, int], tuple[bool | None, str]]:
-    """The pre-check `cpu_compatible` for many (VM, destination) pairs, for the destination
-    ranking and the evacuation plan: each VM's definition is read from `source` once
-    (`vms`: (uuid, live), as the pre-check reads it), each destination opened once. A
-    host that does not answer within `timeout` gives (None, why) for its pairs, never an
-    exception. Keys: (vm uuid, destination id)."""
+    """The pre-check `cpu_compatible` by (vm uuid, destination id), each host opened once."""
     verdicts: dict[tuple[str, int], tuple[bool | None, str]] = {}
     xmls: dict[str, str] = {}
     try:

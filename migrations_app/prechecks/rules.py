@@ -1,6 +1,4 @@
-"""The pre-checks' rules: each a pure function of the facts, registered under its name
-with the facts it needs (when one is missing, a host did not answer or the VM is gone,
-the runner skips the rule and says why)."""
+"""The pre-checks' rules: pure functions of the facts, each with the facts it needs."""
 
 from __future__ import annotations
 
@@ -90,9 +88,7 @@ def destination_is_not_source(facts: Facts) -> Verdict:
 
 
 def destination_not_in_maintenance(facts: Facts) -> Verdict:
-    """A host in maintenance takes no new VMs. Read from the database row the plan
-    carries (the worker's plan is loaded when it claims the migration, so a host put
-    into maintenance while a migration waited in the queue refuses it too)."""
+    """A host in maintenance takes no new VMs (the worker's plan is read at its claim)."""
     dst = facts.plan.destination
     if not dst.maintenance:
         return passed(f"{dst.name} is not in maintenance")
@@ -142,12 +138,11 @@ def source_reachable(facts: Facts) -> Verdict:
 def destination_reachable(facts: Facts) -> Verdict:
     dst = facts.plan.destination
     if isinstance(facts.destination, Unreachable):
-        hint = ""
-        if dst.transport == Transport.SSH:
-            hint = (
-                f" (over ssh as {dst.ssh_user}: {REMOTE_USER_NEEDS}, "
-                "and the portal's key installed)"
-            )
+        hint = (
+            f" (over ssh as {dst.ssh_user}: {REMOTE_USER_NEEDS}, and the portal's key installed)"
+            if dst.transport == Transport.SSH
+            else ""
+        )
         return failed(
             f"{dst.name} is not reachable within {facts.timeout:g} s: {facts.destination.why}{hint}"
         )
@@ -278,12 +273,7 @@ def name_or_uuid_clash(
     by_name_uuid: str | None,
     vm_uuid: str,
 ) -> ClashVerdict:
-    """Would the VM clash with a domain on the destination?
-
-    A shut-off definition with the same UUID and the same name is the same VM coming
-    home (a round trip without "delete source"): libvirt reuses it, so it is no clash.
-    A running or paused copy, or a different domain with that name or UUID, is.
-    """
+    """Would the VM clash with a domain on the destination? (Coming home is no clash.)"""
     if by_uuid is not None:
         name, state = by_uuid
         if name == target_name and state in STOPPED_STATES:
@@ -293,10 +283,11 @@ def name_or_uuid_clash(
                 f"{destination} keeps a {state.replace('_', ' ')} definition of this VM "
                 "from an earlier migration: it comes home and that definition is reused",
             )
-        if name != target_name:
-            why = f"named '{name}', not '{target_name}'"
-        else:
-            why = f"{state.replace('_', ' ')}: a second active copy"
+        why = (
+            f"named '{name}', not '{target_name}'"
+            if name != target_name
+            else f"{state.replace('_', ' ')}: a second active copy"
+        )
         return ClashVerdict(
             True, False, f"{destination} already has a domain with this UUID ({why})"
         )
@@ -322,19 +313,11 @@ def _mib(size: int) -> str:
 
 
 def copy_space_verdict(
-    *,
-    destination: str,
-    disks: list[DiskToCopy],
-    pools: dict[str, gateway.PoolInfo | None],
+    *, destination: str, disks: list[DiskToCopy], pools: dict[str, gateway.PoolInfo | None]
 ) -> Verdict:
-    """Can the destination take the disks a storage "copy" migration creates there?
-
-    libvirt creates each missing disk in the destination's storage pool whose folder
-    holds it (same path as on the source), and QEMU's mirror fills it: on the lab
-    (libvirt 9.0, QEMU 7.2) a qcow2 disk of 16 MiB capacity with 196 KiB allocated
-    arrived with 16.3 MiB allocated. So each disk needs its capacity free (or its
-    allocation, if larger: qcow2 metadata), in the pool that receives it.
-    """
+    """Can the destination's pools take the disks a storage "copy" migration creates?
+    QEMU's mirror fills each one (a 16 MiB qcow2 with 196 KiB allocated arrived with
+    16.3 MiB): each needs its capacity, or its allocation if larger, free in its pool."""
     if not disks:
         return passed("the VM has no disk to copy")
     to_create = [d for d in disks if not d.on_destination]
@@ -378,7 +361,6 @@ class Rule:
     needs: Needs = Needs.NOTHING
 
 
-# In the order the API and the audit show them.
 RULES: dict[CheckName, Rule] = {
     CheckName.DESTINATION_IS_NOT_SOURCE: Rule(destination_is_not_source),
     CheckName.DESTINATION_NOT_IN_MAINTENANCE: Rule(destination_not_in_maintenance),

@@ -1,12 +1,6 @@
 """A batch's turns: which children may start, and the batch's status from its children.
-
-A batch's children are ordinary migrations, all created `queued` up front (phase
-`waiting_for_batch`) and not handed to the broker at once: the dispatcher (run when any
-migration ends and by the reconciler) calls `batches_advance`, which stops, finishes
-and publishes batches and names the children `batch_rules` lets start. The claim
-checks the batch's gate again under the batch's row lock (`batch_gate_open`), so
-`max_parallel` holds whatever was enqueued. Nothing waits in a worker.
-"""
+The claim checks the gate again under the batch's row lock, so `max_parallel` holds
+whatever was enqueued."""
 
 from __future__ import annotations
 
@@ -22,7 +16,6 @@ from migrations_app.transitions import batch_change, migration_change
 
 
 def batch_detail(batch: MigrationBatch, **extra) -> dict:
-    """The detail of every batch audit event."""
     return {
         "kind": batch.kind,
         "host": batch.host.name if batch.host_id else None,
@@ -37,52 +30,40 @@ def _children_of(batch: MigrationBatch) -> list[batch_rules.Child]:
     return [batch_rules.Child(pk, status) for pk, status in rows]
 
 
+def _flags(batch: MigrationBatch) -> dict[str, bool]:
+    return {
+        "stop_on_failure": batch.stop_on_failure,
+        "cancel_requested": batch.cancel_requested_at is not None,
+    }
+
+
 def batch_gate_open(batch: MigrationBatch) -> bool:
-    """May a child of this batch start now? The caller holds the batch's row lock, so
-    two claims of one batch count each other."""
+    """May a child of this batch start now? (The caller holds the batch's row lock.)"""
     return batch_rules.batch_gate_open(
-        children=_children_of(batch),
-        max_parallel=batch.max_parallel,
-        stop_on_failure=batch.stop_on_failure,
-        cancel_requested=batch.cancel_requested_at is not None,
+        children=_children_of(batch), max_parallel=batch.max_parallel, **_flags(batch)
     )
 
 
 def batch_advance(*, batch: MigrationBatch) -> list[int]:
-    """Bring one batch up to date with its children; returns the ids of the children
-    that may start now. Under the batch's row lock: a stopping batch cancels the
-    children not started yet, and the status follows the children."""
+    """Bring one batch up to date; returns the ids of the children that may start now."""
     with transaction.atomic():
         batch = MigrationBatch.objects.select_for_update().get(pk=batch.pk)
         if batch.status in BATCH_FINAL_STATUSES:
             return []
-        cancel_requested = batch.cancel_requested_at is not None
+        flags = _flags(batch)
         children = _children_of(batch)
-        to_cancel = batch_rules.batch_children_to_cancel(
-            children=children,
-            stop_on_failure=batch.stop_on_failure,
-            cancel_requested=cancel_requested,
-        )
-        if to_cancel:
-            _cancel_not_started(batch, to_cancel, cancel_requested)
+        if to_cancel := batch_rules.batch_children_to_cancel(children=children, **flags):
+            _cancel_not_started(batch, to_cancel, flags["cancel_requested"])
             children = _children_of(batch)
-        status = batch_rules.batch_status(
-            children=children,
-            stop_on_failure=batch.stop_on_failure,
-            cancel_requested=cancel_requested,
-        )
+        status = batch_rules.batch_status(children=children, **flags)
         if status != batch.status:
             _batch_status_follow(batch, status, children)
         return batch_rules.batch_children_to_start(
-            children=children,
-            max_parallel=batch.max_parallel,
-            stop_on_failure=batch.stop_on_failure,
-            cancel_requested=cancel_requested,
+            children=children, max_parallel=batch.max_parallel, **flags
         )
 
 
 def batches_advance() -> set[int]:
-    """Advance every open batch; the ids of the children that may start now."""
     startable: set[int] = set()
     for batch in MigrationBatch.objects.exclude(status__in=BATCH_FINAL_STATUSES).order_by("pk"):
         startable.update(batch_advance(batch=batch))

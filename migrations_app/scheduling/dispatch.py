@@ -19,11 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 def migration_enqueue(*, migration_id: int) -> bool:
-    """Hand the migration's task to the broker; True if it took it.
-
-    A broker that is down loses nothing: the migration stays queued with no
-    `enqueued_at`, and the reconciler enqueues it again once the broker is back.
-    """
+    """Hand the migration's task to the broker; True if it took it."""
     try:
         async_task(
             "migrations_app.tasks.migration_run",
@@ -40,13 +36,6 @@ def migration_enqueue(*, migration_id: int) -> bool:
 
 
 def migrations_dispatch_waiting(*, include_lost: bool = False) -> list[int]:
-    """Enqueue queued migrations that may start now; returns their ids.
-
-    Called when a migration ends (its slots free up), after a batch changes, and by
-    the reconciler, which also enqueues migrations whose task was lost
-    (`include_lost`). Enqueuing twice is safe: a second task finds the migration
-    claimed (or still without a slot) and returns.
-    """
     now = timezone.now()
     # Batches first: they may stop or finish, and only some of their children may start.
     batch_startable = batches_advance()
@@ -69,8 +58,7 @@ def migrations_dispatch_waiting(*, include_lost: bool = False) -> list[int]:
             lost = False
         waiting = migration.phase == Phase.WAITING_FOR_SLOT
         if migration.batch_id is not None:
-            # A batch's child goes to a worker only in its turn; waiting for the batch,
-            # it is not in the broker (enqueued_at None).
+            # Only in its turn; waiting for the batch it is not in the broker.
             if migration.pk not in batch_startable:
                 continue
             if migration.phase == Phase.WAITING_FOR_BATCH and migration.enqueued_at is None:
@@ -94,8 +82,7 @@ def migrations_dispatch_waiting(*, include_lost: bool = False) -> list[int]:
 
 
 def dispatch_after_commit() -> None:
-    """Dispatch once the surrounding transaction commits (a batch created or changed);
-    a failure here is not the caller's: the reconciler dispatches again within seconds."""
+    """Dispatch after commit; a failure is not the caller's (the reconciler dispatches)."""
 
     def dispatch() -> None:
         try:

@@ -1,8 +1,4 @@
-"""Scheduled migrations: queued when due, failed when their window closes unstarted.
-
-Nothing waits in memory: the reconciler runs `migrations_schedule_run` on every pass
-(and sleeps until `migrations_schedule_next_event` when run as a command).
-"""
+"""Scheduled migrations: queued when due, failed when their window closes unstarted."""
 
 from __future__ import annotations
 
@@ -22,17 +18,13 @@ from migrations_app.transitions import migration_change
 
 
 def schedule_of(migration: Migration) -> dict:
-    return {
-        "not_before": migration.not_before.isoformat() if migration.not_before else None,
-        "window_end": migration.window_end.isoformat() if migration.window_end else None,
-    }
+    times = {"not_before": migration.not_before, "window_end": migration.window_end}
+    return {name: at.isoformat() if at else None for name, at in times.items()}
 
 
 def window_closed_message(window_end: datetime) -> str:
-    return (
-        f"the maintenance window closed at {window_end.isoformat()} "
-        "before the migration could start"
-    )
+    at = window_end.isoformat()
+    return f"the maintenance window closed at {at} before the migration could start"
 
 
 def migration_due_queue(migration: Migration, *, actor: Actor) -> Migration:
@@ -49,9 +41,7 @@ def migration_due_queue(migration: Migration, *, actor: Actor) -> Migration:
 
 
 def migration_window_close(*, migration: Migration, actor: Actor, now: datetime) -> Migration:
-    """Record a migration that did not start before its window closed as failed
-    (window_closed). The caller holds the row's lock and has checked that it is
-    scheduled or queued and unclaimed: nothing ran, no host is touched."""
+    """Fail a migration whose window closed before it started (the caller locked it)."""
     return migration_change(
         migration,
         MigrationStatus.FAILED,
@@ -66,8 +56,7 @@ def migration_window_close(*, migration: Migration, actor: Actor, now: datetime)
 
 
 def _schedule_pending() -> QuerySet[Migration]:
-    """The migrations a schedule event may concern: scheduled ones, and queued ones
-    with a window that no worker has claimed yet."""
+    """Scheduled migrations, and unclaimed queued ones with a window."""
     return Migration.objects.filter(
         Q(status=MigrationStatus.SCHEDULED)
         | Q(status=MigrationStatus.QUEUED, window_end__isnull=False, claimed_by="")
@@ -75,24 +64,17 @@ def _schedule_pending() -> QuerySet[Migration]:
 
 
 def migrations_schedule_next_event() -> datetime | None:
-    """The next time a schedule needs the reconciler: the earliest `not_before` of a
-    scheduled migration or `window_end` of one still waiting (None: none)."""
+    """The earliest `not_before` or `window_end` still pending (None: none)."""
     pending = _schedule_pending()
     times = [
         pending.filter(status=MigrationStatus.SCHEDULED).aggregate(t=Min("not_before"))["t"],
         pending.aggregate(t=Min("window_end"))["t"],
     ]
-    times = [t for t in times if t is not None]
-    return min(times) if times else None
+    return min((t for t in times if t is not None), default=None)
 
 
 def migrations_schedule_run(*, now: datetime | None = None) -> dict[str, list[int]]:
-    """Queue the scheduled migrations that are due and fail the waiting ones whose
-    window closed; returns their ids ({"queued": [...], "window_closed": [...]}).
-
-    Each change is a compare-and-set under the row's lock, so several reconcilers
-    (or a claim racing with one) change a migration once.
-    """
+    """Queue the due migrations and fail the ones whose window closed; returns their ids."""
     actor = Actor.system("scheduler")
     done: dict[str, list[int]] = {"queued": [], "window_closed": []}
     for pk in list(_schedule_pending().order_by("not_before", "pk").values_list("pk", flat=True)):

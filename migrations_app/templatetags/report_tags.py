@@ -21,7 +21,7 @@ def duration_ms(value) -> str:
 def bytes_human(value) -> str:
     value = float(value or 0)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "PiB":
+        if value < 1024:
             return f"{value:.1f} {unit}" if unit != "B" else f"{value:.0f} B"
         value /= 1024
     return f"{value:.1f} PiB"

@@ -1,5 +1,4 @@
-"""A worker's claim of a queued migration: its turn in a batch, free slots on both
-hosts, then `checking` under a new claim epoch."""
+"""A worker's claim of a queued migration: its batch's turn, free slots, `checking`."""
 
 from __future__ import annotations
 
@@ -36,13 +35,10 @@ class Claim:
 
 
 def migration_claim(migration_id: int, worker: str) -> Claim:
-    """Claim the migration for `worker` if it may start now."""
     batch_id = Migration.objects.filter(pk=migration_id).values_list("batch_id", flat=True).first()
     with transaction.atomic():
         # A batch's row is locked before its child's, as everywhere else.
-        batch = None
-        if batch_id is not None:
-            batch = MigrationBatch.objects.select_for_update().get(pk=batch_id)
+        batch = MigrationBatch.objects.select_for_update().get(pk=batch_id) if batch_id else None
         migration = (
             Migration.objects.select_for_update(of=("self",))
             .select_related("source", "destination")
@@ -55,16 +51,13 @@ def migration_claim(migration_id: int, worker: str) -> Claim:
             migration_window_close(migration=migration, actor=system_actor(), now=now)
             return Claim(ClaimOutcome.NOT_MINE)
         if batch is not None and not batch_gate_open(batch):
-            # Back to waiting, out of the broker: the dispatcher enqueues it again when
-            # the batch lets it start.
+            # Out of the broker: the dispatcher enqueues it again at the batch's turn.
             migration.phase = Phase.WAITING_FOR_BATCH
             migration.enqueued_at = None
             migration.save(update_fields=["phase", "enqueued_at"])
             return Claim(ClaimOutcome.WAIT)
-        # Lock both hosts so that concurrent claims count each other's slots: in pk
-        # order (no deadlock between claims), FOR NO KEY UPDATE (a request inserting a
-        # migration of these hosts checks its foreign keys with FOR KEY SHARE, which
-        # this must not block: PostgreSQL deadlocks otherwise).
+        # Lock both hosts so concurrent claims count each other's slots: in pk order (no
+        # deadlock), FOR NO KEY UPDATE (not blocking an insert's FOR KEY SHARE FK check).
         list(
             Host.objects.select_for_update(no_key=True)
             .filter(pk__in=[migration.source_id, migration.destination_id])
@@ -96,8 +89,5 @@ def migration_claim(migration_id: int, worker: str) -> Claim:
         )
         if batch is not None and batch.status == BatchStatus.QUEUED:
             batch_change(batch, BatchStatus.RUNNING, actor=system_actor())
-    return Claim(
-        ClaimOutcome.CLAIMED,
-        migration,
-        Lease(migration.pk, migration.claim_epoch, f"worker {worker}"),
-    )
+    lease = Lease(migration.pk, migration.claim_epoch, f"worker {worker}")
+    return Claim(ClaimOutcome.CLAIMED, migration, lease)

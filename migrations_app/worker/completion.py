@@ -1,5 +1,4 @@
-"""A migration that libvirt finished (or that settlement found on its destination):
-libvirt's final figures, the VM's inventory rows and `succeeded`, in that order."""
+"""A migration libvirt finished: final figures, the VM's rows, then `succeeded`."""
 
 from __future__ import annotations
 
@@ -36,8 +35,7 @@ def migration_complete(migration: Migration, lease: Lease, *, note: str = "") ->
     uuid = str(migration.vm_uuid)
     stats: dict = {}
     seen: dict[str, gateway.DomainInfo | None] = {}
-    # On the long-lived connections, both hosts at once: libvirt's figures, and where
-    # the VM is now (for its inventory rows, written with `succeeded`).
+    # Both hosts at once: libvirt's figures, and where the VM is now.
     open_destination = host_connector(migration.destination, reuse=True)
     open_source = host_connector(migration.source, reuse=True)
 
@@ -58,8 +56,7 @@ def migration_complete(migration: Migration, lease: Lease, *, note: str = "") ->
 
     reader = concurrency.start(read_source, name=f"complete-{migration.pk}")
     read_destination()
-    # Bounded as any call on an open connection; past it the source's row is left to
-    # the inventory sync.
+    # Past this bound the source's row is left to the inventory sync.
     reader.wait(gateway.keepalive_bound_s() + settings.LIBVIRT_CONNECT_TIMEOUT_S)
     seen = dict(seen)
     lease.check()
@@ -84,14 +81,12 @@ def migration_complete(migration: Migration, lease: Lease, *, note: str = "") ->
         needs_cleanup=False,
         **completed_fields(stats),
     )
-    # After `succeeded` is recorded and published: the full sync of both hosts
-    # (capabilities, free memory, every VM) does not delay it.
+    # After `succeeded`, so the full sync of both hosts does not delay it.
     refresh_inventory(migration, lease, reuse=True)
     return migration
 
 
 def _record_final_sample(migration: Migration, stats: dict) -> Migration:
-    """The last sample: everything sent, as libvirt's completed statistics say."""
     MigrationSample.objects.create(
         migration_id=migration.pk,
         taken_at=timezone.now(),

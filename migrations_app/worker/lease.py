@@ -1,10 +1,5 @@
-"""The fenced claim a worker (or the reconciler) holds on one migration.
-
-Every claim or takeover raises the migration's `claim_epoch`. Every write under a
-lease (status changes, samples, heartbeats) is a compare-and-set on that epoch, and a
-heartbeat thread renews it for the whole task: a worker that lost its claim gets
-ClaimLost at its next step and writes nothing more.
-"""
+"""The fenced claim a worker (or the reconciler) holds on one migration: every write
+under it is a compare-and-set on `claim_epoch`, so a lost claim writes no more."""
 
 from __future__ import annotations
 
@@ -30,8 +25,7 @@ from migrations_app.transitions import ClaimLost, InvalidTransition, migration_c
 
 logger = logging.getLogger(__name__)
 
-# How long a database write is retried (reconnecting) before the task gives up and
-# leaves the migration to the reconciler.
+# Past this a write gives up and leaves the migration to the reconciler.
 DB_RETRY_S = 30.0
 
 T = TypeVar("T")
@@ -75,8 +69,7 @@ class Lease:
         also: Callable[[Migration], None] | None = None,
         **fields,
     ) -> Migration:
-        """`transitions.migration_change` under this lease, retried over database
-        blips (db_retry)."""
+        """`transitions.migration_change` under this lease, retried over database blips."""
 
         def write() -> Migration:
             try:
@@ -98,8 +91,7 @@ class Lease:
 
 @contextlib.contextmanager
 def heartbeat(lease: Lease) -> Iterator[None]:
-    """Renew the lease from a thread of its own for as long as the block runs, so that
-    slow pre-checks, completion or settlement never look like a dead worker."""
+    """Renew the lease from a thread while the block runs: slow steps are not a dead worker."""
     stop = threading.Event()
 
     def beat() -> None:
@@ -144,9 +136,7 @@ def db_retry(what: str, write: Callable[[], T]) -> T:
 
 
 def take_over(migration: Migration, owner: str) -> Lease | None:
-    """Compare-and-set: raise the epoch only if nobody wrote a heartbeat or changed the
-    migration since it was read. Another reconciler, or the revived worker, wins
-    otherwise."""
+    """Raise the epoch only if nobody touched the migration since it was read."""
     taken = Migration.objects.filter(
         pk=migration.pk,
         claim_epoch=migration.claim_epoch,

@@ -1,9 +1,5 @@
-"""The reconciler: one pass settles what no live worker owns and restarts what waits.
-
-Run every minute by django-q2 (and at worker start), or as the `reconcile_migrations`
-command. Every action on a migration is taken under a lease won by `take_over`, so
-two reconcilers, or a revived worker, never act on one migration at once.
-"""
+"""The reconciler: one pass settles what no live worker owns and restarts what waits,
+each under a lease won by `take_over` (never two actors on one migration)."""
 
 from __future__ import annotations
 
@@ -34,41 +30,24 @@ from migrations_app.worker.settlement import (
     settle_input,
 )
 
+_WITH_HOSTS = ("source", "destination")
+
 logger = logging.getLogger(__name__)
 
 
 def migrations_reconcile(*, wait_for_abort_s: float = 60.0) -> list[int]:
-    """One pass of the reconciler; returns the ids of the migrations it settled.
-
-    - running migrations whose worker stopped (no heartbeat in the database for
-      MIGRATION_STALE_AFTER_S) are taken over and settled from what libvirt reports.
-      The heartbeat is the only sign of life: the worker may run on another portal
-      node, where no pid of this machine means anything (docs/nodes.md);
-    - migrations that need attention are settled once both hosts answer;
-    - leftovers of failed migrations are removed once it is safe;
-    - queued migrations whose task was lost are enqueued again;
-    - scheduled migrations that are due are queued, and waiting ones whose window
-      closed fail (window_closed);
-    - webhook deliveries that are due are sent (retries with back-off).
-    """
+    """One pass of the reconciler; returns the ids of the migrations it settled."""
     me = f"reconciler {worker_identity()}"
     settled = []
-    running = Migration.objects.filter(status__in=RUNNING_STATUSES).select_related(
-        "source", "destination"
-    )
-    for migration in running:
-        heartbeat_age = (
-            (timezone.now() - migration.heartbeat_at).total_seconds()
-            if migration.heartbeat_at
-            else None
-        )
-        stale = decisions.is_stale(
-            heartbeat_age_s=heartbeat_age, stale_after_s=settings.MIGRATION_STALE_AFTER_S
-        )
-        if not stale:
+    running = Migration.objects.filter(status__in=RUNNING_STATUSES)
+    for migration in running.select_related(*_WITH_HOSTS):
+        beat = migration.heartbeat_at
+        age = (timezone.now() - beat).total_seconds() if beat else None
+        # The heartbeat is the only sign of life: the worker may run on another node.
+        stale_after = settings.MIGRATION_STALE_AFTER_S
+        if not decisions.is_stale(heartbeat_age_s=age, stale_after_s=stale_after):
             continue
-        lease = take_over(migration, me)
-        if lease is None:
+        if (lease := take_over(migration, me)) is None:
             continue
         previous_owner = migration.claimed_by
         migration.refresh_from_db()
@@ -79,21 +58,16 @@ def migrations_reconcile(*, wait_for_abort_s: float = 60.0) -> list[int]:
         except ClaimLost:
             logger.warning("reconcile %s: taken over by another reconciler", migration.pk)
 
-    attention = Migration.objects.filter(status=MigrationStatus.NEEDS_ATTENTION).select_related(
-        "source", "destination"
-    )
-    for migration in attention:
+    attention = Migration.objects.filter(status=MigrationStatus.NEEDS_ATTENTION)
+    for migration in attention.select_related(*_WITH_HOSTS):
         if _settle_attention(migration, me):
             settled.append(migration.pk)
 
-    for migration in Migration.objects.filter(needs_cleanup=True).select_related(
-        "source", "destination"
-    ):
+    for migration in Migration.objects.filter(needs_cleanup=True).select_related(*_WITH_HOSTS):
         _retry_cleanup(migration, me)
 
     migrations_schedule_run()
     migrations_dispatch_waiting(include_lost=True)
-    # Webhook retries (and first attempts whose task was lost) wait in the database.
     webhooks_deliver_due()
     return settled
 
@@ -115,8 +89,6 @@ def _settle_stale(
         return
     if migration.status == MigrationStatus.MIGRATING:
         _stop_job(migration, lease, wait_for_abort_s)
-    # If libvirt finished without the worker, the VM runs on the destination and the
-    # settlement records it as succeeded.
     migration_settle(
         migration,
         lease,
@@ -127,8 +99,7 @@ def _settle_stale(
 
 
 def _stop_job(migration: Migration, lease: Lease, wait_for_abort_s: float) -> None:
-    """Abort the orphaned libvirt job on the source (never once post-copy started:
-    then only wait for it to end), bounded by `wait_for_abort_s`."""
+    """Abort the orphaned job on the source (post-copy: only wait), for `wait_for_abort_s`."""
     uuid = str(migration.vm_uuid)
     postcopy = postcopy_started(migration)
     try:
@@ -152,7 +123,6 @@ def _stop_job(migration: Migration, lease: Lease, wait_for_abort_s: float) -> No
 
 
 def _settle_attention(migration: Migration, owner: str) -> bool:
-    """Try again to settle a migration that needs attention; True if it was settled."""
     given, _ = settle_input(migration)
     if not (given.source.reachable and given.destination.reachable):
         return False
@@ -189,10 +159,8 @@ def _retry_cleanup(migration: Migration, owner: str) -> None:
     )
     if actions is None:
         return
-    # A final record has no owner to fence: cleanup_actions only ever names the
-    # destination's leftover, while the VM is known to run on the source.
-    error = carry_out(migration, None, actions)
-    if error:
+    # No lease: a final record has no owner, and only the destination's leftover is touched.
+    if error := carry_out(migration, None, actions):
         logger.info("cleanup of migration %s: %s", migration.pk, error)
         return
     with transaction.atomic():

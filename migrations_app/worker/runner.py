@@ -1,5 +1,4 @@
-"""Run one claimed migration: pre-checks, libvirt's migrateToURI3 in a thread while
-this thread samples the job, then its outcome (completion or settlement)."""
+"""Run one claimed migration: pre-checks, libvirt's migration sampled, its outcome."""
 
 from __future__ import annotations
 
@@ -37,12 +36,7 @@ logger = logging.getLogger(__name__)
 
 
 def migration_execute(*, migration_id: int, worker: str | None = None) -> str:
-    """Run migration `migration_id` to its end; returns the status it is left in.
-
-    A migration whose hosts have no free slot is not waited for here: it stays queued
-    (phase `waiting_for_slot`) and is enqueued again when a slot frees up, so that
-    waiting never holds a worker.
-    """
+    """Run migration `migration_id` to its end; returns its status."""
     worker = worker or worker_identity()
     claim = migration_claim(migration_id, worker)
     if claim.outcome != ClaimOutcome.CLAIMED:
@@ -80,9 +74,8 @@ def _run_claimed(migration: Migration, lease: Lease) -> Migration:
     plan = MigrationPlan.of_migration(migration)
     prechecks = run_prechecks(plan)
     lease.check()
-    failed = prechecks.failed
     check_rows = [c.as_dict() for c in prechecks.results]
-    if failed:
+    if failed := prechecks.failed:
         reasons = "; ".join(f"{c.name}: {c.message}" for c in failed)
         return _precheck_failed(migration, lease, check_rows, reasons)
     if cancel_requested(migration):
@@ -96,8 +89,7 @@ def _run_claimed(migration: Migration, lease: Lease) -> Migration:
         )
 
     try:
-        # Changes nothing on a VM: the source's key and the destination's pinned host
-        # key, for the source's own ssh to the destination (peer-to-peer).
+        # The source's own ssh to the destination (peer-to-peer); no VM is touched.
         peer_trust_ensure(
             source=migration.source, destination=migration.destination, actor=system_actor()
         )
@@ -117,20 +109,18 @@ def _run_claimed(migration: Migration, lease: Lease) -> Migration:
     cause, error = _migrate_and_monitor(migration, lease)
     if error is None:
         return migration_complete(migration, lease)
-    hint = peer_trust_refused(
+    if hint := peer_trust_refused(
         source=migration.source,
         destination=migration.destination,
         error=error,
         actor=system_actor(),
-    )
-    if hint:
+    ):
         error = f"{error}. {hint}"
     return migration_settle(migration, lease, error, cause=cause)
 
 
 class _MonitorConnection:
-    """The monitor's connection to the source (the process's long-lived one, which
-    the runner's migrateToURI3 call shares), reopened (bounded) when it breaks."""
+    """The monitor's connection to the source, reopened when it breaks."""
 
     def __init__(self, host: Host) -> None:
         self.host = host
@@ -162,13 +152,7 @@ class _MonitorConnection:
 
 
 def _migrate_and_monitor(migration: Migration, lease: Lease) -> tuple[FailureReason, str | None]:
-    """Run libvirt's migration in a thread and sample it; returns what ended it (a
-    failure reason) and libvirt's error, or None if it succeeded.
-
-    Cancel and `timeout_s` are enforced here even when the monitor's connection breaks
-    (it is reopened), and the wait is bounded: libvirt's keepalive ends the runner's
-    call when the source stops answering.
-    """
+    """Run libvirt's migration in a thread and sample it; the failure reason and error."""
     uuid = str(migration.vm_uuid)
     outcome: dict[str, str] = {}
 
@@ -218,8 +202,7 @@ def _monitor(
     """Sample the job until the runner ends; returns why the portal aborted it, if it did."""
     uuid = str(migration.vm_uuid)
     interval = settings.MIGRATION_SAMPLE_INTERVAL_S
-    # Past this the runner is given up on (it is a daemon thread) and the outcome is
-    # settled from what the hosts report.
+    # Past this the runner (a daemon) is given up on; the hosts' state settles it.
     hard_limit = migration.timeout_s + 2 * gateway.keepalive_bound_s() + 60
     percent = 0.0
     downtime_applied = False
@@ -277,9 +260,7 @@ def _monitor(
                 logger.info("migration %s: max downtime not set yet: %s", migration.pk, exc)
         if stats:
             sample = sample_from_job_stats(
-                stats,
-                previous_percent=percent,
-                postcopy=bool(control["postcopy_started_at"]),
+                stats, previous_percent=percent, postcopy=bool(control["postcopy_started_at"])
             )
             percent = sample.percent
             _record_sample(migration, lease, sample)
@@ -288,8 +269,7 @@ def _monitor(
 def _record_max_downtime_read(
     migration: Migration, lease: Lease, conn: gateway.HostConnection
 ) -> None:
-    """Keep what libvirt reports back for the max downtime just set (the record shows
-    that it took); a failure to read or store it changes nothing else."""
+    """Keep libvirt's read-back of the max downtime just set; a failure changes nothing."""
     try:
         read = conn.max_downtime(str(migration.vm_uuid))
         Migration.objects.filter(pk=migration.pk, claim_epoch=lease.epoch).update(
@@ -300,8 +280,7 @@ def _record_max_downtime_read(
 
 
 def _record_sample(migration: Migration, lease: Lease, sample: ProgressSample) -> None:
-    """Store and publish one sample. A database error loses this sample only: the
-    migration goes on (it is libvirt's job, not the database's)."""
+    """Store and publish one sample; a database error loses only this sample."""
     now = timezone.now()
     values = asdict(sample)
     elapsed_ms = values.pop("elapsed_ms")

@@ -1,6 +1,4 @@
-"""Settling a migration that did not simply succeed: find out where the VM is from
-what both hosts report, make it run on exactly one host if that is safe (the pure
-`decisions.settle`), and record what really happened."""
+"""Settling a migration that did not simply succeed, from what both hosts report."""
 
 from __future__ import annotations
 
@@ -28,21 +26,15 @@ def observe(host: Host, uuid: str) -> tuple[decisions.HostView, str]:
                     domain = None  # it left between the two calls
     except gateway.GatewayError as exc:
         return decisions.UNREACHABLE, str(exc)
-    return (
-        decisions.HostView(
-            reachable=True, state=domain.state if domain else None, job_active=job_active
-        ),
-        "",
-    )
+    return decisions.HostView(True, domain.state if domain else None, job_active), ""
 
 
+# Read fresh: the API sets these while the worker runs.
 def cancel_requested(migration: Migration) -> bool:
-    """Read fresh: the API sets it while the worker runs."""
     return Migration.objects.filter(pk=migration.pk, cancel_requested_at__isnull=False).exists()
 
 
 def postcopy_started(migration: Migration) -> bool:
-    """Read fresh: the API sets it while the worker runs."""
     return Migration.objects.filter(pk=migration.pk, postcopy_started_at__isnull=False).exists()
 
 
@@ -50,7 +42,6 @@ def settle_input(migration: Migration) -> tuple[decisions.SettleInput, list[str]
     uuid = str(migration.vm_uuid)
     src, src_error = observe(migration.source, uuid)
     dst, dst_error = observe(migration.destination, uuid)
-    postcopy = postcopy_started(migration)
     errors = [
         f"{host}: {error}"
         for host, error in ((migration.source, src_error), (migration.destination, dst_error))
@@ -60,7 +51,7 @@ def settle_input(migration: Migration) -> tuple[decisions.SettleInput, list[str]
         source=src,
         destination=dst,
         live=migration.live,
-        postcopy_started=postcopy,
+        postcopy_started=postcopy_started(migration),
         destination_had_definition=migration.destination_had_definition,
         source_was_paused=migration.source_was_paused,
         source_name=migration.source.name,
@@ -80,11 +71,7 @@ _OPS = {
 def carry_out(
     migration: Migration, lease: Lease | None, actions: tuple[decisions.Action, ...]
 ) -> str | None:
-    """Apply the actions in order; returns the error of the first that failed, if any.
-
-    The lease, if the migration is still owned, is renewed right before each action: a
-    worker that lost its claim changes nothing on a host.
-    """
+    """Apply the actions in order, renewing the lease before each; the first error."""
     uuid = str(migration.vm_uuid)
     for action in actions:
         host = migration.source if action.side == decisions.Side.SOURCE else migration.destination
@@ -106,15 +93,12 @@ def migration_settle(
     why: str = "",
     cause: FailureReason = FailureReason.LIBVIRT,
 ) -> Migration:
-    """libvirt reported an error (or the worker died): find out where the VM is, make
-    it run on exactly one host if that is safe, and record what really happened
-    (`cause`, what ended the migration, gives its failure reason)."""
+    """Settle where the VM is and record what happened (`cause`: what ended it)."""
     given, unreachable = settle_input(migration)
     settlement = decisions.settle(given)
     notes = list(settlement.notes)
     outcome = settlement.outcome
-    failed_action = carry_out(migration, lease, settlement.actions)
-    if failed_action:
+    if failed_action := carry_out(migration, lease, settlement.actions):
         notes.append(failed_action)
         outcome = decisions.Outcome.NEEDS_ATTENTION
     notes.extend(unreachable)
@@ -128,7 +112,7 @@ def migration_settle(
     if outcome == decisions.Outcome.SUCCEEDED:
         return migration_complete(migration, lease, note=message)
     if outcome == decisions.Outcome.NEEDS_ATTENTION:
-        migration = lease.change(
+        return lease.change(
             migration,
             MigrationStatus.NEEDS_ATTENTION,
             EventType.MIGRATION_NEEDS_ATTENTION,
@@ -136,7 +120,6 @@ def migration_settle(
             phase=Phase.NEEDS_ATTENTION,
             failure_reason=reason or "",
         )
-        return migration
     cancelled = reason is None
     migration = lease.change(
         migration,

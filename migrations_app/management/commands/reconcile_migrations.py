@@ -1,5 +1,4 @@
-"""One reconciler pass, or (--loop) one every MIGRATION_RECONCILE_EVERY_S seconds, and
-between passes the schedule: scheduled migrations queued at their `not_before`."""
+"""One reconciler pass, or (--loop) one every MIGRATION_RECONCILE_EVERY_S seconds."""
 
 import logging
 import time
@@ -20,8 +19,7 @@ from migrations_app.worker.reconciler import migrations_reconcile
 
 logger = logging.getLogger(__name__)
 
-# After a schedule run, sleep at least this long (an event it could not settle must
-# not spin the loop).
+# An event a run could not settle must not spin the loop.
 MIN_SLEEP_AFTER_RUN_S = 0.2
 
 
@@ -55,9 +53,7 @@ class Command(BaseCommand):
             return None
 
     def _wait_for_next_pass(self) -> None:
-        """Sleep until the next full pass; meanwhile, wake at every schedule event (a
-        migration's not_before or window_end) and look for new ones every
-        MIGRATION_SCHEDULE_POLL_S. Nothing is kept in memory between looks."""
+        """Sleep until the next pass, running the schedule's events meanwhile."""
         next_pass_at = timezone.now() + timedelta(seconds=settings.MIGRATION_RECONCILE_EVERY_S)
         while True:
             now = timezone.now()
@@ -70,11 +66,9 @@ class Command(BaseCommand):
                     self.stdout.write(f"schedule: {done}")
                 time.sleep(MIN_SLEEP_AFTER_RUN_S)
                 continue
+            poll_s = settings.MIGRATION_SCHEDULE_POLL_S
             time.sleep(
                 decisions.reconcile_sleep_s(
-                    now=now,
-                    next_pass_at=next_pass_at,
-                    next_event_at=next_event,
-                    poll_s=settings.MIGRATION_SCHEDULE_POLL_S,
+                    now=now, next_pass_at=next_pass_at, next_event_at=next_event, poll_s=poll_s
                 )
             )

@@ -13,8 +13,7 @@ from django.core.management.base import BaseCommand
 
 logger = logging.getLogger(__name__)
 
-# A cluster that ends by itself (its broker was down when it started) is started again
-# after this many seconds.
+# A cluster that ends by itself (broker down at its start) is started again after this.
 RESTART_AFTER_S = 5.0
 
 
@@ -26,8 +25,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py"), "reconcile_migrations"]
-        # The reconciler runs in processes of its own: this process forks the workers,
-        # and must not hold libvirt's event-loop thread (or its locks) when it does.
+        # The reconciler runs apart: this process forks the workers and must not hold
+        # libvirt's event-loop thread (or its locks) when it does.
         subprocess.run(manage, check=False)
         loop = subprocess.Popen([*manage, "--loop"])
         stopping = False
@@ -40,8 +39,7 @@ class Command(BaseCommand):
 
         try:
             while not stopping:
-                # qcluster returns once its sentinel process runs; wait for the cluster
-                # to end. SIGTERM/SIGINT: its own handler stops it (and so do we).
+                # qcluster returns once its sentinel runs; wait for the cluster to end.
                 call_command("qcluster")
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     handler = signal.getsignal(signum)
