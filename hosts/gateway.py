@@ -347,8 +347,31 @@ def _block_size(dom: libvirt.virDomain, disk: DiskInfo) -> int | None:
         return None  # e.g. an empty CD-ROM or a file that is missing
 
 
+def _reasons(prefix: str) -> dict[int, str]:
+    return {
+        getattr(libvirt, name): name.removeprefix(prefix).lower()
+        for name in dir(libvirt)
+        if name.startswith(prefix)
+    }
+
+
+# virDomainGetState's reason codes by state, named as libvirt names them (lower case).
+STATE_REASONS = {
+    libvirt.VIR_DOMAIN_RUNNING: _reasons("VIR_DOMAIN_RUNNING_"),
+    libvirt.VIR_DOMAIN_PAUSED: _reasons("VIR_DOMAIN_PAUSED_"),
+    libvirt.VIR_DOMAIN_SHUTOFF: _reasons("VIR_DOMAIN_SHUTOFF_"),
+    libvirt.VIR_DOMAIN_CRASHED: _reasons("VIR_DOMAIN_CRASHED_"),
+}
+
+
+def state_reason(state: int, reason: int) -> str:
+    """libvirt's reason code as a name ("destroyed", "user", "postcopy", ...); "" if unknown."""
+    name = STATE_REASONS.get(state, {}).get(reason, "")
+    return "" if name == "unknown" else name
+
+
 def _domain_info(dom: libvirt.virDomain) -> DomainInfo:
-    state, _reason = dom.state()
+    state, reason = dom.state()
     _state, max_mem, mem, vcpus, _cpu_time = dom.info()
     definition = domain_xml_read(dom.XMLDesc(0))
     return DomainInfo(
@@ -364,6 +387,7 @@ def _domain_info(dom: libvirt.virDomain) -> DomainInfo:
         domain_type=definition.domain_type,
         disks=[replace(d, size_bytes=_block_size(dom, d)) for d in definition.disks],
         has_hostdev=definition.has_hostdev,
+        state_reason=state_reason(state, reason),
     )
 
 

@@ -33,6 +33,14 @@ LIVE_MOVABLE_STATES = frozenset({S.RUNNING, S.PAUSED})  # a live migration moves
 STOPPED_STATES = frozenset({S.SHUT_OFF, S.CRASHED})
 del S
 
+# libvirt's reason for a domain's state (virDomainGetState), by name: "" when unknown.
+# Turned off on purpose: by its guest (shutdown) or by a person or tool (destroyed).
+STOPPED_BY_CHOICE = frozenset({"shutdown", "destroyed"})
+# Paused by a person or tool (virsh suspend), not by a migration or an error.
+PAUSED_BY_CHOICE = frozenset({"user"})
+# What libvirt says of a domain in post-copy, running or paused, on either host.
+POSTCOPY_REASONS = frozenset({"postcopy", "postcopy_failed"})
+
 
 class GatewayError(Exception):
     """A hypervisor operation failed; `str(error)` is meant for the user."""
@@ -105,6 +113,7 @@ class DomainInfo:
     domain_type: str
     disks: list[DiskInfo]
     has_hostdev: bool
+    state_reason: str = ""  # libvirt's reason for the state (STOPPED_BY_CHOICE, ...)
 
 
 @dataclass(frozen=True)

@@ -323,18 +323,36 @@ def migration_tune(
 
 
 def migration_start_postcopy(*, migration: Migration, actor: Actor) -> Migration:
+    """Switch a running migration to post-copy. The record says so before libvirt is
+    asked: once switched, the VM's memory is split between the hosts, and a settlement
+    that took it for pre-copy would destroy the copy that holds part of it."""
     if not migration.allow_postcopy:
         raise MigrationConflict(
             f"Migration {migration.pk} was not started with allow_postcopy: "
             "post-copy cannot be switched on now."
         )
-    if migration.postcopy_started_at:
-        raise MigrationConflict(f"Migration {migration.pk} is already in post-copy.")
-    _running_migration_call(migration, "switching to post-copy", lambda c, u: c.start_postcopy(u))
     with transaction.atomic():
         migration = Migration.objects.select_for_update().get(pk=migration.pk)
+        if migration.postcopy_started_at:
+            raise MigrationConflict(f"Migration {migration.pk} is already in post-copy.")
+        if migration.status != MigrationStatus.MIGRATING:
+            raise MigrationConflict(
+                f"Migration {migration.pk} is {migration.status}: switching to post-copy "
+                "needs a running migration."
+            )
         migration.postcopy_started_at = timezone.now()
         migration.save(update_fields=["postcopy_started_at"])
+    try:
+        _running_migration_call(
+            migration, "switching to post-copy", lambda c, u: c.start_postcopy(u)
+        )
+    except MigrationConflict as exc:
+        if not isinstance(exc.__cause__, gateway.HostUnreachable):
+            # libvirt answered and refused: nothing switched. Unanswered, it may have.
+            Migration.objects.filter(pk=migration.pk).update(postcopy_started_at=None)
+        raise
+    with transaction.atomic():
+        migration = Migration.objects.select_related("source", "destination").get(pk=migration.pk)
         audit_event_record(
             actor=actor,
             event_type=EventType.MIGRATION_POSTCOPY,

@@ -34,6 +34,13 @@ RUNNING = HostView(True, "running")
 PAUSED = HostView(True, "paused")
 SHUT_OFF = HostView(True, "shut_off")
 ABSENT = HostView(True, None)
+# With libvirt's reason for the state (hosts.gateway.state_reason).
+DESTROYED = HostView(True, "shut_off", reason="destroyed")  # virsh destroy
+GUEST_SHUTDOWN = HostView(True, "shut_off", reason="shutdown")  # the guest powered off
+CRASHED = HostView(True, "shut_off", reason="crashed")  # its QEMU died
+PAUSED_BY_USER = HostView(True, "paused", reason="user")  # virsh suspend
+PAUSED_POSTCOPY = HostView(True, "paused", reason="postcopy")
+PAUSED_POSTCOPY_FAILED = HostView(True, "paused", reason="postcopy_failed")
 
 SRC_DESTROY = Action(Side.SOURCE, Op.DESTROY)
 SRC_RESUME = Action(Side.SOURCE, Op.RESUME)
@@ -220,7 +227,82 @@ LIVE_CASES = [
         False,
     ),
     ("defined nowhere", ABSENT, ABSENT, {}, Outcome.NEEDS_ATTENTION, (), False),
+    (
+        "turned off by a person mid-migration: stays off",
+        DESTROYED,
+        ABSENT,
+        {},
+        Outcome.FAILED,
+        (),
+        False,
+    ),
+    (
+        "the guest powered off mid-migration: stays off, incoming copy removed",
+        GUEST_SHUTDOWN,
+        PAUSED,
+        {},
+        Outcome.FAILED,
+        (DST_DESTROY, DST_UNDEFINE),
+        False,
+    ),
+    (
+        "lost by the migration (QEMU died): started again",
+        CRASHED,
+        ABSENT,
+        {},
+        Outcome.FAILED,
+        (SRC_START,),
+        False,
+    ),
+    (
+        "paused by a person mid-migration: stays paused",
+        PAUSED_BY_USER,
+        ABSENT,
+        {},
+        Outcome.FAILED,
+        (),
+        False,
+    ),
+    (
+        "post-copy known from libvirt though the record missed it",
+        PAUSED_POSTCOPY,
+        RUNNING,
+        {},
+        Outcome.NEEDS_ATTENTION,
+        (),
+        False,
+    ),
+    (
+        "post-copy failed on both sides: neither copy is resumed",
+        PAUSED_POSTCOPY_FAILED,
+        PAUSED_POSTCOPY_FAILED,
+        {},
+        Outcome.NEEDS_ATTENTION,
+        (),
+        False,
+    ),
 ]
+
+
+@pytest.mark.parametrize(
+    "source,expected",
+    [
+        (DESTROYED, FailureReason.STOPPED_OUTSIDE),
+        (GUEST_SHUTDOWN, FailureReason.STOPPED_OUTSIDE),
+        (CRASHED, None),
+        (SHUT_OFF, None),
+    ],
+)
+def test_settle_says_when_the_vm_was_turned_off_outside(source, expected):
+    result = settle(SettleInput(source=source, destination=ABSENT, live=True))
+    assert result.reason == expected
+    reason = failure_reason(
+        cause=FailureReason.LIBVIRT,
+        cancel_requested=True,
+        hosts_unreachable=False,
+        settled=result.reason,
+    )
+    assert reason == expected  # turned off outside beats a cancel asked for meanwhile
 
 
 @pytest.mark.parametrize(
@@ -238,7 +320,18 @@ def test_settle_live(source, destination, options, outcome, actions, needs_clean
 
 def test_settle_never_touches_an_unreachable_host_or_the_live_copy():
     """The two invariants, over every combination of reported states."""
-    states = [UNREACHABLE, ABSENT, SHUT_OFF, PAUSED, RUNNING]
+    states = [
+        UNREACHABLE,
+        ABSENT,
+        SHUT_OFF,
+        PAUSED,
+        RUNNING,
+        DESTROYED,
+        GUEST_SHUTDOWN,
+        CRASHED,
+        PAUSED_BY_USER,
+        PAUSED_POSTCOPY,
+    ]
     for source in states:
         for destination in states:
             for postcopy in (False, True):
@@ -260,7 +353,10 @@ def test_settle_never_touches_an_unreachable_host_or_the_live_copy():
                         assert Side.SOURCE not in sides, given
                     if had_definition:
                         assert DST_UNDEFINE not in result.actions, given
-                    if postcopy:
+                    if source.reason in ("destroyed", "shutdown", "user"):
+                        # What a person or the guest chose is kept.
+                        assert not {Op.START, Op.RESUME} & {a.op for a in result.actions}, given
+                    if postcopy or PAUSED_POSTCOPY in (source, destination):
                         # Post-copy: both copies may hold memory; nothing is stopped
                         # on the side that may still be needed.
                         if source.job_active is not False:
@@ -272,7 +368,7 @@ def test_settle_never_touches_an_unreachable_host_or_the_live_copy():
                         assert destination.executing, given
                     if result.outcome == Outcome.FAILED and not source.executing:
                         assert any(a.side == Side.SOURCE for a in result.actions) or (
-                            source.paused
+                            source.paused or result.reason == FailureReason.STOPPED_OUTSIDE
                         ), given
 
 

@@ -39,6 +39,13 @@ class VM(models.Model):
     name = models.CharField(max_length=255)
     host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="vms")
     state = models.CharField(max_length=16, choices=VMState.choices)
+    state_reason = models.CharField(
+        max_length=32,
+        blank=True,
+        default="",
+        help_text="libvirt's reason for the state, e.g. destroyed, shutdown, crashed "
+        "(shut off); user, migration, postcopy (paused); booted, migrated (running).",
+    )
     persistent = models.BooleanField()
     vcpus = models.PositiveIntegerField()
     memory_kib = models.BigIntegerField()

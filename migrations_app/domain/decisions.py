@@ -11,10 +11,16 @@ The rules that keep a VM from being lost:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from hosts.hypervisor import ACTIVE_STATES, EXECUTING_STATES
+from hosts.hypervisor import (
+    ACTIVE_STATES,
+    EXECUTING_STATES,
+    PAUSED_BY_CHOICE,
+    POSTCOPY_REASONS,
+    STOPPED_BY_CHOICE,
+)
 from migrations_app.domain.lifecycle import FailureReason
 
 
@@ -43,6 +49,7 @@ class HostView:
     reachable: bool
     state: str | None = None  # None: no domain with this UUID there (if reachable)
     job_active: bool | None = None  # a migration job of this VM still runs (None: not asked)
+    reason: str = ""  # libvirt's reason for the state (hosts.hypervisor)
 
     @property
     def defined(self) -> bool:
@@ -76,6 +83,8 @@ class Settlement:
     actions: tuple[Action, ...] = ()
     notes: tuple[str, ...] = ()
     needs_cleanup: bool = False  # a leftover may sit on an unreachable destination
+    # Why it failed when the hosts tell more than what ended the migration.
+    reason: FailureReason | None = None
 
 
 @dataclass(frozen=True)
@@ -114,8 +123,14 @@ def _attention(note: str) -> Settlement:
 
 
 def settle(given: SettleInput) -> Settlement:
-    """What makes a failed or interrupted migration's VM run (offline: be defined) on one host."""
-    return _settle_live(given) if given.live else _settle_offline(given)
+    """What makes a failed or interrupted migration's VM run (offline: be defined) on one
+    host, never overriding what a person or the guest chose (turned off, paused)."""
+    if not given.live:
+        return _settle_offline(given)
+    if any(view.reason in POSTCOPY_REASONS for view in (given.source, given.destination)):
+        # libvirt knows post-copy began even if the record's write of it was lost.
+        given = replace(given, postcopy_started=True)
+    return _settle_live(given)
 
 
 def _settle_live(given: SettleInput) -> Settlement:
@@ -176,6 +191,9 @@ def _settle_live(given: SettleInput) -> Settlement:
         if given.source_was_paused:
             resume: tuple[Action, ...] = ()
             note = (f"the VM stays paused on {s_name}, as it was before",)
+        elif src.reason in PAUSED_BY_CHOICE:
+            resume = ()
+            note = (f"the VM was paused on {s_name} during the migration: it stays paused",)
         else:
             resume = (Action(Side.SOURCE, Op.RESUME),)
             note = (f"resumed the VM on {s_name}",)
@@ -188,7 +206,21 @@ def _settle_live(given: SettleInput) -> Settlement:
             f"the VM was paused; it is paused on {d_name} and not active on "
             f"{s_name}: check that the copy on {d_name} is complete before resuming it"
         )
+    if src.defined and src.reason in STOPPED_BY_CHOICE:
+        cleanup = _destination_cleanup(given)
+        by = "its guest" if src.reason == "shutdown" else "a person or a tool"
+        return Settlement(
+            Outcome.FAILED,
+            actions=cleanup,
+            notes=(
+                *_cleanup_note(given, cleanup),
+                f"the VM was turned off on {s_name} by {by} during the migration "
+                f"(libvirt: {src.reason}): it stays off",
+            ),
+            reason=FailureReason.STOPPED_OUTSIDE,
+        )
     if src.defined:
+        # Lost by the migration itself (its QEMU died, or the hand-over failed): start it.
         cleanup = _destination_cleanup(given)
         return Settlement(
             Outcome.FAILED,
@@ -255,9 +287,16 @@ def abort_reason(
 
 
 def failure_reason(
-    *, cause: FailureReason, cancel_requested: bool, hosts_unreachable: bool
+    *,
+    cause: FailureReason,
+    cancel_requested: bool,
+    hosts_unreachable: bool,
+    settled: FailureReason | None = None,
 ) -> FailureReason | None:
-    """Why a migration that did not succeed failed (never from the error text); None: cancelled."""
+    """Why a migration that did not succeed failed (never from the error text); None:
+    cancelled. `settled`: what the hosts told the settlement (e.g. turned off outside)."""
+    if settled is not None:
+        return settled
     if cause == FailureReason.TIMEOUT:
         return cause  # the portal had aborted it: a cancel asked for later changes nothing
     if cancel_requested:

@@ -81,6 +81,7 @@ class FailureReason(models.TextChoices):
     LIBVIRT = "libvirt", "Error reported by libvirt"
     INTERNAL = "internal", "Unexpected error in the portal"
     WINDOW_CLOSED = "window_closed", "The maintenance window closed before it could start"
+    STOPPED_OUTSIDE = "stopped_outside", "The VM was turned off outside the portal"
 
 
 class BatchStatus(models.TextChoices):

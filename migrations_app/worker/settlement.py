@@ -26,7 +26,9 @@ def observe(host: Host, uuid: str) -> tuple[decisions.HostView, str]:
                     domain = None  # it left between the two calls
     except gateway.GatewayError as exc:
         return decisions.UNREACHABLE, str(exc)
-    return decisions.HostView(True, domain.state if domain else None, job_active), ""
+    if domain is None:
+        return decisions.HostView(True, None, job_active), ""
+    return decisions.HostView(True, domain.state, job_active, domain.state_reason), ""
 
 
 # Read fresh: the API sets these while the worker runs.
@@ -107,6 +109,7 @@ def migration_settle(
         cause=cause,
         cancel_requested=cancel_requested(migration),
         hosts_unreachable=bool(unreachable),
+        settled=settlement.reason,
     )
 
     if outcome == decisions.Outcome.SUCCEEDED:

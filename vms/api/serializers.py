@@ -121,6 +121,7 @@ class VMSerializer(LeanReadMixin, serializers.ModelSerializer):
             "host",
             "host_id",
             "state",
+            "state_reason",
             "persistent",
             "vcpus",
             "memory_kib",
