@@ -11,7 +11,6 @@ from django.utils import timezone
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts.models import Host
-from migrations_app.domain import decisions
 from migrations_app.domain.lifecycle import BATCH_FINAL_STATUSES
 from migrations_app.domain.options import MigrationOptions
 from migrations_app.events import batch_publish
@@ -19,6 +18,7 @@ from migrations_app.models import ACTIVE_STATUSES, BatchKind, MigrationBatch, Mi
 from migrations_app.requests import MigrationConflict, migration_cancel, migration_row_record
 from migrations_app.scheduling.batch_turns import batch_advance, batch_detail
 from migrations_app.scheduling.dispatch import dispatch_after_commit
+from migrations_app.scheduling.schedule import schedule_judged
 from migrations_app.selectors import destinations_ranked
 from vms.models import VM
 
@@ -73,11 +73,7 @@ def batch_create(
     if len(set(uuids)) != len(uuids):
         raise ValidationError({"items": ["A VM appears more than once."]})
     items = _items_placed(items)
-    now = timezone.now()
-    schedule = decisions.schedule_errors(not_before=not_before, window_end=window_end, now=now)
-    if schedule:
-        raise ValidationError(schedule)
-    scheduled = not decisions.due(not_before=not_before, now=now)
+    scheduled = schedule_judged(not_before=not_before, window_end=window_end)
 
     with transaction.atomic():
         batch = MigrationBatch.objects.create(

@@ -30,7 +30,7 @@ from migrations_app.prechecks import (
     run_prechecks,
 )
 from migrations_app.scheduling.dispatch import migration_enqueue
-from migrations_app.scheduling.schedule import migration_due_queue, schedule_of
+from migrations_app.scheduling.schedule import migration_due_queue, schedule_judged, schedule_of
 from migrations_app.transitions import migration_audit_detail, migration_change
 from vms.models import VM
 
@@ -114,11 +114,7 @@ def migration_request(
     window_end: datetime | None = None,
 ) -> Migration:
     """Record the request: queued after commit, or `scheduled` for a future `not_before`."""
-    now = timezone.now()
-    errors = decisions.schedule_errors(not_before=not_before, window_end=window_end, now=now)
-    if errors:
-        raise ValidationError(errors)
-    scheduled = not decisions.due(not_before=not_before, now=now)
+    scheduled = schedule_judged(not_before=not_before, window_end=window_end)
     with transaction.atomic():
         migration = migration_row_record(
             vm=vm,

@@ -17,8 +17,8 @@ from vms.models import VM, VMDisk, VMState
 
 # The VM columns libvirt's domain info sets, by the same names.
 _FROM_DOMAIN = (
-    "name", "state", "state_reason", "persistent", "vcpus", "memory_kib", "max_memory_kib", "arch", "machine_type",
-    "domain_type", "has_hostdev",
+    "name", "state", "state_reason", "persistent", "vcpus", "memory_kib", "max_memory_kib",
+    "arch", "machine_type", "domain_type", "has_hostdev",
 )  # fmt: skip
 
 

@@ -4,15 +4,27 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('migrations_app', '0014_api_list_indexes'),
+        ("migrations_app", "0014_api_list_indexes"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='migration',
-            name='failure_reason',
-            field=models.CharField(blank=True, choices=[('precheck', 'A pre-check refused the migration'), ('timeout', 'Timed out'), ('worker_lost', 'The worker running it stopped'), ('unreachable', 'A host could not be reached'), ('libvirt', 'Error reported by libvirt'), ('internal', 'Unexpected error in the portal'), ('window_closed', 'The maintenance window closed before it could start'), ('stopped_outside', 'The VM was turned off outside the portal')], max_length=16),
+            model_name="migration",
+            name="failure_reason",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("precheck", "A pre-check refused the migration"),
+                    ("timeout", "Timed out"),
+                    ("worker_lost", "The worker running it stopped"),
+                    ("unreachable", "A host could not be reached"),
+                    ("libvirt", "Error reported by libvirt"),
+                    ("internal", "Unexpected error in the portal"),
+                    ("window_closed", "The maintenance window closed before it could start"),
+                    ("stopped_outside", "The VM was turned off outside the portal"),
+                ],
+                max_length=16,
+            ),
         ),
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Min, Q, QuerySet
 from django.utils import timezone
@@ -20,6 +21,16 @@ from migrations_app.transitions import migration_change
 def schedule_of(migration: Migration) -> dict:
     times = {"not_before": migration.not_before, "window_end": migration.window_end}
     return {name: at.isoformat() if at else None for name, at in times.items()}
+
+
+def schedule_judged(*, not_before: datetime | None, window_end: datetime | None) -> bool:
+    """True if a request with these times waits as `scheduled` (False: it starts now).
+    Raises ValidationError on the field for a window that is over or ends before it starts."""
+    now = timezone.now()
+    errors = decisions.schedule_errors(not_before=not_before, window_end=window_end, now=now)
+    if errors:
+        raise ValidationError(errors)
+    return not decisions.due(not_before=not_before, now=now)
 
 
 def window_closed_message(window_end: datetime) -> str:

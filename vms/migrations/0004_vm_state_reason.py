@@ -4,15 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('vms', '0003_api_list_indexes'),
+        ("vms", "0003_api_list_indexes"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='vm',
-            name='state_reason',
-            field=models.CharField(blank=True, default='', help_text="libvirt's reason for the state, e.g. destroyed, shutdown, crashed (shut off); user, migration, postcopy (paused); booted, migrated (running).", max_length=32),
+            model_name="vm",
+            name="state_reason",
+            field=models.CharField(
+                blank=True,
+                default="",
+                help_text="libvirt's reason for the state, e.g. destroyed, shutdown, crashed (shut off); user, migration, postcopy (paused); booted, migrated (running).",
+                max_length=32,
+            ),
         ),
     ]
