@@ -41,6 +41,8 @@ ERRORS = {
     R.INTERNAL: "unexpected error: division by zero",
     R.WINDOW_CLOSED: "the maintenance window closed at 2026-11-23T22:00:00+00:00 before the "
     "migration could start",
+    R.STOPPED_OUTSIDE: "libvirt: operation failed: domain is not running (the VM was turned off "
+    "on h-a by a person or a tool during the migration (libvirt: destroyed): it stays off)",
 }
 
 
