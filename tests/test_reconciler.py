@@ -110,7 +110,11 @@ def test_a_record_that_raises_does_not_stall_the_pass(hosts, monkeypatch, caplog
     assert event.detail["error"] == (
         f"InvalidTransition: migration {poisoned.pk}: completing -> failed"
     )
-    assert (event.host_name, event.peer_host_name) == ("src", "dst")
+    assert (event.host_name, event.peer_host_name, event.vm_uuid) == (
+        "src",
+        "dst",
+        poisoned.vm_uuid,
+    )
     assert not _events(healthy, EventType.MIGRATION_RECONCILE_FAILED)
 
 

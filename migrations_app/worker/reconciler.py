@@ -27,7 +27,7 @@ from migrations_app.models import (
 )
 from migrations_app.scheduling.dispatch import migrations_dispatch_waiting
 from migrations_app.scheduling.schedule import migrations_schedule_run
-from migrations_app.transitions import ClaimLost, migration_audit_detail
+from migrations_app.transitions import ClaimLost
 from migrations_app.webhooks import webhooks_deliver_due
 from migrations_app.worker.completion import migration_complete
 from migrations_app.worker.lease import Lease, heartbeat, system_actor, take_over, worker_identity
@@ -107,7 +107,15 @@ def _audit_failure_once(migration: Migration, step: str, error: str, owner: str)
                 actor=system_actor(owner),
                 event_type=EventType.MIGRATION_RECONCILE_FAILED,
                 target=migration,
-                detail=migration_audit_detail(migration, step=step, error=error),
+                # Only the subjects: the record itself may be what is broken.
+                detail={
+                    "step": step,
+                    "error": error,
+                    "vm_uuid": str(migration.vm_uuid),
+                    "vm_name": migration.vm_name,
+                    "source": migration.source.name,
+                    "destination": migration.destination.name,
+                },
             )
 
 
