@@ -54,6 +54,8 @@ class EventType(models.TextChoices):
     MIGRATION_CANCELLED = "migration.cancelled", "Cancelled"
     MIGRATION_NEEDS_ATTENTION = "migration.needs_attention", "Needs attention"
     MIGRATION_CLEANED_UP = "migration.cleaned_up", "Cleaned up"
+    # A reconciler step that raised (detail: step, error); once per migration and error.
+    MIGRATION_RECONCILE_FAILED = "migration.reconcile_failed", "Reconciler step failed"
 
     # Migration batches; each child has its own migration.* events.
     BATCH_REQUESTED = "batch.requested", "Batch requested"

@@ -1,8 +1,11 @@
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
 from audit.events import EventType
+from core.db import DbNow
 from hosts.models import Host
 
 # Re-exported: `from migrations_app.models import MigrationStatus` (and the rest) works.
@@ -185,6 +188,13 @@ class Migration(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
+
+
+def heartbeat_stale() -> Q:
+    """No heartbeat for MIGRATION_STALE_AFTER_S (or none at all), on the database's clock:
+    the worker may run on another node, whose clock is not this one's."""
+    stale_before = DbNow() - timedelta(seconds=settings.MIGRATION_STALE_AFTER_S)
+    return Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale_before)
 
 
 class MigrationSample(models.Model):

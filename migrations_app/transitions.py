@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
+from core.db import DbNow
 from migrations_app.domain.lifecycle import BATCH_FINAL_STATUSES, FINAL_STATUSES, BatchStatus
 from migrations_app.domain.options import MigrationOptions
 from migrations_app.events import batch_publish, migration_publish
@@ -51,8 +52,9 @@ def migration_change(
     **fields,
 ) -> Migration:
     """Move `migration` to `status` (setting `fields`), record `event`, return the row.
-    With `epoch` it is a compare-and-set on the claim and renews the heartbeat; `also`
-    runs in the transaction. ClaimLost or InvalidTransition write nothing."""
+    With `epoch` it is a compare-and-set on the claim and renews the heartbeat (on the
+    database's clock); `also` runs in the transaction. ClaimLost or InvalidTransition
+    write nothing."""
     with transaction.atomic():
         # FOR UPDATE over the join would lock both hosts too, against every insert with a
         # foreign key to them (PostgreSQL).
@@ -69,12 +71,14 @@ def migration_change(
         now = timezone.now()
         current.status = status
         if epoch is not None:
-            current.heartbeat_at = now
+            current.heartbeat_at = DbNow()
         if status in FINAL_STATUSES:
             current.finished_at = now
         for name, value in fields.items():
             setattr(current, name, value)
         current.save()
+        if isinstance(current.heartbeat_at, DbNow):  # the time the database wrote
+            current.refresh_from_db(fields=["heartbeat_at"])
         audit_event_record(
             actor=actor,
             event_type=event,

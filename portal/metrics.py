@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Max, Q, Sum
+from django.db.models import Count, DurationField, ExpressionWrapper, Max, Q, Sum
 from django.http import HttpRequest, HttpResponse
-from django.utils import timezone
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -23,6 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from core.db import DbNow
 from hosts.models import Host, HostStatus
 from migrations_app.models import (
     ACTIVE_STATUSES,
@@ -32,6 +31,7 @@ from migrations_app.models import (
     Phase,
     WebhookDelivery,
     WebhookDeliveryStatus,
+    heartbeat_stale,
 )
 
 # Upper bounds, in seconds: from a small VM's seconds to copied disks' hours.
@@ -134,20 +134,16 @@ class PortalCollector(Collector):
         yield depth
 
     def _heartbeats(self) -> Iterator[Metric]:
-        now = timezone.now()
-        stale_before = now - timedelta(seconds=settings.MIGRATION_STALE_AFTER_S)
+        # Ages on the database's clock, as the reconciler decides (no node's own clock).
         result = Migration.objects.filter(status__in=RUNNING_STATUSES).aggregate(
-            newest=Max("heartbeat_at"),
-            # No heartbeat at all counts as stale (domain.decisions.is_stale).
-            stale=Count(
-                "pk", filter=Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale_before)
-            ),
+            age=ExpressionWrapper(DbNow() - Max("heartbeat_at"), output_field=DurationField()),
+            stale=Count("pk", filter=heartbeat_stale()),
         )
-        if result["newest"] is not None:
+        if result["age"] is not None:
             yield GaugeMetricFamily(
                 "portal_worker_heartbeat_age_seconds",
                 "Age of the newest heartbeat of the running migrations (absent: none runs).",
-                value=max(0.0, (now - result["newest"]).total_seconds()),
+                value=max(0.0, result["age"].total_seconds()),
             )
         yield GaugeMetricFamily(
             "portal_worker_heartbeats_stale",

@@ -19,7 +19,6 @@ from migrations_app.domain.decisions import (
     cleanup_actions,
     due,
     failure_reason,
-    is_stale,
     reconcile_sleep_s,
     schedule_errors,
     settle,
@@ -490,11 +489,6 @@ def test_slot_free(outgoing, incoming, expected):
     assert slot_free(outgoing=outgoing, incoming=incoming, max_outgoing=2, max_incoming=2) is (
         expected
     )
-
-
-@pytest.mark.parametrize("age,expected", [(None, True), (5.0, False), (30.0, False), (31, True)])
-def test_is_stale(age, expected):
-    assert is_stale(heartbeat_age_s=age, stale_after_s=30) is expected
 
 
 @pytest.mark.parametrize("age,expected", [(None, True), (10, False), (61, True)])

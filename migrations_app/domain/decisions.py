@@ -336,10 +336,6 @@ def slot_free(*, outgoing: int, incoming: int, max_outgoing: int, max_incoming: 
     return outgoing < max_outgoing and incoming < max_incoming
 
 
-def is_stale(*, heartbeat_age_s: float | None, stale_after_s: float) -> bool:
-    return heartbeat_age_s is None or heartbeat_age_s > stale_after_s
-
-
 def task_lost(*, enqueued_age_s: float | None, lost_after_s: float) -> bool:
     """Is a queued migration's task presumed lost? (Enqueuing again is safe.)"""
     return enqueued_age_s is None or enqueued_age_s > lost_after_s

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.events import EventType
+from core.db import DbNow
 from hosts.models import Host
 from migrations_app.domain import decisions
 from migrations_app.domain.lifecycle import BatchStatus, Phase
@@ -84,7 +85,7 @@ def migration_claim(migration_id: int, worker: str) -> Claim:
             claimed_by=worker,
             claim_epoch=migration.claim_epoch + 1,
             started_at=now,
-            heartbeat_at=now,
+            heartbeat_at=DbNow(),
             phase=Phase.CHECKING,
         )
         if batch is not None and batch.status == BatchStatus.QUEUED:

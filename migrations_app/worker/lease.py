@@ -16,10 +16,10 @@ from typing import TypeVar
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.models import F
-from django.utils import timezone
 
 from audit.events import EventType
 from audit.services import Actor
+from core.db import DbNow
 from migrations_app.models import Migration
 from migrations_app.transitions import ClaimLost, InvalidTransition, migration_change
 
@@ -51,10 +51,11 @@ class Lease:
             raise ClaimLost(f"migration {self.migration_id}: claim {self.epoch} lost")
 
     def renew(self) -> None:
-        """Heartbeat as a compare-and-set on the epoch; raises ClaimLost if taken over."""
+        """Heartbeat (the database's time) as a compare-and-set on the epoch; raises
+        ClaimLost if taken over."""
         self.check()
         renewed = Migration.objects.filter(pk=self.migration_id, claim_epoch=self.epoch).update(
-            heartbeat_at=timezone.now()
+            heartbeat_at=DbNow()
         )
         if not renewed:
             self.lost.set()
@@ -142,7 +143,7 @@ def take_over(migration: Migration, owner: str) -> Lease | None:
         claim_epoch=migration.claim_epoch,
         status=migration.status,
         heartbeat_at=migration.heartbeat_at,
-    ).update(claimed_by=owner, claim_epoch=F("claim_epoch") + 1, heartbeat_at=timezone.now())
+    ).update(claimed_by=owner, claim_epoch=F("claim_epoch") + 1, heartbeat_at=DbNow())
     if not taken:
         return None
     return Lease(migration.pk, migration.claim_epoch + 1, owner)

@@ -5,22 +5,31 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
 
-from django.conf import settings
-from django.db import transaction
-from django.utils import timezone
+from django.db import DatabaseError, connection, transaction
+from django.db.models import QuerySet
 
 from audit.events import EventType
+from audit.models import AuditEvent
 from audit.services import audit_event_record
 from hosts import gateway
 from hosts.connections import host_connect
 from migrations_app.domain import decisions
 from migrations_app.domain.lifecycle import FailureReason, Phase
-from migrations_app.models import RUNNING_STATUSES, Migration, MigrationStatus
+from migrations_app.models import (
+    RUNNING_STATUSES,
+    Migration,
+    MigrationStatus,
+    heartbeat_stale,
+)
 from migrations_app.scheduling.dispatch import migrations_dispatch_waiting
 from migrations_app.scheduling.schedule import migrations_schedule_run
 from migrations_app.transitions import ClaimLost
 from migrations_app.webhooks import webhooks_deliver_due
+from migrations_app.worker.completion import migration_complete
 from migrations_app.worker.lease import Lease, heartbeat, system_actor, take_over, worker_identity
 from migrations_app.worker.settlement import (
     carry_out,
@@ -32,44 +41,96 @@ from migrations_app.worker.settlement import (
 
 _WITH_HOSTS = ("source", "destination")
 
+T = TypeVar("T")
+
 logger = logging.getLogger(__name__)
 
 
 def migrations_reconcile(*, wait_for_abort_s: float = 60.0) -> list[int]:
-    """One pass of the reconciler; returns the ids of the migrations it settled."""
+    """One pass of the reconciler; returns the ids of the migrations it settled. A step
+    that raises is logged (and audited once per migration and error); the pass goes on."""
     me = f"reconciler {worker_identity()}"
     settled = []
-    running = Migration.objects.filter(status__in=RUNNING_STATUSES)
-    for migration in running.select_related(*_WITH_HOSTS):
-        beat = migration.heartbeat_at
-        age = (timezone.now() - beat).total_seconds() if beat else None
-        # The heartbeat is the only sign of life: the worker may run on another node.
-        stale_after = settings.MIGRATION_STALE_AFTER_S
-        if not decisions.is_stale(heartbeat_age_s=age, stale_after_s=stale_after):
-            continue
-        if (lease := take_over(migration, me)) is None:
-            continue
-        previous_owner = migration.claimed_by
-        migration.refresh_from_db()
-        try:
-            with heartbeat(lease):
-                _settle_stale(migration, lease, previous_owner, wait_for_abort_s)
-            settled.append(migration.pk)
-        except ClaimLost:
-            logger.warning("reconcile %s: taken over by another reconciler", migration.pk)
-
+    # Stale on the database's clock: the worker may run on another node.
+    stale = Migration.objects.filter(heartbeat_stale(), status__in=RUNNING_STATUSES)
     attention = Migration.objects.filter(status=MigrationStatus.NEEDS_ATTENTION)
-    for migration in attention.select_related(*_WITH_HOSTS):
-        if _settle_attention(migration, me):
-            settled.append(migration.pk)
+    cleanup = Migration.objects.filter(needs_cleanup=True)
+    per_record: list[tuple[str, QuerySet[Migration], Callable[[Migration], bool | None]]] = [
+        ("stale", stale, partial(_take_over_stale, owner=me, wait_for_abort_s=wait_for_abort_s)),
+        ("needs_attention", attention, partial(_settle_attention, owner=me)),
+        ("cleanup", cleanup, partial(_retry_cleanup, owner=me)),
+    ]
+    for step, records, settle in per_record:
+        for migration in _isolated(step, partial(list, records.select_related(*_WITH_HOSTS))) or []:
+            if _isolated(step, partial(settle, migration), migration=migration, owner=me):
+                settled.append(migration.pk)
 
-    for migration in Migration.objects.filter(needs_cleanup=True).select_related(*_WITH_HOSTS):
-        _retry_cleanup(migration, me)
-
-    migrations_schedule_run()
-    migrations_dispatch_waiting(include_lost=True)
-    webhooks_deliver_due()
+    _isolated("schedule", migrations_schedule_run)
+    _isolated("dispatch", partial(migrations_dispatch_waiting, include_lost=True))
+    _isolated("webhooks", webhooks_deliver_due)
     return settled
+
+
+def _isolated(
+    step: str, call: Callable[[], T], *, migration: Migration | None = None, owner: str = ""
+) -> T | None:
+    """Run one step; an error is logged with its traceback (and audited once for its
+    migration) and does not stop the pass: the next pass tries again."""
+    try:
+        return call()
+    except Exception as exc:
+        subject = f"migration {migration.pk}" if migration is not None else "pass"
+        logger.exception("reconcile %s: step %s failed", subject, step)
+        if isinstance(exc, DatabaseError) and not connection.in_atomic_block:
+            connection.close()  # possibly broken: the next query reconnects
+        if migration is not None:
+            try:
+                _audit_failure_once(migration, step, f"{type(exc).__name__}: {exc}", owner)
+            except Exception:
+                logger.exception("reconcile migration %s: failure not audited", migration.pk)
+        return None
+
+
+def _audit_failure_once(migration: Migration, step: str, error: str, owner: str) -> None:
+    """One event per migration and error, not one every pass."""
+    with transaction.atomic():
+        # The migration's row locked: two reconcilers write one event between them.
+        list(Migration.objects.select_for_update().filter(pk=migration.pk).values("pk"))
+        seen = AuditEvent.objects.filter(
+            event_type=EventType.MIGRATION_RECONCILE_FAILED,
+            target_type=Migration._meta.label_lower,
+            target_id=str(migration.pk),
+            detail__error=error,
+        )
+        if not seen.exists():
+            audit_event_record(
+                actor=system_actor(owner),
+                event_type=EventType.MIGRATION_RECONCILE_FAILED,
+                target=migration,
+                # Only the subjects: the record itself may be what is broken.
+                detail={
+                    "step": step,
+                    "error": error,
+                    "vm_uuid": str(migration.vm_uuid),
+                    "vm_name": migration.vm_name,
+                    "source": migration.source.name,
+                    "destination": migration.destination.name,
+                },
+            )
+
+
+def _take_over_stale(migration: Migration, *, owner: str, wait_for_abort_s: float) -> bool:
+    if (lease := take_over(migration, owner)) is None:
+        return False
+    previous_owner = migration.claimed_by
+    migration.refresh_from_db()
+    try:
+        with heartbeat(lease):
+            _settle_stale(migration, lease, previous_owner, wait_for_abort_s)
+    except ClaimLost:
+        logger.warning("reconcile %s: taken over by another reconciler", migration.pk)
+        return False
+    return True
 
 
 def _settle_stale(
@@ -86,6 +147,12 @@ def _settle_stale(
             error=f"{why}it died during the pre-checks; nothing was started",
             failure_reason=FailureReason.WORKER_LOST,
         )
+        return
+    if migration.status == MigrationStatus.COMPLETING:
+        # libvirt had finished: the VM reached the destination, whatever became of it
+        # since. Recorded from what the destination reports (if it answers); no host is
+        # acted on.
+        migration_complete(migration, lease)
         return
     if migration.status == MigrationStatus.MIGRATING:
         _stop_job(migration, lease, wait_for_abort_s)
@@ -122,7 +189,7 @@ def _stop_job(migration: Migration, lease: Lease, wait_for_abort_s: float) -> No
         logger.warning("reconcile %s: source not reachable: %s", migration.pk, exc)
 
 
-def _settle_attention(migration: Migration, owner: str) -> bool:
+def _settle_attention(migration: Migration, *, owner: str) -> bool:
     given, _ = settle_input(migration)
     if not (given.source.reachable and given.destination.reachable):
         return False
@@ -146,7 +213,7 @@ def _settle_attention(migration: Migration, owner: str) -> bool:
     return True
 
 
-def _retry_cleanup(migration: Migration, owner: str) -> None:
+def _retry_cleanup(migration: Migration, *, owner: str) -> None:
     uuid = str(migration.vm_uuid)
     later = Migration.objects.filter(vm_uuid=migration.vm_uuid, created_at__gt=migration.created_at)
     src, _ = observe(migration.source, uuid)
