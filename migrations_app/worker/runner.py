@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from audit.events import EventType
 from core import concurrency
+from core.db import DbNow
 from hosts import gateway
 from hosts.access.peer_services import peer_trust_ensure, peer_trust_refused, peer_uri
 from hosts.access.ssh_services import SshAccessError
@@ -289,7 +290,7 @@ def _record_sample(migration: Migration, lease: Lease, sample: ProgressSample) -
         with transaction.atomic():
             updated = Migration.objects.filter(
                 pk=migration.pk, claim_epoch=lease.epoch, status=MigrationStatus.MIGRATING
-            ).update(progress_updated_at=now, heartbeat_at=now, eta_s=eta_s, **values)
+            ).update(progress_updated_at=now, heartbeat_at=DbNow(), eta_s=eta_s, **values)
             if not updated:
                 lease.lost.set()
                 lease.check()
