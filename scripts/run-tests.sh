@@ -48,7 +48,9 @@ HOST_BEHAVIOUR_TESTS_FIRST=(
   tests/test_lab.py tests/test_lab_isolation.py tests/test_lab_faults.py
   tests/test_extra_vms_lab.py tests/test_ssh_lab.py tests/test_tls_lab.py
 )
-HOST_BEHAVIOUR_TESTS_SECOND=(tests/test_options_lab.py tests/test_peer_trust_lab.py)
+HOST_BEHAVIOUR_TESTS_SECOND=(
+  tests/test_options_lab.py tests/test_peer_trust_lab.py tests/test_outside_actions_lab.py
+)
 first_profile_skips=()
 for file in "${HOST_BEHAVIOUR_TESTS_SECOND[@]}"; do first_profile_skips+=(--ignore="$file"); done
 second_profile_skips=()

@@ -47,6 +47,10 @@ def normalize(
     by_name = {h.name: h for h in hosts}
     states = where(hosts, uuid)
     keep = next((n for n, s in states.items() if s == "running"), None)
+    paused = next((n for n, s in states.items() if s == "paused"), None)
+    if keep is None and paused is not None:  # a test left it paused: resume it there
+        keep = paused
+        machines.virsh(by_name[keep], "resume", uuid)
     if keep is None:
         keep = home.name if home and home.name in states else next(iter(states))
         machines.virsh(by_name[keep], "start", uuid)
