@@ -221,14 +221,6 @@ class HostConnection:
     def resume(self, uuid: str) -> None:
         self._call(uuid, "resuming", lambda d: d.resume())
 
-    def suspend(self, uuid: str) -> None:
-        self._call(uuid, "pausing", lambda d: d.suspend())
-
-    def domain_state(self, uuid: str) -> tuple[DomainState, str]:
-        """The domain's state and libvirt's reason for it (`state_reason`), cheaply."""
-        state, reason = self._call(uuid, "reading the state of", lambda d: d.state())
-        return DOMAIN_STATES.get(state, DomainState.NO_STATE), state_reason(state, reason)
-
     def start(self, uuid: str) -> None:
         self._call(uuid, "starting", lambda d: d.create())
 

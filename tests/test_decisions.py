@@ -19,7 +19,6 @@ from migrations_app.domain.decisions import (
     cleanup_actions,
     due,
     failure_reason,
-    paused_by_someone,
     reconcile_sleep_s,
     schedule_errors,
     settle,
@@ -582,33 +581,3 @@ def test_reconcile_sleep(next_pass_in, next_event_in, poll, expected):
         poll_s=poll,
     )
     assert wait == pytest.approx(expected)
-
-
-MIB = 1 << 20
-
-
-@pytest.mark.parametrize(
-    "state,reason,postcopy,remaining,expected",
-    [
-        ("running", "", False, 400 * MIB, False),
-        ("paused", "user", False, 400 * MIB, True),  # virsh suspend outside a migration job
-        ("paused", "migration", False, 400 * MIB, True),  # virsh suspend mid-migration
-        ("paused", "migration", False, 20 * MIB, False),  # QEMU's own switchover pause
-        ("paused", "migration", False, None, False),  # nothing known: not someone's
-        ("paused", "postcopy", True, 400 * MIB, False),
-        ("paused", "migration", True, 400 * MIB, False),  # post-copy: the source waits
-        ("paused", "ioerror", False, 400 * MIB, False),  # an error, not a choice
-    ],
-)
-def test_paused_by_someone(state, reason, postcopy, remaining, expected):
-    assert (
-        paused_by_someone(
-            state=state,
-            reason=reason,
-            postcopy=postcopy,
-            data_remaining_bytes=remaining,
-            throughput_bytes_s=8 * MIB,
-            max_downtime_ms=300,
-        )
-        is expected
-    )

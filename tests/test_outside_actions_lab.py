@@ -55,38 +55,3 @@ def test_a_vm_destroyed_mid_migration_stays_off(api, linux_vm):
     # The inventory says so too, with libvirt's reason.
     row = VM.objects.get(uuid=linux_vm.uuid, host__name=source.name)
     assert (row.state, row.state_reason) == ("shut_off", "destroyed")
-
-
-def test_a_vm_paused_by_a_person_mid_migration_ends_paused(api, linux_vm):
-    """`virsh suspend` of the source while its memory is copied: whoever paused it
-    chose so; the migration may finish, and the VM is paused where it ends."""
-    source = linux_vm.source
-    destination = linux_vm.other(source)
-    migration_id = request_migration(
-        api, linux_vm.uuid, remote_host=destination.name, bandwidth_mib_s=8
-    )
-    worker = run_in_thread(migration_id)
-    wait_until_migrating(migration_id)
-    machines.virsh(source, "suspend", linux_vm.uuid)
-    labtools.wait_for(
-        lambda: Migration.objects.filter(pk=migration_id, source_was_paused=True).exists(),
-        timeout=10,
-        what="the worker to see the pause",
-    )
-    labtools.lift_bandwidth_limit(api, migration_id)
-    worker.join(120)
-    assert not worker.is_alive()
-    record = Migration.objects.get(pk=migration_id)
-    truth = labtools.where(linux_vm.hosts, linux_vm.uuid)
-    assert record.status == "succeeded", record.error  # a paused VM migrates
-    # libvirt resumes it on arrival; the portal pauses it again, as it was left.
-    assert truth == {source.name: "shut off", destination.name: "paused"}, (
-        truth,
-        record.error,
-        record.source_was_paused,
-    )
-    assert "paused again" in record.error, record.error
-    terminal = [e for e in events_of(migration_id) if e in TERMINAL_EVENTS]
-    assert terminal == ["migration.succeeded"], events_of(migration_id)
-    row = VM.objects.get(uuid=linux_vm.uuid, host__name=destination.name)
-    assert (row.state, row.state_reason) == ("paused", "user")

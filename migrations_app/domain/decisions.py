@@ -258,35 +258,6 @@ def _settle_offline(given: SettleInput) -> Settlement:
     return _attention("the VM is defined on neither host")
 
 
-# What QEMU may still have to send when it pauses the source to switch over, beyond
-# throughput x max downtime: device state and the last dirtied pages.
-SWITCHOVER_SLACK_BYTES = 64 << 20
-
-
-def paused_by_someone(
-    *,
-    state: str,
-    reason: str,
-    postcopy: bool,
-    data_remaining_bytes: int | None,
-    throughput_bytes_s: int | None,
-    max_downtime_ms: int,
-) -> bool:
-    """Was a migrating source paused by a person or a tool (not by the migration)?
-
-    libvirt names a pause during an outgoing migration `migration` whoever asked for it
-    (`user` otherwise). QEMU pauses the source itself only to switch over, when what
-    remains fits in the allowed downtime: a pause with much more left is someone's."""
-    if state != "paused" or postcopy or reason in POSTCOPY_REASONS:
-        return False
-    if reason in PAUSED_BY_CHOICE:
-        return True
-    if reason != "migration" or data_remaining_bytes is None:
-        return False
-    budget = (throughput_bytes_s or 0) * max_downtime_ms // 1000 * 4 + SWITCHOVER_SLACK_BYTES
-    return data_remaining_bytes > budget
-
-
 @dataclass(frozen=True)
 class Abort:
     """Why the portal aborts a job; `reason` None for a cancel (not a failure)."""

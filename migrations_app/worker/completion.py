@@ -12,7 +12,6 @@ from audit.events import EventType
 from core import concurrency
 from hosts import gateway
 from hosts.connections import host_connector
-from hosts.hypervisor import DomainState
 from migrations_app.domain.lifecycle import Phase
 from migrations_app.domain.progress import completed_fields, disk_progress
 from migrations_app.models import Migration, MigrationSample, MigrationStatus
@@ -40,19 +39,11 @@ def migration_complete(migration: Migration, lease: Lease, *, note: str = "") ->
     open_destination = host_connector(migration.destination, reuse=True)
     open_source = host_connector(migration.source, reuse=True)
 
-    notes = [note] if note else []
-
     def read_destination() -> None:
         try:
             with open_destination() as conn:
                 stats.update(conn.completed_job_stats(uuid))
-                found = conn.find_domain(uuid=uuid)
-                if found and found.state == DomainState.RUNNING and migration.source_was_paused:
-                    # Paused before or during the migration: libvirt resumed it on arrival.
-                    conn.suspend(uuid)
-                    notes.append(f"the VM was paused: paused again on {migration.destination}")
-                    found = conn.find_domain(uuid=uuid)
-                seen["destination"] = found
+                seen["destination"] = conn.find_domain(uuid=uuid)
         except gateway.GatewayError as exc:
             logger.warning("migration %s: no completed statistics: %s", migration.pk, exc)
 
@@ -88,7 +79,6 @@ def migration_complete(migration: Migration, lease: Lease, *, note: str = "") ->
         eta_s=0,
         data_remaining_bytes=0 if migration.data_remaining_bytes is not None else None,
         needs_cleanup=False,
-        **({"error": "; ".join(notes)} if notes else {}),
         **completed_fields(stats),
     )
     # After `succeeded`, so the full sync of both hosts does not delay it.

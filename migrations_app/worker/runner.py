@@ -207,7 +207,6 @@ def _monitor(
     hard_limit = migration.timeout_s + 2 * gateway.keepalive_bound_s() + 60
     percent = 0.0
     downtime_applied = False
-    paused_outside = migration.source_was_paused
     abort_reason: decisions.Abort | None = None
     control = {"cancel_requested_at": None, "postcopy_started_at": None}
     next_tick = time.monotonic()
@@ -266,39 +265,6 @@ def _monitor(
             )
             percent = sample.percent
             _record_sample(migration, lease, sample)
-            if migration.live and not paused_outside:
-                paused_outside = _paused_by_someone(migration, lease, conn, sample)
-
-
-def _paused_by_someone(
-    migration: Migration, lease: Lease, conn: gateway.HostConnection, sample: ProgressSample
-) -> bool:
-    """Did a person or a tool pause the source while it migrates? Then the VM is to end
-    paused wherever it ends (libvirt resumes it on arrival): the record keeps that in
-    `source_was_paused`."""
-    try:
-        state, reason = conn.domain_state(str(migration.vm_uuid))
-    except gateway.GatewayError:
-        return False
-    if not decisions.paused_by_someone(
-        state=state,
-        reason=reason,
-        postcopy=sample.phase == Phase.POSTCOPY,
-        data_remaining_bytes=sample.data_remaining_bytes,
-        throughput_bytes_s=sample.throughput_bytes_s,
-        max_downtime_ms=migration.max_downtime_ms,
-    ):
-        return False
-    try:
-        Migration.objects.filter(pk=migration.pk, claim_epoch=lease.epoch).update(
-            source_was_paused=True
-        )
-    except DatabaseError as exc:
-        logger.warning("migration %s: pause not recorded yet: %s", migration.pk, exc)
-        connection.close()
-        return False
-    logger.info("migration %s: the VM was paused on its source by someone", migration.pk)
-    return True
 
 
 def _record_max_downtime_read(
