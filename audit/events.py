@@ -36,6 +36,7 @@ class EventType(models.TextChoices):
 
     VM_DISCOVERED = "vm.discovered", "VM discovered"
     VM_GONE = "vm.gone", "VM gone"
+    VM_CHANGED_OUTSIDE = "vm.changed_outside", "VM changed outside the portal"
 
     # Migrations. The labels are the steps of a migration's timeline.
     MIGRATION_REQUESTED = "migration.requested", "Requested"

@@ -56,3 +56,21 @@ def credentials_generation(host: Host) -> str:
         parts += [host.tls_ca_fingerprint, host.tls_server_fingerprint]
         parts.append(str(_mtime(Path(settings.TLS_CLIENT_DIR) / "clientcert.pem")))
     return "|".join(parts)
+
+
+def host_event_stream(
+    host: Host,
+    *,
+    on_event: Callable[[gateway.DomainEvent], None],
+    on_closed: Callable[[str], None],
+    timeout: float | None = None,
+) -> gateway.EventStream:
+    """A connection of its own to `host` that reports its domain events (the listeners)."""
+    ssh_files_ensure(host)
+    tls_files_ensure(host)
+    return gateway.open_event_stream(
+        host.connection_uri,
+        timeout=settings.LIBVIRT_CONNECT_TIMEOUT_S if timeout is None else timeout,
+        on_event=on_event,
+        on_closed=on_closed,
+    )

@@ -117,6 +117,19 @@ class DomainInfo:
 
 
 @dataclass(frozen=True)
+class DomainEvent:
+    """One libvirt domain event, named as libvirt names it (lower case): `kind` is
+    "lifecycle" (with `event` "stopped", "started", ... and `detail` "destroyed",
+    "shutdown", "migrated", ...), "reboot" or "job_completed"."""
+
+    uuid: str
+    name: str
+    kind: str
+    event: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class MigrationSpec:
     """What the portal asks libvirt for (gateway makes migrateToURI3's flags of it)."""
 

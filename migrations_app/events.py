@@ -2,84 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import atexit
-import logging
-import os
-import queue
-import threading
-
-from asgiref.sync import async_to_sync
-from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
+from core.publish import send
 from migrations_app.models import Migration
 from migrations_app.serializers import MigrationSerializer
-
-logger = logging.getLogger(__name__)
-
-
-class _Sender:
-    """Sends to a Redis channel layer from one thread per process, in order, on one event
-    loop (channels_redis keeps its connection), so the engine never waits for Redis. The
-    in-memory layer is sent to at once."""
-
-    def __init__(self) -> None:
-        self._pid: int | None = None
-        self._queue: queue.Queue = queue.Queue()
-
-    def send(self, group: str, message: dict) -> None:
-        layer = get_channel_layer()
-        if layer is None or isinstance(layer, InMemoryChannelLayer):
-            async_to_sync(layer.group_send)(group, message)
-            return
-        if self._pid != os.getpid():  # first use, or a forked child: a thread of its own
-            self._queue = queue.Queue()
-            threading.Thread(target=self._run, name="channel-sender", daemon=True).start()
-            self._pid = os.getpid()
-        self._queue.put((group, message))
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        jobs = self._queue
-        while True:
-            group, message = jobs.get()
-            try:
-                loop.run_until_complete(get_channel_layer().group_send(group, message))
-            except Exception:  # a dead channel layer must not fail a migration
-                logger.exception("publishing to %s failed", group)
-            finally:
-                jobs.task_done()
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait (bounded) until every queued message is sent; True if they were."""
-        if self._pid != os.getpid():
-            return True
-        done = threading.Event()
-
-        def wait() -> None:
-            self._queue.join()
-            done.set()
-
-        threading.Thread(target=wait, daemon=True).start()
-        return done.wait(timeout)
-
-
-_sender = _Sender()
-# A short-lived process (a management command) sends what it queued before it exits.
-atexit.register(_sender.flush, 2.0)
-
-
-def publish_flush(timeout: float = 5.0) -> bool:
-    """Wait until this process has sent what it published (the engine, after each task)."""
-    return _sender.flush(timeout)
-
-
-def _send(group: str, message: dict, what: str) -> None:
-    try:
-        _sender.send(group, message)
-    except Exception:  # a dead channel layer must not fail a migration
-        logger.exception("publishing %s failed", what)
 
 
 def migration_group(migration_id: int) -> str:
@@ -96,7 +23,7 @@ def migration_publish(*, migration: Migration, event: str, sample: dict | None =
     }
     group = migration_group(migration.pk)
 
-    transaction.on_commit(lambda: _send(group, message, f"{event} of migration {migration.pk}"))
+    transaction.on_commit(lambda: send(group, message, f"{event} of migration {migration.pk}"))
     if migration.batch_id is not None:  # its batch's page follows its children
         batch_publish(batch_id=migration.batch_id, event=f"child.{event}")
 
@@ -109,5 +36,5 @@ def batch_publish(*, batch_id: int, event: str) -> None:
     """Tell the batch's group it changed, after commit (no state: subscribers read it)."""
     message = {"type": "batch.update", "event": event}
     transaction.on_commit(
-        lambda: _send(batch_group(batch_id), message, f"{event} of migration batch {batch_id}")
+        lambda: send(batch_group(batch_id), message, f"{event} of migration batch {batch_id}")
     )

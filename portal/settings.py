@@ -122,6 +122,7 @@ INSTALLED_APPS = [
     "hosts",
     "vms",
     "migrations_app",
+    "listeners",
     "lab",
 ]
 
@@ -296,8 +297,10 @@ LIBVIRT_CONNECT_TIMEOUT_S = float(os.environ.get("PORTAL_LIBVIRT_CONNECT_TIMEOUT
 SHARED_STORAGE_PATHS = [
     p for p in os.environ.get("PORTAL_SHARED_STORAGE_PATHS", "").split(":") if p
 ]
-# Minutes between inventory syncs of every host (django-q2 schedule).
+# Minutes between inventory syncs of the hosts no live event listener covers (django-q2
+# schedule); a host whose listener is alive is read in full once per safety-net period.
 INVENTORY_SYNC_MINUTES = int(os.environ.get("PORTAL_INVENTORY_SYNC_MINUTES", "1"))
+INVENTORY_SAFETY_NET_MINUTES = int(os.environ.get("PORTAL_INVENTORY_SAFETY_NET_MINUTES", "15"))
 
 # --- i18n, static ---------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -328,6 +331,14 @@ MIGRATION_MAX_INCOMING_PER_HOST = int(os.environ.get("PORTAL_MIGRATION_MAX_INCOM
 MIGRATION_SAMPLE_INTERVAL_S = float(os.environ.get("PORTAL_MIGRATION_SAMPLE_INTERVAL_S", "0.2"))
 # A running migration whose worker has not written a heartbeat for this long is stale.
 MIGRATION_STALE_AFTER_S = int(os.environ.get("PORTAL_MIGRATION_STALE_AFTER_S", "30"))
+# A host's event listener without a heartbeat for this long is taken over by another
+# worker process (any node); its heartbeat, well under.
+LISTENER_STALE_AFTER_S = int(
+    os.environ.get("PORTAL_LISTENER_STALE_AFTER_S", str(MIGRATION_STALE_AFTER_S))
+)
+LISTENER_HEARTBEAT_S = float(
+    os.environ.get("PORTAL_LISTENER_HEARTBEAT_S", str(max(0.5, LISTENER_STALE_AFTER_S / 6)))
+)
 # Pre-check: seconds to wait for the destination to answer.
 MIGRATION_PRECHECK_TIMEOUT_S = 5.0
 # Placement: seconds to wait for each host's CPU comparison (no answer: listed unfit).

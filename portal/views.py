@@ -2,6 +2,7 @@
 
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -12,6 +13,7 @@ from django.views.defaults import page_not_found
 from hosts.hypervisor import UP_STATES
 from hosts.models import Host
 from hosts.permissions import can_manage_hosts
+from listeners.selectors import listener_view
 from migrations_app.domain.lifecycle import BATCH_FINAL_STATUSES, BatchStatus
 from migrations_app.filters import MigrationFilterSet
 from migrations_app.models import MigrationStatus
@@ -95,6 +97,8 @@ def host_detail(request: HttpRequest, host_id: int) -> HttpResponse:
         {
             "host": host,
             "vms": selectors.host_vms(host),
+            "listener": listener_view(host),
+            "poll_minutes": settings.INVENTORY_SYNC_MINUTES,
             "active_migrations": selectors.host_active_migrations(user=request.user, host=host),
             "can_manage": can_manage_hosts(request.user),
         },

@@ -156,3 +156,10 @@ class PortalServer(Workers):
         raise AssertionError(
             f"the web tier did not answer in {timeout:g} s:\n{self.log.read_text()[-3000:]}"
         )
+
+
+class Listeners(Workers):
+    """`manage.py listen_hosts` alone: the hosts' event listeners of one node."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "manage.py", "listen_hosts"]

@@ -9,8 +9,8 @@ from django.test import Client
 from audit.models import AuditEvent
 from hosts.models import Host
 from lab import layout, machines
+from listeners.tasks import poll_hosts
 from vms.models import VM
-from vms.tasks import sync_all_hosts
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db]
 
@@ -91,7 +91,7 @@ def test_stopping_with_virsh_then_periodic_sync_shows_shut_off(api, lab_hosts, t
     first = tiny_vm.source
     machines.virsh(first, "destroy", layout.TINY_VM_NAME)
     try:
-        statuses = sync_all_hosts()  # the function the django-q2 schedule runs
+        statuses = poll_hosts()  # the function the django-q2 schedule runs
         assert statuses == {h.name: "reachable" for h in lab_hosts}
         vm = VM.objects.get(host__name=first.name, name=layout.TINY_VM_NAME)
         assert vm.state == "shut_off"
@@ -100,7 +100,7 @@ def test_stopping_with_virsh_then_periodic_sync_shows_shut_off(api, lab_hosts, t
         assert api_state == "shut_off"
     finally:
         machines.virsh(first, "start", layout.TINY_VM_NAME)
-    sync_all_hosts()
+    poll_hosts()
     assert VM.objects.get(host__name=first.name, name=layout.TINY_VM_NAME).state == "running"
 
 

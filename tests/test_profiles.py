@@ -65,7 +65,7 @@ def test_task_broker_reaches_redis():
 @pytest.mark.django_db
 def test_inventory_sync_is_scheduled():
     schedule = Schedule.objects.get(name="inventory-sync")
-    assert schedule.func == "vms.tasks.sync_all_hosts"
+    assert schedule.func == "listeners.tasks.poll_hosts"
     assert schedule.schedule_type == Schedule.MINUTES
     assert schedule.minutes == settings.INVENTORY_SYNC_MINUTES
     assert schedule.repeats == -1

@@ -128,10 +128,6 @@ def host_refresh(*, host: Host, actor: Actor, reuse: bool = False) -> Host:
     return host
 
 
-def hosts_refresh_all(*, actor: Actor) -> dict[str, str]:
-    return {host.name: host_refresh(host=host, actor=actor).status for host in Host.objects.all()}
-
-
 def host_resolve_or_register(*, remote_host: str, actor: Actor) -> Host:
     """The host named or addressed `remote_host`, else one registered now and refreshed."""
     host = host_find(remote_host=remote_host)

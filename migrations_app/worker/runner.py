@@ -14,6 +14,7 @@ from django.utils import timezone
 from audit.events import EventType
 from core import concurrency
 from core.db import DbNow
+from core.publish import publish_flush
 from hosts import gateway
 from hosts.access.peer_services import peer_trust_ensure, peer_trust_refused, peer_uri
 from hosts.access.ssh_services import SshAccessError
@@ -23,7 +24,7 @@ from migrations_app.domain import decisions
 from migrations_app.domain.lifecycle import FailureReason, Phase
 from migrations_app.domain.options import MigrationOptions
 from migrations_app.domain.progress import ProgressSample, sample_from_job_stats
-from migrations_app.events import migration_publish, publish_flush
+from migrations_app.events import migration_publish
 from migrations_app.models import Migration, MigrationSample, MigrationStatus
 from migrations_app.prechecks import MigrationPlan, run_prechecks
 from migrations_app.scheduling.dispatch import migrations_dispatch_waiting

@@ -20,15 +20,17 @@ RESTART_AFTER_S = 5.0
 class Command(BaseCommand):
     help = (
         "Reconcile stale migrations with libvirt, then run the task workers (qcluster) "
-        "with the reconciler looping beside them."
+        "with the reconciler and the hosts' event listeners beside them."
     )
 
     def handle(self, *args, **options):
-        manage = [sys.executable, str(settings.BASE_DIR / "manage.py"), "reconcile_migrations"]
-        # The reconciler runs apart: this process forks the workers and must not hold
-        # libvirt's event-loop thread (or its locks) when it does.
+        manage_py = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        manage = [*manage_py, "reconcile_migrations"]
+        # The reconciler and the listeners run apart: this process forks the workers and
+        # must not hold libvirt's event-loop thread (or its locks) when it does.
         subprocess.run(manage, check=False)
         loop = subprocess.Popen([*manage, "--loop"])
+        listeners = subprocess.Popen([*manage_py, "listen_hosts"])
         stopping = False
 
         def on_signal(signum, frame, cluster_handler):
@@ -54,8 +56,10 @@ class Command(BaseCommand):
                     )
                     time.sleep(RESTART_AFTER_S)
         finally:
-            loop.terminate()
-            try:
-                loop.wait(10)
-            except subprocess.TimeoutExpired:
-                loop.kill()
+            for helper in (loop, listeners):
+                helper.terminate()
+            for helper in (loop, listeners):
+                try:
+                    helper.wait(10)
+                except subprocess.TimeoutExpired:
+                    helper.kill()

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ListenersConfig(AppConfig):
+    name = "listeners"
+    verbose_name = "libvirt event listeners"
