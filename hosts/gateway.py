@@ -202,9 +202,10 @@ class HostConnection:
 
     def max_downtime(self, uuid: str) -> int:
         """The running migration's max downtime as libvirt has it (ms)."""
-        return int(
-            self._call(uuid, "reading max downtime of", lambda d: d.migrateGetMaxDowntime(0))
-        )
+        read = self._call(uuid, "reading max downtime of", lambda d: d.migrateGetMaxDowntime(0))
+        if read is None:  # the binding answers None, not an error, when libvirt fails
+            raise GatewayError(f"no max downtime of {uuid} on {self.uri} (the job has ended?)")
+        return int(read)
 
     def set_max_speed(self, uuid: str, mib_per_s: int) -> None:
         self._call(uuid, "setting bandwidth of", lambda d: d.migrateSetMaxSpeed(mib_per_s))

@@ -174,3 +174,35 @@ def test_evacuating_a_host_with_four_vms_from_the_browser(
         assert page.js_errors == []
     finally:
         labtools.remove_extra_guests(config)
+
+
+def test_the_host_page_follows_virsh_at_once(portal, page, tiny_vm):  # noqa: F811
+    """The host page's VM state changes by itself (event listener, /ws/inventory/) when
+    someone uses virsh beside the portal."""
+    from playwright.sync_api import expect
+
+    from listeners.models import HostListener, ListenerState
+
+    first = tiny_vm.source
+    host = Host.objects.get(name=first.name)
+    labtools.wait_for(
+        lambda: HostListener.objects.filter(host=host, state=ListenerState.LISTENING).exists(),
+        timeout=60,
+        what="the workers' listener to listen to the host",
+    )
+    _log_in(page, portal)
+    page.goto(f"{portal.url}/hosts/{host.pk}/")
+    expect(page.locator("[data-field=listener-state]")).to_have_text("Listening")
+    state = page.locator(f"[data-live-state='{tiny_vm.uuid}@{first.name}']")
+    expect(state).to_have_text("Running")
+    page.wait_for_timeout(500)  # the page's websocket is open by now
+    try:
+        machines.virsh(first, "destroy", tiny_vm.uuid)
+        expect(state).to_have_text("Shut off", timeout=1_500)
+        expect(state).to_have_attribute("title", "libvirt: destroyed")
+        page.screenshot(path=str(ARTIFACTS / "host-page-live-state.png"), full_page=True)
+        machines.virsh(first, "start", tiny_vm.uuid)
+        expect(state).to_have_text("Running", timeout=1_500)
+    finally:
+        if labtools.domstate(first, tiny_vm.uuid) != "running":
+            machines.virsh(first, "start", tiny_vm.uuid, check=False)

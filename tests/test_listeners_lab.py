@@ -189,3 +189,46 @@ def test_the_host_page_shows_its_listener(browser, lab_hosts, listeners):
     host = Host.objects.get(name=lab_hosts[0].name)
     page = browser.get(f"/hosts/{host.pk}/").content.decode()
     assert 'data-field="listener-state">Listening' in page
+
+
+def test_the_listener_reconnects_after_libvirtd_comes_back(
+    api, lab_hosts, lab_config, tiny_vm, listeners
+):
+    listeners()
+    wait_listening(lab_hosts)
+    first = tiny_vm.source
+    machines.kill_libvirtd(first)
+    try:
+        row = labtools.wait_for(
+            lambda: HostListener.objects.filter(
+                host__name=first.name, state=ListenerState.RETRYING
+            ).first(),
+            timeout=30,
+            what="the listener to notice libvirtd is gone",
+        )
+        assert row.last_error
+        events_before = HostListener.objects.get(host__name=first.name).events_seen
+    finally:
+        machines.start_libvirtd(first, lab_config)
+    # Most likely before the listener's next try (its back-off grew while libvirtd was
+    # down): then the read of the whole host on reconnecting brings it.
+    machines.virsh(first, "suspend", tiny_vm.uuid)
+    try:
+        wait_listening([first], timeout=60)
+        labtools.wait_for(
+            lambda: api_state(api, tiny_vm.uuid, first.name) == "paused",
+            timeout=5,
+            what="the pause made while the listener reconnected",
+            interval=0.05,
+        )
+        machines.virsh(first, "resume", tiny_vm.uuid)
+        labtools.wait_for(
+            lambda: api_state(api, tiny_vm.uuid, first.name) == "running",
+            timeout=2,
+            what="the resume, seen by the reconnected listener",
+            interval=0.05,
+        )
+        assert HostListener.objects.get(host__name=first.name).events_seen > events_before
+    finally:
+        if labtools.domstate(first, tiny_vm.uuid) == "paused":
+            machines.virsh(first, "resume", tiny_vm.uuid, check=False)

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from core.db import DbNow
 from migrations_app.domain import decisions
 from migrations_app.domain.lifecycle import Phase
 from migrations_app.models import RUNNING_STATUSES, Migration, MigrationStatus
@@ -31,7 +32,8 @@ def migration_enqueue(*, migration_id: int) -> bool:
     except Exception as exc:  # redis down: the reconciler enqueues it later
         logger.warning("migration %s: could not be enqueued now: %s", migration_id, exc)
         return False
-    Migration.objects.filter(pk=migration_id).update(enqueued_at=timezone.now())
+    # The database's clock: the age is read by any node's reconciler.
+    Migration.objects.filter(pk=migration_id).update(enqueued_at=DbNow())
     return True
 
 
@@ -40,7 +42,9 @@ def migrations_dispatch_waiting(*, include_lost: bool = False) -> list[int]:
     # Batches first: they may stop or finish, and only some of their children may start.
     batch_startable = batches_advance()
     queued = list(
-        Migration.objects.filter(status=MigrationStatus.QUEUED).order_by("created_at", "pk")
+        Migration.objects.filter(status=MigrationStatus.QUEUED)
+        .annotate(db_now=DbNow())
+        .order_by("created_at", "pk")
     )
     if not queued:
         return []
@@ -49,7 +53,8 @@ def migrations_dispatch_waiting(*, include_lost: bool = False) -> list[int]:
     incoming = Counter(running.values_list("destination_id", flat=True))
     dispatched = []
     for migration in queued:
-        age = (now - migration.enqueued_at).total_seconds() if migration.enqueued_at else None
+        enqueued_at = migration.enqueued_at
+        age = (migration.db_now - enqueued_at).total_seconds() if enqueued_at else None
         lost = include_lost and decisions.task_lost(
             enqueued_age_s=age, lost_after_s=settings.MIGRATION_TASK_LOST_AFTER_S
         )
