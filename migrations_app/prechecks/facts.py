@@ -114,6 +114,9 @@ class Facts:
     source: SourceFacts | Unreachable
     destination: DestinationFacts | Unreachable
     vm_on_destination: VmOnDestination | Unreachable | None  # None: not asked
+    # The inventory's last view of the VM on the source: was it defined (persistent)?
+    # None: no row. Tells a definition removed outside the portal since then.
+    inventory_persistent: bool | None = None
 
     @property
     def vm(self) -> gateway.DomainInfo | None:
@@ -154,6 +157,7 @@ def facts_gather(plan: MigrationPlan) -> Facts:
         source=source,
         destination=destination,
         vm_on_destination=vm_on_destination,
+        inventory_persistent=_inventory_persistent(plan),
     )
 
 
@@ -202,6 +206,14 @@ def _ask_about_vm(open_dst: Opener, plan: MigrationPlan, source: SourceFacts) ->
             folders = {os.path.dirname(path) for path in paths if here[path] is None}
             pools = {folder: conn.pool_for_directory(folder) for folder in folders}
         return VmOnDestination(cpu_ok, cpu_reason, here, pools)
+
+
+def _inventory_persistent(plan: MigrationPlan) -> bool | None:
+    return (
+        VM.objects.filter(uuid=plan.vm_uuid, host=plan.source, gone_at__isnull=True)
+        .values_list("persistent", flat=True)
+        .first()
+    )
 
 
 def _other_migration(plan: MigrationPlan) -> Migration | None:
