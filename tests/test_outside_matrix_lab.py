@@ -101,6 +101,7 @@ def test_the_guest_powers_itself_off_mid_migration(api, linux_vm):
     assert "restarted" not in record.error, record.error
     row = VM.objects.get(uuid=linux_vm.uuid, host__name=source.name)
     assert row.state_reason == "shutdown"
+    print(record.failure_reason, record.error)
 
 
 def test_the_guest_reboots_mid_migration(api, linux_vm, lab_config):
@@ -184,19 +185,27 @@ def test_migrated_away_with_virsh_while_scheduled(api, linux_vm):
     assert labtools.persistent(destination, linux_vm.uuid)
 
 
-def test_undefined_outside_while_queued_keeps_running_transient(api, linux_vm, lab_config):
+def test_undefined_outside_while_queued_keeps_running_transient(
+    api, linux_vm, lab_config, lab_registered
+):
     """`virsh undefine` of the running VM while its migration is queued: a person removed
     its definition. The portal does not migrate it (that would define it again on the
-    destination); it keeps running, transient, on the source."""
+    destination); it keeps running, transient, on the source. The record keeps what the
+    portal knew when it was requested, so an inventory sync in between changes nothing."""
     source = linux_vm.source
     destination = linux_vm.other(source)
     with definition_restored(lab_config, source, linux_vm.uuid):
         migration_id = request_migration(api, linux_vm.uuid, remote_host=destination.name)
+        assert Migration.objects.get(pk=migration_id).source_was_persistent is True
         machines.virsh(source, "undefine", linux_vm.uuid)
+        refreshed = api.post(f"/api/hosts/{lab_registered[source.name].pk}/refresh/")
+        assert refreshed.status_code == 200, refreshed.json()
+        assert not VM.objects.get(uuid=linux_vm.uuid, host__name=source.name).persistent
         _run(migration_id)
 
         record = _ending(linux_vm, migration_id, "failed", {source.name: "running"})
         assert not labtools.persistent(source, linux_vm.uuid)
+        assert not VM.objects.get(uuid=linux_vm.uuid, host__name=source.name).persistent
         assert record.failure_reason == FailureReason.PRECHECK, record.error
         assert "transient" in record.error and "definition" in record.error, record.error
 

@@ -36,6 +36,9 @@ class MigrationPlan:
     destination: Host
     options: MigrationOptions
     migration_id: int | None = None  # the migration being checked, not "another" one
+    # Defined on the source when requested (Migration.source_was_persistent; None: ask
+    # the inventory now).
+    source_was_persistent: bool | None = None
 
     @classmethod
     def of_request(cls, *, vm: VM, destination: Host, options: MigrationOptions) -> MigrationPlan:
@@ -52,6 +55,7 @@ class MigrationPlan:
             destination=migration.destination,
             options=MigrationOptions.from_migration(migration),
             migration_id=migration.pk,
+            source_was_persistent=migration.source_was_persistent,
         )
 
     @property
@@ -114,8 +118,9 @@ class Facts:
     source: SourceFacts | Unreachable
     destination: DestinationFacts | Unreachable
     vm_on_destination: VmOnDestination | Unreachable | None  # None: not asked
-    # The inventory's last view of the VM on the source: was it defined (persistent)?
-    # None: no row. Tells a definition removed outside the portal since then.
+    # Was the VM defined (persistent) on the source as the portal knew it: when the
+    # migration was requested, else the inventory's last view (None: not known). Tells
+    # a definition removed outside the portal since then.
     inventory_persistent: bool | None = None
 
     @property
@@ -209,6 +214,8 @@ def _ask_about_vm(open_dst: Opener, plan: MigrationPlan, source: SourceFacts) ->
 
 
 def _inventory_persistent(plan: MigrationPlan) -> bool | None:
+    if plan.source_was_persistent is not None:
+        return plan.source_was_persistent  # the inventory may have seen the removal since
     return (
         VM.objects.filter(uuid=plan.vm_uuid, host=plan.source, gone_at__isnull=True)
         .values_list("persistent", flat=True)

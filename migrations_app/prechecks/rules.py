@@ -181,7 +181,7 @@ def vm_state_fits_mode(facts: Facts) -> Verdict:
             return failed(
                 f"the VM is {vm.state.replace('_', ' ')} as a transient domain: its "
                 f"definition on {facts.plan.source.name} was removed outside the portal "
-                "since the inventory saw it; it is not migrated (that would define it "
+                "since the portal saw it; it is not migrated (that would define it "
                 "again on the destination)"
             )
         fits = vm.state in LIVE_MOVABLE_STATES
