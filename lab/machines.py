@@ -226,6 +226,57 @@ def start_libvirtd(host: layout.LabHost | str, config: layout.LabConfig) -> None
         wait_libvirtd(config, make_host(config, index))
 
 
+def restart_libvirtd(host: layout.LabHost, config: layout.LabConfig) -> None:
+    """A clean restart, as `systemctl restart libvirtd` does: SIGTERM, wait until it has
+    exited, start it again in the same namespace. Its QEMUs keep running meanwhile."""
+    pid = proc.libvirtd_pid(host)
+    if pid is None:
+        raise layout.LabError(f"no libvirtd listens on {host.address}:{layout.LIBVIRT_TCP_PORT}")
+    os.kill(pid, signal.SIGTERM)
+    layout.wait_until(lambda: not proc.alive(pid), 30, f"libvirtd {pid} of {host.name} to exit")
+    start_libvirtd(host, config)
+
+
+def qemu_pid(config: layout.LabConfig, host: layout.LabHost, uuid: str) -> int | None:
+    """The QEMU process of domain `uuid` on `host` (libvirt gives QEMU `-uuid <uuid>`)."""
+    hdir = layout.host_dir(config, host)
+    for pid in proc.host_processes(hdir):
+        if proc.comm(pid).startswith("qemu-system") and f"-uuid {uuid}" in proc.cmdline(pid):
+            return pid
+    return None
+
+
+def kill_qemu(config: layout.LabConfig, host: layout.LabHost, uuid: str) -> int:
+    """SIGKILL the domain's QEMU on `host`, as a crash of that host would end it."""
+    pid = qemu_pid(config, host, uuid)
+    if pid is None:
+        raise layout.LabError(f"no QEMU of {uuid} runs on {host.name}")
+    os.kill(pid, signal.SIGKILL)
+    layout.wait_until(lambda: not proc.alive(pid), 10, f"QEMU {pid} on {host.name} to die")
+    return pid
+
+
+# The guest's own power-off and reboot, through its keyboard: Magic SysRq (Alt+SysRq+O /
+# B). The lab guest is a busybox initramfs with no ACPI daemon, so `virsh shutdown` /
+# `virsh reboot` (ACPI) would go unanswered; the Debian cloud kernel has the i8042 keyboard
+# built in and allows SysRq poweroff and reboot by default (0x1b6). Libvirt then names a
+# power-off `shutdown`, the reason a guest's own `poweroff` gets, not `destroyed`.
+# The keys go through QEMU's monitor (HMP `sendkey`), not `virsh send-key`: libvirt 9.0
+# refuses send-key while a migration job holds the domain ("cannot acquire state change
+# lock"), and a guest powers off or reboots mid-migration when it likes.
+def guest_power_off(host: layout.LabHost, domain: str) -> None:
+    _guest_sysrq(host, domain, "o")
+
+
+def guest_reboot(host: layout.LabHost, domain: str) -> None:
+    """The guest resets itself (SysRq B: an immediate reboot); the QEMU process stays."""
+    _guest_sysrq(host, domain, "b")
+
+
+def _guest_sysrq(host: layout.LabHost, domain: str, key: str) -> None:
+    virsh(host, "qemu-monitor-command", domain, "--hmp", f"sendkey alt-sysrq-{key}")
+
+
 def stop_host(hdir: Path) -> None:
     """Destroy the host's running domains (kept defined), stop its daemons, then its holder."""
     members = proc.host_processes(hdir)

@@ -125,6 +125,9 @@ class Migration(models.Model):
     # A shut-off definition there before (it comes home): a failure leaves it defined.
     destination_had_definition = models.BooleanField(default=False)
     source_was_paused = models.BooleanField(default=False)
+    # Defined (persistent) on the source when requested, as the inventory had it (None:
+    # not known): a definition removed outside the portal meanwhile is not recreated.
+    source_was_persistent = models.BooleanField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     postcopy_started_at = models.DateTimeField(null=True, blank=True)

@@ -148,6 +148,7 @@ def migration_row_record(
                 vm_uuid=vm.uuid,
                 vm_name=vm.name,
                 source=vm.host,
+                source_was_persistent=vm.persistent,
                 destination=destination,
                 requested_by=actor.user,
                 requested_by_name=actor.name,

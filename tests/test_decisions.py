@@ -287,7 +287,7 @@ LIVE_CASES = [
     "source,expected",
     [
         (DESTROYED, FailureReason.STOPPED_OUTSIDE),
-        (GUEST_SHUTDOWN, FailureReason.STOPPED_OUTSIDE),
+        (GUEST_SHUTDOWN, FailureReason.GUEST_SHUTDOWN),
         (CRASHED, None),
         (SHUT_OFF, None),
     ],
@@ -367,7 +367,9 @@ def test_settle_never_touches_an_unreachable_host_or_the_live_copy():
                         assert destination.executing, given
                     if result.outcome == Outcome.FAILED and not source.executing:
                         assert any(a.side == Side.SOURCE for a in result.actions) or (
-                            source.paused or result.reason == FailureReason.STOPPED_OUTSIDE
+                            source.paused
+                            or result.reason
+                            in (FailureReason.STOPPED_OUTSIDE, FailureReason.GUEST_SHUTDOWN)
                         ), given
 
 

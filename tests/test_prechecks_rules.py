@@ -181,6 +181,24 @@ SSH_DST = _host(2, "dst", transport=Transport.SSH, ssh_user="portal")
             "src is not reachable: timed out",
         ),
         ("source_reachable", {"source": SourceFacts(None)}, FAIL, "the VM is not on src any more"),
+        (
+            "source_reachable",
+            {
+                "source": SourceFacts(None),
+                "destination": DestinationFacts(_caps(), _vm(), None),
+            },
+            FAIL,
+            "the VM is not on src any more: it runs on dst now (moved outside the portal)",
+        ),
+        (
+            "source_reachable",
+            {
+                "source": SourceFacts(None),
+                "destination": DestinationFacts(_caps(), _vm(state="shut_off"), None),
+            },
+            FAIL,
+            "the VM is not on src any more: dst has it now (shut off)",
+        ),
         ("destination_reachable", {}, PASS, "dst answered within 5 s"),
         (
             "destination_reachable",
@@ -215,6 +233,18 @@ SSH_DST = _host(2, "dst", transport=Transport.SSH, ssh_user="portal")
             "the VM is shut off: a live migration needs a running or paused VM",
         ),
         ("vm_state_fits_mode", {"options": OFFLINE}, FAIL, "the VM is running: an offline"),
+        (
+            "vm_state_fits_mode",
+            {"source": SourceFacts(_vm(persistent=False)), "inventory_persistent": True},
+            FAIL,
+            "the VM is running as a transient domain: its definition on src was removed",
+        ),
+        (
+            "vm_state_fits_mode",
+            {"source": SourceFacts(_vm(persistent=False)), "inventory_persistent": False},
+            PASS,
+            "the VM is running",
+        ),
         (
             "vm_state_fits_mode",
             {"options": OFFLINE, "source": SourceFacts(_vm(state="shut_off"))},

@@ -43,6 +43,8 @@ ERRORS = {
     "migration could start",
     R.STOPPED_OUTSIDE: "libvirt: operation failed: domain is not running (the VM was turned off "
     "on h-a by a person or a tool during the migration (libvirt: destroyed): it stays off)",
+    R.GUEST_SHUTDOWN: "operation failed: domain is not running (the VM was turned off on h-a "
+    "by its guest during the migration (libvirt: shutdown): it stays off)",
 }
 
 

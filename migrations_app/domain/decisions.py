@@ -217,7 +217,11 @@ def _settle_live(given: SettleInput) -> Settlement:
                 f"the VM was turned off on {s_name} by {by} during the migration "
                 f"(libvirt: {src.reason}): it stays off",
             ),
-            reason=FailureReason.STOPPED_OUTSIDE,
+            reason=(
+                FailureReason.GUEST_SHUTDOWN
+                if src.reason == "shutdown"
+                else FailureReason.STOPPED_OUTSIDE
+            ),
         )
     if src.defined:
         # Lost by the migration itself (its QEMU died, or the hand-over failed): start it.

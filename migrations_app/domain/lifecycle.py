@@ -82,6 +82,7 @@ class FailureReason(models.TextChoices):
     INTERNAL = "internal", "Unexpected error in the portal"
     WINDOW_CLOSED = "window_closed", "The maintenance window closed before it could start"
     STOPPED_OUTSIDE = "stopped_outside", "The VM was turned off outside the portal"
+    GUEST_SHUTDOWN = "guest_shutdown", "The guest powered itself off"
 
 
 class BatchStatus(models.TextChoices):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from migrations_app.prechecks.facts import Facts, MigrationPlan, facts_gather
+from migrations_app.prechecks.facts import Facts, MigrationPlan, Unreachable, facts_gather
 from migrations_app.prechecks.rules import (
     RULES,
     CheckName,
@@ -36,6 +36,9 @@ class EngineFacts:
 
     destination_had_definition: bool  # a shut-off definition of this VM, reused
     source_state: str  # the VM's state on the source ("" when not known)
+    # The source answered without the VM, or with it transient where the inventory had
+    # it defined: changed outside the portal, so the inventory is read again.
+    changed_outside: bool = False
 
     @property
     def source_was_paused(self) -> bool:
@@ -70,8 +73,16 @@ def judge(facts: Facts) -> Prechecks:
         engine_facts=EngineFacts(
             destination_had_definition=bool(clash and clash.coming_home),
             source_state=facts.vm.state if facts.vm else "",
+            changed_outside=_changed_outside(facts),
         ),
     )
+
+
+def _changed_outside(facts: Facts) -> bool:
+    if isinstance(facts.source, Unreachable):
+        return False
+    vm = facts.vm
+    return vm is None or (not vm.persistent and bool(facts.inventory_persistent))
 
 
 def checks_skipped(reason: str) -> list[CheckResult]:

@@ -36,6 +36,9 @@ class MigrationPlan:
     destination: Host
     options: MigrationOptions
     migration_id: int | None = None  # the migration being checked, not "another" one
+    # Defined on the source when requested (Migration.source_was_persistent; None: ask
+    # the inventory now).
+    source_was_persistent: bool | None = None
 
     @classmethod
     def of_request(cls, *, vm: VM, destination: Host, options: MigrationOptions) -> MigrationPlan:
@@ -52,6 +55,7 @@ class MigrationPlan:
             destination=migration.destination,
             options=MigrationOptions.from_migration(migration),
             migration_id=migration.pk,
+            source_was_persistent=migration.source_was_persistent,
         )
 
     @property
@@ -114,6 +118,10 @@ class Facts:
     source: SourceFacts | Unreachable
     destination: DestinationFacts | Unreachable
     vm_on_destination: VmOnDestination | Unreachable | None  # None: not asked
+    # Was the VM defined (persistent) on the source as the portal knew it: when the
+    # migration was requested, else the inventory's last view (None: not known). Tells
+    # a definition removed outside the portal since then.
+    inventory_persistent: bool | None = None
 
     @property
     def vm(self) -> gateway.DomainInfo | None:
@@ -154,6 +162,7 @@ def facts_gather(plan: MigrationPlan) -> Facts:
         source=source,
         destination=destination,
         vm_on_destination=vm_on_destination,
+        inventory_persistent=_inventory_persistent(plan),
     )
 
 
@@ -202,6 +211,16 @@ def _ask_about_vm(open_dst: Opener, plan: MigrationPlan, source: SourceFacts) ->
             folders = {os.path.dirname(path) for path in paths if here[path] is None}
             pools = {folder: conn.pool_for_directory(folder) for folder in folders}
         return VmOnDestination(cpu_ok, cpu_reason, here, pools)
+
+
+def _inventory_persistent(plan: MigrationPlan) -> bool | None:
+    if plan.source_was_persistent is not None:
+        return plan.source_was_persistent  # the inventory may have seen the removal since
+    return (
+        VM.objects.filter(uuid=plan.vm_uuid, host=plan.source, gone_at__isnull=True)
+        .values_list("persistent", flat=True)
+        .first()
+    )
 
 
 def _other_migration(plan: MigrationPlan) -> Migration | None:

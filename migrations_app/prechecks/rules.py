@@ -131,8 +131,19 @@ def source_reachable(facts: Facts) -> Verdict:
     if isinstance(facts.source, Unreachable):
         return failed(f"{src.name} is not reachable: {facts.source.why}")
     if facts.vm is None:
-        return failed(f"the VM is not on {src.name} any more")
+        return failed(f"the VM is not on {src.name} any more{_now_where(facts)}")
     return passed(f"{src.name} answered and has the VM")
+
+
+def _now_where(facts: Facts) -> str:
+    """Where the destination says the VM is now (moved there outside the portal)."""
+    found = facts.at_destination.by_uuid if facts.at_destination else None
+    if found is None:
+        return ""
+    dst = facts.plan.destination.name
+    if found.state == VMState.RUNNING:
+        return f": it runs on {dst} now (moved outside the portal)"
+    return f": {dst} has it now ({found.state.replace('_', ' ')})"
 
 
 def destination_reachable(facts: Facts) -> Verdict:
@@ -165,6 +176,14 @@ def same_hypervisor_and_arch(facts: Facts) -> Verdict:
 def vm_state_fits_mode(facts: Facts) -> Verdict:
     vm = facts.vm
     if facts.plan.options.live:
+        if not vm.persistent and facts.inventory_persistent:
+            # A person undefined it: migrating would define it again on the destination.
+            return failed(
+                f"the VM is {vm.state.replace('_', ' ')} as a transient domain: its "
+                f"definition on {facts.plan.source.name} was removed outside the portal "
+                "since the portal saw it; it is not migrated (that would define it "
+                "again on the destination)"
+            )
         fits = vm.state in LIVE_MOVABLE_STATES
         reason = "a live migration needs a running or paused VM"
     else:

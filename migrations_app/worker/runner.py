@@ -30,7 +30,7 @@ from migrations_app.prechecks import MigrationPlan, run_prechecks
 from migrations_app.scheduling.dispatch import migrations_dispatch_waiting
 from migrations_app.transitions import ClaimLost
 from migrations_app.worker.claim import ClaimOutcome, migration_claim
-from migrations_app.worker.completion import migration_complete
+from migrations_app.worker.completion import migration_complete, refresh_inventory
 from migrations_app.worker.lease import Lease, heartbeat, system_actor, worker_identity
 from migrations_app.worker.settlement import cancel_requested, migration_settle
 
@@ -79,7 +79,10 @@ def _run_claimed(migration: Migration, lease: Lease) -> Migration:
     check_rows = [c.as_dict() for c in prechecks.results]
     if failed := prechecks.failed:
         reasons = "; ".join(f"{c.name}: {c.message}" for c in failed)
-        return _precheck_failed(migration, lease, check_rows, reasons)
+        migration = _precheck_failed(migration, lease, check_rows, reasons)
+        if prechecks.engine_facts.changed_outside:
+            refresh_inventory(migration, lease)  # the rows follow what was done outside
+        return migration
     if cancel_requested(migration):
         return lease.change(
             migration,

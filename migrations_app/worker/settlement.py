@@ -24,6 +24,12 @@ def observe(host: Host, uuid: str) -> tuple[decisions.HostView, str]:
                     job_active = bool(conn.job_stats(uuid))
                 except gateway.DomainNotFound:
                     domain = None  # it left between the two calls
+                except gateway.HostUnreachable:
+                    raise
+                except gateway.GatewayError:
+                    # An incoming copy has no job statistics ("available only on the
+                    # source host", while the incoming job lasts): the host did answer.
+                    job_active = None
     except gateway.GatewayError as exc:
         return decisions.UNREACHABLE, str(exc)
     if domain is None:
