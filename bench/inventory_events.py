@@ -90,8 +90,11 @@ class Socket:
             self.url, additional_headers={"Cookie": self.cookie}, origin="http://127.0.0.1"
         ) as socket:
             self.ready.set()
-            async for raw in socket:
-                self.messages.append((time.monotonic(), json.loads(raw)))
+            try:
+                async for raw in socket:
+                    self.messages.append((time.monotonic(), json.loads(raw)))
+            except websockets.ConnectionClosed:
+                pass  # the web tier stops at the end
 
     def seen(self, uuid: str, host: str, state: str, since: float) -> float | None:
         for at, message in list(self.messages):
@@ -120,8 +123,13 @@ def one_round(guests, session, base, socket, *, timeout: float) -> tuple[float, 
             raise RuntimeError(f"{name} on {host.name} never showed {target}")
         time.sleep(API_POLL_S)
     api_s = time.monotonic() - started
-    seen = socket.seen(uuid, host.name, target, started) if socket else None
-    return api_s, (seen - started) if seen else None
+    if socket is None:
+        return api_s, None
+    while (seen := socket.seen(uuid, host.name, target, started)) is None:
+        if time.monotonic() > deadline:
+            return api_s, None
+        time.sleep(API_POLL_S)
+    return api_s, seen - started
 
 
 def cpu_seconds(pid: int) -> float:
@@ -197,10 +205,11 @@ def main() -> None:
 
         poller = threading.Thread(target=poll_loop, daemon=True)
         poller.start()
-        polled = [
-            one_round(guests, api, web.url, None, timeout=args.poll_interval_s * 3)[0]
-            for _ in range(args.poll_rounds)
-        ]
+        polled = []
+        for _ in range(args.poll_rounds):
+            time.sleep(random.uniform(0, args.poll_interval_s))  # any moment of the period
+            timeout = args.poll_interval_s * 3
+            polled.append(one_round(guests, api, web.url, None, timeout=timeout)[0])
         stop_polling.set()
 
         listeners.start()
@@ -215,8 +224,7 @@ def main() -> None:
         for _ in range(args.rounds):
             api_s, socket_s = one_round(guests, api, web.url, socket, timeout=30)
             api_times.append(api_s)
-            if socket_s is not None:
-                socket_times.append(socket_s)
+            socket_times.append(socket_s if socket_s is not None else float("inf"))
             time.sleep(0.2)
 
         idle_from = cpu_seconds(listeners.process.pid)
@@ -237,6 +245,8 @@ def main() -> None:
     print(summary("polling only: virsh -> API", polled))
     print(summary("listeners: virsh -> API", api_times))
     print(summary("listeners: virsh -> websocket message", socket_times))
+    missed = sum(1 for value in socket_times if value == float("inf"))
+    print(f"websocket messages missed (counted as infinite above): {missed}")
     ratio = statistics.median(polled) / statistics.median(api_times)
     print(f"ratio polling / listeners, virsh -> API (medians): {ratio:.0f}x")
     verdict = "meets" if percentile(api_times, 0.95) <= 1.0 else "misses"
