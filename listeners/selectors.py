@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from hosts.models import Host
 from listeners.models import HostListener, lease_stale, listening
-from migrations_app.domain.lifecycle import FINAL_STATUSES
+from migrations_app.domain.lifecycle import RUNNING_STATUSES, MigrationStatus
 from migrations_app.models import Migration
 
 # A migration's own late events (the source undefined after the switch) may arrive after
@@ -31,10 +31,16 @@ def hosts_due_for_poll():
     ).order_by("name")
 
 
+# The portal acts on the VM (a worker, the reconciler, a person resolving): not while a
+# migration only waits (scheduled, queued).
+ACTING_STATUSES = [*RUNNING_STATUSES, MigrationStatus.NEEDS_ATTENTION]
+
+
 def vm_migration_context(*, uuid: str) -> tuple[bool, bool]:
-    """(a migration of the VM is under way, one ended within MIGRATION_AFTERMATH_S)."""
+    """(the portal is migrating the VM, a migration of it ended within
+    MIGRATION_AFTERMATH_S)."""
     of_vm = Migration.objects.filter(vm_uuid=uuid)
-    active = of_vm.exclude(status__in=FINAL_STATUSES).exists()
+    active = of_vm.filter(status__in=ACTING_STATUSES).exists()
     since = timezone.now() - timedelta(seconds=MIGRATION_AFTERMATH_S)
     recent = of_vm.filter(finished_at__gte=since).exists()
     return active, recent

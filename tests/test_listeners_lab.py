@@ -16,6 +16,7 @@ from hosts.models import Host
 from lab import layout, machines
 from listeners.models import HostListener, ListenerState
 from listeners.services import INVENTORY_GROUP
+from migrations_app.models import Migration
 from migrations_app.worker.runner import migration_execute
 from tests import labtools
 from tests.processes import Listeners
@@ -232,3 +233,36 @@ def test_the_listener_reconnects_after_libvirtd_comes_back(
     finally:
         if labtools.domstate(first, tiny_vm.uuid) == "paused":
             machines.virsh(first, "resume", tiny_vm.uuid, check=False)
+
+
+def test_virsh_migrate_while_the_portal_waits_is_seen_at_once(api, lab_hosts, linux_vm, listeners):
+    """A queued migration has not touched the VM yet: `virsh migrate` beside it is a
+    change outside the portal, seen on both hosts within a second of virsh returning."""
+    from tests.test_outside_matrix_lab import _migrated_away_outside
+
+    listeners()
+    wait_listening(lab_hosts)
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    migration_id = labtools.request_migration(api, linux_vm.uuid, remote_host=destination.name)
+    assert Migration.objects.get(pk=migration_id).status == "queued"
+    _migrated_away_outside(source, destination, linux_vm.uuid)
+    moved_at = time.monotonic()
+
+    def rows() -> dict[str, str]:
+        found = api.get("/api/vms/", {"search": layout.LINUX_VM_NAME}).json()["results"]
+        return {row["host"]: row["state"] for row in found if row["state"] != "gone"}
+
+    labtools.wait_for(
+        lambda: rows() == {destination.name: "running"},
+        timeout=5,
+        what="the API to show the VM on the destination only",
+        interval=0.05,
+    )
+    assert time.monotonic() - moved_at < 1.0
+    audited = {
+        (event.detail["host"], event.detail["event"], event.detail["reason"])
+        for event in AuditEvent.objects.filter(event_type="vm.changed_outside")
+    }
+    assert (destination.name, "started", "migrated") in audited, audited
+    assert (source.name, "stopped", "migrated") in audited, audited
