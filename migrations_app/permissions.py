@@ -27,6 +27,23 @@ def sees_all_batches(user) -> bool:
     return _has(user, VIEW_ALL_BATCHES)
 
 
+def host_admin_reasons(*, remote_host: str, registered: bool, credentials_given: bool) -> list[str]:
+    """What in a migrate (or check) request only a host admin may ask for: registering a
+    new host, and setting up (or changing) a host's ssh access with user + password."""
+    reasons = []
+    if not registered:
+        reasons.append(
+            f"remote_host: {remote_host} is not a registered host, and registering a host "
+            "needs the host admin role (a host admin adds it on the dashboard or POST /api/hosts/)."
+        )
+    if credentials_given:
+        reasons.append(
+            "user: setting up a host's ssh access with a user and password needs the host "
+            "admin role (leave user and password out once the host is set up)."
+        )
+    return reasons
+
+
 class CanMigrate(BasePermission):
     message = "Migrating needs the operator role (or an administrator)."
 

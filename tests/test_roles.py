@@ -292,3 +292,37 @@ def test_a_viewer_follows_any_migration_over_the_websocket(world):
     assert connected
     assert first["event"] == "snapshot"
     assert first["migration"]["id"] == world["migration"]
+
+
+@pytest.mark.parametrize("endpoint", ["migrate", "migrate/check"])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"remote_host": "127.0.0.250"}, "remote_host"),
+        ({"remote_host": "dst", "user": "root", "password": "secret-1"}, "user"),
+        ({"remote_host": "127.0.0.250", "user": "root", "password": "x"}, "remote_host"),
+    ],
+)
+def test_an_operator_cannot_register_a_host_or_set_up_its_access(world, endpoint, body, field):
+    """Registering a host and setting up its ssh access are the host admin's: through a
+    migrate request or its check, an operator gets 403 naming the field, and nothing
+    changes (no host row, no key installed, no audit event)."""
+    client = APIClient()
+    client.force_authenticate(_user("operator"))
+    before = _state()
+    response = client.post(f"/api/vms/{world['vm']}/{endpoint}/", body, format="json")
+    assert response.status_code == 403, response.content[:300]
+    detail = response.json()["detail"]
+    assert detail.startswith(f"{field}:") and "host admin role" in detail, detail
+    assert _state() == before
+    assert not Host.objects.filter(address="127.0.0.250").exists()
+
+
+def test_an_operator_still_migrates_to_a_registered_host(world):
+    client = APIClient()
+    client.force_authenticate(_user("operator"))
+    Migration.objects.all().delete()  # the world's finished migration is in the way of none
+    response = client.post(
+        f"/api/vms/{world['vm']}/migrate/", {"remote_host": "dst"}, format="json"
+    )
+    assert response.status_code == 202, response.content[:300]

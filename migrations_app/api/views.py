@@ -1,6 +1,7 @@
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -10,6 +11,8 @@ from audit.permissions import CanReadAudit
 from audit.services import Actor
 from core.api.lists import LeanListMixin
 from hosts.access.ssh_services import host_ssh_access_set_up
+from hosts.permissions import can_manage_hosts
+from hosts.selectors import host_find
 from migrations_app import batches, report_exports, reports, requests
 from migrations_app.api.pagination import MigrationCursorPagination
 from migrations_app.api.report_serializers import MigrationReportSerializer
@@ -20,7 +23,7 @@ from migrations_app.api.serializers import (
     TuneSerializer,
 )
 from migrations_app.filters import MigrationFilterSet, MigrationReportFilterSet
-from migrations_app.permissions import CanMigrate
+from migrations_app.permissions import CanMigrate, host_admin_reasons
 from migrations_app.selectors import (
     batches_visible_to,
     migrations_for_report,
@@ -178,7 +181,16 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
         vm = self.get_object()
         serializer = MigrateRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        return vm, serializer.validated_data, Actor.from_request(request)
+        data = serializer.validated_data
+        if not can_manage_hosts(request.user):
+            reasons = host_admin_reasons(
+                remote_host=data["remote_host"],
+                registered=host_find(remote_host=data["remote_host"]) is not None,
+                credentials_given=bool(data.get("user") or data.get("password")),
+            )
+            if reasons:
+                raise PermissionDenied(" ".join(reasons))
+        return vm, data, Actor.from_request(request)
 
     @extend_schema(
         request=MigrateRequestSerializer, responses={202: MigrationSerializer, 409: CONFLICT}
@@ -187,7 +199,8 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
     def migrate(self, request: Request, uuid: str | None = None) -> Response:
         """Queue a migration of this VM; answers 202 at once with the record. A
         `remote_host` not registered yet is registered first (transport ssh); with
-        `user` + `password`, password-less ssh access is set up first."""
+        `user` + `password`, password-less ssh access is set up first. Both are for host
+        admins: anyone else gets 403 naming the field, and nothing changes."""
         vm, data, actor = self._request_input(request)
         destination = host_resolve_or_register(remote_host=data["remote_host"], actor=actor)
         user, password = data.get("user", ""), data.get("password", "")
@@ -213,7 +226,9 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
     def migrate_check(self, request: Request, uuid: str | None = None) -> Response:
         """Run the pre-checks of a migration without migrating; changes nothing. A
         `remote_host` not registered yet is not registered nor contacted (a skipped
-        check says so); `user` and `password` are never used (a note says so)."""
+        check says so); `user` and `password` are never used (a note says so). As for
+        the migration itself, an unregistered `remote_host` or a `user` is for host
+        admins only (403 naming the field)."""
         vm, data, _actor = self._request_input(request)
         report = requests.migration_check(
             vm=vm,
