@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from audit import accounts_admin  # noqa: F401 (users, groups and tokens, audited)
 from audit.models import AuditEvent
 
 

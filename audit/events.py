@@ -15,6 +15,16 @@ class EventType(models.TextChoices):
     # Login throttling: a limit reached (once per window), and each attempt refused.
     AUTH_LOGIN_LOCKED = "auth.login_locked", "Logins locked: too many failures"
     AUTH_LOGIN_THROTTLED = "auth.login_throttled", "Login refused: locked"
+    # Accounts, roles and API tokens (the Django admin).
+    USER_CREATED = "user.created", "User created"
+    USER_UPDATED = "user.updated", "User changed"
+    USER_DELETED = "user.deleted", "User deleted"
+    USER_ROLES_CHANGED = "user.roles_changed", "User's roles changed"
+    GROUP_CREATED = "group.created", "Role group created"
+    GROUP_UPDATED = "group.updated", "Role group's permissions changed"
+    GROUP_DELETED = "group.deleted", "Role group deleted"
+    TOKEN_CREATED = "token.created", "API token created"
+    TOKEN_DELETED = "token.deleted", "API token revoked"
 
     # Hosts: inventory, ssh and TLS access, maintenance.
     HOST_CREATED = "host.created", "Host added"
@@ -65,6 +75,7 @@ class EventType(models.TextChoices):
 
     WEBHOOK_CREATED = "webhook.created", "Webhook endpoint added"
     WEBHOOK_DELETED = "webhook.deleted", "Webhook endpoint removed"
+    WEBHOOK_UPDATED = "webhook.updated", "Webhook endpoint changed"
 
     @property
     def action(self) -> str:

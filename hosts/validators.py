@@ -46,3 +46,39 @@ def _validate_hostname(value: str) -> None:
         raise ValidationError(
             f"'{value}' is not a valid hostname or IP address.", code="invalid_address"
         )
+
+
+# The host key types OpenSSH offers (ssh -Q HostKeyAlgorithms, without certificates).
+SSH_HOST_KEY_TYPES = frozenset(
+    {
+        "ssh-ed25519",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "ssh-rsa",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+    }
+)
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+
+
+def validate_ssh_host_key(value: str) -> None:
+    """One pinned key, '<type> <base64>': it becomes a line of known_hosts, where a
+    newline or a second key would pin what nobody checked."""
+    if not value:
+        return
+    if any(ch in value for ch in "\r\n\x00"):
+        raise ValidationError("One key on one line: no line breaks.", code="multiline")
+    parts = value.split(" ")
+    if len(parts) != 2:
+        raise ValidationError("A host key is '<type> <base64>', nothing else.", code="format")
+    key_type, body = parts
+    if key_type not in SSH_HOST_KEY_TYPES:
+        raise ValidationError(
+            f"{key_type!r} is not a known ssh host key type "
+            f"({', '.join(sorted(SSH_HOST_KEY_TYPES))}).",
+            code="key_type",
+        )
+    if not _BASE64.match(body) or len(body) % 4:
+        raise ValidationError("The key's body is not base64.", code="base64")

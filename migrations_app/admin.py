@@ -1,8 +1,12 @@
 """Webhooks in the Django admin: endpoints readable, deliveries read-only."""
 
 from django.contrib import admin
+from django.db import transaction
 
+from audit.events import EventType
+from audit.services import Actor, audit_event_record
 from migrations_app.models import WebhookDelivery, WebhookEndpoint
+from migrations_app.webhooks import webhook_endpoint_delete
 
 
 @admin.register(WebhookEndpoint)
@@ -15,6 +19,28 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    # What the admin may change (active) is audited as the API's changes are.
+    def save_model(self, request, obj: WebhookEndpoint, form, change: bool) -> None:
+        before = WebhookEndpoint.objects.filter(pk=obj.pk).values("active").first() or {}
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            if before.get("active") != obj.active:
+                audit_event_record(
+                    actor=Actor.from_request(request, auth_method="admin"),
+                    event_type=EventType.WEBHOOK_UPDATED,
+                    target=obj,
+                    before=before,
+                    after={"active": obj.active},
+                )
+
+    def delete_model(self, request, obj: WebhookEndpoint) -> None:
+        actor = Actor.from_request(request, auth_method="admin")
+        webhook_endpoint_delete(endpoint=obj, actor=actor)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for endpoint in queryset:
+            self.delete_model(request, endpoint)
 
 
 @admin.register(WebhookDelivery)

@@ -211,9 +211,9 @@ def changed_key_host(db) -> Host:
         name="kv",
         address="127.0.0.250",
         transport=Transport.SSH,
-        ssh_host_key="ssh-ed25519 AAAAold",
+        ssh_host_key="ssh-ed25519 AAAAoldA",
         ssh_host_key_fingerprint=OLD,
-        ssh_host_key_pending="ssh-ed25519 AAAAnew",
+        ssh_host_key_pending="ssh-ed25519 AAAAnewA",
         ssh_host_key_pending_fingerprint=NEW,
     )
 
@@ -238,7 +238,7 @@ def test_accept_host_key_refuses_another_fingerprint_naming_the_pending_one(api,
     changed_key_host.refresh_from_db()
     assert (changed_key_host.ssh_host_key_fingerprint, changed_key_host.ssh_host_key) == (
         OLD,
-        "ssh-ed25519 AAAAold",
+        "ssh-ed25519 AAAAoldA",
     )
     assert changed_key_host.ssh_host_key_pending_fingerprint == NEW
     assert not AuditEvent.objects.filter(event_type="host.host_key_accepted").exists()
@@ -250,7 +250,7 @@ def test_accept_host_key_with_the_pending_fingerprint_accepts_and_audits(api, ch
     body = response.json()
     assert (body["ssh_host_key_fingerprint"], body["ssh_host_key_pending_fingerprint"]) == (NEW, "")
     changed_key_host.refresh_from_db()
-    assert changed_key_host.ssh_host_key == "ssh-ed25519 AAAAnew"
+    assert changed_key_host.ssh_host_key == "ssh-ed25519 AAAAnewA"
     event = AuditEvent.objects.get(event_type="host.host_key_accepted")
     assert (event.before, event.after) == (
         {"ssh_host_key_fingerprint": OLD},

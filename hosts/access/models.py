@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from django.db import models
 
+from hosts.validators import validate_ssh_host_key
+
 
 class SshAccess(models.Model):
     """The pinned host key, a changed one awaiting acceptance, and the ssh access user."""
 
-    ssh_host_key = models.TextField(blank=True, help_text="Pinned key: '<type> <base64>'.")
+    ssh_host_key = models.TextField(
+        blank=True,
+        validators=[validate_ssh_host_key],
+        help_text="Pinned key: '<type> <base64>'.",
+    )
     ssh_host_key_fingerprint = models.CharField(max_length=64, blank=True)
     ssh_host_key_recorded_at = models.DateTimeField(null=True, blank=True)
-    ssh_host_key_pending = models.TextField(blank=True)
+    ssh_host_key_pending = models.TextField(blank=True, validators=[validate_ssh_host_key])
     ssh_host_key_pending_fingerprint = models.CharField(max_length=64, blank=True)
     ssh_host_key_pending_seen_at = models.DateTimeField(null=True, blank=True)
     ssh_access_user = models.CharField(max_length=32, blank=True)

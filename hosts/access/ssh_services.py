@@ -15,6 +15,7 @@ from audit.services import Actor, audit_event_record
 from hosts.access import credentials, ssh
 from hosts.access.models import CredentialKind
 from hosts.models import Host, Transport, ssh_port_of
+from hosts.validators import validate_ssh_host_key
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ def _host_key_pin(*, host: Host, offered: ssh.HostKey, actor: Actor) -> Host:
         host = Host.objects.select_for_update().get(pk=host.pk)
         if host.ssh_host_key:
             return host
+        validate_ssh_host_key(offered.line)
         host.ssh_host_key = offered.line
         host.ssh_host_key_fingerprint = offered.fingerprint
         host.ssh_host_key_recorded_at = timezone.now()
@@ -167,6 +169,7 @@ def host_key_mismatch_record(*, host: Host, mismatch: ssh.HostKeyMismatch, actor
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
         if host.ssh_host_key_pending != mismatch.offered.line:
+            validate_ssh_host_key(mismatch.offered.line)
             host.ssh_host_key_pending = mismatch.offered.line
             host.ssh_host_key_pending_fingerprint = mismatch.offered.fingerprint
             host.ssh_host_key_pending_seen_at = timezone.now()
