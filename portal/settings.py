@@ -119,6 +119,7 @@ INSTALLED_APPS = [
     "channels",
     "django_q",
     "audit",
+    "tokens",
     "hosts",
     "vms",
     "migrations_app",

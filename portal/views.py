@@ -7,9 +7,10 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.defaults import page_not_found
 
+from audit.services import Actor
 from hosts.hypervisor import UP_STATES
 from hosts.models import Host
 from hosts.permissions import can_manage_hosts
@@ -22,6 +23,9 @@ from migrations_app.selectors import batches_visible_to, migrations_visible_to
 from migrations_app.serializers import MigrationBatchSerializer
 from portal import selectors
 from portal.forms import ThrottledAuthenticationForm
+from tokens.forms import TokenForm
+from tokens.models import ApiToken
+from tokens.services import token_create, token_revoke
 from vms.filters import VMFilterSet
 from vms.models import VMState
 from vms.selectors import vm_current_with_host
@@ -101,6 +105,32 @@ def host_detail(request: HttpRequest, host_id: int) -> HttpResponse:
             "poll_minutes": settings.INVENTORY_SYNC_MINUTES,
             "active_migrations": selectors.host_active_migrations(user=request.user, host=host),
             "can_manage": can_manage_hosts(request.user),
+        },
+    )
+
+
+@login_required
+def my_tokens(request: HttpRequest) -> HttpResponse:
+    """The user's API tokens: create one (shown once), revoke one."""
+    created = None
+    form = TokenForm()
+    if request.method == "POST":
+        actor = Actor.from_request(request)
+        if "revoke" in request.POST:
+            token = get_object_or_404(ApiToken, pk=request.POST["revoke"], user=request.user)
+            token_revoke(token=token, actor=actor)
+            return redirect("my-tokens")
+        form = TokenForm(request.POST)
+        if form.is_valid():
+            _token, created = token_create(user=request.user, actor=actor, **form.cleaned_data)
+            form = TokenForm()
+    return render(
+        request,
+        "portal/tokens.html",
+        {
+            "tokens": ApiToken.objects.filter(user=request.user),
+            "form": form,
+            "created": created,
         },
     )
 

@@ -15,7 +15,7 @@ SKIP = {".venv", "var", "node_modules", ".git"}
 # The production packages, lowest layer first (core: what every app uses): each may
 # import its own layer and the ones below it, never one above (portal, at the top,
 # may import them all).
-LAYERS = ["core", "audit", "hosts", "vms", "migrations_app", "listeners", "portal"]
+LAYERS = ["core", "audit", "tokens", "hosts", "vms", "migrations_app", "listeners", "portal"]
 # Outside production: the lab hypervisors and demo commands, the tests, the benchmarks.
 # They may import any app; no production app imports them.
 OUTSIDE = ["lab", "tests", "bench"]
