@@ -5,6 +5,7 @@ it (portal/datadir.py) and the secret key file on first use.
 """
 
 import functools
+import json
 import os
 import secrets
 from pathlib import Path
@@ -247,6 +248,36 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
 LOGIN_URL = "login"
+
+# Enterprise login (docs/deploy.md, LDAP): on when PORTAL_LDAP_SERVER_URI is set; local
+# accounts keep working beside it. LDAP groups (their DNs) map to the portal's roles.
+LDAP_SERVER_URI = os.environ.get("PORTAL_LDAP_SERVER_URI", "")
+# {"<group DN>": "<role>", ...}; roles: viewer, operator, host admin, auditor.
+LDAP_ROLE_GROUPS = json.loads(os.environ.get("PORTAL_LDAP_ROLE_GROUPS", "{}") or "{}")
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+if LDAP_SERVER_URI:
+    import ldap
+    from django_auth_ldap.config import GroupOfNamesType, LDAPSearch
+
+    AUTHENTICATION_BACKENDS.insert(0, "audit.ldap_login.PortalLDAPBackend")
+    AUTH_LDAP_SERVER_URI = LDAP_SERVER_URI
+    AUTH_LDAP_BIND_DN = os.environ.get("PORTAL_LDAP_BIND_DN", "")
+    AUTH_LDAP_BIND_PASSWORD = os.environ.get("PORTAL_LDAP_BIND_PASSWORD", "")
+    AUTH_LDAP_USER_SEARCH = LDAPSearch(
+        os.environ.get("PORTAL_LDAP_USER_BASE", ""),
+        ldap.SCOPE_SUBTREE,
+        os.environ.get("PORTAL_LDAP_USER_FILTER", "(uid=%(user)s)"),
+    )
+    AUTH_LDAP_GROUP_SEARCH = LDAPSearch(
+        os.environ.get("PORTAL_LDAP_GROUP_BASE", ""),
+        ldap.SCOPE_SUBTREE,
+        "(objectClass=groupOfNames)",
+    )
+    AUTH_LDAP_GROUP_TYPE = GroupOfNamesType()
+    AUTH_LDAP_USER_ATTR_MAP = {"first_name": "givenName", "last_name": "sn", "email": "mail"}
+    AUTH_LDAP_ALWAYS_UPDATE_USER = True
+    AUTH_LDAP_START_TLS = os.environ.get("PORTAL_LDAP_START_TLS", "false") == "true"
+    AUTH_LDAP_CONNECTION_OPTIONS = {ldap.OPT_NETWORK_TIMEOUT: 5, ldap.OPT_TIMEOUT: 10}
 # Login throttling (portal/login_throttle.py): failures per name or address per window.
 LOGIN_FAILURES_PER_USERNAME = int(os.environ.get("PORTAL_LOGIN_FAILURES_PER_USERNAME", "5"))
 LOGIN_FAILURES_PER_ADDRESS = int(os.environ.get("PORTAL_LOGIN_FAILURES_PER_ADDRESS", "20"))

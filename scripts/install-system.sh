@@ -33,12 +33,14 @@ PACKAGES=(
   sudo
   # the HTTP load generator of the API benchmark (bench/api_bench.py, make bench-api)
   wrk
+  # LDAP login: python-ldap's headers, and the slapd the tests start (tests/ldap_server.py)
+  libldap2-dev libsasl2-dev slapd ldap-utils
 )
 
 if [ "${1:-}" = "--production" ]; then
   PACKAGES=(
-    # the virtualenv, and building libvirt-python against the system libvirt
-    python3-venv python3-dev gcc pkg-config libvirt-dev
+    # the virtualenv, and building libvirt-python and python-ldap against the system's
+    python3-venv python3-dev gcc pkg-config libvirt-dev libldap2-dev libsasl2-dev
     # libvirt's client (virsh for the administrator); ssh to hosts; TLS tools
     libvirt-clients openssh-client openssl ca-certificates curl
     # reverse proxy, database, broker and cache (docs/deploy.md)
@@ -56,6 +58,8 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # slapd: no directory of its own and no daemon started; the tests start their own.
+  echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
