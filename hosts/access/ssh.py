@@ -17,13 +17,17 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from hosts.hypervisor import for_users
 from hosts.networks import AddressRefused, connection_check
 
 CONNECT_TIMEOUT_S = 10.0
 
 
 class SshError(Exception):
-    """An ssh operation failed; the message is safe to show (it holds no secret)."""
+    """An ssh operation failed; the message is safe to show (no secret, no portal path)."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(for_users(str(message)), *args)
 
 
 class SshUnreachable(SshError):
