@@ -118,6 +118,12 @@ def portal_key_read(
             raise SshError(
                 f"{private_path} is not an unencrypted ssh private key the portal can use"
             ) from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        # The portal logs in with paramiko's Ed25519Key: another kind would fail every login.
+        raise SshError(
+            f"{private_path} is not an ed25519 key, the only kind the portal uses "
+            "(make one with: ssh-keygen -t ed25519 -N '')"
+        )
     try:
         public = key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
@@ -176,6 +182,15 @@ def as_root(command: str, user: str) -> str:
     return command if user == "root" else f"sudo -n {command}"
 
 
+# What paramiko raises when a session breaks, times out or the peer hangs up (socket.timeout
+# is an OSError); each becomes an SshError, which callers record.
+SSH_FAILURES = (paramiko.SSHException, EOFError, OSError)
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__  # EOFError and timeouts often say nothing
+
+
 def _transport(address: str, port: int) -> paramiko.Transport:
     try:
         connection_check(address, port)
@@ -200,6 +215,8 @@ def host_key_scan(address: str, port: int = 22) -> HostKey:
     transport = _transport(address, port)
     try:
         return HostKey.from_paramiko(transport.get_remote_server_key())
+    except SSH_FAILURES as exc:
+        raise SshUnreachable(f"reading the host key of {address}:{port}: {_why(exc)}") from exc
     finally:
         transport.close()
 
@@ -212,12 +229,16 @@ class Session:
         self.where = where
 
     def run(self, command: str, timeout: float = 30.0) -> tuple[int, str, str]:
-        channel = self._transport.open_session(timeout=CONNECT_TIMEOUT_S)
-        channel.settimeout(timeout)
-        channel.exec_command(command)
-        out = channel.makefile("rb").read().decode(errors="replace")
-        err = channel.makefile_stderr("rb").read().decode(errors="replace")
-        return channel.recv_exit_status(), out, err
+        """(exit status, stdout, stderr); a broken session or a timeout is SshUnreachable."""
+        try:
+            channel = self._transport.open_session(timeout=CONNECT_TIMEOUT_S)
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            out = channel.makefile("rb").read().decode(errors="replace")
+            err = channel.makefile_stderr("rb").read().decode(errors="replace")
+            return channel.recv_exit_status(), out, err
+        except SSH_FAILURES as exc:
+            raise SshUnreachable(f"ssh to {self.where} failed: {_why(exc)}") from exc
 
     def close(self) -> None:
         self._transport.close()
@@ -265,6 +286,12 @@ def session_open(
                     f"the portal's key is not accepted by {where}"
                 ) from None
         return Session(transport, where), offered
+    except SshError:
+        transport.close()
+        raise
+    except SSH_FAILURES as exc:  # after the handshake: the login broke or timed out
+        transport.close()
+        raise SshUnreachable(f"ssh login to {where} failed: {_why(exc)}") from exc
     except BaseException:
         transport.close()
         raise
