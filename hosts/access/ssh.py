@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import shlex
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hosts.hypervisor import for_users
-from hosts.networks import AddressRefused, connection_check
+from hosts.networks import AddressRefused, connect_checked
 
 CONNECT_TIMEOUT_S = 10.0
 
@@ -193,11 +192,9 @@ def _why(exc: BaseException) -> str:
 
 def _transport(address: str, port: int) -> paramiko.Transport:
     try:
-        connection_check(address, port)
+        sock = connect_checked(address, port, timeout=CONNECT_TIMEOUT_S)  # resolved once
     except AddressRefused as exc:
         raise SshRefused(str(exc)) from None
-    try:
-        sock = socket.create_connection((address, port), timeout=CONNECT_TIMEOUT_S)
     except OSError as exc:
         raise SshUnreachable(
             f"cannot reach ssh on {address}:{port}: {exc.strerror or exc}"
