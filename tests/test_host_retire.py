@@ -91,7 +91,9 @@ def test_a_retired_host_is_hidden_from_lists_unless_asked_for(api, vm, history, 
     dashboard = browser.get("/").content.decode()
     assert f'href="/hosts/{vm.host_id}/"' in dashboard
     assert f'href="/hosts/{_dst().pk}/"' not in dashboard
-    assert browser.get(f"/hosts/{_dst().pk}/").status_code == 200
+    host_page = browser.get(f"/hosts/{_dst().pk}/")
+    assert host_page.status_code == 200
+    assert 'data-field="retired-badge"' in host_page.content.decode()
 
 
 def test_a_retired_host_is_out_of_placement(vm, history, api):
