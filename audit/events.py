@@ -42,6 +42,8 @@ class EventType(models.TextChoices):
     HOST_LIBVIRTD_RESTARTED = "host.libvirtd_restarted", "libvirtd restarted"
     HOST_MAINTENANCE_ENTERED = "host.maintenance_entered", "Host entered maintenance"
     HOST_MAINTENANCE_LEFT = "host.maintenance_left", "Host left maintenance"
+    HOST_RETIRED = "host.retired", "Host retired"
+    HOST_UNRETIRED = "host.unretired", "Host back in service"
     HOST_PORTAL_CREDENTIAL_STORED = "host.portal_credential_stored", "Portal key pair stored"
 
     VM_DISCOVERED = "vm.discovered", "VM discovered"

@@ -15,7 +15,7 @@ from django.utils.dateparse import parse_datetime
 
 from audit.filters import AuditEventFilterSet
 from audit.models import AuditEvent
-from core.filters import filtered
+from core.filters import filtered, parse_id
 
 AUDIT_PAGE_SIZE = 50
 AUDIT_MAX_PAGE_SIZE = 500
@@ -48,7 +48,10 @@ def _cursor_decode(cursor: str) -> tuple[datetime, int]:
         parsed = parse_datetime(when)
         if parsed is None:
             raise ValueError(when)
-        return parsed, int(pk)
+        number = parse_id(pk)
+        if number is None:
+            raise ValueError(pk)
+        return parsed, number
     except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
         raise ValidationError({"cursor": ["Not a valid page cursor."]}) from exc
 

@@ -9,6 +9,20 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema_field
+
+# Row ids are 64-bit signed integers (BigAutoField; SQLite's INTEGER): a larger number in a
+# query would overflow in the database driver (a 500), so it is refused or matches nothing.
+DB_ID_MAX = 2**63 - 1
+
+
+def parse_id(value: str) -> int | None:
+    """A row id written in decimal digits, within the database's range; else None."""
+    value = value.strip()
+    if not value.isascii() or not value.isdigit() or len(value) > 19:
+        return None
+    number = int(value)
+    return number if 1 <= number <= DB_ID_MAX else None
 
 
 def parse_uuid(value: str) -> uuid.UUID | None:
@@ -44,6 +58,19 @@ class _StrictBooleanField(forms.NullBooleanField):
 
 class StrictBooleanFilter(django_filters.BooleanFilter):
     field_class = _StrictBooleanField
+
+
+@extend_schema_field({"type": "integer", "format": "int64", "minimum": 1, "maximum": DB_ID_MAX})
+class IdFilter(django_filters.NumberFilter):
+    """A row id: a whole number from 1 to the database's largest; anything else (1.3e22,
+    2**64) is a 400 naming the parameter, not an overflow in the driver."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", DB_ID_MAX)
+        super().__init__(*args, **kwargs)
 
 
 class ListFilterBackend(DjangoFilterBackend):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
@@ -42,8 +43,28 @@ PAUSED_BY_CHOICE = frozenset({"user"})
 POSTCOPY_REASONS = frozenset({"postcopy", "postcopy_failed"})
 
 
+# A URI's query carries the portal's files (keyfile=, command=, pkipath=): never shown.
+_URI_QUERY = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s?'\"]*)\?[^\s'\",;:)]*")
+
+
+def for_users(message: str) -> str:
+    """`message` without the portal's file paths: URIs without their query, the data
+    folder (where the keys, the ssh wrapper and the TLS files are) as `<portal data>`."""
+    from django.conf import settings  # here: the rest of this module needs no Django
+
+    message = _URI_QUERY.sub(r"\1", message)
+    folders = {str(getattr(settings, name, "")) for name in ("DATA_DIR", "TLS_DIR")}
+    for folder in sorted(folders - {""}, key=len, reverse=True):
+        message = message.replace(folder, "<portal data>")
+    return message
+
+
 class GatewayError(Exception):
-    """A hypervisor operation failed; `str(error)` is meant for the user."""
+    """A hypervisor operation failed; `str(error)` is meant for the user (and holds no
+    portal file path: see for_users)."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(for_users(str(message)), *args)
 
 
 class HostUnreachable(GatewayError):

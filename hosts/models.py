@@ -77,7 +77,18 @@ class Maintenance(models.Model):
         abstract = True
 
 
-class Host(SshAccess, TlsCertificates, Capabilities, Maintenance, models.Model):
+class Retirement(models.Model):
+    """A retired host is kept for the history and the reports (its migrations point at
+    it), but takes no VMs, is not polled and is left out of the lists."""
+
+    retired = models.BooleanField(default=False)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class Host(SshAccess, TlsCertificates, Capabilities, Maintenance, Retirement, models.Model):
     """A libvirt host the portal manages: how it is reached and whether it answered."""
 
     name = models.CharField(

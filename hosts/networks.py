@@ -116,6 +116,40 @@ def connection_check(address: str, port: int) -> None:
         )
 
 
+def connect_checked(address: str, port: int, *, timeout: float) -> socket.socket:
+    """A TCP connection to `address`, resolved once: every address it resolves to is
+    checked (AddressRefused) and only those are connected to, so a DNS answer that
+    changes between the check and the connection (rebinding) cannot take it elsewhere.
+    OSError if none answers."""
+    allowed = allow_list()
+    refusal = address_refusal(address)
+    if refusal:
+        raise AddressRefused(refusal)
+    try:
+        found = socket.getaddrinfo(address.strip("[]"), port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise OSError(f"cannot resolve {address}: {exc.strerror or exc}") from exc
+    if allowed.restricts:
+        resolved = {info[4][0] for info in found}
+        outside = sorted(a for a in resolved if not allowed.ip_allowed(ipaddress.ip_address(a)))
+        if outside:
+            raise AddressRefused(
+                f"{address} resolves to {', '.join(outside)}, outside the networks this "
+                f"portal may contact (PORTAL_HOST_NETWORKS: {allowed.describe()})"
+            )
+    error: OSError = OSError(f"{address} resolves to no address")
+    for family, kind, proto, _name, sockaddr in found:
+        sock = socket.socket(family, kind, proto)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error
+
+
 def libvirt_endpoint_probe(uri: str, timeout: float) -> None:
     """Before libvirt opens `uri` (no timeout of its own): HostRefused, or HostUnreachable."""
     parts = urlsplit(uri)

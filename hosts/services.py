@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import ProtectedError
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
@@ -59,12 +60,44 @@ def host_update(*, host: Host, actor: Actor, **fields) -> Host:
     return host
 
 
+class HostInUse(Exception):
+    """The host cannot be removed: records (migrations) still point at it."""
+
+
 @transaction.atomic
 def host_delete(*, host: Host, actor: Actor) -> None:
+    """Remove a host; one with migration history is kept (HostInUse): retire it instead."""
     audit_event_record(
         actor=actor, event_type=EventType.HOST_DELETED, target=host, before=_editable_snapshot(host)
     )
-    host.delete()
+    try:
+        host.delete()
+    except ProtectedError as exc:  # raised before any row is deleted; the audit row rolls back
+        count = len(exc.protected_objects)
+        raise HostInUse(
+            f"Host {host.name} has migration history ({count} record(s) point at it) and "
+            f"cannot be removed: retire it instead (POST /api/hosts/{host.pk}/retire/)."
+        ) from exc
+
+
+@transaction.atomic
+def host_retired_set(*, host: Host, retired: bool, actor: Actor) -> Host:
+    """Retire a host (or bring it back); a repeat records nothing."""
+    host = Host.objects.select_for_update().get(pk=host.pk)
+    if host.retired == retired:
+        return host
+    before = {"retired": host.retired}
+    host.retired = retired
+    host.retired_at = timezone.now() if retired else None
+    host.save(update_fields=["retired", "retired_at", "updated_at"])
+    audit_event_record(
+        actor=actor,
+        event_type=EventType.HOST_RETIRED if retired else EventType.HOST_UNRETIRED,
+        target=host,
+        before=before,
+        after={"retired": host.retired},
+    )
+    return host
 
 
 MAINTENANCE_REASON_MAX = 500

@@ -142,7 +142,8 @@ class ListenerProcess:
 
     def tick(self) -> None:
         """Renew what this process holds, drop what it lost, take what nobody holds."""
-        host_ids = set(Host.objects.values_list("pk", flat=True))
+        # A retired host is not listened to: its watcher stops, none is started.
+        host_ids = set(Host.objects.filter(retired=False).values_list("pk", flat=True))
         for host_id, watcher in list(self.watchers.items()):
             lost = host_id not in host_ids or watcher.stop.is_set()
             if not lost and not listener_renew(host_id=host_id, epoch=watcher.epoch):

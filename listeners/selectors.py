@@ -26,9 +26,15 @@ def hosts_due_for_poll():
     """Hosts without a live listener; the others once per INVENTORY_SAFETY_NET_MINUTES,
     in case an event was lost."""
     overdue = timezone.now() - timedelta(minutes=settings.INVENTORY_SAFETY_NET_MINUTES)
-    return Host.objects.filter(
-        ~Q(pk__in=hosts_listened_ids()) | Q(last_seen_at__isnull=True) | Q(last_seen_at__lt=overdue)
-    ).order_by("name")
+    return (
+        Host.objects.filter(retired=False)
+        .filter(
+            ~Q(pk__in=hosts_listened_ids())
+            | Q(last_seen_at__isnull=True)
+            | Q(last_seen_at__lt=overdue)
+        )
+        .order_by("name")
+    )
 
 
 # The portal acts on the VM (a worker, the reconciler, a person resolving): not while a

@@ -5,7 +5,7 @@ from __future__ import annotations
 import django_filters
 from django.db.models import Q, QuerySet
 
-from core.filters import StrictBooleanFilter, parse_uuid
+from core.filters import IdFilter, StrictBooleanFilter, parse_uuid
 from migrations_app.domain.lifecycle import ACTIVE_STATUSES, FailureReason, MigrationStatus
 from migrations_app.models import Migration
 
@@ -24,7 +24,7 @@ class MigrationFilterSet(django_filters.FilterSet):
     user = django_filters.CharFilter(field_name="requested_by_name")
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
-    batch = django_filters.NumberFilter(field_name="batch_id", help_text="The batch's id.")
+    batch = IdFilter(field_name="batch_id", help_text="The batch's id.")
     live = StrictBooleanFilter()
 
     class Meta:

@@ -9,8 +9,7 @@ from collections.abc import Iterator
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections
-from django.db.models import Case, CharField, Func, QuerySet, TextField, Value, When
-from django.db.models.fields.json import KT
+from django.db.models import Case, CharField, F, Func, QuerySet, TextField, Value, When
 
 from migrations_app.models import Migration
 
@@ -71,6 +70,65 @@ class IsoTimestamp(Func):
         return self.as_sql(compiler, connection, template=template, **extra)
 
 
+# OWASP CSV injection: a text cell starting with one of these is a formula to a
+# spreadsheet; it is written with a leading single quote. Numbers stay numbers.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_STARTS_SQLITE = "('=', '+', '-', '@', char(9), char(13))"
+_STARTS_POSTGRESQL = "('=', '+', '-', '@', chr(9), chr(13))"
+_QUOTE = "''''"  # SQL for the text '
+
+
+def formula_safe(value: object) -> object:
+    """`value`, a string prefixed with ' if a spreadsheet would read it as a formula."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+class FormulaSafeText(Func):
+    """A text column, prefixed with ' where it starts like a formula (in the database:
+    on PostgreSQL the exported rows never pass through Python)."""
+
+    output_field = TextField()
+
+    def as_sqlite(self, compiler, connection, **extra):
+        sql, params = compiler.compile(self.source_expressions[0])
+        case = (
+            f"CASE WHEN substr({sql}, 1, 1) IN {_STARTS_SQLITE} "
+            f"THEN {_QUOTE} || {sql} ELSE {sql} END"
+        )
+        return case, (*params, *params, *params)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        sql, params = compiler.compile(self.source_expressions[0])
+        case = (
+            f"CASE WHEN left({sql}::text, 1) IN {_STARTS_POSTGRESQL} "
+            f"THEN {_QUOTE} || {sql}::text ELSE {sql}::text END"
+        )
+        return case, (*params, *params, *params)
+
+
+class FormulaSafeStat(Func):
+    """One key of completed_stats as text (PostgreSQL's COPY), a string formula-safe."""
+
+    output_field = TextField()
+
+    def __init__(self, column: str, key: str) -> None:
+        super().__init__(F(column))
+        self.key = key
+
+    def as_postgresql(self, compiler, connection, **extra):
+        sql, params = compiler.compile(self.source_expressions[0])
+        value = f"({sql} ->> %s)"
+        case = (
+            f"CASE WHEN jsonb_typeof({sql} -> %s) = 'string' "
+            f"AND left({value}, 1) IN {_STARTS_POSTGRESQL} "
+            f"THEN {_QUOTE} || {value} ELSE {value} END"
+        )
+        key = (self.key,)
+        return case, (*params, *key, *params, *key, *params, *key, *params, *key)
+
+
 UUID_SPANS = [(1, 8), (9, 4), (13, 4), (17, 4), (21, 12)]
 
 
@@ -106,10 +164,12 @@ def _export_queryset(migrations: QuerySet[Migration], *, stats_in_sql: bool) -> 
                 default=Value("false"),
                 output_field=CharField(),
             )
+        elif kind in ("CharField", "TextField", ""):  # "": a host's name
+            expressions[f"x_{name}"] = FormulaSafeText(lookup)
         lookups.append(f"x_{name}" if f"x_{name}" in expressions else lookup)
     if stats_in_sql:
         for key in JOB_STAT_KEYS:
-            expressions[f"x_stats_{key}"] = KT(f"completed_stats__{key}")
+            expressions[f"x_stats_{key}"] = FormulaSafeStat("completed_stats", key)
             lookups.append(f"x_stats_{key}")
     queryset = migrations.order_by("created_at", "id").annotate(**expressions)
     return queryset.values_list(*lookups)
@@ -124,31 +184,37 @@ def _raw_chunks(queryset: QuerySet) -> Iterator[list[tuple]]:
             yield rows
 
 
-def _csv_line(values: list) -> str:
+# Python's csv quotes a field with a CR only if CR ends its lines (RFC 4180's CRLF); a bare
+# CR in an error text would otherwise split the row. PostgreSQL's COPY quotes it itself.
+CSV_LINE_END = "\r\n"
+
+
+def _csv_line(values: list, line_end: str = CSV_LINE_END) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(values)
+    csv.writer(buffer, lineterminator=line_end).writerow(values)
     return buffer.getvalue()
 
 
 def migrations_csv_stream(*, migrations: QuerySet[Migration]) -> Iterator[str | bytes]:
     """The CSV export in blocks: a header, then a line per migration, oldest first."""
-    yield _csv_line(CSV_HEADER)
     if connections[migrations.db].vendor == "postgresql":
+        yield _csv_line(CSV_HEADER, "\n")
         yield from _postgresql_copy_csv(_export_queryset(migrations, stats_in_sql=True))
         return
+    yield _csv_line(CSV_HEADER)
     queryset = _export_queryset(migrations, stats_in_sql=False)
     stats_index = [name for name, _ in RECORD_COLUMNS].index("completed_stats")
     no_stats = [None] * len(JOB_STAT_KEYS)
     decode = json.JSONDecoder().decode
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer, lineterminator=CSV_LINE_END)
     for rows in _raw_chunks(queryset):
         lines = []
         for row in rows:
             raw = row[stats_index]
             stats = decode(raw) if raw and raw != "null" else None
             if stats:
-                flat = list(map(stats.get, JOB_STAT_KEYS))
+                flat = [formula_safe(stats.get(key)) for key in JOB_STAT_KEYS]
                 if isinstance(flat[JOB_STAT_SUCCESS], bool):
                     flat[JOB_STAT_SUCCESS] = "true" if flat[JOB_STAT_SUCCESS] else "false"
                 lines.append([*row, *flat])

@@ -185,7 +185,7 @@ def _cpu_facts(
 
 def destinations_ranked(vm: VM) -> list[placement.Placement]:
     """Every other host for `vm` (as Host rows), best first; asks libvirt for the CPUs."""
-    candidates = list(Host.objects.exclude(pk=vm.host_id).order_by("name"))
+    candidates = list(Host.objects.filter(retired=False).exclude(pk=vm.host_id).order_by("name"))
     active = _active_by_uuid()
     needs = _vm_needs(vm, active)
     facts = _host_facts(source=vm.host, candidates=candidates, leaving_out=str(vm.uuid))
@@ -218,7 +218,7 @@ def evacuation_plan(host: Host) -> HostEvacuationPlan:
     rows = list(VM.objects.filter(host=host).present().prefetch_related("disks").order_by("name"))
     active = _active_by_uuid()
     needs = [_vm_needs(vm, active) for vm in rows]
-    candidates = list(Host.objects.exclude(pk=host.pk).order_by("name"))
+    candidates = list(Host.objects.filter(retired=False).exclude(pk=host.pk).order_by("name"))
     facts = _host_facts(source=host, candidates=candidates)
     source_outgoing = Migration.objects.filter(source=host, status__in=ACTIVE_STATUSES).count()
     plan = placement.plan_evacuation(

@@ -20,23 +20,29 @@ class ThrottledLoginMixin:
         request = self.request  # type: ignore[attr-defined]
         username = str(self.cleaned_data.get("username") or "")  # type: ignore[attr-defined]
         address = login_throttle.client_address(request)
-        lockout = login_throttle.login_lockout_find(username=username, address=address)
-        if lockout is not None:
-            self.lockout = lockout
-            login_throttle.login_refused_record(request=request, username=username, lockout=lockout)
-            raise forms.ValidationError(lockout.message, code="locked")
+        # Counted before the password is checked: parallel attempts cannot all pass.
+        attempt = login_throttle.login_attempt_begin(username=username, address=address)
+        if isinstance(attempt, login_throttle.Lockout):
+            self.lockout = attempt
+            login_throttle.login_refused_record(request=request, username=username, lockout=attempt)
+            raise forms.ValidationError(attempt.message, code="locked")
         try:
             cleaned = super().clean()  # type: ignore[misc]
         except forms.ValidationError as error:
-            if getattr(error, "code", None) == "invalid_login":
-                lockout = login_throttle.login_failure_record(
-                    request=request, username=username, address=address
-                )
-                if lockout is not None:
-                    self.lockout = lockout
-                    raise forms.ValidationError(lockout.message, code="locked") from error
+            if attempt is None:
+                raise
+            if getattr(error, "code", None) != "invalid_login":
+                login_throttle.login_attempt_cancel(attempt=attempt)
+                raise
+            lockout = login_throttle.login_failure_record(
+                request=request, username=username, attempt=attempt
+            )
+            if lockout is not None:
+                self.lockout = lockout
+                raise forms.ValidationError(lockout.message, code="locked") from error
             raise
-        login_throttle.login_success_record(username=username)
+        if attempt is not None:
+            login_throttle.login_success_record(attempt=attempt)
         return cleaned
 
 

@@ -2,13 +2,19 @@
 at the limit, attempts are refused (right password too) until the window ends.
 
 A success clears its name's counter only (one valid account must not reset an address
-trying many names). An unreachable cache throttles nothing: a Redis outage must not lock
-out the administrators who would repair it.
+trying many names). Every attempt is counted before its password is checked (one atomic
+increment per counter, which decides), so parallel attempts cannot all pass one check
+before any of them is counted; a success or a refusal gives its count back. IPv6 clients
+are counted by /64 (one host usually has a whole /64 to pick addresses from).
+
+An unreachable cache throttles nothing: a Redis outage must not lock out the
+administrators who would repair it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import math
 import time
@@ -64,6 +70,20 @@ def client_address(request: HttpRequest | None) -> str:
     return request.META.get("REMOTE_ADDR") or "unknown"
 
 
+def throttled_address(address: str) -> str:
+    """What an address is counted as: IPv4 as is, IPv6 by its /64 (an IPv4-mapped one as
+    IPv4); anything unreadable as is."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 def _key(scope: Scope, value: str) -> str:
     if scope == Scope.USERNAME:
         value = value.strip().casefold()
@@ -81,7 +101,7 @@ def _limits() -> dict[Scope, int]:
 def _keys(*, username: str, address: str) -> dict[Scope, str]:
     return {
         Scope.USERNAME: _key(Scope.USERNAME, username),
-        Scope.ADDRESS: _key(Scope.ADDRESS, address),
+        Scope.ADDRESS: _key(Scope.ADDRESS, throttled_address(address)),
     }
 
 
@@ -105,7 +125,8 @@ def _lockout(state: dict[Scope, tuple[int, float]]) -> Lockout | None:
     return Lockout(scope, failures[scope], retry)
 
 
-def _count_failure(key: str) -> int:
+def _count(key: str) -> int:
+    """One more on `key` (atomic: Redis INCR), its window started if it is new."""
     window = settings.LOGIN_FAILURE_WINDOW_S
     cache.add(f"{key}:since", time.time(), timeout=window)
     cache.add(key, 0, timeout=window)
@@ -114,6 +135,21 @@ def _count_failure(key: str) -> int:
     except ValueError:  # expired between add and incr: a new window
         cache.set(key, 1, timeout=window)
         return 1
+
+
+def _give_back(key: str) -> None:
+    try:
+        cache.decr(key)
+    except ValueError:  # expired meanwhile: nothing to give back
+        pass
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A login attempt counted in advance: `counts` with it, per scope."""
+
+    keys: dict[Scope, str]
+    counts: dict[Scope, int]
 
 
 def _audit(
@@ -131,12 +167,27 @@ def _audit(
     )
 
 
-def login_lockout_find(*, username: str, address: str) -> Lockout | None:
+def login_attempt_begin(*, username: str, address: str) -> Attempt | Lockout | None:
+    """Count the attempt before its password is checked: the Lockout that refuses it
+    (its count given back), else the Attempt to end with login_failure_record or
+    login_success_record. None: the cache is unreachable (nothing is throttled)."""
     try:
-        return _lockout(_state(_keys(username=username, address=address)))
+        keys = _keys(username=username, address=address)
+        counts = {scope: _count(key) for scope, key in keys.items()}
+        before = {scope: count - 1 for scope, count in counts.items()}
+        scope = lockout_decide(failures=before, limits=_limits())
+        if scope is None:
+            return Attempt(keys, counts)
+        for key in keys.values():
+            _give_back(key)
+        since = _state(keys)[scope][1]
     except RedisError:
         logger.exception("login throttle: the cache is unreachable; not throttling")
         return None
+    window_s = settings.LOGIN_FAILURE_WINDOW_S
+    return Lockout(
+        scope, before[scope], retry_after_s(since=since, now=time.time(), window_s=window_s)
+    )
 
 
 def login_refused_record(*, request: HttpRequest | None, username: str, lockout: Lockout) -> None:
@@ -149,25 +200,24 @@ def login_refused_record(*, request: HttpRequest | None, username: str, lockout:
 
 
 def login_failure_record(
-    *, request: HttpRequest | None, username: str, address: str
+    *, request: HttpRequest | None, username: str, attempt: Attempt
 ) -> Lockout | None:
-    """Count a failed login; the lockout it started, if any (audited at the limit)."""
+    """The attempt failed (it is counted already): the lockout it started, if any
+    (audited at the limit)."""
     try:
-        keys = _keys(username=username, address=address)
-        counts = {scope: _count_failure(key) for scope, key in keys.items()}
-        lockout = _lockout(_state(keys))
+        lockout = _lockout(_state(attempt.keys))
     except RedisError:
         logger.exception("login throttle: the cache is unreachable; not throttling")
         return None
     for scope, limit in _limits().items():
-        if limit > 0 and counts[scope] == limit:
+        if limit > 0 and attempt.counts[scope] == limit:
             _audit(
                 request=request,
                 event_type=EventType.AUTH_LOGIN_LOCKED,
                 username=username,
                 detail={
                     "scope": str(scope),
-                    "failures": counts[scope],
+                    "failures": attempt.counts[scope],
                     "window_s": settings.LOGIN_FAILURE_WINDOW_S,
                     "retry_after_s": lockout.retry_after_s if lockout else None,
                 },
@@ -175,10 +225,21 @@ def login_failure_record(
     return lockout
 
 
-def login_success_record(*, username: str) -> None:
-    """A successful login clears its user name's failures (not its address's)."""
-    key = _key(Scope.USERNAME, username)
+def login_attempt_cancel(*, attempt: Attempt) -> None:
+    """The attempt was not a failed password (an inactive account): its counts back."""
+    try:
+        for key in attempt.keys.values():
+            _give_back(key)
+    except RedisError:
+        logger.exception("login throttle: the cache is unreachable")
+
+
+def login_success_record(*, attempt: Attempt) -> None:
+    """A successful login clears its user name's failures; its address's count is given
+    back (the address's earlier failures stay)."""
+    key = attempt.keys[Scope.USERNAME]
     try:
         cache.delete_many([key, f"{key}:since"])
+        _give_back(attempt.keys[Scope.ADDRESS])
     except RedisError:
         logger.exception("login throttle: the cache is unreachable")

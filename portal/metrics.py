@@ -161,9 +161,9 @@ class PortalCollector(Collector):
             "When the host last answered (Unix time; absent: never).",
             labels=["host"],
         )
-        for name, status, last_seen in Host.objects.order_by("name").values_list(
-            "name", "status", "last_seen_at"
-        ):
+        # A retired host is not polled: its frozen status would raise a false alarm.
+        hosts = Host.objects.filter(retired=False).order_by("name")
+        for name, status, last_seen in hosts.values_list("name", "status", "last_seen_at"):
             up.add_metric([name], 1 if status == HostStatus.REACHABLE else 0)
             if last_seen is not None:
                 seen.add_metric([name], last_seen.timestamp())

@@ -22,10 +22,10 @@ MIGRATION_TARGET_TYPE = Migration._meta.label_lower  # "migrations_app.migration
 CHART_MAX_POINTS = 600
 
 
-def hosts_overview() -> list[Host]:
-    hosts = list(
-        Host.objects.annotate(running_vms=Count("vms", filter=Q(vms__state=VMState.RUNNING)))
-    )
+def hosts_overview(*, include_retired: bool = False) -> list[Host]:
+    """The dashboard's hosts (retired ones left out unless asked for)."""
+    hosts = Host.objects.annotate(running_vms=Count("vms", filter=Q(vms__state=VMState.RUNNING)))
+    hosts = list(hosts if include_retired else hosts.filter(retired=False))
     active = Migration.objects.filter(status__in=ACTIVE_STATUSES)
     counts = Counter(active.values_list("source_id", flat=True))
     counts.update(active.values_list("destination_id", flat=True))
@@ -35,7 +35,7 @@ def hosts_overview() -> list[Host]:
 
 
 def host_overview(host_id: int) -> Host | None:
-    return next((h for h in hosts_overview() if h.pk == host_id), None)
+    return next((h for h in hosts_overview(include_retired=True) if h.pk == host_id), None)
 
 
 def host_vms(host: Host) -> list[VM]:

@@ -10,6 +10,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.defaults import page_not_found
 
+from audit.permissions import can_read_audit
 from audit.services import Actor
 from hosts.hypervisor import UP_STATES
 from hosts.models import Host
@@ -172,6 +173,8 @@ def migration_detail(request: HttpRequest, migration_id: int) -> HttpResponse:
             "events": events,
             "completed_stats": sorted((migration.completed_stats or {}).items()),
             "can_control": can_migrate(request.user),
+            # Where a request came from is the audit log's: only its readers see it.
+            "show_source_ip": can_read_audit(request.user),
         },
     )
 

@@ -3,6 +3,7 @@ the login page (429) and the admin's login, audited; the decisions table-tested.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -10,7 +11,16 @@ import pytest
 from django.test import Client
 
 from audit.models import AuditEvent
-from portal.login_throttle import Scope, lockout_decide, retry_after_s
+from portal.login_throttle import (
+    Attempt,
+    Lockout,
+    Scope,
+    lockout_decide,
+    login_attempt_begin,
+    login_failure_record,
+    retry_after_s,
+    throttled_address,
+)
 
 LOCKED = "Too many failed logins"
 
@@ -162,3 +172,55 @@ def test_the_counters_live_in_the_profiles_redis(admin_user, settings):
     finally:
         for key in raw.scan_iter(f"{prefix}:*"):
             raw.delete(key)
+
+
+@pytest.mark.parametrize(
+    ("address", "counted_as"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_ipv6_clients_are_counted_by_64(address, counted_as):
+    assert throttled_address(address) == counted_as
+
+
+def test_twenty_failures_from_one_ipv6_64_lock_all_of_it(viewer_user):
+    for n in range(20):
+        _post(f"2001:db8:5:6::{n + 1:x}", f"spray-{n}", "guess")
+    client, right = _post("2001:db8:5:6:abcd::99", "viewer", "viewer-pass-123")
+    assert right.status_code == 429 and not _logged_in(client)
+    client, other = _post("2001:db8:5:7::1", "viewer", "viewer-pass-123")
+    assert other.status_code == 302 and _logged_in(client)
+
+
+def test_parallel_attempts_cannot_all_pass_one_check(db, settings):
+    """Twenty attempts at once on one name: each is counted before its password is
+    checked, so five (the limit) go on and the rest are refused, whatever the timing."""
+    settings.LOGIN_FAILURES_PER_USERNAME = 5
+    start = threading.Barrier(20)
+    results: list = []
+
+    def attempt(n: int) -> None:
+        start.wait()
+        results.append(login_attempt_begin(username="admin", address=f"198.51.100.{n}"))
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    passed = [r for r in results if isinstance(r, Attempt)]
+    refused = [r for r in results if isinstance(r, Lockout)]
+    assert (len(passed), len(refused)) == (5, 15)
+    assert {r.scope for r in refused} == {Scope.USERNAME}
+    # The refused ones gave their count back: five failures, once the five fail.
+    for item in passed:
+        login_failure_record(request=None, username="admin", attempt=item)
+    lockout = login_attempt_begin(username="admin", address="198.51.100.99")
+    assert isinstance(lockout, Lockout) and lockout.failures == 5

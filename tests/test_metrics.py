@@ -136,6 +136,9 @@ def test_hosts_and_heartbeats(client, rows, hosts, settings):
     samples = _scrape(client)
     assert _get(samples, "portal_host_up", host="hv-up") == 1
     assert _get(samples, "portal_host_up", host="hv-down") == 0
+    # A retired host is not polled: it is left out rather than reported down for ever.
+    Host.objects.filter(name="hv-down").update(retired=True)
+    assert ("portal_host_up", (("host", "hv-down"),)) not in _scrape(client)
     assert _get(samples, "portal_host_last_seen_timestamp_seconds", host="hv-up") == pytest.approx(
         hosts["up"].last_seen_at.timestamp()
     )

@@ -143,6 +143,13 @@ SSH_DST = _host(2, "dst", transport=Transport.SSH, ssh_user="portal")
             "choose another host, or take it out of maintenance first",
         ),
         (
+            "destination_not_in_maintenance",
+            {"plan": {"destination": _host(2, "dst", retired=True)}},
+            FAIL,
+            "dst is retired and takes no VMs: choose another host, "
+            "or bring it back into service first",
+        ),
+        (
             "no_other_migration",
             {"other_migration": Migration(pk=7, status="queued")},
             FAIL,

@@ -106,7 +106,8 @@ def test_csv_is_streamed_in_blocks(api, history, monkeypatch):
     response = api.get(CSV_URL, RANGE)
     blocks = list(response.streaming_content)
     # The header, then blocks: never the whole file at once.
-    assert blocks[0].decode() == ",".join(CSV_HEADER) + "\n"
+    # CRLF as RFC 4180 (a CR in a cell is then quoted); PostgreSQL's COPY ends lines in LF.
+    assert blocks[0].decode() in (",".join(CSV_HEADER) + "\r\n", ",".join(CSV_HEADER) + "\n")
     assert len(blocks) >= 4
     assert all(len(b) < 300_000 for b in blocks)
     assert sum(b.count(b"\n") for b in blocks) == 1 + 1_200
@@ -167,3 +168,57 @@ def test_export_rejects_bad_filters(api):
     response = api.get(CSV_URL, {"outcome": "nope"})
     assert response.status_code == 400
     assert "outcome" in response.json()
+
+
+# OWASP CSV injection: text a spreadsheet would run as a formula, as the guest or a user
+# could name things (a VM's name comes from its libvirt definition).
+FORMULAS = {
+    "vm_name": '=HYPERLINK("http://x","y")',
+    "requested_by_name": "@SUM(A1)",
+    "error": "+cmd|' /C calc'!A0",
+    "new_name": "-2+3",
+    "claimed_by": "\tworker",
+    "phase": "\r=1",
+}
+
+
+@pytest.fixture
+def formulas():
+    from hosts.models import Host
+
+    source = Host.objects.create(name="=src", address="192.0.2.40")
+    destination = Host.objects.create(name="dst-ok", address="192.0.2.41")
+    return Migration.objects.create(
+        **FORMULAS,
+        vm_uuid="6f1c0a4e-0000-4000-8000-000000000001",
+        source=source,
+        destination=destination,
+        status="failed",
+        max_downtime_ms=500,
+        timeout_s=600,
+        total_time_ms=-5,  # a number stays a number, even negative
+        completed_stats={"errmsg": "=1+1", "downtime": 12, "type": "-x", "data_total": -1},
+    )
+
+
+def test_csv_cells_that_start_like_a_formula_are_quoted(api, formulas):
+    (row,) = _csv(api.get(CSV_URL))
+    for column, value in FORMULAS.items():
+        assert row[column] == "'" + value, column
+    assert row["source"] == "'=src"
+    assert row["destination"] == "dst-ok"  # nothing else changes
+    assert row["status"] == "failed"
+    assert row["total_time_ms"] == "-5"
+    assert row["stats.errmsg"] == "'=1+1"
+    assert row["stats.type"] == "'-x"
+    assert (row["stats.downtime"], row["stats.data_total"]) == ("12", "-1")
+
+
+def test_json_string_values_that_start_like_a_formula_are_quoted(api, formulas):
+    body = json.loads(b"".join(api.get(JSON_URL).streaming_content))
+    (record,) = body["migrations"]
+    for column, value in FORMULAS.items():
+        assert record[column] == "'" + value, column
+    assert record["source"] == "'=src"
+    assert record["destination"] == "dst-ok"
+    assert record["total_time_ms"] == -5

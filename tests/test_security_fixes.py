@@ -158,7 +158,7 @@ class _FakeSession:
     def __exit__(self, *exc):
         return False
 
-    def run(self, command):
+    def run(self, command, timeout=30.0):
         return 0, "", ""
 
 

@@ -1,7 +1,7 @@
 import django_filters
 from django.db.models import Q
 
-from core.filters import StrictBooleanFilter
+from core.filters import StrictBooleanFilter, parse_id
 from vms.models import VM, VMState
 
 
@@ -20,8 +20,9 @@ class VMFilterSet(django_filters.FilterSet):
 
     def filter_host(self, queryset, _name, value: str):
         condition = Q(host__name=value)
-        if value.isdigit():
-            condition |= Q(host_id=int(value))
+        host_id = parse_id(value)
+        if host_id is not None:
+            condition |= Q(host_id=host_id)
         return queryset.filter(condition)
 
     def filter_search(self, queryset, _name, value: str):

@@ -16,7 +16,7 @@ from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts.access import ssh
 from hosts.access.models import PEER_KEY_PATH, PeerTrust
-from hosts.access.ssh_services import SshAccessError, remote_run, session_for_host
+from hosts.access.ssh_services import SshAccessError, remote_run, session_for_host, session_run
 from hosts.models import Host, Transport, libvirt_uri_of
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,9 @@ def peer_trust_ensure(*, source: Host, destination: Host, actor: Actor) -> PeerT
     uri = peer_uri(source, destination)
     with session_for_host(source, user=source.ssh_user, actor=actor) as session:
         probe = f"timeout {PEER_PROBE_TIMEOUT_S} virsh -q -c {shlex.quote(uri)} uri"
-        status, _out, err = session.run(ssh.as_root(probe, source.ssh_user), timeout=40)
+        status, _out, err = session_run(
+            session, ssh.as_root(probe, source.ssh_user), timeout=40, error=PeerTrustError
+        )
     if status != 0:
         raise PeerTrustError(
             f"{source.name} cannot open libvirt on {destination.name} over ssh "

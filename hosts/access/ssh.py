@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import shlex
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +16,17 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hosts.networks import AddressRefused, connection_check
+from hosts.hypervisor import for_users
+from hosts.networks import AddressRefused, connect_checked
 
 CONNECT_TIMEOUT_S = 10.0
 
 
 class SshError(Exception):
-    """An ssh operation failed; the message is safe to show (it holds no secret)."""
+    """An ssh operation failed; the message is safe to show (no secret, no portal path)."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(for_users(str(message)), *args)
 
 
 class SshUnreachable(SshError):
@@ -114,6 +117,12 @@ def portal_key_read(
             raise SshError(
                 f"{private_path} is not an unencrypted ssh private key the portal can use"
             ) from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        # The portal logs in with paramiko's Ed25519Key: another kind would fail every login.
+        raise SshError(
+            f"{private_path} is not an ed25519 key, the only kind the portal uses "
+            "(make one with: ssh-keygen -t ed25519 -N '')"
+        )
     try:
         public = key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
@@ -172,13 +181,20 @@ def as_root(command: str, user: str) -> str:
     return command if user == "root" else f"sudo -n {command}"
 
 
+# What paramiko raises when a session breaks, times out or the peer hangs up (socket.timeout
+# is an OSError); each becomes an SshError, which callers record.
+SSH_FAILURES = (paramiko.SSHException, EOFError, OSError)
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__  # EOFError and timeouts often say nothing
+
+
 def _transport(address: str, port: int) -> paramiko.Transport:
     try:
-        connection_check(address, port)
+        sock = connect_checked(address, port, timeout=CONNECT_TIMEOUT_S)  # resolved once
     except AddressRefused as exc:
         raise SshRefused(str(exc)) from None
-    try:
-        sock = socket.create_connection((address, port), timeout=CONNECT_TIMEOUT_S)
     except OSError as exc:
         raise SshUnreachable(
             f"cannot reach ssh on {address}:{port}: {exc.strerror or exc}"
@@ -196,6 +212,8 @@ def host_key_scan(address: str, port: int = 22) -> HostKey:
     transport = _transport(address, port)
     try:
         return HostKey.from_paramiko(transport.get_remote_server_key())
+    except SSH_FAILURES as exc:
+        raise SshUnreachable(f"reading the host key of {address}:{port}: {_why(exc)}") from exc
     finally:
         transport.close()
 
@@ -208,12 +226,16 @@ class Session:
         self.where = where
 
     def run(self, command: str, timeout: float = 30.0) -> tuple[int, str, str]:
-        channel = self._transport.open_session(timeout=CONNECT_TIMEOUT_S)
-        channel.settimeout(timeout)
-        channel.exec_command(command)
-        out = channel.makefile("rb").read().decode(errors="replace")
-        err = channel.makefile_stderr("rb").read().decode(errors="replace")
-        return channel.recv_exit_status(), out, err
+        """(exit status, stdout, stderr); a broken session or a timeout is SshUnreachable."""
+        try:
+            channel = self._transport.open_session(timeout=CONNECT_TIMEOUT_S)
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            out = channel.makefile("rb").read().decode(errors="replace")
+            err = channel.makefile_stderr("rb").read().decode(errors="replace")
+            return channel.recv_exit_status(), out, err
+        except SSH_FAILURES as exc:
+            raise SshUnreachable(f"ssh to {self.where} failed: {_why(exc)}") from exc
 
     def close(self) -> None:
         self._transport.close()
@@ -261,6 +283,12 @@ def session_open(
                     f"the portal's key is not accepted by {where}"
                 ) from None
         return Session(transport, where), offered
+    except SshError:
+        transport.close()
+        raise
+    except SSH_FAILURES as exc:  # after the handshake: the login broke or timed out
+        transport.close()
+        raise SshUnreachable(f"ssh login to {where} failed: {_why(exc)}") from exc
     except BaseException:
         transport.close()
         raise

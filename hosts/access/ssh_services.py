@@ -247,6 +247,21 @@ def session_for_host(
     return session
 
 
+def session_run(
+    session: ssh.Session,
+    command: str,
+    *,
+    timeout: float = 30.0,
+    error: type[SshAccessError] = SshAccessError,
+) -> tuple[int, str, str]:
+    """session.run; a broken session or a timeout raises `error` (recorded by the caller:
+    the host's or the migration's error, never a dead task or a 500)."""
+    try:
+        return session.run(command, timeout=timeout)
+    except ssh.SshError as exc:
+        raise error(str(exc)) from None
+
+
 def remote_run(
     session: ssh.Session,
     command: str,
@@ -256,7 +271,10 @@ def remote_run(
     error: type[SshAccessError] = SshAccessError,
 ) -> str:
     """Run `command` and return its output; a failure raises `error` naming `what` failed."""
-    status, out, err = session.run(command, timeout=timeout)
+    try:
+        status, out, err = session.run(command, timeout=timeout)
+    except ssh.SshError as exc:  # the session broke or timed out: the caller records it
+        raise error(f"{what} failed: {exc}") from None
     if status != 0:
         detail = (err or out).strip()[-400:] or f"exit {status}"
         hint = " (the ssh user needs passwordless sudo: sudo -n)" if "sudo" in err else ""
@@ -271,10 +289,10 @@ def host_ssh_access_set_up(*, host: Host, user: str, password: str, actor: Actor
     key = portal_public_key()
     with session_for_host(host, user=user, password=password, actor=actor) as session:
         via_sudo = False
-        status, _out, err = session.run(LIBVIRT_ACCESS_PROBE)
+        status, _out, err = session_run(session, LIBVIRT_ACCESS_PROBE)
         if status != 0 and user != "root":
             # Not in group libvirt: passwordless sudo will do (the helper runs `sudo -n`).
-            status, _out, sudo_err = session.run(f"sudo -n {LIBVIRT_ACCESS_PROBE}")
+            status, _out, sudo_err = session_run(session, f"sudo -n {LIBVIRT_ACCESS_PROBE}")
             via_sudo = status == 0
             err = f"{err.strip()}; with sudo -n: {sudo_err.strip()}"
         if status != 0:
@@ -283,7 +301,7 @@ def host_ssh_access_set_up(*, host: Host, user: str, password: str, actor: Actor
                 + REMOTE_USER_NEEDS,
                 field="user",
             )
-        status, _out, err = session.run(ssh.authorized_key_command(key.public_line))
+        status, _out, err = session_run(session, ssh.authorized_key_command(key.public_line))
         if status != 0:
             raise SshAccessError(
                 f"could not add the portal's key for {user} on {host.name}: {err.strip()}",
@@ -293,7 +311,7 @@ def host_ssh_access_set_up(*, host: Host, user: str, password: str, actor: Actor
     host.refresh_from_db()
     probe = f"sudo -n {LIBVIRT_ACCESS_PROBE}" if via_sudo else LIBVIRT_ACCESS_PROBE
     with session_for_host(host, user=user, actor=actor) as session:
-        status, _out, err = session.run(probe)
+        status, _out, err = session_run(session, probe)
         if status != 0:
             raise SshAccessError(f"key login to {user}@{host.name} failed: {err.strip()}")
 

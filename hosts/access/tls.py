@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import ipaddress
-import socket
 import ssl
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,6 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from hosts.networks import AddressRefused, connect_checked
 
 CA_NAME = "live-migration-portal CA"
 CA_VALID_DAYS = 3650
@@ -25,6 +26,10 @@ HANDSHAKE_TIMEOUT_S = 5.0
 
 class TlsError(Exception):
     """A CA, CSR or certificate problem; the message is safe to show (no secret)."""
+
+
+class TlsRefused(TlsError):
+    """The host's address is outside PORTAL_HOST_NETWORKS: it was not contacted."""
 
 
 @dataclass(frozen=True)
@@ -291,11 +296,14 @@ def served_certificate(
     if client is not None:
         context.load_cert_chain(client.folder / "clientcert.pem", client.folder / "clientkey.pem")
     try:
-        with socket.create_connection((address, port), timeout=timeout) as sock:
+        # The allow-list, as for every connection; the address checked is the one used.
+        with connect_checked(address, port, timeout=timeout) as sock:
             with context.wrap_socket(sock) as tls_sock:
                 der = tls_sock.getpeercert(binary_form=True)
                 with contextlib.suppress(OSError, ssl.SSLError):
                     tls_sock.unwrap()  # close_notify: a clean end in libvirtd's log
+    except AddressRefused as exc:
+        raise TlsRefused(str(exc)) from None
     except (OSError, ssl.SSLError) as exc:
         raise TlsError(f"no TLS answer from {address}:{port}: {exc}") from exc
     if not der:

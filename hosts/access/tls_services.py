@@ -277,6 +277,8 @@ def host_tls_served_problem(host: Host) -> str | None:
     port = _tls_port(host)
     try:
         pem = _served_pem(host, portal_client())
+    except tls.TlsRefused as exc:
+        return f"{host.name}'s served certificate was not checked: {exc}"
     except tls.TlsError as exc:
         return (
             f"{host.name} does not answer TLS on {host.address}:{port} ({exc}): is libvirtd "

@@ -5,6 +5,15 @@ from hosts.models import Host, Transport
 from hosts.validators import validate_uri_safe
 
 
+class RetireSerializer(serializers.Serializer):
+    """Retire a host or bring it back."""
+
+    retired = serializers.BooleanField(
+        default=True,
+        help_text="true (the default): retire the host; false: bring it back into service.",
+    )
+
+
 class MaintenanceSerializer(serializers.Serializer):
     """Enter or leave maintenance."""
 

@@ -6,6 +6,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
+from core.filters import parse_id
 from hosts.models import Host
 from hosts.selectors import host_find
 from hosts.validators import validate_uri_safe
@@ -272,7 +273,8 @@ class BatchItemSerializer(serializers.Serializer):
         value = (value or "").strip()
         if not value:
             return None
-        host = Host.objects.filter(pk=int(value)).first() if value.isdigit() else None
+        host_id = parse_id(value)
+        host = Host.objects.filter(pk=host_id).first() if host_id is not None else None
         host = host or host_find(remote_host=value)
         if host is None:
             raise serializers.ValidationError(

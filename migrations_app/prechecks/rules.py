@@ -88,8 +88,14 @@ def destination_is_not_source(facts: Facts) -> Verdict:
 
 
 def destination_not_in_maintenance(facts: Facts) -> Verdict:
-    """A host in maintenance takes no new VMs (the worker's plan is read at its claim)."""
+    """A host in maintenance, or retired, takes no new VMs (the worker's plan is read at
+    its claim)."""
     dst = facts.plan.destination
+    if dst.retired:
+        return failed(
+            f"{dst.name} is retired and takes no VMs: choose another host, "
+            "or bring it back into service first"
+        )
     if not dst.maintenance:
         return passed(f"{dst.name} is not in maintenance")
     since = f" since {dst.maintenance_since:%Y-%m-%d %H:%M} UTC" if dst.maintenance_since else ""

@@ -58,6 +58,8 @@ class HostSerializer(LeanReadMixin, serializers.ModelSerializer):
             "maintenance",
             "maintenance_since",
             "maintenance_reason",
+            "retired",
+            "retired_at",
             "last_error",
             "last_error_at",
             "last_seen_at",

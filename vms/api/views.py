@@ -2,7 +2,7 @@ import uuid
 from collections.abc import Callable
 
 from django.http import Http404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -15,6 +15,7 @@ from hosts.access import ssh_services, tls_services
 from hosts.api.serializers import (
     AcceptHostKeySerializer,
     MaintenanceSerializer,
+    RetireSerializer,
     SshAccessSerializer,
     TlsIssueSerializer,
 )
@@ -41,7 +42,29 @@ class HostViewSet(LeanListMixin, viewsets.ModelViewSet):
     filterset_fields = ["status", "transport", "arch"]
 
     def get_queryset(self):
-        return hosts_with_vm_counts()
+        hosts = hosts_with_vm_counts()
+        if self.action == "list" and not self._retired_listed():
+            hosts = hosts.filter(retired=False)
+        return hosts
+
+    def _retired_listed(self) -> bool:
+        """?retired=true lists retired hosts too; anything but true/false is a 400."""
+        value = self.request.query_params.get("retired", "false")
+        if value not in ("true", "false"):
+            raise serializers.ValidationError({"retired": ["Not a boolean: true or false."]})
+        return value == "true"
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "retired",
+                bool,
+                description="true: retired hosts are listed too (hidden by default).",
+            )
+        ]
+    )
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        return super().list(request, *args, **kwargs)
 
     def perform_create(self, serializer: HostSerializer) -> None:
         serializer.instance = services.host_create(
@@ -54,6 +77,19 @@ class HostViewSet(LeanListMixin, viewsets.ModelViewSet):
             actor=Actor.from_request(self.request),
             **serializer.validated_data,
         )
+
+    @extend_schema(
+        responses={
+            204: None,
+            409: OpenApiResponse(
+                description="The host has migration history: retire it instead (kept)."
+            ),
+        }
+    )
+    def destroy(self, request: Request, *args, **kwargs) -> Response:
+        """Remove a host without migration history; 409 if migrations point at it (retire
+        it instead: `POST /api/hosts/{id}/retire/`)."""
+        return super().destroy(request, *args, **kwargs)
 
     def perform_destroy(self, instance: Host) -> None:
         services.host_delete(host=instance, actor=Actor.from_request(self.request))
@@ -101,6 +137,16 @@ class HostViewSet(LeanListMixin, viewsets.ModelViewSet):
         `destination_not_in_maintenance` and the destination ranking lists it unfit.
         What runs there stays: `POST /api/hosts/{id}/evacuate/` moves it off."""
         return self._host_change(request, services.host_maintenance_set, MaintenanceSerializer)
+
+    @extend_schema(request=RetireSerializer)
+    @action(detail=True, methods=["post"])
+    def retire(self, request: Request, pk: str | None = None) -> Response:
+        """Retire a host (`retired` false: bring it back), audited. A retired host is kept
+        for the history and the reports but takes no VMs (pre-check
+        `destination_not_in_maintenance` refuses it, rankings and evacuation plans leave
+        it out), is not polled nor listened to, and `GET /api/hosts/` hides it unless
+        `?retired=true`."""
+        return self._host_change(request, services.host_retired_set, RetireSerializer)
 
     @extend_schema(request=TlsIssueSerializer)
     @action(detail=True, methods=["post"], url_path="tls")

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("hosts", "0008_portal_credentials"),
+        ("hosts", "0009_host_retired"),
     ]
 
     operations = [
