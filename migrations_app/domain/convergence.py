@@ -57,6 +57,10 @@ class Verdict:
 
     @property
     def converging(self) -> bool:
+        """Shown as converging only on evidence: the guest measured slower than the link."""
+        known = self.dirty_rate_bytes_s is not None and bool(self.throughput_bytes_s)
+        if not known or self.dirty_rate_bytes_s >= self.throughput_bytes_s:
+            return False
         return self.passes >= 2 and not self.stalled and not self.outpaced
 
 
@@ -201,3 +205,20 @@ def next_step(
             f"({state.allowed_downtime_ms} ms)",
         )
     return Step(Act.WAIT)
+
+
+# The first full copy fills the bar up to here; the rest only while converging.
+FIRST_PASS_SHARE = 90.0
+
+
+def honest_percent(*, raw: float, verdict: Verdict, previous: float) -> float:
+    """A percent that never falls and never sits near 100 while the copy does not converge:
+    the first pass fills FIRST_PASS_SHARE; later passes add only by a falling remainder."""
+    if verdict.passes <= 1:
+        value = FIRST_PASS_SHARE * raw / 100
+    elif verdict.converging and verdict.trend and verdict.trend[0]:
+        shrunk = max(0.0, 1 - verdict.trend[-1] / verdict.trend[0])
+        value = FIRST_PASS_SHARE + (99.9 - FIRST_PASS_SHARE) * shrunk
+    else:
+        value = min(previous, FIRST_PASS_SHARE)
+    return round(min(99.9, max(previous, value)), 2)
