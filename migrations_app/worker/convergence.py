@@ -44,12 +44,18 @@ class ConvergenceMonitor:
         self.since_pass = 0  # a step restarts the count of stalled passes
         self.paused = False
         self.percent = 0.0
+        # Kept once the policy aborted: the job's last figures say nothing about the copy.
+        self.final: Verdict | None = None
 
     def downtime_read(self, read_ms: int) -> None:
         """libvirt's max downtime as read back (the monitor's first set, or a tune)."""
         self.state = replace(self.state, allowed_downtime_ms=read_ms)
 
     def judge(self, sample: ProgressSample, *, postcopy: bool) -> Judged:
+        if self.final is not None or not sample.memory_iteration:
+            # Aborting, or a job without memory figures (setup, its last moment).
+            verdict = self.final or self._verdict()
+            return Judged(replace(sample, percent=self.percent, eta_s=None), verdict)
         self.points.append(
             convergence.Point(
                 memory_iteration=sample.memory_iteration,
@@ -58,12 +64,7 @@ class ConvergenceMonitor:
                 throughput_bytes_s=sample.throughput_bytes_s,
             )
         )
-        verdict = convergence.judge(
-            self.points,
-            allowed_downtime_ms=self.state.allowed_downtime_ms,
-            stall_passes=settings.MIGRATION_STALL_PASSES,
-            since_pass=self.since_pass,
-        )
+        verdict = self._verdict()
         total, remaining = sample.data_total_bytes, sample.data_remaining_bytes
         raw = 100.0 * (total - remaining) / total if total and remaining is not None else 0.0
         self.percent = convergence.honest_percent(raw=raw, verdict=verdict, previous=self.percent)
@@ -82,6 +83,14 @@ class ConvergenceMonitor:
             eta_s=convergence.eta_s(verdict, remaining),
         )
         return Judged(honest, verdict)
+
+    def _verdict(self) -> Verdict:
+        return convergence.judge(
+            self.points,
+            allowed_downtime_ms=self.state.allowed_downtime_ms,
+            stall_passes=settings.MIGRATION_STALL_PASSES,
+            since_pass=self.since_pass,
+        )
 
     def act(self, conn: gateway.HostConnection, verdict: Verdict) -> decisions.Abort | None:
         """Apply the policy's next step; an Abort when the policy gave up (job aborted)."""
@@ -105,11 +114,12 @@ class ConvergenceMonitor:
                 return None
         elif step.act == Act.PAUSE:
             # Written first: a failure after the pause must resume what the portal paused.
-            self._write(paused_for_convergence_at=timezone.now())
+            self._write(paused_for_convergence_at=timezone.now(), phase=Phase.PAUSED_TO_FINISH)
             conn.suspend(self.uuid)
             self.paused = True
         elif step.act == Act.ABORT:
             conn.abort_job(self.uuid)
+            self.final = verdict
         self.since_pass = verdict.passes
         if step.act in (Act.POSTCOPY, Act.PAUSE):
             self.state = replace(self.state, acted=True)
@@ -120,7 +130,7 @@ class ConvergenceMonitor:
 
     def _switch_postcopy(self, conn: gateway.HostConnection) -> bool:
         # As requests.migration_start_postcopy: the record says so before libvirt is asked.
-        self._write(postcopy_started_at=timezone.now())
+        self._write(postcopy_started_at=timezone.now(), phase=Phase.POSTCOPY)
         try:
             conn.start_postcopy(self.uuid)
         except gateway.HostUnreachable:
