@@ -8,6 +8,7 @@ from migrations_app.domain.convergence import (
     Point,
     PolicyState,
     eta_s,
+    honest_percent,
     judge,
     next_step,
 )
@@ -121,3 +122,16 @@ def test_policy_steps(policy, verdict, state, act, downtime):
     assert (step.act, step.downtime_ms) == (act, downtime)
     if act == Act.ABORT:
         assert policy.value in step.reason and "not converging" in step.reason
+
+
+def test_percent_never_sits_near_100_while_not_converging():
+    # First pass: up to 90 %; then only a falling remainder moves it on.
+    first = judge(passes(400), allowed_downtime_ms=100, stall_passes=2)
+    assert honest_percent(raw=99.5, verdict=first, previous=0) == 89.55
+    assert honest_percent(raw=99.5, verdict=STALLED, previous=89.55) == 89.55
+    # A previous percent is never lowered (it only stops).
+    assert honest_percent(raw=10, verdict=STALLED, previous=89.55) == 89.55
+    good = judge(passes(200, 100, 50, dirty=4, moved=10), allowed_downtime_ms=100, stall_passes=2)
+    # The remainder halved from pass 2 to 3: half of the last 9.9 points.
+    assert honest_percent(raw=99.5, verdict=good, previous=89.55) == 94.95
+    assert honest_percent(raw=99.5, verdict=good, previous=99.9) == 99.9
