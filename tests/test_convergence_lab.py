@@ -100,7 +100,9 @@ def ended(worker, migration_id: int, timeout: float = 150) -> Migration:
     return Migration.objects.get(pk=migration_id)
 
 
-def test_abort_when_stalled_fails_with_the_reason_and_the_vm_runs_on_the_source(api, linux_vm):
+def test_abort_when_stalled_fails_with_the_reason_and_the_vm_runs_on_the_source(
+    api, browser, linux_vm
+):
     migration_id, worker, source, destination = stall(
         api, linux_vm, convergence_policy="abort_when_stalled"
     )
@@ -121,6 +123,11 @@ def test_abort_when_stalled_fails_with_the_reason_and_the_vm_runs_on_the_source(
     assert all(s.percent <= 90.0 for s in stalled)
     assert record.convergence_note.startswith("not converging: the guest changes")
     assert "migration.failed" in labtools.events_of(migration_id)
+    # The timeline shows the step with its reason, and the phase that was true.
+    page = browser.get(f"/migrations/{migration_id}/").content.decode()
+    assert "Convergence policy step" in page
+    assert "abort_when_stalled: abort, pass" in page
+    assert "Not converging (the guest dirties memory too fast)" in page
 
 
 def test_minimal_downtime_steps_are_read_back_then_it_aborts_with_the_reason(api, linux_vm):
