@@ -160,8 +160,18 @@ class Migration(models.Model):
     max_downtime_read_ms = models.BigIntegerField(null=True, blank=True)
     # domain/convergence.judge on the samples: the plain verdict and the remaining memory
     # at the start of each pass (bytes), for the progress view.
-    convergence_note = models.CharField(max_length=200, blank=True)
-    remaining_trend_bytes = models.JSONField(default=list, blank=True)
+    convergence_note = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text='The verdict in words, e.g. "not converging: the guest changes 9 MiB/s, the '
+        'link moves 10 MiB/s"; eta_s is given only while converging.',
+    )
+    remaining_trend_bytes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The remaining memory (bytes) at the start of each pass from the second: "
+        "falling while the copy converges.",
+    )
     # The guest was paused by pause_when_stalled (not by a person): a failure resumes it.
     paused_for_convergence_at = models.DateTimeField(null=True, blank=True)
 

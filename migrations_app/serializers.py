@@ -11,17 +11,6 @@ from migrations_app.models import Migration, MigrationBatch, MigrationSample
 class MigrationSerializer(LeanReadMixin, serializers.ModelSerializer):
     source = serializers.SlugRelatedField(slug_field="name", read_only=True)
     destination = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    remaining_trend_bytes = serializers.ListField(
-        child=serializers.IntegerField(),
-        read_only=True,
-        help_text="The remaining memory at the start of each pass from the second (bytes): "
-        "falling when the copy converges.",
-    )
-    convergence_note = serializers.CharField(
-        read_only=True,
-        help_text='The verdict in words, e.g. "not converging: the guest changes 9 MiB/s, '
-        'the link moves 10 MiB/s". eta_s is given only while converging.',
-    )
 
     class Meta:
         model = Migration

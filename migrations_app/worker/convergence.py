@@ -94,6 +94,10 @@ class ConvergenceMonitor:
 
     def act(self, conn: gateway.HostConnection, verdict: Verdict) -> decisions.Abort | None:
         """Apply the policy's next step; an Abort when the policy gave up (job aborted)."""
+        if verdict.stalled and self.policy == convergence.ConvergencePolicy.MINIMAL_DOWNTIME:
+            # A person may have tuned it meanwhile: step on from what libvirt has, never
+            # below what they chose.
+            self.state = replace(self.state, allowed_downtime_ms=conn.max_downtime(self.uuid))
         step = convergence.next_step(
             self.policy,
             verdict,
@@ -115,7 +119,13 @@ class ConvergenceMonitor:
         elif step.act == Act.PAUSE:
             # Written first: a failure after the pause must resume what the portal paused.
             self._write(paused_for_convergence_at=timezone.now(), phase=Phase.PAUSED_TO_FINISH)
-            conn.suspend(self.uuid)
+            try:
+                conn.suspend(self.uuid)
+            except gateway.HostUnreachable:
+                raise  # unanswered, it may have paused: the column stays
+            except gateway.GatewayError:
+                self._write(paused_for_convergence_at=None)  # libvirt refused: not paused
+                raise
             self.paused = True
         elif step.act == Act.ABORT:
             conn.abort_job(self.uuid)
