@@ -196,3 +196,29 @@ def test_pause_when_stalled_pauses_the_guest_and_it_runs_on_the_destination(api,
     # libvirt resumes the guest on arrival: it runs on the destination.
     assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {destination.name: "running"}
     assert paused.phase == "paused_to_finish"
+
+
+def test_a_guest_paused_by_the_policy_is_resumed_when_the_migration_is_cancelled(api, linux_vm):
+    # The portal paused it, no person did: a migration that then ends without moving
+    # the VM leaves it running where it was (docs/migration-policies.md).
+    migration_id, worker, source, destination = stall(
+        api, linux_vm, convergence_policy="pause_when_stalled"
+    )
+    labtools.wait_for(
+        lambda: Migration.objects.filter(
+            pk=migration_id, paused_for_convergence_at__isnull=False
+        ).exists(),
+        timeout=90,
+        what="the policy to pause the guest",
+    )
+    paused_on_source = labtools.domstate(source, linux_vm.uuid)
+    response = api.post(f"/api/migrations/{migration_id}/cancel/")
+    assert response.status_code == 200, response.json()
+    record = ended(worker, migration_id)
+
+    assert paused_on_source == "paused"
+    assert record.status == "cancelled", record.error
+    assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {source.name: "running"}
+    # libvirt itself restores the state the guest had when the job began (running); the
+    # settlement resumes it where libvirt did not (decisions.settle, paused_by_policy).
+    assert f"the VM runs on {source.name}" in record.error
