@@ -90,7 +90,7 @@ def judge(
         dirty, moved = point.memory_dirty_rate_bytes_s, point.throughput_bytes_s
         if it >= 2 and dirty is not None and moved:
             ratios.setdefault(it, []).append(dirty / moved)
-    last = next((p for p in reversed(points) if p.memory_iteration is not None), None)
+    last = next((p for p in reversed(points) if p.memory_iteration), None)
     passes = last.memory_iteration if last and last.memory_iteration else 0
     dirty = last.memory_dirty_rate_bytes_s if last else None
     moved = last.throughput_bytes_s if last else None

@@ -52,10 +52,8 @@ class ConvergenceMonitor:
         self.state = replace(self.state, allowed_downtime_ms=read_ms)
 
     def judge(self, sample: ProgressSample, *, postcopy: bool) -> Judged:
-        if self.final is not None or not sample.memory_iteration:
-            # Aborting, or a job without memory figures (setup, its last moment).
-            verdict = self.final or self._verdict()
-            return Judged(replace(sample, percent=self.percent, eta_s=None), verdict)
+        if self.final is not None:  # aborting: the job's last figures judge nothing
+            return Judged(replace(sample, percent=self.percent, eta_s=None), self.final)
         self.points.append(
             convergence.Point(
                 memory_iteration=sample.memory_iteration,
