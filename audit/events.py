@@ -61,6 +61,8 @@ class EventType(models.TextChoices):
     MIGRATION_CANCEL_REQUESTED = "migration.cancel_requested", "Cancel requested"
     MIGRATION_TUNED = "migration.tuned", "Tuned"
     MIGRATION_POSTCOPY = "migration.postcopy", "Switched to post-copy"
+    # A convergence policy acted (domain/convergence.py): detail `step` and the figures.
+    MIGRATION_CONVERGENCE_STEP = "migration.convergence_step", "Convergence policy step"
     MIGRATION_COMPLETING = "migration.completing", "Completing"
     MIGRATION_SUCCEEDED = "migration.succeeded", "Succeeded"
     MIGRATION_FAILED = "migration.failed", "Failed"

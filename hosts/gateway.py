@@ -220,6 +220,9 @@ class HostConnection:
         flags = libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
         self._call(uuid, "undefining", lambda d: d.undefineFlags(flags))
 
+    def suspend(self, uuid: str) -> None:
+        self._call(uuid, "pausing", lambda d: d.suspend())
+
     def resume(self, uuid: str) -> None:
         self._call(uuid, "resuming", lambda d: d.resume())
 

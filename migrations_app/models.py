@@ -9,6 +9,7 @@ from core.db import DbNow
 from hosts.models import Host
 
 # Re-exported: `from migrations_app.models import MigrationStatus` (and the rest) works.
+from migrations_app.domain.convergence import ConvergencePolicy
 from migrations_app.domain.lifecycle import (  # noqa: F401
     ACTIVE_STATUSES,
     ALLOWED_TRANSITIONS,
@@ -109,6 +110,9 @@ class Migration(models.Model):
     parallel_connections = models.PositiveIntegerField(default=0)
     new_name = models.CharField(max_length=255, blank=True)
     timeout_s = models.PositiveIntegerField()
+    convergence_policy = models.CharField(
+        max_length=24, choices=ConvergencePolicy.choices, default=ConvergencePolicy.NONE
+    )
 
     # Not started before `not_before`; failed (window_closed) if not started by `window_end`.
     not_before = models.DateTimeField(null=True, blank=True)
@@ -154,6 +158,22 @@ class Migration(models.Model):
     progress_updated_at = models.DateTimeField(null=True, blank=True)
     # virDomainMigrateGetMaxDowntime, read back after every set and tune.
     max_downtime_read_ms = models.BigIntegerField(null=True, blank=True)
+    # domain/convergence.judge on the samples: the plain verdict and the remaining memory
+    # at the start of each pass (bytes), for the progress view.
+    convergence_note = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text='The verdict in words, e.g. "not converging: the guest changes 9 MiB/s, the '
+        'link moves 10 MiB/s"; eta_s is given only while converging.',
+    )
+    remaining_trend_bytes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The remaining memory (bytes) at the start of each pass from the second: "
+        "falling while the copy converges.",
+    )
+    # The guest was paused by pause_when_stalled (not by a person): a failure resumes it.
+    paused_for_convergence_at = models.DateTimeField(null=True, blank=True)
 
     # libvirt's completed job statistics, exactly as reported, and the key figures.
     completed_stats = models.JSONField(null=True, blank=True)

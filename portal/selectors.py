@@ -98,7 +98,7 @@ class TimelineEntry:
 def migration_timeline(migration: Migration, events: list[AuditEvent]) -> list[TimelineEntry]:
     """Audit events and the job phases the samples went through, in order, with durations."""
     raw: list[tuple[datetime, str, str, str]] = [
-        (e.occurred_at, _event_label(e.event_type), "event", e.actor_name) for e in events
+        (e.occurred_at, _event_label(e.event_type), "event", _event_detail(e)) for e in events
     ]
     previous_phase = None
     for taken_at, phase in migration.samples.order_by("taken_at", "id").values_list(
@@ -115,6 +115,16 @@ def migration_timeline(migration: Migration, events: list[AuditEvent]) -> list[T
         duration = (following - at).total_seconds() if following and following >= at else None
         entries.append(TimelineEntry(at, label, kind, detail, duration))
     return entries
+
+
+def _event_detail(event: AuditEvent) -> str:
+    """Who did it; for a convergence policy's step, what it did and why."""
+    step = (event.detail or {}).get("convergence")
+    if event.event_type != EventType.MIGRATION_CONVERGENCE_STEP or not step:
+        return event.actor_name
+    read = step.get("downtime_read_ms")
+    did = f"{step['step']} to {read} ms (read back)" if read else step["step"]
+    return f"{step['policy']}: {did}, pass {step['pass']}; {step['reason']}"
 
 
 def _event_label(event_type: str) -> str:

@@ -356,6 +356,19 @@ LOGGING = {
 # --- Migrations -----------------------------------------------------------
 MIGRATION_MAX_DOWNTIME_MS = int(os.environ.get("PORTAL_MIGRATION_MAX_DOWNTIME_MS", "500"))
 MIGRATION_MIN_DOWNTIME_MS = 100
+# The default convergence policy of a migration (domain/convergence.ConvergencePolicy);
+# "none" waits as before. docs/migration-policies.md.
+MIGRATION_CONVERGENCE_POLICY = os.environ.get("PORTAL_MIGRATION_CONVERGENCE_POLICY", "none")
+# Stalled: no new low of the remaining memory (or the guest outpacing the link) over
+# this many memory passes; each policy step restarts the count.
+MIGRATION_STALL_PASSES = int(os.environ.get("PORTAL_MIGRATION_STALL_PASSES", "3"))
+# minimal_downtime's schedule (ms), oVirt's doubling; aborts after the last.
+MIGRATION_CONVERGENCE_DOWNTIME_STEPS_MS = tuple(
+    int(ms)
+    for ms in os.environ.get(
+        "PORTAL_MIGRATION_CONVERGENCE_DOWNTIME_STEPS_MS", "100,200,400,800,1600,3200"
+    ).split(",")
+)
 MIGRATION_TIMEOUT_S = int(os.environ.get("PORTAL_MIGRATION_TIMEOUT_S", "21600"))
 MIGRATION_MAX_OUTGOING_PER_HOST = int(os.environ.get("PORTAL_MIGRATION_MAX_OUTGOING", "2"))
 MIGRATION_MAX_INCOMING_PER_HOST = int(os.environ.get("PORTAL_MIGRATION_MAX_INCOMING", "2"))

@@ -16,6 +16,7 @@ from hosts.hypervisor import UP_STATES
 from hosts.models import Host
 from hosts.permissions import can_manage_hosts
 from listeners.selectors import listener_view
+from migrations_app.domain.convergence import RECOMMENDED_POLICY, ConvergencePolicy
 from migrations_app.domain.lifecycle import BATCH_FINAL_STATUSES, BatchStatus
 from migrations_app.filters import MigrationFilterSet
 from migrations_app.models import MigrationStatus
@@ -87,6 +88,9 @@ def vm_detail(request: HttpRequest, uuid: UUID) -> HttpResponse:
             "active_migration_json": selectors.migration_json(active) if active else None,
             "can_migrate": can_migrate(request.user),
             "can_manage": can_manage_hosts(request.user),
+            "convergence_policies": ConvergencePolicy.choices,
+            "convergence_default": settings.MIGRATION_CONVERGENCE_POLICY,
+            "convergence_recommended": RECOMMENDED_POLICY.value,
         },
     )
 

@@ -50,7 +50,7 @@ HOST_BEHAVIOUR_TESTS_FIRST=(
 )
 HOST_BEHAVIOUR_TESTS_SECOND=(
   tests/test_options_lab.py tests/test_peer_trust_lab.py tests/test_outside_actions_lab.py
-  tests/test_outside_matrix_lab.py
+  tests/test_outside_matrix_lab.py tests/test_convergence_lab.py tests/test_browser_convergence.py
 )
 first_profile_skips=()
 for file in "${HOST_BEHAVIOUR_TESTS_SECOND[@]}"; do first_profile_skips+=(--ignore="$file"); done

@@ -58,6 +58,17 @@ def test_user_and_password_go_together(api, vm, payload, field):
         ({"timeout_s": "soon"}, "timeout_s", "valid integer"),
         ({"remote_host": "bad_host!"}, "remote_host", "not a valid hostname or IP"),
         ({"remote_host": "bad host"}, "remote_host", "Must not contain space"),
+        (
+            {"convergence_policy": "postcopy_when_stalled"},
+            "convergence_policy",
+            "needs allow_postcopy: true",
+        ),
+        (
+            {"live": False, "convergence_policy": "pause_when_stalled"},
+            "convergence_policy",
+            "offline migration",
+        ),
+        ({"convergence_policy": "hope"}, "convergence_policy", "not a valid choice"),
     ],
 )
 def test_bad_fields_are_named(api, vm, payload, field, fragment):
@@ -91,6 +102,31 @@ def test_the_schema_shows_the_options_limits_and_rules(api):
     assert schemas["Tune"]["properties"]["max_downtime_ms"]["minimum"] == 100
     for rule in RULES:
         assert f"- {rule.field}: {rule.message}" in request["description"]
+
+
+def test_convergence_policy_default_comes_from_the_setting_and_shows(api, vm, settings):
+    settings.MIGRATION_CONVERGENCE_POLICY = "abort_when_stalled"
+    response = _migrate(api, vm, remote_host="dst")
+    assert response.status_code == 202, response.json()
+    assert response.json()["convergence_policy"] == "abort_when_stalled"
+    record = api.get(f"/api/migrations/{response.json()['id']}/").json()
+    assert record["convergence_policy"] == "abort_when_stalled"
+    assert record["convergence_note"] == "" and record["remaining_trend_bytes"] == []
+
+
+def test_the_schema_lists_the_convergence_policies(api):
+    schemas = api.get("/api/schema/?format=json").json()["components"]["schemas"]
+    prop = schemas["MigrateRequest"]["properties"]["convergence_policy"]
+    assert "recommended: postcopy_when_stalled" in prop["description"]
+    enum = schemas["ConvergencePolicyEnum"]["enum"]
+    assert enum == [
+        "none",
+        "minimal_downtime",
+        "postcopy_when_stalled",
+        "pause_when_stalled",
+        "abort_when_stalled",
+    ]
+    assert "not_converging" in schemas["FailureReasonEnum"]["enum"]
 
 
 def test_unknown_vm_is_404(api, vm):

@@ -38,6 +38,7 @@ def test_defaults_come_from_the_fields_and_the_settings(settings):
         "new_name": "",
         "timeout_s": 1200,
         "tls": False,
+        "convergence_policy": "none",
     }
 
 
@@ -83,6 +84,27 @@ def test_the_largest_timeout_is_the_task_runners_limit(settings):
 
 # (options, the errors they get: field -> messages, in full)
 INVALID = [
+    (
+        {"convergence_policy": "postcopy_when_stalled"},
+        {
+            "convergence_policy": [
+                "The policy postcopy_when_stalled needs allow_postcopy: true (post-copy makes "
+                "the VM depend on both hosts until it ends)."
+            ]
+        },
+    ),
+    (
+        {"live": False, "convergence_policy": "abort_when_stalled"},
+        {
+            "convergence_policy": [
+                "An offline migration copies no memory: choose the convergence policy none."
+            ]
+        },
+    ),
+    (
+        {"convergence_policy": "sometimes"},
+        {"convergence_policy": ['"sometimes" is not a valid choice.']},
+    ),
     (
         {"max_downtime_ms": 99},
         {

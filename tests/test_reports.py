@@ -45,6 +45,8 @@ ERRORS = {
     "on h-a by a person or a tool during the migration (libvirt: destroyed): it stays off)",
     R.GUEST_SHUTDOWN: "operation failed: domain is not running (the VM was turned off on h-a "
     "by its guest during the migration (libvirt: shutdown): it stays off)",
+    R.NOT_CONVERGING: "aborted by the policy abort_when_stalled: not converging: the guest "
+    "changes 8 MiB/s, the link moves 3 MiB/s: operation aborted: migration out job: canceled",
 }
 
 

@@ -12,6 +12,7 @@ from hosts.selectors import host_find
 from hosts.validators import validate_uri_safe
 from migrations_app.batches import BatchItem
 from migrations_app.domain import decisions
+from migrations_app.domain.convergence import RECOMMENDED_POLICY, ConvergencePolicy
 from migrations_app.domain.options import (
     COMPRESSION_MT_LEVEL_RANGE,
     FIELD_NAMES,
@@ -141,6 +142,14 @@ class MigrateRequestSerializer(serializers.Serializer):
         option="timeout_s",
         required=False,
         help_text=f"Default: PORTAL_MIGRATION_TIMEOUT_S ({settings.MIGRATION_TIMEOUT_S} s).",
+    )
+    convergence_policy = serializers.ChoiceField(
+        choices=ConvergencePolicy.choices,
+        required=False,
+        help_text="What the portal does when the copy stops converging (docs/"
+        "migration-policies.md). Default: PORTAL_MIGRATION_CONVERGENCE_POLICY "
+        f"({settings.MIGRATION_CONVERGENCE_POLICY}); recommended: {RECOMMENDED_POLICY.value} "
+        "(with allow_postcopy).",
     )
 
     not_before = AwareDateTimeField(

@@ -95,6 +95,8 @@ class SettleInput:
     postcopy_started: bool = False
     destination_had_definition: bool = False  # a shut-off definition from before (round trip)
     source_was_paused: bool = False  # paused by its owner before: do not resume it
+    # Paused by the portal's pause_when_stalled policy, not by a person: resume it.
+    paused_by_policy: bool = False
     source_name: str = "the source"
     destination_name: str = "the destination"
 
@@ -191,7 +193,7 @@ def _settle_live(given: SettleInput) -> Settlement:
         if given.source_was_paused:
             resume: tuple[Action, ...] = ()
             note = (f"the VM stays paused on {s_name}, as it was before",)
-        elif src.reason in PAUSED_BY_CHOICE:
+        elif src.reason in PAUSED_BY_CHOICE and not given.paused_by_policy:
             resume = ()
             note = (f"the VM was paused on {s_name} during the migration: it stays paused",)
         else:

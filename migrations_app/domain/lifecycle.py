@@ -52,6 +52,9 @@ class Phase(models.TextChoices):
     COPYING_DISKS = "copying_disks", "Copying disks"
     TRANSFERRING_MEMORY = "transferring_memory", "Transferring memory"
     CONVERGING = "converging", "Converging (re-sending dirtied memory)"
+    # The verdict of domain/convergence.judge: the copy does not catch up with the guest.
+    NOT_CONVERGING = "not_converging", "Not converging (the guest dirties memory too fast)"
+    PAUSED_TO_FINISH = "paused_to_finish", "Guest paused by its policy so the copy finishes"
     POSTCOPY = "postcopy", "Post-copy"
     # After the job.
     COMPLETING = "completing", "Completing"
@@ -67,6 +70,8 @@ JOB_PHASES = [
     Phase.COPYING_DISKS,
     Phase.TRANSFERRING_MEMORY,
     Phase.CONVERGING,
+    Phase.NOT_CONVERGING,
+    Phase.PAUSED_TO_FINISH,
     Phase.POSTCOPY,
 ]
 
@@ -83,6 +88,7 @@ class FailureReason(models.TextChoices):
     WINDOW_CLOSED = "window_closed", "The maintenance window closed before it could start"
     STOPPED_OUTSIDE = "stopped_outside", "The VM was turned off outside the portal"
     GUEST_SHUTDOWN = "guest_shutdown", "The guest powered itself off"
+    NOT_CONVERGING = "not_converging", "The copy did not converge (its convergence policy)"
 
 
 class BatchStatus(models.TextChoices):

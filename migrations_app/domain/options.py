@@ -14,6 +14,7 @@ from django.db import models
 
 from hosts import gateway
 from hosts.validators import validate_uri_safe
+from migrations_app.domain.convergence import ConvergencePolicy
 
 if TYPE_CHECKING:
     from migrations_app.models import Migration
@@ -64,6 +65,7 @@ _CHOICES = {
     "storage": StorageMode.values,
     "transport": TransportMode.values,
     "compression_method": CompressionMethod.values,
+    "convergence_policy": ConvergencePolicy.values,
 }
 
 
@@ -91,6 +93,8 @@ class MigrationOptions:
     new_name: str = ""
     timeout_s: int = field(default_factory=_setting("MIGRATION_TIMEOUT_S"))
     tls: bool = False  # QEMU's stream encrypted with the hosts' certificates (/etc/pki/qemu)
+    # What the monitor does when the copy stalls (domain/convergence.py); not libvirt's.
+    convergence_policy: str = field(default_factory=lambda: settings.MIGRATION_CONVERGENCE_POLICY)
     # Only `from_migration` passes False: a record is what was accepted.
     validate: InitVar[bool] = True
 
@@ -277,5 +281,19 @@ RULES: tuple[Rule, ...] = (
         "tls",
         "TLS encrypts QEMU's own migration stream: it cannot be tunnelled through libvirtd.",
         lambda o: o.tls and o.tunnelled,
+    ),
+    # Refused rather than switched on silently: post-copy makes the VM depend on both
+    # hosts until it ends, which the requester must have agreed to.
+    Rule(
+        "convergence_policy",
+        "The policy postcopy_when_stalled needs allow_postcopy: true (post-copy makes the "
+        "VM depend on both hosts until it ends).",
+        lambda o: o.convergence_policy == ConvergencePolicy.POSTCOPY_WHEN_STALLED
+        and not o.allow_postcopy,
+    ),
+    Rule(
+        "convergence_policy",
+        "An offline migration copies no memory: choose the convergence policy none.",
+        lambda o: not o.live and o.convergence_policy != ConvergencePolicy.NONE,
     ),
 )

@@ -21,6 +21,7 @@ from hosts.access.ssh_services import SshAccessError
 from hosts.connections import host_connect
 from hosts.models import Host
 from migrations_app.domain import decisions
+from migrations_app.domain.convergence import Verdict
 from migrations_app.domain.lifecycle import FailureReason, Phase
 from migrations_app.domain.options import MigrationOptions
 from migrations_app.domain.progress import ProgressSample, sample_from_job_stats
@@ -31,6 +32,7 @@ from migrations_app.scheduling.dispatch import migrations_dispatch_waiting
 from migrations_app.transitions import ClaimLost
 from migrations_app.worker.claim import ClaimOutcome, migration_claim
 from migrations_app.worker.completion import migration_complete, refresh_inventory
+from migrations_app.worker.convergence import ConvergenceMonitor
 from migrations_app.worker.lease import Lease, heartbeat, system_actor, worker_identity
 from migrations_app.worker.settlement import cancel_requested, migration_settle
 
@@ -209,7 +211,7 @@ def _monitor(
     interval = settings.MIGRATION_SAMPLE_INTERVAL_S
     # Past this the runner (a daemon) is given up on; the hosts' state settles it.
     hard_limit = migration.timeout_s + 2 * gateway.keepalive_bound_s() + 60
-    percent = 0.0
+    converge = ConvergenceMonitor(migration, lease)
     downtime_applied = False
     abort_reason: decisions.Abort | None = None
     control = {"cancel_requested_at": None, "postcopy_started_at": None}
@@ -260,41 +262,58 @@ def _monitor(
             try:
                 conn.set_max_downtime(uuid, migration.max_downtime_ms)
                 downtime_applied = True
-                _record_max_downtime_read(migration, lease, conn)
+                if (read := _record_max_downtime_read(migration, lease, conn)) is not None:
+                    converge.downtime_read(read)
             except gateway.GatewayError as exc:
                 logger.info("migration %s: max downtime not set yet: %s", migration.pk, exc)
         if stats:
-            sample = sample_from_job_stats(
-                stats, previous_percent=percent, postcopy=bool(control["postcopy_started_at"])
-            )
-            percent = sample.percent
-            _record_sample(migration, lease, sample)
+            postcopy = bool(control["postcopy_started_at"])
+            sample = sample_from_job_stats(stats, postcopy=postcopy)
+            judged = converge.judge(sample, postcopy=postcopy)
+            _record_sample(migration, lease, judged.sample, judged.verdict)
+            if abort_reason is None and not postcopy and migration.live:
+                try:
+                    abort_reason = converge.act(conn, judged.verdict)
+                except gateway.HostUnreachable as exc:
+                    logger.warning("migration %s: policy step: %s", migration.pk, exc)
+                    monitor.broken()
+                except gateway.GatewayError as exc:  # e.g. the job ended meanwhile
+                    logger.info("migration %s: policy step not taken: %s", migration.pk, exc)
 
 
 def _record_max_downtime_read(
     migration: Migration, lease: Lease, conn: gateway.HostConnection
-) -> None:
+) -> int | None:
     """Keep libvirt's read-back of the max downtime just set; a failure changes nothing."""
     try:
         read = conn.max_downtime(str(migration.vm_uuid))
         Migration.objects.filter(pk=migration.pk, claim_epoch=lease.epoch).update(
             max_downtime_read_ms=read
         )
+        return read
     except (gateway.GatewayError, DatabaseError) as exc:
         logger.info("migration %s: max downtime not read back: %s", migration.pk, exc)
+        return None
 
 
-def _record_sample(migration: Migration, lease: Lease, sample: ProgressSample) -> None:
+def _record_sample(
+    migration: Migration, lease: Lease, sample: ProgressSample, verdict: Verdict | None = None
+) -> None:
     """Store and publish one sample; a database error loses only this sample."""
     now = timezone.now()
     values = asdict(sample)
     elapsed_ms = values.pop("elapsed_ms")
     eta_s = values.pop("eta_s")
+    judged = (
+        {"convergence_note": verdict.sentence, "remaining_trend_bytes": list(verdict.trend)}
+        if verdict
+        else {}
+    )
     try:
         with transaction.atomic():
             updated = Migration.objects.filter(
                 pk=migration.pk, claim_epoch=lease.epoch, status=MigrationStatus.MIGRATING
-            ).update(progress_updated_at=now, heartbeat_at=DbNow(), eta_s=eta_s, **values)
+            ).update(progress_updated_at=now, heartbeat_at=DbNow(), eta_s=eta_s, **judged, **values)
             if not updated:
                 lease.lost.set()
                 lease.check()
@@ -305,7 +324,12 @@ def _record_sample(migration: Migration, lease: Lease, sample: ProgressSample) -
             migration_publish(
                 migration=current,
                 event="progress",
-                sample={"taken_at": now.isoformat(), "elapsed_ms": elapsed_ms, **asdict(sample)},
+                sample={
+                    "taken_at": now.isoformat(),
+                    "elapsed_ms": elapsed_ms,
+                    **asdict(sample),
+                    **judged,
+                },
             )
     except DatabaseError as exc:
         logger.warning("migration %s: sample not stored: %s", migration.pk, exc)

@@ -62,6 +62,7 @@ def settle_input(migration: Migration) -> tuple[decisions.SettleInput, list[str]
         postcopy_started=postcopy_started(migration),
         destination_had_definition=migration.destination_had_definition,
         source_was_paused=migration.source_was_paused,
+        paused_by_policy=bool(migration.paused_for_convergence_at),
         source_name=migration.source.name,
         destination_name=migration.destination.name,
     )

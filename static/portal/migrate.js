@@ -79,6 +79,13 @@
         parallel_connections: Number(input("parallel_connections").value || 0),
         tls: input("tls").checked,
       };
+      // Offline there is no copy to converge: the server refuses any policy but none.
+      if (live) body.convergence_policy = input("convergence_policy").value;
+      // The recommended policy needs post-copy allowed: choosing it allows it.
+      if (body.convergence_policy === "postcopy_when_stalled") {
+        input("allow_postcopy").checked = true;
+        body.allow_postcopy = true;
+      }
       const user = input("user").value.trim(), password = input("password").value;
       if (user || password) { body.user = user; body.password = password; }
       const downtime = input("max_downtime_ms").value;

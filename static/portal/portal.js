@@ -258,7 +258,20 @@
       this.setText("throughput", rate(m.throughput_bytes_s));
       this.setText("dirty", rate(m.memory_dirty_rate_bytes_s));
       this.setText("iteration", m.memory_iteration === null || m.memory_iteration === undefined ? "–" : String(m.memory_iteration));
+      // The server gives an ETA only while the copy converges (domain/convergence.py).
       this.setText("eta", final ? "–" : seconds(m.eta_s));
+      // The policy and the downtime libvirt has now (each minimal_downtime step reads it back).
+      const read = m.max_downtime_read_ms;
+      this.setText("policy", (m.convergence_policy || "none").replace(/_/g, " ") +
+        (read !== null && read !== undefined ? " · downtime " + millis(read) : ""));
+      const trend = m.remaining_trend_bytes || [];
+      this.setText("trend", trend.length ? trend.slice(-6).map(bytes).join(" → ") : "–");
+      const note = this.field("convergence");
+      if (note) {
+        note.hidden = final || !m.convergence_note;
+        note.textContent = m.convergence_note || "";
+        note.className = "convergence" + ((m.convergence_note || "").startsWith("not converging") ? " not-converging" : "");
+      }
       // Copied disks (storage "copy"): shown once libvirt reports a disk job.
       const disks = this.field("disks-box");
       if (disks) {
