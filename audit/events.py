@@ -63,6 +63,7 @@ class EventType(models.TextChoices):
     MIGRATION_POSTCOPY = "migration.postcopy", "Switched to post-copy"
     # A convergence policy acted (domain/convergence.py): detail `step` and the figures.
     MIGRATION_CONVERGENCE_STEP = "migration.convergence_step", "Convergence policy step"
+    MIGRATION_PAUSED_OUTSIDE = "migration.paused_outside", "Paused by someone during the migration"
     MIGRATION_COMPLETING = "migration.completing", "Completing"
     MIGRATION_SUCCEEDED = "migration.succeeded", "Succeeded"
     MIGRATION_FAILED = "migration.failed", "Failed"

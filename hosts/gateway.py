@@ -220,6 +220,11 @@ class HostConnection:
         flags = libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
         self._call(uuid, "undefining", lambda d: d.undefineFlags(flags))
 
+    def domain_state(self, uuid: str) -> tuple[str, str]:
+        """(state, libvirt's reason) of a domain, without reading its definition."""
+        state, reason = self._call(uuid, "reading the state of", lambda d: d.state())
+        return DOMAIN_STATES.get(state, DomainState.NO_STATE), state_reason(state, reason)
+
     def suspend(self, uuid: str) -> None:
         self._call(uuid, "pausing", lambda d: d.suspend())
 

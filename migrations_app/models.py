@@ -174,6 +174,8 @@ class Migration(models.Model):
     )
     # The guest was paused by pause_when_stalled (not by a person): a failure resumes it.
     paused_for_convergence_at = models.DateTimeField(null=True, blank=True)
+    # Someone (not the portal) paused the VM while it migrated: it ends paused, wherever.
+    paused_outside_at = models.DateTimeField(null=True, blank=True)
 
     # libvirt's completed job statistics, exactly as reported, and the key figures.
     completed_stats = models.JSONField(null=True, blank=True)

@@ -374,6 +374,11 @@ MIGRATION_MAX_OUTGOING_PER_HOST = int(os.environ.get("PORTAL_MIGRATION_MAX_OUTGO
 MIGRATION_MAX_INCOMING_PER_HOST = int(os.environ.get("PORTAL_MIGRATION_MAX_INCOMING", "2"))
 # Seconds between two progress samples while a migration runs (0.2: 5 a second).
 MIGRATION_SAMPLE_INTERVAL_S = float(os.environ.get("PORTAL_MIGRATION_SAMPLE_INTERVAL_S", "0.2"))
+# A source paused this long (and at least 4x the allowed downtime) while its migration
+# runs was paused by someone, not by QEMU's switchover (decisions.paused_by_someone).
+MIGRATION_OUTSIDE_PAUSE_GRACE_S = float(
+    os.environ.get("PORTAL_MIGRATION_OUTSIDE_PAUSE_GRACE_S", "5")
+)
 # A running migration whose worker has not written a heartbeat for this long is stale.
 MIGRATION_STALE_AFTER_S = int(os.environ.get("PORTAL_MIGRATION_STALE_AFTER_S", "30"))
 # A host's event listener without a heartbeat for this long is taken over by another

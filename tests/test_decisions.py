@@ -601,3 +601,71 @@ def test_reconcile_sleep(next_pass_in, next_event_in, poll, expected):
         poll_s=poll,
     )
     assert wait == pytest.approx(expected)
+
+
+PAUSED_DURING_MIGRATION = HostView(True, "paused", reason="migration")  # or QEMU's switchover
+
+
+@pytest.mark.parametrize(
+    "source, destination, expected_actions, note",
+    [
+        # libvirt resumed the source when the job ended: someone had paused it
+        (RUNNING, ABSENT, (Action(Side.SOURCE, Op.SUSPEND),), "paused it again"),
+        (
+            RUNNING,
+            PAUSED,
+            (DST_DESTROY, DST_UNDEFINE, Action(Side.SOURCE, Op.SUSPEND)),
+            "paused it again",
+        ),
+        # still paused: it stays so, whatever libvirt calls the pause
+        (PAUSED_DURING_MIGRATION, ABSENT, (), "it stays paused"),
+        (PAUSED_BY_USER, ABSENT, (), "it stays paused"),
+    ],
+)
+def test_settle_keeps_a_pause_someone_made_during_the_migration(
+    source, destination, expected_actions, note
+):
+    settled = settle(SettleInput(source, destination, live=True, paused_outside=True))
+    assert settled.outcome == Outcome.FAILED
+    assert settled.actions == expected_actions
+    assert any(note in text for text in settled.notes), settled.notes
+
+
+def test_without_a_pause_seen_a_paused_source_is_resumed():
+    settled = settle(SettleInput(PAUSED_DURING_MIGRATION, ABSENT, live=True))
+    assert settled.actions == (SRC_RESUME,)
+
+
+@pytest.mark.parametrize(
+    "state, reason, paused_for, downtime_ms, postcopy, by_policy, expected",
+    [
+        ("paused", "migration", 6.0, 500, False, False, True),
+        ("paused", "user", 6.0, 500, False, False, True),
+        # QEMU's own switchover pause lasts about the downtime
+        ("paused", "migration", 1.0, 500, False, False, False),
+        ("paused", "migration", 4.9, 500, False, False, False),
+        # a large allowed downtime (a convergence step) needs a longer pause
+        ("paused", "migration", 6.0, 3200, False, False, False),
+        ("paused", "migration", 13.0, 3200, False, False, True),
+        # post-copy, the portal's own pause, other reasons: not a person's choice
+        ("paused", "postcopy", 60.0, 500, True, False, False),
+        ("paused", "migration", 60.0, 500, False, True, False),
+        ("paused", "ioerror", 60.0, 500, False, False, False),
+        ("running", "migrated", 60.0, 500, False, False, False),
+    ],
+)
+def test_paused_by_someone(state, reason, paused_for, downtime_ms, postcopy, by_policy, expected):
+    from migrations_app.domain.decisions import paused_by_someone
+
+    assert (
+        paused_by_someone(
+            state=state,
+            reason=reason,
+            paused_for_s=paused_for,
+            max_downtime_ms=downtime_ms,
+            postcopy=postcopy,
+            paused_by_policy=by_policy,
+            grace_s=5.0,
+        )
+        is expected
+    )

@@ -55,3 +55,61 @@ def test_a_vm_destroyed_mid_migration_stays_off(api, linux_vm):
     # The inventory says so too, with libvirt's reason.
     row = VM.objects.get(uuid=linux_vm.uuid, host__name=source.name)
     assert (row.state, row.state_reason) == ("shut_off", "destroyed")
+
+
+def test_a_vm_paused_mid_migration_arrives_paused(api, linux_vm):
+    """`virsh suspend` of the source copy while the memory is copied: a person paused it.
+    libvirt resumes a VM on arrival; the portal pauses it again there."""
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    migration_id = request_migration(
+        api, linux_vm.uuid, remote_host=destination.name, bandwidth_mib_s=4
+    )
+    worker = run_in_thread(migration_id)
+    wait_until_migrating(migration_id)
+    machines.virsh(source, "suspend", linux_vm.uuid)
+    labtools.wait_for(
+        lambda: Migration.objects.filter(pk=migration_id, paused_outside_at__isnull=False).exists(),
+        timeout=30,
+        what="the monitor to see the pause as someone's",
+        interval=0.2,
+    )
+    labtools.lift_bandwidth_limit(api, migration_id)
+    worker.join(120)
+    assert not worker.is_alive()
+
+    record = Migration.objects.get(pk=migration_id)
+    assert record.status == "succeeded", record.error
+    assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {destination.name: "paused"}
+    assert "paused again" in record.error, record.error
+    events = events_of(migration_id)
+    assert "migration.paused_outside" in events and events[-1] == "migration.succeeded", events
+    row = VM.objects.get(uuid=linux_vm.uuid, host__name=destination.name)
+    assert row.state == "paused"
+
+
+def test_a_vm_paused_mid_migration_that_is_cancelled_stays_paused(api, linux_vm):
+    """The same pause, then the migration is cancelled: libvirt resumes the source when
+    the job ends; the portal pauses it again, where it stays."""
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    migration_id = request_migration(
+        api, linux_vm.uuid, remote_host=destination.name, bandwidth_mib_s=4
+    )
+    worker = run_in_thread(migration_id)
+    wait_until_migrating(migration_id)
+    machines.virsh(source, "suspend", linux_vm.uuid)
+    labtools.wait_for(
+        lambda: Migration.objects.filter(pk=migration_id, paused_outside_at__isnull=False).exists(),
+        timeout=30,
+        what="the monitor to see the pause as someone's",
+        interval=0.2,
+    )
+    cancelled = api.post(f"/api/migrations/{migration_id}/cancel/")
+    assert cancelled.status_code in (200, 202), cancelled.json()
+    worker.join(120)
+    assert not worker.is_alive()
+
+    record = _ended_outside(linux_vm, migration_id, source, "paused")
+    assert record.status == "cancelled", record.error
+    assert "paused" in record.error, record.error

@@ -39,6 +39,7 @@ class Op(enum.StrEnum):
     DESTROY = "destroy"  # stop the QEMU process, keep the definition
     UNDEFINE = "undefine"  # remove the (inactive) definition
     RESUME = "resume"  # un-pause
+    SUSPEND = "suspend"  # pause (again: what someone chose)
     START = "start"  # boot from the definition
 
 
@@ -97,6 +98,8 @@ class SettleInput:
     source_was_paused: bool = False  # paused by its owner before: do not resume it
     # Paused by the portal's pause_when_stalled policy, not by a person: resume it.
     paused_by_policy: bool = False
+    # Paused by someone during the migration (seen by the monitor): it ends paused.
+    paused_outside: bool = False
     source_name: str = "the source"
     destination_name: str = "the destination"
 
@@ -176,6 +179,16 @@ def _settle_live(given: SettleInput) -> Settlement:
 
     if src.executing:
         cleanup = _destination_cleanup(given)
+        if given.paused_outside:
+            # libvirt resumes the source when the job ends; someone had paused it.
+            return Settlement(
+                Outcome.FAILED,
+                actions=cleanup + (Action(Side.SOURCE, Op.SUSPEND),),
+                notes=(
+                    *_cleanup_note(given, cleanup),
+                    f"the VM was paused on {s_name} during the migration: paused it again",
+                ),
+            )
         return Settlement(
             Outcome.FAILED,
             actions=cleanup,
@@ -193,7 +206,9 @@ def _settle_live(given: SettleInput) -> Settlement:
         if given.source_was_paused:
             resume: tuple[Action, ...] = ()
             note = (f"the VM stays paused on {s_name}, as it was before",)
-        elif src.reason in PAUSED_BY_CHOICE and not given.paused_by_policy:
+        elif not given.paused_by_policy and (
+            src.reason in PAUSED_BY_CHOICE or given.paused_outside
+        ):
             resume = ()
             note = (f"the VM was paused on {s_name} during the migration: it stays paused",)
         else:
@@ -376,3 +391,26 @@ def schedule_errors(
         elif not_before is not None and window_end <= not_before:
             errors["window_end"] = ["The window must end after not_before."]
     return errors
+
+
+def paused_by_someone(
+    *,
+    state: str,
+    reason: str,
+    paused_for_s: float,
+    max_downtime_ms: int,
+    postcopy: bool,
+    paused_by_policy: bool,
+    grace_s: float,
+) -> bool:
+    """Whether the source, paused while its migration runs, was paused by someone.
+
+    During an outgoing migration libvirt names a person's pause "migration", as it names
+    QEMU's own pause for the switchover. QEMU pauses only once the rest fits in the
+    allowed downtime, and the job ends about that long after: a pause that lasts well
+    beyond it, while the job still runs, is someone's."""
+    if state != "paused" or postcopy or paused_by_policy:
+        return False
+    if reason not in ("migration", "user"):
+        return False  # post-copy, I/O error, ...: not a choice
+    return paused_for_s >= max(grace_s, 4 * max_downtime_ms / 1000)

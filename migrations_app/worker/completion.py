@@ -39,11 +39,25 @@ def migration_complete(migration: Migration, lease: Lease, *, note: str = "") ->
     open_destination = host_connector(migration.destination, reuse=True)
     open_source = host_connector(migration.source, reuse=True)
 
+    paused_outside = Migration.objects.filter(
+        pk=migration.pk, paused_outside_at__isnull=False
+    ).exists()
+    notes = [note] if note else []
+
     def read_destination() -> None:
         try:
             with open_destination() as conn:
                 stats.update(conn.completed_job_stats(uuid))
-                seen["destination"] = conn.find_domain(uuid=uuid)
+                found = conn.find_domain(uuid=uuid)
+                if paused_outside and found is not None and found.state == "running":
+                    # libvirt resumes the VM on arrival; someone had paused it.
+                    conn.suspend(uuid)
+                    found = conn.find_domain(uuid=uuid)
+                    notes.append(
+                        f"paused again on {migration.destination.name}: someone paused it "
+                        "during the migration"
+                    )
+                seen["destination"] = found
         except gateway.GatewayError as exc:
             logger.warning("migration %s: no completed statistics: %s", migration.pk, exc)
 
@@ -79,6 +93,7 @@ def migration_complete(migration: Migration, lease: Lease, *, note: str = "") ->
         eta_s=0,
         data_remaining_bytes=0 if migration.data_remaining_bytes is not None else None,
         needs_cleanup=False,
+        **({"error": "; ".join(notes)} if notes else {}),
         **completed_fields(stats),
     )
     # After `succeeded`, so the full sync of both hosts does not delay it.

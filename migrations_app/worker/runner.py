@@ -34,6 +34,7 @@ from migrations_app.worker.claim import ClaimOutcome, migration_claim
 from migrations_app.worker.completion import migration_complete, refresh_inventory
 from migrations_app.worker.convergence import ConvergenceMonitor
 from migrations_app.worker.lease import Lease, heartbeat, system_actor, worker_identity
+from migrations_app.worker.outside_pause import PauseWatch
 from migrations_app.worker.settlement import cancel_requested, migration_settle
 
 logger = logging.getLogger(__name__)
@@ -212,6 +213,7 @@ def _monitor(
     # Past this the runner (a daemon) is given up on; the hosts' state settles it.
     hard_limit = migration.timeout_s + 2 * gateway.keepalive_bound_s() + 60
     converge = ConvergenceMonitor(migration, lease)
+    pauses = PauseWatch(migration, lease)
     downtime_applied = False
     abort_reason: decisions.Abort | None = None
     control = {"cancel_requested_at": None, "postcopy_started_at": None}
@@ -271,6 +273,12 @@ def _monitor(
             sample = sample_from_job_stats(stats, postcopy=postcopy)
             judged = converge.judge(sample, postcopy=postcopy)
             _record_sample(migration, lease, judged.sample, judged.verdict)
+            if migration.live:
+                pauses.tick(
+                    conn,
+                    postcopy=postcopy,
+                    allowed_downtime_ms=converge.state.allowed_downtime_ms,
+                )
             if abort_reason is None and not postcopy and migration.live:
                 try:
                     abort_reason = converge.act(conn, judged.verdict)

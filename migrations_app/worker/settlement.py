@@ -42,6 +42,10 @@ def cancel_requested(migration: Migration) -> bool:
     return Migration.objects.filter(pk=migration.pk, cancel_requested_at__isnull=False).exists()
 
 
+def paused_outside(migration: Migration) -> bool:
+    return Migration.objects.filter(pk=migration.pk, paused_outside_at__isnull=False).exists()
+
+
 def postcopy_started(migration: Migration) -> bool:
     return Migration.objects.filter(pk=migration.pk, postcopy_started_at__isnull=False).exists()
 
@@ -63,6 +67,7 @@ def settle_input(migration: Migration) -> tuple[decisions.SettleInput, list[str]
         destination_had_definition=migration.destination_had_definition,
         source_was_paused=migration.source_was_paused,
         paused_by_policy=bool(migration.paused_for_convergence_at),
+        paused_outside=paused_outside(migration),
         source_name=migration.source.name,
         destination_name=migration.destination.name,
     )
@@ -73,6 +78,7 @@ _OPS = {
     decisions.Op.DESTROY: lambda conn, uuid: conn.destroy(uuid),
     decisions.Op.UNDEFINE: lambda conn, uuid: conn.undefine(uuid),
     decisions.Op.RESUME: lambda conn, uuid: conn.resume(uuid),
+    decisions.Op.SUSPEND: lambda conn, uuid: conn.suspend(uuid),
     decisions.Op.START: lambda conn, uuid: conn.start(uuid),
 }
 
