@@ -152,15 +152,19 @@ class _MonitorConnection:
         self._stack = self._conn = None
 
 
-def _migrate_and_monitor(migration: Migration, lease: Lease) -> tuple[FailureReason, str | None]:
-    """Run libvirt's migration in a thread and sample it; the failure reason and error."""
+def _migrate_and_monitor(
+    migration: Migration, lease: Lease, *, postcopy_resume: bool = False
+) -> tuple[FailureReason, str | None]:
+    """Run libvirt's migration in a thread and sample it; the failure reason and error.
+    `postcopy_resume`: recover a post-copy migration paused by a broken link instead."""
     uuid = str(migration.vm_uuid)
     outcome: dict[str, str] = {}
 
     def run() -> None:
         try:
             with host_connect(migration.source, reuse=True) as conn:
-                conn.migrate(
+                call = conn.migrate_postcopy_resume if postcopy_resume else conn.migrate
+                call(
                     uuid,
                     destination_uri=peer_uri(migration.source, migration.destination),
                     spec=MigrationOptions.from_migration(migration).to_spec(),
