@@ -138,6 +138,7 @@ def migration_detail(request: HttpRequest, migration_id: int) -> HttpResponse:
             "events": events,
             "completed_stats": sorted((migration.completed_stats or {}).items()),
             "can_control": can_migrate(request.user),
+            "can_resolve": can_manage_hosts(request.user),
         },
     )
 

@@ -137,3 +137,18 @@ def test_resolving_is_the_host_admins(stuck):
     done = host_admin.post(f"/api/migrations/{stuck.pk}/resolve/", payload, format="json")
     assert done.status_code == 200 and done.json()["status"] == "failed"
     assert _resolved_events().get().actor_name == "host-admin"
+
+
+def test_the_page_shows_the_panel_and_the_buttons_only_to_host_admins(client, stuck):
+    for role, can in (("host admin", True), ("operator", False)):
+        user = get_user_model().objects.create_user(username=f"p-{role}", password="pw-123-x")
+        user.groups.add(Group.objects.get(name=role))
+        client.force_login(user)
+        page = client.get(f"/migrations/{stuck.pk}/").content.decode()
+        assert 'id="attention-panel"' in page and "portal/attention.js" in page
+        assert f'data-can-resolve="{str(can).lower()}"' in page
+        assert ('id="attention-form"' in page) is can
+        assert ("Resolving needs the host admin role." in page) is not can
+    Migration.objects.filter(pk=stuck.pk).update(status="failed")
+    page = client.get(f"/migrations/{stuck.pk}/").content.decode()
+    assert "attention-panel" not in page
