@@ -74,6 +74,10 @@ def _report(host: Host, uuid: str) -> HostReport:
                     job_active = bool(conn.job_stats(uuid))
                 except gateway.DomainNotFound:
                     return HostReport(host.name, True)  # it left between the two calls
+                except gateway.HostUnreachable:
+                    raise
+                except gateway.GatewayError:
+                    pass  # an incoming job's statistics: libvirt 9 has none (not known)
             return HostReport(
                 host.name,
                 True,

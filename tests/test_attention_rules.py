@@ -20,6 +20,8 @@ RUNNING_JOB = HostView(True, "running", job_active=True)
 PAUSED = HostView(True, "paused", job_active=False)
 PAUSED_USER = HostView(True, "paused", job_active=False, reason="user")
 PC_FAILED = HostView(True, "paused", job_active=True, reason="postcopy_failed")
+# libvirt 9's destination after a broken post-copy: vCPUs waiting for pages.
+PC_FAILED_DST = HostView(True, "running", job_active=None, reason="postcopy_failed")
 PC_PAUSED_JOB = HostView(True, "paused", job_active=True, reason="postcopy")
 SHUT_OFF = HostView(True, "shut_off")
 ABSENT = HostView(True, None)
@@ -63,6 +65,20 @@ CASES = [
         "post-copy failed, known from libvirt only (the record's write was lost)",
         PC_FAILED,
         PC_FAILED,
+        {},
+        {RP: (), MR: ()},
+    ),
+    (
+        "post-copy failed as libvirt 9 shows it: the destination 'running (post-copy failed)'",
+        PC_FAILED,
+        PC_FAILED_DST,
+        {"postcopy_started": True},
+        {RP: (), MR: ()},
+    ),
+    (
+        "the same, the source's job no longer reported: still nothing but resume or mark",
+        HostView(True, "paused", job_active=False, reason="postcopy_failed"),
+        PC_FAILED_DST,
         {},
         {RP: (), MR: ()},
     ),
@@ -171,6 +187,7 @@ VIEWS = [
     PAUSED,
     PAUSED_USER,
     PC_FAILED,
+    PC_FAILED_DST,
     PC_PAUSED_JOB,
 ]
 

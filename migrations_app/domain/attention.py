@@ -129,11 +129,14 @@ def _resume_postcopy(given: AttentionInput) -> Choice:
     r = Resolution.RESUME_POSTCOPY
     if not (src.reachable and dst.reachable):
         return Choice(r, False, _unreachable(given))
-    if not (src.paused and dst.paused and POSTCOPY_FAILED in (src.reason, dst.reason)):
+    # libvirt 9: the source "paused (post-copy failed)", the destination "running
+    # (post-copy failed)" (its vCPUs wait for the pages still on the source).
+    if not (src.active and dst.active and POSTCOPY_FAILED in (src.reason, dst.reason)):
         return Choice(
             r,
             False,
-            "only a post-copy paused on both hosts by a broken link can be resumed "
+            "only a post-copy that a broken link stopped (libvirt: post-copy failed, "
+            "a copy active on both hosts) can be resumed "
             f"({given.source_name}: {_said(src)}; {given.destination_name}: {_said(dst)})",
         )
     return Choice(

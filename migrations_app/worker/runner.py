@@ -184,7 +184,9 @@ def _migrate_and_monitor(
     runner = concurrency.start(run, name=f"migration-{migration.pk}")
     monitor = _MonitorConnection(migration.source)
     try:
-        abort_reason = _monitor(migration, lease, runner, monitor, started)
+        abort_reason = _monitor(
+            migration, lease, runner, monitor, started, set_downtime=not postcopy_resume
+        )
     finally:
         monitor.close()
     if runner.running():
@@ -203,6 +205,8 @@ def _monitor(
     runner: concurrency.Pending[None],
     monitor: _MonitorConnection,
     started: float,
+    *,
+    set_downtime: bool = True,
 ) -> decisions.Abort | None:
     """Sample the job until the runner ends; returns why the portal aborted it, if it did."""
     uuid = str(migration.vm_uuid)
@@ -210,7 +214,7 @@ def _monitor(
     # Past this the runner (a daemon) is given up on; the hosts' state settles it.
     hard_limit = migration.timeout_s + 2 * gateway.keepalive_bound_s() + 60
     percent = 0.0
-    downtime_applied = False
+    downtime_applied = not set_downtime  # a resumed post-copy has no downtime left to set
     abort_reason: decisions.Abort | None = None
     control = {"cancel_requested_at": None, "postcopy_started_at": None}
     next_tick = time.monotonic()

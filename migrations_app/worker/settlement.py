@@ -24,6 +24,12 @@ def observe(host: Host, uuid: str) -> tuple[decisions.HostView, str]:
                     job_active = bool(conn.job_stats(uuid))
                 except gateway.DomainNotFound:
                     domain = None  # it left between the two calls
+                except gateway.HostUnreachable:
+                    raise
+                except gateway.GatewayError:
+                    # libvirt 9 refuses job statistics of an incoming migration (e.g. a
+                    # post-copy that failed): the host answered, the job is not known.
+                    job_active = None
     except gateway.GatewayError as exc:
         return decisions.UNREACHABLE, str(exc)
     if domain is None:
