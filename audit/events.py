@@ -69,6 +69,7 @@ class EventType(models.TextChoices):
     MIGRATION_FAILED = "migration.failed", "Failed"
     MIGRATION_CANCELLED = "migration.cancelled", "Cancelled"
     MIGRATION_NEEDS_ATTENTION = "migration.needs_attention", "Needs attention"
+    MIGRATION_RESOLVED = "migration.resolved", "Resolved by a person"
     MIGRATION_CLEANED_UP = "migration.cleaned_up", "Cleaned up"
     # A reconciler step that raised (detail: step, error); once per migration and error.
     MIGRATION_RECONCILE_FAILED = "migration.reconcile_failed", "Reconciler step failed"

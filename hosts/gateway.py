@@ -239,6 +239,19 @@ class HostConnection:
         flags, params = migration_arguments(spec)
         self._call(uuid, "migrating", lambda d: d.migrateToURI3(destination_uri, params, flags))
 
+    def migrate_postcopy_resume(
+        self, uuid: str, *, destination_uri: str, spec: MigrationSpec
+    ) -> None:
+        """Recover a post-copy migration paused by a broken link: the same call, flags
+        and parameters again, with VIR_MIGRATE_POSTCOPY_RESUME; blocks until it is done."""
+        flags, params = migration_arguments(spec)
+        flags |= libvirt.VIR_MIGRATE_POSTCOPY | libvirt.VIR_MIGRATE_POSTCOPY_RESUME
+        self._call(
+            uuid,
+            "resuming the post-copy migration of",
+            lambda d: d.migrateToURI3(destination_uri, params, flags),
+        )
+
     def compare_cpu(self, *, domain_xml: str) -> tuple[bool, str]:
         """Would this host accept the domain's CPU definition? (ok, reason)"""
         cpu = cpu_to_compare(domain_xml)

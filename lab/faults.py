@@ -27,11 +27,16 @@ NFT_FAMILY = "inet"
 class Plane(enum.StrEnum):
     DATA = "data"  # QEMU's migration streams into the host
     CONTROL = "ctrl"  # libvirtd and sshd of the host
+    # QEMU's migration streams into the host, broken: the open ones aborted (both ends
+    # get an error at once) and new ones reset until healed. A drop only stalls TCP, and
+    # a post-copy destination blocked on a page sends nothing, so it would never know.
+    LINK = "link"
 
 
 PLANE_PORTS = {
     Plane.DATA: f"{layout.MIGRATION_PORT_MIN}-{layout.MIGRATION_PORT_MAX}",
     Plane.CONTROL: f"{{ {layout.LIBVIRT_TCP_PORT}, {layout.SSH_PORT} }}",
+    Plane.LINK: f"{layout.MIGRATION_PORT_MIN}-{layout.MIGRATION_PORT_MAX}",
 }
 _TABLE_RE = re.compile(r"^table\s+(\S+)\s+(\S+)\s*$")
 
@@ -83,9 +88,18 @@ def _signal_libvirtd(pid: int, sig: signal.Signals) -> int:
 
 
 def cut(host: layout.LabHost, plane: Plane) -> str:
-    """Drop TCP to the plane's ports of the host (idempotent); returns the table name."""
+    """Drop (LINK: reset) TCP to the plane's ports of the host (idempotent); the table."""
     name = cut_table_name(host, plane)
     address = _lab_address(host.address)
+    ports = PLANE_PORTS[plane]
+    rules = f"    ip daddr {address} tcp dport {ports} counter drop\n"
+    if plane == Plane.LINK:
+        # The resets it sends (and the aborted connections' ones) must pass.
+        rst = "tcp flags & (fin | rst) == 0"
+        rules = (
+            f"    ip daddr {address} tcp dport {ports} {rst} counter reject with tcp reset\n"
+            f"    ip saddr {address} tcp sport {ports} {rst} counter reject with tcp reset\n"
+        )
     # One transaction: create-if-missing, delete, re-create. Atomic and idempotent.
     script = (
         f"table {NFT_FAMILY} {name} {{}}\n"
@@ -93,12 +107,31 @@ def cut(host: layout.LabHost, plane: Plane) -> str:
         f"table {NFT_FAMILY} {name} {{\n"
         f"  chain output {{\n"
         f"    type filter hook output priority filter; policy accept;\n"
-        f"    ip daddr {address} tcp dport {PLANE_PORTS[plane]} counter drop\n"
+        f"{rules}"
         f"  }}\n"
         f"}}\n"
     )
     _nft("-f", "-", input=script)
+    if plane == Plane.LINK:
+        for end in ("dst", "src"):  # both ends, so each learns of it at once
+            _abort_connections(address, end, layout.MIGRATION_PORT_MIN, layout.MIGRATION_PORT_MAX)
     return name
+
+
+def _abort_connections(address: str, end: str, port_min: int, port_max: int) -> None:
+    """Abort the established TCP connections whose `end` ("dst" or "src") is `address`
+    on those ports (the kernel's sock_destroy, as `ss -K`): ECONNABORTED here, a reset
+    to the peer."""
+    port = "dport" if end == "dst" else "sport"
+    ports = [port, ">=", f":{port_min}", "and", port, "<=", f":{port_max}"]
+    result = subprocess.run(
+        ["ss", "-K", "-t", end, address, "and", *ports],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if result.returncode != 0:
+        raise layout.LabError(f"ss -K {end} {address} failed: {result.stderr.strip()}")
 
 
 def heal(host: layout.LabHost, plane: Plane) -> bool:

@@ -179,6 +179,7 @@ def migration_detail(request: HttpRequest, migration_id: int) -> HttpResponse:
             "can_control": can_migrate(request.user),
             # Where a request came from is the audit log's: only its readers see it.
             "show_source_ip": can_read_audit(request.user),
+            "can_resolve": can_manage_hosts(request.user),
         },
     )
 

@@ -124,7 +124,7 @@ MIGRATIONS_APP_PARTS = [
     {"scheduling"},
     {"worker"},
     {"requests"},
-    {"batches", "evacuation"},
+    {"batches", "evacuation", "attention"},
     {
         "reports",
         "report_exports",

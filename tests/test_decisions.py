@@ -298,6 +298,17 @@ LIVE_CASES = [
         (),
         False,
     ),
+    (
+        # libvirt 9 on the lab: the destination's vCPUs wait for pages still on the
+        # source; taking it for the VM would stop the source and lose them.
+        "post-copy failed, destination 'running (post-copy failed)', source job gone",
+        HostView(True, "paused", job_active=False, reason="postcopy_failed"),
+        HostView(True, "running", reason="postcopy_failed"),
+        {"postcopy_started": True},
+        Outcome.NEEDS_ATTENTION,
+        (),
+        False,
+    ),
 ]
 
 

@@ -56,6 +56,7 @@ def test_where_a_guest_starts(states, expected):
         ("tlab-2", faults.Plane.DATA, "tlab_cut_data_127_0_0_82"),
         ("lab-x-1", faults.Plane.CONTROL, "lab_x_cut_ctrl_127_0_0_82"),
         ("9lab-1", faults.Plane.CONTROL, "lab_9lab_cut_ctrl_127_0_0_82"),
+        ("tlab-2", faults.Plane.LINK, "tlab_cut_link_127_0_0_82"),
     ],
 )
 def test_cut_table_names(name, plane, table):

@@ -72,6 +72,7 @@ TABLE = [
     ("post", "/api/hosts/{host}/maintenance/", {}, HOSTS, 400),
     ("post", "/api/hosts/{host}/evacuate/", {"dry_run": "x"}, HOSTS, 400),
     ("post", "/api/peer-trusts/", {}, HOSTS, 400),
+    ("post", "/api/migrations/{migration}/resolve/", {}, HOSTS, 400),
     ("delete", f"/api/peer-trusts/{MISSING_ID}/", None, HOSTS, 404),
     # Auditor: the audit log and the reports.
     ("get", "/api/audit/", None, AUDIT, 200),

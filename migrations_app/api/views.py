@@ -11,9 +11,10 @@ from audit.permissions import CanReadAudit
 from audit.services import Actor
 from core.api.lists import LeanListMixin
 from hosts.access.ssh_services import host_ssh_access_set_up
-from hosts.permissions import can_manage_hosts
+from hosts.permissions import CanManageHosts, can_manage_hosts
 from hosts.selectors import host_find
-from migrations_app import batches, report_exports, reports, requests
+from migrations_app import attention, batches, report_exports, reports, requests
+from migrations_app.api.attention_serializers import AttentionSerializer, ResolveSerializer
 from migrations_app.api.pagination import MigrationCursorPagination
 from migrations_app.api.report_serializers import MigrationReportSerializer
 from migrations_app.api.serializers import (
@@ -77,6 +78,8 @@ class MigrationViewSet(LeanListMixin, viewsets.ReadOnlyModelViewSet):
     def get_permissions(self):
         if self.action in ("cancel", "tune", "postcopy", "partial_update"):
             return [CanMigrate()]
+        if self.action == "resolve":
+            return [CanManageHosts()]
         return super().get_permissions()
 
     def _control(self, request: Request, call, **kwargs) -> Response:
@@ -115,6 +118,38 @@ class MigrationViewSet(LeanListMixin, viewsets.ReadOnlyModelViewSet):
     def postcopy(self, request: Request, pk: str | None = None) -> Response:
         """Switch a running migration that allows it to post-copy."""
         return self._control(request, requests.migration_start_postcopy)
+
+    @extend_schema(responses={200: AttentionSerializer, 409: CONFLICT}, filters=False)
+    @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
+    def attention(self, request: Request, pk: str | None = None) -> Response:
+        """What each host says now about a migration that needs attention, and which
+        resolutions are safe for that; 409 if it does not need attention."""
+        found = attention.migration_attention(migration=self.get_object())
+        return Response(AttentionSerializer(found).data)
+
+    @extend_schema(
+        request=ResolveSerializer,
+        responses={
+            200: MigrationSerializer,
+            409: CONFLICT,
+            502: OpenApiResponse(description="A host refused or dropped an action."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def resolve(self, request: Request, pk: str | None = None) -> Response:
+        """Resolve a migration that needs attention (host admin role): the hosts are
+        asked again, and the action is refused (409, saying why) unless it is safe now.
+        keep_destination ends it succeeded, keep_source and mark_resolved failed,
+        resume_postcopy hands it back to a worker (migrating). Audited as
+        migration.resolved with the action, the reason and what each host said."""
+        serializer = ResolveSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return self._control(
+            request,
+            attention.migration_resolve,
+            resolution=serializer.validated_data["action"],
+            reason=serializer.validated_data["reason"],
+        )
 
     # Neither the list's filters nor its pages: every sample, in one list.
     @extend_schema(responses=MigrationSampleSerializer(many=True), filters=False)

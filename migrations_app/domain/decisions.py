@@ -62,7 +62,11 @@ class HostView:
 
     @property
     def executing(self) -> bool:
-        return self.reachable and self.state in EXECUTING_STATES
+        # libvirt 9 leaves a destination whose post-copy failed "running (post-copy
+        # failed)": its vCPUs wait for pages still on the source, it is not the VM.
+        return (
+            self.reachable and self.state in EXECUTING_STATES and self.reason != "postcopy_failed"
+        )
 
     @property
     def paused(self) -> bool:

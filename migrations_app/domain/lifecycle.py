@@ -35,7 +35,8 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     _S.CHECKING: frozenset({_S.MIGRATING, _S.FAILED, _S.CANCELLED}),
     _S.MIGRATING: frozenset({_S.COMPLETING, _S.FAILED, _S.CANCELLED, _S.NEEDS_ATTENTION}),
     _S.COMPLETING: frozenset({_S.SUCCEEDED, _S.NEEDS_ATTENTION}),
-    _S.NEEDS_ATTENTION: frozenset({_S.COMPLETING, _S.FAILED, _S.CANCELLED}),
+    # migrating: a person resumed a post-copy that a broken link paused (attention.py).
+    _S.NEEDS_ATTENTION: frozenset({_S.COMPLETING, _S.FAILED, _S.CANCELLED, _S.MIGRATING}),
 }
 
 

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('migrations_app', '0018_convergence_policy'),
+        ("migrations_app", "0018_convergence_policy"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='migration',
-            name='paused_outside_at',
+            model_name="migration",
+            name="paused_outside_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

@@ -37,6 +37,23 @@ def migration_enqueue(*, migration_id: int) -> bool:
     return True
 
 
+def postcopy_resume_enqueue(*, migration_id: int, epoch: int) -> bool:
+    """Hand a post-copy recovery to a worker; False if the broker did not take it (the
+    reconciler then finds the claim stale and settles it: still paused, needs attention)."""
+    try:
+        async_task(
+            "migrations_app.tasks.migration_postcopy_resume",
+            migration_id,
+            epoch,
+            task_name=f"migration-{migration_id}-resume-{epoch}",
+            q_options={"max_attempts": 1},
+        )
+    except Exception as exc:
+        logger.warning("migration %s: resume could not be enqueued: %s", migration_id, exc)
+        return False
+    return True
+
+
 def migrations_dispatch_waiting(*, include_lost: bool = False) -> list[int]:
     now = timezone.now()
     # Batches first: they may stop or finish, and only some of their children may start.

@@ -159,15 +159,19 @@ class _MonitorConnection:
         self._stack = self._conn = None
 
 
-def _migrate_and_monitor(migration: Migration, lease: Lease) -> tuple[FailureReason, str | None]:
-    """Run libvirt's migration in a thread and sample it; the failure reason and error."""
+def _migrate_and_monitor(
+    migration: Migration, lease: Lease, *, postcopy_resume: bool = False
+) -> tuple[FailureReason, str | None]:
+    """Run libvirt's migration in a thread and sample it; the failure reason and error.
+    `postcopy_resume`: recover a post-copy migration paused by a broken link instead."""
     uuid = str(migration.vm_uuid)
     outcome: dict[str, str] = {}
 
     def run() -> None:
         try:
             with host_connect(migration.source, reuse=True) as conn:
-                conn.migrate(
+                call = conn.migrate_postcopy_resume if postcopy_resume else conn.migrate
+                call(
                     uuid,
                     destination_uri=peer_uri(migration.source, migration.destination),
                     spec=MigrationOptions.from_migration(migration).to_spec(),
@@ -187,7 +191,9 @@ def _migrate_and_monitor(migration: Migration, lease: Lease) -> tuple[FailureRea
     runner = concurrency.start(run, name=f"migration-{migration.pk}")
     monitor = _MonitorConnection(migration.source)
     try:
-        abort_reason = _monitor(migration, lease, runner, monitor, started)
+        abort_reason = _monitor(
+            migration, lease, runner, monitor, started, set_downtime=not postcopy_resume
+        )
     finally:
         monitor.close()
     if runner.running():
@@ -206,6 +212,8 @@ def _monitor(
     runner: concurrency.Pending[None],
     monitor: _MonitorConnection,
     started: float,
+    *,
+    set_downtime: bool = True,
 ) -> decisions.Abort | None:
     """Sample the job until the runner ends; returns why the portal aborted it, if it did."""
     uuid = str(migration.vm_uuid)
@@ -214,7 +222,7 @@ def _monitor(
     hard_limit = migration.timeout_s + 2 * gateway.keepalive_bound_s() + 60
     converge = ConvergenceMonitor(migration, lease)
     pauses = PauseWatch(migration, lease)
-    downtime_applied = False
+    downtime_applied = not set_downtime  # a resumed post-copy has no downtime left to set
     abort_reason: decisions.Abort | None = None
     control = {"cancel_requested_at": None, "postcopy_started_at": None}
     next_tick = time.monotonic()

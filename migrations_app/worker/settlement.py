@@ -27,8 +27,9 @@ def observe(host: Host, uuid: str) -> tuple[decisions.HostView, str]:
                 except gateway.HostUnreachable:
                     raise
                 except gateway.GatewayError:
-                    # An incoming copy has no job statistics ("available only on the
-                    # source host", while the incoming job lasts): the host did answer.
+                    # An incoming copy has no job statistics (libvirt refuses them on
+                    # the destination, e.g. a post-copy that failed): the host answered,
+                    # the job is not known.
                     job_active = None
     except gateway.GatewayError as exc:
         return decisions.UNREACHABLE, str(exc)
