@@ -19,7 +19,7 @@ from django.utils import timezone
 from hosts import gateway
 from hosts.connections import host_event_stream
 from hosts.hypervisor import DomainEvent
-from hosts.models import Host
+from hosts.models import Host, HostStatus
 from listeners import rules
 from listeners.lease import (
     listener_claim,
@@ -90,8 +90,11 @@ class Watcher:
             connection.close()
             return str(exc)
         try:
-            # What changed while nobody listened: read the whole host once.
-            host_refresh(host=host, actor=listener_actor(host))
+            # What changed while nobody listened: read the whole host once. Not read,
+            # not listening: the events from here on would miss what changed before.
+            refreshed = host_refresh(host=host, actor=listener_actor(host))
+            if refreshed.status != HostStatus.REACHABLE:
+                return f"could not read the host: {refreshed.last_error}"
             if not self._record(ListenerState.LISTENING):
                 return None
             logger.info("listening to the events of %s", host.name)

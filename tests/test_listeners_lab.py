@@ -20,6 +20,7 @@ from migrations_app.models import Migration
 from migrations_app.worker.runner import migration_execute
 from tests import labtools
 from tests.processes import Listeners
+from vms.models import VM
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 
@@ -260,9 +261,22 @@ def test_virsh_migrate_while_the_portal_waits_is_seen_at_once(api, lab_hosts, li
         interval=0.05,
     )
     assert time.monotonic() - moved_at < 1.0
-    audited = {
-        (event.detail["host"], event.detail["event"], event.detail["reason"])
-        for event in AuditEvent.objects.filter(event_type="vm.changed_outside")
-    }
-    assert (destination.name, "started", "migrated") in audited, audited
-    assert (source.name, "stopped", "migrated") in audited, audited
+
+    def audited() -> set[tuple[str, str, str]]:
+        return {
+            (event.detail["host"], event.detail["event"], event.detail["reason"])
+            for event in AuditEvent.objects.filter(event_type="vm.changed_outside")
+        }
+
+    # The source's own events (stopped, then undefined) follow in their order.
+    labtools.wait_for(
+        lambda: {
+            (destination.name, "started", "migrated"),
+            (source.name, "stopped", "migrated"),
+            (source.name, "undefined", "removed"),
+        }
+        <= audited(),
+        timeout=5,
+        what="both hosts' events in the audit log",
+    )
+    assert VM.objects.get(uuid=linux_vm.uuid, host__name=source.name).state == "gone"
