@@ -42,6 +42,7 @@ class Figures:
     rps: float
     p50_ms: float
     p99_ms: float
+    max_ms: float
     requests: int
     errors: int
     client_cpu: float  # the load generator's CPU time / wall time (1.0 = one core)
@@ -106,6 +107,7 @@ print(json.dumps({
 
 def endpoints(ids: dict) -> list[tuple[str, list[str]]]:
     return [
+        ("GET /healthz", ["/healthz"]),
         ("GET /api/hosts/", ["/api/hosts/"]),
         ("GET /api/hosts/{id}/", [f"/api/hosts/{i}/" for i in ids["hosts"]]),
         ("GET /api/vms/", ["/api/vms/"]),
@@ -152,7 +154,7 @@ def wrk(base: str, paths: list[str], token: str, clients: int, duration: float, 
         f.write("\n".join(paths) + "\n")
     server_pids = _tree(server)
     server_before = _cpu_seconds(server_pids)
-    sessions_before = _db_sessions(DB)
+    sessions_before = _db_sessions(DB) if DB else 0
     started = time.monotonic()
     proc = subprocess.Popen(
         [
@@ -168,7 +170,7 @@ def wrk(base: str, paths: list[str], token: str, clients: int, duration: float, 
     _pid, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - started
     server_cpu = _cpu_seconds(server_pids) - server_before
-    sessions = _db_sessions(DB) - sessions_before
+    sessions = _db_sessions(DB) - sessions_before if DB else 0
     os.unlink(f.name)
     line = next((x for x in out.splitlines() if x.startswith("WRK_RESULT ")), None)
     if status != 0 or line is None:
@@ -178,6 +180,7 @@ def wrk(base: str, paths: list[str], token: str, clients: int, duration: float, 
         rps=r["requests"] / (r["duration_us"] / 1e6),
         p50_ms=r["p50_us"] / 1000,
         p99_ms=r["p99_us"] / 1000,
+        max_ms=r["max_us"] / 1000,
         requests=r["requests"],
         errors=r["non_2xx"] + r["socket_errors"],
         client_cpu=(usage.ru_utime + usage.ru_stime) / wall,
@@ -205,7 +208,9 @@ def _wait_ready(base: str, proc: subprocess.Popen, token: str, path: str) -> Non
     sys.exit(f"the web server did not answer {path} within 60 s")
 
 
-def measure(name: str, cmd: list[str], cwd: Path, env: dict, ids: dict, args) -> dict:
+def measure(
+    name: str, cmd: list[str], cwd: Path, env: dict, ids: dict, args, selected=None
+) -> dict:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = [c.replace("{port}", str(port)) for c in cmd]
@@ -213,7 +218,10 @@ def measure(name: str, cmd: list[str], cwd: Path, env: dict, ids: dict, args) ->
     log = open(Path(env["PORTAL_DATA_DIR"]) / f"{name}.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     results = {}
-    selected = [e for e in endpoints(ids) if args.only in e[0]]
+    if selected is None:
+        selected = [e for e in endpoints(ids) if args.only in e[0]]
+        if args.steady:  # issue #24's endpoints only
+            selected = [e for e in selected if e[0] in STEADY]
     try:
         for _label, paths in selected:
             _wait_ready(base, proc, ids["token"], paths[0])
@@ -226,7 +234,9 @@ def measure(name: str, cmd: list[str], cwd: Path, env: dict, ids: dict, args) ->
             results[label] = (many, alone)
             print(
                 f"  {name:9} {label:28} {many.rps:7.1f} req/s  p50 {many.p50_ms:6.1f} ms  "
-                f"p99 {many.p99_ms:6.1f} ms  alone p99 {alone.p99_ms:5.1f} ms  "
+                f"p99 {many.p99_ms:6.1f} max {many.max_ms:6.1f} ms  "
+                f"alone p50 {alone.p50_ms:4.1f} p99 {alone.p99_ms:5.1f} "
+                f"max {alone.max_ms:5.1f} ms  "
                 f"errors {many.errors + alone.errors}  server CPU {many.server_cpu_ms:.1f} "
                 f"ms/req  wrk CPU {100 * many.client_cpu:.0f}%  "
                 f"DB connections/req {many.sessions_per_request:.2f}",
@@ -270,7 +280,7 @@ def report(new: dict, old: dict | None, workers: int, load: tuple, ref: str) -> 
     print(head)
     print("-" * len(head))
     all_ok = True
-    nothing = Figures(0, 0, 0, 0, 0, 0, 0, 0)
+    nothing = Figures(0, 0, 0, 0, 0, 0, 0, 0, 0)
     for label, (many, alone) in new.items():
         base_many, base_alone = old[label] if old else (nothing, nothing)
         ok = (
@@ -309,6 +319,58 @@ def report(new: dict, old: dict | None, workers: int, load: tuple, ref: str) -> 
     print(f"all targets met: {'yes' if all_ok else 'NO'}")
 
 
+# The floor (issue #24): a bare ASGI app under the same gunicorn settings and workers.
+FLOOR_CMD = [
+    *(str(ROOT / ".venv/bin/gunicorn"), "-c", "deploy/gunicorn.conf.py"),
+    *("-k", "uvicorn_worker.UvicornWorker", "bench.hello_asgi:application"),
+]
+# Issue #24's targets: (clients, p99 ms, max ms) per endpoint.
+STEADY = {
+    "GET /healthz": [(16, 10.0, 50.0), (1, 2.0, None)],
+    "GET /api/vms/": [(16, 120.0, 300.0)],
+    "GET /api/migrations/": [(16, 120.0, 300.0)],
+    "GET /api/hosts/": [(16, 120.0, 300.0)],
+}
+
+
+def _cell(f: Figures) -> str:
+    return f"{f.p50_ms:6.1f} {f.p99_ms:6.1f} {f.max_ms:7.1f}"
+
+
+def report_floor(runs: list[tuple[dict, dict]], profile: str) -> bool:
+    """Each endpoint beside the floor measured in the same run; issue #24's targets."""
+    print()
+    print(
+        f"against the floor ({profile}): bare ASGI app, same gunicorn settings and workers, "
+        "same run; ratio = portal / floor"
+    )
+    head = (
+        f"{'run':>3} {'endpoint':22} {'cl':>2} | {'p50':>6} {'p99':>6} {'max ms':>7} | "
+        f"{'floor':>6} {'p99':>6} {'max':>7} | {'p99 x':>6} {'max x':>6} | {'req/s':>7} | target"
+    )
+    print(head)
+    print("-" * len(head))
+    all_ok = True
+    for number, (floor, new) in enumerate(runs, 1):
+        for label, (many, alone) in new.items():
+            for clients, fig, base in ((16, many, floor[0]), (1, alone, floor[1])):
+                target = next((t for t in STEADY.get(label, []) if t[0] == clients), None)
+                verdict = "-"
+                if target:
+                    ok = fig.p99_ms <= target[1] and (target[2] is None or fig.max_ms <= target[2])
+                    ok = ok and fig.errors == 0 and fig.requests > 0
+                    all_ok &= ok
+                    limit = f"p99<={target[1]:g}" + (f" max<={target[2]:g}" if target[2] else "")
+                    verdict = f"{'yes' if ok else 'NO '} ({limit})"
+                print(
+                    f"{number:3} {label:22} {clients:2} | {_cell(fig)} | {_cell(base)} | "
+                    f"{fig.p99_ms / max(base.p99_ms, 0.001):6.1f} "
+                    f"{fig.max_ms / max(base.max_ms, 0.001):6.1f} | {fig.rps:7.1f} | {verdict}"
+                )
+    print(f"issue #24 targets met in every run ({profile}): {'yes' if all_ok else 'NO'}")
+    return all_ok
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--db", default="apibench")
@@ -322,13 +384,24 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--baseline-ref", default=BASELINE_REF)
     parser.add_argument("--only", default="", help="measure the endpoints containing this")
+    parser.add_argument(
+        "--profile",
+        choices=("postgres", "sqlite"),
+        default="postgres",
+        help="sqlite: the demo's default profile (its own data folder, private redis)",
+    )
+    parser.add_argument("--runs", type=int, default=1, help="floor + web tier, N times")
+    parser.add_argument("--no-floor", action="store_true")
+    parser.add_argument("--steady", action="store_true", help="issue #24's endpoints only")
     parser.add_argument("--hosts", type=int, default=50)
     parser.add_argument("--vms", type=int, default=10_000)
     parser.add_argument("--migrations", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=500_000)
     args = parser.parse_args()
     global DB
-    DB = args.db
+    DB = args.db if args.profile == "postgres" else ""
+    if args.profile == "sqlite":
+        args.no_baseline = True  # the baseline's daphne ran on PostgreSQL only
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install wrk (scripts/install-system.sh)")
 
@@ -336,10 +409,20 @@ def main() -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     ours = ("PORTAL_", "DATABASE_URL", "REDIS_URL")
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    if args.profile == "postgres":
+        env.update(
+            DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{args.db}",
+            REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8"),
+        )
+    else:  # as `make demo`: SQLite and redis in the data folder
+        subprocess.run(
+            ["bash", "scripts/redis.sh", "start"],
+            cwd=ROOT,
+            env={**env, "PORTAL_DATA_DIR": str(data_dir)},
+            check=True,
+        )
     env.update(
         PORTAL_DATA_DIR=str(data_dir),
-        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{args.db}",
-        REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8"),
         PORTAL_HOST_NETWORKS="127.0.0.0/8",
         PORTAL_LOG_LEVEL="WARNING",
         DJANGO_SETTINGS_MODULE="portal.settings",
@@ -348,14 +431,27 @@ def main() -> None:
     env["PORTAL_WEB_WORKERS"] = str(workers)
     if args.threads:
         env["PORTAL_WEB_HTTP_THREADS"] = str(args.threads)
-    if not args.reuse:
+    if not args.reuse and args.profile == "sqlite":
+        (data_dir / "portal.sqlite3").unlink(missing_ok=True)
+        _run([PY, "manage.py", "migrate", "--noinput"], env)
+        counts = {"hosts": args.hosts, "vms": args.vms, "migrations": args.migrations}
+        print(seed_history(env, events=args.events, **counts).strip().splitlines()[-1])
+    elif not args.reuse:
         seed(env, args.db, args)
     else:
         _run([PY, "manage.py", "migrate", "--noinput"], env)
     ids = json.loads(_run([PY, "manage.py", "shell", "-c", SETUP], env).strip().splitlines()[-1])
     load = os.getloadavg()
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; measuring the web tier")
-    new = measure("web", ["bash", "scripts/web.sh"], ROOT, env, ids, args)
+    runs = []
+    for number in range(args.runs):
+        floor = None
+        if not args.no_floor:
+            hello = [("GET / (floor)", ["/"])]
+            floor = measure("floor", FLOOR_CMD, ROOT, env, ids, args, hello)["GET / (floor)"]
+        new = measure("web", ["bash", "scripts/web.sh"], ROOT, env, ids, args)
+        runs.append((floor, new))
+        print(f"run {number + 1} of {args.runs} done", flush=True)
     old = None
     if not args.no_baseline:
         source = baseline_source(args.baseline_ref)
@@ -365,6 +461,8 @@ def main() -> None:
         finally:
             shutil.rmtree(source)
     report(new, old, workers, load, args.baseline_ref)
+    if not args.no_floor:
+        report_floor(runs, args.profile)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,11 @@ _cores = os.cpu_count() or 1
 os.environ.setdefault("PORTAL_DB_POOL_SIZE", "auto")
 
 bind = [os.environ.get("PORTAL_WEB_BIND", "127.0.0.1:8000")]
+# One listening socket per worker (SO_REUSEPORT; gunicorn binds it in each worker after
+# the fork): the kernel spreads new connections over the workers. On one shared socket
+# whichever worker woke first accepted every waiting connection (all 16 of wrk's on one
+# worker, docs/performance.md). A unix socket has one path, so it stays shared.
+reuse_port = not bind[0].startswith("unix:")
 workers = int(os.environ.get("PORTAL_WEB_WORKERS", str(max(2, _cores))))
 worker_class = "portal.web_worker.PortalUvicornWorker"
 timeout = int(os.environ.get("PORTAL_WEB_TIMEOUT_S", "60"))

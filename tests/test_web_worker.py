@@ -1,81 +1,104 @@
-"""The web tier's event loop takes one new connection per turn (portal/web_worker.py),
-so that a burst of keep-alive connections is shared by gunicorn's workers instead of
-landing on whichever woke first."""
+"""The web tier spreads new connections over its workers through the kernel
+(SO_REUSEPORT: gunicorn's `reuse_port`, one listening socket per worker;
+deploy/gunicorn.conf.py), not through an event loop of its own: on one shared socket,
+whichever worker woke first accepted every waiting connection (docs/performance.md)."""
 
 from __future__ import annotations
 
-import asyncio
+import os
+import runpy
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
-from portal.web_worker import OneAcceptPerTurnEventLoop, PortalUvicornWorker
+from portal.web_worker import PortalUvicornWorker
+from tests.processes import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "deploy" / "gunicorn.conf.py"
 
 
-def _accepted_per_turn(
-    loop_class: type[asyncio.SelectorEventLoop], connections: int
-) -> tuple[list[int], float]:
-    """Connections accepted by each readiness callback of the listening socket, for
-    `connections` clients that connected before the loop looked, and the seconds from
-    the first accept to the last."""
-    per_turn: list[int] = []
-    accepted = 0
-    accepted_at: list[float] = []
+async def pid_app(scope, receive, send) -> None:
+    """Answers with the pid of the worker that serves the connection."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            kind = message["type"].removeprefix("lifespan.")
+            await send({"type": f"lifespan.{kind}.complete"})
+            if kind == "shutdown":
+                return
+    body = str(os.getpid()).encode()
+    headers = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
-    class Counting(socket.socket):
-        def accept(self):
-            nonlocal accepted
-            result = super().accept()
-            accepted += 1
-            accepted_at.append(time.monotonic())
-            return result
 
-    class Recording(loop_class):
-        def _accept_connection(self, *args, **kwargs):
-            before = accepted
-            result = super()._accept_connection(*args, **kwargs)
-            per_turn.append(accepted - before)
-            return result
-
-    listener = Counting(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    clients = [socket.create_connection(listener.getsockname()) for _ in range(connections)]
-    loop = Recording()
-    errors: list[dict] = []
-    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+def _conf(bind: str) -> dict:
+    env = {**os.environ, "PORTAL_WEB_BIND": bind}
+    old = os.environ.copy()
+    os.environ.update(env)
     try:
-        server = loop.run_until_complete(loop.create_server(asyncio.Protocol, sock=listener))
-        for _ in range(50):
-            loop.run_until_complete(asyncio.sleep(0.01))
-            if accepted == connections:
-                break
-        server.close()
-        loop.run_until_complete(server.wait_closed())
-        loop.run_until_complete(asyncio.sleep(0.02))  # a pause ending after the close
+        return runpy.run_path(str(CONF))
     finally:
-        for client in clients:
-            client.close()
-        loop.close()
-    assert accepted == connections
-    assert not errors
-    return [n for n in per_turn if n], accepted_at[-1] - accepted_at[0]
+        os.environ.clear()
+        os.environ.update(old)
 
 
-def test_the_web_loop_accepts_one_connection_per_turn_and_then_pauses():
-    per_turn, spread = _accepted_per_turn(OneAcceptPerTurnEventLoop, 6)
-    assert per_turn == [1] * 6
-    # Between two accepts, the pause that leaves them to the other workers.
-    assert spread >= 5 * OneAcceptPerTurnEventLoop.ACCEPT_PAUSE_S * 0.9
+def test_tcp_binds_get_one_socket_per_worker_and_a_unix_socket_stays_shared():
+    assert _conf("127.0.0.1:8000")["reuse_port"] is True
+    # Every worker would bind its own socket at the one path: only the last is reached.
+    assert _conf("unix:/run/portal/web.sock")["reuse_port"] is False
 
 
-def test_asyncio_s_own_loop_takes_them_all_at_once():
-    """What the web loop changes: the stock loop empties the queue in one turn."""
-    per_turn, _spread = _accepted_per_turn(asyncio.SelectorEventLoop, 6)
-    assert per_turn == [6]
-
-
-def test_the_gunicorn_worker_runs_on_that_loop():
+def test_the_worker_runs_uvicorn_s_own_loop():
     from uvicorn.config import Config
 
     config = Config(app=None, **PortalUvicornWorker.CONFIG_KWARGS)
-    assert config.get_loop_factory() is OneAcceptPerTurnEventLoop
+    assert config.loop == "auto"  # no event loop of the portal's own any more
+    assert "_accept_connection" not in vars(PortalUvicornWorker)
+
+
+def _serving_pid(port: int) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(4096):
+            answer += chunk
+    return int(answer.split(b"\r\n\r\n", 1)[1])
+
+
+def test_the_kernel_spreads_new_connections_over_the_workers(tmp_path):
+    """32 connections over 2 workers with the tier's own gunicorn settings: both serve
+    (all on one worker by chance: 2 in 2**32)."""
+    port = free_port()
+    env = {**os.environ, "PORTAL_WEB_BIND": f"127.0.0.1:{port}", "PORTAL_WEB_WORKERS": "2"}
+    env["PYTHONPATH"] = str(ROOT)
+    cmd = [sys.executable, "-m", "gunicorn", "-c", str(CONF)]
+    cmd += ["-k", "uvicorn_worker.UvicornWorker", "tests.test_web_worker:pid_app"]
+    log = open(tmp_path / "gunicorn.log", "w")  # noqa: SIM115
+    server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _serving_pid(port)
+                break
+            except (OSError, ValueError, IndexError):
+                assert server.poll() is None, (tmp_path / "gunicorn.log").read_text()
+                assert time.monotonic() < deadline, "gunicorn did not answer in 30 s"
+                time.sleep(0.2)
+        time.sleep(1)  # the second worker's socket
+        # Both workers listen, each on its own socket (the master on none).
+        listening = subprocess.run(
+            ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        assert len(listening) == 2, listening
+        pids = [_serving_pid(port) for _ in range(32)]
+        assert len(set(pids)) == 2, pids
+        assert server.pid not in pids
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
