@@ -63,7 +63,7 @@ def test_a_vm_paused_mid_migration_arrives_paused(api, linux_vm):
     source = linux_vm.source
     destination = linux_vm.other(source)
     migration_id = request_migration(
-        api, linux_vm.uuid, remote_host=destination.name, bandwidth_mib_s=4
+        api, linux_vm.uuid, remote_host=destination.name, bandwidth_mib_s=4, delete_source=True
     )
     worker = run_in_thread(migration_id)
     wait_until_migrating(migration_id)
