@@ -45,7 +45,11 @@ def domjobinfo_completed(host: layout.LabHost, uuid: str) -> dict[str, str]:
 def test_live_migration_with_shared_storage(api, linux_vm):
     source = linux_vm.source
     destination = linux_vm.other(source)
-    migration_id = request_migration(api, linux_vm.uuid, remote_host=destination.name)
+    # Capped so that it lasts a few sample intervals even on a quiet machine (uncapped
+    # it can end within one, leaving no sample between 0 and 100 %).
+    migration_id = request_migration(
+        api, linux_vm.uuid, remote_host=destination.name, bandwidth_mib_s=64
+    )
 
     assert migration_execute(migration_id=migration_id) == "succeeded"
 

@@ -233,9 +233,15 @@ class Session:
             channel.exec_command(command)
             out = channel.makefile("rb").read().decode(errors="replace")
             err = channel.makefile_stderr("rb").read().decode(errors="replace")
-            return channel.recv_exit_status(), out, err
+            status = channel.recv_exit_status()
         except SSH_FAILURES as exc:
             raise SshUnreachable(f"ssh to {self.where} failed: {_why(exc)}") from exc
+        if status == -1:  # paramiko's "no exit status": the peer went away mid-command
+            raise SshUnreachable(
+                f"ssh to {self.where} failed: the command ended without an exit status "
+                "(the connection closed, or a signal ended it)"
+            )
+        return status, out, err
 
     def close(self) -> None:
         self._transport.close()
