@@ -57,6 +57,21 @@ def test_a_vm_destroyed_mid_migration_stays_off(api, linux_vm):
     assert (row.state, row.state_reason) == ("shut_off", "destroyed")
 
 
+def _paused_mid_migration(migration_id: int, source, uuid: str):
+    """Run the migration in a worker thread, `virsh suspend` the source copy once it
+    migrates, and wait until the monitor has recorded the pause as someone's."""
+    worker = run_in_thread(migration_id)
+    wait_until_migrating(migration_id)
+    machines.virsh(source, "suspend", uuid)
+    labtools.wait_for(
+        lambda: Migration.objects.filter(pk=migration_id, paused_outside_at__isnull=False).exists(),
+        timeout=30,
+        what="the monitor to see the pause as someone's",
+        interval=0.2,
+    )
+    return worker
+
+
 def test_a_vm_paused_mid_migration_arrives_paused(api, linux_vm):
     """`virsh suspend` of the source copy while the memory is copied: a person paused it.
     libvirt resumes a VM on arrival; the portal pauses it again there."""
@@ -65,15 +80,7 @@ def test_a_vm_paused_mid_migration_arrives_paused(api, linux_vm):
     migration_id = request_migration(
         api, linux_vm.uuid, remote_host=destination.name, bandwidth_mib_s=4, delete_source=True
     )
-    worker = run_in_thread(migration_id)
-    wait_until_migrating(migration_id)
-    machines.virsh(source, "suspend", linux_vm.uuid)
-    labtools.wait_for(
-        lambda: Migration.objects.filter(pk=migration_id, paused_outside_at__isnull=False).exists(),
-        timeout=30,
-        what="the monitor to see the pause as someone's",
-        interval=0.2,
-    )
+    worker = _paused_mid_migration(migration_id, source, linux_vm.uuid)
     labtools.lift_bandwidth_limit(api, migration_id)
     worker.join(120)
     assert not worker.is_alive()
@@ -96,15 +103,7 @@ def test_a_vm_paused_mid_migration_that_is_cancelled_stays_paused(api, linux_vm)
     migration_id = request_migration(
         api, linux_vm.uuid, remote_host=destination.name, bandwidth_mib_s=4
     )
-    worker = run_in_thread(migration_id)
-    wait_until_migrating(migration_id)
-    machines.virsh(source, "suspend", linux_vm.uuid)
-    labtools.wait_for(
-        lambda: Migration.objects.filter(pk=migration_id, paused_outside_at__isnull=False).exists(),
-        timeout=30,
-        what="the monitor to see the pause as someone's",
-        interval=0.2,
-    )
+    worker = _paused_mid_migration(migration_id, source, linux_vm.uuid)
     cancelled = api.post(f"/api/migrations/{migration_id}/cancel/")
     assert cancelled.status_code in (200, 202), cancelled.json()
     worker.join(120)

@@ -35,7 +35,12 @@ class PauseWatch:
         self.recorded = False
 
     def tick(
-        self, conn: gateway.HostConnection, *, postcopy: bool, allowed_downtime_ms: int
+        self,
+        conn: gateway.HostConnection,
+        *,
+        postcopy: bool,
+        allowed_downtime_ms: int,
+        paused_by_policy: bool,
     ) -> None:
         now = time.monotonic()
         if self.recorded or now - self.last_read < READ_EVERY_S:
@@ -50,9 +55,6 @@ class PauseWatch:
             return
         if self.paused_since is None:
             self.paused_since = now
-        by_policy = Migration.objects.filter(
-            pk=self.migration.pk, paused_for_convergence_at__isnull=False
-        ).exists()
         paused_for_s = now - self.paused_since
         if decisions.paused_by_someone(
             state=state,
@@ -60,7 +62,7 @@ class PauseWatch:
             paused_for_s=paused_for_s,
             max_downtime_ms=allowed_downtime_ms,
             postcopy=postcopy,
-            paused_by_policy=by_policy,
+            paused_by_policy=paused_by_policy,
             grace_s=settings.MIGRATION_OUTSIDE_PAUSE_GRACE_S,
         ):
             self._record(reason, paused_for_s)

@@ -286,6 +286,7 @@ def _monitor(
                     conn,
                     postcopy=postcopy,
                     allowed_downtime_ms=converge.state.allowed_downtime_ms,
+                    paused_by_policy=converge.paused,
                 )
             if abort_reason is None and not postcopy and migration.live:
                 try:
