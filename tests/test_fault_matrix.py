@@ -48,8 +48,8 @@ KEEPALIVE = {"PORTAL_LIBVIRT_KEEPALIVE_INTERVAL_S": "1", "PORTAL_LIBVIRT_KEEPALI
 
 @pytest.fixture(autouse=True)
 def short_keepalive(monkeypatch, lab_config):
-    monkeypatch.setattr(gateway, "KEEPALIVE_INTERVAL_S", 1)
-    monkeypatch.setattr(gateway, "KEEPALIVE_COUNT", 3)
+    monkeypatch.setattr(gateway.session, "KEEPALIVE_INTERVAL_S", 1)
+    monkeypatch.setattr(gateway.session, "KEEPALIVE_COUNT", 3)
     yield
     # Whatever a test did, no host stays frozen and no link stays cut.
     faults.thaw_all(lab_config)

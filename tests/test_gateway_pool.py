@@ -42,7 +42,7 @@ def test_other_credentials_retire_the_old_connection():
         assert raw(new) is not old_conn
         assert new.list_domains()
     assert gateway.pool_size() == 1
-    assert not gateway._alive(old_conn)  # closed when the new credentials were asked for
+    assert not gateway.is_alive(old_conn)  # closed when the new credentials were asked for
 
 
 def test_an_unreachable_host_error_drops_the_connection():
@@ -78,7 +78,7 @@ def test_a_forgotten_connection_in_use_is_closed_only_when_given_back():
         assert conn.list_domains()  # still usable by whoever holds it
         held = raw(conn)
     assert gateway.pool_size() == 0
-    assert not gateway._alive(held)
+    assert not gateway.is_alive(held)
 
 
 def test_concurrent_users_never_share_a_connection():
@@ -92,7 +92,7 @@ def test_concurrent_users_never_share_a_connection():
                 assert len({id(c) for c in conns}) == 3
     # At most POOL_MAX_IDLE (2: the migration call and its monitor) are kept.
     assert gateway.pool_size() == gateway.POOL_MAX_IDLE
-    assert sum(gateway._alive(c) for c in conns) == gateway.POOL_MAX_IDLE
+    assert sum(gateway.is_alive(c) for c in conns) == gateway.POOL_MAX_IDLE
     with gateway.pooled(URI, timeout=5) as again:
         assert raw(again) in conns
 
@@ -123,7 +123,7 @@ def test_threads_each_get_their_own_connection():
 def test_other_keepalive_settings_open_a_new_connection(monkeypatch):
     with gateway.pooled(URI, timeout=5) as conn:
         before = raw(conn)
-    monkeypatch.setattr(gateway, "KEEPALIVE_INTERVAL_S", 1)
+    monkeypatch.setattr(gateway.session, "KEEPALIVE_INTERVAL_S", 1)
     with gateway.pooled(URI, timeout=5) as conn:
         assert raw(conn) is not before
 

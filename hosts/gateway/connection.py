@@ -1,20 +1,24 @@
-"""The only module that imports libvirt: bounded connects, readable errors, plain data out."""
+"""A HostConnection: plain data out of one libvirt connection, and the migration call."""
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 
 import libvirt
 
-from hosts.connection_pool import ConnectionPool
+from hosts.gateway.session import (
+    DOMAIN_STATES,
+    _close,
+    _message,
+    _open,
+    _translate,
+    state_reason,
+)
 from hosts.hypervisor import (
     DiskInfo,
-    DomainEvent,
     DomainInfo,
     DomainNotFound,
     DomainState,
@@ -31,80 +35,6 @@ from hosts.hypervisor import (
     version_string,
 )
 from hosts.hypervisor import HostRefused as HostRefused  # callers catch gateway.HostRefused
-from hosts.networks import libvirt_endpoint_probe
-
-# libvirt prints every error to stderr by default; we raise them instead.
-libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-
-logger = logging.getLogger(__name__)
-
-# Client keepalive (what bounds every call on an open connection): a host that stops
-# answering is given up after about interval x (count + 1) seconds.
-KEEPALIVE_INTERVAL_S = int(os.environ.get("PORTAL_LIBVIRT_KEEPALIVE_INTERVAL_S", "5"))
-KEEPALIVE_COUNT = int(os.environ.get("PORTAL_LIBVIRT_KEEPALIVE_COUNT", "3"))
-
-_event_loop_lock = threading.Lock()
-_event_loop_pid: int | None = None
-
-
-def _run_event_loop() -> None:
-    while True:
-        try:
-            libvirt.virEventRunDefaultImpl()
-        except libvirt.libvirtError:  # never let the loop die: keepalive depends on it
-            logger.exception("libvirt event loop")
-
-
-def _ensure_event_loop() -> None:
-    """Keepalive needs a client event loop: one thread per process (a fork starts its own)."""
-    global _event_loop_pid
-    with _event_loop_lock:
-        if _event_loop_pid == os.getpid():
-            return
-        libvirt.virEventRegisterDefaultImpl()
-        threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True).start()
-        _event_loop_pid = os.getpid()
-
-
-def keepalive_bound_s() -> float:
-    """The longest a call on an open connection to a silent host can block."""
-    return float(KEEPALIVE_INTERVAL_S * (KEEPALIVE_COUNT + 1))
-
-
-DOMAIN_STATES = {
-    libvirt.VIR_DOMAIN_NOSTATE: DomainState.NO_STATE,
-    libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
-    libvirt.VIR_DOMAIN_BLOCKED: DomainState.BLOCKED,
-    libvirt.VIR_DOMAIN_PAUSED: DomainState.PAUSED,
-    libvirt.VIR_DOMAIN_SHUTDOWN: DomainState.SHUTTING_DOWN,
-    libvirt.VIR_DOMAIN_SHUTOFF: DomainState.SHUT_OFF,
-    libvirt.VIR_DOMAIN_CRASHED: DomainState.CRASHED,
-    libvirt.VIR_DOMAIN_PMSUSPENDED: DomainState.SUSPENDED,
-}
-
-
-def _message(error: libvirt.libvirtError) -> str:
-    return (error.get_error_message() or str(error)).strip()
-
-
-def _open_with_timeout(uri: str, timeout: float) -> libvirt.virConnect:
-    result: dict = {}
-
-    def target() -> None:
-        try:
-            result["conn"] = libvirt.open(uri)
-        except libvirt.libvirtError as exc:
-            result["error"] = exc
-
-    opener = threading.Thread(target=target, daemon=True, name=f"libvirt-open {uri}")
-    opener.start()
-    opener.join(timeout)
-    if opener.is_alive():
-        # The thread cannot be killed; it ends by itself when libvirt gives up.
-        raise HostUnreachable(f"{uri} did not complete the libvirt handshake within {timeout:g} s")
-    if "error" in result:
-        raise HostUnreachable(f"cannot open {uri}: {_message(result['error'])}")
-    return result["conn"]
 
 
 class HostConnection:
@@ -345,24 +275,6 @@ def migration_arguments(spec: MigrationSpec) -> tuple[int, dict]:
     return flags, params
 
 
-_UNREACHABLE_CODES = {
-    libvirt.VIR_ERR_SYSTEM_ERROR,
-    libvirt.VIR_ERR_RPC,
-    libvirt.VIR_ERR_NO_CONNECT,
-    libvirt.VIR_ERR_INVALID_CONN,
-    libvirt.VIR_ERR_AUTH_FAILED,
-}
-
-
-def _translate(exc: libvirt.libvirtError, doing: str) -> GatewayError:
-    message = f"{doing}: {_message(exc)}"
-    if exc.get_error_code() in _UNREACHABLE_CODES:
-        return HostUnreachable(message)
-    if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-        return DomainNotFound(message)  # it left (migrated, undefined) after the lookup
-    return GatewayError(message)
-
-
 def _block_size(dom: libvirt.virDomain, disk: DiskInfo) -> int | None:
     if not (disk.path and disk.target):
         return None
@@ -370,29 +282,6 @@ def _block_size(dom: libvirt.virDomain, disk: DiskInfo) -> int | None:
         return int(dom.blockInfo(disk.target)[0])
     except libvirt.libvirtError:
         return None  # e.g. an empty CD-ROM or a file that is missing
-
-
-def _reasons(prefix: str) -> dict[int, str]:
-    return {
-        getattr(libvirt, name): name.removeprefix(prefix).lower()
-        for name in dir(libvirt)
-        if name.startswith(prefix)
-    }
-
-
-# virDomainGetState's reason codes by state, named as libvirt names them (lower case).
-STATE_REASONS = {
-    libvirt.VIR_DOMAIN_RUNNING: _reasons("VIR_DOMAIN_RUNNING_"),
-    libvirt.VIR_DOMAIN_PAUSED: _reasons("VIR_DOMAIN_PAUSED_"),
-    libvirt.VIR_DOMAIN_SHUTOFF: _reasons("VIR_DOMAIN_SHUTOFF_"),
-    libvirt.VIR_DOMAIN_CRASHED: _reasons("VIR_DOMAIN_CRASHED_"),
-}
-
-
-def state_reason(state: int, reason: int) -> str:
-    """libvirt's reason code as a name ("destroyed", "user", "postcopy", ...); "" if unknown."""
-    name = STATE_REASONS.get(state, {}).get(reason, "")
-    return "" if name == "unknown" else name
 
 
 def _domain_info(dom: libvirt.virDomain) -> DomainInfo:
@@ -416,25 +305,6 @@ def _domain_info(dom: libvirt.virDomain) -> DomainInfo:
     )
 
 
-def _open(uri: str, timeout: float) -> libvirt.virConnect:
-    """Open `uri` within `timeout` s, keepalive set (what bounds every later call on it)."""
-    libvirt_endpoint_probe(uri, timeout)
-    _ensure_event_loop()
-    conn = _open_with_timeout(uri, timeout)
-    try:
-        conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
-    except libvirt.libvirtError as exc:  # e.g. a driver without keepalive (test://)
-        logger.debug("no keepalive on %s: %s", uri, _message(exc))
-    return conn
-
-
-def _close(conn: libvirt.virConnect) -> None:
-    try:
-        conn.close()
-    except libvirt.libvirtError:
-        pass
-
-
 @contextmanager
 def connect(uri: str, *, timeout: float) -> Iterator[HostConnection]:
     """A HostConnection to `uri` (HostUnreachable after `timeout` s), always closed after."""
@@ -443,174 +313,3 @@ def connect(uri: str, *, timeout: float) -> Iterator[HostConnection]:
         yield HostConnection(uri, conn)
     finally:
         _close(conn)
-
-
-# Lifecycle events and their details, named as libvirt names them (lower case).
-_EVENT_NAMES = (
-    "defined", "undefined", "started", "suspended", "resumed", "stopped", "shutdown",
-    "pmsuspended", "crashed",
-)  # fmt: skip
-LIFECYCLE_EVENTS = {getattr(libvirt, f"VIR_DOMAIN_EVENT_{n.upper()}"): n for n in _EVENT_NAMES}
-LIFECYCLE_DETAILS = {
-    getattr(libvirt, f"VIR_DOMAIN_EVENT_{name.upper()}"): _reasons(
-        f"VIR_DOMAIN_EVENT_{name.upper()}_"
-    )
-    for name in _EVENT_NAMES
-}
-
-
-class EventStream:
-    """A connection that reports the host's domain events (lifecycle, reboot, job
-    completed) to `on_event`, from libvirt's event-loop thread, and its end (keepalive
-    timeout, libvirtd gone, `close()`) to `on_closed` once. Callbacks must only hand the
-    event on: they run on the loop that keeps every connection of the process alive."""
-
-    def __init__(
-        self,
-        uri: str,
-        conn: libvirt.virConnect,
-        on_event: Callable[[DomainEvent], None],
-        on_closed: Callable[[str], None],
-    ) -> None:
-        self.uri = uri
-        self._conn = conn
-        self._on_event = on_event
-        self._on_closed = on_closed
-        self._closed = threading.Event()
-        self._shut = False
-        self._callbacks: list[int] = []
-        conn.registerCloseCallback(self._closed_by_libvirt, None)
-        for event_id, handler in (
-            (libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle),
-            (libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._reboot),
-            (libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, self._job_completed),
-        ):
-            self._callbacks.append(conn.domainEventRegisterAny(None, event_id, handler, None))
-        self.connection = HostConnection(uri, conn)
-
-    def _emit(self, event: DomainEvent) -> None:
-        try:
-            self._on_event(event)
-        except Exception:  # a failing handler must not break libvirt's loop
-            logger.exception("handling %s on %s", event, self.uri)
-
-    def _lifecycle(self, _conn, dom, event: int, detail: int, _opaque) -> None:
-        name = LIFECYCLE_EVENTS.get(event, str(event))
-        details = LIFECYCLE_DETAILS.get(event, {})
-        self._emit(
-            DomainEvent(
-                dom.UUIDString(), dom.name(), "lifecycle", name, details.get(detail, str(detail))
-            )
-        )
-
-    def _reboot(self, _conn, dom, _opaque) -> None:
-        self._emit(DomainEvent(dom.UUIDString(), dom.name(), "reboot"))
-
-    def _job_completed(self, _conn, dom, _params, _opaque) -> None:
-        self._emit(DomainEvent(dom.UUIDString(), dom.name(), "job_completed"))
-
-    def _closed_by_libvirt(self, _conn, reason: int, _opaque) -> None:
-        names = {
-            libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "error",
-            libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "the host closed the connection",
-            libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive timeout",
-            libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed",
-        }
-        self._end(names.get(reason, f"closed ({reason})"))
-
-    def _end(self, why: str) -> None:
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        try:
-            self._on_closed(why)
-        except Exception:
-            logger.exception("closing the event stream of %s", self.uri)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed.is_set() or not _alive(self._conn)
-
-    def close(self) -> None:
-        if self._shut:
-            return
-        self._shut = True
-        for callback in self._callbacks:
-            try:
-                self._conn.domainEventDeregisterAny(callback)
-            except libvirt.libvirtError:
-                pass  # the connection is already gone
-        self._callbacks.clear()
-        try:
-            self._conn.unregisterCloseCallback()
-        except libvirt.libvirtError:
-            pass
-        _close(self._conn)
-        self._end("closed")
-
-
-def open_event_stream(
-    uri: str,
-    *,
-    timeout: float,
-    on_event: Callable[[DomainEvent], None],
-    on_closed: Callable[[str], None],
-) -> EventStream:
-    """A new connection to `uri` that reports its domain events (see EventStream)."""
-    conn = _open(uri, timeout)
-    try:
-        return EventStream(uri, conn, on_event, on_closed)
-    except libvirt.libvirtError as exc:
-        _close(conn)
-        raise _translate(exc, f"listening to the events of {uri}") from exc
-
-
-POOL_IDLE_S = float(os.environ.get("PORTAL_LIBVIRT_POOL_IDLE_S", "300"))
-POOL_MAX_IDLE = 2
-
-
-def _alive(conn: libvirt.virConnect) -> bool:
-    try:
-        return bool(conn.isAlive())
-    except libvirt.libvirtError:
-        return False
-
-
-_pool = ConnectionPool(
-    open_=_open,
-    close=_close,
-    alive=_alive,
-    settings=lambda: (KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT),
-    max_idle=POOL_MAX_IDLE,
-    idle_s=POOL_IDLE_S,
-)
-
-
-@contextmanager
-def pooled(uri: str, *, timeout: float, generation: str = "") -> Iterator[HostConnection]:
-    """A pooled HostConnection lent to this block alone; kept open after it unless the
-    block raises HostUnreachable or calls `mark_broken()`."""
-    entry = _pool.acquire(uri, timeout, generation)
-    handle = HostConnection(uri, entry.conn)
-    broken = False
-    try:
-        yield handle
-    except HostUnreachable:
-        broken = True
-        raise
-    finally:
-        _pool.release(entry, broken=broken or handle.broken)
-
-
-def pool_forget(uri: str | None = None) -> None:
-    """Close idle pooled connections to `uri` (all if None); those in use close on return."""
-    _pool.forget(uri)
-
-
-def pool_size() -> int:
-    return _pool.size()
-
-
-# A child must not inherit sockets libvirt's event loop watches (it would read the
-# parent's replies): idle connections are closed before a fork.
-os.register_at_fork(before=_pool.forget, after_in_child=_pool.after_fork_in_child)
