@@ -114,6 +114,10 @@ def migration_request(
     window_end: datetime | None = None,
 ) -> Migration:
     """Record the request: queued after commit, or `scheduled` for a future `not_before`."""
+    if destination.pk == vm.host_id:
+        raise ValidationError(
+            {"remote_host": [f"{vm.name} is already on {destination.name}: choose another host."]}
+        )
     scheduled = schedule_judged(not_before=not_before, window_end=window_end)
     with transaction.atomic():
         migration = migration_row_record(

@@ -16,13 +16,13 @@ data_dir_ensure()
 django_wsgi_app = get_wsgi_application()
 
 from a2wsgi import WSGIMiddleware  # noqa: E402
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from portal.gc_tuning import freeze_long_lived  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
+from portal.ws_auth import TokenOrSessionAuthMiddleware  # noqa: E402
 
 _reads = WSGIMiddleware(django_wsgi_app, workers=settings.WEB_HTTP_THREADS)
 _waiting = WSGIMiddleware(django_wsgi_app, workers=settings.WEB_HTTP_WAITING_THREADS)
@@ -43,7 +43,7 @@ application = ProtocolTypeRouter(
     {
         "http": http_application,
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            TokenOrSessionAuthMiddleware(URLRouter(websocket_urlpatterns))
         ),
     }
 )

@@ -15,4 +15,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
   echo "$want" > "$stamp"
 fi
+# The command-line client as a console script (pyproject.toml): .venv/bin/portalctl.
+if [ ! -x .venv/bin/portalctl ]; then
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
+fi
 echo "python environment ready: .venv"

@@ -3,6 +3,7 @@
 import ast
 import io
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,8 @@ LAYERS = ["core", "audit", "tokens", "hosts", "vms", "migrations_app", "listener
 # Outside production: the lab hypervisors and demo commands, the tests, the benchmarks.
 # They may import any app; no production app imports them.
 OUTSIDE = ["lab", "tests", "bench"]
+# The command-line client talks to the portal over HTTP only: it stands apart from both.
+CLIENT = "portalctl"
 
 
 def _project_python_files(under: Path = ROOT) -> Iterator[Path]:
@@ -102,7 +105,20 @@ def test_production_apps_do_not_import_the_lab_tests_or_benchmarks():
 def test_every_package_has_its_place():
     """A new top-level package (e.g. an app) must be put in a layer or outside."""
     packages = {path.parent.name for path in ROOT.glob("*/__init__.py")}
-    assert packages <= set(LAYERS) | set(OUTSIDE), sorted(packages - set(LAYERS) - set(OUTSIDE))
+    known = set(LAYERS) | set(OUTSIDE) | {CLIENT}
+    assert packages <= known, sorted(packages - known)
+
+
+def test_the_client_imports_only_the_standard_library_and_websockets():
+    """portalctl runs where the portal is not installed: nothing of the server, no Django."""
+    allowed = set(sys.stdlib_module_names) | {"websockets", CLIENT}
+    strays = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in _project_python_files(ROOT / CLIENT)
+        for module, line in _imports(path)
+        if module.split(".")[0] not in allowed
+    ]
+    assert strays == [], strays
 
 
 def test_the_rule_sees_a_violation(tmp_path):

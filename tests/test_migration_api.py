@@ -233,3 +233,12 @@ def test_migration_list_filters(api, vm):
     assert listed(user="admin") == 1
     assert listed(created_after="2999-01-01T00:00:00Z") == 0
     assert api.get("/api/migrations/", {"status": "flying"}).status_code == 400
+
+
+def test_migrating_to_the_host_it_is_on_is_a_400_on_remote_host(api, vm):
+    response = _migrate(api, vm, remote_host=vm.host.name)
+    assert response.status_code == 400
+    assert response.json() == {
+        "remote_host": [f"{vm.name} is already on {vm.host.name}: choose another host."]
+    }
+    assert not Migration.objects.exists()

@@ -1,0 +1,5 @@
+import sys
+
+from portalctl.cli import main
+
+sys.exit(main())
