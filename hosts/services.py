@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
-from hosts import gateway
+from hosts import actions, gateway
 from hosts.access import ssh_services
 from hosts.connections import host_connect
 from hosts.models import Host, HostStatus, Transport
@@ -76,7 +76,7 @@ def host_delete(*, host: Host, actor: Actor) -> None:
         count = len(exc.protected_objects)
         raise HostInUse(
             f"Host {host.name} has migration history ({count} record(s) point at it) and "
-            f"cannot be removed: retire it instead (POST /api/hosts/{host.pk}/retire/)."
+            f"cannot be removed: retire it instead ({actions.host_retire(host)})."
         ) from exc
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rest_framework.permissions import BasePermission
 
+from hosts import actions
+
 MIGRATE_VM = "migrations_app.migrate_vm"
 VIEW_ALL_MIGRATIONS = "migrations_app.view_migration"
 VIEW_ALL_BATCHES = "migrations_app.view_migrationbatch"
@@ -34,7 +36,7 @@ def host_admin_reasons(*, remote_host: str, registered: bool, credentials_given:
     if not registered:
         reasons.append(
             f"remote_host: {remote_host} is not a registered host, and registering a host "
-            "needs the host admin role (a host admin adds it on the dashboard or POST /api/hosts/)."
+            f"needs the host admin role (a host admin adds it with {actions.HOST_ADD})."
         )
     if credentials_given:
         reasons.append(

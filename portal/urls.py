@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularSwaggerView
 
-from portal import metrics, views
+from portal import manage_views, metrics, views
 from portal.forms import ThrottledAdminAuthenticationForm
 from portal.schema_view import SchemaView
 
@@ -21,6 +21,8 @@ urlpatterns = [
         views.migration_batch_detail,
         name="migration-batch-detail",
     ),
+    path("migration-batches/new/", manage_views.batch_new, name="migration-batch-new"),
+    path("webhooks/", manage_views.webhooks, name="webhooks"),
     path("tokens/", views.my_tokens, name="my-tokens"),
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

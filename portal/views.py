@@ -13,8 +13,9 @@ from django.views.defaults import page_not_found
 from audit.permissions import can_read_audit
 from audit.services import Actor
 from hosts.hypervisor import UP_STATES
-from hosts.models import Host
+from hosts.models import Host, Transport
 from hosts.permissions import can_manage_hosts
+from hosts.selectors import host_peer_trusts, hosts_in_service_except
 from listeners.selectors import listener_view
 from migrations_app.domain.convergence import RECOMMENDED_POLICY, ConvergencePolicy
 from migrations_app.domain.lifecycle import BATCH_FINAL_STATUSES, BatchStatus
@@ -65,6 +66,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "states": VMState.choices,
             "active_migrations": selectors.active_migrations_for(request.user),
             "can_manage": can_manage_hosts(request.user),
+            "can_migrate": can_migrate(request.user),
+            "transports": Transport.choices,
         },
     )
 
@@ -110,6 +113,8 @@ def host_detail(request: HttpRequest, host_id: int) -> HttpResponse:
             "poll_minutes": settings.INVENTORY_SYNC_MINUTES,
             "active_migrations": selectors.host_active_migrations(user=request.user, host=host),
             "can_manage": can_manage_hosts(request.user),
+            "peer_trusts": host_peer_trusts(host),
+            "other_hosts": hosts_in_service_except(host),
         },
     )
 

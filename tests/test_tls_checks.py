@@ -83,7 +83,7 @@ def test_tls_needs_certificates_on_both_hosts(hosts):
     assert result.status == CheckStatus.FAIL
     assert result.message == (
         "needed for the tls option: hv2 has no TLS certificates from the portal: set up ssh "
-        f"access, then POST /api/hosts/{dst.pk}/tls/"
+        'access, then "Issue TLS certificates" on the host page of hv2'
     )
     _give_certs(dst)
     result = tls_check(_plan(src, dst, tls=True))
@@ -101,8 +101,8 @@ def test_expired_and_foreign_certificates_are_named(hosts):
         "the TLS client certificate of hv2 was not issued by the portal's CA "
         "(its issuer is CN=Other CA)"
     ) in message
-    assert f"POST /api/hosts/{src.pk}/tls/" in message
-    assert f"POST /api/hosts/{dst.pk}/tls/" in message
+    assert '"Issue TLS certificates" on the host page of hv1' in message
+    assert '"Issue TLS certificates" on the host page of hv2' in message
 
 
 def test_tls_action_needs_ssh_access_first(api, hosts):
@@ -110,7 +110,8 @@ def test_tls_action_needs_ssh_access_first(api, hosts):
     assert response.status_code == 400
     assert response.json() == {
         "non_field_errors": [
-            f"hv1: set up ssh access first (POST /api/hosts/{hosts[0].pk}/ssh-access/): the "
+            'hv1: set up ssh access first ("Set up ssh access" on the host page of hv1 (a user '
+            "and password, used once)): the "
             "certificates are installed over the portal's ssh session"
         ]
     }

@@ -331,7 +331,7 @@ def test_expired_certificate_fails_before_anything_moves(api, tls_lab, tls_regis
     check = _tls_check(migration)
     assert check["status"] == "fail"
     assert f"the TLS client certificate of {source.name} expired on" in check["message"]
-    assert f"POST /api/hosts/{src.pk}/tls/" in check["message"]
+    assert f'"Issue TLS certificates" on the host page of {source.name}' in check["message"]
     # Renewed, it goes.
     _issue(api, src)
     migration, status, _ = _migrate(api, hosts, destination, tls_on=True)
@@ -350,7 +350,8 @@ def test_destination_without_certificates_is_refused(api, tls_lab):
     check = _tls_check(migration)
     assert check["message"] == (
         f"needed for the tls option: {destination.name} has no TLS certificates from the "
-        f"portal: set up ssh access, then POST /api/hosts/{dst.pk}/tls/"
+        f'portal: set up ssh access, then "Issue TLS certificates" on the host page of '
+        f"{destination.name}"
     )
     # The check endpoint says the same before anything is recorded.
     response = api.post(
@@ -395,7 +396,7 @@ def test_a_certificate_of_another_ca_is_named(api, tls_lab, tls_registered):
             f"the certificate {destination.name} serves on {destination.address}:16514 was not "
             "issued by the portal's CA (its issuer is CN=Rogue CA)"
         ) in message
-        assert f"POST /api/hosts/{dst.pk}/tls/" in message
+        assert f'"Issue TLS certificates" on the host page of {destination.name}' in message
     finally:
         _issue(api, dst)  # the portal's own again
     assert tls_services.host_tls_served_problem(Host.objects.get(pk=dst.pk)) is None

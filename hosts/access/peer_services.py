@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
+from hosts import actions
 from hosts.access import ssh
 from hosts.access.models import PEER_KEY_PATH, PeerTrust
 from hosts.access.ssh_services import SshAccessError, remote_run, session_for_host, session_run
@@ -69,7 +70,7 @@ def peer_trust_problem(source: Host, destination: Host) -> str | None:
         if not (host.ssh_access_set_up_at and host.ssh_host_key):
             return (
                 f"the portal has no ssh access to the {role} {host.name}: set it up first "
-                f"(POST /api/hosts/{host.pk}/ssh-access/ with a user and password, used once)"
+                f"({actions.ssh_access_set_up(host)})"
             )
     return None
 
@@ -188,7 +189,7 @@ def peer_trust_refused(*, source: Host, destination: Host, error: str, actor: Ac
         f"{source.name}'s own ssh access to {destination.name} was refused: its key or "
         f"{destination.name}'s pinned host key is no longer in place. The portal sets it up "
         "again when the migration is retried; if the destination's host key changed, accept "
-        f"the new key first (POST /api/hosts/{destination.pk}/accept-host-key/)"
+        f"the new key first ({actions.host_key_accept(destination)})"
     )
 
 

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
+from hosts import actions
 from hosts.access import credentials, tls
 from hosts.access.models import CredentialKind
 from hosts.access.ssh import as_root
@@ -173,7 +174,7 @@ def host_tls_issue(
     user = host.ssh_access_user
     if not user:
         raise SshAccessError(
-            f"{host.name}: set up ssh access first (POST /api/hosts/{host.pk}/ssh-access/): "
+            f"{host.name}: set up ssh access first ({actions.ssh_access_set_up(host)}): "
             "the certificates are installed over the portal's ssh session",
             field="non_field_errors",
         )
@@ -254,11 +255,11 @@ def host_tls_issue(
 
 def host_tls_problems(host: Host, *, role: str, now: dt.datetime | None = None) -> list[str]:
     """What in the portal's record stops `host` from a TLS migration, each with what to do."""
-    renew = f"issue new ones with POST /api/hosts/{host.pk}/tls/"
+    renew = f"issue new ones with {actions.tls_issue(host)}"
     if not host.has_tls_certificates:
         return [
             f"{host.name} has no TLS certificates from the portal: set up ssh access, then "
-            f"POST /api/hosts/{host.pk}/tls/"
+            f"{actions.tls_issue(host)}"
         ]
     ca = portal_ca()
     problems = []
@@ -283,11 +284,11 @@ def host_tls_served_problem(host: Host) -> str | None:
         return (
             f"{host.name} does not answer TLS on {host.address}:{port} ({exc}): is libvirtd "
             f"listening for TLS (listen_tls = 1)? Issue certificates with "
-            f"POST /api/hosts/{host.pk}/tls/"
+            f"{actions.tls_issue(host)}"
         )
     found = tls.cert_problem(
         pem, portal_ca().cert, what=f"the certificate {host.name} serves on {host.address}:{port}"
     )
     if found:
-        return f"{found}: issue new ones with POST /api/hosts/{host.pk}/tls/"
+        return f"{found}: issue new ones with {actions.tls_issue(host)}"
     return None
