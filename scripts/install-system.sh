@@ -64,6 +64,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Test-only JavaScript (axe-core for tests/test_browser_a11y.py): Debian's npm, unless a
+# node with its own npm is installed already (its nodejs would conflict with Debian's npm).
+if [ -z "${1:-}" ] && ! command -v npm >/dev/null; then
+  echo "installing: nodejs npm"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+
 if [ "${1:-}" = "--production" ]; then
   echo "system packages ready (production)"
   exit 0

@@ -19,4 +19,8 @@ fi
 if [ ! -x .venv/bin/portalctl ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
 fi
+# axe-core for the accessibility test (package.json, package-lock.json): node_modules/.
+if [ ! -f node_modules/axe-core/axe.min.js ]; then
+  npm ci --no-audit --no-fund --silent
+fi
 echo "python environment ready: .venv"

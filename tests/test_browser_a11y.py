@@ -1,0 +1,120 @@
+"""Accessibility, checked by axe-core (the npm package, node_modules/, installed by
+scripts/setup.sh) injected into Chromium: every page and the migrate dialog in each state
+(open, field errors, running, ended) has no serious or critical violation. And a VM is
+migrated with the keyboard alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from migrations_app.models import Migration, MigrationBatch
+from tests import labtools
+from tests.processes import ROOT
+from tests.test_browser_e2e import ARTIFACTS, _log_in, page, portal  # noqa: F401 (fixtures)
+
+pytestmark = [pytest.mark.lab, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+_RUN_AXE = """async (scope) => {
+  const result = await axe.run(scope ? document.querySelector(scope) : document,
+                               {resultTypes: ['violations']});
+  return result.violations
+    .filter((v) => ['serious', 'critical'].includes(v.impact))
+    .map((v) => ({id: v.id, impact: v.impact, help: v.help,
+                  nodes: v.nodes.slice(0, 4).map((n) => n.target.join(' '))}));
+}"""
+
+
+def _axe(browser_page, where: str, scope: str = "") -> list[str]:
+    if not browser_page.evaluate("typeof axe !== 'undefined'"):
+        browser_page.add_script_tag(path=str(AXE))
+    return [
+        f"{where}: {v['impact']} {v['id']} ({v['help']}) at {v['nodes']}"
+        for v in browser_page.evaluate(_RUN_AXE, scope)
+    ]
+
+
+@pytest.fixture
+def axe_installed():
+    if not AXE.is_file():
+        pytest.fail(f"NO AXE: {AXE} is missing: run scripts/setup.sh (npm ci)", pytrace=False)
+
+
+def test_pages_and_dialog_pass_axe(portal, page, linux_vm, api, axe_installed):  # noqa: F811
+    from playwright.sync_api import expect
+
+    found: list[str] = []
+    page.goto(portal.url + "/login/")
+    found += _axe(page, "login")
+    _log_in(page, portal)
+
+    # Something in every list: one migration and one batch, through the API.
+    source = linux_vm.source
+    destination = linux_vm.other(source)
+    migration_id = labtools.request_migration(api, linux_vm.uuid, remote_host=destination.name)
+    labtools.wait_final(migration_id)
+    batch = api.post(
+        "/api/migration-batches/",
+        {"items": [{"vm": linux_vm.uuid, "destination": source.name}]},
+        format="json",
+    ).json()
+    labtools.wait_for(
+        lambda: MigrationBatch.objects.get(pk=batch["id"]).status == "succeeded",
+        timeout=180,
+        what="the batch to succeed",
+    )
+    host_id = Migration.objects.get(pk=migration_id).source_id
+    for where, path in [
+        ("dashboard", "/"),
+        ("host page", f"/hosts/{host_id}/"),
+        ("VM page", f"/vms/{linux_vm.uuid}/"),
+        ("migration list", "/migrations/"),
+        ("migration page", f"/migrations/{migration_id}/"),
+        ("batch page", f"/migration-batches/{batch['id']}/"),
+        ("new batch", "/migration-batches/new/"),
+        ("audit log", "/audit/"),
+        ("report", "/reports/migrations/"),
+        ("tokens", "/tokens/"),
+        ("webhooks", "/webhooks/"),
+    ]:
+        page.goto(portal.url + path)
+        found += _axe(page, where)
+
+    # The dark theme (prefers-color-scheme) keeps its contrast.
+    page.emulate_media(color_scheme="dark")
+    for where, path in [
+        ("dashboard (dark)", "/"),
+        ("migration page (dark)", f"/migrations/{migration_id}/"),
+        ("batch page (dark)", f"/migration-batches/{batch['id']}/"),
+        ("host page (dark)", f"/hosts/{host_id}/"),
+    ]:
+        page.goto(portal.url + path)
+        found += _axe(page, where)
+    dark = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert dark == "rgb(15, 20, 28)", dark
+    page.screenshot(path=str(ARTIFACTS / "dark-host-page.png"), full_page=True)
+    page.emulate_media(color_scheme="light")
+
+    # The migrate dialog: open, with errors, running, ended.
+    page.goto(f"{portal.url}/vms/{linux_vm.uuid}/")
+    page.click("#vm-actions summary")
+    page.get_by_role("button", name="Migrate…").click()
+    dialog = page.locator("#migrate-dialog")
+    expect(dialog).to_be_visible()
+    found += _axe(page, "dialog open", "#migrate-dialog")
+    start = dialog.get_by_role("button", name="Start")
+    start.click()
+    expect(dialog.locator("[data-error-for=remote_host]")).to_be_visible()
+    found += _axe(page, "dialog with errors", "#migrate-dialog")
+    dialog.locator(f"#mig-host-choices [data-host='{destination.name}']").click()
+    dialog.locator("#mig-advanced summary").click()
+    dialog.locator("#mig-bandwidth").fill("40")
+    start.click()
+    expect(dialog.locator("#migrate-progress [data-progress-view]")).to_be_visible(timeout=30_000)
+    found += _axe(page, "dialog running", "#migrate-dialog")
+    expect(dialog.locator("[data-field=outcome]")).to_contain_text(
+        "Migration succeeded", timeout=180_000
+    )
+    found += _axe(page, "dialog ended", "#migrate-dialog")
+    page.screenshot(path=str(ARTIFACTS / "a11y-dialog-ended.png"))
+    assert found == [], "\n".join(found)
