@@ -20,7 +20,15 @@ from hosts.models import Host, HostStatus, Transport
 
 logger = logging.getLogger(__name__)
 
-EDITABLE_FIELDS = ["name", "address", "transport", "port", "ssh_user", "shared_storage_paths"]
+EDITABLE_FIELDS = [
+    "name",
+    "group",
+    "address",
+    "transport",
+    "port",
+    "ssh_user",
+    "shared_storage_paths",
+]
 
 
 def _editable_snapshot(host: Host) -> dict:
@@ -29,7 +37,7 @@ def _editable_snapshot(host: Host) -> dict:
 
 @transaction.atomic
 def host_create(*, actor: Actor, **fields) -> Host:
-    host = Host(**{k: v for k, v in fields.items() if k in EDITABLE_FIELDS})
+    host = Host(**{k: v for k, v in fields.items() if k in EDITABLE_FIELDS or k == "group_id"})
     host.full_clean()
     host.save()
     audit_event_record(
@@ -222,11 +230,13 @@ def _on_remote_host(exc: ValidationError) -> ValidationError:
     return ValidationError({"remote_host": messages})
 
 
-def host_register_remote(*, remote_host: str, actor: Actor) -> Host:
-    """Register a host typed into a request: over ssh, never unauthenticated tcp."""
+def host_register_remote(*, remote_host: str, actor: Actor, group_id: int | None = None) -> Host:
+    """Register a host typed into a request: over ssh, never unauthenticated tcp; into
+    `group_id` (the VM's host's group), else the default group."""
+    extra = {"group_id": group_id} if group_id is not None else {}
     try:
         return host_create(
-            actor=actor, name=remote_host, address=remote_host, transport=Transport.SSH
+            actor=actor, name=remote_host, address=remote_host, transport=Transport.SSH, **extra
         )
     except ValidationError as exc:
         raise _on_remote_host(exc) from exc
