@@ -15,9 +15,9 @@ from django.utils import timezone
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts.models import Host
-from tests.grants import grant
 from migrations_app.domain.lifecycle import FailureReason, MigrationStatus, Phase
 from migrations_app.models import Migration, MigrationSample
+from tests.grants import grant
 from vms.models import VM
 
 pytestmark = pytest.mark.django_db
