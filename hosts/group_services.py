@@ -9,12 +9,13 @@ from django.db.models import ProtectedError
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
 from hosts.models import HostGroup, HostGroupGrant
+from hosts.services import HostInUse
 
 GROUP_FIELDS = ("name", "description")
 
 
-class HostGroupInUse(Exception):
-    """A host group that still has hosts cannot be removed."""
+class HostGroupInUse(HostInUse):
+    """A host group that still has hosts cannot be removed (a 409, as a host in use)."""
 
 
 def _view(group: HostGroup) -> dict:

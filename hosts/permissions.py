@@ -59,3 +59,17 @@ class CanManageHostsOrReadOnly(CanManageHosts):
 
     def has_object_permission(self, request, view, obj) -> bool:
         return request.method in SAFE_METHODS or super().has_object_permission(request, view, obj)
+
+
+class CanManageAllHostsOrReadOnly(CanManageHostsOrReadOnly):
+    """Who sees reads; changes need the host admin role globally (host groups themselves)."""
+
+    message = "Changing host groups needs the host admin role globally (or an administrator)."
+
+    def has_permission(self, request, view) -> bool:
+        if not (request.user and request.user.is_authenticated):
+            return False
+        return request.method in SAFE_METHODS or can_manage_group(request.user, None)
+
+    def has_object_permission(self, request, view, obj) -> bool:
+        return self.has_permission(request, view)
