@@ -3,12 +3,17 @@ audited in its own transaction (the API and the admin call these)."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 from django.db import transaction
 from django.db.models import ProtectedError
+from django.utils import timezone
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
-from hosts.models import HostGroup, HostGroupGrant
+from hosts import gateway
+from hosts.connections import host_connect
+from hosts.models import HostGroup, HostGroupGrant, HostStatus
 from hosts.services import HostInUse
 
 GROUP_FIELDS = ("name", "description")
@@ -101,3 +106,46 @@ def grant_delete(*, grant: HostGroupGrant, actor: Actor) -> None:
         detail={"source": grant.source} if grant.source else {},
     )
     grant.delete()
+
+
+class NoCpuToBaseline(Exception):
+    """No host of the group has reported its CPU yet (or none answers now)."""
+
+
+def host_group_cpu_baseline(*, group: HostGroup, actor: Actor) -> HostGroup:
+    """Ask libvirt (on a reachable host of the group) for the baseline of the CPUs its
+    hosts reported; record it on the group, audited as host_group.updated."""
+    hosts = list(group.hosts.filter(retired=False).exclude(cpu_xml="").order_by("name"))
+    if not hosts:
+        raise NoCpuToBaseline(
+            f"No host of group {group.name} has reported its CPU yet: refresh them first."
+        )
+    errors = []
+    for host in [h for h in hosts if h.status == HostStatus.REACHABLE] or hosts:
+        try:
+            with host_connect(host) as conn:  # outside any transaction: can take seconds
+                baseline = conn.cpu_baseline(cpu_xmls=[h.cpu_xml for h in hosts])
+            break
+        except gateway.GatewayError as exc:
+            errors.append(f"{host.name}: {exc}")
+    else:
+        raise NoCpuToBaseline("No host of the group answered: " + "; ".join(errors))
+    model = ET.fromstring(baseline).findtext("model") or ""
+    with transaction.atomic():
+        group = HostGroup.objects.select_for_update().get(pk=group.pk)
+        before = {"cpu_baseline_model": group.cpu_baseline_model,
+                  "cpu_baseline_hosts": group.cpu_baseline_hosts}  # fmt: skip
+        group.cpu_baseline_xml = baseline
+        group.cpu_baseline_model = model
+        group.cpu_baseline_hosts = [h.name for h in hosts]
+        group.cpu_baseline_at = timezone.now()
+        group.save()
+        audit_event_record(
+            actor=actor,
+            event_type=EventType.HOST_GROUP_UPDATED,
+            target=group,
+            before=before,
+            after={"cpu_baseline_model": model, "cpu_baseline_hosts": group.cpu_baseline_hosts},
+            detail={"cpu_baseline": True},
+        )
+    return group

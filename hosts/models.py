@@ -61,6 +61,9 @@ class Capabilities(models.Model):
     memory_total_bytes = models.BigIntegerField(null=True, blank=True)
     memory_free_bytes = models.BigIntegerField(null=True, blank=True)
     migration_features = models.JSONField(default=dict, blank=True)
+    # The capabilities' <cpu> (model, vendor, features): a host-passthrough VM's source
+    # CPU for libvirt's comparison, and the input of its group's CPU baseline.
+    cpu_xml = models.TextField(blank=True)
     capabilities_updated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -104,6 +107,12 @@ class HostGroup(models.Model):
     )
     description = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # libvirt's baseline over the group's hosts' CPUs (baselineHypervisorCPU): the CPU
+    # every host of the group can give a VM; recomputed on request.
+    cpu_baseline_xml = models.TextField(blank=True)
+    cpu_baseline_model = models.CharField(max_length=128, blank=True)
+    cpu_baseline_hosts = models.JSONField(default=list, blank=True)
+    cpu_baseline_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -113,7 +122,7 @@ class HostGroup(models.Model):
 
 
 def default_group_id() -> int:
-    """The group a host gets when none is named (the migration 0011 put every host there)."""
+    """The group a host gets when none is named (migration 0011 put every host there)."""
     return HostGroup.objects.get_or_create(name=DEFAULT_GROUP_NAME)[0].pk
 
 
@@ -195,11 +204,12 @@ class Host(SshAccess, TlsCertificates, Capabilities, Maintenance, Retirement, mo
         help_text="Hostname or IP address the portal and other hosts reach it at.",
         error_messages={"unique": "A host with this address already exists."},
     )
+    # No field default: a Host made in memory (the pure tests') must not ask the
+    # database; save() puts a host without a group into "default".
     group = models.ForeignKey(
         HostGroup,
         on_delete=models.PROTECT,
         related_name="hosts",
-        default=default_group_id,
         help_text="The host group: VMs move between the hosts of one group.",
     )
     transport = models.CharField(max_length=8, choices=Transport.choices, default=Transport.SSH)
@@ -235,6 +245,11 @@ class Host(SshAccess, TlsCertificates, Capabilities, Maintenance, Retirement, mo
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        if self.group_id is None:
+            self.group_id = default_group_id()
+        super().save(*args, **kwargs)
 
     @property
     def libvirt_uri(self) -> str:

@@ -21,7 +21,9 @@ def can_manage_group(user, group_id: int | None) -> bool:
 
 
 def group_ids_of(obj) -> list[int | None]:
-    """The host groups a host, a VM, a peer trust or a migration touches."""
+    """The host groups a host group, host, VM, peer trust or migration touches."""
+    if hasattr(obj, "cpu_baseline_xml"):  # a host group itself
+        return [obj.pk]
     if hasattr(obj, "group_id"):
         return [obj.group_id]
     if hasattr(obj, "source_id") and hasattr(obj, "destination_id"):

@@ -16,7 +16,7 @@ from audit.services import Actor, audit_event_record
 from hosts import gateway
 from hosts.access import ssh_services
 from hosts.connections import host_connect
-from hosts.models import Host, HostStatus, Transport
+from hosts.models import Host, HostStatus, Transport, default_group_id
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ def _editable_snapshot(host: Host) -> dict:
 @transaction.atomic
 def host_create(*, actor: Actor, **fields) -> Host:
     host = Host(**{k: v for k, v in fields.items() if k in EDITABLE_FIELDS or k == "group_id"})
+    if host.group_id is None:
+        host.group_id = default_group_id()
     host.full_clean()
     host.save()
     audit_event_record(

@@ -114,8 +114,18 @@ class HostGroupSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = HostGroup
-        fields = ["id", "name", "description", "host_count", "created_at"]
-        read_only_fields = ["id", "host_count", "created_at"]
+        fields = [
+            "id",
+            "name",
+            "description",
+            "host_count",
+            "cpu_baseline_model",
+            "cpu_baseline_hosts",
+            "cpu_baseline_at",
+            "cpu_baseline_xml",
+            "created_at",
+        ]
+        read_only_fields = [f for f in fields if f not in ("name", "description")]
 
     def get_host_count(self, group: HostGroup) -> int:
         return group.hosts.filter(retired=False).count()

@@ -1,6 +1,7 @@
 from django.db.models import Q
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, views, viewsets
+from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
@@ -20,6 +21,7 @@ from hosts.api.serializers import (
 from hosts.models import HostGroup, HostGroupGrant
 from hosts.permissions import (
     CanManageAllHostsOrReadOnly,
+    CanManageHosts,
     CanManageHostsOrReadOnly,
     can_manage_group,
 )
@@ -87,6 +89,11 @@ class HostGroupViewSet(viewsets.ModelViewSet):
     permission_classes = [CanManageAllHostsOrReadOnly]
     filterset_fields = ["name"]
 
+    def get_permissions(self):
+        if self.action == "cpu_baseline":  # the group's host admins may ask for it
+            return [CanManageHosts()]
+        return super().get_permissions()
+
     def get_queryset(self):
         return host_groups_visible_to(self.request.user)
 
@@ -101,6 +108,24 @@ class HostGroupViewSet(viewsets.ModelViewSet):
             actor=Actor.from_request(self.request),
             **serializer.validated_data,
         )
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: HostGroupSerializer,
+            409: OpenApiResponse(description="No host of the group reported its CPU or answers."),
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="cpu-baseline")
+    def cpu_baseline(self, request: Request, pk: str | None = None) -> Response:
+        """Compute the group's CPU baseline: libvirt's `baselineHypervisorCPU` (on a
+        reachable host of the group) over the CPUs its hosts reported: the model and
+        features every host of the group can give a VM. Host admin on the group; audited
+        as host_group.updated."""
+        group = group_services.host_group_cpu_baseline(
+            group=self.get_object(), actor=Actor.from_request(request)
+        )
+        return Response(HostGroupSerializer(group).data)
 
     @extend_schema(responses={204: None, 409: HOST_GROUP_IN_USE})
     def destroy(self, request: Request, *args, **kwargs) -> Response:

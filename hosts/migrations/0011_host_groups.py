@@ -2,7 +2,6 @@
 "default", so nothing that worked before changes (one group: no crossing)."""
 
 import django.db.models.deletion
-import hosts.models
 import hosts.validators
 from django.conf import settings
 from django.db import migrations, models
@@ -65,7 +64,6 @@ class Migration(migrations.Migration):
             model_name="host",
             name="group",
             field=models.ForeignKey(
-                default=hosts.models.default_group_id,
                 help_text="The host group: VMs move between the hosts of one group.",
                 on_delete=django.db.models.deletion.PROTECT,
                 related_name="hosts",
