@@ -221,7 +221,7 @@ def host_validate_new(*, remote_host: str) -> None:
     """Raise what `host_register_remote` would for `remote_host`, writing nothing."""
     candidate = Host(name=remote_host, address=remote_host, transport=Transport.SSH)
     try:
-        candidate.full_clean()
+        candidate.full_clean(exclude=["group"])  # the request's group is the VM's
     except ValidationError as exc:
         raise _on_remote_host(exc) from exc
 
