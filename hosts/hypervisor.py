@@ -261,6 +261,9 @@ class CpuToCompare:
     arch: str | None = None
     machine: str | None = None
     virt_type: str | None = None
+    # True: `xml` is the source host's CPU (host-passthrough), compared with this host's
+    # CPU itself, not with what its hypervisor can give a VM.
+    host_cpu: bool = False
 
 
 def cpu_to_compare(domain_xml: str, source_cpu_xml: str = "") -> CpuToCompare:
@@ -271,19 +274,15 @@ def cpu_to_compare(domain_xml: str, source_cpu_xml: str = "") -> CpuToCompare:
     cpu = tree.find("cpu")
     if cpu is None:
         return CpuToCompare((True, "the VM uses the hypervisor's default CPU model"))
-    compared = ET.tostring(cpu, encoding="unicode")
-    if cpu.get("mode") == "maximum" or (
-        cpu.get("mode") == "host-passthrough" and not source_cpu_xml
-    ):
-        return CpuToCompare(
-            (False, f"the VM uses CPU mode '{cpu.get('mode')}', tied to its host's CPU")
-        )
-    if cpu.get("mode") == "host-passthrough":
-        compared = source_cpu_xml
+    mode = cpu.get("mode")
+    if mode == "maximum" or (mode == "host-passthrough" and not source_cpu_xml):
+        return CpuToCompare((False, f"the VM uses CPU mode '{mode}', tied to its host's CPU"))
+    if mode == "host-passthrough":
+        return CpuToCompare(None, source_cpu_xml, host_cpu=True)
     os_type = tree.find("os/type")
     return CpuToCompare(
         None,
-        compared,
+        ET.tostring(cpu, encoding="unicode"),
         os_type.get("arch") if os_type is not None else None,
         os_type.get("machine") if os_type is not None else None,
         tree.get("type"),

@@ -188,22 +188,22 @@ class HostConnection:
         cpu = cpu_to_compare(domain_xml, source_cpu_xml)
         if cpu.verdict is not None:
             return cpu.verdict
-        passthrough = cpu.xml == source_cpu_xml
+        # host-passthrough: the VM sees its host's CPU as it is, so the destination's own
+        # CPU must provide all of the source's (virConnectCompareCPU, as Nova checks it).
         what = (
             "the source host's CPU (the VM uses host-passthrough)"
-            if passthrough
-            else ("the VM's CPU model")
+            if cpu.host_cpu
+            else "the VM's CPU model"
         )
+        # FAIL_INCOMPATIBLE: libvirt raises, naming the features the host lacks.
+        flags = libvirt.VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE
         try:
-            # FAIL_INCOMPATIBLE: libvirt raises, naming the features the host lacks.
-            result = self._conn.compareHypervisorCPU(
-                None,
-                cpu.arch,
-                cpu.machine,
-                cpu.virt_type,
-                cpu.xml,
-                libvirt.VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE,
-            )
+            if cpu.host_cpu:
+                result = self._conn.compareCPU(cpu.xml, flags)
+            else:
+                result = self._conn.compareHypervisorCPU(
+                    None, cpu.arch, cpu.machine, cpu.virt_type, cpu.xml, flags
+                )
         except libvirt.libvirtError as exc:
             return False, f"the destination's CPU cannot run {what}: {_message(exc)}"
         if result == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
