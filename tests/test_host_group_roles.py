@@ -73,6 +73,18 @@ TABLE = [
         HOSTS,
         201,
     ),
+    # The group's CPU baseline: its host admins (409 here: no host reported its CPU).
+    ("post", "/api/host-groups/{group}/cpu-baseline/", None, HOSTS, 409),
+    # Host groups themselves and the grants: global host admins and staff only.
+    ("patch", "/api/host-groups/{group}/", {"description": "x"}, frozenset(), 200),
+    ("delete", "/api/host-groups/{group}/", None, frozenset(), 409),
+    (
+        "post",
+        "/api/host-group-grants/",
+        {"host_group": "{group_name}", "role": "operator", "user": "admin"},
+        frozenset(),
+        201,
+    ),
 ]
 
 # Endpoints without an object to look up: outside the group they are refused (403)
@@ -337,3 +349,32 @@ def test_destinations_and_evacuation_plans_stay_inside_the_group(world, api):
     [stays] = body["unmovable"]
     assert body["migrations"] == [] and stays["reasons"][0].startswith("no fit destination (a2:")
     assert "b1" not in stays["reasons"][0] and "b2" not in stays["reasons"][0]
+
+
+# --- the progress websockets -------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_progress_sockets_follow_only_the_users_groups(admin_user):
+    from asgiref.sync import async_to_sync
+    from channels.routing import URLRouter
+    from channels.testing import WebsocketCommunicator
+
+    from portal.routing import websocket_urlpatterns
+
+    world = {"a": _side("a", 10, admin_user), "b": _side("b", 20, admin_user)}
+    user = _user("viewer@a")
+
+    async def connect(path: str):
+        socket = WebsocketCommunicator(URLRouter(websocket_urlpatterns), path)
+        socket.scope["user"] = user
+        connected, code = await socket.connect()
+        first = await socket.receive_json_from() if connected else None
+        await socket.disconnect()
+        return connected, code, first
+
+    for kind, key in (("migrations", "migration"), ("migration-batches", "batch")):
+        connected, _code, first = async_to_sync(connect)(f"/ws/{kind}/{world['a'][key]}/")
+        assert connected and first["event"] == "snapshot", kind
+        connected, code, _first = async_to_sync(connect)(f"/ws/{kind}/{world['b'][key]}/")
+        assert not connected and code == 4403, (kind, code)
