@@ -32,7 +32,9 @@ EDITABLE_FIELDS = [
 
 
 def _editable_snapshot(host: Host) -> dict:
-    return model_to_dict(host, fields=EDITABLE_FIELDS)
+    snapshot = model_to_dict(host, fields=EDITABLE_FIELDS)
+    snapshot["group"] = host.group.name if host.group_id else None  # names, for the auditor
+    return snapshot
 
 
 @transaction.atomic

@@ -64,7 +64,8 @@ def test_host_groups_through_the_api_are_audited(api):
     moved = api.patch(f"/api/hosts/{host.pk}/", {"group": "team-a"}, "json")
     assert moved.status_code == 200, moved.content
     assert moved.json()["group"] == "team-a"
-    assert _events("host.updated")[-1].after == {"group": group_id}
+    assert _events("host.updated")[-1].before == {"group": DEFAULT_GROUP_NAME}
+    assert _events("host.updated")[-1].after == {"group": "team-a"}
     refused = api.delete(f"/api/host-groups/{group_id}/")
     assert refused.status_code == 409 and "still has 1 host" in refused.json()["detail"]
     assert HostGroup.objects.filter(pk=group_id).exists()
