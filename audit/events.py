@@ -45,6 +45,12 @@ class EventType(models.TextChoices):
     HOST_RETIRED = "host.retired", "Host retired"
     HOST_UNRETIRED = "host.unretired", "Host back in service"
     HOST_PORTAL_CREDENTIAL_STORED = "host.portal_credential_stored", "Portal key pair stored"
+    # Host groups and the roles granted on them (API and admin alike).
+    HOST_GROUP_CREATED = "host_group.created", "Host group created"
+    HOST_GROUP_UPDATED = "host_group.updated", "Host group changed"
+    HOST_GROUP_DELETED = "host_group.deleted", "Host group removed"
+    HOST_GROUP_GRANT_ADDED = "host_group.grant_added", "Role granted on a host group"
+    HOST_GROUP_GRANT_REMOVED = "host_group.grant_removed", "Role on a host group taken back"
 
     VM_DISCOVERED = "vm.discovered", "VM discovered"
     VM_GONE = "vm.gone", "VM gone"

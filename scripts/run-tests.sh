@@ -50,6 +50,7 @@ HOST_BEHAVIOUR_TESTS_FIRST=(
   tests/test_lab.py tests/test_lab_isolation.py tests/test_lab_faults.py
   tests/test_extra_vms_lab.py tests/test_ssh_lab.py tests/test_tls_lab.py
   tests/test_browser_a11y.py
+  tests/test_cpu_baseline_lab.py
 )
 HOST_BEHAVIOUR_TESTS_SECOND=(
   tests/test_options_lab.py tests/test_peer_trust_lab.py tests/test_outside_actions_lab.py
