@@ -101,9 +101,7 @@ def test_the_message_names_the_figures_the_limit_and_the_advice():
     slow_link = forecast(
         dirty_rate_bytes_s=16 * MiB, cap_mib_s=0, measured_link_bytes_s=12 * MiB, policy=NONE
     )
-    assert "(the link (the fastest uncapped migration between these hosts))" in (
-        slow_link.message
-    )
+    assert "(the link (the fastest uncapped migration between these hosts))" in (slow_link.message)
     assert "a cap above" not in slow_link.message  # the link itself is too slow
 
 
