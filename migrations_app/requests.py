@@ -311,6 +311,10 @@ def _running_migration_call(migration: Migration, what: str, call) -> None:
         raise MigrationConflict(f"{what} failed: {exc}") from exc
 
 
+# What a tune to "unlimited" (0) sets; libvirt's read-back at or above it means unlimited.
+UNLIMITED_MIB_S = 8_388_607
+
+
 def migration_tune(
     *,
     migration: Migration,
@@ -330,7 +334,8 @@ def migration_tune(
             read_back["max_downtime_read_ms"] = conn.max_downtime(uuid)
         if bandwidth_mib_s is not None:
             # libvirt reads 0 as "unlimited" only for new jobs; a huge cap is the same.
-            conn.set_max_speed(uuid, bandwidth_mib_s or 8_388_607)
+            conn.set_max_speed(uuid, bandwidth_mib_s or UNLIMITED_MIB_S)
+            read_back["bandwidth_read_mib_s"] = conn.max_speed(uuid)
 
     _running_migration_call(migration, "tuning", apply)
     with transaction.atomic():

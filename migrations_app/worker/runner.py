@@ -301,11 +301,13 @@ def _monitor(
 def _record_max_downtime_read(
     migration: Migration, lease: Lease, conn: gateway.HostConnection
 ) -> int | None:
-    """Keep libvirt's read-back of the max downtime just set; a failure changes nothing."""
+    """Keep libvirt's read-back of the max downtime just set, and of the bandwidth the
+    job runs with (shown beside it); a failure changes nothing."""
     try:
         read = conn.max_downtime(str(migration.vm_uuid))
+        speed = conn.max_speed(str(migration.vm_uuid))
         Migration.objects.filter(pk=migration.pk, claim_epoch=lease.epoch).update(
-            max_downtime_read_ms=read
+            max_downtime_read_ms=read, bandwidth_read_mib_s=speed
         )
         return read
     except (gateway.GatewayError, DatabaseError) as exc:
