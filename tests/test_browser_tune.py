@@ -8,6 +8,7 @@ import pytest
 
 from audit.events import EventType
 from audit.models import AuditEvent
+from lab import machines
 from migrations_app.models import Migration
 from tests import labtools, test_browser_e2e
 from tests.test_browser_convergence import portal  # noqa: F401 (the web tier + workers)
@@ -18,7 +19,20 @@ pytestmark = [pytest.mark.lab, pytest.mark.browser, pytest.mark.django_db(transa
 page = test_browser_e2e.page  # the Chromium page fixture, shared
 
 
-def test_warned_then_started_anyway_then_tuned_live_from_the_dialog(portal, page, linux_vm):  # noqa: F811
+@pytest.fixture
+def no_job_left(linux_vm):
+    """A failure mid-way leaves no 2 MiB/s job running in libvirt for the next test."""
+    yield
+    for host in linux_vm.hosts:
+        machines.virsh(host, "domjobabort", linux_vm.uuid, check=False, timeout=30)
+
+
+def test_warned_then_started_anyway_then_tuned_live_from_the_dialog(
+    portal,  # noqa: F811
+    page,
+    linux_vm,
+    no_job_left,
+):
     from playwright.sync_api import expect
 
     source = linux_vm.source
@@ -31,7 +45,10 @@ def test_warned_then_started_anyway_then_tuned_live_from_the_dialog(portal, page
     dialog.locator("#mig-bandwidth").fill("2")
     dialog.locator("#mig-downtime").fill("100")
     expect(dialog.locator("#mig-convergence")).to_have_value("none")
-    dialog.get_by_role("button", name="Start", exact=True).click()
+    with page.expect_response(lambda r: "/migrate/check/" in r.url, timeout=60_000) as checked:
+        dialog.get_by_role("button", name="Start", exact=True).click()
+    answer = checked.value.json()
+    assert answer["convergence"]["outlook"] == "will_not_converge", answer["convergence"]
 
     forecast = dialog.locator("#mig-forecast")
     expect(forecast).to_be_visible(timeout=60_000)

@@ -234,3 +234,21 @@ def test_dirty_rate_s_bad_values_are_400_naming_it(api, pair, value):
     response = api.get(f"/api/vms/{vm.uuid}/destinations/?dirty_rate_s={value}")
     assert response.status_code == 400
     assert list(response.json()) == ["dirty_rate_s"]
+
+
+def test_a_migrating_vm_is_not_measured(api, pair):
+    """libvirt's state lock is held by the migration: a calculation would wait ~30 s."""
+    from migrations_app.models import Migration
+
+    src, dst, vm = pair
+    Migration.objects.create(
+        vm_uuid=vm.uuid,
+        vm_name=vm.name,
+        source=src,
+        destination=dst,
+        status="migrating",
+        max_downtime_ms=500,
+        timeout_s=600,
+    )
+    body = _check(api, vm).json()
+    assert body["convergence"]["message"] == "not predicted: the VM is migrating now"

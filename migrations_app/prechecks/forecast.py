@@ -46,7 +46,13 @@ def _cache_key(vm: VM) -> str:
 def _measure(opener: Opener, uuid: str, seconds: int) -> int:
     """MiB/s as libvirt measured it over `seconds` (bounded: GatewayError after)."""
     with opener() as conn:
-        conn.start_dirty_rate_calc(uuid, seconds)
+        try:
+            conn.start_dirty_rate_calc(uuid, seconds)
+        except gateway.GatewayError:
+            # QEMU runs one calculation at a time: another request's (the ranking the
+            # dialog asked for as it opened) is read instead.
+            if conn.dirty_rate(uuid).measured:
+                raise
         deadline = time.monotonic() + seconds + 2
         time.sleep(seconds)
         while True:
@@ -67,7 +73,12 @@ class DirtyRateMeasurement:
         self.seconds = seconds
         self.cached = cache.get(_cache_key(vm))
         self.pending = None
-        if self.cached is None and seconds and vm.state == VMState.RUNNING:
+        # A migrating VM's job holds libvirt's state lock: a calculation would wait ~30 s.
+        self.moving = (
+            self.cached is None
+            and Migration.objects.filter(vm_uuid=vm.uuid, status=MigrationStatus.MIGRATING).exists()
+        )
+        if self.cached is None and seconds and vm.state == VMState.RUNNING and not self.moving:
             # The database work here; only libvirt in the thread (connections are per thread).
             opener = host_connector(vm.host, reuse=True)
             self.bound = settings.LIBVIRT_CONNECT_TIMEOUT_S + seconds + 3
@@ -80,6 +91,8 @@ class DirtyRateMeasurement:
             return DirtyRateReading(int(self.cached), cached=True)
         if self.vm.state != VMState.RUNNING:
             return DirtyRateReading(None, f"the VM is {self.vm.state}: it changes no memory")
+        if self.moving:
+            return DirtyRateReading(None, "the VM is migrating now")
         if self.pending is None:
             return DirtyRateReading(None, "not measured (dirty_rate_s=0) and none cached")
         if not self.pending.wait(self.bound):
