@@ -20,7 +20,7 @@ from hosts.services import host_validate_new
 from migrations_app.domain import decisions
 from migrations_app.domain.convergence import Forecast
 from migrations_app.domain.lifecycle import Phase
-from migrations_app.domain.options import MigrationOptions
+from migrations_app.domain.options import UNLIMITED_MIB_S, MigrationOptions
 from migrations_app.events import migration_publish
 from migrations_app.models import ACTIVE_STATUSES, Migration, MigrationBatch, MigrationStatus
 from migrations_app.prechecks import (
@@ -309,10 +309,6 @@ def _running_migration_call(migration: Migration, what: str, call) -> None:
             call(conn, str(migration.vm_uuid))
     except gateway.GatewayError as exc:
         raise MigrationConflict(f"{what} failed: {exc}") from exc
-
-
-# What a tune to "unlimited" (0) sets; libvirt's read-back at or above it means unlimited.
-UNLIMITED_MIB_S = 8_388_607
 
 
 def migration_tune(

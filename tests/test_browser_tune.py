@@ -67,7 +67,7 @@ def test_warned_then_started_anyway_then_tuned_live_from_the_dialog(
     record = Migration.objects.get(pk=migration_id)
     assert record.convergence_policy == "none" and record.bandwidth_mib_s == 2
     limits = dialog.locator("[data-field=limits]")
-    # Read back from libvirt when the job starts.
+    # Read back from libvirt once memory flows (the job's own parameter applied).
     expect(limits).to_have_text("downtime 100 ms · bandwidth 2 MiB/s", timeout=60_000)
 
     tune = dialog.locator("[data-field=tune]")
