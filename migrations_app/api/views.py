@@ -135,7 +135,9 @@ class MigrationViewSet(LeanListMixin, viewsets.ReadOnlyModelViewSet):
     @extend_schema(request=TuneSerializer, responses={200: MigrationSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"])
     def tune(self, request: Request, pk: str | None = None) -> Response:
-        """Change max downtime and/or bandwidth of a running migration."""
+        """Change max downtime and/or bandwidth (0: unlimited) of a running migration;
+        libvirt's values are read back into `max_downtime_read_ms` and
+        `bandwidth_read_mib_s` (8388607 or more: unlimited). Audited as migration.tuned."""
         serializer = TuneSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         return self._control(request, requests.migration_tune, **serializer.validated_data)

@@ -195,6 +195,7 @@
       useRecommended.textContent = "Use " + (forecast.recommended_policy || "").replace(/_/g, " ") + " and start";
       useRecommended.hidden = !forecast.recommended_policy;
       forecastBox.hidden = false;
+      forecastBox.scrollIntoView({ block: "nearest" });  // below the checks: bring it into view
     }
 
     async function startAfterWarning(button, choosePolicy) {
