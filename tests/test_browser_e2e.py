@@ -122,9 +122,12 @@ def _start_even_if_warned(dialog) -> None:
     """Start; when the forecast warns that the copy will not converge without a policy
     (these tests cap it below what the guest dirties on purpose), start anyway."""
     dialog.get_by_role("button", name="Start", exact=True).click()
-    progress = dialog.locator("#migrate-progress")
+    dialog.page.wait_for_function(
+        "() => !document.getElementById('migrate-progress').hidden"
+        " || !document.getElementById('mig-forecast').hidden",
+        timeout=60_000,
+    )
     warning = dialog.locator("#mig-forecast")
-    progress.or_(warning).wait_for(state="visible", timeout=60_000)
     if warning.is_visible():
         warning.get_by_role("button", name="Start anyway").click()
 
