@@ -13,12 +13,12 @@ from django.db.models import Max, Q
 
 from core import concurrency
 from hosts import gateway
-from hosts.connections import host_connector
 from hosts.models import Host
 from migrations_app.domain.convergence import Forecast, MiB, forecast
 from migrations_app.domain.lifecycle import MigrationStatus
 from migrations_app.domain.options import MigrationOptions
 from migrations_app.models import Migration, MigrationSample
+from migrations_app.prechecks import facts
 from migrations_app.prechecks.facts import Opener
 from vms.models import VM, VMState
 
@@ -80,7 +80,8 @@ class DirtyRateMeasurement:
         )
         if self.cached is None and seconds and vm.state == VMState.RUNNING and not self.moving:
             # The database work here; only libvirt in the thread (connections are per thread).
-            opener = host_connector(vm.host, reuse=True)
+            # The pre-checks' own opener (facts.host_connector): one way to open a host.
+            opener = facts.host_connector(vm.host, reuse=True)
             self.bound = settings.LIBVIRT_CONNECT_TIMEOUT_S + seconds + 3
             self.pending = concurrency.start(
                 lambda: _measure(opener, str(vm.uuid), seconds), name="dirty-rate"
