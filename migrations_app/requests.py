@@ -19,7 +19,7 @@ from hosts.selectors import host_find
 from hosts.services import host_validate_new
 from migrations_app.domain import decisions
 from migrations_app.domain.lifecycle import Phase
-from migrations_app.domain.options import MigrationOptions
+from migrations_app.domain.options import LiveFrom, MigrationOptions, live_mode_resolved
 from migrations_app.events import migration_publish
 from migrations_app.models import ACTIVE_STATUSES, Migration, MigrationBatch, MigrationStatus
 from migrations_app.prechecks import (
@@ -69,6 +69,29 @@ class CheckReport:
         }
 
 
+OFFLINE_CHOSEN_NOTE = (
+    "live was not given and the VM is shut off: checked as an offline migration (only "
+    "its definition moves)."
+)
+
+
+@dataclass(frozen=True)
+class RequestedOptions:
+    """A request's options for its VM, and why it is live or offline."""
+
+    options: MigrationOptions
+    live_from: LiveFrom
+
+
+def migration_options_for_vm(
+    *, vm: VM, options: MigrationOptions, given: frozenset[str]
+) -> RequestedOptions:
+    """The options as requested for this VM: offline for a shut-off VM unless `live` was
+    given; ValidationError on `live` when a live migration is asked of a shut-off VM."""
+    resolved, live_from = live_mode_resolved(options=options, given=given, vm_state=vm.state)
+    return RequestedOptions(resolved, live_from)
+
+
 def migration_check(
     *,
     vm: VM,
@@ -76,9 +99,12 @@ def migration_check(
     options: MigrationOptions,
     credentials_given: bool = False,
     user: str = "",
+    live_from: LiveFrom = LiveFrom.REQUEST,
 ) -> CheckReport:
     """The pre-checks of a migration as requested, changing nothing."""
     notes = [CREDENTIALS_IGNORED_NOTE] if credentials_given else []
+    if live_from == LiveFrom.VM_SHUT_OFF:
+        notes.append(OFFLINE_CHOSEN_NOTE)
     destination = host_find(remote_host=remote_host)
     if destination is None:
         host_validate_new(remote_host=remote_host)
