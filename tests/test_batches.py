@@ -18,6 +18,7 @@ from audit.models import AuditEvent
 from hosts.models import Host
 from migrations_app.domain.batch_rules import (
     Child,
+    HostSlots,
     batch_children_to_cancel,
     batch_children_to_start,
     batch_gate_open,
@@ -84,6 +85,59 @@ def test_children_to_start(statuses, max_parallel, stop, cancel, expected):
     )
     running = sum(s in (CHK, MIG) for s in statuses)
     assert gate == (running < max_parallel and not cancel and not (stop and FAIL in statuses))
+
+
+# Evacuation-like: source 1, destinations X=2 and Y=3, at most 2 into each host.
+X, Y = 2, 3
+
+
+def _to(*rows: tuple[str, int]) -> list[Child]:
+    return [Child(i + 1, status, 1, dest) for i, (status, dest) in enumerate(rows)]
+
+
+@pytest.mark.parametrize(
+    "rows, max_parallel, expected",
+    [
+        # Y freed a place; the next child in order goes to X (full): the one after it,
+        # to Y, takes the place instead of the batch waiting for X (waves back to back).
+        (((MIG, X), (OK, Y), (MIG, X), (MIG, Y), (Q, X), (Q, Y), (Q, X)), 4, [6]),
+        # Both X places free: the first two for X, in order; Y is full.
+        (((OK, X), (MIG, Y), (OK, X), (MIG, Y), (Q, Y), (Q, X), (Q, X), (Q, X)), 4, [6, 7]),
+        # Children picked now count: two free batch places, one free place into Y.
+        (((MIG, X), (MIG, X), (MIG, Y), (Q, X), (Q, Y), (Q, Y)), 5, [5]),
+        # Nothing fits: nobody starts, whatever the batch's own places.
+        (((MIG, X), (MIG, X), (Q, X)), 4, []),
+    ],
+)
+def test_children_to_start_skip_a_child_whose_host_is_full(rows, max_parallel, expected):
+    children = _to(*rows)
+    running = [c for c in children if c.status in (CHK, MIG)]
+    slots = HostSlots(
+        outgoing={1: len(running)},
+        incoming={h: sum(c.destination_id == h for c in running) for h in (X, Y)},
+        max_outgoing=8,
+        max_incoming=2,
+    )
+    picked = batch_children_to_start(
+        children=children,
+        max_parallel=max_parallel,
+        stop_on_failure=False,
+        cancel_requested=False,
+        slots=slots,
+    )
+    assert picked == expected
+    # The source's own limit holds too.
+    tight = HostSlots(slots.outgoing, slots.incoming, max_outgoing=len(running), max_incoming=2)
+    assert (
+        batch_children_to_start(
+            children=children,
+            max_parallel=max_parallel,
+            stop_on_failure=False,
+            cancel_requested=False,
+            slots=tight,
+        )
+        == []
+    )
 
 
 @pytest.mark.parametrize(
