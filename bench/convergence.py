@@ -55,6 +55,7 @@ from bench.common import setup_django  # noqa: E402
 setup_django()
 
 from django.core.management import call_command  # noqa: E402
+from django.db.models import Max  # noqa: E402
 from django_q.brokers import get_broker  # noqa: E402
 
 from audit.models import AuditEvent  # noqa: E402
@@ -64,7 +65,7 @@ from hosts.access.peer_services import peer_uri  # noqa: E402
 from hosts.models import Host  # noqa: E402
 from lab import domains, guest_images, layout, lifecycle, machines  # noqa: E402
 from migrations_app.domain.options import MigrationOptions  # noqa: E402
-from migrations_app.models import Migration  # noqa: E402
+from migrations_app.models import Migration, MigrationSample  # noqa: E402
 from migrations_app.requests import migration_cancel, migration_request  # noqa: E402
 from tests.processes import Workers  # noqa: E402
 from vms.selectors import vm_current_with_host  # noqa: E402
@@ -202,7 +203,10 @@ def portal_run(hosts, uuid: str, actor: Actor, policy: str, bounded: bool) -> Ru
         outcome,
         total,
         downtime_ms=record.downtime_ms,
-        passes=record.memory_iteration,
+        # The highest pass sampled (a cancelled job's last read may be empty).
+        passes=MigrationSample.objects.filter(migration_id=record.pk).aggregate(
+            most=Max("memory_iteration")
+        )["most"],
         steps=steps_of(record.pk),
         note=note,
     )
