@@ -364,6 +364,35 @@ def test_a_vm_already_migrating_is_409_and_nothing_is_created(api, fleet):
 
 
 @pytest.mark.django_db
+def test_two_dispatchers_at_once_hand_a_child_to_the_broker_once(
+    api, fleet, django_capture_on_commit_callbacks, monkeypatch
+):
+    """Every migration's end dispatches, often at the same moment: each reads the same
+    queued child; only the first takes its turn (compare-and-set on enqueued_at)."""
+    from migrations_app.scheduling import dispatch
+
+    _, _, vms = fleet
+    with django_capture_on_commit_callbacks(execute=False):
+        response = _create(api, items=_items(vms)[:1], max_parallel=1)
+    child = Migration.objects.get(batch_id=response.json()["id"])
+    sent = []
+    monkeypatch.setattr(dispatch, "async_task", lambda *args, **kwargs: sent.append(args[1]))
+    stale = Migration.objects.get(pk=child.pk)  # what a second dispatcher read meanwhile
+    assert migrations_dispatch_waiting() == [child.pk]
+    assert dispatch._enqueue_turn_taken(stale) is False
+    assert sent == [child.pk]
+    # A broker that refuses it leaves the child as it was: the next dispatch tries again.
+    Migration.objects.filter(pk=child.pk).update(enqueued_at=None)
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("redis down")
+
+    monkeypatch.setattr(dispatch, "async_task", refused)
+    assert migrations_dispatch_waiting() == []
+    assert Migration.objects.get(pk=child.pk).enqueued_at is None
+
+
+@pytest.mark.django_db
 def test_accepted_batch_has_queued_children_and_audit(
     api, fleet, django_capture_on_commit_callbacks
 ):
