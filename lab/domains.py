@@ -74,6 +74,18 @@ def ensure_extra_vms(config: layout.LabConfig, hosts: list[layout.LabHost]) -> N
             started.result()
 
 
+def extra_vms_start_on(config: layout.LabConfig, host: layout.LabHost, count: int) -> list[str]:
+    """Define and start `count` extra guests on `host` only (an evacuation's load); their
+    names, `<host>-extra-<k>`. remove_extra_guests (tests.labtools) takes them away."""
+    names = [layout.extra_vm_name(host, k) for k in range(1, count + 1)]
+    for name in names:
+        _define_xml(config, host, _extra_vm_xml(name))
+        result = virsh(host, "start", name, check=False)
+        if result.returncode != 0:
+            raise layout.LabError(f"cannot start {name} on {host.name}: {result.stderr.strip()}")
+    return names
+
+
 def _domains_by_host(
     hosts: list[layout.LabHost],
 ) -> dict[str, dict[str, tuple[layout.LabHost, str]]]:
