@@ -66,6 +66,7 @@ def test_postcopy_broken_link_resumed_from_the_portal(api, linux_vm, lab_config,
     # monitor never answers again and no resume can reach it (docs/reliability.md).
     time.sleep(LINK_BREAKS_AFTER_S)
     with faults.cut_during(destination, faults.Plane.LINK):
+        cut_at = time.monotonic()
         stuck = labtools.wait_for(
             lambda: Migration.objects.filter(pk=migration_id, status="needs_attention").first(),
             timeout=120,
@@ -73,6 +74,7 @@ def test_postcopy_broken_link_resumed_from_the_portal(api, linux_vm, lab_config,
             interval=0.2,
         )
         assert stuck.postcopy_started_at is not None
+        attention_after_s = time.monotonic() - cut_at
         # libvirt 9: the source paused, the destination's vCPUs waiting for pages.
         assert domstate_reason(source, uuid) == "paused (post-copy failed)"
         assert domstate_reason(destination, uuid).endswith("(post-copy failed)")
@@ -85,6 +87,7 @@ def test_postcopy_broken_link_resumed_from_the_portal(api, linux_vm, lab_config,
         assert not choices["keep_source"]["safe"]
         assert not choices["keep_destination"]["safe"]
 
+    resolved_at = time.monotonic()
     response = api.post(
         f"/api/migrations/{migration_id}/resolve/",
         {"action": "resume_postcopy", "reason": "link repaired"},
@@ -95,6 +98,10 @@ def test_postcopy_broken_link_resumed_from_the_portal(api, linux_vm, lab_config,
 
     record = wait_final(migration_id, timeout=240)
     assert record.status == "succeeded", record.error
+    print(
+        f"needs_attention {attention_after_s:.1f} s after the cut; "
+        f"succeeded {time.monotonic() - resolved_at:.1f} s after the resolve"
+    )
     truth = labtools.where(linux_vm.hosts, uuid)
     assert [h for h, state in truth.items() if state == "running"] == [destination.name], truth
     assert labtools.persistent(destination, uuid)
