@@ -138,15 +138,17 @@ def _update_boot_files(
     """A kept lab's shut-off guest boots the current kernel and initramfs (a changed
     guest /init means a new initramfs); its definition is otherwise kept (UUID too)."""
     xml = _dumpxml(host, vm)
-    updated = xml
-    for tag, path in (("kernel", boot.kernel), ("initrd", boot.initrd)):
-        updated = re.sub(
-            rf"<{tag}>[^<]*</{tag}>",
-            lambda _m, t=tag, p=path: f"<{t}>{escape(str(p))}</{t}>",
-            updated,
-        )
+    updated = boot_files_set(xml, boot)
     if updated != xml:
         _define_xml(config, host, updated)
+
+
+def boot_files_set(xml: str, boot: guest_images.GuestImages) -> str:
+    """The domain XML with its <kernel> and <initrd> naming `boot`'s files."""
+    for tag, path in (("kernel", boot.kernel), ("initrd", boot.initrd)):
+        element = f"<{tag}>{escape(str(path))}</{tag}>"
+        xml = re.sub(rf"<{tag}>[^<]*</{tag}>", lambda _m, e=element: e, xml)
+    return xml
 
 
 def _define_xml(config: layout.LabConfig, host: layout.LabHost, xml: str) -> None:

@@ -295,7 +295,9 @@ def guest_memory_check(
         with console.open("rb") as f:
             f.seek(start)
             text = f.read().decode(errors="replace")
-        found[:] = [line for line in text.splitlines() if GUEST_CHECK_MARKER in line]
+        # Whole lines only: the serial console writes a byte at a time.
+        whole = text.splitlines()[: text.count("\n")]
+        found[:] = [line for line in whole if GUEST_CHECK_MARKER in line]
         return bool(found)
 
     layout.wait_until(answered, timeout, f"the memory check of {domain} on {console}")
