@@ -23,7 +23,7 @@ TERMINAL_EVENTS = {"migration.succeeded", "migration.failed", "migration.cancell
 # A slow link for the post-copy phase (MiB/s): unlimited, the pages left would cross
 # loopback within a second, before any cut.
 POSTCOPY_MIB_S = 8
-LINK_BREAKS_AFTER_S = 3
+LINK_BREAKS_AFTER_S = 5  # margin for a loaded machine: 1 s sufficed in 6 of 6 tries
 
 
 @pytest.fixture(autouse=True)
