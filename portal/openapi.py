@@ -71,8 +71,12 @@ class PortalAutoSchema(AutoSchema):
                 responses[code] = self._error_response(code)
         for code, response in responses.items():
             if code >= "400" and "content" not in response:
-                # A view's own error answer, e.g. 409: the body is the Error.
-                response["content"] = {"application/json": {"schema": self._error_component().ref}}
+                # A view's own error answer, e.g. 409: the body is the Error (a 400's
+                # names what was wrong, as every 400 does).
+                component = (
+                    self._validation_error_component() if code == "400" else self._error_component()
+                )
+                response["content"] = {"application/json": {"schema": component.ref}}
         return operation
 
     def _map_serializer_field(self, field, direction, bypass_extensions=False):

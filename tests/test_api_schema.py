@@ -1,24 +1,26 @@
-"""The API does what its OpenAPI schema says (issue #12): a property-based run of
+"""The API does what its OpenAPI schema says (issues #12, #22): a property-based run of
 schemathesis over every operation of /api/schema/, against the app in-process (its WSGI
-handler, through schemathesis' WSGI transport), as a superuser with a token.
+handler, through schemathesis' WSGI transport), with a token.
 
 Checks on every answer: no 5xx, the status code is one the operation documents, the
 content type is the documented one, the body matches the documented schema, and data
 the schema forbids is refused (4xx).
 
-Reads (GET) and writes (POST/PUT/PATCH/DELETE) run as two tests. The writes only run
-with PORTAL_HOST_NETWORKS restricted to loopback, asserted first: here to
-127.255.255.0/24, where nothing listens, so a host or webhook the fuzzer enters with a
-random address is refused (400) and one inside the range is refused by the kernel at
-once (no SYN goes anywhere but the loopback interface). The database is the test's
-(rolled back after each operation); `transaction.on_commit` never fires in it, so
-no migration task is queued.
+Every run is bounded and deterministic (derandomized: the same cases each time):
+- the quick run (reads and writes as a superuser, EXAMPLES examples per operation of the
+  fuzzing phase, coverage phase off): about 20 s, part of `make test-fast`;
+- the deep run (marker `fuzz`, `make test` only): as a superuser, the coverage phase on
+  (boundary values, each parameter left out or of the wrong type, duplicated query
+  parameters, and methods the schema does not list for a path) plus DEEP_EXAMPLES
+  examples of the fuzzing phase; and every operation as each role, which must answer the
+  403 it documents where the role does not reach.
 
-Bounded and deterministic: EXAMPLES examples per operation from the fuzzing phase
-(positive and negative data), derandomized (the same cases on every run); the coverage
-phase is off (its boundary cases are not bounded by max_examples). About 30 s of CPU
-for the 45 operations (67 s on the shared 2-core machine under a load of 9, 3 minutes
-under 18): part of `make test-fast`.
+The writes only run with PORTAL_HOST_NETWORKS restricted to loopback, asserted first:
+here to 127.0.0.240/28, where nothing listens, so a host or webhook the fuzzer enters
+with another address is refused (400) and one inside the range is refused by the kernel
+at once (no SYN goes anywhere but the loopback interface). The database is the test's
+(rolled back after each operation); `transaction.on_commit` never fires in it, so no
+migration task is queued.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import json
 import hypothesis
 import pytest
 import schemathesis
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core import signals
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import close_old_connections
@@ -50,8 +54,12 @@ from tests.conftest import running_vm_on
 pytestmark = pytest.mark.django_db
 
 EXAMPLES = 10
+DEEP_EXAMPLES = 25
+ROLE_EXAMPLES = 4
+# The roles of migrations_app/migrations/0013_roles.py, and a user in no group.
+ROLES = ("nobody", "viewer", "operator", "host admin", "auditor")
 # Loopback, and nothing there: what the write operations may reach.
-FUZZ_HOST_NETWORKS = "127.255.255.0/24"
+FUZZ_HOST_NETWORKS = "127.0.0.240/28"
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 # Not checked: positive_data_acceptance (schema-valid data must get a 2xx). The schema
@@ -74,36 +82,66 @@ def _schema() -> dict:
     return json.loads(json.dumps(raw, cls=DjangoJSONEncoder))
 
 
-schema = schemathesis.openapi.from_dict(_schema())
-schema.app = application
-# The coverage phase's boundary cases are not bounded by max_examples (hundreds per
-# operation); the fuzzing phase, positive and negative, is.
-schema.config.phases.coverage.enabled = False
+def _loaded(*, coverage: bool) -> schemathesis.BaseSchema:
+    loaded = schemathesis.openapi.from_dict(_schema())
+    loaded.app = application
+    # The coverage phase's cases are not bounded by max_examples (hundreds per
+    # operation); the fuzzing phase, positive and negative, is.
+    loaded.config.phases.coverage.enabled = coverage
+    return loaded
 
 
-def _run_settings(test):
-    return hypothesis.settings(
-        max_examples=EXAMPLES,
-        derandomize=True,
-        deadline=None,
-        database=None,
-        # The token and the seeded rows are function-scoped on purpose: every example
-        # of one operation shares them (and their changes; rolled back at the end).
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    )(test)
+schema = _loaded(coverage=False)
+# The schema document itself is read in the quick run: generating it takes a
+# third of a second, and the coverage phase would ask for it some sixty times.
+deep_schema = _loaded(coverage=True).exclude(path="/api/schema/")
+
+
+def _run_settings(examples: int):
+    def decorate(test):
+        return hypothesis.settings(
+            max_examples=examples,
+            derandomize=True,
+            deadline=None,
+            database=None,
+            # The token and the seeded rows are function-scoped on purpose: every example
+            # of one operation shares them (and their changes; rolled back at the end).
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        )(test)
+
+    return decorate
+
+
+def _token_of(user) -> str:
+    return Token.objects.create(user=user).key
 
 
 @pytest.fixture
-def token(admin_user) -> str:
-    """A superuser's token; the WSGI handler keeps the test's database connection (as
-    Django's test client does: it would close it at the end of each request)."""
+def _keep_connection():
+    """The WSGI handler keeps the test's database connection (as Django's test client
+    does: it would close it at the end of each request)."""
     signals.request_started.disconnect(close_old_connections)
     signals.request_finished.disconnect(close_old_connections)
     try:
-        yield Token.objects.create(user=admin_user).key
+        yield
     finally:
         signals.request_started.connect(close_old_connections)
         signals.request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def token(admin_user, _keep_connection) -> str:
+    """A superuser's token."""
+    return _token_of(admin_user)
+
+
+@pytest.fixture(params=ROLES)
+def role_token(request, _keep_connection) -> str:
+    """The token of a user with one role (or none)."""
+    user = get_user_model().objects.create_user(username=f"fuzz-{request.param}".replace(" ", "-"))
+    if request.param != "nobody":
+        user.groups.add(Group.objects.get(name=request.param))
+    return _token_of(user)
 
 
 @pytest.fixture
@@ -120,8 +158,8 @@ def seeded(admin_user, settings):
     settings.HOST_NETWORKS = FUZZ_HOST_NETWORKS
     settings.LIBVIRT_CONNECT_TIMEOUT_S = 1
     settings.PLACEMENT_CPU_CHECK_TIMEOUT_S = 1
-    source = Host.objects.create(name="src", address="127.255.255.1")
-    destination = Host.objects.create(name="dst", address="127.255.255.2")
+    source = Host.objects.create(name="src", address="127.0.0.241")
+    destination = Host.objects.create(name="dst", address="127.0.0.242")
     vm = running_vm_on(source)
     batch = MigrationBatch.objects.create(created_by=admin_user, created_by_name="admin")
     Migration.objects.create(
@@ -145,7 +183,7 @@ def seeded(admin_user, settings):
         verified_at=timezone.now(),
     )
     webhooks.webhook_endpoint_create(
-        url="http://127.255.255.3/hook", events=[WebhookEvent.values[0]], actor=Actor.system()
+        url="http://127.0.0.243/hook", events=[WebhookEvent.values[0]], actor=Actor.system()
     )
     audit_event_record(actor=Actor.system(), event_type=EventType.HOST_CREATED, target=source)
     return vm
@@ -164,13 +202,29 @@ def _assert_loopback_only() -> None:
 
 
 @schema.include(method="GET").parametrize()
-@_run_settings
+@_run_settings(EXAMPLES)
 def test_every_read_does_what_the_schema_says(case, token, seeded):
     case.call_and_validate(headers={"Authorization": f"Token {token}"}, checks=CHECKS)
 
 
 @schema.exclude(method="GET").parametrize()
-@_run_settings
+@_run_settings(EXAMPLES)
 def test_every_write_does_what_the_schema_says(case, token, seeded):
     _assert_loopback_only()
     case.call_and_validate(headers={"Authorization": f"Token {token}"}, checks=CHECKS)
+
+
+@pytest.mark.fuzz
+@deep_schema.parametrize()
+@_run_settings(DEEP_EXAMPLES)
+def test_every_operation_and_method_deeply(case, token, seeded):
+    _assert_loopback_only()
+    case.call_and_validate(headers={"Authorization": f"Token {token}"}, checks=CHECKS)
+
+
+@pytest.mark.fuzz
+@schema.parametrize()
+@_run_settings(ROLE_EXAMPLES)
+def test_every_operation_as_each_role(case, role_token, seeded):
+    _assert_loopback_only()
+    case.call_and_validate(headers={"Authorization": f"Token {role_token}"}, checks=CHECKS)
