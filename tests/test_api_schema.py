@@ -42,10 +42,14 @@ from hypothesis import HealthCheck
 from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
     content_type_conformance,
+    ignored_auth,
     negative_data_rejection,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 
 from portal.wsgi import application
@@ -73,6 +77,15 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
     negative_data_rejection,
+]
+# The deep run also sends each operation without the token (it must be refused), and
+# methods a path does not list (405 with an Allow header).
+DEEP_CHECKS = [
+    *CHECKS,
+    ignored_auth,
+    unsupported_method,
+    allow_header_conformance,
+    response_headers_conformance,
 ]
 
 
@@ -219,7 +232,7 @@ def test_every_write_does_what_the_schema_says(case, token, seeded):
 @_run_settings(DEEP_EXAMPLES)
 def test_every_operation_and_method_deeply(case, token, seeded):
     _assert_loopback_only()
-    case.call_and_validate(headers={"Authorization": f"Token {token}"}, checks=CHECKS)
+    case.call_and_validate(headers={"Authorization": f"Token {token}"}, checks=DEEP_CHECKS)
 
 
 @pytest.mark.fuzz
