@@ -41,6 +41,10 @@ _DESCRIPTIONS = {
     "401": "Not logged in: no or a wrong token (`Authorization: Token <key>`).",
     "403": "Logged in without the role this needs (or a session login without its CSRF token).",
     "404": "No such object (or a page number past the last page).",
+    "406": "An `Accept` header this cannot answer: it answers the media types its success "
+    "lists (and the browsable API's text/html).",
+    "415": "A body in a format the operation does not read (see its request body), or "
+    "without a Content-Type.",
 }
 
 
@@ -95,6 +99,11 @@ class PortalAutoSchema(AutoSchema):
         codes = ["401"]
         if "requestBody" in operation or any(p["in"] == "query" for p in parameters):
             codes.append("400")
+        # DRF negotiates the answer's format before anything else, and parses a body
+        # only in a format the operation reads.
+        codes.append("406")
+        if "requestBody" in operation:
+            codes.append("415")
         # A role beyond IsAuthenticated, or an unsafe method (CSRF of a session login).
         if self.method not in permissions.SAFE_METHODS or self._needs_a_role():
             codes.append("403")
