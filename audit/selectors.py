@@ -6,7 +6,7 @@ import base64
 import binascii
 import heapq
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -48,11 +48,12 @@ def _cursor_decode(cursor: str) -> tuple[datetime, int]:
         parsed = parse_datetime(when)
         if parsed is None:
             raise ValueError(when)
+        parsed = parsed.astimezone(UTC)  # as core.filters.UtcIsoDateTimeFilter: PostgreSQL
         number = parse_id(pk)
         if number is None:
             raise ValueError(pk)
         return parsed, number
-    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+    except (ValueError, OverflowError, UnicodeDecodeError, binascii.Error) as exc:
         raise ValidationError({"cursor": ["Not a valid page cursor."]}) from exc
 
 

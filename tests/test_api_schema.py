@@ -298,6 +298,10 @@ def test_a_body_in_a_format_nobody_reads_is_the_documented_415(api, seeded):
     assert reads_a_body >= 15
 
 
+def _query_parameters(operation: dict) -> list[dict]:
+    return [p for p in operation.get("parameters", []) if p["in"] == "query"]
+
+
 def test_a_nul_in_any_query_parameter_is_a_documented_answer(api, seeded):
     """PostgreSQL refuses a NUL in a text value (SQLite stores it): every query parameter
     of every read, NUL-laden, is a documented answer, a 400 naming it if refused."""
@@ -305,9 +309,7 @@ def test_a_nul_in_any_query_parameter_is_a_documented_answer(api, seeded):
     for path, method, operation in _operations():
         if method != "get":
             continue
-        for parameter in operation.get("parameters", []):
-            if parameter["in"] != "query":
-                continue
+        for parameter in _query_parameters(operation):
             name = parameter["name"]
             response = api.get(_filled(path, seeded), {name: "a\x00b"})
             sent += 1
@@ -315,3 +317,30 @@ def test_a_nul_in_any_query_parameter_is_a_documented_answer(api, seeded):
             if response.status_code == 400:
                 assert name in response.json() or "detail" in response.json(), (path, name)
     assert sent >= 50
+
+
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        # Python reads offsets up to 23:59, PostgreSQL stores up to 15:59: read into UTC.
+        ("2026-01-01T00:00:00+17:57", 200),
+        ("2026-01-01T00:00:00-23:59", 200),
+        # Past the year 9999 once in UTC.
+        ("9999-12-31T23:59:59-01:00", 400),
+    ],
+)
+def test_a_time_at_any_offset_in_any_date_parameter_is_a_documented_answer(
+    api, seeded, value, status
+):
+    sent = 0
+    for path, method, operation in _operations():
+        for parameter in _query_parameters(operation):
+            if method != "get" or parameter["schema"].get("format") != "date-time":
+                continue
+            name = parameter["name"]
+            response = api.get(_filled(path, seeded), {name: value})
+            sent += 1
+            assert response.status_code == status, (path, name, response)
+            if status == 400:
+                assert name in response.json(), (path, name, response.json())
+    assert sent >= 6
