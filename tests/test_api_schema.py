@@ -18,7 +18,8 @@ Every run is bounded and deterministic (derandomized: the same cases each time):
 The writes only run with PORTAL_HOST_NETWORKS restricted to loopback, asserted first:
 here to 127.0.0.240/28, where nothing listens, so a host or webhook the fuzzer enters
 with another address is refused (400) and one inside the range is refused by the kernel
-at once (no SYN goes anywhere but the loopback interface). The database is the test's
+at once (no SYN goes anywhere but the loopback interface); a made-up name is not looked
+up (only numeric addresses resolve during the run: no DNS query). The database is the test's
 (rolled back after each operation); `transaction.on_commit` never fires in it, so no
 migration task is queued.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 
 import hypothesis
 import pytest
@@ -158,7 +160,19 @@ def role_token(request, _keep_connection) -> str:
 
 
 @pytest.fixture
-def seeded(admin_user, settings):
+def _no_dns(monkeypatch):
+    """Names the fuzzer makes up are not looked up: only numeric addresses resolve, so
+    no query leaves the machine (a made-up name is refused as unresolvable, 400)."""
+    real = socket.getaddrinfo
+
+    def numeric_only(host, port, family=0, type=0, proto=0, flags=0):
+        return real(host, port, family, type, proto, flags | socket.AI_NUMERICHOST)
+
+    monkeypatch.setattr(socket, "getaddrinfo", numeric_only)
+
+
+@pytest.fixture
+def seeded(admin_user, settings, _no_dns):
     """One of each object on loopback addresses where nothing listens, so that ids the
     fuzzer picks (small integers first) find something and bodies get checked."""
     from audit.events import EventType
