@@ -7,7 +7,7 @@ from django import forms
 from django.db.models import Q, QuerySet
 
 from audit.models import AuditEvent
-from core.filters import parse_uuid
+from core.filters import UtcIsoDateTimeFilter, parse_uuid
 
 
 class IPAddressFilter(django_filters.CharFilter):
@@ -17,10 +17,10 @@ class IPAddressFilter(django_filters.CharFilter):
 
 
 class AuditEventFilterSet(django_filters.FilterSet):
-    since = django_filters.IsoDateTimeFilter(
+    since = UtcIsoDateTimeFilter(
         field_name="occurred_at", lookup_expr="gte", help_text="From this time (inclusive)."
     )
-    until = django_filters.IsoDateTimeFilter(
+    until = UtcIsoDateTimeFilter(
         field_name="occurred_at", lookup_expr="lt", help_text="Up to this time (exclusive)."
     )
     actor = django_filters.CharFilter(field_name="actor_name", help_text="User name.")

@@ -6,7 +6,7 @@ import base64
 import binascii
 import heapq
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -48,11 +48,12 @@ def _cursor_decode(cursor: str) -> tuple[datetime, int]:
         parsed = parse_datetime(when)
         if parsed is None:
             raise ValueError(when)
+        parsed = parsed.astimezone(UTC)  # as core.filters.UtcIsoDateTimeFilter: PostgreSQL
         number = parse_id(pk)
         if number is None:
             raise ValueError(pk)
         return parsed, number
-    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+    except (ValueError, OverflowError, UnicodeDecodeError, binascii.Error) as exc:
         raise ValidationError({"cursor": ["Not a valid page cursor."]}) from exc
 
 
@@ -68,6 +69,17 @@ def _page_size(value: str | None) -> int:
     return size
 
 
+def _host_name(value: str | None) -> str:
+    """The `host` filter, read here instead of by the FilterSet, checked as it would be
+    (a NUL is refused by name; PostgreSQL would refuse the query with a 500)."""
+    if not value:
+        return ""
+    try:
+        return AuditEventFilterSet.base_filters["host"].field.clean(value)
+    except ValidationError as exc:
+        raise ValidationError({"host": exc.messages}) from exc
+
+
 def audit_events_page(*, params: QueryDict) -> AuditPage:
     """One page of the log, newest first, by keyset (one index range a page, no COUNT); a
     host in two range reads merged here (an OR would sort every event of the host)."""
@@ -80,7 +92,7 @@ def audit_events_page(*, params: QueryDict) -> AuditPage:
         when, pk = _cursor_decode(params["cursor"])
         # (occurred_at, id) < (when, pk), written so that it is an index range.
         queryset = queryset.filter(occurred_at__lte=when).exclude(occurred_at=when, id__gte=pk)
-    host = params.get("host")
+    host = _host_name(params.get("host"))
     parts = [queryset.filter(host_name=host), queryset.filter(peer_host_name=host)]
     if not host:
         parts = [queryset]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import django_filters
 from django.db.models import Q, QuerySet
 
-from core.filters import IdFilter, StrictBooleanFilter, parse_uuid
+from core.filters import IdFilter, StrictBooleanFilter, UtcIsoDateTimeFilter, parse_uuid
 from migrations_app.domain.lifecycle import ACTIVE_STATUSES, FailureReason, MigrationStatus
 from migrations_app.models import Migration
 
@@ -22,8 +22,8 @@ class MigrationFilterSet(django_filters.FilterSet):
         choices=FailureReason.choices, help_text="Why it failed; repeat for several."
     )
     user = django_filters.CharFilter(field_name="requested_by_name")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
     batch = IdFilter(field_name="batch_id", help_text="The batch's id.")
     live = StrictBooleanFilter()
 
@@ -65,10 +65,10 @@ OUTCOME_CHOICES = [
 class MigrationReportFilterSet(django_filters.FilterSet):
     """Which migrations a report or an export covers (by request time, created_at)."""
 
-    since = django_filters.IsoDateTimeFilter(
+    since = UtcIsoDateTimeFilter(
         field_name="created_at", lookup_expr="gte", help_text="Requested at or after."
     )
-    until = django_filters.IsoDateTimeFilter(
+    until = UtcIsoDateTimeFilter(
         field_name="created_at", lookup_expr="lt", help_text="Requested before."
     )
     source = django_filters.CharFilter(field_name="source__name", help_text="Source host name.")

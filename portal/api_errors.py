@@ -72,6 +72,7 @@ def _input_named(field: str, context: dict) -> str:
     request = context.get("request")
     try:
         sent = request.data if request is not None else {}
-    except exceptions.ParseError:
+    except (exceptions.ParseError, exceptions.UnsupportedMediaType):
+        # A body it cannot read (a DELETE's, say) named no field: not a 500 here.
         sent = {}
     return field if field in sent else api_settings.NON_FIELD_ERRORS_KEY

@@ -41,6 +41,10 @@ _DESCRIPTIONS = {
     "401": "Not logged in: no or a wrong token (`Authorization: Token <key>`).",
     "403": "Logged in without the role this needs (or a session login without its CSRF token).",
     "404": "No such object (or a page number past the last page).",
+    "406": "An `Accept` header this cannot answer: it answers the media types its success "
+    "lists (and the browsable API's text/html).",
+    "415": "A body in a format the operation does not read (see its request body), or "
+    "without a Content-Type.",
 }
 
 
@@ -71,8 +75,12 @@ class PortalAutoSchema(AutoSchema):
                 responses[code] = self._error_response(code)
         for code, response in responses.items():
             if code >= "400" and "content" not in response:
-                # A view's own error answer, e.g. 409: the body is the Error.
-                response["content"] = {"application/json": {"schema": self._error_component().ref}}
+                # A view's own error answer, e.g. 409: the body is the Error (a 400's
+                # names what was wrong, as every 400 does).
+                component = (
+                    self._validation_error_component() if code == "400" else self._error_component()
+                )
+                response["content"] = {"application/json": {"schema": component.ref}}
         return operation
 
     def _map_serializer_field(self, field, direction, bypass_extensions=False):
@@ -91,6 +99,11 @@ class PortalAutoSchema(AutoSchema):
         codes = ["401"]
         if "requestBody" in operation or any(p["in"] == "query" for p in parameters):
             codes.append("400")
+        # DRF negotiates the answer's format before anything else, and parses a body
+        # only in a format the operation reads.
+        codes.append("406")
+        if "requestBody" in operation:
+            codes.append("415")
         # A role beyond IsAuthenticated, or an unsafe method (CSRF of a session login).
         if self.method not in permissions.SAFE_METHODS or self._needs_a_role():
             codes.append("403")

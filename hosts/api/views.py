@@ -73,6 +73,21 @@ class PeerTrustViewSet(
         )
         return Response(PeerTrustSerializer(trust).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(
+        responses={
+            204: None,
+            400: OpenApiResponse(
+                description=(
+                    "A host did not let the trust be taken off (unreachable, refused, "
+                    "ssh access gone): `non_field_errors` says which and why; the trust "
+                    "is kept."
+                )
+            ),
+        }
+    )
+    def destroy(self, request: Request, *args, **kwargs) -> Response:
+        return super().destroy(request, *args, **kwargs)
+
     def perform_destroy(self, instance: PeerTrust) -> None:
         peer_services.peer_trust_remove(trust=instance, actor=Actor.from_request(self.request))
 
