@@ -6,6 +6,7 @@ import logging
 
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.db.models import Q
 from django.utils import timezone
 
 from audit.events import EventType
@@ -14,7 +15,7 @@ from hosts import gateway
 from hosts.connections import host_connector
 from migrations_app.domain.lifecycle import Phase
 from migrations_app.domain.progress import completed_fields, disk_progress
-from migrations_app.models import Migration, MigrationSample, MigrationStatus
+from migrations_app.models import RUNNING_STATUSES, Migration, MigrationSample, MigrationStatus
 from migrations_app.scheduling.dispatch import dispatch_after_commit
 from migrations_app.worker.lease import Lease, db_retry, system_actor
 from vms.services import host_refresh, vm_sync_one
@@ -100,9 +101,24 @@ def migration_complete(migration: Migration, lease: Lease, *, note: str = "") ->
     # Its slots are free from `succeeded` on: the next queued migration (an evacuation's
     # next VM) starts now, not after this worker's inventory refresh.
     dispatch_after_commit()
-    # After `succeeded`, so the full sync of both hosts does not delay it.
-    refresh_inventory(migration, lease, reuse=True)
+    # After `succeeded`, so the full sync of both hosts does not delay it. Not while other
+    # migrations run on either host: reading those VMs waits for libvirt's job lock
+    # until they end (seen: 25 s in an evacuation, holding this worker while the next
+    # VM waited for one). The moved VM's rows are synced above; the listeners and the
+    # inventory poll read the rest.
+    if not _hosts_busy(migration):
+        refresh_inventory(migration, lease, reuse=True)
     return migration
+
+
+def _hosts_busy(migration: Migration) -> bool:
+    hosts = [migration.source_id, migration.destination_id]
+    return (
+        Migration.objects.filter(status__in=RUNNING_STATUSES)
+        .exclude(pk=migration.pk)
+        .filter(Q(source_id__in=hosts) | Q(destination_id__in=hosts))
+        .exists()
+    )
 
 
 def _record_final_sample(migration: Migration, stats: dict) -> Migration:
