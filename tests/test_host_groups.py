@@ -277,3 +277,12 @@ def test_an_inventory_change_is_sent_to_everyone_and_to_its_host_group(monkeypat
     )
     assert applied
     assert sent == [INVENTORY_GROUP, inventory_group_of(team.pk)]
+
+
+@pytest.mark.parametrize("name", [0, True, ["a"]])
+def test_a_host_group_name_must_be_a_string(api, name):
+    response = api.post("/api/host-groups/", {"name": name}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"name": ["Not a valid string."]}
+    duplicate = api.post("/api/host-groups/", {"name": "default"}, format="json")
+    assert duplicate.json() == {"name": ["A host group with this name already exists."]}

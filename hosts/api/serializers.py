@@ -1,7 +1,9 @@
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.db import models
 from rest_framework import serializers
 
+from core.api.fields import StrictCharField
 from hosts.access.models import PeerTrust
 from hosts.models import GrantRole, Host, HostGroup, HostGroupGrant, Transport
 from hosts.validators import validate_uri_safe
@@ -110,6 +112,11 @@ class TlsIssueSerializer(serializers.Serializer):
 class HostGroupSerializer(serializers.ModelSerializer):
     """A host group: VMs move between the hosts of one group."""
 
+    # Text columns take strings only (the model's validators stay: unique, URI-safe).
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+    }
     host_count = serializers.SerializerMethodField()
 
     class Meta:
