@@ -216,6 +216,18 @@ def seeded(admin_user, settings, _no_dns):
     return vm
 
 
+_FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def _checks(case, checks: list) -> list:
+    """In a form every value is text: a field sent as the text "null" or "0" is a
+    valid string there, so a form body cannot be the wrongly typed data that
+    negative_data_rejection expects refused; JSON bodies keep that check."""
+    if case.media_type in _FORMS:
+        return [check for check in checks if check is not negative_data_rejection]
+    return checks
+
+
 def _assert_loopback_only() -> None:
     from hosts.networks import allow_list
 
@@ -231,14 +243,18 @@ def _assert_loopback_only() -> None:
 @schema.include(method="GET").parametrize()
 @_run_settings(EXAMPLES)
 def test_every_read_does_what_the_schema_says(case, token, seeded):
-    case.call_and_validate(headers={"Authorization": f"Token {token}"}, checks=CHECKS)
+    case.call_and_validate(
+        headers={"Authorization": f"Token {token}"}, checks=_checks(case, CHECKS)
+    )
 
 
 @schema.exclude(method="GET").parametrize()
 @_run_settings(EXAMPLES)
 def test_every_write_does_what_the_schema_says(case, token, seeded):
     _assert_loopback_only()
-    case.call_and_validate(headers={"Authorization": f"Token {token}"}, checks=CHECKS)
+    case.call_and_validate(
+        headers={"Authorization": f"Token {token}"}, checks=_checks(case, CHECKS)
+    )
 
 
 @pytest.mark.fuzz
@@ -246,7 +262,9 @@ def test_every_write_does_what_the_schema_says(case, token, seeded):
 @_run_settings(DEEP_EXAMPLES)
 def test_every_operation_and_method_deeply(case, token, seeded):
     _assert_loopback_only()
-    case.call_and_validate(headers={"Authorization": f"Token {token}"}, checks=DEEP_CHECKS)
+    case.call_and_validate(
+        headers={"Authorization": f"Token {token}"}, checks=_checks(case, DEEP_CHECKS)
+    )
 
 
 @pytest.mark.fuzz
@@ -254,7 +272,9 @@ def test_every_operation_and_method_deeply(case, token, seeded):
 @_run_settings(ROLE_EXAMPLES)
 def test_every_operation_as_each_role(case, role_token, seeded):
     _assert_loopback_only()
-    case.call_and_validate(headers={"Authorization": f"Token {role_token}"}, checks=CHECKS)
+    case.call_and_validate(
+        headers={"Authorization": f"Token {role_token}"}, checks=_checks(case, CHECKS)
+    )
 
 
 def _operations() -> list[tuple[str, str, dict]]:
