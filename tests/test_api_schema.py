@@ -292,19 +292,22 @@ def _filled(path: str, vm) -> str:
     the rolled-back tests before); an id nothing has where nothing was seeded."""
     from audit.models import AuditEvent
     from hosts.access.models import PeerTrust
-    from hosts.models import Host
+    from hosts.models import Host, HostGroup, HostGroupGrant
     from migrations_app.models import Migration, MigrationBatch, WebhookEndpoint
 
     models = {
         "audit": AuditEvent,
         "hosts": Host,
+        "host-groups": HostGroup,
+        "host-group-grants": HostGroupGrant,
         "migration-batches": MigrationBatch,
         "migrations": Migration,
         "peer-trusts": PeerTrust,
         "webhooks": WebhookEndpoint,
     }
     model = models.get(path.split("/")[2])
-    pk = model.objects.order_by("pk").values_list("pk", flat=True)[0] if model else 999999
+    seeded_pk = model.objects.order_by("pk").values_list("pk", flat=True).first() if model else None
+    pk = seeded_pk or 999999
     return path.replace("{id}", str(pk)).replace("{uuid}", str(vm.uuid))
 
 
