@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from hosts import gateway
 from hosts.validators import validate_uri_safe
@@ -21,19 +22,19 @@ if TYPE_CHECKING:
 
 
 class StorageMode(models.TextChoices):
-    SHARED = "shared", "Shared storage (disks stay where they are)"
-    COPY = "copy", "Copy local disks to the destination"
+    SHARED = "shared", _("Shared storage (disks stay where they are)")
+    COPY = "copy", _("Copy local disks to the destination")
 
 
 class TransportMode(models.TextChoices):
-    DIRECT = "direct", "Direct (QEMU to QEMU)"
-    TUNNELLED = "tunnelled", "Tunnelled through the libvirt connection"
+    DIRECT = "direct", _("Direct (QEMU to QEMU)")
+    TUNNELLED = "tunnelled", _("Tunnelled through the libvirt connection")
 
 
 class CompressionMethod(models.TextChoices):
     # libvirt 9.0's (VIR_MIGRATE_PARAM_COMPRESSION); multifd's zlib / zstd need 9.4.
-    XBZRLE = "xbzrle", "XBZRLE (resend only what changed in pages sent before)"
-    MT = "mt", "Multithread zlib (compress every page; with a level)"
+    XBZRLE = "xbzrle", _("XBZRLE (resend only what changed in pages sent before)")
+    MT = "mt", _("Multithread zlib (compress every page; with a level)")
 
 
 BANDWIDTH_MAX_MIB_S = 1_000_000
