@@ -4,8 +4,8 @@ Templates (every templates/**/*.html): after removing comments, `{% translate %}
 `{% blocktranslate %}...{% endblocktranslate %}`, `<script>`/`<style>` bodies and every
 other template tag and variable, any text left between HTML tags that contains a letter is
 unmarked, unless its words are all UNITS (symbols that are the same in every language:
-MiB, ms, s, UTC...). So is a letter in a user-visible attribute (title, placeholder, alt, aria-label,
-aria-description, the value of a button or submit input) and a literal argument of
+MiB, ms, s, UTC...). So is a letter in a user-visible attribute (title, placeholder, alt,
+aria-label, aria-description, the value of a button or submit input) and a literal argument of
 `yesno` / `default` that is not written `_("...")`.
 
 Scripts (static/portal/*.js, static/audit/*.js): a string literal is user-visible when it
@@ -104,7 +104,9 @@ def _looks_like_words(literal: str, filter_name: str) -> bool:
 def _unmarked_attributes(tag: str) -> list[str]:
     found = []
     tag = _TAG.sub("", tag)  # a translate tag in a value leaves nothing; a variable neither
-    attributes = {m.group(1).lower(): m.group(3) or m.group(4) or "" for m in _ATTRIBUTE.finditer(tag)}
+    attributes = {
+        m.group(1).lower(): m.group(3) or m.group(4) or "" for m in _ATTRIBUTE.finditer(tag)
+    }
     names = [name for name in VISIBLE_ATTRIBUTES if name in attributes]
     kind = attributes.get("type", "").lower()
     if tag.lower().startswith(("<button", "<input")) and kind in ("submit", "button", "reset"):
