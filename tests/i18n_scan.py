@@ -172,7 +172,8 @@ def _is_technical(value: str) -> bool:
         return True
     if _INTL_OPTION.match(value):
         return True
-    return bool(TECHNICAL_JS.match(value.strip()))
+    # "input[name], select[name]": a list of selectors
+    return all(TECHNICAL_JS.match(part.strip()) for part in value.split(","))
 
 
 def _looks_visible(value: str) -> bool:

@@ -3,10 +3,10 @@
  * checked here first so they show at once, together. */
 (function () {
   "use strict";
-  const { api, ProgressView, FINAL, readJson } = window.Portal;
+  const { api, ProgressView, FINAL, decimal, readJson } = window.Portal;
 
-  const BLANK_HOST = "Remote host field cannot be blank";
-  const BOTH_CREDENTIALS = "Both user and password fields must be filled";
+  const BLANK_HOST = gettext("Remote host field cannot be blank");
+  const BOTH_CREDENTIALS = gettext("Both user and password fields must be filled");
   const CHECK_ICONS = { pass: "✔", fail: "✘", skipped: "–" };
 
   document.addEventListener("DOMContentLoaded", () => {
@@ -140,7 +140,7 @@
 
     function otherErrors(result) {
       if (result.status === 400) return result.body;
-      return { __all__: [result.body.detail || "The portal answered " + result.status + "."] };
+      return { __all__: [result.body.detail || interpolate(gettext("The portal answered %s."), [result.status])] };
     }
 
     async function start(event) {
@@ -151,22 +151,22 @@
       const errors = localErrors(body);
       if (Object.keys(errors).length) { showErrors(errors); return; }
       startButton.disabled = true;
-      startButton.textContent = "Checking…";
+      startButton.textContent = gettext("Checking…");
       try {
         const check = await api("POST", "/api/vms/" + uuid + "/migrate/check/", body);
         if (check.status !== 200) { showErrors(otherErrors(check)); return; }
         showChecks(check.body.checks);
         if (!check.body.ok) {
-          showErrors({ __all__: ["The pre-checks failed: nothing was started."] });
+          showErrors({ __all__: [gettext("The pre-checks failed: nothing was started.")] });
           return;
         }
-        startButton.textContent = "Starting…";
+        startButton.textContent = gettext("Starting…");
         const started = await api("POST", "/api/vms/" + uuid + "/migrate/", body);
         if (started.status !== 202) { showErrors(otherErrors(started)); return; }
         showProgress(started.body);
       } finally {
         startButton.disabled = false;
-        startButton.textContent = "Start";
+        startButton.textContent = gettext("Start");
       }
     }
 
@@ -191,13 +191,17 @@
       if (!choices || !list || placementsLoaded) return;
       placementsLoaded = true;
       list.hidden = false;
-      list.innerHTML = "<li class='muted'>Ranking the hosts…</li>";
+      list.innerHTML = "";
+      const ranking = document.createElement("li");
+      ranking.className = "muted";
+      ranking.textContent = gettext("Ranking the hosts…");
+      list.append(ranking);
       const result = await api("GET", "/api/vms/" + uuid + "/destinations/");
       list.innerHTML = "";
       if (result.status !== 200) {
         const item = document.createElement("li");
         item.className = "muted";
-        item.textContent = "No ranking: " + (result.body.detail || "the portal answered " + result.status);
+        item.textContent = interpolate(gettext("No ranking: %s"), [result.body.detail || interpolate(gettext("the portal answered %s"), [result.status])]);
         list.append(item);
         placementsLoaded = false;
         return;
@@ -219,10 +223,10 @@
         name.textContent = placement.host;
         const badge = document.createElement("span");
         badge.className = "badge " + (placement.fit ? "badge-fit" : "badge-unfit");
-        badge.textContent = recommended ? "recommended" : placement.fit ? "fit" : "unfit";
+        badge.textContent = recommended ? gettext("recommended") : placement.fit ? gettext("fit") : gettext("unfit");
         const score = document.createElement("span");
         score.className = "muted";
-        score.textContent = " score " + placement.score.toFixed(1) + " · ";
+        score.textContent = " " + interpolate(gettext("score %s"), [decimal(placement.score, 1)]) + " · ";
         const reasons = document.createElement("span");
         reasons.className = "reasons";
         reasons.textContent = placement.reasons.join("; ");
