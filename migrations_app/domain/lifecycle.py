@@ -118,14 +118,17 @@ class FailureReason(models.TextChoices):
 class BatchStatus(models.TextChoices):
     """A batch's status, derived from its children; the final one is written once."""
 
-    QUEUED = "queued", "Queued"  # no child has started yet
+    QUEUED = "queued", pgettext_lazy("batch status", "Queued")  # no child has started yet
     RUNNING = "running", pgettext_lazy("batch status", "Running")
-    SUCCEEDED = "succeeded", "Succeeded"  # every child succeeded
+    SUCCEEDED = "succeeded", pgettext_lazy("batch status", "Succeeded")  # every child succeeded
     # Some children succeeded, others failed or were cancelled (stop_on_failure false).
     PARTIALLY_FAILED = "partially_failed", pgettext_lazy("batch status", "Partially failed")
     # No child succeeded, or a child failed with stop_on_failure.
     FAILED = "failed", pgettext_lazy("batch status", "Failed")
-    CANCELLED = "cancelled", "Cancelled"  # an operator cancelled the batch
+    CANCELLED = (
+        "cancelled",
+        pgettext_lazy("batch status", "Cancelled"),
+    )  # an operator cancelled the batch
 
 
 BATCH_FINAL_STATUSES = [
