@@ -13,7 +13,8 @@ contains a letter and either a space or a capital letter, unless it is
 - an argument of gettext / ngettext / pgettext / npgettext / interpolate's format (those
   are the catalogue's), or
 - technical: a CSS selector (starts with `#`, `.`, `[`, or is `tag[...]`), a path or URL
-  (starts with `/` or `http`), an HTTP method, a date/number format option, or
+  (starts with `/` or `http`), an HTTP method, a date/number format option, only UNITS
+  (" ms", " MiB"), or
 - on ALLOWED_JS (exact literals: words that are the same in every language, like "API").
 """
 
@@ -34,6 +35,8 @@ ALLOWED_JS = {
     "use strict",
     # class lists and a canvas font: CSS, not text
     "badge badge-",
+    "badge ",
+    " not-converging",
     "outcome-title outcome-",
     "11px sans-serif",
     "API",
@@ -47,7 +50,7 @@ ALLOWED_JS = {
     "CSV",
 }
 # Unit symbols and fixed prefixes, written the same in every language (SI, IEC, ISO 8601).
-UNITS = {"B", "KiB", "MiB", "GiB", "TiB", "MiB/s", "ms", "s", "min", "UTC", "mig_", "libvirt"}
+UNITS = {"B", "KiB", "MiB", "GiB", "TiB", "MiB/s", "ms", "s", "min", "h", "UTC", "mig_"}
 _WORD = re.compile(r"[^\W\d_][\w/]*")
 
 
@@ -170,7 +173,7 @@ def _literal_value(token: str) -> str:
 def _is_technical(value: str) -> bool:
     if value in ALLOWED_JS or value in HTTP_METHODS:
         return True
-    if _INTL_OPTION.match(value):
+    if _INTL_OPTION.match(value) or _only_units(re.sub(r"\$\{[^}]*\}", " ", value)):
         return True
     # "input[name], select[name]": a list of selectors
     return all(TECHNICAL_JS.match(part.strip()) for part in value.split(","))
@@ -181,7 +184,8 @@ def _looks_visible(value: str) -> bool:
     text = re.sub(r"\$\{[^}]*\}", " ", value)
     if not _has_letter(text):
         return False
-    return " " in text.strip() or any(ch.isupper() for ch in text)
+    # A space anywhere (also "libvirt: " + reason, a sentence made by concatenation).
+    return " " in text or any(ch.isupper() for ch in text)
 
 
 def script_problems(source: str) -> list[str]:
