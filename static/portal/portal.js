@@ -12,6 +12,14 @@
   const PHASE_LABELS = VOCABULARY.phase_labels;
   const REASON_LABELS = VOCABULARY.failure_reason_labels;
   const MIB = 1024 * 1024;
+  // The convergence policies' short names (the API's values, in words).
+  const POLICY_NAMES = {
+    none: gettext("none"),
+    minimal_downtime: gettext("minimal downtime"),
+    postcopy_when_stalled: gettext("postcopy when stalled"),
+    pause_when_stalled: gettext("pause when stalled"),
+    abort_when_stalled: gettext("abort when stalled"),
+  };
   // Numbers and dates in the page's language (<html lang>, set by Django's LocaleMiddleware).
   const LANG = document.documentElement.lang || "en";
 
@@ -273,7 +281,8 @@
       this.setText("eta", final ? "–" : seconds(m.eta_s));
       // The policy and the downtime libvirt has now (each minimal_downtime step reads it back).
       const read = m.max_downtime_read_ms;
-      this.setText("policy", (m.convergence_policy || "none").replace(/_/g, " ") +
+      const policy = m.convergence_policy || "none";
+      this.setText("policy", (POLICY_NAMES[policy] || policy.replace(/_/g, " ")) +
         (read !== null && read !== undefined ? " · " + interpolate(gettext("downtime %s"), [millis(read)]) : ""));
       const trend = m.remaining_trend_bytes || [];
       this.setText("trend", trend.length ? trend.slice(-6).map(bytes).join(" → ") : "–");
