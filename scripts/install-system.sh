@@ -25,6 +25,8 @@ PACKAGES=(
   redis-server
   # headless browser for the end-to-end UI test (driven by Playwright), and a font
   chromium fonts-dejavu-core
+  # the Chinese pages in the screenshots (Simplified Chinese, docs/ui.md Languages)
+  fonts-wqy-microhei
   # msgfmt for compilemessages (the translations; scripts/setup.sh), xgettext for makemessages
   gettext
   # util-linux provides unshare; procps for pgrep
