@@ -88,6 +88,18 @@ class EventType(models.TextChoices):
         "host.portal_credential_stored",
         pgettext_lazy("audit event", "Portal key pair stored"),
     )
+    # Host groups and the roles granted on them (API and admin alike).
+    HOST_GROUP_CREATED = "host_group.created", pgettext_lazy("audit event", "Host group created")
+    HOST_GROUP_UPDATED = "host_group.updated", pgettext_lazy("audit event", "Host group changed")
+    HOST_GROUP_DELETED = "host_group.deleted", pgettext_lazy("audit event", "Host group removed")
+    HOST_GROUP_GRANT_ADDED = (
+        "host_group.grant_added",
+        pgettext_lazy("audit event", "Role granted on a host group"),
+    )
+    HOST_GROUP_GRANT_REMOVED = (
+        "host_group.grant_removed",
+        pgettext_lazy("audit event", "Role on a host group taken back"),
+    )
 
     VM_DISCOVERED = "vm.discovered", pgettext_lazy("audit event", "VM discovered")
     VM_GONE = "vm.gone", pgettext_lazy("audit event", "VM gone")

@@ -11,6 +11,7 @@ from django_auth_ldap.backend import LDAPBackend
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
+from audit.signals import ldap_groups_seen
 
 ROLES = ("viewer", "operator", "host admin", "auditor")
 
@@ -25,9 +26,9 @@ class PortalLDAPBackend(LDAPBackend):
     def authenticate_ldap_user(self, ldap_user, password):
         user = super().authenticate_ldap_user(ldap_user, password)
         if user is not None:
-            roles_apply(
-                user=user, roles=roles_of(set(ldap_user.group_dns), settings.LDAP_ROLE_GROUPS)
-            )
+            group_dns = set(ldap_user.group_dns)
+            roles_apply(user=user, roles=roles_of(group_dns, settings.LDAP_ROLE_GROUPS))
+            ldap_groups_seen.send(sender=type(self), user=user, group_dns=group_dns)
         return user
 
 

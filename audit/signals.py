@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
-from django.dispatch import receiver
+from django.dispatch import Signal, receiver
 
 from audit.events import EventType
 from audit.services import audit_auth_event_record
+
+# Sent after each LDAP login (audit.ldap_login) with `user` and `group_dns` (the person's
+# LDAP groups), so apps above this one map them too (hosts: roles on host groups).
+ldap_groups_seen = Signal()
 
 
 @receiver(user_logged_in, dispatch_uid="audit.auth_login")

@@ -15,7 +15,7 @@ from django.core.management.color import no_style
 from django.db import connection, models
 
 from audit.events import EventType
-from hosts.models import Host, HostStatus
+from hosts.models import Host, HostStatus, default_group_id
 from migrations_app.domain.lifecycle import FailureReason
 from vms.models import VM, VMState
 
@@ -242,9 +242,11 @@ def _users(count: int) -> list:
 def _hosts(rng: random.Random, count: int, since: datetime) -> list[Host]:
     names = [f"kvm-{SITES[i % len(SITES)]}-{i // len(SITES) + 1:02d}" for i in range(count)]
     existing = set(Host.objects.filter(name__in=names).values_list("name", flat=True))
+    group_id = default_group_id()  # bulk_create skips Host.save, which would set it
     Host.objects.bulk_create(
         Host(
             name=name,
+            group_id=group_id,
             address=f"10.{20 + i % len(SITES)}.{i // 250}.{i % 250 + 1}",
             status=HostStatus.REACHABLE,
             hostname=f"{name}.example.net",

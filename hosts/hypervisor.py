@@ -93,6 +93,9 @@ class HostCapabilities:
     memory_total_bytes: int
     memory_free_bytes: int
     migration_features: dict = field(default_factory=dict)
+    # The <cpu> of the host's capabilities: what libvirt compares a host-passthrough VM's
+    # source against, and what a host group's CPU baseline is computed from.
+    cpu_xml: str = ""
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,7 @@ class CapabilitiesXml:
     cpu_vendor: str
     host_uuid: str
     migration_features: dict
+    cpu_xml: str = ""
 
 
 def capabilities_xml_read(xml: str) -> CapabilitiesXml:
@@ -204,6 +208,7 @@ def capabilities_xml_read(xml: str) -> CapabilitiesXml:
         cpu_vendor=(cpu.findtext("vendor") if cpu is not None else "") or "",
         host_uuid=(host.findtext("uuid") if host is not None else "") or "",
         migration_features=features,
+        cpu_xml=ET.tostring(cpu, encoding="unicode").strip() if cpu is not None else "",
     )
 
 
@@ -256,17 +261,24 @@ class CpuToCompare:
     arch: str | None = None
     machine: str | None = None
     virt_type: str | None = None
+    # True: `xml` is the source host's CPU (host-passthrough), compared with this host's
+    # CPU itself, not with what its hypervisor can give a VM.
+    host_cpu: bool = False
 
 
-def cpu_to_compare(domain_xml: str) -> CpuToCompare:
+def cpu_to_compare(domain_xml: str, source_cpu_xml: str = "") -> CpuToCompare:
+    """What to ask the destination's libvirt: the VM's <cpu>; for a host-passthrough VM
+    the CPU of its host (`source_cpu_xml`, the capabilities' <cpu>), which the VM sees
+    as it is: the destination must provide all of it."""
     tree = ET.fromstring(domain_xml)
     cpu = tree.find("cpu")
     if cpu is None:
         return CpuToCompare((True, "the VM uses the hypervisor's default CPU model"))
-    if cpu.get("mode") in ("host-passthrough", "maximum"):
-        return CpuToCompare(
-            (False, f"the VM uses CPU mode '{cpu.get('mode')}', tied to its host's CPU")
-        )
+    mode = cpu.get("mode")
+    if mode == "maximum" or (mode == "host-passthrough" and not source_cpu_xml):
+        return CpuToCompare((False, f"the VM uses CPU mode '{mode}', tied to its host's CPU"))
+    if mode == "host-passthrough":
+        return CpuToCompare(None, source_cpu_xml, host_cpu=True)
     os_type = tree.find("os/type")
     return CpuToCompare(
         None,

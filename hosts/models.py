@@ -1,6 +1,7 @@
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
@@ -62,6 +63,9 @@ class Capabilities(models.Model):
     memory_total_bytes = models.BigIntegerField(null=True, blank=True)
     memory_free_bytes = models.BigIntegerField(null=True, blank=True)
     migration_features = models.JSONField(default=dict, blank=True)
+    # The capabilities' <cpu> (model, vendor, features): a host-passthrough VM's source
+    # CPU for libvirt's comparison, and the input of its group's CPU baseline.
+    cpu_xml = models.TextField(blank=True)
     capabilities_updated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -90,6 +94,102 @@ class Retirement(models.Model):
         abstract = True
 
 
+DEFAULT_GROUP_NAME = "default"
+
+
+class HostGroup(models.Model):
+    """Hosts that VMs move between (oVirt's cluster, Nova's aggregate): migrations,
+    recommendations and evacuations stay inside one; roles can be granted on one."""
+
+    name = models.CharField(
+        max_length=64,
+        unique=True,
+        validators=[validate_uri_safe],
+        error_messages={"unique": "A host group with this name already exists."},
+    )
+    description = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # libvirt's baseline over the group's hosts' CPUs (baselineHypervisorCPU): the CPU
+    # every host of the group can give a VM; recomputed on request.
+    cpu_baseline_xml = models.TextField(blank=True)
+    cpu_baseline_model = models.CharField(max_length=128, blank=True)
+    cpu_baseline_hosts = models.JSONField(default=list, blank=True)
+    cpu_baseline_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def default_group_id() -> int:
+    """The group a host gets when none is named (migration 0011 put every host there)."""
+    return HostGroup.objects.get_or_create(name=DEFAULT_GROUP_NAME)[0].pk
+
+
+class GrantRole(models.TextChoices):
+    # The roles that can be granted on a host group; the auditor stays global.
+    VIEWER = "viewer", pgettext_lazy("role", "viewer")
+    OPERATOR = "operator", pgettext_lazy("role", "operator")
+    HOST_ADMIN = "host admin", pgettext_lazy("role", "host admin")
+
+
+class HostGroupGrant(models.Model):
+    """A role on one host group, for a user or for everyone in a Django group (NetBox's
+    object permission, narrowed to the portal's roles)."""
+
+    host_group = models.ForeignKey(HostGroup, on_delete=models.CASCADE, related_name="grants")
+    role = models.CharField(max_length=16, choices=GrantRole.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="host_group_grants",
+    )
+    group = models.ForeignKey(
+        Group, on_delete=models.CASCADE, null=True, blank=True, related_name="host_group_grants"
+    )
+    # "ldap": kept in step with the person's LDAP groups at each login (the others stay).
+    source = models.CharField(max_length=16, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["host_group__name", "role"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(user__isnull=False, group__isnull=True)
+                    | models.Q(user__isnull=True, group__isnull=False)
+                ),
+                name="hostgroupgrant_user_xor_group",
+            ),
+            models.UniqueConstraint(
+                fields=["host_group", "role", "user"],
+                condition=models.Q(user__isnull=False),
+                name="hostgroupgrant_unique_user",
+            ),
+            models.UniqueConstraint(
+                fields=["host_group", "role", "group"],
+                condition=models.Q(group__isnull=False),
+                name="hostgroupgrant_unique_group",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        who = f"user {self.user}" if self.user_id else f"group {self.group}"
+        return f"{self.role} on {self.host_group} for {who}"
+
+    def as_dict(self) -> dict:
+        return {
+            "host_group": self.host_group.name,
+            "role": self.role,
+            "user": self.user.get_username() if self.user_id else None,
+            "group": self.group.name if self.group_id else None,
+        }
+
+
 class Host(SshAccess, TlsCertificates, Capabilities, Maintenance, Retirement, models.Model):
     """A libvirt host the portal manages: how it is reached and whether it answered."""
 
@@ -105,6 +205,14 @@ class Host(SshAccess, TlsCertificates, Capabilities, Maintenance, Retirement, mo
         validators=[validate_host_address],
         help_text="Hostname or IP address the portal and other hosts reach it at.",
         error_messages={"unique": "A host with this address already exists."},
+    )
+    # No field default: a Host made in memory (the pure tests') must not ask the
+    # database; save() puts a host without a group into "default".
+    group = models.ForeignKey(
+        HostGroup,
+        on_delete=models.PROTECT,
+        related_name="hosts",
+        help_text="The host group: VMs move between the hosts of one group.",
     )
     transport = models.CharField(max_length=8, choices=Transport.choices, default=Transport.SSH)
     port = models.PositiveIntegerField(
@@ -139,6 +247,11 @@ class Host(SshAccess, TlsCertificates, Capabilities, Maintenance, Retirement, mo
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        if self.group_id is None:
+            self.group_id = default_group_id()
+        super().save(*args, **kwargs)
 
     @property
     def libvirt_uri(self) -> str:

@@ -16,20 +16,32 @@ from audit.services import Actor, audit_event_record
 from hosts import actions, gateway
 from hosts.access import ssh_services
 from hosts.connections import host_connect
-from hosts.models import Host, HostStatus, Transport
+from hosts.models import Host, HostStatus, Transport, default_group_id
 
 logger = logging.getLogger(__name__)
 
-EDITABLE_FIELDS = ["name", "address", "transport", "port", "ssh_user", "shared_storage_paths"]
+EDITABLE_FIELDS = [
+    "name",
+    "group",
+    "address",
+    "transport",
+    "port",
+    "ssh_user",
+    "shared_storage_paths",
+]
 
 
 def _editable_snapshot(host: Host) -> dict:
-    return model_to_dict(host, fields=EDITABLE_FIELDS)
+    snapshot = model_to_dict(host, fields=EDITABLE_FIELDS)
+    snapshot["group"] = host.group.name if host.group_id else None  # names, for the auditor
+    return snapshot
 
 
 @transaction.atomic
 def host_create(*, actor: Actor, **fields) -> Host:
-    host = Host(**{k: v for k, v in fields.items() if k in EDITABLE_FIELDS})
+    host = Host(**{k: v for k, v in fields.items() if k in EDITABLE_FIELDS or k == "group_id"})
+    if host.group_id is None:
+        host.group_id = default_group_id()
     host.full_clean()
     host.save()
     audit_event_record(
@@ -211,7 +223,7 @@ def host_validate_new(*, remote_host: str) -> None:
     """Raise what `host_register_remote` would for `remote_host`, writing nothing."""
     candidate = Host(name=remote_host, address=remote_host, transport=Transport.SSH)
     try:
-        candidate.full_clean()
+        candidate.full_clean(exclude=["group"])  # the request's group is the VM's
     except ValidationError as exc:
         raise _on_remote_host(exc) from exc
 
@@ -222,11 +234,13 @@ def _on_remote_host(exc: ValidationError) -> ValidationError:
     return ValidationError({"remote_host": messages})
 
 
-def host_register_remote(*, remote_host: str, actor: Actor) -> Host:
-    """Register a host typed into a request: over ssh, never unauthenticated tcp."""
+def host_register_remote(*, remote_host: str, actor: Actor, group_id: int | None = None) -> Host:
+    """Register a host typed into a request: over ssh, never unauthenticated tcp; into
+    `group_id` (the VM's host's group), else the default group."""
+    extra = {"group_id": group_id} if group_id is not None else {}
     try:
         return host_create(
-            actor=actor, name=remote_host, address=remote_host, transport=Transport.SSH
+            actor=actor, name=remote_host, address=remote_host, transport=Transport.SSH, **extra
         )
     except ValidationError as exc:
         raise _on_remote_host(exc) from exc

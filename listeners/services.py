@@ -20,7 +20,12 @@ from listeners.selectors import vm_migration_context
 from vms.models import VM, VMState
 from vms.services import vm_sync_one
 
-INVENTORY_GROUP = "inventory"
+INVENTORY_GROUP = "inventory"  # who sees every host group
+
+
+def inventory_group_of(host_group_id: int) -> str:
+    """The channel group of those who see only some host groups: one per host group."""
+    return f"{INVENTORY_GROUP}.hostgroup.{host_group_id}"
 
 
 def listener_actor(host: Host) -> Actor:
@@ -65,22 +70,21 @@ def host_event_apply(
                     "reason": event.detail,
                 },
             )
-        send_after_commit(
-            INVENTORY_GROUP,
-            {
-                "type": "inventory.vm",
-                "event": f"{event.event or event.kind}/{event.detail}".rstrip("/"),
-                "host": host.name,
-                "host_id": host.pk,
-                "vm": {
-                    "uuid": event.uuid,
-                    "name": vm.name,
-                    **after,
-                    "state_label": str(VMState(vm.state).label),
-                },
+        message = {
+            "type": "inventory.vm",
+            "event": f"{event.event or event.kind}/{event.detail}".rstrip("/"),
+            "host": host.name,
+            "host_id": host.pk,
+            "vm": {
+                "uuid": event.uuid,
+                "name": vm.name,
+                **after,
+                "state_label": str(VMState(vm.state).label),
             },
-            f"{event.kind} of {event.name} on {host.name}",
-        )
+        }
+        what = f"{event.kind} of {event.name} on {host.name}"
+        for channel_group in (INVENTORY_GROUP, inventory_group_of(host.group_id)):
+            send_after_commit(channel_group, message, what)
     return True
 
 

@@ -1,10 +1,15 @@
-"""Who may migrate (the operator role), and who sees every migration and batch."""
+"""Who may migrate (the operator role, globally or on a host group), who sees which
+migrations and batches, and what a migrate request may ask for (crossing host groups,
+registering hosts: the host admin's)."""
 
 from __future__ import annotations
 
 from rest_framework.permissions import BasePermission
 
 from hosts import actions
+from hosts.models import GrantRole, Host
+from hosts.permissions import can_manage_group
+from hosts.selectors import has_role_on, has_role_somewhere
 
 MIGRATE_VM = "migrations_app.migrate_vm"
 VIEW_ALL_MIGRATIONS = "migrations_app.view_migration"
@@ -18,7 +23,13 @@ def _has(user, permission: str) -> bool:
 
 
 def can_migrate(user) -> bool:
-    return _has(user, MIGRATE_VM)
+    """The operator role somewhere (globally, or on at least one host group)."""
+    return has_role_somewhere(user, role=GrantRole.OPERATOR)
+
+
+def can_migrate_in(user, group_id: int | None) -> bool:
+    """The operator role on host group `group_id` (globally, or granted there)."""
+    return has_role_on(user, role=GrantRole.OPERATOR, group_id=group_id)
 
 
 def sees_all_migrations(user) -> bool:
@@ -46,8 +57,71 @@ def host_admin_reasons(*, remote_host: str, registered: bool, credentials_given:
     return reasons
 
 
+def crossing_reason(
+    *, source: Host, destination: Host, source_admin: bool, destination_admin: bool
+) -> str:
+    """Why a move from `source` to `destination` is refused for crossing host groups
+    ("" when both are in one group, or the person is host admin on both)."""
+    if source.group_id == destination.group_id or (source_admin and destination_admin):
+        return ""
+    return (
+        f"remote_host: {destination.name} is in host group {destination.group.name}, the "
+        f"VM's host {source.name} in {source.group.name}: migrating across host groups "
+        "needs the host admin role on both groups."
+    )
+
+
+def migrate_refusals(
+    user, *, source: Host, remote_host: str, destination: Host | None, credentials_given: bool
+) -> list[str]:
+    """Every reason `user` may not ask to move a VM of `source` to `remote_host` (the
+    request and its check alike); [] when allowed."""
+    if not can_migrate_in(user, source.group_id):
+        return [
+            f"Migrating this VM needs the operator role on host group {source.group.name} "
+            "(or globally)."
+        ]
+    source_admin = can_manage_group(user, source.group_id)
+    reasons = []
+    if not source_admin:
+        reasons = host_admin_reasons(
+            remote_host=remote_host,
+            registered=destination is not None,
+            credentials_given=credentials_given,
+        )
+    if destination is not None:
+        crossing = crossing_reason(
+            source=source,
+            destination=destination,
+            source_admin=source_admin,
+            destination_admin=can_manage_group(user, destination.group_id),
+        )
+        if crossing:
+            reasons.insert(0, crossing)
+    return reasons
+
+
+def _group_ids(obj) -> list[int]:
+    """The host groups a migration, batch or VM belongs to (where its VM runs)."""
+    if hasattr(obj, "source_id"):  # a migration: its source decides
+        return [obj.source.group_id]
+    if hasattr(obj, "children"):  # a batch: every child's source (an evacuation's host)
+        groups = set(obj.children.values_list("source__group_id", flat=True))
+        return sorted(groups | ({obj.host.group_id} if obj.host_id else set()))
+    return [obj.host.group_id]
+
+
 class CanMigrate(BasePermission):
     message = "Migrating needs the operator role (or an administrator)."
 
     def has_permission(self, request, view) -> bool:
         return can_migrate(request.user)
+
+    def has_object_permission(self, request, view, obj) -> bool:
+        if all(can_migrate_in(request.user, g) for g in _group_ids(obj)):
+            return True
+        self.message = (
+            "Migrating needs the operator role on the VM's host group (or globally, or an "
+            "administrator)."
+        )
+        return False

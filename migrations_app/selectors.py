@@ -10,13 +10,14 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import QueryDict
 from django.utils import timezone
 
 from core.filters import filtered
 from hosts.hypervisor import LIVE_MOVABLE_STATES
 from hosts.models import Host, HostStatus
+from hosts.selectors import ROLES_THAT_SEE, host_groups_granted
 from migrations_app.domain import placement
 from migrations_app.domain.lifecycle import ACTIVE_STATUSES, RUNNING_STATUSES
 from migrations_app.filters import MigrationReportFilterSet
@@ -28,16 +29,31 @@ from vms.models import VM, VMState
 REPORT_DEFAULT_DAYS = 30
 
 
-def _visible(queryset: QuerySet, user: AbstractBaseUser, sees_all: Callable, **own) -> QuerySet:
-    """Administrators and the roles see every row; other users their own."""
+def _visible(
+    queryset: QuerySet, user: AbstractBaseUser, sees_all: Callable, in_groups: Callable, **own
+) -> QuerySet:
+    """Administrators and the global roles see every row; other users their own, and
+    those of the host groups a grant gives them (`in_groups(ids)`: that filter)."""
     if not user.is_authenticated:
         return queryset.none()
-    return queryset if sees_all(user) else queryset.filter(**own)
+    if sees_all(user):
+        return queryset
+    groups = host_groups_granted(user, ROLES_THAT_SEE)
+    return queryset.filter(Q(**own) | in_groups(groups)) if groups else queryset.filter(**own)
+
+
+def _migration_in_groups(groups: frozenset[int]) -> Q:
+    return Q(source__group_id__in=groups) | Q(destination__group_id__in=groups)
+
+
+def _batch_in_groups(groups: frozenset[int]) -> Q:
+    child = Migration.objects.filter(batch=OuterRef("pk"), source__group_id__in=groups)
+    return Q(host__group_id__in=groups) | Q(Exists(child))
 
 
 def migrations_visible_to(user: AbstractBaseUser) -> QuerySet[Migration]:
     queryset = Migration.objects.select_related("source", "destination")
-    return _visible(queryset, user, sees_all_migrations, requested_by=user)
+    return _visible(queryset, user, sees_all_migrations, _migration_in_groups, requested_by=user)
 
 
 def migrations_shown_to(user: AbstractBaseUser) -> QuerySet[Migration]:
@@ -48,7 +64,7 @@ def migrations_shown_to(user: AbstractBaseUser) -> QuerySet[Migration]:
 
 def batches_visible_to(user: AbstractBaseUser) -> QuerySet[MigrationBatch]:
     queryset = MigrationBatch.objects.select_related("host")
-    return _visible(queryset, user, sees_all_batches, created_by=user)
+    return _visible(queryset, user, sees_all_batches, _batch_in_groups, created_by=user)
 
 
 @dataclass(frozen=True)
@@ -184,8 +200,10 @@ def _cpu_facts(
 
 
 def destinations_ranked(vm: VM) -> list[placement.Placement]:
-    """Every other host for `vm` (as Host rows), best first; asks libvirt for the CPUs."""
-    candidates = list(Host.objects.filter(retired=False).exclude(pk=vm.host_id).order_by("name"))
+    """Every other host of the VM's host group (as Host rows), best first; asks libvirt
+    for the CPUs. Crossing host groups is a host admin's explicit choice, never a
+    recommendation."""
+    candidates = list(_same_group_hosts(vm.host))
     active = _active_by_uuid()
     needs = _vm_needs(vm, active)
     facts = _host_facts(source=vm.host, candidates=candidates, leaving_out=str(vm.uuid))
@@ -197,6 +215,12 @@ def destinations_ranked(vm: VM) -> list[placement.Placement]:
     )
     by_id = {h.pk: h for h in candidates}
     return [replace(p, host=by_id[p.host.host_id]) for p in ranking]
+
+
+def _same_group_hosts(host: Host) -> QuerySet[Host]:
+    """The candidates for a VM of `host`: the other hosts in service in its group."""
+    others = Host.objects.filter(retired=False, group_id=host.group_id).exclude(pk=host.pk)
+    return others.order_by("name")
 
 
 def _active_by_uuid() -> dict[str, Migration]:
@@ -218,7 +242,7 @@ def evacuation_plan(host: Host) -> HostEvacuationPlan:
     rows = list(VM.objects.filter(host=host).present().prefetch_related("disks").order_by("name"))
     active = _active_by_uuid()
     needs = [_vm_needs(vm, active) for vm in rows]
-    candidates = list(Host.objects.filter(retired=False).exclude(pk=host.pk).order_by("name"))
+    candidates = list(_same_group_hosts(host))
     facts = _host_facts(source=host, candidates=candidates)
     source_outgoing = Migration.objects.filter(source=host, status__in=ACTIVE_STATUSES).count()
     plan = placement.plan_evacuation(

@@ -13,6 +13,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from hosts import gateway
 from hosts.access import ssh
 from hosts.access.ssh_services import SshAccessError
+from hosts.group_services import NoCpuToBaseline
 from hosts.services import HostInUse
 from migrations_app.requests import MigrationConflict
 
@@ -48,7 +49,7 @@ def _errors_in_json(request) -> None:
 
 def as_api_exception(exc: Exception, context: dict) -> Exception:
     """The APIException that stands for a domain exception (others unchanged)."""
-    if isinstance(exc, MigrationConflict | HostInUse):
+    if isinstance(exc, MigrationConflict | HostInUse | NoCpuToBaseline):
         return Conflict(str(exc))
     if isinstance(exc, DjangoValidationError):
         if hasattr(exc, "error_dict"):

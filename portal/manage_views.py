@@ -9,7 +9,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from hosts.models import Host
+from hosts.selectors import hosts_visible_to
 from migrations_app.domain.convergence import RECOMMENDED_POLICY, ConvergencePolicy
 from migrations_app.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from migrations_app.permissions import can_migrate
@@ -25,8 +25,8 @@ def batch_new(request: HttpRequest) -> HttpResponse:
         request,
         "portal/batch_new.html",
         {
-            "vms": selectors.vms_for_listing().filter(state=VMState.RUNNING),
-            "hosts": Host.objects.filter(retired=False).order_by("name"),
+            "vms": selectors.vms_for_listing(request.user).filter(state=VMState.RUNNING),
+            "hosts": hosts_visible_to(request.user).filter(retired=False).order_by("name"),
             "policies": ConvergencePolicy.choices,
             "recommended_policy": RECOMMENDED_POLICY,
         },

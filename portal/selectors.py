@@ -12,6 +12,7 @@ from django.db.models import Case, Count, Q, QuerySet, When
 from audit.events import EventType
 from audit.models import AuditEvent
 from hosts.models import Host
+from hosts.selectors import scoped
 from migrations_app.domain.lifecycle import ACTIVE_STATUSES, JOB_PHASES, Phase
 from migrations_app.models import Migration
 from migrations_app.selectors import migrations_visible_to
@@ -22,9 +23,13 @@ MIGRATION_TARGET_TYPE = Migration._meta.label_lower  # "migrations_app.migration
 CHART_MAX_POINTS = 600
 
 
-def hosts_overview(*, include_retired: bool = False) -> list[Host]:
-    """The dashboard's hosts (retired ones left out unless asked for)."""
-    hosts = Host.objects.annotate(running_vms=Count("vms", filter=Q(vms__state=VMState.RUNNING)))
+def hosts_overview(user: AbstractBaseUser, *, include_retired: bool = False) -> list[Host]:
+    """The dashboard's hosts of the host groups `user` sees (retired ones left out unless
+    asked for)."""
+    hosts = Host.objects.select_related("group").annotate(
+        running_vms=Count("vms", filter=Q(vms__state=VMState.RUNNING))
+    )
+    hosts = scoped(hosts, user, group_field="group_id")
     hosts = list(hosts if include_retired else hosts.filter(retired=False))
     active = Migration.objects.filter(status__in=ACTIVE_STATUSES)
     counts = Counter(active.values_list("source_id", flat=True))
@@ -34,8 +39,15 @@ def hosts_overview(*, include_retired: bool = False) -> list[Host]:
     return hosts
 
 
-def host_overview(host_id: int) -> Host | None:
-    return next((h for h in hosts_overview(include_retired=True) if h.pk == host_id), None)
+def host_overview(user: AbstractBaseUser, host_id: int) -> Host | None:
+    hosts = hosts_overview(user, include_retired=True)
+    return next((h for h in hosts if h.pk == host_id), None)
+
+
+def host_names(user: AbstractBaseUser) -> QuerySet:
+    """The names of the hosts `user` sees (the filters' choices)."""
+    hosts = scoped(Host.objects.order_by("name"), user, group_field="group_id")
+    return hosts.values_list("name", flat=True)
 
 
 def host_vms(host: Host) -> list[VM]:
@@ -52,9 +64,11 @@ def host_active_migrations(*, user: AbstractBaseUser, host: Host) -> list[Migrat
     )
 
 
-def vms_for_listing(*, state: str = "") -> QuerySet[VM]:
-    """VM rows for the dashboard: gone definitions only when asked for."""
+def vms_for_listing(user: AbstractBaseUser, *, state: str = "") -> QuerySet[VM]:
+    """VM rows for the dashboard, of the host groups `user` sees: gone definitions only
+    when asked for."""
     queryset = VM.objects.select_related("host").order_by("name", "host__name")
+    queryset = scoped(queryset, user, group_field="host__group_id")
     return queryset if state == VMState.GONE else queryset.present()
 
 
@@ -70,12 +84,16 @@ def vm_active_migration(*, user: AbstractBaseUser, vm: VM) -> Migration | None:
     return active_migrations_for(user).filter(vm_uuid=vm.uuid).first()
 
 
-def vm_other_definitions(vm: VM) -> list[VM]:
-    return list(VM.objects.filter(uuid=vm.uuid).exclude(pk=vm.pk).select_related("host"))
+def vm_other_definitions(user: AbstractBaseUser, vm: VM) -> list[VM]:
+    others = VM.objects.filter(uuid=vm.uuid).exclude(pk=vm.pk).select_related("host")
+    return list(scoped(others, user, group_field="host__group_id"))
 
 
 def migration_destinations(vm: VM) -> list[Host]:
-    return list(Host.objects.exclude(pk=vm.host_id).order_by("name"))
+    """The migrate dialog's hosts: the others of the VM's host group (crossing groups is
+    a host admin's, through the API)."""
+    hosts = Host.objects.filter(group_id=vm.host.group_id).exclude(pk=vm.host_id)
+    return list(hosts.order_by("name"))
 
 
 def migration_audit_events(migration: Migration) -> list[AuditEvent]:

@@ -257,6 +257,9 @@ LOGIN_URL = "login"
 LDAP_SERVER_URI = os.environ.get("PORTAL_LDAP_SERVER_URI", "")
 # {"<group DN>": "<role>", ...}; roles: viewer, operator, host admin, auditor.
 LDAP_ROLE_GROUPS = json.loads(os.environ.get("PORTAL_LDAP_ROLE_GROUPS", "{}") or "{}")
+# {"<group DN>": [{"role": "<viewer|operator|host admin>", "host_group": "<name>"}, ...]}:
+# roles on one host group (hosts/ldap_grants.py).
+LDAP_HOST_GROUP_ROLES = json.loads(os.environ.get("PORTAL_LDAP_HOST_GROUP_ROLES", "{}") or "{}")
 AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
 if LDAP_SERVER_URI:
     import ldap

@@ -13,15 +13,20 @@ from django.views.defaults import page_not_found
 from audit.permissions import can_read_audit
 from audit.services import Actor
 from hosts.hypervisor import UP_STATES
-from hosts.models import Host, Transport
-from hosts.permissions import can_manage_hosts
-from hosts.selectors import host_peer_trusts, hosts_in_service_except
+from hosts.models import Transport
+from hosts.permissions import can_manage_group, can_manage_hosts
+from hosts.selectors import (
+    host_groups_visible,
+    host_groups_visible_to,
+    host_peer_trusts,
+    hosts_in_service_except,
+)
 from listeners.selectors import listener_view
 from migrations_app.domain.convergence import RECOMMENDED_POLICY, ConvergencePolicy
 from migrations_app.domain.lifecycle import BATCH_FINAL_STATUSES, BatchStatus
 from migrations_app.filters import MigrationFilterSet
 from migrations_app.models import MigrationStatus
-from migrations_app.permissions import can_migrate
+from migrations_app.permissions import can_migrate, can_migrate_in
 from migrations_app.selectors import batches_visible_to, migrations_visible_to
 from migrations_app.serializers import MigrationBatchSerializer
 from portal import selectors
@@ -52,22 +57,24 @@ class LoginView(auth_views.LoginView):
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     vm_filter = VMFilterSet(
-        request.GET, queryset=selectors.vms_for_listing(state=request.GET.get("state", ""))
+        request.GET,
+        queryset=selectors.vms_for_listing(request.user, state=request.GET.get("state", "")),
     )
     return render(
         request,
         "portal/dashboard.html",
         {
-            "hosts": selectors.hosts_overview(),
+            "hosts": selectors.hosts_overview(request.user),
             "vms": vm_filter.qs,
             "vm_filter": vm_filter,
             "filtering": any(request.GET.get(k) for k in ("search", "host", "state")),
-            "host_names": Host.objects.order_by("name").values_list("name", flat=True),
+            "host_names": selectors.host_names(request.user),
             "states": VMState.choices,
             "active_migrations": selectors.active_migrations_for(request.user),
             "can_manage": can_manage_hosts(request.user),
             "can_migrate": can_migrate(request.user),
             "transports": Transport.choices,
+            "host_groups": host_groups_visible_to(request.user),
         },
     )
 
@@ -75,7 +82,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @login_required
 def vm_detail(request: HttpRequest, uuid: UUID) -> HttpResponse:
     vm = vm_current_with_host(uuid=str(uuid))
-    if vm is None:
+    visible = host_groups_visible(request.user)
+    if vm is None or (visible is not None and vm.host.group_id not in visible):
         raise Http404("No VM with this UUID.")
     active = selectors.vm_active_migration(user=request.user, vm=vm)
     return render(
@@ -84,13 +92,13 @@ def vm_detail(request: HttpRequest, uuid: UUID) -> HttpResponse:
         {
             "vm": vm,
             "live": vm.state in UP_STATES,
-            "other_definitions": selectors.vm_other_definitions(vm),
+            "other_definitions": selectors.vm_other_definitions(request.user, vm),
             "destinations": selectors.migration_destinations(vm),
             "migrations": selectors.vm_migrations(user=request.user, vm=vm),
             "active_migration": active,
             "active_migration_json": selectors.migration_json(active) if active else None,
-            "can_migrate": can_migrate(request.user),
-            "can_manage": can_manage_hosts(request.user),
+            "can_migrate": can_migrate_in(request.user, vm.host.group_id),
+            "can_manage": can_manage_group(request.user, vm.host.group_id),
             "convergence_policies": ConvergencePolicy.choices,
             "convergence_default": settings.MIGRATION_CONVERGENCE_POLICY,
             "convergence_recommended": RECOMMENDED_POLICY.value,
@@ -100,7 +108,7 @@ def vm_detail(request: HttpRequest, uuid: UUID) -> HttpResponse:
 
 @login_required
 def host_detail(request: HttpRequest, host_id: int) -> HttpResponse:
-    host = selectors.host_overview(host_id)
+    host = selectors.host_overview(request.user, host_id)
     if host is None:
         raise Http404("No such host.")
     return render(
@@ -112,9 +120,9 @@ def host_detail(request: HttpRequest, host_id: int) -> HttpResponse:
             "listener": listener_view(host),
             "poll_minutes": settings.INVENTORY_SYNC_MINUTES,
             "active_migrations": selectors.host_active_migrations(user=request.user, host=host),
-            "can_manage": can_manage_hosts(request.user),
+            "can_manage": can_manage_group(request.user, host.group_id),
             "peer_trusts": host_peer_trusts(host),
-            "other_hosts": hosts_in_service_except(host),
+            "other_hosts": hosts_in_service_except(request.user, host),
         },
     )
 
@@ -160,7 +168,7 @@ def migration_list(request: HttpRequest) -> HttpResponse:
             "query": query.urlencode(),
             "statuses": MigrationStatus.choices,
             "chosen_statuses": request.GET.getlist("status"),
-            "host_names": Host.objects.order_by("name").values_list("name", flat=True),
+            "host_names": selectors.host_names(request.user),
         },
     )
 
@@ -181,10 +189,11 @@ def migration_detail(request: HttpRequest, migration_id: int) -> HttpResponse:
             "timeline": selectors.migration_timeline(migration, events),
             "events": events,
             "completed_stats": sorted((migration.completed_stats or {}).items()),
-            "can_control": can_migrate(request.user),
+            "can_control": can_migrate_in(request.user, migration.source.group_id),
             # Where a request came from is the audit log's: only its readers see it.
             "show_source_ip": can_read_audit(request.user),
-            "can_resolve": can_manage_hosts(request.user),
+            "can_resolve": can_manage_group(request.user, migration.source.group_id)
+            and can_manage_group(request.user, migration.destination.group_id),
         },
     )
 

@@ -40,17 +40,22 @@ trap cleanup EXIT
 bash scripts/redis.sh start
 
 # Tests of what the lab hosts, libvirt and QEMU do (the lab itself, options on the wire,
-# ssh, peer trust, TLS) use the database only as any test does: each runs once, in one
-# of the two profiles (split to even out their times). The scale-out test (two web and
+# ssh, peer trust, TLS), and browser runs of pages whose reads and writes the test client
+# covers in both profiles (accessibility, the pages that mirror the API, the command-line
+# client) use the database only as any test does: each runs once, in one of the two
+# profiles (split to even out their times). The scale-out test (two web and
 # two worker groups on one database) needs PostgreSQL: it runs in the second. Every
 # other test runs in both.
 HOST_BEHAVIOUR_TESTS_FIRST=(
   tests/test_lab.py tests/test_lab_isolation.py tests/test_lab_faults.py
   tests/test_extra_vms_lab.py tests/test_ssh_lab.py tests/test_tls_lab.py
+  tests/test_browser_a11y.py
+  tests/test_cpu_baseline_lab.py
 )
 HOST_BEHAVIOUR_TESTS_SECOND=(
   tests/test_options_lab.py tests/test_peer_trust_lab.py tests/test_outside_actions_lab.py
   tests/test_outside_matrix_lab.py tests/test_convergence_lab.py tests/test_browser_convergence.py
+  tests/test_browser_parity.py tests/test_portalctl_lab.py
 )
 first_profile_skips=()
 for file in "${HOST_BEHAVIOUR_TESTS_SECOND[@]}"; do first_profile_skips+=(--ignore="$file"); done

@@ -28,9 +28,9 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(request):
     """Users made in-process hash their password with MD5: PBKDF2 costs about 0.3 s per
-    user and most tests make two. Lab tests keep the real hashers: their portal may run
-    in another process, which must check the passwords."""
-    if request.node.get_closest_marker("lab") is not None:
+    user and most tests make two. Lab and browser tests keep the real hashers: their
+    portal may run in another process, which must check the passwords."""
+    if any(request.node.get_closest_marker(m) is not None for m in ("lab", "browser")):
         yield
         return
     settings = request.getfixturevalue("settings")

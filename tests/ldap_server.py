@@ -25,6 +25,9 @@ PEOPLE = {
     "hank": ("hank-pass-1", ["host-admins", "operators"]),
     "ana": ("ana-pass-1", ["auditors"]),
     "nobody": ("nobody-pass-1", []),
+    # Roles on one host group only (PORTAL_LDAP_HOST_GROUP_ROLES).
+    "tara": ("tara-pass-1", ["team-a-operators", "team-a-admins"]),
+    "uma": ("uma-pass-1", ["team-a-operators"]),  # a groupOfNames needs a member left
 }
 
 

@@ -27,6 +27,7 @@ def events(event_type: str) -> list[AuditEvent]:
 def host_form(host: Host, **changes) -> dict:
     form = {
         "name": host.name,
+        "group": host.group_id,
         "address": host.address,
         "transport": host.transport,
         "port": host.port or "",

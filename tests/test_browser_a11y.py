@@ -118,3 +118,49 @@ def test_pages_and_dialog_pass_axe(portal, page, linux_vm, api, axe_installed): 
     found += _axe(page, "dialog ended", "#migrate-dialog")
     page.screenshot(path=str(ARTIFACTS / "a11y-dialog-ended.png"))
     assert found == [], "\n".join(found)
+
+
+def _tab_to(browser_page, selector: str, limit: int = 80) -> None:
+    """Press Tab until the focused element matches `selector` (fails after `limit`)."""
+    for _ in range(limit):
+        if browser_page.evaluate("(s) => document.activeElement?.matches(s) ?? false", selector):
+            return
+        browser_page.keyboard.press("Tab")
+    focused = browser_page.evaluate("document.activeElement?.outerHTML.slice(0, 120)")
+    raise AssertionError(f"Tab never reached {selector} (focus on {focused})")
+
+
+def test_a_vm_migrated_with_the_keyboard_alone(portal, page, linux_vm):  # noqa: F811
+    from playwright.sync_api import expect
+
+    destination = linux_vm.other(linux_vm.source)
+    page.goto(portal.url + "/")
+    _tab_to(page, "#id_username")
+    page.keyboard.type("admin")
+    page.keyboard.press("Tab")
+    page.keyboard.type("admin-pass-123")
+    page.keyboard.press("Enter")
+    page.wait_for_url(portal.url + "/")
+
+    _tab_to(page, f"#vms a[href='/vms/{linux_vm.uuid}/']")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{portal.url}/vms/{linux_vm.uuid}/")
+    _tab_to(page, "#vm-actions summary")
+    page.keyboard.press("Enter")  # opens the Actions menu
+    _tab_to(page, "[data-action=migrate]")
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none", "the focused button shows no focus ring"
+    page.keyboard.press("Enter")
+    dialog = page.locator("#migrate-dialog")
+    expect(dialog).to_be_visible()
+    assert page.evaluate("document.activeElement.id") == "mig-remote-host"  # focus moved in
+    page.keyboard.type(destination.name)
+    _tab_to(page, "#mig-start")
+    page.keyboard.press("Enter")
+    expect(dialog.locator("[data-field=outcome]")).to_contain_text(
+        "Migration succeeded", timeout=180_000
+    )
+    assert labtools.running_on(linux_vm.hosts, linux_vm.uuid) == [destination.name]
+    page.keyboard.press("Escape")  # the dialog closes from the keyboard too
+    expect(dialog).to_be_hidden()
+    assert page.js_errors == []

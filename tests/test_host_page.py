@@ -10,6 +10,7 @@ from django.test import Client
 from django.utils import timezone
 
 from hosts.models import Host
+from tests.grants import grant
 from vms.models import VM
 
 pytestmark = pytest.mark.django_db
@@ -65,7 +66,9 @@ def test_host_page_in_maintenance_offers_leaving(browser, host):
     assert 'data-field="maintenance"' in row
 
 
-def test_viewer_sees_the_host_but_no_actions(viewer_browser, host):
+def test_viewer_sees_the_host_but_no_actions(viewer_browser, viewer_user, host):
+    assert viewer_browser.get(f"/hosts/{host.pk}/").status_code == 404  # no role yet
+    grant(viewer_user, "viewer")
     page = viewer_browser.get(f"/hosts/{host.pk}/").content.decode()
     assert 'id="host-vms"' in page
     assert 'id="maintenance-form"' not in page and 'data-action="evacuate"' not in page

@@ -3,6 +3,7 @@ from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
 from hosts.models import Host
+from tests.grants import grant
 
 pytestmark = pytest.mark.django_db
 
@@ -109,8 +110,10 @@ def test_delete_records_audit(api):
     assert AuditEvent.objects.filter(event_type="host.deleted", target_id=str(host_id)).exists()
 
 
-def test_non_staff_users_read_but_do_not_change(api, viewer_api):
+def test_non_staff_users_read_but_do_not_change(api, viewer_api, viewer_user):
     host_id = _create(api).json()["id"]
+    assert viewer_api.get("/api/hosts/").json()["count"] == 0  # no role: no host
+    grant(viewer_user, "viewer")
     assert viewer_api.get("/api/hosts/").json()["count"] == 1
     response = viewer_api.post("/api/hosts/", {"name": "x", "address": "x.example"}, format="json")
     assert response.status_code == 403

@@ -48,8 +48,10 @@ def test_capabilities_xml_read():
         "u-1",
     )
     assert caps.migration_features == {"live": True, "uri_transports": ["tcp", "rdma"]}
+    assert caps.cpu_xml.startswith("<cpu><arch>x86_64</arch><model>Skylake</model>")
     empty = capabilities_xml_read("<capabilities/>")
     assert (empty.arch, empty.host_uuid, empty.migration_features) == ("", "", {})
+    assert empty.cpu_xml == ""
 
 
 def test_domain_xml_read():
@@ -89,6 +91,31 @@ def test_cpu_to_compare(cpu, verdict):
     if verdict is None:
         assert (compared.arch, compared.machine, compared.virt_type) == ("x86_64", "pc", "kvm")
         assert compared.xml.startswith('<cpu mode="custom">')
+
+
+SOURCE_CPU = "<cpu><arch>x86_64</arch><model>EPYC</model></cpu>"
+
+
+@pytest.mark.parametrize(
+    ("cpu", "verdict", "xml"),
+    [
+        # host-passthrough: the source host's CPU is what the destination must run.
+        ("<cpu mode='host-passthrough'/>", None, SOURCE_CPU),
+        (
+            "<cpu mode='maximum'/>",
+            (False, "the VM uses CPU mode 'maximum', tied to its host's CPU"),
+            "",
+        ),
+        ("<cpu mode='custom'><model>qemu64</model></cpu>", None, '<cpu mode="custom">'),
+    ],
+)
+def test_cpu_to_compare_with_the_source_hosts_cpu(cpu, verdict, xml):
+    compared = cpu_to_compare(
+        f"<domain type='kvm'><os><type arch='x86_64' machine='pc'/></os>{cpu}</domain>",
+        SOURCE_CPU,
+    )
+    assert compared.verdict == verdict
+    assert compared.xml.startswith(xml)
 
 
 def test_pool_target_path():

@@ -26,6 +26,14 @@ ROLE_GROUPS = {
     f"CN=Auditors,{GROUPS.upper()}": "auditor",  # DNs compare case-insensitively
 }
 
+HOST_GROUP_ROLES = {
+    f"cn=team-a-operators,{GROUPS}": {"role": "operator", "host_group": "team-a"},
+    f"CN=Team-A-Admins,{GROUPS}": [
+        {"role": "host admin", "host_group": "team-a"},
+        {"role": "viewer", "host_group": "no-such-group"},  # skipped, with a warning
+    ],
+}
+
 
 @pytest.fixture(scope="module")
 def directory(tmp_path_factory):
@@ -54,6 +62,7 @@ def ldap_settings(settings, directory):
     settings.AUTH_LDAP_ALWAYS_UPDATE_USER = True
     settings.AUTH_LDAP_CONNECTION_OPTIONS = {ldap.OPT_NETWORK_TIMEOUT: 3}
     settings.LDAP_ROLE_GROUPS = ROLE_GROUPS
+    settings.LDAP_HOST_GROUP_ROLES = HOST_GROUP_ROLES
     return directory
 
 
@@ -140,3 +149,73 @@ def test_roles_of_maps_only_known_roles():
         "auditor",
         "operator",
     ]
+
+
+def test_ldap_groups_give_roles_on_one_host_group(ldap_settings):
+    from hosts.models import Host, HostGroup, HostGroupGrant
+    from migrations_app.permissions import can_migrate_in
+
+    team_a = HostGroup.objects.create(name="team-a")
+    team_b = HostGroup.objects.create(name="team-b")
+    Host.objects.create(name="a1", address="192.0.2.31", group=team_a)
+    Host.objects.create(name="b1", address="192.0.2.32", group=team_b)
+    tara = log_in("tara", "tara-pass-1")
+    assert tara.logged_in
+    assert roles("tara") == []  # no global role
+    user = get_user_model().objects.get(username="tara")
+    grants = HostGroupGrant.objects.filter(user=user)
+    assert sorted(grants.values_list("host_group__name", "role", "source")) == [
+        ("team-a", "host admin", "ldap"),
+        ("team-a", "operator", "ldap"),
+    ]
+    assert can_migrate_in(user, team_a.pk) and not can_migrate_in(user, team_b.pk)
+    dashboard = tara.get("/").content.decode()
+    assert 'data-host="a1"' in dashboard and 'data-host="b1"' not in dashboard
+    added = AuditEvent.objects.filter(event_type="host_group.grant_added", actor_name="ldap")
+    assert added.count() == 2
+
+    # An administrator's own grant stays; the LDAP ones follow the directory.
+    from audit.services import Actor
+    from hosts.group_services import grant_create
+
+    grant_create(actor=Actor.system("test"), host_group=team_b, role="viewer", user=user)
+    modify = (
+        f"dn: cn=team-a-operators,{GROUPS}\nchangetype: modify\ndelete: member\n"
+        f"member: uid=tara,ou=people,{ldap_server.SUFFIX}\n"
+    )
+    command = ["ldapmodify", "-x", "-H", ldap_settings.uri, "-D", ldap_server.ADMIN_DN,
+               "-w", ldap_server.ADMIN_PASSWORD]  # fmt: skip
+    subprocess.run(command, input=modify, text=True, check=True, capture_output=True)
+    try:
+        assert log_in("tara", "tara-pass-1").logged_in
+        assert sorted(grants.values_list("host_group__name", "role", "source")) == [
+            ("team-a", "host admin", "ldap"),
+            ("team-b", "viewer", ""),
+        ]
+        removed = AuditEvent.objects.get(event_type="host_group.grant_removed")
+        assert removed.actor_name == "ldap" and removed.before["role"] == "operator"
+    finally:
+        subprocess.run(
+            command,
+            input=modify.replace("delete: member", "add: member"),
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+
+
+def test_host_group_roles_of_maps_known_roles_only():
+    from hosts.ldap_grants import host_group_roles_of
+
+    mapping = {
+        "cn=a,dc=x": {"role": "operator", "host_group": "g1"},
+        "CN=B,DC=X": [
+            {"role": "viewer", "host_group": "g2"},
+            {"role": "auditor", "host_group": "g2"},
+        ],
+        "cn=c,dc=x": {"role": "host admin"},  # no group: nothing
+    }
+    assert host_group_roles_of({"CN=A,DC=X", "cn=b,dc=x", "cn=c,dc=x", "cn=z,dc=x"}, mapping) == {
+        ("g1", "operator"),
+        ("g2", "viewer"),
+    }

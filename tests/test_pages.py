@@ -17,6 +17,7 @@ from audit.services import Actor, audit_event_record
 from hosts.models import Host
 from migrations_app.domain.lifecycle import FailureReason, MigrationStatus, Phase
 from migrations_app.models import Migration, MigrationSample
+from tests.grants import grant
 from vms.models import VM
 
 pytestmark = pytest.mark.django_db
@@ -267,8 +268,9 @@ def test_vm_page_resumes_a_running_migration(browser, admin_user, hosts):
     assert re.search(r'data-action="migrate" disabled', page)
 
 
-def test_vm_page_for_a_non_staff_user_cannot_migrate(viewer_browser, hosts):
+def test_vm_page_for_a_non_staff_user_cannot_migrate(viewer_browser, viewer_user, hosts):
     vm = _vm(hosts["alpha"], "web-1")
+    grant(viewer_user, "viewer")
     page = viewer_browser.get(f"/vms/{vm.uuid}/").content.decode()
     assert "migrate-dialog" not in page
     assert "Migrating needs the operator role" in page

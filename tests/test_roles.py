@@ -29,6 +29,8 @@ ROLES = ("viewer", "operator", "host admin", "auditor")
 PRINCIPALS = ("nobody", *ROLES, "staff", "superuser")
 
 EVERYONE = frozenset(PRINCIPALS)
+# Who sees hosts and VMs: any role (the auditor too); a user with none sees no host.
+SEES = EVERYONE - {"nobody"}
 MIGRATE = frozenset({"operator", "staff", "superuser"})
 HOSTS = frozenset({"host admin", "staff", "superuser"})
 AUDIT = frozenset({"auditor", "staff", "superuser"})
@@ -43,9 +45,9 @@ MISSING_ID = 999999
 TABLE = [
     # Reads: any logged-in user.
     ("get", "/api/hosts/", None, EVERYONE, 200),
-    ("get", "/api/hosts/{host}/", None, EVERYONE, 200),
+    ("get", "/api/hosts/{host}/", None, SEES, 200),
     ("get", "/api/vms/", None, EVERYONE, 200),
-    ("get", "/api/vms/{vm}/", None, EVERYONE, 200),
+    ("get", "/api/vms/{vm}/", None, SEES, 200),
     ("get", "/api/migrations/", None, EVERYONE, 200),
     ("get", "/api/migration-batches/", None, EVERYONE, 200),
     ("get", "/api/peer-trusts/", None, EVERYONE, 200),
@@ -156,6 +158,8 @@ def test_role_endpoint(world, principal, method, path, body, allowed, allowed_st
     response = getattr(client, method)(path.format(**world), body, format="json")
     if principal in allowed:
         assert response.status_code == allowed_status, response.content[:300]
+    elif allowed is SEES:  # a read of what the user cannot see: it is not there for them
+        assert response.status_code == 404, response.content[:300]
     else:
         assert response.status_code == 403, response.content[:300]
         assert "role" in response.json()["detail"] or "permission" in response.json()["detail"]
@@ -240,8 +244,10 @@ def test_pages_show_the_buttons_of_the_role(client, world, principal):
     for page, marker, allowed in PAGE_MARKERS:
         response = client.get(page.format(**world))
         if response.status_code == 404:
-            # Migration and batch pages of someone else: not visible without a role.
-            assert principal in ("nobody", "auditor") and "/vms/" not in page
+            # Migration and batch pages of someone else: not visible without a role; no
+            # host or VM either without one.
+            assert principal in ("nobody", "auditor")
+            assert principal == "nobody" or "/vms/" not in page
             continue
         assert response.status_code == 200, page
         assert (marker in response.content.decode()) == (principal in allowed), (page, marker)

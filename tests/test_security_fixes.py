@@ -19,6 +19,7 @@ from hosts.models import Host, Transport
 from migrations_app.models import Migration
 from migrations_app.prechecks import CheckName
 from migrations_app.prechecks import facts as precheck_facts
+from tests.grants import grant
 from vms import services as vm_services
 from vms.models import VM
 
@@ -272,6 +273,7 @@ def test_accept_host_key_needs_staff(viewer_api, changed_key_host):
 def test_the_dashboard_offers_to_accept_the_shown_fingerprint_to_staff_only(
     admin_user, viewer_user, changed_key_host
 ):
+    grant(viewer_user, "viewer")  # a role that sees the host, not one that changes it
     staff = Client()
     staff.force_login(admin_user)
     row = re.search(r'<tr data-host="kv">.*?</tr>', staff.get("/").content.decode(), re.S)[0]
@@ -370,8 +372,8 @@ def test_migrate_still_registers_and_records(api, vm, monkeypatch):
     (over ssh) and records the migration with its audit event."""
     monkeypatch.setattr(
         "migrations_app.api.views.host_resolve_or_register",
-        lambda *, remote_host, actor: services.host_create(
-            actor=actor, name=remote_host, address=remote_host
+        lambda *, remote_host, actor, group_id: services.host_create(
+            actor=actor, name=remote_host, address=remote_host, group_id=group_id
         ),
     )
     monkeypatch.setattr("migrations_app.requests.migration_enqueue", lambda **kwargs: True)

@@ -2,6 +2,7 @@ from django.db.models import IntegerField, QuerySet
 from django.db.models.expressions import RawSQL
 
 from hosts.models import Host
+from hosts.selectors import scoped
 from vms.models import VM, VMState
 
 
@@ -28,7 +29,11 @@ def hosts_with_vm_counts() -> QuerySet[Host]:
 def vms_listed() -> QuerySet[VM]:
     """The VM list as the API shows it: with the disks, and of the host only its name."""
     fields = [f.name for f in VM._meta.concrete_fields]
-    return VM.objects.select_related("host").only(*fields, "host__name").prefetch_related("disks")
+    return (
+        VM.objects.select_related("host")
+        .only(*fields, "host__name", "host__group")
+        .prefetch_related("disks")
+    )
 
 
 def vm_current_with_host(*, uuid: str) -> VM | None:
@@ -45,8 +50,11 @@ def vm_current_with_host_name(*, uuid: str) -> VM | None:
     return None if vm is None or vm.state == VMState.GONE else vm
 
 
-def vm_other_definitions(vm: VM) -> list[dict]:
+def vm_other_definitions(vm: VM, user=None) -> list[dict]:
+    """The VM's definitions on other hosts (of the host groups `user` sees, if given)."""
     rows = VM.objects.filter(uuid=vm.uuid).exclude(pk=vm.pk)
+    if user is not None:
+        rows = scoped(rows, user, group_field="host__group_id")
     return [
         {"host": host, "state": state, "persistent": persistent}
         for host, state, persistent in rows.values_list("host__name", "state", "persistent")

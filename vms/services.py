@@ -128,11 +128,13 @@ def host_refresh(*, host: Host, actor: Actor, reuse: bool = False) -> Host:
     return host
 
 
-def host_resolve_or_register(*, remote_host: str, actor: Actor) -> Host:
-    """The host named or addressed `remote_host`, else one registered now and refreshed."""
+def host_resolve_or_register(
+    *, remote_host: str, actor: Actor, group_id: int | None = None
+) -> Host:
+    """The host named or addressed `remote_host`, else one registered now (into
+    `group_id`: the source's host group) and refreshed."""
     host = host_find(remote_host=remote_host)
     if host is not None:
         return host
-    return host_refresh(
-        host=host_register_remote(remote_host=remote_host, actor=actor), actor=actor
-    )
+    registered = host_register_remote(remote_host=remote_host, actor=actor, group_id=group_id)
+    return host_refresh(host=registered, actor=actor)

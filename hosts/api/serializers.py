@@ -1,7 +1,9 @@
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from rest_framework import serializers
 
 from hosts.access.models import PeerTrust
-from hosts.models import Host, Transport
+from hosts.models import GrantRole, Host, HostGroup, HostGroupGrant, Transport
 from hosts.validators import validate_uri_safe
 
 
@@ -103,3 +105,66 @@ class TlsIssueSerializer(serializers.Serializer):
     restart_libvirtd = serializers.BooleanField(
         default=True, help_text="Restart libvirtd afterwards (PORTAL_TLS_RESTART_COMMAND)."
     )
+
+
+class HostGroupSerializer(serializers.ModelSerializer):
+    """A host group: VMs move between the hosts of one group."""
+
+    host_count = serializers.SerializerMethodField()
+
+    class Meta:
+        model = HostGroup
+        fields = [
+            "id",
+            "name",
+            "description",
+            "host_count",
+            "cpu_baseline_model",
+            "cpu_baseline_hosts",
+            "cpu_baseline_at",
+            "cpu_baseline_xml",
+            "created_at",
+        ]
+        read_only_fields = [f for f in fields if f not in ("name", "description")]
+
+    def get_host_count(self, group: HostGroup) -> int:
+        return group.hosts.filter(retired=False).count()
+
+
+class HostGroupGrantSerializer(serializers.ModelSerializer):
+    """A role on a host group, for one user or for everyone in a Django group."""
+
+    host_group = serializers.SlugRelatedField(
+        slug_field="name", queryset=HostGroup.objects.all(), help_text="The host group's name."
+    )
+    role = serializers.ChoiceField(
+        choices=GrantRole.choices,
+        help_text="viewer, operator or host admin (the auditor is global only).",
+    )
+    user = serializers.SlugRelatedField(
+        slug_field="username",
+        queryset=get_user_model().objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="The user's name; give either user or group.",
+    )
+    group = serializers.SlugRelatedField(
+        slug_field="name",
+        queryset=Group.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="A Django group's name (everyone in it); give either user or group.",
+    )
+
+    class Meta:
+        model = HostGroupGrant
+        fields = ["id", "host_group", "role", "user", "group", "source", "created_at"]
+        read_only_fields = ["id", "source", "created_at"]
+        validators = []  # the unique constraints are judged by full_clean, naming the fields
+
+    def validate(self, attrs: dict) -> dict:
+        if bool(attrs.get("user")) == bool(attrs.get("group")):
+            raise serializers.ValidationError(
+                {"user": ["Give either user or group (exactly one)."]}
+            )
+        return attrs

@@ -182,20 +182,43 @@ class HostConnection:
             lambda d: d.migrateToURI3(destination_uri, params, flags),
         )
 
-    def compare_cpu(self, *, domain_xml: str) -> tuple[bool, str]:
-        """Would this host accept the domain's CPU definition? (ok, reason)"""
-        cpu = cpu_to_compare(domain_xml)
+    def compare_cpu(self, *, domain_xml: str, source_cpu_xml: str = "") -> tuple[bool, str]:
+        """Would this host accept the domain's CPU definition (a host-passthrough one: its
+        source host's CPU, `source_cpu_xml`)? (ok, reason); libvirt's own words when not."""
+        cpu = cpu_to_compare(domain_xml, source_cpu_xml)
         if cpu.verdict is not None:
             return cpu.verdict
+        # host-passthrough: the VM sees its host's CPU as it is, so the destination's own
+        # CPU must provide all of the source's (virConnectCompareCPU, as Nova checks it).
+        what = (
+            "the source host's CPU (the VM uses host-passthrough)"
+            if cpu.host_cpu
+            else "the VM's CPU model"
+        )
+        # FAIL_INCOMPATIBLE: libvirt raises, naming the features the host lacks.
+        flags = libvirt.VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE
         try:
-            result = self._conn.compareHypervisorCPU(
-                None, cpu.arch, cpu.machine, cpu.virt_type, cpu.xml, 0
+            if cpu.host_cpu:
+                result = self._conn.compareCPU(cpu.xml, flags)
+            else:
+                result = self._conn.compareHypervisorCPU(
+                    None, cpu.arch, cpu.machine, cpu.virt_type, cpu.xml, flags
+                )
+        except libvirt.libvirtError as exc:
+            return False, f"the destination's CPU cannot run {what}: {_message(exc)}"
+        if result == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
+            return False, f"the destination's CPU cannot run {what}"
+        return True, f"the destination's CPU accepts {what}"
+
+    def cpu_baseline(self, *, cpu_xmls: list[str]) -> str:
+        """libvirt's baseline of host CPUs (capabilities' <cpu> each): the CPU model and
+        features every one of them provides, as this host's hypervisor can run it."""
+        try:
+            return self._conn.baselineHypervisorCPU(
+                None, None, None, None, cpu_xmls, libvirt.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES
             )
         except libvirt.libvirtError as exc:
-            return False, _message(exc)
-        if result == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
-            return False, "the destination's CPU cannot run the VM's CPU model"
-        return True, "the destination's CPU accepts the VM's CPU model"
+            raise _translate(exc, f"computing a CPU baseline on {self.uri}") from exc
 
     def _refreshed_pools(self) -> list[libvirt.virStoragePool]:
         pools = self._conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from audit.services import Actor
 from hosts.models import Host
 from hosts.permissions import CanManageHosts
+from hosts.selectors import hosts_visible_to
 from migrations_app.api.placement_serializers import (
     DestinationsSerializer,
     EvacuateRequestSerializer,
@@ -50,8 +51,12 @@ class HostEvacuateViewSet(viewsets.GenericViewSet):
     """POST /api/hosts/{id}/evacuate/ (the rest of /api/hosts/ is vms.api.views). The
     host admin role, not the operator: it puts the host into maintenance."""
 
-    queryset = Host.objects.all()
+    queryset = Host.objects.all()  # for the schema; get_queryset scopes it
     permission_classes = [CanManageHosts]
+
+    def get_queryset(self):
+        return hosts_visible_to(self.request.user)
+
     # What OPTIONS describes.
     serializer_class = EvacuateRequestSerializer
 

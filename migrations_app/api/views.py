@@ -11,7 +11,7 @@ from audit.permissions import CanReadAudit
 from audit.services import Actor
 from core.api.lists import LeanListMixin
 from hosts.access.ssh_services import host_ssh_access_set_up
-from hosts.permissions import CanManageHosts, can_manage_hosts
+from hosts.permissions import CanManageHosts
 from hosts.selectors import host_find
 from migrations_app import attention, batches, report_exports, reports, requests
 from migrations_app.api.attention_serializers import AttentionSerializer, ResolveSerializer
@@ -24,7 +24,7 @@ from migrations_app.api.serializers import (
     TuneSerializer,
 )
 from migrations_app.filters import MigrationFilterSet, MigrationReportFilterSet
-from migrations_app.permissions import CanMigrate, host_admin_reasons
+from migrations_app.permissions import CanMigrate, migrate_refusals
 from migrations_app.selectors import (
     batches_visible_to,
     migrations_for_report,
@@ -189,10 +189,27 @@ class MigrationBatchViewSet(
         (then nothing is created)."""
         serializer = BatchCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        self._items_check(request.user, serializer.validated_data["items"])
         batch = batches.batch_create(actor=Actor.from_request(request), **serializer.validated_data)
         location = f"/api/migration-batches/{batch.pk}/"
         data = MigrationBatchSerializer(batch).data
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
+
+    @staticmethod
+    def _items_check(user, items) -> None:
+        """Each item as its own migrate request: 403 naming `items[i]` with the reason."""
+        for index, item in enumerate(items):
+            if item.destination is None:
+                continue  # placed by the ranking, inside the VM's host group
+            reasons = migrate_refusals(
+                user,
+                source=item.vm.host,
+                remote_host=item.destination.name,
+                destination=item.destination,
+                credentials_given=False,
+            )
+            if reasons:
+                raise PermissionDenied(f"items[{index}]: " + " ".join(reasons))
 
     @extend_schema(request=None, responses={200: MigrationBatchSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"])
@@ -217,14 +234,15 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
         serializer = MigrateRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        if not can_manage_hosts(request.user):
-            reasons = host_admin_reasons(
-                remote_host=data["remote_host"],
-                registered=host_find(remote_host=data["remote_host"]) is not None,
-                credentials_given=bool(data.get("user") or data.get("password")),
-            )
-            if reasons:
-                raise PermissionDenied(" ".join(reasons))
+        reasons = migrate_refusals(
+            request.user,
+            source=vm.host,
+            remote_host=data["remote_host"],
+            destination=host_find(remote_host=data["remote_host"]),
+            credentials_given=bool(data.get("user") or data.get("password")),
+        )
+        if reasons:
+            raise PermissionDenied(" ".join(reasons))
         return vm, data, Actor.from_request(request)
 
     @extend_schema(
@@ -237,7 +255,9 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
         `user` + `password`, password-less ssh access is set up first. Both are for host
         admins: anyone else gets 403 naming the field, and nothing changes."""
         vm, data, actor = self._request_input(request)
-        destination = host_resolve_or_register(remote_host=data["remote_host"], actor=actor)
+        destination = host_resolve_or_register(
+            remote_host=data["remote_host"], actor=actor, group_id=vm.host.group_id
+        )
         user, password = data.get("user", ""), data.get("password", "")
         if user:
             # Used once, here, to set up password-less ssh; never queued or stored.

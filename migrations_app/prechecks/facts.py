@@ -204,7 +204,9 @@ def _ask_destination(open_dst: Opener, plan: MigrationPlan) -> DestinationFacts:
 def _ask_about_vm(open_dst: Opener, plan: MigrationPlan, source: SourceFacts) -> VmOnDestination:
     paths = disk_paths(source.vm)
     with open_dst() as conn:
-        cpu_ok, cpu_reason = conn.compare_cpu(domain_xml=source.vm_xml)
+        cpu_ok, cpu_reason = conn.compare_cpu(
+            domain_xml=source.vm_xml, source_cpu_xml=plan.source.cpu_xml
+        )
         here = conn.volumes(paths)
         pools = {}
         if plan.options.copies_storage:
@@ -273,7 +275,8 @@ def cpu_verdicts(
         try:
             with host_connect(dst, timeout=timeout) as conn:
                 verdicts |= {
-                    (uuid, dst.pk): conn.compare_cpu(domain_xml=xml) for uuid, xml in xmls.items()
+                    (uuid, dst.pk): conn.compare_cpu(domain_xml=xml, source_cpu_xml=source.cpu_xml)
+                    for uuid, xml in xmls.items()
                 }
         except gateway.GatewayError as exc:
             why = f"not checked: {dst.name} did not answer within {timeout:g} s: {exc}"

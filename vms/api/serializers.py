@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from core.api.rows import LeanReadMixin
-from hosts.models import LIBVIRT_URI_SQL, Host, Transport, libvirt_uri_of
+from hosts.models import LIBVIRT_URI_SQL, Host, HostGroup, Transport, libvirt_uri_of
 from hosts.services import EDITABLE_FIELDS
 from vms.models import VM, VMDisk, VMState
 from vms.selectors import vm_other_definitions
@@ -26,6 +26,14 @@ class HostSerializer(LeanReadMixin, serializers.ModelSerializer):
         "ssh (the host key is pinned on first contact); tcp is unauthenticated and "
         "unencrypted, for lab use only.",
     )
+    group = serializers.SlugRelatedField(
+        slug_field="name",
+        queryset=HostGroup.objects.all(),
+        required=False,
+        help_text="The host group (by name; default: `default`). VMs move between the hosts "
+        "of one group; putting a host in a group needs the host admin role on that group "
+        "(and on its old one).",
+    )
     port = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=65535)
     shared_storage_paths = serializers.ListField(
         child=serializers.CharField(max_length=1024), required=False
@@ -36,6 +44,7 @@ class HostSerializer(LeanReadMixin, serializers.ModelSerializer):
         fields = [
             "id",
             "name",
+            "group",
             "address",
             "transport",
             "port",
@@ -151,4 +160,5 @@ class VMDetailSerializer(VMSerializer):
         read_only_fields = fields
 
     def get_other_definitions(self, vm: VM) -> list[dict]:
-        return vm_other_definitions(vm)
+        request = self.context.get("request")
+        return vm_other_definitions(vm, request.user if request else None)

@@ -5,6 +5,7 @@ from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -19,8 +20,9 @@ from hosts.api.serializers import (
     SshAccessSerializer,
     TlsIssueSerializer,
 )
-from hosts.models import Host
-from hosts.permissions import CanManageHostsOrReadOnly
+from hosts.models import Host, HostGroup, default_group_id
+from hosts.permissions import CanManageHostsOrReadOnly, can_manage_group
+from hosts.selectors import host_groups_visible, scoped
 from vms.api.serializers import HostSerializer, VMDetailSerializer, VMSerializer
 from vms.filters import VMFilterSet
 from vms.models import VM
@@ -34,7 +36,8 @@ from vms.services import host_refresh
 
 
 class HostViewSet(LeanListMixin, viewsets.ModelViewSet):
-    """Hypervisor hosts. Reading needs a login; changes need the host admin role."""
+    """Hypervisor hosts. Each user reads the hosts of the host groups their roles cover;
+    changes need the host admin role on the host's group."""
 
     # Here, not in hosts.api: a host is shown with its VM counts and its refresh syncs them.
     serializer_class = HostSerializer
@@ -42,7 +45,7 @@ class HostViewSet(LeanListMixin, viewsets.ModelViewSet):
     filterset_fields = ["status", "transport", "arch"]
 
     def get_queryset(self):
-        hosts = hosts_with_vm_counts()
+        hosts = scoped(hosts_with_vm_counts(), self.request.user, group_field="group_id")
         if self.action == "list" and not self._retired_listed():
             hosts = hosts.filter(retired=False)
         return hosts
@@ -66,12 +69,26 @@ class HostViewSet(LeanListMixin, viewsets.ModelViewSet):
     def list(self, request: Request, *args, **kwargs) -> Response:
         return super().list(request, *args, **kwargs)
 
+    def _group_check(self, group: HostGroup | None) -> None:
+        """Putting a host into a group needs the host admin role on that group."""
+        group_id = group.pk if group is not None else default_group_id()
+        if not can_manage_group(self.request.user, group_id):
+            name = group.name if group is not None else "default"
+            raise PermissionDenied(
+                f"group: putting a host into host group {name} needs the host admin role "
+                "on that group (or globally)."
+            )
+
     def perform_create(self, serializer: HostSerializer) -> None:
+        self._group_check(serializer.validated_data.get("group"))
         serializer.instance = services.host_create(
             actor=Actor.from_request(self.request), **serializer.validated_data
         )
 
     def perform_update(self, serializer: HostSerializer) -> None:
+        group = serializer.validated_data.get("group")
+        if group is not None and group.pk != serializer.instance.group_id:
+            self._group_check(group)
         serializer.instance = services.host_update(
             host=serializer.instance,
             actor=Actor.from_request(self.request),
@@ -170,7 +187,8 @@ class VMByUUIDMixin:
             vm = self.vm_lookup(uuid=str(uuid.UUID(self.kwargs["uuid"])))
         except ValueError:  # the path's pattern lets through what is not a UUID
             vm = None
-        if vm is None:
+        visible = host_groups_visible(self.request.user)
+        if vm is None or (visible is not None and vm.host.group_id not in visible):
             raise Http404("No VM with this UUID.")
         self.check_object_permissions(self.request, vm)
         return vm
@@ -184,7 +202,7 @@ class VMViewSet(LeanListMixin, VMByUUIDMixin, viewsets.ReadOnlyModelViewSet):
     vm_lookup = staticmethod(vm_current_with_host_name)  # only the host's name is shown
 
     def get_queryset(self):
-        return vms_listed()
+        return scoped(vms_listed(), self.request.user, group_field="host__group_id")
 
     def get_serializer_class(self):
         return VMDetailSerializer if self.action == "retrieve" else VMSerializer
