@@ -13,9 +13,11 @@ from django.conf import settings
 from django.core.management import call_command
 from django.test import Client, override_settings
 from django.utils import translation
+from rest_framework.test import APIClient
 
 from tests import i18n_scan
 from tests.po_files import read_po
+from tests.test_roles import _user, world  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCALES = ["pt_BR", "zh_Hans"]
@@ -238,3 +240,20 @@ def test_pre_check_messages_are_in_the_active_language(compiled):
         assert name_or_uuid_clash(**arguments).message == "beta já tem outro domínio chamado 'web'"
     with translation.override("zh-hans"):
         assert name_or_uuid_clash(**arguments).message == "beta 上已有另一个名为 'web' 的域"
+
+
+@pytest.mark.django_db
+def test_a_refusal_names_the_page_button_in_the_request_language(world, compiled):  # noqa: F811
+    """The fix a 403 names is the button as the person sees it, in their language."""
+    client = APIClient()
+    client.force_authenticate(_user("operator"))
+    response = client.post(
+        f"/api/vms/{world['vm']}/migrate/check/",
+        {"remote_host": "127.0.0.250"},
+        format="json",
+        HTTP_ACCEPT_LANGUAGE="pt-BR",
+    )
+    assert response.status_code == 403
+    detail = response.json()["detail"]
+    assert detail.startswith("remote_host: 127.0.0.250 não é um host registrado"), detail
+    assert '"Adicionar host" no painel' in detail
