@@ -257,3 +257,24 @@ def test_a_refusal_names_the_page_button_in_the_request_language(world, compiled
     detail = response.json()["detail"]
     assert detail.startswith("remote_host: 127.0.0.250 não é um host registrado"), detail
     assert '"Adicionar host" no painel' in detail
+
+
+def test_placement_reasons_are_in_the_active_language(compiled):
+    from migrations_app.domain.placement import CpuVerdict, HostFacts, VMNeeds, placement_judge
+
+    facts = HostFacts(
+        host_id=1,
+        name="a",
+        reachable=True,
+        memory_free_bytes=4 * 2**30,
+        memory_total_bytes=8 * 2**30,
+        maintenance=True,
+    )
+    needs = VMNeeds(uuid="u", name="web", memory_bytes=2**30, live=True)
+    cpu = CpuVerdict(True, "ok")
+    with translation.override("pt-br"):
+        reasons = placement_judge(vm=needs, facts=facts, cpu=cpu).reasons
+    assert reasons[0] == "em manutenção: não recebe novas VMs"
+    assert "3.072 MiB livres de 8.192 MiB depois de receber a VM (1.024 MiB)" in reasons
+    english = placement_judge(vm=needs, facts=facts, cpu=cpu).reasons
+    assert "3,072 MiB free of 8,192 MiB after placing the VM (1,024 MiB)" in english
