@@ -154,6 +154,17 @@ class DomainEvent:
 
 
 @dataclass(frozen=True)
+class DirtyRate:
+    """libvirt's dirty-rate calculation of a running domain (virDomainStartDirtyRateCalc
+    then the `dirtyrate.*` statistics): `measured` once the period has passed."""
+
+    measured: bool
+    megabytes_per_second: int | None = None  # MiB/s, as libvirt reports it
+    period_s: int | None = None
+    mode: str = ""
+
+
+@dataclass(frozen=True)
 class MigrationSpec:
     """What the portal asks libvirt for (gateway makes migrateToURI3's flags of it)."""
 

@@ -160,6 +160,13 @@ class Migration(models.Model):
     progress_updated_at = models.DateTimeField(null=True, blank=True)
     # virDomainMigrateGetMaxDowntime, read back after every set and tune.
     max_downtime_read_ms = models.BigIntegerField(null=True, blank=True)
+    # virDomainMigrateGetMaxSpeed, read back when the job starts and after every tune.
+    bandwidth_read_mib_s = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="The bandwidth libvirt has for the running migration (MiB/s), read back "
+        "when it starts and after every tune; 8388607 or more: unlimited.",
+    )
     # domain/convergence.judge on the samples: the plain verdict and the remaining memory
     # at the start of each pass (bytes), for the progress view.
     convergence_note = models.CharField(

@@ -20,8 +20,9 @@ from hosts.models import Host, Transport
 from hosts.selectors import host_find
 from hosts.services import host_validate_new
 from migrations_app.domain import decisions
+from migrations_app.domain.convergence import Forecast
 from migrations_app.domain.lifecycle import Phase
-from migrations_app.domain.options import MigrationOptions
+from migrations_app.domain.options import UNLIMITED_MIB_S, MigrationOptions
 from migrations_app.events import migration_publish
 from migrations_app.models import ACTIVE_STATUSES, Migration, MigrationBatch, MigrationStatus
 from migrations_app.prechecks import (
@@ -31,6 +32,7 @@ from migrations_app.prechecks import (
     checks_skipped,
     run_prechecks,
 )
+from migrations_app.prechecks.forecast import DirtyRateMeasurement, forecast_of
 from migrations_app.scheduling.dispatch import migration_enqueue
 from migrations_app.scheduling.schedule import migration_due_queue, schedule_judged, schedule_of
 from migrations_app.transitions import migration_audit_detail, migration_change
@@ -58,17 +60,40 @@ class CheckReport:
 
     checks: list[CheckResult]
     notes: list[str] = field(default_factory=list)
+    # Will the copy converge? A warning only: it never makes `ok` false.
+    convergence: Forecast | None = None
 
     @property
     def ok(self) -> bool:
         return not any(c.failed for c in self.checks)
+
+    @property
+    def warnings(self) -> list[str]:
+        return [self.convergence.message] if self.convergence and self.convergence.warns else []
 
     def as_dict(self) -> dict:
         return {
             "ok": self.ok,
             "checks": [c.as_dict() for c in self.checks],
             "notes": list(self.notes),
+            "warnings": self.warnings,
+            "convergence": forecast_as_dict(self.convergence),
         }
+
+
+def forecast_as_dict(found: Forecast | None) -> dict | None:
+    if found is None:
+        return None
+    return {
+        "outlook": found.outlook.value,
+        "message": found.message,
+        "recommended_policy": found.recommended_policy,
+        "dirty_rate_bytes_s": found.dirty_rate_bytes_s,
+        "rate_bytes_s": found.rate_bytes_s,
+        "cap_bytes_s": found.cap_bytes_s,
+        "link_bytes_s": found.link_bytes_s,
+        "link_basis": found.link_basis.value if found.link_basis else None,
+    }
 
 
 def migration_check(
@@ -78,8 +103,11 @@ def migration_check(
     options: MigrationOptions,
     credentials_given: bool = False,
     user: str = "",
+    dirty_rate_s: int = 0,
 ) -> CheckReport:
-    """The pre-checks of a migration as requested, changing nothing."""
+    """The pre-checks of a migration as requested, changing nothing; for a live one the
+    forecast too: the guest's dirty rate measured over `dirty_rate_s` seconds (while the
+    checks run; 0: only a reading cached from the last minute)."""
     notes = [_(CREDENTIALS_IGNORED_NOTE)] if credentials_given else []
     destination = host_find(remote_host=remote_host)
     if destination is None:
@@ -92,7 +120,14 @@ def migration_check(
         ) % {"host": destination.name, "user": user}
         return CheckReport(checks=checks_skipped(reason), notes=notes)
     plan = MigrationPlan.of_request(vm=vm, destination=destination, options=options)
-    return CheckReport(checks=run_prechecks(plan).results, notes=notes)
+    if not options.live:  # offline: no memory is copied, nothing to converge
+        return CheckReport(checks=run_prechecks(plan).results, notes=notes)
+    measurement = DirtyRateMeasurement(vm, seconds=dirty_rate_s)
+    results = run_prechecks(plan).results
+    found = forecast_of(
+        reading=measurement.reading(), source=vm.host, destination=destination, options=options
+    )
+    return CheckReport(checks=results, notes=notes, convergence=found)
 
 
 def _unregistered_destination_checks(remote_host: str) -> list[CheckResult]:
@@ -321,7 +356,8 @@ def migration_tune(
             read_back["max_downtime_read_ms"] = conn.max_downtime(uuid)
         if bandwidth_mib_s is not None:
             # libvirt reads 0 as "unlimited" only for new jobs; a huge cap is the same.
-            conn.set_max_speed(uuid, bandwidth_mib_s or 8_388_607)
+            conn.set_max_speed(uuid, bandwidth_mib_s or UNLIMITED_MIB_S)
+            read_back["bandwidth_read_mib_s"] = conn.max_speed(uuid)
 
     _running_migration_call(migration, gettext_noop("tuning"), apply)
     with transaction.atomic():

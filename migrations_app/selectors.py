@@ -20,10 +20,12 @@ from hosts.models import Host, HostStatus
 from hosts.selectors import ROLES_THAT_SEE, host_groups_granted
 from migrations_app.domain import placement
 from migrations_app.domain.lifecycle import ACTIVE_STATUSES, RUNNING_STATUSES
+from migrations_app.domain.options import MigrationOptions
 from migrations_app.filters import MigrationReportFilterSet
 from migrations_app.models import Migration, MigrationBatch
 from migrations_app.permissions import sees_all_batches, sees_all_migrations
 from migrations_app.prechecks.facts import cpu_verdicts
+from migrations_app.prechecks.forecast import DirtyRateMeasurement, DirtyRateReading, forecast_of
 from vms.models import VM, VMState
 
 REPORT_DEFAULT_DAYS = 30
@@ -199,10 +201,13 @@ def _cpu_facts(
     return {key: placement.CpuVerdict(ok, reason) for key, (ok, reason) in verdicts.items()}
 
 
-def destinations_ranked(vm: VM) -> list[placement.Placement]:
+def destinations_ranked(vm: VM, *, dirty_rate_s: int = 0) -> list[placement.Placement]:
     """Every other host of the VM's host group (as Host rows), best first; asks libvirt
-    for the CPUs. Crossing host groups is a host admin's explicit choice, never a
-    recommendation."""
+    for the CPUs and, for a running VM, its dirty rate (over `dirty_rate_s`, meanwhile):
+    each host's forecast of an uncapped copy, and a reason when it would not converge.
+    Crossing host groups is a host admin's explicit choice, never a recommendation."""
+    running = vm.state == VMState.RUNNING
+    measurement = DirtyRateMeasurement(vm, seconds=dirty_rate_s) if running else None
     candidates = list(_same_group_hosts(vm.host))
     active = _active_by_uuid()
     needs = _vm_needs(vm, active)
@@ -214,7 +219,26 @@ def destinations_ranked(vm: VM) -> list[placement.Placement]:
         cpu={host_id: verdict for (_uuid, host_id), verdict in cpu.items()},
     )
     by_id = {h.pk: h for h in candidates}
-    return [replace(p, host=by_id[p.host.host_id]) for p in ranking]
+    reading = measurement.reading() if measurement else None
+    return [
+        _with_forecast(replace(p, host=by_id[p.host.host_id]), vm=vm, reading=reading)
+        for p in ranking
+    ]
+
+
+def _with_forecast(
+    found: placement.Placement, *, vm: VM, reading: DirtyRateReading | None
+) -> placement.Placement:
+    if reading is None:
+        return found
+    outlook = forecast_of(
+        reading=reading,
+        source=vm.host,
+        destination=found.host,
+        options=MigrationOptions(validate=False),
+    )
+    reasons = [*found.reasons, outlook.message] if outlook.warns else found.reasons
+    return replace(found, convergence=outlook, reasons=reasons)
 
 
 def _same_group_hosts(host: Host) -> QuerySet[Host]:

@@ -222,10 +222,18 @@ def test_vm_page_shows_the_vm_and_the_migrate_dialog(browser, hosts):
         "compression_method",
         "compression_level",
         "parallel_connections",
+        "new_name",
+        "convergence_policy",
+        # The progress view's live tune control.
+        "tune_max_downtime_ms",
+        "tune_bandwidth_mib_s",
     ]:
         assert f'name="{name}"' in dialog, name
     assert ">Cancel</button>" in dialog and ">Start</button>" in dialog
     assert ">Cancel migration</button>" in dialog
+    # The forecast's warning (filled by migrate.js) and the read-back limits.
+    assert 'id="mig-forecast"' in dialog and ">Start anyway</button>" in dialog
+    assert 'data-field="limits"' in dialog and 'data-action="tune"' in dialog
     assert "portal/migrate.js" in page
 
 

@@ -356,7 +356,10 @@ def test_check_of_a_registered_host_runs_the_prechecks_and_changes_nothing(
         assert "as ops is set up with the password" in by_name["destination_reachable"]["message"]
         assert body["ok"] is True
     else:
-        assert sorted(opened) == ["dst", "src"]  # checked over the connections the hosts have now
+        # Checked over the connections the hosts have now; the source once more for the
+        # convergence forecast (the guest's dirty rate), with the same opener.
+        assert sorted(opened) == ["dst", "src", "src"]
+        assert body["convergence"]["outlook"] == "unknown"
         assert by_name["destination_reachable"]["status"] == "fail"
         assert "dst did not answer" in by_name["destination_reachable"]["message"]
         assert body["ok"] is False

@@ -7,6 +7,7 @@ from hosts.gateway.events import EventStream, open_event_stream
 from hosts.gateway.pool import POOL_MAX_IDLE, pool_forget, pool_size, pooled
 from hosts.gateway.session import is_alive, keepalive_bound_s, state_reason
 from hosts.hypervisor import (
+    DirtyRate,
     DiskInfo,
     DomainEvent,
     DomainInfo,
@@ -23,6 +24,7 @@ from hosts.hypervisor import (
 
 __all__ = [
     "POOL_MAX_IDLE",
+    "DirtyRate",
     "DiskInfo",
     "DomainEvent",
     "DomainInfo",

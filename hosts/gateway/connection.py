@@ -18,6 +18,7 @@ from hosts.gateway.session import (
     state_reason,
 )
 from hosts.hypervisor import (
+    DirtyRate,
     DiskInfo,
     DomainInfo,
     DomainNotFound,
@@ -139,6 +140,36 @@ class HostConnection:
 
     def set_max_speed(self, uuid: str, mib_per_s: int) -> None:
         self._call(uuid, "setting bandwidth of", lambda d: d.migrateSetMaxSpeed(mib_per_s))
+
+    def max_speed(self, uuid: str) -> int:
+        """The migration bandwidth libvirt has for the domain (MiB/s; a huge number when
+        unlimited: QEMU's own maximum)."""
+        read = self._call(uuid, "reading bandwidth of", lambda d: d.migrateGetMaxSpeed(0))
+        if read is None:  # as max_downtime: None instead of an error
+            raise GatewayError(f"no bandwidth of {uuid} on {self.uri}")
+        return int(read)
+
+    def start_dirty_rate_calc(self, uuid: str, seconds: int) -> None:
+        """Ask QEMU to measure how fast the guest dirties its memory over `seconds`
+        (page sampling; the guest is not slowed). Read it with `dirty_rate` after."""
+        self._call(uuid, "measuring the dirty rate of", lambda d: d.startDirtyRateCalc(seconds, 0))
+
+    def dirty_rate(self, uuid: str) -> DirtyRate:
+        """The last dirty-rate calculation's state and result."""
+        dom = self._lookup(uuid)
+        try:
+            found = self._conn.domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE, 0)
+        except libvirt.libvirtError as exc:
+            raise _translate(exc, f"reading the dirty rate of {dom.name()} on {self.uri}") from exc
+        stats = found[0][1] if found else {}
+        measured = stats.get("dirtyrate.calc_status") == libvirt.VIR_DOMAIN_DIRTYRATE_MEASURED
+        rate = stats.get("dirtyrate.megabytes_per_second")
+        return DirtyRate(
+            measured=measured,
+            megabytes_per_second=int(rate) if measured and rate is not None else None,
+            period_s=stats.get("dirtyrate.calc_period"),
+            mode=str(stats.get("dirtyrate.calc_mode", "")),
+        )
 
     def start_postcopy(self, uuid: str) -> None:
         self._call(uuid, "switching to post-copy", lambda d: d.migrateStartPostCopy(0))

@@ -5,8 +5,42 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from migrations_app.domain.convergence import LinkBasis, Outlook
 from migrations_app.domain.placement import Placement
 from migrations_app.selectors import HostEvacuationPlan
+
+
+class ForecastSerializer(serializers.Serializer):
+    """Will a live migration's copy converge? (domain.convergence.forecast)"""
+
+    outlook = serializers.ChoiceField(
+        choices=Outlook.choices,
+        help_text="will_not_converge: the guest dirties its memory at least 90 % as fast "
+        "as the copy may move it (a warning, never a refusal); unknown: not measured "
+        "(the message says why).",
+    )
+    message = serializers.CharField(help_text="The forecast in words, with the figures.")
+    recommended_policy = serializers.CharField(
+        allow_null=True,
+        help_text="With will_not_converge: the convergence_policy that ends such a copy "
+        "(postcopy_when_stalled, or pause_when_stalled when tunnelled).",
+    )
+    dirty_rate_bytes_s = serializers.IntegerField(
+        allow_null=True, help_text="The guest's dirty rate as libvirt measured it."
+    )
+    rate_bytes_s = serializers.IntegerField(
+        allow_null=True, help_text="What the copy may move: the lower of the cap and the link."
+    )
+    cap_bytes_s = serializers.IntegerField(
+        allow_null=True, help_text="The bandwidth cap asked for; null: none."
+    )
+    link_bytes_s = serializers.IntegerField(allow_null=True)
+    link_basis = serializers.ChoiceField(
+        choices=LinkBasis.choices,
+        allow_null=True,
+        help_text="measured: the fastest sample of the last uncapped migrations that "
+        "succeeded between the two hosts; default: 1 Gbit/s assumed.",
+    )
 
 
 class PlacementSerializer(serializers.Serializer):
@@ -34,7 +68,13 @@ class PlacementSerializer(serializers.Serializer):
     reasons = serializers.ListField(
         child=serializers.CharField(),
         help_text="What the score and the verdict rest on; for an unfit host the reasons "
-        "it is unfit come first.",
+        "it is unfit come first. A copy that would not converge (uncapped) says so "
+        "last; it does not make the host unfit.",
+    )
+    convergence = ForecastSerializer(
+        allow_null=True,
+        help_text="A running VM: will an uncapped copy to this host converge? (the "
+        "guest's dirty rate against the link between the hosts); null otherwise.",
     )
 
 

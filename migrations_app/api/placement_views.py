@@ -19,7 +19,8 @@ from migrations_app.api.placement_serializers import (
     destinations_data,
     evacuation_data,
 )
-from migrations_app.api.views import CONFLICT
+from migrations_app.api.serializers import DirtyRateQuerySerializer
+from migrations_app.api.views import CONFLICT, DIRTY_RATE_PARAMETER
 from migrations_app.evacuation import host_evacuate
 from migrations_app.permissions import CanMigrate
 from migrations_app.selectors import destinations_ranked
@@ -34,7 +35,7 @@ class VMDestinationsViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
     queryset = VM.objects.all()
     permission_classes = [CanMigrate]
 
-    @extend_schema(responses=DestinationsSerializer)
+    @extend_schema(responses=DestinationsSerializer, parameters=[DIRTY_RATE_PARAMETER])
     @action(detail=True, methods=["get"])
     def destinations(self, request: Request, uuid: str | None = None) -> Response:
         """Every other registered host ranked for this VM, best first: `score` (higher
@@ -42,9 +43,15 @@ class VMDestinationsViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
         VMs already migrating there, libvirt's CPU comparison, migrations in flight to
         and from the host, running VMs, reachability, maintenance). Unfit hosts come
         last with why. Changes nothing; a host that does not answer the CPU comparison
-        within PORTAL_PLACEMENT_CPU_CHECK_TIMEOUT_S is unfit, with the reason."""
+        within PORTAL_PLACEMENT_CPU_CHECK_TIMEOUT_S is unfit, with the reason. For a
+        running VM each host also has the `convergence` forecast of an uncapped copy
+        (its dirty rate measured meanwhile, `dirty_rate_s`); one that would not
+        converge adds that reason, with the recommended policy."""
+        query = DirtyRateQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
         vm = self.get_object()
-        return Response(destinations_data(vm=vm, placements=destinations_ranked(vm)))
+        placements = destinations_ranked(vm, dirty_rate_s=query.validated_data["dirty_rate_s"])
+        return Response(destinations_data(vm=vm, placements=placements))
 
 
 class HostEvacuateViewSet(viewsets.GenericViewSet):

@@ -24,6 +24,7 @@ from migrations_app.domain.options import (
     limits,
 )
 from migrations_app.models import CompressionMethod, StorageMode, TransportMode
+from migrations_app.prechecks.forecast import DIRTY_RATE_DEFAULT_S, DIRTY_RATE_MAX_S
 from vms.selectors import vm_current_with_host
 
 
@@ -61,6 +62,14 @@ WINDOW_END_HELP = (
     "not started by then (e.g. waiting for a slot), it fails with failure_reason "
     "window_closed and nothing is moved."
 )
+
+
+class DirtyRateQuerySerializer(serializers.Serializer):
+    """`?dirty_rate_s=` of the check and the destination ranking."""
+
+    dirty_rate_s = serializers.IntegerField(
+        default=DIRTY_RATE_DEFAULT_S, min_value=0, max_value=DIRTY_RATE_MAX_S
+    )
 
 
 class MigrateRequestSerializer(serializers.Serializer):

@@ -1,4 +1,9 @@
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
@@ -16,9 +21,11 @@ from hosts.selectors import host_find
 from migrations_app import attention, batches, report_exports, reports, requests
 from migrations_app.api.attention_serializers import AttentionSerializer, ResolveSerializer
 from migrations_app.api.pagination import MigrationCursorPagination
+from migrations_app.api.placement_serializers import ForecastSerializer
 from migrations_app.api.report_serializers import MigrationReportSerializer
 from migrations_app.api.serializers import (
     BatchCreateSerializer,
+    DirtyRateQuerySerializer,
     MigrateRequestSerializer,
     MigrationChangeSerializer,
     TuneSerializer,
@@ -59,7 +66,27 @@ CHECKS_RESPONSE = inline_serializer(
             child=serializers.CharField(),
             help_text="What the check did not do, e.g. that user and password were ignored.",
         ),
+        "warnings": serializers.ListField(
+            child=serializers.CharField(),
+            help_text="What may go wrong without failing a check (they never make `ok` "
+            'false): e.g. "will not converge without a policy: ...; recommended: the policy '
+            'postcopy_when_stalled".',
+        ),
+        "convergence": ForecastSerializer(
+            allow_null=True,
+            help_text="The forecast of a live migration (null: offline, or the destination "
+            "not registered or not checked).",
+        ),
     },
+)
+
+DIRTY_RATE_PARAMETER = OpenApiParameter(
+    "dirty_rate_s",
+    int,
+    description="Seconds libvirt measures the guest's dirty rate for the convergence "
+    "forecast (virDomainStartDirtyRateCalc, page sampling: the guest is not slowed), "
+    "while the pre-checks run: 2 (default, steadier) or 1; 0: do not measure. A reading is "
+    "reused for 60 s (per VM and host) whatever this says.",
 )
 
 
@@ -108,7 +135,9 @@ class MigrationViewSet(LeanListMixin, viewsets.ReadOnlyModelViewSet):
     @extend_schema(request=TuneSerializer, responses={200: MigrationSerializer, 409: CONFLICT})
     @action(detail=True, methods=["post"])
     def tune(self, request: Request, pk: str | None = None) -> Response:
-        """Change max downtime and/or bandwidth of a running migration."""
+        """Change max downtime and/or bandwidth (0: unlimited) of a running migration;
+        libvirt's values are read back into `max_downtime_read_ms` and
+        `bandwidth_read_mib_s` (8388607 or more: unlimited). Audited as migration.tuned."""
         serializer = TuneSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         return self._control(request, requests.migration_tune, **serializer.validated_data)
@@ -276,14 +305,25 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
         data = MigrationSerializer(migration).data
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
 
-    @extend_schema(request=MigrateRequestSerializer, responses=CHECKS_RESPONSE)
+    @extend_schema(
+        request=MigrateRequestSerializer,
+        responses=CHECKS_RESPONSE,
+        parameters=[DIRTY_RATE_PARAMETER],
+    )
     @action(detail=True, methods=["post"], url_path="migrate/check")
     def migrate_check(self, request: Request, uuid: str | None = None) -> Response:
         """Run the pre-checks of a migration without migrating; changes nothing. A
         `remote_host` not registered yet is not registered nor contacted (a skipped
         check says so); `user` and `password` are never used (a note says so). As for
         the migration itself, an unregistered `remote_host` or a `user` is for host
-        admins only (403 naming the field)."""
+        admins only (403 naming the field). For a live migration it also forecasts
+        whether the copy converges (`convergence`): the guest's dirty rate, measured
+        now by libvirt, against the bandwidth cap and the link between the hosts (the
+        fastest uncapped migration between them, else 1 Gbit/s assumed). One that will
+        not converge gives a warning and a recommended policy; the check still passes
+        (docs/migration-policies.md)."""
+        query = DirtyRateQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
         vm, data, _actor = self._request_input(request)
         report = requests.migration_check(
             vm=vm,
@@ -291,6 +331,7 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
             options=data["options"],
             credentials_given=bool(data.get("user") or data.get("password")),
             user=data.get("user", ""),
+            dirty_rate_s=query.validated_data["dirty_rate_s"],
         )
         return Response(report.as_dict())
 

@@ -223,3 +223,110 @@ def honest_percent(*, raw: float, verdict: Verdict, previous: float) -> float:
     else:
         value = min(previous, FIRST_PASS_SHARE)
     return round(min(99.9, max(previous, value)), 2)
+
+
+# Before a migration starts: will the copy converge at all? ---------------------------
+
+# The link assumed when no uncapped migration between the two hosts was measured yet:
+# 1 Gbit/s, the slowest network a migration is usually given.
+DEFAULT_LINK_BYTES_S = 125_000_000
+
+
+class Outlook(models.TextChoices):
+    CONVERGES = "converges", "Should converge by itself"
+    WILL_NOT_CONVERGE = "will_not_converge", "Will not converge without a policy"
+    UNKNOWN = "unknown", "Not predicted"
+
+
+class LinkBasis(models.TextChoices):
+    MEASURED = "measured", "the fastest uncapped migration between these hosts"
+    DEFAULT = "default", "assumed (no uncapped migration between these hosts yet)"
+
+
+@dataclass(frozen=True)
+class Forecast:
+    outlook: Outlook
+    dirty_rate_bytes_s: int | None  # the guest, measured by libvirt before starting
+    # What the copy can move: the lower of the cap and the link.
+    rate_bytes_s: int | None
+    cap_bytes_s: int | None  # the bandwidth cap asked for (None: none)
+    link_bytes_s: int | None
+    link_basis: LinkBasis | None
+    recommended_policy: str | None  # only when it will not converge
+    message: str
+
+    @property
+    def warns(self) -> bool:
+        return self.outlook == Outlook.WILL_NOT_CONVERGE
+
+
+def forecast(
+    *,
+    dirty_rate_bytes_s: int | None,
+    cap_mib_s: int,
+    measured_link_bytes_s: int | None,
+    policy: str,
+    postcopy_possible: bool = True,
+    not_measured_why: str = "",
+    margin: float = 0.1,
+) -> Forecast:
+    """Compare the guest's dirty rate with what the copy may move (the cap, else the
+    link: measured between the two hosts, else DEFAULT_LINK_BYTES_S). A guest dirtying
+    at least 90 % of that will not converge by itself (as `judge`'s "outpaced"): the
+    answer recommends a policy that ends it (post-copy where possible, else a pause).
+    A warning only: the migration may start all the same."""
+    cap = cap_mib_s * MiB if cap_mib_s else None
+    link, basis = (
+        (measured_link_bytes_s, LinkBasis.MEASURED)
+        if measured_link_bytes_s
+        else (DEFAULT_LINK_BYTES_S, LinkBasis.DEFAULT)
+    )
+    rate = min(cap, link) if cap else link
+    if dirty_rate_bytes_s is None:
+        return Forecast(
+            outlook=Outlook.UNKNOWN,
+            dirty_rate_bytes_s=None,
+            rate_bytes_s=rate,
+            cap_bytes_s=cap,
+            link_bytes_s=link,
+            link_basis=basis,
+            recommended_policy=None,
+            message=f"not predicted: {not_measured_why or 'the dirty rate was not measured'}",
+        )
+    limit = "the bandwidth cap" if cap and cap <= link else f"the link ({basis.label})"
+    rates = (
+        f"the guest changes {_mib(dirty_rate_bytes_s)}/s, "
+        f"the copy may move {_mib(rate)}/s ({limit})"
+    )
+    if dirty_rate_bytes_s < (1 - margin) * rate:
+        return Forecast(
+            outlook=Outlook.CONVERGES,
+            dirty_rate_bytes_s=dirty_rate_bytes_s,
+            rate_bytes_s=rate,
+            cap_bytes_s=cap,
+            link_bytes_s=link,
+            link_basis=basis,
+            recommended_policy=None,
+            message=f"should converge: {rates}",
+        )
+    recommended = (
+        ConvergencePolicy.POSTCOPY_WHEN_STALLED
+        if postcopy_possible
+        else ConvergencePolicy.PAUSE_WHEN_STALLED
+    )
+    if policy == ConvergencePolicy.NONE:
+        advice = f"; recommended: the policy {recommended.value}"
+    else:
+        advice = f"; the policy {policy} acts when it stalls"
+    if cap and cap < link and dirty_rate_bytes_s < (1 - margin) * link:
+        advice += f", or a cap above {_mib(int(dirty_rate_bytes_s / (1 - margin)) + MiB)}/s"
+    return Forecast(
+        outlook=Outlook.WILL_NOT_CONVERGE,
+        dirty_rate_bytes_s=dirty_rate_bytes_s,
+        rate_bytes_s=rate,
+        cap_bytes_s=cap,
+        link_bytes_s=link,
+        link_basis=basis,
+        recommended_policy=recommended.value,
+        message=f"will not converge without a policy: {rates}{advice}",
+    )

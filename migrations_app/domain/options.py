@@ -76,6 +76,11 @@ def _setting(name: str) -> Callable[[], int]:
     return lambda: getattr(settings, name)
 
 
+# A bandwidth of 0 means "unlimited" only when a job starts; on a running one the portal
+# sets this (libvirt's read-back at or above it is unlimited too).
+UNLIMITED_MIB_S = 8_388_607
+
+
 @dataclass(frozen=True)
 class MigrationOptions:
     """A migration's options, valid by construction (see `RULES` and `limits()`)."""

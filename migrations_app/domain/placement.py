@@ -79,6 +79,8 @@ class Placement:
     fit: bool
     reasons: list[str] = field(default_factory=list)
     memory_free_after_bytes: int | None = None
+    # The ranking of a running VM: convergence.Forecast for this destination (no cap).
+    convergence: Any = None
 
 
 def _mib(size: int) -> str:

@@ -23,7 +23,7 @@ from hosts.models import Host
 from migrations_app.domain import decisions
 from migrations_app.domain.convergence import Verdict
 from migrations_app.domain.lifecycle import FailureReason, Phase
-from migrations_app.domain.options import MigrationOptions
+from migrations_app.domain.options import UNLIMITED_MIB_S, MigrationOptions
 from migrations_app.domain.progress import ProgressSample, sample_from_job_stats
 from migrations_app.events import migration_publish
 from migrations_app.models import Migration, MigrationSample, MigrationStatus
@@ -223,6 +223,7 @@ def _monitor(
     converge = ConvergenceMonitor(migration, lease)
     pauses = PauseWatch(migration, lease)
     downtime_applied = not set_downtime  # a resumed post-copy has no downtime left to set
+    bandwidth_read = not set_downtime
     abort_reason: decisions.Abort | None = None
     control = {"cancel_requested_at": None, "postcopy_started_at": None}
     next_tick = time.monotonic()
@@ -276,6 +277,10 @@ def _monitor(
                     converge.downtime_read(read)
             except gateway.GatewayError as exc:
                 logger.info("migration %s: max downtime not set yet: %s", migration.pk, exc)
+        if stats.get("memory_processed") and not bandwidth_read and migration.live:
+            # Once memory flows libvirt has applied the job's own bandwidth parameter
+            # (a tune in the seconds before was overwritten by it: applied again now).
+            bandwidth_read = _record_bandwidth_read(migration, lease, conn)
         if stats:
             postcopy = bool(control["postcopy_started_at"])
             sample = sample_from_job_stats(stats, postcopy=postcopy)
@@ -311,6 +316,25 @@ def _record_max_downtime_read(
     except (gateway.GatewayError, DatabaseError) as exc:
         logger.info("migration %s: max downtime not read back: %s", migration.pk, exc)
         return None
+
+
+def _record_bandwidth_read(
+    migration: Migration, lease: Lease, conn: gateway.HostConnection
+) -> bool:
+    """The record's bandwidth (a person may have tuned it) set again, and libvirt's
+    read-back of it kept, shown beside the downtime; False: not now, try again."""
+    uuid = str(migration.vm_uuid)
+    try:
+        cap = Migration.objects.values_list("bandwidth_mib_s", flat=True).get(pk=migration.pk)
+        if cap or cap != migration.bandwidth_mib_s:
+            conn.set_max_speed(uuid, cap or UNLIMITED_MIB_S)
+        Migration.objects.filter(pk=migration.pk, claim_epoch=lease.epoch).update(
+            bandwidth_read_mib_s=conn.max_speed(uuid)
+        )
+        return True
+    except (gateway.GatewayError, DatabaseError) as exc:  # the loop's next call tells
+        logger.info("migration %s: bandwidth not read back: %s", migration.pk, exc)
+        return False
 
 
 def _record_sample(

@@ -20,6 +20,9 @@
   // The outcomes' words in the page's language (the keys are the API's).
   const OUTCOMES = { succeeded: gettext("succeeded"), failed: gettext("failed"), cancelled: gettext("cancelled") };
 
+  // The outcomes' words in the page's language (the keys are the API's).
+  const OUTCOMES = { succeeded: gettext("succeeded"), failed: gettext("failed"), cancelled: gettext("cancelled") };
+
   function legend(container, keys) {
     const box = document.createElement("div");
     box.className = "legend";
@@ -90,7 +93,7 @@
       svg.append(el("text", { x: i * slot + 2, y: H - bottom - h - 3, "font-size": 10 }, String(b.count)));
       svg.append(el("text", { x: i * slot + 2, y: H - 20, "font-size": 10 }, label(b.lower_ms)));
     });
-    svg.append(el("text", { x: 2, y: H - 4, "font-size": 10 }, gettext("lower bound of each bucket")));
+    svg.append(el("text", { x: 2, y: H - 4, "font-size": 10 }, gettext(gettext("lower bound of each bucket"))));
   }
 
   document.addEventListener("DOMContentLoaded", function () {

@@ -80,7 +80,7 @@
   async function load() {
     const result = await window.Portal.api("GET", "/api/migrations/" + id + "/attention/");
     if (result.status === 200) render(result.body);
-    else status.textContent = result.body.detail || gettext("The hosts could not be asked.");
+    else status.textContent = result.body.detail || gettext(gettext("The hosts could not be asked."));
   }
 
   load();

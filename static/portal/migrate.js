@@ -3,7 +3,7 @@
  * checked here first so they show at once, together. */
 (function () {
   "use strict";
-  const { api, ProgressView, FINAL, decimal, readJson } = window.Portal;
+  const { api, ProgressView, FINAL, POLICY_NAMES, decimal, readJson } = window.Portal;
 
   const BLANK_HOST = gettext("Remote host field cannot be blank");
   const BOTH_CREDENTIALS = gettext("Both user and password fields must be filled");
@@ -79,6 +79,8 @@
         parallel_connections: Number(input("parallel_connections").value || 0),
         tls: input("tls").checked,
       };
+      const newName = input("new_name").value.trim();
+      if (newName) body.new_name = newName;
       // Offline there is no copy to converge: the server refuses any policy but none.
       if (live) body.convergence_policy = input("convergence_policy").value;
       // The recommended policy needs post-copy allowed: choosing it allows it.
@@ -147,6 +149,7 @@
       event.preventDefault();
       clearErrors();
       showChecks([]);
+      forecastBox.hidden = true;
       const body = payload();
       const errors = localErrors(body);
       if (Object.keys(errors).length) { showErrors(errors); return; }
@@ -160,15 +163,61 @@
           showErrors({ __all__: [gettext("The pre-checks failed: nothing was started.")] });
           return;
         }
+        // A copy that will not converge and no policy to end it: warn and recommend,
+        // and let the person choose (never refused).
+        const forecast = check.body.convergence;
+        if (forecast && forecast.outlook === "will_not_converge" && body.convergence_policy === "none") {
+          showForecast(forecast);
+          return;
+        }
         startButton.textContent = gettext("Starting…");
-        const started = await api("POST", "/api/vms/" + uuid + "/migrate/", body);
-        if (started.status !== 202) { showErrors(otherErrors(started)); return; }
-        showProgress(started.body);
+        await migrate(body);
       } finally {
         startButton.disabled = false;
         startButton.textContent = gettext("Start");
       }
     }
+
+    async function migrate(body) {
+      const started = await api("POST", "/api/vms/" + uuid + "/migrate/", body);
+      if (started.status !== 202) { showErrors(otherErrors(started)); return; }
+      showProgress(started.body);
+    }
+
+    const forecastBox = document.getElementById("mig-forecast");
+    const useRecommended = forecastBox.querySelector("[data-action=use-recommended]");
+    const startAnyway = forecastBox.querySelector("[data-action=start-anyway]");
+
+    function showForecast(forecast) {
+      forecastBox.querySelector("[data-field=forecast-message]").textContent =
+        forecast.message.charAt(0).toUpperCase() + forecast.message.slice(1) + ".";
+      useRecommended.dataset.policy = forecast.recommended_policy || "";
+      const recommended = forecast.recommended_policy || "";
+      useRecommended.textContent = interpolate(gettext("Use %s and start"),
+        [POLICY_NAMES[recommended] || recommended.replace(/_/g, " ")]);
+      useRecommended.hidden = !forecast.recommended_policy;
+      forecastBox.hidden = false;
+      forecastBox.scrollIntoView({ block: "nearest" });  // below the checks: bring it into view
+    }
+
+    async function startAfterWarning(button, choosePolicy) {
+      clearErrors();
+      if (choosePolicy) {
+        input("convergence_policy").value = useRecommended.dataset.policy;
+        input("convergence_policy").dispatchEvent(new Event("change"));
+      }
+      forecastBox.querySelectorAll("button").forEach((b) => { b.disabled = true; });
+      try {
+        await migrate(payload());  // the payload ticks allow_postcopy for post-copy
+      } finally {
+        forecastBox.querySelectorAll("button").forEach((b) => { b.disabled = false; });
+        forecastBox.hidden = true;
+        button.blur();
+      }
+    }
+
+    useRecommended.addEventListener("click", () => startAfterWarning(useRecommended, true));
+    startAnyway.addEventListener("click", () => startAfterWarning(startAnyway, false));
 
     function showProgress(migration) {
       form.hidden = true;
@@ -261,6 +310,7 @@
     form.addEventListener("input", (event) => {
       const name = event.target.name;
       if (!name) return;
+      forecastBox.hidden = true;  // the options changed: Start checks and forecasts again
       event.target.classList.remove("invalid");
       const message = form.querySelector("[data-error-for='" + name + "']");
       if (message) { message.hidden = true; message.textContent = ""; }

@@ -12,14 +12,6 @@
   const PHASE_LABELS = VOCABULARY.phase_labels;
   const REASON_LABELS = VOCABULARY.failure_reason_labels;
   const MIB = 1024 * 1024;
-  // The convergence policies' short names (the API's values, in words).
-  const POLICY_NAMES = {
-    none: gettext("none"),
-    minimal_downtime: gettext("minimal downtime"),
-    postcopy_when_stalled: gettext("postcopy when stalled"),
-    pause_when_stalled: gettext("pause when stalled"),
-    abort_when_stalled: gettext("abort when stalled"),
-  };
   // Numbers and dates in the page's language (<html lang>, set by Django's LocaleMiddleware).
   const LANG = document.documentElement.lang || "en";
 
@@ -31,6 +23,14 @@
   }
 
   function dateTime(value) { return new Date(value).toLocaleString(LANG); }
+  // The convergence policies' short names (the API's values, in words).
+  const POLICY_NAMES = {
+    none: gettext("none"),
+    minimal_downtime: gettext("minimal downtime"),
+    postcopy_when_stalled: gettext("postcopy when stalled"),
+    pause_when_stalled: gettext("pause when stalled"),
+    abort_when_stalled: gettext("abort when stalled"),
+  };
 
   function cookie(name) {
     const found = document.cookie.split(";").map((c) => c.trim()).find((c) => c.startsWith(name + "="));
@@ -83,6 +83,22 @@
   function millis(value) {
     if (value === null || value === undefined) return "–";
     return Number(value) < 1000 ? decimal(Number(value), 0) + " ms" : seconds(Number(value) / 1000);
+  }
+
+  // A tune to "unlimited" sets this; libvirt reads back this or more (migrations_app/requests.py).
+  const UNLIMITED_MIB_S = 8388607;
+
+  function limits(m) {
+    const parts = [];
+    const downtime = m.max_downtime_read_ms, speed = m.bandwidth_read_mib_s;
+    if (downtime !== null && downtime !== undefined) {
+      parts.push(interpolate(gettext("downtime %s"), [millis(downtime)]));
+    }
+    if (speed !== null && speed !== undefined) {
+      parts.push(speed >= UNLIMITED_MIB_S ? gettext("bandwidth unlimited")
+        : interpolate(gettext("bandwidth %s MiB/s"), [speed]));
+    }
+    return parts.length ? parts.join(" · ") : "–";
   }
 
   function wsUrl(path) {
@@ -215,6 +231,37 @@
       const postcopy = root.querySelector("[data-action=postcopy]");
       if (cancel) cancel.addEventListener("click", () => this.control("cancel", cancel, gettext("Cancelling…")));
       if (postcopy) postcopy.addEventListener("click", () => this.control("postcopy", postcopy, gettext("Switching…")));
+      const tune = root.querySelector("[data-action=tune]");
+      if (tune) tune.addEventListener("click", () => this.tune(tune));
+    }
+
+    /* POST .../tune/ with what was filled in; the answer carries libvirt's read-back. */
+    async tune(button) {
+      if (!this.migration) return;
+      const body = {};
+      const downtime = this.field("tune-downtime").value, speed = this.field("tune-bandwidth").value;
+      if (downtime !== "") body.max_downtime_ms = Number(downtime);
+      if (speed !== "") body.bandwidth_mib_s = Number(speed);
+      const error = this.field("control-error");
+      if (!Object.keys(body).length) {
+        error.textContent = gettext("Fill in a max downtime and/or a bandwidth to apply.");
+        error.hidden = false;
+        return;
+      }
+      button.disabled = true; button.textContent = gettext("Applying…");
+      const result = await api("POST", "/api/migrations/" + this.migration.id + "/tune/", body);
+      button.disabled = false; button.textContent = gettext("Apply");
+      if (result.status === 200) {
+        error.hidden = true;
+        this.field("tune-downtime").value = "";
+        this.field("tune-bandwidth").value = "";
+        this.render(result.body);
+        return;
+      }
+      // 400 names the field (max_downtime_ms, bandwidth_mib_s); 409 says why not now.
+      const b = result.body;
+      error.textContent = Object.entries(b).map(([k, v]) => (k === "detail" ? "" : k + ": ") + [].concat(v).join(" ")).join(" ");
+      error.hidden = false;
     }
 
     field(name) { return this.root.querySelector("[data-field='" + name + "']"); }
@@ -279,11 +326,11 @@
       this.setText("iteration", m.memory_iteration === null || m.memory_iteration === undefined ? "–" : String(m.memory_iteration));
       // The server gives an ETA only while the copy converges (domain/convergence.py).
       this.setText("eta", final ? "–" : seconds(m.eta_s));
-      // The policy and the downtime libvirt has now (each minimal_downtime step reads it back).
-      const read = m.max_downtime_read_ms;
       const policy = m.convergence_policy || "none";
-      this.setText("policy", (POLICY_NAMES[policy] || policy.replace(/_/g, " ")) +
-        (read !== null && read !== undefined ? " · " + interpolate(gettext("downtime %s"), [millis(read)]) : ""));
+      this.setText("policy", POLICY_NAMES[policy] || policy.replace(/_/g, " "));
+      // The downtime and bandwidth libvirt has now: read back when the job starts, after
+      // each tune and each minimal_downtime step.
+      this.setText("limits", limits(m));
       const trend = m.remaining_trend_bytes || [];
       this.setText("trend", trend.length ? trend.slice(-6).map(bytes).join(" → ") : "–");
       const note = this.field("convergence");
@@ -304,6 +351,9 @@
         controls.hidden = final;
         const cancel = controls.querySelector("[data-action=cancel-migration]");
         if (m.cancel_requested_at) { cancel.disabled = true; cancel.textContent = gettext("Cancel requested…"); }
+        // Steering makes sense while the pre-copy runs (not once switched or paused to finish).
+        const tune = this.field("tune");
+        if (tune) tune.hidden = !(m.status === "migrating" && m.live && !m.postcopy_started_at && !m.paused_for_convergence_at);
         const postcopy = controls.querySelector("[data-action=postcopy]");
         postcopy.hidden = !(m.allow_postcopy && m.status === "migrating");
         if (m.postcopy_started_at) { postcopy.disabled = true; postcopy.textContent = gettext("In post-copy"); }
@@ -350,7 +400,7 @@
     return el ? JSON.parse(el.textContent) : null;
   }
 
-  window.Portal = { api, bytes, rate, seconds, millis, decimal, dateTime, FINAL, MigrationSocket, ProgressView, readJson };
+  window.Portal = { api, bytes, rate, seconds, millis, decimal, dateTime, POLICY_NAMES, FINAL, MigrationSocket, ProgressView, readJson };
 
   /* Dashboard: accept a host's changed ssh key. The fingerprint shown is the one sent:
    * the portal refuses it if the pending key has changed since the page was drawn. */
