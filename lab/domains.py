@@ -47,6 +47,8 @@ def ensure_vms(config: layout.LabConfig, images: guest_images.GuestImages) -> No
             continue
         if vm not in where:
             _define_xml(config, host, _guest_xml(config, host, vm, boot))
+        elif vm == layout.LINUX_VM_NAME:
+            _update_boot_files(config, host, vm, boot)
         _start_vm(config, host, vm)
 
 
@@ -72,6 +74,18 @@ def ensure_extra_vms(config: layout.LabConfig, hosts: list[layout.LabHost]) -> N
     with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
         for started in [pool.submit(start_on, host) for host in hosts]:
             started.result()
+
+
+def extra_vms_start_on(config: layout.LabConfig, host: layout.LabHost, count: int) -> list[str]:
+    """Define and start `count` extra guests on `host` only (an evacuation's load); their
+    names, `<host>-extra-<k>`. remove_extra_guests (tests.labtools) takes them away."""
+    names = [layout.extra_vm_name(host, k) for k in range(1, count + 1)]
+    for name in names:
+        _define_xml(config, host, _extra_vm_xml(name))
+        result = virsh(host, "start", name, check=False)
+        if result.returncode != 0:
+            raise layout.LabError(f"cannot start {name} on {host.name}: {result.stderr.strip()}")
+    return names
 
 
 def _domains_by_host(
@@ -128,6 +142,25 @@ def _install_boot_files(
             os.replace(target.with_suffix(".part"), target)
         copies.append(target)
     return guest_images.GuestImages(kernel=copies[0], initrd=copies[1])
+
+
+def _update_boot_files(
+    config: layout.LabConfig, host: layout.LabHost, vm: str, boot: guest_images.GuestImages
+) -> None:
+    """A kept lab's shut-off guest boots the current kernel and initramfs (a changed
+    guest /init means a new initramfs); its definition is otherwise kept (UUID too)."""
+    xml = _dumpxml(host, vm)
+    updated = boot_files_set(xml, boot)
+    if updated != xml:
+        _define_xml(config, host, updated)
+
+
+def boot_files_set(xml: str, boot: guest_images.GuestImages) -> str:
+    """The domain XML with its <kernel> and <initrd> naming `boot`'s files."""
+    for tag, path in (("kernel", boot.kernel), ("initrd", boot.initrd)):
+        element = f"<{tag}>{escape(str(path))}</{tag}>"
+        xml = re.sub(rf"<{tag}>[^<]*</{tag}>", lambda _m, e=element: e, xml)
+    return xml
 
 
 def _define_xml(config: layout.LabConfig, host: layout.LabHost, xml: str) -> None:

@@ -277,6 +277,33 @@ def _guest_sysrq(host: layout.LabHost, domain: str, key: str) -> None:
     virsh(host, "qemu-monitor-command", domain, "--hmp", f"sendkey alt-sysrq-{key}")
 
 
+GUEST_CHECK_MARKER = "LAB-GUEST memory check "
+
+
+def guest_memory_check(
+    config: layout.LabConfig, host: layout.LabHost, domain: str, timeout: float = 60
+) -> str:
+    """Ask the lab Linux guest on `host` to verify its never-rewritten region against the
+    checksum it took at boot (an NMI; its /init answers on the console within a second or
+    so); returns the answer line ("... ok ..." or "... FAILED ...")."""
+    console = layout.console_log_path(config, domain)
+    start = console.stat().st_size if console.exists() else 0
+    virsh(host, "inject-nmi", domain)
+    found: list[str] = []
+
+    def answered() -> bool:
+        with console.open("rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
+        # Whole lines only: the serial console writes a byte at a time.
+        whole = text.splitlines()[: text.count("\n")]
+        found[:] = [line for line in whole if GUEST_CHECK_MARKER in line]
+        return bool(found)
+
+    layout.wait_until(answered, timeout, f"the memory check of {domain} on {console}")
+    return found[0].strip()
+
+
 def stop_host(hdir: Path) -> None:
     """Destroy the host's running domains (kept defined), stop its daemons, then its holder."""
     members = proc.host_processes(hdir)

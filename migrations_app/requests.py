@@ -22,7 +22,12 @@ from hosts.services import host_validate_new
 from migrations_app.domain import decisions
 from migrations_app.domain.convergence import Forecast
 from migrations_app.domain.lifecycle import Phase
-from migrations_app.domain.options import UNLIMITED_MIB_S, MigrationOptions
+from migrations_app.domain.options import (
+    UNLIMITED_MIB_S,
+    LiveFrom,
+    MigrationOptions,
+    live_mode_resolved,
+)
 from migrations_app.events import migration_publish
 from migrations_app.models import ACTIVE_STATUSES, Migration, MigrationBatch, MigrationStatus
 from migrations_app.prechecks import (
@@ -96,6 +101,29 @@ def forecast_as_dict(found: Forecast | None) -> dict | None:
     }
 
 
+OFFLINE_CHOSEN_NOTE = gettext_noop(
+    "live was not given and the VM is shut off: checked as an offline migration (only "
+    "its definition moves)."
+)
+
+
+@dataclass(frozen=True)
+class RequestedOptions:
+    """A request's options for its VM, and why it is live or offline."""
+
+    options: MigrationOptions
+    live_from: LiveFrom
+
+
+def migration_options_for_vm(
+    *, vm: VM, options: MigrationOptions, given: frozenset[str]
+) -> RequestedOptions:
+    """The options as requested for this VM: offline for a shut-off VM unless `live` was
+    given; ValidationError on `live` when a live migration is asked of a shut-off VM."""
+    resolved, live_from = live_mode_resolved(options=options, given=given, vm_state=vm.state)
+    return RequestedOptions(resolved, live_from)
+
+
 def migration_check(
     *,
     vm: VM,
@@ -104,11 +132,14 @@ def migration_check(
     credentials_given: bool = False,
     user: str = "",
     dirty_rate_s: int = 0,
+    live_from: LiveFrom = LiveFrom.REQUEST,
 ) -> CheckReport:
     """The pre-checks of a migration as requested, changing nothing; for a live one the
     forecast too: the guest's dirty rate measured over `dirty_rate_s` seconds (while the
     checks run; 0: only a reading cached from the last minute)."""
     notes = [_(CREDENTIALS_IGNORED_NOTE)] if credentials_given else []
+    if live_from == LiveFrom.VM_SHUT_OFF:
+        notes.append(_(OFFLINE_CHOSEN_NOTE))
     destination = host_find(remote_host=remote_host)
     if destination is None:
         host_validate_new(remote_host=remote_host)

@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from core.api.rows import LeanReadMixin
 from migrations_app.domain.batch_rules import batch_progress
+from migrations_app.domain.options import LiveFrom
 from migrations_app.models import Migration, MigrationBatch, MigrationSample
 
 
@@ -16,6 +17,18 @@ class MigrationSerializer(LeanReadMixin, serializers.ModelSerializer):
         model = Migration
         exclude = ["requested_by", "claimed_by"]
         read_only_fields = [f.name for f in Migration._meta.fields]
+
+
+class MigrationRequestedSerializer(MigrationSerializer):
+    """The migrate request's answer: the record, and why it is live or offline."""
+
+    live_from = serializers.ChoiceField(
+        choices=LiveFrom.choices,
+        read_only=True,
+        help_text="request: `live` was given. default: not given, the VM was not shut off, "
+        "so live. vm_shut_off: not given and the VM was shut off, so offline (`live` is "
+        "false: only its definition moves).",
+    )
 
 
 class BatchChildSerializer(serializers.ModelSerializer):

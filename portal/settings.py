@@ -395,6 +395,10 @@ MIGRATION_SAMPLE_INTERVAL_S = float(os.environ.get("PORTAL_MIGRATION_SAMPLE_INTE
 MIGRATION_OUTSIDE_PAUSE_GRACE_S = float(
     os.environ.get("PORTAL_MIGRATION_OUTSIDE_PAUSE_GRACE_S", "5")
 )
+# A post-copy resume whose source still says "post-copy failed" after this long has not
+# started and will not: libvirt's call is given up on, the hosts are left as they are
+# and the migration needs attention again (decisions.resume_stalled).
+POSTCOPY_RESUME_START_S = float(os.environ.get("PORTAL_POSTCOPY_RESUME_START_S", "90"))
 # A running migration whose worker has not written a heartbeat for this long is stale.
 MIGRATION_STALE_AFTER_S = int(os.environ.get("PORTAL_MIGRATION_STALE_AFTER_S", "30"))
 # A host's event listener without a heartbeat for this long is taken over by another

@@ -49,13 +49,13 @@ bash scripts/redis.sh start
 HOST_BEHAVIOUR_TESTS_FIRST=(
   tests/test_lab.py tests/test_lab_isolation.py tests/test_lab_faults.py
   tests/test_extra_vms_lab.py tests/test_ssh_lab.py tests/test_tls_lab.py
-  tests/test_browser_a11y.py
-  tests/test_cpu_baseline_lab.py
+  tests/test_browser_a11y.py tests/test_cpu_baseline_lab.py tests/test_postcopy_recovery_lab.py
+  tests/test_browser_tune.py
 )
 HOST_BEHAVIOUR_TESTS_SECOND=(
   tests/test_options_lab.py tests/test_peer_trust_lab.py tests/test_outside_actions_lab.py
   tests/test_outside_matrix_lab.py tests/test_convergence_lab.py tests/test_browser_convergence.py
-  tests/test_browser_parity.py tests/test_portalctl_lab.py
+  tests/test_browser_parity.py tests/test_portalctl_lab.py tests/test_convergence_forecast_lab.py
 )
 first_profile_skips=()
 for file in "${HOST_BEHAVIOUR_TESTS_SECOND[@]}"; do first_profile_skips+=(--ignore="$file"); done

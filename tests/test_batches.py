@@ -18,6 +18,7 @@ from audit.models import AuditEvent
 from hosts.models import Host
 from migrations_app.domain.batch_rules import (
     Child,
+    HostSlots,
     batch_children_to_cancel,
     batch_children_to_start,
     batch_gate_open,
@@ -84,6 +85,59 @@ def test_children_to_start(statuses, max_parallel, stop, cancel, expected):
     )
     running = sum(s in (CHK, MIG) for s in statuses)
     assert gate == (running < max_parallel and not cancel and not (stop and FAIL in statuses))
+
+
+# Evacuation-like: source 1, destinations X=2 and Y=3, at most 2 into each host.
+X, Y = 2, 3
+
+
+def _to(*rows: tuple[str, int]) -> list[Child]:
+    return [Child(i + 1, status, 1, dest) for i, (status, dest) in enumerate(rows)]
+
+
+@pytest.mark.parametrize(
+    "rows, max_parallel, expected",
+    [
+        # Y freed a place; the next child in order goes to X (full): the one after it,
+        # to Y, takes the place instead of the batch waiting for X (waves back to back).
+        (((MIG, X), (OK, Y), (MIG, X), (MIG, Y), (Q, X), (Q, Y), (Q, X)), 4, [6]),
+        # Both X places free: the first two for X, in order; Y is full.
+        (((OK, X), (MIG, Y), (OK, X), (MIG, Y), (Q, Y), (Q, X), (Q, X), (Q, X)), 4, [6, 7]),
+        # Children picked now count: two free batch places, one free place into Y.
+        (((MIG, X), (MIG, X), (MIG, Y), (Q, X), (Q, Y), (Q, Y)), 5, [5]),
+        # Nothing fits: nobody starts, whatever the batch's own places.
+        (((MIG, X), (MIG, X), (Q, X)), 4, []),
+    ],
+)
+def test_children_to_start_skip_a_child_whose_host_is_full(rows, max_parallel, expected):
+    children = _to(*rows)
+    running = [c for c in children if c.status in (CHK, MIG)]
+    slots = HostSlots(
+        outgoing={1: len(running)},
+        incoming={h: sum(c.destination_id == h for c in running) for h in (X, Y)},
+        max_outgoing=8,
+        max_incoming=2,
+    )
+    picked = batch_children_to_start(
+        children=children,
+        max_parallel=max_parallel,
+        stop_on_failure=False,
+        cancel_requested=False,
+        slots=slots,
+    )
+    assert picked == expected
+    # The source's own limit holds too.
+    tight = HostSlots(slots.outgoing, slots.incoming, max_outgoing=len(running), max_incoming=2)
+    assert (
+        batch_children_to_start(
+            children=children,
+            max_parallel=max_parallel,
+            stop_on_failure=False,
+            cancel_requested=False,
+            slots=tight,
+        )
+        == []
+    )
 
 
 @pytest.mark.parametrize(
@@ -307,6 +361,35 @@ def test_a_vm_already_migrating_is_409_and_nothing_is_created(api, fleet):
     assert "web-1 is already being migrated" in response.json()["detail"]
     assert not MigrationBatch.objects.exists()
     assert Migration.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_two_dispatchers_at_once_hand_a_child_to_the_broker_once(
+    api, fleet, django_capture_on_commit_callbacks, monkeypatch
+):
+    """Every migration's end dispatches, often at the same moment: each reads the same
+    queued child; only the first takes its turn (compare-and-set on enqueued_at)."""
+    from migrations_app.scheduling import dispatch
+
+    _, _, vms = fleet
+    with django_capture_on_commit_callbacks(execute=False):
+        response = _create(api, items=_items(vms)[:1], max_parallel=1)
+    child = Migration.objects.get(batch_id=response.json()["id"])
+    sent = []
+    monkeypatch.setattr(dispatch, "async_task", lambda *args, **kwargs: sent.append(args[1]))
+    stale = Migration.objects.get(pk=child.pk)  # what a second dispatcher read meanwhile
+    assert migrations_dispatch_waiting() == [child.pk]
+    assert dispatch._enqueue_turn_taken(stale) is False
+    assert sent == [child.pk]
+    # A broker that refuses it leaves the child as it was: the next dispatch tries again.
+    Migration.objects.filter(pk=child.pk).update(enqueued_at=None)
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("redis down")
+
+    monkeypatch.setattr(dispatch, "async_task", refused)
+    assert migrations_dispatch_waiting() == []
+    assert Migration.objects.get(pk=child.pk).enqueued_at is None
 
 
 @pytest.mark.django_db

@@ -222,3 +222,30 @@ def test_a_guest_paused_by_the_policy_is_resumed_when_the_migration_is_cancelled
     # libvirt itself restores the state the guest had when the job began (running); the
     # settlement resumes it where libvirt did not (decisions.settle, paused_by_policy).
     assert f"the VM runs on {source.name}" in record.error
+
+
+def test_none_takes_no_step_says_it_does_not_converge_and_runs_until_cancelled(api, linux_vm):
+    """Today's behaviour, bounded by hand: the same stalled copy under `none` runs on
+    past the pass where abort_when_stalled acted, with the verdict shown, until cancelled."""
+    migration_id, worker, source, destination = stall(api, linux_vm, convergence_policy="none")
+    labtools.wait_for(
+        lambda: Migration.objects.filter(
+            pk=migration_id, status="migrating", memory_iteration__gte=4
+        ).exists(),
+        timeout=150,
+        what=f"migration {migration_id} to reach its fourth pass",
+        interval=0.2,
+    )
+    running = Migration.objects.get(pk=migration_id)
+    assert running.phase == "not_converging"
+    assert running.convergence_note.startswith("not converging: the guest changes")
+    assert running.eta_s is None and running.percent <= 90.0
+    assert labtools.domstate(source, linux_vm.uuid) == "running"  # never paused by the portal
+    response = api.post(f"/api/migrations/{migration_id}/cancel/")
+    assert response.status_code == 200, response.json()
+    record = ended(worker, migration_id)
+
+    assert steps_of(migration_id) == []  # no step, ever
+    assert record.status == "cancelled", record.error
+    assert record.paused_for_convergence_at is None and record.postcopy_started_at is None
+    assert labtools.where(linux_vm.hosts, linux_vm.uuid) == {source.name: "running"}

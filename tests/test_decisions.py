@@ -20,6 +20,7 @@ from migrations_app.domain.decisions import (
     due,
     failure_reason,
     reconcile_sleep_s,
+    resume_stalled,
     schedule_errors,
     settle,
     slot_free,
@@ -454,6 +455,25 @@ def test_abort_reason(cancel, elapsed, timeout, postcopy, expected):
 
 
 R = FailureReason
+
+
+@pytest.mark.parametrize(
+    "elapsed,source_reason,stalled",
+    [
+        (30, "postcopy_failed", False),  # within the bound: libvirt may still be preparing
+        (90, "postcopy_failed", False),
+        (91, "postcopy_failed", True),  # past it, not started: given up on
+        (91, "postcopy", False),  # started: pages flow again, monitored as post-copy
+        (500, "postcopy", False),
+        (91, "", False),  # the source copy is gone (migrated): the call is ending
+    ],
+)
+def test_resume_stalled(elapsed, source_reason, stalled):
+    verdict = resume_stalled(elapsed_s=elapsed, bound_s=90, source_reason=source_reason)
+    assert (verdict is not None) == stalled
+    if stalled:
+        assert verdict.reason == FailureReason.LIBVIRT
+        assert "did not start within 90 s" in verdict.text
 
 
 @pytest.mark.parametrize(

@@ -91,7 +91,8 @@ def test_lab_up_is_idempotent_and_down_leaves_nothing(self_lab: layout.LabConfig
     assert {layout.SHARED_POOL, layout.PRIVATE_POOL} <= set(pools)
 
     # The Linux guest reached userspace and filled its memory.
-    domains.wait_for_console(config, guest_images.MARKER_FILLED, timeout=90)
+    # The whole line: the serial console writes it a byte at a time.
+    domains.wait_for_console(config, f"{guest_images.MARKER_FILLED} 48 MiB", timeout=90)
     assert "LAB-GUEST filled 48 MiB" in layout.console_log_path(config).read_text()
 
     # The ssh user logs in with its password and reaches this host's libvirt.
@@ -129,6 +130,10 @@ def test_lab_up_is_idempotent_and_down_leaves_nothing(self_lab: layout.LabConfig
     assert proc.libvirtd_pid(host) not in (None, pid)
     assert machines.virsh(host, "domid", layout.LINUX_VM_NAME).stdout.strip() == domid
     assert machines.virsh(host, "domstate", layout.TINY_VM_NAME).stdout.strip() == "running"
+
+    # The Linux guest checks its own memory on request (an NMI), and says so.
+    answer = machines.guest_memory_check(config, host, layout.LINUX_VM_NAME)
+    assert " ok " in answer, answer
 
     lifecycle.down(config)
 

@@ -81,3 +81,19 @@ def test_every_placeholder_of_the_config_templates_is_given(template):
 def test_the_systemctl_shim_names_the_holders_fifo():
     text = (host_setup.FILES / "systemctl").read_text()
     assert "FIFO /x/control" in Template(text).safe_substitute(fifo="/x/control")
+
+
+def test_a_kept_guest_is_pointed_at_the_current_boot_files():
+    from lab.guest_images import GuestImages
+
+    xml = (
+        "<domain><uuid>u-1</uuid><os><kernel>/old/vmlinuz-1</kernel>"
+        "<initrd>/old/initrd-lab-aaa.cpio.gz</initrd><cmdline>labfill=8</cmdline></os></domain>"
+    )
+    boot = GuestImages(kernel=Path("/lab/boot/vmlinuz-2"), initrd=Path("/lab/boot/initrd-b&c"))
+    updated = domains.boot_files_set(xml, boot)
+    assert updated == (
+        "<domain><uuid>u-1</uuid><os><kernel>/lab/boot/vmlinuz-2</kernel>"
+        "<initrd>/lab/boot/initrd-b&amp;c</initrd><cmdline>labfill=8</cmdline></os></domain>"
+    )
+    assert domains.boot_files_set(updated, boot) == updated  # nothing to redefine then

@@ -383,9 +383,17 @@ def test_offline_migration_moves_the_definition(api, linux_vm):
     destination = linux_vm.other(source)
     machines.virsh(source, "destroy", linux_vm.uuid)
     sync(api)
-    migration_id = request_migration(
-        api, linux_vm.uuid, remote_host=destination.name, live=False, delete_source=True
+    url = f"/api/vms/{linux_vm.uuid}/migrate/"
+    # Asked live, a shut-off VM is refused on `live` (nothing queued to fail later).
+    refused = api.post(url, {"remote_host": destination.name, "live": True}, format="json")
+    assert refused.status_code == 400 and list(refused.json()) == ["live"]
+    # Not said: it moves offline, and the answer says why.
+    response = api.post(
+        url, {"remote_host": destination.name, "delete_source": True}, format="json"
     )
+    assert response.status_code == 202, response.json()
+    assert (response.json()["live"], response.json()["live_from"]) == (False, "vm_shut_off")
+    migration_id = response.json()["id"]
     assert migration_execute(migration_id=migration_id) == "succeeded", Migration.objects.get(
         pk=migration_id
     ).error

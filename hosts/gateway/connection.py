@@ -18,6 +18,7 @@ from hosts.gateway.session import (
     state_reason,
 )
 from hosts.hypervisor import (
+    POSTCOPY_REASONS,
     DirtyRate,
     DiskInfo,
     DomainInfo,
@@ -340,8 +341,12 @@ def _block_size(dom: libvirt.virDomain, disk: DiskInfo) -> int | None:
 
 def _domain_info(dom: libvirt.virDomain) -> DomainInfo:
     state, reason = dom.state()
+    named_reason = state_reason(state, reason)
     _state, max_mem, mem, vcpus, _cpu_time = dom.info()
     definition = domain_xml_read(dom.XMLDesc(0))
+    # A copy in post-copy (failed or not) belongs to an incoming migration job that lets
+    # no query in: libvirt 9 waits 30 s per disk for it, then refuses. Sizes unknown.
+    sized = named_reason not in POSTCOPY_REASONS
     return DomainInfo(
         uuid=dom.UUIDString(),
         name=dom.name(),
@@ -353,9 +358,11 @@ def _domain_info(dom: libvirt.virDomain) -> DomainInfo:
         arch=definition.arch,
         machine_type=definition.machine_type,
         domain_type=definition.domain_type,
-        disks=[replace(d, size_bytes=_block_size(dom, d)) for d in definition.disks],
+        disks=[
+            replace(d, size_bytes=_block_size(dom, d) if sized else None) for d in definition.disks
+        ],
         has_hostdev=definition.has_hostdev,
-        state_reason=state_reason(state, reason),
+        state_reason=named_reason,
     )
 
 

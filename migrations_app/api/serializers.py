@@ -99,7 +99,11 @@ class MigrateRequestSerializer(serializers.Serializer):
         required=False, allow_blank=True, write_only=True, trim_whitespace=False
     )
     delete_source = serializers.BooleanField(default=MigrationOptions.delete_source)
-    live = serializers.BooleanField(default=MigrationOptions.live)
+    live = serializers.BooleanField(
+        required=False,
+        help_text="Not given: live for a running or paused VM, offline for a shut-off one "
+        "(the answer's `live_from` says which). true for a shut-off VM: 400 on live.",
+    )
     storage = serializers.ChoiceField(choices=StorageMode.choices, default=MigrationOptions.storage)
     transport = serializers.ChoiceField(
         choices=TransportMode.choices, default=MigrationOptions.transport
@@ -197,10 +201,9 @@ class MigrateRequestSerializer(serializers.Serializer):
         )
         if schedule:
             raise serializers.ValidationError(schedule)
-        options = MigrationOptions(
-            **{name: attrs.pop(name) for name in FIELD_NAMES if name in attrs}
-        )
-        return {**attrs, "options": options}
+        given = frozenset(name for name in FIELD_NAMES if name in attrs)
+        options = MigrationOptions(**{name: attrs.pop(name) for name in given})
+        return {**attrs, "options": options, "given": given}
 
 
 # The schema lists the rules from the one table (migrations_app.domain.options.RULES).
@@ -259,6 +262,8 @@ class BatchOptionsSerializer(MigrateRequestSerializer):
     remote_host = None
     user = None
     password = None
+    # A batch moves running VMs: live unless said otherwise (its pre-checks refuse the rest).
+    live = serializers.BooleanField(default=MigrationOptions.live)
 
 
 BatchOptionsSerializer.__doc__ += "".join(f"\n    - {rule.field}: {rule.message}" for rule in RULES)

@@ -40,6 +40,7 @@ from migrations_app.selectors import (
 )
 from migrations_app.serializers import (
     MigrationBatchSerializer,
+    MigrationRequestedSerializer,
     MigrationSampleSerializer,
     MigrationSerializer,
 )
@@ -272,10 +273,15 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
         )
         if reasons:
             raise PermissionDenied(" ".join(reasons))
-        return vm, data, Actor.from_request(request)
+        # Live or offline follows the VM's state when `live` is not given (400 on live).
+        requested = requests.migration_options_for_vm(
+            vm=vm, options=data["options"], given=data["given"]
+        )
+        return vm, data, Actor.from_request(request), requested
 
     @extend_schema(
-        request=MigrateRequestSerializer, responses={202: MigrationSerializer, 409: CONFLICT}
+        request=MigrateRequestSerializer,
+        responses={202: MigrationRequestedSerializer, 409: CONFLICT},
     )
     @action(detail=True, methods=["post"])
     def migrate(self, request: Request, uuid: str | None = None) -> Response:
@@ -283,7 +289,7 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
         `remote_host` not registered yet is registered first (transport ssh); with
         `user` + `password`, password-less ssh access is set up first. Both are for host
         admins: anyone else gets 403 naming the field, and nothing changes."""
-        vm, data, actor = self._request_input(request)
+        vm, data, actor, requested = self._request_input(request)
         destination = host_resolve_or_register(
             remote_host=data["remote_host"], actor=actor, group_id=vm.host.group_id
         )
@@ -296,13 +302,13 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
         migration = requests.migration_request(
             vm=vm,
             destination=destination,
-            options=data["options"],
+            options=requested.options,
             actor=actor,
             not_before=data.get("not_before"),
             window_end=data.get("window_end"),
         )
         location = f"/api/migrations/{migration.pk}/"
-        data = MigrationSerializer(migration).data
+        data = {**MigrationSerializer(migration).data, "live_from": requested.live_from.value}
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
 
     @extend_schema(
@@ -324,14 +330,15 @@ class VMMigrateViewSet(VMByUUIDMixin, viewsets.GenericViewSet):
         (docs/migration-policies.md)."""
         query = DirtyRateQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        vm, data, _actor = self._request_input(request)
+        vm, data, _actor, requested = self._request_input(request)
         report = requests.migration_check(
             vm=vm,
             remote_host=data["remote_host"],
-            options=data["options"],
+            options=requested.options,
             credentials_given=bool(data.get("user") or data.get("password")),
             user=data.get("user", ""),
             dirty_rate_s=query.validated_data["dirty_rate_s"],
+            live_from=requested.live_from,
         )
         return Response(report.as_dict())
 

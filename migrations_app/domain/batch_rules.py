@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from migrations_app.domain.lifecycle import (
@@ -17,6 +18,22 @@ from migrations_app.domain.lifecycle import (
 class Child:
     id: int
     status: str
+    source_id: int | None = None
+    destination_id: int | None = None
+
+
+@dataclass(frozen=True)
+class HostSlots:
+    """Migrations running per host, every batch's and lone ones, with the per-host limits."""
+
+    outgoing: Mapping[int | None, int]
+    incoming: Mapping[int | None, int]
+    max_outgoing: int
+    max_incoming: int
+
+    @classmethod
+    def unlimited(cls) -> HostSlots:
+        return cls({}, {}, max_outgoing=1 << 30, max_incoming=1 << 30)
 
 
 def _running(children: Sequence[Child]) -> int:
@@ -42,15 +59,42 @@ def batch_gate_open(
 
 
 def batch_children_to_start(
-    *, children: Sequence[Child], max_parallel: int, stop_on_failure: bool, cancel_requested: bool
+    *,
+    children: Sequence[Child],
+    max_parallel: int,
+    stop_on_failure: bool,
+    cancel_requested: bool,
+    slots: HostSlots | None = None,
 ) -> list[int]:
-    """The queued children that hold one of the batch's `max_parallel` places now."""
+    """The queued children that take one of the batch's `max_parallel` places now.
+
+    In the batch's order, but a child whose hosts have no free slot is passed over for a
+    later one whose hosts have: a place that frees starts the next VM that can use it,
+    rather than the batch waiting for the first child's destination (waves back to back).
+    """
     if batch_stopping(
         children=children, stop_on_failure=stop_on_failure, cancel_requested=cancel_requested
     ):
         return []
+    slots = slots or HostSlots.unlimited()
+    outgoing, incoming = Counter(slots.outgoing), Counter(slots.incoming)
     free = max(0, max_parallel - _running(children))
-    return [c.id for c in children if c.status == MigrationStatus.QUEUED][:free]
+    chosen: list[int] = []
+    for child in children:
+        if len(chosen) >= free:
+            break
+        if child.status != MigrationStatus.QUEUED:
+            continue
+        if (
+            outgoing[child.source_id] >= slots.max_outgoing
+            or incoming[child.destination_id] >= slots.max_incoming
+        ):
+            continue
+        chosen.append(child.id)
+        # Counted as started: the next child sees the slot it takes.
+        outgoing[child.source_id] += 1
+        incoming[child.destination_id] += 1
+    return chosen
 
 
 def batch_children_to_cancel(

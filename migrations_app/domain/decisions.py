@@ -313,6 +313,20 @@ def abort_reason(
     return None
 
 
+def resume_stalled(*, elapsed_s: float, bound_s: float, source_reason: str) -> Abort | None:
+    """Give up on a post-copy resume that has not started within `bound_s`: the source
+    still says post-copy failed. libvirt's call may never return (a TCG destination whose
+    vCPU waits for a page while holding QEMU's global lock never answers the resume's
+    prepare); nothing is aborted, settlement leaves both copies as they are."""
+    if elapsed_s <= bound_s or source_reason != "postcopy_failed":
+        return None
+    return Abort(
+        f"the post-copy resume did not start within {bound_s:g} s "
+        "(the source still says post-copy failed)",
+        FailureReason.LIBVIRT,
+    )
+
+
 def failure_reason(
     *,
     cause: FailureReason,

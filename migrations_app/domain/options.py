@@ -327,3 +327,40 @@ RULES: tuple[Rule, ...] = (
         lambda o: not o.live and o.convergence_policy != ConvergencePolicy.NONE,
     ),
 )
+
+
+class LiveFrom(models.TextChoices):
+    """Why a migration is live or offline (the migrate answer's `live_from`)."""
+
+    REQUEST = "request", "live was given in the request"
+    DEFAULT = "default", "live was not given and the VM was not shut off: live"
+    VM_SHUT_OFF = "vm_shut_off", "live was not given and the VM was shut off: offline"
+
+
+LIVE_FOR_SHUT_OFF = (
+    "The VM is shut off: a live migration needs a running or paused VM. Leave live out "
+    "or give live: false to move it offline (only its definition moves)."
+)
+
+
+def live_mode_resolved(
+    *, options: MigrationOptions, given: frozenset[str], vm_state: str
+) -> tuple[MigrationOptions, LiveFrom]:
+    """The options for a VM in `vm_state` when the request named the options `given`.
+
+    Without `live` a shut-off VM moves offline rather than failing its pre-checks later;
+    `live: true` for a shut-off VM is refused on `live` (ValidationError) instead of
+    queued to fail. A convergence policy not given follows the mode (offline: none).
+    """
+    shut_off = vm_state == "shut_off"  # vms.models.VMState.SHUT_OFF
+    if "live" in given:
+        if options.live and shut_off:
+            raise ValidationError({"live": [LIVE_FOR_SHUT_OFF]})
+        return options, LiveFrom.REQUEST
+    if not shut_off:
+        return options, LiveFrom.DEFAULT
+    changes: dict[str, object] = {"live": False}
+    if "convergence_policy" not in given:
+        changes["convergence_policy"] = ConvergencePolicy.NONE.value
+    # Judged again: e.g. storage copy has no offline form (400 on storage).
+    return replace(options, **changes), LiveFrom.VM_SHUT_OFF

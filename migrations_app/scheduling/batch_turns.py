@@ -4,6 +4,10 @@ whatever was enqueued."""
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import replace
+
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -11,7 +15,7 @@ from audit.events import EventType
 from audit.services import Actor
 from migrations_app.domain import batch_rules
 from migrations_app.domain.lifecycle import BATCH_FINAL_STATUSES, Phase
-from migrations_app.models import Migration, MigrationBatch, MigrationStatus
+from migrations_app.models import RUNNING_STATUSES, Migration, MigrationBatch, MigrationStatus
 from migrations_app.transitions import batch_change, migration_change
 
 
@@ -26,8 +30,19 @@ def batch_detail(batch: MigrationBatch, **extra) -> dict:
 
 
 def _children_of(batch: MigrationBatch) -> list[batch_rules.Child]:
-    rows = batch.children.order_by("pk").values_list("pk", "status")
-    return [batch_rules.Child(pk, status) for pk, status in rows]
+    rows = batch.children.order_by("pk").values_list("pk", "status", "source_id", "destination_id")
+    return [batch_rules.Child(*row) for row in rows]
+
+
+def host_slots() -> batch_rules.HostSlots:
+    """The running migrations per host (all of them, not one batch's) and the limits."""
+    running = Migration.objects.filter(status__in=RUNNING_STATUSES)
+    return batch_rules.HostSlots(
+        outgoing=Counter(running.values_list("source_id", flat=True)),
+        incoming=Counter(running.values_list("destination_id", flat=True)),
+        max_outgoing=settings.MIGRATION_MAX_OUTGOING_PER_HOST,
+        max_incoming=settings.MIGRATION_MAX_INCOMING_PER_HOST,
+    )
 
 
 def _flags(batch: MigrationBatch) -> dict[str, bool]:
@@ -44,8 +59,12 @@ def batch_gate_open(batch: MigrationBatch) -> bool:
     )
 
 
-def batch_advance(*, batch: MigrationBatch) -> list[int]:
-    """Bring one batch up to date; returns the ids of the children that may start now."""
+def batch_advance(
+    *, batch: MigrationBatch, slots: batch_rules.HostSlots | None = None
+) -> list[int]:
+    """Bring one batch up to date; returns the ids of the children that may start now
+    (those whose hosts have a free slot in `slots`, the running ones when not given)."""
+    slots = slots or host_slots()
     with transaction.atomic():
         batch = MigrationBatch.objects.select_for_update().get(pk=batch.pk)
         if batch.status in BATCH_FINAL_STATUSES:
@@ -59,14 +78,23 @@ def batch_advance(*, batch: MigrationBatch) -> list[int]:
         if status != batch.status:
             _batch_status_follow(batch, status, children)
         return batch_rules.batch_children_to_start(
-            children=children, max_parallel=batch.max_parallel, **flags
+            children=children, max_parallel=batch.max_parallel, slots=slots, **flags
         )
 
 
 def batches_advance() -> set[int]:
     startable: set[int] = set()
+    slots = host_slots()
+    outgoing, incoming = Counter(slots.outgoing), Counter(slots.incoming)
     for batch in MigrationBatch.objects.exclude(status__in=BATCH_FINAL_STATUSES).order_by("pk"):
-        startable.update(batch_advance(batch=batch))
+        ids = batch_advance(batch=batch, slots=replace(slots, outgoing=outgoing, incoming=incoming))
+        startable.update(ids)
+        # The next batch sees the slots this one's children will take.
+        for source_id, destination_id in Migration.objects.filter(pk__in=ids).values_list(
+            "source_id", "destination_id"
+        ):
+            outgoing[source_id] += 1
+            incoming[destination_id] += 1
     return startable
 
 

@@ -95,12 +95,26 @@ def migrations_dispatch_waiting(*, include_lost: bool = False) -> list[int]:
         )
         if waiting and not free and not lost:
             continue
+        if not _enqueue_turn_taken(migration):
+            continue  # another dispatcher (another migration's end) enqueued it meanwhile
         if migration_enqueue(migration_id=migration.pk):
             dispatched.append(migration.pk)
             if free:  # it will probably take the slot: count it for the next ones
                 outgoing[migration.source_id] += 1
                 incoming[migration.destination_id] += 1
+        else:  # as it was: the next dispatch or the reconciler tries again
+            Migration.objects.filter(pk=migration.pk).update(enqueued_at=enqueued_at)
     return dispatched
+
+
+def _enqueue_turn_taken(migration: Migration) -> bool:
+    """Take the turn to enqueue `migration`: a compare-and-set on `enqueued_at` as read.
+    Dispatchers run at every migration's end, often at once: without it each would hand
+    the same task to the broker, and the copies hold workers a freed slot needs."""
+    taken = Migration.objects.filter(
+        pk=migration.pk, status=MigrationStatus.QUEUED, enqueued_at=migration.enqueued_at
+    ).update(enqueued_at=DbNow())
+    return bool(taken)
 
 
 def dispatch_after_commit() -> None:

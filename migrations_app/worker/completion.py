@@ -15,6 +15,7 @@ from hosts.connections import host_connector
 from migrations_app.domain.lifecycle import Phase
 from migrations_app.domain.progress import completed_fields, disk_progress
 from migrations_app.models import Migration, MigrationSample, MigrationStatus
+from migrations_app.scheduling.dispatch import dispatch_after_commit
 from migrations_app.worker.lease import Lease, db_retry, system_actor
 from vms.services import host_refresh, vm_sync_one
 
@@ -96,6 +97,9 @@ def migration_complete(migration: Migration, lease: Lease, *, note: str = "") ->
         **({"error": "; ".join(notes)} if notes else {}),
         **completed_fields(stats),
     )
+    # Its slots are free from `succeeded` on: the next queued migration (an evacuation's
+    # next VM) starts now, not after this worker's inventory refresh.
+    dispatch_after_commit()
     # After `succeeded`, so the full sync of both hosts does not delay it.
     refresh_inventory(migration, lease, reuse=True)
     return migration

@@ -192,7 +192,13 @@ def _migrate_and_monitor(
     monitor = _MonitorConnection(migration.source)
     try:
         abort_reason = _monitor(
-            migration, lease, runner, monitor, started, set_downtime=not postcopy_resume
+            migration,
+            lease,
+            runner,
+            monitor,
+            started,
+            set_downtime=not postcopy_resume,
+            resume_bound_s=settings.POSTCOPY_RESUME_START_S if postcopy_resume else None,
         )
     finally:
         monitor.close()
@@ -214,8 +220,11 @@ def _monitor(
     started: float,
     *,
     set_downtime: bool = True,
+    resume_bound_s: float | None = None,
 ) -> decisions.Abort | None:
-    """Sample the job until the runner ends; returns why the portal aborted it, if it did."""
+    """Sample the job until the runner ends; returns why the portal aborted it, if it did.
+    `resume_bound_s` (a post-copy resume): returns, leaving the runner, once the resume
+    has not started within it (decisions.resume_stalled)."""
     uuid = str(migration.vm_uuid)
     interval = settings.MIGRATION_SAMPLE_INTERVAL_S
     # Past this the runner (a daemon) is given up on; the hosts' state settles it.
@@ -254,6 +263,15 @@ def _monitor(
         if conn is None:
             continue
         try:
+            if resume_bound_s is not None and elapsed > resume_bound_s:
+                _state, source_reason = conn.domain_state(uuid)
+                stalled = decisions.resume_stalled(
+                    elapsed_s=elapsed, bound_s=resume_bound_s, source_reason=source_reason
+                )
+                if stalled:
+                    logger.error("migration %s: %s", migration.pk, stalled.text)
+                    return stalled
+                resume_bound_s = None  # it started: monitored like any post-copy
             if reason and abort_reason is None:
                 try:
                     conn.abort_job(uuid)
