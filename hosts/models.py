@@ -3,6 +3,8 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from hosts.access.models import SshAccess, TlsCertificates
 from hosts.validators import validate_host_address, validate_uri_safe
@@ -10,15 +12,15 @@ from hosts.validators import validate_host_address, validate_uri_safe
 
 class Transport(models.TextChoices):
     # ssh is the default; plain tcp has no authentication: whoever reaches it owns libvirt.
-    TCP = "tcp", "TCP — unauthenticated, for lab use"
-    SSH = "ssh", "SSH"
-    TLS = "tls", "TLS"
+    TCP = "tcp", _("TCP — unauthenticated, for lab use")
+    SSH = "ssh", _("SSH")
+    TLS = "tls", _("TLS")
 
 
 class HostStatus(models.TextChoices):
-    UNKNOWN = "unknown", "Not contacted yet"
-    REACHABLE = "reachable", "Reachable"
-    UNREACHABLE = "unreachable", "Unreachable"
+    UNKNOWN = "unknown", pgettext_lazy("host status", "Not contacted yet")
+    REACHABLE = "reachable", pgettext_lazy("host status", "Reachable")
+    UNREACHABLE = "unreachable", pgettext_lazy("host status", "Unreachable")
 
 
 def ssh_port_of(transport: str, port: int | None) -> int:
@@ -128,9 +130,9 @@ def default_group_id() -> int:
 
 class GrantRole(models.TextChoices):
     # The roles that can be granted on a host group; the auditor stays global.
-    VIEWER = "viewer", "viewer"
-    OPERATOR = "operator", "operator"
-    HOST_ADMIN = "host admin", "host admin"
+    VIEWER = "viewer", pgettext_lazy("role", "viewer")
+    OPERATOR = "operator", pgettext_lazy("role", "operator")
+    HOST_ADMIN = "host admin", pgettext_lazy("role", "host admin")
 
 
 class HostGroupGrant(models.Model):

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import ProtectedError
 from django.forms.models import model_to_dict
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
@@ -87,8 +88,11 @@ def host_delete(*, host: Host, actor: Actor) -> None:
     except ProtectedError as exc:  # raised before any row is deleted; the audit row rolls back
         count = len(exc.protected_objects)
         raise HostInUse(
-            f"Host {host.name} has migration history ({count} record(s) point at it) and "
-            f"cannot be removed: retire it instead ({actions.host_retire(host)})."
+            gettext(
+                "Host %(host)s has migration history (%(count)s record(s) point at it) and "
+                "cannot be removed: retire it instead (%(action)s)."
+            )
+            % {"host": host.name, "count": count, "action": actions.host_retire(host)}
         ) from exc
 
 

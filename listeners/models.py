@@ -3,15 +3,16 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import pgettext_lazy
 
 from core.db import DbNow
 from hosts.models import Host
 
 
 class ListenerState(models.TextChoices):
-    CONNECTING = "connecting", "Connecting"
-    LISTENING = "listening", "Listening"
-    RETRYING = "retrying", "Reconnecting"
+    CONNECTING = "connecting", pgettext_lazy("event listener state", "Connecting")
+    LISTENING = "listening", pgettext_lazy("event listener state", "Listening")
+    RETRYING = "retrying", pgettext_lazy("event listener state", "Reconnecting")
 
 
 class HostListener(models.Model):

@@ -7,6 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import pgettext
 
 from hosts.models import Host
 from listeners.models import HostListener, lease_stale, listening
@@ -61,5 +62,6 @@ def listener_view(host: Host) -> dict:
         or not row.owner
         or HostListener.objects.filter(lease_stale(), host=host).exists()
     ):
-        return {"state": "none", "label": "No listener", "row": row, "alive": False}
+        label = pgettext("event listener state", "No listener")
+        return {"state": "none", "label": label, "row": row, "alive": False}
     return {"state": row.state, "label": row.get_state_display(), "row": row, "alive": alive}

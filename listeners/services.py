@@ -79,7 +79,7 @@ def host_event_apply(
                 "uuid": event.uuid,
                 "name": vm.name,
                 **after,
-                "state_label": VMState(vm.state).label,
+                "state_label": str(VMState(vm.state).label),
             },
         }
         what = f"{event.kind} of {event.name} on {host.name}"

@@ -3,6 +3,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from audit.events import EventType
 from core.db import DbNow
@@ -29,8 +31,8 @@ from migrations_app.domain.options import (  # noqa: F401
 
 
 class BatchKind(models.TextChoices):
-    BATCH = "batch", "Batch"
-    EVACUATION = "evacuation", "Host evacuation"
+    BATCH = "batch", pgettext_lazy("batch kind", "Batch")
+    EVACUATION = "evacuation", pgettext_lazy("batch kind", "Host evacuation")
 
 
 class MigrationBatch(models.Model):
@@ -257,10 +259,10 @@ class MigrationSample(models.Model):
 class WebhookEvent(models.TextChoices):
     """What a webhook endpoint may subscribe to (the final-status audit event types)."""
 
-    MIGRATION_SUCCEEDED = EventType.MIGRATION_SUCCEEDED.value, "Migration succeeded"
-    MIGRATION_FAILED = EventType.MIGRATION_FAILED.value, "Migration failed"
-    MIGRATION_CANCELLED = EventType.MIGRATION_CANCELLED.value, "Migration cancelled"
-    BATCH_FINISHED = EventType.BATCH_FINISHED.value, "Batch finished"
+    MIGRATION_SUCCEEDED = EventType.MIGRATION_SUCCEEDED.value, _("Migration succeeded")
+    MIGRATION_FAILED = EventType.MIGRATION_FAILED.value, _("Migration failed")
+    MIGRATION_CANCELLED = EventType.MIGRATION_CANCELLED.value, _("Migration cancelled")
+    BATCH_FINISHED = EventType.BATCH_FINISHED.value, _("Batch finished")
 
 
 class WebhookEndpoint(models.Model):
@@ -282,9 +284,9 @@ class WebhookEndpoint(models.Model):
 
 
 class WebhookDeliveryStatus(models.TextChoices):
-    PENDING = "pending", "Pending"
-    DELIVERED = "delivered", "Delivered"
-    FAILED = "failed", "Failed"
+    PENDING = "pending", pgettext_lazy("webhook delivery status", "Pending")
+    DELIVERED = "delivered", pgettext_lazy("webhook delivery status", "Delivered")
+    FAILED = "failed", pgettext_lazy("webhook delivery status", "Failed")
 
 
 class WebhookDelivery(models.Model):

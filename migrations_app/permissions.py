@@ -4,6 +4,7 @@ registering hosts: the host admin's)."""
 
 from __future__ import annotations
 
+from django.utils.translation import gettext
 from rest_framework.permissions import BasePermission
 
 from hosts import actions
@@ -46,13 +47,20 @@ def host_admin_reasons(*, remote_host: str, registered: bool, credentials_given:
     reasons = []
     if not registered:
         reasons.append(
-            f"remote_host: {remote_host} is not a registered host, and registering a host "
-            f"needs the host admin role (a host admin adds it with {actions.HOST_ADD})."
+            "remote_host: "
+            + gettext(
+                "%(host)s is not a registered host, and registering a host needs the host "
+                "admin role (a host admin adds it with %(action)s)."
+            )
+            % {"host": remote_host, "action": actions.HOST_ADD}
         )
     if credentials_given:
         reasons.append(
-            "user: setting up a host's ssh access with a user and password needs the host "
-            "admin role (leave user and password out once the host is set up)."
+            "user: "
+            + gettext(
+                "setting up a host's ssh access with a user and password needs the host "
+                "admin role (leave user and password out once the host is set up)."
+            )
         )
     return reasons
 

@@ -9,6 +9,8 @@ from datetime import datetime
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
@@ -51,7 +53,7 @@ class MigrationConflict(Exception):
     """Another migration of the VM is active, or the action does not fit its state (409)."""
 
 
-CREDENTIALS_IGNORED_NOTE = (
+CREDENTIALS_IGNORED_NOTE = gettext_noop(
     "user and password were ignored: a check logs in nowhere and installs no key. "
     "The migration uses them to set up ssh access first, then runs the pre-checks again."
 )
@@ -99,7 +101,7 @@ def forecast_as_dict(found: Forecast | None) -> dict | None:
     }
 
 
-OFFLINE_CHOSEN_NOTE = (
+OFFLINE_CHOSEN_NOTE = gettext_noop(
     "live was not given and the VM is shut off: checked as an offline migration (only "
     "its definition moves)."
 )
@@ -135,18 +137,18 @@ def migration_check(
     """The pre-checks of a migration as requested, changing nothing; for a live one the
     forecast too: the guest's dirty rate measured over `dirty_rate_s` seconds (while the
     checks run; 0: only a reading cached from the last minute)."""
-    notes = [CREDENTIALS_IGNORED_NOTE] if credentials_given else []
+    notes = [_(CREDENTIALS_IGNORED_NOTE)] if credentials_given else []
     if live_from == LiveFrom.VM_SHUT_OFF:
-        notes.append(OFFLINE_CHOSEN_NOTE)
+        notes.append(_(OFFLINE_CHOSEN_NOTE))
     destination = host_find(remote_host=remote_host)
     if destination is None:
         host_validate_new(remote_host=remote_host)
         return CheckReport(checks=_unregistered_destination_checks(remote_host), notes=notes)
     if user and (destination.ssh_access_user != user or not destination.ssh_access_set_up_at):
-        reason = (
-            f"not checked: ssh access to {destination.name} as {user} is set up with the "
+        reason = _(
+            "not checked: ssh access to %(host)s as %(user)s is set up with the "
             "password when the migration is requested, and checked by the worker then"
-        )
+        ) % {"host": destination.name, "user": user}
         return CheckReport(checks=checks_skipped(reason), notes=notes)
     plan = MigrationPlan.of_request(vm=vm, destination=destination, options=options)
     if not options.live:  # offline: no memory is copied, nothing to converge
@@ -163,10 +165,13 @@ def _unregistered_destination_checks(remote_host: str) -> list[CheckResult]:
     registered = CheckResult(
         DESTINATION_REGISTERED,
         CheckStatus.SKIPPED,
-        f"{remote_host} is not a registered host: the migration registers it "
-        f"(transport {Transport.SSH.value}) and checks it before migrating",
+        _(
+            "%(host)s is not a registered host: the migration registers it "
+            "(transport %(transport)s) and checks it before migrating"
+        )
+        % {"host": remote_host, "transport": Transport.SSH.value},
     )
-    reason = "not checked: the destination is not registered yet"
+    reason = _("not checked: the destination is not registered yet")
     return [registered, *checks_skipped(reason)]
 
 
@@ -231,8 +236,15 @@ def migration_row_record(
             )
     except IntegrityError as exc:
         other = Migration.objects.filter(vm_uuid=vm.uuid, status__in=ACTIVE_STATUSES).first()
-        detail = f"migration {other.pk} is {other.status}" if other else "another migration"
-        raise MigrationConflict(f"VM {vm.name} is already being migrated ({detail}).") from exc
+        detail = (
+            _("migration %(number)s is %(status)s") % {"number": other.pk, "status": other.status}
+            if other
+            else _("another migration")
+        )
+        raise MigrationConflict(
+            _("VM %(name)s is already being migrated (%(detail)s).")
+            % {"name": vm.name, "detail": detail}
+        ) from exc
     audit_event_record(
         actor=actor,
         event_type=EventType.MIGRATION_REQUESTED,
@@ -257,7 +269,10 @@ def migration_cancel(*, migration: Migration, actor: Actor) -> Migration:
     with transaction.atomic():
         migration = Migration.objects.select_for_update().get(pk=migration.pk)
         if not migration.is_active:
-            raise MigrationConflict(f"Migration {migration.pk} is already {migration.status}.")
+            raise MigrationConflict(
+                _("Migration %(number)s is already %(status)s.")
+                % {"number": migration.pk, "status": migration.status}
+            )
         if migration.status in (MigrationStatus.SCHEDULED, MigrationStatus.QUEUED):
             now = timezone.now()
             return migration_change(
@@ -302,8 +317,11 @@ def migration_schedule_change(
         )
         if migration.status != MigrationStatus.SCHEDULED:
             raise MigrationConflict(
-                f"Migration {migration.pk} is {migration.status}: its schedule and options "
-                "can be changed only while it is scheduled."
+                _(
+                    "Migration %(number)s is %(status)s: its schedule and options "
+                    "can be changed only while it is scheduled."
+                )
+                % {"number": migration.pk, "status": migration.status}
             )
         now = timezone.now()
         not_before = schedule.get("not_before", migration.not_before)
@@ -335,15 +353,19 @@ def migration_schedule_change(
 
 
 def _running_migration_call(migration: Migration, what: str, call) -> None:
+    """`what`: an English msgid (gettext_noop), said in the request's language."""
     if migration.status != MigrationStatus.MIGRATING:
         raise MigrationConflict(
-            f"Migration {migration.pk} is {migration.status}: {what} needs a running migration."
+            _("Migration %(number)s is %(status)s: %(what)s needs a running migration.")
+            % {"number": migration.pk, "status": migration.status, "what": _(what)}
         )
     try:
         with host_connect(migration.source) as conn:
             call(conn, str(migration.vm_uuid))
     except gateway.GatewayError as exc:
-        raise MigrationConflict(f"{what} failed: {exc}") from exc
+        raise MigrationConflict(
+            _("%(what)s failed: %(error)s") % {"what": _(what), "error": exc}
+        ) from exc
 
 
 def migration_tune(
@@ -368,7 +390,7 @@ def migration_tune(
             conn.set_max_speed(uuid, bandwidth_mib_s or UNLIMITED_MIB_S)
             read_back["bandwidth_read_mib_s"] = conn.max_speed(uuid)
 
-    _running_migration_call(migration, "tuning", apply)
+    _running_migration_call(migration, gettext_noop("tuning"), apply)
     with transaction.atomic():
         migration = Migration.objects.select_for_update().get(pk=migration.pk)
         tuned = ("max_downtime_ms", "bandwidth_mib_s")
@@ -396,23 +418,31 @@ def migration_start_postcopy(*, migration: Migration, actor: Actor) -> Migration
     that took it for pre-copy would destroy the copy that holds part of it."""
     if not migration.allow_postcopy:
         raise MigrationConflict(
-            f"Migration {migration.pk} was not started with allow_postcopy: "
-            "post-copy cannot be switched on now."
+            _(
+                "Migration %(number)s was not started with allow_postcopy: "
+                "post-copy cannot be switched on now."
+            )
+            % {"number": migration.pk}
         )
     with transaction.atomic():
         migration = Migration.objects.select_for_update().get(pk=migration.pk)
         if migration.postcopy_started_at:
-            raise MigrationConflict(f"Migration {migration.pk} is already in post-copy.")
+            raise MigrationConflict(
+                _("Migration %(number)s is already in post-copy.") % {"number": migration.pk}
+            )
         if migration.status != MigrationStatus.MIGRATING:
             raise MigrationConflict(
-                f"Migration {migration.pk} is {migration.status}: switching to post-copy "
-                "needs a running migration."
+                _(
+                    "Migration %(number)s is %(status)s: switching to post-copy "
+                    "needs a running migration."
+                )
+                % {"number": migration.pk, "status": migration.status}
             )
         migration.postcopy_started_at = timezone.now()
         migration.save(update_fields=["postcopy_started_at"])
     try:
         _running_migration_call(
-            migration, "switching to post-copy", lambda c, u: c.start_postcopy(u)
+            migration, gettext_noop("switching to post-copy"), lambda c, u: c.start_postcopy(u)
         )
     except MigrationConflict as exc:
         if not isinstance(exc.__cause__, gateway.HostUnreachable):

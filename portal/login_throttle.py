@@ -25,6 +25,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.http import HttpRequest
+from django.utils.translation import gettext, ngettext
 from redis.exceptions import RedisError
 
 from audit.events import EventType
@@ -46,12 +47,16 @@ class Lockout:
 
     @property
     def message(self) -> str:
-        whom = "for this user name" if self.scope == Scope.USERNAME else "from your address"
+        """In the request's language (shown on the login page)."""
         minutes = max(1, math.ceil(self.retry_after_s / 60))
-        return (
-            f"Too many failed logins {whom}: logging in is locked. "
-            f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
-        )
+        if self.scope == Scope.USERNAME:
+            locked = gettext("Too many failed logins for this user name: logging in is locked.")
+        else:
+            locked = gettext("Too many failed logins from your address: logging in is locked.")
+        again = ngettext(
+            "Try again in %(minutes)d minute.", "Try again in %(minutes)d minutes.", minutes
+        ) % {"minutes": minutes}
+        return f"{locked} {again}"
 
 
 def lockout_decide(*, failures: dict[Scope, int], limits: dict[Scope, int]) -> Scope | None:

@@ -25,6 +25,10 @@ PACKAGES=(
   redis-server
   # headless browser for the end-to-end UI test (driven by Playwright), and a font
   chromium fonts-dejavu-core
+  # the Chinese pages in the screenshots (Simplified Chinese, docs/ui.md Languages)
+  fonts-wqy-microhei
+  # msgfmt for compilemessages (the translations; scripts/setup.sh), xgettext for makemessages
+  gettext
   # util-linux provides unshare; procps for pgrep
   util-linux procps make curl
   # TLS: a host makes its own private keys and certificate requests (hosts/access/tls_services.py)
@@ -43,6 +47,8 @@ if [ "${1:-}" = "--production" ]; then
     python3-venv python3-dev gcc pkg-config libvirt-dev libldap2-dev libsasl2-dev
     # libvirt's client (virsh for the administrator); ssh to hosts; TLS tools
     libvirt-clients openssh-client openssl ca-certificates curl
+    # msgfmt: scripts/setup.sh compiles the translations
+    gettext
     # reverse proxy, database, broker and cache (docs/deploy.md)
     nginx postgresql redis-server
   )

@@ -19,6 +19,9 @@ fi
 if [ ! -x .venv/bin/portalctl ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
 fi
+# The translations (locale/*/LC_MESSAGES/*.po): compiled to .mo, which git does not keep.
+PORTAL_NO_REDIS=1 .venv/bin/python manage.py compilemessages \
+  --ignore=.venv --ignore=node_modules --ignore='var*' >/dev/null
 # axe-core for the accessibility test (package.json, package-lock.json): node_modules/.
 if [ ! -f node_modules/axe-core/axe.min.js ]; then
   npm ci --no-audit --no-fund --silent

@@ -1,4 +1,5 @@
 from django.db import models
+from django.utils.translation import pgettext_lazy
 
 from hosts.hypervisor import UP_STATES
 from hosts.models import Host
@@ -7,15 +8,15 @@ from hosts.models import Host
 class VMState(models.TextChoices):
     """hosts.hypervisor.DomainState, and "gone" for a domain no longer on its host."""
 
-    RUNNING = "running", "Running"
-    BLOCKED = "blocked", "Blocked"
-    PAUSED = "paused", "Paused"
-    SHUTTING_DOWN = "shutting_down", "Shutting down"
-    SHUT_OFF = "shut_off", "Shut off"
-    CRASHED = "crashed", "Crashed"
-    SUSPENDED = "suspended", "Suspended (power management)"
-    NO_STATE = "no_state", "No state"
-    GONE = "gone", "Gone from the host"
+    RUNNING = "running", pgettext_lazy("VM state", "Running")
+    BLOCKED = "blocked", pgettext_lazy("VM state", "Blocked")
+    PAUSED = "paused", pgettext_lazy("VM state", "Paused")
+    SHUTTING_DOWN = "shutting_down", pgettext_lazy("VM state", "Shutting down")
+    SHUT_OFF = "shut_off", pgettext_lazy("VM state", "Shut off")
+    CRASHED = "crashed", pgettext_lazy("VM state", "Crashed")
+    SUSPENDED = "suspended", pgettext_lazy("VM state", "Suspended (power management)")
+    NO_STATE = "no_state", pgettext_lazy("VM state", "No state")
+    GONE = "gone", pgettext_lazy("VM state", "Gone from the host")
 
 
 class VMQuerySet(models.QuerySet):

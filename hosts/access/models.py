@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from hosts.validators import validate_ssh_host_key
 
@@ -82,9 +83,9 @@ class PeerTrust(models.Model):
 
 
 class CredentialKind(models.TextChoices):
-    SSH_KEY = "ssh_key", "The portal's ssh key pair"
-    TLS_CA = "tls_ca", "The portal's TLS certificate authority"
-    TLS_CLIENT = "tls_client", "The portal's TLS client certificate"
+    SSH_KEY = "ssh_key", _("The portal's ssh key pair")
+    TLS_CA = "tls_ca", _("The portal's TLS certificate authority")
+    TLS_CLIENT = "tls_client", _("The portal's TLS client certificate")
 
 
 class PortalCredential(models.Model):

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
@@ -68,10 +69,14 @@ def peer_trust_problem(source: Host, destination: Host) -> str | None:
         return None
     for host, role in ((source, "source"), (destination, "destination")):
         if not (host.ssh_access_set_up_at and host.ssh_host_key):
-            return (
-                f"the portal has no ssh access to the {role} {host.name}: set it up first "
-                f"({actions.ssh_access_set_up(host)})"
+            message = (
+                gettext("the portal has no ssh access to the source %(host)s: set it up first")
+                if role == "source"
+                else gettext(
+                    "the portal has no ssh access to the destination %(host)s: set it up first"
+                )
             )
+            return f"{message % {'host': host.name}} ({actions.ssh_access_set_up(host)})"
     return None
 
 

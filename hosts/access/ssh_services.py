@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
@@ -20,7 +21,8 @@ from hosts.validators import validate_ssh_host_key
 logger = logging.getLogger(__name__)
 
 LIBVIRT_ACCESS_PROBE = "virsh -c qemu:///system uri"
-REMOTE_USER_NEEDS = (
+# Marked for the catalogues; translated where it is shown (migrations_app/prechecks).
+REMOTE_USER_NEEDS = gettext_noop(
     "the remote user needs root, membership of the group libvirt, or full sudo rights "
     "without a password"
 )

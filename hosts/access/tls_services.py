@@ -12,6 +12,7 @@ import time
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from audit.events import EventType
 from audit.services import Actor, audit_event_record
@@ -174,8 +175,11 @@ def host_tls_issue(
     user = host.ssh_access_user
     if not user:
         raise SshAccessError(
-            f"{host.name}: set up ssh access first ({actions.ssh_access_set_up(host)}): "
-            "the certificates are installed over the portal's ssh session",
+            gettext(
+                "%(host)s: set up ssh access first (%(action)s): the certificates are "
+                "installed over the portal's ssh session"
+            )
+            % {"host": host.name, "action": actions.ssh_access_set_up(host)},
             field="non_field_errors",
         )
     ca = portal_ca()

@@ -4,6 +4,8 @@ for a running one, a batch (the read serializers are in migrations_app.serialize
 from django.conf import settings
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from rest_framework import serializers
 
 from core.filters import parse_id
@@ -46,7 +48,7 @@ class AwareDateTimeField(serializers.DateTimeField):
             parsed = None
         if parsed is not None and parsed.tzinfo is None:
             raise serializers.ValidationError(
-                "Give the time zone, e.g. 2026-11-23T22:00:00+01:00 or 2026-11-23T21:00:00Z."
+                _("Give the time zone, e.g. 2026-11-23T22:00:00+01:00 or 2026-11-23T21:00:00Z.")
             )
         return super().to_internal_value(value)
 
@@ -80,7 +82,7 @@ class MigrateRequestSerializer(serializers.Serializer):
     remote_host = serializers.CharField(
         allow_blank=True,
         max_length=253,
-        error_messages={"required": "Remote host field cannot be blank"},
+        error_messages={"required": gettext_lazy("Remote host field cannot be blank")},
         help_text="Destination: a registered host's name or address, or a new hostname/IP "
         "(registered by the migration, transport ssh).",
     )
@@ -180,7 +182,7 @@ class MigrateRequestSerializer(serializers.Serializer):
 
     def validate_remote_host(self, value: str) -> str:
         if not value.strip():
-            raise serializers.ValidationError("Remote host field cannot be blank")
+            raise serializers.ValidationError(_("Remote host field cannot be blank"))
         return value.strip()
 
     def validate(self, attrs: dict) -> dict:
@@ -189,7 +191,7 @@ class MigrateRequestSerializer(serializers.Serializer):
         if bool(user) != bool(password):
             missing = "password" if user else "user"
             raise serializers.ValidationError(
-                {missing: ["Both user and password fields must be filled"]}
+                {missing: [_("Both user and password fields must be filled")]}
             )
         # Judged here too, before the view registers a host or sets up ssh access.
         schedule = decisions.schedule_errors(
@@ -289,7 +291,9 @@ class BatchItemSerializer(serializers.Serializer):
     def validate_vm(self, value):
         vm = vm_current_with_host(uuid=str(value))
         if vm is None:
-            raise serializers.ValidationError(f"No VM with UUID {value} in the inventory.")
+            raise serializers.ValidationError(
+                _("No VM with UUID %(uuid)s in the inventory.") % {"uuid": value}
+            )
         return vm
 
     def validate_destination(self, value: str | None) -> Host | None:
@@ -301,7 +305,8 @@ class BatchItemSerializer(serializers.Serializer):
         host = host or host_find(remote_host=value)
         if host is None:
             raise serializers.ValidationError(
-                f"{value} is not a registered host (a batch does not register hosts)."
+                _("%(host)s is not a registered host (a batch does not register hosts).")
+                % {"host": value}
             )
         return host
 
@@ -342,7 +347,8 @@ class BatchCreateSerializer(serializers.Serializer):
             uuid = item["vm"].uuid
             if uuid in seen:
                 raise serializers.ValidationError(
-                    f"VM {item['vm'].name} ({uuid}) appears more than once."
+                    _("VM %(name)s (%(uuid)s) appears more than once.")
+                    % {"name": item["vm"].name, "uuid": uuid}
                 )
             seen.add(uuid)
         return items

@@ -11,6 +11,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
 from hosts.hypervisor import POSTCOPY_REASONS
 from migrations_app.domain.decisions import Action, HostView, Op, Side
 
@@ -25,10 +28,10 @@ class Resolution(enum.StrEnum):
 
 
 RESOLUTION_LABELS = {
-    Resolution.KEEP_DESTINATION: "Keep the copy on the destination, clean the source",
-    Resolution.KEEP_SOURCE: "Keep the copy on the source, remove the destination's",
-    Resolution.RESUME_POSTCOPY: "Resume the post-copy migration",
-    Resolution.MARK_RESOLVED: "Mark resolved (touch no host)",
+    Resolution.KEEP_DESTINATION: gettext_lazy("Keep the copy on the destination, clean the source"),
+    Resolution.KEEP_SOURCE: gettext_lazy("Keep the copy on the source, remove the destination's"),
+    Resolution.RESUME_POSTCOPY: gettext_lazy("Resume the post-copy migration"),
+    Resolution.MARK_RESOLVED: gettext_lazy("Mark resolved (touch no host)"),
 }
 
 
@@ -68,7 +71,9 @@ def _unreachable(given: AttentionInput) -> str:
         )
         if not view.reachable
     ]
-    return f"{' and '.join(down)} cannot be reached: a host that does not answer is not touched"
+    return _("%(hosts)s cannot be reached: a host that does not answer is not touched") % {
+        "hosts": _(" and ").join(down)
+    }
 
 
 def _keep_destination(given: AttentionInput) -> Choice:
@@ -77,20 +82,30 @@ def _keep_destination(given: AttentionInput) -> Choice:
     if not (src.reachable and dst.reachable):
         return Choice(r, False, _unreachable(given))
     if not dst.active:
-        return Choice(r, False, f"no copy of the VM is active on {given.destination_name}")
+        return Choice(
+            r,
+            False,
+            _("no copy of the VM is active on %(host)s") % {"host": given.destination_name},
+        )
     if dst.reason == POSTCOPY_FAILED:
         return Choice(
             r,
             False,
-            f"the copy on {given.destination_name} misses memory pages still on "
-            f"{given.source_name} (post-copy failed): resume the post-copy instead",
+            _(
+                "the copy on %(destination)s misses memory pages still on "
+                "%(source)s (post-copy failed): resume the post-copy instead"
+            )
+            % {"destination": given.destination_name, "source": given.source_name},
         )
     if _postcopy(given) and src.active and src.job_active is not False:
         return Choice(
             r,
             False,
-            f"post-copy: {given.source_name} still serves memory pages; "
-            "nothing is stopped there until its job has ended",
+            _(
+                "post-copy: %(source)s still serves memory pages; "
+                "nothing is stopped there until its job has ended"
+            )
+            % {"source": given.source_name},
         )
     actions: list[Action] = []
     if src.active:
@@ -99,7 +114,9 @@ def _keep_destination(given: AttentionInput) -> Choice:
     # once the destination has one of its own: a definition is never lost.
     if src.defined and given.delete_source and given.destination_persistent:
         actions.append(Action(Side.SOURCE, Op.UNDEFINE))
-    return Choice(r, True, f"the VM stays on {given.destination_name}", tuple(actions))
+    return Choice(
+        r, True, _("the VM stays on %(host)s") % {"host": given.destination_name}, tuple(actions)
+    )
 
 
 def _keep_source(given: AttentionInput) -> Choice:
@@ -111,17 +128,24 @@ def _keep_source(given: AttentionInput) -> Choice:
         return Choice(
             r,
             False,
-            f"post-copy started: {given.source_name} no longer has the VM's current "
-            f"memory; removing the copy on {given.destination_name} would lose the VM",
+            _(
+                "post-copy started: %(source)s no longer has the VM's current "
+                "memory; removing the copy on %(destination)s would lose the VM"
+            )
+            % {"source": given.source_name, "destination": given.destination_name},
         )
     if not src.active:
-        return Choice(r, False, f"no copy of the VM is active on {given.source_name}")
+        return Choice(
+            r, False, _("no copy of the VM is active on %(host)s") % {"host": given.source_name}
+        )
     actions: list[Action] = []
     if dst.active:
         actions.append(Action(Side.DESTINATION, Op.DESTROY))
     if dst.defined and not given.destination_had_definition:
         actions.append(Action(Side.DESTINATION, Op.UNDEFINE))
-    return Choice(r, True, f"the VM stays on {given.source_name}", tuple(actions))
+    return Choice(
+        r, True, _("the VM stays on %(host)s") % {"host": given.source_name}, tuple(actions)
+    )
 
 
 def _resume_postcopy(given: AttentionInput) -> Choice:
@@ -135,18 +159,29 @@ def _resume_postcopy(given: AttentionInput) -> Choice:
         return Choice(
             r,
             False,
-            "only a post-copy that a broken link stopped (libvirt: post-copy failed, "
-            "a copy active on both hosts) can be resumed "
-            f"({given.source_name}: {_said(src)}; {given.destination_name}: {_said(dst)})",
+            _(
+                "only a post-copy that a broken link stopped (libvirt: post-copy failed, "
+                "a copy active on both hosts) can be resumed "
+                "(%(source)s: %(source_said)s; %(destination)s: %(destination_said)s)"
+            )
+            % {
+                "source": given.source_name,
+                "source_said": _said(src),
+                "destination": given.destination_name,
+                "destination_said": _said(dst),
+            },
         )
     return Choice(
-        r, True, f"libvirt resumes the post-copy to {given.destination_name} (the link is back)"
+        r,
+        True,
+        _("libvirt resumes the post-copy to %(host)s (the link is back)")
+        % {"host": given.destination_name},
     )
 
 
 def _said(view: HostView) -> str:
     if view.state is None:
-        return "no such VM"
+        return _("no such VM")
     return f"{view.state} ({view.reason})" if view.reason else str(view.state)
 
 
@@ -156,7 +191,7 @@ def attention_choices(given: AttentionInput) -> tuple[Choice, ...]:
         _keep_destination(given),
         _keep_source(given),
         _resume_postcopy(given),
-        Choice(Resolution.MARK_RESOLVED, True, "changes nothing on either host"),
+        Choice(Resolution.MARK_RESOLVED, True, _("changes nothing on either host")),
     )
 
 

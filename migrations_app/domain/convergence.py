@@ -8,22 +8,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 MiB = 2**20
 
 
 class ConvergencePolicy(models.TextChoices):
-    NONE = "none", "None: wait (until the timeout)"
+    NONE = "none", _("None: wait (until the timeout)")
     MINIMAL_DOWNTIME = (
         "minimal_downtime",
-        "Minimal downtime: raise the allowed downtime in steps, then abort",
+        _("Minimal downtime: raise the allowed downtime in steps, then abort"),
     )
     POSTCOPY_WHEN_STALLED = (
         "postcopy_when_stalled",
-        "Post-copy when stalled (recommended; needs allow_postcopy)",
+        _("Post-copy when stalled (recommended; needs allow_postcopy)"),
     )
-    PAUSE_WHEN_STALLED = "pause_when_stalled", "Pause the guest when stalled, so the copy ends"
-    ABORT_WHEN_STALLED = "abort_when_stalled", "Abort when stalled, with the reason"
+    PAUSE_WHEN_STALLED = "pause_when_stalled", _("Pause the guest when stalled, so the copy ends")
+    ABORT_WHEN_STALLED = "abort_when_stalled", _("Abort when stalled, with the reason")
 
 
 RECOMMENDED_POLICY = ConvergencePolicy.POSTCOPY_WHEN_STALLED

@@ -14,6 +14,8 @@ import enum
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from django.utils.translation import gettext as _
+
 from hosts.hypervisor import (
     ACTIVE_STATES,
     EXECUTING_STATES,
@@ -405,9 +407,9 @@ def schedule_errors(
     errors: dict[str, list[str]] = {}
     if window_end is not None:
         if window_end <= now:
-            errors["window_end"] = ["The window must end in the future."]
+            errors["window_end"] = [_("The window must end in the future.")]
         elif not_before is not None and window_end <= not_before:
-            errors["window_end"] = ["The window must end after not_before."]
+            errors["window_end"] = [_("The window must end after not_before.")]
     return errors
 
 

@@ -4,20 +4,22 @@ stored: change one only with a data migration. Imports none of the portal's apps
 from __future__ import annotations
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 
 class MigrationStatus(models.TextChoices):
     # Waits for its `not_before`; active (one per VM) but holds no slot or worker.
-    SCHEDULED = "scheduled", "Scheduled"
-    QUEUED = "queued", "Queued"
-    CHECKING = "checking", "Checking"
-    MIGRATING = "migrating", "Migrating"
-    COMPLETING = "completing", "Completing"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
-    CANCELLED = "cancelled", "Cancelled"
+    SCHEDULED = "scheduled", pgettext_lazy("migration status", "Scheduled")
+    QUEUED = "queued", pgettext_lazy("migration status", "Queued")
+    CHECKING = "checking", pgettext_lazy("migration status", "Checking")
+    MIGRATING = "migrating", pgettext_lazy("migration status", "Migrating")
+    COMPLETING = "completing", pgettext_lazy("migration status", "Completing")
+    SUCCEEDED = "succeeded", pgettext_lazy("migration status", "Succeeded")
+    FAILED = "failed", pgettext_lazy("migration status", "Failed")
+    CANCELLED = "cancelled", pgettext_lazy("migration status", "Cancelled")
     # A host was unreachable at settling: nothing changed; the reconciler settles it later.
-    NEEDS_ATTENTION = "needs_attention", "Needs attention"
+    NEEDS_ATTENTION = "needs_attention", pgettext_lazy("migration status", "Needs attention")
 
 
 _S = MigrationStatus  # short, for the tables below
@@ -43,26 +45,47 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
 class Phase(models.TextChoices):
     """What a migration is doing, finer than its status."""
 
-    WAITING_FOR_SLOT = "waiting_for_slot", "Waiting for a free slot on its hosts"
+    WAITING_FOR_SLOT = (
+        "waiting_for_slot",
+        pgettext_lazy("migration phase", "Waiting for a free slot on its hosts"),
+    )
     # A child of a batch held back by the batch's max_parallel (or not started yet).
-    WAITING_FOR_BATCH = "waiting_for_batch", "Waiting for its turn in the batch"
-    CHECKING = "checking", "Running pre-checks"
-    CHECKS_FAILED = "checks_failed", "Pre-checks failed"
+    WAITING_FOR_BATCH = (
+        "waiting_for_batch",
+        pgettext_lazy("migration phase", "Waiting for its turn in the batch"),
+    )
+    CHECKING = "checking", pgettext_lazy("migration phase", "Running pre-checks")
+    CHECKS_FAILED = "checks_failed", pgettext_lazy("migration phase", "Pre-checks failed")
     # A running libvirt job (progress.phase_of), in the order they usually come.
-    SETUP = "setup", "Setting up the migration"
-    COPYING_DISKS = "copying_disks", "Copying disks"
-    TRANSFERRING_MEMORY = "transferring_memory", "Transferring memory"
-    CONVERGING = "converging", "Converging (re-sending dirtied memory)"
+    SETUP = "setup", pgettext_lazy("migration phase", "Setting up the migration")
+    COPYING_DISKS = "copying_disks", pgettext_lazy("migration phase", "Copying disks")
+    TRANSFERRING_MEMORY = (
+        "transferring_memory",
+        pgettext_lazy("migration phase", "Transferring memory"),
+    )
+    CONVERGING = (
+        "converging",
+        pgettext_lazy("migration phase", "Converging (re-sending dirtied memory)"),
+    )
     # The verdict of domain/convergence.judge: the copy does not catch up with the guest.
-    NOT_CONVERGING = "not_converging", "Not converging (the guest dirties memory too fast)"
-    PAUSED_TO_FINISH = "paused_to_finish", "Guest paused by its policy so the copy finishes"
-    POSTCOPY = "postcopy", "Post-copy"
+    NOT_CONVERGING = (
+        "not_converging",
+        pgettext_lazy("migration phase", "Not converging (the guest dirties memory too fast)"),
+    )
+    PAUSED_TO_FINISH = (
+        "paused_to_finish",
+        pgettext_lazy("migration phase", "Guest paused by its policy so the copy finishes"),
+    )
+    POSTCOPY = "postcopy", pgettext_lazy("migration phase", "Post-copy")
     # After the job.
-    COMPLETING = "completing", "Completing"
-    DONE = "done", "Done"
-    FAILED = "failed", "Failed"
-    CANCELLED = "cancelled", "Cancelled"
-    NEEDS_ATTENTION = "needs_attention", "Needs attention: not settled yet"
+    COMPLETING = "completing", pgettext_lazy("migration phase", "Completing")
+    DONE = "done", pgettext_lazy("migration phase", "Done")
+    FAILED = "failed", pgettext_lazy("migration phase", "Failed")
+    CANCELLED = "cancelled", pgettext_lazy("migration phase", "Cancelled")
+    NEEDS_ATTENTION = (
+        "needs_attention",
+        pgettext_lazy("migration phase", "Needs attention: not settled yet"),
+    )
 
 
 # The phases of a running libvirt job: the ones a migration's timeline shows.
@@ -80,29 +103,32 @@ JOB_PHASES = [
 class FailureReason(models.TextChoices):
     """Why a migration failed, decided by the engine; blank until it fails and for a cancel."""
 
-    PRECHECK = "precheck", "A pre-check refused the migration"
-    TIMEOUT = "timeout", "Timed out"
-    WORKER_LOST = "worker_lost", "The worker running it stopped"
-    UNREACHABLE = "unreachable", "A host could not be reached"
-    LIBVIRT = "libvirt", "Error reported by libvirt"
-    INTERNAL = "internal", "Unexpected error in the portal"
-    WINDOW_CLOSED = "window_closed", "The maintenance window closed before it could start"
-    STOPPED_OUTSIDE = "stopped_outside", "The VM was turned off outside the portal"
-    GUEST_SHUTDOWN = "guest_shutdown", "The guest powered itself off"
-    NOT_CONVERGING = "not_converging", "The copy did not converge (its convergence policy)"
+    PRECHECK = "precheck", _("A pre-check refused the migration")
+    TIMEOUT = "timeout", _("Timed out")
+    WORKER_LOST = "worker_lost", _("The worker running it stopped")
+    UNREACHABLE = "unreachable", _("A host could not be reached")
+    LIBVIRT = "libvirt", _("Error reported by libvirt")
+    INTERNAL = "internal", _("Unexpected error in the portal")
+    WINDOW_CLOSED = "window_closed", _("The maintenance window closed before it could start")
+    STOPPED_OUTSIDE = "stopped_outside", _("The VM was turned off outside the portal")
+    GUEST_SHUTDOWN = "guest_shutdown", _("The guest powered itself off")
+    NOT_CONVERGING = "not_converging", _("The copy did not converge (its convergence policy)")
 
 
 class BatchStatus(models.TextChoices):
     """A batch's status, derived from its children; the final one is written once."""
 
-    QUEUED = "queued", "Queued"  # no child has started yet
-    RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Succeeded"  # every child succeeded
+    QUEUED = "queued", pgettext_lazy("batch status", "Queued")  # no child has started yet
+    RUNNING = "running", pgettext_lazy("batch status", "Running")
+    SUCCEEDED = "succeeded", pgettext_lazy("batch status", "Succeeded")  # every child succeeded
     # Some children succeeded, others failed or were cancelled (stop_on_failure false).
-    PARTIALLY_FAILED = "partially_failed", "Partially failed"
+    PARTIALLY_FAILED = "partially_failed", pgettext_lazy("batch status", "Partially failed")
     # No child succeeded, or a child failed with stop_on_failure.
-    FAILED = "failed", "Failed"
-    CANCELLED = "cancelled", "Cancelled"  # an operator cancelled the batch
+    FAILED = "failed", pgettext_lazy("batch status", "Failed")
+    CANCELLED = (
+        "cancelled",
+        pgettext_lazy("batch status", "Cancelled"),
+    )  # an operator cancelled the batch
 
 
 BATCH_FINAL_STATUSES = [

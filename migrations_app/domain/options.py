@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils.translation import gettext, gettext_noop
+from django.utils.translation import gettext_lazy as _
 
 from hosts import gateway
 from hosts.validators import validate_uri_safe
@@ -21,19 +23,19 @@ if TYPE_CHECKING:
 
 
 class StorageMode(models.TextChoices):
-    SHARED = "shared", "Shared storage (disks stay where they are)"
-    COPY = "copy", "Copy local disks to the destination"
+    SHARED = "shared", _("Shared storage (disks stay where they are)")
+    COPY = "copy", _("Copy local disks to the destination")
 
 
 class TransportMode(models.TextChoices):
-    DIRECT = "direct", "Direct (QEMU to QEMU)"
-    TUNNELLED = "tunnelled", "Tunnelled through the libvirt connection"
+    DIRECT = "direct", _("Direct (QEMU to QEMU)")
+    TUNNELLED = "tunnelled", _("Tunnelled through the libvirt connection")
 
 
 class CompressionMethod(models.TextChoices):
     # libvirt 9.0's (VIR_MIGRATE_PARAM_COMPRESSION); multifd's zlib / zstd need 9.4.
-    XBZRLE = "xbzrle", "XBZRLE (resend only what changed in pages sent before)"
-    MT = "mt", "Multithread zlib (compress every page; with a level)"
+    XBZRLE = "xbzrle", _("XBZRLE (resend only what changed in pages sent before)")
+    MT = "mt", _("Multithread zlib (compress every page; with a level)")
 
 
 BANDWIDTH_MAX_MIB_S = 1_000_000
@@ -57,8 +59,9 @@ def limits() -> dict[str, tuple[int, int]]:
 
 # DRF's wording where it has one, so a refusal reads the same from either.
 _BELOW = {
-    "max_downtime_ms": "Max downtime must be at least {low} ms: below that the VM may never "
-    "converge."
+    "max_downtime_ms": gettext_noop(
+        "Max downtime must be at least %(low)s ms: below that the VM may never converge."
+    )
 }
 _BOOLEANS = ("live", "delete_source", "auto_converge", "allow_postcopy", "compressed", "tls")
 _CHOICES = {
@@ -115,40 +118,54 @@ class MigrationOptions:
         if not found:
             for rule in RULES:
                 if rule.refuses(self):
-                    found.setdefault(rule.field, []).append(rule.message)
+                    # The rules keep English msgids; the message is in the active language.
+                    found.setdefault(rule.field, []).append(gettext(rule.message))
         return found
 
     def _value_errors(self) -> Iterator[tuple[str, str]]:
         for name in _BOOLEANS:
             if not isinstance(getattr(self, name), bool):
-                yield name, "Must be a valid boolean."
+                yield name, gettext("Must be a valid boolean.")
         for name, choices in _CHOICES.items():
             value = getattr(self, name)
             if value not in choices:
-                yield name, f'"{value}" is not a valid choice.'
+                yield name, gettext('"%(value)s" is not a valid choice.') % {"value": value}
         for name, (low, high) in limits().items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                yield name, "A valid integer is required."
+                yield name, gettext("A valid integer is required.")
             elif value < low:
-                below = _BELOW.get(name, "Ensure this value is greater than or equal to {low}.")
-                yield name, below.format(low=low)
+                below = _BELOW.get(
+                    name, gettext_noop("Ensure this value is greater than or equal to %(low)s.")
+                )
+                yield name, gettext(below) % {"low": low}
             elif value > high:
-                yield name, f"Ensure this value is less than or equal to {high}."
+                yield (
+                    name,
+                    gettext("Ensure this value is less than or equal to %(high)s.")
+                    % {"high": high},
+                )
         level = self.compression_level
         if level is not None:
             low, high = COMPRESSION_MT_LEVEL_RANGE
             if isinstance(level, bool) or not isinstance(level, int):
-                yield "compression_level", "A valid integer is required."
+                yield "compression_level", gettext("A valid integer is required.")
             elif not low <= level <= high:
                 yield (
                     "compression_level",
-                    (f"The compression level of method mt is {low} (none) to {high} (best)."),
+                    gettext(
+                        "The compression level of method mt is %(low)s (none) to %(high)s (best)."
+                    )
+                    % {"low": low, "high": high},
                 )
         if not isinstance(self.new_name, str):
-            yield "new_name", "Not a valid string."
+            yield "new_name", gettext("Not a valid string.")
         elif len(self.new_name) > (longest := NEW_NAME_MAX_LENGTH):
-            yield "new_name", f"Ensure this field has no more than {longest} characters."
+            yield (
+                "new_name",
+                gettext("Ensure this field has no more than %(longest)s characters.")
+                % {"longest": longest},
+            )
         else:
             try:
                 validate_uri_safe(self.new_name)
@@ -223,26 +240,28 @@ RULES: tuple[Rule, ...] = (
     # exclusive" (QEMU's parallel channels are connections of their own).
     Rule(
         "parallel_connections",
-        "Parallel connections cannot be tunnelled.",
+        gettext_noop("Parallel connections cannot be tunnelled."),
         lambda o: o.parallel_connections > 0 and o.tunnelled,
     ),
     # XBZRLE over parallel channels goes uncompressed; "mt": "Multifd is not compatible
     # with compress"; multifd's zlib / zstd need libvirt 9.4.
     Rule(
         "compressed",
-        "Compression and parallel connections exclude each other (libvirt 9.0 has no "
-        "zlib or zstd compression for parallel connections).",
+        gettext_noop(
+            "Compression and parallel connections exclude each other (libvirt 9.0 has no "
+            "zlib or zstd compression for parallel connections)."
+        ),
         lambda o: o.compressed and o.parallel_connections > 0,
     ),
     # Without `compressed` a method or level alone would be silently ignored.
     Rule(
         "compression_method",
-        "Choose a compression method only with compression on (compressed).",
+        gettext_noop("Choose a compression method only with compression on (compressed)."),
         lambda o: not o.compressed and o.compression_method != CompressionMethod.XBZRLE,
     ),
     Rule(
         "compression_level",
-        "A compression level needs compression on (compressed) with method mt.",
+        gettext_noop("A compression level needs compression on (compressed) with method mt."),
         lambda o: o.compression_level is not None
         and not (o.compressed and o.compression_method == CompressionMethod.MT),
     ),
@@ -250,55 +269,61 @@ RULES: tuple[Rule, ...] = (
     # auto-converge slows a running guest down: offline it is accepted and does nothing.
     Rule(
         "live",
-        "Post-copy and auto-converge apply to live migrations only.",
+        gettext_noop("Post-copy and auto-converge apply to live migrations only."),
         lambda o: not o.live and (o.allow_postcopy or o.auto_converge),
     ),
     # libvirt: "offline migration cannot handle non-shared storage".
     Rule(
         "storage",
-        "Disks can only be copied during a live migration.",
+        gettext_noop("Disks can only be copied during a live migration."),
         lambda o: not o.live and o.copies_storage,
     ),
     # libvirt: "tunnelled offline migration does not make sense".
     Rule(
         "transport",
-        "An offline migration cannot be tunnelled: only the VM's definition moves.",
+        gettext_noop("An offline migration cannot be tunnelled: only the VM's definition moves."),
         lambda o: not o.live and o.tunnelled,
     ),
     # libvirt: "post-copy is not supported with tunnelled migration".
     Rule(
         "allow_postcopy",
-        "Post-copy cannot be tunnelled.",
+        gettext_noop("Post-copy cannot be tunnelled."),
         lambda o: o.allow_postcopy and o.tunnelled,
     ),
     # libvirt 9.0 fails it after the start ("argument key 'host' must not have null value").
     Rule(
         "storage",
-        "Disks cannot be copied through a tunnelled migration.",
+        gettext_noop("Disks cannot be copied through a tunnelled migration."),
         lambda o: o.copies_storage and o.tunnelled,
     ),
     Rule(
         "tls",
-        "An offline migration moves only the VM's definition: there is no stream to encrypt.",
+        gettext_noop(
+            "An offline migration moves only the VM's definition: there is no stream to encrypt."
+        ),
         lambda o: o.tls and not o.live,
     ),
     Rule(
         "tls",
-        "TLS encrypts QEMU's own migration stream: it cannot be tunnelled through libvirtd.",
+        gettext_noop(
+            "TLS encrypts QEMU's own migration stream: it cannot be tunnelled through libvirtd."
+        ),
         lambda o: o.tls and o.tunnelled,
     ),
     # Refused rather than switched on silently: post-copy makes the VM depend on both
     # hosts until it ends, which the requester must have agreed to.
     Rule(
         "convergence_policy",
-        "The policy postcopy_when_stalled needs allow_postcopy: true (post-copy makes the "
-        "VM depend on both hosts until it ends).",
+        gettext_noop(
+            "The policy postcopy_when_stalled needs allow_postcopy: true (post-copy makes the "
+            "VM depend on both hosts until it ends)."
+        ),
         lambda o: o.convergence_policy == ConvergencePolicy.POSTCOPY_WHEN_STALLED
         and not o.allow_postcopy,
     ),
     Rule(
         "convergence_policy",
-        "An offline migration copies no memory: choose the convergence policy none.",
+        gettext_noop("An offline migration copies no memory: choose the convergence policy none."),
         lambda o: not o.live and o.convergence_policy != ConvergencePolicy.NONE,
     ),
 )

@@ -10,6 +10,9 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from django.utils.formats import number_format
+from django.utils.translation import gettext as _
+
 MIB = 2**20
 
 INCOMING_WEIGHT = 10.0
@@ -81,7 +84,8 @@ class Placement:
 
 
 def _mib(size: int) -> str:
-    return f"{size / MIB:,.0f} MiB"
+    # Grouped the language's way: "2,048 MiB" in English, "2.048 MiB" in Portuguese.
+    return f"{number_format(round(size / MIB), decimal_pos=0, force_grouping=True)} MiB"
 
 
 def placement_judge(*, vm: VMNeeds, facts: HostFacts, cpu: CpuVerdict) -> Placement:
@@ -89,55 +93,78 @@ def placement_judge(*, vm: VMNeeds, facts: HostFacts, cpu: CpuVerdict) -> Placem
     unfit: list[str] = []
     notes: list[str] = []
     if vm.has_hostdev:
-        unfit.append("the VM has PCI/USB host devices passed through, which cannot be migrated")
+        unfit.append(_("the VM has PCI/USB host devices passed through, which cannot be migrated"))
     if facts.maintenance:
-        why = f": {facts.maintenance_reason}" if facts.maintenance_reason else ""
-        unfit.append(f"in maintenance{why}: takes no new VMs")
+        if facts.maintenance_reason:
+            unfit.append(
+                _("in maintenance: %(reason)s: takes no new VMs")
+                % {"reason": facts.maintenance_reason}
+            )
+        else:
+            unfit.append(_("in maintenance: takes no new VMs"))
     if not facts.reachable:
-        unfit.append(facts.status_text or "not reachable")
+        unfit.append(facts.status_text or _("not reachable"))
     else:
-        notes.append("reachable")
+        notes.append(_("reachable"))
     if not facts.same_kind:
-        unfit.append(facts.kind_text or "another hypervisor or architecture")
+        unfit.append(facts.kind_text or _("another hypervisor or architecture"))
 
     free_after = None
     fraction = 0.0
     needed = vm.memory_bytes if vm.live else 0
     if facts.memory_free_bytes is None:
-        unfit.append("free memory unknown (never read): refresh the host")
+        unfit.append(_("free memory unknown (never read): refresh the host"))
     else:
         free_after = facts.memory_free_bytes - facts.incoming_memory_bytes - needed
         incoming = facts.incoming_memory_bytes
-        already = f", {_mib(incoming)} already migrating there" if incoming else ""
-        of_total = f" of {_mib(facts.memory_total_bytes)}" if facts.memory_total_bytes else ""
+        already = (
+            _(", %(size)s already migrating there") % {"size": _mib(incoming)} if incoming else ""
+        )
         if free_after < 0:
             unfit.append(
-                f"not enough memory: {_mib(facts.memory_free_bytes)} free{already}, "
-                f"the VM needs {_mib(needed)}"
+                _("not enough memory: %(free)s free%(already)s, the VM needs %(needed)s")
+                % {
+                    "free": _mib(facts.memory_free_bytes),
+                    "already": already,
+                    "needed": _mib(needed),
+                }
             )
         else:
-            what = f"after placing the VM ({_mib(needed)})" if needed else "(moves offline)"
-            notes.append(f"{_mib(free_after)} free{of_total} {what}{already}")
+            what = (
+                _("after placing the VM (%(size)s)") % {"size": _mib(needed)}
+                if needed
+                else _("(moves offline)")
+            )
+            left = {"free": _mib(free_after), "what": what, "already": already}
+            if facts.memory_total_bytes:
+                left["total"] = _mib(facts.memory_total_bytes)
+                notes.append(_("%(free)s free of %(total)s %(what)s%(already)s") % left)
+            else:
+                notes.append(_("%(free)s free %(what)s%(already)s") % left)
         if facts.memory_total_bytes:
             fraction = max(free_after, 0) / facts.memory_total_bytes
 
     if cpu.ok is False:
-        unfit.append(f"CPU: {cpu.reason}")
+        unfit.append(_("CPU: %(reason)s") % {"reason": cpu.reason})
     elif cpu.ok is None:
-        unfit.append(f"CPU compatibility {cpu.reason}")
+        unfit.append(_("CPU compatibility %(reason)s") % {"reason": cpu.reason})
     elif cpu is not CPU_NOT_NEEDED:
-        notes.append(f"CPU: {cpu.reason}")
+        notes.append(_("CPU: %(reason)s") % {"reason": cpu.reason})
 
     parts = []
     if facts.incoming:
         parts.append(
-            f"{facts.incoming} migration(s) coming in "
-            f"({facts.incoming_running} running, {facts.incoming_queued} queued)"
+            _("%(count)s migration(s) coming in (%(running)s running, %(queued)s queued)")
+            % {
+                "count": facts.incoming,
+                "running": facts.incoming_running,
+                "queued": facts.incoming_queued,
+            }
         )
     if facts.outgoing:
-        parts.append(f"{facts.outgoing} going out")
-    notes.append(", ".join(parts) or "no migration to or from it")
-    notes.append(f"{facts.running_vms} running VM(s)")
+        parts.append(_("%(count)s going out") % {"count": facts.outgoing})
+    notes.append(", ".join(parts) or _("no migration to or from it"))
+    notes.append(_("%(count)s running VM(s)") % {"count": facts.running_vms})
 
     score = (
         100.0 * fraction
@@ -231,8 +258,10 @@ def plan_evacuation(
         )
         best = ranking[0] if ranking else None
         if best is None or not best.fit:
-            reasons = [f"no fit destination ({_unfit_summary(p)})" for p in ranking]
-            unmovable.append(Unmovable(vm, reasons or ["no other host is registered"]))
+            reasons = [
+                _("no fit destination (%(why)s)") % {"why": _unfit_summary(p)} for p in ranking
+            ]
+            unmovable.append(Unmovable(vm, reasons or [_("no other host is registered")]))
             continue
         chosen: HostFacts = best.host
         index_here = planned_in.get(chosen.host_id, 0)
@@ -244,13 +273,19 @@ def plan_evacuation(
         reasons = list(best.reasons)
         if vm.local_disks:
             reasons.append(
-                f"{vm.local_disks} local disk(s) copied to {chosen.name} (storage copy; "
-                "the pre-check destination_has_space checks the room)"
+                _(
+                    "%(count)s local disk(s) copied to %(host)s (storage copy; "
+                    "the pre-check destination_has_space checks the room)"
+                )
+                % {"count": vm.local_disks, "host": chosen.name}
             )
         if wave > 1:
             reasons.append(
-                f"wave {wave}: waits for a free slot (at most {max_outgoing} out of this "
-                f"host and {max_incoming} into {chosen.name} at once)"
+                _(
+                    "wave %(wave)s: waits for a free slot (at most %(out)s out of this "
+                    "host and %(in)s into %(host)s at once)"
+                )
+                % {"wave": wave, "out": max_outgoing, "in": max_incoming, "host": chosen.name}
             )
         rows.append(PlanRow(position + 1, wave, vm, chosen, best.score, reasons))
         planned_in[chosen.host_id] = index_here + 1
@@ -264,14 +299,14 @@ def plan_evacuation(
 
 def _why_unmovable(vm: VMNeeds) -> str:
     if vm.active_migration:
-        return f"already moving: {vm.active_migration}"
+        return _("already moving: %(migration)s") % {"migration": vm.active_migration}
     if vm.has_hostdev:
-        return "has PCI/USB host devices passed through: cannot be migrated"
+        return _("has PCI/USB host devices passed through: cannot be migrated")
     if not vm.live:
-        return (
-            f"{vm.state.replace('_', ' ')}: stays defined on this host (an evacuation moves "
-            "running VMs live; migrate it offline from its page if the host is going away)"
-        )
+        return _(
+            "%(state)s: stays defined on this host (an evacuation moves running VMs live; "
+            "migrate it offline from its page if the host is going away)"
+        ) % {"state": vm.state.replace("_", " ")}
     return ""
 
 
@@ -281,5 +316,5 @@ def _wave(*, already: int, index: int, limit: int) -> int:
 
 
 def _unfit_summary(placement: Placement) -> str:
-    first = placement.reasons[0] if placement.reasons else "unfit"
+    first = placement.reasons[0] if placement.reasons else _("unfit")
     return f"{_name(placement.host)}: {first}"

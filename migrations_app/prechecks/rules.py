@@ -1,4 +1,7 @@
-"""The pre-checks' rules: pure functions of the facts, each with the facts it needs."""
+"""The pre-checks' rules: pure functions of the facts, each with the facts it needs.
+
+The messages are in the language active when they are judged (the request's for
+`migrate/check/`; the default, English, in a worker, where they are stored)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Flag, StrEnum, auto
+
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from hosts import gateway
 from hosts.access.ssh_services import REMOTE_USER_NEEDS
@@ -83,8 +89,10 @@ def needs_met(facts: Facts) -> Needs:
 def destination_is_not_source(facts: Facts) -> Verdict:
     src, dst = facts.plan.source, facts.plan.destination
     if facts.plan.same_host:
-        return failed(f"{dst.name} is the host the VM runs on now")
-    return passed(f"{src.name} -> {dst.name}")
+        return failed(_("%(host)s is the host the VM runs on now") % {"host": dst.name})
+    return passed(
+        _("%(source)s -> %(destination)s") % {"source": src.name, "destination": dst.name}
+    )
 
 
 def destination_not_in_maintenance(facts: Facts) -> Verdict:
@@ -93,24 +101,37 @@ def destination_not_in_maintenance(facts: Facts) -> Verdict:
     dst = facts.plan.destination
     if dst.retired:
         return failed(
-            f"{dst.name} is retired and takes no VMs: choose another host, "
-            "or bring it back into service first"
+            _(
+                "%(host)s is retired and takes no VMs: choose another host, "
+                "or bring it back into service first"
+            )
+            % {"host": dst.name}
         )
     if not dst.maintenance:
-        return passed(f"{dst.name} is not in maintenance")
-    since = f" since {dst.maintenance_since:%Y-%m-%d %H:%M} UTC" if dst.maintenance_since else ""
+        return passed(_("%(host)s is not in maintenance") % {"host": dst.name})
+    since = (
+        _(" since %(when)s UTC") % {"when": f"{dst.maintenance_since:%Y-%m-%d %H:%M}"}
+        if dst.maintenance_since
+        else ""
+    )
     why = f" ({dst.maintenance_reason})" if dst.maintenance_reason else ""
     return failed(
-        f"{dst.name} is in maintenance{since}{why} and takes no new VMs: "
-        "choose another host, or take it out of maintenance first"
+        _(
+            "%(host)s is in maintenance%(since)s%(why)s and takes no new VMs: "
+            "choose another host, or take it out of maintenance first"
+        )
+        % {"host": dst.name, "since": since, "why": why}
     )
 
 
 def no_other_migration(facts: Facts) -> Verdict:
     other = facts.other_migration
     if other:
-        return failed(f"migration {other.pk} of this VM is already {other.status}")
-    return passed("no other migration of this VM is queued or running")
+        return failed(
+            _("migration %(number)s of this VM is already %(status)s")
+            % {"number": other.pk, "status": other.status}
+        )
+    return passed(_("no other migration of this VM is queued or running"))
 
 
 def tls_certificates(facts: Facts) -> Verdict:
@@ -118,27 +139,41 @@ def tls_certificates(facts: Facts) -> Verdict:
     if problems is None:
         return Verdict(
             CheckStatus.SKIPPED,
-            "not needed: no tls option, and the destination is not reached over tls",
+            _("not needed: no tls option, and the destination is not reached over tls"),
         )
-    why = "the tls option" if facts.plan.options.tls else f"{dst.name} is reached over tls"
+    why = (
+        _("the tls option")
+        if facts.plan.options.tls
+        else _("%(host)s is reached over tls") % {"host": dst.name}
+    )
     if problems:
-        return failed(f"needed for {why}: " + "; ".join(problems))
+        return failed(
+            _("needed for %(why)s: %(problems)s") % {"why": why, "problems": "; ".join(problems)}
+        )
     until = min(
         t for h in (src, dst) for t in (h.tls_server_not_after, h.tls_client_not_after) if t
     )
     return passed(
-        f"{src.name} and {dst.name} have valid certificates of the portal's CA "
-        f"(the first expires {until:%Y-%m-%d})"
+        _(
+            "%(source)s and %(destination)s have valid certificates of the portal's CA "
+            "(the first expires %(day)s)"
+        )
+        % {"source": src.name, "destination": dst.name, "day": f"{until:%Y-%m-%d}"}
     )
 
 
 def source_reachable(facts: Facts) -> Verdict:
     src = facts.plan.source
     if isinstance(facts.source, Unreachable):
-        return failed(f"{src.name} is not reachable: {facts.source.why}")
+        return failed(
+            _("%(host)s is not reachable: %(why)s") % {"host": src.name, "why": facts.source.why}
+        )
     if facts.vm is None:
-        return failed(f"the VM is not on {src.name} any more{_now_where(facts)}")
-    return passed(f"{src.name} answered and has the VM")
+        return failed(
+            _("the VM is not on %(host)s any more%(where)s")
+            % {"host": src.name, "where": _now_where(facts)}
+        )
+    return passed(_("%(host)s answered and has the VM") % {"host": src.name})
 
 
 def _now_where(facts: Facts) -> str:
@@ -148,34 +183,63 @@ def _now_where(facts: Facts) -> str:
         return ""
     dst = facts.plan.destination.name
     if found.state == VMState.RUNNING:
-        return f": it runs on {dst} now (moved outside the portal)"
-    return f": {dst} has it now ({found.state.replace('_', ' ')})"
+        return _(": it runs on %(host)s now (moved outside the portal)") % {"host": dst}
+    return _(": %(host)s has it now (%(state)s)") % {
+        "host": dst,
+        "state": found.state.replace("_", " "),
+    }
 
 
 def destination_reachable(facts: Facts) -> Verdict:
     dst = facts.plan.destination
     if isinstance(facts.destination, Unreachable):
         hint = (
-            f" (over ssh as {dst.ssh_user}: {REMOTE_USER_NEEDS}, and the portal's key installed)"
+            _(" (over ssh as %(user)s: %(needs)s, and the portal's key installed)")
+            % {"user": dst.ssh_user, "needs": _(REMOTE_USER_NEEDS)}
             if dst.transport == Transport.SSH
             else ""
         )
         return failed(
-            f"{dst.name} is not reachable within {facts.timeout:g} s: {facts.destination.why}{hint}"
+            _("%(host)s is not reachable within %(seconds)s s: %(why)s%(hint)s")
+            % {
+                "host": dst.name,
+                "seconds": f"{facts.timeout:g}",
+                "why": facts.destination.why,
+                "hint": hint,
+            }
         )
     if isinstance(facts.vm_on_destination, Unreachable):
-        return failed(f"{dst.name} stopped answering: {facts.vm_on_destination.why}")
-    return passed(f"{dst.name} answered within {facts.timeout:g} s")
+        return failed(
+            _("%(host)s stopped answering: %(why)s")
+            % {"host": dst.name, "why": facts.vm_on_destination.why}
+        )
+    return passed(
+        _("%(host)s answered within %(seconds)s s")
+        % {"host": dst.name, "seconds": f"{facts.timeout:g}"}
+    )
 
 
 def same_hypervisor_and_arch(facts: Facts) -> Verdict:
     src, dst = facts.plan.source, facts.plan.destination
     caps = facts.at_destination.capabilities
     if (src.hypervisor_type, src.arch) == (caps.hypervisor_type, caps.arch):
-        return passed(f"both are {caps.hypervisor_type} on {caps.arch}")
+        return passed(
+            _("both are %(hypervisor)s on %(arch)s")
+            % {"hypervisor": caps.hypervisor_type, "arch": caps.arch}
+        )
     return failed(
-        f"{src.name} is {src.hypervisor_type or '?'} on {src.arch or '?'}, "
-        f"{dst.name} is {caps.hypervisor_type} on {caps.arch}"
+        _(
+            "%(source)s is %(source_hypervisor)s on %(source_arch)s, "
+            "%(destination)s is %(hypervisor)s on %(arch)s"
+        )
+        % {
+            "source": src.name,
+            "source_hypervisor": src.hypervisor_type or "?",
+            "source_arch": src.arch or "?",
+            "destination": dst.name,
+            "hypervisor": caps.hypervisor_type,
+            "arch": caps.arch,
+        }
     )
 
 
@@ -185,19 +249,23 @@ def vm_state_fits_mode(facts: Facts) -> Verdict:
         if not vm.persistent and facts.inventory_persistent:
             # A person undefined it: migrating would define it again on the destination.
             return failed(
-                f"the VM is {vm.state.replace('_', ' ')} as a transient domain: its "
-                f"definition on {facts.plan.source.name} was removed outside the portal "
-                "since the portal saw it; it is not migrated (that would define it "
-                "again on the destination)"
+                _(
+                    "the VM is %(state)s as a transient domain: its "
+                    "definition on %(host)s was removed outside the portal "
+                    "since the portal saw it; it is not migrated (that would define it "
+                    "again on the destination)"
+                )
+                % {"state": vm.state.replace("_", " "), "host": facts.plan.source.name}
             )
         fits = vm.state in LIVE_MOVABLE_STATES
-        reason = "a live migration needs a running or paused VM"
+        reason = _("a live migration needs a running or paused VM")
     else:
         fits = vm.state == VMState.SHUT_OFF and vm.persistent
-        reason = "an offline migration needs a shut-off, persistent (defined) VM"
-    return Verdict.of(
-        fits, f"the VM is {vm.state.replace('_', ' ')}" + ("" if fits else f": {reason}")
-    )
+        reason = _("an offline migration needs a shut-off, persistent (defined) VM")
+    state = vm.state.replace("_", " ")
+    if fits:
+        return passed(_("the VM is %(state)s") % {"state": state})
+    return failed(_("the VM is %(state)s: %(reason)s") % {"state": state, "reason": reason})
 
 
 def cpu_compatible(facts: Facts) -> Verdict:
@@ -207,28 +275,45 @@ def cpu_compatible(facts: Facts) -> Verdict:
 
 def no_host_devices(facts: Facts) -> Verdict:
     if facts.vm.has_hostdev:
-        return failed("the VM has PCI/USB host devices passed through, which cannot be migrated")
-    return passed("no host devices passed through")
+        return failed(_("the VM has PCI/USB host devices passed through, which cannot be migrated"))
+    return passed(_("no host devices passed through"))
 
 
 def disks_available(facts: Facts) -> Verdict:
     about, dst = facts.vm_on_destination, facts.plan.destination
     paths = disk_paths(facts.vm)
     if facts.plan.options.copies_storage:
-        return passed(f"{len(paths)} disk(s) will be copied to {dst.name}")
+        return passed(
+            ngettext(
+                "%(count)d disk(s) will be copied to %(host)s",
+                "%(count)d disk(s) will be copied to %(host)s",
+                len(paths),
+            )
+            % {"count": len(paths), "host": dst.name}
+        )
     missing = [path for path in paths if about.volumes[path] is None]
     if missing:
         return failed(
-            f"not present on {dst.name}: {', '.join(missing)}; "
-            "use storage 'copy' to copy local disks during the migration"
+            _(
+                "not present on %(host)s: %(paths)s; "
+                "use storage 'copy' to copy local disks during the migration"
+            )
+            % {"host": dst.name, "paths": ", ".join(missing)}
         )
-    return passed(f"all {len(paths)} disk(s) are present on {dst.name}")
+    return passed(
+        ngettext(
+            "all %(count)d disk(s) are present on %(host)s",
+            "all %(count)d disk(s) are present on %(host)s",
+            len(paths),
+        )
+        % {"count": len(paths), "host": dst.name}
+    )
 
 
 def destination_has_space(facts: Facts) -> Verdict:
     about, vm = facts.vm_on_destination, facts.vm
     if not facts.plan.options.copies_storage:
-        return passed("no disk is copied (shared storage)")
+        return passed(_("no disk is copied (shared storage)"))
     sizes = {d.path: d.size_bytes for d in vm.disks}
     on_source = facts.source.volumes or {}
     disks = []
@@ -247,8 +332,8 @@ def enough_memory(facts: Facts) -> Verdict:
     needed = facts.vm.memory_kib * 1024
     return Verdict.of(
         not facts.plan.options.live or free >= needed,
-        f"{facts.plan.destination.name} has {free // 2**20} MiB free, the VM needs "
-        f"{needed // 2**20} MiB",
+        _("%(host)s has %(free)s MiB free, the VM needs %(needed)s MiB")
+        % {"host": facts.plan.destination.name, "free": free // 2**20, "needed": needed // 2**20},
     )
 
 
@@ -261,12 +346,21 @@ def peer_access(facts: Facts) -> Verdict:
     """Can the source's own libvirtd open the destination (peer-to-peer)?"""
     peer, src, dst = facts.peer, facts.plan.source, facts.plan.destination
     if not peer.needed:
-        return passed(f"{src.name} opens {dst.name} over {dst.transport}")
+        return passed(
+            _("%(source)s opens %(destination)s over %(transport)s")
+            % {"source": src.name, "destination": dst.name, "transport": dst.transport}
+        )
+    names = {"source": src.name, "destination": dst.name}
     if peer.problem:
-        return failed(f"{src.name} cannot be given access to {dst.name}: {peer.problem}")
+        return failed(
+            _("%(source)s cannot be given access to %(destination)s: %(problem)s")
+            % {**names, "problem": peer.problem}
+        )
     if peer.current:
-        return passed(f"{src.name} has its own ssh access to {dst.name}")
-    return passed(f"{src.name} gets its own ssh key for {dst.name} when the migration starts")
+        return passed(_("%(source)s has its own ssh access to %(destination)s") % names)
+    return passed(
+        _("%(source)s gets its own ssh key for %(destination)s when the migration starts") % names
+    )
 
 
 @dataclass(frozen=True)
@@ -305,23 +399,30 @@ def name_or_uuid_clash(
             return ClashVerdict(
                 False,
                 True,
-                f"{destination} keeps a {state.replace('_', ' ')} definition of this VM "
-                "from an earlier migration: it comes home and that definition is reused",
+                _(
+                    "%(host)s keeps a %(state)s definition of this VM from an earlier "
+                    "migration: it comes home and that definition is reused"
+                )
+                % {"host": destination, "state": state.replace("_", " ")},
             )
         why = (
-            f"named '{name}', not '{target_name}'"
+            _("named '%(name)s', not '%(target)s'") % {"name": name, "target": target_name}
             if name != target_name
-            else f"{state.replace('_', ' ')}: a second active copy"
+            else _("%(state)s: a second active copy") % {"state": state.replace("_", " ")}
         )
         return ClashVerdict(
-            True, False, f"{destination} already has a domain with this UUID ({why})"
+            True,
+            False,
+            _("%(host)s already has a domain with this UUID (%(why)s)")
+            % {"host": destination, "why": why},
         )
+    names = {"host": destination, "target": target_name}
     if by_name_uuid is not None and by_name_uuid != vm_uuid:
         return ClashVerdict(
-            True, False, f"{destination} already has another domain named '{target_name}'"
+            True, False, _("%(host)s already has another domain named '%(target)s'") % names
         )
     return ClashVerdict(
-        False, False, f"no domain named '{target_name}' or with this UUID on {destination}"
+        False, False, _("no domain named '%(target)s' or with this UUID on %(host)s") % names
     )
 
 
@@ -344,10 +445,13 @@ def copy_space_verdict(
     QEMU's mirror fills each one (a 16 MiB qcow2 with 196 KiB allocated arrived with
     16.3 MiB): each needs its capacity, or its allocation if larger, free in its pool."""
     if not disks:
-        return passed("the VM has no disk to copy")
+        return passed(_("the VM has no disk to copy"))
     to_create = [d for d in disks if not d.on_destination]
     if not to_create:
-        return passed(f"every disk already exists on {destination}: libvirt copies into it")
+        return passed(
+            _("every disk already exists on %(host)s: libvirt copies into it")
+            % {"host": destination}
+        )
     problems, notes = [], []
     for directory in sorted({os.path.dirname(d.path) for d in to_create}):
         here = [d for d in to_create if os.path.dirname(d.path) == directory]
@@ -355,24 +459,43 @@ def copy_space_verdict(
         pool = pools.get(directory)
         if pool is None:
             problems.append(
-                f"no active storage pool on {destination} has the folder {directory}, so "
-                f"libvirt cannot create {names} there: define and start one for it "
-                f"(virsh pool-define-as NAME dir --target {directory}; virsh pool-start NAME) "
-                "or create the disks there beforehand"
+                _(
+                    "no active storage pool on %(host)s has the folder %(folder)s, so "
+                    "libvirt cannot create %(names)s there: define and start one for it "
+                    "(virsh pool-define-as NAME dir --target %(folder)s; virsh pool-start NAME) "
+                    "or create the disks there beforehand"
+                )
+                % {"host": destination, "folder": directory, "names": names}
             )
             continue
         needed = sum(max(d.capacity_bytes, d.allocation_bytes) for d in here)
         if needed > pool.available_bytes:
             problems.append(
-                f"pool '{pool.name}' on {destination} ({directory}) has "
-                f"{_mib(pool.available_bytes)} free, the disks to copy there ({names}) take "
-                f"{_mib(needed)}: free {_mib(needed - pool.available_bytes)} or more there, "
-                "or choose another destination or shared storage"
+                _(
+                    "pool '%(pool)s' on %(host)s (%(folder)s) has %(free)s free, the disks "
+                    "to copy there (%(names)s) take %(needed)s: free %(missing)s or more "
+                    "there, or choose another destination or shared storage"
+                )
+                % {
+                    "pool": pool.name,
+                    "host": destination,
+                    "folder": directory,
+                    "free": _mib(pool.available_bytes),
+                    "names": names,
+                    "needed": _mib(needed),
+                    "missing": _mib(needed - pool.available_bytes),
+                }
             )
         else:
             notes.append(
-                f"pool '{pool.name}' on {destination} has {_mib(pool.available_bytes)} free "
-                f"for {_mib(needed)} of {names}"
+                _("pool '%(pool)s' on %(host)s has %(free)s free for %(needed)s of %(names)s")
+                % {
+                    "pool": pool.name,
+                    "host": destination,
+                    "free": _mib(pool.available_bytes),
+                    "needed": _mib(needed),
+                    "names": names,
+                }
             )
     return Verdict.of(not problems, "; ".join(problems or notes))
 

@@ -17,6 +17,12 @@
     return svg;
   }
 
+  // The outcomes' words in the page's language (the keys are the API's).
+  const OUTCOMES = { succeeded: gettext("succeeded"), failed: gettext("failed"), cancelled: gettext("cancelled") };
+
+  // The outcomes' words in the page's language (the keys are the API's).
+  const OUTCOMES = { succeeded: gettext("succeeded"), failed: gettext("failed"), cancelled: gettext("cancelled") };
+
   function legend(container, keys) {
     const box = document.createElement("div");
     box.className = "legend";
@@ -25,7 +31,7 @@
       const swatch = document.createElement("span");
       swatch.className = "swatch";
       swatch.style.background = COLORS[key];
-      item.append(swatch, key);
+      item.append(swatch, OUTCOMES[key] || key);
       box.append(item);
     }
     container.append(box);
@@ -33,7 +39,7 @@
 
   // Stacked bars: one per day, succeeded / failed / cancelled.
   function perDay(container, days) {
-    if (!days.length) { container.textContent = "No migrations in this range."; return; }
+    if (!days.length) { container.textContent = gettext("No migrations in this range."); return; }
     const W = 1000, H = 220, left = 40, bottom = 20, top = 8;
     const svg = frame(container, W, H);
     const max = Math.max(1, ...days.map((d) => d.total));
@@ -50,7 +56,7 @@
         const rect = el("rect", {
           x: left + i * slot, y: base, width: Math.max(1, slot * 0.85), height: h, fill: COLORS[key],
         });
-        rect.append(el("title", {}, `${d.day}: ${d[key]} ${key} of ${d.total}`));
+        rect.append(el("title", {}, interpolate(gettext("%(day)s: %(count)s %(outcome)s of %(total)s"), { day: d.day, count: d[key], outcome: OUTCOMES[key], total: d.total }, true)));
         svg.append(rect);
       }
     });
@@ -71,7 +77,7 @@
   // Histogram of bucket counts.
   function histogram(container, buckets) {
     const total = buckets.reduce((s, b) => s + b.count, 0);
-    if (!total) { container.textContent = "No data."; return; }
+    if (!total) { container.textContent = gettext("No data."); return; }
     const W = 500, H = 220, bottom = 34, top = 14;
     const svg = frame(container, W, H);
     const max = Math.max(...buckets.map((b) => b.count));
@@ -87,7 +93,7 @@
       svg.append(el("text", { x: i * slot + 2, y: H - bottom - h - 3, "font-size": 10 }, String(b.count)));
       svg.append(el("text", { x: i * slot + 2, y: H - 20, "font-size": 10 }, label(b.lower_ms)));
     });
-    svg.append(el("text", { x: 2, y: H - 4, "font-size": 10 }, "lower bound of each bucket"));
+    svg.append(el("text", { x: 2, y: H - 4, "font-size": 10 }, gettext(gettext("lower bound of each bucket"))));
   }
 
   document.addEventListener("DOMContentLoaded", function () {

@@ -14,24 +14,24 @@
 
   function said(report) {
     if (!report.reachable) return "–";
-    if (report.state === null) return "no such VM";
+    if (report.state === null) return gettext("no such VM");
     return report.reason ? report.state + " (" + report.reason + ")" : report.state;
   }
 
-  function yesNo(value) { return value === null || value === undefined ? "–" : (value ? "yes" : "no"); }
+  function yesNo(value) { return value === null || value === undefined ? "–" : (value ? gettext("yes") : gettext("no")); }
 
   function showError(text) { errorBox.textContent = text; errorBox.hidden = !text; }
 
   function render(body) {
-    status.textContent = "Read just now; each action asks the hosts again before it is carried out.";
+    status.textContent = gettext("Read just now; each action asks the hosts again before it is carried out.");
     const table = document.getElementById("attention-hosts");
     const rows = table.querySelector("tbody");
     rows.textContent = "";
-    for (const [side, report] of [["Source", body.source], ["Destination", body.destination]]) {
+    for (const [side, report] of [[gettext("Source"), body.source], [gettext("Destination"), body.destination]]) {
       const row = document.createElement("tr");
       row.dataset.side = side.toLowerCase();
       cell(row, side); cell(row, report.host);
-      cell(row, report.reachable ? "yes" : "no: " + report.error);
+      cell(row, report.reachable ? gettext("yes") : interpolate(gettext("no: %s"), [report.error]));
       cell(row, said(report)); cell(row, yesNo(report.job_active)); cell(row, yesNo(report.persistent));
       rows.appendChild(row);
     }
@@ -42,7 +42,7 @@
       const item = document.createElement("li");
       item.className = choice.safe ? "check-pass" : "check-skipped";
       item.dataset.choice = choice.action;
-      const what = choice.host_actions.length ? " — does: " + choice.host_actions.join(", ") : "";
+      const what = choice.host_actions.length ? interpolate(gettext(" — does: %s"), [choice.host_actions.join(", ")]) : "";
       item.textContent = (choice.safe ? "✔ " : "– ") + choice.label + ": " + choice.why + what;
       list.appendChild(item);
     }
@@ -64,7 +64,7 @@
 
   async function resolve(action, button) {
     const reason = document.getElementById("attention-reason").value.trim();
-    if (!reason) { showError("Give a reason first: it is kept in the audit log."); return; }
+    if (!reason) { showError(gettext("Give a reason first: it is kept in the audit log.")); return; }
     button.disabled = true;
     const result = await window.Portal.api("POST", "/api/migrations/" + id + "/resolve/", { action, reason });
     if (result.status >= 200 && result.status < 300) {
@@ -80,7 +80,7 @@
   async function load() {
     const result = await window.Portal.api("GET", "/api/migrations/" + id + "/attention/");
     if (result.status === 200) render(result.body);
-    else status.textContent = result.body.detail || "The hosts could not be asked.";
+    else status.textContent = result.body.detail || gettext(gettext("The hosts could not be asked."));
   }
 
   load();

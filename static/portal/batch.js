@@ -5,7 +5,7 @@
 (function () {
   "use strict";
 
-  const { api, bytes, readJson } = window.Portal;
+  const { api, bytes, decimal, readJson } = window.Portal;
   const VOCABULARY = readJson("portal-vocabulary");
   const BATCH = readJson("batch-vocabulary");
 
@@ -29,7 +29,7 @@
       setBadge(field(root, "status"), batch.status, BATCH.status_labels);
       const p = batch.progress;
       const percent = Number(p.percent || 0);
-      field(root, "percent").textContent = percent.toFixed(1);
+      field(root, "percent").textContent = decimal(percent, 1);
       field(root, "fill").style.width = percent + "%";
       field(root, "bar").setAttribute("aria-valuenow", percent.toFixed(1));
       field(root, "vms-done").textContent = p.vms_done;
@@ -47,7 +47,7 @@
         setBadge(field(row, "status"), child.status, VOCABULARY.status_labels);
         field(row, "phase").textContent = VOCABULARY.phase_labels[child.phase] || child.phase || "";
         const childPercent = child.status === "succeeded" ? 100 : Number(child.percent || 0);
-        field(row, "percent").textContent = childPercent.toFixed(1);
+        field(row, "percent").textContent = decimal(childPercent, 1);
         field(row, "fill").style.width = childPercent + "%";
         const moved = child.status === "succeeded" ? child.transferred_bytes : child.data_processed_bytes;
         field(row, "moved").textContent = bytes(moved);
@@ -65,17 +65,17 @@
       let attempt = 0;
       const open = () => {
         if (this.finished) return;
-        this.connection("connecting");
+        this.connection(gettext("connecting"));
         const scheme = location.protocol === "https:" ? "wss://" : "ws://";
         const socket = new WebSocket(scheme + location.host + "/ws/migration-batches/" + this.batchId + "/");
-        socket.onopen = () => { attempt = 0; this.connection("live"); };
+        socket.onopen = () => { attempt = 0; this.connection(gettext("live")); };
         socket.onmessage = (event) => this.render(JSON.parse(event.data).batch);
         socket.onclose = (event) => {
-          if (this.finished) { this.connection("closed"); return; }
-          if (event.code === 4401 || event.code === 4403) { this.connection("refused"); return; }
+          if (this.finished) { this.connection(gettext("closed")); return; }
+          if (event.code === 4401 || event.code === 4403) { this.connection(gettext("refused")); return; }
           const delay = Math.min(10000, 500 * 2 ** attempt);
           attempt += 1;
-          this.connection("reconnecting in " + (delay / 1000).toFixed(1) + " s");
+          this.connection(interpolate(gettext("reconnecting in %s s"), [decimal(delay / 1000, 1)]));
           setTimeout(open, delay);
         };
       };
@@ -86,7 +86,7 @@
       const button = this.root.querySelector("[data-action=cancel-batch]");
       if (!button) return;
       button.addEventListener("click", async () => {
-        if (!window.confirm("Cancel this batch? Queued migrations are cancelled, running ones are asked to stop.")) return;
+        if (!window.confirm(gettext("Cancel this batch? Queued migrations are cancelled, running ones are asked to stop."))) return;
         button.disabled = true;
         const result = await api("POST", "/api/migration-batches/" + this.batchId + "/cancel/");
         const error = field(this.root, "control-error");

@@ -66,7 +66,7 @@
       }
       const errors = result.body || {};
       if (result.status !== 400 || errors.detail) {
-        show(general, null, errors.detail || "The portal answered " + result.status + ".");
+        show(general, null, errors.detail || interpolate(gettext("The portal answered %s."), [result.status]));
         return;
       }
       for (const [field, messages] of Object.entries(errors)) {

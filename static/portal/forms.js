@@ -73,7 +73,7 @@
         }
       }
     } else {
-      rest.push(body.detail || "The portal answered " + result.status + ".");
+      rest.push(body.detail || interpolate(gettext("The portal answered %s."), [result.status]));
     }
     const general = form.querySelector("[data-form-error]");
     if (general && rest.length) { general.textContent = rest.join(" "); general.hidden = false; }

@@ -9,7 +9,7 @@
     if (body.detail) return body.detail;
     return Object.entries(body)
       .map(([field, messages]) => field + ": " + [].concat(messages).join(" "))
-      .join("; ") || "The portal answered " + result.status + ".";
+      .join("; ") || interpolate(gettext("The portal answered %s."), [result.status]);
   }
 
   function cell(row, text) {
@@ -87,7 +87,7 @@
         tr.dataset.destination = row.destination;
         cell(tr, String(row.order));
         cell(tr, row.vm_name);
-        cell(tr, row.memory_mib + " MiB");
+        cell(tr, interpolate(gettext("%s MiB"), [row.memory_mib]));
         cell(tr, row.destination).dataset.field = "destination";
         cell(tr, String(row.wave));
         reasonsCell(tr, row.reasons);
@@ -95,7 +95,7 @@
       }
       if (!plan.migrations.length) {
         const tr = document.createElement("tr");
-        cell(tr, "No VM can move now: see below why.").colSpan = 6;
+        cell(tr, gettext("No VM can move now: see below why.")).colSpan = 6;
         planBody.append(tr);
       }
       for (const item of plan.unmovable) {

@@ -12,7 +12,7 @@
       if (element.dataset.liveState !== key) return;
       element.className = element.className.replace(/\bstate-[a-z_]+/, "state-" + message.vm.state);
       element.textContent = message.vm.state_label;
-      if (message.vm.state_reason) element.title = "libvirt: " + message.vm.state_reason;
+      if (message.vm.state_reason) element.title = interpolate(gettext("libvirt: %s"), [message.vm.state_reason]);
       else element.removeAttribute("title");
       element.dataset.liveEvent = message.event;
     });

@@ -3,10 +3,10 @@
  * checked here first so they show at once, together. */
 (function () {
   "use strict";
-  const { api, ProgressView, FINAL, readJson } = window.Portal;
+  const { api, ProgressView, FINAL, POLICY_NAMES, decimal, readJson } = window.Portal;
 
-  const BLANK_HOST = "Remote host field cannot be blank";
-  const BOTH_CREDENTIALS = "Both user and password fields must be filled";
+  const BLANK_HOST = gettext("Remote host field cannot be blank");
+  const BOTH_CREDENTIALS = gettext("Both user and password fields must be filled");
   const CHECK_ICONS = { pass: "✔", fail: "✘", skipped: "–" };
 
   document.addEventListener("DOMContentLoaded", () => {
@@ -142,7 +142,7 @@
 
     function otherErrors(result) {
       if (result.status === 400) return result.body;
-      return { __all__: [result.body.detail || "The portal answered " + result.status + "."] };
+      return { __all__: [result.body.detail || interpolate(gettext("The portal answered %s."), [result.status])] };
     }
 
     async function start(event) {
@@ -154,13 +154,13 @@
       const errors = localErrors(body);
       if (Object.keys(errors).length) { showErrors(errors); return; }
       startButton.disabled = true;
-      startButton.textContent = "Checking…";
+      startButton.textContent = gettext("Checking…");
       try {
         const check = await api("POST", "/api/vms/" + uuid + "/migrate/check/", body);
         if (check.status !== 200) { showErrors(otherErrors(check)); return; }
         showChecks(check.body.checks);
         if (!check.body.ok) {
-          showErrors({ __all__: ["The pre-checks failed: nothing was started."] });
+          showErrors({ __all__: [gettext("The pre-checks failed: nothing was started.")] });
           return;
         }
         // A copy that will not converge and no policy to end it: warn and recommend,
@@ -170,11 +170,11 @@
           showForecast(forecast);
           return;
         }
-        startButton.textContent = "Starting…";
+        startButton.textContent = gettext("Starting…");
         await migrate(body);
       } finally {
         startButton.disabled = false;
-        startButton.textContent = "Start";
+        startButton.textContent = gettext("Start");
       }
     }
 
@@ -192,7 +192,9 @@
       forecastBox.querySelector("[data-field=forecast-message]").textContent =
         forecast.message.charAt(0).toUpperCase() + forecast.message.slice(1) + ".";
       useRecommended.dataset.policy = forecast.recommended_policy || "";
-      useRecommended.textContent = "Use " + (forecast.recommended_policy || "").replace(/_/g, " ") + " and start";
+      const recommended = forecast.recommended_policy || "";
+      useRecommended.textContent = interpolate(gettext("Use %s and start"),
+        [POLICY_NAMES[recommended] || recommended.replace(/_/g, " ")]);
       useRecommended.hidden = !forecast.recommended_policy;
       forecastBox.hidden = false;
       forecastBox.scrollIntoView({ block: "nearest" });  // below the checks: bring it into view
@@ -238,13 +240,17 @@
       if (!choices || !list || placementsLoaded) return;
       placementsLoaded = true;
       list.hidden = false;
-      list.innerHTML = "<li class='muted'>Ranking the hosts…</li>";
+      list.innerHTML = "";
+      const ranking = document.createElement("li");
+      ranking.className = "muted";
+      ranking.textContent = gettext("Ranking the hosts…");
+      list.append(ranking);
       const result = await api("GET", "/api/vms/" + uuid + "/destinations/");
       list.innerHTML = "";
       if (result.status !== 200) {
         const item = document.createElement("li");
         item.className = "muted";
-        item.textContent = "No ranking: " + (result.body.detail || "the portal answered " + result.status);
+        item.textContent = interpolate(gettext("No ranking: %s"), [result.body.detail || interpolate(gettext("the portal answered %s"), [result.status])]);
         list.append(item);
         placementsLoaded = false;
         return;
@@ -266,10 +272,10 @@
         name.textContent = placement.host;
         const badge = document.createElement("span");
         badge.className = "badge " + (placement.fit ? "badge-fit" : "badge-unfit");
-        badge.textContent = recommended ? "recommended" : placement.fit ? "fit" : "unfit";
+        badge.textContent = recommended ? gettext("recommended") : placement.fit ? gettext("fit") : gettext("unfit");
         const score = document.createElement("span");
         score.className = "muted";
-        score.textContent = " score " + placement.score.toFixed(1) + " · ";
+        score.textContent = " " + interpolate(gettext("score %s"), [decimal(placement.score, 1)]) + " · ";
         const reasons = document.createElement("span");
         reasons.className = "reasons";
         reasons.textContent = placement.reasons.join("; ");

@@ -12,6 +12,25 @@
   const PHASE_LABELS = VOCABULARY.phase_labels;
   const REASON_LABELS = VOCABULARY.failure_reason_labels;
   const MIB = 1024 * 1024;
+  // Numbers and dates in the page's language (<html lang>, set by Django's LocaleMiddleware).
+  const LANG = document.documentElement.lang || "en";
+
+  /* A number with a fixed count of decimals, in the page's language ("1.5", "1,5"). */
+  function decimal(value, digits) {
+    return new Intl.NumberFormat(LANG, {
+      minimumFractionDigits: digits, maximumFractionDigits: digits, useGrouping: false,
+    }).format(value);
+  }
+
+  function dateTime(value) { return new Date(value).toLocaleString(LANG); }
+  // The convergence policies' short names (the API's values, in words).
+  const POLICY_NAMES = {
+    none: gettext("none"),
+    minimal_downtime: gettext("minimal downtime"),
+    postcopy_when_stalled: gettext("postcopy when stalled"),
+    pause_when_stalled: gettext("pause when stalled"),
+    abort_when_stalled: gettext("abort when stalled"),
+  };
 
   function cookie(name) {
     const found = document.cookie.split(";").map((c) => c.trim()).find((c) => c.startsWith(name + "="));
@@ -32,7 +51,7 @@
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     } catch (err) {
-      return { status: 0, body: { detail: "The portal did not answer: " + err.message } };
+      return { status: 0, body: { detail: interpolate(gettext("The portal did not answer: %s"), [err.message]) } };
     }
     let data = {};
     const text = await response.text();
@@ -47,7 +66,7 @@
     const units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let v = Number(value), i = 0;
     while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
-    return (i === 0 ? v.toFixed(0) : v.toFixed(1)) + " " + units[i];
+    return decimal(v, i === 0 ? 0 : 1) + " " + units[i];
   }
 
   function rate(value) { return value === null || value === undefined ? "–" : bytes(value) + "/s"; }
@@ -55,7 +74,7 @@
   function seconds(value) {
     if (value === null || value === undefined) return "–";
     const s = Number(value);
-    if (s < 60) return s.toFixed(s < 10 ? 1 : 0) + " s";
+    if (s < 60) return decimal(s, s < 10 ? 1 : 0) + " s";
     const m = Math.floor(s / 60), rest = Math.round(s % 60);
     if (m < 60) return m + " min " + rest + " s";
     return Math.floor(m / 60) + " h " + (m % 60) + " min";
@@ -63,7 +82,7 @@
 
   function millis(value) {
     if (value === null || value === undefined) return "–";
-    return Number(value) < 1000 ? Number(value).toFixed(0) + " ms" : seconds(Number(value) / 1000);
+    return Number(value) < 1000 ? decimal(Number(value), 0) + " ms" : seconds(Number(value) / 1000);
   }
 
   // A tune to "unlimited" sets this; libvirt reads back this or more (migrations_app/requests.py).
@@ -72,9 +91,12 @@
   function limits(m) {
     const parts = [];
     const downtime = m.max_downtime_read_ms, speed = m.bandwidth_read_mib_s;
-    if (downtime !== null && downtime !== undefined) parts.push("downtime " + millis(downtime));
+    if (downtime !== null && downtime !== undefined) {
+      parts.push(interpolate(gettext("downtime %s"), [millis(downtime)]));
+    }
     if (speed !== null && speed !== undefined) {
-      parts.push("bandwidth " + (speed >= UNLIMITED_MIB_S ? "unlimited" : speed + " MiB/s"));
+      parts.push(speed >= UNLIMITED_MIB_S ? gettext("bandwidth unlimited")
+        : interpolate(gettext("bandwidth %s MiB/s"), [speed]));
     }
     return parts.length ? parts.join(" · ") : "–";
   }
@@ -99,10 +121,10 @@
 
     open() {
       if (this.stopped || this.finished) return;
-      this.handlers.connection("connecting");
+      this.handlers.connection(gettext("connecting"));
       const socket = new WebSocket(wsUrl(this.path));
       this.socket = socket;
-      socket.onopen = () => { this.attempt = 0; this.handlers.connection("live"); };
+      socket.onopen = () => { this.attempt = 0; this.handlers.connection(gettext("live")); };
       socket.onmessage = (event) => {
         const message = JSON.parse(event.data);
         if (FINAL.includes(message.migration.status)) this.finished = true;
@@ -114,12 +136,12 @@
         if (this.finished || this.stopped) { this.handlers.connection("closed"); return; }
         if (event.code === 4401 || event.code === 4403) {
           this.stopped = true;
-          this.handlers.connection(event.code === 4401 ? "refused: log in again" : "refused: not yours to see");
+          this.handlers.connection(event.code === 4401 ? gettext("refused: log in again") : gettext("refused: not yours to see"));
           return;
         }
         const delay = Math.min(10000, 500 * 2 ** this.attempt);
         this.attempt += 1;
-        this.handlers.connection("reconnecting in " + (delay / 1000).toFixed(1) + " s");
+        this.handlers.connection(interpolate(gettext("reconnecting in %s s"), [decimal(delay / 1000, 1)]));
         this.timer = setTimeout(() => this.open(), delay);
       };
     }
@@ -170,7 +192,7 @@
       ctx.strokeRect(pad.left, pad.top, w, h);
       const points = this.samples.filter((s) => s.elapsed_ms !== null && s.elapsed_ms !== undefined);
       if (points.length === 0) {
-        ctx.fillText("waiting for progress samples…", pad.left + 8, pad.top + 18);
+        ctx.fillText(gettext("waiting for progress samples…"), pad.left + 8, pad.top + 18);
         return;
       }
       const t0 = points[0].elapsed_ms, t1 = Math.max(points[points.length - 1].elapsed_ms, t0 + 1000);
@@ -189,12 +211,12 @@
       line(remaining, maxR, "#d97706");
       line(throughput, maxT, "#1f6feb");
       ctx.fillStyle = "#1f6feb"; ctx.textAlign = "right";
-      ctx.fillText(maxT.toFixed(0), pad.left - 4, pad.top + 10); ctx.fillText("0", pad.left - 4, pad.top + h);
+      ctx.fillText(decimal(maxT, 0), pad.left - 4, pad.top + 10); ctx.fillText("0", pad.left - 4, pad.top + h);
       ctx.fillStyle = "#d97706"; ctx.textAlign = "left";
-      ctx.fillText(maxR.toFixed(0), pad.left + w + 4, pad.top + 10); ctx.fillText("0", pad.left + w + 4, pad.top + h);
+      ctx.fillText(decimal(maxR, 0), pad.left + w + 4, pad.top + 10); ctx.fillText("0", pad.left + w + 4, pad.top + h);
       ctx.fillStyle = "#6b7280"; ctx.textAlign = "center";
-      ctx.fillText(((t1 - t0) / 1000).toFixed(0) + " s", pad.left + w - 10, height - 6);
-      ctx.fillText("0 s", pad.left + 8, height - 6);
+      ctx.fillText(decimal((t1 - t0) / 1000, 0) + " s", pad.left + w - 10, height - 6);
+      ctx.fillText(decimal(0, 0) + " s", pad.left + 8, height - 6);
     }
   }
 
@@ -207,8 +229,8 @@
       this.onFinal = null;
       const cancel = root.querySelector("[data-action=cancel-migration]");
       const postcopy = root.querySelector("[data-action=postcopy]");
-      if (cancel) cancel.addEventListener("click", () => this.control("cancel", cancel, "Cancelling…"));
-      if (postcopy) postcopy.addEventListener("click", () => this.control("postcopy", postcopy, "Switching…"));
+      if (cancel) cancel.addEventListener("click", () => this.control("cancel", cancel, gettext("Cancelling…")));
+      if (postcopy) postcopy.addEventListener("click", () => this.control("postcopy", postcopy, gettext("Switching…")));
       const tune = root.querySelector("[data-action=tune]");
       if (tune) tune.addEventListener("click", () => this.tune(tune));
     }
@@ -222,13 +244,13 @@
       if (speed !== "") body.bandwidth_mib_s = Number(speed);
       const error = this.field("control-error");
       if (!Object.keys(body).length) {
-        error.textContent = "Fill in a max downtime and/or a bandwidth to apply.";
+        error.textContent = gettext("Fill in a max downtime and/or a bandwidth to apply.");
         error.hidden = false;
         return;
       }
-      button.disabled = true; button.textContent = "Applying…";
+      button.disabled = true; button.textContent = gettext("Applying…");
       const result = await api("POST", "/api/migrations/" + this.migration.id + "/tune/", body);
-      button.disabled = false; button.textContent = "Apply";
+      button.disabled = false; button.textContent = gettext("Apply");
       if (result.status === 200) {
         error.hidden = true;
         this.field("tune-downtime").value = "";
@@ -289,11 +311,11 @@
       badge.textContent = STATUS_LABELS[m.status] || m.status;
       badge.className = "badge badge-" + m.status;
       if (m.status === "scheduled" && m.not_before) {
-        this.setText("phase", "starts " + new Date(m.not_before).toLocaleString());
+        this.setText("phase", interpolate(gettext("starts %s"), [dateTime(m.not_before)]));
       } else {
         this.setText("phase", m.phase ? PHASE_LABELS[m.phase] || m.phase : "");
       }
-      this.setText("percent", percent.toFixed(1));
+      this.setText("percent", decimal(percent, 1));
       this.field("fill").style.width = percent + "%";
       this.field("bar").setAttribute("aria-valuenow", percent.toFixed(1));
       this.setText("processed", bytes(m.data_processed_bytes));
@@ -304,7 +326,8 @@
       this.setText("iteration", m.memory_iteration === null || m.memory_iteration === undefined ? "–" : String(m.memory_iteration));
       // The server gives an ETA only while the copy converges (domain/convergence.py).
       this.setText("eta", final ? "–" : seconds(m.eta_s));
-      this.setText("policy", (m.convergence_policy || "none").replace(/_/g, " "));
+      const policy = m.convergence_policy || "none";
+      this.setText("policy", POLICY_NAMES[policy] || policy.replace(/_/g, " "));
       // The downtime and bandwidth libvirt has now: read back when the job starts, after
       // each tune and each minimal_downtime step.
       this.setText("limits", limits(m));
@@ -314,32 +337,32 @@
       if (note) {
         note.hidden = final || !m.convergence_note;
         note.textContent = m.convergence_note || "";
-        note.className = "convergence" + ((m.convergence_note || "").startsWith("not converging") ? " not-converging" : "");
+        note.className = "convergence" + (m.phase === "not_converging" ? " not-converging" : "");
       }
       // Copied disks (storage "copy"): shown once libvirt reports a disk job.
       const disks = this.field("disks-box");
       if (disks) {
         disks.hidden = !m.disk_total_bytes;
-        if (m.disk_total_bytes) this.setText("disks", bytes(m.disk_processed_bytes) + " of " + bytes(m.disk_total_bytes));
+        if (m.disk_total_bytes) this.setText("disks", interpolate(gettext("%(done)s of %(total)s"), { done: bytes(m.disk_processed_bytes), total: bytes(m.disk_total_bytes) }, true));
       }
 
       const controls = this.field("controls");
       if (controls) {
         controls.hidden = final;
         const cancel = controls.querySelector("[data-action=cancel-migration]");
-        if (m.cancel_requested_at) { cancel.disabled = true; cancel.textContent = "Cancel requested…"; }
+        if (m.cancel_requested_at) { cancel.disabled = true; cancel.textContent = gettext("Cancel requested…"); }
         // Steering makes sense while the pre-copy runs (not once switched or paused to finish).
         const tune = this.field("tune");
         if (tune) tune.hidden = !(m.status === "migrating" && m.live && !m.postcopy_started_at && !m.paused_for_convergence_at);
         const postcopy = controls.querySelector("[data-action=postcopy]");
         postcopy.hidden = !(m.allow_postcopy && m.status === "migrating");
-        if (m.postcopy_started_at) { postcopy.disabled = true; postcopy.textContent = "In post-copy"; }
+        if (m.postcopy_started_at) { postcopy.disabled = true; postcopy.textContent = gettext("In post-copy"); }
       }
 
       const box = this.field("outcome-box");
       box.hidden = !final;
       if (final) {
-        const titles = { succeeded: "Migration succeeded", failed: "Migration failed", cancelled: "Migration cancelled" };
+        const titles = { succeeded: gettext("Migration succeeded"), failed: gettext("Migration failed"), cancelled: gettext("Migration cancelled") };
         const outcome = this.field("outcome");
         outcome.textContent = titles[m.status] + " · " + m.source + " → " + m.destination;
         outcome.className = "outcome-title outcome-" + m.status;
@@ -351,7 +374,7 @@
         this.setText("downtime", millis(m.downtime_ms));
         this.setText("moved", bytes(m.transferred_bytes !== null && m.transferred_bytes !== undefined ? m.transferred_bytes : m.data_processed_bytes));
         const error = this.field("error");
-        const reason = m.failure_reason ? REASON_LABELS[m.failure_reason] || m.failure_reason : "Reason";
+        const reason = m.failure_reason ? REASON_LABELS[m.failure_reason] || m.failure_reason : gettext("Reason");
         error.textContent = m.error ? reason + ": " + m.error : "";
         error.hidden = !m.error;
         if (this.onFinal) this.onFinal(m);
@@ -377,7 +400,7 @@
     return el ? JSON.parse(el.textContent) : null;
   }
 
-  window.Portal = { api, bytes, rate, seconds, millis, FINAL, MigrationSocket, ProgressView, readJson };
+  window.Portal = { api, bytes, rate, seconds, millis, decimal, dateTime, POLICY_NAMES, FINAL, MigrationSocket, ProgressView, readJson };
 
   /* Dashboard: accept a host's changed ssh key. The fingerprint shown is the one sent:
    * the portal refuses it if the pending key has changed since the page was drawn. */
@@ -385,7 +408,7 @@
     document.querySelectorAll("[data-action=accept-host-key]").forEach((button) => {
       button.addEventListener("click", async () => {
         const { hostId, hostName, fingerprint } = button.dataset;
-        if (!window.confirm("Accept " + fingerprint + " as the ssh host key of " + hostName + "?")) return;
+        if (!window.confirm(interpolate(gettext("Accept %(fingerprint)s as the ssh host key of %(host)s?"), { fingerprint, host: hostName }, true))) return;
         button.disabled = true;
         const result = await api("POST", "/api/hosts/" + hostId + "/accept-host-key/", { fingerprint });
         if (result.status === 200) { location.reload(); return; }
