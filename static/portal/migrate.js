@@ -48,7 +48,11 @@
 
     function clearErrors() {
       form.querySelectorAll("[data-error-for]").forEach((el) => { el.hidden = true; el.textContent = ""; });
-      form.querySelectorAll(".invalid").forEach((el) => el.classList.remove("invalid"));
+      form.querySelectorAll(".invalid").forEach((el) => {
+        el.classList.remove("invalid");
+        el.removeAttribute("aria-invalid");
+        el.removeAttribute("aria-describedby");
+      });
     }
 
     function showErrors(errors) {
@@ -59,9 +63,17 @@
         target.textContent = target.textContent ? target.textContent + " " + text : text;
         target.hidden = false;
         const control = input(field);
-        if (control && control.classList) control.classList.add("invalid");
+        if (control && control.classList) {
+          // Tied to its field: a screen reader reads the error with the field.
+          if (!target.id) target.id = "mig-" + field + "-error";
+          control.classList.add("invalid");
+          control.setAttribute("aria-invalid", "true");
+          control.setAttribute("aria-describedby", target.id);
+        }
         if (target.closest("details")) target.closest("details").open = true;
       }
+      const first = form.querySelector(".invalid");
+      if (first) first.focus();
     }
 
     function payload() {
