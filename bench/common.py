@@ -14,6 +14,21 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv" / "bin" / "python")
 
 
+def scratch_environment(data_dir: Path, settings: dict[str, str]) -> None:
+    """A lab bench's own data folder, its own redis (a socket there, so REDIS_URL is
+    dropped), `settings` in the environment, and a scratch SQLite database unless
+    DATABASE_URL names one: records of an earlier, interrupted run must not count.
+    Call before setup_django()."""
+    os.environ["PORTAL_DATA_DIR"] = str(data_dir)
+    os.environ.update(settings)
+    os.environ.pop("REDIS_URL", None)
+    if not os.environ.get("DATABASE_URL"):
+        data_dir.mkdir(exist_ok=True, mode=0o700)
+        for stale in data_dir.glob("bench.sqlite3*"):
+            stale.unlink()
+        os.environ["DATABASE_URL"] = f"sqlite:///{data_dir / 'bench.sqlite3'}"
+
+
 def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     django.setup()

@@ -40,18 +40,16 @@ DATA_DIR = ROOT / "var-bench-convergence"
 QUICK = "--quick" in sys.argv
 STALL_PASSES = "1" if QUICK else "2"
 DOWNTIME_STEPS = "400,3200" if QUICK else "200,800,3200"
-os.environ["PORTAL_DATA_DIR"] = str(DATA_DIR)
-os.environ["PORTAL_MIGRATION_STALL_PASSES"] = STALL_PASSES
-os.environ["PORTAL_MIGRATION_CONVERGENCE_DOWNTIME_STEPS_MS"] = DOWNTIME_STEPS
-os.environ.pop("REDIS_URL", None)  # the bench's own redis, on a socket in DATA_DIR
-if not os.environ.get("DATABASE_URL"):
-    DATA_DIR.mkdir(exist_ok=True, mode=0o700)
-    for stale in DATA_DIR.glob("bench.sqlite3*"):
-        stale.unlink()
-    os.environ["DATABASE_URL"] = f"sqlite:///{DATA_DIR / 'bench.sqlite3'}"
 sys.path.insert(0, str(ROOT))
-from bench.common import setup_django  # noqa: E402
+from bench.common import scratch_environment, setup_django  # noqa: E402
 
+scratch_environment(
+    DATA_DIR,
+    {
+        "PORTAL_MIGRATION_STALL_PASSES": STALL_PASSES,
+        "PORTAL_MIGRATION_CONVERGENCE_DOWNTIME_STEPS_MS": DOWNTIME_STEPS,
+    },
+)
 setup_django()
 
 from django.core.management import call_command  # noqa: E402

@@ -29,19 +29,16 @@ DATA_DIR = ROOT / "var-bench-evacuation"
 SLOTS_PER_DESTINATION = 2
 DESTINATIONS = 2
 SLOTS = SLOTS_PER_DESTINATION * DESTINATIONS
-os.environ["PORTAL_DATA_DIR"] = str(DATA_DIR)
-os.environ["PORTAL_MIGRATION_MAX_INCOMING"] = str(SLOTS_PER_DESTINATION)
-os.environ["PORTAL_MIGRATION_MAX_OUTGOING"] = str(SLOTS)
-os.environ.pop("REDIS_URL", None)  # the bench's own redis, on a socket in DATA_DIR
-if not os.environ.get("DATABASE_URL"):
-    DATA_DIR.mkdir(exist_ok=True, mode=0o700)
-    # A scratch database each run: records of an earlier (interrupted) run must not count.
-    for stale in DATA_DIR.glob("bench.sqlite3*"):
-        stale.unlink()
-    os.environ["DATABASE_URL"] = f"sqlite:///{DATA_DIR / 'bench.sqlite3'}"
 sys.path.insert(0, str(ROOT))
-from bench.common import setup_django  # noqa: E402
+from bench.common import scratch_environment, setup_django  # noqa: E402
 
+scratch_environment(
+    DATA_DIR,
+    {
+        "PORTAL_MIGRATION_MAX_INCOMING": str(SLOTS_PER_DESTINATION),
+        "PORTAL_MIGRATION_MAX_OUTGOING": str(SLOTS),
+    },
+)
 setup_django()
 
 from django.core.management import call_command  # noqa: E402
