@@ -29,6 +29,25 @@ def scratch_environment(data_dir: Path, settings: dict[str, str]) -> None:
         os.environ["DATABASE_URL"] = f"sqlite:///{data_dir / 'bench.sqlite3'}"
 
 
+def lab_hosts_register(actor, config, lab_hosts) -> None:
+    """Register the lab's hosts (transport tcp, the lab's shared folder) that are not
+    registered yet. After setup_django()."""
+    from hosts import services as host_services
+    from hosts.models import Host
+    from lab import layout
+
+    shared = [str(layout.shared_storage_dir(config))]
+    for lab_host in lab_hosts:
+        if not Host.objects.filter(address=lab_host.address).exists():
+            host_services.host_create(
+                actor=actor,
+                name=lab_host.name,
+                address=lab_host.address,
+                transport="tcp",
+                shared_storage_paths=shared,
+            )
+
+
 def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     django.setup()

@@ -41,7 +41,7 @@ QUICK = "--quick" in sys.argv
 STALL_PASSES = "1" if QUICK else "2"
 DOWNTIME_STEPS = "400,3200" if QUICK else "200,800,3200"
 sys.path.insert(0, str(ROOT))
-from bench.common import scratch_environment, setup_django  # noqa: E402
+from bench.common import lab_hosts_register, scratch_environment, setup_django  # noqa: E402
 
 scratch_environment(
     DATA_DIR,
@@ -58,7 +58,6 @@ from django_q.brokers import get_broker  # noqa: E402
 
 from audit.models import AuditEvent  # noqa: E402
 from audit.services import Actor  # noqa: E402
-from hosts import services as host_services  # noqa: E402
 from hosts.access.peer_services import peer_uri  # noqa: E402
 from hosts.models import Host  # noqa: E402
 from lab import domains, guest_images, layout, lifecycle, machines  # noqa: E402
@@ -271,14 +270,7 @@ def main() -> None:
     runs: list[Run] = []
     try:
         domains.wait_for_console(config, guest_images.MARKER_FILLED, timeout=240)
-        for lab_host in hosts:
-            host_services.host_create(
-                actor=actor,
-                name=lab_host.name,
-                address=lab_host.address,
-                transport="tcp",
-                shared_storage_paths=[str(layout.shared_storage_dir(config))],
-            )
+        lab_hosts_register(actor, config, hosts)
         refresh_all(actor)
         uuid = next(
             machines.virsh(h, "domuuid", layout.LINUX_VM_NAME, check=False).stdout.strip()

@@ -30,7 +30,7 @@ SLOTS_PER_DESTINATION = 2
 DESTINATIONS = 2
 SLOTS = SLOTS_PER_DESTINATION * DESTINATIONS
 sys.path.insert(0, str(ROOT))
-from bench.common import scratch_environment, setup_django  # noqa: E402
+from bench.common import lab_hosts_register, scratch_environment, setup_django  # noqa: E402
 
 scratch_environment(
     DATA_DIR,
@@ -144,14 +144,7 @@ def main() -> None:
                 machines.virsh(lab_host, "destroy", name, check=False)
                 machines.virsh(lab_host, "undefine", name, check=False)
         domains.extra_vms_start_on(config, hosts[0], args.vms)
-        for lab_host in hosts:
-            host_services.host_create(
-                actor=actor,
-                name=lab_host.name,
-                address=lab_host.address,
-                transport="tcp",
-                shared_storage_paths=[str(layout.shared_storage_dir(config))],
-            )
+        lab_hosts_register(actor, config, hosts)
         refresh_all(actor)
         source = Host.objects.get(address=hosts[0].address)
         workers.start()

@@ -30,7 +30,7 @@ if not os.environ.get("DATABASE_URL"):
         stale.unlink()
     os.environ["DATABASE_URL"] = f"sqlite:///{DATA_DIR / 'bench.sqlite3'}"
 sys.path.insert(0, str(ROOT))
-from bench.common import setup_django  # noqa: E402
+from bench.common import lab_hosts_register, setup_django  # noqa: E402
 
 setup_django()
 
@@ -277,15 +277,7 @@ def main() -> None:
     try:
         domains.wait_for_console(config, timeout=180)
         actor = Actor.system("bench")
-        for lab_host in hosts:
-            if not Host.objects.filter(address=lab_host.address).exists():
-                host_services.host_create(
-                    actor=actor,
-                    name=lab_host.name,
-                    address=lab_host.address,
-                    transport="tcp",
-                    shared_storage_paths=[str(layout.shared_storage_dir(config))],
-                )
+        lab_hosts_register(actor, config, hosts)
         inventory_sync(actor)
         user = get_user_model().objects.filter(username="bench").first()
         if user is None:
