@@ -3,7 +3,7 @@
  * at their row or field, a started batch opens its page. */
 (function () {
   "use strict";
-  const { api } = window.Portal;
+  const { api, errorTie } = window.Portal;
 
   function text(messages) {
     if (typeof messages === "string") return messages;
@@ -26,11 +26,7 @@
     function show(slot, input, message) {
       slot.textContent = message;
       slot.hidden = false;
-      if (input) {
-        if (!slot.id) slot.id = input.id ? input.id + "-error" : "e" + Math.random().toString(36).slice(2);
-        input.setAttribute("aria-invalid", "true");
-        input.setAttribute("aria-describedby", slot.id);
-      }
+      if (input) errorTie(slot, input, input.id ? input.id + "-error" : "e" + Math.random().toString(36).slice(2));
     }
 
     form.addEventListener("submit", async (event) => {

@@ -9,7 +9,7 @@
  * answer), or "reveal:<element id>" (fills [data-answer=field] inside it and shows it). */
 (function () {
   "use strict";
-  const { api } = window.Portal;
+  const { api, errorTie } = window.Portal;
 
   function bodyOf(form) {
     const body = {};
@@ -63,11 +63,7 @@
         if (slot) {
           slot.textContent = flatten(messages).join(" ");
           slot.hidden = false;
-          if (input) {
-            if (!slot.id) slot.id = (form.id || "form") + "-" + field + "-error";
-            input.setAttribute("aria-invalid", "true");
-            input.setAttribute("aria-describedby", slot.id);
-          }
+          if (input) errorTie(slot, input, (form.id || "form") + "-" + field + "-error");
         } else {
           rest.push(...flatten(field === "non_field_errors" ? messages : { [field]: messages }));
         }

@@ -3,7 +3,7 @@
  * checked here first so they show at once, together. */
 (function () {
   "use strict";
-  const { api, ProgressView, FINAL, POLICY_NAMES, decimal, readJson } = window.Portal;
+  const { api, ProgressView, FINAL, POLICY_NAMES, decimal, readJson, errorTie } = window.Portal;
 
   const BLANK_HOST = gettext("Remote host field cannot be blank");
   const BOTH_CREDENTIALS = gettext("Both user and password fields must be filled");
@@ -64,11 +64,8 @@
         target.hidden = false;
         const control = input(field);
         if (control && control.classList) {
-          // Tied to its field: a screen reader reads the error with the field.
-          if (!target.id) target.id = "mig-" + field + "-error";
           control.classList.add("invalid");
-          control.setAttribute("aria-invalid", "true");
-          control.setAttribute("aria-describedby", target.id);
+          errorTie(target, control, "mig-" + field + "-error");
         }
         if (target.closest("details")) target.closest("details").open = true;
       }

@@ -395,12 +395,19 @@
     }
   }
 
+  /* An error shown at its field: a screen reader reads it with the field (aria). */
+  function errorTie(slot, input, fallbackId) {
+    if (!slot.id) slot.id = fallbackId;
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", slot.id);
+  }
+
   function readJson(id) {
     const el = document.getElementById(id);
     return el ? JSON.parse(el.textContent) : null;
   }
 
-  window.Portal = { api, bytes, rate, seconds, millis, decimal, dateTime, POLICY_NAMES, FINAL, MigrationSocket, ProgressView, readJson };
+  window.Portal = { api, bytes, rate, seconds, millis, decimal, dateTime, POLICY_NAMES, FINAL, MigrationSocket, ProgressView, readJson, errorTie };
 
   /* Dashboard: accept a host's changed ssh key. The fingerprint shown is the one sent:
    * the portal refuses it if the pending key has changed since the page was drawn. */
