@@ -385,13 +385,14 @@ def test_the_spec_becomes_libvirts_parameters():
 
 # Storage "copy": the destination's free space (prechecks.rules.copy_space_verdict, pure).
 def _disk(path="/var/lib/libvirt/images/a.qcow2", capacity=16 * 2**20, used=2**20, there=False):
-    from migrations_app.prechecks.rules import DiskToCopy
+    from migrations_app.prechecks.disk_space import DiskToCopy
 
     return DiskToCopy(path, capacity, used, there)
 
 
 def copy_space_verdict(**arguments) -> tuple[bool, str]:
-    from migrations_app.prechecks.rules import CheckStatus, copy_space_verdict
+    from migrations_app.prechecks.disk_space import copy_space_verdict
+    from migrations_app.prechecks.verdicts import CheckStatus
 
     verdict = copy_space_verdict(**arguments)
     return verdict.status == CheckStatus.PASS, verdict.message
