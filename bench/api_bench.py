@@ -248,6 +248,14 @@ def measure(
     return results
 
 
+def stalls_print(log: Path) -> None:
+    """The web tier's stall-watch lines (portal/stall_watch.py) of the last measure."""
+    stalls = [line for line in log.read_text().splitlines() if "event loop stalled" in line]
+    print(f"  stall watch: {len(stalls)} stalls logged")
+    for line in stalls[:20]:
+        print("   ", line.split("portal.stall: ", 1)[-1][:1500])
+
+
 def baseline_source(ref: str) -> Path:
     """The code at `ref` in a temporary folder outside the project, with the shared venv."""
     target = Path(tempfile.mkdtemp(prefix=f"apibench-baseline-{ref}-"))
@@ -393,6 +401,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="floor + web tier, N times")
     parser.add_argument("--no-floor", action="store_true")
     parser.add_argument("--steady", action="store_true", help="issue #24's endpoints only")
+    parser.add_argument(
+        "--stall-watch-ms",
+        type=float,
+        default=0,
+        help="PORTAL_STALL_WATCH_MS in the web tier; its stall lines are printed",
+    )
     parser.add_argument("--hosts", type=int, default=50)
     parser.add_argument("--vms", type=int, default=10_000)
     parser.add_argument("--migrations", type=int, default=100_000)
@@ -431,6 +445,8 @@ def main() -> None:
     env["PORTAL_WEB_WORKERS"] = str(workers)
     if args.threads:
         env["PORTAL_WEB_HTTP_THREADS"] = str(args.threads)
+    if args.stall_watch_ms:
+        env["PORTAL_STALL_WATCH_MS"] = str(args.stall_watch_ms)
     if not args.reuse and args.profile == "sqlite":
         (data_dir / "portal.sqlite3").unlink(missing_ok=True)
         _run([PY, "manage.py", "migrate", "--noinput"], env)
@@ -451,6 +467,8 @@ def main() -> None:
             floor = measure("floor", FLOOR_CMD, ROOT, env, ids, args, hello)["GET / (floor)"]
         new = measure("web", ["bash", "scripts/web.sh"], ROOT, env, ids, args)
         runs.append((floor, new))
+        if args.stall_watch_ms:
+            stalls_print(data_dir / "web.log")
         print(f"run {number + 1} of {args.runs} done", flush=True)
     old = None
     if not args.no_baseline:

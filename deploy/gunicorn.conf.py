@@ -15,7 +15,10 @@ run the same tier:
 - PORTAL_WEB_HTTP_WAITING_THREADS threads per worker for changes and downloads, which
                        may wait on a host (default 4); portal/asgi.py
 - PORTAL_DB_POOL_SIZE  PostgreSQL connections each worker keeps in its pool (default
-                       auto: one per HTTP thread; 0 = none; portal/settings.py)
+                       auto: one per HTTP thread; 0 = none; portal/settings.py); on
+                       SQLite, anything but 0 keeps each HTTP thread's connection open
+- PORTAL_STALL_WATCH_MS log a worker's event loop standing still this long, with
+                       where its threads were (default 0: off; portal/stall_watch.py)
 """
 
 import os

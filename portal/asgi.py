@@ -22,6 +22,7 @@ from django.conf import settings  # noqa: E402
 
 from portal.gc_tuning import freeze_long_lived  # noqa: E402
 from portal.routing import websocket_urlpatterns  # noqa: E402
+from portal.stall_watch import stall_watch_start_once  # noqa: E402
 from portal.ws_auth import TokenOrSessionAuthMiddleware  # noqa: E402
 
 _reads = WSGIMiddleware(django_wsgi_app, workers=settings.WEB_HTTP_THREADS)
@@ -36,6 +37,8 @@ def may_wait(scope: dict) -> bool:
 
 
 async def http_application(scope, receive, send) -> None:
+    if settings.WEB_STALL_WATCH_MS:
+        stall_watch_start_once(settings.WEB_STALL_WATCH_MS)
     await (_waiting if may_wait(scope) else _reads)(scope, receive, send)
 
 

@@ -163,6 +163,8 @@ ASGI_APPLICATION = "portal.asgi.application"
 # Threads per web worker for reads, and for requests that may wait (portal/asgi.py).
 WEB_HTTP_THREADS = max(1, int(os.environ.get("PORTAL_WEB_HTTP_THREADS") or "1"))
 WEB_HTTP_WAITING_THREADS = max(1, int(os.environ.get("PORTAL_WEB_HTTP_WAITING_THREADS") or "4"))
+# Log a web worker's event loop standing still this long (portal/stall_watch.py); 0: off.
+WEB_STALL_WATCH_MS = float(os.environ.get("PORTAL_STALL_WATCH_MS") or "0")
 WSGI_APPLICATION = "portal.wsgi.application"
 
 # --- Database -------------------------------------------------------------
@@ -201,6 +203,14 @@ else:
             "TEST": {"NAME": DATA_DIR / "test-portal.sqlite3"},
         }
     }
+if (
+    DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+    and os.environ.get("PORTAL_DB_POOL_SIZE", "0") != "0"
+):
+    # The web tier's SQLite "pool": each HTTP thread (a fixed pool, portal/asgi.py) keeps
+    # its connection. Opening one (the PRAGMAs, Django's SQL functions) cost 1.5-3 ms of
+    # a list request's 5-8 (docs/performance.md, issue #24).
+    DATABASES["default"]["CONN_MAX_AGE"] = None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: task broker and channel layer ---------------------------------

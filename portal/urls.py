@@ -12,6 +12,8 @@ from portal.schema_view import SchemaView
 admin.site.login_form = ThrottledAdminAuthenticationForm
 
 urlpatterns = [
+    # First: the probe is resolved without walking the other patterns.
+    path("healthz", views.healthz, name="healthz"),
     path("", views.dashboard, name="dashboard"),
     path("vms/<uuid:uuid>/", views.vm_detail, name="vm-detail"),
     path("hosts/<int:host_id>/", views.host_detail, name="host-detail"),
@@ -40,7 +42,6 @@ urlpatterns = [
     # Languages: the header's switcher posts here (cookie); the scripts' catalogue.
     path("i18n/setlang/", set_language, name="set_language"),
     path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),
-    path("healthz", views.healthz, name="healthz"),
     path("metrics", metrics.metrics_view, name="metrics"),
 ]
 
