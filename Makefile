@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA_DIR := $(or $(PORTAL_DATA_DIR),var)
 
-.PHONY: setup demo test test-fast test-scale-out lint format lab-up lab-down clean bench-api
+.PHONY: setup demo test test-fast test-scale-out ui-screenshots lint format lab-up lab-down clean bench-api
 
 setup:  ## system packages (root) + Python virtualenv with the pinned requirements
 	bash scripts/setup.sh
@@ -55,6 +55,14 @@ lint:
 format:
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# docs/ui.md's screenshots (docs/ui/en, docs/ui/pt-br), taken by the accessibility
+# test in Chromium against the lab (root; ~2 minutes once the lab runs).
+ui-screenshots: setup  ## retake docs/ui.md's screenshots of every page, English and Portuguese
+	bash scripts/redis.sh start
+	PORTAL_UI_SCREENSHOTS=$(CURDIR)/docs/ui TEST_LAB_IMAGE_CACHE=$(CURDIR)/var/guest-images \
+	  $(VENV)/bin/pytest -p no:cacheprovider -q \
+	  tests/test_browser_a11y.py::test_pages_and_dialog_pass_axe
 
 lab-up: setup
 	$(PY) manage.py lab up --hosts 2

@@ -12,7 +12,11 @@ hosts (127.0.0.74-75) take them, at most 2 incoming migrations each (4 slots), a
 ideal = sum(single times) / slots; target makespan <= 1.25 x ideal. "waves" is what the
 makespan would be if every wave waited for its slowest VM (from the single times).
 
-Run as root:  .venv/bin/python bench/evacuation.py [--vms 8] [--keep-lab]
+--bandwidth N caps every migration (evacuation and singles alike) at N MiB/s: the copies
+are then bound by the link, as in a fleet whose migration network is the bottleneck,
+rather than by the 2 cores that run all the guests, hosts and QEMUs of the lab.
+
+Run as root:  .venv/bin/python bench/evacuation.py [--vms 8] [--bandwidth 16] [--keep-lab]
 """
 
 from __future__ import annotations
@@ -85,8 +89,10 @@ def refresh_all(actor: Actor) -> None:
         host_refresh(host=host, actor=actor)
 
 
-def evacuate(source: Host, actor: Actor) -> tuple[MigrationBatch, list[Migration]]:
-    _, batch = host_evacuate(host=source, actor=actor, dry_run=False, reason="bench")
+def evacuate(source: Host, actor: Actor, bandwidth: int) -> tuple[MigrationBatch, list[Migration]]:
+    _, batch = host_evacuate(
+        host=source, actor=actor, dry_run=False, reason="bench", bandwidth_mib_s=bandwidth
+    )
     batch = wait(
         lambda: MigrationBatch.objects.filter(pk=batch.pk, finished_at__isnull=False).first(),
         600,
@@ -98,12 +104,11 @@ def evacuate(source: Host, actor: Actor) -> tuple[MigrationBatch, list[Migration
     return batch, children
 
 
-def single_to(uuid: str, source: Host, actor: Actor) -> Migration:
+def single_to(uuid: str, source: Host, actor: Actor, bandwidth: int = 0) -> Migration:
     """One VM alone, to `source`: the same span as a batch child's."""
     vm = vm_current_with_host(uuid=uuid)
-    migration = migration_request(
-        vm=vm, destination=source, options=MigrationOptions(live=True), actor=actor
-    )
+    options = MigrationOptions(live=True, bandwidth_mib_s=bandwidth)
+    migration = migration_request(vm=vm, destination=source, options=options, actor=actor)
     migration = wait(
         lambda: Migration.objects.filter(pk=migration.pk, status__in=FINAL).first(),
         300,
@@ -125,6 +130,7 @@ def span_s(migration: Migration) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--vms", type=int, default=8)
+    parser.add_argument("--bandwidth", type=int, default=0, help="MiB/s per migration")
     parser.add_argument("--keep-lab", action="store_true")
     args = parser.parse_args()
 
@@ -153,7 +159,7 @@ def main() -> None:
         single_to(str(warm.uuid), Host.objects.exclude(pk=source.pk).first(), actor)
         single_to(str(warm.uuid), source, actor)
 
-        batch, children = evacuate(source, actor)
+        batch, children = evacuate(source, actor, args.bandwidth)
         makespan = (max(c.finished_at for c in children) - batch.created_at).total_seconds()
         t0 = batch.created_at
         print(f"\nevacuation of {source.name}: {len(children)} VMs, max_parallel "
@@ -169,7 +175,9 @@ def main() -> None:
         host_services.host_maintenance_set(host=source, enabled=False, actor=actor)
         refresh_all(actor)
 
-        back = {c.vm_name: single_to(str(c.vm_uuid), source, actor) for c in children}
+        back = {
+            c.vm_name: single_to(str(c.vm_uuid), source, actor, args.bandwidth) for c in children
+        }
         singles = {name: span_s(m) for name, m in back.items()}
         run_s = {name: (m.finished_at - m.started_at).total_seconds() for name, m in back.items()}
     finally:
@@ -186,7 +194,8 @@ def main() -> None:
         print(f"  {name:18} {seconds:6.2f} s")
     ratio = makespan / ideal
     print(
-        f"\nVMs {len(children)}, slots {SLOTS}; load average at the end "
+        f"\nbandwidth per migration: {args.bandwidth or 'unlimited'} MiB/s; "
+        f"VMs {len(children)}, slots {SLOTS}; load average at the end "
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     print(f"sum of single times       {sum(singles.values()):7.2f} s")

@@ -20,7 +20,7 @@ NOTHING_TO_MOVE = "no VM of this host can move now: see `unmovable` in the dry r
 
 
 def host_evacuate(
-    *, host: Host, actor: Actor, dry_run: bool, reason: str = ""
+    *, host: Host, actor: Actor, dry_run: bool, reason: str = "", bandwidth_mib_s: int = 0
 ) -> tuple[HostEvacuationPlan, MigrationBatch | None]:
     """The evacuation plan of `host`; unless `dry_run`, also its maintenance and batch."""
     evacuation = evacuation_plan(host)
@@ -32,8 +32,8 @@ def host_evacuate(
     with transaction.atomic():
         reason = reason or host.maintenance_reason or "evacuation"
         host = host_maintenance_set(host=host, enabled=True, reason=reason, actor=actor)
-        live = MigrationOptions(live=True)
-        with_disks = MigrationOptions(live=True, storage=StorageMode.COPY.value)
+        live = MigrationOptions(live=True, bandwidth_mib_s=bandwidth_mib_s)
+        with_disks = replace(live, storage=StorageMode.COPY.value)
         batch = batch_create(
             items=[
                 BatchItem(

@@ -36,9 +36,28 @@ def may_wait(scope: dict) -> bool:
     return scope["method"] not in _READ_METHODS or scope["path"].endswith(_DOWNLOADS)
 
 
+_HEALTHZ_BODY = b'{"status": "ok"}'
+_HEALTHZ_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(_HEALTHZ_BODY)).encode()),
+    (b"x-content-type-options", b"nosniff"),
+]
+
+
+async def _healthz(send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": _HEALTHZ_HEADERS})
+    await send({"type": "http.response.body", "body": _HEALTHZ_BODY})
+
+
 async def http_application(scope, receive, send) -> None:
     if settings.WEB_STALL_WATCH_MS:
         stall_watch_start_once(settings.WEB_STALL_WATCH_MS)
+    if scope["path"] == "/healthz" and scope["method"] in ("GET", "HEAD"):
+        # The liveness probe is answered by the worker's event loop itself (what it
+        # proves), not queued behind the requests that hold the HTTP threads. The same
+        # answer as portal.views.healthz, which serves it without this tier.
+        await _healthz(send)
+        return
     await (_waiting if may_wait(scope) else _reads)(scope, receive, send)
 
 

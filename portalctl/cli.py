@@ -136,6 +136,9 @@ def parser_build() -> argparse.ArgumentParser:
     evacuate.add_argument("host", help="name, address or id")
     evacuate.add_argument("--dry-run", action="store_true", help="only show the plan")
     evacuate.add_argument("--reason", default="", help="the maintenance reason")
+    evacuate.add_argument(
+        "--bandwidth", type=int, default=0, help="MiB/s per migration (0: unlimited)"
+    )
     evacuate.add_argument("--wait", action="store_true")
 
     batch = commands.add_parser("batch", help="migrate several VMs as one batch")
@@ -282,7 +285,7 @@ def run(args: argparse.Namespace, portal: Portal, out: Out) -> int:
         return render.EXIT_SUCCEEDED
     if command == "evacuate":
         host = host_resolve(portal, args.host)
-        body = {"dry_run": args.dry_run, "reason": args.reason}
+        body = {"dry_run": args.dry_run, "reason": args.reason, "bandwidth_mib_s": args.bandwidth}
         plan = portal.post(f"/api/hosts/{host['id']}/evacuate/", body)
         rows = [(m["vm_name"], m["destination"], m["wave"]) for m in plan["migrations"]]
         text = render.table(rows, ("VM", "TO", "WAVE"))

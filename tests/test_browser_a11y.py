@@ -1,9 +1,16 @@
 """Accessibility, checked by axe-core (the npm package, node_modules/, installed by
 scripts/setup.sh) injected into Chromium: every page and the migrate dialog in each state
 (open, field errors, running, ended) has no serious or critical violation. And a VM is
-migrated with the keyboard alone."""
+migrated with the keyboard alone.
+
+The same test takes docs/ui.md's screenshots of every page, in English and in Brazilian
+Portuguese (axe runs over the Portuguese pages too): into test-artifacts/ui/, or into
+docs/ui/ with `make ui-screenshots` (PORTAL_UI_SCREENSHOTS)."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +22,7 @@ from tests.test_browser_e2e import ARTIFACTS, _log_in, page, portal  # noqa: F40
 pytestmark = [pytest.mark.lab, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+UI_SCREENSHOTS = Path(os.environ.get("PORTAL_UI_SCREENSHOTS") or ARTIFACTS / "ui")
 _RUN_AXE = """async (scope) => {
   const result = await axe.run(scope ? document.querySelector(scope) : document,
                                {resultTypes: ['violations']});
@@ -23,6 +31,14 @@ _RUN_AXE = """async (scope) => {
     .map((v) => ({id: v.id, impact: v.impact, help: v.help,
                   nodes: v.nodes.slice(0, 4).map((n) => n.target.join(' '))}));
 }"""
+
+
+def _screenshot(browser_page, language: str, name: str) -> None:
+    """The visible part of the page (1280 x 1000), as docs/ui.md shows it."""
+    target = UI_SCREENSHOTS / language / f"{name}.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    browser_page.screenshot(path=str(target))
+    assert target.stat().st_size > 10_000, f"{target} is nearly empty"
 
 
 def _axe(browser_page, where: str, scope: str = "") -> list[str]:
@@ -64,7 +80,7 @@ def test_pages_and_dialog_pass_axe(portal, page, linux_vm, api, axe_installed): 
         what="the batch to succeed",
     )
     host_id = Migration.objects.get(pk=migration_id).source_id
-    for where, path in [
+    pages = [
         ("dashboard", "/"),
         ("host page", f"/hosts/{host_id}/"),
         ("VM page", f"/vms/{linux_vm.uuid}/"),
@@ -76,9 +92,25 @@ def test_pages_and_dialog_pass_axe(portal, page, linux_vm, api, axe_installed): 
         ("report", "/reports/migrations/"),
         ("tokens", "/tokens/"),
         ("webhooks", "/webhooks/"),
-    ]:
+    ]
+    for where, path in pages:
         page.goto(portal.url + path)
         found += _axe(page, where)
+        _screenshot(page, "en", where.replace(" ", "-").lower())
+
+    # The same pages in Brazilian Portuguese (the browser asks for it; no cookie is set).
+    page.context.set_extra_http_headers({"Accept-Language": "pt-BR,pt;q=0.9"})
+    for where, path in pages:
+        page.goto(portal.url + path)
+        expect(page.locator("html")).to_have_attribute("lang", "pt-br")
+        found += _axe(page, f"{where} (pt-br)")
+        _screenshot(page, "pt-br", where.replace(" ", "-").lower())
+    page.goto(f"{portal.url}/vms/{linux_vm.uuid}/")
+    page.click("#vm-actions summary")
+    page.get_by_role("button", name="Migrar…").click()
+    expect(page.locator("#migrate-dialog")).to_be_visible()
+    _screenshot(page, "pt-br", "migrate-dialog")
+    page.context.set_extra_http_headers({"Accept-Language": "en"})
 
     # The dark theme (prefers-color-scheme) keeps its contrast.
     page.emulate_media(color_scheme="dark")
@@ -92,7 +124,7 @@ def test_pages_and_dialog_pass_axe(portal, page, linux_vm, api, axe_installed): 
         found += _axe(page, where)
     dark = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert dark == "rgb(15, 20, 28)", dark
-    page.screenshot(path=str(ARTIFACTS / "dark-host-page.png"), full_page=True)
+    _screenshot(page, "en", "host-page-dark")
     page.emulate_media(color_scheme="light")
 
     # The migrate dialog: open, with errors, running, ended.
@@ -102,6 +134,7 @@ def test_pages_and_dialog_pass_axe(portal, page, linux_vm, api, axe_installed): 
     dialog = page.locator("#migrate-dialog")
     expect(dialog).to_be_visible()
     found += _axe(page, "dialog open", "#migrate-dialog")
+    _screenshot(page, "en", "migrate-dialog")
     start = dialog.get_by_role("button", name="Start")
     start.click()
     error = dialog.locator("[data-error-for=remote_host]")
@@ -122,7 +155,7 @@ def test_pages_and_dialog_pass_axe(portal, page, linux_vm, api, axe_installed): 
         "Migration succeeded", timeout=180_000
     )
     found += _axe(page, "dialog ended", "#migrate-dialog")
-    page.screenshot(path=str(ARTIFACTS / "a11y-dialog-ended.png"))
+    _screenshot(page, "en", "migrate-dialog-ended")
     assert found == [], "\n".join(found)
 
 

@@ -33,9 +33,18 @@ def test_an_evacuation_starts_the_next_vm_when_a_slot_frees(
     domains.wait_for_console(lab_config, guest_images.MARKER_FILLED, timeout=180)
     host = Host.objects.get(name=source.name)
     assert api.post(f"/api/hosts/{host.pk}/refresh/").status_code == 200
-    response = api.post(f"/api/hosts/{host.pk}/evacuate/", {"dry_run": False}, format="json")
+    response = api.post(
+        f"/api/hosts/{host.pk}/evacuate/",
+        {"dry_run": False, "bandwidth_mib_s": 400},
+        format="json",
+    )
     assert response.status_code == 202, response.json()
     plan = response.json()
+    # Every evacuating migration carries the limit asked for.
+    limits = Migration.objects.filter(batch_id=plan["batch"]).values_list(
+        "bandwidth_mib_s", flat=True
+    )
+    assert set(limits) == {400}, limits
     # Largest first: the Linux guest leads the first wave (outgoing limit 2).
     assert plan["migrations"][0]["vm_uuid"] == linux_vm.uuid
     assert [row["wave"] for row in plan["migrations"][:2]] == [1, 1]

@@ -263,6 +263,10 @@ def test_evacuate_bad_input_and_permissions(api, viewer_api, fleet):
     url = f"/api/hosts/{fleet['src'].pk}/evacuate/"
     response = api.post(url, {"dry_run": "maybe"}, format="json")
     assert response.status_code == 400 and list(response.json()) == ["dry_run"]
+    for bandwidth in (-1, "fast", 10**7):
+        response = api.post(url, {"dry_run": False, "bandwidth_mib_s": bandwidth}, format="json")
+        assert response.status_code == 400 and list(response.json()) == ["bandwidth_mib_s"]
+    assert not Host.objects.get(pk=fleet["src"].pk).maintenance
     assert viewer_api.post(url, {}, format="json").status_code == 403
     assert api.post("/api/hosts/999999/evacuate/", {}, format="json").status_code == 404
 

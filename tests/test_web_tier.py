@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
 from hosts.models import Host
+from portal import asgi
 from portal.asgi import may_wait
 from tests.processes import PortalServer, free_port
 
@@ -54,6 +55,33 @@ def _request(url: str, token: str, method: str = "GET") -> tuple[int, float]:
     except urllib.error.HTTPError as error:
         status = error.code
     return status, time.monotonic() - started
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_healthz_is_answered_by_the_event_loop_as_the_view_answers(client, monkeypatch, method):
+    """The liveness probe never waits for (or reaches) the HTTP thread pools."""
+    import asyncio
+    import json
+
+    async def pools(scope, receive, send):
+        raise AssertionError("/healthz went to a thread pool")
+
+    monkeypatch.setattr(asgi, "_reads", pools)
+    monkeypatch.setattr(asgi, "_waiting", pools)
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "path": "/healthz", "method": method, "headers": []}
+    asyncio.run(asgi.http_application(scope, receive, send))
+    start, body = sent
+    assert start["status"] == 200
+    assert dict(start["headers"])[b"content-type"] == b"application/json"
+    assert json.loads(body["body"]) == client.get("/healthz").json() == {"status": "ok"}
 
 
 @pytest.mark.redis

@@ -6,6 +6,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from migrations_app.domain.convergence import LinkBasis, Outlook
+from migrations_app.domain.options import BANDWIDTH_MAX_MIB_S
 from migrations_app.domain.placement import Placement
 from migrations_app.selectors import HostEvacuationPlan
 
@@ -106,6 +107,13 @@ class EvacuateRequestSerializer(serializers.Serializer):
         allow_blank=True,
         default="",
         help_text="The maintenance reason recorded when the evacuation starts.",
+    )
+    bandwidth_mib_s = serializers.IntegerField(
+        min_value=0,
+        max_value=BANDWIDTH_MAX_MIB_S,
+        default=0,
+        help_text="Each evacuating migration's bandwidth limit, MiB/s; 0: unlimited. "
+        "Keeps an evacuation from filling the hosts' link.",
     )
 
 

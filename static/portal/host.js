@@ -127,10 +127,24 @@
     confirm.addEventListener("click", async () => {
       confirm.disabled = true;
       evacError.hidden = true;
-      const result = await api("POST", "/api/hosts/" + hostId + "/evacuate/", { dry_run: false });
+      const bandwidth = document.getElementById("evacuate-bandwidth");
+      const bandwidthError = document.getElementById("evacuate-bandwidth-error");
+      bandwidthError.hidden = true;
+      bandwidth.removeAttribute("aria-invalid");
+      const result = await api("POST", "/api/hosts/" + hostId + "/evacuate/", {
+        dry_run: false, bandwidth_mib_s: Number(bandwidth.value || 0),
+      });
       // Started: the batch's page follows the migrations.
       if (result.status === 202) { location.href = "/migration-batches/" + result.body.batch + "/"; return; }
-      showError(errorText(result));
+      const fieldErrors = result.body && result.body.bandwidth_mib_s;
+      if (result.status === 400 && Array.isArray(fieldErrors)) {
+        bandwidthError.textContent = fieldErrors.join(" ");
+        bandwidthError.hidden = false;
+        window.Portal.errorTie(bandwidthError, bandwidth, "evacuate-bandwidth-error");
+        bandwidth.focus();
+      } else {
+        showError(errorText(result));
+      }
       confirm.disabled = false;
     });
 
