@@ -73,7 +73,8 @@ async def _follow(url: str, token: str, seconds: float, delays: list[float]) -> 
     import websockets
 
     headers = {"Authorization": f"Bearer {token}"}
-    async with websockets.connect(url, additional_headers=headers) as socket:
+    origin = url.split("/ws/")[0].replace("ws://", "http://")  # as portalctl: its own origin
+    async with websockets.connect(url, additional_headers=headers, origin=origin) as socket:
         snapshot = json.loads(await socket.recv())
         assert snapshot["event"] == "snapshot", snapshot
         deadline = time.monotonic() + seconds
