@@ -49,6 +49,7 @@ def test_since_refuses_what_it_cannot_read(text):
         (["migrate", "vm-1"], render.EXIT_USAGE),
         (["migrate", "vm-1", "--to", "h", "--live", "--offline"], render.EXIT_USAGE),
         (["migrate", "vm-1", "--to", "h", "--bandwidth", "fast"], render.EXIT_USAGE),
+        (["evacuate", "h", "--bandwidth", "fast"], render.EXIT_USAGE),
         (["report", "--since", "last week"], render.EXIT_USAGE),
         (["frobnicate"], render.EXIT_USAGE),
         ([], render.EXIT_USAGE),

@@ -84,6 +84,8 @@ def test_hosts_vms_migrate_wait_and_the_report(portalctl, linux_vm, lab_hosts):
     plan = portalctl("--json", "evacuate", destination.name, "--dry-run")
     assert plan.returncode == 0
     assert json.loads(plan.stdout)["dry_run"] is True
+    negative = portalctl("evacuate", destination.name, "--dry-run", "--bandwidth", "-1")
+    assert negative.returncode == 64 and "bandwidth_mib_s:" in negative.stderr, negative
     unknown = portalctl("evacuate", "no-such-host", "--dry-run")
     assert unknown.returncode == 64 and "no host named 'no-such-host'" in unknown.stderr
 
