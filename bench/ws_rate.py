@@ -1,10 +1,10 @@
 """Does a websocket keep its progress rate while the API is under load? (issue #24)
 
-A publisher process sends progress updates for one migration through the channel layer,
-as the engine does (core.publish, `migration.update`), at RATE_HZ with the time sent in
-each; a client follows /ws/migrations/{id}/ with the bench's token and times each update
-from its sending to its arrival. Measured quiet, then while wrk loads the API. Used by
-bench/api_bench.py.
+A publisher process sends progress updates for one migration through the channel layer
+the way the engine does (core.publish.send: one sender thread, `migration.update`), at
+RATE_HZ with the time sent in each; a client follows /ws/migrations/{id}/ with the
+bench's token and times each update from its sending to its arrival. Measured quiet,
+then while wrk loads the API. Used by bench/api_bench.py.
 """
 
 from __future__ import annotations
@@ -23,16 +23,15 @@ RATE_HZ = 10
 
 PUBLISHER = """
 import os, time
-from channels.layers import get_channel_layer
-from asgiref.sync import async_to_sync
+from core.publish import publish_flush, send
 from migrations_app.events import migration_group
 migration_id = int(os.environ["WS_BENCH_MIGRATION"])
 seconds, rate = float(os.environ["WS_BENCH_SECONDS"]), float(os.environ["WS_BENCH_RATE"])
-send = async_to_sync(get_channel_layer().group_send)
 group = migration_group(migration_id)
 def update(sample):
     send(group, {"type": "migration.update", "event": "progress",
-                 "migration": {"id": migration_id, "status": "running"}, "sample": sample})
+                 "migration": {"id": migration_id, "status": "running"}, "sample": sample},
+         "bench progress")
 started = time.monotonic()
 n = 0
 while time.monotonic() - started < seconds:
@@ -40,6 +39,7 @@ while time.monotonic() - started < seconds:
     n += 1
     time.sleep(max(0.0, started + n / rate - time.monotonic()))
 update({"done": True})
+publish_flush(10)
 print(n)
 """
 
