@@ -76,12 +76,19 @@ def ensure_extra_vms(config: layout.LabConfig, hosts: list[layout.LabHost]) -> N
             started.result()
 
 
-def extra_vms_start_on(config: layout.LabConfig, host: layout.LabHost, count: int) -> list[str]:
+def extra_vms_start_on(
+    config: layout.LabConfig, host: layout.LabHost, count: int, fill_mib: int = 0
+) -> list[str]:
     """Define and start `count` extra guests on `host` only (an evacuation's load); their
-    names, `<host>-extra-<k>`. remove_extra_guests (tests.labtools) takes them away."""
+    names, `<host>-extra-<k>`. remove_extra_guests (tests.labtools) takes them away.
+    With `fill_mib`, each boots the lab's Linux guest (no disk) and fills that much of its
+    RAM with data that does not change, so that a copy has that much to move
+    (wait_for_console with the VM's name says when it has)."""
     names = [layout.extra_vm_name(host, k) for k in range(1, count + 1)]
+    boot = guest_images.ensure_guest_images(config.image_cache) if fill_mib else None
     for name in names:
-        _define_xml(config, host, _extra_vm_xml(name))
+        xml = _filled_vm_xml(config, name, boot, fill_mib) if boot else _extra_vm_xml(name)
+        _define_xml(config, host, xml)
         result = virsh(host, "start", name, check=False)
         if result.returncode != 0:
             raise layout.LabError(f"cannot start {name} on {host.name}: {result.stderr.strip()}")
@@ -317,6 +324,29 @@ def _tiny_vm_xml(config: layout.LabConfig, domain_type: str) -> str:
         domain_type=domain_type,
         os_extra="\n    <boot dev='hd'/>",
         devices=_disk_xml(cache, f"{layout.HOST_IMAGES_DIR}/{layout.TINY_VM_DISK}"),
+    )
+
+
+def _filled_vm_xml(
+    config: layout.LabConfig, name: str, boot: guest_images.GuestImages, fill_mib: int
+) -> str:
+    console = layout.console_log_path(config, name)
+    console.parent.mkdir(parents=True, exist_ok=True)
+    console.unlink(missing_ok=True)
+    return _domain_xml(
+        name=name,
+        title="lab filled extra guest",
+        description=f"TCG guest without a disk whose /init fills {fill_mib} MiB once.",
+        memory_mib=fill_mib + layout.FILLED_VM_OVERHEAD_MIB,
+        os_extra=f"""
+    <kernel>{escape(str(boot.kernel))}</kernel>
+    <initrd>{escape(str(boot.initrd))}</initrd>
+    <cmdline>{escape(guest_images.kernel_cmdline(fill_mib, 0))}</cmdline>""",
+        devices=f"""
+    <serial type='file'>
+      <source path={quoteattr(str(console))} append='on'/>
+      <target port='0'/>
+    </serial>""",
     )
 
 

@@ -41,6 +41,8 @@ TINY_VM_DISK = "lab-tiny.qcow2"
 TINY_VM_DISK_MIB = 16
 TINY_VM_MEMORY_MIB = 128
 EXTRA_VM_MEMORY_MIB = 64
+# A filled extra guest's RAM beyond what it fills: its kernel and initramfs.
+FILLED_VM_OVERHEAD_MIB = 128
 # Guest RAM the kernel itself needs besides the filled tmpfs.
 GUEST_OVERHEAD_MIB = 96
 
