@@ -16,9 +16,14 @@ case "${1:-}" in
     if [ -S "$socket" ] && redis-cli -s "$socket" ping >/dev/null 2>&1; then
       exit 0
     fi
-    redis-server --port 0 --unixsocket "$socket" --unixsocketperm 700 \
-      --daemonize yes --pidfile "$pidfile" --dir "$run_dir" \
-      --save "" --appendonly no --logfile "$run_dir/redis.log"
+    # In the background of this session, not --daemonize: that calls setsid(), and a
+    # session of its own is an autogroup of its own for Linux's scheduler
+    # (sched_autogroup); while the web workers kept both cores busy, the kernel left that
+    # redis waiting up to 2 s to run, and every progress message with it
+    # (docs/performance.md, issue #24).
+    nohup redis-server --port 0 --unixsocket "$socket" --unixsocketperm 700 \
+      --daemonize no --pidfile "$pidfile" --dir "$run_dir" \
+      --save "" --appendonly no --logfile "$run_dir/redis.log" </dev/null >/dev/null 2>&1 &
     for _ in $(seq 50); do
       redis-cli -s "$socket" ping >/dev/null 2>&1 && exit 0
       sleep 0.1
