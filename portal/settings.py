@@ -359,6 +359,8 @@ LANGUAGES = [
     ("zh-hans", "简体中文"),
 ]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+# Dates on the pages in each language's order (portal/formats/).
+FORMAT_MODULE_PATH = ["portal.formats"]
 # A year: the choice made with the header's switcher survives pages and sessions.
 LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
 LANGUAGE_COOKIE_SAMESITE = "Lax"

@@ -298,3 +298,35 @@ def test_placement_reasons_are_in_the_active_language(compiled):
     assert "3.072 MiB livres de 8.192 MiB depois de receber a VM (1.024 MiB)" in reasons
     english = placement_judge(vm=needs, facts=facts, cpu=cpu).reasons
     assert "3,072 MiB free of 8,192 MiB after placing the VM (1,024 MiB)" in english
+
+
+@pytest.mark.django_db
+def test_dates_on_the_pages_follow_the_language(browser, compiled):
+    from datetime import UTC, datetime
+
+    from hosts.models import Host
+    from migrations_app.models import Migration
+
+    source = Host.objects.create(name="src", address="192.0.2.1")
+    destination = Host.objects.create(name="dst", address="192.0.2.2")
+    migration = Migration.objects.create(
+        vm_uuid="c891b9fa-7ac7-4f64-909e-8b68c10b034e",
+        vm_name="web",
+        source=source,
+        destination=destination,
+        requested_by_name="admin",
+        status="succeeded",
+        max_downtime_ms=500,
+        timeout_s=600,
+    )
+    Migration.objects.filter(pk=migration.pk).update(
+        created_at=datetime(2026, 12, 8, 1, 54, 8, tzinfo=UTC)
+    )
+    cell = {
+        "en": "2026-12-08 01:54:08",  # English keeps ISO 8601's order, as the API
+        "pt-BR": "08/12/2026 01:54:08",
+        "zh-CN": "2026年12月8日 01:54:08",
+    }
+    for language, shown in cell.items():
+        html = browser.get("/migrations/", HTTP_ACCEPT_LANGUAGE=language).content.decode()
+        assert f"<td>{shown}</td>" in html, (language, shown)
