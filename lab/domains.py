@@ -117,6 +117,34 @@ def _start_target(
     return states.get(home.name, next(iter(states.values()), (home, "")))[0]
 
 
+def console_boots(
+    config: layout.LabConfig, vm_name: str = layout.LINUX_VM_NAME
+) -> tuple[list[str], str]:
+    """The guest's console cut at each boot: (what each earlier boot printed, what the
+    current boot has printed so far)."""
+    path = layout.console_log_path(config, vm_name)
+    text = path.read_text(errors="replace") if path.exists() else ""
+    *earlier, current = text.split(guest_images.MARKER_BOOTED)
+    return earlier, current
+
+
+def wait_for_filled_guest(
+    config: layout.LabConfig, timeout: float = 180.0, vm_name: str = layout.LINUX_VM_NAME
+) -> None:
+    """Until the guest's current boot has filled its RAM and has not crashed since: a
+    guest whose kernel crashed reboots itself (oops=panic) and fills it again."""
+
+    def filled() -> bool:
+        earlier, current = console_boots(config, vm_name)
+        return (
+            bool(earlier)
+            and guest_images.MARKER_FILLED in current
+            and not any(sign in current for sign in guest_images.CRASH_SIGNS)
+        )
+
+    layout.wait_until(filled, timeout, f"{vm_name} booted, filled and not crashed")
+
+
 def wait_for_console(
     config: layout.LabConfig,
     text: str = guest_images.MARKER_FILLED,

@@ -22,7 +22,10 @@ from lab.layout import file_lock
 
 KERNEL_METAPACKAGE = "linux-image-cloud-amd64"
 BUSYBOX = Path("/bin/busybox")
+MARKER_BOOTED = "LAB-GUEST userspace"
 MARKER_FILLED = "LAB-GUEST filled"
+# What a guest kernel prints when it crashes (docs/reliability.md, "The lab guest's crashes").
+CRASH_SIGNS = ("Oops:", "BUG:", "Kernel panic")
 
 INIT_SCRIPT = (Path(__file__).resolve().with_name("files") / "guest-init.sh").read_text()
 
@@ -39,8 +42,10 @@ class GuestImages:
 
 def kernel_cmdline(fill_mib: int, dirty_mib_s: int) -> str:
     # quiet + mitigations=off: the guest runs under TCG, every saved cycle counts.
+    # oops=panic + panic=-1: a kernel that crashed reboots at once (and fills its RAM
+    # again) instead of running on half dead, its memory writer stopped.
     return (
-        f"console=ttyS0 quiet panic=-1 mitigations=off "
+        f"console=ttyS0 quiet oops=panic panic=-1 mitigations=off "
         f"labfill={int(fill_mib)} labdirty={int(dirty_mib_s)}"
     )
 

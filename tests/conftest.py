@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -214,12 +215,41 @@ def _placed_vm(lab_hosts, uuid):
     labtools.normalize(lab_hosts, uuid)
 
 
+class LabGuestCrashed(UserWarning):
+    """The lab's Linux guest kernel crashed (and rebooted itself): docs/reliability.md."""
+
+
+_guest_crashes_reported = 0
+
+
+def _linux_guest_ready(config) -> None:
+    """The guest filled its RAM in its current boot. A kernel crash of an earlier boot
+    is reported loudly (a warning in the summary and the console's lines), once."""
+    global _guest_crashes_reported
+    from lab import domains, guest_images
+
+    domains.wait_for_filled_guest(config)
+    earlier, _current = domains.console_boots(config)
+    crashed = [part for part in earlier if any(s in part for s in guest_images.CRASH_SIGNS)]
+    for part in crashed[_guest_crashes_reported:]:
+        signs = [line for line in part.splitlines() if "BUG" in line or "Oops" in line][:3]
+        text = f"LAB GUEST CRASHED and rebooted (its kernel): {signs}"
+        print(text)
+        warnings.warn(LabGuestCrashed(text), stacklevel=2)
+    _guest_crashes_reported = len(crashed)
+
+
 @pytest.fixture
-def linux_vm(lab_hosts, vm_uuids, lab_registered):
+def linux_vm(lab_hosts, vm_uuids, lab_registered, lab_config):
     """The filled Linux guest, running on exactly one host, put back that way after."""
     from lab import layout
+    from tests import labtools
 
-    yield from _placed_vm(lab_hosts, vm_uuids[layout.LINUX_VM_NAME])
+    uuid = vm_uuids[layout.LINUX_VM_NAME]
+    labtools.normalize(lab_hosts, uuid)
+    _linux_guest_ready(lab_config)
+    yield labtools.VMPlacement(lab_hosts, uuid)
+    labtools.normalize(lab_hosts, uuid)
 
 
 @pytest.fixture
