@@ -222,13 +222,22 @@ class LabGuestCrashed(UserWarning):
 _guest_crashes_reported = 0
 
 
-def _linux_guest_ready(config) -> None:
+def _linux_guest_ready(config, hosts, uuid: str) -> None:
     """The guest filled its RAM in its current boot. A kernel crash of an earlier boot
-    is reported loudly (a warning in the summary and the console's lines), once."""
+    is reported loudly (a warning in the summary and the console's lines), once. A guest
+    whose kernel crashed without rebooting (a lab defined before oops=panic) is powered
+    off and on again."""
     global _guest_crashes_reported
-    from lab import domains, guest_images
+    from lab import domains, guest_images, layout
+    from tests import labtools
 
-    domains.wait_for_filled_guest(config)
+    try:
+        domains.wait_for_filled_guest(config, timeout=30)
+    except layout.LabError:
+        _earlier, current = domains.console_boots(config)
+        if any(sign in current for sign in guest_images.CRASH_SIGNS):
+            labtools.restart_where_running(hosts, uuid)
+        domains.wait_for_filled_guest(config, timeout=150)
     earlier, _current = domains.console_boots(config)
     crashed = [part for part in earlier if any(s in part for s in guest_images.CRASH_SIGNS)]
     for part in crashed[_guest_crashes_reported:]:
@@ -247,7 +256,7 @@ def linux_vm(lab_hosts, vm_uuids, lab_registered, lab_config):
 
     uuid = vm_uuids[layout.LINUX_VM_NAME]
     labtools.normalize(lab_hosts, uuid)
-    _linux_guest_ready(lab_config)
+    _linux_guest_ready(lab_config, lab_hosts, uuid)
     yield labtools.VMPlacement(lab_hosts, uuid)
     labtools.normalize(lab_hosts, uuid)
 

@@ -26,6 +26,14 @@ def running_on(hosts: list[layout.LabHost], uuid: str) -> list[str]:
     return [name for name, state in where(hosts, uuid).items() if state == "running"]
 
 
+def restart_where_running(hosts: list[layout.LabHost], uuid: str) -> None:
+    """Power the domain off and on again where it runs (a guest whose kernel is dead)."""
+    for host in hosts:
+        if host.name in running_on([host], uuid):
+            machines.virsh(host, "destroy", uuid)
+            machines.virsh(host, "start", uuid)
+
+
 def persistent(host: layout.LabHost, uuid: str) -> bool:
     """Is the domain's definition kept by libvirt (not only a running transient copy)?"""
     info = machines.virsh(host, "dominfo", uuid).stdout
