@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,44 +255,19 @@ def measure(
 
 
 WEBSOCKET_RUNS: list[tuple[ws_rate.Rate, ws_rate.Rate]] = []
-WS_SECONDS = 6.0
 
 
 def websocket_rate(base: str, env: dict, ids: dict, args, server: int) -> tuple:
     """A migration's progress socket quiet, then while wrk loads GET /api/vms/."""
-    ws_base = base.replace("http://", "ws://")
-    follow = (ws_base, env, ROOT, ids["token"], ids["running_migration"], WS_SECONDS)
-    quiet = ws_rate.measure(*follow)
-    load = threading.Thread(
-        target=wrk,
-        args=(base, ["/api/vms/"], ids["token"], args.clients, WS_SECONDS + 6, server),
-        daemon=True,
+    return ws_rate.quiet_and_loaded(
+        base.replace("http://", "ws://"),
+        env,
+        ROOT,
+        ids["token"],
+        ids["running_migration"],
+        load=lambda seconds: wrk(base, ["/api/vms/"], ids["token"], args.clients, seconds, server),
+        load_name=f"wrk -c{args.clients} on /api/vms/",
     )
-    load.start()
-    time.sleep(1)
-    loaded = ws_rate.measure(*follow)
-    load.join()
-    print(f"  websocket quiet:  {quiet.line()}", flush=True)
-    print(f"  websocket loaded: {loaded.line()}  (wrk -c{args.clients} on /api/vms/)", flush=True)
-    return quiet, loaded
-
-
-def report_websocket() -> bool:
-    """Kept its rate: every update arrived, and as many per second under load as quiet."""
-    ok_runs = 0
-    for quiet, loaded in WEBSOCKET_RUNS:
-        kept = loaded.received >= loaded.sent and loaded.per_second >= 0.95 * quiet.per_second
-        ok_runs += kept
-    print()
-    print(
-        f"websocket progress ({ws_rate.RATE_HZ}/s published): kept its rate under load in "
-        f"{ok_runs} of {len(WEBSOCKET_RUNS)} runs; delay p99 quiet "
-        + ", ".join(f"{q.p99_ms:.1f}" for q, _ in WEBSOCKET_RUNS)
-        + " ms, loaded "
-        + ", ".join(f"{lo.p99_ms:.1f}" for _, lo in WEBSOCKET_RUNS)
-        + " ms"
-    )
-    return ok_runs == len(WEBSOCKET_RUNS)
 
 
 def stalls_print(log: Path) -> None:
@@ -530,7 +504,7 @@ def main() -> None:
     if not args.no_floor:
         report_floor(runs, args.profile)
     if WEBSOCKET_RUNS:
-        report_websocket()
+        ws_rate.report(WEBSOCKET_RUNS)
 
 
 if __name__ == "__main__":

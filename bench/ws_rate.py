@@ -14,12 +14,14 @@ import json
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import PY
 
 RATE_HZ = 10
+SECONDS = 6.0  # each measurement's publishing
 
 PUBLISHER = """
 import os, time
@@ -124,3 +126,44 @@ def measure(
         p99_ms=_percentile(delays, 0.99),
         max_ms=max(delays, default=float("nan")),
     )
+
+
+def quiet_and_loaded(
+    base_ws: str,
+    env: dict,
+    root: Path,
+    token: str,
+    migration_id: int,
+    *,
+    load: Callable[[float], object],
+    load_name: str,
+) -> tuple[Rate, Rate]:
+    """Measured quiet, then while `load(seconds)` runs in a thread of its own."""
+    follow = (base_ws, env, root, token, migration_id, SECONDS)
+    quiet = measure(*follow)
+    loader = threading.Thread(target=load, args=(SECONDS + 6,), daemon=True)
+    loader.start()
+    time.sleep(1)
+    loaded = measure(*follow)
+    loader.join()
+    print(f"  websocket quiet:  {quiet.line()}", flush=True)
+    print(f"  websocket loaded: {loaded.line()}  ({load_name})", flush=True)
+    return quiet, loaded
+
+
+def report(runs: list[tuple[Rate, Rate]]) -> bool:
+    """Kept its rate: every update arrived, and as many per second under load as quiet."""
+    kept = sum(
+        loaded.received >= loaded.sent and loaded.per_second >= 0.95 * quiet.per_second
+        for quiet, loaded in runs
+    )
+    print()
+    print(
+        f"websocket progress ({RATE_HZ}/s published): kept its rate under load in "
+        f"{kept} of {len(runs)} runs; delay p99 quiet "
+        + ", ".join(f"{q.p99_ms:.1f}" for q, _ in runs)
+        + " ms, loaded "
+        + ", ".join(f"{lo.p99_ms:.1f}" for _, lo in runs)
+        + " ms"
+    )
+    return kept == len(runs)
